@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The one test command (README): installs the external tools the interoperability
+# tests need when they are missing, checks formatting and lints, then runs every test.
+# A missing tool is an error here, never a silent skip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# tool -> Debian package that provides it
+declare -A TOOL_PACKAGE=(
+  [sgdisk]=gdisk
+  [cgpt]=cgpt
+  [grub-editenv]=grub-common
+  [grub-emu]=grub-emu
+  [bootctl]=systemd
+  [openssl]=openssl
+  [zstd]=zstd
+  [mke2fs]=e2fsprogs
+  [mkfs.vfat]=dosfstools
+  [mcopy]=mtools
+  [unshare]=util-linux
+)
+
+missing=()
+for tool in "${!TOOL_PACKAGE[@]}"; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("${TOOL_PACKAGE[$tool]}")
+done
+if ((${#missing[@]})); then
+  echo "test.sh: installing missing packages: ${missing[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+for tool in "${!TOOL_PACKAGE[@]}"; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "test.sh: $tool is still missing after install" >&2; exit 1; }
+done
+
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+# End-to-end tests drive the real binaries: build them first.
+cargo build --workspace --bins --locked
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast "$@"
+else
+  cargo test --workspace --locked --no-fail-fast "$@"
+fi
