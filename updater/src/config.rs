@@ -1,0 +1,354 @@
+//! The agent's configuration file (`/etc/tandem/updater.toml`).
+//!
+//! Parsing is strict: unknown keys and bad values are refused with the file, the line and the
+//! reason, because a typo in an updater's configuration is found on the day an update fails.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// Where the agent looks when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/tandem/updater.toml";
+
+/// A configuration file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// Which boot-control backend records the slots' boot state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BootBackend {
+    Gpt,
+    Grub,
+    SystemdBoot,
+}
+
+/// One health check run in the trial boot of a new slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthProbe {
+    /// A command that must exit 0.
+    Exec(Vec<String>),
+    /// A URL that must answer GET with a 2xx status.
+    Http(String),
+}
+
+/// A health check with its own time limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub probe: HealthProbe,
+    pub timeout: Duration,
+}
+
+/// The validated configuration of the agent.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The disk (block device or image file) holding the slots.
+    pub disk: PathBuf,
+    /// Name of the slot pair: `root` means the partitions `root-a` and `root-b`.
+    pub slots: String,
+    pub boot: BootBackend,
+    /// The GRUB environment block (backend `grub`).
+    pub grubenv: Option<PathBuf>,
+    /// The mounted EFI system partition (backend `systemd-boot`).
+    pub esp: Option<PathBuf>,
+    /// The agent's state file.
+    pub state: PathBuf,
+    /// The trusted root of trust shipped with the OS.
+    pub root: PathBuf,
+    /// Bundles for another product are refused.
+    pub product: String,
+    /// How this node names itself in reports and rollout buckets.
+    pub node_id: Option<String>,
+    /// Boot attempts a new slot gets before the firmware abandons it.
+    pub tries: u8,
+    /// Where the booted slot is read from (`tandem.slot=` or the root PARTUUID).
+    pub cmdline: PathBuf,
+    /// Overrides the booted slot read from `cmdline` (tests, simulators).
+    pub booted_slot: Option<String>,
+    /// The command that reboots the node.
+    pub reboot: Vec<String>,
+    /// Re-read the written slot and hash it before flipping (catches a lying disk).
+    pub verify_readback: bool,
+    pub health: Vec<HealthCheck>,
+    /// All health checks together must pass within this time.
+    pub health_deadline: Duration,
+}
+
+/// The file as written, before cross-field validation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    disk: PathBuf,
+    #[serde(default = "default_slots")]
+    slots: String,
+    boot: BootBackend,
+    grubenv: Option<PathBuf>,
+    esp: Option<PathBuf>,
+    #[serde(default = "default_state")]
+    state: PathBuf,
+    #[serde(default = "default_root")]
+    root: PathBuf,
+    product: String,
+    node_id: Option<String>,
+    #[serde(default = "default_tries")]
+    tries: u8,
+    #[serde(default = "default_cmdline")]
+    cmdline: PathBuf,
+    booted_slot: Option<String>,
+    #[serde(default = "default_reboot")]
+    reboot: Vec<String>,
+    #[serde(default = "default_true")]
+    verify_readback: bool,
+    #[serde(default)]
+    health: Vec<toml::Spanned<RawHealth>>,
+    #[serde(default = "default_health_deadline", deserialize_with = "duration")]
+    health_deadline: Duration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    exec: Option<Vec<String>>,
+    http: Option<String>,
+    #[serde(default = "default_health_timeout", deserialize_with = "duration")]
+    timeout: Duration,
+}
+
+fn default_slots() -> String {
+    "root".into()
+}
+fn default_state() -> PathBuf {
+    "/var/lib/tandem/state.json".into()
+}
+fn default_root() -> PathBuf {
+    "/etc/tandem/root.json".into()
+}
+fn default_tries() -> u8 {
+    3
+}
+fn default_cmdline() -> PathBuf {
+    "/proc/cmdline".into()
+}
+fn default_reboot() -> Vec<String> {
+    vec!["systemctl".into(), "reboot".into()]
+}
+fn default_true() -> bool {
+    true
+}
+fn default_health_deadline() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_health_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// Reads durations written as `60s`, `5m`, `1h 30m`.
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    humantime::parse_duration(&text)
+        .map_err(|e| serde::de::Error::custom(format!("bad duration {text:?}: {e}")))
+}
+
+impl AgentConfig {
+    /// Reads and validates the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses configuration text; the error names the line and the reason.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
+        raw.validate(text)
+    }
+}
+
+impl RawConfig {
+    fn validate(self, text: &str) -> Result<AgentConfig, String> {
+        if !(1..=15).contains(&self.tries) {
+            return Err(format!(
+                "tries = {}: must be between 1 and 15 (the boot counters hold 4 bits)",
+                self.tries
+            ));
+        }
+        if self.slots.is_empty() || self.slots.contains(['/', ' ']) {
+            return Err(format!(
+                "slots = {:?}: must name a partition pair such as \"root\"",
+                self.slots
+            ));
+        }
+        if self.product.is_empty() {
+            return Err("product must not be empty".into());
+        }
+        match self.boot {
+            BootBackend::Grub if self.grubenv.is_none() => {
+                return Err("boot = \"grub\" needs grubenv = \"/path/to/grubenv\"".into())
+            }
+            BootBackend::SystemdBoot if self.esp.is_none() => {
+                return Err("boot = \"systemd-boot\" needs esp = \"/path/to/esp\"".into())
+            }
+            _ => {}
+        }
+        if let Some(slot) = &self.booted_slot {
+            if slot != "a" && slot != "b" {
+                return Err(format!("booted_slot = {slot:?}: must be \"a\" or \"b\""));
+            }
+        }
+        if self.reboot.is_empty() {
+            return Err("reboot must name a command, e.g. [\"systemctl\", \"reboot\"]".into());
+        }
+        let health = self
+            .health
+            .into_iter()
+            .map(|spanned| health_check(text, spanned))
+            .collect::<Result<_, _>>()?;
+        Ok(AgentConfig {
+            disk: self.disk,
+            slots: self.slots,
+            boot: self.boot,
+            grubenv: self.grubenv,
+            esp: self.esp,
+            state: self.state,
+            root: self.root,
+            product: self.product,
+            node_id: self.node_id,
+            tries: self.tries,
+            cmdline: self.cmdline,
+            booted_slot: self.booted_slot,
+            reboot: self.reboot,
+            verify_readback: self.verify_readback,
+            health,
+            health_deadline: self.health_deadline,
+        })
+    }
+}
+
+fn health_check(text: &str, spanned: toml::Spanned<RawHealth>) -> Result<HealthCheck, String> {
+    let line = line_of(text, spanned.span().start);
+    let raw = spanned.into_inner();
+    let probe = match (raw.exec, raw.http) {
+        (Some(argv), None) if !argv.is_empty() => HealthProbe::Exec(argv),
+        (None, Some(url)) if url.starts_with("http://") || url.starts_with("https://") => {
+            HealthProbe::Http(url)
+        }
+        (None, Some(url)) => {
+            return Err(format!(
+                "line {line}: health check http = {url:?} is not an http(s) URL"
+            ))
+        }
+        _ => {
+            return Err(format!(
+                "line {line}: a [[health]] check needs exactly one of exec = [\"cmd\", …] or http = \"URL\""
+            ))
+        }
+    };
+    Ok(HealthCheck {
+        probe,
+        timeout: raw.timeout,
+    })
+}
+
+/// The 1-based line number of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset).map_or(0, |before| before.matches('\n').count()) + 1
+}
+
+fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message();
+    match error.span() {
+        Some(span) => format!("line {}: {message}", line_of(text, span.start)),
+        None => message.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+disk = "/dev/sda"
+slots = "root"
+boot = "gpt"
+state = "/var/lib/tandem/state.json"
+root = "/etc/tandem/root.json"
+product = "acme-edge"
+tries = 3
+cmdline = "/proc/cmdline"
+reboot = ["systemctl", "reboot"]
+[[health]]
+exec = ["/usr/bin/systemctl", "is-system-running", "--wait"]
+timeout = "60s"
+[[health]]
+http = "http://127.0.0.1:10250/healthz"
+"#;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let config = AgentConfig::parse(EXAMPLE).unwrap();
+        assert_eq!(config.disk, PathBuf::from("/dev/sda"));
+        assert_eq!(config.boot, BootBackend::Gpt);
+        assert_eq!(config.tries, 3);
+        assert!(config.verify_readback);
+        assert_eq!(config.health.len(), 2);
+        assert_eq!(config.health[0].timeout, Duration::from_secs(60));
+        assert_eq!(
+            config.health[1].probe,
+            HealthProbe::Http("http://127.0.0.1:10250/healthz".into())
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_its_line() {
+        let text = EXAMPLE.replace("tries = 3", "tries = 3\nretries = 4");
+        let error = AgentConfig::parse(&text).unwrap_err();
+        assert!(error.contains("line 9"), "{error}");
+        assert!(error.contains("retries"), "{error}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_a_reason() {
+        let cases = [
+            ("tries = 3", "tries = 0", "between 1 and 15"),
+            ("boot = \"gpt\"", "boot = \"lilo\"", "line 4"),
+            ("timeout = \"60s\"", "timeout = \"soon\"", "bad duration"),
+            (
+                "http = \"http://127.0.0.1:10250/healthz\"",
+                "http = \"ftp://x\"",
+                "line 14",
+            ),
+            ("boot = \"gpt\"", "boot = \"grub\"", "needs grubenv"),
+        ];
+        for (from, to, expected) in cases {
+            let error = AgentConfig::parse(&EXAMPLE.replace(from, to)).unwrap_err();
+            assert!(error.contains(expected), "{to}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_health_check_with_both_probes_is_refused() {
+        let text = format!("{EXAMPLE}exec = [\"true\"]\n");
+        let error = AgentConfig::parse(&text).unwrap_err();
+        assert!(error.contains("exactly one"), "{error}");
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let error = AgentConfig::load(Path::new("/nonexistent/updater.toml")).unwrap_err();
+        assert!(error.to_string().contains("/nonexistent/updater.toml"));
+    }
+}
