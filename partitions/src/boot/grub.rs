@@ -1,0 +1,573 @@
+//! The `grub` backend: boot state in a GRUB environment block (the 1024-byte `grubenv`),
+//! read and counted down at boot by the shipped `docs/grub.cfg.example`.
+//!
+//! Variables (values are plain ASCII; every other variable in the block is preserved):
+//!
+//! | variable | values | meaning |
+//! |---|---|---|
+//! | `TANDEM_ORDER` | `a b`, `b a`, `a`, `b`, empty | slots GRUB may boot, best first |
+//! | `TANDEM_A_TRIES`, `TANDEM_B_TRIES` | `0`..`15` | tries left (absent = 0) |
+//! | `TANDEM_A_OK`, `TANDEM_B_OK` | `1` / `0` | successful (absent = 0) |
+//! | `TANDEM_A_PARTUUID`, `TANDEM_B_PARTUUID` | GUID | for `root=PARTUUID=` (written by [`GrubEnvBootControl::init`]) |
+//!
+//! Mapping to [`SlotBootState`]: a slot absent from `TANDEM_ORDER` has priority 0; the first
+//! slot listed has priority 2, the second 1. Only the order of priorities is stored, so
+//! `set_state(slot, s)` puts the slot first when `s.priority` is above the other slot's
+//! priority *as read back* (2 or 1), or equal to it and the slot is A (the tie rule of
+//! [`super::select`]); priority 0 takes the slot out of the order.
+//! GRUB boots the first slot in `TANDEM_ORDER` that has `OK=1`, or tries left (then it
+//! decrements them and `save_env`s before booting): exactly [`super::select`].
+//!
+//! Writing: the block is rewritten **in place**, 1024 bytes at offset 0, then fsynced
+//! ([`FileStore::overwrite`]), never replaced by a new file. GRUB's `save_env` writes through
+//! the file's block list and refuses a file that is not contiguous; on a FAT ESP a new file
+//! from a rename could land in other clusters (and a FAT rename is not atomic across a power
+//! cut anyway). To make a torn write harmless, the Tandem variables are written first, right
+//! after the header lines, so they all sit in the first 512-byte sector: a cut that keeps one
+//! sector and not the other leaves the old or the new Tandem state, never a mix.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{check_nibble, BackendKind, BootControl, SlotBootState, SlotId};
+use crate::error::{BootStateError, Error, Result, UsageError};
+use crate::io::FileStore;
+use crate::slots::SlotPair;
+
+/// Size of a GRUB environment block.
+pub const ENVBLK_SIZE: usize = 1024;
+/// First line of every environment block.
+pub const HEADER: &[u8] = b"# GRUB Environment Block\n";
+
+/// A parsed GRUB environment block. Values are stored escaped as GRUB writes them
+/// (`\` before `\` and newline).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GrubEnv {
+    comments: Vec<Vec<u8>>,
+    vars: Vec<(String, Vec<u8>)>,
+}
+
+fn escape(value: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(value.len());
+    for &b in value.as_bytes() {
+        if b == b'\\' || b == b'\n' {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out
+}
+
+fn unescape(raw: &[u8]) -> String {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut it = raw.iter();
+    while let Some(&b) = it.next() {
+        if b == b'\\' {
+            if let Some(&n) = it.next() {
+                out.push(n);
+            }
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl GrubEnv {
+    /// Parse a block: the header line, then `#` comment lines and `name=value` lines in any
+    /// order, then `#` padding.
+    pub fn parse(data: &[u8]) -> std::result::Result<Self, String> {
+        let mut rest = data
+            .strip_prefix(HEADER)
+            .ok_or("missing the `# GRUB Environment Block` header")?;
+        let mut env = GrubEnv::default();
+        loop {
+            if rest.iter().all(|&b| b == b'#') {
+                return Ok(env);
+            }
+            if rest.first() == Some(&b'#') {
+                let nl = rest
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .ok_or("bytes other than `#` in the padding")?;
+                let (line, tail) = rest.split_at(nl);
+                env.comments.push(line.to_vec());
+                rest = tail.get(1..).unwrap_or(&[]);
+                continue;
+            }
+            let eq = rest
+                .iter()
+                .position(|&b| b == b'=')
+                .ok_or("a line without `=`")?;
+            let (name, tail) = rest.split_at(eq);
+            if name.is_empty() || name.contains(&b'\n') {
+                return Err("a variable line without a name".into());
+            }
+            let name = std::str::from_utf8(name)
+                .map_err(|_| "a variable name that is not UTF-8")?
+                .to_string();
+            let tail = tail.get(1..).unwrap_or(&[]);
+            let mut i = 0;
+            let end = loop {
+                match tail.get(i) {
+                    None => return Err(format!("variable {name} is not terminated by a newline")),
+                    Some(b'\\') => i += 2,
+                    Some(b'\n') => break i,
+                    Some(_) => i += 1,
+                }
+            };
+            let value = tail.get(..end).unwrap_or(&[]).to_vec();
+            env.vars.retain(|(n, _)| *n != name);
+            env.vars.push((name, value));
+            rest = tail.get(end + 1..).unwrap_or(&[]);
+        }
+    }
+
+    /// A variable's (unescaped) value.
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.vars
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| unescape(v))
+    }
+
+    /// Set a variable (kept in place if it exists, appended otherwise).
+    pub fn set(&mut self, name: &str, value: &str) {
+        match self.vars.iter_mut().find(|(n, _)| n == name) {
+            Some((_, v)) => *v = escape(value),
+            None => self.vars.push((name.to_string(), escape(value))),
+        }
+    }
+
+    /// Remove a variable.
+    pub fn unset(&mut self, name: &str) {
+        self.vars.retain(|(n, _)| n != name);
+    }
+
+    /// Variable names in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.vars.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// Serialize to exactly 1024 bytes: header, comment lines, `TANDEM_*` variables, the
+    /// other variables, `#` padding. `Err(needed)` when it does not fit.
+    pub fn to_block(&self) -> std::result::Result<Vec<u8>, usize> {
+        let mut out = HEADER.to_vec();
+        for c in &self.comments {
+            out.extend_from_slice(c);
+            out.push(b'\n');
+        }
+        let (ours, others): (Vec<_>, Vec<_>) = self
+            .vars
+            .iter()
+            .partition(|(n, _)| n.starts_with("TANDEM_"));
+        for (n, v) in ours.into_iter().chain(others) {
+            out.extend_from_slice(n.as_bytes());
+            out.push(b'=');
+            out.extend_from_slice(v);
+            out.push(b'\n');
+        }
+        if out.len() > ENVBLK_SIZE {
+            return Err(out.len());
+        }
+        out.resize(ENVBLK_SIZE, b'#');
+        Ok(out)
+    }
+}
+
+fn var(slot: SlotId, what: &str) -> String {
+    format!("TANDEM_{}_{what}", slot.letter().to_ascii_uppercase())
+}
+
+/// Boot state in a grubenv file.
+#[derive(Debug, Clone)]
+pub struct GrubEnvBootControl {
+    store: Arc<dyn FileStore>,
+    path: PathBuf,
+}
+
+impl GrubEnvBootControl {
+    /// The grubenv at `path` in `store` (which must exist; see [`init`](Self::init)).
+    pub fn new(store: Arc<dyn FileStore>, path: impl Into<PathBuf>) -> Self {
+        Self {
+            store,
+            path: path.into(),
+        }
+    }
+
+    /// Create the grubenv if it is missing (both slots unbootable), and record the pair's
+    /// PARTUUIDs in it. Existing variables are kept.
+    pub fn init(
+        store: Arc<dyn FileStore>,
+        path: impl Into<PathBuf>,
+        pair: &SlotPair,
+    ) -> Result<Self> {
+        let me = Self::new(store, path);
+        match me.store.read(&me.path, ENVBLK_SIZE as u64 * 64) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut env = GrubEnv::default();
+                env.set("TANDEM_ORDER", "");
+                let block = me.block(&env)?;
+                me.store
+                    .write_atomic(&me.path, &block)
+                    .map_err(|e| Error::io(format!("creating {}", me.path.display()), e))?;
+            }
+            Err(e) => return Err(Error::io(format!("reading {}", me.path.display()), e)),
+        }
+        me.modify(|env| {
+            for s in pair.slots() {
+                env.set(&var(s.id, "PARTUUID"), &s.partuuid.to_string());
+            }
+            Ok(())
+        })?;
+        Ok(me)
+    }
+
+    /// The path of the grubenv in its store.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Read and parse the block.
+    pub fn read_env(&self) -> Result<GrubEnv> {
+        let data = self
+            .store
+            .read(&self.path, ENVBLK_SIZE as u64 * 64)
+            .map_err(|e| Error::io(format!("reading {}", self.path.display()), e))?;
+        if data.len() != ENVBLK_SIZE {
+            return Err(self.bad(format!("{} bytes, not {ENVBLK_SIZE}", data.len())));
+        }
+        GrubEnv::parse(&data).map_err(|r| self.bad(r))
+    }
+
+    fn bad(&self, reason: String) -> Error {
+        BootStateError::GrubEnv {
+            path: self.path.clone(),
+            reason,
+        }
+        .into()
+    }
+
+    fn block(&self, env: &GrubEnv) -> Result<Vec<u8>> {
+        env.to_block().map_err(|needed| {
+            BootStateError::GrubEnvFull {
+                path: self.path.clone(),
+                needed,
+            }
+            .into()
+        })
+    }
+
+    fn order(&self, env: &GrubEnv) -> Result<Vec<SlotId>> {
+        let raw = env.get("TANDEM_ORDER").unwrap_or_default();
+        let mut order = Vec::new();
+        for word in raw.split_whitespace() {
+            let slot = match word {
+                "a" => SlotId::A,
+                "b" => SlotId::B,
+                _ => {
+                    return Err(self.bad_var(
+                        "TANDEM_ORDER",
+                        &raw,
+                        "`a b`, `b a`, `a`, `b` or empty",
+                    ))
+                }
+            };
+            if order.contains(&slot) {
+                return Err(self.bad_var("TANDEM_ORDER", &raw, "each slot at most once"));
+            }
+            order.push(slot);
+        }
+        Ok(order)
+    }
+
+    fn bad_var(&self, var: &str, value: &str, expected: &'static str) -> Error {
+        BootStateError::GrubVar {
+            path: self.path.clone(),
+            var: var.to_string(),
+            value: value.to_string(),
+            expected,
+        }
+        .into()
+    }
+
+    fn slot_state(&self, env: &GrubEnv, order: &[SlotId], slot: SlotId) -> Result<SlotBootState> {
+        let priority = match order.iter().position(|&s| s == slot) {
+            Some(0) => 2,
+            Some(_) => 1,
+            None => 0,
+        };
+        let tries_var = var(slot, "TRIES");
+        let tries_left = match env.get(&tries_var) {
+            None => 0,
+            Some(v) => match v.parse::<u8>() {
+                Ok(n) if n <= 15 && v == n.to_string() => n,
+                _ => return Err(self.bad_var(&tries_var, &v, "0 to 15")),
+            },
+        };
+        let ok_var = var(slot, "OK");
+        let successful = match env.get(&ok_var).as_deref() {
+            None | Some("0") => false,
+            Some("1") => true,
+            Some(v) => return Err(self.bad_var(&ok_var, v, "0 or 1")),
+        };
+        Ok(SlotBootState {
+            priority,
+            tries_left,
+            successful,
+        })
+    }
+
+    /// Read, let `f` change the env, write it back in place (durable) if it changed.
+    fn modify(&self, f: impl FnOnce(&mut GrubEnv) -> Result<()>) -> Result<()> {
+        let mut env = self.read_env()?;
+        let before = env.clone();
+        f(&mut env)?;
+        if env == before {
+            return Ok(());
+        }
+        let block = self.block(&env)?;
+        self.store
+            .overwrite(&self.path, &block)
+            .map_err(|e| Error::io(format!("writing {}", self.path.display()), e))
+    }
+
+    /// Change one slot's state and its place in the order.
+    fn put(&self, slot: SlotId, state: SlotBootState, place: Place) -> Result<()> {
+        self.modify(|env| {
+            let mut order = self.order(env)?;
+            order.retain(|&s| s != slot);
+            match place {
+                Place::None => {}
+                Place::First => order.insert(0, slot),
+                Place::Keep(prev_first) if prev_first => order.insert(0, slot),
+                Place::Keep(_) | Place::Last => order.push(slot),
+            }
+            let words: Vec<String> = order.iter().map(|s| s.to_string()).collect();
+            env.set("TANDEM_ORDER", &words.join(" "));
+            env.set(&var(slot, "TRIES"), &state.tries_left.to_string());
+            env.set(&var(slot, "OK"), if state.successful { "1" } else { "0" });
+            Ok(())
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Place {
+    None,
+    First,
+    Last,
+    /// Keep the slot where it was (true = it was first); append when it was absent.
+    Keep(bool),
+}
+
+impl BootControl for GrubEnvBootControl {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Grub
+    }
+
+    fn state(&self, slot: SlotId) -> Result<SlotBootState> {
+        let env = self.read_env()?;
+        let order = self.order(&env)?;
+        self.slot_state(&env, &order, slot)
+    }
+
+    fn set_state(&self, slot: SlotId, state: SlotBootState) -> Result<()> {
+        check_nibble("priority", state.priority)?;
+        check_nibble("tries", state.tries_left)?;
+        let other = self.state(slot.other())?;
+        let place = if state.priority == 0 {
+            Place::None
+        } else if state.priority > other.priority
+            || (state.priority == other.priority && slot == SlotId::A)
+        {
+            Place::First
+        } else {
+            Place::Last
+        };
+        self.put(slot, state, place)
+    }
+
+    fn set_unbootable(&self, slot: SlotId) -> Result<()> {
+        self.put(slot, SlotBootState::UNBOOTABLE, Place::None)
+    }
+
+    fn set_trial(&self, slot: SlotId, tries: u8) -> Result<()> {
+        check_nibble("tries", tries)?;
+        if tries == 0 {
+            return Err(UsageError::ZeroTries.into());
+        }
+        let state = SlotBootState {
+            priority: 2,
+            tries_left: tries,
+            successful: false,
+        };
+        self.put(slot, state, Place::First)
+    }
+
+    fn mark_good(&self, slot: SlotId) -> Result<()> {
+        let cur = self.state(slot)?;
+        let state = SlotBootState {
+            successful: true,
+            tries_left: 0,
+            ..cur
+        };
+        let place = if cur.priority == 0 {
+            Place::Last
+        } else {
+            Place::Keep(cur.priority == 2)
+        };
+        self.put(slot, state, place)
+    }
+
+    fn mark_bad(&self, slot: SlotId) -> Result<()> {
+        self.set_unbootable(slot)
+    }
+
+    fn record_boot_attempt(&self, slot: SlotId) -> Result<()> {
+        let cur = self.state(slot)?;
+        if cur.successful || cur.priority == 0 {
+            return Ok(());
+        }
+        self.modify(|env| {
+            env.set(
+                &var(slot, "TRIES"),
+                &cur.tries_left.saturating_sub(1).to_string(),
+            );
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+    use super::*;
+    use crate::io::MemFs;
+
+    fn fresh() -> (MemFs, GrubEnvBootControl) {
+        let fs = MemFs::new();
+        let mut env = GrubEnv::default();
+        env.set("saved_entry", "x");
+        fs.write_atomic(Path::new("grubenv"), &env.to_block().unwrap())
+            .unwrap();
+        let bc = GrubEnvBootControl::new(Arc::new(fs.clone()), "grubenv");
+        (fs, bc)
+    }
+
+    #[test]
+    fn parse_grub_editenv_output_with_warning_line() {
+        let mut data = b"# GRUB Environment Block\n# WARNING: Do not edit this file by tools other than grub-editenv!!!\nX=a\\\\b\nY=multi\\\nline\nZ=\n".to_vec();
+        data.resize(1024, b'#');
+        let env = GrubEnv::parse(&data).unwrap();
+        assert_eq!(env.get("X").unwrap(), "a\\b");
+        assert_eq!(env.get("Y").unwrap(), "multi\nline");
+        assert_eq!(env.get("Z").unwrap(), "");
+        assert_eq!(
+            env.to_block().unwrap(),
+            data,
+            "round trip is byte-identical"
+        );
+    }
+
+    #[test]
+    fn malformed_blocks_are_errors() {
+        for bad in [
+            &b"# GRUB Env\n"[..],
+            b"# GRUB Environment Block\nnoequals\n",
+            b"# GRUB Environment Block\nX=unterminated",
+            b"# GRUB Environment Block\n=x\n",
+            b"# GRUB Environment Block\n##x",
+        ] {
+            assert!(
+                GrubEnv::parse(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let mut env = GrubEnv::default();
+        env.set("BIG", &"x".repeat(1000));
+        assert_eq!(env.to_block(), Err(1030));
+    }
+
+    #[test]
+    fn transitions_keep_unknown_variables_and_size() {
+        let (fs, bc) = fresh();
+        assert_eq!(bc.state(SlotId::A).unwrap(), SlotBootState::UNBOOTABLE);
+        assert_eq!(bc.next_boot().unwrap(), None);
+        bc.set_trial(SlotId::A, 1).unwrap();
+        bc.mark_good(SlotId::A).unwrap();
+        assert_eq!(
+            bc.state(SlotId::A).unwrap(),
+            SlotBootState::new(2, 0, true).unwrap()
+        );
+        bc.set_trial(SlotId::B, 3).unwrap();
+        let env = bc.read_env().unwrap();
+        assert_eq!(env.get("TANDEM_ORDER").unwrap(), "b a");
+        assert_eq!(env.get("TANDEM_B_TRIES").unwrap(), "3");
+        assert_eq!(env.get("saved_entry").unwrap(), "x");
+        assert_eq!(
+            bc.state(SlotId::A).unwrap(),
+            SlotBootState::new(1, 0, true).unwrap()
+        );
+        bc.record_boot_attempt(SlotId::B).unwrap();
+        assert_eq!(bc.state(SlotId::B).unwrap().tries_left, 2);
+        bc.mark_bad(SlotId::B).unwrap();
+        assert_eq!(bc.read_env().unwrap().get("TANDEM_ORDER").unwrap(), "a");
+        assert_eq!(bc.next_boot().unwrap(), Some(SlotId::A));
+        let file = &fs.snapshot()[Path::new("grubenv")];
+        assert_eq!(file.len(), 1024);
+        // Tandem variables sit in the first sector.
+        let text = String::from_utf8_lossy(&file[..512]);
+        for v in [
+            "TANDEM_ORDER=",
+            "TANDEM_A_TRIES=",
+            "TANDEM_A_OK=",
+            "TANDEM_B_TRIES=",
+            "TANDEM_B_OK=",
+        ] {
+            assert!(text.contains(v), "{v}");
+        }
+    }
+
+    #[test]
+    fn bad_tandem_values_are_reported() {
+        let (fs, bc) = fresh();
+        for (var, val) in [
+            ("TANDEM_ORDER", "a c"),
+            ("TANDEM_ORDER", "a a"),
+            ("TANDEM_A_TRIES", "16"),
+            ("TANDEM_A_TRIES", "03"),
+            ("TANDEM_A_OK", "yes"),
+        ] {
+            let mut env = GrubEnv::default();
+            env.set(var, val);
+            fs.write_atomic(Path::new("grubenv"), &env.to_block().unwrap())
+                .unwrap();
+            let err = bc.states().unwrap_err();
+            assert!(
+                matches!(err, Error::BootState(BootStateError::GrubVar { .. })),
+                "{var}={val}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn set_state_keeps_priority_order() {
+        let (_fs, bc) = fresh();
+        // Priorities read back as 2 (first) and 1 (second); set_state compares with those.
+        bc.set_state(SlotId::B, SlotBootState::new(7, 2, false).unwrap())
+            .unwrap();
+        assert_eq!(bc.state(SlotId::B).unwrap().priority, 2);
+        bc.set_state(SlotId::A, SlotBootState::new(1, 0, true).unwrap())
+            .unwrap();
+        assert_eq!(bc.read_env().unwrap().get("TANDEM_ORDER").unwrap(), "b a");
+        bc.set_state(SlotId::A, SlotBootState::new(9, 0, true).unwrap())
+            .unwrap();
+        assert_eq!(bc.read_env().unwrap().get("TANDEM_ORDER").unwrap(), "a b");
+        bc.set_state(SlotId::A, SlotBootState::new(0, 4, false).unwrap())
+            .unwrap();
+        assert_eq!(bc.read_env().unwrap().get("TANDEM_ORDER").unwrap(), "b");
+    }
+}
