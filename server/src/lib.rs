@@ -1,2 +1,42 @@
-//! The repository server: static files, rollouts, reports.
-//! Not yet implemented: this crate is being built under issue 5.
+//! `tandem-server`: serves a Tandem repository over HTTP(S), collects install reports and lets
+//! an operator pause a channel (DESIGN.md §1, §4 and §7).
+//!
+//! The repository is a directory of static files; this crate serves it with validators
+//! (`ETag`, `Last-Modified`), conditional and `Range` requests, and adds three small APIs: node
+//! reports (`POST /v1/reports`), channel status (`GET /v1/channels/NAME/status`) and the pause
+//! switch (`POST /v1/channels/NAME/pause|resume`), plus a status page at `/`.
+//!
+//! **Architecture invariant:** this crate never reads, links or needs a signing key. Channel
+//! metadata is read as plain JSON only to *display* it; nodes verify it themselves. The pause
+//! file it writes is an unsigned hint that can only stop installs.
+//!
+//! Entry point: [`Server::bind`] then [`Server::run`]; the `tandem-server` binary is a thin
+//! wrapper over them.
+#![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
+pub mod api;
+pub mod auth;
+pub mod body;
+pub mod channels;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod files;
+pub mod httpdate;
+pub mod page;
+pub mod path;
+pub mod range;
+pub mod reports;
+pub mod routes;
+pub mod server;
+pub mod status;
+pub mod timed_io;
+pub mod tls;
+
+pub use config::{Config, Limits, TlsFiles, Token};
+pub use error::Error;
+pub use server::Server;

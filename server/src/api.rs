@@ -1,0 +1,80 @@
+//! Building API responses: JSON bodies, and [`ApiError`], the one way a `/v1` request fails —
+//! a status code and a human message, sent as `{"error": "..."}`.
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::{Response, StatusCode};
+use serde::Serialize;
+
+use crate::body::ResponseBody;
+
+/// A refused or failed API request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP status to answer with.
+    pub status: StatusCode,
+    /// Explanation for the client (never contains secrets).
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with a status and message.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// 400 Bad Request.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// 404 Not Found.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    /// 500, logged; the client sees only `message`.
+    pub fn internal(message: impl Into<String>, cause: &dyn std::fmt::Display) -> Self {
+        let message = message.into();
+        tracing::error!(%cause, "{message}");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+
+    /// The JSON response for this error.
+    pub fn into_response(self) -> Response<ResponseBody> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            error: &'a str,
+        }
+        json(
+            self.status,
+            &Body {
+                error: &self.message,
+            },
+        )
+    }
+}
+
+/// A JSON response; `Cache-Control: no-store` since API answers change all the time.
+pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<ResponseBody> {
+    let mut body = serde_json::to_vec_pretty(value).unwrap_or_else(|_| b"{}".to_vec());
+    body.push(b'\n');
+    let mut resp = Response::new(ResponseBody::bytes(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// A short plain-text response (static-file errors).
+pub fn text(status: StatusCode, message: &str) -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::bytes(format!("{message}\n")));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}

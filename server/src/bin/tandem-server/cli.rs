@@ -1,0 +1,133 @@
+//! Command-line flags (the "low" arguments, as typed) and their conversion, in one place, into
+//! a validated [`server::Config`].
+//!
+//! Tokens are never taken as flag values (they would show in `ps`): each comes from a file
+//! (`--report-token-file`, `--admin-token-file`, e.g. a systemd credential) or else from the
+//! environment (`TANDEM_REPORT_TOKEN`, `TANDEM_ADMIN_TOKEN`). Giving both is an error.
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use server::{Config, Limits, TlsFiles, Token};
+
+/// Serves a Tandem repository, collects node reports and pauses rollouts.
+#[derive(Debug, Parser)]
+#[command(name = "tandem-server", version, about)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve a repository directory over HTTP or HTTPS.
+    Serve(Serve),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Serve {
+    /// Repository directory (root.json, channels/, bundles/).
+    #[arg(long, value_name = "DIR")]
+    repo: PathBuf,
+    /// Address and port to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Directory for the report database (tandem.db) [default: $STATE_DIRECTORY, else
+    /// /var/lib/tandem-server].
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// TLS certificate chain, PEM (serves HTTPS; needs --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key, PEM.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// File holding the fleet's report token [else env TANDEM_REPORT_TOKEN; none: reports refused].
+    #[arg(long, value_name = "FILE")]
+    report_token_file: Option<PathBuf>,
+    /// File holding the admin token for pause/resume [else env TANDEM_ADMIN_TOKEN; none: refused].
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// Most connections served at once.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_connections)]
+    max_connections: usize,
+    /// Time a client has to send a request head (also the keep-alive idle limit), e.g. 10s.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    header_timeout: Duration,
+    /// Time a client has to send a request body.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    body_timeout: Duration,
+    /// A response write stalled this long closes the connection.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    write_timeout: Duration,
+}
+
+impl Serve {
+    /// Builds the validated configuration.
+    pub fn into_config(self) -> anyhow::Result<Config> {
+        let data = match self.data {
+            Some(d) => d,
+            None => default_data_dir(),
+        };
+        let mut config = Config::new(self.repo, self.listen, data);
+        config.tls = self
+            .tls_cert
+            .zip(self.tls_key)
+            .map(|(cert, key)| TlsFiles { cert, key });
+        config.report_token = token(
+            "report",
+            self.report_token_file.as_deref(),
+            "TANDEM_REPORT_TOKEN",
+        )?;
+        config.admin_token = token(
+            "admin",
+            self.admin_token_file.as_deref(),
+            "TANDEM_ADMIN_TOKEN",
+        )?;
+        config.limits = Limits {
+            max_connections: self.max_connections,
+            header_read_timeout: self.header_timeout,
+            body_read_timeout: self.body_timeout,
+            write_stall_timeout: self.write_timeout,
+            ..Limits::default()
+        };
+        config
+            .limits
+            .validate()
+            .context("fix the limit flags (--max-connections, --*-timeout)")?;
+        if config.report_token.is_none() {
+            tracing::warn!(
+                "no report token: POST /v1/reports is refused (set --report-token-file)"
+            );
+        }
+        Ok(config)
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    std::env::var_os("STATE_DIRECTORY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/tandem-server"))
+}
+
+/// A token from its file, else from the environment; both given is ambiguous.
+fn token(what: &'static str, file: Option<&Path>, env: &str) -> anyhow::Result<Option<Token>> {
+    let from_env = std::env::var(env).ok().filter(|v| !v.is_empty());
+    match (file, from_env) {
+        (Some(_), Some(_)) => bail!(
+            "the {what} token is given both by file and by {env}: unset {env} or drop the file flag"
+        ),
+        (Some(path), None) => Ok(Some(Token::from_file(what, path).with_context(|| {
+            format!(
+                "put a token of 16 to 4096 visible ASCII characters in {}",
+                path.display()
+            )
+        })?)),
+        (None, Some(value)) => Ok(Some(
+            Token::new(what, &value).with_context(|| format!("fix {env}"))?,
+        )),
+        (None, None) => Ok(None),
+    }
+}

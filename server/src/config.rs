@@ -1,0 +1,203 @@
+//! Validated server configuration: where the repository and database live, where to listen,
+//! TLS files, bearer tokens and the [`Limits`] every connection is held to.
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::error::ConfigError;
+
+/// Size, count and time limits, with safe defaults. Every request is bounded by these.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Longest accepted request path, in bytes (longer: 414). Default 1024.
+    pub max_path_len: usize,
+    /// Largest request head (request line + headers), in bytes (larger: 431). Default 16 KiB.
+    pub max_header_bytes: usize,
+    /// Time a client has to send a complete request head, also the idle keep-alive limit and
+    /// the TLS handshake limit. Default 10 s.
+    pub header_read_timeout: Duration,
+    /// Time a client has to send a whole request body. Default 10 s.
+    pub body_read_timeout: Duration,
+    /// A response write that makes no progress for this long closes the connection (a client
+    /// that stops reading). Default 60 s.
+    pub write_stall_timeout: Duration,
+    /// Largest `POST /v1/reports` body. Default 16 KiB.
+    pub max_report_body: usize,
+    /// Largest pause/resume body. Default 4 KiB.
+    pub max_admin_body: usize,
+    /// Connections served at once; further ones wait in the kernel's accept queue. Default 1024.
+    pub max_connections: usize,
+    /// On shutdown, time given to open connections to finish. Default 10 s.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_path_len: 1024,
+            max_header_bytes: 16 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
+            write_stall_timeout: Duration::from_secs(60),
+            max_report_body: 16 * 1024,
+            max_admin_body: 4 * 1024,
+            max_connections: 1024,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Limits {
+    /// Checks that every limit is usable (non-zero, within what hyper accepts).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |name, why| Err(ConfigError::BadLimit { name, why });
+        if self.max_path_len == 0 || self.max_path_len > 64 * 1024 {
+            return bad("max_path_len", "1..=65536 bytes");
+        }
+        if self.max_header_bytes < 1024 || self.max_header_bytes > 1024 * 1024 {
+            return bad("max_header_bytes", "1 KiB..=1 MiB");
+        }
+        if self.max_connections == 0 || self.max_connections > 1 << 20 {
+            return bad("max_connections", "1..=1048576");
+        }
+        let zero = Duration::ZERO;
+        if self.header_read_timeout == zero
+            || self.body_read_timeout == zero
+            || self.write_stall_timeout == zero
+        {
+            return bad("timeouts", "must be non-zero");
+        }
+        Ok(())
+    }
+}
+
+/// A bearer token. Only its SHA-256 is kept, compared in constant time; `Debug` hides it.
+#[derive(Clone)]
+pub struct Token {
+    digest: [u8; 32],
+}
+
+impl Token {
+    /// Shortest accepted token, in bytes.
+    pub const MIN_LEN: usize = 16;
+    /// Longest accepted token, in bytes.
+    pub const MAX_LEN: usize = 4096;
+
+    /// Builds a token from its text; surrounding whitespace (a file's trailing newline) is
+    /// dropped. `what` names the token in errors.
+    pub fn new(what: &'static str, text: &str) -> Result<Token, ConfigError> {
+        let text = text.trim();
+        let bad = |why| Err(ConfigError::BadToken { what, why });
+        if text.len() < Self::MIN_LEN {
+            return bad("shorter than 16 characters");
+        }
+        if text.len() > Self::MAX_LEN {
+            return bad("longer than 4096 characters");
+        }
+        if !text.bytes().all(|b| b.is_ascii_graphic()) {
+            return bad("only visible ASCII characters are allowed");
+        }
+        Ok(Token {
+            digest: Sha256::digest(text.as_bytes()).into(),
+        })
+    }
+
+    /// Reads a token from a file (the first line's content, trimmed).
+    pub fn from_file(what: &'static str, path: &Path) -> Result<Token, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::TokenFile {
+            path: path.to_owned(),
+            source,
+        })?;
+        Token::new(what, &text)
+    }
+
+    /// Whether `candidate` is this token, in time independent of where they differ.
+    pub fn matches(&self, candidate: &str) -> bool {
+        let other: [u8; 32] = Sha256::digest(candidate.as_bytes()).into();
+        let diff = self
+            .digest
+            .iter()
+            .zip(other.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        diff == 0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+/// A certificate chain and private key, both PEM files.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Certificate chain (leaf first), PEM.
+    pub cert: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1), PEM.
+    pub key: PathBuf,
+}
+
+/// Everything [`crate::Server::bind`] needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The repository directory (DESIGN.md §4 layout).
+    pub repo: PathBuf,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Directory for `tandem.db` (created if missing).
+    pub data_dir: PathBuf,
+    /// Serve HTTPS with these files; plain HTTP when `None`.
+    pub tls: Option<TlsFiles>,
+    /// Token nodes present to `POST /v1/reports`; reports are refused (403) without one.
+    pub report_token: Option<Token>,
+    /// Token operators present to pause/resume; those routes are refused (403) without one.
+    pub admin_token: Option<Token>,
+    /// Request limits.
+    pub limits: Limits,
+}
+
+impl Config {
+    /// A plain-HTTP configuration with default limits and no tokens.
+    pub fn new(repo: impl Into<PathBuf>, listen: SocketAddr, data_dir: impl Into<PathBuf>) -> Self {
+        Config {
+            repo: repo.into(),
+            listen,
+            data_dir: data_dir.into(),
+            tls: None,
+            report_token: None,
+            admin_token: None,
+            limits: Limits::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_rules() {
+        assert!(Token::new("t", "short").is_err());
+        assert!(Token::new("t", "has a space in the middle").is_err());
+        let t = Token::new("t", "0123456789abcdef\n").unwrap();
+        assert!(t.matches("0123456789abcdef"));
+        assert!(!t.matches("0123456789abcdeg"));
+        assert!(!t.matches(""));
+        assert_eq!(format!("{t:?}"), "Token(<redacted>)");
+    }
+
+    #[test]
+    fn default_limits_are_valid() {
+        assert!(Limits::default().validate().is_ok());
+        let l = Limits {
+            max_connections: 0,
+            ..Limits::default()
+        };
+        assert!(l.validate().is_err());
+    }
+}

@@ -1,0 +1,218 @@
+//! The report store: one SQLite database (`DATA/tandem.db`, WAL mode) owned behind a mutex;
+//! every call runs on tokio's blocking pool so the async workers never wait on SQLite.
+//!
+//! Schema: `reports(id, received_at, node_id, channel, from_version, to_version, outcome,
+//! reason)`, append-only. Aggregates use each node's *latest* report in a channel.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+
+use crate::error::DbError;
+use crate::reports::{Outcome, Report};
+
+/// Most failures listed per channel status.
+pub const MAX_FAILURES_LISTED: u32 = 100;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS reports (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at  INTEGER NOT NULL,
+    node_id      TEXT NOT NULL,
+    channel      TEXT NOT NULL,
+    from_version TEXT NOT NULL,
+    to_version   TEXT NOT NULL,
+    outcome      TEXT NOT NULL,
+    reason       TEXT
+);
+CREATE INDEX IF NOT EXISTS reports_channel_node ON reports(channel, node_id, id);
+";
+
+/// Handle on the report database; cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    conn: Arc<Mutex<Connection>>,
+}
+
+/// A failed or rolled-back node of the current release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Failure {
+    /// The node.
+    pub node_id: String,
+    /// `failed` or `rolled-back`.
+    pub outcome: Outcome,
+    /// The node's explanation.
+    pub reason: Option<String>,
+    /// Version it came from.
+    pub from_version: String,
+    /// When the report arrived (RFC 3339).
+    pub received_at: String,
+}
+
+/// Aggregates of one channel's reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    /// Nodes that ever reported on this channel.
+    pub nodes: u64,
+    /// Nodes per running version, from each node's latest report (committed: `to_version`;
+    /// installed, failed, rolled-back: `from_version`, the slot it still runs).
+    pub by_version: BTreeMap<String, u64>,
+    /// For the release asked about: nodes per latest outcome (all four keys present).
+    pub outcomes: BTreeMap<String, u64>,
+    /// Its failures, newest first, at most [`MAX_FAILURES_LISTED`].
+    pub failures: Vec<Failure>,
+}
+
+impl Db {
+    /// Opens (creating if needed) `data_dir/tandem.db`.
+    pub fn open(data_dir: &Path) -> Result<Db, DbError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| DbError::DataDir {
+            path: data_dir.to_owned(),
+            source,
+        })?;
+        let path = data_dir.join("tandem.db");
+        let conn = open_conn(&path).map_err(|source| DbError::Open { path, source })?;
+        Ok(Db {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Stores a (validated) report; returns its id.
+    pub async fn insert(&self, report: Report, received_at: i64) -> Result<i64, DbError> {
+        self.with_conn(move |c| {
+            c.execute(
+                "INSERT INTO reports (received_at, node_id, channel, from_version, to_version, outcome, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    received_at,
+                    report.node_id,
+                    report.channel,
+                    report.from_version,
+                    report.to_version,
+                    report.outcome.as_str(),
+                    report.reason
+                ],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+        .await
+    }
+
+    /// Aggregates of `channel`, with outcomes of `release` (the current version) if given.
+    pub async fn summary(
+        &self,
+        channel: String,
+        release: Option<String>,
+    ) -> Result<Summary, DbError> {
+        self.with_conn(move |c| summarize(c, &channel, release.as_deref()))
+            .await
+    }
+
+    /// Number of stored reports (for tests and the page).
+    pub async fn count(&self) -> Result<u64, DbError> {
+        self.with_conn(|c| {
+            let n: Option<i64> = c
+                .query_row("SELECT COUNT(*) FROM reports", [], |r| r.get(0))
+                .optional()?;
+            Ok(n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn with_conn<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let guard = conn
+                .lock()
+                .map_err(|_| DbError::Worker("database lock poisoned".into()))?;
+            f(&guard).map_err(DbError::Query)
+        })
+        .await
+        .map_err(|e| DbError::Worker(e.to_string()))?
+    }
+}
+
+fn open_conn(path: &PathBuf) -> Result<Connection, rusqlite::Error> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.execute_batch(SCHEMA)?;
+    Ok(conn)
+}
+
+/// Each node's latest report in a channel.
+const LATEST: &str =
+    "SELECT r.node_id, r.from_version, r.to_version, r.outcome, r.reason, r.received_at
+     FROM reports r
+     JOIN (SELECT node_id, MAX(id) AS id FROM reports WHERE channel = ?1 GROUP BY node_id) l
+       ON r.id = l.id";
+
+fn summarize(
+    c: &Connection,
+    channel: &str,
+    release: Option<&str>,
+) -> Result<Summary, rusqlite::Error> {
+    let mut summary = Summary::default();
+    let mut stmt = c.prepare_cached(LATEST)?;
+    let mut rows = stmt.query([channel])?;
+    while let Some(row) = rows.next()? {
+        let outcome: Outcome = row.get::<_, String>(3)?.parse().unwrap_or(Outcome::Failed);
+        let running: String = if outcome == Outcome::Committed {
+            row.get(2)?
+        } else {
+            row.get(1)?
+        };
+        summary.nodes += 1;
+        *summary.by_version.entry(running).or_default() += 1;
+    }
+    for o in Outcome::ALL {
+        summary.outcomes.insert(o.as_str().to_owned(), 0);
+    }
+    if let Some(release) = release {
+        release_outcomes(c, channel, release, &mut summary)?;
+    }
+    Ok(summary)
+}
+
+/// Latest outcome per node among reports about `release`, and its failures.
+fn release_outcomes(
+    c: &Connection,
+    channel: &str,
+    release: &str,
+    summary: &mut Summary,
+) -> Result<(), rusqlite::Error> {
+    let mut stmt = c.prepare_cached(
+        "SELECT r.node_id, r.from_version, r.outcome, r.reason, r.received_at
+         FROM reports r
+         JOIN (SELECT node_id, MAX(id) AS id FROM reports
+               WHERE channel = ?1 AND to_version = ?2 GROUP BY node_id) l
+           ON r.id = l.id
+         ORDER BY r.id DESC",
+    )?;
+    let mut rows = stmt.query(params![channel, release])?;
+    while let Some(row) = rows.next()? {
+        let outcome: Outcome = row.get::<_, String>(2)?.parse().unwrap_or(Outcome::Failed);
+        *summary
+            .outcomes
+            .entry(outcome.as_str().to_owned())
+            .or_default() += 1;
+        if outcome.is_failure() && summary.failures.len() < MAX_FAILURES_LISTED as usize {
+            summary.failures.push(Failure {
+                node_id: row.get(0)?,
+                outcome,
+                reason: row.get(3)?,
+                from_version: row.get(1)?,
+                received_at: crate::httpdate::rfc3339(row.get(4)?),
+            });
+        }
+    }
+    Ok(())
+}

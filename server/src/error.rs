@@ -1,0 +1,122 @@
+//! The library's error types: start-up failures grouped by cause. Per-request failures are
+//! not errors of this kind: they become HTTP responses (see [`crate::api::ApiError`]).
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Everything that can stop the server from starting or running.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration value is unusable (caller mistake).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The TLS certificate or key could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The report database could not be opened or used.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// The listening socket could not be opened.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address asked for.
+        addr: SocketAddr,
+        /// Underlying error.
+        source: io::Error,
+    },
+}
+
+/// A configuration mistake, caught before serving.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The repository directory is missing or unreadable.
+    #[error("repository directory {path}: {source}")]
+    Repo {
+        /// The path given.
+        path: PathBuf,
+        /// Underlying error.
+        source: io::Error,
+    },
+    /// The repository path is not a directory.
+    #[error("repository {0} is not a directory")]
+    RepoNotDir(PathBuf),
+    /// A token file could not be read.
+    #[error("token file {path}: {source}")]
+    TokenFile {
+        /// The path given.
+        path: PathBuf,
+        /// Underlying error.
+        source: io::Error,
+    },
+    /// A token is too short, too long or has characters outside visible ASCII.
+    #[error("{what} token is invalid: {why}")]
+    BadToken {
+        /// Which token (report, admin).
+        what: &'static str,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// A limit is out of its allowed range.
+    #[error("limit {name} is out of range: {why}")]
+    BadLimit {
+        /// The limit's name.
+        name: &'static str,
+        /// Allowed range.
+        why: &'static str,
+    },
+}
+
+/// TLS material could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// The certificate chain file is unreadable or holds no certificate.
+    #[error("TLS certificate {path}: {why}")]
+    Cert {
+        /// The path given.
+        path: PathBuf,
+        /// What went wrong.
+        why: String,
+    },
+    /// The private key file is unreadable or holds no key.
+    #[error("TLS private key {path}: {why}")]
+    Key {
+        /// The path given.
+        path: PathBuf,
+        /// What went wrong.
+        why: String,
+    },
+    /// rustls refused the certificate/key pair.
+    #[error("TLS configuration refused: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// The report database failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DbError {
+    /// The data directory could not be created.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The path given.
+        path: PathBuf,
+        /// Underlying error.
+        source: io::Error,
+    },
+    /// SQLite failed to open or migrate the database.
+    #[error("database {path}: {source}")]
+    Open {
+        /// Database file.
+        path: PathBuf,
+        /// Underlying error.
+        source: rusqlite::Error,
+    },
+    /// A query failed.
+    #[error("database query failed: {0}")]
+    Query(#[from] rusqlite::Error),
+    /// A database worker task panicked or the lock was poisoned (file a bug).
+    #[error("database worker failed: {0}")]
+    Worker(String),
+}

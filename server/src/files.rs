@@ -1,0 +1,240 @@
+//! Static repository files: resolution inside the repository, validators (`ETag`,
+//! `Last-Modified`), conditional requests (304), single `Range` requests (206/416), `HEAD`.
+//!
+//! The strong `ETag` is derived from the inode, size and modification time (to the nanosecond)
+//! of the open file, so nothing is cached between requests: a channel file replaced by rename
+//! (a new inode) is served, with a new `ETag`, on the very next request.
+//!
+//! Trade-off, deliberate: path resolution, `open` and `fstat` run inline on the async worker
+//! (microseconds on a local file system, and the 304 path of polling nodes needs nothing
+//! else); file *contents* are read on the blocking pool ([`crate::body::FileBody`]).
+use std::fs::{File, Metadata};
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use hyper::header::{
+    HeaderValue, ACCEPT_RANGES, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE,
+    ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, RANGE,
+};
+use hyper::{HeaderMap, Method, Response, StatusCode};
+
+use crate::api;
+use crate::body::{FileBody, ResponseBody};
+use crate::httpdate;
+use crate::range::{self, RangeAnswer};
+
+/// Validators of one version of a file.
+#[derive(Debug, Clone)]
+pub struct Validators {
+    /// Strong entity tag, quoted.
+    pub etag: String,
+    /// Modification time, whole seconds since the epoch.
+    pub modified: i64,
+    /// Modification time as an HTTP date.
+    pub last_modified: String,
+}
+
+impl Validators {
+    /// Validators of a file's metadata.
+    pub fn of(meta: &Metadata) -> Self {
+        let modified_time = meta.modified().unwrap_or(UNIX_EPOCH);
+        Validators {
+            etag: format!(
+                "\"{:x}-{:x}-{:x}.{:x}\"",
+                meta.ino(),
+                meta.len(),
+                meta.mtime(),
+                meta.mtime_nsec()
+            ),
+            modified: httpdate::unix_seconds(modified_time),
+            last_modified: httpdate::format(modified_time),
+        }
+    }
+}
+
+/// Serves `rel` (already checked by [`crate::path::repo_relative`]) from the canonical `root`.
+pub fn serve(
+    root: &Path,
+    rel: &Path,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Response<ResponseBody> {
+    if method != Method::GET && method != Method::HEAD {
+        let mut resp = api::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+        resp.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return resp;
+    }
+    let file = match open_inside(root, rel) {
+        Ok(found) => found,
+        Err(resp) => return *resp,
+    };
+    let (file, meta) = file;
+    let v = Validators::of(&meta);
+    if not_modified(headers, &v) {
+        return with_validators(empty(StatusCode::NOT_MODIFIED), &v, rel);
+    }
+    let len = meta.len();
+    let answer = match headers.get(RANGE).and_then(|r| r.to_str().ok()) {
+        Some(r) if if_range_holds(headers, &v) => range::parse(r, len),
+        _ => RangeAnswer::Full,
+    };
+    let head = method == Method::HEAD;
+    let resp = match answer {
+        RangeAnswer::Full => content(file, 0, len, head, StatusCode::OK),
+        RangeAnswer::Partial(r) => {
+            let (start, end) = (*r.start(), *r.end());
+            let mut resp = content(
+                file,
+                start,
+                end - start + 1,
+                head,
+                StatusCode::PARTIAL_CONTENT,
+            );
+            set(
+                &mut resp,
+                CONTENT_RANGE,
+                &format!("bytes {start}-{end}/{len}"),
+            );
+            resp
+        }
+        RangeAnswer::Unsatisfiable => {
+            let mut resp = empty(StatusCode::RANGE_NOT_SATISFIABLE);
+            set(&mut resp, CONTENT_RANGE, &format!("bytes */{len}"));
+            resp
+        }
+    };
+    with_validators(resp, &v, rel)
+}
+
+/// Opens `root/rel`, following symlinks only while they stay inside `root`. Errors are
+/// ready-made responses: 404 missing or not a regular file, 403 resolving outside the root.
+fn open_inside(root: &Path, rel: &Path) -> Result<(File, Metadata), Box<Response<ResponseBody>>> {
+    let not_found = || Box::new(api::text(StatusCode::NOT_FOUND, "not found"));
+    let real: PathBuf = match std::fs::canonicalize(root.join(rel)) {
+        Ok(p) => p,
+        Err(e) if is_missing(&e) => return Err(not_found()),
+        Err(e) => return Err(Box::new(io_failure(&e))),
+    };
+    if !real.starts_with(root) {
+        tracing::warn!(path = %rel.display(), "refused: resolves outside the repository");
+        return Err(Box::new(api::text(
+            StatusCode::FORBIDDEN,
+            "path resolves outside the repository",
+        )));
+    }
+    let file = File::open(&real).map_err(|e| {
+        if is_missing(&e) {
+            not_found()
+        } else {
+            Box::new(io_failure(&e))
+        }
+    })?;
+    let meta = file.metadata().map_err(|e| Box::new(io_failure(&e)))?;
+    if !meta.is_file() {
+        return Err(not_found());
+    }
+    Ok((file, meta))
+}
+
+fn is_missing(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
+}
+
+fn io_failure(e: &io::Error) -> Response<ResponseBody> {
+    if e.kind() == io::ErrorKind::PermissionDenied {
+        return api::text(StatusCode::FORBIDDEN, "forbidden");
+    }
+    tracing::error!(error = %e, "reading repository file");
+    api::text(StatusCode::INTERNAL_SERVER_ERROR, "cannot read file")
+}
+
+/// RFC 9110 §13.1.2/§13.1.3: `If-None-Match` (weak comparison) wins over `If-Modified-Since`.
+fn not_modified(headers: &HeaderMap, v: &Validators) -> bool {
+    if let Some(inm) = headers.get(IF_NONE_MATCH) {
+        let Ok(list) = inm.to_str() else {
+            return false;
+        };
+        return list
+            .split(',')
+            .map(str::trim)
+            .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == v.etag);
+    }
+    headers
+        .get(IF_MODIFIED_SINCE)
+        .and_then(|h| h.to_str().ok())
+        .and_then(httpdate::parse)
+        .is_some_and(|since| v.modified <= since)
+}
+
+/// RFC 9110 §13.1.5: a `Range` counts only if `If-Range` (when present) names this version —
+/// by strong `ETag`, or by exactly our `Last-Modified` date.
+fn if_range_holds(headers: &HeaderMap, v: &Validators) -> bool {
+    match headers.get(IF_RANGE).and_then(|h| h.to_str().ok()) {
+        None => true,
+        Some(cond) => {
+            let cond = cond.trim();
+            cond == v.etag || cond == v.last_modified
+        }
+    }
+}
+
+fn content(
+    file: File,
+    offset: u64,
+    len: u64,
+    head: bool,
+    status: StatusCode,
+) -> Response<ResponseBody> {
+    let body = if head || len == 0 {
+        ResponseBody::Empty
+    } else {
+        ResponseBody::File(FileBody::new(file, offset, len))
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from(len));
+    resp
+}
+
+fn empty(status: StatusCode) -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::Empty);
+    *resp.status_mut() = status;
+    resp
+}
+
+/// Headers every file response carries, 304s included.
+fn with_validators(
+    mut resp: Response<ResponseBody>,
+    v: &Validators,
+    rel: &Path,
+) -> Response<ResponseBody> {
+    set(&mut resp, ETAG, &v.etag);
+    set(&mut resp, LAST_MODIFIED, &v.last_modified);
+    let h = resp.headers_mut();
+    h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    let (ctype, cache) = kind_of(rel);
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static(cache));
+    resp
+}
+
+/// Content type and cache policy by extension: metadata must be revalidated on every use.
+fn kind_of(rel: &Path) -> (&'static str, &'static str) {
+    match rel.extension().and_then(|e| e.to_str()) {
+        Some("json") | Some("pause") => ("application/json", "no-cache"),
+        _ => ("application/octet-stream", "no-cache"),
+    }
+}
+
+fn set(resp: &mut Response<ResponseBody>, name: hyper::header::HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        resp.headers_mut().insert(name, v);
+    }
+}

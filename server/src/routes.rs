@@ -1,0 +1,325 @@
+//! Request routing and the API handlers. Every request passes the path-length check first;
+//! `/v1/…` goes to the API, `/` to the status page, everything else to the static files.
+//!
+//! | route | method | auth | answers |
+//! |---|---|---|---|
+//! | `/` | GET, HEAD | – | HTML status page |
+//! | `/v1/reports` | POST | report token | 201 `{"id"}`; 400, 401, 403, 408, 413, 415 |
+//! | `/v1/channels/NAME/status` | GET, HEAD | – | 200 status JSON; 400, 404 |
+//! | `/v1/channels/NAME/pause` | POST | admin token | 200 pause JSON; 400, 401, 403, 404 |
+//! | `/v1/channels/NAME/resume` | POST | admin token | 200 `{"channel","paused":false}` |
+//! | anything else | GET, HEAD | – | repository file (see [`crate::files`]) |
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Body, Bytes, Incoming};
+use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{HeaderMap, Method, Request, Response, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use crate::api::{self, ApiError};
+use crate::body::ResponseBody;
+use crate::config::{Limits, Token};
+use crate::db::Db;
+use crate::path::{self, PathRejection};
+use crate::reports::Report;
+use crate::{auth, channels, files, httpdate, page, status};
+
+/// Shared state of all connections.
+pub struct App {
+    /// Canonical repository root.
+    pub repo: PathBuf,
+    /// Report store.
+    pub db: Db,
+    /// Token for `POST /v1/reports`.
+    pub report_token: Option<Token>,
+    /// Token for pause/resume.
+    pub admin_token: Option<Token>,
+    /// Limits.
+    pub limits: Limits,
+}
+
+/// The hyper service function.
+pub async fn handle(
+    app: Arc<App>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let raw = req.uri().path().to_owned();
+    if raw.len() > app.limits.max_path_len {
+        return Ok(api::text(StatusCode::URI_TOO_LONG, "request path too long"));
+    }
+    let resp = if raw == "/" {
+        page_route(&app, req.method()).await
+    } else if let Some(api_path) = raw.strip_prefix("/v1/") {
+        api_route(&app, api_path, req)
+            .await
+            .unwrap_or_else(ApiError::into_response)
+    } else {
+        static_route(&app, &raw, req.method(), req.headers())
+    };
+    Ok(resp)
+}
+
+fn static_route(
+    app: &App,
+    raw: &str,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Response<ResponseBody> {
+    match path::repo_relative(raw, app.limits.max_path_len) {
+        Ok(rel) => files::serve(&app.repo, &rel, method, headers),
+        Err(PathRejection::TooLong) => api::text(StatusCode::URI_TOO_LONG, "request path too long"),
+        Err(PathRejection::NotServed) => api::text(StatusCode::NOT_FOUND, "not found"),
+        Err(PathRejection::Forbidden(why)) => {
+            tracing::info!(path = raw, why, "refused request path");
+            api::text(StatusCode::BAD_REQUEST, &format!("refused path: {why}"))
+        }
+    }
+}
+
+async fn page_route(app: &App, method: &Method) -> Response<ResponseBody> {
+    if method != Method::GET && method != Method::HEAD {
+        return method_not_allowed("GET, HEAD");
+    }
+    match page::render(app).await {
+        Ok(html) => page::response(html),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn api_route(
+    app: &App,
+    api_path: &str,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let segments: Vec<&str> = api_path.split('/').collect();
+    match segments.as_slice() {
+        ["reports"] => {
+            only(&req, Method::POST)?;
+            post_report(app, req).await
+        }
+        ["channels", name, action] => {
+            let name = channel_name(name)?;
+            match *action {
+                "status" => {
+                    if req.method() != Method::GET && req.method() != Method::HEAD {
+                        return Ok(method_not_allowed("GET, HEAD"));
+                    }
+                    status::response(app, name).await
+                }
+                "pause" | "resume" => {
+                    only(&req, Method::POST)?;
+                    pause_or_resume(app, name, *action == "pause", req).await
+                }
+                _ => Err(ApiError::not_found("no such API route")),
+            }
+        }
+        _ => Err(ApiError::not_found("no such API route")),
+    }
+}
+
+fn only(req: &Request<Incoming>, method: Method) -> Result<(), ApiError> {
+    if req.method() == method {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("use {method} on this route"),
+        ))
+    }
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<ResponseBody> {
+    let mut resp = api::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+    resp.headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    resp
+}
+
+fn channel_name(raw: &str) -> Result<&str, ApiError> {
+    if channels::valid_name(raw) {
+        Ok(raw)
+    } else {
+        Err(ApiError::bad_request(format!(
+            "invalid channel name: {}",
+            channels::NAME_RULE
+        )))
+    }
+}
+
+#[derive(Serialize)]
+struct Stored {
+    id: i64,
+}
+
+/// `POST /v1/reports`: token, content type, size, then JSON; stored only when all pass.
+async fn post_report(
+    app: &App,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, ApiError> {
+    auth::require(app.report_token.as_ref(), req.headers(), "reporting")?;
+    let body = read_json_body(
+        req,
+        app.limits.max_report_body,
+        app.limits.body_read_timeout,
+    )
+    .await?;
+    let report = Report::from_json(&body).map_err(ApiError::bad_request)?;
+    let now = httpdate::unix_seconds(SystemTime::now());
+    let id = app
+        .db
+        .insert(report, now)
+        .await
+        .map_err(|e| ApiError::internal("could not store the report", &e))?;
+    Ok(api::json(StatusCode::CREATED, &Stored { id }))
+}
+
+/// Optional body of a pause request.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PauseRequest {
+    reason: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Resumed<'a> {
+    channel: &'a str,
+    paused: bool,
+}
+
+async fn pause_or_resume(
+    app: &App,
+    name: &str,
+    pause: bool,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, ApiError> {
+    auth::require(app.admin_token.as_ref(), req.headers(), "pause/resume")?;
+    let reason = if pause {
+        pause_reason(app, req).await?
+    } else {
+        None
+    };
+    let repo = app.repo.clone();
+    let owned = name.to_owned();
+    let exists =
+        tokio::task::spawn_blocking(move || -> std::io::Result<Option<channels::Pause>> {
+            if !channels::metadata_path(&repo, &owned).is_file() {
+                return Ok(None);
+            }
+            if pause {
+                channels::write_pause(&repo, &owned, reason).map(Some)
+            } else {
+                channels::remove_pause(&repo, &owned).map(|()| Some(not_paused()))
+            }
+        })
+        .await
+        .map_err(|e| ApiError::internal("pause worker failed", &e))?
+        .map_err(|e| ApiError::internal("could not update the pause file", &e))?;
+    let Some(state) = exists else {
+        return Err(ApiError::not_found(format!(
+            "no channel {name} in the repository"
+        )));
+    };
+    tracing::info!(channel = name, paused = pause, "channel pause changed");
+    if pause {
+        Ok(api::json(
+            StatusCode::OK,
+            &PauseAnswer {
+                channel: name,
+                pause: state,
+            },
+        ))
+    } else {
+        Ok(api::json(
+            StatusCode::OK,
+            &Resumed {
+                channel: name,
+                paused: false,
+            },
+        ))
+    }
+}
+
+fn not_paused() -> channels::Pause {
+    channels::Pause {
+        paused: false,
+        since: None,
+        reason: None,
+    }
+}
+
+#[derive(Serialize)]
+struct PauseAnswer<'a> {
+    channel: &'a str,
+    #[serde(flatten)]
+    pause: channels::Pause,
+}
+
+/// The reason of a pause request: an empty body, or `{"reason": "…"}` (≤ 1024 characters).
+async fn pause_reason(app: &App, req: Request<Incoming>) -> Result<Option<String>, ApiError> {
+    if req.body().is_end_stream() {
+        return Ok(None);
+    }
+    let body = read_json_body(req, app.limits.max_admin_body, app.limits.body_read_timeout).await?;
+    let parsed: PauseRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid pause request: {e}")))?;
+    match parsed.reason {
+        Some(r) if r.chars().count() > crate::reports::MAX_REASON => Err(ApiError::bad_request(
+            "reason is longer than 1024 characters",
+        )),
+        other => Ok(other),
+    }
+}
+
+/// Reads a JSON body: 415 unless `application/json`, 413 over `max` (announced or actual),
+/// 408 if it does not arrive within `timeout`.
+async fn read_json_body(
+    req: Request<Incoming>,
+    max: usize,
+    timeout: Duration,
+) -> Result<Bytes, ApiError> {
+    let headers = req.headers();
+    if !is_json(headers) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the body as Content-Type: application/json",
+        ));
+    }
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body is larger than {max} bytes"),
+        )
+    };
+    let announced = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let collected =
+        tokio::time::timeout(timeout, Limited::new(req.into_body(), max).collect()).await;
+    match collected {
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request body took too long",
+        )),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Ok(Err(e)) => Err(ApiError::bad_request(format!(
+            "could not read the body: {e}"
+        ))),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+    }
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}

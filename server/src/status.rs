@@ -1,0 +1,120 @@
+//! Channel status (`GET /v1/channels/NAME/status`): the published release (as read, not
+//! verified), whether the channel is paused, nodes per version and the outcomes of the
+//! current release, from the report database.
+use std::collections::BTreeMap;
+
+use hyper::{Response, StatusCode};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::api::{self, ApiError};
+use crate::body::ResponseBody;
+use crate::channels::{self, ChannelInfo, Pause};
+use crate::db::Failure;
+use crate::routes::App;
+
+/// The status document of one channel.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChannelStatus {
+    /// Channel name.
+    pub channel: String,
+    /// Whether `channels/NAME.pause` exists.
+    pub paused: bool,
+    /// The pause file's content when paused.
+    pub pause: Option<Pause>,
+    /// `signed.version` of the channel metadata.
+    pub metadata_version: Option<u64>,
+    /// `signed.expires`.
+    pub expires: Option<String>,
+    /// `signed.release` as published.
+    pub release: Value,
+    /// `signed.rollout` as published.
+    pub rollout: Value,
+    /// Nodes per running version.
+    pub nodes: NodeCounts,
+    /// Outcomes of the current release.
+    pub current_release: ReleaseOutcomes,
+}
+
+/// Node counts from each node's latest report.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeCounts {
+    /// Nodes that ever reported on this channel.
+    pub total: u64,
+    /// Nodes per running version.
+    pub by_version: BTreeMap<String, u64>,
+}
+
+/// What happened to the current release.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReleaseOutcomes {
+    /// `release.version`, if the metadata has one.
+    pub version: Option<String>,
+    /// Nodes per latest outcome for this version.
+    pub outcomes: BTreeMap<String, u64>,
+    /// Failed and rolled-back nodes with their reasons (newest first, ≤ 100).
+    pub failures: Vec<Failure>,
+}
+
+/// Builds the status of `name`; `Ok(None)` when the channel has no metadata file.
+pub async fn build(app: &App, name: &str) -> Result<Option<ChannelStatus>, ApiError> {
+    let repo = app.repo.clone();
+    let owned = name.to_owned();
+    let (info, pause) = tokio::task::spawn_blocking(move || {
+        let info = channels::read_info(&repo, &owned)
+            .map_err(|e| ApiError::internal(format!("channel {owned}: metadata unreadable"), &e))?;
+        let pause = channels::read_pause(&repo, &owned).map_err(|e| {
+            ApiError::internal(format!("channel {owned}: pause file unreadable"), &e)
+        })?;
+        Ok::<_, ApiError>((info, pause))
+    })
+    .await
+    .map_err(|e| ApiError::internal("status worker failed", &e))??;
+    let Some(info) = info else {
+        return Ok(None);
+    };
+    let version = info.release_version().map(str::to_owned);
+    let summary = app
+        .db
+        .summary(name.to_owned(), version.clone())
+        .await
+        .map_err(|e| ApiError::internal("could not read reports", &e))?;
+    Ok(Some(assemble(name, info, pause, version, summary)))
+}
+
+fn assemble(
+    name: &str,
+    info: ChannelInfo,
+    pause: Option<Pause>,
+    version: Option<String>,
+    summary: crate::db::Summary,
+) -> ChannelStatus {
+    ChannelStatus {
+        channel: name.to_owned(),
+        paused: pause.is_some(),
+        pause,
+        metadata_version: info.metadata_version,
+        expires: info.expires,
+        release: info.release,
+        rollout: info.rollout,
+        nodes: NodeCounts {
+            total: summary.nodes,
+            by_version: summary.by_version,
+        },
+        current_release: ReleaseOutcomes {
+            version,
+            outcomes: summary.outcomes,
+            failures: summary.failures,
+        },
+    }
+}
+
+/// The HTTP answer for `GET /v1/channels/NAME/status`.
+pub async fn response(app: &App, name: &str) -> Result<Response<ResponseBody>, ApiError> {
+    match build(app, name).await? {
+        Some(status) => Ok(api::json(StatusCode::OK, &status)),
+        None => Err(ApiError::not_found(format!(
+            "no channel {name} in the repository"
+        ))),
+    }
+}

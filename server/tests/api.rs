@@ -1,0 +1,322 @@
+//! Reports, channel status, pause/resume and the status page.
+use reqwest::blocking::{Body, Response};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::util::{client, TestServer, ADMIN_TOKEN, REPORT_TOKEN};
+
+fn report(node: &str, from: &str, to: &str, outcome: &str, reason: Option<&str>) -> Value {
+    let mut r = json!({"node_id": node, "channel": "stable", "from_version": from,
+                       "to_version": to, "outcome": outcome});
+    if let Some(reason) = reason {
+        r["reason"] = json!(reason);
+    }
+    r
+}
+
+fn post_report(s: &TestServer, body: &Value) -> Response {
+    client()
+        .post(s.url("/v1/reports"))
+        .bearer_auth(REPORT_TOKEN)
+        .json(body)
+        .send()
+        .unwrap()
+}
+
+fn status(s: &TestServer) -> Value {
+    let r = client()
+        .get(s.url("/v1/channels/stable/status"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    r.json().unwrap()
+}
+
+fn admin(s: &TestServer, action: &str, token: &str, body: Option<Value>) -> Response {
+    let mut req = client()
+        .post(s.url(&format!("/v1/channels/stable/{action}")))
+        .bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    req.send().unwrap()
+}
+
+/// A refusal: the status, a JSON `error` message, and nothing stored.
+fn assert_refused(s: &TestServer, r: Response, status: StatusCode) {
+    assert_eq!(r.status(), status);
+    let body: Value = r.json().unwrap();
+    assert!(
+        body["error"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert_eq!(s.stored_reports(), 0, "nothing stored");
+}
+
+#[test]
+fn reports_are_aggregated_in_status() {
+    let s = TestServer::start();
+    let reports = [
+        report("n1", "1.0.0", "2.0.0", "installed", None),
+        report("n1", "1.0.0", "2.0.0", "committed", None),
+        report("n2", "1.0.0", "2.0.0", "installed", None),
+        report(
+            "n3",
+            "1.0.0",
+            "2.0.0",
+            "rolled-back",
+            Some("health check web failed"),
+        ),
+        report(
+            "n4",
+            "1.0.0",
+            "2.0.0",
+            "failed",
+            Some("chunk 7 hash mismatch"),
+        ),
+        report("n5", "0.9.0", "1.0.0", "committed", None),
+    ];
+    for r in &reports {
+        let resp = post_report(&s, r);
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        assert!(resp.json::<Value>().unwrap()["id"].as_i64().is_some());
+    }
+    assert_eq!(s.stored_reports(), 6);
+    let st = status(&s);
+    assert_eq!(st["channel"], "stable");
+    assert_eq!(st["paused"], false);
+    assert_eq!(st["metadata_version"], 1);
+    assert_eq!(st["release"]["version"], "2.0.0");
+    assert_eq!(st["rollout"]["percent"], 30);
+    assert_eq!(st["nodes"]["total"], 5);
+    assert_eq!(st["nodes"]["by_version"], json!({"1.0.0": 4, "2.0.0": 1}));
+    let cur = &st["current_release"];
+    assert_eq!(cur["version"], "2.0.0");
+    assert_eq!(
+        cur["outcomes"],
+        json!({"installed": 1, "committed": 1, "rolled-back": 1, "failed": 1})
+    );
+    let failures = cur["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 2);
+    assert_eq!(failures[0]["node_id"], "n4", "newest first");
+    assert_eq!(failures[0]["reason"], "chunk 7 hash mismatch");
+    assert_eq!(failures[1]["outcome"], "rolled-back");
+    assert_eq!(failures[1]["reason"], "health check web failed");
+}
+
+#[test]
+fn bad_or_missing_token_is_refused() {
+    let s = TestServer::start();
+    let good = report("n1", "1.0.0", "2.0.0", "committed", None);
+    let r = client()
+        .post(s.url("/v1/reports"))
+        .json(&good)
+        .send()
+        .unwrap();
+    assert_refused(&s, r, StatusCode::UNAUTHORIZED);
+    let r = client()
+        .post(s.url("/v1/reports"))
+        .bearer_auth("wrong-token-0123456789")
+        .json(&good)
+        .send()
+        .unwrap();
+    assert_refused(&s, r, StatusCode::UNAUTHORIZED);
+    let r = client()
+        .post(s.url("/v1/reports"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&good)
+        .send()
+        .unwrap();
+    assert_refused(&s, r, StatusCode::UNAUTHORIZED);
+}
+
+#[test]
+fn reports_are_refused_when_no_token_is_configured() {
+    let s = TestServer::start_with(|c| c.report_token = None);
+    let r = post_report(&s, &report("n1", "1.0.0", "2.0.0", "committed", None));
+    assert_refused(&s, r, StatusCode::FORBIDDEN);
+}
+
+#[test]
+fn oversize_body_is_refused() {
+    let s = TestServer::start();
+    let big = report(
+        "n1",
+        "1.0.0",
+        "2.0.0",
+        "failed",
+        Some(&"x".repeat(20 * 1024)),
+    );
+    let r = post_report(&s, &big);
+    assert_refused(&s, r, StatusCode::PAYLOAD_TOO_LARGE);
+    // Without Content-Length (chunked), the cap applies while reading.
+    let bytes = serde_json::to_vec(&big).unwrap();
+    let r = client()
+        .post(s.url("/v1/reports"))
+        .bearer_auth(REPORT_TOKEN)
+        .header("content-type", "application/json")
+        .body(Body::new(std::io::Cursor::new(bytes)))
+        .send()
+        .unwrap();
+    assert_refused(&s, r, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[test]
+fn malformed_reports_are_refused() {
+    let s = TestServer::start();
+    let mut unknown = report("n1", "1.0.0", "2.0.0", "committed", None);
+    unknown["extra"] = json!(1);
+    for body in [
+        unknown,
+        report("n1", "1.0.0", "2.0.0", "exploded", None),
+        report("bad node", "1.0.0", "2.0.0", "committed", None),
+        json!({"node_id": "n1", "channel": "../etc", "from_version": "1", "to_version": "2", "outcome": "failed"}),
+        json!({"node_id": "n1"}),
+        json!([1, 2, 3]),
+    ] {
+        let r = post_report(&s, &body);
+        assert_refused(&s, r, StatusCode::BAD_REQUEST);
+    }
+    let r = client()
+        .post(s.url("/v1/reports"))
+        .bearer_auth(REPORT_TOKEN)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .unwrap();
+    assert_refused(&s, r, StatusCode::BAD_REQUEST);
+    let r = client()
+        .post(s.url("/v1/reports"))
+        .bearer_auth(REPORT_TOKEN)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .unwrap();
+    assert_refused(&s, r, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let r = client().get(s.url("/v1/reports")).send().unwrap();
+    assert_refused(&s, r, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[test]
+fn pause_and_resume() {
+    let s = TestServer::start();
+    let pause_file = s.repo().join("channels/stable.pause");
+    let r = admin(
+        &s,
+        "pause",
+        ADMIN_TOKEN,
+        Some(json!({"reason": "v2 breaks printers"})),
+    );
+    assert_eq!(r.status(), StatusCode::OK);
+    let answer: Value = r.json().unwrap();
+    assert_eq!(answer["paused"], true);
+    assert_eq!(answer["channel"], "stable");
+    let on_disk: Value = serde_json::from_slice(&std::fs::read(&pause_file).unwrap()).unwrap();
+    assert_eq!(on_disk["paused"], true);
+    assert_eq!(on_disk["reason"], "v2 breaks printers");
+    assert!(on_disk["since"].as_str().unwrap().ends_with('Z'));
+    // Agents see it as a repository file.
+    let served = client()
+        .get(s.url("/channels/stable.pause"))
+        .send()
+        .unwrap();
+    assert_eq!(served.status(), StatusCode::OK);
+    let st = status(&s);
+    assert_eq!(st["paused"], true);
+    assert_eq!(st["pause"]["reason"], "v2 breaks printers");
+
+    let r = admin(&s, "resume", ADMIN_TOKEN, None);
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.json::<Value>().unwrap()["paused"], false);
+    assert!(!pause_file.exists());
+    assert_eq!(status(&s)["paused"], false);
+    let r = client()
+        .get(s.url("/channels/stable.pause"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    // Pause without a body works too; resume is idempotent.
+    assert_eq!(
+        admin(&s, "pause", ADMIN_TOKEN, None).status(),
+        StatusCode::OK
+    );
+    assert!(pause_file.exists());
+    assert_eq!(
+        admin(&s, "resume", ADMIN_TOKEN, None).status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        admin(&s, "resume", ADMIN_TOKEN, None).status(),
+        StatusCode::OK
+    );
+}
+
+#[test]
+fn pause_needs_the_admin_token_and_a_real_channel() {
+    let s = TestServer::start();
+    let pause_file = s.repo().join("channels/stable.pause");
+    for token in [REPORT_TOKEN, "not-the-admin-token-at-all"] {
+        let r = admin(&s, "pause", token, None);
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert!(!pause_file.exists());
+    }
+    let r = client()
+        .post(s.url("/v1/channels/stable/pause"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = client()
+        .post(s.url("/v1/channels/nosuch/pause"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(!s.repo().join("channels/nosuch.pause").exists());
+    let r = admin(
+        &s,
+        "pause",
+        ADMIN_TOKEN,
+        Some(json!({"reason": "x", "force": true})),
+    );
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(!pause_file.exists());
+    let (code, _) = s.raw_get_status("/v1/channels/Bad%20Name/status");
+    assert_eq!(code, 400);
+    let (code, _) = s.raw_get_status("/v1/channels/..%2fstable/status");
+    assert_eq!(code, 400);
+    let r = client()
+        .get(s.url("/v1/channels/nosuch/status"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = client().get(s.url("/v1/nothing")).send().unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+#[test]
+fn status_page_lists_channels_and_escapes() {
+    let s = TestServer::start();
+    let evil = report(
+        "n9",
+        "1.0.0",
+        "2.0.0",
+        "failed",
+        Some("<script>alert(1)</script>"),
+    );
+    assert_eq!(post_report(&s, &evil).status(), StatusCode::CREATED);
+    assert_eq!(
+        admin(&s, "pause", ADMIN_TOKEN, None).status(),
+        StatusCode::OK
+    );
+    let r = client().get(s.url("/")).send().unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
+    let html = r.text().unwrap();
+    assert!(html.contains("<td>stable</td>"));
+    assert!(html.contains("demo-os 2.0.0"));
+    assert!(html.contains("30 %"));
+    assert!(html.contains("paused"));
+    assert!(html.contains("failed: 1"));
+    assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(!html.contains("<script>"));
+}

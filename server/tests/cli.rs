@@ -1,0 +1,181 @@
+//! The `tandem-server` binary: start, serve, stop on SIGTERM; token rules; TLS.
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+
+use crate::util::TestServer;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tandem-server");
+
+#[test]
+fn binary_serves_and_stops_on_sigterm() {
+    let fixture = TestServer::start();
+    let token_file = fixture.root.path().join("report.token");
+    std::fs::write(&token_file, "file-token-0123456789\n").unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--repo"])
+        .arg(fixture.repo())
+        .arg("--data")
+        .arg(fixture.root.path().join("bin-data"))
+        .arg("--report-token-file")
+        .arg(&token_file)
+        .env_remove("TANDEM_REPORT_TOKEN")
+        .env_remove("TANDEM_ADMIN_TOKEN")
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = lines
+        .by_ref()
+        .take(20)
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.split("listening on http://")
+                .nth(1)
+                .map(|a| a.trim().to_owned())
+        })
+        .expect("listening line");
+    let r = crate::util::client()
+        .get(format!("http://{addr}/root.json"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = crate::util::client()
+        .post(format!("http://{addr}/v1/reports"))
+        .bearer_auth("file-token-0123456789")
+        .json(
+            &serde_json::json!({"node_id": "n", "channel": "stable", "from_version": "1",
+                                  "to_version": "2", "outcome": "installed"}),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let killed = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "clean exit: {status}");
+}
+
+#[test]
+fn token_in_both_file_and_environment_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("t");
+    std::fs::write(&token_file, "file-token-0123456789").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--repo"])
+        .arg(dir.path())
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .arg("--admin-token-file")
+        .arg(&token_file)
+        .env("TANDEM_ADMIN_TOKEN", "env-token-0123456789")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("TANDEM_ADMIN_TOKEN"), "{err}");
+    let out = Command::new(BIN)
+        .args(["serve", "--repo"])
+        .arg(dir.path())
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .env("TANDEM_REPORT_TOKEN", "short")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("shorter than 16"));
+}
+
+#[test]
+fn serves_https_with_rustls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let (ca, ca_key) = (dir.path().join("ca.pem"), dir.path().join("ca.key"));
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "2",
+    ];
+    openssl(
+        Command::new("openssl")
+            .args(["req", "-x509"])
+            .args(ec)
+            .args(["-subj", "/CN=test CA", "-keyout"])
+            .arg(&ca_key)
+            .arg("-out")
+            .arg(&ca),
+    );
+    openssl(
+        Command::new("openssl")
+            .args(["req", "-x509"])
+            .args(ec)
+            .args([
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                "-addext",
+                "basicConstraints=critical,CA:FALSE",
+                "-CA",
+            ])
+            .arg(&ca)
+            .arg("-CAkey")
+            .arg(&ca_key)
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+    );
+    let (c, k) = (cert.clone(), key.clone());
+    let s = TestServer::start_with(move |cfg| cfg.tls = Some(server::TlsFiles { cert: c, key: k }));
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap();
+    let client = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let r = client
+        .get(format!("https://127.0.0.1:{}/root.json", s.addr.port()))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.text().unwrap().contains("\"version\":1"));
+    let plain = crate::util::client().get(s.url("/root.json")).send();
+    assert!(
+        plain.is_err() || !plain.unwrap().status().is_success(),
+        "no plain HTTP on a TLS port"
+    );
+}
+
+/// Runs an openssl command (scripts/test.sh installs openssl) and checks it worked.
+fn openssl(cmd: &mut Command) {
+    let out = cmd
+        .output()
+        .expect("openssl is needed for this test (scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

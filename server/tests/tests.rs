@@ -1,0 +1,9 @@
+//! The server's integration tests: one binary, one module per feature, a real server on
+//! 127.0.0.1:0 per test (see `util`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod api;
+mod cli;
+mod files;
+mod hardening;
+mod util;
