@@ -1,2 +1,46 @@
-//! Bundle format, keys, threshold signatures and channel metadata (see docs/FORMAT.md).
-//! Not yet implemented: this crate is being built under issue 2.
+//! Tandem's signing and verification library: keys, the root of trust, threshold signatures,
+//! channel metadata and the `.tandem` bundle format (normative spec: `docs/FORMAT.md`).
+//!
+//! Map of the crate:
+//! - [`keys`]: Ed25519 keys in PKCS#8 / SPKI PEM, key ids.
+//! - [`role`]: the [`Role`] trait (domain-separated signed messages) and [`Threshold`].
+//! - [`schema`]: the typed documents: [`Root`], [`Channel`], [`Manifest`] and their wire forms.
+//! - [`verify`]: the only module that can build a [`Verified`] value (root chain, channel, bundle).
+//! - [`bundle`]: the binary bundle: header codec, reading by ranges, chunk decoding, signing.
+//! - [`metadata`]: writing signed `root.json` and channel documents.
+//! - [`files`] and [`publish`]: the tool side (atomic file writes, the repository layout). The
+//!   verification core above reads only the bytes or readers it is given.
+//!
+//! Everything that reads untrusted bytes returns a typed [`Error`]; nothing here panics on input.
+#![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![cfg_attr(
+    test,
+    allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+#![warn(missing_docs)]
+
+pub mod bundle;
+mod canonical;
+pub mod digest;
+pub mod error;
+pub mod files;
+pub mod keys;
+pub mod limits;
+pub mod metadata;
+pub mod publish;
+pub mod role;
+pub mod schema;
+pub mod time_util;
+pub mod verify;
+
+pub use bundle::{BundleHead, BundleHeader, ChunkData, ChunkReader, SignOptions};
+pub use digest::Sha256Digest;
+pub use error::{
+    ChunkFault, Error, FormatError, KeyError, Section, ThresholdReport, UsageError, VerifyError,
+};
+pub use keys::{KeyId, PublicKey, SecretKey};
+pub use limits::Limits;
+pub use role::{Role, RoleKind, RoleName, Threshold};
+pub use schema::{Channel, Chunk, Manifest, Release, Rollout, Root};
+pub use verify::Verified;

@@ -1,0 +1,48 @@
+//! Adding signatures to an existing bundle (FORMAT §4): only the reserved signature block is
+//! rewritten, in place; the payload is never read or moved, so k-of-n signers can sign one
+//! after another on different machines.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+
+use crate::bundle::head::BundleHead;
+use crate::error::{Error, KeyError, UsageError};
+use crate::keys::{KeyId, SecretKey};
+use crate::limits::Limits;
+use crate::metadata::sign_bytes;
+use crate::role::RoleKind;
+use crate::schema::encode_signature_block;
+
+/// Signs the bundle's manifest with `keys` and rewrites its signature block. Refuses a key
+/// that already signed, and a block that would overflow its reservation.
+pub fn add_signatures<F: Read + Write + Seek>(
+    file: &mut F,
+    keys: &[SecretKey],
+    limits: &Limits,
+) -> Result<Vec<KeyId>, Error> {
+    crate::bundle::writer::check_distinct(keys)?;
+    let head = BundleHead::read(file, limits)?;
+    let mut signatures = head.signatures().to_vec();
+    for key in keys {
+        if signatures.iter().any(|s| s.keyid == key.id()) {
+            return Err(KeyError::AlreadySigned(key.id()).into());
+        }
+    }
+    signatures.extend(sign_bytes(RoleKind::Bundle, head.manifest_bytes(), keys));
+    if signatures.len() > limits.max_signatures {
+        return Err(
+            UsageError::invalid(format!("more than {} signatures", limits.max_signatures)).into(),
+        );
+    }
+    let len = head.header().signature_block_len as usize;
+    let block = encode_signature_block(&signatures, len)?.ok_or_else(|| {
+        UsageError::invalid(format!(
+            "the signature block is full ({len} bytes reserved): re-sign the image with more keys at once"
+        ))
+    })?;
+    let io = Error::io("rewriting the signature block");
+    file.seek(SeekFrom::Start(head.header().signature_block_range().start))
+        .map_err(Error::io("seeking to the signature block"))?;
+    file.write_all(&block).map_err(io)?;
+    file.flush().map_err(Error::io("flushing the bundle"))?;
+    Ok(keys.iter().map(SecretKey::id).collect())
+}

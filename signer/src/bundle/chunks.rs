@@ -1,0 +1,237 @@
+//! Chunk decoding (FORMAT §5): each stored chunk is one zstd frame, decompressed with an
+//! output cap of the chunk's raw length and released only after its SHA-256 matched the
+//! verified manifest. [`decode_chunk`] is pure so callers can decode in parallel or fetch
+//! single chunks by range; [`ChunkReader`] walks a whole bundle; [`extract`] adds the
+//! whole-image hash check.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+
+use sha2::{Digest, Sha256};
+
+use crate::digest::Sha256Digest;
+use crate::error::{ChunkFault, Error, FormatError, VerifyError};
+use crate::schema::{Chunk, Manifest};
+use crate::verify::Verified;
+
+/// A reusable zstd decompression context.
+pub struct ChunkDecoder {
+    dctx: zstd::bulk::Decompressor<'static>,
+}
+
+impl ChunkDecoder {
+    /// A new decoder.
+    pub fn new() -> Result<Self, Error> {
+        let dctx = zstd::bulk::Decompressor::new().map_err(Error::io("creating a zstd decoder"))?;
+        Ok(ChunkDecoder { dctx })
+    }
+
+    /// Decodes `compressed` (the chunk's frame, exactly) into `out` and checks its hash.
+    /// Decompression never writes more than the chunk's raw length. A zero chunk yields zeros.
+    pub fn decode_into(
+        &mut self,
+        chunk: &Chunk,
+        compressed: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), VerifyError> {
+        let fault = |fault| VerifyError::Chunk {
+            index: chunk.index,
+            fault,
+        };
+        let len = chunk.len as usize;
+        let Some(frame) = chunk.frame else {
+            out.clear();
+            out.resize(len, 0);
+            return Ok(());
+        };
+        if compressed.len() as u64 != frame.length {
+            return Err(fault(ChunkFault::CompressedLength {
+                expected: frame.length,
+                actual: compressed.len() as u64,
+            }));
+        }
+        if out.len() != len {
+            out.resize(len, 0);
+        }
+        let n = self
+            .dctx
+            .decompress_to_buffer(compressed, out.as_mut_slice())
+            .map_err(|e| {
+                fault(ChunkFault::Decompress {
+                    max: len as u64,
+                    reason: e.to_string(),
+                })
+            })?;
+        if n != len {
+            return Err(fault(ChunkFault::Length {
+                expected: len as u64,
+                actual: n as u64,
+            }));
+        }
+        let actual = Sha256Digest(Sha256::digest(out.as_slice()).into());
+        if actual != chunk.sha256 {
+            return Err(fault(ChunkFault::Hash {
+                expected: chunk.sha256,
+                actual,
+            }));
+        }
+        Ok(())
+    }
+}
+
+/// Decodes one chunk's frame and checks its hash: the bytes are returned only if they are the
+/// ones the manifest names. The output is capped at the chunk's raw length.
+pub fn decode_chunk(chunk: &Chunk, compressed: &[u8]) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::new();
+    ChunkDecoder::new()?.decode_into(chunk, compressed, &mut out)?;
+    Ok(out)
+}
+
+/// One chunk of the image, yielded by [`ChunkReader`] after its hash matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChunkData {
+    /// A stored chunk's verified bytes.
+    Data {
+        /// Chunk index.
+        index: u64,
+        /// Offset in the raw image.
+        image_offset: u64,
+        /// The bytes.
+        bytes: Vec<u8>,
+    },
+    /// An all-zero chunk (no buffer): write zeros or discard.
+    Zero {
+        /// Chunk index.
+        index: u64,
+        /// Offset in the raw image.
+        image_offset: u64,
+        /// Length in bytes.
+        len: u64,
+    },
+}
+
+/// Iterates over a verified bundle's chunks in order, reading frames from `reader`.
+pub struct ChunkReader<'m, R> {
+    manifest: &'m Manifest,
+    reader: R,
+    next: usize,
+    pos: Option<u64>,
+    compressed: Vec<u8>,
+    decoder: ChunkDecoder,
+}
+
+impl<'m, R: Read + Seek> ChunkReader<'m, R> {
+    /// A reader over the bundle file that `manifest` was verified from.
+    pub fn new(manifest: &'m Verified<Manifest>, reader: R) -> Result<Self, Error> {
+        Ok(ChunkReader {
+            manifest,
+            reader,
+            next: 0,
+            pos: None,
+            compressed: Vec::new(),
+            decoder: ChunkDecoder::new()?,
+        })
+    }
+
+    fn read_chunk(&mut self, chunk: &Chunk) -> Result<ChunkData, Error> {
+        let Some(range) = self.manifest.chunk_file_range(chunk) else {
+            return Ok(ChunkData::Zero {
+                index: chunk.index,
+                image_offset: chunk.image_offset,
+                len: chunk.len.into(),
+            });
+        };
+        if self.pos != Some(range.start) {
+            self.reader
+                .seek(SeekFrom::Start(range.start))
+                .map_err(Error::io("seeking in the bundle"))?;
+        }
+        // Bounded by the manifest check: a frame is at most zstd's bound of the chunk size.
+        self.compressed
+            .resize((range.end - range.start) as usize, 0);
+        self.reader
+            .read_exact(&mut self.compressed)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => Error::Format(FormatError::Truncated {
+                    expected: self.manifest.file_len(),
+                    actual: range.start,
+                }),
+                _ => Error::io(format!("reading chunk {}", chunk.index))(e),
+            })?;
+        self.pos = Some(range.end);
+        let mut bytes = Vec::with_capacity(chunk.len as usize);
+        self.decoder
+            .decode_into(chunk, &self.compressed, &mut bytes)?;
+        Ok(ChunkData::Data {
+            index: chunk.index,
+            image_offset: chunk.image_offset,
+            bytes,
+        })
+    }
+}
+
+impl<R: Read + Seek> Iterator for ChunkReader<'_, R> {
+    type Item = Result<ChunkData, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let chunk = self.manifest.chunks().get(self.next)?;
+        self.next += 1;
+        Some(self.read_chunk(chunk))
+    }
+}
+
+/// Writes the verified image to `out` (zeros included), checking every chunk's hash and, at
+/// the end, the whole-image hash. `progress` gets the raw bytes done so far.
+/// On error the output holds unverified partial data: write it to a temporary place.
+pub fn extract<R: Read + Seek, W: Write>(
+    manifest: &Verified<Manifest>,
+    reader: R,
+    mut out: W,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(), Error> {
+    let zeros = vec![0u8; 1 << 16];
+    let mut hasher = Sha256::new();
+    let mut done = 0u64;
+    for item in ChunkReader::new(manifest, reader)? {
+        match item? {
+            ChunkData::Data { bytes, .. } => {
+                hasher.update(&bytes);
+                out.write_all(&bytes)
+                    .map_err(Error::io("writing the image"))?;
+                done += bytes.len() as u64;
+            }
+            ChunkData::Zero { len, .. } => {
+                write_zeros(&mut out, &mut hasher, &zeros, len)?;
+                done += len;
+            }
+        }
+        progress(done);
+    }
+    out.flush().map_err(Error::io("writing the image"))?;
+    let actual = Sha256Digest(hasher.finalize().into());
+    if actual != manifest.image_sha256() {
+        return Err(VerifyError::ImageHash {
+            expected: manifest.image_sha256(),
+            actual,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+fn write_zeros<W: Write>(
+    out: &mut W,
+    hasher: &mut Sha256,
+    zeros: &[u8],
+    len: u64,
+) -> Result<(), Error> {
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        let block = zeros.get(..n).unwrap_or(zeros);
+        hasher.update(block);
+        out.write_all(block)
+            .map_err(Error::io("writing the image"))?;
+        left -= n as u64;
+    }
+    Ok(())
+}

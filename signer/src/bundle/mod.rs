@@ -1,0 +1,34 @@
+//! The `.tandem` bundle (FORMAT §2–§5): [`header`] codec, [`BundleHead`] (reading by ranges),
+//! [`chunks`] (decoding and hash-checking frames), [`writer`] (the parallel signing pipeline)
+//! and [`add_signature`].
+
+pub mod add_signature;
+pub mod chunks;
+pub mod head;
+pub mod header;
+pub mod writer;
+
+pub use add_signature::add_signatures;
+pub use chunks::{decode_chunk, extract, ChunkData, ChunkDecoder, ChunkReader};
+pub use head::BundleHead;
+pub use header::BundleHeader;
+pub use writer::{sign_bundle, SignOptions, SignSummary};
+
+use crate::error::{Error, Section};
+use crate::limits::Limits;
+use crate::schema::envelope_helpers::{check_spaces, parse_padded};
+use crate::schema::{Manifest, ManifestDoc};
+
+/// Parses the manifest region: one canonical JSON object then ASCII spaces (FORMAT §3).
+/// Callers parse only after the signature verified, except `inspect`.
+pub(crate) fn parse_manifest(head: &BundleHead, limits: &Limits) -> Result<Manifest, Error> {
+    let bytes = head.manifest_bytes();
+    let (doc, end) = parse_padded::<ManifestDoc>(bytes, Section::Manifest)?;
+    check_spaces(bytes, end, Section::Manifest)?;
+    Ok(Manifest::from_doc(
+        doc,
+        *head.header(),
+        head.manifest_sha256(),
+        limits,
+    )?)
+}

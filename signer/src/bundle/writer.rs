@@ -1,0 +1,518 @@
+//! The signing pipeline (FORMAT §2–§5). One pass over the image, no second copy of the
+//! payload: the header, a manifest region sized from an upper bound and a reserved signature
+//! block are laid out first; frames are appended as they come; then the manifest (padded with
+//! spaces to its reserved length) and the signatures are written back in place.
+//!
+//! Threads: a reader streams fixed-size chunks and hashes the whole image as it goes; workers
+//! detect all-zero chunks, hash and compress the others, each with its own zstd context; this
+//! thread writes frames in order. A fixed pool of buffers bounds memory whatever the image size.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
+use std::sync::Mutex;
+
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use crate::bundle::header::BundleHeader;
+use crate::canonical;
+use crate::digest::Sha256Digest;
+use crate::error::{Error, KeyError, UsageError};
+use crate::keys::{KeyId, SecretKey};
+use crate::limits::{Limits, MIN_CHUNK_SIZE};
+use crate::metadata::sign_bytes;
+use crate::role::RoleKind;
+use crate::schema::{
+    check_name, encode_signature_block, ChunkDoc, ImageDoc, ManifestDoc, Signature,
+};
+use crate::time_util::format_rfc3339;
+
+/// What to put in the manifest and how to compress.
+#[derive(Debug, Clone)]
+pub struct SignOptions {
+    /// Product (compatible string).
+    pub product: String,
+    /// Release version.
+    pub version: semver::Version,
+    /// Anti-rollback counter.
+    pub security_version: u64,
+    /// Creation time recorded in the manifest.
+    pub created: OffsetDateTime,
+    /// Chunk size: a power of two, at least 4 KiB. Default 1 MiB.
+    pub chunk_size: u32,
+    /// zstd level. Default 3.
+    pub level: i32,
+    /// Compression threads; 0 means one per CPU. Default 0.
+    pub workers: usize,
+    /// Minimum signature block reservation. Default 4096 (room for about 18 signatures).
+    pub signature_block_len: u32,
+}
+
+impl SignOptions {
+    /// Options with the defaults above.
+    pub fn new(
+        product: impl Into<String>,
+        version: semver::Version,
+        security_version: u64,
+        created: OffsetDateTime,
+    ) -> Self {
+        SignOptions {
+            product: product.into(),
+            version,
+            security_version,
+            created,
+            chunk_size: 1 << 20,
+            level: 3,
+            workers: 0,
+            signature_block_len: 4096,
+        }
+    }
+}
+
+/// What [`sign_bundle`] wrote.
+#[derive(Debug, Clone)]
+pub struct SignSummary {
+    /// SHA-256 of the manifest region.
+    pub manifest_sha256: Sha256Digest,
+    /// SHA-256 of the raw image.
+    pub image_sha256: Sha256Digest,
+    /// Number of chunks.
+    pub chunks: u64,
+    /// Number of all-zero chunks (not stored).
+    pub zero_chunks: u64,
+    /// Payload length.
+    pub payload_len: u64,
+    /// Total bundle length.
+    pub file_len: u64,
+    /// Who signed.
+    pub signers: Vec<KeyId>,
+}
+
+/// Signs `image` (exactly `image_size` bytes) into a bundle written to `out` from its current
+/// start (position 0). `progress` gets the raw bytes done so far.
+pub fn sign_bundle<R: Read + Send, W: Write + Seek>(
+    image: R,
+    image_size: u64,
+    out: &mut W,
+    opts: &SignOptions,
+    keys: &[SecretKey],
+    limits: &Limits,
+    progress: &mut dyn FnMut(u64),
+) -> Result<SignSummary, Error> {
+    check_options(opts, keys, limits)?;
+    let created = format_rfc3339(opts.created);
+    let count = checked_chunk_count(image_size, opts.chunk_size, limits)?;
+    let manifest_len = manifest_bound(opts, &created, image_size, count, limits)?;
+    let signature_block_len = signature_reserve(keys.len(), opts.signature_block_len, limits)?;
+    let header = BundleHeader {
+        manifest_len,
+        signature_block_len,
+    };
+    let io = |what: &'static str| Error::io(format!("writing the bundle {what}"));
+    out.seek(SeekFrom::Start(0)).map_err(io("header"))?;
+    out.write_all(&header.encode()).map_err(io("header"))?;
+    out.seek(SeekFrom::Start(header.payload_offset()))
+        .map_err(io("payload"))?;
+
+    let plan = Plan {
+        size: image_size,
+        chunk_size: opts.chunk_size,
+        count,
+        level: opts.level,
+        workers: worker_count(opts.workers),
+    };
+    let (image_sha256, payload) = run_pipeline(image, &plan, out, progress)?;
+
+    let doc = ManifestDoc {
+        chunk_size: opts.chunk_size,
+        chunks: payload.chunks,
+        created,
+        image: ImageDoc {
+            sha256: image_sha256,
+            size: image_size,
+        },
+        product: opts.product.clone(),
+        security_version: opts.security_version,
+        version: opts.version.to_string(),
+    };
+    let manifest = pad(canonical::to_vec(&doc)?, manifest_len as usize)?;
+    let signatures = sign_bytes(RoleKind::Bundle, &manifest, keys);
+    let block = encode_signature_block(&signatures, signature_block_len as usize)?
+        .ok_or(Error::Bug("signature block reservation too small"))?;
+    out.seek(SeekFrom::Start(BundleHeader::LEN as u64))
+        .map_err(io("manifest"))?;
+    out.write_all(&manifest).map_err(io("manifest"))?;
+    out.write_all(&block).map_err(io("signature block"))?;
+    out.flush().map_err(io("end"))?;
+    Ok(SignSummary {
+        manifest_sha256: Sha256Digest::of(&manifest),
+        image_sha256,
+        chunks: count,
+        zero_chunks: payload.zero_chunks,
+        payload_len: payload.len,
+        file_len: header.payload_offset() + payload.len,
+        signers: signatures.iter().map(|s| s.keyid).collect(),
+    })
+}
+
+fn check_options(opts: &SignOptions, keys: &[SecretKey], limits: &Limits) -> Result<(), Error> {
+    check_name(&opts.product).map_err(|e| UsageError::invalid(format!("product: {e}")))?;
+    let cs = opts.chunk_size;
+    if !cs.is_power_of_two() || !(MIN_CHUNK_SIZE..=limits.max_chunk_size).contains(&cs) {
+        return Err(UsageError::invalid(format!(
+            "chunk size {cs} must be a power of two between {MIN_CHUNK_SIZE} (4KiB) and {} bytes",
+            limits.max_chunk_size
+        ))
+        .into());
+    }
+    if !zstd::compression_level_range().contains(&opts.level) {
+        return Err(UsageError::invalid(format!(
+            "zstd level {} is outside {:?}",
+            opts.level,
+            zstd::compression_level_range()
+        ))
+        .into());
+    }
+    check_distinct(keys)
+}
+
+/// Refuses the same key twice.
+pub(crate) fn check_distinct(keys: &[SecretKey]) -> Result<(), Error> {
+    let mut ids: Vec<KeyId> = keys.iter().map(SecretKey::id).collect();
+    ids.sort();
+    match ids.windows(2).find(|w| w.first() == w.get(1)) {
+        Some(w) => Err(KeyError::Duplicate(w.first().copied().unwrap_or(KeyId([0; 32]))).into()),
+        None => Ok(()),
+    }
+}
+
+fn checked_chunk_count(size: u64, cs: u32, limits: &Limits) -> Result<u64, Error> {
+    let count = size.div_ceil(u64::from(cs));
+    if count > limits.max_chunk_count {
+        return Err(UsageError::invalid(format!(
+            "an image of {size} bytes makes {count} chunks of {cs} bytes, more than the limit of {}: use a larger --chunk-size",
+            limits.max_chunk_count
+        ))
+        .into());
+    }
+    Ok(count)
+}
+
+/// Upper bound of the manifest's canonical length, from its fixed fields and the widest
+/// possible chunk entry (FORMAT §3: the manifest region is then padded to exactly this).
+fn manifest_bound(
+    opts: &SignOptions,
+    created: &str,
+    size: u64,
+    count: u64,
+    limits: &Limits,
+) -> Result<u32, Error> {
+    let fixed = ManifestDoc {
+        chunk_size: opts.chunk_size,
+        chunks: Vec::new(),
+        created: created.to_owned(),
+        image: ImageDoc {
+            sha256: Sha256Digest([0; 32]),
+            size,
+        },
+        product: opts.product.clone(),
+        security_version: opts.security_version,
+        version: opts.version.to_string(),
+    };
+    let max_frame = crate::schema::max_frame_len(opts.chunk_size);
+    let widest = ChunkDoc {
+        length: Some(max_frame),
+        offset: Some(max_frame.saturating_mul(count)),
+        sha256: Sha256Digest([0; 32]),
+        zero: None,
+    };
+    let zero = ChunkDoc {
+        length: None,
+        offset: None,
+        sha256: Sha256Digest([0; 32]),
+        zero: Some(true),
+    };
+    let entry = canonical::to_vec(&widest)?
+        .len()
+        .max(canonical::to_vec(&zero)?.len()) as u64
+        + 1;
+    let bound = canonical::to_vec(&fixed)?.len() as u64 + entry * count;
+    match u32::try_from(bound) {
+        Ok(b) if b <= limits.max_manifest_len => Ok(b),
+        _ => Err(UsageError::invalid(format!(
+            "the manifest for {count} chunks could reach {bound} bytes, above the {}-byte limit: use a larger --chunk-size",
+            limits.max_manifest_len
+        ))
+        .into()),
+    }
+}
+
+/// Signature block length: the requested minimum, grown in 4 KiB steps to fit `keys` signatures.
+fn signature_reserve(keys: usize, min: u32, limits: &Limits) -> Result<u32, Error> {
+    let dummy = vec![
+        Signature {
+            keyid: KeyId([0; 32]),
+            sig: [0; 64]
+        };
+        keys
+    ];
+    let need = canonical::to_vec(&serde_json::json!({ "signatures": dummy }))?.len() as u64;
+    let len = u64::from(min.max(2)).max(need.div_ceil(4096) * 4096);
+    match u32::try_from(len) {
+        Ok(l) if l <= limits.max_signature_block_len => Ok(l),
+        _ => Err(UsageError::invalid(format!(
+            "{keys} signatures need a {len}-byte signature block, above the limit"
+        ))
+        .into()),
+    }
+}
+
+fn pad(mut bytes: Vec<u8>, len: usize) -> Result<Vec<u8>, Error> {
+    if bytes.len() > len {
+        return Err(Error::Bug("manifest longer than its computed bound"));
+    }
+    bytes.resize(len, b' ');
+    Ok(bytes)
+}
+
+fn worker_count(requested: usize) -> usize {
+    match requested {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        n => n,
+    }
+}
+
+struct Plan {
+    size: u64,
+    chunk_size: u32,
+    count: u64,
+    level: i32,
+    workers: usize,
+}
+
+impl Plan {
+    fn chunk_len(&self, index: u64) -> usize {
+        (self.size - index * u64::from(self.chunk_size)).min(u64::from(self.chunk_size)) as usize
+    }
+
+    /// Buffers in flight: enough to keep every worker busy, within about 40 MiB.
+    fn slots(&self) -> usize {
+        let per_slot = 2 * self.chunk_size as usize + 4096;
+        (40usize << 20)
+            .checked_div(per_slot)
+            .unwrap_or(1)
+            .min(2 * self.workers + 2)
+            .max(self.workers + 1)
+    }
+}
+
+struct Slot {
+    raw: Vec<u8>,
+    frame: Vec<u8>,
+}
+
+struct Job {
+    index: u64,
+    slot: Slot,
+}
+
+struct Done {
+    index: u64,
+    slot: Slot,
+    sha256: Sha256Digest,
+    zero: bool,
+}
+
+struct Payload {
+    chunks: Vec<ChunkDoc>,
+    len: u64,
+    zero_chunks: u64,
+}
+
+const STOPPED: &str = "signing pipeline stopped early";
+
+fn run_pipeline<R: Read + Send, W: Write>(
+    image: R,
+    plan: &Plan,
+    out: &mut W,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(Sha256Digest, Payload), Error> {
+    let slots = plan.slots();
+    let frame_cap = crate::schema::max_frame_len(plan.chunk_size) as usize;
+    let (pool_tx, pool_rx) = sync_channel::<Slot>(slots);
+    for _ in 0..slots {
+        let slot = Slot {
+            raw: Vec::with_capacity(plan.chunk_size as usize),
+            frame: Vec::with_capacity(frame_cap),
+        };
+        pool_tx
+            .send(slot)
+            .map_err(|_| Error::Bug("buffer pool closed"))?;
+    }
+    let (job_tx, job_rx) = sync_channel::<Job>(slots);
+    let job_rx = Mutex::new(job_rx);
+    let (done_tx, done_rx) = channel::<Result<Done, Error>>();
+    let zero_full = Sha256Digest::of_zeros(u64::from(plan.chunk_size));
+    std::thread::scope(|s| {
+        let reader = s.spawn(move || read_stage(image, plan, pool_rx, job_tx));
+        for _ in 0..plan.workers {
+            let (job_rx, done_tx) = (&job_rx, done_tx.clone());
+            s.spawn(move || compress_stage(job_rx, done_tx, plan, zero_full));
+        }
+        drop(done_tx);
+        let written = write_stage(out, plan, done_rx, pool_tx, progress);
+        let read = reader
+            .join()
+            .unwrap_or(Err(Error::Bug("reader thread panicked")));
+        match (read, written) {
+            (Ok(hash), Ok(payload)) => Ok((hash, payload)),
+            (Err(e), Err(Error::Bug(STOPPED))) | (Err(e), Ok(_)) => Err(e),
+            (_, Err(e)) => Err(e),
+        }
+    })
+}
+
+/// Reads chunks in order into pooled buffers, hashing the whole image on the way.
+fn read_stage<R: Read>(
+    mut image: R,
+    plan: &Plan,
+    pool: Receiver<Slot>,
+    jobs: SyncSender<Job>,
+) -> Result<Sha256Digest, Error> {
+    let mut hasher = Sha256::new();
+    for index in 0..plan.count {
+        let Ok(mut slot) = pool.recv() else {
+            return Err(Error::Bug(STOPPED));
+        };
+        let len = plan.chunk_len(index);
+        slot.raw.resize(len, 0);
+        image.read_exact(&mut slot.raw).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => Error::Usage(UsageError::invalid(format!(
+                "the image ended before its announced size of {} bytes (did it change while signing?)",
+                plan.size
+            ))),
+            _ => Error::io("reading the image")(e),
+        })?;
+        hasher.update(&slot.raw);
+        if jobs.send(Job { index, slot }).is_err() {
+            return Err(Error::Bug(STOPPED));
+        }
+    }
+    Ok(Sha256Digest(hasher.finalize().into()))
+}
+
+/// Takes jobs until the reader is done: zero check, chunk hash, zstd frame.
+fn compress_stage(
+    jobs: &Mutex<Receiver<Job>>,
+    done: Sender<Result<Done, Error>>,
+    plan: &Plan,
+    zero_full: Sha256Digest,
+) {
+    let mut cctx = match zstd::bulk::Compressor::new(plan.level) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = done.send(Err(Error::io("creating a zstd compressor")(e)));
+            return;
+        }
+    };
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(Job { index, mut slot }) = job else {
+            return;
+        };
+        let zero = if slot.raw.len() == plan.chunk_size as usize {
+            Some(zero_full)
+        } else {
+            None
+        };
+        let result = compress_one(&mut cctx, &mut slot, zero).map(|(sha256, zero)| Done {
+            index,
+            slot,
+            sha256,
+            zero,
+        });
+        if done.send(result).is_err() {
+            return;
+        }
+    }
+}
+
+/// `zero_digest` is the precomputed digest of zeros of this chunk's length, if known.
+fn compress_one(
+    cctx: &mut zstd::bulk::Compressor<'static>,
+    slot: &mut Slot,
+    zero_digest: Option<Sha256Digest>,
+) -> Result<(Sha256Digest, bool), Error> {
+    if is_zero(&slot.raw) {
+        let sha = zero_digest.unwrap_or_else(|| Sha256Digest::of_zeros(slot.raw.len() as u64));
+        return Ok((sha, true));
+    }
+    let sha = Sha256Digest(Sha256::digest(&slot.raw).into());
+    cctx.compress_to_buffer(&slot.raw, &mut slot.frame)
+        .map_err(Error::io("compressing a chunk"))?;
+    Ok((sha, false))
+}
+
+/// Whether every byte is zero (checked in 4 KiB blocks so a data chunk bails out early).
+fn is_zero(buf: &[u8]) -> bool {
+    buf.chunks(4096)
+        .all(|b| b.iter().fold(0u8, |acc, &x| acc | x) == 0)
+}
+
+/// Writes frames in chunk order and returns buffers to the pool.
+fn write_stage<W: Write>(
+    out: &mut W,
+    plan: &Plan,
+    done: Receiver<Result<Done, Error>>,
+    pool: SyncSender<Slot>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Payload, Error> {
+    let mut pending = BTreeMap::new();
+    let mut payload = Payload {
+        chunks: Vec::new(),
+        len: 0,
+        zero_chunks: 0,
+    };
+    let mut bytes_done = 0u64;
+    while (payload.chunks.len() as u64) < plan.count {
+        let d = done.recv().map_err(|_| Error::Bug(STOPPED))??;
+        pending.insert(d.index, d);
+        while let Some(d) = pending.remove(&(payload.chunks.len() as u64)) {
+            bytes_done += d.slot.raw.len() as u64;
+            append(out, &mut payload, &d)?;
+            let _ = pool.send(d.slot);
+        }
+        progress(bytes_done);
+    }
+    Ok(payload)
+}
+
+fn append<W: Write>(out: &mut W, payload: &mut Payload, d: &Done) -> Result<(), Error> {
+    if d.zero {
+        payload.zero_chunks += 1;
+        payload.chunks.push(ChunkDoc {
+            length: None,
+            offset: None,
+            sha256: d.sha256,
+            zero: Some(true),
+        });
+        return Ok(());
+    }
+    out.write_all(&d.slot.frame)
+        .map_err(Error::io("writing the bundle payload"))?;
+    let length = d.slot.frame.len() as u64;
+    payload.chunks.push(ChunkDoc {
+        length: Some(length),
+        offset: Some(payload.len),
+        sha256: d.sha256,
+        zero: None,
+    });
+    payload.len += length;
+    Ok(())
+}

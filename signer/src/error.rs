@@ -1,0 +1,356 @@
+//! The library's error type, grouped by cause (STYLE §2): [`FormatError`] for malformed or
+//! hostile bytes, [`VerifyError`] for well-formed input that fails a security check,
+//! [`KeyError`] for key files, [`UsageError`] for caller mistakes (never caused by untrusted
+//! input), plus I/O. The agent maps each group to a report reason without matching strings.
+
+use std::fmt;
+use std::io;
+
+use crate::digest::Sha256Digest;
+use crate::keys::KeyId;
+use crate::role::{RoleKind, RoleName};
+
+/// Any error of this crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The bytes do not follow `docs/FORMAT.md`.
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    /// The bytes are well formed but fail a signature, freshness, version or hash check.
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+    /// A key could not be read or used.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The caller asked for something impossible (never caused by untrusted data).
+    #[error(transparent)]
+    Usage(#[from] UsageError),
+    /// Reading or writing failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being read or written.
+        context: String,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// An internal invariant broke: a bug in this crate, never the input's fault.
+    #[error("internal error: {0} (this is a bug in tandem-signer, please report it)")]
+    Bug(&'static str),
+}
+
+impl Error {
+    /// Wraps an I/O error with what was being done.
+    pub fn io(context: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
+        let context = context.into();
+        move |source| Error::Io { context, source }
+    }
+}
+
+/// A section of a bundle or signed document, named in errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Section {
+    /// The 16-byte bundle header.
+    Header,
+    /// The bundle manifest.
+    Manifest,
+    /// The bundle signature block.
+    SignatureBlock,
+    /// The bundle payload.
+    Payload,
+    /// A signed metadata document (`root.json`, a channel document).
+    Metadata,
+}
+
+impl fmt::Display for Section {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Section::Header => "bundle header",
+            Section::Manifest => "manifest",
+            Section::SignatureBlock => "signature block",
+            Section::Payload => "payload",
+            Section::Metadata => "metadata document",
+        })
+    }
+}
+
+/// Malformed or hostile bytes (docs/FORMAT.md is not followed).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FormatError {
+    /// The file does not start with `TANDEM\0` (FORMAT §2).
+    #[error("not a tandem bundle: bad magic {found:02x?}")]
+    BadMagic {
+        /// The first 7 bytes found.
+        found: [u8; 7],
+    },
+    /// A format version this code does not know (FORMAT §2).
+    #[error("unsupported bundle format version {0} (this build reads version 1)")]
+    UnsupportedVersion(u8),
+    /// A section's announced length is above its limit (checked before any allocation).
+    #[error("{section} of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// Which section.
+        section: Section,
+        /// The announced length.
+        len: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The file ends before the length its header and manifest announce.
+    #[error("truncated bundle: expected {expected} bytes, the file has {actual}")]
+    Truncated {
+        /// Expected total length.
+        expected: u64,
+        /// Actual length.
+        actual: u64,
+    },
+    /// The file goes on after the length its header and manifest announce.
+    #[error("trailing data after the bundle: expected {expected} bytes, the file has {actual}")]
+    TrailingData {
+        /// Expected total length.
+        expected: u64,
+        /// Actual length.
+        actual: u64,
+    },
+    /// A reserved region holds something other than ASCII spaces after its JSON (FORMAT §3, §4).
+    #[error("{section}: byte {offset} of its padding is not an ASCII space")]
+    BadPadding {
+        /// Which section.
+        section: Section,
+        /// Offset of the first bad byte within the section.
+        offset: u64,
+    },
+    /// JSON that does not parse into the expected structure.
+    #[error("{section}: invalid JSON: {source}")]
+    Json {
+        /// Which section.
+        section: Section,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A field with a value the spec does not allow.
+    #[error("{section}: field `{field}`: {reason}")]
+    Field {
+        /// Which section.
+        section: Section,
+        /// Field name (dotted path).
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl FormatError {
+    pub(crate) fn field(
+        section: Section,
+        field: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        FormatError::Field {
+            section,
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Well-formed input that fails a security check.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// Not enough distinct trusted keys signed (DESIGN §2).
+    #[error("{0}")]
+    ThresholdNotMet(Box<ThresholdReport>),
+    /// The document expired (freeze attack).
+    #[error("{kind} metadata expired at {expires} (now {now})")]
+    Expired {
+        /// Which document.
+        kind: RoleKind,
+        /// Its expiry.
+        expires: String,
+        /// The time used for the check.
+        now: String,
+    },
+    /// A new root whose version is not the trusted version + 1.
+    #[error(
+        "root version {found} cannot follow trusted root version {trusted}: expected {expected}"
+    )]
+    RootVersion {
+        /// The trusted root's version.
+        trusted: u64,
+        /// The required version.
+        expected: u64,
+        /// The version found.
+        found: u64,
+    },
+    /// The root rotation chain is longer than the limit.
+    #[error("more than {max} root rotations in one update")]
+    TooManyRootRotations {
+        /// The limit.
+        max: u32,
+    },
+    /// Channel metadata older than the newest already seen (rollback attack).
+    #[error("channel metadata version {found} is older than version {min} already seen")]
+    ChannelRollback {
+        /// Lowest acceptable version.
+        min: u64,
+        /// Version found.
+        found: u64,
+    },
+    /// Metadata for another channel than the one asked for.
+    #[error("metadata is for channel `{found}`, expected `{expected}`")]
+    WrongChannel {
+        /// Expected channel.
+        expected: String,
+        /// Channel found.
+        found: String,
+    },
+    /// The bundle does not match the channel's release (mix-and-match attack).
+    #[error("bundle does not match the channel's release: {field} is {actual}, the channel says {expected}")]
+    ReleaseMismatch {
+        /// The field that differs.
+        field: &'static str,
+        /// Value from the channel metadata.
+        expected: String,
+        /// Value from the bundle.
+        actual: String,
+    },
+    /// A chunk failed to decode or its hash differs from the manifest.
+    #[error("chunk {index}: {fault}")]
+    Chunk {
+        /// Chunk index in the manifest.
+        index: u64,
+        /// What failed.
+        fault: ChunkFault,
+    },
+    /// The whole image's hash differs from the manifest.
+    #[error("image hash mismatch: manifest says {expected}, image is {actual}")]
+    ImageHash {
+        /// From the manifest.
+        expected: Sha256Digest,
+        /// Computed.
+        actual: Sha256Digest,
+    },
+}
+
+/// Why a chunk was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChunkFault {
+    /// The zstd frame is corrupt or decompresses to more than the chunk's size.
+    #[error("zstd frame does not decode within {max} bytes: {reason}")]
+    Decompress {
+        /// The chunk's raw length (output cap).
+        max: u64,
+        /// The decoder's message.
+        reason: String,
+    },
+    /// The frame decoded to the wrong length.
+    #[error("decoded to {actual} bytes, expected {expected}")]
+    Length {
+        /// Expected raw length.
+        expected: u64,
+        /// Actual decoded length.
+        actual: u64,
+    },
+    /// The decoded bytes hash to another value than the manifest's.
+    #[error("sha256 mismatch: manifest says {expected}, data is {actual}")]
+    Hash {
+        /// From the manifest.
+        expected: Sha256Digest,
+        /// Computed.
+        actual: Sha256Digest,
+    },
+    /// The compressed bytes given have another length than the manifest's.
+    #[error("compressed length {actual} differs from the manifest's {expected}")]
+    CompressedLength {
+        /// From the manifest.
+        expected: u64,
+        /// Given.
+        actual: u64,
+    },
+}
+
+/// The details of a failed threshold check, for a message that says what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThresholdReport {
+    /// The document kind that was checked.
+    pub kind: RoleKind,
+    /// The role whose keys were counted.
+    pub role: RoleName,
+    /// Required number of distinct keys.
+    pub threshold: u32,
+    /// Distinct trusted keys whose signature verified.
+    pub valid: Vec<KeyId>,
+    /// Trusted keys whose signature did not verify.
+    pub invalid: Vec<KeyId>,
+    /// Signatures by keys the role does not trust.
+    pub untrusted: Vec<KeyId>,
+    /// Trusted keys that have not (validly) signed yet.
+    pub missing: Vec<KeyId>,
+}
+
+impl fmt::Display for ThresholdReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "threshold not met for {} ({} role): {} of {} {} keys",
+            self.kind,
+            self.role,
+            self.valid.len(),
+            self.threshold,
+            self.role
+        )?;
+        write_ids(f, "signed by", &self.valid)?;
+        write_ids(f, "bad signatures from", &self.invalid)?;
+        write_ids(f, "untrusted signers", &self.untrusted)?;
+        write_ids(f, "trusted keys that could still sign", &self.missing)
+    }
+}
+
+fn write_ids(f: &mut fmt::Formatter<'_>, label: &str, ids: &[KeyId]) -> fmt::Result {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = ids.iter().map(KeyId::short).collect();
+    write!(f, "; {label}: {}", list.join(", "))
+}
+
+/// A key file or key that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// Not a PKCS#8 Ed25519 private key in PEM.
+    #[error("not an Ed25519 PKCS#8 PEM private key (\"-----BEGIN PRIVATE KEY-----\"): {0}")]
+    Private(String),
+    /// Not an SPKI Ed25519 public key in PEM.
+    #[error("not an Ed25519 SPKI PEM public key (\"-----BEGIN PUBLIC KEY-----\"): {0}")]
+    Public(String),
+    /// Not a valid hex key id.
+    #[error("invalid key id `{0}`: expected 64 lowercase hex digits")]
+    KeyId(String),
+    /// Signing keys given twice.
+    #[error("key {0} given more than once")]
+    Duplicate(KeyId),
+    /// The key already signed this document.
+    #[error("key {0} has already signed this document")]
+    AlreadySigned(KeyId),
+}
+
+/// The caller asked for something impossible. Never caused by untrusted input.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UsageError {
+    /// An invalid argument, with the fix.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl UsageError {
+    pub(crate) fn invalid(msg: impl Into<String>) -> Self {
+        UsageError::Invalid(msg.into())
+    }
+}

@@ -1,0 +1,152 @@
+//! Tool-side file handling: key files, size-capped reads, and atomic writes (temporary file in
+//! the destination directory, fsync, rename, fsync of the directory), so a reader never sees
+//! a half-written key, bundle or document.
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+use crate::keys::{PublicKey, SecretKey};
+
+/// Reads a whole file of at most `max` bytes (checked before reading).
+pub fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, Error> {
+    let ctx = || format!("reading {}", path.display());
+    let file = File::open(path).map_err(Error::io(ctx()))?;
+    let len = file.metadata().map_err(Error::io(ctx()))?.len();
+    if len > max {
+        return Err(Error::Io {
+            context: ctx(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{len} bytes, more than the {max}-byte limit"),
+            ),
+        });
+    }
+    let mut buf = Vec::with_capacity(len as usize);
+    file.take(max + 1)
+        .read_to_end(&mut buf)
+        .map_err(Error::io(ctx()))?;
+    Ok(buf)
+}
+
+fn read_pem(path: &Path) -> Result<String, Error> {
+    let bytes = read_capped(path, 64 << 10)?;
+    String::from_utf8(bytes).map_err(|_| Error::Io {
+        context: format!("reading {}", path.display()),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not a text (PEM) file"),
+    })
+}
+
+/// Reads a PKCS#8 PEM private key.
+pub fn read_secret_key(path: &Path) -> Result<SecretKey, Error> {
+    Ok(SecretKey::from_pem(&read_pem(path)?)?)
+}
+
+/// Reads an SPKI PEM public key.
+pub fn read_public_key(path: &Path) -> Result<PublicKey, Error> {
+    Ok(PublicKey::from_pem(&read_pem(path)?)?)
+}
+
+/// How [`write_atomic`] treats an existing file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overwrite {
+    /// Replace it atomically.
+    Replace,
+    /// Fail if the path exists (checked atomically at the rename).
+    Refuse,
+}
+
+/// Writes `path` atomically with `mode` (e.g. 0o600): `fill` writes a temporary file in the
+/// same directory, which is fsynced and renamed over `path` only if `fill` succeeded.
+pub fn write_atomic(
+    path: &Path,
+    mode: u32,
+    overwrite: Overwrite,
+    fill: impl FnOnce(&mut File) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let ctx = |what: &str| format!("{what} {}", path.display());
+    let dir = parent_dir(path);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tandem-tmp-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
+        .tempfile_in(&dir)
+        .map_err(Error::io(ctx("creating a temporary file for")))?;
+    fill(tmp.as_file_mut())?;
+    tmp.as_file_mut()
+        .flush()
+        .map_err(Error::io(ctx("writing")))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(Error::io(ctx("syncing")))?;
+    match overwrite {
+        Overwrite::Replace => tmp
+            .persist(path)
+            .map(drop)
+            .map_err(|e| Error::io(ctx("renaming into"))(e.error))?,
+        Overwrite::Refuse => tmp
+            .persist_noclobber(path)
+            .map(drop)
+            .map_err(|e| Error::io(ctx("creating"))(e.error))?,
+    }
+    File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(Error::io(format!("syncing directory {}", dir.display())))
+}
+
+/// Writes bytes atomically.
+pub fn write_bytes_atomic(
+    path: &Path,
+    mode: u32,
+    overwrite: Overwrite,
+    bytes: &[u8],
+) -> Result<(), Error> {
+    write_atomic(path, mode, overwrite, |f| {
+        f.write_all(bytes)
+            .map_err(Error::io(format!("writing {}", path.display())))
+    })
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Writes a new key pair: `<base>.pem` (private, mode 0600) and `<base>.pub.pem`. Refuses to
+/// overwrite either.
+pub fn write_key_pair(base: &Path, key: &SecretKey) -> Result<(PathBuf, PathBuf), Error> {
+    let private = with_suffix(base, ".pem");
+    let public = with_suffix(base, ".pub.pem");
+    for p in [&private, &public] {
+        if p.exists() {
+            return Err(Error::Io {
+                context: format!("creating {}", p.display()),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "file exists; choose another --out or remove it",
+                ),
+            });
+        }
+    }
+    write_bytes_atomic(&private, 0o600, Overwrite::Refuse, key.to_pem()?.as_bytes())?;
+    write_bytes_atomic(
+        &public,
+        0o644,
+        Overwrite::Refuse,
+        key.public().to_pem().as_bytes(),
+    )?;
+    Ok((private, public))
+}
+
+fn with_suffix(base: &Path, suffix: &str) -> PathBuf {
+    let mut s = base.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Removes a file if it exists (cleanup on error paths).
+pub fn remove_if_exists(path: &Path) {
+    let _ = fs::remove_file(path);
+}

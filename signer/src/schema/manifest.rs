@@ -1,0 +1,308 @@
+//! The bundle manifest (FORMAT §3): what the image is and where each chunk's zstd frame lies.
+
+use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::bundle::BundleHeader;
+use crate::digest::Sha256Digest;
+use crate::error::{FormatError, Section};
+use crate::keys::KeyId;
+use crate::limits::{Limits, MIN_CHUNK_SIZE};
+use crate::role::{Role, RoleKind};
+use crate::schema::names::check_name;
+use crate::time_util::parse_rfc3339;
+
+/// Wire form of the manifest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ManifestDoc {
+    pub chunk_size: u32,
+    pub chunks: Vec<ChunkDoc>,
+    pub created: String,
+    pub image: ImageDoc,
+    pub product: String,
+    pub security_version: u64,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ImageDoc {
+    pub sha256: Sha256Digest,
+    pub size: u64,
+}
+
+/// One chunk entry: `{length, offset, sha256}` for a stored frame, `{sha256, zero: true}` else.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ChunkDoc {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    pub sha256: Sha256Digest,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zero: Option<bool>,
+}
+
+/// Where a chunk's zstd frame lies, relative to the start of the payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredFrame {
+    /// Offset from the payload start.
+    pub offset: u64,
+    /// Frame length in bytes.
+    pub length: u64,
+}
+
+/// One fixed-size chunk of the raw image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    /// Position in the manifest.
+    pub index: u64,
+    /// Offset of the chunk in the raw image.
+    pub image_offset: u64,
+    /// Raw length: the chunk size, or less for the last chunk.
+    pub len: u32,
+    /// SHA-256 of the raw bytes.
+    pub sha256: Sha256Digest,
+    /// The frame, or `None` for an all-zero chunk that is not stored.
+    pub frame: Option<StoredFrame>,
+}
+
+impl Chunk {
+    /// Whether this is an all-zero chunk (no frame).
+    pub fn is_zero(&self) -> bool {
+        self.frame.is_none()
+    }
+}
+
+/// A validated manifest together with the layout of the bundle it came from.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    product: String,
+    version: semver::Version,
+    security_version: u64,
+    created: OffsetDateTime,
+    image_size: u64,
+    image_sha256: Sha256Digest,
+    chunk_size: u32,
+    chunks: Vec<Chunk>,
+    header: BundleHeader,
+    payload_len: u64,
+    manifest_sha256: Sha256Digest,
+    signers: Vec<KeyId>,
+}
+
+impl Role for Manifest {
+    const KIND: RoleKind = RoleKind::Bundle;
+}
+
+impl Manifest {
+    /// Product (compatible string).
+    pub fn product(&self) -> &str {
+        &self.product
+    }
+    /// Release version.
+    pub fn version(&self) -> &semver::Version {
+        &self.version
+    }
+    /// Anti-rollback counter.
+    pub fn security_version(&self) -> u64 {
+        self.security_version
+    }
+    /// When the bundle was made.
+    pub fn created(&self) -> OffsetDateTime {
+        self.created
+    }
+    /// Raw image size in bytes.
+    pub fn image_size(&self) -> u64 {
+        self.image_size
+    }
+    /// SHA-256 of the whole raw image.
+    pub fn image_sha256(&self) -> Sha256Digest {
+        self.image_sha256
+    }
+    /// Chunk size in bytes.
+    pub fn chunk_size(&self) -> u32 {
+        self.chunk_size
+    }
+    /// All chunks, in image order.
+    pub fn chunks(&self) -> &[Chunk] {
+        &self.chunks
+    }
+    /// The bundle header.
+    pub fn header(&self) -> &BundleHeader {
+        &self.header
+    }
+    /// Absolute file offset of the payload.
+    pub fn payload_offset(&self) -> u64 {
+        self.header.payload_offset()
+    }
+    /// Payload length (sum of the frame lengths).
+    pub fn payload_len(&self) -> u64 {
+        self.payload_len
+    }
+    /// Exact length of the bundle file.
+    pub fn file_len(&self) -> u64 {
+        self.payload_offset() + self.payload_len
+    }
+    /// SHA-256 of the manifest region (what channel metadata names).
+    pub fn manifest_sha256(&self) -> Sha256Digest {
+        self.manifest_sha256
+    }
+    /// Key ids whose signature verified (empty when read unverified).
+    pub fn signers(&self) -> &[KeyId] {
+        &self.signers
+    }
+    /// Number of all-zero chunks.
+    pub fn zero_chunks(&self) -> usize {
+        self.chunks.iter().filter(|c| c.is_zero()).count()
+    }
+    /// Absolute byte range of a chunk's frame in the bundle file (for HTTP Range requests).
+    pub fn chunk_file_range(&self, chunk: &Chunk) -> Option<Range<u64>> {
+        let f = chunk.frame?;
+        let start = self.payload_offset() + f.offset;
+        Some(start..start + f.length)
+    }
+
+    pub(crate) fn set_signers(&mut self, signers: Vec<KeyId>) {
+        self.signers = signers;
+    }
+
+    /// Validates the wire form against FORMAT §3 and the header.
+    pub(crate) fn from_doc(
+        doc: ManifestDoc,
+        header: BundleHeader,
+        manifest_sha256: Sha256Digest,
+        limits: &Limits,
+    ) -> Result<Manifest, FormatError> {
+        let bad =
+            |field: &str, reason: String| FormatError::field(Section::Manifest, field, reason);
+        check_name(&doc.product).map_err(|e| bad("product", e))?;
+        let version =
+            semver::Version::parse(&doc.version).map_err(|e| bad("version", e.to_string()))?;
+        let created = parse_rfc3339(&doc.created)
+            .ok_or_else(|| bad("created", "not an RFC 3339 time".into()))?;
+        check_chunk_size(doc.chunk_size, limits)?;
+        let (chunks, payload_len) = build_chunks(&doc, limits)?;
+        Ok(Manifest {
+            product: doc.product,
+            version,
+            security_version: doc.security_version,
+            created,
+            image_size: doc.image.size,
+            image_sha256: doc.image.sha256,
+            chunk_size: doc.chunk_size,
+            chunks,
+            header,
+            payload_len,
+            manifest_sha256,
+            signers: Vec::new(),
+        })
+    }
+}
+
+fn check_chunk_size(cs: u32, limits: &Limits) -> Result<(), FormatError> {
+    if !cs.is_power_of_two() || cs < MIN_CHUNK_SIZE || cs > limits.max_chunk_size {
+        return Err(FormatError::field(
+            Section::Manifest,
+            "chunk_size",
+            format!(
+                "{cs} is not a power of two between {MIN_CHUNK_SIZE} and {}",
+                limits.max_chunk_size
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Number of chunks of an image: `ceil(size / chunk_size)`.
+pub(crate) fn chunk_count(size: u64, chunk_size: u32) -> u64 {
+    size.div_ceil(u64::from(chunk_size))
+}
+
+/// Largest frame a chunk of `len` raw bytes may have (zstd's compress bound).
+pub(crate) fn max_frame_len(len: u32) -> u64 {
+    zstd::zstd_safe::compress_bound(len as usize) as u64
+}
+
+fn build_chunks(doc: &ManifestDoc, limits: &Limits) -> Result<(Vec<Chunk>, u64), FormatError> {
+    let cs = doc.chunk_size;
+    let count = chunk_count(doc.image.size, cs);
+    if count > limits.max_chunk_count || count != doc.chunks.len() as u64 {
+        return Err(FormatError::field(
+            Section::Manifest,
+            "chunks",
+            format!(
+                "{} entries; an image of {} bytes in chunks of {cs} needs {count} (limit {})",
+                doc.chunks.len(),
+                doc.image.size,
+                limits.max_chunk_count
+            ),
+        ));
+    }
+    let zero_full = Sha256Digest::of_zeros(u64::from(cs));
+    let mut chunks = Vec::with_capacity(doc.chunks.len());
+    let mut next_offset = 0u64;
+    for (i, entry) in doc.chunks.iter().enumerate() {
+        let index = i as u64;
+        let image_offset = index * u64::from(cs);
+        // Fits in u32: at most `cs`.
+        let len = (doc.image.size - image_offset).min(u64::from(cs)) as u32;
+        let zero = if len == cs {
+            zero_full
+        } else {
+            Sha256Digest::of_zeros(u64::from(len))
+        };
+        let frame = chunk_frame(index, entry, len, &mut next_offset, &zero)?;
+        chunks.push(Chunk {
+            index,
+            image_offset,
+            len,
+            sha256: entry.sha256,
+            frame,
+        });
+    }
+    Ok((chunks, next_offset))
+}
+
+fn chunk_frame(
+    index: u64,
+    e: &ChunkDoc,
+    len: u32,
+    next_offset: &mut u64,
+    zero: &Sha256Digest,
+) -> Result<Option<StoredFrame>, FormatError> {
+    let bad =
+        |reason: String| FormatError::field(Section::Manifest, format!("chunks[{index}]"), reason);
+    match (e.offset, e.length, e.zero) {
+        (None, None, Some(true)) => {
+            if e.sha256 != *zero {
+                return Err(bad("zero chunk whose sha256 is not that of zeros".into()));
+            }
+            Ok(None)
+        }
+        (Some(offset), Some(length), None) => {
+            if offset != *next_offset {
+                return Err(bad(format!(
+                    "offset {offset}, frames must be contiguous: expected {next_offset}"
+                )));
+            }
+            if length == 0 || length > max_frame_len(len) {
+                return Err(bad(format!(
+                    "frame length {length} outside 1..={}",
+                    max_frame_len(len)
+                )));
+            }
+            *next_offset = offset
+                .checked_add(length)
+                .ok_or_else(|| bad("offset overflows".into()))?;
+            Ok(Some(StoredFrame { offset, length }))
+        }
+        _ => Err(bad(
+            "needs either `offset` and `length`, or `zero: true`".into()
+        )),
+    }
+}

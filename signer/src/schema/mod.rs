@@ -1,0 +1,26 @@
+//! The typed documents of FORMAT §3–§6. Each has a wire form (`*Doc`, serde, unknown fields
+//! denied) and a validated domain form ([`Root`], [`Channel`], [`Manifest`]) built by checking
+//! every field. Building a domain value says nothing about signatures: only
+//! [`crate::verify`] turns one into a [`crate::Verified`] value.
+
+mod channel;
+mod envelope;
+pub(crate) mod envelope_helpers {
+    //! Re-export of the padded-JSON helpers for the bundle reader.
+    pub(crate) use super::envelope::{check_spaces, parse_padded};
+}
+mod manifest;
+mod names;
+mod root;
+
+pub use channel::{Channel, Release, Rollout};
+pub(crate) use channel::{ChannelDoc, ReleaseDoc, RolloutDoc};
+pub use envelope::Signature;
+pub(crate) use envelope::{
+    encode_envelope, encode_signature_block, parse_envelope, parse_signature_block,
+};
+pub(crate) use manifest::{max_frame_len, ChunkDoc, ImageDoc, ManifestDoc};
+pub use manifest::{Chunk, Manifest, StoredFrame};
+pub(crate) use names::{check_bundle_path, check_name};
+pub(crate) use root::{KeyDoc, RoleDoc, RolesDoc, RootDoc};
+pub use root::{RoleKeys, Root};

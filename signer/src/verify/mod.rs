@@ -1,0 +1,116 @@
+//! Verification: the only module that builds [`Verified`] values (STYLE §6). Every check of
+//! FORMAT §8 runs inside the constructors below, so none can be skipped:
+//! - [`trust_root`], [`verify_root_update`], [`load_chain`]: the root of trust (DESIGN §2).
+//! - [`verify_channel`], [`check_release`]: channel metadata (DESIGN §4).
+//! - [`verify_bundle`]: a bundle's manifest.
+//!
+//! All roles share one threshold function, [`check_threshold`], which counts distinct
+//! trusted key ids over the domain-separated message of the role's kind.
+
+mod bundle;
+mod channel;
+mod root;
+
+use std::collections::BTreeSet;
+use std::ops::Deref;
+
+pub use bundle::verify_bundle;
+pub use channel::{check_release, verify_channel};
+pub(crate) use root::parse_root_ignoring_expiry;
+pub use root::{load_chain, trust_root, verify_root_update};
+
+use crate::error::{ThresholdReport, VerifyError};
+use crate::keys::KeyId;
+use crate::role::{Role, RoleKind};
+use crate::schema::{Root, Signature};
+
+/// A value whose signatures, freshness and versions were checked. Only this module can
+/// build one: the field is private and there is no `Deserialize`, `Default` or `From`.
+#[derive(Debug, Clone)]
+pub struct Verified<T>(T);
+
+impl<T> Verified<T> {
+    fn new(value: T) -> Self {
+        Verified(value)
+    }
+
+    /// The inner value (which is then no longer marked verified).
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> Deref for Verified<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// Counts the distinct key ids of `root`'s role for `T` whose signature over
+/// `"tandem-v1 <kind>\n" + signed` verifies; succeeds with them if the threshold is met.
+pub(crate) fn check_threshold<T: Role>(
+    root: &Root,
+    signed: &[u8],
+    signatures: &[Signature],
+) -> Result<Vec<KeyId>, VerifyError> {
+    check_threshold_kind(T::KIND, root, signed, signatures)
+}
+
+fn check_threshold_kind(
+    kind: RoleKind,
+    root: &Root,
+    signed: &[u8],
+    signatures: &[Signature],
+) -> Result<Vec<KeyId>, VerifyError> {
+    let role = root.role(kind.signed_by());
+    let message = kind.message(signed);
+    let (mut valid, mut invalid, mut untrusted) =
+        (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+    for sig in signatures {
+        let key = role
+            .keyids()
+            .contains(&sig.keyid)
+            .then(|| root.key(&sig.keyid))
+            .flatten();
+        match key {
+            None => untrusted.insert(sig.keyid),
+            Some(k) if k.verify(&message, &sig.sig) => valid.insert(sig.keyid),
+            Some(_) => invalid.insert(sig.keyid),
+        };
+    }
+    if valid.len() >= role.threshold().get() as usize {
+        return Ok(valid.into_iter().collect());
+    }
+    let missing = role
+        .keyids()
+        .iter()
+        .filter(|id| !valid.contains(id))
+        .copied()
+        .collect();
+    Err(VerifyError::ThresholdNotMet(Box::new(ThresholdReport {
+        kind,
+        role: kind.signed_by(),
+        threshold: role.threshold().get(),
+        invalid: invalid.difference(&valid).copied().collect(),
+        valid: valid.into_iter().collect(),
+        untrusted: untrusted.into_iter().collect(),
+        missing,
+    })))
+}
+
+fn check_expiry(
+    kind: RoleKind,
+    expires: time::OffsetDateTime,
+    now: time::OffsetDateTime,
+) -> Result<(), VerifyError> {
+    if now >= expires {
+        return Err(VerifyError::Expired {
+            kind,
+            expires: crate::time_util::format_rfc3339(expires),
+            now: crate::time_util::format_rfc3339(now),
+        });
+    }
+    Ok(())
+}
