@@ -10,6 +10,9 @@ use crate::digest::Sha256Digest;
 use crate::keys::KeyId;
 use crate::role::{RoleKind, RoleName};
 
+/// This crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
 /// Any error of this crate.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

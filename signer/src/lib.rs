@@ -37,7 +37,8 @@ pub mod verify;
 pub use bundle::{BundleHead, BundleHeader, ChunkData, ChunkReader, SignOptions};
 pub use digest::Sha256Digest;
 pub use error::{
-    ChunkFault, Error, FormatError, KeyError, Section, ThresholdReport, UsageError, VerifyError,
+    ChunkFault, Error, FormatError, KeyError, Result, Section, ThresholdReport, UsageError,
+    VerifyError,
 };
 pub use keys::{KeyId, PublicKey, SecretKey};
 pub use limits::Limits;

@@ -1,0 +1,186 @@
+//! The command line as typed ("low" arguments, STYLE §1): clap derive, no validation beyond
+//! parsing. [`crate::commands`] turns each into library calls.
+
+use std::path::PathBuf;
+
+use clap::{Args as ClapArgs, Parser, Subcommand};
+
+/// Keys, root of trust, signed OS image bundles and channel metadata for Tandem updates.
+///
+/// Exit status: 0 on success (for `verify`: the bundle is valid and its signature threshold
+/// is met), 1 on any failure, 2 on a command-line mistake.
+#[derive(Debug, Parser)]
+#[command(name = "tandem-signer", version, about, max_term_width = 100)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Make an Ed25519 key pair: NAME.pem (PKCS#8, private, mode 0600) and NAME.pub.pem (SPKI).
+    Keygen {
+        /// Base name of the key files.
+        #[arg(long, value_name = "NAME")]
+        out: PathBuf,
+    },
+    /// Create, rotate, sign or check root.json (the root of trust).
+    #[command(subcommand)]
+    Root(RootCommand),
+    /// Sign a raw image into a bundle (parallel zstd chunks, per-chunk and image SHA-256).
+    Sign(SignArgs),
+    /// Add signatures to a bundle in place (the payload is not read or moved).
+    AddSignature {
+        /// The bundle.
+        bundle: PathBuf,
+        /// Private key (PKCS#8 PEM); repeat for several.
+        #[arg(long = "key", value_name = "KEY.pem", required = true)]
+        keys: Vec<PathBuf>,
+    },
+    /// Verify a bundle completely against a root: signatures, threshold, every chunk, image hash.
+    Verify {
+        /// The bundle.
+        bundle: PathBuf,
+        /// The trusted root.json.
+        #[arg(long, value_name = "root.json")]
+        root: PathBuf,
+    },
+    /// Show what a bundle contains. Signatures are listed but NOT verified (use `verify`).
+    Inspect {
+        /// The bundle.
+        bundle: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify a bundle and write its raw image; nothing is left at OUT unless the image hash matched.
+    Extract {
+        /// The bundle.
+        bundle: PathBuf,
+        /// The trusted root.json.
+        #[arg(long, value_name = "root.json")]
+        root: PathBuf,
+        /// Where to write the raw image.
+        #[arg(short = 'o', long = "out", value_name = "RAW")]
+        out: PathBuf,
+    },
+    /// Put a bundle in a repository directory and sign the channel's metadata.
+    Publish(PublishArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RootCommand {
+    /// Write the first root.json (version 1).
+    Init(RootContent),
+    /// Write the next root (version N+1), to be signed by the old AND the new root keys.
+    Rotate {
+        /// The currently trusted root.json.
+        #[arg(long, value_name = "root.json")]
+        trusted: PathBuf,
+        #[command(flatten)]
+        content: RootContent,
+    },
+    /// Add signatures to a root document (for root keys held on other machines).
+    Sign {
+        /// The root document to sign (rewritten atomically).
+        file: PathBuf,
+        /// Private root key; repeat for several.
+        #[arg(long = "key", value_name = "KEY.pem", required = true)]
+        keys: Vec<PathBuf>,
+        /// The root it rotates from, to report whether the rotation is now valid.
+        #[arg(long, value_name = "OLD.root.json")]
+        trusted: Option<PathBuf>,
+    },
+    /// Check a root document: self-signed and fresh, or a valid rotation of --trusted.
+    Verify {
+        /// The root document.
+        file: PathBuf,
+        /// The root it rotates from.
+        #[arg(long, value_name = "OLD.root.json")]
+        trusted: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct RootContent {
+    /// Output file.
+    #[arg(short = 'o', long = "out", value_name = "FILE")]
+    pub out: PathBuf,
+    /// Public root key (SPKI PEM); repeat for several.
+    #[arg(long = "root-key", value_name = "PUB.pem", required = true)]
+    pub root_keys: Vec<PathBuf>,
+    /// Root keys needed to sign the next root.
+    #[arg(long, value_name = "N")]
+    pub root_threshold: u32,
+    /// Public release key (SPKI PEM); repeat for several.
+    #[arg(long = "release-key", value_name = "PUB.pem", required = true)]
+    pub release_keys: Vec<PathBuf>,
+    /// Release keys needed to sign a bundle or channel metadata.
+    #[arg(long, value_name = "N")]
+    pub release_threshold: u32,
+    /// Expiry: a duration from now (`365d`) or an RFC 3339 time.
+    #[arg(long, value_name = "WHEN", default_value = "365d")]
+    pub expires: String,
+    /// Private root key to sign with; repeat for several.
+    #[arg(long = "sign-with", value_name = "KEY.pem")]
+    pub sign_with: Vec<PathBuf>,
+    /// Write the document even if it is not signed by enough keys yet (finish with `root sign`).
+    #[arg(long)]
+    pub allow_partial: bool,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct SignArgs {
+    /// The raw image (file or block device).
+    #[arg(long, value_name = "RAW")]
+    pub image: PathBuf,
+    /// Product (compatible string): A-Z a-z 0-9 . _ + -
+    #[arg(long)]
+    pub product: String,
+    /// Release version (semver).
+    #[arg(long, value_name = "SEMVER")]
+    pub version: String,
+    /// Anti-rollback counter: devices refuse bundles below their floor.
+    #[arg(long, value_name = "N")]
+    pub security_version: u64,
+    /// Private release key; repeat to sign with several at once.
+    #[arg(long = "key", value_name = "KEY.pem", required = true)]
+    pub keys: Vec<PathBuf>,
+    /// Chunk size: a power of two from 4KiB, e.g. 1MiB, 4MiB.
+    #[arg(long, default_value = "1MiB", value_name = "SIZE")]
+    pub chunk_size: String,
+    /// zstd compression level.
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
+    pub level: i32,
+    /// Compression threads (default: one per CPU).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Output bundle.
+    #[arg(short = 'o', long = "out", value_name = "OUT.tandem")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct PublishArgs {
+    /// Repository directory (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub repo: PathBuf,
+    /// Channel name.
+    #[arg(long, value_name = "NAME")]
+    pub channel: String,
+    /// The bundle to publish.
+    pub bundle: PathBuf,
+    /// Private release key signing the channel metadata; repeat for several.
+    #[arg(long = "key", value_name = "KEY.pem", required = true)]
+    pub keys: Vec<PathBuf>,
+    /// Channel metadata expiry: a duration from now or an RFC 3339 time.
+    #[arg(long, default_value = "30d", value_name = "WHEN")]
+    pub expires: String,
+    /// Share of nodes that install it, 0–100.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub percent: u8,
+    /// The current root.json: verify the bundle and the channel threshold before writing, and
+    /// place root.json and N.root.json in the repository.
+    #[arg(long, value_name = "root.json")]
+    pub root: Option<PathBuf>,
+}

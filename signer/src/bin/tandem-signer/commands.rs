@@ -1,0 +1,444 @@
+//! One function per command: turns the typed arguments into validated values ("high"
+//! arguments: keys loaded, sizes and times parsed) and calls the library.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufReader, BufWriter, IsTerminal, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use signer::bundle::{add_signatures, extract, sign_bundle, BundleHead, SignOptions};
+use signer::files::{
+    read_capped, read_public_key, read_secret_key, write_atomic, write_bytes_atomic,
+    write_key_pair, Overwrite,
+};
+use signer::metadata::{self, RootSpec};
+use signer::publish::{publish, PublishOptions};
+use signer::time_util::{format_rfc3339, now_utc, parse_expiry};
+use signer::verify::trust_root;
+use signer::{Limits, Manifest, PublicKey, RoleKind, SecretKey, Verified};
+use time::OffsetDateTime;
+
+use crate::cli::{Args, Command, PublishArgs, RootCommand, RootContent, SignArgs};
+
+/// Runs one command.
+pub fn run(args: Args) -> Result<()> {
+    let limits = Limits::default();
+    match args.command {
+        Command::Keygen { out } => keygen(&out),
+        Command::Root(cmd) => root(cmd, &limits),
+        Command::Sign(a) => sign(&a, &limits),
+        Command::AddSignature { bundle, keys } => add_signature(&bundle, &keys, &limits),
+        Command::Verify { bundle, root } => verify(&bundle, &root, &limits),
+        Command::Inspect { bundle, json } => inspect(&bundle, json, &limits),
+        Command::Extract { bundle, root, out } => extract_cmd(&bundle, &root, &out, &limits),
+        Command::Publish(a) => publish_cmd(&a, &limits),
+    }
+}
+
+fn keygen(out: &Path) -> Result<()> {
+    let key = SecretKey::generate();
+    let (private, public) = write_key_pair(out, &key)?;
+    eprintln!(
+        "wrote {} (private, mode 0600) and {}",
+        private.display(),
+        public.display()
+    );
+    println!("{}", key.id());
+    Ok(())
+}
+
+fn secret_keys(paths: &[PathBuf]) -> Result<Vec<SecretKey>> {
+    paths
+        .iter()
+        .map(|p| read_secret_key(p).with_context(|| format!("private key {}", p.display())))
+        .collect()
+}
+
+fn public_keys(paths: &[PathBuf]) -> Result<Vec<PublicKey>> {
+    paths
+        .iter()
+        .map(|p| read_public_key(p).with_context(|| format!("public key {}", p.display())))
+        .collect()
+}
+
+fn expiry(s: &str) -> Result<OffsetDateTime> {
+    parse_expiry(s, now_utc())
+        .map_err(anyhow::Error::msg)
+        .context("--expires")
+}
+
+fn read_metadata(path: &Path, limits: &Limits) -> Result<Vec<u8>> {
+    Ok(read_capped(path, limits.max_metadata_len)?)
+}
+
+fn root(cmd: RootCommand, limits: &Limits) -> Result<()> {
+    match cmd {
+        RootCommand::Init(c) => write_root(&c, 1, None, limits),
+        RootCommand::Rotate { trusted, content } => {
+            let old = read_metadata(&trusted, limits)?;
+            let version = metadata::next_root_version(&old, limits)
+                .with_context(|| format!("trusted root {}", trusted.display()))?;
+            write_root(&content, version, Some(&old), limits)
+        }
+        RootCommand::Sign {
+            file,
+            keys,
+            trusted,
+        } => root_sign(&file, &keys, trusted.as_deref(), limits),
+        RootCommand::Verify { file, trusted } => {
+            let doc = read_metadata(&file, limits)?;
+            let old = trusted
+                .as_deref()
+                .map(|t| read_metadata(t, limits))
+                .transpose()?;
+            let root = metadata::check_root(&doc, old.as_deref(), now_utc(), limits)
+                .with_context(|| format!("{} is not valid", file.display()))?;
+            println!(
+                "{}: valid root version {}, expires {}",
+                file.display(),
+                root.version(),
+                format_rfc3339(root.expires())
+            );
+            Ok(())
+        }
+    }
+}
+
+fn write_root(
+    c: &RootContent,
+    version: u64,
+    trusted: Option<&[u8]>,
+    limits: &Limits,
+) -> Result<()> {
+    let spec = RootSpec {
+        version,
+        expires: expiry(&c.expires)?,
+        root_keys: public_keys(&c.root_keys)?,
+        root_threshold: c.root_threshold,
+        release_keys: public_keys(&c.release_keys)?,
+        release_threshold: c.release_threshold,
+    };
+    let signed = metadata::root_signed_bytes(&spec)?;
+    let doc = metadata::sign_document(RoleKind::Root, &signed, &secret_keys(&c.sign_with)?)?;
+    match metadata::check_root(&doc, trusted, now_utc(), limits) {
+        Err(e) if !c.allow_partial => Err(anyhow::Error::new(e).context(format!(
+            "not writing {} (use --allow-partial to write it and sign later)",
+            c.out.display()
+        ))),
+        status => {
+            write_bytes_atomic(&c.out, 0o644, Overwrite::Replace, &doc)?;
+            report_root(&c.out, version, status);
+            Ok(())
+        }
+    }
+}
+
+fn report_root(path: &Path, version: u64, status: signer::Result<Verified<signer::Root>>) {
+    match status {
+        Ok(_) => eprintln!("wrote {} (root version {version}): valid", path.display()),
+        Err(e) => eprintln!(
+            "wrote {} (root version {version}): NOT valid yet: {e}\n  add signatures with: tandem-signer root sign {} --key KEY.pem",
+            path.display(),
+            path.display()
+        ),
+    }
+}
+
+fn root_sign(file: &Path, keys: &[PathBuf], trusted: Option<&Path>, limits: &Limits) -> Result<()> {
+    let doc = read_metadata(file, limits)?;
+    let signed =
+        metadata::add_document_signatures(RoleKind::Root, &doc, &secret_keys(keys)?, limits)
+            .with_context(|| format!("signing {}", file.display()))?;
+    let old = trusted.map(|t| read_metadata(t, limits)).transpose()?;
+    let status = metadata::check_root(&signed, old.as_deref(), now_utc(), limits);
+    write_bytes_atomic(file, 0o644, Overwrite::Replace, &signed)?;
+    let version = status.as_ref().map(|r| r.version()).unwrap_or(0);
+    report_root(file, version, status);
+    Ok(())
+}
+
+/// Parses `1MiB`, `4MiB`, `512KiB`, `65536`.
+fn parse_size(s: &str) -> Result<u32> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().with_context(|| {
+        format!("size `{s}`: expected a number with an optional unit, like 1MiB")
+    })?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KiB" | "k" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        other => bail!("size `{s}`: unknown unit `{other}` (use KiB, MiB or GiB)"),
+    };
+    n.checked_mul(mult)
+        .and_then(|v| u32::try_from(v).ok())
+        .with_context(|| format!("size `{s}` is too large"))
+}
+
+/// `SOURCE_DATE_EPOCH` (reproducible builds) or now.
+fn created() -> Result<OffsetDateTime> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => {
+            let secs: i64 = v
+                .trim()
+                .parse()
+                .context("SOURCE_DATE_EPOCH is not an integer")?;
+            OffsetDateTime::from_unix_timestamp(secs).context("SOURCE_DATE_EPOCH out of range")
+        }
+        Err(_) => Ok(now_utc()),
+    }
+}
+
+fn progress_bar(total: u64) -> Option<ProgressBar> {
+    if !io::stderr().is_terminal() {
+        return None;
+    }
+    let pb = ProgressBar::new(total);
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+    {
+        pb.set_style(style);
+    }
+    Some(pb)
+}
+
+fn sign(a: &SignArgs, limits: &Limits) -> Result<()> {
+    let version = semver::Version::parse(&a.version)
+        .with_context(|| format!("--version `{}` is not semver (like 1.2.3)", a.version))?;
+    let mut opts = SignOptions::new(&a.product, version, a.security_version, created()?);
+    opts.chunk_size = parse_size(&a.chunk_size).context("--chunk-size")?;
+    opts.level = a.level;
+    opts.workers = a.threads.unwrap_or(0);
+    let keys = secret_keys(&a.keys)?;
+    let mut image =
+        File::open(&a.image).with_context(|| format!("opening image {}", a.image.display()))?;
+    let size = image
+        .seek(SeekFrom::End(0))
+        .and_then(|n| image.seek(SeekFrom::Start(0)).map(|_| n))
+        .with_context(|| format!("reading the size of {}", a.image.display()))?;
+    let pb = progress_bar(size);
+    let start = Instant::now();
+    let mut summary = None;
+    write_atomic(&a.out, 0o644, Overwrite::Replace, |f| {
+        let mut on_progress = |done| {
+            if let Some(pb) = &pb {
+                pb.set_position(done)
+            }
+        };
+        summary = Some(sign_bundle(
+            &mut image,
+            size,
+            f,
+            &opts,
+            &keys,
+            limits,
+            &mut on_progress,
+        )?);
+        Ok(())
+    })
+    .with_context(|| format!("signing {} into {}", a.image.display(), a.out.display()))?;
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    let s = summary.context("signing produced no summary")?;
+    eprintln!(
+        "wrote {}: {} bytes image -> {} bytes ({:.1}x), {} chunks ({} zero), {:.2}s",
+        a.out.display(),
+        size,
+        s.file_len,
+        size as f64 / s.file_len.max(1) as f64,
+        s.chunks,
+        s.zero_chunks,
+        start.elapsed().as_secs_f64()
+    );
+    println!("manifest sha256 {}", s.manifest_sha256);
+    for id in &s.signers {
+        println!("signed by {id}");
+    }
+    Ok(())
+}
+
+fn add_signature(bundle: &Path, keys: &[PathBuf], limits: &Limits) -> Result<()> {
+    let keys = secret_keys(keys)?;
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(bundle)
+        .with_context(|| format!("opening {}", bundle.display()))?;
+    let added = add_signatures(&mut f, &keys, limits)
+        .with_context(|| format!("adding signatures to {}", bundle.display()))?;
+    f.sync_all()
+        .with_context(|| format!("syncing {}", bundle.display()))?;
+    for id in added {
+        println!("signed by {id}");
+    }
+    Ok(())
+}
+
+fn open_verified(
+    bundle: &Path,
+    root: &Path,
+    limits: &Limits,
+) -> Result<(File, Verified<Manifest>)> {
+    let root_bytes = read_metadata(root, limits)?;
+    let root = trust_root(&root_bytes, now_utc(), limits)
+        .with_context(|| format!("root {}", root.display()))?;
+    let mut f = File::open(bundle).with_context(|| format!("opening {}", bundle.display()))?;
+    let head = BundleHead::read(&mut f, limits).with_context(|| format!("{}", bundle.display()))?;
+    let manifest = head
+        .verify(&root, limits)
+        .with_context(|| format!("{}", bundle.display()))?;
+    Ok((f, manifest))
+}
+
+fn verify(bundle: &Path, root: &Path, limits: &Limits) -> Result<()> {
+    let (mut f, manifest) = open_verified(bundle, root, limits)?;
+    let pb = progress_bar(manifest.image_size());
+    f.seek(SeekFrom::Start(0))?;
+    extract(&manifest, BufReader::new(f), io::sink(), &mut |d| {
+        if let Some(pb) = &pb {
+            pb.set_position(d)
+        }
+    })
+    .with_context(|| format!("{}", bundle.display()))?;
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    let signers: Vec<String> = manifest.signers().iter().map(|k| k.short()).collect();
+    println!(
+        "valid: {} {} (security version {}), {} chunks and image sha256 verified, signed by {}",
+        manifest.product(),
+        manifest.version(),
+        manifest.security_version(),
+        manifest.chunks().len(),
+        signers.join(", ")
+    );
+    Ok(())
+}
+
+fn inspect(bundle: &Path, json: bool, limits: &Limits) -> Result<()> {
+    let mut f = File::open(bundle).with_context(|| format!("opening {}", bundle.display()))?;
+    let head = BundleHead::read(&mut f, limits).with_context(|| format!("{}", bundle.display()))?;
+    let m = head
+        .manifest_unverified(limits)
+        .with_context(|| format!("{}", bundle.display()))?;
+    let signers: Vec<String> = head.signatures().iter().map(|s| s.keyid.to_hex()).collect();
+    let ratio = m.image_size() as f64 / m.payload_len().max(1) as f64;
+    if json {
+        let v = serde_json::json!({
+            "product": m.product(), "version": m.version().to_string(), "security_version": m.security_version(),
+            "created": format_rfc3339(m.created()), "image_size": m.image_size(), "image_sha256": m.image_sha256().to_hex(),
+            "chunk_size": m.chunk_size(), "chunks": m.chunks().len(), "zero_chunks": m.zero_chunks(),
+            "payload_size": m.payload_len(), "file_size": m.file_len(), "ratio": ratio,
+            "manifest_sha256": m.manifest_sha256().to_hex(), "signers": signers, "signatures_verified": false,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("product          {}", m.product());
+    println!(
+        "version          {} (security version {})",
+        m.version(),
+        m.security_version()
+    );
+    println!("created          {}", format_rfc3339(m.created()));
+    println!(
+        "image            {} bytes, sha256 {}",
+        m.image_size(),
+        m.image_sha256()
+    );
+    println!(
+        "chunks           {} of {} bytes, {} all-zero (not stored)",
+        m.chunks().len(),
+        m.chunk_size(),
+        m.zero_chunks()
+    );
+    println!(
+        "payload          {} bytes (ratio {ratio:.2}), file {} bytes",
+        m.payload_len(),
+        m.file_len()
+    );
+    println!("manifest sha256  {}", m.manifest_sha256());
+    println!(
+        "signatures       {} (NOT verified: use `tandem-signer verify --root`)",
+        signers.len()
+    );
+    for s in signers {
+        println!("  {s}");
+    }
+    Ok(())
+}
+
+fn extract_cmd(bundle: &Path, root: &Path, out: &Path, limits: &Limits) -> Result<()> {
+    let (mut f, manifest) = open_verified(bundle, root, limits)?;
+    f.seek(SeekFrom::Start(0))?;
+    let pb = progress_bar(manifest.image_size());
+    write_atomic(out, 0o644, Overwrite::Replace, |w| {
+        extract(
+            &manifest,
+            BufReader::new(&mut f),
+            BufWriter::with_capacity(1 << 20, w),
+            &mut |d| {
+                if let Some(pb) = &pb {
+                    pb.set_position(d)
+                }
+            },
+        )
+    })
+    .with_context(|| {
+        format!(
+            "extracting {} to {} (nothing was written there)",
+            bundle.display(),
+            out.display()
+        )
+    })?;
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    println!(
+        "wrote {} ({} bytes, sha256 {})",
+        out.display(),
+        manifest.image_size(),
+        manifest.image_sha256()
+    );
+    Ok(())
+}
+
+fn publish_cmd(a: &PublishArgs, limits: &Limits) -> Result<()> {
+    let keys = secret_keys(&a.keys)?;
+    let now = now_utc();
+    let report = publish(&PublishOptions {
+        repo: &a.repo,
+        channel: &a.channel,
+        bundle: &a.bundle,
+        keys: &keys,
+        expires: expiry(&a.expires)?,
+        percent: a.percent,
+        root: a.root.as_deref(),
+        now,
+        limits,
+    })
+    .with_context(|| format!("publishing {} to {}", a.bundle.display(), a.repo.display()))?;
+    if a.root.is_none() {
+        eprintln!("note: no --root given: the bundle was only checked structurally and the channel threshold was not checked");
+    }
+    let copied = if report.bundle_copied {
+        "copied"
+    } else {
+        "already there, identical"
+    };
+    println!("bundle  {} ({copied})", report.bundle_path.display());
+    println!(
+        "channel {} version {}",
+        report.channel_path.display(),
+        report.channel_version
+    );
+    if let Some(v) = report.root_version {
+        println!("root    version {v}");
+    }
+    Ok(())
+}

@@ -1,0 +1,24 @@
+//! `tandem-signer`: parses arguments, runs one command from [`commands`], turns an error into
+//! a message with a fix and a non-zero exit code. Nothing else lives here (STYLE §1).
+
+mod cli;
+mod commands;
+mod hints;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Args::parse();
+    match commands::run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            if let Some(hint) = hints::hint(&err) {
+                eprintln!("hint: {hint}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
