@@ -7,8 +7,9 @@
 //! * `set_trial(s, n)`: `s` priority 15, `n` tries, not successful; the other slot's priority
 //!   is lowered to at most 14 (kept if lower) in the same table write;
 //! * `mark_good(s)`: successful, tries 0, priority kept;
-//! * `mark_bad(s)` and `set_unbootable(s)`: priority 0, tries 0, not successful (what vboot
-//!   writes when it gives up on a kernel).
+//! * `mark_bad(s)`: tries 0, not successful, priority kept (never picked again; the same
+//!   state as a trial whose tries ran out, as systemd-bless-boot's `+0-N` is);
+//! * `set_unbootable(s)`: priority 0, tries 0, not successful (update_engine's "unbootable").
 
 use std::sync::Arc;
 
@@ -156,7 +157,11 @@ impl BootControl for GptBootControl {
     }
 
     fn mark_bad(&self, slot: SlotId) -> Result<()> {
-        self.modify(|s| *at(s, slot) = SlotBootState::UNBOOTABLE)
+        self.modify(|s| {
+            let me = at(s, slot);
+            me.successful = false;
+            me.tries_left = 0;
+        })
     }
 
     fn record_boot_attempt(&self, slot: SlotId) -> Result<()> {
@@ -219,6 +224,12 @@ mod tests {
             SlotBootState::new(15, 0, true).unwrap()
         );
         bc.mark_bad(SlotId::B).unwrap();
+        assert_eq!(
+            bc.state(SlotId::B).unwrap(),
+            SlotBootState::new(15, 0, false).unwrap()
+        );
+        assert_eq!(bc.next_boot().unwrap(), Some(SlotId::A));
+        bc.set_unbootable(SlotId::B).unwrap();
         assert_eq!(bc.state(SlotId::B).unwrap(), SlotBootState::UNBOOTABLE);
         assert_eq!(bc.next_boot().unwrap(), Some(SlotId::A));
         assert!(bc.set_trial(SlotId::B, 0).is_err());

@@ -414,7 +414,7 @@ impl BootControl for GrubEnvBootControl {
             ..cur
         };
         let place = if cur.priority == 0 {
-            Place::Last
+            Place::None
         } else {
             Place::Keep(cur.priority == 2)
         };
@@ -422,7 +422,18 @@ impl BootControl for GrubEnvBootControl {
     }
 
     fn mark_bad(&self, slot: SlotId) -> Result<()> {
-        self.set_unbootable(slot)
+        let cur = self.state(slot)?;
+        let state = SlotBootState {
+            successful: false,
+            tries_left: 0,
+            ..cur
+        };
+        let place = if cur.priority == 0 {
+            Place::None
+        } else {
+            Place::Keep(cur.priority == 2)
+        };
+        self.put(slot, state, place)
     }
 
     fn record_boot_attempt(&self, slot: SlotId) -> Result<()> {
@@ -514,8 +525,14 @@ mod tests {
         bc.record_boot_attempt(SlotId::B).unwrap();
         assert_eq!(bc.state(SlotId::B).unwrap().tries_left, 2);
         bc.mark_bad(SlotId::B).unwrap();
-        assert_eq!(bc.read_env().unwrap().get("TANDEM_ORDER").unwrap(), "a");
+        assert_eq!(bc.read_env().unwrap().get("TANDEM_ORDER").unwrap(), "b a");
+        assert_eq!(
+            bc.state(SlotId::B).unwrap(),
+            SlotBootState::new(2, 0, false).unwrap()
+        );
         assert_eq!(bc.next_boot().unwrap(), Some(SlotId::A));
+        bc.set_unbootable(SlotId::B).unwrap();
+        assert_eq!(bc.read_env().unwrap().get("TANDEM_ORDER").unwrap(), "a");
         let file = &fs.snapshot()[Path::new("grubenv")];
         assert_eq!(file.len(), 1024);
         // Tandem variables sit in the first sector.

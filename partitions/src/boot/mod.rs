@@ -21,7 +21,9 @@ use std::str::FromStr;
 use crate::error::{Result, UsageError};
 
 /// One of the two slots of a pair.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum SlotId {
     /// `<name>-a`
@@ -188,10 +190,14 @@ pub trait BootControl: Send + Sync + fmt::Debug {
     /// other slot, `tries` tries, not successful. The other slot stays bootable.
     fn set_trial(&self, slot: SlotId, tries: u8) -> Result<()>;
 
-    /// The slot proved healthy: successful, priority kept.
+    /// The slot proved healthy: successful, no tries, priority kept. Also valid after the
+    /// firmware used the last try (the OS booted on it). On an unbootable slot (priority 0)
+    /// it changes nothing the firmware looks at: the slot stays unbootable.
     fn mark_good(&self, slot: SlotId) -> Result<()>;
 
-    /// The slot failed: not successful, no tries left; never booted again until a new trial.
+    /// The slot failed: not successful, no tries left, priority kept (the state of a trial
+    /// whose tries ran out; systemd-bless-boot's `+0-N`). Never booted again unless marked
+    /// good or given a new trial.
     fn mark_bad(&self, slot: SlotId) -> Result<()>;
 
     /// What the firmware writes when it boots an unsuccessful slot: one try used

@@ -505,11 +505,11 @@ impl BootControl for SystemdBootControl {
     fn mark_good(&self, slot: SlotId) -> Result<()> {
         let entries = self.entries()?;
         match entries.get(slot_index(slot)).and_then(Option::as_ref) {
-            None => Err(BootStateError::Entry {
-                path: entry_path(&self.file_name(slot, None)),
-                reason: "no entry for this slot: nothing to mark good".into(),
+            None => {
+                // Priority 0 stays priority 0 (as in the other backends): nothing to rename.
+                tracing::warn!(%slot, "mark_good: the slot has no boot entry (it is unbootable); nothing changed");
+                Ok(())
             }
-            .into()),
             Some(e) => self.rename(&e.name, &self.file_name(slot, None)),
         }
     }
