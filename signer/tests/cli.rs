@@ -1,0 +1,404 @@
+//! The `tandem-signer` program end to end: keys, root, sign, threshold messages, add-signature,
+//! verify, inspect, extract (nothing left on failure), publish (versions, salt, immutability).
+
+use std::os::unix::fs::PermissionsExt;
+
+use crate::util::*;
+
+/// Keys root, r1, r2, r3; root.json with release threshold 2; an image.
+fn setup() -> Dir {
+    let d = Dir::new();
+    for k in ["root", "r1", "r2", "r3"] {
+        d.ok(&["keygen", "--out", k]);
+    }
+    d.ok(&[
+        "root",
+        "init",
+        "-o",
+        "root.json",
+        "--root-key",
+        "root.pub.pem",
+        "--root-threshold",
+        "1",
+        "--release-key",
+        "r1.pub.pem",
+        "--release-key",
+        "r2.pub.pem",
+        "--release-key",
+        "r3.pub.pem",
+        "--release-threshold",
+        "2",
+        "--expires",
+        "365d",
+        "--sign-with",
+        "root.pem",
+    ]);
+    std::fs::write(d.path("img"), sparse_image(300_001, 11)).unwrap();
+    d
+}
+
+fn sign(d: &Dir, version: &str, keys: &[&str], out: &str) {
+    let mut args = vec![
+        "sign",
+        "--image",
+        "img",
+        "--product",
+        "os",
+        "--version",
+        version,
+        "--security-version",
+        "3",
+        "--chunk-size",
+        "64KiB",
+        "-o",
+        out,
+    ];
+    for k in keys {
+        args.extend(["--key", k]);
+    }
+    d.ok(&args);
+}
+
+#[test]
+fn keygen_writes_private_key_0600_and_prints_the_key_id() {
+    let d = Dir::new();
+    let id = stdout(&d.ok(&["keygen", "--out", "k"])).trim().to_owned();
+    let mode = std::fs::metadata(d.path("k.pem"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let public = signer::files::read_public_key(&d.path("k.pub.pem")).unwrap();
+    assert_eq!(id, public.id().to_hex());
+    d.fails(&["keygen", "--out", "k"]);
+}
+
+#[test]
+fn sign_verify_threshold_add_signature_inspect_extract() {
+    let d = setup();
+    sign(&d, "1.0.0", &["r1.pem"], "b.tandem");
+    let out = d.fails(&["verify", "b.tandem", "--root", "root.json"]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("threshold not met") && err.contains("1 of 2 release keys"),
+        "{err}"
+    );
+    assert!(
+        err.contains("could still sign") && err.contains("add-signature"),
+        "{err}"
+    );
+    d.ok(&["add-signature", "b.tandem", "--key", "r3.pem"]);
+    let ok = stdout(&d.ok(&["verify", "b.tandem", "--root", "root.json"]));
+    assert!(ok.starts_with("valid: os 1.0.0"), "{ok}");
+
+    let json: serde_json::Value =
+        serde_json::from_slice(&d.ok(&["inspect", "--json", "b.tandem"]).stdout).unwrap();
+    assert_eq!(json["product"], "os");
+    assert_eq!(json["image_size"], 300_001);
+    assert_eq!(json["chunks"], 5);
+    assert_eq!(json["signers"].as_array().unwrap().len(), 2);
+    assert_eq!(json["signatures_verified"], false);
+    let text = stdout(&d.ok(&["inspect", "b.tandem"]));
+    assert!(text.contains("NOT verified"), "{text}");
+
+    d.ok(&[
+        "extract",
+        "b.tandem",
+        "--root",
+        "root.json",
+        "-o",
+        "out.raw",
+    ]);
+    assert_eq!(
+        std::fs::read(d.path("out.raw")).unwrap(),
+        std::fs::read(d.path("img")).unwrap()
+    );
+}
+
+#[test]
+fn extract_leaves_nothing_when_the_payload_is_corrupt() {
+    let d = setup();
+    sign(&d, "1.0.0", &["r1.pem", "r2.pem"], "b.tandem");
+    let mut bytes = std::fs::read(d.path("b.tandem")).unwrap();
+    let n = bytes.len();
+    bytes[n - 10] ^= 0xff;
+    std::fs::write(d.path("b.tandem"), &bytes).unwrap();
+    let before = d.listing();
+    let out = d.fails(&[
+        "extract",
+        "b.tandem",
+        "--root",
+        "root.json",
+        "-o",
+        "out.raw",
+    ]);
+    assert!(stderr(&out).contains("chunk"), "{}", stderr(&out));
+    assert_eq!(
+        d.listing(),
+        before,
+        "no output file and no temporary file left"
+    );
+    d.fails(&["verify", "b.tandem", "--root", "root.json"]);
+}
+
+#[test]
+fn extract_with_wrong_root_writes_nothing() {
+    let d = setup();
+    sign(&d, "1.0.0", &["r1.pem", "r2.pem"], "b.tandem");
+    d.ok(&["keygen", "--out", "other"]);
+    d.ok(&[
+        "root",
+        "init",
+        "-o",
+        "other.json",
+        "--root-key",
+        "other.pub.pem",
+        "--root-threshold",
+        "1",
+        "--release-key",
+        "other.pub.pem",
+        "--release-threshold",
+        "1",
+        "--sign-with",
+        "other.pem",
+    ]);
+    d.fails(&[
+        "extract",
+        "b.tandem",
+        "--root",
+        "other.json",
+        "-o",
+        "out.raw",
+    ]);
+    assert!(!d.path("out.raw").exists());
+}
+
+#[test]
+fn publish_versions_salt_and_immutable_bundles() {
+    let d = setup();
+    sign(&d, "1.0.0", &["r1.pem", "r2.pem"], "b.tandem");
+    let args = [
+        "publish",
+        "--repo",
+        "repo",
+        "--channel",
+        "stable",
+        "b.tandem",
+        "--key",
+        "r1.pem",
+        "--key",
+        "r2.pem",
+        "--root",
+        "root.json",
+        "--percent",
+        "10",
+    ];
+    d.ok(&args);
+    let read = |p: &str| {
+        serde_json::from_slice::<serde_json::Value>(&std::fs::read(d.path(p)).unwrap()).unwrap()
+    };
+    let v1 = read("repo/channels/stable.json");
+    assert_eq!(v1["signed"]["version"], 1);
+    assert_eq!(v1["signed"]["release"]["bundle"], "bundles/os-1.0.0.tandem");
+    assert_eq!(v1["signed"]["rollout"]["percent"], 10);
+    assert!(d.path("repo/root.json").exists() && d.path("repo/1.root.json").exists());
+    assert_eq!(
+        std::fs::read(d.path("repo/bundles/os-1.0.0.tandem")).unwrap(),
+        std::fs::read(d.path("b.tandem")).unwrap()
+    );
+
+    // Widening the wave: same bundle, version + 1, same salt.
+    let mut wider = args.to_vec();
+    *wider.last_mut().unwrap() = "50";
+    d.ok(&wider);
+    let v2 = read("repo/channels/stable.json");
+    assert_eq!(v2["signed"]["version"], 2);
+    assert_eq!(
+        v2["signed"]["rollout"]["salt"],
+        v1["signed"]["rollout"]["salt"]
+    );
+
+    // The published metadata verifies with the library against the root.
+    let root = signer::verify::trust_root(
+        &std::fs::read(d.path("root.json")).unwrap(),
+        signer::time_util::now_utc(),
+        &signer::Limits::default(),
+    )
+    .unwrap();
+    let doc = std::fs::read(d.path("repo/channels/stable.json")).unwrap();
+    let c = signer::verify::verify_channel(
+        &root,
+        &doc,
+        "stable",
+        2,
+        signer::time_util::now_utc(),
+        &signer::Limits::default(),
+    )
+    .unwrap();
+    assert_eq!(c.rollout.percent, 50);
+
+    // A different bundle under a published name is refused; the channel is unchanged.
+    std::fs::write(d.path("img"), sparse_image(100_000, 99)).unwrap();
+    sign(&d, "1.0.0", &["r1.pem", "r2.pem"], "c.tandem");
+    let out = d.fails(&[
+        "publish",
+        "--repo",
+        "repo",
+        "--channel",
+        "stable",
+        "c.tandem",
+        "--key",
+        "r1.pem",
+        "--key",
+        "r2.pem",
+    ]);
+    assert!(stderr(&out).contains("never change"), "{}", stderr(&out));
+    assert_eq!(read("repo/channels/stable.json"), v2);
+}
+
+#[test]
+fn publish_refuses_a_channel_short_of_threshold() {
+    let d = setup();
+    sign(&d, "1.0.0", &["r1.pem", "r2.pem"], "b.tandem");
+    let out = d.fails(&[
+        "publish",
+        "--repo",
+        "repo",
+        "--channel",
+        "stable",
+        "b.tandem",
+        "--key",
+        "r1.pem",
+        "--root",
+        "root.json",
+    ]);
+    assert!(
+        stderr(&out).contains("threshold not met"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!d.path("repo/channels/stable.json").exists());
+}
+
+#[test]
+fn root_rotation_needs_old_and_new_keys() {
+    let d = setup();
+    d.ok(&["keygen", "--out", "root2"]);
+    let base = [
+        "root",
+        "rotate",
+        "--trusted",
+        "root.json",
+        "-o",
+        "2.root.json",
+        "--root-key",
+        "root2.pub.pem",
+        "--root-threshold",
+        "1",
+        "--release-key",
+        "r1.pub.pem",
+        "--release-key",
+        "r2.pub.pem",
+        "--release-threshold",
+        "2",
+    ];
+    let mut only_new = base.to_vec();
+    only_new.extend(["--sign-with", "root2.pem"]);
+    let out = d.fails(&only_new);
+    assert!(
+        stderr(&out).contains("threshold not met"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!d.path("2.root.json").exists());
+
+    // Partial, then completed by a second signer.
+    let mut partial = only_new.clone();
+    partial.push("--allow-partial");
+    d.ok(&partial);
+    d.fails(&["root", "verify", "2.root.json", "--trusted", "root.json"]);
+    d.ok(&[
+        "root",
+        "sign",
+        "2.root.json",
+        "--key",
+        "root.pem",
+        "--trusted",
+        "root.json",
+    ]);
+    let ok = stdout(&d.ok(&["root", "verify", "2.root.json", "--trusted", "root.json"]));
+    assert!(ok.contains("valid root version 2"), "{ok}");
+}
+
+#[test]
+fn every_command_has_help() {
+    let d = Dir::new();
+    for cmd in [
+        vec!["--help"],
+        vec!["keygen", "--help"],
+        vec!["root", "--help"],
+        vec!["root", "init", "--help"],
+        vec!["root", "rotate", "--help"],
+        vec!["root", "sign", "--help"],
+        vec!["root", "verify", "--help"],
+        vec!["sign", "--help"],
+        vec!["add-signature", "--help"],
+        vec!["verify", "--help"],
+        vec!["inspect", "--help"],
+        vec!["extract", "--help"],
+        vec!["publish", "--help"],
+    ] {
+        let out = d.ok(&cmd);
+        assert!(stdout(&out).contains("Usage"), "{}", d.describe(&cmd, &out));
+    }
+}
+
+#[test]
+fn mistakes_give_an_error_that_names_the_file_and_a_fix() {
+    let d = setup();
+    let out = d.fails(&[
+        "sign",
+        "--image",
+        "img",
+        "--product",
+        "os",
+        "--version",
+        "1.0.0",
+        "--security-version",
+        "1",
+        "--key",
+        "r1.pub.pem",
+        "-o",
+        "x.tandem",
+    ]);
+    let err = stderr(&out);
+    assert!(err.contains("r1.pub.pem") && err.contains("hint:"), "{err}");
+    let out = d.fails(&[
+        "sign",
+        "--image",
+        "img",
+        "--product",
+        "os",
+        "--version",
+        "1.0.0",
+        "--security-version",
+        "1",
+        "--key",
+        "r1.pem",
+        "--chunk-size",
+        "3000",
+        "-o",
+        "x.tandem",
+    ]);
+    assert!(stderr(&out).contains("power of two"), "{}", stderr(&out));
+    assert!(!d.path("x.tandem").exists());
+    let out = d.fails(&["verify", "img", "--root", "root.json"]);
+    assert!(
+        stderr(&out).contains("not a tandem bundle"),
+        "{}",
+        stderr(&out)
+    );
+    let out = d.fails(&["verify", "missing.tandem", "--root", "root.json"]);
+    assert!(stderr(&out).contains("missing.tandem"), "{}", stderr(&out));
+}

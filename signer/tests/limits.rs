@@ -1,0 +1,149 @@
+//! Bounded parsing: header lengths are checked against limits and the file size before any
+//! allocation or read of the section.
+
+use std::io::{self, Read, Seek, SeekFrom};
+
+use signer::bundle::BundleHead;
+use signer::{BundleHeader, Error, FormatError, Limits, Section};
+
+/// A "file" that claims to be `len` bytes long, serves `prefix` then zeros, and counts the
+/// bytes it handed out.
+struct Claimed {
+    prefix: Vec<u8>,
+    len: u64,
+    pos: u64,
+    served: u64,
+}
+
+impl Read for Claimed {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min((self.len - self.pos) as usize);
+        for (i, b) in buf[..n].iter_mut().enumerate() {
+            *b = self.prefix.get(self.pos as usize + i).copied().unwrap_or(0);
+        }
+        self.pos += n as u64;
+        self.served += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for Claimed {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        self.pos = match to {
+            SeekFrom::Start(p) => p,
+            SeekFrom::End(d) => (self.len as i64 + d) as u64,
+            SeekFrom::Current(d) => (self.pos as i64 + d) as u64,
+        };
+        Ok(self.pos)
+    }
+}
+
+fn file(header: BundleHeader, len: u64) -> Claimed {
+    Claimed {
+        prefix: header.encode().to_vec(),
+        len,
+        pos: 0,
+        served: 0,
+    }
+}
+
+#[test]
+fn four_gib_manifest_header_is_refused_before_allocating() {
+    // The file claims 8 GiB, so only the limit can stop a 4 GiB allocation.
+    let mut f = file(
+        BundleHeader {
+            manifest_len: u32::MAX,
+            signature_block_len: 4096,
+        },
+        8 << 30,
+    );
+    match BundleHead::read(&mut f, &Limits::default()) {
+        Err(Error::Format(FormatError::TooLarge {
+            section: Section::Manifest,
+            len,
+            max,
+        })) => {
+            assert_eq!((len, max), (u64::from(u32::MAX), 16 << 20));
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    assert_eq!(f.served, 16, "only the header was read");
+}
+
+#[test]
+fn oversized_signature_block_is_refused() {
+    let mut f = file(
+        BundleHeader {
+            manifest_len: 100,
+            signature_block_len: 1 << 30,
+        },
+        8 << 30,
+    );
+    assert!(matches!(
+        BundleHead::read(&mut f, &Limits::default()),
+        Err(Error::Format(FormatError::TooLarge {
+            section: Section::SignatureBlock,
+            ..
+        }))
+    ));
+    assert_eq!(f.served, 16);
+}
+
+#[test]
+fn manifest_longer_than_the_file_is_refused_before_reading_it() {
+    let mut f = file(
+        BundleHeader {
+            manifest_len: 10 << 20,
+            signature_block_len: 4096,
+        },
+        1000,
+    );
+    match BundleHead::read(&mut f, &Limits::default()) {
+        Err(Error::Format(FormatError::Truncated {
+            expected,
+            actual: 1000,
+        })) => assert_eq!(expected, 16 + (10 << 20) + 4096),
+        other => panic!("expected Truncated, got {other:?}"),
+    }
+    assert_eq!(f.served, 16);
+}
+
+#[test]
+fn lower_limits_apply() {
+    let limits = Limits {
+        max_manifest_len: 1000,
+        ..Limits::default()
+    };
+    let h = BundleHeader {
+        manifest_len: 1001,
+        signature_block_len: 4096,
+    }
+    .encode();
+    assert!(matches!(
+        BundleHeader::parse(&h, &limits),
+        Err(FormatError::TooLarge {
+            section: Section::Manifest,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn metadata_document_over_the_limit_is_refused() {
+    let limits = Limits {
+        max_metadata_len: 100,
+        ..Limits::default()
+    };
+    let doc = vec![b' '; 101];
+    let e = signer::verify::trust_root(&doc, crate::util::now(), &limits).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Format(FormatError::TooLarge {
+                section: Section::Metadata,
+                ..
+            })
+        ),
+        "{e:?}"
+    );
+}

@@ -1,0 +1,15 @@
+//! The signer's integration tests: one binary (STYLE §9), one module per feature. Negative
+//! tests are named after the attack or failure they reproduce.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod util;
+
+mod cli;
+// mod handwritten;
+mod limits;
+mod metadata;
+mod openssl;
+mod roots;
+mod roundtrip;
+mod tamper;
+mod threshold;

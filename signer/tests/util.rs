@@ -1,0 +1,211 @@
+//! Shared helpers: keys, roots and bundles built in memory at fixed times, and a harness for
+//! running the `tandem-signer` binary in a fresh directory that prints everything on failure.
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use signer::bundle::{extract, sign_bundle, BundleHead, SignOptions};
+use signer::metadata::{root_signed_bytes, sign_document, RootSpec};
+use signer::verify::trust_root;
+use signer::{Error, Limits, Manifest, RoleKind, Root, SecretKey, Verified};
+use time::macros::datetime;
+use time::OffsetDateTime;
+
+/// The fixed "now" of the tests.
+pub fn now() -> OffsetDateTime {
+    datetime!(2026-06-01 12:00 UTC)
+}
+
+pub fn keys(n: usize) -> Vec<SecretKey> {
+    (0..n).map(|_| SecretKey::generate()).collect()
+}
+
+/// A root document signed by `signers`.
+pub fn root_doc(
+    version: u64,
+    expires: OffsetDateTime,
+    root: &[&SecretKey],
+    root_thr: u32,
+    release: &[&SecretKey],
+    rel_thr: u32,
+    signers: &[&SecretKey],
+) -> Vec<u8> {
+    let spec = RootSpec {
+        version,
+        expires,
+        root_keys: root.iter().map(|k| *k.public()).collect(),
+        root_threshold: root_thr,
+        release_keys: release.iter().map(|k| *k.public()).collect(),
+        release_threshold: rel_thr,
+    };
+    let signed = root_signed_bytes(&spec).unwrap();
+    let owned: Vec<SecretKey> = signers
+        .iter()
+        .map(|k| SecretKey::from_pem(&k.to_pem().unwrap()).unwrap())
+        .collect();
+    sign_document(RoleKind::Root, &signed, &owned).unwrap()
+}
+
+/// One root key, three release keys, release threshold 2.
+pub struct Fixture {
+    pub root_key: SecretKey,
+    pub release: Vec<SecretKey>,
+    pub root: Verified<Root>,
+}
+
+pub fn fixture() -> Fixture {
+    let root_key = SecretKey::generate();
+    let release = keys(3);
+    let rel: Vec<&SecretKey> = release.iter().collect();
+    let root_bytes = root_doc(
+        1,
+        datetime!(2027-01-01 0:00 UTC),
+        &[&root_key],
+        1,
+        &rel,
+        2,
+        &[&root_key],
+    );
+    let root = trust_root(&root_bytes, now(), &Limits::default()).unwrap();
+    Fixture {
+        root_key,
+        release,
+        root,
+    }
+}
+
+pub fn clone_key(k: &SecretKey) -> SecretKey {
+    SecretKey::from_pem(&k.to_pem().unwrap()).unwrap()
+}
+
+/// Signs `image` into an in-memory bundle.
+pub fn sign_image(image: &[u8], chunk_size: u32, keys: &[&SecretKey]) -> Vec<u8> {
+    let mut opts = SignOptions::new("tandem-os", semver::Version::new(1, 2, 3), 7, now());
+    opts.chunk_size = chunk_size;
+    opts.workers = 2;
+    let owned: Vec<SecretKey> = keys.iter().map(|k| clone_key(k)).collect();
+    let mut out = Cursor::new(Vec::new());
+    sign_bundle(
+        image,
+        image.len() as u64,
+        &mut out,
+        &opts,
+        &owned,
+        &Limits::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    out.into_inner()
+}
+
+/// Reads and verifies a bundle's head.
+pub fn open(bundle: &[u8], root: &Verified<Root>) -> Result<Verified<Manifest>, Error> {
+    let head = BundleHead::read(&mut Cursor::new(bundle), &Limits::default())?;
+    head.verify(root, &Limits::default())
+}
+
+/// Verifies and extracts a bundle.
+pub fn extract_bytes(bundle: &[u8], root: &Verified<Root>) -> Result<Vec<u8>, Error> {
+    let manifest = open(bundle, root)?;
+    let mut out = Vec::new();
+    extract(&manifest, Cursor::new(bundle), &mut out, &mut |_| {})?;
+    Ok(out)
+}
+
+/// A partly random, partly zero image: `len` bytes, deterministic from `seed`.
+pub fn sparse_image(len: usize, seed: u64) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    let mut x = seed | 1;
+    for (i, b) in v.iter_mut().enumerate() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if (i / 4096) % 3 != 1 {
+            *b = if (i / 4096) % 3 == 0 {
+                (x & 0xff) as u8
+            } else {
+                b"tandem "[i % 7]
+            };
+        }
+    }
+    v
+}
+
+/// A temporary directory with a command builder for the binary.
+pub struct Dir {
+    pub tmp: tempfile::TempDir,
+}
+
+impl Dir {
+    pub fn new() -> Self {
+        Dir {
+            tmp: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    /// Runs `tandem-signer args…` in the directory.
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_tandem-signer"))
+            .args(args)
+            .current_dir(self.tmp.path())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs and requires success.
+    pub fn ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args);
+        assert!(out.status.success(), "{}", self.describe(args, &out));
+        out
+    }
+
+    /// Runs and requires failure.
+    pub fn fails(&self, args: &[&str]) -> Output {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "expected failure\n{}",
+            self.describe(args, &out)
+        );
+        assert_eq!(out.status.code(), Some(1), "{}", self.describe(args, &out));
+        out
+    }
+
+    pub fn describe(&self, args: &[&str], out: &Output) -> String {
+        format!(
+            "command: tandem-signer {}\ncwd: {}\nfiles: {:?}\nstatus: {:?}\nstdout:\n{}\nstderr:\n{}",
+            args.join(" "),
+            self.tmp.path().display(),
+            listing(self.tmp.path()),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
+    pub fn listing(&self) -> Vec<String> {
+        listing(self.tmp.path())
+    }
+}
+
+fn listing(p: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(p)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
