@@ -2,6 +2,16 @@
 //! state machine, health checks and rollback (DESIGN.md §6).
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod cmdline;
 pub mod config;
+pub mod error;
 pub mod health;
+pub mod install;
+pub mod parallel;
+pub mod source;
+pub mod state;
+
+pub use agent::{Agent, BootCheck, InstallOutcome, InstallRequest, Io, Status};
+pub use config::AgentConfig;
+pub use error::{Error, Result};

@@ -1,0 +1,191 @@
+//! `tandem-updater`: the on-node agent. Parses arguments, builds an [`Agent`] from the
+//! configuration file, runs one operation and maps its error to a documented exit code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use updater::config::DEFAULT_CONFIG_PATH;
+use updater::{Agent, AgentConfig, BootCheck, InstallRequest};
+
+#[derive(Parser)]
+#[command(version, about = "Tandem's on-node agent: verified atomic A/B OS updates")]
+struct Cli {
+    /// The agent's configuration file.
+    #[arg(long, global = true, default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    /// Print results as JSON on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Verify a bundle file or a repository directory (USB stick) and write it into the
+    /// inactive slot, then flip the boot entry to a trial of it.
+    Install {
+        /// A `.tandem` bundle file, or a repository directory with --channel.
+        source: PathBuf,
+        /// The channel to follow in a repository.
+        #[arg(long)]
+        channel: Option<String>,
+        /// Install even a version that rolled back on this node before.
+        #[arg(long)]
+        force: bool,
+        /// Write and verify now; flip later with `activate`.
+        #[arg(long)]
+        stage: bool,
+    },
+    /// Run once per boot: judge a slot in trial (health checks), commit or roll back.
+    BootCheck,
+    /// Flip the boot entry to an image written with `install --stage`.
+    Activate,
+    /// Go back to the other slot when it holds a committed image.
+    Rollback {
+        /// Do not run the reboot command.
+        #[arg(long)]
+        no_reboot: bool,
+    },
+    /// Show the slots, their boot state and releases, and the agent's state.
+    Status,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("tandem-updater: {}", chain(&error));
+            ExitCode::from(error.exit_code())
+        }
+    }
+}
+
+fn run(cli: &Cli) -> updater::Result<()> {
+    let agent = Agent::open(AgentConfig::load(&cli.config)?)?;
+    match &cli.command {
+        Cmd::Install {
+            source,
+            channel,
+            force,
+            stage,
+        } => {
+            let request = InstallRequest {
+                source: source.clone(),
+                channel: channel.clone(),
+                force: *force,
+                stage: *stage,
+            };
+            let outcome = agent.install(&request)?;
+            let verb = if outcome.activated {
+                "installed; boots next as a trial"
+            } else {
+                "staged; run `tandem-updater activate` to boot it"
+            };
+            let text = format!(
+                "{} {} written to slot {} ({} chunks written, {} zeroed, {} resumed): {verb}",
+                outcome.release.product,
+                outcome.release.version,
+                outcome.target,
+                outcome.report.chunks_written,
+                outcome.report.chunks_zeroed,
+                outcome.report.chunks_resumed
+            );
+            print(cli.json, &outcome, &text);
+        }
+        Cmd::BootCheck => {
+            let check = agent.boot_check()?;
+            let text = match &check {
+                BootCheck::Nothing { booted } => format!("slot {booted}: no update in trial"),
+                BootCheck::Committed { slot, version } => {
+                    format!("slot {slot} ({version}) passed its health checks: committed")
+                }
+                BootCheck::RolledBack {
+                    slot,
+                    version,
+                    reason,
+                } => format!("slot {slot} ({version}) rolled back: {reason}"),
+                BootCheck::FirmwareRolledBack { slot, version } => format!(
+                    "slot {slot} ({version}) never came up: the firmware rolled back"
+                ),
+            };
+            print(cli.json, &check, &text);
+        }
+        Cmd::Activate => {
+            let slot = agent.activate()?;
+            print(cli.json, &slot, &format!("slot {slot} boots next as a trial"));
+        }
+        Cmd::Rollback { no_reboot } => {
+            let slot = agent.rollback(!no_reboot)?;
+            print(cli.json, &slot, &format!("slot {slot} boots next as a trial"));
+        }
+        Cmd::Status => {
+            let status = agent.status()?;
+            print(cli.json, &status, &describe_status(&status));
+        }
+    }
+    Ok(())
+}
+
+fn print(json: bool, value: &impl serde::Serialize, text: &str) {
+    if json {
+        match serde_json::to_string_pretty(value) {
+            Ok(out) => println!("{out}"),
+            Err(e) => eprintln!("tandem-updater: cannot encode JSON: {e}"),
+        }
+    } else {
+        println!("{text}");
+    }
+}
+
+fn describe_status(status: &updater::Status) -> String {
+    let mut out = format!(
+        "booted: slot {}; next boot: {}; backend: {}\n",
+        status.booted,
+        status.next_boot.map_or("nothing bootable".into(), |s| format!("slot {s}")),
+        status.backend
+    );
+    for slot in &status.slots {
+        let release = slot
+            .release
+            .as_ref()
+            .map_or("unknown (factory)".into(), |r| format!("{} {}", r.product, r.version));
+        out.push_str(&format!(
+            "slot {}: {release}{} [{}] partuuid {}\n",
+            slot.slot,
+            if slot.committed { ", committed" } else { "" },
+            slot.boot,
+            slot.partuuid
+        ));
+    }
+    out.push_str(&format!(
+        "state: {}; security floor {}",
+        serde_json::to_string(&status.state.phase).unwrap_or_default(),
+        status.state.security_floor
+    ));
+    out
+}
+
+/// The error and its causes on one line.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,283 @@
+//! The install pipeline (DESIGN.md §6 step 2): stream a verified bundle's chunks into a slot.
+//!
+//! Chunks are read in order, decompressed and hash-checked on all cores, and written in
+//! order at their offsets; all-zero chunks are not decompressed at all but zeroed cheaply
+//! (a punched hole, a zero-out). Every `checkpoint_bytes` the slot is synced and the caller
+//! records how many chunks are durable, so a cut install resumes there. At the end the slot
+//! is synced and the whole image hashed — re-read from the slot by default, which catches a
+//! disk that returns what we did not write.
+
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use partitions::io::BlockDevice;
+use sha2::{Digest, Sha256};
+use signer::verify::Verified;
+use signer::{Chunk, Manifest, Sha256Digest};
+
+use crate::error::{Error, Result};
+use crate::parallel::ordered_map;
+use crate::source::BundleSource;
+
+/// Tuning of the pipeline; the defaults suit a node.
+#[derive(Debug, Clone)]
+pub struct WriteOptions {
+    /// Decompression threads (default: every core).
+    pub workers: usize,
+    /// Chunks alive at once anywhere in the pipeline: bounds memory to about
+    /// `window × chunk_size` whatever the image size.
+    pub window: usize,
+    /// Sync and record progress after about this many bytes.
+    pub checkpoint_bytes: u64,
+    /// Re-read the written image from the slot and hash it.
+    pub verify_readback: bool,
+    /// Show a progress bar (only drawn when stderr is a terminal).
+    pub progress: bool,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        WriteOptions {
+            workers,
+            window: workers * 4,
+            checkpoint_bytes: 64 << 20,
+            verify_readback: true,
+            progress: true,
+        }
+    }
+}
+
+/// What the pipeline did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteReport {
+    /// Chunks decompressed and written in this run.
+    pub chunks_written: u64,
+    /// Chunks zeroed without decompression.
+    pub chunks_zeroed: u64,
+    /// Chunks already durable from an interrupted run, not written again.
+    pub chunks_resumed: u64,
+    /// Compressed bytes read from the source.
+    pub bytes_read: u64,
+}
+
+/// A chunk on its way to the slot.
+enum Piece {
+    Data(Chunk, Vec<u8>),
+    Zero(Chunk),
+}
+
+/// Writes `manifest`'s image into `slot`, starting at chunk `resume_from` (chunks before it
+/// are durable from an earlier run). `checkpoint(n)` is called after a sync made the first
+/// `n` chunks durable. Returns only when the whole image is on the slot and its hash matched.
+pub fn write_image(
+    manifest: &Verified<Manifest>,
+    source: &dyn BundleSource,
+    slot: &dyn BlockDevice,
+    resume_from: u64,
+    options: &WriteOptions,
+    mut checkpoint: impl FnMut(u64) -> Result<()>,
+) -> Result<WriteReport> {
+    let slot_io = |what: &str| Error::io(format!("slot {what}"));
+    let chunks = manifest.chunks();
+    let start = usize::try_from(resume_from).unwrap_or(usize::MAX).min(chunks.len());
+    let remaining = chunks.get(start..).unwrap_or_default();
+    let progress = progress_bar(manifest, start, options.progress);
+    let bytes_read = AtomicU64::new(0);
+    let mut report = WriteReport {
+        chunks_resumed: start as u64,
+        ..WriteReport::default()
+    };
+    let mut stream_hash = (!options.verify_readback)
+        .then(|| hash_prefix(slot, chunks, start))
+        .transpose()?;
+    let mut since_checkpoint = 0u64;
+    let mut done = start as u64;
+
+    let source_name = source.name();
+    let mut payload = PayloadReader::new(source, manifest);
+    let inputs = remaining.iter().map(|chunk| {
+        let piece = payload.next_piece(chunk)?;
+        if let Piece::Data(_, bytes) = &piece {
+            bytes_read.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        }
+        Ok(piece)
+    });
+    ordered_map(
+        inputs,
+        options.workers,
+        options.window,
+        |piece| decode(piece, &source_name),
+        |(chunk, data)| {
+            match &data {
+                Some(bytes) => {
+                    slot.write_at(bytes, chunk.image_offset)
+                        .map_err(slot_io("write"))?;
+                    report.chunks_written += 1;
+                }
+                None => {
+                    slot.zero_range(chunk.image_offset, u64::from(chunk.len))
+                        .map_err(slot_io("zero-out"))?;
+                    report.chunks_zeroed += 1;
+                }
+            }
+            if let Some(hasher) = stream_hash.as_mut() {
+                feed(hasher, data.as_deref(), chunk.len);
+            }
+            fail::fail_point!("install::chunk-written");
+            done += 1;
+            progress.inc(u64::from(chunk.len));
+            since_checkpoint += u64::from(chunk.len);
+            if since_checkpoint >= options.checkpoint_bytes {
+                slot.sync().map_err(slot_io("sync"))?;
+                checkpoint(done)?;
+                since_checkpoint = 0;
+            }
+            Ok(())
+        },
+    )?;
+    slot.sync().map_err(slot_io("sync"))?;
+    checkpoint(done)?;
+    progress.finish_and_clear();
+    report.bytes_read = bytes_read.load(Ordering::Relaxed);
+
+    let actual = match stream_hash {
+        Some(hasher) => Sha256Digest(hasher.finalize().into()),
+        None => hash_slot(slot, 0, manifest.image_size())?,
+    };
+    if actual != manifest.image_sha256() {
+        return Err(Error::Io {
+            context: "verifying the written slot".into(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "the slot reads back with SHA-256 {}, the manifest says {}: the disk did not store what was written",
+                    actual.to_hex(),
+                    manifest.image_sha256().to_hex()
+                ),
+            ),
+        });
+    }
+    Ok(report)
+}
+
+/// Decompresses and hash-checks a stored chunk; zero chunks pass through as `None`.
+fn decode(piece: Piece, source_name: &str) -> Result<(Chunk, Option<Vec<u8>>)> {
+    match piece {
+        Piece::Zero(chunk) => Ok((chunk, None)),
+        Piece::Data(chunk, compressed) => {
+            let data = signer::bundle::decode_chunk(&chunk, &compressed)
+                .map_err(Error::verify(source_name))?;
+            Ok((chunk, Some(data)))
+        }
+    }
+}
+
+fn feed(hasher: &mut Sha256, data: Option<&[u8]>, len: u32) {
+    match data {
+        Some(bytes) => hasher.update(bytes),
+        None => {
+            let zeros = [0u8; 64 << 10];
+            let mut left = len as usize;
+            while left > 0 {
+                let n = left.min(zeros.len());
+                hasher.update(zeros.get(..n).unwrap_or_default());
+                left -= n;
+            }
+        }
+    }
+}
+
+/// The stream hash of the chunks an earlier run already made durable, read from the slot.
+fn hash_prefix(slot: &dyn BlockDevice, chunks: &[Chunk], start: usize) -> Result<Sha256> {
+    let end = chunks
+        .get(start)
+        .map_or_else(|| chunks.last().map_or(0, |c| c.image_offset + u64::from(c.len)), |c| c.image_offset);
+    let mut hasher = Sha256::new();
+    read_slot(slot, 0, end, |block| hasher.update(block))?;
+    Ok(hasher)
+}
+
+/// SHA-256 of `len` bytes of the slot from `offset`.
+pub fn hash_slot(slot: &dyn BlockDevice, offset: u64, len: u64) -> Result<Sha256Digest> {
+    let mut hasher = Sha256::new();
+    read_slot(slot, offset, len, |block| hasher.update(block))?;
+    Ok(Sha256Digest(hasher.finalize().into()))
+}
+
+fn read_slot(slot: &dyn BlockDevice, offset: u64, len: u64, mut f: impl FnMut(&[u8])) -> Result<()> {
+    let mut buf = vec![0u8; 4 << 20];
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(buf.len() as u64) as usize;
+        let block = buf.get_mut(..n).unwrap_or_default();
+        slot.read_at(block, offset + done)
+            .map_err(Error::io("reading the slot back"))?;
+        f(block);
+        done += n as u64;
+    }
+    Ok(())
+}
+
+/// Reads stored chunks' frames in payload order through one stream, reopened only when the
+/// next frame is not where the stream stands (a resumed install, a skipped gap).
+struct PayloadReader<'a> {
+    source: &'a dyn BundleSource,
+    payload_offset: u64,
+    payload_end: u64,
+    stream: Option<(u64, Box<dyn Read + Send>)>,
+}
+
+impl<'a> PayloadReader<'a> {
+    fn new(source: &'a dyn BundleSource, manifest: &Manifest) -> Self {
+        PayloadReader {
+            source,
+            payload_offset: manifest.payload_offset(),
+            payload_end: manifest.file_len(),
+            stream: None,
+        }
+    }
+
+    fn next_piece(&mut self, chunk: &Chunk) -> Result<Piece> {
+        let Some(frame) = chunk.frame else {
+            return Ok(Piece::Zero(chunk.clone()));
+        };
+        let start = self.payload_offset + frame.offset;
+        let stream = match self.stream.take() {
+            Some((position, stream)) if position == start => stream,
+            _ => self.source.read_range(start..self.payload_end)?,
+        };
+        let mut bytes = Vec::with_capacity(frame.length as usize);
+        let mut taken = stream.take(frame.length);
+        taken
+            .read_to_end(&mut bytes)
+            .map_err(Error::io(format!("reading chunk {} from {}", chunk.index, self.source.name())))?;
+        if bytes.len() as u64 != frame.length {
+            return Err(Error::Io {
+                context: format!("reading chunk {} from {}", chunk.index, self.source.name()),
+                source: std::io::ErrorKind::UnexpectedEof.into(),
+            });
+        }
+        self.stream = Some((start + frame.length, taken.into_inner()));
+        Ok(Piece::Data(chunk.clone(), bytes))
+    }
+}
+
+fn progress_bar(manifest: &Manifest, start: usize, enabled: bool) -> indicatif::ProgressBar {
+    if !enabled {
+        return indicatif::ProgressBar::hidden();
+    }
+    let done: u64 = manifest
+        .chunks()
+        .iter()
+        .take(start)
+        .map(|c| u64::from(c.len))
+        .sum();
+    let bar = indicatif::ProgressBar::new(manifest.image_size()).with_position(done);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} writing slot [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}

@@ -1,0 +1,256 @@
+//! The agent's durable state: one JSON file, replaced atomically at every step (DESIGN.md §6).
+//!
+//! A power cut at any instant leaves either the old or the new file, never a mix, because
+//! every save goes through [`FileStore::write_atomic`] (temp file, fsync, rename, fsync of
+//! the directory). The next start reads the phase and continues or cleans up from there.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use partitions::io::FileStore;
+use partitions::SlotId;
+use serde::{Deserialize, Serialize};
+
+/// The state file is small; anything bigger is not ours.
+const MAX_STATE_FILE: u64 = 1 << 20;
+
+/// The format written in [`AgentState::format`].
+const STATE_FORMAT: u32 = 1;
+
+/// A release as the agent records it: what a slot holds or is being given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Release {
+    pub product: String,
+    pub version: String,
+    pub security_version: u64,
+    /// Lowercase hex SHA-256 of the signed manifest bytes: names the exact bundle.
+    pub manifest_sha256: String,
+    pub image_size: u64,
+    pub image_sha256: String,
+}
+
+/// Where the agent is in an update (DESIGN.md §6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Phase {
+    /// Nothing in progress.
+    Idle,
+    /// `target` is marked unbootable and being written; the first `durable_chunks` chunks
+    /// are known to be on disk (synced), so a restart resumes there.
+    Writing {
+        target: SlotId,
+        release: Release,
+        durable_chunks: u64,
+    },
+    /// `target` holds the complete, verified image; `activated` once the boot entry flipped.
+    Written {
+        target: SlotId,
+        release: Release,
+        activated: bool,
+    },
+    /// `target` booted and its health checks are running.
+    Trial { target: SlotId, release: Release },
+    /// `slot` passed its health checks and is marked good: final.
+    Committed { slot: SlotId, release: Release },
+    /// `slot` failed (health checks, or it never came up) and the other slot is in use.
+    RolledBack {
+        slot: SlotId,
+        release: Release,
+        reason: String,
+    },
+}
+
+/// Everything the agent remembers across reboots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentState {
+    pub format: u32,
+    pub phase: Phase,
+    /// What each slot is known to hold; a slot provisioned at the factory has no record.
+    pub slots: BTreeMap<SlotId, SlotRecord>,
+    /// Anti-rollback: bundles with a lower `security_version` are refused.
+    pub security_floor: u64,
+    /// The highest channel metadata version seen, per channel (rollback attacks).
+    pub channel_versions: BTreeMap<String, u64>,
+    /// Versions that rolled back on this node: never installed again automatically.
+    pub rolled_back_versions: BTreeSet<String>,
+}
+
+/// What one slot holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlotRecord {
+    pub release: Release,
+    /// Passed its health checks once: a fallback the agent may switch back to.
+    pub committed: bool,
+}
+
+impl Default for AgentState {
+    fn default() -> Self {
+        AgentState {
+            format: STATE_FORMAT,
+            phase: Phase::Idle,
+            slots: BTreeMap::new(),
+            security_floor: 0,
+            channel_versions: BTreeMap::new(),
+            rolled_back_versions: BTreeSet::new(),
+        }
+    }
+}
+
+/// The state file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot read the state file {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("the state file {path} is damaged ({reason}); move it away to start from Idle")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("cannot write the state file {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+}
+
+/// Reads and atomically replaces the state file through the I/O seam.
+#[derive(Debug, Clone)]
+pub struct StateStore {
+    fs: Arc<dyn FileStore>,
+    path: PathBuf,
+}
+
+impl StateStore {
+    /// `path` is relative to the root of `fs`.
+    pub fn new(fs: Arc<dyn FileStore>, path: impl Into<PathBuf>) -> Self {
+        StateStore {
+            fs,
+            path: path.into(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The saved state, or the initial one when no file exists yet.
+    pub fn load(&self) -> Result<AgentState, StateError> {
+        let bytes = match self.fs.read(&self.path, MAX_STATE_FILE) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(AgentState::default()),
+            Err(source) => {
+                return Err(StateError::Read {
+                    path: self.path.clone(),
+                    source,
+                })
+            }
+        };
+        let state: AgentState =
+            serde_json::from_slice(&bytes).map_err(|e| self.corrupt(e.to_string()))?;
+        if state.format != STATE_FORMAT {
+            return Err(self.corrupt(format!("unknown format {}", state.format)));
+        }
+        Ok(state)
+    }
+
+    /// Durably replaces the state file with `state`.
+    pub fn save(&self, state: &AgentState) -> Result<(), StateError> {
+        let write_error = |source| StateError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        let mut bytes = serde_json::to_vec_pretty(state)
+            .map_err(|e| write_error(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+        bytes.push(b'\n');
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            self.fs.create_dir_all(dir).map_err(write_error)?;
+        }
+        self.fs.write_atomic(&self.path, &bytes).map_err(write_error)
+    }
+
+    fn corrupt(&self, reason: String) -> StateError {
+        StateError::Corrupt {
+            path: self.path.clone(),
+            reason,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use partitions::io::MemFs;
+
+    fn release(version: &str) -> Release {
+        Release {
+            product: "acme-edge".into(),
+            version: version.into(),
+            security_version: 2,
+            manifest_sha256: "ab".repeat(32),
+            image_size: 4096,
+            image_sha256: "cd".repeat(32),
+        }
+    }
+
+    #[test]
+    fn a_missing_file_is_the_initial_state() {
+        let store = StateStore::new(Arc::new(MemFs::new()), "var/lib/tandem/state.json");
+        assert_eq!(store.load().unwrap(), AgentState::default());
+    }
+
+    #[test]
+    fn every_phase_round_trips() {
+        let store = StateStore::new(Arc::new(MemFs::new()), "state.json");
+        let phases = [
+            Phase::Idle,
+            Phase::Writing {
+                target: SlotId::B,
+                release: release("2.0.0"),
+                durable_chunks: 17,
+            },
+            Phase::Written {
+                target: SlotId::B,
+                release: release("2.0.0"),
+                activated: true,
+            },
+            Phase::Trial {
+                target: SlotId::B,
+                release: release("2.0.0"),
+            },
+            Phase::Committed {
+                slot: SlotId::B,
+                release: release("2.0.0"),
+            },
+            Phase::RolledBack {
+                slot: SlotId::A,
+                release: release("3.0.0"),
+                reason: "health check failed".into(),
+            },
+        ];
+        for phase in phases {
+            let mut state = AgentState {
+                phase,
+                ..AgentState::default()
+            };
+            state.rolled_back_versions.insert("3.0.0".into());
+            state.slots.insert(
+                SlotId::A,
+                SlotRecord {
+                    release: release("1.0.0"),
+                    committed: true,
+                },
+            );
+            store.save(&state).unwrap();
+            assert_eq!(store.load().unwrap(), state);
+        }
+    }
+
+    #[test]
+    fn a_damaged_file_is_an_error_naming_it() {
+        let fs = Arc::new(MemFs::new());
+        fs.write_atomic(Path::new("state.json"), b"{\"format\": 1, \"pha")
+            .unwrap();
+        let store = StateStore::new(fs, "state.json");
+        let error = store.load().unwrap_err().to_string();
+        assert!(error.contains("state.json") && error.contains("damaged"), "{error}");
+    }
+}
