@@ -5,7 +5,7 @@
 mod util;
 
 mod cli;
-// mod handwritten;
+mod handwritten;
 mod limits;
 mod metadata;
 mod openssl;
