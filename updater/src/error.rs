@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use crate::config::ConfigError;
-use crate::health::HealthFailure;
 use crate::state::StateError;
 
 /// Why the agent stopped.
@@ -33,9 +32,6 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// The new slot failed its health checks and was rolled back.
-    #[error("rolled back: {0}")]
-    RolledBack(HealthFailure),
     #[error("cannot tell which slot is booted: {0}")]
     BootedSlot(String),
     #[error("the reboot command {command:?} failed: {reason}")]
@@ -45,14 +41,14 @@ pub enum Error {
 }
 
 impl Error {
-    /// The process exit code for this error (stable; documented in docs/updater.md).
+    /// The process exit code for this error (stable; documented in docs/updater.md; 6 is
+    /// `boot-check`'s rolled-back outcome, which is not an error).
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Config(_) | Error::UnknownSource(_) => 2,
             Error::Verify { .. } => 3,
             Error::Refused(_) => 4,
             Error::Disk(_) | Error::State(_) | Error::Io { .. } | Error::BootedSlot(_) => 5,
-            Error::RolledBack(_) => 6,
             Error::Reboot { .. } => 7,
         }
     }

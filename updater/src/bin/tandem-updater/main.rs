@@ -62,7 +62,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match run(&cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("tandem-updater: {}", chain(&error));
             ExitCode::from(error.exit_code())
@@ -70,7 +70,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: &Cli) -> updater::Result<()> {
+/// Exit code of a `boot-check` that rolled the slot back (docs/updater.md).
+const ROLLED_BACK: u8 = 6;
+
+fn run(cli: &Cli) -> updater::Result<ExitCode> {
     let agent = Agent::open(AgentConfig::load(&cli.config)?)?;
     match &cli.command {
         Cmd::Install {
@@ -119,6 +122,9 @@ fn run(cli: &Cli) -> updater::Result<()> {
                 ),
             };
             print(cli.json, &check, &text);
+            if matches!(check, BootCheck::RolledBack { .. }) {
+                return Ok(ExitCode::from(ROLLED_BACK));
+            }
         }
         Cmd::Activate => {
             let slot = agent.activate()?;
@@ -133,7 +139,7 @@ fn run(cli: &Cli) -> updater::Result<()> {
             print(cli.json, &status, &describe_status(&status));
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print(json: bool, value: &impl serde::Serialize, text: &str) {
