@@ -56,7 +56,7 @@ impl Layout {
             .checked_sub(2 * MIB + esp + state)
             .ok_or_else(|| {
                 UsageError::Layout(format!(
-                    "{disk_size} bytes cannot hold the ESP, the state partition and two slots"
+                    "{disk_size} bytes cannot hold the ESP ({esp}), the state partition ({state}) and two slots: choose a larger --size or smaller --esp/--state"
                 ))
             })?;
         let slot = match slot {

@@ -15,7 +15,7 @@
 //!
 //! Real implementations: [`FileDisk`] (an image file or a block device) and [`RealFs`] (a
 //! directory tree). In-memory implementations for tests and simulators: [`MemDisk`],
-//! [`MemFs`], [`PowerLossDisk`].
+//! [`MemFs`], and the power-cut simulators [`PowerLossDisk`] and [`PowerLossFs`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -824,6 +824,146 @@ impl FileStore for MemFs {
             return Err(not_found(&dir));
         }
         Ok(names)
+    }
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        normalize(dir).map(|_| ())
+    }
+}
+
+/// A [`FileStore`] that loses power: after [`cut_after_ops`](Self::cut_after_ops)`(k)`, the
+/// `k+1`-th mutating call fails and so does everything after it.
+///
+/// Every completed call was durable (that is the [`FileStore`] contract), so the files found
+/// at the next boot ([`after_power_cut`](Self::after_power_cut)) are those of the completed
+/// calls, plus the interrupted one: an atomic call (`write_atomic`, `rename`, `remove`) is
+/// applied whole or not at all (seeded), and an interrupted in-place `overwrite` is torn: a
+/// seeded subset of its 512-byte sectors is kept, as a disk may do.
+#[derive(Debug, Clone, Default)]
+pub struct PowerLossFs {
+    state: Arc<Mutex<LossFsState>>,
+}
+
+#[derive(Debug, Default)]
+struct LossFsState {
+    files: MemFs,
+    ops_done: u64,
+    cut_after: Option<u64>,
+    powered_off: bool,
+    interrupted: Option<FsOp>,
+}
+
+#[derive(Debug, Clone)]
+enum FsOp {
+    WriteAtomic(PathBuf, Vec<u8>),
+    Overwrite(PathBuf, Vec<u8>),
+    Rename(PathBuf, PathBuf),
+    Remove(PathBuf),
+}
+
+impl PowerLossFs {
+    /// A store holding a copy of `files`' content, power on.
+    pub fn from_mem(files: &MemFs) -> Self {
+        let copy = MemFs::new();
+        *lock(&copy.files) = files.snapshot();
+        Self {
+            state: Arc::new(Mutex::new(LossFsState {
+                files: copy,
+                ..LossFsState::default()
+            })),
+        }
+    }
+
+    /// Cut the power when `k` more mutating calls have completed.
+    pub fn cut_after_ops(&self, k: u64) {
+        let mut s = lock(&self.state);
+        s.cut_after = Some(s.ops_done + k);
+    }
+
+    /// Mutating calls completed so far.
+    pub fn ops_done(&self) -> u64 {
+        lock(&self.state).ops_done
+    }
+
+    /// Whether the power is still on.
+    pub fn powered(&self) -> bool {
+        !lock(&self.state).powered_off
+    }
+
+    /// The files found after the power comes back (a fresh, powered-on store).
+    pub fn after_power_cut(&self, seed: u64) -> MemFs {
+        let s = lock(&self.state);
+        let out = MemFs::new();
+        *lock(&out.files) = s.files.snapshot();
+        let mut rng = SplitMix64(seed);
+        // Ignoring errors: an interrupted call on a missing file simply did nothing.
+        let _ = match &s.interrupted {
+            None => Ok(()),
+            Some(FsOp::Overwrite(p, data)) => {
+                let mut cur = out.read(p, u64::MAX).unwrap_or_default();
+                for (i, sector) in data.chunks(512).enumerate() {
+                    if rng.next() & 1 == 1 {
+                        if let Some(dst) = cur.get_mut(i * 512..i * 512 + sector.len()) {
+                            dst.copy_from_slice(sector);
+                        }
+                    }
+                }
+                out.write_atomic(p, &cur)
+            }
+            Some(_) if rng.next() & 1 == 0 => Ok(()),
+            Some(FsOp::WriteAtomic(p, d)) => out.write_atomic(p, d),
+            Some(FsOp::Rename(f, t)) => out.rename(f, t),
+            Some(FsOp::Remove(p)) => out.remove(p),
+        };
+        out
+    }
+
+    fn mutate(&self, op: FsOp) -> io::Result<()> {
+        let mut s = lock(&self.state);
+        if s.powered_off {
+            return Err(power_off());
+        }
+        if s.cut_after.is_some_and(|k| s.ops_done >= k) {
+            s.powered_off = true;
+            s.interrupted = Some(op);
+            return Err(power_off());
+        }
+        match &op {
+            FsOp::WriteAtomic(p, d) => s.files.write_atomic(p, d)?,
+            FsOp::Overwrite(p, d) => s.files.overwrite(p, d)?,
+            FsOp::Rename(f, t) => s.files.rename(f, t)?,
+            FsOp::Remove(p) => s.files.remove(p)?,
+        }
+        s.ops_done += 1;
+        Ok(())
+    }
+}
+
+impl FileStore for PowerLossFs {
+    fn read(&self, path: &Path, max_len: u64) -> io::Result<Vec<u8>> {
+        let s = lock(&self.state);
+        if s.powered_off {
+            return Err(power_off());
+        }
+        s.files.read(path, max_len)
+    }
+    fn write_atomic(&self, path: &Path, data: &[u8]) -> io::Result<()> {
+        self.mutate(FsOp::WriteAtomic(normalize(path)?, data.to_vec()))
+    }
+    fn overwrite(&self, path: &Path, data: &[u8]) -> io::Result<()> {
+        self.mutate(FsOp::Overwrite(normalize(path)?, data.to_vec()))
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.mutate(FsOp::Rename(normalize(from)?, normalize(to)?))
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.mutate(FsOp::Remove(normalize(path)?))
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let s = lock(&self.state);
+        if s.powered_off {
+            return Err(power_off());
+        }
+        s.files.list(dir)
     }
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         normalize(dir).map(|_| ())

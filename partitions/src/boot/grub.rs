@@ -23,8 +23,11 @@
 //! the file's block list and refuses a file that is not contiguous; on a FAT ESP a new file
 //! from a rename could land in other clusters (and a FAT rename is not atomic across a power
 //! cut anyway). To make a torn write harmless, the Tandem variables are written first, right
-//! after the header lines, so they all sit in the first 512-byte sector: a cut that keeps one
-//! sector and not the other leaves the old or the new Tandem state, never a mix.
+//! after the header lines, and a `#` filler line pads the first 512-byte sector, so the other
+//! variables always start at byte 512: a change of Tandem state rewrites only the first
+//! sector, and a cut that keeps one sector and not the other leaves the old or the new block,
+//! never a mix. (When the other variables need more than the second sector, or comments fill
+//! the first, the filler is left out and only the Tandem values are protected.)
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,6 +39,7 @@ use crate::slots::SlotPair;
 
 /// Size of a GRUB environment block.
 pub const ENVBLK_SIZE: usize = 1024;
+const SECTOR: usize = 512;
 /// First line of every environment block.
 pub const HEADER: &[u8] = b"# GRUB Environment Block\n";
 
@@ -91,7 +95,10 @@ impl GrubEnv {
                     .position(|&b| b == b'\n')
                     .ok_or("bytes other than `#` in the padding")?;
                 let (line, tail) = rest.split_at(nl);
-                env.comments.push(line.to_vec());
+                // A line of `#` only is our sector filler (see `to_block`), not a comment.
+                if !line.iter().all(|&b| b == b'#') {
+                    env.comments.push(line.to_vec());
+                }
                 rest = tail.get(1..).unwrap_or(&[]);
                 continue;
             }
@@ -152,6 +159,10 @@ impl GrubEnv {
     /// Serialize to exactly 1024 bytes: header, comment lines, `TANDEM_*` variables, the
     /// other variables, `#` padding. `Err(needed)` when it does not fit.
     pub fn to_block(&self) -> std::result::Result<Vec<u8>, usize> {
+        self.serialize(true).or_else(|_| self.serialize(false))
+    }
+
+    fn serialize(&self, filler: bool) -> std::result::Result<Vec<u8>, usize> {
         let mut out = HEADER.to_vec();
         for c in &self.comments {
             out.extend_from_slice(c);
@@ -161,11 +172,24 @@ impl GrubEnv {
             .vars
             .iter()
             .partition(|(n, _)| n.starts_with("TANDEM_"));
-        for (n, v) in ours.into_iter().chain(others) {
+        let line = |out: &mut Vec<u8>, (n, v): &(String, Vec<u8>)| {
             out.extend_from_slice(n.as_bytes());
             out.push(b'=');
             out.extend_from_slice(v);
             out.push(b'\n');
+        };
+        for v in &ours {
+            line(&mut out, v);
+        }
+        // Fill the first sector with a `#` line so the other variables start at byte 512 and
+        // never move when a Tandem value changes length: a torn two-sector write then yields
+        // the old or the new block, never a mix (GRUB skips `#` lines).
+        if filler && !others.is_empty() && out.len() + 2 <= SECTOR {
+            out.resize(SECTOR - 1, b'#');
+            out.push(b'\n');
+        }
+        for v in &others {
+            line(&mut out, v);
         }
         if out.len() > ENVBLK_SIZE {
             return Err(out.len());
@@ -475,11 +499,12 @@ mod tests {
         assert_eq!(env.get("X").unwrap(), "a\\b");
         assert_eq!(env.get("Y").unwrap(), "multi\nline");
         assert_eq!(env.get("Z").unwrap(), "");
-        assert_eq!(
-            env.to_block().unwrap(),
-            data,
-            "round trip is byte-identical"
-        );
+        let block = env.to_block().unwrap();
+        assert_eq!(GrubEnv::parse(&block).unwrap(), env, "round trip");
+        // The warning comment is kept; the other variables start in the second sector.
+        assert!(block.starts_with(&data[..94]));
+        assert!(block[512..].starts_with(b"X=a\\\\b\n"));
+        assert!(block[94..511].iter().all(|&b| b == b'#') && block[511] == b'\n');
     }
 
     #[test]
@@ -568,6 +593,60 @@ mod tests {
                 "{var}={val}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn a_torn_write_leaves_the_old_or_the_new_state() {
+        use crate::io::PowerLossFs;
+        let (fs, bc) = fresh();
+        let pad = "y".repeat(90);
+        for i in 0..4 {
+            let mut env = bc.read_env().unwrap();
+            env.set(&format!("other{i}"), &pad);
+            fs.overwrite(Path::new("grubenv"), &env.to_block().unwrap())
+                .unwrap();
+        }
+        bc.set_trial(SlotId::A, 1).unwrap();
+        bc.mark_good(SlotId::A).unwrap();
+        bc.set_trial(SlotId::B, 10).unwrap();
+        let others = |env: &GrubEnv| -> Vec<Option<String>> {
+            (0..4).map(|i| env.get(&format!("other{i}"))).collect()
+        };
+        let want_others = others(&bc.read_env().unwrap());
+        assert!(want_others
+            .iter()
+            .all(|o| o.as_deref() == Some(pad.as_str())));
+        type Op = fn(&GrubEnvBootControl) -> Result<()>;
+        let ops: [Op; 4] = [
+            |b| b.record_boot_attempt(SlotId::B),
+            |b| b.mark_good(SlotId::B),
+            |b| b.mark_bad(SlotId::B),
+            |b| b.set_trial(SlotId::A, 15),
+        ];
+        let mut kept_new = 0;
+        for op in ops {
+            let old = bc.states().unwrap();
+            let done = MemFs::new();
+            let block = fs.read(Path::new("grubenv"), 2048).unwrap();
+            done.write_atomic(Path::new("grubenv"), &block).unwrap();
+            op(&GrubEnvBootControl::new(Arc::new(done.clone()), "grubenv")).unwrap();
+            let new = GrubEnvBootControl::new(Arc::new(done), "grubenv")
+                .states()
+                .unwrap();
+            assert_ne!(old, new);
+            for seed in 0..16 {
+                let cut = PowerLossFs::from_mem(&fs);
+                cut.cut_after_ops(0);
+                let cbc = GrubEnvBootControl::new(Arc::new(cut.clone()), "grubenv");
+                assert!(op(&cbc).is_err());
+                let after = GrubEnvBootControl::new(Arc::new(cut.after_power_cut(seed)), "grubenv");
+                let got = after.states().unwrap();
+                assert!(got == old || got == new, "seed {seed}: {got:?}");
+                assert_eq!(others(&after.read_env().unwrap()), want_others);
+                kept_new += usize::from(got == new);
+            }
+        }
+        assert!(kept_new > 0, "some cuts kept the new first sector");
     }
 
     #[test]

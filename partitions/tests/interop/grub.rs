@@ -130,6 +130,12 @@ impl GrubRig {
         std::fs::create_dir(t.path("host")).unwrap();
         let store: Arc<dyn FileStore> = Arc::new(RealFs::new(t.path("host")));
         GrubEnvBootControl::init(store, "grubenv", &pair).unwrap();
+        // Another program's variable: it must survive GRUB's save_env and our writes (it
+        // sits in the second sector, behind our filler line).
+        let host_env = t.path("host/grubenv");
+        let mut env = GrubEnv::parse(&std::fs::read(&host_env).unwrap()).unwrap();
+        env.set("saved_entry", "someone else's");
+        std::fs::write(&host_env, env.to_block().unwrap()).unwrap();
         let rig = Self {
             prefix: t.path("prefix"),
             map: t.path("device.map"),
@@ -253,6 +259,10 @@ impl GrubRig {
         let after_grub =
             GrubEnv::parse(&std::fs::read(self.t.path("host/grubenv")).unwrap()).unwrap();
         let after_ref = reference.read_env().unwrap();
+        assert_eq!(
+            after_grub.get("saved_entry").as_deref(),
+            Some("someone else's")
+        );
         for v in [
             "TANDEM_ORDER",
             "TANDEM_A_TRIES",
