@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Benchmark (not a test): `tandem-updater install` of a local bundle into a slot of a disk
+# image file, against `zstd -dc image.zst | dd … oflag=direct conv=fsync,notrunc` writing
+# the same image over a file in place, in the same run; plus the agent's peak RSS for a
+# 1 GiB and a 4 GiB image.
+#
+#   bench/install.sh         # REPS=3 by default; work files in bench/work/ (gitignored)
+#
+# The image is the signer benchmark's: a real ext4 filesystem ~70 % full of system files.
+# Prints: time ratio without read-back (goal <= 1.0), with read-back (goal <= 1.5), peak RSS.
+set -euo pipefail
+
+REPS=${REPS:-3}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WORK="$ROOT/bench/work"
+mkdir -p "$WORK"
+for tool in zstd dd mke2fs /usr/bin/time; do
+    command -v "$tool" >/dev/null 2>&1 || { echo "install.sh: $tool is missing (apt-get install zstd e2fsprogs time)" >&2; exit 1; }
+done
+
+# The 1 GiB OS-like image (bench/sign.sh builds the same one).
+[ -f "$WORK/os.img" ] || SIZE_MIB=1024 REPS=1 "$ROOT/bench/sign.sh" >/dev/null
+IMG="$WORK/os.img"
+
+echo "building tandem-signer, tandem-disk, tandem-updater (release)" >&2
+cargo build --release -q --manifest-path "$ROOT/Cargo.toml" --bin tandem-signer --bin tandem-disk --bin tandem-updater
+BIN=$(cargo metadata --format-version 1 --no-deps --manifest-path "$ROOT/Cargo.toml" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release
+
+B="$WORK/install"
+rm -rf "$B" && mkdir -p "$B"
+"$BIN/tandem-signer" keygen --out "$B/root" >/dev/null
+"$BIN/tandem-signer" keygen --out "$B/release" >/dev/null
+"$BIN/tandem-signer" root init -o "$B/root.json" --root-key "$B/root.pub.pem" --root-threshold 1 \
+    --release-key "$B/release.pub.pem" --release-threshold 1 --expires 30d --sign-with "$B/root.pem" >/dev/null
+
+# sign IMAGE VERSION -> $B/<version>.tandem
+sign() {
+    "$BIN/tandem-signer" sign --image "$1" --product bench --version "$2" --security-version 1 \
+        --key "$B/release.pem" --level 3 -o "$B/$2.tandem" >/dev/null 2>&1
+}
+
+# install_once BUNDLE SIZE_MIB READBACK -> prints seconds; RSS (KiB) in $B/rss.txt
+install_once() {
+    local bundle=$1 slot_mib=$2 readback=$3
+    rm -f "$B/state/state.json" "$B/state/root.json"
+    mkdir -p "$B/state"
+    cat > "$B/updater.toml" <<TOML
+disk = "$B/disk.img"
+boot = "gpt"
+state = "$B/state/state.json"
+root = "$B/root.json"
+product = "bench"
+booted_slot = "a"
+reboot = ["true"]
+verify_readback = $readback
+TOML
+    local t0 t1
+    t0=$(date +%s.%N)
+    /usr/bin/time -f '%M' -o "$B/rss.txt" "$BIN/tandem-updater" --config "$B/updater.toml" install "$bundle" >/dev/null 2>"$B/install.log" \
+        || { cat "$B/install.log" >&2; exit 1; }
+    t1=$(date +%s.%N)
+    awk "BEGIN { print $t1 - $t0 }"
+}
+
+make_disk() {  # SLOT_MIB
+    rm -f "$B/disk.img"
+    "$BIN/tandem-disk" create "$B/disk.img" --size "$(( $1 * 2 + 200 ))MiB" --slot-size "${1}MiB" >/dev/null
+}
+
+echo "signing the 1 GiB image" >&2
+sign "$IMG" 1.0.0
+zstd -3 -T0 -q -f "$IMG" -o "$B/os.img.zst"
+make_disk 1100
+truncate -s 1100M "$B/slot.img"
+cat "$B/1.0.0.tandem" "$B/os.img.zst" >/dev/null   # both sources in the page cache
+
+best() { awk -v a="$1" -v b="$2" 'BEGIN { print (a < b) ? a : b }'; }
+best_dd=999999; best_fast=999999; best_checked=999999
+for ((i = 1; i <= REPS; i++)); do
+    t0=$(date +%s.%N)
+    zstd -dc "$B/os.img.zst" | dd of="$B/slot.img" bs=4M iflag=fullblock oflag=direct conv=fsync,notrunc status=none
+    t1=$(date +%s.%N)
+    td=$(awk "BEGIN { print $t1 - $t0 }")
+    tf=$(install_once "$B/1.0.0.tandem" 1100 false)
+    tc=$(install_once "$B/1.0.0.tandem" 1100 true)
+    printf 'run %d: zstd|dd %.3f s, tandem-updater %.3f s, with read-back %.3f s\n' "$i" "$td" "$tf" "$tc"
+    best_dd=$(best "$td" "$best_dd"); best_fast=$(best "$tf" "$best_fast"); best_checked=$(best "$tc" "$best_checked")
+done
+rss_1g=$(cat "$B/rss.txt")
+
+echo "building and signing a 4 GiB image for the memory check" >&2
+if [ ! -f "$WORK/os4g.img" ]; then
+    cp --sparse=always "$IMG" "$WORK/os4g.img.tmp"
+    truncate -s 4G "$WORK/os4g.img.tmp"
+    # Fill the added space with data so the pipeline really carries 4 GiB, not holes.
+    dd if="$IMG" of="$WORK/os4g.img.tmp" bs=4M seek=256 conv=notrunc status=none
+    dd if="$IMG" of="$WORK/os4g.img.tmp" bs=4M seek=512 conv=notrunc status=none
+    mv "$WORK/os4g.img.tmp" "$WORK/os4g.img"
+fi
+sign "$WORK/os4g.img" 4.0.0
+make_disk 4200
+install_once "$B/4.0.0.tandem" 4200 true >/dev/null
+rss_4g=$(cat "$B/rss.txt")
+rm -f "$B/disk.img" "$B/slot.img"
+
+printf 'best time:        zstd -dc | dd %.3f s; tandem-updater %.3f s; with read-back %.3f s\n' "$best_dd" "$best_fast" "$best_checked"
+printf 'ratio:            %.3f without read-back (goal <= 1.0), %.3f with read-back (goal <= 1.5)\n' \
+    "$(awk "BEGIN { print $best_fast / $best_dd }")" "$(awk "BEGIN { print $best_checked / $best_dd }")"
+echo "peak RSS:         $((rss_1g / 1024)) MiB (1 GiB image), $((rss_4g / 1024)) MiB (4 GiB image) (goal <= 64 MiB, flat)"
