@@ -29,8 +29,8 @@ pub enum Error {
     /// The caller asked for something impossible (never caused by untrusted data).
     #[error(transparent)]
     Usage(#[from] UsageError),
-    /// Reading or writing failed.
-    #[error("{context}: {source}")]
+    /// Reading or writing failed. Displays the context; the I/O error is the `source()`.
+    #[error("{context}")]
     Io {
         /// What was being read or written.
         context: String,

@@ -72,7 +72,8 @@ fn build() -> Example {
 
     // §4 signature block: JSON, padded with spaces to 512.
     let sig = sign("tandem-v1 bundle\n", &manifest);
-    let mut block = format!(r#"{{"signatures":[{{"keyid":"{keyid}","sig":"{sig}"}}]}}"#).into_bytes();
+    let mut block =
+        format!(r#"{{"signatures":[{{"keyid":"{keyid}","sig":"{sig}"}}]}}"#).into_bytes();
     block.resize(512, b' ');
 
     // §2 header: magic, version 1, u32 LE manifest length, u32 LE signature block length.
@@ -90,8 +91,16 @@ fn build() -> Example {
         r#"{{"expires":"2030-01-01T00:00:00Z","keys":{{"{keyid}":{{"keytype":"ed25519","public":"{pk}"}}}},"roles":{{"release":{{"keyids":["{keyid}"],"threshold":1}},"root":{{"keyids":["{keyid}"],"threshold":1}}}},"version":1}}"#
     );
     let root_sig = sign("tandem-v1 root\n", root_signed.as_bytes());
-    let root = format!(r#"{{"signatures":[{{"keyid":"{keyid}","sig":"{root_sig}"}}],"signed":{root_signed}}}"#).into_bytes();
-    Example { bundle, root, keyid, manifest_len }
+    let root = format!(
+        r#"{{"signatures":[{{"keyid":"{keyid}","sig":"{root_sig}"}}],"signed":{root_signed}}}"#
+    )
+    .into_bytes();
+    Example {
+        bundle,
+        root,
+        keyid,
+        manifest_len,
+    }
 }
 
 #[test]
@@ -103,7 +112,10 @@ fn handwritten_bundle_verifies_and_extracts() {
     let head = BundleHead::read(&mut Cursor::new(&ex.bundle), &limits).unwrap();
     let m = head.verify(&root, &limits).unwrap();
     assert_eq!(m.signers()[0].to_hex(), ex.keyid);
-    assert_eq!((m.product(), m.version().to_string(), m.security_version()), ("example", "1.0.0".into(), 1));
+    assert_eq!(
+        (m.product(), m.version().to_string(), m.security_version()),
+        ("example", "1.0.0".into(), 1)
+    );
     assert_eq!(m.payload_offset(), 16 + 1024 + 512);
     assert_eq!(m.file_len(), ex.bundle.len() as u64);
     assert_eq!(m.zero_chunks(), 1);
@@ -113,12 +125,18 @@ fn handwritten_bundle_verifies_and_extracts() {
     // Each chunk's file range, fetched alone, decodes on its own.
     let c2 = &m.chunks()[2];
     let r = m.chunk_file_range(c2).unwrap();
-    assert_eq!(decode_chunk(c2, &ex.bundle[r.start as usize..r.end as usize]).unwrap(), vec![b'b'; 1808]);
+    assert_eq!(
+        decode_chunk(c2, &ex.bundle[r.start as usize..r.end as usize]).unwrap(),
+        vec![b'b'; 1808]
+    );
     println!(
         "FORMAT §9 figures: keyid {} manifest JSON {} bytes, frames {:?}, file {} bytes",
         ex.keyid,
         ex.manifest_len,
-        m.chunks().iter().map(|c| c.frame.map(|f| (f.offset, f.length))).collect::<Vec<_>>(),
+        m.chunks()
+            .iter()
+            .map(|c| c.frame.map(|f| (f.offset, f.length)))
+            .collect::<Vec<_>>(),
         ex.bundle.len()
     );
 }
@@ -132,7 +150,10 @@ fn handwritten_channel_document_verifies_and_matches_the_bundle() {
         r#"{{"channel":"stable","expires":"2030-01-01T00:00:00Z","release":{{"bundle":"bundles/example-1.0.0.tandem","manifest_sha256":"{manifest_sha}","product":"example","security_version":1,"size":{size},"version":"1.0.0"}},"rollout":{{"percent":100,"salt":"00112233445566778899aabbccddeeff"}},"version":1}}"#
     );
     let sig = sign("tandem-v1 channel\n", signed.as_bytes());
-    let doc = format!(r#"{{"signatures":[{{"keyid":"{}","sig":"{sig}"}}],"signed":{signed}}}"#, ex.keyid);
+    let doc = format!(
+        r#"{{"signatures":[{{"keyid":"{}","sig":"{sig}"}}],"signed":{signed}}}"#,
+        ex.keyid
+    );
     let now = datetime!(2026-06-01 0:00 UTC);
     let limits = Limits::default();
     let root = trust_root(&ex.root, now, &limits).unwrap();

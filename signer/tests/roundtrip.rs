@@ -124,3 +124,79 @@ fn signing_is_deterministic_for_fixed_inputs() {
         "same image, time and key give the same bundle (Ed25519 is deterministic)"
     );
 }
+
+#[test]
+fn output_does_not_depend_on_the_number_of_threads() {
+    use signer::bundle::{sign_bundle, SignOptions};
+    let f = fixture();
+    let img = sparse_image(200_003, 8);
+    let bundles: Vec<Vec<u8>> = [1usize, 2, 5]
+        .iter()
+        .map(|&workers| {
+            let mut opts = SignOptions::new("tandem-os", semver::Version::new(1, 0, 0), 1, now());
+            opts.chunk_size = 4096;
+            opts.workers = workers;
+            let mut out = std::io::Cursor::new(Vec::new());
+            let key = clone_key(&f.release[0]);
+            sign_bundle(
+                &img[..],
+                img.len() as u64,
+                &mut out,
+                &opts,
+                &[key],
+                &signer::Limits::default(),
+                &mut |_| {},
+            )
+            .unwrap();
+            out.into_inner()
+        })
+        .collect();
+    assert_eq!(bundles[0], bundles[1]);
+    assert_eq!(bundles[1], bundles[2]);
+}
+
+#[test]
+fn image_shorter_than_announced_is_an_error_not_a_short_bundle() {
+    use signer::bundle::{sign_bundle, SignOptions};
+    let f = fixture();
+    let img = sparse_image(10_000, 8);
+    let opts = SignOptions::new("tandem-os", semver::Version::new(1, 0, 0), 1, now());
+    let mut out = std::io::Cursor::new(Vec::new());
+    let e = sign_bundle(
+        &img[..],
+        20_000,
+        &mut out,
+        &opts,
+        &[clone_key(&f.release[0])],
+        &signer::Limits::default(),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(matches!(e, signer::Error::Usage(_)), "{e:?}");
+    assert!(e.to_string().contains("ended before"), "{e}");
+}
+
+#[test]
+fn too_many_chunks_for_the_manifest_limit_is_refused_up_front() {
+    use signer::bundle::{sign_bundle, SignOptions};
+    let f = fixture();
+    let mut opts = SignOptions::new("tandem-os", semver::Version::new(1, 0, 0), 1, now());
+    opts.chunk_size = 4096;
+    let limits = signer::Limits {
+        max_manifest_len: 4096,
+        ..signer::Limits::default()
+    };
+    let mut out = std::io::Cursor::new(Vec::new());
+    let e = sign_bundle(
+        std::io::empty(),
+        1 << 20,
+        &mut out,
+        &opts,
+        &[clone_key(&f.release[0])],
+        &limits,
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("--chunk-size"), "{e}");
+    assert!(out.into_inner().is_empty(), "nothing written");
+}
