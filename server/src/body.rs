@@ -1,6 +1,8 @@
-//! Response bodies: nothing, a small in-memory buffer, or a file range streamed in chunks read
-//! on the blocking pool. A file body holds at most one chunk in memory; hyper polls for the
-//! next only once its write buffer has drained, so memory per connection stays bounded.
+//! Response bodies: nothing, a small in-memory buffer, or a file range streamed in chunks.
+//! A chunk already in the page cache is read inline with `preadv2(RWF_NOWAIT)` (never blocks:
+//! the kernel answers `EAGAIN` rather than wait for the disk); anything else is read on the
+//! blocking pool. A file body holds at most one chunk in memory; hyper polls for the next only
+//! once its write buffer has drained, so memory per connection stays bounded.
 use std::fs::File;
 use std::future::Future;
 use std::io;
@@ -68,6 +70,9 @@ impl FileBody {
                 return Poll::Ready(None);
             }
             let want = usize::try_from(self.remaining).map_or(FILE_CHUNK, |r| r.min(FILE_CHUNK));
+            if let Some(cached) = read_cached(&self.file, self.offset, want) {
+                return Poll::Ready(Some(cached.and_then(|b| self.advance(b))));
+            }
             let (file, offset) = (Arc::clone(&self.file), self.offset);
             self.pending = Some(tokio::task::spawn_blocking(move || {
                 read_chunk(&file, offset, want)
@@ -88,6 +93,24 @@ impl FileBody {
         self.offset += n;
         self.remaining = self.remaining.saturating_sub(n);
         Ok(chunk)
+    }
+}
+
+/// Reads what of `want` bytes at `offset` is in the page cache, without blocking; `None` when
+/// nothing is cached (or `RWF_NOWAIT` is unsupported): read on the blocking pool instead.
+fn read_cached(file: &File, offset: u64, want: usize) -> Option<io::Result<Bytes>> {
+    let mut buf = vec![0u8; want];
+    let flags = rustix::io::ReadWriteFlags::NOWAIT;
+    match rustix::io::preadv2(file, &mut [io::IoSliceMut::new(&mut buf)], offset, flags) {
+        Ok(n) => {
+            buf.truncate(n);
+            Some(Ok(Bytes::from(buf)))
+        }
+        Err(rustix::io::Errno::INTR) => None,
+        Err(rustix::io::Errno::AGAIN)
+        | Err(rustix::io::Errno::OPNOTSUPP)
+        | Err(rustix::io::Errno::NOSYS) => None,
+        Err(e) => Some(Err(e.into())),
     }
 }
 

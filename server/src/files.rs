@@ -5,13 +5,13 @@
 //! of the open file, so nothing is cached between requests: a channel file replaced by rename
 //! (a new inode) is served, with a new `ETag`, on the very next request.
 //!
-//! Trade-off, deliberate: path resolution, `open` and `fstat` run inline on the async worker
+//! Trade-off, deliberate: `openat2` and `fstat` ([`crate::repo`]) run inline on the async worker
 //! (microseconds on a local file system, and the 304 path of polling nodes needs nothing
 //! else); file *contents* are read on the blocking pool ([`crate::body::FileBody`]).
 use std::fs::{File, Metadata};
 use std::io;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::UNIX_EPOCH;
 
 use hyper::header::{
@@ -24,6 +24,7 @@ use crate::api;
 use crate::body::{FileBody, ResponseBody};
 use crate::httpdate;
 use crate::range::{self, RangeAnswer};
+use crate::repo::{OpenError, Repo};
 
 /// Validators of one version of a file.
 #[derive(Debug, Clone)]
@@ -54,9 +55,9 @@ impl Validators {
     }
 }
 
-/// Serves `rel` (already checked by [`crate::path::repo_relative`]) from the canonical `root`.
+/// Serves `rel` (already checked by [`crate::path::repo_relative`]) from the repository.
 pub fn serve(
-    root: &Path,
+    repo: &Repo,
     rel: &Path,
     method: &Method,
     headers: &HeaderMap,
@@ -67,7 +68,7 @@ pub fn serve(
             .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return resp;
     }
-    let file = match open_inside(root, rel) {
+    let file = match open_inside(repo, rel) {
         Ok(found) => found,
         Err(resp) => return *resp,
     };
@@ -109,41 +110,22 @@ pub fn serve(
     with_validators(resp, &v, rel)
 }
 
-/// Opens `root/rel`, following symlinks only while they stay inside `root`. Errors are
-/// ready-made responses: 404 missing or not a regular file, 403 resolving outside the root.
-fn open_inside(root: &Path, rel: &Path) -> Result<(File, Metadata), Box<Response<ResponseBody>>> {
-    let not_found = || Box::new(api::text(StatusCode::NOT_FOUND, "not found"));
-    let real: PathBuf = match std::fs::canonicalize(root.join(rel)) {
-        Ok(p) => p,
-        Err(e) if is_missing(&e) => return Err(not_found()),
-        Err(e) => return Err(Box::new(io_failure(&e))),
-    };
-    if !real.starts_with(root) {
-        tracing::warn!(path = %rel.display(), "refused: resolves outside the repository");
-        return Err(Box::new(api::text(
-            StatusCode::FORBIDDEN,
-            "path resolves outside the repository",
-        )));
-    }
-    let file = File::open(&real).map_err(|e| {
-        if is_missing(&e) {
-            not_found()
-        } else {
-            Box::new(io_failure(&e))
-        }
-    })?;
-    let meta = file.metadata().map_err(|e| Box::new(io_failure(&e)))?;
-    if !meta.is_file() {
-        return Err(not_found());
-    }
-    Ok((file, meta))
-}
-
-fn is_missing(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-    )
+/// Opens `rel` beneath the repository; failures are ready-made responses: 404 missing or not
+/// a regular file, 403 resolving outside the repository.
+fn open_inside(repo: &Repo, rel: &Path) -> Result<(File, Metadata), Box<Response<ResponseBody>>> {
+    repo.open_file(rel).map_err(|e| {
+        Box::new(match e {
+            OpenError::NotFound => api::text(StatusCode::NOT_FOUND, "not found"),
+            OpenError::Outside => {
+                tracing::warn!(path = %rel.display(), "refused: resolves outside the repository");
+                api::text(
+                    StatusCode::FORBIDDEN,
+                    "path resolves outside the repository",
+                )
+            }
+            OpenError::Io(e) => io_failure(&e),
+        })
+    })
 }
 
 fn io_failure(e: &io::Error) -> Response<ResponseBody> {

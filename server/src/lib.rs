@@ -30,6 +30,7 @@ pub mod httpdate;
 pub mod page;
 pub mod path;
 pub mod range;
+pub mod repo;
 pub mod reports;
 pub mod routes;
 pub mod server;

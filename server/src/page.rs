@@ -15,7 +15,7 @@ use crate::status::{self, ChannelStatus};
 
 /// Renders the page.
 pub async fn render(app: &App) -> Result<String, ApiError> {
-    let repo = app.repo.clone();
+    let repo = app.repo.path().to_owned();
     let names = tokio::task::spawn_blocking(move || channels::list(&repo))
         .await
         .map_err(|e| ApiError::internal("page worker failed", &e))?

@@ -10,7 +10,6 @@
 //! | `/v1/channels/NAME/resume` | POST | admin token | 200 `{"channel","paused":false}` |
 //! | anything else | GET, HEAD | – | repository file (see [`crate::files`]) |
 use std::convert::Infallible;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -25,13 +24,14 @@ use crate::body::ResponseBody;
 use crate::config::{Limits, Token};
 use crate::db::Db;
 use crate::path::{self, PathRejection};
+use crate::repo::Repo;
 use crate::reports::Report;
 use crate::{auth, channels, files, httpdate, page, status};
 
 /// Shared state of all connections.
 pub struct App {
-    /// Canonical repository root.
-    pub repo: PathBuf,
+    /// The repository.
+    pub repo: Repo,
     /// Report store.
     pub db: Db,
     /// Token for `POST /v1/reports`.
@@ -202,7 +202,7 @@ async fn pause_or_resume(
     } else {
         None
     };
-    let repo = app.repo.clone();
+    let repo = app.repo.path().to_owned();
     let owned = name.to_owned();
     let exists =
         tokio::task::spawn_blocking(move || -> std::io::Result<Option<channels::Pause>> {

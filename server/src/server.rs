@@ -17,7 +17,8 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, Limits};
 use crate::db::Db;
-use crate::error::{ConfigError, Error};
+use crate::error::Error;
+use crate::repo::Repo;
 use crate::routes::{self, App};
 use crate::timed_io::TimedIo;
 use crate::tls;
@@ -43,7 +44,7 @@ impl Server {
     /// Checks the configuration, opens the database, loads TLS material and binds.
     pub async fn bind(config: Config) -> Result<Server, Error> {
         config.limits.validate()?;
-        let repo = canonical_repo(&config.repo)?;
+        let repo = Repo::open(&config.repo)?;
         let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
         let db = Db::open(&config.data_dir)?;
         let listener = TcpListener::bind(config.listen)
@@ -135,17 +136,6 @@ async fn drain(slots: &Semaphore, limits: &Limits) {
 async fn accept_failed(e: &io::Error) {
     tracing::warn!(error = %e, "accept failed");
     tokio::time::sleep(Duration::from_millis(50)).await;
-}
-
-fn canonical_repo(path: &std::path::Path) -> Result<std::path::PathBuf, ConfigError> {
-    let repo = std::fs::canonicalize(path).map_err(|source| ConfigError::Repo {
-        path: path.to_owned(),
-        source,
-    })?;
-    if !repo.is_dir() {
-        return Err(ConfigError::RepoNotDir(repo));
-    }
-    Ok(repo)
 }
 
 fn http1_builder(limits: &Limits) -> http1::Builder {

@@ -58,7 +58,7 @@ pub struct ReleaseOutcomes {
 
 /// Builds the status of `name`; `Ok(None)` when the channel has no metadata file.
 pub async fn build(app: &App, name: &str) -> Result<Option<ChannelStatus>, ApiError> {
-    let repo = app.repo.clone();
+    let repo = app.repo.path().to_owned();
     let owned = name.to_owned();
     let (info, pause) = tokio::task::spawn_blocking(move || {
         let info = channels::read_info(&repo, &owned)
