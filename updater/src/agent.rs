@@ -22,6 +22,7 @@ use crate::cmdline::{booted_from, BootedFrom};
 use crate::config::{AgentConfig, BootBackend};
 use crate::error::{Error, Result};
 use crate::health;
+use crate::http::HttpOptions;
 use crate::install::{write_image, WriteOptions, WriteReport};
 use crate::source::{resolve, Resolved, Trust};
 use crate::state::{AgentState, Phase, Release, SlotRecord, StateStore};
@@ -54,6 +55,8 @@ pub struct Agent {
     limits: Limits,
     /// Pipeline tuning (workers, checkpoints, read-back).
     pub write_options: WriteOptions,
+    /// Network behaviour (timeouts, retries, CA bundle).
+    pub http_options: HttpOptions,
 }
 
 /// What to install.
@@ -173,6 +176,7 @@ impl Agent {
             clock: Box::new(OffsetDateTime::now_utc),
             limits: Limits::default(),
             write_options: WriteOptions::default(),
+            http_options: HttpOptions::default(),
         })
     }
 
@@ -505,7 +509,12 @@ impl Agent {
             now: (self.clock)(),
             limits: &self.limits,
         };
-        resolve(&request.source, request.channel.as_deref(), &trust)
+        resolve(
+            &request.source,
+            request.channel.as_deref(),
+            &trust,
+            &self.http_options,
+        )
     }
 
     /// The rotated root kept beside the state, else the one shipped with the OS.

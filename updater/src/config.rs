@@ -81,6 +81,23 @@ pub struct AgentConfig {
     pub health: Vec<HealthCheck>,
     /// All health checks together must pass within this time.
     pub health_deadline: Duration,
+    /// The update server (`tandem-server` or any HTTP server of the repository).
+    pub server: Option<Server>,
+}
+
+/// Where `daemon` polls and reports.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// Base URL of the repository; reports go to `<url>/v1/reports`.
+    pub url: String,
+    /// The channel this node follows.
+    pub channel: String,
+    /// Time between polls (jittered).
+    pub poll_interval: Duration,
+    /// File holding the fleet's report token.
+    pub report_token_file: Option<PathBuf>,
+    /// Extra CA certificates (PEM) trusted for `https://`.
+    pub ca_bundle: Option<PathBuf>,
 }
 
 /// The file as written, before cross-field validation.
@@ -112,6 +129,18 @@ struct RawConfig {
     health: Vec<toml::Spanned<RawHealth>>,
     #[serde(default = "default_health_deadline", deserialize_with = "duration")]
     health_deadline: Duration,
+    server: Option<RawServer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    url: String,
+    channel: String,
+    #[serde(default = "default_poll_interval", deserialize_with = "duration")]
+    poll_interval: Duration,
+    report_token_file: Option<PathBuf>,
+    ca_bundle: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,6 +178,9 @@ fn default_health_deadline() -> Duration {
 }
 fn default_health_timeout() -> Duration {
     Duration::from_secs(60)
+}
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(600)
 }
 
 /// Reads durations written as `60s`, `5m`, `1h 30m`.
@@ -212,6 +244,7 @@ impl RawConfig {
         if self.reboot.is_empty() {
             return Err("reboot must name a command, e.g. [\"systemctl\", \"reboot\"]".into());
         }
+        let server = self.server.map(validate_server).transpose()?;
         let health = self
             .health
             .into_iter()
@@ -234,8 +267,36 @@ impl RawConfig {
             verify_readback: self.verify_readback,
             health,
             health_deadline: self.health_deadline,
+            server,
         })
     }
+}
+
+fn validate_server(raw: RawServer) -> Result<Server, String> {
+    if !(raw.url.starts_with("http://") || raw.url.starts_with("https://")) {
+        return Err(format!("[server] url = {:?} is not an http(s) URL", raw.url));
+    }
+    let name_ok = !raw.channel.is_empty()
+        && raw
+            .channel
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c));
+    if !name_ok {
+        return Err(format!(
+            "[server] channel = {:?}: use lowercase letters, digits, '.', '_' and '-'",
+            raw.channel
+        ));
+    }
+    if raw.poll_interval < Duration::from_secs(1) {
+        return Err("[server] poll_interval must be at least 1s".into());
+    }
+    Ok(Server {
+        url: raw.url,
+        channel: raw.channel,
+        poll_interval: raw.poll_interval,
+        report_token_file: raw.report_token_file,
+        ca_bundle: raw.ca_bundle,
+    })
 }
 
 fn health_check(text: &str, spanned: toml::Spanned<RawHealth>) -> Result<HealthCheck, String> {
@@ -296,6 +357,19 @@ timeout = "60s"
 [[health]]
 http = "http://127.0.0.1:10250/healthz"
 "#;
+
+    #[test]
+    fn a_server_section_is_validated() {
+        let with = |section: &str| AgentConfig::parse(&format!("{EXAMPLE}{section}"));
+        let config = with("[server]\nurl = \"http://127.0.0.1:8080/\"\nchannel = \"stable\"\npoll_interval = \"30s\"\n").unwrap();
+        let server = config.server.unwrap();
+        assert_eq!(server.channel, "stable");
+        assert_eq!(server.poll_interval, Duration::from_secs(30));
+        let error = with("[server]\nurl = \"ftp://x\"\nchannel = \"stable\"\n").unwrap_err();
+        assert!(error.contains("not an http(s) URL"), "{error}");
+        let error = with("[server]\nurl = \"http://x/\"\nchannel = \"../etc\"\n").unwrap_err();
+        assert!(error.contains("channel"), "{error}");
+    }
 
     #[test]
     fn the_documented_example_parses() {

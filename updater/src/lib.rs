@@ -7,6 +7,7 @@ pub mod cmdline;
 pub mod config;
 pub mod error;
 pub mod health;
+pub mod http;
 pub mod install;
 pub mod parallel;
 pub mod source;

@@ -10,10 +10,11 @@ use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 
 use signer::verify::{check_release, load_chain, verify_channel, Verified};
-use signer::{BundleHead, Limits, Manifest, Root};
+use signer::{BundleHead, Channel, Limits, Manifest, Root};
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
+use crate::http::{Http, HttpBundle, HttpOptions};
 
 /// A bundle's bytes, wherever they live.
 pub trait BundleSource: Send + Sync {
@@ -78,22 +79,100 @@ pub struct Trust<'a> {
     pub limits: &'a Limits,
 }
 
-/// Verifies the update at `path`: a bundle file (signatures against the trusted root's
-/// release role), or a repository directory with `channel` (DESIGN.md §4: root chain,
-/// channel signatures, expiry, version, then the bundle must match the metadata).
-pub fn resolve(path: &Path, channel: Option<&str>, trust: &Trust<'_>) -> Result<Resolved> {
-    if path.is_dir() {
-        let channel = channel.ok_or_else(|| {
-            Error::Refused(format!(
-                "{} is a repository: name the channel with --channel",
-                path.display()
-            ))
-        })?;
-        return resolve_repository(path, channel, trust);
+/// A repository (DESIGN.md §4): a directory (a USB stick) or an HTTP(S) base URL.
+pub trait Repository: Send + Sync {
+    /// How errors name the repository.
+    fn name(&self) -> String;
+    /// The file at `path` (relative to the repository), at most `max` bytes; `None` when
+    /// it does not exist.
+    fn fetch(&self, path: &str, max: u64) -> Result<Option<Vec<u8>>>;
+    /// The bundle at `path`, whose exact size the signed metadata gives.
+    fn bundle(&self, path: &str, size: u64) -> Result<Box<dyn BundleSource>>;
+}
+
+/// A repository directory, e.g. on a USB stick.
+#[derive(Debug, Clone)]
+pub struct DirRepository {
+    dir: PathBuf,
+}
+
+impl DirRepository {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        DirRepository { dir: dir.into() }
     }
-    if !path.is_file() {
-        return Err(Error::UnknownSource(path.to_owned()));
+}
+
+impl Repository for DirRepository {
+    fn name(&self) -> String {
+        self.dir.display().to_string()
     }
+
+    fn fetch(&self, path: &str, max: u64) -> Result<Option<Vec<u8>>> {
+        let full = self.dir.join(checked_relative(path)?);
+        if !full.exists() {
+            return Ok(None);
+        }
+        signer::files::read_capped(&full, max)
+            .map(Some)
+            .map_err(Error::verify(full.display().to_string()))
+    }
+
+    fn bundle(&self, path: &str, _size: u64) -> Result<Box<dyn BundleSource>> {
+        Ok(Box::new(FileSource::new(self.dir.join(checked_relative(path)?))))
+    }
+}
+
+impl Repository for Http {
+    fn name(&self) -> String {
+        self.url("")
+    }
+
+    fn fetch(&self, path: &str, max: u64) -> Result<Option<Vec<u8>>> {
+        self.get(checked_relative(path)?.to_str().unwrap_or(path), max)
+    }
+
+    fn bundle(&self, path: &str, size: u64) -> Result<Box<dyn BundleSource>> {
+        checked_relative(path)?;
+        Ok(Box::new(HttpBundle::new(self.clone(), path, size)))
+    }
+}
+
+/// Whether a source names a repository over HTTP(S).
+pub fn is_url(source: &Path) -> bool {
+    source
+        .to_str()
+        .is_some_and(|s| s.starts_with("http://") || s.starts_with("https://"))
+}
+
+/// Verifies the update at `source`: a bundle file (signatures against the trusted root's
+/// release role), or a repository — a directory or an `http(s)://` URL — with `channel`
+/// (DESIGN.md §4: root chain, channel signatures, expiry, version, then the bundle must be
+/// the one the metadata names).
+pub fn resolve(
+    source: &Path,
+    channel: Option<&str>,
+    trust: &Trust<'_>,
+    http: &HttpOptions,
+) -> Result<Resolved> {
+    let repository: Box<dyn Repository> = if is_url(source) {
+        Box::new(Http::new(&source.to_string_lossy(), http.clone())?)
+    } else if source.is_dir() {
+        Box::new(DirRepository::new(source))
+    } else if source.is_file() {
+        return resolve_bundle_file(source, trust);
+    } else {
+        return Err(Error::UnknownSource(source.to_owned()));
+    };
+    let channel = channel.ok_or_else(|| {
+        Error::Refused(format!(
+            "{} is a repository: name the channel with --channel",
+            source.display()
+        ))
+    })?;
+    resolve_repository(repository.as_ref(), channel, trust)
+}
+
+fn resolve_bundle_file(path: &Path, trust: &Trust<'_>) -> Result<Resolved> {
     let root = load_chain(trust.root_bytes, |_| Ok(None), trust.now, trust.limits)
         .map_err(Error::verify("the trusted root"))?;
     let source = FileSource::new(path);
@@ -115,17 +194,55 @@ fn verify_bundle(
     head.verify(root, limits).map_err(Error::verify(source.name()))
 }
 
-fn resolve_repository(repo: &Path, channel: &str, trust: &Trust<'_>) -> Result<Resolved> {
+/// Walks the root chain, verifies the channel, then the bundle it names (DESIGN.md §4).
+pub fn resolve_repository(
+    repo: &dyn Repository,
+    channel: &str,
+    trust: &Trust<'_>,
+) -> Result<Resolved> {
+    let (root, metadata) = verify_channel_in(repo, channel, trust)?;
+    let source = repo.bundle(&metadata.release.bundle, metadata.release.size)?;
+    let manifest = verify_bundle(source.as_ref(), &root, trust.limits)?;
+    check_release(&metadata, &manifest).map_err(|e| Error::verify(source.name())(e.into()))?;
+    let rotated_root = (root.bytes() != trust.root_bytes).then_some(root);
+    Ok(Resolved {
+        source,
+        manifest,
+        channel: Some((channel.to_owned(), metadata.version)),
+        rotated_root,
+    })
+}
+
+/// The root reached through the repository's rotation chain, and the channel metadata
+/// verified against it (signatures, expiry, version never lower than seen).
+pub fn verify_channel_in(
+    repo: &dyn Repository,
+    channel: &str,
+    trust: &Trust<'_>,
+) -> Result<(Verified<Root>, Verified<Channel>)> {
     let limits = trust.limits;
+    let mut fetch_error = None;
     let root = load_chain(
         trust.root_bytes,
-        |version| read_optional(&repo.join(format!("{version}.root.json")), limits.max_metadata_len),
+        |version| {
+            repo.fetch(&format!("{version}.root.json"), limits.max_metadata_len)
+                .or_else(|e| {
+                    fetch_error = Some(e);
+                    Ok(None)
+                })
+        },
         trust.now,
         trust.limits,
     )
-    .map_err(Error::verify(format!("{}: root chain", repo.display())))?;
-    let channel_path = repo.join("channels").join(format!("{channel}.json"));
-    let bytes = read_capped(&channel_path, limits.max_metadata_len)?;
+    .map_err(Error::verify(format!("{}: root chain", repo.name())))?;
+    if let Some(error) = fetch_error {
+        return Err(error);
+    }
+    let channel_path = format!("channels/{channel}.json");
+    let channel_name = format!("{}{channel_path}", with_slash(&repo.name()));
+    let bytes = repo
+        .fetch(&channel_path, limits.max_metadata_len)?
+        .ok_or_else(|| Error::Refused(format!("{channel_name} does not exist")))?;
     let metadata = verify_channel(
         &root,
         &bytes,
@@ -134,19 +251,16 @@ fn resolve_repository(repo: &Path, channel: &str, trust: &Trust<'_>) -> Result<R
         trust.now,
         limits,
     )
-    .map_err(Error::verify(channel_path.display().to_string()))?;
-    let bundle_path = repo.join(checked_relative(&metadata.release.bundle)?);
-    let source = FileSource::new(&bundle_path);
-    let manifest = verify_bundle(&source, &root, limits)?;
-    check_release(&metadata, &manifest)
-        .map_err(|e| Error::verify(bundle_path.display().to_string())(e.into()))?;
-    let rotated_root = (root.bytes() != trust.root_bytes).then_some(root);
-    Ok(Resolved {
-        source: Box::new(source),
-        manifest,
-        channel: Some((channel.to_owned(), metadata.version)),
-        rotated_root,
-    })
+    .map_err(Error::verify(&channel_name))?;
+    Ok((root, metadata))
+}
+
+fn with_slash(name: &str) -> String {
+    if name.ends_with('/') {
+        name.to_owned()
+    } else {
+        format!("{name}/")
+    }
 }
 
 /// A bundle path from signed metadata must stay inside the repository.
@@ -161,18 +275,6 @@ fn checked_relative(bundle: &str) -> Result<&Path> {
         Err(Error::Refused(format!(
             "the channel names the bundle {bundle:?}, which is not a path inside the repository"
         )))
-    }
-}
-
-fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>> {
-    signer::files::read_capped(path, max).map_err(Error::verify(path.display().to_string()))
-}
-
-fn read_optional(path: &Path, max: u64) -> std::result::Result<Option<Vec<u8>>, signer::Error> {
-    if path.exists() {
-        signer::files::read_capped(path, max).map(Some)
-    } else {
-        Ok(None)
     }
 }
 

@@ -1,0 +1,360 @@
+//! The agent's HTTP client: repository files with size caps, conditional GETs, and bundle
+//! byte ranges that resume after a cut or a stall (DESIGN.md §4, §9).
+//!
+//! The server is not trusted: every body is read with a cap (an endless body is cut off),
+//! a resumed range must answer `206` with the exact `Content-Range` asked for, and `If-Range`
+//! makes a server whose bundle changed since the first byte answer `200`, which is refused.
+//! The bytes themselves are checked by the chunk hashes of the signed manifest.
+
+use std::io::Read;
+use std::ops::Range;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use reqwest::blocking::{Client, Response};
+use reqwest::header::{CONTENT_RANGE, ETAG, IF_NONE_MATCH, IF_RANGE, RANGE};
+use reqwest::StatusCode;
+use signer::{BundleHead, BundleHeader, Limits};
+
+use crate::error::{Error, Result};
+use crate::source::BundleSource;
+
+/// Network behaviour of the agent.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// A read that makes no progress for this long is a stall: reconnect.
+    pub read_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Reconnections allowed in a row without a byte of progress.
+    pub max_retries: u32,
+    /// First wait before reconnecting; doubles at each retry.
+    pub retry_backoff: Duration,
+    /// Extra CA certificates (PEM) trusted for `https://`.
+    pub ca_bundle: Option<std::path::PathBuf>,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            read_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            max_retries: 5,
+            retry_backoff: Duration::from_millis(500),
+            ca_bundle: None,
+        }
+    }
+}
+
+/// The answer to a conditional GET.
+pub enum Conditional {
+    NotModified,
+    Fresh { body: Vec<u8>, etag: Option<String> },
+    Missing,
+}
+
+/// A repository served over HTTP(S).
+#[derive(Debug, Clone)]
+pub struct Http {
+    client: Client,
+    base: String,
+    options: HttpOptions,
+    /// Bytes received in bodies, for reports and tests.
+    received: Arc<AtomicU64>,
+}
+
+impl Http {
+    /// A client for the repository at `base` (`https://host/path/`).
+    pub fn new(base: &str, options: HttpOptions) -> Result<Self> {
+        let mut builder = Client::builder()
+            .timeout(options.read_timeout)
+            .connect_timeout(options.connect_timeout)
+            .user_agent(concat!("tandem-updater/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &options.ca_bundle {
+            for cert in read_ca_bundle(path)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder
+            .build()
+            .map_err(|e| Error::Refused(format!("cannot set up HTTP: {e}")))?;
+        Ok(Http {
+            client,
+            base: format!("{}/", base.trim_end_matches('/')),
+            options,
+            received: Arc::default(),
+        })
+    }
+
+    /// The full URL of a repository path.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path.trim_start_matches('/'))
+    }
+
+    /// Body bytes received so far by this client and its clones.
+    pub fn bytes_received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// GET `path` with an `If-None-Match`; bodies over `max` bytes are refused.
+    pub fn get_conditional(&self, path: &str, etag: Option<&str>, max: u64) -> Result<Conditional> {
+        let url = self.url(path);
+        let mut request = self.client.get(&url);
+        if let Some(etag) = etag {
+            request = request.header(IF_NONE_MATCH, etag);
+        }
+        let response = request.send().map_err(network(&url))?;
+        match response.status() {
+            StatusCode::NOT_MODIFIED => Ok(Conditional::NotModified),
+            StatusCode::NOT_FOUND => Ok(Conditional::Missing),
+            status if status.is_success() => {
+                let etag = header(&response, ETAG);
+                let body = self.read_capped(response, max, &url)?;
+                Ok(Conditional::Fresh { body, etag })
+            }
+            status => Err(http_status(&url, status)),
+        }
+    }
+
+    /// GET `path`; `None` when the server says 404.
+    pub fn get(&self, path: &str, max: u64) -> Result<Option<Vec<u8>>> {
+        match self.get_conditional(path, None, max)? {
+            Conditional::Fresh { body, .. } => Ok(Some(body)),
+            Conditional::Missing | Conditional::NotModified => Ok(None),
+        }
+    }
+
+    /// POST a JSON body with a bearer token.
+    pub fn post_json(&self, path: &str, token: Option<&str>, body: &impl serde::Serialize) -> Result<()> {
+        let url = self.url(path);
+        let mut request = self.client.post(&url).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().map_err(network(&url))?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(http_status(&url, response.status()))
+        }
+    }
+
+    fn read_capped(&self, response: Response, max: u64, url: &str) -> Result<Vec<u8>> {
+        let mut body = Vec::new();
+        response
+            .take(max + 1)
+            .read_to_end(&mut body)
+            .map_err(Error::io(format!("reading {url}")))?;
+        self.received.fetch_add(body.len() as u64, Ordering::Relaxed);
+        if body.len() as u64 > max {
+            return Err(Error::Refused(format!(
+                "{url} sent more than the {max} bytes allowed: cut off"
+            )));
+        }
+        Ok(body)
+    }
+
+    /// Exactly the bytes `range` of `path`, or an error.
+    fn get_range(&self, path: &str, range: Range<u64>) -> Result<Vec<u8>> {
+        let len = range.end - range.start;
+        let mut reader = ResumingReader::new(self.clone(), path, range, None);
+        let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        reader
+            .read_to_end(&mut bytes)
+            .map_err(Error::io(format!("reading {}", self.url(path))))?;
+        Ok(bytes)
+    }
+}
+
+fn network(url: &str) -> impl FnOnce(reqwest::Error) -> Error + '_ {
+    move |e| Error::Io {
+        context: format!("GET {url}"),
+        source: std::io::Error::other(e),
+    }
+}
+
+fn http_status(url: &str, status: StatusCode) -> Error {
+    Error::Io {
+        context: url.to_string(),
+        source: std::io::Error::other(format!("the server answered {status}")),
+    }
+}
+
+fn header(response: &Response, name: reqwest::header::HeaderName) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+fn read_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>> {
+    let pem = std::fs::read(path).map_err(Error::io(format!("cannot read {}", path.display())))?;
+    reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| Error::Refused(format!("{}: not a PEM certificate bundle: {e}", path.display())))
+}
+
+/// A bundle served over HTTP; its size comes from the signed channel metadata, so a
+/// server cannot make the agent read more.
+pub struct HttpBundle {
+    http: Http,
+    path: String,
+    size: u64,
+}
+
+impl HttpBundle {
+    pub fn new(http: Http, path: &str, size: u64) -> Self {
+        HttpBundle {
+            http,
+            path: path.to_owned(),
+            size,
+        }
+    }
+}
+
+impl BundleSource for HttpBundle {
+    fn name(&self) -> String {
+        self.http.url(&self.path)
+    }
+
+    fn head(&self, limits: &Limits) -> Result<BundleHead> {
+        let name = self.name();
+        let header_len = BundleHeader::LEN as u64;
+        let raw = self.http.get_range(&self.path, 0..header_len.min(self.size))?;
+        let bytes: [u8; BundleHeader::LEN] = raw
+            .try_into()
+            .map_err(|_| Error::Refused(format!("{name}: shorter than a bundle header")))?;
+        let header = BundleHeader::parse(&bytes, limits)
+            .map_err(|e| Error::verify(&name)(e.into()))?;
+        header
+            .check_file_len(self.size)
+            .map_err(|e| Error::verify(&name)(e.into()))?;
+        let manifest = self.http.get_range(&self.path, header.manifest_range())?;
+        let signatures = self.http.get_range(&self.path, header.signature_block_range())?;
+        BundleHead::from_parts(header, manifest, &signatures, self.size, limits)
+            .map_err(|e| Error::verify(&name)(e.into()))
+    }
+
+    fn read_range(&self, range: Range<u64>) -> Result<Box<dyn Read + Send>> {
+        Ok(Box::new(ResumingReader::new(
+            self.http.clone(),
+            &self.path,
+            range,
+            None,
+        )))
+    }
+}
+
+/// Reads a byte range over as many requests as cuts and stalls make necessary, each
+/// resuming with `Range` where the last one stopped. Gives up after `max_retries`
+/// reconnections in a row without progress.
+struct ResumingReader {
+    http: Http,
+    path: String,
+    position: u64,
+    end: u64,
+    /// The validator of the first answer: a later one must serve the same file.
+    etag: Option<String>,
+    response: Option<Response>,
+    failures: u32,
+}
+
+impl ResumingReader {
+    fn new(http: Http, path: &str, range: Range<u64>, etag: Option<String>) -> Self {
+        ResumingReader {
+            http,
+            path: path.to_owned(),
+            position: range.start,
+            end: range.end,
+            etag,
+            response: None,
+            failures: 0,
+        }
+    }
+
+    fn connect(&mut self) -> std::io::Result<Response> {
+        let url = self.http.url(&self.path);
+        let mut request = self
+            .http
+            .client
+            .get(&url)
+            .header(RANGE, format!("bytes={}-{}", self.position, self.end - 1));
+        if let Some(etag) = &self.etag {
+            request = request.header(IF_RANGE, etag);
+        }
+        let response = request.send().map_err(std::io::Error::other)?;
+        let expected = format!("bytes {}-{}/", self.position, self.end - 1);
+        let range_ok = response.status() == StatusCode::PARTIAL_CONTENT
+            && header(&response, CONTENT_RANGE).is_some_and(|v| v.starts_with(&expected));
+        if !range_ok {
+            // A permanent refusal: the server ignores ranges or the file changed under us.
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "{url}: asked for bytes {}-{}, the server answered {} {}",
+                    self.position,
+                    self.end - 1,
+                    response.status(),
+                    header(&response, CONTENT_RANGE).unwrap_or_default()
+                ),
+            ));
+        }
+        if self.etag.is_none() {
+            self.etag = header(&response, ETAG);
+        }
+        Ok(response)
+    }
+
+    fn retry_or_fail(&mut self, error: std::io::Error) -> std::io::Result<()> {
+        self.response = None;
+        self.failures += 1;
+        if error.kind() == std::io::ErrorKind::InvalidData || self.failures > self.http.options.max_retries {
+            return Err(error);
+        }
+        let wait = self.http.options.retry_backoff * 2u32.saturating_pow(self.failures - 1);
+        tracing::warn!(%error, position = self.position, ?wait, "download interrupted: resuming");
+        thread::sleep(wait);
+        Ok(())
+    }
+}
+
+impl Read for ResumingReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let want = usize::try_from(self.end - self.position).unwrap_or(usize::MAX).min(buf.len());
+        if want == 0 {
+            return Ok(0);
+        }
+        loop {
+            let response = match self.response.take() {
+                Some(response) => response,
+                None => match self.connect() {
+                    Ok(response) => response,
+                    Err(e) => {
+                        self.retry_or_fail(e)?;
+                        continue;
+                    }
+                },
+            };
+            let mut response = response;
+            let Some(window) = buf.get_mut(..want) else {
+                return Ok(0);
+            };
+            match response.read(window) {
+                Ok(0) => {
+                    let cut = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed early");
+                    self.retry_or_fail(cut)?;
+                }
+                Ok(n) => {
+                    self.position += n as u64;
+                    self.failures = 0;
+                    self.http.received.fetch_add(n as u64, Ordering::Relaxed);
+                    self.response = Some(response);
+                    return Ok(n);
+                }
+                Err(e) => self.retry_or_fail(e)?,
+            }
+        }
+    }
+}
