@@ -1,0 +1,214 @@
+//! The real binaries end to end on a disk image file: `tandem-signer` makes the keys, the
+//! root and the bundle, `tandem-disk` the disk and the factory image and plays the firmware,
+//! `tandem-updater` installs, judges the trial boot and reports its status.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tandem_tests::{image, IMAGE_LEN};
+
+/// A fresh directory and a command runner that shows everything when a command fails.
+struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+/// The workspace's binaries, built next to this test executable by
+/// `cargo build --workspace --bins` (scripts/test.sh does it before the tests).
+fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let debug = exe.parent().and_then(Path::parent).unwrap();
+    let path = debug.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the binaries first with `cargo build --workspace --bins` \
+         (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+impl Sandbox {
+    fn new() -> Self {
+        Sandbox {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Runs `bin args…` in the sandbox; `expect` is the exit code wanted.
+    fn run(&self, bin: &str, args: &[&str], expect: i32) -> Output {
+        let mut cmd = Command::new(binary(bin));
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env("RUST_LOG", "warn");
+        let out = cmd.output().unwrap();
+        if out.status.code() != Some(expect) {
+            let listing: Vec<_> = std::fs::read_dir(self.dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            panic!(
+                "command {cmd:?}\ncwd {}\nexpected exit {expect}, got {:?}\nfiles {listing:?}\n\
+                 --- stdout\n{}\n--- stderr\n{}",
+                self.dir.path().display(),
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        out
+    }
+
+    fn stdout(&self, bin: &str, args: &[&str]) -> String {
+        String::from_utf8(self.run(bin, args, 0).stdout).unwrap()
+    }
+
+    fn config(&self, booted: &str) -> String {
+        let path = self.path(&format!("updater-{booted}.toml"));
+        let text = format!(
+            r#"disk = "{disk}"
+boot = "gpt"
+state = "{state}"
+root = "{root}"
+product = "acme-edge"
+tries = 2
+booted_slot = "{booted}"
+reboot = ["true"]
+[[health]]
+exec = ["sh", "-c", "test -e '{marker}'"]
+timeout = "10s"
+"#,
+            disk = self.path("disk.img").display(),
+            state = self.path("state/state.json").display(),
+            root = self.path("root.json").display(),
+            marker = self.path("healthy").display(),
+        );
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+}
+
+#[test]
+fn cli_install_boot_check_status_on_a_disk_image() {
+    let s = Sandbox::new();
+    for key in ["root", "rel1", "rel2", "rel3"] {
+        s.run("tandem-signer", &["keygen", "--out", key], 0);
+    }
+    s.run(
+        "tandem-signer",
+        &[
+            "root",
+            "init",
+            "--out",
+            "root.json",
+            "--root-key",
+            "root.pub.pem",
+            "--root-threshold",
+            "1",
+            "--release-key",
+            "rel1.pub.pem",
+            "--release-key",
+            "rel2.pub.pem",
+            "--release-key",
+            "rel3.pub.pem",
+            "--release-threshold",
+            "2",
+            "--sign-with",
+            "root.pem",
+        ],
+        0,
+    );
+    std::fs::write(s.path("v1.raw"), image(IMAGE_LEN, 1)).unwrap();
+    std::fs::write(s.path("v2.raw"), image(IMAGE_LEN, 2)).unwrap();
+    s.run(
+        "tandem-signer",
+        &[
+            "sign",
+            "--image",
+            "v2.raw",
+            "--product",
+            "acme-edge",
+            "--version",
+            "2.0.0",
+            "--security-version",
+            "2",
+            "--key",
+            "rel1.pem",
+            "--key",
+            "rel3.pem",
+            "--chunk-size",
+            "64KiB",
+            "--out",
+            "v2.tandem",
+        ],
+        0,
+    );
+    s.run(
+        "tandem-disk",
+        &[
+            "create",
+            "--size",
+            "8MiB",
+            "--slot-size",
+            "2MiB",
+            "--esp",
+            "1MiB",
+            "--state",
+            "1MiB",
+            "disk.img",
+        ],
+        0,
+    );
+    s.run("tandem-disk", &["write-slot", "disk.img", "a", "v1.raw"], 0);
+    std::fs::write(s.path("healthy"), "").unwrap();
+    assert_eq!(s.stdout("tandem-disk", &["boot", "disk.img"]).trim(), "a");
+
+    let on_a = s.config("a");
+    let out = s.stdout(
+        "tandem-updater",
+        &["--config", &on_a, "install", "v2.tandem"],
+    );
+    assert!(out.contains("acme-edge 2.0.0 written to slot b"), "{out}");
+    assert!(out.contains("boots next as a trial"), "{out}");
+
+    assert_eq!(s.stdout("tandem-disk", &["boot", "disk.img"]).trim(), "b");
+    let on_b = s.config("b");
+    let out = s.stdout("tandem-updater", &["--config", &on_b, "boot-check"]);
+    assert!(
+        out.contains("slot b (2.0.0) passed its health checks: committed"),
+        "{out}"
+    );
+
+    let json = s.stdout("tandem-updater", &["--config", &on_b, "status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(status["booted"], "b", "{json}");
+    assert_eq!(status["next_boot"], "b", "{json}");
+    assert_eq!(status["state"]["phase"]["phase"], "committed", "{json}");
+    assert_eq!(status["state"]["security_floor"], 2, "{json}");
+    assert_eq!(status["slots"][1]["release"]["version"], "2.0.0", "{json}");
+    assert_eq!(status["slots"][1]["boot"]["successful"], true, "{json}");
+
+    // A bundle that does not exist is a usage error (exit 2) naming it.
+    let out = s.run(
+        "tandem-updater",
+        &["--config", &on_b, "install", "missing.tandem"],
+        2,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("missing.tandem"), "{stderr}");
+    // A tampered bundle is refused with exit 3 and nothing changes.
+    let mut bytes = std::fs::read(s.path("v2.tandem")).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(s.path("bad.tandem"), bytes).unwrap();
+    let out = s.run(
+        "tandem-updater",
+        &["--config", &on_b, "install", "bad.tandem"],
+        3,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad.tandem"), "{stderr}");
+    assert_eq!(s.stdout("tandem-disk", &["boot", "disk.img"]).trim(), "b");
+}

@@ -1,0 +1,87 @@
+//! Power cut at every failpoint: the process dies right after a durable step (a panic raised
+//! by the failpoint, caught here), the node reboots through the reference firmware and a
+//! fresh agent takes over. Whatever the cut, the firmware boots a complete signed image and
+//! the agent settles: a retried install commits.
+
+use std::collections::BTreeSet;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use partitions::io::MemDisk;
+use partitions::SlotId::{A, B};
+use tandem_tests::{cut_at, failpoint_names, fired, recover, request, Backend, Release, World};
+use updater::BootCheck;
+
+#[test]
+fn power_cut_at_every_failpoint() {
+    let scenario = fail::FailScenario::setup();
+    let names = failpoint_names();
+    assert!(names.len() >= 12, "failpoints found: {names:?}");
+    let mut w = World::new(Backend::Gpt);
+    let v1 = w.release("1.0.0", 1, 1);
+    let v2 = w.release("2.0.0", 2, 2);
+    w.provision(A, &v1);
+    let factory = MemDisk::from_bytes(&disk_bytes(&w));
+
+    let mut cases = Vec::new();
+    for name in &names {
+        let hits: &[usize] = match name.as_str() {
+            "install::chunk-written" => &[1, 2, 5, 12, 20, 23, 24],
+            "install::after-checkpoint" => &[1, 2, 3, 5, 6, 7],
+            _ => &[1],
+        };
+        for &hit in hits {
+            for healthy in [true, false] {
+                cases.push((name.clone(), hit, healthy));
+            }
+        }
+    }
+    let mut tried = 0;
+    let mut cut_names = BTreeSet::new();
+    for (name, hit, healthy) in &cases {
+        w.disk = Arc::new(factory.deep_clone());
+        w.state_fs = partitions::io::MemFs::new();
+        w.set_healthy(*healthy);
+        let flag = cut_at(name, *hit);
+        let result = catch_unwind(AssertUnwindSafe(|| update_with_checkpoints(&w, &v2)));
+        fail::remove(name);
+        let context = format!("cut at {name} (hit {hit}, health {healthy})");
+        if !fired(&flag) {
+            assert!(result.is_ok(), "{context}: failed without a cut");
+            continue;
+        }
+        assert!(result.is_err(), "{context}: the cut did not stop the agent");
+        tried += 1;
+        cut_names.insert(name.clone());
+        recover(&w, &v1, &v2, &context);
+    }
+    let never: Vec<_> = names.iter().filter(|n| !cut_names.contains(*n)).collect();
+    assert!(never.is_empty(), "failpoints never reached: {never:?}");
+    println!(
+        "power cut at {tried} points ({} failpoints, {} cases)",
+        names.len(),
+        cases.len()
+    );
+    drop(scenario);
+}
+
+/// Installs `v2` with a checkpoint every 4 chunks (so `install::after-checkpoint` fires
+/// several times), reboots into it and judges it (and reboots again if it rolled back).
+fn update_with_checkpoints(w: &World, v2: &Release) {
+    let mut agent = w.agent_for(A);
+    agent.write_options.checkpoint_bytes = 4 * u64::from(tandem_tests::CHUNK_SIZE);
+    let out = agent.install(&request(&v2.bundle, false)).unwrap();
+    assert_eq!(out.target, B);
+    drop(agent);
+    let slot = w.boot();
+    if let BootCheck::RolledBack { .. } = w.agent_for(slot).boot_check().unwrap() {
+        let slot = w.boot();
+        w.agent_for(slot).boot_check().unwrap();
+    }
+}
+
+fn disk_bytes(w: &World) -> Vec<u8> {
+    let mut buf = vec![0u8; usize::try_from(w.disk.size().unwrap()).unwrap()];
+    w.disk.read_at(&mut buf, 0).unwrap();
+    buf
+}

@@ -1,0 +1,10 @@
+//! Tandem's end-to-end tests: one binary (STYLE.md §9), modules by feature. The harness is
+//! the `tandem_tests` library (`tests/src/lib.rs`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod cli;
+mod failpoints;
+mod lifecycle;
+mod power_loss;
+mod refusals;
+mod resume;

@@ -1,0 +1,214 @@
+//! An interrupted install resumes from the last durable chunk and does not rewrite the
+//! chunks before it (counted by a disk that records every write).
+
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex};
+
+use partitions::io::{BlockDevice, MemDisk};
+use partitions::SlotId::{A, B};
+use tandem_tests::{cut_at, fired, request, Backend, World, CHUNK_SIZE};
+use updater::state::Phase;
+use updater::BootCheck;
+
+/// Records the range of every write and zero-out.
+#[derive(Debug)]
+struct Counting {
+    inner: MemDisk,
+    writes: Mutex<Vec<(u64, u64)>>,
+}
+
+impl Counting {
+    fn take(&self) -> Vec<(u64, u64)> {
+        std::mem::take(&mut *self.writes.lock().unwrap())
+    }
+}
+
+impl BlockDevice for Counting {
+    fn size(&self) -> io::Result<u64> {
+        self.inner.size()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.writes.lock().unwrap().push((offset, buf.len() as u64));
+        self.inner.write_at(buf, offset)
+    }
+    fn zero_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.writes.lock().unwrap().push((offset, len));
+        self.inner.zero_range(offset, len)
+    }
+    fn sync(&self) -> io::Result<()> {
+        self.inner.sync()
+    }
+}
+
+const CHUNK: u64 = CHUNK_SIZE as u64;
+
+fn counting_world() -> (World, Arc<Counting>) {
+    let disk = Arc::new(Counting {
+        inner: MemDisk::new(tandem_tests::DISK_SIZE),
+        writes: Mutex::new(Vec::new()),
+    });
+    let w = World::with_disk(Backend::Gpt, disk.clone());
+    (w, disk)
+}
+
+/// The writes that landed in slot B's first `chunks` chunks.
+fn rewritten(w: &World, writes: &[(u64, u64)], chunks: u64) -> Vec<(u64, u64)> {
+    let b = w.pair().slot(B).offset;
+    writes
+        .iter()
+        .filter(|(off, len)| *off < b + chunks * CHUNK && off + len > b)
+        .copied()
+        .collect()
+}
+
+#[test]
+fn a_cut_mid_payload_resumes_from_the_last_checkpoint() {
+    let scenario = fail::FailScenario::setup();
+    let (w, disk) = counting_world();
+    let v1 = w.release("1.0.0", 1, 1);
+    let v2 = w.release("2.0.0", 2, 2);
+    w.provision(A, &v1);
+
+    // Checkpoints every 3 chunks; the power goes after the 14th chunk is written.
+    let flag = cut_at("install::chunk-written", 14);
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        let mut agent = w.agent_for(A);
+        agent.write_options.checkpoint_bytes = 3 * CHUNK;
+        agent.install(&request(&v2.bundle, false))
+    }));
+    fail::remove("install::chunk-written");
+    assert!(fired(&flag) && result.is_err());
+    match w.state().phase {
+        Phase::Writing {
+            target,
+            durable_chunks,
+            ..
+        } => {
+            assert_eq!((target, durable_chunks), (B, 12));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(w.boot(), A, "the half-written slot is never booted");
+
+    disk.take();
+    let mut agent = w.agent_for(A);
+    agent.write_options.checkpoint_bytes = 3 * CHUNK;
+    let out = agent.install(&request(&v2.bundle, false)).unwrap();
+    assert_eq!(out.report.chunks_resumed, 12);
+    assert_eq!(
+        out.report.chunks_written + out.report.chunks_zeroed,
+        v2.chunks - 12
+    );
+    let again = rewritten(&w, &disk.take(), 12);
+    assert!(again.is_empty(), "completed chunks rewritten: {again:?}");
+    assert_eq!(w.holds(B, &[&v2]).unwrap().version, "2.0.0");
+    assert_eq!(w.boot(), B);
+    assert!(matches!(
+        w.agent_for(B).boot_check().unwrap(),
+        BootCheck::Committed { slot: B, .. }
+    ));
+    drop(scenario);
+}
+
+/// The USB stick is pulled mid-install: the bundle verified, then its payload ends early.
+/// (A bundle already truncated when the install starts is refused before anything is
+/// written: see `a_bundle_truncated_before_the_install_is_refused`.)
+#[test]
+fn a_source_cut_mid_payload_resumes_when_the_whole_bundle_is_back() {
+    let scenario = fail::FailScenario::setup();
+    let (w, disk) = counting_world();
+    let v1 = w.release("1.0.0", 1, 1);
+    let v2 = w.release("2.0.0", 2, 2);
+    w.provision(A, &v1);
+    let bytes = std::fs::read(&v2.bundle).unwrap();
+    let stick = w.path("stick.tandem");
+    std::fs::write(&stick, &bytes).unwrap();
+    let pulled = stick.clone();
+    let keep = bytes.len() as u64 * 2 / 3;
+    fail::cfg_callback("install::after-writing-state", move || {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&pulled)
+            .unwrap();
+        file.set_len(keep).unwrap();
+    })
+    .unwrap();
+    let mut agent = w.agent_for(A);
+    agent.write_options.checkpoint_bytes = 2 * CHUNK;
+    let error = agent.install(&request(&stick, false)).unwrap_err();
+    fail::remove("install::after-writing-state");
+    let message = error.to_string();
+    assert!(message.contains("stick.tandem"), "{message}");
+    let durable = match w.state().phase {
+        Phase::Writing { durable_chunks, .. } => durable_chunks,
+        other => panic!("{other:?} after: {message}"),
+    };
+    assert!(durable >= 4, "{durable} chunks durable");
+    assert_eq!(w.boot(), A, "the half-written slot is never booted");
+
+    // The stick is back with the whole bundle.
+    std::fs::write(&stick, &bytes).unwrap();
+    disk.take();
+    let mut agent = w.agent_for(A);
+    agent.write_options.checkpoint_bytes = 2 * CHUNK;
+    let out = agent.install(&request(&stick, false)).unwrap();
+    assert_eq!(out.report.chunks_resumed, durable);
+    assert_eq!(
+        out.report.chunks_written + out.report.chunks_zeroed,
+        v2.chunks - durable
+    );
+    let again = rewritten(&w, &disk.take(), durable);
+    assert!(again.is_empty(), "completed chunks rewritten: {again:?}");
+    assert_eq!(w.holds(B, &[&v2]).unwrap().version, "2.0.0");
+    drop(scenario);
+}
+
+#[test]
+fn a_bundle_truncated_before_the_install_is_refused() {
+    let (w, _) = counting_world();
+    let v1 = w.release("1.0.0", 1, 1);
+    let v2 = w.release("2.0.0", 2, 2);
+    w.provision(A, &v1);
+    let bytes = std::fs::read(&v2.bundle).unwrap();
+    let partial = w.path("partial.tandem");
+    std::fs::write(&partial, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let before = (w.slot_hash(A), w.slot_hash(B), w.boot_state(B));
+    let error = w
+        .agent_for(A)
+        .install(&request(&partial, false))
+        .unwrap_err();
+    let message = error.to_string();
+    assert_eq!(error.exit_code(), 3, "{message}");
+    assert!(
+        message.contains("partial.tandem") && message.contains("truncated"),
+        "{message}"
+    );
+    assert_eq!((w.slot_hash(A), w.slot_hash(B), w.boot_state(B)), before);
+}
+
+/// Another bundle for the same slot does not resume from the first one's chunks.
+#[test]
+fn another_bundle_starts_over() {
+    let scenario = fail::FailScenario::setup();
+    let (w, _) = counting_world();
+    let v1 = w.release("1.0.0", 1, 1);
+    let v2 = w.release("2.0.0", 2, 2);
+    let v3 = w.release("3.0.0", 3, 3);
+    w.provision(A, &v1);
+    let flag = cut_at("install::after-checkpoint", 2);
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        let mut agent = w.agent_for(A);
+        agent.write_options.checkpoint_bytes = 2 * CHUNK;
+        agent.install(&request(&v2.bundle, false))
+    }));
+    fail::remove("install::after-checkpoint");
+    assert!(fired(&flag) && result.is_err());
+    let out = w.install(A, &v3, false).unwrap();
+    assert_eq!(out.report.chunks_resumed, 0);
+    assert_eq!(w.holds(B, &[&v3]).unwrap().version, "3.0.0");
+    drop(scenario);
+}
