@@ -15,7 +15,7 @@ use partitions::io::{BlockDevice, FileDisk, FileStore, RealFs};
 use partitions::{BootControl, Disk, SlotBootState, SlotId, SlotPair};
 use serde::Serialize;
 use signer::verify::Verified;
-use signer::{Limits, Manifest};
+use signer::{Channel, Limits, Manifest, Root};
 use time::OffsetDateTime;
 
 use crate::cmdline::{booted_from, BootedFrom};
@@ -24,7 +24,8 @@ use crate::error::{Error, Result};
 use crate::health;
 use crate::http::HttpOptions;
 use crate::install::{write_image, WriteOptions, WriteReport};
-use crate::source::{resolve, Resolved, Trust};
+use crate::reports::ReportQueue;
+use crate::source::{resolve, verify_channel_in, Repository, Resolved, Trust};
 use crate::state::{AgentState, Phase, Release, SlotRecord, StateStore};
 
 /// The newest trusted root, kept beside the state file once a rotation was accepted.
@@ -165,6 +166,7 @@ impl Agent {
             }
         };
         let state_name = config.state.file_name().unwrap_or("state.json".as_ref()).to_owned();
+        let verify_readback = config.verify_readback;
         Ok(Agent {
             store: StateStore::new(Arc::clone(&io.state_fs), state_name),
             state_fs: io.state_fs,
@@ -175,7 +177,10 @@ impl Agent {
             systemd_boot,
             clock: Box::new(OffsetDateTime::now_utc),
             limits: Limits::default(),
-            write_options: WriteOptions::default(),
+            write_options: WriteOptions {
+                verify_readback,
+                ..WriteOptions::default()
+            },
             http_options: HttpOptions::default(),
         })
     }
@@ -337,6 +342,15 @@ impl Agent {
             | Phase::Trial { target, release } => {
                 self.record_firmware_rollback(&mut state, target, release)
             }
+            // Not recorded as activated, but the boot entry was flipped (a cut between the
+            // flip and the state save): the firmware tried it and fell back.
+            Phase::Written {
+                target,
+                release,
+                activated: false,
+            } if self.boot.state(target)?.priority > 0 => {
+                self.record_firmware_rollback(&mut state, target, release)
+            }
             _ => Ok(BootCheck::Nothing { booted }),
         }
     }
@@ -495,6 +509,63 @@ impl Agent {
         })
     }
 
+    /// The agent's saved state.
+    pub fn load_state(&self) -> Result<AgentState> {
+        Ok(self.store.load()?)
+    }
+
+    /// The configuration the agent runs with.
+    pub fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
+    /// Reports waiting to be sent to the server (kept beside the state file).
+    pub fn reports(&self) -> ReportQueue {
+        ReportQueue::new(Arc::clone(&self.state_fs))
+    }
+
+    /// This node's id in reports and rollout buckets: the configured `node_id`, else
+    /// `/etc/machine-id`.
+    pub fn node_id(&self) -> Result<String> {
+        if let Some(id) = &self.config.node_id {
+            return Ok(id.clone());
+        }
+        let id = std::fs::read_to_string("/etc/machine-id")
+            .map_err(Error::io("no node_id configured and cannot read /etc/machine-id"))?;
+        Ok(id.trim().to_owned())
+    }
+
+    /// Channel metadata verified against the trusted root (through the repository's
+    /// rotation chain) and the highest version seen; records what it taught us.
+    pub fn verified_channel(&self, repo: &dyn Repository, channel: &str) -> Result<Verified<Channel>> {
+        let mut state = self.store.load()?;
+        let root_bytes = self.trusted_root_bytes()?;
+        let trust = Trust {
+            root_bytes: &root_bytes,
+            min_channel_version: state.channel_versions.get(channel).copied().unwrap_or(0),
+            now: (self.clock)(),
+            limits: &self.limits,
+        };
+        let (root, metadata) = verify_channel_in(repo, channel, &trust)?;
+        let seen = state.channel_versions.entry(channel.to_owned()).or_default();
+        if metadata.version > *seen {
+            *seen = metadata.version;
+            self.store.save(&state)?;
+        }
+        if root.bytes() != root_bytes.as_slice() {
+            self.keep_root(&root)?;
+        }
+        Ok(metadata)
+    }
+
+    fn keep_root(&self, root: &Verified<Root>) -> Result<()> {
+        self.state_fs
+            .write_atomic(Path::new(TRUSTED_ROOT_FILE), root.bytes())
+            .map_err(Error::io("cannot store the rotated root"))?;
+        tracing::info!(version = root.version(), "trusting a rotated root");
+        Ok(())
+    }
+
     fn resolve(&self, request: &InstallRequest, state: &AgentState) -> Result<Resolved> {
         let root_bytes = self.trusted_root_bytes()?;
         let min_channel_version = request
@@ -536,10 +607,7 @@ impl Agent {
     /// a newer root, and the channel version (so older metadata is never accepted again).
     fn remember_trust(&self, state: &mut AgentState, resolved: &Resolved) -> Result<()> {
         if let Some(root) = &resolved.rotated_root {
-            self.state_fs
-                .write_atomic(Path::new(TRUSTED_ROOT_FILE), root.bytes())
-                .map_err(Error::io("cannot store the rotated root"))?;
-            tracing::info!(version = root.version(), "trusting a rotated root");
+            self.keep_root(root)?;
         }
         if let Some((channel, version)) = &resolved.channel {
             let seen = state.channel_versions.entry(channel.clone()).or_default();
@@ -590,7 +658,8 @@ impl Agent {
         Ok(())
     }
 
-    fn reboot(&self) -> Result<()> {
+    /// Runs the configured reboot command.
+    pub fn reboot(&self) -> Result<()> {
         let command = &self.config.reboot;
         let failed = |reason: String| Error::Reboot {
             command: command.clone(),

@@ -5,14 +5,17 @@
 pub mod agent;
 pub mod cmdline;
 pub mod config;
+pub mod daemon;
 pub mod error;
 pub mod health;
 pub mod http;
 pub mod install;
 pub mod parallel;
+pub mod reports;
 pub mod source;
 pub mod state;
 
 pub use agent::{Agent, BootCheck, InstallOutcome, InstallRequest, Io, Status};
 pub use config::AgentConfig;
+pub use partitions::SlotId;
 pub use error::{Error, Result};

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use updater::config::DEFAULT_CONFIG_PATH;
+use updater::daemon::{Daemon, Poll};
+use updater::http::HttpOptions;
 use updater::{Agent, AgentConfig, BootCheck, InstallRequest};
 
 #[derive(Parser)]
@@ -50,11 +52,22 @@ enum Cmd {
     },
     /// Show the slots, their boot state and releases, and the agent's state.
     Status,
+    /// Poll the `[server]` of the configuration, install what the channel offers when the
+    /// rollout selects this node, report outcomes, reboot into the new slot.
+    Daemon {
+        /// Poll once and exit (cron, tests).
+        #[arg(long)]
+        once: bool,
+        /// Do not run the reboot command after an install.
+        #[arg(long)]
+        no_reboot: bool,
+    },
 }
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -122,6 +135,9 @@ fn run(cli: &Cli) -> updater::Result<ExitCode> {
                 ),
             };
             print(cli.json, &check, &text);
+            if let Some(server) = agent.config().server.clone() {
+                Daemon::new(&agent, server, HttpOptions::default())?.report_boot_check(&check);
+            }
             if matches!(check, BootCheck::RolledBack { .. }) {
                 return Ok(ExitCode::from(ROLLED_BACK));
             }
@@ -133,6 +149,24 @@ fn run(cli: &Cli) -> updater::Result<ExitCode> {
         Cmd::Rollback { no_reboot } => {
             let slot = agent.rollback(!no_reboot)?;
             print(cli.json, &slot, &format!("slot {slot} boots next as a trial"));
+        }
+        Cmd::Daemon { once, no_reboot } => {
+            let server = agent.config().server.clone().ok_or_else(|| {
+                updater::Error::Refused(format!(
+                    "{} has no [server] section: nothing to poll",
+                    cli.config.display()
+                ))
+            })?;
+            let mut daemon = Daemon::new(&agent, server, HttpOptions::default())?;
+            if *once {
+                let poll = daemon.poll_once()?;
+                print(cli.json, &format!("{poll:?}"), &format!("{poll:?}"));
+                if matches!(poll, Poll::Installed(_)) && !no_reboot {
+                    agent.reboot()?;
+                }
+            } else {
+                daemon.run(!no_reboot, None)?;
+            }
         }
         Cmd::Status => {
             let status = agent.status()?;

@@ -1,0 +1,172 @@
+//! Fleet reports: what happened on this node, queued on disk and sent to the server.
+//!
+//! A report is written to the queue before any attempt to send it, and removed only once
+//! the server accepted it, so a report survives a failed network and a reboot. Sending never
+//! changes slot state: commit is final whatever the server answers.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use partitions::io::FileStore;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The queue directory, relative to the state directory.
+const QUEUE_DIR: &str = "reports";
+/// Oldest reports are dropped beyond this many: a node offline for months must not fill
+/// its state partition.
+const MAX_QUEUED: usize = 256;
+const MAX_REPORT_FILE: u64 = 16 << 10;
+
+/// What the server's `POST /v1/reports` takes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Report {
+    pub node_id: String,
+    pub channel: String,
+    pub from_version: String,
+    pub to_version: String,
+    /// `installed` | `committed` | `rolled-back` | `failed`.
+    pub outcome: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Reports waiting to be sent, oldest first.
+#[derive(Debug, Clone)]
+pub struct ReportQueue {
+    fs: Arc<dyn FileStore>,
+}
+
+impl ReportQueue {
+    pub fn new(fs: Arc<dyn FileStore>) -> Self {
+        ReportQueue { fs }
+    }
+
+    /// Durably queues `report`.
+    pub fn push(&self, report: &Report) -> Result<()> {
+        let dir = Path::new(QUEUE_DIR);
+        self.fs
+            .create_dir_all(dir)
+            .map_err(Error::io("cannot create the report queue"))?;
+        let names = self.names()?;
+        let next = names
+            .last()
+            .and_then(|n| n.trim_end_matches(".json").parse::<u64>().ok())
+            .map_or(0, |n| n + 1);
+        let bytes = serde_json::to_vec(report)
+            .map_err(|e| Error::io("cannot encode a report")(std::io::Error::other(e)))?;
+        self.fs
+            .write_atomic(&dir.join(format!("{next:012}.json")), &bytes)
+            .map_err(Error::io("cannot queue a report"))?;
+        for old in names.iter().take((names.len() + 1).saturating_sub(MAX_QUEUED)) {
+            self.remove(old)?;
+        }
+        Ok(())
+    }
+
+    /// The queued reports, oldest first (unreadable files are dropped with a warning).
+    pub fn pending(&self) -> Result<Vec<(String, Report)>> {
+        let mut out = Vec::new();
+        for name in self.names()? {
+            let parsed = self
+                .fs
+                .read(&path_of(&name), MAX_REPORT_FILE)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+            match parsed {
+                Some(report) => out.push((name, report)),
+                None => {
+                    tracing::warn!(file = %name, "dropping an unreadable queued report");
+                    self.remove(&name)?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sends queued reports in order with `send`, removing each one accepted; stops at the
+    /// first failure (the rest wait for the next attempt). Returns how many were sent.
+    pub fn flush(&self, mut send: impl FnMut(&Report) -> Result<()>) -> Result<usize> {
+        let mut sent = 0;
+        for (name, report) in self.pending()? {
+            if let Err(error) = send(&report) {
+                tracing::warn!(%error, "report not sent; it stays queued");
+                break;
+            }
+            self.remove(&name)?;
+            sent += 1;
+        }
+        Ok(sent)
+    }
+
+    fn names(&self) -> Result<Vec<String>> {
+        match self.fs.list(Path::new(QUEUE_DIR)) {
+            Ok(names) => Ok(names.into_iter().filter(|n| n.ends_with(".json")).collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(Error::io("cannot list the report queue")(e)),
+        }
+    }
+
+    fn remove(&self, name: &str) -> Result<()> {
+        self.fs
+            .remove(&path_of(name))
+            .map_err(Error::io("cannot remove a sent report"))
+    }
+}
+
+fn path_of(name: &str) -> PathBuf {
+    Path::new(QUEUE_DIR).join(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use partitions::io::MemFs;
+
+    fn report(to: &str) -> Report {
+        Report {
+            node_id: "node-1".into(),
+            channel: "stable".into(),
+            from_version: "1.0.0".into(),
+            to_version: to.into(),
+            outcome: "committed".into(),
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn reports_are_sent_in_order_and_kept_until_accepted() {
+        let queue = ReportQueue::new(Arc::new(MemFs::new()));
+        for to in ["2.0.0", "3.0.0", "4.0.0"] {
+            queue.push(&report(to)).unwrap();
+        }
+        let mut seen = Vec::new();
+        let sent = queue
+            .flush(|r| {
+                if r.to_version == "3.0.0" {
+                    return Err(Error::Refused("server down".into()));
+                }
+                seen.push(r.to_version.clone());
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!((sent, seen), (1, vec!["2.0.0".to_string()]));
+        let left: Vec<_> = queue.pending().unwrap().into_iter().map(|(_, r)| r.to_version).collect();
+        assert_eq!(left, ["3.0.0", "4.0.0"]);
+        assert_eq!(queue.flush(|_| Ok(())).unwrap(), 2);
+        assert!(queue.pending().unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_queue_is_bounded() {
+        let queue = ReportQueue::new(Arc::new(MemFs::new()));
+        for n in 0..(MAX_QUEUED + 5) {
+            queue.push(&report(&format!("{n}.0.0"))).unwrap();
+        }
+        let pending = queue.pending().unwrap();
+        assert_eq!(pending.len(), MAX_QUEUED);
+        assert_eq!(pending[0].1.to_version, "5.0.0");
+    }
+}
