@@ -146,6 +146,9 @@ pub fn write_image(
         None => hash_slot(slot, 0, manifest.image_size())?,
     };
     if actual != manifest.image_sha256() {
+        // Nothing on the slot can be trusted now: the next attempt must rewrite the image,
+        // not resume after the chunks this run believed durable.
+        checkpoint(0)?;
         return Err(Error::Io {
             context: "verifying the written slot".into(),
             source: std::io::Error::new(

@@ -7,4 +7,5 @@ mod failpoints;
 mod lifecycle;
 mod power_loss;
 mod refusals;
+mod regression;
 mod resume;
