@@ -42,6 +42,28 @@ pub enum Poll {
     Installed(Box<InstallOutcome>),
 }
 
+impl std::fmt::Display for Poll {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Poll::NotModified => write!(f, "the channel did not change"),
+            Poll::UpToDate { version } => write!(f, "up to date with {version}"),
+            Poll::Paused => write!(f, "the channel is paused: nothing installed"),
+            Poll::NotSelected { percent } => {
+                write!(f, "the rollout ({percent} %) does not include this node yet")
+            }
+            Poll::RolledBackHere { version } => {
+                write!(f, "{version} rolled back on this node: skipped until a newer release")
+            }
+            Poll::InTrial => write!(f, "the booted slot is in its trial: waiting for boot-check"),
+            Poll::Installed(outcome) => write!(
+                f,
+                "installed {} into slot {}",
+                outcome.release.version, outcome.target
+            ),
+        }
+    }
+}
+
 /// The polling loop of one node.
 pub struct Daemon<'a> {
     agent: &'a Agent,
@@ -89,7 +111,7 @@ impl<'a> Daemon<'a> {
                 }
                 Ok(decision) => {
                     failures = 0;
-                    tracing::info!(?decision, "poll");
+                    tracing::info!(%decision, "poll");
                 }
                 Err(error) => {
                     failures = failures.saturating_add(1);

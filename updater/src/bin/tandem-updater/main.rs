@@ -160,7 +160,7 @@ fn run(cli: &Cli) -> updater::Result<ExitCode> {
             let mut daemon = Daemon::new(&agent, server, HttpOptions::default())?;
             if *once {
                 let poll = daemon.poll_once()?;
-                print(cli.json, &format!("{poll:?}"), &format!("{poll:?}"));
+                print(cli.json, &poll.to_string(), &poll.to_string());
                 if matches!(poll, Poll::Installed(_)) && !no_reboot {
                     agent.reboot()?;
                 }

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# The quick start: Tandem's whole story on image files and loopback, no root, nothing to
+# install beyond the Rust toolchain. Keys with a 2-of-3 release role; a disk with A/B slots
+# provisioned with v1; v2 and a broken v3 signed and published; tandem-server started; the
+# agent installs v2 over HTTP, the reference firmware reboots into it, health passes, it is
+# committed; v3 fails its health check and rolls back; the server's status shows both.
+# Work files: target/demo/ (the log of every command: target/demo/demo.log).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+W="$ROOT/target/demo"
+LOG="$W/demo.log"
+rm -rf "$W" && mkdir -p "$W"
+cd "$W"
+
+step() { printf '\033[1m==>\033[0m %s\n' "$*"; }
+run() { echo "+ $*" >>"$LOG"; "$@" >>"$LOG" 2>&1 || { echo "FAILED: $* (see $LOG)" >&2; tail -20 "$LOG" >&2; exit 1; }; }
+
+step "building tandem-signer, tandem-disk, tandem-updater, tandem-server"
+cargo build -q --manifest-path "$ROOT/Cargo.toml" --bins
+BIN=$(cargo metadata -q --format-version 1 --no-deps --manifest-path "$ROOT/Cargo.toml" \
+    | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/debug
+export PATH="$BIN:$PATH"
+
+step "release keys: a root key and three release keys, any 2 of which sign a release"
+run tandem-signer keygen --out root
+for k in r1 r2 r3; do run tandem-signer keygen --out $k; done
+run tandem-signer root init -o root.json --root-key root.pub.pem --root-threshold 1 \
+    --release-key r1.pub.pem --release-key r2.pub.pem --release-key r3.pub.pem \
+    --release-threshold 2 --expires 365d --sign-with root.pem
+
+# An "OS image": an os-release block the health check reads, 6 MiB of data, then zeros.
+make_image() {  # VERSION HEALTHY
+    { printf 'NAME=Acme Edge\nVERSION=%s\nHEALTHY=%s\n' "$1" "$2"; head -c 4096 /dev/zero; } | head -c 4096 >"v$1.img"
+    head -c $((6 << 20)) /dev/urandom >>"v$1.img"
+    truncate -s 24M "v$1.img"
+}
+make_image 1 yes; make_image 2 yes; make_image 3 no
+
+step "disk.img: GPT with ESP, root-a, root-b, state; factory image v1 in slot A"
+run tandem-disk create disk.img --size 128MiB --slot-size 32MiB --esp 8MiB --state 8MiB
+run tandem-disk write-slot disk.img a v1.img
+
+step "signing v2 and v3 (r1 signs, then r2 adds its signature on another machine)"
+for v in 2 3; do
+    run tandem-signer sign --image v$v.img --product acme-edge --version $v.0.0 --security-version 1 \
+        --key r1.pem -o v$v.tandem
+    run tandem-signer add-signature v$v.tandem --key r2.pem
+    run tandem-signer verify v$v.tandem --root root.json
+done
+
+step "publishing v2 on channel 'stable' and starting tandem-server on loopback"
+run tandem-signer publish --repo repo --channel stable --key r1.pem --key r3.pem --root root.json v2.tandem
+head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >report.token
+head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >admin.token
+tandem-server serve --repo repo --listen 127.0.0.1:0 --data data \
+    --report-token-file report.token --admin-token-file admin.token 2>server.log &
+SERVER_PID=$!
+trap 'kill $SERVER_PID 2>/dev/null || true' EXIT
+for _ in $(seq 100); do grep -q 'listening on' server.log && break; sleep 0.1; done
+URL=$(sed -n 's/.*listening on \(http:\/\/[0-9.:]*\).*/\1/p' server.log | head -1)
+[ -n "$URL" ] || { echo "tandem-server did not start:" >&2; cat server.log >&2; exit 1; }
+PORT=${URL##*:}
+
+# The node: the health check reads HEALTHY= from the OS the firmware booted.
+cat >health.sh <<'SH'
+#!/bin/sh
+slot=$(cat booted)
+offset=$(tandem-disk show disk.img --json | grep '"offset"' | sed -n "$([ "$slot" = a ] && echo 1 || echo 2)p" | tr -dc 0-9)
+dd if=disk.img bs=4096 skip=$((offset / 4096)) count=1 2>/dev/null | grep -q '^HEALTHY=yes'
+SH
+chmod +x health.sh
+boot() {  # the reference firmware picks a slot; the node "runs" it
+    local slot; slot=$(tandem-disk boot disk.img)
+    echo "$slot" >booted
+    sed -i "s/^booted_slot = .*/booted_slot = \"$slot\"/" updater.toml
+    echo "$slot"
+}
+cat >updater.toml <<TOML
+disk = "disk.img"
+boot = "gpt"
+state = "state/state.json"
+root = "root.json"
+product = "acme-edge"
+node_id = "demo-node-1"
+booted_slot = "a"
+reboot = ["true"]
+[[health]]
+exec = ["./health.sh"]
+timeout = "10s"
+[server]
+url = "$URL/"
+channel = "stable"
+report_token_file = "report.token"
+TOML
+echo a >booted
+updater() { tandem-updater --config updater.toml "$@"; }
+status() {  # NAME: GET the channel status into NAME.json, print a one-line summary
+    exec 3<>"/dev/tcp/127.0.0.1/$PORT"
+    printf 'GET /v1/channels/stable/status HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
+    sed '1,/^\r$/d' <&3 >"$1.json"
+    exec 3<&-
+    tr -d ' \n' <"$1.json" | sed -n 's/.*"by_version":{\([^}]*\)}.*"current_release":{"version":"\([^"]*\)","outcomes":{\([^}]*\)}.*/release \2: \3; nodes per version: \1/p'
+}
+
+step "node polls $URL: installs v2 over HTTP into slot B"
+run updater daemon --once --no-reboot
+step "reboot: the firmware boots slot $(boot)"
+step "boot-check: $(updater boot-check 2>>"$LOG")"
+step "server status: $(status after-v2)"
+grep -q '"committed": *1' after-v2.json || { echo "unexpected status (see $W/after-v2.json)" >&2; exit 1; }
+
+step "publishing v3 (its health check will fail)"
+run tandem-signer publish --repo repo --channel stable --key r2.pem --key r3.pem --root root.json v3.tandem
+step "node polls: installs v3 into slot A"
+run updater daemon --once --no-reboot
+step "reboot: the firmware boots slot $(boot)"
+step "boot-check: $(updater boot-check 2>>"$LOG" || true)"
+step "reboot: the firmware boots slot $(boot) (v3 is marked bad)"
+step "boot-check: $(updater boot-check 2>>"$LOG")"
+step "node polls again: $(updater daemon --once --no-reboot 2>>"$LOG")"
+
+step "server status: $(status after-v3)"
+grep -q '"rolled-back": *1' after-v3.json && grep -q '"2.0.0": *1' after-v3.json \
+    || { echo "unexpected status (see $W/after-v3.json)" >&2; exit 1; }
+step "done: v2 committed in slot B, v3 rolled back, the node still runs v2 (work files: $W)"
