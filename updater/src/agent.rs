@@ -125,8 +125,10 @@ pub struct SlotStatus {
 impl Agent {
     /// The agent over the real disk and files named by `config`.
     pub fn open(config: AgentConfig) -> Result<Self> {
-        let disk = FileDisk::open(&config.disk)
-            .map_err(Error::io(format!("cannot open the disk {}", config.disk.display())))?;
+        let disk = FileDisk::open(&config.disk).map_err(Error::io(format!(
+            "cannot open the disk {}",
+            config.disk.display()
+        )))?;
         let state_dir = parent_dir(&config.state);
         std::fs::create_dir_all(&state_dir).map_err(Error::io(format!(
             "cannot create the state directory {}",
@@ -149,13 +151,18 @@ impl Agent {
     pub fn with_io(config: AgentConfig, io: Io) -> Result<Self> {
         let disk = Disk::from_device(io.disk)?;
         let pair = disk.slots(&config.slots)?;
-        let missing = |what: &str| Error::Refused(format!("the {what} backend needs its directory"));
+        let missing =
+            |what: &str| Error::Refused(format!("the {what} backend needs its directory"));
         let mut systemd_boot = None;
         let boot: Box<dyn BootControl> = match config.boot {
             BootBackend::Gpt => Box::new(disk.gpt_boot_control(&pair)),
             BootBackend::Grub => {
                 let fs = io.boot_fs.clone().ok_or_else(|| missing("grub"))?;
-                let name = config.grubenv.as_deref().and_then(Path::file_name).unwrap_or("grubenv".as_ref());
+                let name = config
+                    .grubenv
+                    .as_deref()
+                    .and_then(Path::file_name)
+                    .unwrap_or("grubenv".as_ref());
                 Box::new(GrubEnvBootControl::new(fs, name))
             }
             BootBackend::SystemdBoot => {
@@ -165,7 +172,11 @@ impl Agent {
                 Box::new(control)
             }
         };
-        let state_name = config.state.file_name().unwrap_or("state.json".as_ref()).to_owned();
+        let state_name = config
+            .state
+            .file_name()
+            .unwrap_or("state.json".as_ref())
+            .to_owned();
         let verify_readback = config.verify_readback;
         Ok(Agent {
             store: StateStore::new(Arc::clone(&io.state_fs), state_name),
@@ -186,7 +197,10 @@ impl Agent {
     }
 
     /// Uses another clock for expiry checks (tests).
-    pub fn with_clock(mut self, clock: impl Fn() -> OffsetDateTime + Send + Sync + 'static) -> Self {
+    pub fn with_clock(
+        mut self,
+        clock: impl Fn() -> OffsetDateTime + Send + Sync + 'static,
+    ) -> Self {
         self.clock = Box::new(clock);
         self
     }
@@ -205,7 +219,12 @@ impl Agent {
                 .parse()
                 .ok()
                 .and_then(|uuid| self.pair.by_partuuid(&uuid))
-                .ok_or_else(|| Error::BootedSlot(format!("root=PARTUUID={uuid} is neither slot of the pair {:?}", self.pair.name))),
+                .ok_or_else(|| {
+                    Error::BootedSlot(format!(
+                        "root=PARTUUID={uuid} is neither slot of the pair {:?}",
+                        self.pair.name
+                    ))
+                }),
             None => Err(Error::BootedSlot(format!(
                 "{} has neither tandem.slot= nor root=PARTUUID=",
                 path.display()
@@ -530,14 +549,19 @@ impl Agent {
         if let Some(id) = &self.config.node_id {
             return Ok(id.clone());
         }
-        let id = std::fs::read_to_string("/etc/machine-id")
-            .map_err(Error::io("no node_id configured and cannot read /etc/machine-id"))?;
+        let id = std::fs::read_to_string("/etc/machine-id").map_err(Error::io(
+            "no node_id configured and cannot read /etc/machine-id",
+        ))?;
         Ok(id.trim().to_owned())
     }
 
     /// Channel metadata verified against the trusted root (through the repository's
     /// rotation chain) and the highest version seen; records what it taught us.
-    pub fn verified_channel(&self, repo: &dyn Repository, channel: &str) -> Result<Verified<Channel>> {
+    pub fn verified_channel(
+        &self,
+        repo: &dyn Repository,
+        channel: &str,
+    ) -> Result<Verified<Channel>> {
         let mut state = self.store.load()?;
         let root_bytes = self.trusted_root_bytes()?;
         let trust = Trust {
@@ -547,7 +571,10 @@ impl Agent {
             limits: &self.limits,
         };
         let (root, metadata) = verify_channel_in(repo, channel, &trust)?;
-        let seen = state.channel_versions.entry(channel.to_owned()).or_default();
+        let seen = state
+            .channel_versions
+            .entry(channel.to_owned())
+            .or_default();
         if metadata.version > *seen {
             *seen = metadata.version;
             self.store.save(&state)?;

@@ -274,7 +274,10 @@ impl RawConfig {
 
 fn validate_server(raw: RawServer) -> Result<Server, String> {
     if !(raw.url.starts_with("http://") || raw.url.starts_with("https://")) {
-        return Err(format!("[server] url = {:?} is not an http(s) URL", raw.url));
+        return Err(format!(
+            "[server] url = {:?} is not an http(s) URL",
+            raw.url
+        ));
     }
     let name_ok = !raw.channel.is_empty()
         && raw
@@ -326,7 +329,9 @@ fn health_check(text: &str, spanned: toml::Spanned<RawHealth>) -> Result<HealthC
 
 /// The 1-based line number of a byte offset.
 fn line_of(text: &str, offset: usize) -> usize {
-    text.get(..offset).map_or(0, |before| before.matches('\n').count()) + 1
+    text.get(..offset)
+        .map_or(0, |before| before.matches('\n').count())
+        + 1
 }
 
 fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {

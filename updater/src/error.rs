@@ -35,7 +35,10 @@ pub enum Error {
     #[error("cannot tell which slot is booted: {0}")]
     BootedSlot(String),
     #[error("the reboot command {command:?} failed: {reason}")]
-    Reboot { command: Vec<String>, reason: String },
+    Reboot {
+        command: Vec<String>,
+        reason: String,
+    },
     #[error("the source {0} is not a bundle file or a repository directory")]
     UnknownSource(PathBuf),
 }

@@ -135,7 +135,10 @@ mod tests {
         ];
         let failure = run_checks(&checks, Duration::from_secs(10)).unwrap_err();
         let text = failure.to_string();
-        assert!(text.contains("sh -c exit 7") && text.contains("7"), "{text}");
+        assert!(
+            text.contains("sh -c exit 7") && text.contains("7"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -127,7 +127,12 @@ impl Http {
     }
 
     /// POST a JSON body with a bearer token.
-    pub fn post_json(&self, path: &str, token: Option<&str>, body: &impl serde::Serialize) -> Result<()> {
+    pub fn post_json(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &impl serde::Serialize,
+    ) -> Result<()> {
         let url = self.url(path);
         let mut request = self.client.post(&url).json(body);
         if let Some(token) = token {
@@ -147,7 +152,8 @@ impl Http {
             .take(max + 1)
             .read_to_end(&mut body)
             .map_err(Error::io(format!("reading {url}")))?;
-        self.received.fetch_add(body.len() as u64, Ordering::Relaxed);
+        self.received
+            .fetch_add(body.len() as u64, Ordering::Relaxed);
         if body.len() as u64 > max {
             return Err(Error::Refused(format!(
                 "{url} sent more than the {max} bytes allowed: cut off"
@@ -192,8 +198,12 @@ fn header(response: &Response, name: reqwest::header::HeaderName) -> Option<Stri
 
 fn read_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>> {
     let pem = std::fs::read(path).map_err(Error::io(format!("cannot read {}", path.display())))?;
-    reqwest::Certificate::from_pem_bundle(&pem)
-        .map_err(|e| Error::Refused(format!("{}: not a PEM certificate bundle: {e}", path.display())))
+    reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+        Error::Refused(format!(
+            "{}: not a PEM certificate bundle: {e}",
+            path.display()
+        ))
+    })
 }
 
 /// A bundle served over HTTP; its size comes from the signed channel metadata, so a
@@ -222,17 +232,21 @@ impl BundleSource for HttpBundle {
     fn head(&self, limits: &Limits) -> Result<BundleHead> {
         let name = self.name();
         let header_len = BundleHeader::LEN as u64;
-        let raw = self.http.get_range(&self.path, 0..header_len.min(self.size))?;
+        let raw = self
+            .http
+            .get_range(&self.path, 0..header_len.min(self.size))?;
         let bytes: [u8; BundleHeader::LEN] = raw
             .try_into()
             .map_err(|_| Error::Refused(format!("{name}: shorter than a bundle header")))?;
-        let header = BundleHeader::parse(&bytes, limits)
-            .map_err(|e| Error::verify(&name)(e.into()))?;
+        let header =
+            BundleHeader::parse(&bytes, limits).map_err(|e| Error::verify(&name)(e.into()))?;
         header
             .check_file_len(self.size)
             .map_err(|e| Error::verify(&name)(e.into()))?;
         let manifest = self.http.get_range(&self.path, header.manifest_range())?;
-        let signatures = self.http.get_range(&self.path, header.signature_block_range())?;
+        let signatures = self
+            .http
+            .get_range(&self.path, header.signature_block_range())?;
         BundleHead::from_parts(header, manifest, &signatures, self.size, limits)
             .map_err(|e| Error::verify(&name)(e.into()))
     }
@@ -310,7 +324,9 @@ impl ResumingReader {
     fn retry_or_fail(&mut self, error: std::io::Error) -> std::io::Result<()> {
         self.response = None;
         self.failures += 1;
-        if error.kind() == std::io::ErrorKind::InvalidData || self.failures > self.http.options.max_retries {
+        if error.kind() == std::io::ErrorKind::InvalidData
+            || self.failures > self.http.options.max_retries
+        {
             return Err(error);
         }
         let wait = self.http.options.retry_backoff * 2u32.saturating_pow(self.failures - 1);
@@ -322,7 +338,9 @@ impl ResumingReader {
 
 impl Read for ResumingReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let want = usize::try_from(self.end - self.position).unwrap_or(usize::MAX).min(buf.len());
+        let want = usize::try_from(self.end - self.position)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
         if want == 0 {
             return Ok(0);
         }
@@ -343,7 +361,10 @@ impl Read for ResumingReader {
             };
             match response.read(window) {
                 Ok(0) => {
-                    let cut = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed early");
+                    let cut = std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "connection closed early",
+                    );
                     self.retry_or_fail(cut)?;
                 }
                 Ok(n) => {

@@ -80,7 +80,9 @@ pub fn write_image(
 ) -> Result<WriteReport> {
     let slot_io = |what: &str| Error::io(format!("slot {what}"));
     let chunks = manifest.chunks();
-    let start = usize::try_from(resume_from).unwrap_or(usize::MAX).min(chunks.len());
+    let start = usize::try_from(resume_from)
+        .unwrap_or(usize::MAX)
+        .min(chunks.len());
     let remaining = chunks.get(start..).unwrap_or_default();
     let progress = progress_bar(manifest, start, options.progress);
     let bytes_read = AtomicU64::new(0);
@@ -193,9 +195,14 @@ fn feed(hasher: &mut Sha256, data: Option<&[u8]>, len: u32) {
 
 /// The stream hash of the chunks an earlier run already made durable, read from the slot.
 fn hash_prefix(slot: &dyn BlockDevice, chunks: &[Chunk], start: usize) -> Result<Sha256> {
-    let end = chunks
-        .get(start)
-        .map_or_else(|| chunks.last().map_or(0, |c| c.image_offset + u64::from(c.len)), |c| c.image_offset);
+    let end = chunks.get(start).map_or_else(
+        || {
+            chunks
+                .last()
+                .map_or(0, |c| c.image_offset + u64::from(c.len))
+        },
+        |c| c.image_offset,
+    );
     let mut hasher = Sha256::new();
     read_slot(slot, 0, end, |block| hasher.update(block))?;
     Ok(hasher)
@@ -208,7 +215,12 @@ pub fn hash_slot(slot: &dyn BlockDevice, offset: u64, len: u64) -> Result<Sha256
     Ok(Sha256Digest(hasher.finalize().into()))
 }
 
-fn read_slot(slot: &dyn BlockDevice, offset: u64, len: u64, mut f: impl FnMut(&[u8])) -> Result<()> {
+fn read_slot(
+    slot: &dyn BlockDevice,
+    offset: u64,
+    len: u64,
+    mut f: impl FnMut(&[u8]),
+) -> Result<()> {
     let mut buf = vec![0u8; 4 << 20];
     let mut done = 0u64;
     while done < len {
@@ -252,9 +264,11 @@ impl<'a> PayloadReader<'a> {
         };
         let mut bytes = Vec::with_capacity(frame.length as usize);
         let mut taken = stream.take(frame.length);
-        taken
-            .read_to_end(&mut bytes)
-            .map_err(Error::io(format!("reading chunk {} from {}", chunk.index, self.source.name())))?;
+        taken.read_to_end(&mut bytes).map_err(Error::io(format!(
+            "reading chunk {} from {}",
+            chunk.index,
+            self.source.name()
+        )))?;
         if bytes.len() as u64 != frame.length {
             return Err(Error::Io {
                 context: format!("reading chunk {} from {}", chunk.index, self.source.name()),

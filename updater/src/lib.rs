@@ -17,5 +17,5 @@ pub mod state;
 
 pub use agent::{Agent, BootCheck, InstallOutcome, InstallRequest, Io, Status};
 pub use config::AgentConfig;
-pub use partitions::SlotId;
 pub use error::{Error, Result};
+pub use partitions::SlotId;

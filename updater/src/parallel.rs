@@ -179,7 +179,13 @@ mod tests {
             (0..1000u32).map(Ok),
             2,
             4,
-            |n| if n == 10 { Err(format!("bad {n}")) } else { Ok(n) },
+            |n| {
+                if n == 10 {
+                    Err(format!("bad {n}"))
+                } else {
+                    Ok(n)
+                }
+            },
             |n| {
                 delivered.push(n);
                 Ok(())

@@ -60,7 +60,10 @@ impl ReportQueue {
         self.fs
             .write_atomic(&dir.join(format!("{next:012}.json")), &bytes)
             .map_err(Error::io("cannot queue a report"))?;
-        for old in names.iter().take((names.len() + 1).saturating_sub(MAX_QUEUED)) {
+        for old in names
+            .iter()
+            .take((names.len() + 1).saturating_sub(MAX_QUEUED))
+        {
             self.remove(old)?;
         }
         Ok(())
@@ -153,7 +156,12 @@ mod tests {
             })
             .unwrap();
         assert_eq!((sent, seen), (1, vec!["2.0.0".to_string()]));
-        let left: Vec<_> = queue.pending().unwrap().into_iter().map(|(_, r)| r.to_version).collect();
+        let left: Vec<_> = queue
+            .pending()
+            .unwrap()
+            .into_iter()
+            .map(|(_, r)| r.to_version)
+            .collect();
         assert_eq!(left, ["3.0.0", "4.0.0"]);
         assert_eq!(queue.flush(|_| Ok(())).unwrap(), 2);
         assert!(queue.pending().unwrap().is_empty());

@@ -118,7 +118,9 @@ impl Repository for DirRepository {
     }
 
     fn bundle(&self, path: &str, _size: u64) -> Result<Box<dyn BundleSource>> {
-        Ok(Box::new(FileSource::new(self.dir.join(checked_relative(path)?))))
+        Ok(Box::new(FileSource::new(
+            self.dir.join(checked_relative(path)?),
+        )))
     }
 }
 
@@ -191,7 +193,8 @@ fn verify_bundle(
     limits: &Limits,
 ) -> Result<Verified<Manifest>> {
     let head = source.head(limits)?;
-    head.verify(root, limits).map_err(Error::verify(source.name()))
+    head.verify(root, limits)
+        .map_err(Error::verify(source.name()))
 }
 
 /// Walks the root chain, verifies the channel, then the bundle it names (DESIGN.md §4).
@@ -267,8 +270,8 @@ fn with_slash(name: &str) -> String {
 fn checked_relative(bundle: &str) -> Result<&Path> {
     let path = Path::new(bundle);
     let mut components = path.components().peekable();
-    let inside = components.peek().is_some()
-        && components.all(|c| matches!(c, Component::Normal(_)));
+    let inside =
+        components.peek().is_some() && components.all(|c| matches!(c, Component::Normal(_)));
     if inside {
         Ok(path)
     } else {

@@ -164,7 +164,9 @@ impl StateStore {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             self.fs.create_dir_all(dir).map_err(write_error)?;
         }
-        self.fs.write_atomic(&self.path, &bytes).map_err(write_error)
+        self.fs
+            .write_atomic(&self.path, &bytes)
+            .map_err(write_error)
     }
 
     fn corrupt(&self, reason: String) -> StateError {
@@ -251,6 +253,9 @@ mod tests {
             .unwrap();
         let store = StateStore::new(fs, "state.json");
         let error = store.load().unwrap_err().to_string();
-        assert!(error.contains("state.json") && error.contains("damaged"), "{error}");
+        assert!(
+            error.contains("state.json") && error.contains("damaged"),
+            "{error}"
+        );
     }
 }

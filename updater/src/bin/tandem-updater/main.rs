@@ -11,7 +11,10 @@ use updater::http::HttpOptions;
 use updater::{Agent, AgentConfig, BootCheck, InstallRequest};
 
 #[derive(Parser)]
-#[command(version, about = "Tandem's on-node agent: verified atomic A/B OS updates")]
+#[command(
+    version,
+    about = "Tandem's on-node agent: verified atomic A/B OS updates"
+)]
 struct Cli {
     /// The agent's configuration file.
     #[arg(long, global = true, default_value = DEFAULT_CONFIG_PATH)]
@@ -130,9 +133,9 @@ fn run(cli: &Cli) -> updater::Result<ExitCode> {
                     version,
                     reason,
                 } => format!("slot {slot} ({version}) rolled back: {reason}"),
-                BootCheck::FirmwareRolledBack { slot, version } => format!(
-                    "slot {slot} ({version}) never came up: the firmware rolled back"
-                ),
+                BootCheck::FirmwareRolledBack { slot, version } => {
+                    format!("slot {slot} ({version}) never came up: the firmware rolled back")
+                }
             };
             print(cli.json, &check, &text);
             if let Some(server) = agent.config().server.clone() {
@@ -144,11 +147,19 @@ fn run(cli: &Cli) -> updater::Result<ExitCode> {
         }
         Cmd::Activate => {
             let slot = agent.activate()?;
-            print(cli.json, &slot, &format!("slot {slot} boots next as a trial"));
+            print(
+                cli.json,
+                &slot,
+                &format!("slot {slot} boots next as a trial"),
+            );
         }
         Cmd::Rollback { no_reboot } => {
             let slot = agent.rollback(!no_reboot)?;
-            print(cli.json, &slot, &format!("slot {slot} boots next as a trial"));
+            print(
+                cli.json,
+                &slot,
+                &format!("slot {slot} boots next as a trial"),
+            );
         }
         Cmd::Daemon { once, no_reboot } => {
             let server = agent.config().server.clone().ok_or_else(|| {
@@ -191,14 +202,18 @@ fn describe_status(status: &updater::Status) -> String {
     let mut out = format!(
         "booted: slot {}; next boot: {}; backend: {}\n",
         status.booted,
-        status.next_boot.map_or("nothing bootable".into(), |s| format!("slot {s}")),
+        status
+            .next_boot
+            .map_or("nothing bootable".into(), |s| format!("slot {s}")),
         status.backend
     );
     for slot in &status.slots {
         let release = slot
             .release
             .as_ref()
-            .map_or("unknown (factory)".into(), |r| format!("{} {}", r.product, r.version));
+            .map_or("unknown (factory)".into(), |r| {
+                format!("{} {}", r.product, r.version)
+            });
         out.push_str(&format!(
             "slot {}: {release}{} [{}] partuuid {}\n",
             slot.slot,
