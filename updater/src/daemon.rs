@@ -49,10 +49,16 @@ impl std::fmt::Display for Poll {
             Poll::UpToDate { version } => write!(f, "up to date with {version}"),
             Poll::Paused => write!(f, "the channel is paused: nothing installed"),
             Poll::NotSelected { percent } => {
-                write!(f, "the rollout ({percent} %) does not include this node yet")
+                write!(
+                    f,
+                    "the rollout ({percent} %) does not include this node yet"
+                )
             }
             Poll::RolledBackHere { version } => {
-                write!(f, "{version} rolled back on this node: skipped until a newer release")
+                write!(
+                    f,
+                    "{version} rolled back on this node: skipped until a newer release"
+                )
             }
             Poll::InTrial => write!(f, "the booted slot is in its trial: waiting for boot-check"),
             Poll::Installed(outcome) => write!(
@@ -132,16 +138,26 @@ impl<'a> Daemon<'a> {
         let channel = self.server.channel.clone();
         let path = format!("channels/{channel}.json");
         let max = signer::Limits::default().max_metadata_len;
-        let etag = match self.http.get_conditional(&path, self.channel_etag.as_deref(), max)? {
+        let etag = match self
+            .http
+            .get_conditional(&path, self.channel_etag.as_deref(), max)?
+        {
             Conditional::NotModified => return Ok(Poll::NotModified),
             Conditional::Missing => {
-                return Err(Error::Refused(format!("{} does not exist", self.http.url(&path))))
+                return Err(Error::Refused(format!(
+                    "{} does not exist",
+                    self.http.url(&path)
+                )))
             }
             Conditional::Fresh { etag, .. } => etag,
         };
         let decision = self.decide(&channel)?;
-        // Remember the file only once it was fully handled: a failed install retries.
-        self.channel_etag = etag;
+        // Remember the file only once it was fully handled: a failed install retries, and
+        // so do decisions that depend on more than the file (the pause hint, a trial that
+        // boot-check has not judged yet), or the unchanged file would answer 304 forever.
+        if !matches!(decision, Poll::Paused | Poll::InTrial) {
+            self.channel_etag = etag;
+        }
         Ok(decision)
     }
 
@@ -159,7 +175,10 @@ impl<'a> Daemon<'a> {
         if in_trial(&state, booted) {
             return Ok(Poll::InTrial);
         }
-        if state.rolled_back_versions.contains(&release.version.to_string()) {
+        if state
+            .rolled_back_versions
+            .contains(&release.version.to_string())
+        {
             return Ok(Poll::RolledBackHere {
                 version: release.version.to_string(),
             });
@@ -190,7 +209,12 @@ impl<'a> Daemon<'a> {
                 Ok(Poll::Installed(Box::new(outcome)))
             }
             Err(error) => {
-                self.queue(&from, &release.version.to_string(), "failed", Some(error.to_string()));
+                self.queue(
+                    &from,
+                    &release.version.to_string(),
+                    "failed",
+                    Some(error.to_string()),
+                );
                 self.send_reports();
                 Err(error)
             }
@@ -199,7 +223,9 @@ impl<'a> Daemon<'a> {
 
     /// Queues the report of a boot-check and tries to send everything queued.
     pub fn report_boot_check(&self, check: &BootCheck) {
-        let Ok(state) = self.agent.load_state() else { return };
+        let Ok(state) = self.agent.load_state() else {
+            return;
+        };
         let (slot, to, outcome, reason) = match check {
             BootCheck::Nothing { .. } => return,
             BootCheck::Committed { slot, version } => (*slot, version, "committed", None),
@@ -237,10 +263,10 @@ impl<'a> Daemon<'a> {
 
     /// Best effort: a report that cannot be sent stays queued for the next poll.
     fn send_reports(&self) {
-        let sent = self
-            .agent
-            .reports()
-            .flush(|report| self.http.post_json("v1/reports", self.token.as_deref(), report));
+        let sent = self.agent.reports().flush(|report| {
+            self.http
+                .post_json("v1/reports", self.token.as_deref(), report)
+        });
         if let Err(error) = sent {
             tracing::warn!(%error, "cannot read the report queue");
         }
