@@ -4,6 +4,7 @@
 
 mod cli;
 mod failpoints;
+mod fleet;
 mod lifecycle;
 mod power_loss;
 mod refusals;

@@ -1,0 +1,127 @@
+//! Reports that cannot be sent (bad token, server down) stay queued on the node and go out
+//! at the next poll; they never change the slot state. Poll backoff stays bounded.
+
+use std::time::Duration;
+
+use partitions::SlotId::{A, B};
+use serde_json::json;
+use updater::daemon::{next_wait, Poll};
+use updater::state::Phase;
+use updater::BootCheck;
+
+use super::{daemon, Fleet, RepoServer, TandemServer, CHANNEL};
+
+fn queued(agent: &updater::Agent) -> Vec<(String, String)> {
+    agent
+        .reports()
+        .pending()
+        .unwrap()
+        .into_iter()
+        .map(|(_, r)| (r.outcome, r.to_version))
+        .collect()
+}
+
+#[test]
+fn unsent_reports_stay_queued_and_go_out_at_the_next_poll() {
+    let mut f = Fleet::new();
+    let v2 = f.w.release("2.0.0", 1, 2);
+    f.publish(&v2, 100);
+    let work = f.w.dir.path().to_owned();
+    let server = TandemServer::start(&work, &f.repo);
+
+    // A wrong report token: the server refuses the report, the install stands.
+    let bad = f.w.path("bad.token");
+    std::fs::write(&bad, "not-the-token\n").unwrap();
+    f.point_at(&server.url, "node-7", Some(&bad));
+    let agent = f.agent(A);
+    assert!(matches!(
+        daemon(&agent).poll_once().unwrap(),
+        Poll::Installed(_)
+    ));
+    assert!(f.holds(B, &v2));
+    assert_eq!(queued(&agent), [("installed".into(), "2.0.0".into())]);
+    assert_eq!(server.status(CHANNEL)["nodes"]["total"], 0);
+
+    // The server goes down; boot-check commits all the same, its report is queued too.
+    drop(server);
+    assert_eq!(f.w.boot(), B);
+    let agent = f.agent(B);
+    let check = agent.boot_check().unwrap();
+    assert!(
+        matches!(check, BootCheck::Committed { slot: B, .. }),
+        "{check:?}"
+    );
+    let before = (f.slot_hashes(), f.w.boot_state(A), f.w.boot_state(B));
+    daemon(&agent).report_boot_check(&check);
+    assert_eq!(
+        queued(&agent),
+        [
+            ("installed".into(), "2.0.0".into()),
+            ("committed".into(), "2.0.0".into())
+        ]
+    );
+    assert_eq!(
+        (f.slot_hashes(), f.w.boot_state(A), f.w.boot_state(B)),
+        before
+    );
+    assert!(matches!(
+        f.w.state().phase,
+        Phase::Committed { slot: B, .. }
+    ));
+    assert!(f.w.boot_state(B).successful);
+
+    // Back up (same database, a new port), the right token: the next poll sends both.
+    let server = TandemServer::start(&work, &f.repo);
+    f.point_at(&server.url, "node-7", Some(&server.report_token_file));
+    let agent = f.agent(B);
+    match daemon(&agent).poll_once().unwrap() {
+        Poll::UpToDate { version } => assert_eq!(version, "2.0.0"),
+        other => panic!("expected up to date, got: {other}"),
+    }
+    assert!(queued(&agent).is_empty(), "{:?}", queued(&agent));
+    assert_eq!(
+        (f.slot_hashes(), f.w.boot_state(A), f.w.boot_state(B)),
+        before
+    );
+    let status = server.status(CHANNEL);
+    assert_eq!(
+        status["nodes"]["by_version"],
+        json!({"2.0.0": 1}),
+        "{status:#}"
+    );
+    assert_eq!(
+        status["current_release"]["outcomes"]["committed"], 1,
+        "{status:#}"
+    );
+}
+
+#[test]
+fn poll_waits_grow_with_failures_and_stay_bounded() {
+    let interval = Duration::from_secs(60);
+    let cap = Duration::from_secs(6 * 3600);
+    let mut previous_base = Duration::ZERO;
+    for failures in 0..40u32 {
+        let base = interval
+            .saturating_mul(2u32.saturating_pow(failures.min(16)))
+            .min(cap);
+        let wait = next_wait(interval, failures);
+        assert!(
+            wait >= base.mul_f64(0.9) && wait <= base.mul_f64(1.1),
+            "{failures} failures: {wait:?} (base {base:?})"
+        );
+        assert!(base >= previous_base);
+        previous_base = base;
+    }
+    assert!(next_wait(interval, u32::MAX) <= cap.mul_f64(1.1));
+
+    // A server that answers 404 for the channel makes a poll fail (counted for backoff)
+    // and installs nothing.
+    let mut f = Fleet::new();
+    let server = RepoServer::start(&f.w.path("empty-repo"));
+    f.point_at(&server.url, "node-1", None);
+    let slots = f.slot_hashes();
+    let agent = f.agent(A);
+    let error = daemon(&agent).poll_once().unwrap_err();
+    assert!(error.to_string().contains("does not exist"), "{error}");
+    assert_eq!(f.slot_hashes(), slots);
+}
