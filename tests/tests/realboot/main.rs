@@ -1,0 +1,223 @@
+//! Real boot, end to end (issue 6): UEFI firmware (OVMF) → systemd-boot or GRUB reading the
+//! boot state Tandem wrote → Debian's cloud kernel → an initramfs whose `/init` (busybox)
+//! runs `tandem-updater` against real block devices (`/dev/vda` the disk, `/dev/vdb` a USB
+//! stick carrying the signed updates). Pure TCG QEMU; the host reads the disk back between
+//! boots.
+//!
+//! One machine per backend goes through the four scenarios in nine boots (each boot both
+//! checks the previous step and starts the next one):
+//!
+//! | boot | runs | what `/init` does after boot-check | scenario |
+//! |---|---|---|---|
+//! | 1 | A 1.0.0 | install 2.0.0 from the USB repository | 1 |
+//! | 2 | B 2.0.0 | (boot-check commits B) install 3.0.0 | 1, 2 |
+//! | 3 | A 3.0.0 | boot-check fails, marks A bad, "reboots" | 2 |
+//! | 4 | B 2.0.0 | install 4.0.0 | 2, 3 |
+//! | 5, 6 | A 4.0.0 | powers off before boot-check | 3 |
+//! | 7 | B 2.0.0 | (boot-check records the firmware's fallback) install 5.0.0, power cut | 3, 4 |
+//! | 8 | B 2.0.0 | install 5.0.0 again | 4 |
+//! | 9 | A 5.0.0 | boot-check commits A | 4 |
+//!
+//! Needs `scripts/realboot-deps.sh` (packages and the kernel) and the workspace binaries
+//! (`cargo build --workspace --bins`); fails, never skips, when they are missing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use harness::{Artefacts, Backend, Env, Node, SerialLog, SlotBoot, TRIES};
+use serde_json::Value;
+use SlotBoot::{Good, Trial, Unbootable};
+
+#[test]
+fn systemd_boot() {
+    scenarios(Backend::SystemdBoot);
+}
+
+#[test]
+fn grub() {
+    scenarios(Backend::Grub);
+}
+
+fn scenarios(backend: Backend) {
+    let started = Instant::now();
+    let env = Env::find();
+    let art = Artefacts::get(&env);
+    let node = Node::new(&env, &art, backend);
+    let mut vm = node.vm();
+    let sd = backend == Backend::SystemdBoot;
+    expect_view(&node, None, "factory", Good, Unbootable);
+
+    // 1. v1 in A boots; install v2 (from the USB stick's repository) into B.
+    node.set_step("install /usb/repo --channel stable");
+    let log = vm.boot("a-v1-install-v2");
+    log.expect_booted("a", "1.0.0");
+    log.expect("slot a: no update in trial");
+    log.expect("TANDEM-INSTALL rc=0");
+    expect_view(&node, Some(&log), "v2 installed", Good, Trial(TRIES));
+    expect_phase(&node, &log, "written", "b", "2.0.0");
+
+    // 1. Next boot runs B; health passes; B is committed. Then install v3 into A.
+    node.set_step("install /usb/v3.0.0.tandem");
+    let log = vm.boot("b-v2-commit-install-v3");
+    log.expect_booted("b", "2.0.0");
+    if sd {
+        // systemd-boot counted the try in the file name before the kernel started.
+        log.expect(&format!(
+            "TANDEM-BOOTCOUNTPATH \\loader\\entries\\tandem-b+{}-1.conf",
+            TRIES - 1
+        ));
+    }
+    log.expect("slot b (2.0.0) passed its health checks: committed");
+    log.expect("TANDEM-INSTALL rc=0");
+    expect_view(
+        &node,
+        Some(&log),
+        "v2 committed, v3 installed",
+        Trial(TRIES),
+        Good,
+    );
+    let state = expect_phase(&node, &log, "written", "a", "3.0.0");
+    expect_committed(&state, &log, "b", "2.0.0");
+
+    // 2. Next boot runs A (v3); its health check fails: marked bad, "reboot".
+    node.set_step("none");
+    let log = vm.boot("a-v3-unhealthy");
+    log.expect_booted("a", "3.0.0");
+    // The reboot command powers off before boot-check prints its outcome.
+    log.expect("health checks failed: rolling back");
+    log.expect("TANDEM-REBOOT");
+    log.expect_not("TANDEM-BOOT-CHECK rc=0");
+    expect_view(&node, Some(&log), "v3 marked bad", Trial(0), Good);
+    let state = expect_phase(&node, &log, "rolled-back", "a", "3.0.0");
+    expect_rolled_back(&state, &log, "3.0.0");
+
+    // 2. The firmware boots B again. Then install v4, whose OS never reaches boot-check.
+    node.set_step("install /usb/v4.0.0.tandem");
+    let log = vm.boot("b-v2-after-rollback-install-v4");
+    log.expect_booted("b", "2.0.0");
+    log.expect("slot b: no update in trial");
+    log.expect("TANDEM-INSTALL rc=0");
+    expect_view(&node, Some(&log), "v4 installed", Trial(TRIES), Good);
+    expect_phase(&node, &log, "written", "a", "4.0.0");
+
+    // 3. The bootloader alone counts the tries down: A boots exactly TRIES times...
+    node.set_step("none");
+    for attempt in 1..=TRIES {
+        let log = vm.boot(&format!("a-v4-dies-{attempt}"));
+        log.expect_booted("a", "4.0.0");
+        log.expect("TANDEM-DIES before boot-check");
+        if sd {
+            log.expect(&format!(
+                "TANDEM-BOOTCOUNTPATH \\loader\\entries\\tandem-a+{}-{attempt}.conf",
+                TRIES - attempt
+            ));
+        }
+        expect_view(
+            &node,
+            Some(&log),
+            "a try used by the bootloader",
+            Trial(TRIES - attempt),
+            Good,
+        );
+    }
+
+    // 3. ... then falls back to B, where boot-check records the rollback. 4. Install v5
+    // and cut the power while it is being written.
+    node.set_step("install /usb/v5.0.0.tandem");
+    let log = vm.boot_and_cut(
+        "b-v2-fallback-install-v5-cut",
+        "TANDEM-WRITING",
+        Duration::from_millis(1500),
+    );
+    log.expect_booted("b", "2.0.0");
+    log.expect("slot a (4.0.0) never came up: the firmware rolled back");
+    log.expect_not("TANDEM-INSTALL rc=");
+    let state = expect_phase(&node, &log, "writing", "a", "5.0.0");
+    expect_rolled_back(&state, &log, "4.0.0");
+    expect_view(&node, Some(&log), "cut while writing v5", Unbootable, Good);
+
+    // 4. The next boot still runs B; a new install succeeds...
+    let log = vm.boot("b-v2-after-cut-install-v5");
+    log.expect_booted("b", "2.0.0");
+    log.expect("TANDEM-INSTALL rc=0");
+    log.expect("5.0.0 written to slot a");
+    expect_view(&node, Some(&log), "v5 installed", Trial(TRIES), Good);
+    expect_phase(&node, &log, "written", "a", "5.0.0");
+
+    // 4. ... and boots and commits.
+    node.set_step("none");
+    let log = vm.boot("a-v5-commit");
+    log.expect_booted("a", "5.0.0");
+    log.expect("slot a (5.0.0) passed its health checks: committed");
+    expect_view(&node, Some(&log), "v5 committed", Good, Good);
+    let state = expect_phase(&node, &log, "committed", "a", "5.0.0");
+    expect_committed(&state, &log, "a", "5.0.0");
+
+    eprintln!(
+        "realboot {}: all scenarios passed in {:.1?} (logs in {})",
+        backend.name(),
+        started.elapsed(),
+        node.dir.display()
+    );
+}
+
+/// The boot state on the ESP, read back on the host.
+fn expect_view(node: &Node, log: Option<&SerialLog>, when: &str, a: SlotBoot, b: SlotBoot) {
+    let view = node.boot_view();
+    eprintln!("realboot {}: {when}: {}", node.backend.name(), view.raw);
+    if (view.a, view.b) != (a, b) {
+        let message = format!(
+            "{when}: expected A {a:?} and B {b:?} on the ESP, found A {:?} and B {:?} ({})",
+            view.a, view.b, view.raw
+        );
+        match log {
+            Some(log) => log.fail(&message),
+            None => panic!("{message}"),
+        }
+    }
+}
+
+/// The agent's phase in its state file, read back on the host.
+fn expect_phase(node: &Node, log: &SerialLog, phase: &str, slot: &str, version: &str) -> Value {
+    let state = node.agent_state();
+    let p = &state["phase"];
+    let slot_key = if p.get("target").is_some() {
+        "target"
+    } else {
+        "slot"
+    };
+    let got = (
+        p["phase"].as_str().unwrap_or_default(),
+        p[slot_key].as_str().unwrap_or_default(),
+        p["release"]["version"].as_str().unwrap_or_default(),
+    );
+    if got != (phase, slot, version) {
+        log.fail(&format!(
+            "expected the agent in phase {phase} for slot {slot} ({version}), found {}",
+            serde_json::to_string_pretty(&state).unwrap()
+        ));
+    }
+    state
+}
+
+fn expect_committed(state: &Value, log: &SerialLog, slot: &str, version: &str) {
+    let record = &state["slots"][slot];
+    if record["committed"] != Value::Bool(true) || record["release"]["version"] != version {
+        log.fail(&format!(
+            "expected slot {slot} committed with {version} in {state:#}"
+        ));
+    }
+}
+
+fn expect_rolled_back(state: &Value, log: &SerialLog, version: &str) {
+    let listed = state["rolled_back_versions"]
+        .as_array()
+        .is_some_and(|v| v.iter().any(|x| x == version));
+    if !listed {
+        log.fail(&format!(
+            "expected {version} among the rolled-back versions in {state:#}"
+        ));
+    }
+}
