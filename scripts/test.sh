@@ -37,6 +37,9 @@ for tool in "${!TOOL_PACKAGE[@]}"; do
 done
 
 
+# The real-boot test (QEMU + OVMF + systemd-boot/GRUB): its packages and a Debian kernel.
+scripts/realboot-deps.sh >/dev/null
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # End-to-end tests drive the real binaries: build them first.
