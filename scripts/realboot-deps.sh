@@ -28,6 +28,8 @@ declare -A NEED=(
   [/usr/lib/grub/x86_64-efi/normal.mod]=grub-efi-amd64-bin
   [/usr/bin/grub-mkstandalone]=grub-common
   [/usr/sbin/mke2fs]=e2fsprogs
+  [/usr/sbin/debugfs]=e2fsprogs
+  [/usr/bin/strip]=binutils
 )
 
 missing=()
