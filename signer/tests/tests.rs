@@ -6,6 +6,7 @@ mod util;
 
 mod cli;
 mod handwritten;
+mod hostile;
 mod limits;
 mod metadata;
 mod openssl;
