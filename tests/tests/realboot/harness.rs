@@ -263,6 +263,13 @@ impl Artefacts {
                 dir.display()
             );
         }
+        // Older entries (other binaries) are dead weight: about 100 MB each.
+        for entry in fs::read_dir(&cache).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name != key && !name.contains(".tmp-") {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
         eprintln!(
             "realboot: artefacts built in {:.1?} into {}",
             started.elapsed(),
