@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use partitions::boot::grub::GrubEnvBootControl;
-use partitions::boot::systemd_boot::{EntryTemplate, SystemdBootControl};
+use partitions::boot::systemd_boot::SystemdBootControl;
 use partitions::io::{BlockDevice, FileDisk, FileStore, RealFs};
 use partitions::{BootControl, Disk, SlotBootState, SlotId, SlotPair};
 use serde::Serialize;
@@ -167,7 +167,7 @@ impl Agent {
             }
             BootBackend::SystemdBoot => {
                 let fs = io.boot_fs.clone().ok_or_else(|| missing("systemd-boot"))?;
-                let control = SystemdBootControl::new(fs, &pair, EntryTemplate::default());
+                let control = SystemdBootControl::new(fs, &pair, config.systemd_boot.clone());
                 systemd_boot = Some(control.clone());
                 Box::new(control)
             }

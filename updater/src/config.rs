@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use partitions::boot::systemd_boot::EntryTemplate;
 use serde::{Deserialize, Deserializer};
 
 /// Where the agent looks when `--config` is not given.
@@ -83,6 +84,8 @@ pub struct AgentConfig {
     pub health_deadline: Duration,
     /// The update server (`tandem-server` or any HTTP server of the repository).
     pub server: Option<Server>,
+    /// How new systemd-boot entries are written (`{slot}`, `{SLOT}`, `{partuuid}` expand).
+    pub systemd_boot: EntryTemplate,
 }
 
 /// Where `daemon` polls and reports.
@@ -130,6 +133,18 @@ struct RawConfig {
     #[serde(default = "default_health_deadline", deserialize_with = "duration")]
     health_deadline: Duration,
     server: Option<RawServer>,
+    #[serde(default)]
+    systemd_boot: RawEntryTemplate,
+}
+
+/// `[systemd_boot]`: the Boot Loader Specification entry written for a slot.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEntryTemplate {
+    title: Option<String>,
+    linux: Option<String>,
+    initrd: Option<Vec<String>>,
+    options: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -245,6 +260,7 @@ impl RawConfig {
             return Err("reboot must name a command, e.g. [\"systemctl\", \"reboot\"]".into());
         }
         let server = self.server.map(validate_server).transpose()?;
+        let systemd_boot = entry_template(self.systemd_boot)?;
         let health = self
             .health
             .into_iter()
@@ -268,8 +284,27 @@ impl RawConfig {
             health,
             health_deadline: self.health_deadline,
             server,
+            systemd_boot,
         })
     }
+}
+
+fn entry_template(raw: RawEntryTemplate) -> Result<EntryTemplate, String> {
+    let default = EntryTemplate::default();
+    let options = raw.options.unwrap_or(default.options);
+    // The agent finds the booted slot on the kernel command line.
+    if !options.contains("tandem.slot={slot}") && !options.contains("root=PARTUUID={partuuid}") {
+        return Err(format!(
+            "[systemd_boot] options = {options:?} must pass tandem.slot={{slot}} or \
+             root=PARTUUID={{partuuid}}, or the agent cannot tell which slot booted"
+        ));
+    }
+    Ok(EntryTemplate {
+        title: raw.title.unwrap_or(default.title),
+        linux: raw.linux.unwrap_or(default.linux),
+        initrd: raw.initrd.unwrap_or(default.initrd),
+        options,
+    })
 }
 
 fn validate_server(raw: RawServer) -> Result<Server, String> {
@@ -362,6 +397,20 @@ timeout = "60s"
 [[health]]
 http = "http://127.0.0.1:10250/healthz"
 "#;
+
+    #[test]
+    fn systemd_boot_entries_follow_the_template() {
+        let text = EXAMPLE.replace("boot = \"gpt\"", "boot = \"systemd-boot\"\nesp = \"/efi\"");
+        let config = AgentConfig::parse(&format!(
+            "{text}[systemd_boot]\noptions = \"root=PARTUUID={{partuuid}} tandem.slot={{slot}} console=ttyS0\"\n"
+        ))
+        .unwrap();
+        assert!(config.systemd_boot.options.ends_with("console=ttyS0"));
+        assert_eq!(config.systemd_boot.linux, EntryTemplate::default().linux);
+        let error = AgentConfig::parse(&format!("{text}[systemd_boot]\noptions = \"quiet\"\n"))
+            .unwrap_err();
+        assert!(error.contains("tandem.slot"), "{error}");
+    }
 
     #[test]
     fn a_server_section_is_validated() {
