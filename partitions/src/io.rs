@@ -43,6 +43,12 @@ pub trait BlockDevice: Send + Sync + fmt::Debug {
     fn zero_range(&self, offset: u64, len: u64) -> io::Result<()>;
     /// Make every earlier write durable.
     fn sync(&self) -> io::Result<()>;
+    /// Forget cached copies of a synced range, so the next read comes from the medium and
+    /// a read-back verifies what the disk stored, not what the page cache remembers.
+    /// Devices without a cache have nothing to forget.
+    fn drop_cache(&self, _offset: u64, _len: u64) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 fn out_of_range(offset: u64, len: u64, size: u64) -> io::Error {
@@ -158,6 +164,12 @@ impl BlockDevice for FileDisk {
     fn sync(&self) -> io::Result<()> {
         self.file.sync_all()
     }
+
+    fn drop_cache(&self, offset: u64, len: u64) -> io::Result<()> {
+        use rustix::fs::{fadvise, Advice};
+        let len = std::num::NonZeroU64::new(len);
+        fadvise(&self.file, offset, len, Advice::DontNeed).map_err(io::Error::from)
+    }
 }
 
 /// A window `[start, start+len)` of another device, with offsets relative to `start`.
@@ -200,6 +212,10 @@ impl BlockDevice for SubDevice {
     }
     fn sync(&self) -> io::Result<()> {
         self.inner.sync()
+    }
+    fn drop_cache(&self, offset: u64, len: u64) -> io::Result<()> {
+        check_range(offset, len, self.len)?;
+        self.inner.drop_cache(self.start + offset, len)
     }
 }
 
@@ -990,6 +1006,13 @@ mod tests {
         assert!(buf[4096..].iter().all(|&b| b == 7));
         assert!(d.write_at(&[0], 1 << 20).is_err(), "write past the end");
         d.sync().unwrap();
+        // After a cache drop the data comes back from the file itself, unchanged.
+        let slot = SubDevice::new(Arc::new(d), 4096, 8192).unwrap();
+        slot.drop_cache(0, 8192).unwrap();
+        assert!(slot.drop_cache(0, 8193).is_err(), "outside the window");
+        let mut again = [1u8; 8192];
+        slot.read_at(&mut again, 0).unwrap();
+        assert_eq!(again, buf);
     }
 
     #[test]

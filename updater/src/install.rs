@@ -145,7 +145,12 @@ pub fn write_image(
 
     let actual = match stream_hash {
         Some(hasher) => Sha256Digest(hasher.finalize().into()),
-        None => hash_slot(slot, 0, manifest.image_size())?,
+        None => {
+            // Read what the disk stored, not the page cache's copy of what we wrote.
+            slot.drop_cache(0, manifest.image_size())
+                .map_err(slot_io("cache drop"))?;
+            hash_slot(slot, 0, manifest.image_size())?
+        }
     };
     if actual != manifest.image_sha256() {
         // Nothing on the slot can be trusted now: the next attempt must rewrite the image,
