@@ -375,6 +375,23 @@ impl GrubEnvBootControl {
             Ok(())
         })
     }
+
+    /// The end of a trial: no tries left, `successful` as judged, the slot's place in the
+    /// order kept (an unbootable slot stays out of it).
+    fn settle(&self, slot: SlotId, successful: bool) -> Result<()> {
+        let cur = self.state(slot)?;
+        let state = SlotBootState {
+            successful,
+            tries_left: 0,
+            ..cur
+        };
+        let place = if cur.priority == 0 {
+            Place::None
+        } else {
+            Place::Keep(cur.priority == 2)
+        };
+        self.put(slot, state, place)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -431,33 +448,11 @@ impl BootControl for GrubEnvBootControl {
     }
 
     fn mark_good(&self, slot: SlotId) -> Result<()> {
-        let cur = self.state(slot)?;
-        let state = SlotBootState {
-            successful: true,
-            tries_left: 0,
-            ..cur
-        };
-        let place = if cur.priority == 0 {
-            Place::None
-        } else {
-            Place::Keep(cur.priority == 2)
-        };
-        self.put(slot, state, place)
+        self.settle(slot, true)
     }
 
     fn mark_bad(&self, slot: SlotId) -> Result<()> {
-        let cur = self.state(slot)?;
-        let state = SlotBootState {
-            successful: false,
-            tries_left: 0,
-            ..cur
-        };
-        let place = if cur.priority == 0 {
-            Place::None
-        } else {
-            Place::Keep(cur.priority == 2)
-        };
-        self.put(slot, state, place)
+        self.settle(slot, false)
     }
 
     fn record_boot_attempt(&self, slot: SlotId) -> Result<()> {
