@@ -265,10 +265,16 @@ impl Agent {
         }
 
         let slot = self.disk.slot_device(self.pair.slot(target))?;
+        // Over a network, chunks the running slot already holds are copied, not fetched.
+        let active = match resolved.source.is_remote() {
+            true => Some(self.disk.slot_device(self.pair.slot(booted))?),
+            false => None,
+        };
         let report = write_image(
             &resolved.manifest,
             resolved.source.as_ref(),
             slot.as_ref(),
+            active.as_deref(),
             resume,
             &self.write_options,
             |durable| {

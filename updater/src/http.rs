@@ -251,6 +251,10 @@ impl BundleSource for HttpBundle {
             .map_err(|e| Error::verify(&name)(e.into()))
     }
 
+    fn is_remote(&self) -> bool {
+        true
+    }
+
     fn read_range(&self, range: Range<u64>) -> Result<Box<dyn Read + Send>> {
         Ok(Box::new(ResumingReader::new(
             self.http.clone(),

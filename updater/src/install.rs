@@ -59,21 +59,31 @@ pub struct WriteReport {
     pub chunks_resumed: u64,
     /// Compressed bytes read from the source.
     pub bytes_read: u64,
+    /// Chunks copied from the active slot because their hash matched: not fetched at all.
+    pub chunks_reused: u64,
 }
 
 /// A chunk on its way to the slot.
 enum Piece {
+    /// Compressed, from the bundle.
     Data(Chunk, Vec<u8>),
     Zero(Chunk),
+    /// Already raw and hash-checked: read from the active slot.
+    Reused(Chunk, Vec<u8>),
 }
 
 /// Writes `manifest`'s image into `slot`, starting at chunk `resume_from` (chunks before it
 /// are durable from an earlier run). `checkpoint(n)` is called after a sync made the first
 /// `n` chunks durable. Returns only when the whole image is on the slot and its hash matched.
+///
+/// With `reuse`, the active slot: a stored chunk whose bytes are already there, at the same
+/// offset with the same hash, is copied from it instead of fetched (a delta update with no
+/// precomputed diff: bytes fetched follow what changed).
 pub fn write_image(
     manifest: &Verified<Manifest>,
     source: &dyn BundleSource,
     slot: &dyn BlockDevice,
+    reuse: Option<&dyn BlockDevice>,
     resume_from: u64,
     options: &WriteOptions,
     mut checkpoint: impl FnMut(u64) -> Result<()>,
@@ -97,8 +107,16 @@ pub fn write_image(
     let mut done = start as u64;
 
     let source_name = source.name();
-    let mut payload = PayloadReader::new(source, manifest);
+    let reusable = reuse.map_or_else(Vec::new, |active| plan_reuse(active, chunks, start));
+    let mut payload = PayloadReader::new(source, manifest, &reusable);
     let inputs = remaining.iter().map(|chunk| {
+        if let Some(active) = reuse.filter(|_| is_reusable(&reusable, chunk)) {
+            let bytes = matching_chunk(active, chunk).ok_or_else(|| Error::Io {
+                context: format!("reusing chunk {} from the active slot", chunk.index),
+                source: std::io::Error::other("the active slot changed during the install"),
+            })?;
+            return Ok(Piece::Reused(chunk.clone(), bytes));
+        }
         let piece = payload.next_piece(chunk)?;
         if let Piece::Data(_, bytes) = &piece {
             bytes_read.fetch_add(bytes.len() as u64, Ordering::Relaxed);
@@ -110,12 +128,16 @@ pub fn write_image(
         options.workers,
         options.window,
         |piece| decode(piece, &source_name),
-        |(chunk, data)| {
+        |(chunk, data, reused)| {
             match &data {
                 Some(bytes) => {
                     slot.write_at(bytes, chunk.image_offset)
                         .map_err(slot_io("write"))?;
-                    report.chunks_written += 1;
+                    if reused {
+                        report.chunks_reused += 1;
+                    } else {
+                        report.chunks_written += 1;
+                    }
                 }
                 None => {
                     slot.zero_range(chunk.image_offset, u64::from(chunk.len))
@@ -171,16 +193,44 @@ pub fn write_image(
     Ok(report)
 }
 
-/// Decompresses and hash-checks a stored chunk; zero chunks pass through as `None`.
-fn decode(piece: Piece, source_name: &str) -> Result<(Chunk, Option<Vec<u8>>)> {
+/// Decompresses and hash-checks a stored chunk; zero chunks pass through as `None`; the
+/// flag says the bytes came from the active slot.
+fn decode(piece: Piece, source_name: &str) -> Result<(Chunk, Option<Vec<u8>>, bool)> {
     match piece {
-        Piece::Zero(chunk) => Ok((chunk, None)),
+        Piece::Zero(chunk) => Ok((chunk, None, false)),
+        Piece::Reused(chunk, bytes) => Ok((chunk, Some(bytes), true)),
         Piece::Data(chunk, compressed) => {
             let data = signer::bundle::decode_chunk(&chunk, &compressed)
                 .map_err(Error::verify(source_name))?;
-            Ok((chunk, Some(data)))
+            Ok((chunk, Some(data), false))
         }
     }
+}
+
+/// Which chunks (by index) the active slot already holds: decided once, up front, so the
+/// payload can be fetched in ranges that cover exactly the runs of chunks still needed.
+fn plan_reuse(active: &dyn BlockDevice, chunks: &[Chunk], start: usize) -> Vec<bool> {
+    let mut reusable = vec![false; chunks.len()];
+    for (flag, chunk) in reusable.iter_mut().zip(chunks).skip(start) {
+        *flag = matching_chunk(active, chunk).is_some();
+    }
+    reusable
+}
+
+fn is_reusable(reusable: &[bool], chunk: &Chunk) -> bool {
+    usize::try_from(chunk.index)
+        .ok()
+        .and_then(|i| reusable.get(i))
+        .copied()
+        .unwrap_or(false)
+}
+
+/// The chunk's bytes from the active slot when they hash to what the manifest says.
+fn matching_chunk(active: &dyn BlockDevice, chunk: &Chunk) -> Option<Vec<u8>> {
+    chunk.frame?;
+    let mut bytes = vec![0u8; chunk.len as usize];
+    active.read_at(&mut bytes, chunk.image_offset).ok()?;
+    (Sha256Digest(Sha256::digest(&bytes).into()) == chunk.sha256).then_some(bytes)
 }
 
 fn feed(hasher: &mut Sha256, data: Option<&[u8]>, len: u32) {
@@ -243,19 +293,36 @@ fn read_slot(
 /// next frame is not where the stream stands (a resumed install, a skipped gap).
 struct PayloadReader<'a> {
     source: &'a dyn BundleSource,
+    chunks: &'a [Chunk],
+    /// Chunks taken from the active slot: a fetched range ends where the next one starts.
+    reusable: &'a [bool],
     payload_offset: u64,
     payload_end: u64,
     stream: Option<(u64, Box<dyn Read + Send>)>,
 }
 
 impl<'a> PayloadReader<'a> {
-    fn new(source: &'a dyn BundleSource, manifest: &Manifest) -> Self {
+    fn new(source: &'a dyn BundleSource, manifest: &'a Manifest, reusable: &'a [bool]) -> Self {
         PayloadReader {
             source,
+            chunks: manifest.chunks(),
+            reusable,
             payload_offset: manifest.payload_offset(),
             payload_end: manifest.file_len(),
             stream: None,
         }
+    }
+
+    /// Where the run of needed frames starting after `chunk` ends: at the frame of the next
+    /// reused chunk, else at the end of the payload.
+    fn run_end(&self, chunk: &Chunk) -> u64 {
+        let after = usize::try_from(chunk.index).map_or(usize::MAX, |i| i.saturating_add(1));
+        self.chunks
+            .iter()
+            .skip(after)
+            .filter(|c| is_reusable(self.reusable, c))
+            .find_map(|c| c.frame)
+            .map_or(self.payload_end, |frame| self.payload_offset + frame.offset)
     }
 
     fn next_piece(&mut self, chunk: &Chunk) -> Result<Piece> {
@@ -265,7 +332,7 @@ impl<'a> PayloadReader<'a> {
         let start = self.payload_offset + frame.offset;
         let stream = match self.stream.take() {
             Some((position, stream)) if position == start => stream,
-            _ => self.source.read_range(start..self.payload_end)?,
+            _ => self.source.read_range(start..self.run_end(chunk))?,
         };
         let mut bytes = Vec::with_capacity(frame.length as usize);
         let mut taken = stream.take(frame.length);

@@ -24,6 +24,10 @@ pub trait BundleSource: Send + Sync {
     fn head(&self, limits: &Limits) -> Result<BundleHead>;
     /// A stream of the bundle's bytes in `range` (absolute file offsets).
     fn read_range(&self, range: Range<u64>) -> Result<Box<dyn Read + Send>>;
+    /// Fetching costs network bytes: chunks already in the active slot are worth reusing.
+    fn is_remote(&self) -> bool {
+        false
+    }
 }
 
 /// A bundle file on a local filesystem or a USB stick.

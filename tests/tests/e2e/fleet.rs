@@ -5,6 +5,7 @@
 //! Helpers here; the tests are in the submodules.
 
 mod attacks;
+mod delta;
 mod loopback;
 mod reports;
 mod resume;

@@ -111,11 +111,12 @@ fn run(cli: &Cli) -> updater::Result<ExitCode> {
                 "staged; run `tandem-updater activate` to boot it"
             };
             let text = format!(
-                "{} {} written to slot {} ({} chunks written, {} zeroed, {} resumed): {verb}",
+                "{} {} written to slot {} ({} chunks written, {} reused from the active slot, {} zeroed, {} resumed): {verb}",
                 outcome.release.product,
                 outcome.release.version,
                 outcome.target,
                 outcome.report.chunks_written,
+                outcome.report.chunks_reused,
                 outcome.report.chunks_zeroed,
                 outcome.report.chunks_resumed
             );

@@ -1,0 +1,62 @@
+//! Delta updates with no precomputed diff (DESIGN.md §3, §8): over HTTP, a chunk the running
+//! slot already holds at the same offset with the same hash is copied from it, so the bytes
+//! fetched follow what changed, not the image size.
+
+use partitions::SlotId::{A, B};
+use tandem_tests::{CHUNK_SIZE, PRODUCT};
+use updater::daemon::Poll;
+
+use super::{daemon, Fleet, RepoServer};
+
+#[test]
+fn a_release_that_changes_two_chunks_fetches_about_two_chunks() {
+    let mut f = Fleet::new();
+    let mut image = f.v1.image.clone();
+    // Two chunks change; every other chunk of v2 is already in slot A.
+    let chunk = CHUNK_SIZE as usize;
+    image[3 * chunk + 17] ^= 0xff;
+    image[9 * chunk..9 * chunk + 100].fill(0x5a);
+    let v2 = f.w.release_of("2.0.0", 1, image, PRODUCT);
+    f.publish(&v2, 100);
+    let bundle_size = std::fs::metadata(&v2.bundle).unwrap().len();
+    let server = RepoServer::start(&f.repo);
+    f.point_at(&server.url, "node-1", None);
+
+    let agent = f.agent(A);
+    let outcome = match daemon(&agent).poll_once().unwrap() {
+        Poll::Installed(outcome) => outcome,
+        other => panic!("expected an install, got: {other}"),
+    };
+
+    assert_eq!(outcome.target, B);
+    assert!(f.holds(B, &v2), "slot B does not hold v2's image");
+    assert_eq!(outcome.report.chunks_written, 2, "{:?}", outcome.report);
+    assert!(outcome.report.chunks_reused > 0, "{:?}", outcome.report);
+    let sent = server.script().bundle_sent;
+    eprintln!(
+        "fleet delta: {sent} bundle bytes fetched of {bundle_size} ({:.1} %), {} chunks reused, {} fetched",
+        100.0 * sent as f64 / bundle_size as f64,
+        outcome.report.chunks_reused,
+        outcome.report.chunks_written
+    );
+    // The head (header, manifest, signatures) plus two compressed chunks.
+    assert!(
+        sent < bundle_size / 4,
+        "{sent} of {bundle_size} bytes fetched for a two-chunk change"
+    );
+}
+
+#[test]
+fn a_local_bundle_is_read_whole_not_reused() {
+    let f = Fleet::new();
+    let v2 = f.w.release_of("2.0.0", 1, f.v1.image.clone(), PRODUCT);
+    let agent = f.agent(A);
+    let outcome = agent
+        .install(&updater::InstallRequest {
+            source: v2.bundle.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(outcome.report.chunks_reused, 0, "{:?}", outcome.report);
+    assert!(f.holds(B, &v2));
+}
