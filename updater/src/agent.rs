@@ -239,7 +239,8 @@ impl Agent {
         let booted = self.booted_slot()?;
         refuse_during_trial(&state, booted)?;
         let resolved = self.resolve(request, &state)?;
-        self.remember_trust(&mut state, &resolved)?;
+        let channel_seen = resolved.channel.as_ref().map(|(c, v)| (c.as_str(), *v));
+        self.remember_trust(&mut state, resolved.rotated_root.as_ref(), channel_seen)?;
         let release = release_of(&resolved.manifest);
         self.check_policy(&state, &release, request.force)?;
 
@@ -569,25 +570,13 @@ impl Agent {
         channel: &str,
     ) -> Result<Verified<Channel>> {
         let mut state = self.store.load()?;
-        let root_bytes = self.trusted_root_bytes()?;
-        let trust = Trust {
-            root_bytes: &root_bytes,
-            min_channel_version: state.channel_versions.get(channel).copied().unwrap_or(0),
-            now: (self.clock)(),
-            limits: &self.limits,
-        };
-        let (root, metadata) = verify_channel_in(repo, channel, &trust)?;
-        let seen = state
-            .channel_versions
-            .entry(channel.to_owned())
-            .or_default();
-        if metadata.version > *seen {
-            *seen = metadata.version;
-            self.store.save(&state)?;
-        }
-        if root.bytes() != root_bytes.as_slice() {
-            self.keep_root(&root)?;
-        }
+        let (rotated_root, metadata) = self.with_trust(&state, Some(channel), |trust| {
+            let (root, metadata) = verify_channel_in(repo, channel, trust)?;
+            let rotated = (root.bytes() != trust.root_bytes).then_some(root);
+            Ok((rotated, metadata))
+        })?;
+        let seen = Some((channel, metadata.version));
+        self.remember_trust(&mut state, rotated_root.as_ref(), seen)?;
         Ok(metadata)
     }
 
@@ -600,25 +589,30 @@ impl Agent {
     }
 
     fn resolve(&self, request: &InstallRequest, state: &AgentState) -> Result<Resolved> {
+        let channel = request.channel.as_deref();
+        self.with_trust(state, channel, |trust| {
+            resolve(&request.source, channel, trust, &self.http_options)
+        })
+    }
+
+    /// Runs `verify` with what the device trusts: its newest root, the highest version
+    /// seen of `channel`, the time, the limits.
+    fn with_trust<T>(
+        &self,
+        state: &AgentState,
+        channel: Option<&str>,
+        verify: impl FnOnce(&Trust<'_>) -> Result<T>,
+    ) -> Result<T> {
         let root_bytes = self.trusted_root_bytes()?;
-        let min_channel_version = request
-            .channel
-            .as_ref()
-            .and_then(|c| state.channel_versions.get(c))
-            .copied()
-            .unwrap_or(0);
-        let trust = Trust {
+        verify(&Trust {
             root_bytes: &root_bytes,
-            min_channel_version,
+            min_channel_version: channel
+                .and_then(|c| state.channel_versions.get(c))
+                .copied()
+                .unwrap_or(0),
             now: (self.clock)(),
             limits: &self.limits,
-        };
-        resolve(
-            &request.source,
-            request.channel.as_deref(),
-            &trust,
-            &self.http_options,
-        )
+        })
     }
 
     /// The rotated root kept beside the state, else the one shipped with the OS.
@@ -636,16 +630,24 @@ impl Agent {
         }
     }
 
-    /// What verification taught us is kept even if this install is then refused:
+    /// What verification taught us is kept even if the install is then refused or skipped:
     /// a newer root, and the channel version (so older metadata is never accepted again).
-    fn remember_trust(&self, state: &mut AgentState, resolved: &Resolved) -> Result<()> {
-        if let Some(root) = &resolved.rotated_root {
+    fn remember_trust(
+        &self,
+        state: &mut AgentState,
+        rotated_root: Option<&Verified<Root>>,
+        channel_seen: Option<(&str, u64)>,
+    ) -> Result<()> {
+        if let Some(root) = rotated_root {
             self.keep_root(root)?;
         }
-        if let Some((channel, version)) = &resolved.channel {
-            let seen = state.channel_versions.entry(channel.clone()).or_default();
-            if *version > *seen {
-                *seen = *version;
+        if let Some((channel, version)) = channel_seen {
+            let seen = state
+                .channel_versions
+                .entry(channel.to_owned())
+                .or_default();
+            if version > *seen {
+                *seen = version;
                 self.store.save(state)?;
             }
         }
