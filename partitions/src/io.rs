@@ -295,64 +295,80 @@ impl SparseBytes {
 
     fn read(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         check_range(offset, buf.len() as u64, self.size)?;
-        let mut done = 0usize;
-        while done < buf.len() {
-            let pos = offset + done as u64;
-            let (block, within) = (pos / MEM_BLOCK, (pos % MEM_BLOCK) as usize);
-            let n = (MEM_BLOCK as usize - within).min(buf.len() - done);
-            let dst = buf.get_mut(done..done + n).unwrap_or(&mut []);
+        for piece in pieces(offset, buf.len() as u64) {
+            let dst = buf
+                .get_mut(piece.done..piece.done + piece.len)
+                .unwrap_or(&mut []);
             match self
                 .blocks
-                .get(&block)
-                .and_then(|b| b.get(within..within + n))
+                .get(&piece.block)
+                .and_then(|b| b.get(piece.within..piece.within + piece.len))
             {
                 Some(src) => dst.copy_from_slice(src),
                 None => dst.fill(0),
             }
-            done += n;
         }
         Ok(())
     }
 
     fn write(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
         check_range(offset, buf.len() as u64, self.size)?;
-        let mut done = 0usize;
-        while done < buf.len() {
-            let pos = offset + done as u64;
-            let (block, within) = (pos / MEM_BLOCK, (pos % MEM_BLOCK) as usize);
-            let n = (MEM_BLOCK as usize - within).min(buf.len() - done);
-            let src = buf.get(done..done + n).unwrap_or(&[]);
+        for piece in pieces(offset, buf.len() as u64) {
+            let src = buf.get(piece.done..piece.done + piece.len).unwrap_or(&[]);
             let b = self
                 .blocks
-                .entry(block)
+                .entry(piece.block)
                 .or_insert_with(|| vec![0; MEM_BLOCK as usize]);
-            if let Some(dst) = b.get_mut(within..within + n) {
+            if let Some(dst) = b.get_mut(piece.within..piece.within + piece.len) {
                 dst.copy_from_slice(src);
             }
-            done += n;
         }
         Ok(())
     }
 
     fn zero(&mut self, offset: u64, len: u64) -> io::Result<()> {
         check_range(offset, len, self.size)?;
-        let end = offset + len;
-        let mut pos = offset;
-        while pos < end {
-            let (block, within) = (pos / MEM_BLOCK, pos % MEM_BLOCK);
-            let n = (MEM_BLOCK - within).min(end - pos);
-            if within == 0 && n == MEM_BLOCK {
-                self.blocks.remove(&block);
-            } else if let Some(b) = self.blocks.get_mut(&block) {
-                let (w, n) = (within as usize, n as usize);
-                if let Some(dst) = b.get_mut(w..w + n) {
+        for piece in pieces(offset, len) {
+            if piece.len == MEM_BLOCK as usize {
+                self.blocks.remove(&piece.block);
+            } else if let Some(b) = self.blocks.get_mut(&piece.block) {
+                if let Some(dst) = b.get_mut(piece.within..piece.within + piece.len) {
                     dst.fill(0);
                 }
             }
-            pos += n;
         }
         Ok(())
     }
+}
+
+/// The part of a byte range that falls in one memory block.
+struct Piece {
+    block: u64,
+    /// Offset inside the block.
+    within: usize,
+    /// Bytes of the range before this piece.
+    done: usize,
+    len: usize,
+}
+
+/// Splits `offset..offset+len` at memory-block boundaries.
+fn pieces(offset: u64, len: u64) -> impl Iterator<Item = Piece> {
+    let end = offset + len;
+    let mut pos = offset;
+    std::iter::from_fn(move || {
+        (pos < end).then(|| {
+            let (block, within) = (pos / MEM_BLOCK, pos % MEM_BLOCK);
+            let n = (MEM_BLOCK - within).min(end - pos);
+            let piece = Piece {
+                block,
+                within: within as usize,
+                done: (pos - offset) as usize,
+                len: n as usize,
+            };
+            pos += n;
+            piece
+        })
+    })
 }
 
 /// A disk in memory (sparse: a 2 GiB `MemDisk` costs only the blocks written).
