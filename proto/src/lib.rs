@@ -1,0 +1,14 @@
+//! The wire types every Tandem program agrees on, and nothing else: the name rules of
+//! products, channels and nodes, the report a node sends (`POST /v1/reports`), and the
+//! unsigned pause hint (`channels/NAME.pause`). No I/O, no crypto: the server links this
+//! crate and never the signer.
+#![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod names;
+pub mod pause;
+pub mod report;
+
+pub use names::{check_name, check_node_id, check_path_segment, NameError};
+pub use pause::Pause;
+pub use report::{Outcome, Report};
