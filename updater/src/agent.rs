@@ -14,22 +14,24 @@ use partitions::boot::systemd_boot::SystemdBootControl;
 use partitions::io::{BlockDevice, FileDisk, FileStore, RealFs};
 use partitions::{BootControl, Disk, SlotBootState, SlotId, SlotPair};
 use serde::Serialize;
-use signer::verify::Verified;
+use signer::verify::{verify_channel, Verified};
 use signer::{Channel, Limits, Manifest, Root};
 use time::OffsetDateTime;
 
 use crate::cmdline::{booted_from, BootedFrom};
 use crate::config::{AgentConfig, BootBackend};
-use crate::error::{Error, Result};
+use crate::error::{Error, Refusal, Result};
 use crate::health;
-use crate::http::HttpOptions;
+use crate::http::{Http, HttpOptions};
 use crate::install::{write_image, WriteOptions, WriteReport};
+use crate::lock::StateLock;
 use crate::reports::ReportQueue;
-use crate::source::{resolve, verify_channel_in, Repository, Resolved, Trust};
+use crate::source::{
+    display_path, verify_bundle, verify_named_bundle, BundleSource, DirRepository, FileSource,
+    Repository, Source,
+};
 use crate::state::{AgentState, Phase, Release, SlotRecord, StateStore};
-
-/// The newest trusted root, kept beside the state file once a rotation was accepted.
-const TRUSTED_ROOT_FILE: &str = "root.json";
+use crate::trust::{Counters, TrustStore};
 
 /// The seams the agent does its I/O through; tests pass simulated ones.
 pub struct Io {
@@ -51,7 +53,11 @@ pub struct Agent {
     boot: Box<dyn BootControl>,
     systemd_boot: Option<SystemdBootControl>,
     store: StateStore,
+    trust: TrustStore,
     state_fs: Arc<dyn FileStore>,
+    /// The state directory on the real filesystem, locked by mutating commands (`None` over
+    /// simulated seams, where one process is all there is).
+    lock_dir: Option<PathBuf>,
     clock: Clock,
     limits: Limits,
     /// Pipeline tuning (workers, checkpoints, read-back).
@@ -60,17 +66,37 @@ pub struct Agent {
     pub http_options: HttpOptions,
 }
 
-/// What to install.
-#[derive(Debug, Clone, Default)]
+/// What to install, as the command line names it.
+#[derive(Debug, Clone)]
 pub struct InstallRequest {
-    /// A bundle file or a repository directory.
-    pub source: PathBuf,
-    /// The channel, for a repository.
+    pub source: Source,
+    /// The channel, for a repository (and only there).
     pub channel: Option<String>,
+    pub options: InstallOptions,
+}
+
+/// How to install.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InstallOptions {
     /// Install even a version that rolled back on this node.
     pub force: bool,
     /// Write and verify now, flip later with `activate`.
     pub stage: bool,
+}
+
+/// An update verified once, from its root of trust to its manifest: what the daemon decides
+/// on and what the install writes are the same signed documents, by construction.
+pub struct Offer {
+    pub manifest: Verified<Manifest>,
+    pub source: Box<dyn BundleSource>,
+    /// The channel metadata that named the bundle (none for a bundle file).
+    pub channel: Option<Verified<Channel>>,
+}
+
+/// A channel verified against the root chain, before its bundle is looked at.
+pub struct ChannelOffer {
+    pub root: Verified<Root>,
+    pub metadata: Verified<Channel>,
 }
 
 /// What an install did.
@@ -89,8 +115,13 @@ pub struct InstallOutcome {
 pub enum BootCheck {
     /// No update was waiting for this boot.
     Nothing { booted: SlotId },
-    /// The new slot passed its health checks and is committed.
-    Committed { slot: SlotId, version: String },
+    /// The new slot passed its health checks (`checks` of them; none configured is said
+    /// out loud) and is committed.
+    Committed {
+        slot: SlotId,
+        version: String,
+        checks: usize,
+    },
     /// The new slot failed its health checks: marked bad, reboot requested.
     RolledBack {
         slot: SlotId,
@@ -99,6 +130,9 @@ pub enum BootCheck {
     },
     /// The node came up in the old slot while an update was in trial: the firmware fell back.
     FirmwareRolledBack { slot: SlotId, version: String },
+    /// A slot was in trial with no release recorded for it (left by a crash or by two
+    /// agents at once): it was marked bad, and when it is the booted one, a reboot requested.
+    UnrecordedTrial { slot: SlotId, booted: SlotId },
 }
 
 /// A snapshot for `status`.
@@ -109,6 +143,8 @@ pub struct Status {
     pub backend: String,
     pub slots: Vec<SlotStatus>,
     pub state: AgentState,
+    /// The anti-rollback counters (security floor, channel versions, newest signed time).
+    pub counters: Counters,
 }
 
 /// One slot in a [`Status`].
@@ -141,10 +177,12 @@ impl Agent {
         };
         let io = Io {
             disk: Arc::new(disk),
-            state_fs: Arc::new(RealFs::new(state_dir)),
+            state_fs: Arc::new(RealFs::new(state_dir.clone())),
             boot_fs: boot_dir.map(|dir| Arc::new(RealFs::new(dir)) as Arc<dyn FileStore>),
         };
-        Self::with_io(config, io)
+        let mut agent = Self::with_io(config, io)?;
+        agent.lock_dir = Some(state_dir);
+        Ok(agent)
     }
 
     /// The agent over the given seams (simulated disks in tests).
@@ -152,7 +190,7 @@ impl Agent {
         let disk = Disk::from_device(io.disk)?;
         let pair = disk.slots(&config.slots)?;
         let missing =
-            |what: &str| Error::Refused(format!("the {what} backend needs its directory"));
+            |what: &str| Error::usage(format!("the {what} backend needs its directory"));
         let mut systemd_boot = None;
         let boot: Box<dyn BootControl> = match config.boot {
             BootBackend::Gpt => Box::new(disk.gpt_boot_control(&pair)),
@@ -178,8 +216,15 @@ impl Agent {
             .unwrap_or("state.json".as_ref())
             .to_owned();
         let verify_readback = config.verify_readback;
+        let limits = Limits::default();
+        let http_options = HttpOptions {
+            ca_bundle: config.server.as_ref().and_then(|s| s.ca_bundle.clone()),
+            ..HttpOptions::default()
+        };
         Ok(Agent {
             store: StateStore::new(Arc::clone(&io.state_fs), state_name),
+            trust: TrustStore::new(Arc::clone(&io.state_fs), config.root.clone(), limits.clone()),
+            lock_dir: None,
             state_fs: io.state_fs,
             config,
             disk,
@@ -187,12 +232,12 @@ impl Agent {
             boot,
             systemd_boot,
             clock: Box::new(OffsetDateTime::now_utc),
-            limits: Limits::default(),
+            limits,
             write_options: WriteOptions {
                 verify_readback,
                 ..WriteOptions::default()
             },
-            http_options: HttpOptions::default(),
+            http_options,
         })
     }
 
@@ -232,17 +277,129 @@ impl Agent {
         }
     }
 
+    /// Takes the state directory's lock: every command that changes anything holds it, so
+    /// two agents never interleave their writes. `None` over simulated seams.
+    pub fn lock(&self) -> Result<Option<StateLock>> {
+        self.lock_dir.as_deref().map(StateLock::acquire).transpose()
+    }
+
     /// Verifies `request.source`, writes it into the inactive slot and (unless staged)
     /// flips the boot entry to a trial of it.
     pub fn install(&self, request: &InstallRequest) -> Result<InstallOutcome> {
+        let offer = self.offer(&request.source, request.channel.as_deref())?;
+        self.install_offer(offer, request.options)
+    }
+
+    /// What `source` offers, verified: a bundle file against the trusted root, or the
+    /// bundle a repository's channel names, through the root chain and the channel.
+    pub fn offer(&self, source: &Source, channel: Option<&str>) -> Result<Offer> {
+        let repo: Box<dyn Repository> = match (source, channel) {
+            (Source::File(path), None) => return self.offer_file(path),
+            (Source::File(path), Some(_)) => {
+                return Err(Error::usage(format!(
+                    "{} is a bundle file: --channel applies to repositories only",
+                    path.display()
+                )))
+            }
+            (_, None) => {
+                return Err(Error::usage(format!(
+                    "{source} is a repository: name the channel with --channel"
+                )))
+            }
+            (Source::Dir(dir), Some(_)) => Box::new(DirRepository::new(dir)),
+            (Source::Url(url), Some(_)) => Box::new(self.http(url)?),
+        };
+        let channel = channel.unwrap_or_default();
+        let verified = self.verify_channel(repo.as_ref(), channel, None)?;
+        self.offer_of_channel(repo.as_ref(), verified)
+    }
+
+    fn offer_file(&self, path: &Path) -> Result<Offer> {
+        let state = self.store.load()?;
+        let counters = self.trust.counters(&state)?;
+        let now = counters.now((self.clock)());
+        let root = self.trust.trusted_root()?;
+        signer::verify::trust_root(root.bytes(), now, &self.limits)
+            .map_err(Error::verify("the trusted root"))?;
+        let source = FileSource::new(path);
+        let manifest = verify_bundle(&source, &root, &self.limits)?;
+        self.see_signed_time(&state, &manifest)?;
+        Ok(Offer {
+            manifest,
+            source: Box::new(source),
+            channel: None,
+        })
+    }
+
+    /// A client for the repository at `url`, with the configured CA bundle and timeouts.
+    pub fn http(&self, url: &str) -> Result<Http> {
+        Http::new(url, self.http_options.clone())
+    }
+
+    /// Verifies `channel` in `repo`: walks the root chain (storing each new root at once),
+    /// then checks the channel's signatures, expiry and version, and records its version.
+    /// `body` is the channel file when the caller fetched it already (a conditional poll).
+    pub fn verify_channel(
+        &self,
+        repo: &dyn Repository,
+        channel: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<ChannelOffer> {
+        let state = self.store.load()?;
+        let mut counters = self.trust.counters(&state)?;
+        let now = counters.now((self.clock)());
+        let max = self.limits.max_metadata_len;
+        let root = self.trust.walk(
+            &repo.name(),
+            |version| repo.fetch(&format!("{version}.root.json"), max),
+            now,
+        )?;
+        let path = format!("channels/{channel}.json");
+        let name = display_path(repo, &path);
+        let bytes = match body {
+            Some(bytes) => bytes,
+            None => repo
+                .fetch(&path, max)?
+                .ok_or_else(|| Error::usage(format!("{name} does not exist: no such channel")))?,
+        };
+        let min_version = counters.min_channel_version(channel, &root);
+        let metadata = verify_channel(&root, &bytes, channel, min_version, now, &self.limits)
+            .map_err(Error::verify(&name))?;
+        if counters.see_channel(channel, metadata.version, &root) {
+            self.trust.save_counters(&counters)?;
+        }
+        Ok(ChannelOffer { root, metadata })
+    }
+
+    /// The offer of a verified channel: the bundle it names, verified against the same root.
+    pub fn offer_of_channel(&self, repo: &dyn Repository, channel: ChannelOffer) -> Result<Offer> {
+        let (source, manifest) =
+            verify_named_bundle(repo, &channel.root, &channel.metadata, &self.limits)?;
+        self.see_signed_time(&self.store.load()?, &manifest)?;
+        Ok(Offer {
+            manifest,
+            source,
+            channel: Some(channel.metadata),
+        })
+    }
+
+    fn see_signed_time(&self, state: &AgentState, manifest: &Verified<Manifest>) -> Result<()> {
+        let mut counters = self.trust.counters(state)?;
+        if counters.see_signed_time(manifest.created()) {
+            self.trust.save_counters(&counters)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a verified offer into the inactive slot and (unless staged) flips the boot
+    /// entry to a trial of it.
+    pub fn install_offer(&self, offer: Offer, options: InstallOptions) -> Result<InstallOutcome> {
         let mut state = self.store.load()?;
         let booted = self.booted_slot()?;
-        refuse_during_trial(&state, booted)?;
-        let resolved = self.resolve(request, &state)?;
-        let channel_seen = resolved.channel.as_ref().map(|(c, v)| (c.as_str(), *v));
-        self.remember_trust(&mut state, resolved.rotated_root.as_ref(), channel_seen)?;
-        let release = release_of(&resolved.manifest);
-        self.check_policy(&state, &release, request.force)?;
+        self.refuse_during_trial(&state, booted)?;
+        let release = release_of(&offer.manifest);
+        let counters = self.trust.counters(&state)?;
+        self.check_policy(&state, &counters, &release, options.force)?;
 
         let target = booted.other();
         let resume = match &state.phase {
@@ -267,13 +424,13 @@ impl Agent {
 
         let slot = self.disk.slot_device(self.pair.slot(target))?;
         // Over a network, chunks the running slot already holds are copied, not fetched.
-        let active = match resolved.source.is_remote() {
+        let active = match offer.source.is_remote() {
             true => Some(self.disk.slot_device(self.pair.slot(booted))?),
             false => None,
         };
         let report = write_image(
-            &resolved.manifest,
-            resolved.source.as_ref(),
+            &offer.manifest,
+            offer.source.as_ref(),
             slot.as_ref(),
             active.as_deref(),
             resume,
@@ -300,13 +457,13 @@ impl Agent {
         };
         self.store.save(&state)?;
         fail::fail_point!("install::after-written-state");
-        if !request.stage {
+        if !options.stage {
             self.activate_written(&mut state)?;
         }
         Ok(InstallOutcome {
             target,
             release,
-            activated: !request.stage,
+            activated: !options.stage,
             report,
         })
     }
@@ -321,9 +478,7 @@ impl Agent {
                 activated: false,
                 ..
             } if *target != booted => self.activate_written(&mut state),
-            _ => Err(Error::Refused(
-                "nothing is staged: install with --stage first".into(),
-            )),
+            _ => Err(Refusal::NothingStaged.into()),
         }
     }
 
@@ -332,7 +487,7 @@ impl Agent {
             target, release, ..
         } = state.phase.clone()
         else {
-            return Err(Error::Refused("no written image to activate".into()));
+            return Err(Refusal::NothingStaged.into());
         };
         self.prepare_boot_control()?;
         self.boot.set_trial(target, self.config.tries)?;
@@ -377,8 +532,31 @@ impl Agent {
             } if self.boot.state(target)?.priority > 0 => {
                 self.record_firmware_rollback(&mut state, target, release)
             }
-            _ => Ok(BootCheck::Nothing { booted }),
+            phase => self.judge_unrecorded_trials(&phase, booted),
         }
+    }
+
+    /// Any slot in trial that the phase does not name holds nothing the agent wrote and
+    /// verified to completion: it must not boot (again).
+    fn judge_unrecorded_trials(&self, phase: &Phase, booted: SlotId) -> Result<BootCheck> {
+        let recorded = match phase {
+            Phase::Writing { target, .. } | Phase::Written { target, .. } => Some(*target),
+            _ => None,
+        };
+        for slot in [booted.other(), booted] {
+            let boot = self.boot.state(slot)?;
+            let in_trial = !boot.successful && (boot.tries_left > 0 || slot == booted);
+            if Some(slot) == recorded || !in_trial || !self.boot.state(slot.other())?.successful {
+                continue;
+            }
+            tracing::warn!(%slot, "a slot in trial holds no recorded release: marking it bad");
+            self.boot.mark_bad(slot)?;
+            if slot == booted {
+                self.reboot()?;
+            }
+            return Ok(BootCheck::UnrecordedTrial { slot, booted });
+        }
+        Ok(BootCheck::Nothing { booted })
     }
 
     fn trial(&self, state: &mut AgentState, target: SlotId, release: Release) -> Result<BootCheck> {
@@ -392,6 +570,9 @@ impl Agent {
         };
         self.store.save(state)?;
         fail::fail_point!("boot-check::after-trial-state");
+        if self.config.health.is_empty() {
+            tracing::warn!(slot = %target, "no [[health]] checks configured: committing unchecked");
+        }
         match health::run_checks(&self.config.health, self.config.health_deadline) {
             Ok(()) => self.commit(state, target, release),
             Err(failure) => {
@@ -414,7 +595,11 @@ impl Agent {
     fn commit(&self, state: &mut AgentState, slot: SlotId, release: Release) -> Result<BootCheck> {
         self.boot.mark_good(slot)?;
         fail::fail_point!("boot-check::after-mark-good");
-        state.security_floor = state.security_floor.max(release.security_version);
+        let mut counters = self.trust.counters(state)?;
+        if release.security_version > counters.security_floor {
+            counters.security_floor = release.security_version;
+            self.trust.save_counters(&counters)?;
+        }
         state.slots.insert(
             slot,
             SlotRecord {
@@ -432,6 +617,7 @@ impl Agent {
         Ok(BootCheck::Committed {
             slot,
             version: release.version,
+            checks: self.config.health.len(),
         })
     }
 
@@ -475,24 +661,17 @@ impl Agent {
         Ok(())
     }
 
-    /// Switches back to the other slot when it holds a committed image; after the reboot,
-    /// `boot-check` judges it like any update.
-    pub fn rollback(&self, reboot: bool) -> Result<SlotId> {
+    /// Switches back to the other slot when it holds a committed image (or the factory
+    /// image the firmware marks good); after the reboot, `boot-check` judges it like any
+    /// update. The security floor holds unless `force`.
+    pub fn rollback(&self, reboot: bool, force: bool) -> Result<SlotId> {
         let mut state = self.store.load()?;
         let other = self.booted_slot()?.other();
         if matches!(state.phase, Phase::Writing { target, .. } if target == other) {
-            return Err(Error::Refused(format!(
-                "slot {other} is being written by an interrupted install"
-            )));
+            return Err(Refusal::SlotBeingWritten { slot: other }.into());
         }
-        let release = match state.slots.get(&other) {
-            Some(record) if record.committed => record.release.clone(),
-            _ => {
-                return Err(Error::Refused(format!(
-                    "slot {other} holds no committed image to go back to"
-                )))
-            }
-        };
+        let release = self.fallback_release(&state, other)?;
+        check_floor(&self.trust.counters(&state)?, release.security_version, force)?;
         self.prepare_boot_control()?;
         self.boot.set_trial(other, self.config.tries)?;
         state.phase = Phase::Written {
@@ -505,6 +684,23 @@ impl Agent {
             self.reboot()?;
         }
         Ok(other)
+    }
+
+    /// What `slot` holds that the node may go back to.
+    fn fallback_release(&self, state: &AgentState, slot: SlotId) -> Result<Release> {
+        let no_fallback = |why: &str| {
+            Err(Refusal::NoFallback {
+                slot,
+                why: why.into(),
+            }
+            .into())
+        };
+        match state.slots.get(&slot) {
+            Some(record) if record.committed => Ok(record.release.clone()),
+            Some(_) => no_fallback("its image never passed its health checks"),
+            None if self.boot.state(slot)?.successful => Ok(Release::factory(&self.config.product)),
+            None => no_fallback("it holds no committed image"),
+        }
     }
 
     /// Slots, boot states, releases and the agent's phase.
@@ -531,8 +727,19 @@ impl Agent {
             next_boot: self.boot.next_boot()?,
             backend: self.boot.kind().to_string(),
             slots,
+            counters: self.trust.counters(&state)?,
             state,
         })
+    }
+
+    /// The boot state of `slot`.
+    pub fn boot_state(&self, slot: SlotId) -> Result<SlotBootState> {
+        Ok(self.boot.state(slot)?)
+    }
+
+    /// Whether the firmware would boot `slot` next.
+    pub fn boots_next(&self, slot: SlotId) -> Result<bool> {
+        Ok(self.boot.next_boot()? == Some(slot))
     }
 
     /// The agent's saved state.
@@ -550,138 +757,66 @@ impl Agent {
         ReportQueue::new(Arc::clone(&self.state_fs))
     }
 
-    /// This node's id in reports and rollout buckets: the configured `node_id`, else
-    /// `/etc/machine-id`.
+    /// This node's id in reports and rollout buckets: the configured `node_id` (checked
+    /// when the configuration was read), else `/etc/machine-id`, held to the same rule.
     pub fn node_id(&self) -> Result<String> {
         if let Some(id) = &self.config.node_id {
             return Ok(id.clone());
         }
-        let id = std::fs::read_to_string("/etc/machine-id").map_err(Error::io(
-            "no node_id configured and cannot read /etc/machine-id",
-        ))?;
-        Ok(id.trim().to_owned())
-    }
-
-    /// Channel metadata verified against the trusted root (through the repository's
-    /// rotation chain) and the highest version seen; records what it taught us.
-    pub fn verified_channel(
-        &self,
-        repo: &dyn Repository,
-        channel: &str,
-    ) -> Result<Verified<Channel>> {
-        let mut state = self.store.load()?;
-        let (rotated_root, metadata) = self.with_trust(&state, Some(channel), |trust| {
-            let (root, metadata) = verify_channel_in(repo, channel, trust)?;
-            let rotated = (root.bytes() != trust.root_bytes).then_some(root);
-            Ok((rotated, metadata))
+        const MACHINE_ID: &str = "/etc/machine-id";
+        let id = std::fs::read_to_string(MACHINE_ID).map_err(Error::io(format!(
+            "no node_id configured and cannot read {MACHINE_ID}"
+        )))?;
+        let id = id.trim().to_owned();
+        proto::check_node_id(&id).map_err(|e| {
+            Error::usage(format!("{MACHINE_ID}: {e}; set node_id in the configuration"))
         })?;
-        let seen = Some((channel, metadata.version));
-        self.remember_trust(&mut state, rotated_root.as_ref(), seen)?;
-        Ok(metadata)
+        Ok(id)
     }
 
-    fn keep_root(&self, root: &Verified<Root>) -> Result<()> {
-        self.state_fs
-            .write_atomic(Path::new(TRUSTED_ROOT_FILE), root.bytes())
-            .map_err(Error::io("cannot store the rotated root"))?;
-        tracing::info!(version = root.version(), "trusting a rotated root");
-        Ok(())
-    }
-
-    fn resolve(&self, request: &InstallRequest, state: &AgentState) -> Result<Resolved> {
-        let channel = request.channel.as_deref();
-        self.with_trust(state, channel, |trust| {
-            resolve(&request.source, channel, trust, &self.http_options)
-        })
-    }
-
-    /// Runs `verify` with what the device trusts: its newest root, the highest version
-    /// seen of `channel`, the time, the limits.
-    fn with_trust<T>(
+    fn check_policy(
         &self,
         state: &AgentState,
-        channel: Option<&str>,
-        verify: impl FnOnce(&Trust<'_>) -> Result<T>,
-    ) -> Result<T> {
-        let root_bytes = self.trusted_root_bytes()?;
-        verify(&Trust {
-            root_bytes: &root_bytes,
-            min_channel_version: channel
-                .and_then(|c| state.channel_versions.get(c))
-                .copied()
-                .unwrap_or(0),
-            now: (self.clock)(),
-            limits: &self.limits,
-        })
-    }
-
-    /// The rotated root kept beside the state, else the one shipped with the OS.
-    fn trusted_root_bytes(&self) -> Result<Vec<u8>> {
-        match self
-            .state_fs
-            .read(Path::new(TRUSTED_ROOT_FILE), self.limits.max_metadata_len)
-        {
-            Ok(bytes) => Ok(bytes),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                signer::files::read_capped(&self.config.root, self.limits.max_metadata_len)
-                    .map_err(Error::verify(self.config.root.display().to_string()))
-            }
-            Err(e) => Err(Error::io("cannot read the trusted root")(e)),
-        }
-    }
-
-    /// What verification taught us is kept even if the install is then refused or skipped:
-    /// a newer root, and the channel version (so older metadata is never accepted again).
-    fn remember_trust(
-        &self,
-        state: &mut AgentState,
-        rotated_root: Option<&Verified<Root>>,
-        channel_seen: Option<(&str, u64)>,
+        counters: &Counters,
+        release: &Release,
+        force: bool,
     ) -> Result<()> {
-        if let Some(root) = rotated_root {
-            self.keep_root(root)?;
-        }
-        if let Some((channel, version)) = channel_seen {
-            let seen = state
-                .channel_versions
-                .entry(channel.to_owned())
-                .or_default();
-            if version > *seen {
-                *seen = version;
-                self.store.save(state)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn check_policy(&self, state: &AgentState, release: &Release, force: bool) -> Result<()> {
         if release.product != self.config.product {
-            return Err(Error::Refused(format!(
-                "the bundle is for product {:?}; this node is {:?}",
-                release.product, self.config.product
-            )));
+            return Err(Refusal::OtherProduct {
+                offered: release.product.clone(),
+                node: self.config.product.clone(),
+            }
+            .into());
         }
-        if release.security_version < state.security_floor {
-            return Err(Error::Refused(format!(
-                "security version {} is below this node's floor {} (anti-rollback)",
-                release.security_version, state.security_floor
-            )));
-        }
-        let slot_size = self.pair.slot_size();
-        if release.image_size > slot_size {
-            return Err(Error::Refused(format!(
-                "the image is {} bytes; the slot holds only {slot_size}",
-                release.image_size
-            )));
+        check_floor(counters, release.security_version, false)?;
+        let slot = self.pair.slot_size();
+        if release.image_size > slot {
+            return Err(Refusal::TooLargeForSlot {
+                image: release.image_size,
+                slot,
+            }
+            .into());
         }
         if state.rolled_back_versions.contains(&release.version) {
             if !force {
-                return Err(Error::Refused(format!(
-                    "version {} rolled back on this node before; install --force to try it again",
-                    release.version
-                )));
+                return Err(Refusal::RolledBackHere {
+                    version: release.version.clone(),
+                }
+                .into());
             }
             tracing::warn!(version = %release.version, "installing a version that rolled back here before (--force)");
+        }
+        Ok(())
+    }
+
+    /// The last known good slot is never overwritten: no install while the booted slot is
+    /// unproven, whether the state file says so (a trial in progress) or the boot control
+    /// does (the state file was lost during a trial).
+    fn refuse_during_trial(&self, state: &AgentState, booted: SlotId) -> Result<()> {
+        let recorded_trial = matches!(&state.phase,
+            Phase::Trial { target, .. } | Phase::Written { target, .. } if *target == booted);
+        if recorded_trial || !self.boot.state(booted)?.successful {
+            return Err(Refusal::InTrial { booted }.into());
         }
         Ok(())
     }
@@ -715,16 +850,21 @@ impl Agent {
     }
 }
 
-fn refuse_during_trial(state: &AgentState, booted: SlotId) -> Result<()> {
-    match &state.phase {
-        Phase::Trial { target, .. } | Phase::Written { target, .. } if *target == booted => {
-            Err(Error::Refused(format!(
-                "the booted slot {booted} is not committed yet (run boot-check first): \
-                 the other slot is the last known good one and is not overwritten"
-            )))
-        }
-        _ => Ok(()),
+/// Refuses a security version below the floor; `force` (rollback only) overrides it with a
+/// warning.
+fn check_floor(counters: &Counters, security_version: u64, force: bool) -> Result<()> {
+    if security_version >= counters.security_floor {
+        return Ok(());
     }
+    if force {
+        tracing::warn!(security_version, floor = counters.security_floor, "going below the security floor (--force)");
+        return Ok(());
+    }
+    Err(Refusal::BelowSecurityFloor {
+        offered: security_version,
+        floor: counters.security_floor,
+    }
+    .into())
 }
 
 fn writing(target: SlotId, release: &Release, durable_chunks: u64) -> Phase {

@@ -251,6 +251,10 @@ impl RawConfig {
             }
             _ => {}
         }
+        if let Some(node_id) = &self.node_id {
+            // The server's rule: a node id it would refuse would block every report.
+            proto::check_node_id(node_id).map_err(|e| e.to_string())?;
+        }
         if let Some(slot) = &self.booted_slot {
             if slot != "a" && slot != "b" {
                 return Err(format!("booted_slot = {slot:?}: must be \"a\" or \"b\""));

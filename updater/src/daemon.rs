@@ -1,27 +1,29 @@
 //! `tandem-updater daemon`: poll the update server, install what the channel offers when the
-//! rollout selects this node, report every outcome (DESIGN.md §4, §7).
+//! rollout selects this node, report every outcome (docs/DESIGN.md §4, §7).
 //!
-//! A poll is a conditional GET of the channel file (a 304 costs the server nothing). Only
-//! verified metadata decides anything; the server's pause file can only *stop* an install.
-//! Failures back off exponentially with jitter, so a 404 or 5xx storm never makes a fleet
-//! hammer its server.
+//! A poll is one conditional GET of the channel file (a 304 costs the server nothing). The
+//! body of that GET is verified once into a [`ChannelOffer`]; the rollout, pause and
+//! rolled-back checks decide on it, and the install writes the bundle it names: decision and
+//! install act on the same signed document. The server's pause file can only *stop* an
+//! install. Failures back off exponentially with jitter, so a 404 or 5xx storm never makes a
+//! fleet hammer its server.
 
 use std::thread;
 use std::time::Duration;
 
+use proto::{Outcome, Pause};
 use rand::Rng;
 
-use crate::agent::{Agent, BootCheck, InstallOutcome, InstallRequest};
+use crate::agent::{Agent, BootCheck, ChannelOffer, InstallOptions, InstallOutcome};
 use crate::config::Server;
-use crate::error::{Error, Result};
-use crate::http::{Conditional, Http, HttpOptions};
+use crate::error::{Error, Refusal, Result};
+use crate::http::{Conditional, Http};
 use crate::reports::Report;
 use crate::state::{AgentState, Phase};
+use crate::SlotId;
 
 /// The most the wait between polls grows to after repeated failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(6 * 3600);
-/// The pause hint is a tiny file.
-const MAX_PAUSE_FILE: u64 = 4096;
 
 /// What one poll decided.
 #[derive(Debug)]
@@ -30,16 +32,21 @@ pub enum Poll {
     NotModified,
     /// The channel offers what this node already runs (or has written and waits to boot).
     UpToDate { version: String },
-    /// The server paused the channel.
-    Paused,
-    /// The staged rollout does not include this node yet.
-    NotSelected { percent: u8 },
-    /// The offered version rolled back here before: skipped until a newer one is published.
-    RolledBackHere { version: String },
-    /// The booted slot is still in its trial: nothing is installed until it is judged.
-    InTrial,
+    /// The channel offers something this node does not install now (paused, not in the
+    /// rollout yet, rolled back here, the booted slot in trial).
+    Skipped(Refusal),
+    /// A release is written and activated but the node has not rebooted into it (the
+    /// reboot command failed): reboot again.
+    RebootPending { version: String },
     /// Installed and activated: the node should reboot into it.
     Installed(Box<InstallOutcome>),
+}
+
+impl Poll {
+    /// Whether the node should now reboot into a new slot.
+    pub fn wants_reboot(&self) -> bool {
+        matches!(self, Poll::Installed(_) | Poll::RebootPending { .. })
+    }
 }
 
 impl std::fmt::Display for Poll {
@@ -47,20 +54,10 @@ impl std::fmt::Display for Poll {
         match self {
             Poll::NotModified => write!(f, "the channel did not change"),
             Poll::UpToDate { version } => write!(f, "up to date with {version}"),
-            Poll::Paused => write!(f, "the channel is paused: nothing installed"),
-            Poll::NotSelected { percent } => {
-                write!(
-                    f,
-                    "the rollout ({percent} %) does not include this node yet"
-                )
+            Poll::Skipped(refusal) => write!(f, "nothing installed: {refusal}"),
+            Poll::RebootPending { version } => {
+                write!(f, "{version} is installed and waits for a reboot")
             }
-            Poll::RolledBackHere { version } => {
-                write!(
-                    f,
-                    "{version} rolled back on this node: skipped until a newer release"
-                )
-            }
-            Poll::InTrial => write!(f, "the booted slot is in its trial: waiting for boot-check"),
             Poll::Installed(outcome) => write!(
                 f,
                 "installed {} into slot {}",
@@ -74,15 +71,16 @@ impl std::fmt::Display for Poll {
 pub struct Daemon<'a> {
     agent: &'a Agent,
     server: Server,
+    /// The one client of the repository, built from the configuration.
     http: Http,
+    /// Without a report token, nothing is queued: a static server takes no reports.
     token: Option<String>,
     channel_etag: Option<String>,
 }
 
 impl<'a> Daemon<'a> {
-    pub fn new(agent: &'a Agent, server: Server, mut http_options: HttpOptions) -> Result<Self> {
-        http_options.ca_bundle = server.ca_bundle.clone().or(http_options.ca_bundle);
-        let http = Http::new(&server.url, http_options)?;
+    pub fn new(agent: &'a Agent, server: Server) -> Result<Self> {
+        let http = agent.http(&server.url)?;
         let token = server
             .report_token_file
             .as_ref()
@@ -102,26 +100,26 @@ impl<'a> Daemon<'a> {
     }
 
     /// Polls until `max_polls` (forever when `None`), rebooting after an install when
-    /// `reboot` is set.
+    /// `reboot` is set; a reboot command that fails is retried at the next poll.
     pub fn run(&mut self, reboot: bool, max_polls: Option<u64>) -> Result<()> {
         let mut failures = 0u32;
         let mut polls = 0u64;
         loop {
             match self.poll_once() {
-                Ok(Poll::Installed(outcome)) => {
-                    failures = 0;
-                    tracing::info!(version = %outcome.release.version, slot = %outcome.target, "installed");
-                    if reboot {
-                        return self.agent.reboot();
+                Ok(poll) if poll.wants_reboot() && reboot => match self.reboot(&poll) {
+                    Ok(()) => return Ok(()),
+                    Err(error) => {
+                        failures = failures.saturating_add(1);
+                        tracing::warn!(%error, failures, "reboot failed: retrying");
                     }
-                }
+                },
                 Ok(decision) => {
                     failures = 0;
                     tracing::info!(%decision, "poll");
                 }
                 Err(error) => {
                     failures = failures.saturating_add(1);
-                    tracing::warn!(%error, failures, "poll failed");
+                    tracing::warn!(error = %crate::error::chain(&error), failures, "poll failed");
                 }
             }
             polls += 1;
@@ -132,93 +130,143 @@ impl<'a> Daemon<'a> {
         }
     }
 
+    /// Runs the reboot command for a poll that wants one; a failure is reported.
+    pub fn reboot(&self, poll: &Poll) -> Result<()> {
+        let result = self.agent.reboot();
+        if let Err(error) = &result {
+            let version = match poll {
+                Poll::Installed(outcome) => outcome.release.version.clone(),
+                Poll::RebootPending { version } => version.clone(),
+                _ => return result,
+            };
+            if let Ok(state) = self.agent.load_state() {
+                let from = running_version(&state, self.agent.booted_slot()?);
+                self.queue(&from, &version, Outcome::Failed, Some(error.report_reason()));
+                self.send_reports();
+            }
+        }
+        result
+    }
+
     /// One poll: send queued reports, look at the channel, install if it is for us.
     pub fn poll_once(&mut self) -> Result<Poll> {
+        let _lock = self.agent.lock()?;
         self.send_reports();
+        if let Some(version) = self.reboot_pending()? {
+            return Ok(Poll::RebootPending { version });
+        }
         let channel = self.server.channel.clone();
         let path = format!("channels/{channel}.json");
         let max = signer::Limits::default().max_metadata_len;
-        let etag = match self
+        let (body, etag) = match self
             .http
             .get_conditional(&path, self.channel_etag.as_deref(), max)?
         {
             Conditional::NotModified => return Ok(Poll::NotModified),
             Conditional::Missing => {
-                return Err(Error::Refused(format!(
-                    "{} does not exist",
+                return Err(Error::usage(format!(
+                    "{} does not exist: no such channel",
                     self.http.url(&path)
                 )))
             }
-            Conditional::Fresh { etag, .. } => etag,
+            Conditional::Fresh { body, etag } => (body, etag),
         };
-        let decision = self.decide(&channel)?;
+        let decision = self.decide(&channel, body)?;
         // Remember the file only once it was fully handled: a failed install retries, and
         // so do decisions that depend on more than the file (the pause hint, a trial that
         // boot-check has not judged yet), or the unchanged file would answer 304 forever.
-        if !matches!(decision, Poll::Paused | Poll::InTrial) {
+        let depends_on_more = matches!(
+            decision,
+            Poll::Skipped(Refusal::Paused { .. } | Refusal::InTrial { .. })
+        );
+        if !depends_on_more {
             self.channel_etag = etag;
         }
         Ok(decision)
     }
 
-    fn decide(&mut self, channel: &str) -> Result<Poll> {
-        let metadata = self.agent.verified_channel(&self.http, channel)?;
-        let release = &metadata.release;
+    /// The version written and activated that the node has not booted yet.
+    fn reboot_pending(&self) -> Result<Option<String>> {
         let state = self.agent.load_state()?;
         let booted = self.agent.booted_slot()?;
-        let offered = release.manifest_sha256.to_hex();
-        if holds(&state, booted, &offered) {
+        Ok(match &state.phase {
+            Phase::Written {
+                target,
+                release,
+                activated: true,
+            } if *target != booted && self.agent.boots_next(*target)? => {
+                Some(release.version.clone())
+            }
+            _ => None,
+        })
+    }
+
+    fn decide(&mut self, channel: &str, body: Vec<u8>) -> Result<Poll> {
+        let offer = self.agent.verify_channel(&self.http, channel, Some(body))?;
+        let release = &offer.metadata.release;
+        let state = self.agent.load_state()?;
+        let booted = self.agent.booted_slot()?;
+        if holds(&state, booted, &release.manifest_sha256.to_hex()) {
             return Ok(Poll::UpToDate {
                 version: release.version.to_string(),
             });
         }
-        if in_trial(&state, booted) {
-            return Ok(Poll::InTrial);
+        if let Some(refusal) = self.skip_reason(&state, booted, &offer)? {
+            return Ok(Poll::Skipped(refusal));
         }
-        if state
-            .rolled_back_versions
-            .contains(&release.version.to_string())
-        {
-            return Ok(Poll::RolledBackHere {
-                version: release.version.to_string(),
-            });
-        }
-        if self
-            .http
-            .get(&format!("channels/{channel}.pause"), MAX_PAUSE_FILE)?
-            .is_some()
-        {
-            return Ok(Poll::Paused);
-        }
-        let node_id = self.agent.node_id()?;
-        if !metadata.rollout.selects(node_id.as_bytes()) {
-            return Ok(Poll::NotSelected {
-                percent: metadata.rollout.percent,
-            });
-        }
-        let request = InstallRequest {
-            source: self.server.url.clone().into(),
-            channel: Some(channel.to_owned()),
-            ..InstallRequest::default()
-        };
         let from = running_version(&state, booted);
-        match self.agent.install(&request) {
+        let to = release.version.to_string();
+        let installed = self
+            .agent
+            .offer_of_channel(&self.http, offer)
+            .and_then(|offer| self.agent.install_offer(offer, InstallOptions::default()));
+        match installed {
             Ok(outcome) => {
-                self.queue(&from, &outcome.release.version, "installed", None);
+                self.queue(&from, &outcome.release.version, Outcome::Installed, None);
                 self.send_reports();
                 Ok(Poll::Installed(Box::new(outcome)))
             }
             Err(error) => {
-                self.queue(
-                    &from,
-                    &release.version.to_string(),
-                    "failed",
-                    Some(error.to_string()),
-                );
+                self.queue(&from, &to, Outcome::Failed, Some(error.report_reason()));
                 self.send_reports();
                 Err(error)
             }
         }
+    }
+
+    /// Why the verified offer is not installed now, if it is not.
+    fn skip_reason(
+        &self,
+        state: &AgentState,
+        booted: SlotId,
+        offer: &ChannelOffer,
+    ) -> Result<Option<Refusal>> {
+        let metadata = &offer.metadata;
+        let version = metadata.release.version.to_string();
+        if in_trial(state, booted) || !self.agent.boot_state(booted)?.successful {
+            return Ok(Some(Refusal::InTrial { booted }));
+        }
+        if state.rolled_back_versions.contains(&version) {
+            return Ok(Some(Refusal::RolledBackHere { version }));
+        }
+        if let Some(pause) = self.pause(&metadata.channel)? {
+            return Ok(Some(Refusal::Paused {
+                reason: pause.reason,
+            }));
+        }
+        if !metadata.rollout.selects(self.agent.node_id()?.as_bytes()) {
+            return Ok(Some(Refusal::NotInRollout {
+                percent: metadata.rollout.percent,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// The server's pause hint for `channel`, when it pauses.
+    fn pause(&self, channel: &str) -> Result<Option<Pause>> {
+        let path = format!("channels/{channel}.pause");
+        let bytes = self.http.get(&path, proto::pause::MAX_PAUSE_FILE)?;
+        Ok(bytes.map(|b| Pause::parse(&b)).filter(|p| p.paused))
     }
 
     /// Queues the report of a boot-check and tries to send everything queued.
@@ -227,17 +275,25 @@ impl<'a> Daemon<'a> {
             return;
         };
         let (slot, to, outcome, reason) = match check {
-            BootCheck::Nothing { .. } => return,
-            BootCheck::Committed { slot, version } => (*slot, version, "committed", None),
+            BootCheck::Nothing { .. } | BootCheck::UnrecordedTrial { .. } => return,
+            BootCheck::Committed {
+                slot,
+                version,
+                checks,
+            } => {
+                let unchecked = (*checks == 0)
+                    .then(|| "no health checks configured: committed unchecked".to_owned());
+                (*slot, version, Outcome::Committed, unchecked)
+            }
             BootCheck::RolledBack {
                 slot,
                 version,
                 reason,
-            } => (*slot, version, "rolled-back", Some(reason.clone())),
+            } => (*slot, version, Outcome::RolledBack, Some(reason.clone())),
             BootCheck::FirmwareRolledBack { slot, version } => (
                 *slot,
                 version,
-                "rolled-back",
+                Outcome::RolledBack,
                 Some("the new slot never came up: the firmware fell back".into()),
             ),
         };
@@ -246,14 +302,17 @@ impl<'a> Daemon<'a> {
         self.send_reports();
     }
 
-    fn queue(&self, from: &str, to: &str, outcome: &str, reason: Option<String>) {
+    fn queue(&self, from: &str, to: &str, outcome: Outcome, reason: Option<String>) {
+        if self.token.is_none() {
+            return;
+        }
         let report = self.agent.node_id().map(|node_id| Report {
             node_id,
             channel: self.server.channel.clone(),
             from_version: from.to_owned(),
             to_version: to.to_owned(),
-            outcome: outcome.to_owned(),
-            reason: reason.map(|r| r.chars().take(1024).collect()),
+            outcome,
+            reason: reason.map(|r| proto::report::clean_reason(&r)),
         });
         let queued = report.and_then(|r| self.agent.reports().push(&r));
         if let Err(error) = queued {
@@ -263,6 +322,9 @@ impl<'a> Daemon<'a> {
 
     /// Best effort: a report that cannot be sent stays queued for the next poll.
     fn send_reports(&self) {
+        if self.token.is_none() {
+            return;
+        }
         let sent = self.agent.reports().flush(|report| {
             self.http
                 .post_json("v1/reports", self.token.as_deref(), report)
@@ -274,7 +336,7 @@ impl<'a> Daemon<'a> {
 }
 
 /// The booted slot runs, or the other slot holds and waits to boot, this manifest.
-fn holds(state: &AgentState, booted: crate::SlotId, manifest_sha256: &str) -> bool {
+fn holds(state: &AgentState, booted: SlotId, manifest_sha256: &str) -> bool {
     let runs = state
         .slots
         .get(&booted)
@@ -284,11 +346,11 @@ fn holds(state: &AgentState, booted: crate::SlotId, manifest_sha256: &str) -> bo
     runs || waits
 }
 
-fn in_trial(state: &AgentState, booted: crate::SlotId) -> bool {
+fn in_trial(state: &AgentState, booted: SlotId) -> bool {
     matches!(&state.phase, Phase::Trial { target, .. } | Phase::Written { target, .. } if *target == booted)
 }
 
-fn running_version(state: &AgentState, slot: crate::SlotId) -> String {
+fn running_version(state: &AgentState, slot: SlotId) -> String {
     state
         .slots
         .get(&slot)

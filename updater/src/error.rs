@@ -1,6 +1,11 @@
 //! The agent's errors, grouped by cause, each with a stable exit code (docs/updater.md).
+//!
+//! Policy refusals are a typed [`Refusal`], so the daemon's decisions, the CLI's exit codes
+//! and the reports sent to the server all name the same reason without matching on text.
 
-use std::path::PathBuf;
+use std::fmt;
+
+use partitions::SlotId;
 
 use crate::config::ConfigError;
 use crate::state::StateError;
@@ -11,6 +16,9 @@ use crate::state::StateError;
 pub enum Error {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The command line asks for something that cannot be (a missing or superfluous flag).
+    #[error("{0}")]
+    Usage(String),
     /// The bundle, metadata or root failed verification: hostile or damaged input.
     #[error("{source_name}: {source}")]
     Verify {
@@ -18,10 +26,20 @@ pub enum Error {
         #[source]
         source: signer::Error,
     },
-    /// A valid update this node must not install (another product, a lower security
-    /// version, too large, a version that rolled back here, an uncommitted trial …).
+    /// A server or medium sent something no honest repository sends (an endless body, a
+    /// bundle path outside the repository): hostile or damaged input, like [`Error::Verify`].
+    #[error("{source_name}: {reason}")]
+    Hostile { source_name: String, reason: String },
+    /// A valid update this node must not install.
     #[error("refused: {0}")]
-    Refused(String),
+    Refused(Refusal),
+    /// The server could not be reached, answered with an error, or was too slow.
+    #[error("{method} {url}: {reason}")]
+    Network {
+        method: &'static str,
+        url: String,
+        reason: String,
+    },
     #[error(transparent)]
     Disk(#[from] partitions::Error),
     #[error(transparent)]
@@ -39,21 +57,114 @@ pub enum Error {
         command: Vec<String>,
         reason: String,
     },
-    #[error("the source {0} is not a bundle file or a repository directory")]
-    UnknownSource(PathBuf),
+    /// Another agent process holds the state directory's lock.
+    #[error("another tandem-updater ({holder}) is running: wait for it to finish")]
+    Busy { holder: String },
+}
+
+/// A valid update, or an operation, that this node's policy refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    #[error("the bundle is for product {offered:?}; this node is {node:?}")]
+    OtherProduct { offered: String, node: String },
+    #[error("security version {offered} is below this node's floor {floor} (anti-rollback)")]
+    BelowSecurityFloor { offered: u64, floor: u64 },
+    #[error("the image is {image} bytes; the slot holds only {slot}")]
+    TooLargeForSlot { image: u64, slot: u64 },
+    #[error("version {version} rolled back on this node before; install --force to try it again")]
+    RolledBackHere { version: String },
+    #[error(
+        "the booted slot {booted} is not committed yet (run boot-check first): \
+         the other slot is the last known good one and is not overwritten"
+    )]
+    InTrial { booted: SlotId },
+    #[error("the rollout ({percent} %) does not include this node yet")]
+    NotInRollout { percent: u8 },
+    #[error("the channel is paused{}", reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
+    Paused { reason: Option<String> },
+    #[error("nothing is staged: install with --stage first")]
+    NothingStaged,
+    #[error("slot {slot} is being written by an interrupted install")]
+    SlotBeingWritten { slot: SlotId },
+    #[error("slot {slot} holds no image the node may go back to ({why})")]
+    NoFallback { slot: SlotId, why: String },
+}
+
+impl Refusal {
+    /// A stable kebab-case name, used in reports and `--json` errors.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::OtherProduct { .. } => "other-product",
+            Refusal::BelowSecurityFloor { .. } => "below-security-floor",
+            Refusal::TooLargeForSlot { .. } => "too-large-for-slot",
+            Refusal::RolledBackHere { .. } => "rolled-back-here",
+            Refusal::InTrial { .. } => "in-trial",
+            Refusal::NotInRollout { .. } => "not-in-rollout",
+            Refusal::Paused { .. } => "paused",
+            Refusal::NothingStaged => "nothing-staged",
+            Refusal::SlotBeingWritten { .. } => "slot-being-written",
+            Refusal::NoFallback { .. } => "no-fallback",
+        }
+    }
+}
+
+/// The documented exit codes (docs/updater.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitClass {
+    Usage = 2,
+    Hostile = 3,
+    Refused = 4,
+    Io = 5,
+    RolledBack = 6,
+    Reboot = 7,
+    Network = 8,
+    Busy = 9,
 }
 
 impl Error {
-    /// The process exit code for this error (stable; documented in docs/updater.md; 6 is
-    /// `boot-check`'s rolled-back outcome, which is not an error).
-    pub fn exit_code(&self) -> u8 {
+    /// The class of this error, which gives its exit code.
+    pub fn class(&self) -> ExitClass {
         match self {
-            Error::Config(_) | Error::UnknownSource(_) => 2,
-            Error::Verify { .. } => 3,
-            Error::Refused(_) => 4,
-            Error::Disk(_) | Error::State(_) | Error::Io { .. } | Error::BootedSlot(_) => 5,
-            Error::Reboot { .. } => 7,
+            Error::Config(_) | Error::Usage(_) => ExitClass::Usage,
+            Error::Disk(e) if is_misconfiguration(e) => ExitClass::Usage,
+            Error::Verify { .. } | Error::Hostile { .. } => ExitClass::Hostile,
+            Error::Refused(_) => ExitClass::Refused,
+            Error::Network { .. } => ExitClass::Network,
+            Error::Disk(_) | Error::State(_) | Error::Io { .. } | Error::BootedSlot(_) => {
+                ExitClass::Io
+            }
+            Error::Reboot { .. } => ExitClass::Reboot,
+            Error::Busy { .. } => ExitClass::Busy,
         }
+    }
+
+    /// The process exit code for this error (stable; documented in docs/updater.md).
+    pub fn exit_code(&self) -> u8 {
+        self.class() as u8
+    }
+
+    /// A stable kebab-case name of the cause, for reports and `--json` errors.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Refused(refusal) => refusal.code(),
+            Error::Config(_) => "config",
+            Error::Usage(_) => "usage",
+            Error::Verify { .. } => "verification-failed",
+            Error::Hostile { .. } => "hostile-input",
+            Error::Network { .. } => "network",
+            Error::Disk(_) => "disk",
+            Error::State(_) => "state",
+            Error::Io { .. } => "io",
+            Error::BootedSlot(_) => "booted-slot",
+            Error::Reboot { .. } => "reboot-failed",
+            Error::Busy { .. } => "busy",
+        }
+    }
+
+    /// What a report says of this error: its code, then the message with its causes.
+    pub fn report_reason(&self) -> String {
+        format!("{}: {}", self.code(), chain(self))
     }
 
     pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
@@ -68,6 +179,52 @@ impl Error {
             source,
         }
     }
+
+    pub(crate) fn usage(message: impl fmt::Display) -> Error {
+        Error::Usage(message.to_string())
+    }
+}
+
+impl From<Refusal> for Error {
+    fn from(refusal: Refusal) -> Self {
+        Error::Refused(refusal)
+    }
+}
+
+/// An error and its causes on one line, each cause once (a cause whose text the message
+/// already quotes is not repeated).
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Disk errors an operator fixes in the configuration or the provisioning, not in hardware.
+fn is_misconfiguration(error: &partitions::Error) -> bool {
+    use partitions::error::{BootStateError, LayoutError};
+    matches!(
+        error,
+        partitions::Error::Layout(LayoutError::MissingSlot { .. } | LayoutError::DuplicateSlot { .. })
+            | partitions::Error::BootState(
+                BootStateError::LoaderDefault { .. } | BootStateError::DuplicateEntries { .. }
+            )
+    )
+}
+
+/// A unique error for when a path given as a source is none of the kinds the agent reads.
+pub(crate) fn unknown_source(path: &std::path::Path) -> Error {
+    Error::usage(format!(
+        "{} is not a bundle file, a repository directory or an http(s):// URL",
+        path.display()
+    ))
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

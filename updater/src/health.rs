@@ -4,6 +4,7 @@
 //! The first failure ends the run: one broken check is enough to reject a slot, and the
 //! reason is what the operator reads in the report.
 
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -18,7 +19,7 @@ const POLL_INTERVAL: Duration = Duration::from_millis(20);
 pub enum HealthFailure {
     #[error("health check {check}: {reason}")]
     Failed { check: String, reason: String },
-    #[error("health checks did not finish within the deadline of {0:?}")]
+    #[error("health checks did not finish within the deadline of {}", readable(*.0))]
     Deadline(Duration),
 }
 
@@ -56,9 +57,12 @@ fn run_one(probe: &HealthProbe, limit: Duration) -> Result<(), String> {
 
 fn run_command(argv: &[String], limit: Duration) -> Result<(), String> {
     let (program, args) = argv.split_first().ok_or("empty command")?;
+    // Its own process group, so a timeout kills the whole check (`sh -c "sleep 20; true"`
+    // must not leave its sleep behind).
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
+        .process_group(0)
         .spawn()
         .map_err(|e| format!("cannot start: {e}"))?;
     let start = Instant::now();
@@ -71,13 +75,20 @@ fn run_command(argv: &[String], limit: Duration) -> Result<(), String> {
             };
         }
         if start.elapsed() >= limit {
-            // Best effort: the process may have exited between the poll and the kill.
-            let _ = child.kill();
+            // Best effort: the group may have exited between the poll and the kill.
+            let group = rustix::process::Pid::from_child(&child);
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
             let _ = child.wait();
-            return Err(format!("timed out after {limit:?}"));
+            return Err(format!("timed out after {}", readable(limit)));
         }
         thread::sleep(POLL_INTERVAL);
     }
+}
+
+/// A duration as an operator writes it (`1.5s`, `2m`), to the millisecond.
+pub fn readable(duration: Duration) -> String {
+    let millis = Duration::from_millis(duration.as_millis().try_into().unwrap_or(u64::MAX));
+    humantime::format_duration(millis).to_string()
 }
 
 fn probe_http(url: &str, limit: Duration) -> Result<(), String> {
@@ -148,6 +159,27 @@ mod tests {
         let failure = run_checks(&checks, Duration::from_secs(10)).unwrap_err();
         assert!(failure.to_string().contains("timed out"), "{failure}");
         assert!(start.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_timeout_kills_the_checks_children_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let script = format!("sleep 30 & echo $! > {}; wait", pid_file.display());
+        let checks = [exec(&["sh", "-c", &script], Duration::from_millis(500))];
+        run_checks(&checks, Duration::from_secs(10)).unwrap_err();
+        let pid = std::fs::read_to_string(&pid_file).unwrap();
+        let stat = format!("/proc/{}/stat", pid.trim());
+        // Killed: gone, or a zombie until its new parent reaps it.
+        let alive = || {
+            std::fs::read_to_string(&stat)
+                .is_ok_and(|s| s.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+        };
+        let start = Instant::now();
+        while alive() && start.elapsed() < Duration::from_secs(5) {
+            thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!alive(), "the check's child {} outlived the timeout", pid.trim());
     }
 
     #[test]

@@ -12,14 +12,16 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::blocking::{Client, Response};
 use reqwest::header::{CONTENT_RANGE, ETAG, IF_NONE_MATCH, IF_RANGE, RANGE};
 use reqwest::StatusCode;
 use signer::{BundleHead, BundleHeader, Limits};
 
-use crate::error::{Error, Result};
+use crate::config::ConfigError;
+use crate::error::{chain, Error, Result};
+use crate::reports::Delivery;
 use crate::source::BundleSource;
 
 /// Network behaviour of the agent.
@@ -34,6 +36,19 @@ pub struct HttpOptions {
     pub retry_backoff: Duration,
     /// Extra CA certificates (PEM) trusted for `https://`.
     pub ca_bundle: Option<std::path::PathBuf>,
+    /// Every request ends within this long plus the time its expected length takes at
+    /// `min_throughput`: a server trickling bytes cannot hold the agent (slow retrieval).
+    pub base_deadline: Duration,
+    /// The slowest transfer accepted, in bytes per second: a bundle download slower than
+    /// this (measured after `base_deadline`) reconnects.
+    pub min_throughput: u64,
+}
+
+impl HttpOptions {
+    /// How long a request for at most `len` bytes may take, all told.
+    pub fn deadline_for(&self, len: u64) -> Duration {
+        self.base_deadline + Duration::from_secs(len / self.min_throughput.max(1))
+    }
 }
 
 impl Default for HttpOptions {
@@ -44,6 +59,8 @@ impl Default for HttpOptions {
             max_retries: 5,
             retry_backoff: Duration::from_millis(500),
             ca_bundle: None,
+            base_deadline: Duration::from_secs(30),
+            min_throughput: 64 << 10,
         }
     }
 }
@@ -77,9 +94,12 @@ impl Http {
                 builder = builder.add_root_certificate(cert);
             }
         }
-        let client = builder
-            .build()
-            .map_err(|e| Error::Refused(format!("cannot set up HTTP: {e}")))?;
+        let client = builder.build().map_err(|e| {
+            Error::Config(ConfigError::Invalid {
+                path: options.ca_bundle.clone().unwrap_or_default(),
+                message: format!("cannot set up HTTP: {}", chain(&e)),
+            })
+        })?;
         Ok(Http {
             client,
             base: format!("{}/", base.trim_end_matches('/')),
@@ -101,11 +121,14 @@ impl Http {
     /// GET `path` with an `If-None-Match`; bodies over `max` bytes are refused.
     pub fn get_conditional(&self, path: &str, etag: Option<&str>, max: u64) -> Result<Conditional> {
         let url = self.url(path);
-        let mut request = self.client.get(&url);
+        let mut request = self
+            .client
+            .get(&url)
+            .timeout(self.options.deadline_for(max));
         if let Some(etag) = etag {
             request = request.header(IF_NONE_MATCH, etag);
         }
-        let response = request.send().map_err(network(&url))?;
+        let response = request.send().map_err(network("GET", &url))?;
         match response.status() {
             StatusCode::NOT_MODIFIED => Ok(Conditional::NotModified),
             StatusCode::NOT_FOUND => Ok(Conditional::Missing),
@@ -114,7 +137,7 @@ impl Http {
                 let body = self.read_capped(response, max, &url)?;
                 Ok(Conditional::Fresh { body, etag })
             }
-            status => Err(http_status(&url, status)),
+            status => Err(http_status("GET", &url, status)),
         }
     }
 
@@ -126,24 +149,34 @@ impl Http {
         }
     }
 
-    /// POST a JSON body with a bearer token.
+    /// POSTs a JSON body with a bearer token. A 4xx other than 408 and 429 is a refusal
+    /// for good, with the server's reason; other failures may be retried.
     pub fn post_json(
         &self,
         path: &str,
         token: Option<&str>,
         body: &impl serde::Serialize,
-    ) -> Result<()> {
+    ) -> Result<Delivery> {
         let url = self.url(path);
-        let mut request = self.client.post(&url).json(body);
+        let mut request = self
+            .client
+            .post(&url)
+            .timeout(self.options.base_deadline)
+            .json(body);
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
-        let response = request.send().map_err(network(&url))?;
-        if response.status().is_success() {
-            Ok(())
-        } else {
-            Err(http_status(&url, response.status()))
+        let response = request.send().map_err(network("POST", &url))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(Delivery::Accepted);
         }
+        let retryable = matches!(status, StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS);
+        if status.is_client_error() && !retryable {
+            let body = self.read_capped(response, MAX_ERROR_BODY, &url).unwrap_or_default();
+            return Ok(Delivery::Refused(server_reason(status, &body)));
+        }
+        Err(http_status("POST", &url, status))
     }
 
     fn read_capped(&self, response: Response, max: u64, url: &str) -> Result<Vec<u8>> {
@@ -151,13 +184,18 @@ impl Http {
         response
             .take(max + 1)
             .read_to_end(&mut body)
-            .map_err(Error::io(format!("reading {url}")))?;
+            .map_err(|e| Error::Network {
+                method: "GET",
+                url: url.to_owned(),
+                reason: chain(&e),
+            })?;
         self.received
             .fetch_add(body.len() as u64, Ordering::Relaxed);
         if body.len() as u64 > max {
-            return Err(Error::Refused(format!(
-                "{url} sent more than the {max} bytes allowed: cut off"
-            )));
+            return Err(Error::Hostile {
+                source_name: url.to_owned(),
+                reason: format!("sent more than the {max} bytes allowed: cut off"),
+            });
         }
         Ok(body)
     }
@@ -169,23 +207,62 @@ impl Http {
         let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
         reader
             .read_to_end(&mut bytes)
-            .map_err(Error::io(format!("reading {}", self.url(path))))?;
+            .map_err(|e| read_error(&self.url(path), e))?;
         Ok(bytes)
     }
 }
 
-fn network(url: &str) -> impl FnOnce(reqwest::Error) -> Error + '_ {
-    move |e| Error::Io {
-        context: format!("GET {url}"),
-        source: std::io::Error::other(e),
+/// Largest error body read from a server, for its reason.
+const MAX_ERROR_BODY: u64 = 4096;
+
+fn network<'a>(method: &'static str, url: &'a str) -> impl FnOnce(reqwest::Error) -> Error + 'a {
+    move |e| Error::Network {
+        method,
+        url: url.to_owned(),
+        reason: with_hint(chain(&e)),
     }
 }
 
-fn http_status(url: &str, status: StatusCode) -> Error {
-    Error::Io {
-        context: url.to_string(),
-        source: std::io::Error::other(format!("the server answered {status}")),
+/// A failed read of a body: the server stalled, cut or misbehaved.
+fn read_error(url: &str, error: std::io::Error) -> Error {
+    Error::Network {
+        method: "GET",
+        url: url.to_owned(),
+        reason: chain(&error),
     }
+}
+
+/// What an operator can do about the common TLS set-up mistakes.
+fn with_hint(reason: String) -> String {
+    let hint = if reason.contains("CaUsedAsEndEntity") {
+        " (the server presents a CA certificate as its own: issue a server certificate from \
+         the CA and give the CA to ca_bundle; docs/updater.md shows how)"
+    } else if reason.contains("UnknownIssuer") {
+        " (the server's certificate is not issued by a trusted CA: set ca_bundle in [server])"
+    } else {
+        ""
+    };
+    format!("{reason}{hint}")
+}
+
+fn http_status(method: &'static str, url: &str, status: StatusCode) -> Error {
+    Error::Network {
+        method,
+        url: url.to_owned(),
+        reason: format!("the server answered {status}"),
+    }
+}
+
+/// The reason in a server's error body: `{"error": "…"}` (tandem-server), else the text.
+fn server_reason(status: StatusCode, body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct ErrorBody {
+        error: String,
+    }
+    let reason = serde_json::from_slice::<ErrorBody>(body)
+        .map(|b| b.error)
+        .unwrap_or_else(|_| String::from_utf8_lossy(body).trim().to_owned());
+    proto::report::clean_reason(&format!("{status}: {reason}"))
 }
 
 fn header(response: &Response, name: reqwest::header::HeaderName) -> Option<String> {
@@ -197,12 +274,17 @@ fn header(response: &Response, name: reqwest::header::HeaderName) -> Option<Stri
 }
 
 fn read_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>> {
-    let pem = std::fs::read(path).map_err(Error::io(format!("cannot read {}", path.display())))?;
+    let pem = std::fs::read(path).map_err(|source| {
+        Error::Config(ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })
+    })?;
     reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-        Error::Refused(format!(
-            "{}: not a PEM certificate bundle: {e}",
-            path.display()
-        ))
+        Error::Config(ConfigError::Invalid {
+            path: path.to_owned(),
+            message: format!("not a PEM certificate bundle: {}", chain(&e)),
+        })
     })
 }
 
@@ -237,7 +319,10 @@ impl BundleSource for HttpBundle {
             .get_range(&self.path, 0..header_len.min(self.size))?;
         let bytes: [u8; BundleHeader::LEN] = raw
             .try_into()
-            .map_err(|_| Error::Refused(format!("{name}: shorter than a bundle header")))?;
+            .map_err(|_| Error::Hostile {
+                source_name: name.clone(),
+                reason: "shorter than a bundle header".into(),
+            })?;
         let header =
             BundleHeader::parse(&bytes, limits).map_err(|e| Error::verify(&name)(e.into()))?;
         header
@@ -267,7 +352,9 @@ impl BundleSource for HttpBundle {
 
 /// Reads a byte range over as many requests as cuts and stalls make necessary, each
 /// resuming with `Range` where the last one stopped. Gives up after `max_retries`
-/// reconnections in a row without progress.
+/// reconnections in a row without progress, and when the whole range is not read within
+/// its deadline ([`HttpOptions::deadline_for`]). A connection slower than `min_throughput`
+/// counts as a failed one (slow retrieval).
 struct ResumingReader {
     http: Http,
     path: String,
@@ -277,11 +364,17 @@ struct ResumingReader {
     etag: Option<String>,
     response: Option<Response>,
     failures: u32,
+    deadline: Instant,
+    /// When the current connection started, and the bytes it brought.
+    connected_at: Instant,
+    connection_bytes: u64,
 }
 
 impl ResumingReader {
     fn new(http: Http, path: &str, range: Range<u64>, etag: Option<String>) -> Self {
+        let now = Instant::now();
         ResumingReader {
+            deadline: now + http.options.deadline_for(range.end - range.start),
             http,
             path: path.to_owned(),
             position: range.start,
@@ -289,7 +382,32 @@ impl ResumingReader {
             etag,
             response: None,
             failures: 0,
+            connected_at: now,
+            connection_bytes: 0,
         }
+    }
+
+    /// The current connection has had its grace time and still runs below the minimum.
+    fn too_slow(&self) -> bool {
+        let elapsed = self.connected_at.elapsed();
+        elapsed > self.http.options.base_deadline
+            && (self.connection_bytes as f64 / elapsed.as_secs_f64())
+                < self.http.options.min_throughput as f64
+    }
+
+    fn past_deadline(&self) -> std::io::Result<Duration> {
+        self.deadline
+            .checked_duration_since(Instant::now())
+            .filter(|left| !left.is_zero())
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "not received in time (at least {} bytes/s expected)",
+                        self.http.options.min_throughput
+                    ),
+                )
+            })
     }
 
     fn connect(&mut self) -> std::io::Result<Response> {
@@ -298,6 +416,7 @@ impl ResumingReader {
             .http
             .client
             .get(&url)
+            .timeout(self.past_deadline()?)
             .header(RANGE, format!("bytes={}-{}", self.position, self.end - 1));
         if let Some(etag) = &self.etag {
             request = request.header(IF_RANGE, etag);
@@ -322,12 +441,15 @@ impl ResumingReader {
         if self.etag.is_none() {
             self.etag = header(&response, ETAG);
         }
+        self.connected_at = Instant::now();
+        self.connection_bytes = 0;
         Ok(response)
     }
 
     fn retry_or_fail(&mut self, error: std::io::Error) -> std::io::Result<()> {
         self.response = None;
         self.failures += 1;
+        self.past_deadline()?;
         if error.kind() == std::io::ErrorKind::InvalidData
             || self.failures > self.http.options.max_retries
         {
@@ -373,9 +495,18 @@ impl Read for ResumingReader {
                 }
                 Ok(n) => {
                     self.position += n as u64;
-                    self.failures = 0;
+                    self.connection_bytes += n as u64;
                     self.http.received.fetch_add(n as u64, Ordering::Relaxed);
-                    self.response = Some(response);
+                    if self.too_slow() {
+                        let slow = std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "the connection is slower than the minimum throughput",
+                        );
+                        self.retry_or_fail(slow)?;
+                    } else {
+                        self.failures = 0;
+                        self.response = Some(response);
+                    }
                     return Ok(n);
                 }
                 Err(e) => self.retry_or_fail(e)?,

@@ -1,6 +1,7 @@
 //! The on-node agent: install pipeline, sources (file, USB repository, HTTP), the power-safe
 //! state machine, health checks and rollback (DESIGN.md §6).
 #![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod agent;
 pub mod cmdline;
@@ -10,12 +11,17 @@ pub mod error;
 pub mod health;
 pub mod http;
 pub mod install;
+pub mod lock;
 pub mod parallel;
 pub mod reports;
 pub mod source;
 pub mod state;
+pub mod trust;
 
-pub use agent::{Agent, BootCheck, InstallOutcome, InstallRequest, Io, Status};
+pub use agent::{
+    Agent, BootCheck, ChannelOffer, InstallOptions, InstallOutcome, InstallRequest, Io, Offer, Status,
+};
 pub use config::AgentConfig;
-pub use error::{Error, Result};
+pub use error::{Error, Refusal, Result};
+pub use source::Source;
 pub use partitions::SlotId;

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use partitions::io::FileStore;
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
@@ -19,18 +18,15 @@ const QUEUE_DIR: &str = "reports";
 const MAX_QUEUED: usize = 256;
 const MAX_REPORT_FILE: u64 = 16 << 10;
 
-/// What the server's `POST /v1/reports` takes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Report {
-    pub node_id: String,
-    pub channel: String,
-    pub from_version: String,
-    pub to_version: String,
-    /// `installed` | `committed` | `rolled-back` | `failed`.
-    pub outcome: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+pub use proto::Report;
+
+/// What the server made of a report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    Accepted,
+    /// Refused for good (a 4xx that retrying cannot change), with the server's reason: the
+    /// report is dropped so the ones queued behind it still go out.
+    Refused(String),
 }
 
 /// Reports waiting to be sent, oldest first.
@@ -89,17 +85,23 @@ impl ReportQueue {
         Ok(out)
     }
 
-    /// Sends queued reports in order with `send`, removing each one accepted; stops at the
-    /// first failure (the rest wait for the next attempt). Returns how many were sent.
-    pub fn flush(&self, mut send: impl FnMut(&Report) -> Result<()>) -> Result<usize> {
+    /// Sends queued reports in order with `send`, removing each one the server accepted or
+    /// refused for good; stops at the first failure to deliver (the rest wait for the next
+    /// attempt). Returns how many were accepted.
+    pub fn flush(&self, mut send: impl FnMut(&Report) -> Result<Delivery>) -> Result<usize> {
         let mut sent = 0;
         for (name, report) in self.pending()? {
-            if let Err(error) = send(&report) {
-                tracing::warn!(%error, "report not sent; it stays queued");
-                break;
+            match send(&report) {
+                Ok(Delivery::Accepted) => sent += 1,
+                Ok(Delivery::Refused(reason)) => {
+                    tracing::warn!(%reason, file = %name, "the server refused a report: dropped");
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "report not sent; it stays queued");
+                    break;
+                }
             }
             self.remove(&name)?;
-            sent += 1;
         }
         Ok(sent)
     }
@@ -134,7 +136,7 @@ mod tests {
             channel: "stable".into(),
             from_version: "1.0.0".into(),
             to_version: to.into(),
-            outcome: "committed".into(),
+            outcome: proto::Outcome::Committed,
             reason: None,
         }
     }
@@ -149,10 +151,10 @@ mod tests {
         let sent = queue
             .flush(|r| {
                 if r.to_version == "3.0.0" {
-                    return Err(Error::Refused("server down".into()));
+                    return Err(Error::usage("server down"));
                 }
                 seen.push(r.to_version.clone());
-                Ok(())
+                Ok(Delivery::Accepted)
             })
             .unwrap();
         assert_eq!((sent, seen), (1, vec!["2.0.0".to_string()]));
@@ -163,7 +165,23 @@ mod tests {
             .map(|(_, r)| r.to_version)
             .collect();
         assert_eq!(left, ["3.0.0", "4.0.0"]);
-        assert_eq!(queue.flush(|_| Ok(())).unwrap(), 2);
+        assert_eq!(queue.flush(|_| Ok(Delivery::Accepted)).unwrap(), 2);
+        assert!(queue.pending().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_report_refused_for_good_does_not_block_the_queue() {
+        let queue = ReportQueue::new(Arc::new(MemFs::new()));
+        for to in ["2.0.0", "3.0.0"] {
+            queue.push(&report(to)).unwrap();
+        }
+        let sent = queue
+            .flush(|r| match r.to_version.as_str() {
+                "2.0.0" => Ok(Delivery::Refused("invalid node_id".into())),
+                _ => Ok(Delivery::Accepted),
+            })
+            .unwrap();
+        assert_eq!(sent, 1);
         assert!(queue.pending().unwrap().is_empty());
     }
 

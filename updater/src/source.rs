@@ -9,12 +9,55 @@ use std::io::{Read, Seek, SeekFrom};
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 
-use signer::verify::{check_release, load_chain, verify_channel, Verified};
+use signer::verify::{check_release, Verified};
 use signer::{BundleHead, Channel, Limits, Manifest, Root};
-use time::OffsetDateTime;
 
-use crate::error::{Error, Result};
-use crate::http::{Http, HttpBundle, HttpOptions};
+use crate::error::{unknown_source, Error, Result};
+use crate::http::{Http, HttpBundle};
+
+/// Where an update comes from, as the operator names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A bundle file.
+    File(PathBuf),
+    /// A repository directory (a USB stick laid out as the repository).
+    Dir(PathBuf),
+    /// A repository over HTTP(S).
+    Url(String),
+}
+
+impl Source {
+    /// Reads a command-line argument: an `http(s)://` URL, a directory or a file.
+    pub fn parse(arg: &Path) -> Result<Source> {
+        if let Some(url) = arg
+            .to_str()
+            .filter(|s| s.starts_with("http://") || s.starts_with("https://"))
+        {
+            return Ok(Source::Url(url.to_owned()));
+        }
+        if arg.is_dir() {
+            Ok(Source::Dir(arg.to_owned()))
+        } else if arg.is_file() {
+            Ok(Source::File(arg.to_owned()))
+        } else {
+            Err(unknown_source(arg))
+        }
+    }
+
+    /// Whether this source is a repository, whose updates come through a channel.
+    pub fn is_repository(&self) -> bool {
+        !matches!(self, Source::File(_))
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::File(path) | Source::Dir(path) => write!(f, "{}", path.display()),
+            Source::Url(url) => f.write_str(url),
+        }
+    }
+}
 
 /// A bundle's bytes, wherever they live.
 pub trait BundleSource: Send + Sync {
@@ -61,26 +104,6 @@ impl BundleSource for FileSource {
             .map_err(Error::io(format!("cannot seek in {}", self.name())))?;
         Ok(Box::new(file.take(range.end.saturating_sub(range.start))))
     }
-}
-
-/// A verified update, ready for the install pipeline.
-pub struct Resolved {
-    pub source: Box<dyn BundleSource>,
-    pub manifest: Verified<Manifest>,
-    /// The channel and its metadata version, when the bundle came through a channel.
-    pub channel: Option<(String, u64)>,
-    /// A newer root reached through the rotation chain: to be persisted as trusted.
-    pub rotated_root: Option<Verified<Root>>,
-}
-
-/// What `resolve` needs to know from the device.
-pub struct Trust<'a> {
-    /// The device's newest trusted root (raw bytes of the signed document).
-    pub root_bytes: &'a [u8],
-    /// The highest metadata version seen for the channel (0 if never).
-    pub min_channel_version: u64,
-    pub now: OffsetDateTime,
-    pub limits: &'a Limits,
 }
 
 /// A repository (DESIGN.md §4): a directory (a USB stick) or an HTTP(S) base URL.
@@ -143,55 +166,8 @@ impl Repository for Http {
     }
 }
 
-/// Whether a source names a repository over HTTP(S).
-pub fn is_url(source: &Path) -> bool {
-    source
-        .to_str()
-        .is_some_and(|s| s.starts_with("http://") || s.starts_with("https://"))
-}
-
-/// Verifies the update at `source`: a bundle file (signatures against the trusted root's
-/// release role), or a repository — a directory or an `http(s)://` URL — with `channel`
-/// (DESIGN.md §4: root chain, channel signatures, expiry, version, then the bundle must be
-/// the one the metadata names).
-pub fn resolve(
-    source: &Path,
-    channel: Option<&str>,
-    trust: &Trust<'_>,
-    http: &HttpOptions,
-) -> Result<Resolved> {
-    let repository: Box<dyn Repository> = if is_url(source) {
-        Box::new(Http::new(&source.to_string_lossy(), http.clone())?)
-    } else if source.is_dir() {
-        Box::new(DirRepository::new(source))
-    } else if source.is_file() {
-        return resolve_bundle_file(source, trust);
-    } else {
-        return Err(Error::UnknownSource(source.to_owned()));
-    };
-    let channel = channel.ok_or_else(|| {
-        Error::Refused(format!(
-            "{} is a repository: name the channel with --channel",
-            source.display()
-        ))
-    })?;
-    resolve_repository(repository.as_ref(), channel, trust)
-}
-
-fn resolve_bundle_file(path: &Path, trust: &Trust<'_>) -> Result<Resolved> {
-    let root = load_chain(trust.root_bytes, |_| Ok(None), trust.now, trust.limits)
-        .map_err(Error::verify("the trusted root"))?;
-    let source = FileSource::new(path);
-    let manifest = verify_bundle(&source, &root, trust.limits)?;
-    Ok(Resolved {
-        source: Box::new(source),
-        manifest,
-        channel: None,
-        rotated_root: None,
-    })
-}
-
-fn verify_bundle(
+/// Verifies the bundle at `source` against `root` (signatures and structure).
+pub fn verify_bundle(
     source: &dyn BundleSource,
     root: &Verified<Root>,
     limits: &Limits,
@@ -201,72 +177,27 @@ fn verify_bundle(
         .map_err(Error::verify(source.name()))
 }
 
-/// Walks the root chain, verifies the channel, then the bundle it names (DESIGN.md §4).
-pub fn resolve_repository(
+/// The bundle a verified channel names, verified against the same root and checked to be
+/// exactly the one the metadata names (size, manifest hash, product, versions).
+pub fn verify_named_bundle(
     repo: &dyn Repository,
-    channel: &str,
-    trust: &Trust<'_>,
-) -> Result<Resolved> {
-    let (root, metadata) = verify_channel_in(repo, channel, trust)?;
-    let source = repo.bundle(&metadata.release.bundle, metadata.release.size)?;
-    let manifest = verify_bundle(source.as_ref(), &root, trust.limits)?;
-    check_release(&metadata, &manifest).map_err(|e| Error::verify(source.name())(e.into()))?;
-    let rotated_root = (root.bytes() != trust.root_bytes).then_some(root);
-    Ok(Resolved {
-        source,
-        manifest,
-        channel: Some((channel.to_owned(), metadata.version)),
-        rotated_root,
-    })
+    root: &Verified<Root>,
+    channel: &Verified<Channel>,
+    limits: &Limits,
+) -> Result<(Box<dyn BundleSource>, Verified<Manifest>)> {
+    let source = repo.bundle(&channel.release.bundle, channel.release.size)?;
+    let manifest = verify_bundle(source.as_ref(), root, limits)?;
+    check_release(channel, &manifest).map_err(|e| Error::verify(source.name())(e.into()))?;
+    Ok((source, manifest))
 }
 
-/// The root reached through the repository's rotation chain, and the channel metadata
-/// verified against it (signatures, expiry, version never lower than seen).
-pub fn verify_channel_in(
-    repo: &dyn Repository,
-    channel: &str,
-    trust: &Trust<'_>,
-) -> Result<(Verified<Root>, Verified<Channel>)> {
-    let limits = trust.limits;
-    let mut fetch_error = None;
-    let root = load_chain(
-        trust.root_bytes,
-        |version| {
-            repo.fetch(&format!("{version}.root.json"), limits.max_metadata_len)
-                .or_else(|e| {
-                    fetch_error = Some(e);
-                    Ok(None)
-                })
-        },
-        trust.now,
-        trust.limits,
-    )
-    .map_err(Error::verify(format!("{}: root chain", repo.name())))?;
-    if let Some(error) = fetch_error {
-        return Err(error);
-    }
-    let channel_path = format!("channels/{channel}.json");
-    let channel_name = format!("{}{channel_path}", with_slash(&repo.name()));
-    let bytes = repo
-        .fetch(&channel_path, limits.max_metadata_len)?
-        .ok_or_else(|| Error::Refused(format!("{channel_name} does not exist")))?;
-    let metadata = verify_channel(
-        &root,
-        &bytes,
-        channel,
-        trust.min_channel_version,
-        trust.now,
-        limits,
-    )
-    .map_err(Error::verify(&channel_name))?;
-    Ok((root, metadata))
-}
-
-fn with_slash(name: &str) -> String {
+/// `repo`'s name with `path` appended, for messages.
+pub fn display_path(repo: &dyn Repository, path: &str) -> String {
+    let name = repo.name();
     if name.ends_with('/') {
-        name.to_owned()
+        format!("{name}{path}")
     } else {
-        format!("{name}/")
+        format!("{name}/{path}")
     }
 }
 
@@ -279,9 +210,10 @@ fn checked_relative(bundle: &str) -> Result<&Path> {
     if inside {
         Ok(path)
     } else {
-        Err(Error::Refused(format!(
-            "the channel names the bundle {bundle:?}, which is not a path inside the repository"
-        )))
+        Err(Error::Hostile {
+            source_name: "the channel".into(),
+            reason: format!("it names the bundle {bundle:?}, which is not a path inside the repository"),
+        })
     }
 }
 

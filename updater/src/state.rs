@@ -32,6 +32,24 @@ pub struct Release {
     pub image_sha256: String,
 }
 
+impl Release {
+    /// The image provisioned at the factory, which no bundle described: its version reads
+    /// `factory` and its security version 0 (the lowest, so the floor decides).
+    pub fn factory(product: &str) -> Release {
+        Release {
+            product: product.to_owned(),
+            version: FACTORY_VERSION.into(),
+            security_version: 0,
+            manifest_sha256: String::new(),
+            image_size: 0,
+            image_sha256: String::new(),
+        }
+    }
+}
+
+/// The version a factory image is recorded with.
+pub const FACTORY_VERSION: &str = "factory";
+
 /// Where the agent is in an update (DESIGN.md §6).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "phase", rename_all = "kebab-case", deny_unknown_fields)]
@@ -71,10 +89,14 @@ pub struct AgentState {
     pub phase: Phase,
     /// What each slot is known to hold; a slot provisioned at the factory has no record.
     pub slots: BTreeMap<SlotId, SlotRecord>,
-    /// Anti-rollback: bundles with a lower `security_version` are refused.
-    pub security_floor: u64,
-    /// The highest channel metadata version seen, per channel (rollback attacks).
-    pub channel_versions: BTreeMap<String, u64>,
+    /// Where agents before the counters file kept the security floor: read once to rebuild
+    /// the counters (`trust.rs`), never written.
+    #[serde(default, rename = "security_floor", skip_serializing)]
+    pub legacy_security_floor: u64,
+    /// Where agents before the counters file kept the channel versions: ignored (a version
+    /// reset is safe, the channel's signature and expiry still hold), never written.
+    #[serde(default, rename = "channel_versions", skip_serializing)]
+    pub legacy_channel_versions: BTreeMap<String, u64>,
     /// Versions that rolled back on this node: never installed again automatically.
     pub rolled_back_versions: BTreeSet<String>,
 }
@@ -94,8 +116,8 @@ impl Default for AgentState {
             format: STATE_FORMAT,
             phase: Phase::Idle,
             slots: BTreeMap::new(),
-            security_floor: 0,
-            channel_versions: BTreeMap::new(),
+            legacy_security_floor: 0,
+            legacy_channel_versions: BTreeMap::new(),
             rolled_back_versions: BTreeSet::new(),
         }
     }
@@ -106,7 +128,10 @@ impl Default for AgentState {
 pub enum StateError {
     #[error("cannot read the state file {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
-    #[error("the state file {path} is damaged ({reason}); move it away to start from Idle")]
+    #[error(
+        "the state file {path} is damaged ({reason}); moving it away starts the agent from Idle \
+         (the trust and anti-rollback counters live apart from it and are kept)"
+    )]
     Corrupt { path: PathBuf, reason: String },
     #[error("cannot write the state file {path}: {source}")]
     Write { path: PathBuf, source: io::Error },

@@ -85,22 +85,59 @@ fn rotate_step(trusted: &Root, new_bytes: &[u8], limits: &Limits) -> Result<Veri
 /// At most `limits.max_root_rotations` steps.
 pub fn load_chain(
     trusted_bytes: &[u8],
-    mut fetch: impl FnMut(u64) -> Result<Option<Vec<u8>>, Error>,
+    fetch: impl FnMut(u64) -> Result<Option<Vec<u8>>, Error>,
     now: OffsetDateTime,
     limits: &Limits,
 ) -> Result<Verified<Root>, Error> {
-    let mut root = parse_root_ignoring_expiry(trusted_bytes, limits)?;
-    let mut steps = 0u32;
-    while let Some(next) = fetch(root.version() + 1)? {
-        if steps >= limits.max_root_rotations {
-            return Err(VerifyError::TooManyRootRotations {
-                max: limits.max_root_rotations,
-            }
-            .into());
+    let walk = walk_chain::<Error>(trusted_bytes, fetch, |_| Ok(()), limits)?;
+    if !walk.complete {
+        return Err(VerifyError::TooManyRootRotations {
+            max: limits.max_root_rotations,
         }
-        root = rotate_step(&root, &next, limits)?;
-        steps += 1;
+        .into());
     }
-    check_expiry(RoleKind::Root, root.expires(), now)?;
-    Ok(root)
+    walk.fresh(now)
+}
+
+/// Where a walk of the root chain stopped.
+#[derive(Debug)]
+pub struct ChainWalk {
+    /// The newest root reached (its expiry not yet checked).
+    pub root: Verified<Root>,
+    /// `false` when the walk stopped after `max_root_rotations` steps with newer roots left:
+    /// the caller keeps `root` and walks on from it later (FORMAT §8.1).
+    pub complete: bool,
+}
+
+impl ChainWalk {
+    /// The root reached, if it has not expired at `now`.
+    pub fn fresh(self, now: OffsetDateTime) -> Result<Verified<Root>, Error> {
+        check_expiry(RoleKind::Root, self.root.expires(), now)?;
+        Ok(self.root)
+    }
+}
+
+/// The chain walk of [`load_chain`], step by step: `on_step` sees every root as soon as it
+/// verified (so a device can store it before fetching the next), and the walk stops,
+/// without error, after `limits.max_root_rotations` steps.
+/// `E` lets the callbacks fail with the caller's own errors.
+pub fn walk_chain<E: From<Error>>(
+    trusted_bytes: &[u8],
+    mut fetch: impl FnMut(u64) -> Result<Option<Vec<u8>>, E>,
+    mut on_step: impl FnMut(&Verified<Root>) -> Result<(), E>,
+    limits: &Limits,
+) -> Result<ChainWalk, E> {
+    let mut root = parse_root_ignoring_expiry(trusted_bytes, limits)?;
+    for _ in 0..limits.max_root_rotations {
+        let Some(next) = fetch(root.version() + 1)? else {
+            return Ok(ChainWalk {
+                root,
+                complete: true,
+            });
+        };
+        root = rotate_step(&root, &next, limits)?;
+        on_step(&root)?;
+    }
+    let complete = fetch(root.version() + 1)?.is_none();
+    Ok(ChainWalk { root, complete })
 }

@@ -1,14 +1,15 @@
 //! `tandem-updater`: the on-node agent. Parses arguments, builds an [`Agent`] from the
 //! configuration file, runs one operation and maps its error to a documented exit code.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use updater::config::DEFAULT_CONFIG_PATH;
-use updater::daemon::{Daemon, Poll};
-use updater::http::HttpOptions;
-use updater::{Agent, AgentConfig, BootCheck, InstallRequest};
+use updater::daemon::Daemon;
+use updater::error::chain;
+use updater::{Agent, AgentConfig, BootCheck, InstallOptions, InstallRequest, Source};
 
 #[derive(Parser)]
 #[command(
@@ -47,11 +48,14 @@ enum Cmd {
     BootCheck,
     /// Flip the boot entry to an image written with `install --stage`.
     Activate,
-    /// Go back to the other slot when it holds a committed image.
+    /// Go back to the other slot when it holds a committed image (or the factory image).
     Rollback {
         /// Do not run the reboot command.
         #[arg(long)]
         no_reboot: bool,
+        /// Go back even to a security version below the node's floor.
+        #[arg(long)]
+        force: bool,
     },
     /// Show the slots, their boot state and releases, and the agent's state.
     Status,
@@ -81,16 +85,30 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             eprintln!("tandem-updater: {}", chain(&error));
+            if cli.json {
+                let body = serde_json::json!({"error": {
+                    "code": error.code(),
+                    "message": chain(&error),
+                    "exit_code": error.exit_code(),
+                }});
+                print(true, &body, "");
+            }
             ExitCode::from(error.exit_code())
         }
     }
 }
 
 /// Exit code of a `boot-check` that rolled the slot back (docs/updater.md).
-const ROLLED_BACK: u8 = 6;
+const ROLLED_BACK: u8 = updater::error::ExitClass::RolledBack as u8;
 
 fn run(cli: &Cli) -> updater::Result<ExitCode> {
     let agent = Agent::open(AgentConfig::load(&cli.config)?)?;
+    // Every command that changes anything holds the state directory's lock (the daemon
+    // takes it per poll, so a boot-check is never locked out for long).
+    let _lock = match cli.command {
+        Cmd::Status | Cmd::Daemon { .. } => None,
+        _ => agent.lock()?,
+    };
     match &cli.command {
         Cmd::Install {
             source,
@@ -99,10 +117,12 @@ fn run(cli: &Cli) -> updater::Result<ExitCode> {
             stage,
         } => {
             let request = InstallRequest {
-                source: source.clone(),
+                source: Source::parse(source)?,
                 channel: channel.clone(),
-                force: *force,
-                stage: *stage,
+                options: InstallOptions {
+                    force: *force,
+                    stage: *stage,
+                },
             };
             let outcome = agent.install(&request)?;
             let verb = if outcome.activated {
@@ -126,7 +146,14 @@ fn run(cli: &Cli) -> updater::Result<ExitCode> {
             let check = agent.boot_check()?;
             let text = match &check {
                 BootCheck::Nothing { booted } => format!("slot {booted}: no update in trial"),
-                BootCheck::Committed { slot, version } => {
+                BootCheck::Committed {
+                    slot,
+                    version,
+                    checks: 0,
+                } => format!(
+                    "slot {slot} ({version}) committed WITHOUT health checks: none configured ([[health]] in the configuration)"
+                ),
+                BootCheck::Committed { slot, version, .. } => {
                     format!("slot {slot} ({version}) passed its health checks: committed")
                 }
                 BootCheck::RolledBack {
@@ -137,12 +164,21 @@ fn run(cli: &Cli) -> updater::Result<ExitCode> {
                 BootCheck::FirmwareRolledBack { slot, version } => {
                     format!("slot {slot} ({version}) never came up: the firmware rolled back")
                 }
+                BootCheck::UnrecordedTrial { slot, booted } if slot == booted => format!(
+                    "slot {slot} booted as a trial of nothing the agent wrote: marked bad, rebooting into the other slot"
+                ),
+                BootCheck::UnrecordedTrial { slot, .. } => format!(
+                    "slot {slot} was left in trial with nothing the agent wrote: marked bad"
+                ),
             };
             print(cli.json, &check, &text);
             if let Some(server) = agent.config().server.clone() {
-                Daemon::new(&agent, server, HttpOptions::default())?.report_boot_check(&check);
+                Daemon::new(&agent, server)?.report_boot_check(&check);
             }
-            if matches!(check, BootCheck::RolledBack { .. }) {
+            if !matches!(
+                check,
+                BootCheck::Nothing { .. } | BootCheck::Committed { .. }
+            ) {
                 return Ok(ExitCode::from(ROLLED_BACK));
             }
         }
@@ -154,8 +190,8 @@ fn run(cli: &Cli) -> updater::Result<ExitCode> {
                 &format!("slot {slot} boots next as a trial"),
             );
         }
-        Cmd::Rollback { no_reboot } => {
-            let slot = agent.rollback(!no_reboot)?;
+        Cmd::Rollback { no_reboot, force } => {
+            let slot = agent.rollback(!no_reboot, *force)?;
             print(
                 cli.json,
                 &slot,
@@ -164,17 +200,17 @@ fn run(cli: &Cli) -> updater::Result<ExitCode> {
         }
         Cmd::Daemon { once, no_reboot } => {
             let server = agent.config().server.clone().ok_or_else(|| {
-                updater::Error::Refused(format!(
+                updater::Error::Usage(format!(
                     "{} has no [server] section: nothing to poll",
                     cli.config.display()
                 ))
             })?;
-            let mut daemon = Daemon::new(&agent, server, HttpOptions::default())?;
+            let mut daemon = Daemon::new(&agent, server)?;
             if *once {
                 let poll = daemon.poll_once()?;
                 print(cli.json, &poll.to_string(), &poll.to_string());
-                if matches!(poll, Poll::Installed(_)) && !no_reboot {
-                    agent.reboot()?;
+                if poll.wants_reboot() && !no_reboot {
+                    daemon.reboot(&poll)?;
                 }
             } else {
                 daemon.run(!no_reboot, None)?;
@@ -188,15 +224,20 @@ fn run(cli: &Cli) -> updater::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Prints the result; a closed stdout (`| head`) ends the output quietly.
 fn print(json: bool, value: &impl serde::Serialize, text: &str) {
-    if json {
+    let out = if json {
         match serde_json::to_string_pretty(value) {
-            Ok(out) => println!("{out}"),
-            Err(e) => eprintln!("tandem-updater: cannot encode JSON: {e}"),
+            Ok(out) => out,
+            Err(e) => {
+                eprintln!("tandem-updater: cannot encode JSON: {e}");
+                return;
+            }
         }
     } else {
-        println!("{text}");
-    }
+        text.to_owned()
+    };
+    let _ = writeln!(std::io::stdout().lock(), "{out}");
 }
 
 fn describe_status(status: &updater::Status) -> String {
@@ -209,12 +250,11 @@ fn describe_status(status: &updater::Status) -> String {
         status.backend
     );
     for slot in &status.slots {
-        let release = slot
-            .release
-            .as_ref()
-            .map_or("unknown (factory)".into(), |r| {
-                format!("{} {}", r.product, r.version)
-            });
+        let release = match &slot.release {
+            Some(r) => format!("{} {}", r.product, r.version),
+            None if slot.boot.successful => "an image not written by tandem (factory)".into(),
+            None => "no image recorded".into(),
+        };
         out.push_str(&format!(
             "slot {}: {release}{} [{}] partuuid {}\n",
             slot.slot,
@@ -226,22 +266,7 @@ fn describe_status(status: &updater::Status) -> String {
     out.push_str(&format!(
         "state: {}; security floor {}",
         serde_json::to_string(&status.state.phase).unwrap_or_default(),
-        status.state.security_floor
+        status.counters.security_floor
     ));
     out
-}
-
-/// The error and its causes on one line.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

@@ -1,0 +1,322 @@
+//! What the node trusts, and the counters that only ever go up (docs/DESIGN.md §2, §4).
+//!
+//! Two small files beside the state file, each replaced atomically and fsynced:
+//! - `root.json`: the newest root this node verified. Every root of a rotation chain is
+//!   stored as soon as it verifies, so a walk cut short (a lost connection, more rotations
+//!   than one poll may take) continues from there next time.
+//! - `counters.json`: the security floor, the highest channel versions seen (with the release
+//!   keys that signed them) and the newest signed time verified.
+//!
+//! They live apart from the install phase (`state.json`) on purpose: moving a damaged state
+//! file away must never reset anti-rollback. A lost counters file is rebuilt from what the
+//! state file records (the committed releases), never from nothing when something is known.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use partitions::io::FileStore;
+use serde::{Deserialize, Serialize};
+use signer::verify::{walk_chain, Verified};
+use signer::{Limits, Root};
+use time::OffsetDateTime;
+
+use crate::error::{Error, Result};
+use crate::state::AgentState;
+
+/// The newest verified root, kept beside the state file.
+const TRUSTED_ROOT_FILE: &str = "root.json";
+/// The anti-rollback counters, kept beside the state file.
+const COUNTERS_FILE: &str = "counters.json";
+const MAX_COUNTERS_FILE: u64 = 1 << 20;
+const COUNTERS_FORMAT: u32 = 1;
+
+/// The counters that only go up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Counters {
+    pub format: u32,
+    /// Bundles with a lower `security_version` are refused (raised at each commit).
+    pub security_floor: u64,
+    /// Per channel: the highest metadata version seen, under which release keys.
+    pub channels: BTreeMap<String, ChannelSeen>,
+    /// The newest signed time verified (a manifest's `created`): the agent's clock never
+    /// runs behind it, so a node whose clock is far behind still refuses expired metadata.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub newest_signed_time: Option<OffsetDateTime>,
+}
+
+/// The highest version of one channel seen, and the release role it was signed under.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelSeen {
+    pub version: u64,
+    /// [`release_role_id`] of the root that verified it.
+    pub release_role: String,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            format: COUNTERS_FORMAT,
+            security_floor: 0,
+            channels: BTreeMap::new(),
+            newest_signed_time: None,
+        }
+    }
+}
+
+impl Counters {
+    /// The lowest channel version still acceptable. Versions seen under other release keys
+    /// do not count: after compromised keys signed a channel at version 2^64−1, a root that
+    /// rotates the release role starts the channel's versions afresh (TUF's fast-forward
+    /// attack recovery).
+    pub fn min_channel_version(&self, channel: &str, root: &Root) -> u64 {
+        let role = release_role_id(root);
+        self.channels
+            .get(channel)
+            .filter(|seen| seen.release_role == role)
+            .map_or(0, |seen| seen.version)
+    }
+
+    /// Records `version` of `channel` seen under `root`; whether anything changed.
+    pub fn see_channel(&mut self, channel: &str, version: u64, root: &Root) -> bool {
+        if version <= self.min_channel_version(channel, root) && self.channels.contains_key(channel) {
+            return false;
+        }
+        self.channels.insert(
+            channel.to_owned(),
+            ChannelSeen {
+                version,
+                release_role: release_role_id(root),
+            },
+        );
+        true
+    }
+
+    /// Records a verified signed time; whether it was newer.
+    pub fn see_signed_time(&mut self, time: OffsetDateTime) -> bool {
+        let newer = self.newest_signed_time.is_none_or(|t| time > t);
+        if newer {
+            self.newest_signed_time = Some(time);
+        }
+        newer
+    }
+
+    /// The time to check expiry against: the wall clock, but never before a time this node
+    /// has seen signed.
+    pub fn now(&self, wall_clock: OffsetDateTime) -> OffsetDateTime {
+        self.newest_signed_time
+            .map_or(wall_clock, |seen| wall_clock.max(seen))
+    }
+
+    /// Counters rebuilt from the state file when `counters.json` is lost: the floor of the
+    /// committed releases, and what older agents kept in the state file itself.
+    fn rebuilt_from(state: &AgentState) -> Counters {
+        let committed_floor = state
+            .slots
+            .values()
+            .filter(|record| record.committed)
+            .map(|record| record.release.security_version)
+            .max()
+            .unwrap_or(0);
+        Counters {
+            security_floor: committed_floor.max(state.legacy_security_floor),
+            ..Counters::default()
+        }
+    }
+}
+
+/// Names a release role by its sorted key ids and threshold.
+pub fn release_role_id(root: &Root) -> String {
+    let role = root.role(signer::role::RoleName::Release);
+    let keys: Vec<String> = role.keyids().iter().map(|k| k.to_hex()).collect();
+    format!("{}-of-{}", role.threshold().get(), keys.join(","))
+}
+
+/// Reads and writes the trust files through the I/O seam.
+pub struct TrustStore {
+    fs: Arc<dyn FileStore>,
+    /// The root shipped with the OS (`root` in updater.toml).
+    shipped_root: PathBuf,
+    limits: Limits,
+}
+
+impl TrustStore {
+    pub fn new(fs: Arc<dyn FileStore>, shipped_root: PathBuf, limits: Limits) -> Self {
+        TrustStore {
+            fs,
+            shipped_root,
+            limits,
+        }
+    }
+
+    /// The counters, rebuilt from `state` (and stored) when the file is missing or damaged.
+    pub fn counters(&self, state: &AgentState) -> Result<Counters> {
+        match self.fs.read(Path::new(COUNTERS_FILE), MAX_COUNTERS_FILE) {
+            Ok(bytes) => match serde_json::from_slice::<Counters>(&bytes) {
+                Ok(counters) if counters.format == COUNTERS_FORMAT => return Ok(counters),
+                Ok(counters) => {
+                    tracing::warn!(format = counters.format, "unknown counters format: rebuilding")
+                }
+                Err(error) => tracing::warn!(%error, "damaged counters file: rebuilding"),
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("cannot read {COUNTERS_FILE}"))(e)),
+        }
+        let counters = Counters::rebuilt_from(state);
+        self.save_counters(&counters)?;
+        Ok(counters)
+    }
+
+    /// Durably replaces the counters.
+    pub fn save_counters(&self, counters: &Counters) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(counters)
+            .map_err(|e| Error::io("cannot encode the counters")(io::Error::other(e)))?;
+        self.fs
+            .write_atomic(Path::new(COUNTERS_FILE), &bytes)
+            .map_err(Error::io(format!("cannot write {COUNTERS_FILE}")))
+    }
+
+    /// The newest root this node trusts: the stored one or the one shipped with the OS,
+    /// whichever has the higher version (an OS that ships a newer root, with keys revoked,
+    /// wins over an older stored copy). Expiry is not checked here: see [`Self::walk`].
+    pub fn trusted_root(&self) -> Result<Verified<Root>> {
+        let shipped = signer::files::read_capped(&self.shipped_root, self.limits.max_metadata_len)
+            .map_err(|e| match e {
+                signer::Error::Io { .. } => Error::Config(crate::config::ConfigError::Read {
+                    path: self.shipped_root.clone(),
+                    source: io::Error::other(e.to_string()),
+                }),
+                other => Error::verify(self.shipped_root.display().to_string())(other),
+            })?;
+        let shipped = self.parse(&shipped, &self.shipped_root.display().to_string())?;
+        match self.fs.read(Path::new(TRUSTED_ROOT_FILE), self.limits.max_metadata_len) {
+            Ok(bytes) => {
+                let stored = self.parse(&bytes, "the stored root")?;
+                Ok(if shipped.version() > stored.version() { shipped } else { stored })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(shipped),
+            Err(e) => Err(Error::io("cannot read the stored root")(e)),
+        }
+    }
+
+    fn parse(&self, bytes: &[u8], name: &str) -> Result<Verified<Root>> {
+        let walk = walk_chain::<signer::Error>(bytes, |_| Ok(None), |_| Ok(()), &self.limits)
+            .map_err(Error::verify(name))?;
+        Ok(walk.root)
+    }
+
+    /// Walks the rotation chain from the trusted root with `fetch`, storing every root as
+    /// soon as it verifies, and returns the newest if it has not expired at `now`. A chain
+    /// longer than one walk may take is continued on the next call.
+    pub fn walk(
+        &self,
+        repository: &str,
+        mut fetch: impl FnMut(u64) -> Result<Option<Vec<u8>>>,
+        now: OffsetDateTime,
+    ) -> Result<Verified<Root>> {
+        let trusted = self.trusted_root()?;
+        let name = format!("{repository}: root chain");
+        let walk = walk_chain(
+            trusted.bytes(),
+            |version| fetch(version).map_err(Walk::Agent),
+            |root| self.store_root(root).map_err(Walk::Agent),
+            &self.limits,
+        )
+        .map_err(|e| e.into_error(&name))?;
+        if !walk.complete {
+            let error = signer::error::VerifyError::TooManyRootRotations {
+                max: self.limits.max_root_rotations,
+            };
+            tracing::warn!(version = walk.root.version(), "more root rotations than one walk takes: continuing on the next");
+            return Err(Error::verify(name)(error.into()));
+        }
+        walk.fresh(now).map_err(Error::verify(name))
+    }
+
+    fn store_root(&self, root: &Verified<Root>) -> Result<()> {
+        self.fs
+            .write_atomic(Path::new(TRUSTED_ROOT_FILE), root.bytes())
+            .map_err(Error::io("cannot store the rotated root"))?;
+        tracing::info!(version = root.version(), "trusting a rotated root");
+        Ok(())
+    }
+}
+
+/// A chain walk fails on the chain (hostile or damaged) or on the agent's own I/O.
+enum Walk {
+    Chain(signer::Error),
+    Agent(Error),
+}
+
+impl From<signer::Error> for Walk {
+    fn from(error: signer::Error) -> Self {
+        Walk::Chain(error)
+    }
+}
+
+impl Walk {
+    fn into_error(self, name: &str) -> Error {
+        match self {
+            Walk::Chain(error) => Error::verify(name)(error),
+            Walk::Agent(error) => error,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::state::{Release, SlotRecord};
+    use partitions::SlotId;
+    use time::macros::datetime;
+
+    #[test]
+    fn the_clock_never_runs_behind_a_signed_time() {
+        let mut counters = Counters::default();
+        let wall = datetime!(2020-01-01 0:00 UTC);
+        assert_eq!(counters.now(wall), wall);
+        assert!(counters.see_signed_time(datetime!(2026-12-01 0:00 UTC)));
+        assert!(!counters.see_signed_time(datetime!(2026-11-01 0:00 UTC)));
+        assert_eq!(counters.now(wall), datetime!(2026-12-01 0:00 UTC));
+        let later = datetime!(2027-01-01 0:00 UTC);
+        assert_eq!(counters.now(later), later);
+    }
+
+    #[test]
+    fn a_lost_counters_file_is_rebuilt_from_the_committed_releases() {
+        let mut state = AgentState::default();
+        let mut release = Release::factory("acme");
+        release.security_version = 7;
+        state.slots.insert(
+            SlotId::A,
+            SlotRecord {
+                release: release.clone(),
+                committed: true,
+            },
+        );
+        release.security_version = 9;
+        state.slots.insert(
+            SlotId::B,
+            SlotRecord {
+                release,
+                committed: false,
+            },
+        );
+        let store = TrustStore::new(
+            Arc::new(partitions::io::MemFs::new()),
+            PathBuf::from("/nonexistent/root.json"),
+            Limits::default(),
+        );
+        assert_eq!(store.counters(&state).unwrap().security_floor, 7);
+        // Stored at once: a damaged copy is rebuilt the same way, never from nothing.
+        store
+            .fs
+            .write_atomic(Path::new(COUNTERS_FILE), b"{\"format\": 1, \"secu")
+            .unwrap();
+        assert_eq!(store.counters(&state).unwrap().security_floor, 7);
+    }
+}
