@@ -28,7 +28,8 @@ use signer::publish::{publish, PublishOptions};
 use signer::{Limits, RoleKind, SecretKey};
 use time::{Duration, OffsetDateTime};
 use updater::state::{AgentState, StateStore};
-use updater::{Agent, AgentConfig, InstallOutcome, InstallRequest, Io};
+use updater::trust::Counters;
+use updater::{Agent, AgentConfig, InstallOptions, InstallOutcome, InstallRequest, Io, Source};
 
 pub const PRODUCT: &str = "acme-edge";
 /// Small chunks so a small image has many of them (resume, cut points).
@@ -387,6 +388,11 @@ health_deadline = "20s"
             .unwrap()
     }
 
+    /// The node's anti-rollback counters (as `status` shows them).
+    pub fn counters(&self) -> Counters {
+        self.agent_for(SlotId::A).status().unwrap().counters
+    }
+
     /// All bytes of a slot.
     pub fn slot_bytes(&self, slot: SlotId) -> Vec<u8> {
         let pair = self.pair();
@@ -461,12 +467,30 @@ health_deadline = "20s"
     }
 }
 
-/// An install request for a bundle file.
+/// An install request for a bundle file (or, with [`repo_request`], a repository).
 pub fn request(source: &Path, force: bool) -> InstallRequest {
     InstallRequest {
-        source: source.to_owned(),
-        force,
-        ..InstallRequest::default()
+        source: Source::parse(source).unwrap(),
+        channel: None,
+        options: InstallOptions {
+            force,
+            stage: false,
+        },
+    }
+}
+
+/// An install request that writes `source` and flips later (`--stage`).
+pub fn staged(source: &Path) -> InstallRequest {
+    let mut request = request(source, false);
+    request.options.stage = true;
+    request
+}
+
+/// An install request for `channel` of the repository `source` (a directory or a URL).
+pub fn repo_request(source: &Path, channel: &str) -> InstallRequest {
+    InstallRequest {
+        channel: Some(channel.to_owned()),
+        ..request(source, false)
     }
 }
 
@@ -576,7 +600,7 @@ pub fn recover(w: &World, old: &Release, new: &Release, context: &str) -> usize 
                 boot.slot
             );
             assert!(
-                state.security_floor >= new.security_version,
+                w.counters().security_floor >= new.security_version,
                 "{context}: floor not raised"
             );
             return round;

@@ -189,8 +189,7 @@ impl Agent {
     pub fn with_io(config: AgentConfig, io: Io) -> Result<Self> {
         let disk = Disk::from_device(io.disk)?;
         let pair = disk.slots(&config.slots)?;
-        let missing =
-            |what: &str| Error::usage(format!("the {what} backend needs its directory"));
+        let missing = |what: &str| Error::usage(format!("the {what} backend needs its directory"));
         let mut systemd_boot = None;
         let boot: Box<dyn BootControl> = match config.boot {
             BootBackend::Gpt => Box::new(disk.gpt_boot_control(&pair)),
@@ -223,7 +222,11 @@ impl Agent {
         };
         Ok(Agent {
             store: StateStore::new(Arc::clone(&io.state_fs), state_name),
-            trust: TrustStore::new(Arc::clone(&io.state_fs), config.root.clone(), limits.clone()),
+            trust: TrustStore::new(
+                Arc::clone(&io.state_fs),
+                config.root.clone(),
+                limits.clone(),
+            ),
             lock_dir: None,
             state_fs: io.state_fs,
             config,
@@ -671,7 +674,11 @@ impl Agent {
             return Err(Refusal::SlotBeingWritten { slot: other }.into());
         }
         let release = self.fallback_release(&state, other)?;
-        check_floor(&self.trust.counters(&state)?, release.security_version, force)?;
+        check_floor(
+            &self.trust.counters(&state)?,
+            release.security_version,
+            force,
+        )?;
         self.prepare_boot_control()?;
         self.boot.set_trial(other, self.config.tries)?;
         state.phase = Phase::Written {
@@ -769,7 +776,9 @@ impl Agent {
         )))?;
         let id = id.trim().to_owned();
         proto::check_node_id(&id).map_err(|e| {
-            Error::usage(format!("{MACHINE_ID}: {e}; set node_id in the configuration"))
+            Error::usage(format!(
+                "{MACHINE_ID}: {e}; set node_id in the configuration"
+            ))
         })?;
         Ok(id)
     }
@@ -857,7 +866,11 @@ fn check_floor(counters: &Counters, security_version: u64, force: bool) -> Resul
         return Ok(());
     }
     if force {
-        tracing::warn!(security_version, floor = counters.security_floor, "going below the security floor (--force)");
+        tracing::warn!(
+            security_version,
+            floor = counters.security_floor,
+            "going below the security floor (--force)"
+        );
         return Ok(());
     }
     Err(Refusal::BelowSecurityFloor {

@@ -141,7 +141,12 @@ impl<'a> Daemon<'a> {
             };
             if let Ok(state) = self.agent.load_state() {
                 let from = running_version(&state, self.agent.booted_slot()?);
-                self.queue(&from, &version, Outcome::Failed, Some(error.report_reason()));
+                self.queue(
+                    &from,
+                    &version,
+                    Outcome::Failed,
+                    Some(error.report_reason()),
+                );
                 self.send_reports();
             }
         }
@@ -158,19 +163,20 @@ impl<'a> Daemon<'a> {
         let channel = self.server.channel.clone();
         let path = format!("channels/{channel}.json");
         let max = signer::Limits::default().max_metadata_len;
-        let (body, etag) = match self
-            .http
-            .get_conditional(&path, self.channel_etag.as_deref(), max)?
-        {
-            Conditional::NotModified => return Ok(Poll::NotModified),
-            Conditional::Missing => {
-                return Err(Error::usage(format!(
-                    "{} does not exist: no such channel",
-                    self.http.url(&path)
-                )))
-            }
-            Conditional::Fresh { body, etag } => (body, etag),
-        };
+        let (body, etag) =
+            match self
+                .http
+                .get_conditional(&path, self.channel_etag.as_deref(), max)?
+            {
+                Conditional::NotModified => return Ok(Poll::NotModified),
+                Conditional::Missing => {
+                    return Err(Error::usage(format!(
+                        "{} does not exist: no such channel",
+                        self.http.url(&path)
+                    )))
+                }
+                Conditional::Fresh { body, etag } => (body, etag),
+            };
         let decision = self.decide(&channel, body)?;
         // Remember the file only once it was fully handled: a failed install retries, and
         // so do decisions that depend on more than the file (the pause hint, a trial that

@@ -212,10 +212,11 @@ fn is_misconfiguration(error: &partitions::Error) -> bool {
     use partitions::error::{BootStateError, LayoutError};
     matches!(
         error,
-        partitions::Error::Layout(LayoutError::MissingSlot { .. } | LayoutError::DuplicateSlot { .. })
-            | partitions::Error::BootState(
-                BootStateError::LoaderDefault { .. } | BootStateError::DuplicateEntries { .. }
-            )
+        partitions::Error::Layout(
+            LayoutError::MissingSlot { .. } | LayoutError::DuplicateSlot { .. }
+        ) | partitions::Error::BootState(
+            BootStateError::LoaderDefault { .. } | BootStateError::DuplicateEntries { .. }
+        )
     )
 }
 

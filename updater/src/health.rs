@@ -172,14 +172,21 @@ mod tests {
         let stat = format!("/proc/{}/stat", pid.trim());
         // Killed: gone, or a zombie until its new parent reaps it.
         let alive = || {
-            std::fs::read_to_string(&stat)
-                .is_ok_and(|s| s.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+            std::fs::read_to_string(&stat).is_ok_and(|s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+            })
         };
         let start = Instant::now();
         while alive() && start.elapsed() < Duration::from_secs(5) {
             thread::sleep(Duration::from_millis(20));
         }
-        assert!(!alive(), "the check's child {} outlived the timeout", pid.trim());
+        assert!(
+            !alive(),
+            "the check's child {} outlived the timeout",
+            pid.trim()
+        );
     }
 
     #[test]

@@ -149,8 +149,9 @@ impl Http {
         }
     }
 
-    /// POSTs a JSON body with a bearer token. A 4xx other than 408 and 429 is a refusal
-    /// for good, with the server's reason; other failures may be retried.
+    /// POSTs a JSON body with a bearer token. A 400, 413 or 422 refuses the body itself, for
+    /// good, with the server's reason; other failures (a wrong token included, which the
+    /// operator fixes) may be retried.
     pub fn post_json(
         &self,
         path: &str,
@@ -171,9 +172,16 @@ impl Http {
         if status.is_success() {
             return Ok(Delivery::Accepted);
         }
-        let retryable = matches!(status, StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS);
-        if status.is_client_error() && !retryable {
-            let body = self.read_capped(response, MAX_ERROR_BODY, &url).unwrap_or_default();
+        let refused_for_good = matches!(
+            status,
+            StatusCode::BAD_REQUEST
+                | StatusCode::PAYLOAD_TOO_LARGE
+                | StatusCode::UNPROCESSABLE_ENTITY
+        );
+        if refused_for_good {
+            let body = self
+                .read_capped(response, MAX_ERROR_BODY, &url)
+                .unwrap_or_default();
             return Ok(Delivery::Refused(server_reason(status, &body)));
         }
         Err(http_status("POST", &url, status))
@@ -317,12 +325,10 @@ impl BundleSource for HttpBundle {
         let raw = self
             .http
             .get_range(&self.path, 0..header_len.min(self.size))?;
-        let bytes: [u8; BundleHeader::LEN] = raw
-            .try_into()
-            .map_err(|_| Error::Hostile {
-                source_name: name.clone(),
-                reason: "shorter than a bundle header".into(),
-            })?;
+        let bytes: [u8; BundleHeader::LEN] = raw.try_into().map_err(|_| Error::Hostile {
+            source_name: name.clone(),
+            reason: "shorter than a bundle header".into(),
+        })?;
         let header =
             BundleHeader::parse(&bytes, limits).map_err(|e| Error::verify(&name)(e.into()))?;
         header
@@ -411,12 +417,14 @@ impl ResumingReader {
     }
 
     fn connect(&mut self) -> std::io::Result<Response> {
+        // No request timeout here: it would replace the client's per-read stall timeout;
+        // the deadline is checked between reads and at every reconnection instead.
+        self.past_deadline()?;
         let url = self.http.url(&self.path);
         let mut request = self
             .http
             .client
             .get(&url)
-            .timeout(self.past_deadline()?)
             .header(RANGE, format!("bytes={}-{}", self.position, self.end - 1));
         if let Some(etag) = &self.etag {
             request = request.header(IF_RANGE, etag);

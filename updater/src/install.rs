@@ -325,6 +325,20 @@ impl<'a> PayloadReader<'a> {
             .map_or(self.payload_end, |frame| self.payload_offset + frame.offset)
     }
 
+    /// A chunk that could not be read: a network failure for a remote source, else I/O.
+    fn read_failed(&self, chunk: &Chunk, error: std::io::Error) -> Error {
+        let context = format!("reading chunk {} from {}", chunk.index, self.source.name());
+        if self.source.is_remote() {
+            Error::Network {
+                method: "GET",
+                url: self.source.name(),
+                reason: format!("chunk {}: {}", chunk.index, crate::error::chain(&error)),
+            }
+        } else {
+            Error::io(context)(error)
+        }
+    }
+
     fn next_piece(&mut self, chunk: &Chunk) -> Result<Piece> {
         let Some(frame) = chunk.frame else {
             return Ok(Piece::Zero(chunk.clone()));
@@ -336,16 +350,11 @@ impl<'a> PayloadReader<'a> {
         };
         let mut bytes = Vec::with_capacity(frame.length as usize);
         let mut taken = stream.take(frame.length);
-        taken.read_to_end(&mut bytes).map_err(Error::io(format!(
-            "reading chunk {} from {}",
-            chunk.index,
-            self.source.name()
-        )))?;
+        taken
+            .read_to_end(&mut bytes)
+            .map_err(|e| self.read_failed(chunk, e))?;
         if bytes.len() as u64 != frame.length {
-            return Err(Error::Io {
-                context: format!("reading chunk {} from {}", chunk.index, self.source.name()),
-                source: std::io::ErrorKind::UnexpectedEof.into(),
-            });
+            return Err(self.read_failed(chunk, std::io::ErrorKind::UnexpectedEof.into()));
         }
         self.stream = Some((start + frame.length, taken.into_inner()));
         Ok(Piece::Data(chunk.clone(), bytes))

@@ -19,9 +19,10 @@ pub mod state;
 pub mod trust;
 
 pub use agent::{
-    Agent, BootCheck, ChannelOffer, InstallOptions, InstallOutcome, InstallRequest, Io, Offer, Status,
+    Agent, BootCheck, ChannelOffer, InstallOptions, InstallOutcome, InstallRequest, Io, Offer,
+    Status,
 };
 pub use config::AgentConfig;
 pub use error::{Error, Refusal, Result};
-pub use source::Source;
 pub use partitions::SlotId;
+pub use source::Source;

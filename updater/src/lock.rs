@@ -37,7 +37,9 @@ impl StateLock {
                 })
             }
             Err(e) => {
-                return Err(Error::io(format!("cannot lock {}", path.display()))(e.into()))
+                return Err(Error::io(format!("cannot lock {}", path.display()))(
+                    e.into(),
+                ))
             }
         }
         let record = |file: &mut File| -> std::io::Result<()> {

@@ -212,7 +212,9 @@ fn checked_relative(bundle: &str) -> Result<&Path> {
     } else {
         Err(Error::Hostile {
             source_name: "the channel".into(),
-            reason: format!("it names the bundle {bundle:?}, which is not a path inside the repository"),
+            reason: format!(
+                "it names the bundle {bundle:?}, which is not a path inside the repository"
+            ),
         })
     }
 }

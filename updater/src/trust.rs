@@ -82,7 +82,8 @@ impl Counters {
 
     /// Records `version` of `channel` seen under `root`; whether anything changed.
     pub fn see_channel(&mut self, channel: &str, version: u64, root: &Root) -> bool {
-        if version <= self.min_channel_version(channel, root) && self.channels.contains_key(channel) {
+        if version <= self.min_channel_version(channel, root) && self.channels.contains_key(channel)
+        {
             return false;
         }
         self.channels.insert(
@@ -97,7 +98,7 @@ impl Counters {
 
     /// Records a verified signed time; whether it was newer.
     pub fn see_signed_time(&mut self, time: OffsetDateTime) -> bool {
-        let newer = self.newest_signed_time.is_none_or(|t| time > t);
+        let newer = !self.newest_signed_time.is_some_and(|t| time <= t);
         if newer {
             self.newest_signed_time = Some(time);
         }
@@ -158,7 +159,10 @@ impl TrustStore {
             Ok(bytes) => match serde_json::from_slice::<Counters>(&bytes) {
                 Ok(counters) if counters.format == COUNTERS_FORMAT => return Ok(counters),
                 Ok(counters) => {
-                    tracing::warn!(format = counters.format, "unknown counters format: rebuilding")
+                    tracing::warn!(
+                        format = counters.format,
+                        "unknown counters format: rebuilding"
+                    )
                 }
                 Err(error) => tracing::warn!(%error, "damaged counters file: rebuilding"),
             },
@@ -192,10 +196,17 @@ impl TrustStore {
                 other => Error::verify(self.shipped_root.display().to_string())(other),
             })?;
         let shipped = self.parse(&shipped, &self.shipped_root.display().to_string())?;
-        match self.fs.read(Path::new(TRUSTED_ROOT_FILE), self.limits.max_metadata_len) {
+        match self
+            .fs
+            .read(Path::new(TRUSTED_ROOT_FILE), self.limits.max_metadata_len)
+        {
             Ok(bytes) => {
                 let stored = self.parse(&bytes, "the stored root")?;
-                Ok(if shipped.version() > stored.version() { shipped } else { stored })
+                Ok(if shipped.version() > stored.version() {
+                    shipped
+                } else {
+                    stored
+                })
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(shipped),
             Err(e) => Err(Error::io("cannot read the stored root")(e)),
@@ -230,7 +241,10 @@ impl TrustStore {
             let error = signer::error::VerifyError::TooManyRootRotations {
                 max: self.limits.max_root_rotations,
             };
-            tracing::warn!(version = walk.root.version(), "more root rotations than one walk takes: continuing on the next");
+            tracing::warn!(
+                version = walk.root.version(),
+                "more root rotations than one walk takes: continuing on the next"
+            );
             return Err(Error::verify(name)(error.into()));
         }
         walk.fresh(now).map_err(Error::verify(name))

@@ -187,7 +187,7 @@ fn cli_install_boot_check_status_on_a_disk_image() {
     assert_eq!(status["booted"], "b", "{json}");
     assert_eq!(status["next_boot"], "b", "{json}");
     assert_eq!(status["state"]["phase"]["phase"], "committed", "{json}");
-    assert_eq!(status["state"]["security_floor"], 2, "{json}");
+    assert_eq!(status["counters"]["security_floor"], 2, "{json}");
     assert_eq!(status["slots"][1]["release"]["version"], "2.0.0", "{json}");
     assert_eq!(status["slots"][1]["boot"]["successful"], true, "{json}");
 

@@ -39,7 +39,7 @@ pub fn fast_http() -> HttpOptions {
         connect_timeout: Duration::from_secs(2),
         max_retries: 6,
         retry_backoff: Duration::from_millis(5),
-        ca_bundle: None,
+        ..HttpOptions::default()
     }
 }
 
@@ -119,7 +119,7 @@ impl Fleet {
 /// The daemon of `agent`, with the agent's network options.
 pub fn daemon(agent: &Agent) -> Daemon<'_> {
     let server = agent.config().server.clone().expect("a [server] section");
-    Daemon::new(agent, server, agent.http_options.clone()).unwrap()
+    Daemon::new(agent, server).unwrap()
 }
 
 /// A minimal HTTP/1.0 client: `(status, body)`.

@@ -3,7 +3,7 @@
 //! firmware.
 
 use partitions::SlotId::{A, B};
-use tandem_tests::{request, Backend, World};
+use tandem_tests::{request, staged, Backend, World};
 use updater::state::Phase;
 use updater::BootCheck;
 
@@ -53,11 +53,12 @@ fn lifecycle(backend: Backend) {
         w.agent_for(B).boot_check().unwrap(),
         BootCheck::Committed {
             slot: B,
-            version: "2.0.0".into()
+            version: "2.0.0".into(),
+            checks: 1,
         }
     );
     let state = w.state();
-    assert_eq!(state.security_floor, 2, "commit raises the floor");
+    assert_eq!(w.counters().security_floor, 2, "commit raises the floor");
     assert!(state.slots[&B].committed);
     assert!(w.boot_state(B).successful);
     assert_eq!(w.boot(), B, "a committed slot keeps booting");
@@ -105,7 +106,8 @@ fn lifecycle(backend: Backend) {
     assert!(matches!(state.phase, Phase::RolledBack { slot: A, .. }));
     assert!(state.rolled_back_versions.contains("3.0.0"));
     assert_eq!(
-        state.security_floor, 2,
+        w.counters().security_floor,
+        2,
         "a rolled-back version raises nothing"
     );
 
@@ -126,10 +128,11 @@ fn lifecycle(backend: Backend) {
         w.agent_for(A).boot_check().unwrap(),
         BootCheck::Committed {
             slot: A,
-            version: "3.0.0".into()
+            version: "3.0.0".into(),
+            checks: 1,
         }
     );
-    assert_eq!(w.state().security_floor, 3);
+    assert_eq!(w.counters().security_floor, 3);
 
     // v4 never comes up: the firmware uses its tries, then abandons it.
     assert_eq!(w.install(A, &v4, false).unwrap().target, B);
@@ -157,7 +160,7 @@ fn lifecycle(backend: Backend) {
         other => panic!("{other:?}"),
     }
     assert!(state.rolled_back_versions.contains("4.0.0"));
-    assert_eq!(state.security_floor, 3);
+    assert_eq!(w.counters().security_floor, 3);
     assert_eq!(w.boot(), A);
     assert_eq!(w.holds(A, &[&v3]).unwrap().version, "3.0.0");
     let error = w
@@ -191,13 +194,7 @@ fn stage_activate_and_manual_rollback() {
     let v2 = w.release("2.0.0", 1, 2);
     w.provision(A, &v1);
     let before = w.boot_state(B);
-    let out = w
-        .agent_for(A)
-        .install(&updater::InstallRequest {
-            stage: true,
-            ..request(&v2.bundle, false)
-        })
-        .unwrap();
+    let out = w.agent_for(A).install(&staged(&v2.bundle)).unwrap();
     assert!(!out.activated);
     assert_eq!(
         w.boot_state(B),
@@ -218,9 +215,13 @@ fn stage_activate_and_manual_rollback() {
     let error = w.agent_for(B).activate().unwrap_err();
     assert!(error.to_string().contains("nothing is staged"), "{error}");
 
-    // A holds a factory image the agent never committed: no rollback to it.
-    let error = w.agent_for(B).rollback(false).unwrap_err();
-    assert!(error.to_string().contains("no committed image"), "{error}");
+    // A holds the factory image (security version unknown, so 0): the floor keeps it out.
+    let error = w.agent_for(B).rollback(false, false).unwrap_err();
+    assert!(
+        error.to_string().contains("below this node's floor"),
+        "{error}"
+    );
+    assert_eq!(error.exit_code(), 4);
     // Commit v1 through the agent too, then roll back to it by hand.
     assert_eq!(w.install(B, &v1, false).unwrap().target, A);
     assert_eq!(w.boot(), A);
@@ -228,14 +229,62 @@ fn stage_activate_and_manual_rollback() {
         w.agent_for(A).boot_check().unwrap(),
         BootCheck::Committed { slot: A, .. }
     ));
-    assert_eq!(w.agent_for(A).rollback(true).unwrap(), B);
+    assert_eq!(w.agent_for(A).rollback(true, false).unwrap(), B);
     assert_eq!(w.boot(), B);
     assert_eq!(
         w.agent_for(B).boot_check().unwrap(),
         BootCheck::Committed {
             slot: B,
-            version: "2.0.0".into()
+            version: "2.0.0".into(),
+            checks: 1,
         }
     );
     assert_eq!(w.holds(B, &[&v2]).unwrap().version, "2.0.0");
+}
+
+/// `rollback` may go back to the factory image the firmware marks good, but never below the
+/// security floor unless forced (the factory image's security version is unknown: 0).
+#[test]
+fn rollback_reaches_the_factory_image_and_respects_the_floor() {
+    let w = World::new(Backend::Gpt);
+    let factory = w.release("1.0.0", 0, 1);
+    let v2 = w.release("2.0.0", 0, 2);
+    w.provision(A, &factory);
+    assert_eq!(w.install(A, &v2, false).unwrap().target, B);
+    assert_eq!(w.boot(), B);
+    assert!(matches!(
+        w.agent_for(B).boot_check().unwrap(),
+        BootCheck::Committed { slot: B, .. }
+    ));
+    assert_eq!(w.agent_for(B).rollback(true, false).unwrap(), A);
+    assert_eq!(w.boot(), A);
+    assert_eq!(
+        w.agent_for(A).boot_check().unwrap(),
+        BootCheck::Committed {
+            slot: A,
+            version: "factory".into(),
+            checks: 1,
+        }
+    );
+
+    // v3 raises the floor to 2: the factory image is now below it.
+    let v3 = w.release("3.0.0", 2, 3);
+    assert_eq!(w.install(A, &v3, false).unwrap().target, B);
+    assert_eq!(w.boot(), B);
+    w.agent_for(B).boot_check().unwrap();
+    assert_eq!(w.counters().security_floor, 2);
+    let before = [w.boot_state(A), w.boot_state(B)];
+    let error = w.agent_for(B).rollback(false, false).unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            updater::Error::Refused(updater::Refusal::BelowSecurityFloor {
+                offered: 0,
+                floor: 2
+            })
+        ),
+        "{error}"
+    );
+    assert_eq!([w.boot_state(A), w.boot_state(B)], before, "{error}");
+    assert_eq!(w.agent_for(B).rollback(false, true).unwrap(), A);
 }

@@ -157,7 +157,7 @@ fn a_security_version_below_the_floor_is_refused() {
     w.install(A, &v2, false).unwrap();
     assert_eq!(w.boot(), B);
     w.agent_for(B).boot_check().unwrap();
-    assert_eq!(w.state().security_floor, 5);
+    assert_eq!(w.counters().security_floor, 5);
     let a_before = w.slot_hash(A);
     refused(
         &w,
@@ -211,11 +211,7 @@ fn install_while_the_booted_slot_is_in_trial_is_refused() {
 }
 
 fn repo_request(repo: &Path) -> InstallRequest {
-    InstallRequest {
-        source: repo.to_owned(),
-        channel: Some("stable".into()),
-        ..InstallRequest::default()
-    }
+    tandem_tests::repo_request(repo, "stable")
 }
 
 #[test]
@@ -230,7 +226,7 @@ fn a_repository_installs_and_its_channel_version_is_remembered() {
 
     let out = w.agent_for(A).install(&repo_request(&repo)).unwrap();
     assert_eq!(out.target, B);
-    assert_eq!(w.state().channel_versions["stable"], 2);
+    assert_eq!(w.counters().channels["stable"].version, 2);
     // Replayed older metadata (a stale stick, or an attacker's) is refused.
     refused(
         &w,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use partitions::io::{BlockDevice, MemDisk};
 use partitions::SlotId::{A, B};
-use tandem_tests::{cut_at, fired, request, Backend, World, CHUNK_SIZE, DISK_SIZE};
+use tandem_tests::{cut_at, fired, staged, Backend, World, CHUNK_SIZE, DISK_SIZE};
 use updater::state::Phase;
 use updater::BootCheck;
 
@@ -147,12 +147,7 @@ fn a_staged_image_is_not_a_firmware_rollback() {
     let v1 = w.release("1.0.0", 1, 1);
     let v2 = w.release("2.0.0", 2, 2);
     w.provision(A, &v1);
-    w.agent_for(A)
-        .install(&updater::InstallRequest {
-            stage: true,
-            ..request(&v2.bundle, false)
-        })
-        .unwrap();
+    w.agent_for(A).install(&staged(&v2.bundle)).unwrap();
     assert_eq!(w.boot(), A);
     assert_eq!(
         w.agent_for(A).boot_check().unwrap(),

@@ -52,10 +52,7 @@ fn a_local_bundle_is_read_whole_not_reused() {
     let v2 = f.w.release_of("2.0.0", 1, f.v1.image.clone(), PRODUCT);
     let agent = f.agent(A);
     let outcome = agent
-        .install(&updater::InstallRequest {
-            source: v2.bundle.clone(),
-            ..Default::default()
-        })
+        .install(&tandem_tests::request(&v2.bundle, false))
         .unwrap();
     assert_eq!(outcome.report.chunks_reused, 0, "{:?}", outcome.report);
     assert!(f.holds(B, &v2));

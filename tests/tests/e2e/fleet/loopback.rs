@@ -7,6 +7,7 @@ use serde_json::json;
 use updater::daemon::Poll;
 use updater::state::Phase;
 use updater::BootCheck;
+use updater::Refusal;
 
 use super::{daemon, Fleet, TandemServer, CHANNEL};
 
@@ -39,8 +40,11 @@ fn v2_commits_and_a_broken_v3_rolls_back_over_tandem_server() {
         status["current_release"]["outcomes"]["installed"], 1,
         "{status:#}"
     );
-    // Nothing changed on the server: a conditional GET, a 304, nothing decided.
-    assert!(matches!(d.poll_once().unwrap(), Poll::NotModified));
+    // The node has not rebooted yet: the next poll asks for the reboot again.
+    match d.poll_once().unwrap() {
+        Poll::RebootPending { version } => assert_eq!(version, "2.0.0"),
+        other => panic!("expected the reboot to be asked again, got: {other}"),
+    }
     drop(d);
 
     // Reboot: the firmware tries B; boot-check runs the health check and commits.
@@ -51,7 +55,8 @@ fn v2_commits_and_a_broken_v3_rolls_back_over_tandem_server() {
         check,
         BootCheck::Committed {
             slot: B,
-            version: "2.0.0".into()
+            version: "2.0.0".into(),
+            checks: 1,
         }
     );
     daemon(&agent).report_boot_check(&check);
@@ -94,7 +99,7 @@ fn v2_commits_and_a_broken_v3_rolls_back_over_tandem_server() {
     );
     // v3 is not tried again while it is the channel's release.
     match daemon(&agent).poll_once().unwrap() {
-        Poll::RolledBackHere { version } => assert_eq!(version, "3.0.0"),
+        Poll::Skipped(Refusal::RolledBackHere { version }) => assert_eq!(version, "3.0.0"),
         other => panic!("expected v3 to be skipped, got: {other}"),
     }
     assert_eq!(f.w.slot_hash(B), b_v2);

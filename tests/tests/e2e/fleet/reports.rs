@@ -17,7 +17,7 @@ fn queued(agent: &updater::Agent) -> Vec<(String, String)> {
         .pending()
         .unwrap()
         .into_iter()
-        .map(|(_, r)| (r.outcome, r.to_version))
+        .map(|(_, r)| (r.outcome.to_string(), r.to_version))
         .collect()
 }
 

@@ -7,6 +7,7 @@ use signer::{Limits, Rollout};
 use time::OffsetDateTime;
 use updater::daemon::Poll;
 use updater::state::Phase;
+use updater::Refusal;
 
 use super::{daemon, Fleet, TandemServer, CHANNEL};
 
@@ -104,7 +105,7 @@ fn the_daemon_follows_the_rollout_and_the_pause() {
     f.point_at(&server.url, outside, Some(&server.report_token_file));
     let agent = f.agent(A);
     match daemon(&agent).poll_once().unwrap() {
-        Poll::NotSelected { percent: 30 } => {}
+        Poll::Skipped(Refusal::NotInRollout { percent: 30 }) => {}
         other => panic!("expected not selected at 30 %, got: {other}"),
     }
     assert_eq!(f.slot_hashes(), slots);
@@ -124,7 +125,7 @@ fn the_daemon_follows_the_rollout_and_the_pause() {
     assert_eq!(server.status(CHANNEL)["paused"], true);
     assert!(f.repo.join("channels/stable.pause").is_file());
     match d.poll_once().unwrap() {
-        Poll::Paused => {}
+        Poll::Skipped(Refusal::Paused { .. }) => {}
         other => panic!("expected paused, got: {other}"),
     }
     assert_eq!(
@@ -143,12 +144,13 @@ fn the_daemon_follows_the_rollout_and_the_pause() {
     assert!(f.holds(B, &v2));
     assert_eq!(f.w.slot_hash(A), slots[0]);
 
-    // The node outside the wave still is.
+    // The node outside the wave still is (this simulated disk is shared with `later`,
+    // whose install waits for its reboot, so the daemon may ask for that first).
     f.point_at(&server.url, outside, Some(&server.report_token_file));
     let agent = f.agent(A);
     assert!(matches!(
         daemon(&agent).poll_once().unwrap(),
-        Poll::NotSelected { percent: 60 } | Poll::UpToDate { .. }
+        Poll::Skipped(Refusal::NotInRollout { percent: 60 }) | Poll::RebootPending { .. }
     ));
 }
 
@@ -170,7 +172,7 @@ fn a_release_offered_during_a_trial_installs_once_the_trial_is_committed() {
     let agent = f.agent(B);
     let mut d = daemon(&agent);
     match d.poll_once().unwrap() {
-        Poll::InTrial => {}
+        Poll::Skipped(Refusal::InTrial { .. }) => {}
         other => panic!("expected to wait for the trial, got: {other}"),
     }
     assert!(
