@@ -12,7 +12,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
 use crate::error::DbError;
-use crate::reports::{Outcome, Report};
+use proto::{Outcome, Report};
 
 /// Most failures listed per channel status.
 pub const MAX_FAILURES_LISTED: u32 = 100;

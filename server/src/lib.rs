@@ -19,6 +19,7 @@
 )]
 
 pub mod api;
+pub mod app;
 pub mod auth;
 pub mod body;
 pub mod channels;
@@ -31,7 +32,6 @@ pub mod page;
 pub mod path;
 pub mod range;
 pub mod repo;
-pub mod reports;
 pub mod routes;
 pub mod server;
 pub mod status;

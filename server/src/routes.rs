@@ -20,27 +20,11 @@ use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::api::{self, ApiError};
+use crate::app::App;
 use crate::body::ResponseBody;
-use crate::config::{Limits, Token};
-use crate::db::Db;
 use crate::path::{self, PathRejection};
-use crate::repo::Repo;
-use crate::reports::Report;
 use crate::{auth, channels, files, httpdate, page, status};
-
-/// Shared state of all connections.
-pub struct App {
-    /// The repository.
-    pub repo: Repo,
-    /// Report store.
-    pub db: Db,
-    /// Token for `POST /v1/reports`.
-    pub report_token: Option<Token>,
-    /// Token for pause/resume.
-    pub admin_token: Option<Token>,
-    /// Limits.
-    pub limits: Limits,
-}
+use proto::{Pause, Report};
 
 /// The hyper service function.
 pub async fn handle(
@@ -140,14 +124,9 @@ fn method_not_allowed(allow: &'static str) -> Response<ResponseBody> {
 }
 
 fn channel_name(raw: &str) -> Result<&str, ApiError> {
-    if channels::valid_name(raw) {
-        Ok(raw)
-    } else {
-        Err(ApiError::bad_request(format!(
-            "invalid channel name: {}",
-            channels::NAME_RULE
-        )))
-    }
+    proto::check_name("channel", raw)
+        .map(|()| raw)
+        .map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 #[derive(Serialize)]
@@ -184,10 +163,12 @@ struct PauseRequest {
     reason: Option<String>,
 }
 
+/// The answer of pause and resume: the channel and its pause state as now on disk.
 #[derive(Serialize)]
-struct Resumed<'a> {
+struct PauseAnswer<'a> {
     channel: &'a str,
-    paused: bool,
+    #[serde(flatten)]
+    pause: Pause,
 }
 
 async fn pause_or_resume(
@@ -204,58 +185,36 @@ async fn pause_or_resume(
     };
     let repo = app.repo.path().to_owned();
     let owned = name.to_owned();
-    let exists =
-        tokio::task::spawn_blocking(move || -> std::io::Result<Option<channels::Pause>> {
-            if !channels::metadata_path(&repo, &owned).is_file() {
-                return Ok(None);
-            }
-            if pause {
-                channels::write_pause(&repo, &owned, reason).map(Some)
-            } else {
-                channels::remove_pause(&repo, &owned).map(|()| Some(not_paused()))
-            }
-        })
-        .await
-        .map_err(|e| ApiError::internal("pause worker failed", &e))?
-        .map_err(|e| ApiError::internal("could not update the pause file", &e))?;
-    let Some(state) = exists else {
-        return Err(ApiError::not_found(format!(
-            "no channel {name} in the repository"
-        )));
-    };
+    let state = tokio::task::spawn_blocking(move || -> std::io::Result<Option<Pause>> {
+        if !channels::metadata_path(&repo, &owned).is_file() {
+            return Ok(None);
+        }
+        if pause {
+            channels::write_pause(&repo, &owned, reason).map(Some)
+        } else {
+            channels::remove_pause(&repo, &owned).map(|()| Some(not_paused()))
+        }
+    })
+    .await
+    .map_err(|e| ApiError::internal("pause worker failed", &e))?
+    .map_err(|e| ApiError::internal("could not update the pause file", &e))?
+    .ok_or_else(|| ApiError::not_found(format!("no channel {name} in the repository")))?;
     tracing::info!(channel = name, paused = pause, "channel pause changed");
-    if pause {
-        Ok(api::json(
-            StatusCode::OK,
-            &PauseAnswer {
-                channel: name,
-                pause: state,
-            },
-        ))
-    } else {
-        Ok(api::json(
-            StatusCode::OK,
-            &Resumed {
-                channel: name,
-                paused: false,
-            },
-        ))
-    }
+    Ok(api::json(
+        StatusCode::OK,
+        &PauseAnswer {
+            channel: name,
+            pause: state,
+        },
+    ))
 }
 
-fn not_paused() -> channels::Pause {
-    channels::Pause {
+fn not_paused() -> Pause {
+    Pause {
         paused: false,
         since: None,
         reason: None,
     }
-}
-
-#[derive(Serialize)]
-struct PauseAnswer<'a> {
-    channel: &'a str,
-    #[serde(flatten)]
-    pause: channels::Pause,
 }
 
 /// The reason of a pause request: an empty body, or `{"reason": "…"}` (≤ 1024 characters).
@@ -267,11 +226,26 @@ async fn pause_reason(app: &App, req: Request<Incoming>) -> Result<Option<String
     let parsed: PauseRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid pause request: {e}")))?;
     match parsed.reason {
-        Some(r) if r.chars().count() > crate::reports::MAX_REASON => Err(ApiError::bad_request(
-            "reason is longer than 1024 characters",
-        )),
-        other => Ok(other),
+        Some(r) => check_pause_reason(&r).map(|()| Some(r)),
+        None => Ok(None),
     }
+}
+
+/// A pause reason is shown on the status page like a report's: the same length and
+/// character rules.
+fn check_pause_reason(reason: &str) -> Result<(), ApiError> {
+    if reason.chars().count() > proto::report::MAX_REASON {
+        return Err(ApiError::bad_request(format!(
+            "reason is longer than {} characters",
+            proto::report::MAX_REASON
+        )));
+    }
+    if reason != proto::report::clean_reason(reason) {
+        return Err(ApiError::bad_request(
+            "reason contains a control or bidi-override character",
+        ));
+    }
+    Ok(())
 }
 
 /// Reads a JSON body: 415 unless `application/json`, 413 over `max` (announced or actual),

@@ -15,11 +15,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
+use crate::app::App;
 use crate::config::{Config, Limits};
 use crate::db::Db;
 use crate::error::Error;
 use crate::repo::Repo;
-use crate::routes::{self, App};
+use crate::routes;
 use crate::timed_io::TimedIo;
 use crate::tls;
 

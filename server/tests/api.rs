@@ -320,3 +320,89 @@ fn status_page_lists_channels_and_escapes() {
     assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
     assert!(!html.contains("<script>"));
 }
+
+/// The body of a refused request: exactly `{"error": "…"}`, so an agent can log the reason.
+fn refusal_reason(r: Response, status: StatusCode) -> String {
+    assert_eq!(r.status(), status);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let body: Value = r.json().unwrap();
+    let object = body.as_object().unwrap();
+    assert_eq!(object.len(), 1, "only an error field: {body}");
+    object["error"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn reasons_with_hidden_characters_are_refused_with_the_cause() {
+    let s = TestServer::start();
+    for (reason, code_point) in [
+        ("disk\u{0}full", "U+0000"),
+        ("health \u{202e}exe.txt", "U+202E"),
+        ("two\nlines", "U+000A"),
+    ] {
+        let r = post_report(&s, &report("n1", "1.0.0", "2.0.0", "failed", Some(reason)));
+        let error = refusal_reason(r, StatusCode::BAD_REQUEST);
+        assert!(error.contains(code_point), "{error}");
+    }
+    let r = post_report(&s, &report("bad node", "1.0.0", "2.0.0", "failed", None));
+    let error = refusal_reason(r, StatusCode::BAD_REQUEST);
+    assert!(error.contains("node_id"), "{error}");
+    assert_eq!(s.stored_reports(), 0);
+    let r = admin(
+        &s,
+        "pause",
+        ADMIN_TOKEN,
+        Some(json!({"reason": "bad\u{202e}txt"})),
+    );
+    let error = refusal_reason(r, StatusCode::BAD_REQUEST);
+    assert!(error.contains("control"), "{error}");
+    assert!(!s.repo().join("channels/stable.pause").exists());
+}
+
+#[test]
+fn channel_names_follow_the_signers_rule() {
+    let s = TestServer::start();
+    let channel = "Edge+fips";
+    std::fs::write(
+        s.repo().join(format!("channels/{channel}.json")),
+        crate::util::channel_doc(4, "3.0.0"),
+    )
+    .unwrap();
+    let mut body = report("n1", "2.0.0", "3.0.0", "committed", None);
+    body["channel"] = json!(channel);
+    assert_eq!(post_report(&s, &body).status(), StatusCode::CREATED);
+    let r = client()
+        .get(s.url("/v1/channels/Edge+fips/status"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let st: Value = r.json().unwrap();
+    assert_eq!(st["channel"], channel);
+    assert_eq!(st["nodes"]["by_version"], json!({"3.0.0": 1}));
+    let html = client().get(s.url("/")).send().unwrap().text().unwrap();
+    assert!(html.contains("<td>Edge+fips</td>"), "{html}");
+}
+
+#[test]
+fn the_pause_file_is_read_not_just_seen() {
+    let s = TestServer::start();
+    let pause_file = s.repo().join("channels/stable.pause");
+    std::fs::write(
+        &pause_file,
+        r#"{"paused": false, "reason": "resumed by hand"}"#,
+    )
+    .unwrap();
+    let st = status(&s);
+    assert_eq!(st["paused"], false);
+    assert_eq!(st["pause"], Value::Null);
+    std::fs::write(&pause_file, "stop!").unwrap();
+    let st = status(&s);
+    assert_eq!(st["paused"], true, "unreadable content pauses");
+    std::fs::write(&pause_file, r#"{"paused": true, "reason": "by hand"}"#).unwrap();
+    assert_eq!(status(&s)["pause"]["reason"], "by hand");
+    let r = admin(&s, "resume", ADMIN_TOKEN, None);
+    assert_eq!(
+        r.json::<Value>().unwrap(),
+        json!({"channel": "stable", "paused": false})
+    );
+    assert_eq!(status(&s)["paused"], false);
+}
