@@ -179,3 +179,20 @@ fn openssl(cmd: &mut Command) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn output_to_a_closed_pipe_exits_quietly() {
+    for args in [["--help"], ["--version"]] {
+        let (reader, writer) = rustix::pipe::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(BIN)
+            .args(args)
+            .stdout(Stdio::from(writer))
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {}: {stderr}", out.status);
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
+}

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod api;
+#[cfg(feature = "cli")]
 mod cli;
 mod files;
 mod hardening;
