@@ -15,6 +15,8 @@ pub struct App {
     pub report_token: Option<Token>,
     /// Token for pause/resume.
     pub admin_token: Option<Token>,
+    /// Token for the page, the status JSON and the metrics (open to anyone when `None`).
+    pub status_token: Option<Token>,
     /// Limits.
     pub limits: Limits,
 }

@@ -2,7 +2,8 @@
 //! every call runs on tokio's blocking pool so the async workers never wait on SQLite.
 //!
 //! Schema: `reports(id, received_at, node_id, channel, from_version, to_version, outcome,
-//! reason)`, append-only. Aggregates use each node's *latest* report in a channel.
+//! reason)`, appended to and pruned by [`Retention`] (by age and by row count). Aggregates
+//! use each node's *latest* report in a channel.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -11,6 +12,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
+use crate::config::Retention;
 use crate::error::DbError;
 use proto::{Outcome, Report};
 
@@ -29,6 +31,7 @@ CREATE TABLE IF NOT EXISTS reports (
     reason       TEXT
 );
 CREATE INDEX IF NOT EXISTS reports_channel_node ON reports(channel, node_id, id);
+CREATE INDEX IF NOT EXISTS reports_received_at ON reports(received_at);
 ";
 
 /// Handle on the report database; cheap to clone.
@@ -109,6 +112,24 @@ impl Db {
     ) -> Result<Summary, DbError> {
         self.with_conn(move |c| summarize(c, &channel, release.as_deref()))
             .await
+    }
+
+    /// Deletes what `retention` does not keep at time `now` (Unix seconds): reports older
+    /// than `max_age`, then all but the newest `max_rows`. Returns the number deleted.
+    pub async fn prune(&self, retention: &Retention, now: i64) -> Result<u64, DbError> {
+        let age = i64::try_from(retention.max_age.as_secs()).unwrap_or(i64::MAX);
+        let cutoff = now.saturating_sub(age);
+        let keep = i64::try_from(retention.max_rows).unwrap_or(i64::MAX);
+        self.with_conn(move |c| {
+            let old = c.execute("DELETE FROM reports WHERE received_at < ?1", [cutoff])?;
+            let surplus = c.execute(
+                "DELETE FROM reports WHERE id <=
+                   (SELECT id FROM reports ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+                [keep],
+            )?;
+            Ok((old + surplus) as u64)
+        })
+        .await
     }
 
     /// Number of stored reports (for tests and the page).
@@ -215,4 +236,44 @@ fn release_outcomes(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn report(node: &str) -> Report {
+        Report {
+            node_id: node.into(),
+            channel: "stable".into(),
+            from_version: "1".into(),
+            to_version: "2".into(),
+            outcome: Outcome::Committed,
+            reason: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_old_reports_then_the_oldest_surplus() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let day = 24 * 3600;
+        let now = 1_000 * day;
+        for (node, age_days) in [("old", 40), ("a", 3), ("b", 2), ("c", 1), ("d", 0)] {
+            db.insert(report(node), now - age_days * day).await.unwrap();
+        }
+        let retention = Retention {
+            max_age: Duration::from_secs(30 * 24 * 3600),
+            max_rows: 3,
+            ..Retention::default()
+        };
+        assert_eq!(db.prune(&retention, now).await.unwrap(), 2);
+        assert_eq!(db.count().await.unwrap(), 3);
+        let summary = db.summary("stable".into(), None).await.unwrap();
+        assert_eq!(summary.nodes, 3, "b, c and d are kept");
+        assert_eq!(db.prune(&retention, now).await.unwrap(), 0, "idempotent");
+    }
 }

@@ -38,6 +38,6 @@ pub mod status;
 pub mod timed_io;
 pub mod tls;
 
-pub use config::{Config, Limits, TlsFiles, Token};
+pub use config::{Config, Limits, Retention, TlsFiles, Token};
 pub use error::Error;
 pub use server::Server;

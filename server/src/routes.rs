@@ -1,11 +1,12 @@
 //! Request routing and the API handlers. Every request passes the path-length check first;
 //! `/v1/…` goes to the API, `/` to the status page, everything else to the static files.
+//! Every refused API request is answered `{"error": "<why>"}` (see [`crate::api`]).
 //!
 //! | route | method | auth | answers |
 //! |---|---|---|---|
-//! | `/` | GET, HEAD | – | HTML status page |
+//! | `/` | GET, HEAD | status token, if set | HTML status page; 401 |
 //! | `/v1/reports` | POST | report token | 201 `{"id"}`; 400, 401, 403, 408, 413, 415 |
-//! | `/v1/channels/NAME/status` | GET, HEAD | – | 200 status JSON; 400, 404 |
+//! | `/v1/channels/NAME/status` | GET, HEAD | status token, if set | 200 status JSON; 400, 401, 404 |
 //! | `/v1/channels/NAME/pause` | POST | admin token | 200 pause JSON; 400, 401, 403, 404 |
 //! | `/v1/channels/NAME/resume` | POST | admin token | 200 `{"channel","paused":false}` |
 //! | anything else | GET, HEAD | – | repository file (see [`crate::files`]) |
@@ -36,7 +37,7 @@ pub async fn handle(
         return Ok(api::text(StatusCode::URI_TOO_LONG, "request path too long"));
     }
     let resp = if raw == "/" {
-        page_route(&app, req.method()).await
+        page_route(&app, &req).await
     } else if let Some(api_path) = raw.strip_prefix("/v1/") {
         api_route(&app, api_path, req)
             .await
@@ -64,9 +65,12 @@ fn static_route(
     }
 }
 
-async fn page_route(app: &App, method: &Method) -> Response<ResponseBody> {
-    if method != Method::GET && method != Method::HEAD {
+async fn page_route(app: &App, req: &Request<Incoming>) -> Response<ResponseBody> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
         return method_not_allowed("GET, HEAD");
+    }
+    if let Err(e) = auth::require_read(app.status_token.as_ref(), req.headers()) {
+        return e.into_response();
     }
     match page::render(app).await {
         Ok(html) => page::response(html),
@@ -92,6 +96,7 @@ async fn api_route(
                     if req.method() != Method::GET && req.method() != Method::HEAD {
                         return Ok(method_not_allowed("GET, HEAD"));
                     }
+                    auth::require_read(app.status_token.as_ref(), req.headers())?;
                     status::response(app, name).await
                 }
                 "pause" | "resume" => {
