@@ -1,8 +1,9 @@
-//! The state every connection shares: the repository, the report store, the tokens and the
-//! limits. Routes, the status and the page read it; none of them owns it, so no module has to
+//! The state every connection shares: the repository, the report store, the tokens, the
+//! limits and the metrics. Routes, the status and the page read it; none of them owns it, so no module has to
 //! import the router to reach it.
 use crate::config::{Limits, Token};
 use crate::db::Db;
+use crate::metrics::Metrics;
 use crate::repo::Repo;
 
 /// Shared state of all connections.
@@ -19,4 +20,6 @@ pub struct App {
     pub status_token: Option<Token>,
     /// Limits.
     pub limits: Limits,
+    /// Counters and gauges for `GET /metrics`.
+    pub metrics: Metrics,
 }

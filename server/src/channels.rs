@@ -180,6 +180,17 @@ pub fn list(repo: &Path) -> io::Result<Vec<String>> {
     Ok(names)
 }
 
+/// Every listed channel with whether its pause file pauses it.
+pub fn pause_states(repo: &Path) -> io::Result<Vec<(String, bool)>> {
+    list(repo)?
+        .into_iter()
+        .map(|name| {
+            let paused = read_pause(repo, &name)?.is_some_and(|p| p.paused);
+            Ok((name, paused))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -28,6 +28,7 @@ pub mod db;
 pub mod error;
 pub mod files;
 pub mod httpdate;
+pub mod metrics;
 pub mod page;
 pub mod path;
 pub mod range;

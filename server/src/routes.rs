@@ -1,5 +1,6 @@
 //! Request routing and the API handlers. Every request passes the path-length check first;
-//! `/v1/…` goes to the API, `/` to the status page, everything else to the static files.
+//! `/v1/…` goes to the API, `/` to the status page, `/metrics` to the metrics, everything else
+//! to the static files; every answer is counted ([`crate::metrics`]).
 //! Every refused API request is answered `{"error": "<why>"}` (see [`crate::api`]).
 //!
 //! | route | method | auth | answers |
@@ -7,6 +8,7 @@
 //! | `/` | GET, HEAD | status token, if set | HTML status page; 401 |
 //! | `/v1/reports` | POST | report token | 201 `{"id"}`; 400, 401, 403, 408, 413, 415 |
 //! | `/v1/channels/NAME/status` | GET, HEAD | status token, if set | 200 status JSON; 400, 401, 404 |
+//! | `/metrics` | GET, HEAD | status token, if set | OpenMetrics text ([`crate::metrics`]); 401 |
 //! | `/v1/channels/NAME/pause` | POST | admin token | 200 pause JSON; 400, 401, 403, 404 |
 //! | `/v1/channels/NAME/resume` | POST | admin token | 200 `{"channel","paused":false}` |
 //! | anything else | GET, HEAD | – | repository file (see [`crate::files`]) |
@@ -16,36 +18,47 @@ use std::time::{Duration, SystemTime};
 
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body, Bytes, Incoming};
-use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::api::{self, ApiError};
 use crate::app::App;
 use crate::body::ResponseBody;
+use crate::metrics::{Metered, Route};
 use crate::path::{self, PathRejection};
 use crate::{auth, channels, files, httpdate, page, status};
 use proto::{Pause, Report};
 
-/// The hyper service function.
+/// The hyper service function: routes the request, then counts it and its body's bytes.
 pub async fn handle(
     app: Arc<App>,
     req: Request<Incoming>,
-) -> Result<Response<ResponseBody>, Infallible> {
+) -> Result<Response<Metered<ResponseBody>>, Infallible> {
+    let route = Route::of(req.uri().path());
+    let resp = route_request(&app, req).await;
+    app.metrics.request(route, resp.status().as_u16());
+    Ok(resp.map(|body| app.metrics.metered(route, body)))
+}
+
+async fn route_request(app: &App, req: Request<Incoming>) -> Response<ResponseBody> {
     let raw = req.uri().path().to_owned();
     if raw.len() > app.limits.max_path_len {
-        return Ok(api::text(StatusCode::URI_TOO_LONG, "request path too long"));
+        return api::text(StatusCode::URI_TOO_LONG, "request path too long");
     }
-    let resp = if raw == "/" {
-        page_route(&app, &req).await
+    if raw == "/" {
+        page_route(app, &req).await
+    } else if raw == "/metrics" {
+        metrics_route(app, &req)
+            .await
+            .unwrap_or_else(ApiError::into_response)
     } else if let Some(api_path) = raw.strip_prefix("/v1/") {
-        api_route(&app, api_path, req)
+        api_route(app, api_path, req)
             .await
             .unwrap_or_else(ApiError::into_response)
     } else {
-        static_route(&app, &raw, req.method(), req.headers())
-    };
-    Ok(resp)
+        static_route(app, &raw, req.method(), req.headers())
+    }
 }
 
 fn static_route(
@@ -76,6 +89,35 @@ async fn page_route(app: &App, req: &Request<Incoming>) -> Response<ResponseBody
         Ok(html) => page::response(html),
         Err(e) => e.into_response(),
     }
+}
+
+/// `GET /metrics`: the pause gauges are refreshed from the repository, then all is encoded.
+async fn metrics_route(
+    app: &App,
+    req: &Request<Incoming>,
+) -> Result<Response<ResponseBody>, ApiError> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Ok(method_not_allowed("GET, HEAD"));
+    }
+    auth::require_read(app.status_token.as_ref(), req.headers())?;
+    let repo = app.repo.path().to_owned();
+    let states = tokio::task::spawn_blocking(move || channels::pause_states(&repo))
+        .await
+        .map_err(|e| ApiError::internal("metrics worker failed", &e))?
+        .map_err(|e| ApiError::internal("cannot read the channels' pause files", &e))?;
+    app.metrics.set_paused(states);
+    let text = app
+        .metrics
+        .encode()
+        .map_err(|e| ApiError::internal("cannot encode the metrics", &e))?;
+    let mut resp = Response::new(ResponseBody::bytes(text));
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    resp.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
 }
 
 async fn api_route(
@@ -155,9 +197,10 @@ async fn post_report(
     let now = httpdate::unix_seconds(SystemTime::now());
     let id = app
         .db
-        .insert(report, now)
+        .insert(report.clone(), now)
         .await
         .map_err(|e| ApiError::internal("could not store the report", &e))?;
+    app.metrics.report(&report);
     Ok(api::json(StatusCode::CREATED, &Stored { id }))
 }
 

@@ -21,6 +21,7 @@ use crate::config::{Config, Limits, Retention};
 use crate::db::Db;
 use crate::error::Error;
 use crate::httpdate;
+use crate::metrics::Metrics;
 use crate::repo::Repo;
 use crate::routes;
 use crate::timed_io::TimedIo;
@@ -67,6 +68,7 @@ impl Server {
             admin_token: config.admin_token,
             status_token: config.status_token,
             limits: config.limits,
+            metrics: Metrics::default(),
         });
         Ok(Server {
             listener,
@@ -190,6 +192,7 @@ async fn connection(
     peer: SocketAddr,
     _slot: OwnedSemaphorePermit,
 ) {
+    let _open = ctx.app.metrics.connection();
     let _ = stream.set_nodelay(true);
     let stall = ctx.app.limits.write_stall_timeout;
     match ctx.tls.clone() {

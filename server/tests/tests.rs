@@ -7,4 +7,5 @@ mod api;
 mod cli;
 mod files;
 mod hardening;
+mod metrics;
 mod util;
