@@ -20,6 +20,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body, Bytes, Incoming};
 use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
+use percent_encoding::percent_decode_str;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{self, ApiError};
@@ -132,7 +133,7 @@ async fn api_route(
             post_report(app, req).await
         }
         ["channels", name, action] => {
-            let name = channel_name(name)?;
+            let name = &channel_name(name)?;
             match *action {
                 "status" => {
                     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -170,10 +171,14 @@ fn method_not_allowed(allow: &'static str) -> Response<ResponseBody> {
     resp
 }
 
-fn channel_name(raw: &str) -> Result<&str, ApiError> {
-    proto::check_name("channel", raw)
-        .map(|()| raw)
-        .map_err(|e| ApiError::bad_request(e.to_string()))
+/// The channel name of an API path segment, percent-decoded (`Edge%2Bfips` is `Edge+fips`),
+/// following the one name rule.
+fn channel_name(raw: &str) -> Result<String, ApiError> {
+    let decoded = percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| ApiError::bad_request("channel name is not UTF-8"))?;
+    proto::check_name("channel", &decoded).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(decoded.into_owned())
 }
 
 #[derive(Serialize)]
