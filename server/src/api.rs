@@ -1,6 +1,6 @@
 //! Building API responses: JSON bodies, and [`ApiError`], the one way a `/v1` request fails —
 //! a status code and a human message, sent as `{"error": "..."}`.
-use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 use serde::Serialize;
 
@@ -13,6 +13,8 @@ pub struct ApiError {
     pub status: StatusCode,
     /// Explanation for the client (never contains secrets).
     pub message: String,
+    /// The `WWW-Authenticate` challenge of a 401.
+    pub challenge: Option<&'static str>,
 }
 
 impl ApiError {
@@ -21,6 +23,15 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            challenge: None,
+        }
+    }
+
+    /// 401 Unauthorized with its `WWW-Authenticate` challenge.
+    pub fn unauthorized(message: impl Into<String>, challenge: &'static str) -> Self {
+        ApiError {
+            challenge: Some(challenge),
+            ..Self::new(StatusCode::UNAUTHORIZED, message)
         }
     }
 
@@ -47,12 +58,17 @@ impl ApiError {
         struct Body<'a> {
             error: &'a str,
         }
-        json(
+        let mut resp = json(
             self.status,
             &Body {
                 error: &self.message,
             },
-        )
+        );
+        if let Some(challenge) = self.challenge {
+            resp.headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        }
+        resp
     }
 }
 

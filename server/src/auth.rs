@@ -1,9 +1,19 @@
-//! Bearer-token checks for the report and admin routes (`Authorization: Bearer <token>`).
+//! Token checks. Writes (`POST /v1/reports`, pause/resume) take only `Authorization: Bearer
+//! <token>`: a browser never sends that on its own, so another site cannot make it pause a
+//! channel. Reads guarded by the status token (the page, the status JSON, the metrics) also
+//! take HTTP Basic with the token as the password, so a browser asks for it once and keeps it
+//! for the session; a read changes nothing and another site cannot read the answer.
+use base64::Engine;
 use hyper::header::AUTHORIZATION;
 use hyper::{HeaderMap, StatusCode};
 
 use crate::api::ApiError;
 use crate::config::Token;
+
+/// The challenge of a refused write.
+const BEARER_CHALLENGE: &str = "Bearer";
+/// The challenge of a refused read: browsers answer it with a login prompt.
+const READ_CHALLENGE: &str = "Basic realm=\"tandem-server status\", charset=\"UTF-8\"";
 
 /// Checks the request's bearer token against `expected`. No configured token means the route
 /// is disabled (403); a missing or wrong token is 401.
@@ -14,25 +24,90 @@ pub fn require(expected: Option<&Token>, headers: &HeaderMap, route: &str) -> Re
             format!("{route} is disabled: the server has no token configured for it"),
         ));
     };
-    let presented = bearer(headers).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
+    let presented = credential(headers, "bearer").ok_or_else(|| {
+        ApiError::unauthorized(
             "missing bearer token: send 'Authorization: Bearer <token>'",
+            BEARER_CHALLENGE,
         )
     })?;
-    if expected.matches(presented) {
+    if expected.matches(&presented) {
         Ok(())
     } else {
-        Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
+        Err(ApiError::unauthorized(
             "invalid bearer token",
+            BEARER_CHALLENGE,
         ))
     }
 }
 
-/// The token of an `Authorization: Bearer …` header, if well-formed.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+/// Checks a read guarded by the status token: open when none is configured; else the token
+/// as a bearer, or as the password of HTTP Basic (any user name).
+pub fn require_read(expected: Option<&Token>, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(expected) = expected else {
+        return Ok(());
+    };
+    let presented = credential(headers, "bearer").or_else(|| basic_password(headers));
+    match presented {
+        Some(token) if expected.matches(&token) => Ok(()),
+        Some(_) => Err(ApiError::unauthorized(
+            "invalid status token",
+            READ_CHALLENGE,
+        )),
+        None => Err(ApiError::unauthorized(
+            "this server's status needs its status token: send 'Authorization: Bearer <token>'",
+            READ_CHALLENGE,
+        )),
+    }
+}
+
+/// The credential of an `Authorization: <scheme> …` header, if well-formed.
+fn credential(headers: &HeaderMap, scheme: &str) -> Option<String> {
     let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.trim().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    let (given, credential) = value.trim().split_once(' ')?;
+    given
+        .eq_ignore_ascii_case(scheme)
+        .then(|| credential.trim().to_owned())
+}
+
+/// The password of an `Authorization: Basic base64(user:password)` header.
+fn basic_password(headers: &HeaderMap) -> Option<String> {
+    let encoded = credential(headers, "basic")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    text.split_once(':')
+        .map(|(_, password)| password.to_owned())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use hyper::header::HeaderValue;
+
+    use super::*;
+
+    fn with(authorization: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, HeaderValue::from_str(authorization).unwrap());
+        h
+    }
+
+    #[test]
+    fn reads_take_bearer_or_basic_and_writes_only_bearer() {
+        let token = Token::new("status", "status-token-0123456789").unwrap();
+        let basic = base64::engine::general_purpose::STANDARD.encode("any:status-token-0123456789");
+        let basic = with(&format!("Basic {basic}"));
+        let bearer = with("Bearer status-token-0123456789");
+        assert!(require_read(Some(&token), &bearer).is_ok());
+        assert!(require_read(Some(&token), &basic).is_ok());
+        assert!(require_read(None, &HeaderMap::new()).is_ok());
+        let refused = require_read(Some(&token), &HeaderMap::new()).unwrap_err();
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(refused.challenge, Some(READ_CHALLENGE));
+        assert!(require_read(Some(&token), &with("Basic !!!")).is_err());
+        assert!(require_read(Some(&token), &with("Bearer wrong-token-0123456789")).is_err());
+        assert!(require(Some(&token), &bearer, "x").is_ok());
+        assert!(require(Some(&token), &basic, "x").is_err());
+    }
 }

@@ -1,20 +1,20 @@
-//! Channels in the repository: name rules, reading `channels/NAME.json` *for display only*
-//! (unverified: nodes verify signatures themselves; the server holds no trust), and the pause
-//! hint `channels/NAME.pause`, written atomically (temp file, fsync, rename, fsync directory).
+//! Channels in the repository: reading `channels/NAME.json` *for display only* (unverified:
+//! nodes verify signatures themselves; the server holds no trust), and the pause hint
+//! `channels/NAME.pause` in the format of [`proto::Pause`], written atomically (temp file,
+//! fsync, rename, fsync directory). Channel names follow [`proto::check_name`], the rule the
+//! signer and the agent use too.
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::{Deserialize, Serialize};
+use proto::pause::MAX_PAUSE_FILE;
+use proto::Pause;
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::httpdate;
 
-/// Longest channel name.
-pub const MAX_NAME: usize = 64;
-/// The rule, for error messages.
-pub const NAME_RULE: &str = "1 to 64 characters of a-z, 0-9, '.', '_', '-', not starting with '.'";
 /// Largest channel metadata file read for the status (1 MiB).
 pub const MAX_METADATA: u64 = 1024 * 1024;
 /// Most channels listed on the status page.
@@ -22,16 +22,6 @@ pub const MAX_LISTED: usize = 1000;
 
 /// Makes concurrent temp file names distinct within this process.
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Whether `name` is a valid channel name ([`NAME_RULE`]).
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_NAME
-        && !name.starts_with('.')
-        && name.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
-        })
-}
 
 /// `channels/NAME.json`.
 pub fn metadata_path(repo: &Path, name: &str) -> PathBuf {
@@ -112,31 +102,20 @@ fn info_of(doc: &Value) -> Result<ChannelInfo, serde_json::Error> {
     })
 }
 
-/// The content of a pause file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Pause {
-    /// Always `true` (the file's presence is what pauses).
-    pub paused: bool,
-    /// When it was paused (RFC 3339).
-    pub since: Option<String>,
-    /// Why, as the operator said.
-    pub reason: Option<String>,
-}
-
-/// The pause of a channel, if any. A pause file that cannot be parsed still pauses.
+/// The pause file of a channel as read with [`Pause::parse`], `None` when there is none. A
+/// file that cannot be read as a pause object, or is over [`MAX_PAUSE_FILE`], pauses: stopping
+/// is the safe reading of an unsigned hint. `{"paused": false}` does not pause.
 pub fn read_pause(repo: &Path, name: &str) -> io::Result<Option<Pause>> {
     let mut bytes = Vec::new();
     match File::open(pause_path(repo, name)) {
-        Ok(f) => f.take(64 * 1024).read_to_end(&mut bytes)?,
+        Ok(f) => f.take(MAX_PAUSE_FILE + 1).read_to_end(&mut bytes)?,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    let pause = serde_json::from_slice(&bytes).unwrap_or(Pause {
-        paused: true,
-        since: None,
-        reason: None,
-    });
-    Ok(Some(pause))
+    if bytes.len() as u64 > MAX_PAUSE_FILE {
+        bytes.clear();
+    }
+    Ok(Some(Pause::parse(&bytes)))
 }
 
 /// Publishes `channels/NAME.pause` atomically and durably.
@@ -192,7 +171,7 @@ pub fn list(repo: &Path) -> io::Result<Vec<String>> {
         let Some(name) = file_name.to_str().and_then(|n| n.strip_suffix(".json")) else {
             continue;
         };
-        if valid_name(name) {
+        if proto::check_name("channel", name).is_ok() {
             names.push(name.to_owned());
         }
     }
@@ -201,19 +180,54 @@ pub fn list(repo: &Path) -> io::Result<Vec<String>> {
     Ok(names)
 }
 
+/// Every listed channel with whether its pause file pauses it.
+pub fn pause_states(repo: &Path) -> io::Result<Vec<(String, bool)>> {
+    list(repo)?
+        .into_iter()
+        .map(|name| {
+            let paused = read_pause(repo, &name)?.is_some_and(|p| p.paused);
+            Ok((name, paused))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     #[test]
-    fn names() {
-        for ok in ["stable", "beta-2", "lts_24.04", "a"] {
-            assert!(valid_name(ok), "{ok}");
+    fn listing_follows_the_shared_name_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let channels = dir.path().join("channels");
+        fs::create_dir(&channels).unwrap();
+        for file in [
+            "Stable+fips.json",
+            "beta.json",
+            ".hidden.json",
+            "a b.json",
+            "x.pause",
+        ] {
+            fs::write(channels.join(file), "{}").unwrap();
         }
-        for bad in ["", ".hidden", "Stable", "a/b", "a b", "..", &"x".repeat(65)] {
-            assert!(!valid_name(bad), "{bad}");
-        }
+        assert_eq!(list(dir.path()).unwrap(), ["Stable+fips", "beta"]);
+    }
+
+    #[test]
+    fn pause_file_content_decides() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("channels")).unwrap();
+        let file = pause_path(dir.path(), "s");
+        let read = |content: &[u8]| {
+            fs::write(&file, content).unwrap();
+            read_pause(dir.path(), "s").unwrap().unwrap().paused
+        };
+        assert!(!read(br#"{"paused": false}"#));
+        assert!(read(br#"{"paused": true}"#));
+        assert!(read(b"paused"), "unreadable content pauses");
+        assert!(read(b""), "an empty file pauses");
+        let padded = format!(r#"{{"paused": false}}{}"#, " ".repeat(5000));
+        assert!(read(padded.as_bytes()), "an oversized file pauses");
     }
 
     #[test]

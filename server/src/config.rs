@@ -74,6 +74,46 @@ impl Limits {
     }
 }
 
+/// How long the report table keeps its rows. Applied when the server starts and then every
+/// `interval` while it serves; the newest reports of each node are what the status counts, so
+/// a node silent for longer than `max_age` drops out of the counts.
+#[derive(Debug, Clone)]
+pub struct Retention {
+    /// Reports received longer ago than this are deleted. Default 180 days.
+    pub max_age: Duration,
+    /// Only the newest this many reports are kept. Default 1,000,000 (about 200 MB).
+    pub max_rows: u64,
+    /// Time between two prunings while serving. Default 1 hour.
+    pub interval: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            max_age: Duration::from_secs(180 * 24 * 3600),
+            max_rows: 1_000_000,
+            interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl Retention {
+    /// Checks that every value is usable (non-zero).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |name, why| Err(ConfigError::BadLimit { name, why });
+        if self.max_age < Duration::from_secs(1) {
+            return bad("report max age", "at least 1 s");
+        }
+        if self.max_rows == 0 || i64::try_from(self.max_rows).is_err() {
+            return bad("report max rows", "1..=2^63-1");
+        }
+        if self.interval.is_zero() {
+            return bad("report pruning interval", "must be non-zero");
+        }
+        Ok(())
+    }
+}
+
 /// A bearer token. Only its SHA-256 is kept, compared in constant time; `Debug` hides it.
 #[derive(Clone)]
 pub struct Token {
@@ -156,8 +196,13 @@ pub struct Config {
     pub report_token: Option<Token>,
     /// Token operators present to pause/resume; those routes are refused (403) without one.
     pub admin_token: Option<Token>,
+    /// Token to read the status page, the status JSON and the metrics; readable by anyone
+    /// without one.
+    pub status_token: Option<Token>,
     /// Request limits.
     pub limits: Limits,
+    /// Report retention.
+    pub retention: Retention,
 }
 
 impl Config {
@@ -170,7 +215,9 @@ impl Config {
             tls: None,
             report_token: None,
             admin_token: None,
+            status_token: None,
             limits: Limits::default(),
+            retention: Retention::default(),
         }
     }
 }
@@ -199,5 +246,26 @@ mod tests {
             ..Limits::default()
         };
         assert!(l.validate().is_err());
+    }
+
+    #[test]
+    fn retention_must_keep_something() {
+        assert!(Retention::default().validate().is_ok());
+        for r in [
+            Retention {
+                max_rows: 0,
+                ..Retention::default()
+            },
+            Retention {
+                max_age: Duration::ZERO,
+                ..Retention::default()
+            },
+            Retention {
+                interval: Duration::ZERO,
+                ..Retention::default()
+            },
+        ] {
+            assert!(r.validate().is_err(), "{r:?}");
+        }
     }
 }

@@ -2,17 +2,23 @@
 //! every call runs on tokio's blocking pool so the async workers never wait on SQLite.
 //!
 //! Schema: `reports(id, received_at, node_id, channel, from_version, to_version, outcome,
-//! reason)`, append-only. Aggregates use each node's *latest* report in a channel.
-use std::collections::BTreeMap;
+//! reason)`, appended to and pruned by [`Retention`] (by age and by row count). Aggregates
+//! use each node's *latest* report in a channel.
+//!
+//! A channel's [`Summary`] is computed once and then served from memory until a report for
+//! that channel arrives (or a pruning deletes rows): a dashboard polling the status costs no
+//! query. This holds because this process is the database's only writer.
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
+use crate::config::Retention;
 use crate::error::DbError;
-use crate::reports::{Outcome, Report};
+use proto::{Outcome, Report};
 
 /// Most failures listed per channel status.
 pub const MAX_FAILURES_LISTED: u32 = 100;
@@ -29,12 +35,24 @@ CREATE TABLE IF NOT EXISTS reports (
     reason       TEXT
 );
 CREATE INDEX IF NOT EXISTS reports_channel_node ON reports(channel, node_id, id);
+CREATE INDEX IF NOT EXISTS reports_received_at ON reports(received_at);
 ";
+
+/// Summaries by channel, with the release each was computed for. Filled and invalidated only
+/// while the connection lock is held, so a summary computed before an insert is never stored
+/// after that insert's invalidation.
+type SummaryCache = Arc<Mutex<HashMap<String, (Option<String>, Summary)>>>;
 
 /// Handle on the report database; cheap to clone.
 #[derive(Clone)]
 pub struct Db {
     conn: Arc<Mutex<Connection>>,
+    summaries: SummaryCache,
+}
+
+/// The cache, also after a panic elsewhere: a map of finished entries stays usable.
+fn locked(cache: &SummaryCache) -> MutexGuard<'_, HashMap<String, (Option<String>, Summary)>> {
+    cache.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A failed or rolled-back node of the current release.
@@ -77,11 +95,13 @@ impl Db {
         let conn = open_conn(&path).map_err(|source| DbError::Open { path, source })?;
         Ok(Db {
             conn: Arc::new(Mutex::new(conn)),
+            summaries: SummaryCache::default(),
         })
     }
 
     /// Stores a (validated) report; returns its id.
     pub async fn insert(&self, report: Report, received_at: i64) -> Result<i64, DbError> {
+        let cache = Arc::clone(&self.summaries);
         self.with_conn(move |c| {
             c.execute(
                 "INSERT INTO reports (received_at, node_id, channel, from_version, to_version, outcome, reason)
@@ -96,6 +116,7 @@ impl Db {
                     report.reason
                 ],
             )?;
+            locked(&cache).remove(&report.channel);
             Ok(c.last_insert_rowid())
         })
         .await
@@ -107,8 +128,41 @@ impl Db {
         channel: String,
         release: Option<String>,
     ) -> Result<Summary, DbError> {
-        self.with_conn(move |c| summarize(c, &channel, release.as_deref()))
-            .await
+        if let Some((_, hit)) = locked(&self.summaries)
+            .get(&channel)
+            .filter(|(cached_for, _)| *cached_for == release)
+        {
+            return Ok(hit.clone());
+        }
+        let cache = Arc::clone(&self.summaries);
+        self.with_conn(move |c| {
+            let summary = summarize(c, &channel, release.as_deref())?;
+            locked(&cache).insert(channel, (release, summary.clone()));
+            Ok(summary)
+        })
+        .await
+    }
+
+    /// Deletes what `retention` does not keep at time `now` (Unix seconds): reports older
+    /// than `max_age`, then all but the newest `max_rows`. Returns the number deleted.
+    pub async fn prune(&self, retention: &Retention, now: i64) -> Result<u64, DbError> {
+        let age = i64::try_from(retention.max_age.as_secs()).unwrap_or(i64::MAX);
+        let cutoff = now.saturating_sub(age);
+        let keep = i64::try_from(retention.max_rows).unwrap_or(i64::MAX);
+        let cache = Arc::clone(&self.summaries);
+        self.with_conn(move |c| {
+            let old = c.execute("DELETE FROM reports WHERE received_at < ?1", [cutoff])?;
+            let surplus = c.execute(
+                "DELETE FROM reports WHERE id <=
+                   (SELECT id FROM reports ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+                [keep],
+            )?;
+            if old + surplus > 0 {
+                locked(&cache).clear();
+            }
+            Ok((old + surplus) as u64)
+        })
+        .await
     }
 
     /// Number of stored reports (for tests and the page).
@@ -215,4 +269,76 @@ fn release_outcomes(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn report(node: &str) -> Report {
+        Report {
+            node_id: node.into(),
+            channel: "stable".into(),
+            from_version: "1".into(),
+            to_version: "2".into(),
+            outcome: Outcome::Committed,
+            reason: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_old_reports_then_the_oldest_surplus() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let day = 24 * 3600;
+        let now = 1_000 * day;
+        for (node, age_days) in [("old", 40), ("a", 3), ("b", 2), ("c", 1), ("d", 0)] {
+            db.insert(report(node), now - age_days * day).await.unwrap();
+        }
+        let retention = Retention {
+            max_age: Duration::from_secs(30 * 24 * 3600),
+            max_rows: 3,
+            ..Retention::default()
+        };
+        assert_eq!(db.prune(&retention, now).await.unwrap(), 2);
+        assert_eq!(db.count().await.unwrap(), 3);
+        let summary = db.summary("stable".into(), None).await.unwrap();
+        assert_eq!(summary.nodes, 3, "b, c and d are kept");
+        assert_eq!(db.prune(&retention, now).await.unwrap(), 0, "idempotent");
+    }
+
+    #[tokio::test]
+    async fn a_summary_is_served_from_memory_until_a_report_arrives() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        db.insert(report("a"), 1).await.unwrap();
+        let release = Some("2".to_owned());
+        assert_eq!(
+            db.summary("stable".into(), release.clone())
+                .await
+                .unwrap()
+                .nodes,
+            1
+        );
+        // Rows deleted behind the server's back: the cached summary answers, no query ran.
+        let other = Connection::open(dir.path().join("tandem.db")).unwrap();
+        other.execute("DELETE FROM reports", []).unwrap();
+        let cached = db.summary("stable".into(), release.clone()).await.unwrap();
+        assert_eq!(cached.outcomes["committed"], 1);
+        // Another release is another question; a report invalidates the channel.
+        assert_eq!(
+            db.summary("stable".into(), None).await.unwrap().outcomes["committed"],
+            0
+        );
+        db.insert(report("b"), 2).await.unwrap();
+        let fresh = db.summary("stable".into(), release).await.unwrap();
+        assert_eq!(
+            (fresh.nodes, fresh.outcomes["committed"]),
+            (1, 1),
+            "only b is left"
+        );
+    }
 }

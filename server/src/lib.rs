@@ -4,7 +4,8 @@
 //! The repository is a directory of static files; this crate serves it with validators
 //! (`ETag`, `Last-Modified`), conditional and `Range` requests, and adds three small APIs: node
 //! reports (`POST /v1/reports`), channel status (`GET /v1/channels/NAME/status`) and the pause
-//! switch (`POST /v1/channels/NAME/pause|resume`), plus a status page at `/`.
+//! switch (`POST /v1/channels/NAME/pause|resume`), plus a status page at `/` and Prometheus
+//! metrics at `/metrics` (both, and the status, behind an optional read token).
 //!
 //! **Architecture invariant:** this crate never reads, links or needs a signing key. Channel
 //! metadata is read as plain JSON only to *display* it; nodes verify it themselves. The pause
@@ -19,6 +20,7 @@
 )]
 
 pub mod api;
+pub mod app;
 pub mod auth;
 pub mod body;
 pub mod channels;
@@ -27,17 +29,17 @@ pub mod db;
 pub mod error;
 pub mod files;
 pub mod httpdate;
+pub mod metrics;
 pub mod page;
 pub mod path;
 pub mod range;
 pub mod repo;
-pub mod reports;
 pub mod routes;
 pub mod server;
 pub mod status;
 pub mod timed_io;
 pub mod tls;
 
-pub use config::{Config, Limits, TlsFiles, Token};
+pub use config::{Config, Limits, Retention, TlsFiles, Token};
 pub use error::Error;
 pub use server::Server;

@@ -8,9 +8,9 @@ use hyper::{Response, StatusCode};
 use serde_json::Value;
 
 use crate::api::ApiError;
+use crate::app::App;
 use crate::body::ResponseBody;
 use crate::channels;
-use crate::routes::App;
 use crate::status::{self, ChannelStatus};
 
 /// Renders the page.

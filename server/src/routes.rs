@@ -1,11 +1,14 @@
 //! Request routing and the API handlers. Every request passes the path-length check first;
-//! `/v1/…` goes to the API, `/` to the status page, everything else to the static files.
+//! `/v1/…` goes to the API, `/` to the status page, `/metrics` to the metrics, everything else
+//! to the static files; every answer is counted ([`crate::metrics`]).
+//! Every refused API request is answered `{"error": "<why>"}` (see [`crate::api`]).
 //!
 //! | route | method | auth | answers |
 //! |---|---|---|---|
-//! | `/` | GET, HEAD | – | HTML status page |
+//! | `/` | GET, HEAD | status token, if set | HTML status page; 401 |
 //! | `/v1/reports` | POST | report token | 201 `{"id"}`; 400, 401, 403, 408, 413, 415 |
-//! | `/v1/channels/NAME/status` | GET, HEAD | – | 200 status JSON; 400, 404 |
+//! | `/v1/channels/NAME/status` | GET, HEAD | status token, if set | 200 status JSON; 400, 401, 404 |
+//! | `/metrics` | GET, HEAD | status token, if set | OpenMetrics text ([`crate::metrics`]); 401 |
 //! | `/v1/channels/NAME/pause` | POST | admin token | 200 pause JSON; 400, 401, 403, 404 |
 //! | `/v1/channels/NAME/resume` | POST | admin token | 200 `{"channel","paused":false}` |
 //! | anything else | GET, HEAD | – | repository file (see [`crate::files`]) |
@@ -15,52 +18,48 @@ use std::time::{Duration, SystemTime};
 
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body, Bytes, Incoming};
-use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
+use percent_encoding::percent_decode_str;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{self, ApiError};
+use crate::app::App;
 use crate::body::ResponseBody;
-use crate::config::{Limits, Token};
-use crate::db::Db;
+use crate::metrics::{Metered, Route};
 use crate::path::{self, PathRejection};
-use crate::repo::Repo;
-use crate::reports::Report;
 use crate::{auth, channels, files, httpdate, page, status};
+use proto::{Pause, Report};
 
-/// Shared state of all connections.
-pub struct App {
-    /// The repository.
-    pub repo: Repo,
-    /// Report store.
-    pub db: Db,
-    /// Token for `POST /v1/reports`.
-    pub report_token: Option<Token>,
-    /// Token for pause/resume.
-    pub admin_token: Option<Token>,
-    /// Limits.
-    pub limits: Limits,
-}
-
-/// The hyper service function.
+/// The hyper service function: routes the request, then counts it and its body's bytes.
 pub async fn handle(
     app: Arc<App>,
     req: Request<Incoming>,
-) -> Result<Response<ResponseBody>, Infallible> {
+) -> Result<Response<Metered<ResponseBody>>, Infallible> {
+    let route = Route::of(req.uri().path());
+    let resp = route_request(&app, req).await;
+    app.metrics.request(route, resp.status().as_u16());
+    Ok(resp.map(|body| app.metrics.metered(route, body)))
+}
+
+async fn route_request(app: &App, req: Request<Incoming>) -> Response<ResponseBody> {
     let raw = req.uri().path().to_owned();
     if raw.len() > app.limits.max_path_len {
-        return Ok(api::text(StatusCode::URI_TOO_LONG, "request path too long"));
+        return api::text(StatusCode::URI_TOO_LONG, "request path too long");
     }
-    let resp = if raw == "/" {
-        page_route(&app, req.method()).await
+    if raw == "/" {
+        page_route(app, &req).await
+    } else if raw == "/metrics" {
+        metrics_route(app, &req)
+            .await
+            .unwrap_or_else(ApiError::into_response)
     } else if let Some(api_path) = raw.strip_prefix("/v1/") {
-        api_route(&app, api_path, req)
+        api_route(app, api_path, req)
             .await
             .unwrap_or_else(ApiError::into_response)
     } else {
-        static_route(&app, &raw, req.method(), req.headers())
-    };
-    Ok(resp)
+        static_route(app, &raw, req.method(), req.headers())
+    }
 }
 
 fn static_route(
@@ -80,14 +79,46 @@ fn static_route(
     }
 }
 
-async fn page_route(app: &App, method: &Method) -> Response<ResponseBody> {
-    if method != Method::GET && method != Method::HEAD {
+async fn page_route(app: &App, req: &Request<Incoming>) -> Response<ResponseBody> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
         return method_not_allowed("GET, HEAD");
+    }
+    if let Err(e) = auth::require_read(app.status_token.as_ref(), req.headers()) {
+        return e.into_response();
     }
     match page::render(app).await {
         Ok(html) => page::response(html),
         Err(e) => e.into_response(),
     }
+}
+
+/// `GET /metrics`: the pause gauges are refreshed from the repository, then all is encoded.
+async fn metrics_route(
+    app: &App,
+    req: &Request<Incoming>,
+) -> Result<Response<ResponseBody>, ApiError> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Ok(method_not_allowed("GET, HEAD"));
+    }
+    auth::require_read(app.status_token.as_ref(), req.headers())?;
+    let repo = app.repo.path().to_owned();
+    let states = tokio::task::spawn_blocking(move || channels::pause_states(&repo))
+        .await
+        .map_err(|e| ApiError::internal("metrics worker failed", &e))?
+        .map_err(|e| ApiError::internal("cannot read the channels' pause files", &e))?;
+    app.metrics.set_paused(states);
+    let text = app
+        .metrics
+        .encode()
+        .map_err(|e| ApiError::internal("cannot encode the metrics", &e))?;
+    let mut resp = Response::new(ResponseBody::bytes(text));
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    resp.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
 }
 
 async fn api_route(
@@ -102,12 +133,13 @@ async fn api_route(
             post_report(app, req).await
         }
         ["channels", name, action] => {
-            let name = channel_name(name)?;
+            let name = &channel_name(name)?;
             match *action {
                 "status" => {
                     if req.method() != Method::GET && req.method() != Method::HEAD {
                         return Ok(method_not_allowed("GET, HEAD"));
                     }
+                    auth::require_read(app.status_token.as_ref(), req.headers())?;
                     status::response(app, name).await
                 }
                 "pause" | "resume" => {
@@ -139,15 +171,14 @@ fn method_not_allowed(allow: &'static str) -> Response<ResponseBody> {
     resp
 }
 
-fn channel_name(raw: &str) -> Result<&str, ApiError> {
-    if channels::valid_name(raw) {
-        Ok(raw)
-    } else {
-        Err(ApiError::bad_request(format!(
-            "invalid channel name: {}",
-            channels::NAME_RULE
-        )))
-    }
+/// The channel name of an API path segment, percent-decoded (`Edge%2Bfips` is `Edge+fips`),
+/// following the one name rule.
+fn channel_name(raw: &str) -> Result<String, ApiError> {
+    let decoded = percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| ApiError::bad_request("channel name is not UTF-8"))?;
+    proto::check_name("channel", &decoded).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(decoded.into_owned())
 }
 
 #[derive(Serialize)]
@@ -171,9 +202,10 @@ async fn post_report(
     let now = httpdate::unix_seconds(SystemTime::now());
     let id = app
         .db
-        .insert(report, now)
+        .insert(report.clone(), now)
         .await
         .map_err(|e| ApiError::internal("could not store the report", &e))?;
+    app.metrics.report(&report);
     Ok(api::json(StatusCode::CREATED, &Stored { id }))
 }
 
@@ -184,10 +216,12 @@ struct PauseRequest {
     reason: Option<String>,
 }
 
+/// The answer of pause and resume: the channel and its pause state as now on disk.
 #[derive(Serialize)]
-struct Resumed<'a> {
+struct PauseAnswer<'a> {
     channel: &'a str,
-    paused: bool,
+    #[serde(flatten)]
+    pause: Pause,
 }
 
 async fn pause_or_resume(
@@ -204,58 +238,36 @@ async fn pause_or_resume(
     };
     let repo = app.repo.path().to_owned();
     let owned = name.to_owned();
-    let exists =
-        tokio::task::spawn_blocking(move || -> std::io::Result<Option<channels::Pause>> {
-            if !channels::metadata_path(&repo, &owned).is_file() {
-                return Ok(None);
-            }
-            if pause {
-                channels::write_pause(&repo, &owned, reason).map(Some)
-            } else {
-                channels::remove_pause(&repo, &owned).map(|()| Some(not_paused()))
-            }
-        })
-        .await
-        .map_err(|e| ApiError::internal("pause worker failed", &e))?
-        .map_err(|e| ApiError::internal("could not update the pause file", &e))?;
-    let Some(state) = exists else {
-        return Err(ApiError::not_found(format!(
-            "no channel {name} in the repository"
-        )));
-    };
+    let state = tokio::task::spawn_blocking(move || -> std::io::Result<Option<Pause>> {
+        if !channels::metadata_path(&repo, &owned).is_file() {
+            return Ok(None);
+        }
+        if pause {
+            channels::write_pause(&repo, &owned, reason).map(Some)
+        } else {
+            channels::remove_pause(&repo, &owned).map(|()| Some(not_paused()))
+        }
+    })
+    .await
+    .map_err(|e| ApiError::internal("pause worker failed", &e))?
+    .map_err(|e| ApiError::internal("could not update the pause file", &e))?
+    .ok_or_else(|| ApiError::not_found(format!("no channel {name} in the repository")))?;
     tracing::info!(channel = name, paused = pause, "channel pause changed");
-    if pause {
-        Ok(api::json(
-            StatusCode::OK,
-            &PauseAnswer {
-                channel: name,
-                pause: state,
-            },
-        ))
-    } else {
-        Ok(api::json(
-            StatusCode::OK,
-            &Resumed {
-                channel: name,
-                paused: false,
-            },
-        ))
-    }
+    Ok(api::json(
+        StatusCode::OK,
+        &PauseAnswer {
+            channel: name,
+            pause: state,
+        },
+    ))
 }
 
-fn not_paused() -> channels::Pause {
-    channels::Pause {
+fn not_paused() -> Pause {
+    Pause {
         paused: false,
         since: None,
         reason: None,
     }
-}
-
-#[derive(Serialize)]
-struct PauseAnswer<'a> {
-    channel: &'a str,
-    #[serde(flatten)]
-    pause: channels::Pause,
 }
 
 /// The reason of a pause request: an empty body, or `{"reason": "…"}` (≤ 1024 characters).
@@ -267,11 +279,26 @@ async fn pause_reason(app: &App, req: Request<Incoming>) -> Result<Option<String
     let parsed: PauseRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid pause request: {e}")))?;
     match parsed.reason {
-        Some(r) if r.chars().count() > crate::reports::MAX_REASON => Err(ApiError::bad_request(
-            "reason is longer than 1024 characters",
-        )),
-        other => Ok(other),
+        Some(r) => check_pause_reason(&r).map(|()| Some(r)),
+        None => Ok(None),
     }
+}
+
+/// A pause reason is shown on the status page like a report's: the same length and
+/// character rules.
+fn check_pause_reason(reason: &str) -> Result<(), ApiError> {
+    if reason.chars().count() > proto::report::MAX_REASON {
+        return Err(ApiError::bad_request(format!(
+            "reason is longer than {} characters",
+            proto::report::MAX_REASON
+        )));
+    }
+    if reason != proto::report::clean_reason(reason) {
+        return Err(ApiError::bad_request(
+            "reason contains a control or bidi-override character",
+        ));
+    }
+    Ok(())
 }
 
 /// Reads a JSON body: 415 unless `application/json`, 413 over `max` (announced or actual),

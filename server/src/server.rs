@@ -1,11 +1,12 @@
 //! The listener: accepts connections up to the connection cap, wraps them in TLS when
-//! configured, serves HTTP/1.1 with hyper under the configured limits, and shuts down
-//! gracefully (stop accepting, let open requests finish within a grace period).
+//! configured, serves HTTP/1.1 with hyper under the configured limits, prunes the report table
+//! at start and periodically ([`Retention`]), and shuts down gracefully (stop accepting, let
+//! open requests finish within a grace period).
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -15,11 +16,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{Config, Limits};
+use crate::app::App;
+use crate::config::{Config, Limits, Retention};
 use crate::db::Db;
 use crate::error::Error;
+use crate::httpdate;
+use crate::metrics::Metrics;
 use crate::repo::Repo;
-use crate::routes::{self, App};
+use crate::routes;
 use crate::timed_io::TimedIo;
 use crate::tls;
 
@@ -27,6 +31,7 @@ use crate::tls;
 pub struct Server {
     listener: TcpListener,
     app: Arc<App>,
+    retention: Retention,
     tls: Option<TlsAcceptor>,
     http: Arc<http1::Builder>,
 }
@@ -44,9 +49,11 @@ impl Server {
     /// Checks the configuration, opens the database, loads TLS material and binds.
     pub async fn bind(config: Config) -> Result<Server, Error> {
         config.limits.validate()?;
+        config.retention.validate()?;
         let repo = Repo::open(&config.repo)?;
         let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
         let db = Db::open(&config.data_dir)?;
+        prune(&db, &config.retention).await?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| Error::Bind {
@@ -59,11 +66,14 @@ impl Server {
             db,
             report_token: config.report_token,
             admin_token: config.admin_token,
+            status_token: config.status_token,
             limits: config.limits,
+            metrics: Metrics::default(),
         });
         Ok(Server {
             listener,
             app,
+            retention: config.retention,
             tls,
             http,
         })
@@ -83,6 +93,7 @@ impl Server {
     /// `Limits::shutdown_grace`.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         let limits = self.app.limits.clone();
+        let pruning = tokio::spawn(prune_periodically(self.app.db.clone(), self.retention));
         let slots = Arc::new(Semaphore::new(limits.max_connections));
         let (stop_tx, stop_rx) = watch::channel(false);
         let ctx = ConnCtx {
@@ -114,9 +125,34 @@ impl Server {
             }
         }
         drop(self.listener);
+        pruning.abort();
         let _ = stop_tx.send(true);
         drain(&slots, &limits).await;
         Ok(())
+    }
+}
+
+/// Applies the retention once, logging what it deleted.
+async fn prune(db: &Db, retention: &Retention) -> Result<(), crate::error::DbError> {
+    let now = httpdate::unix_seconds(SystemTime::now());
+    let deleted = db.prune(retention, now).await?;
+    if deleted > 0 {
+        tracing::info!(deleted, "old reports pruned");
+    }
+    Ok(())
+}
+
+/// Applies the retention every `retention.interval`; a failure is logged and retried at the
+/// next tick (the server keeps serving).
+async fn prune_periodically(db: Db, retention: Retention) {
+    let mut ticks = tokio::time::interval(retention.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        if let Err(e) = prune(&db, &retention).await {
+            tracing::warn!(error = %e, "pruning old reports failed");
+        }
     }
 }
 
@@ -156,6 +192,7 @@ async fn connection(
     peer: SocketAddr,
     _slot: OwnedSemaphorePermit,
 ) {
+    let _open = ctx.app.metrics.connection();
     let _ = stream.set_nodelay(true);
     let stall = ctx.app.limits.write_stall_timeout;
     match ctx.tls.clone() {

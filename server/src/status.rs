@@ -8,17 +8,19 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::api::{self, ApiError};
+use crate::app::App;
 use crate::body::ResponseBody;
-use crate::channels::{self, ChannelInfo, Pause};
+use crate::channels::{self, ChannelInfo};
 use crate::db::Failure;
-use crate::routes::App;
+use proto::Pause;
 
 /// The status document of one channel.
 #[derive(Debug, Clone, Serialize)]
 pub struct ChannelStatus {
     /// Channel name.
     pub channel: String,
-    /// Whether `channels/NAME.pause` exists.
+    /// Whether `channels/NAME.pause` pauses installs (a file saying `"paused": false` does
+    /// not; one that cannot be read does).
     pub paused: bool,
     /// The pause file's content when paused.
     pub pause: Option<Pause>,
@@ -91,8 +93,8 @@ fn assemble(
 ) -> ChannelStatus {
     ChannelStatus {
         channel: name.to_owned(),
-        paused: pause.is_some(),
-        pause,
+        paused: pause.as_ref().is_some_and(|p| p.paused),
+        pause: pause.filter(|p| p.paused),
         metadata_version: info.metadata_version,
         expires: info.expires,
         release: info.release,

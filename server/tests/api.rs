@@ -282,8 +282,10 @@ fn pause_needs_the_admin_token_and_a_real_channel() {
     assert!(!pause_file.exists());
     let (code, _) = s.raw_get_status("/v1/channels/Bad%20Name/status");
     assert_eq!(code, 400);
-    let (code, _) = s.raw_get_status("/v1/channels/..%2fstable/status");
-    assert_eq!(code, 400);
+    for name in ["..%2fstable", "%2e%2e", "st%00able", "%ff"] {
+        let (code, _) = s.raw_get_status(&format!("/v1/channels/{name}/status"));
+        assert_eq!(code, 400, "{name}");
+    }
     let r = client()
         .get(s.url("/v1/channels/nosuch/status"))
         .send()
@@ -319,4 +321,216 @@ fn status_page_lists_channels_and_escapes() {
     assert!(html.contains("failed: 1"));
     assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
     assert!(!html.contains("<script>"));
+}
+
+/// The body of a refused request: exactly `{"error": "…"}`, so an agent can log the reason.
+fn refusal_reason(r: Response, status: StatusCode) -> String {
+    assert_eq!(r.status(), status);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let body: Value = r.json().unwrap();
+    let object = body.as_object().unwrap();
+    assert_eq!(object.len(), 1, "only an error field: {body}");
+    object["error"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn reasons_with_hidden_characters_are_refused_with_the_cause() {
+    let s = TestServer::start();
+    for (reason, code_point) in [
+        ("disk\u{0}full", "U+0000"),
+        ("health \u{202e}exe.txt", "U+202E"),
+        ("two\nlines", "U+000A"),
+    ] {
+        let r = post_report(&s, &report("n1", "1.0.0", "2.0.0", "failed", Some(reason)));
+        let error = refusal_reason(r, StatusCode::BAD_REQUEST);
+        assert!(error.contains(code_point), "{error}");
+    }
+    let r = post_report(&s, &report("bad node", "1.0.0", "2.0.0", "failed", None));
+    let error = refusal_reason(r, StatusCode::BAD_REQUEST);
+    assert!(error.contains("node_id"), "{error}");
+    assert_eq!(s.stored_reports(), 0);
+    let r = admin(
+        &s,
+        "pause",
+        ADMIN_TOKEN,
+        Some(json!({"reason": "bad\u{202e}txt"})),
+    );
+    let error = refusal_reason(r, StatusCode::BAD_REQUEST);
+    assert!(error.contains("control"), "{error}");
+    assert!(!s.repo().join("channels/stable.pause").exists());
+}
+
+#[test]
+fn channel_names_follow_the_signers_rule() {
+    let s = TestServer::start();
+    let channel = "Edge+fips";
+    std::fs::write(
+        s.repo().join(format!("channels/{channel}.json")),
+        crate::util::channel_doc(4, "3.0.0"),
+    )
+    .unwrap();
+    let mut body = report("n1", "2.0.0", "3.0.0", "committed", None);
+    body["channel"] = json!(channel);
+    assert_eq!(post_report(&s, &body).status(), StatusCode::CREATED);
+    for path in ["Edge+fips", "Edge%2Bfips"] {
+        let r = client()
+            .get(s.url(&format!("/v1/channels/{path}/status")))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        let st: Value = r.json().unwrap();
+        assert_eq!(st["channel"], channel);
+        assert_eq!(st["nodes"]["by_version"], json!({"3.0.0": 1}));
+    }
+    let html = client().get(s.url("/")).send().unwrap().text().unwrap();
+    assert!(html.contains("<td>Edge+fips</td>"), "{html}");
+}
+
+#[test]
+fn the_pause_file_is_read_not_just_seen() {
+    let s = TestServer::start();
+    let pause_file = s.repo().join("channels/stable.pause");
+    std::fs::write(
+        &pause_file,
+        r#"{"paused": false, "reason": "resumed by hand"}"#,
+    )
+    .unwrap();
+    let st = status(&s);
+    assert_eq!(st["paused"], false);
+    assert_eq!(st["pause"], Value::Null);
+    std::fs::write(&pause_file, "stop!").unwrap();
+    let st = status(&s);
+    assert_eq!(st["paused"], true, "unreadable content pauses");
+    std::fs::write(&pause_file, r#"{"paused": true, "reason": "by hand"}"#).unwrap();
+    assert_eq!(status(&s)["pause"]["reason"], "by hand");
+    let r = admin(&s, "resume", ADMIN_TOKEN, None);
+    assert_eq!(
+        r.json::<Value>().unwrap(),
+        json!({"channel": "stable", "paused": false})
+    );
+    assert_eq!(status(&s)["paused"], false);
+}
+
+const STATUS_TOKEN: &str = "status-token-0123456789";
+
+#[test]
+fn status_token_guards_the_page_and_the_status() {
+    let s = TestServer::start_with(|c| {
+        c.status_token = Some(server::Token::new("status", STATUS_TOKEN).unwrap());
+    });
+    assert_eq!(
+        post_report(&s, &report("secret-node", "1", "2.0.0", "failed", None)).status(),
+        StatusCode::CREATED,
+        "reports still take the report token"
+    );
+    for path in [
+        "/",
+        "/v1/channels/stable/status",
+        "/v1/channels/nosuch/status",
+    ] {
+        for token in [None, Some(REPORT_TOKEN), Some("wrong-token-0123456789")] {
+            let mut req = client().get(s.url(path));
+            if let Some(token) = token {
+                req = req.bearer_auth(token);
+            }
+            let r = req.send().unwrap();
+            assert!(
+                r.headers()["www-authenticate"]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("Basic realm="),
+                "{path}: browsers ask for the token"
+            );
+            let error = refusal_reason(r, StatusCode::UNAUTHORIZED);
+            assert!(!error.contains("secret-node"), "{error}");
+        }
+    }
+    let r = client()
+        .get(s.url("/v1/channels/stable/status"))
+        .bearer_auth(STATUS_TOKEN)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let failures = &r.json::<Value>().unwrap()["current_release"]["failures"];
+    assert_eq!(failures[0]["node_id"], "secret-node");
+    let r = client()
+        .get(s.url("/"))
+        .basic_auth("operator", Some(STATUS_TOKEN))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.text().unwrap().contains("secret-node"));
+    let r = client().get(s.url("/root.json")).send().unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "repository files stay public");
+}
+
+#[test]
+fn admin_routes_take_no_basic_credentials() {
+    let s = TestServer::start();
+    let r = client()
+        .post(s.url("/v1/channels/stable/pause"))
+        .basic_auth("admin", Some(ADMIN_TOKEN))
+        .send()
+        .unwrap();
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    refusal_reason(r, StatusCode::UNAUTHORIZED);
+    assert!(!s.repo().join("channels/stable.pause").exists());
+}
+
+/// Writes reports straight into the database of a server not yet started.
+fn seed_reports(data_dir: &std::path::Path, rows: &[(&str, i64)]) {
+    server::db::Db::open(data_dir).unwrap();
+    let conn = rusqlite::Connection::open(data_dir.join("tandem.db")).unwrap();
+    for (node, received_at) in rows {
+        conn.execute(
+            "INSERT INTO reports (received_at, node_id, channel, from_version, to_version, outcome)
+             VALUES (?1, ?2, 'stable', '1.0.0', '2.0.0', 'committed')",
+            rusqlite::params![received_at, node],
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn old_and_surplus_reports_are_pruned_at_start() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let day = 24 * 3600;
+    let s = TestServer::start_with(|c| {
+        seed_reports(
+            &c.data_dir,
+            &[
+                ("ancient", 946_684_800),
+                ("n1", now - 3 * day),
+                ("n2", now - 2 * day),
+                ("n3", now - day),
+                ("n4", now),
+            ],
+        );
+        c.retention.max_age = std::time::Duration::from_secs(30 * day as u64);
+        c.retention.max_rows = 3;
+    });
+    assert_eq!(s.stored_reports(), 3);
+    assert_eq!(status(&s)["nodes"]["total"], 3, "n2, n3 and n4 are kept");
+}
+
+#[test]
+fn reports_are_pruned_while_serving() {
+    let s = TestServer::start_with(|c| {
+        c.retention.max_rows = 2;
+        c.retention.interval = std::time::Duration::from_millis(100);
+    });
+    for node in ["n1", "n2", "n3", "n4"] {
+        let r = post_report(&s, &report(node, "1.0.0", "2.0.0", "committed", None));
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while s.stored_reports() > 2 {
+        assert!(std::time::Instant::now() < deadline, "never pruned");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(s.stored_reports(), 2);
+    assert_eq!(status(&s)["nodes"]["total"], 2);
 }

@@ -14,6 +14,8 @@ fn binary_serves_and_stops_on_sigterm() {
     let fixture = TestServer::start();
     let token_file = fixture.root.path().join("report.token");
     std::fs::write(&token_file, "file-token-0123456789\n").unwrap();
+    let status_token_file = fixture.root.path().join("status.token");
+    std::fs::write(&status_token_file, "status-token-0123456789\n").unwrap();
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--repo"])
         .arg(fixture.repo())
@@ -21,7 +23,11 @@ fn binary_serves_and_stops_on_sigterm() {
         .arg(fixture.root.path().join("bin-data"))
         .arg("--report-token-file")
         .arg(&token_file)
+        .arg("--status-token-file")
+        .arg(&status_token_file)
+        .args(["--report-max-age", "30days", "--report-max-rows", "1000"])
         .env_remove("TANDEM_REPORT_TOKEN")
+        .env_remove("TANDEM_STATUS_TOKEN")
         .env_remove("TANDEM_ADMIN_TOKEN")
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
@@ -53,6 +59,15 @@ fn binary_serves_and_stops_on_sigterm() {
         .send()
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
+    let page = format!("http://{addr}/");
+    let r = crate::util::client().get(&page).send().unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = crate::util::client()
+        .get(&page)
+        .bearer_auth("status-token-0123456789")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
     let killed = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())
@@ -178,4 +193,21 @@ fn openssl(cmd: &mut Command) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn output_to_a_closed_pipe_exits_quietly() {
+    for args in [["--help"], ["--version"]] {
+        let (reader, writer) = rustix::pipe::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(BIN)
+            .args(args)
+            .stdout(Stdio::from(writer))
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {}: {stderr}", out.status);
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
 }

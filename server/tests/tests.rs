@@ -3,7 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod api;
+#[cfg(feature = "cli")]
 mod cli;
 mod files;
 mod hardening;
+mod metrics;
 mod util;

@@ -2,15 +2,16 @@
 //! a validated [`server::Config`].
 //!
 //! Tokens are never taken as flag values (they would show in `ps`): each comes from a file
-//! (`--report-token-file`, `--admin-token-file`, e.g. a systemd credential) or else from the
-//! environment (`TANDEM_REPORT_TOKEN`, `TANDEM_ADMIN_TOKEN`). Giving both is an error.
+//! (`--report-token-file`, `--admin-token-file`, `--status-token-file`, e.g. a systemd
+//! credential) or else from the environment (`TANDEM_REPORT_TOKEN`, `TANDEM_ADMIN_TOKEN`,
+//! `TANDEM_STATUS_TOKEN`). Giving both is an error.
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use server::{Config, Limits, TlsFiles, Token};
+use server::{Config, Limits, Retention, TlsFiles, Token};
 
 /// Serves a Tandem repository, collects node reports and pauses rollouts.
 #[derive(Debug, Parser)]
@@ -50,6 +51,16 @@ pub struct Serve {
     /// File holding the admin token for pause/resume [else env TANDEM_ADMIN_TOKEN; none: refused].
     #[arg(long, value_name = "FILE")]
     admin_token_file: Option<PathBuf>,
+    /// File holding the token to read the status page, status JSON and metrics [else env
+    /// TANDEM_STATUS_TOKEN; none: readable by anyone].
+    #[arg(long, value_name = "FILE")]
+    status_token_file: Option<PathBuf>,
+    /// Reports older than this are deleted (at start, then hourly).
+    #[arg(long, value_name = "DURATION", default_value = "180days", value_parser = humantime::parse_duration)]
+    report_max_age: Duration,
+    /// Only the newest N reports are kept (at start, then hourly).
+    #[arg(long, value_name = "N", default_value_t = Retention::default().max_rows)]
+    report_max_rows: u64,
     /// Most connections served at once.
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_connections)]
     max_connections: usize,
@@ -67,10 +78,9 @@ pub struct Serve {
 impl Serve {
     /// Builds the validated configuration.
     pub fn into_config(self) -> anyhow::Result<Config> {
-        let data = match self.data {
-            Some(d) => d,
-            None => default_data_dir(),
-        };
+        let retention = self.retention()?;
+        let limits = self.limits()?;
+        let data = self.data.unwrap_or_else(default_data_dir);
         let mut config = Config::new(self.repo, self.listen, data);
         config.tls = self
             .tls_cert
@@ -86,23 +96,45 @@ impl Serve {
             self.admin_token_file.as_deref(),
             "TANDEM_ADMIN_TOKEN",
         )?;
-        config.limits = Limits {
-            max_connections: self.max_connections,
-            header_read_timeout: self.header_timeout,
-            body_read_timeout: self.body_timeout,
-            write_stall_timeout: self.write_timeout,
-            ..Limits::default()
-        };
-        config
-            .limits
-            .validate()
-            .context("fix the limit flags (--max-connections, --*-timeout)")?;
+        config.status_token = token(
+            "status",
+            self.status_token_file.as_deref(),
+            "TANDEM_STATUS_TOKEN",
+        )?;
+        config.retention = retention;
+        config.limits = limits;
         if config.report_token.is_none() {
             tracing::warn!(
                 "no report token: POST /v1/reports is refused (set --report-token-file)"
             );
         }
         Ok(config)
+    }
+
+    fn retention(&self) -> anyhow::Result<Retention> {
+        let retention = Retention {
+            max_age: self.report_max_age,
+            max_rows: self.report_max_rows,
+            ..Retention::default()
+        };
+        retention
+            .validate()
+            .context("fix --report-max-age or --report-max-rows")?;
+        Ok(retention)
+    }
+
+    fn limits(&self) -> anyhow::Result<Limits> {
+        let limits = Limits {
+            max_connections: self.max_connections,
+            header_read_timeout: self.header_timeout,
+            body_read_timeout: self.body_timeout,
+            write_stall_timeout: self.write_timeout,
+            ..Limits::default()
+        };
+        limits
+            .validate()
+            .context("fix the limit flags (--max-connections, --*-timeout)")?;
+        Ok(limits)
     }
 }
 

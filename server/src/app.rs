@@ -1,0 +1,25 @@
+//! The state every connection shares: the repository, the report store, the tokens, the
+//! limits and the metrics. Routes, the status and the page read it; none of them owns it, so no module has to
+//! import the router to reach it.
+use crate::config::{Limits, Token};
+use crate::db::Db;
+use crate::metrics::Metrics;
+use crate::repo::Repo;
+
+/// Shared state of all connections.
+pub struct App {
+    /// The repository.
+    pub repo: Repo,
+    /// Report store.
+    pub db: Db,
+    /// Token for `POST /v1/reports`.
+    pub report_token: Option<Token>,
+    /// Token for pause/resume.
+    pub admin_token: Option<Token>,
+    /// Token for the page, the status JSON and the metrics (open to anyone when `None`).
+    pub status_token: Option<Token>,
+    /// Limits.
+    pub limits: Limits,
+    /// Counters and gauges for `GET /metrics`.
+    pub metrics: Metrics,
+}
