@@ -102,6 +102,9 @@ mod tests {
         let (building_tx, building_rx) = mpsc::channel();
         let (finish_tx, finish_rx) = mpsc::channel::<()>();
         std::thread::scope(|s| {
+            // Owned by this closure: if an assertion below fails, unwinding drops it and the
+            // builder stops waiting, so the test fails instead of hanging.
+            let finish_tx = finish_tx;
             let builds = &builds;
             let first = s.spawn(move || {
                 entry(cache, "k", |dir| {
