@@ -1,0 +1,331 @@
+//! The artefacts shared by every run: keys, the root, the slot images, the bundles, the USB
+//! stick, the initramfs and the GRUB image. Built into the cache (`target/realboot/cache/KEY/`)
+//! once per change of their inputs: the binaries, `/init`, the updater configuration, the
+//! kernel, and [`ARTEFACTS_VERSION`] for what the key does not see.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+use super::cache;
+use super::env::{mtools, run, Env, BUSYBOX, MODULES};
+use super::os::{config, Backend, Behaviour, MIB, PRODUCT, RELEASES};
+
+/// Bump when the artefacts change in a way the cache key does not see.
+const ARTEFACTS_VERSION: &str = "realboot-3";
+const INIT: &str = include_str!("../init.sh");
+/// GRUB modules in the standalone image's memdisk (`--install-modules`).
+const GRUB_MODULES: &str =
+    "normal search search_fs_file part_gpt fat loadenv test echo linux configfile";
+/// The embedded config: find the ESP and run the shipped docs/grub.cfg.example from it.
+/// `prefix` stays the memdisk's, or modules would no longer load.
+const GRUB_EMBEDDED_CFG: &str = "search --no-floppy --file --set=tandem_cfgdev /tandem/grub.cfg\n\
+source (${tandem_cfgdev})/tandem/grub.cfg\n";
+/// The directories of the initramfs.
+const INITRD_DIRS: &[&str] = &[
+    "bin",
+    "sbin",
+    "usr/bin",
+    "etc/tandem",
+    "proc",
+    "sys",
+    "dev",
+    "esp",
+    "state",
+    "usb",
+    "slot",
+    "lib/modules",
+    "lib64",
+    "lib/x86_64-linux-gnu",
+    "tmp",
+];
+
+/// The cache entry holding the artefacts.
+#[derive(Debug, Clone)]
+pub struct Artefacts {
+    pub dir: PathBuf,
+}
+
+impl Artefacts {
+    /// The artefacts for these binaries, built first if the cache does not hold them.
+    pub fn get(env: &Env) -> Artefacts {
+        let started = Instant::now();
+        let mut built = false;
+        let dir = cache::entry(&env.work.join("cache"), &Self::key(env), |dir| {
+            Self::build(env, dir);
+            built = true;
+        });
+        if built {
+            eprintln!(
+                "realboot: artefacts built in {:.1?} into {}",
+                started.elapsed(),
+                dir.display()
+            );
+        }
+        Artefacts { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn key(env: &Env) -> String {
+        let mut h = Sha256::new();
+        h.update(ARTEFACTS_VERSION);
+        h.update(INIT);
+        for backend in Backend::ALL {
+            h.update(config(backend));
+        }
+        for bin in ["tandem-updater", "tandem-signer"] {
+            let meta = fs::metadata(env.bin_dir.join(bin)).expect("binary metadata");
+            let mtime = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+            h.update(format!("{bin} {} {mtime:?}", meta.len()));
+        }
+        h.update(env.kernel.to_string_lossy().as_bytes());
+        hex::encode(h.finalize())
+            .get(..16)
+            .expect("hex")
+            .to_string()
+    }
+
+    fn build(env: &Env, dir: &Path) {
+        let signer = |args: &[&str]| {
+            run(env.bin("tandem-signer").args(args).current_dir(dir));
+        };
+        signer(&["keygen", "--out", "rootkey"]);
+        signer(&["keygen", "--out", "release"]);
+        signer(&[
+            "root",
+            "init",
+            "--out",
+            "root.json",
+            "--root-key",
+            "rootkey.pub.pem",
+            "--root-threshold",
+            "1",
+            "--release-key",
+            "release.pub.pem",
+            "--release-threshold",
+            "1",
+            "--sign-with",
+            "rootkey.pem",
+            "--expires",
+            "3650d",
+        ]);
+        for &(version, behaviour, size) in RELEASES {
+            Self::build_release(dir, version, behaviour, size);
+            if version != "1.0.0" {
+                signer(&[
+                    "sign",
+                    "--image",
+                    &format!("v{version}.img"),
+                    "--product",
+                    PRODUCT,
+                    "--version",
+                    version,
+                    "--security-version",
+                    "1",
+                    "--key",
+                    "release.pem",
+                    "--chunk-size",
+                    "1MiB",
+                    "--out",
+                    &format!("v{version}.tandem"),
+                ]);
+            }
+        }
+        Self::build_usb(dir, &signer);
+        Self::build_initrd(env, dir);
+        Self::build_grub(dir);
+    }
+
+    /// A slot image: ext4 with /etc/os-release and the behaviour markers.
+    fn build_release(dir: &Path, version: &str, behaviour: Behaviour, size: u64) {
+        let tree = dir.join(format!("tree-{version}"));
+        fs::create_dir_all(tree.join("etc")).expect("mkdir");
+        fs::write(
+            tree.join("etc/os-release"),
+            format!("NAME=\"Tandem test OS\"\nID=tandem-test\nVERSION_ID={version}\n"),
+        )
+        .expect("os-release");
+        match behaviour {
+            Behaviour::Healthy => fs::write(tree.join("etc/tandem-healthy"), "").expect("marker"),
+            Behaviour::Unhealthy => {}
+            Behaviour::Dies => fs::write(tree.join("etc/tandem-dies"), "").expect("marker"),
+        }
+        if size > 8 * MIB {
+            // Incompressible payload: a write long enough to cut in the middle.
+            let payload = pseudo_random((size - 4 * MIB) as usize, 5);
+            fs::write(tree.join("payload"), payload).expect("payload");
+        }
+        let img = dir.join(format!("v{version}.img"));
+        run(Command::new("mke2fs")
+            .args([
+                "-q",
+                "-F",
+                "-t",
+                "ext4",
+                "-L",
+                &format!("tandem-{version}"),
+                "-d",
+            ])
+            .arg(&tree)
+            .arg(&img)
+            .arg(format!("{}k", size / 1024)));
+        fs::remove_dir_all(&tree).expect("rm tree");
+    }
+
+    /// The USB stick: v2 in a repository layout, the others as bundle files.
+    fn build_usb(dir: &Path, signer: &dyn Fn(&[&str])) {
+        let usb_tree = dir.join("usb");
+        fs::create_dir_all(&usb_tree).expect("mkdir usb");
+        signer(&[
+            "publish",
+            "--repo",
+            "usb/repo",
+            "--channel",
+            "stable",
+            "--key",
+            "release.pem",
+            "--root",
+            "root.json",
+            "--expires",
+            "3650d",
+            "v2.0.0.tandem",
+        ]);
+        for v in ["3.0.0", "4.0.0", "5.0.0"] {
+            fs::rename(
+                dir.join(format!("v{v}.tandem")),
+                usb_tree.join(format!("v{v}.tandem")),
+            )
+            .expect("move bundle");
+        }
+        fs::write(usb_tree.join("step"), "none\n").expect("step");
+        let usb = dir.join("usb.img");
+        run(Command::new("mkfs.vfat")
+            .args(["-C", "-n", "TANDEMUSB"])
+            .arg(&usb)
+            .arg((64 * MIB / 1024).to_string()));
+        let mut mcopy = mtools("mcopy");
+        mcopy.arg("-s").arg("-i").arg(&usb);
+        for entry in fs::read_dir(&usb_tree).expect("ls usb") {
+            mcopy.arg(entry.expect("entry").path());
+        }
+        run(mcopy.arg("::"));
+        fs::remove_dir_all(&usb_tree).expect("rm usb tree");
+    }
+
+    /// The standalone GRUB image.
+    fn build_grub(dir: &Path) {
+        let embedded = dir.join("grub-embedded.cfg");
+        fs::write(&embedded, GRUB_EMBEDDED_CFG).expect("embedded cfg");
+        run(Command::new("grub-mkstandalone")
+            .args(["-O", "x86_64-efi", "--locales=", "--themes=", "--fonts="])
+            .arg(format!("--install-modules={GRUB_MODULES}"))
+            .arg("--modules=part_gpt fat")
+            .arg("-o")
+            .arg(dir.join("grubx64.efi"))
+            .arg(format!("boot/grub/grub.cfg={}", embedded.display())));
+    }
+
+    /// The initramfs: busybox, `/init`, the stripped updater and its libraries, the kernel
+    /// modules, the root and one updater configuration per backend.
+    fn build_initrd(env: &Env, dir: &Path) {
+        let root = dir.join("initrd");
+        for d in INITRD_DIRS {
+            fs::create_dir_all(root.join(d)).expect("mkdir initrd");
+        }
+        fs::copy(BUSYBOX, root.join("bin/busybox")).expect("busybox");
+        let init = root.join("init");
+        fs::write(&init, INIT).expect("init");
+        fs::set_permissions(&init, fs::Permissions::from_mode(0o755)).expect("chmod init");
+        Self::copy_updater(env, &root);
+        Self::copy_modules(env, &root);
+        fs::copy(dir.join("root.json"), root.join("etc/tandem/root.json")).expect("root.json");
+        for backend in Backend::ALL {
+            fs::write(
+                root.join(format!("etc/tandem/{}.toml", backend.name())),
+                config(backend),
+            )
+            .expect("config");
+        }
+        // newc cpio, uncompressed: the kernel unpacks it faster than it would gunzip it.
+        let list = run(Command::new("find").arg(".").current_dir(&root));
+        let mut cpio = Command::new("cpio")
+            .args(["-o", "-H", "newc", "--quiet", "-R", "0:0"])
+            .current_dir(&root)
+            .stdin(Stdio::piped())
+            .stdout(fs::File::create(dir.join("initrd.img")).expect("initrd.img"))
+            .spawn()
+            .expect("cpio");
+        cpio.stdin
+            .take()
+            .expect("stdin")
+            .write_all(list.as_bytes())
+            .expect("cpio input");
+        assert!(cpio.wait().expect("cpio").success(), "cpio failed");
+        fs::remove_dir_all(&root).expect("rm initrd tree");
+    }
+
+    /// The stripped updater, and the shared libraries ldd lists and the dynamic loader at the
+    /// same paths.
+    fn copy_updater(env: &Env, root: &Path) {
+        run(Command::new("strip")
+            .arg("-o")
+            .arg(root.join("usr/bin/tandem-updater"))
+            .arg(env.bin_dir.join("tandem-updater")));
+        let ldd = run(Command::new("ldd").arg(env.bin_dir.join("tandem-updater")));
+        for lib in ldd.lines().filter_map(|l| {
+            l.split_whitespace()
+                .find(|w| w.starts_with('/'))
+                .map(PathBuf::from)
+        }) {
+            let rel = lib.strip_prefix("/").expect("absolute");
+            let to = root.join(rel);
+            fs::create_dir_all(to.parent().expect("parent")).expect("mkdir lib");
+            fs::copy(&lib, &to).unwrap_or_else(|e| panic!("copy {}: {e}", lib.display()));
+        }
+    }
+
+    /// The kernel modules, flat in `/lib/modules`, and the order `/init` loads them in.
+    fn copy_modules(env: &Env, root: &Path) {
+        let mut order = String::new();
+        for m in MODULES {
+            let name = Path::new(m)
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned();
+            fs::copy(
+                env.modules.join(format!("{m}.ko")),
+                root.join(format!("lib/modules/{name}.ko")),
+            )
+            .expect("copy module");
+            writeln!(order, "{name}").expect("fmt");
+        }
+        fs::write(root.join("lib/modules/order"), order).expect("order");
+    }
+}
+
+/// Deterministic incompressible bytes.
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}

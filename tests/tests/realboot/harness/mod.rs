@@ -1,0 +1,27 @@
+//! The real-boot harness: tools, the artefacts shared by every run (cached under
+//! `target/realboot/cache/`), one node's disk and USB stick, a QEMU machine that boots them,
+//! and the disk read back on the host.
+//!
+//! No root, mounts or loop devices: filesystems are made as image files (`mkfs.vfat -C`,
+//! `mke2fs -d`), filled with mtools, `dd conv=notrunc`-ed into place and read back the same
+//! way (mtools at an offset, `debugfs` on a copy of the partition).
+//!
+//! One module per concern, each using only the ones listed before it:
+//! `env` (the tools, the kernel, the workspace's binaries), `os` (the test OS: its releases
+//! and the updater's configuration inside it), `cache` (one entry per key, built once),
+//! `artefacts` (what goes into the cache), `serial` (one boot's console log), `vm` (QEMU),
+//! `node` (a disk and a USB stick, and their state read back).
+
+mod artefacts;
+mod cache;
+mod env;
+mod node;
+mod os;
+mod serial;
+mod vm;
+
+pub use artefacts::Artefacts;
+pub use env::Env;
+pub use node::{Node, SlotBoot};
+pub use os::{Backend, TRIES};
+pub use serial::SerialLog;
