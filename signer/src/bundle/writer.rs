@@ -18,14 +18,12 @@ use time::OffsetDateTime;
 use crate::bundle::header::BundleHeader;
 use crate::canonical;
 use crate::digest::Sha256Digest;
-use crate::error::{Error, KeyError, UsageError};
-use crate::keys::{KeyId, SecretKey};
+use crate::error::{Error, UsageError};
+use crate::keys::Signature;
+use crate::keys::{check_distinct, sign_bytes, KeyId, SecretKey};
 use crate::limits::{Limits, MIN_CHUNK_SIZE};
-use crate::metadata::sign_bytes;
 use crate::role::RoleKind;
-use crate::schema::{
-    check_name, encode_signature_block, ChunkDoc, ImageDoc, ManifestDoc, Signature,
-};
+use crate::schema::{check_name, encode_signature_block, ChunkDoc, ImageDoc, ManifestDoc};
 use crate::time_util::format_rfc3339;
 
 /// What to put in the manifest and how to compress.
@@ -174,17 +172,7 @@ fn check_options(opts: &SignOptions, keys: &[SecretKey], limits: &Limits) -> Res
         ))
         .into());
     }
-    check_distinct(keys)
-}
-
-/// Refuses the same key twice.
-pub(crate) fn check_distinct(keys: &[SecretKey]) -> Result<(), Error> {
-    let mut ids: Vec<KeyId> = keys.iter().map(SecretKey::id).collect();
-    ids.sort();
-    match ids.windows(2).find(|w| w.first() == w.get(1)) {
-        Some(w) => Err(KeyError::Duplicate(w.first().copied().unwrap_or(KeyId([0; 32]))).into()),
-        None => Ok(()),
-    }
+    Ok(check_distinct(keys)?)
 }
 
 fn checked_chunk_count(size: u64, cs: u32, limits: &Limits) -> Result<u64, Error> {

@@ -13,9 +13,9 @@ mod manifest;
 mod names;
 mod root;
 
+pub use crate::keys::Signature;
 pub use channel::{Channel, Release, Rollout};
 pub(crate) use channel::{ChannelDoc, ReleaseDoc, RolloutDoc};
-pub use envelope::Signature;
 pub(crate) use envelope::{
     encode_envelope, encode_signature_block, parse_envelope, parse_signature_block,
 };
