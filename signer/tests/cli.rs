@@ -117,6 +117,29 @@ fn sign_verify_threshold_add_signature_inspect_extract() {
 }
 
 #[test]
+fn a_closed_output_pipe_ends_the_program_quietly() {
+    let d = setup();
+    sign(&d, "1.0.0", &["r1.pem"], "b.tandem");
+    for args in [
+        &["inspect", "--json", "b.tandem"][..],
+        &["inspect", "b.tandem"],
+    ] {
+        // The reader goes away before the program has read its bundle (`| head -c0`).
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tandem-signer"))
+            .args(args)
+            .current_dir(d.path(""))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", d.describe(args, &out));
+        assert_eq!(stderr(&out), "", "{}", d.describe(args, &out));
+    }
+}
+
+#[test]
 fn extract_leaves_nothing_when_the_payload_is_corrupt() {
     let d = setup();
     sign(&d, "1.0.0", &["r1.pem", "r2.pem"], "b.tandem");

@@ -21,6 +21,7 @@ use signer::{Limits, Manifest, PublicKey, RoleKind, SecretKey, Verified};
 use time::OffsetDateTime;
 
 use crate::cli::{Args, Command, PublishArgs, RootCommand, RootContent, SignArgs};
+use crate::out::outln;
 
 /// Runs one command.
 pub fn run(args: Args) -> Result<()> {
@@ -45,7 +46,7 @@ fn keygen(out: &Path) -> Result<()> {
         private.display(),
         public.display()
     );
-    println!("{}", key.id());
+    outln!("{}", key.id());
     Ok(())
 }
 
@@ -95,7 +96,7 @@ fn root(cmd: RootCommand, limits: &Limits) -> Result<()> {
                 .transpose()?;
             let root = metadata::check_root(&doc, old.as_deref(), now_utc(), limits)
                 .with_context(|| format!("{} is not valid", file.display()))?;
-            println!(
+            outln!(
                 "{}: valid root version {}, expires {}",
                 file.display(),
                 root.version(),
@@ -255,9 +256,9 @@ fn sign(a: &SignArgs, limits: &Limits) -> Result<()> {
         s.zero_chunks,
         start.elapsed().as_secs_f64()
     );
-    println!("manifest sha256 {}", s.manifest_sha256);
+    outln!("manifest sha256 {}", s.manifest_sha256);
     for id in &s.signers {
-        println!("signed by {id}");
+        outln!("signed by {id}");
     }
     Ok(())
 }
@@ -274,7 +275,7 @@ fn add_signature(bundle: &Path, keys: &[PathBuf], limits: &Limits) -> Result<()>
     f.sync_all()
         .with_context(|| format!("syncing {}", bundle.display()))?;
     for id in added {
-        println!("signed by {id}");
+        outln!("signed by {id}");
     }
     Ok(())
 }
@@ -309,7 +310,7 @@ fn verify(bundle: &Path, root: &Path, limits: &Limits) -> Result<()> {
         pb.finish_and_clear();
     }
     let signers: Vec<String> = manifest.signers().iter().map(|k| k.short()).collect();
-    println!(
+    outln!(
         "valid: {} {} (security version {}), {} chunks and image sha256 verified, signed by {}",
         manifest.product(),
         manifest.version(),
@@ -336,39 +337,39 @@ fn inspect(bundle: &Path, json: bool, limits: &Limits) -> Result<()> {
             "payload_size": m.payload_len(), "file_size": m.file_len(), "ratio": ratio,
             "manifest_sha256": m.manifest_sha256().to_hex(), "signers": signers, "signatures_verified": false,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("product          {}", m.product());
-    println!(
+    outln!("product          {}", m.product());
+    outln!(
         "version          {} (security version {})",
         m.version(),
         m.security_version()
     );
-    println!("created          {}", format_rfc3339(m.created()));
-    println!(
+    outln!("created          {}", format_rfc3339(m.created()));
+    outln!(
         "image            {} bytes, sha256 {}",
         m.image_size(),
         m.image_sha256()
     );
-    println!(
+    outln!(
         "chunks           {} of {} bytes, {} all-zero (not stored)",
         m.chunks().len(),
         m.chunk_size(),
         m.zero_chunks()
     );
-    println!(
+    outln!(
         "payload          {} bytes (ratio {ratio:.2}), file {} bytes",
         m.payload_len(),
         m.file_len()
     );
-    println!("manifest sha256  {}", m.manifest_sha256());
-    println!(
+    outln!("manifest sha256  {}", m.manifest_sha256());
+    outln!(
         "signatures       {} (NOT verified: use `tandem-signer verify --root`)",
         signers.len()
     );
     for s in signers {
-        println!("  {s}");
+        outln!("  {s}");
     }
     Ok(())
 }
@@ -399,7 +400,7 @@ fn extract_cmd(bundle: &Path, root: &Path, out: &Path, limits: &Limits) -> Resul
     if let Some(pb) = pb {
         pb.finish_and_clear();
     }
-    println!(
+    outln!(
         "wrote {} ({} bytes, sha256 {})",
         out.display(),
         manifest.image_size(),
@@ -431,14 +432,14 @@ fn publish_cmd(a: &PublishArgs, limits: &Limits) -> Result<()> {
     } else {
         "already there, identical"
     };
-    println!("bundle  {} ({copied})", report.bundle_path.display());
-    println!(
+    outln!("bundle  {} ({copied})", report.bundle_path.display());
+    outln!(
         "channel {} version {}",
         report.channel_path.display(),
         report.channel_version
     );
     if let Some(v) = report.root_version {
-        println!("root    version {v}");
+        outln!("root    version {v}");
     }
     Ok(())
 }
