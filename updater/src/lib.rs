@@ -10,7 +10,6 @@ pub mod error;
 pub mod health;
 pub mod http;
 pub mod install;
-pub mod parallel;
 pub mod reports;
 pub mod source;
 pub mod state;
