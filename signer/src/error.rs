@@ -252,6 +252,9 @@ pub enum ChunkFault {
         /// The decoder's message.
         reason: String,
     },
+    /// The stored bytes are not exactly one zstd frame (FORMAT §5).
+    #[error("the stored bytes are not exactly one zstd frame: {0}")]
+    Frame(String),
     /// The frame decoded to the wrong length.
     #[error("decoded to {actual} bytes, expected {expected}")]
     Length {

@@ -160,7 +160,7 @@ pub struct ChannelSpec {
 
 /// The canonical signed bytes of a channel document.
 pub fn channel_signed_bytes(spec: &ChannelSpec) -> Result<Vec<u8>, Error> {
-    check_name(&spec.channel).map_err(|e| UsageError::invalid(format!("channel name: {e}")))?;
+    check_name("channel", &spec.channel).map_err(UsageError::invalid)?;
     check_bundle_path(&spec.bundle).map_err(UsageError::invalid)?;
     if spec.percent > 100 || spec.salt.is_empty() || spec.salt.len() > 64 {
         return Err(UsageError::invalid("percent must be 0–100 and the salt 1–64 bytes").into());

@@ -25,7 +25,8 @@ use crate::keys::{check_distinct, sign_bytes, KeyId, SecretKey};
 use crate::limits::{Limits, MIN_CHUNK_SIZE};
 use crate::role::RoleKind;
 use crate::schema::{
-    check_name, encode_signature_block, max_frame_len, ChunkDoc, ImageDoc, ManifestDoc,
+    check_name, encode_signature_block, max_frame_len, parse_version, ChunkDoc, ImageDoc,
+    ManifestDoc,
 };
 use crate::time_util::format_rfc3339;
 
@@ -158,7 +159,8 @@ pub fn sign_bundle<R: Read + Send, W: Write + Seek>(
 }
 
 fn check_options(opts: &SignOptions, keys: &[SecretKey], limits: &Limits) -> Result<(), Error> {
-    check_name(&opts.product).map_err(|e| UsageError::invalid(format!("product: {e}")))?;
+    check_name("product", &opts.product).map_err(UsageError::invalid)?;
+    parse_version(&opts.version.to_string()).map_err(UsageError::invalid)?;
     let cs = opts.chunk_size;
     if !cs.is_power_of_two() || !(MIN_CHUNK_SIZE..=limits.max_chunk_size).contains(&cs) {
         return Err(UsageError::invalid(format!(

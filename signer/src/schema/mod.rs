@@ -21,6 +21,6 @@ pub(crate) use envelope::{
 };
 pub(crate) use manifest::{max_frame_len, ChunkDoc, ImageDoc, ManifestDoc};
 pub use manifest::{Chunk, Manifest, StoredFrame};
-pub(crate) use names::{check_bundle_path, check_name};
+pub(crate) use names::{check_bundle_path, check_name, parse_version};
 pub(crate) use root::{KeyDoc, RoleDoc, RolesDoc, RootDoc};
 pub use root::{RoleKeys, Root};
