@@ -14,7 +14,7 @@ use signer::files::{
     write_key_pair, Overwrite,
 };
 use signer::metadata::{self, RootSpec};
-use signer::publish::{publish, PublishOptions};
+use signer::publish::{publish_allowing, Allow, PublishOptions};
 use signer::time_util::{format_rfc3339, now_utc, parse_expiry};
 use signer::verify::trust_root;
 use signer::{Limits, Manifest, PublicKey, RoleKind, SecretKey, Verified};
@@ -412,7 +412,7 @@ fn extract_cmd(bundle: &Path, root: &Path, out: &Path, limits: &Limits) -> Resul
 fn publish_cmd(a: &PublishArgs, limits: &Limits) -> Result<()> {
     let keys = secret_keys(&a.keys)?;
     let now = now_utc();
-    let report = publish(&PublishOptions {
+    let options = PublishOptions {
         repo: &a.repo,
         channel: &a.channel,
         bundle: &a.bundle,
@@ -422,10 +422,15 @@ fn publish_cmd(a: &PublishArgs, limits: &Limits) -> Result<()> {
         root: a.root.as_deref(),
         now,
         limits,
-    })
-    .with_context(|| format!("publishing {} to {}", a.bundle.display(), a.repo.display()))?;
-    if a.root.is_none() {
-        eprintln!("note: no --root given: the bundle was only checked structurally and the channel threshold was not checked");
+    };
+    let allow = Allow {
+        below_threshold: a.allow_below_threshold,
+        downgrade: a.allow_downgrade,
+    };
+    let report = publish_allowing(&options, allow)
+        .with_context(|| format!("publishing {} to {}", a.bundle.display(), a.repo.display()))?;
+    for warning in &report.warnings {
+        eprintln!("warning: {warning}");
     }
     let copied = if report.bundle_copied {
         "copied"
