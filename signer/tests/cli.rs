@@ -140,6 +140,93 @@ fn a_closed_output_pipe_ends_the_program_quietly() {
 }
 
 #[test]
+fn the_same_inputs_make_the_same_bundle_whatever_the_threads() {
+    let d = setup();
+    std::fs::write(d.path("img"), sparse_image(3_000_001, 5)).unwrap();
+    let sign_with = |threads: &str, out: &str, created: &[&str]| {
+        let mut args = vec![
+            "sign",
+            "--image",
+            "img",
+            "--product",
+            "os",
+            "--version",
+            "1.0.0",
+            "--security-version",
+            "1",
+            "--chunk-size",
+            "64KiB",
+            "--key",
+            "r1.pem",
+            "--key",
+            "r2.pem",
+            "--threads",
+            threads,
+            "-o",
+            out,
+        ];
+        args.extend(created);
+        d.ok(&args);
+        std::fs::read(d.path(out)).unwrap()
+    };
+    let created = ["--created", "2026-01-31T12:00:00Z"];
+    let one = sign_with("1", "one.tandem", &created);
+    assert_eq!(one, sign_with("3", "three.tandem", &created));
+    assert_eq!(one, sign_with("8", "eight.tandem", &created));
+    let json: serde_json::Value =
+        serde_json::from_slice(&d.ok(&["inspect", "--json", "one.tandem"]).stdout).unwrap();
+    assert_eq!(json["created"], "2026-01-31T12:00:00Z");
+    // SOURCE_DATE_EPOCH (the same instant) gives the same bytes.
+    let epoch = std::process::Command::new(env!("CARGO_BIN_EXE_tandem-signer"))
+        .args([
+            "sign",
+            "--image",
+            "img",
+            "--product",
+            "os",
+            "--version",
+            "1.0.0",
+            "--security-version",
+            "1",
+            "--chunk-size",
+            "64KiB",
+            "--key",
+            "r1.pem",
+            "--key",
+            "r2.pem",
+            "--threads",
+            "2",
+            "-o",
+            "epoch.tandem",
+        ])
+        .env("SOURCE_DATE_EPOCH", "1769860800")
+        .current_dir(d.path(""))
+        .output()
+        .unwrap();
+    assert!(epoch.status.success(), "{}", stderr(&epoch));
+    assert_eq!(one, std::fs::read(d.path("epoch.tandem")).unwrap());
+    let out = d.run(&[
+        "sign",
+        "--image",
+        "img",
+        "--product",
+        "os",
+        "--version",
+        "1.0.0",
+        "--security-version",
+        "1",
+        "--key",
+        "r1.pem",
+        "--created",
+        "2026-01-31 12:00:00Z",
+        "-o",
+        "bad.tandem",
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--created"), "{}", stderr(&out));
+}
+
+#[test]
 fn extract_leaves_nothing_when_the_payload_is_corrupt() {
     let d = setup();
     sign(&d, "1.0.0", &["r1.pem", "r2.pem"], "b.tandem");

@@ -155,6 +155,11 @@ pub struct SignArgs {
     /// Compression threads (default: one per CPU).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// The bundle's creation time, like 2026-01-31T12:00:00Z (default: SOURCE_DATE_EPOCH if
+    /// set, else now). The same image, options, keys and time give the same bundle, byte for
+    /// byte, whatever the number of threads.
+    #[arg(long, value_name = "TIME")]
+    pub created: Option<String>,
     /// Output bundle.
     #[arg(short = 'o', long = "out", value_name = "OUT.tandem")]
     pub out: PathBuf,

@@ -15,7 +15,7 @@ use signer::files::{
 };
 use signer::metadata::{self, RootSpec};
 use signer::publish::{publish_allowing, Allow, PublishOptions};
-use signer::time_util::{format_rfc3339, now_utc, parse_expiry};
+use signer::time_util::{format_rfc3339, now_utc, parse_expiry, parse_rfc3339};
 use signer::verify::trust_root;
 use signer::{Limits, Manifest, PublicKey, RoleKind, SecretKey, Verified};
 use time::OffsetDateTime;
@@ -180,8 +180,13 @@ fn parse_size(s: &str) -> Result<u32> {
         .with_context(|| format!("size `{s}` is too large"))
 }
 
-/// `SOURCE_DATE_EPOCH` (reproducible builds) or now.
-fn created() -> Result<OffsetDateTime> {
+/// `--created`, else `SOURCE_DATE_EPOCH` (reproducible builds), else now.
+fn created(flag: Option<&str>) -> Result<OffsetDateTime> {
+    if let Some(time) = flag {
+        return parse_rfc3339(time).with_context(|| {
+            format!("--created `{time}`: expected a time like 2026-01-31T12:00:00Z")
+        });
+    }
     match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) => {
             let secs: i64 = v
@@ -210,7 +215,12 @@ fn progress_bar(total: u64) -> Option<ProgressBar> {
 fn sign(a: &SignArgs, limits: &Limits) -> Result<()> {
     let version = semver::Version::parse(&a.version)
         .with_context(|| format!("--version `{}` is not semver (like 1.2.3)", a.version))?;
-    let mut opts = SignOptions::new(&a.product, version, a.security_version, created()?);
+    let mut opts = SignOptions::new(
+        &a.product,
+        version,
+        a.security_version,
+        created(a.created.as_deref())?,
+    );
     opts.chunk_size = parse_size(&a.chunk_size).context("--chunk-size")?;
     opts.level = a.level;
     opts.workers = a.threads.unwrap_or(0);
