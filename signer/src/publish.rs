@@ -188,14 +188,8 @@ fn resolve_root(o: &PublishOptions<'_>) -> Result<Option<Verified<Root>>, Error>
         &read_capped(path, o.limits.max_metadata_len)?,
         o.now,
         o.limits,
-    )
-    .map_err(|e| in_file(path, e))?;
+    )?;
     Ok(Some(root))
-}
-
-/// Names the file in a verification error of a document read from it.
-fn in_file(path: &Path, error: Error) -> Error {
-    UsageError::invalid(format!("{}: {error}", path.display())).into()
 }
 
 /// The new channel document must meet the root's release threshold (or be allowed not to).
@@ -232,9 +226,7 @@ fn read_current(path: &Path, limits: &Limits) -> Result<Option<Channel>, Error> 
         return Ok(None);
     }
     let bytes = read_capped(path, limits.max_metadata_len)?;
-    read_channel_unverified(&bytes, limits)
-        .map(Some)
-        .map_err(|e| in_file(path, e))
+    read_channel_unverified(&bytes, limits).map(Some)
 }
 
 /// Refuses a release older (version or security version) than the channel's current one.
