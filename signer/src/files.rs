@@ -180,3 +180,26 @@ fn with_suffix(base: &Path, suffix: &str) -> PathBuf {
 pub fn remove_if_exists(path: &Path) {
     let _ = fs::remove_file(path);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_files_round_trip_and_oversized_ones_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SecretKey::generate();
+        let (private, public) = write_key_pair(&dir.path().join("k"), &key).unwrap();
+        assert_eq!(read_secret_key(&private).unwrap().id(), key.id());
+        assert_eq!(read_public_key(&public).unwrap().id(), key.id());
+        let big = dir.path().join("big.pem");
+        let mut text = key.to_pem().unwrap().to_string();
+        text.push_str(&" ".repeat(MAX_PEM as usize));
+        fs::write(&big, text).unwrap();
+        let error = read_secret_key(&big).unwrap_err().to_string();
+        assert!(error.contains("big.pem"), "{error}");
+        fs::write(&big, [0xff, 0xfe, b'\n']).unwrap();
+        let error = format!("{:?}", read_secret_key(&big).unwrap_err());
+        assert!(error.contains("not a text (PEM) file"), "{error}");
+    }
+}
