@@ -7,6 +7,7 @@ use std::fmt;
 use std::io;
 
 use crate::digest::Sha256Digest;
+pub use crate::keys::KeyError;
 use crate::keys::KeyId;
 use crate::role::{RoleKind, RoleName};
 
@@ -251,6 +252,9 @@ pub enum ChunkFault {
         /// The decoder's message.
         reason: String,
     },
+    /// The stored bytes are not exactly one zstd frame (FORMAT §5).
+    #[error("the stored bytes are not exactly one zstd frame: {0}")]
+    Frame(String),
     /// The frame decoded to the wrong length.
     #[error("decoded to {actual} bytes, expected {expected}")]
     Length {
@@ -320,27 +324,6 @@ fn write_ids(f: &mut fmt::Formatter<'_>, label: &str, ids: &[KeyId]) -> fmt::Res
     }
     let list: Vec<String> = ids.iter().map(KeyId::short).collect();
     write!(f, "; {label}: {}", list.join(", "))
-}
-
-/// A key file or key that cannot be used.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum KeyError {
-    /// Not a PKCS#8 Ed25519 private key in PEM.
-    #[error("not an Ed25519 PKCS#8 PEM private key (\"-----BEGIN PRIVATE KEY-----\"): {0}")]
-    Private(String),
-    /// Not an SPKI Ed25519 public key in PEM.
-    #[error("not an Ed25519 SPKI PEM public key (\"-----BEGIN PUBLIC KEY-----\"): {0}")]
-    Public(String),
-    /// Not a valid hex key id.
-    #[error("invalid key id `{0}`: expected 64 lowercase hex digits")]
-    KeyId(String),
-    /// Signing keys given twice.
-    #[error("key {0} given more than once")]
-    Duplicate(KeyId),
-    /// The key already signed this document.
-    #[error("key {0} has already signed this document")]
-    AlreadySigned(KeyId),
 }
 
 /// The caller asked for something impossible. Never caused by untrusted input.

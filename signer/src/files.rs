@@ -6,6 +6,8 @@ use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use zeroize::Zeroizing;
+
 use crate::error::Error;
 use crate::keys::{PublicKey, SecretKey};
 
@@ -15,13 +17,10 @@ pub fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, Error> {
     let file = File::open(path).map_err(Error::io(ctx()))?;
     let len = file.metadata().map_err(Error::io(ctx()))?.len();
     if len > max {
-        return Err(Error::Io {
-            context: ctx(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("{len} bytes, more than the {max}-byte limit"),
-            ),
-        });
+        return Err(invalid_data(
+            ctx(),
+            format!("{len} bytes, more than the {max}-byte limit"),
+        ));
     }
     let mut buf = Vec::with_capacity(len as usize);
     file.take(max + 1)
@@ -30,22 +29,53 @@ pub fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, Error> {
     Ok(buf)
 }
 
-fn read_pem(path: &Path) -> Result<String, Error> {
-    let bytes = read_capped(path, 64 << 10)?;
-    String::from_utf8(bytes).map_err(|_| Error::Io {
-        context: format!("reading {}", path.display()),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not a text (PEM) file"),
+/// Longest key file read.
+const MAX_PEM: u64 = 64 << 10;
+
+/// Reads a PEM file into a buffer wiped when dropped, allocated once for the largest file
+/// accepted so that no copy of a private key is left behind by a reallocation.
+fn read_pem(path: &Path) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let ctx = || format!("reading {}", path.display());
+    let file = File::open(path).map_err(Error::io(ctx()))?;
+    let mut buf = Zeroizing::new(Vec::with_capacity(MAX_PEM as usize + 1));
+    file.take(MAX_PEM + 1)
+        .read_to_end(&mut buf)
+        .map_err(Error::io(ctx()))?;
+    if buf.len() as u64 > MAX_PEM {
+        return Err(invalid_data(
+            ctx(),
+            format!("more than {MAX_PEM} bytes: not a key file"),
+        ));
+    }
+    Ok(buf)
+}
+
+fn pem_text<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str, Error> {
+    std::str::from_utf8(bytes).map_err(|_| {
+        invalid_data(
+            format!("reading {}", path.display()),
+            "not a text (PEM) file".into(),
+        )
     })
+}
+
+fn invalid_data(context: String, message: String) -> Error {
+    Error::Io {
+        context,
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, message),
+    }
 }
 
 /// Reads a PKCS#8 PEM private key.
 pub fn read_secret_key(path: &Path) -> Result<SecretKey, Error> {
-    Ok(SecretKey::from_pem(&read_pem(path)?)?)
+    let pem = read_pem(path)?;
+    Ok(SecretKey::from_pem(pem_text(path, &pem)?)?)
 }
 
 /// Reads an SPKI PEM public key.
 pub fn read_public_key(path: &Path) -> Result<PublicKey, Error> {
-    Ok(PublicKey::from_pem(&read_pem(path)?)?)
+    let pem = read_pem(path)?;
+    Ok(PublicKey::from_pem(pem_text(path, &pem)?)?)
 }
 
 /// How [`write_atomic`] treats an existing file.
@@ -149,4 +179,27 @@ fn with_suffix(base: &Path, suffix: &str) -> PathBuf {
 /// Removes a file if it exists (cleanup on error paths).
 pub fn remove_if_exists(path: &Path) {
     let _ = fs::remove_file(path);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_files_round_trip_and_oversized_ones_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SecretKey::generate();
+        let (private, public) = write_key_pair(&dir.path().join("k"), &key).unwrap();
+        assert_eq!(read_secret_key(&private).unwrap().id(), key.id());
+        assert_eq!(read_public_key(&public).unwrap().id(), key.id());
+        let big = dir.path().join("big.pem");
+        let mut text = key.to_pem().unwrap().to_string();
+        text.push_str(&" ".repeat(MAX_PEM as usize));
+        fs::write(&big, text).unwrap();
+        let error = read_secret_key(&big).unwrap_err().to_string();
+        assert!(error.contains("big.pem"), "{error}");
+        fs::write(&big, [0xff, 0xfe, b'\n']).unwrap();
+        let error = format!("{:?}", read_secret_key(&big).unwrap_err());
+        assert!(error.contains("not a text (PEM) file"), "{error}");
+    }
 }

@@ -1,6 +1,10 @@
-//! Ed25519 keys (DESIGN §2, FORMAT §6): private keys as PKCS#8 PEM, public keys as SPKI PEM,
-//! both interchangeable with OpenSSL's; the key id is the lowercase hex SHA-256 of the raw
-//! 32-byte public key.
+//! Ed25519 keys (FORMAT §6.1): private keys as PKCS#8 PEM, public keys as SPKI PEM, both
+//! interchangeable with OpenSSL's; the key id is the lowercase hex SHA-256 of the raw 32-byte
+//! public key. Signing with a set of keys ([`sign_bytes`]) and the [`Signature`] they make
+//! live here too, with [`KeyError`]: this module depends on no other error or document type.
+//!
+//! Secrets stay zeroized end to end: a private key's PEM text only ever lives in a
+//! [`Zeroizing`] buffer, and the key itself wipes its bytes when dropped.
 
 use std::fmt;
 use std::str::FromStr;
@@ -11,8 +15,11 @@ use ed25519_dalek::pkcs8::{
 };
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
 use crate::digest::{parse_lower_hex, Sha256Digest};
-use crate::error::KeyError;
+use crate::role::RoleKind;
 
 /// A key id: SHA-256 of the raw 32-byte Ed25519 public key.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -82,8 +89,25 @@ pub struct PublicKey {
 
 impl PublicKey {
     /// From the raw 32 bytes (as stored in `root.json`).
+    /// Refuses what FORMAT §6.1 refuses: a point that does not decode, a non-canonical
+    /// encoding, a point of small order.
     pub fn from_raw(raw: &[u8; 32]) -> Result<Self, KeyError> {
         let key = VerifyingKey::from_bytes(raw).map_err(|e| KeyError::Public(e.to_string()))?;
+        Self::checked(key)
+    }
+
+    /// A key whose encoding is canonical and whose point is not of small order.
+    fn checked(key: VerifyingKey) -> Result<Self, KeyError> {
+        if key.to_edwards().compress().as_bytes() != key.as_bytes() {
+            return Err(KeyError::Public(
+                "the public key is not canonically encoded".into(),
+            ));
+        }
+        if key.is_weak() {
+            return Err(KeyError::Public(
+                "the public key is a point of small order".into(),
+            ));
+        }
         Ok(Self::from_verifying(key))
     }
 
@@ -98,7 +122,7 @@ impl PublicKey {
     pub fn from_pem(pem: &str) -> Result<Self, KeyError> {
         let key =
             VerifyingKey::from_public_key_pem(pem).map_err(|e| KeyError::Public(e.to_string()))?;
-        Ok(Self::from_verifying(key))
+        Self::checked(key)
     }
 
     /// SPKI PEM.
@@ -119,7 +143,8 @@ impl PublicKey {
         self.id
     }
 
-    /// Verifies a signature over `message` (strict: rejects malleable and small-order forms).
+    /// Verifies a signature over `message` strictly (FORMAT §6.1): S < L, R canonical and not
+    /// of small order, and `[S]B = R + [k]A` with `k = SHA-512(R || A || message)`.
     pub fn verify(&self, message: &[u8], signature: &[u8; 64]) -> bool {
         let sig = ed25519_dalek::Signature::from_bytes(signature);
         self.key.verify_strict(message, &sig).is_ok()
@@ -157,16 +182,16 @@ impl SecretKey {
         Ok(Self::from_signing(key))
     }
 
-    /// PKCS#8 v1 PEM, the form OpenSSL writes.
-    pub fn to_pem(&self) -> Result<String, KeyError> {
+    /// PKCS#8 v1 PEM, the form OpenSSL writes; wiped from memory when dropped.
+    pub fn to_pem(&self) -> Result<Zeroizing<String>, KeyError> {
+        // `KeypairBytes` wipes its copy of the secret when dropped.
         let bytes = KeypairBytes {
-            secret_key: self.key.to_bytes(),
+            secret_key: *self.key.as_bytes(),
             public_key: None,
         };
-        let pem = bytes
+        bytes
             .to_pkcs8_pem(LineEnding::LF)
-            .map_err(|e| KeyError::Private(e.to_string()))?;
-        Ok(pem.to_string())
+            .map_err(|e| KeyError::Private(e.to_string()))
     }
 
     /// The public half.
@@ -191,6 +216,77 @@ impl fmt::Debug for SecretKey {
     }
 }
 
+/// Signs `"tandem-v1 <kind>\n" + signed` with each key.
+pub fn sign_bytes(kind: RoleKind, signed: &[u8], keys: &[SecretKey]) -> Vec<Signature> {
+    let message = kind.message(signed);
+    keys.iter()
+        .map(|k| Signature {
+            keyid: k.id(),
+            sig: k.sign(&message),
+        })
+        .collect()
+}
+
+/// Refuses the same key twice.
+pub(crate) fn check_distinct(keys: &[SecretKey]) -> Result<(), KeyError> {
+    let mut ids: Vec<KeyId> = keys.iter().map(SecretKey::id).collect();
+    ids.sort();
+    match ids
+        .windows(2)
+        .find_map(|w| w.first().filter(|&id| Some(id) == w.get(1)))
+    {
+        Some(id) => Err(KeyError::Duplicate(*id)),
+        None => Ok(()),
+    }
+}
+
+/// One signature: the signer's key id and the 64-byte Ed25519 signature (hex in JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signature {
+    /// The signer's key id.
+    pub keyid: KeyId,
+    /// The Ed25519 signature.
+    #[serde(with = "sig_hex")]
+    pub sig: [u8; 64],
+}
+
+mod sig_hex {
+    use super::parse_lower_hex;
+    use serde::Deserialize;
+
+    pub fn serialize<S: serde::Serializer>(sig: &[u8; 64], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(sig))
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[u8; 64], D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        parse_lower_hex::<64>(&s)
+            .ok_or_else(|| serde::de::Error::custom("expected 128 lowercase hex digits"))
+    }
+}
+
+/// A key file or key that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// Not a PKCS#8 Ed25519 private key in PEM.
+    #[error("not an Ed25519 PKCS#8 PEM private key (\"-----BEGIN PRIVATE KEY-----\"): {0}")]
+    Private(String),
+    /// Not an SPKI Ed25519 public key in PEM, or a public key FORMAT §6.1 refuses.
+    #[error("not an Ed25519 SPKI PEM public key (\"-----BEGIN PUBLIC KEY-----\"): {0}")]
+    Public(String),
+    /// Not a valid hex key id.
+    #[error("invalid key id `{0}`: expected 64 lowercase hex digits")]
+    KeyId(String),
+    /// Signing keys given twice.
+    #[error("key {0} given more than once")]
+    Duplicate(KeyId),
+    /// The key already signed this document.
+    #[error("key {0} has already signed this document")]
+    AlreadySigned(KeyId),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,7 +294,8 @@ mod tests {
     #[test]
     fn pem_round_trip_and_key_id() {
         let k = SecretKey::generate();
-        let pem = k.to_pem().unwrap();
+        // The PEM comes back in a buffer that wipes itself when dropped.
+        let pem: Zeroizing<String> = k.to_pem().unwrap();
         assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
         let k2 = SecretKey::from_pem(&pem).unwrap();
         assert_eq!(k2.id(), k.id());
@@ -220,6 +317,48 @@ mod tests {
         assert!(matches!(
             PublicKey::from_pem(&k.to_pem().unwrap()),
             Err(KeyError::Public(_))
+        ));
+    }
+
+    /// `2^255 - 19 + y` in little-endian: a non-canonical encoding of the point with `y`.
+    fn non_canonical(y: u8) -> [u8; 32] {
+        let mut raw = [0xff; 32];
+        raw[0] = 0xed + y;
+        raw[31] = 0x7f;
+        raw
+    }
+
+    #[test]
+    fn small_order_and_non_canonical_public_keys_are_refused() {
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let refused = |raw: &[u8; 32]| matches!(PublicKey::from_raw(raw), Err(KeyError::Public(_)));
+        assert!(VerifyingKey::from_bytes(&identity).is_ok());
+        assert!(refused(&identity), "the identity point has small order");
+        // Some encodings of y >= p decode in the library: each must still be refused.
+        let decodable: Vec<[u8; 32]> = (0..18)
+            .map(non_canonical)
+            .filter(|raw| VerifyingKey::from_bytes(raw).is_ok())
+            .collect();
+        let not_small = |raw: &[u8; 32]| VerifyingKey::from_bytes(raw).is_ok_and(|k| !k.is_weak());
+        assert!(
+            decodable.iter().any(not_small),
+            "the canonical check itself is exercised"
+        );
+        for raw in &decodable {
+            assert!(refused(raw), "{}", hex::encode(raw));
+        }
+        let genuine = SecretKey::generate();
+        assert!(PublicKey::from_raw(genuine.public().raw()).is_ok());
+    }
+
+    #[test]
+    fn the_same_key_twice_is_refused() {
+        let k = SecretKey::generate();
+        let copy = SecretKey::from_pem(&k.to_pem().unwrap()).unwrap();
+        assert!(matches!(
+            check_distinct(&[k, SecretKey::generate(), copy]),
+            Err(KeyError::Duplicate(_))
         ));
     }
 }

@@ -9,30 +9,19 @@ use time::OffsetDateTime;
 use crate::canonical;
 use crate::digest::Sha256Digest;
 use crate::error::{Error, FormatError, KeyError, Section, UsageError};
-use crate::keys::{PublicKey, SecretKey};
+use crate::keys::{check_distinct, sign_bytes, PublicKey, SecretKey};
 use crate::limits::Limits;
 use crate::role::{RoleKind, Threshold};
 use crate::schema::{
     check_bundle_path, check_name, encode_envelope, parse_envelope, ChannelDoc, KeyDoc, ReleaseDoc,
-    RoleDoc, RolesDoc, RolloutDoc, RootDoc, Signature,
+    RoleDoc, RolesDoc, RolloutDoc, RootDoc,
 };
 use crate::time_util::format_rfc3339;
 use crate::verify::{self, Verified};
 
-/// Signs `"tandem-v1 <kind>\n" + signed` with each key.
-pub fn sign_bytes(kind: RoleKind, signed: &[u8], keys: &[SecretKey]) -> Vec<Signature> {
-    let message = kind.message(signed);
-    keys.iter()
-        .map(|k| Signature {
-            keyid: k.id(),
-            sig: k.sign(&message),
-        })
-        .collect()
-}
-
 /// Wraps signed bytes and their signatures into a document file.
 pub fn sign_document(kind: RoleKind, signed: &[u8], keys: &[SecretKey]) -> Result<Vec<u8>, Error> {
-    crate::bundle::writer::check_distinct(keys)?;
+    check_distinct(keys)?;
     encode_envelope(signed, &sign_bytes(kind, signed, keys))
 }
 
@@ -43,7 +32,7 @@ pub fn add_document_signatures(
     keys: &[SecretKey],
     limits: &Limits,
 ) -> Result<Vec<u8>, Error> {
-    crate::bundle::writer::check_distinct(keys)?;
+    check_distinct(keys)?;
     let env = parse_envelope(doc, limits)?;
     let mut sigs = env.signatures.clone();
     for k in keys {
@@ -171,7 +160,7 @@ pub struct ChannelSpec {
 
 /// The canonical signed bytes of a channel document.
 pub fn channel_signed_bytes(spec: &ChannelSpec) -> Result<Vec<u8>, Error> {
-    check_name(&spec.channel).map_err(|e| UsageError::invalid(format!("channel name: {e}")))?;
+    check_name("channel", &spec.channel).map_err(UsageError::invalid)?;
     check_bundle_path(&spec.bundle).map_err(UsageError::invalid)?;
     if spec.percent > 100 || spec.salt.is_empty() || spec.salt.len() > 64 {
         return Err(UsageError::invalid("percent must be 0–100 and the salt 1–64 bytes").into());

@@ -1,8 +1,10 @@
-//! Publishing to a repository directory (DESIGN §4): copy the bundle to
+//! Publishing to a repository directory (FORMAT §10): copy the bundle to
 //! `bundles/<product>-<version>.tandem` (never changing published content), write
 //! `channels/<name>.json` signed by release keys with version previous + 1 and a stable
-//! salt, and, given a root, check the threshold first and place `root.json` / `<N>.root.json`.
+//! salt. Mistakes every node would refuse are caught first: a channel document below the
+//! release threshold, a downgrade, and, when a new root is placed, channels it would refuse.
 
+use std::fmt;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -11,14 +13,14 @@ use time::OffsetDateTime;
 
 use crate::bundle::{extract, BundleHead};
 use crate::digest::Sha256Digest;
-use crate::error::{Error, UsageError};
+use crate::error::{Error, UsageError, VerifyError};
 use crate::files::{read_capped, write_atomic, write_bytes_atomic, Overwrite};
 use crate::keys::SecretKey;
 use crate::limits::Limits;
 use crate::metadata::{channel_signed_bytes, read_channel_unverified, sign_document, ChannelSpec};
 use crate::role::RoleKind;
-use crate::schema::Manifest;
-use crate::verify::{trust_root, verify_channel};
+use crate::schema::{Channel, Manifest, Root};
+use crate::verify::{trust_root, verify_channel, Verified};
 
 /// What to publish.
 #[derive(Debug)]
@@ -35,13 +37,59 @@ pub struct PublishOptions<'a> {
     pub expires: OffsetDateTime,
     /// Rollout share, 0–100.
     pub percent: u8,
-    /// The current `root.json`: when given, the bundle is fully verified and the channel
-    /// document's threshold is checked before anything is written, and the root is copied in.
+    /// The current `root.json`, copied into the repository. Without it the repository's
+    /// own `root.json` is used for the checks (the bundle fully verified, the channel
+    /// document's threshold), which run before anything is written.
     pub root: Option<&'a Path>,
     /// The time now.
     pub now: OffsetDateTime,
     /// Limits.
     pub limits: &'a Limits,
+}
+
+/// Checks of [`publish_allowing`] that an operator may waive; all off by default (STYLE §7).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Allow {
+    /// Write a channel document whose keys do not meet the root's release threshold, or
+    /// that no root can check (no `root`, no `root.json` in the repository).
+    pub below_threshold: bool,
+    /// Offer a lower version or security version than the channel's current release.
+    pub downgrade: bool,
+}
+
+/// Something published that nodes may refuse, for the operator to fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PublishWarning {
+    /// No root was at hand: the channel's signature threshold was not checked.
+    ThresholdUnchecked,
+    /// The channel document does not meet the release threshold (`allow.below_threshold`).
+    BelowThreshold(String),
+    /// Another channel of the repository that nodes trusting the given root will refuse
+    /// (signed by keys the root no longer lists, too few of them, or expired).
+    StaleChannel {
+        /// The channel name.
+        channel: String,
+        /// Why it is refused.
+        reason: String,
+    },
+}
+
+impl fmt::Display for PublishWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PublishWarning::ThresholdUnchecked => f.write_str(
+                "no root given or in the repository: the channel's signature threshold was not checked",
+            ),
+            PublishWarning::BelowThreshold(report) => {
+                write!(f, "published below threshold, every node will refuse it: {report}")
+            }
+            PublishWarning::StaleChannel { channel, reason } => write!(
+                f,
+                "channel `{channel}` will be refused by nodes trusting this root (publish it again): {reason}"
+            ),
+        }
+    }
 }
 
 /// What [`publish`] did.
@@ -57,11 +105,23 @@ pub struct PublishReport {
     pub channel_version: u64,
     /// The root version placed in the repository, if a root was given.
     pub root_version: Option<u64>,
+    /// What nodes may refuse.
+    pub warnings: Vec<PublishWarning>,
 }
 
-/// Publishes a bundle to a channel.
+/// Publishes a bundle to a channel with every check on (see [`publish_allowing`]).
 pub fn publish(o: &PublishOptions<'_>) -> Result<PublishReport, Error> {
-    let manifest = read_bundle(o)?;
+    publish_allowing(o, Allow::default())
+}
+
+/// Publishes a bundle to a channel. The root is `o.root`, else the repository's `root.json`:
+/// the bundle is verified against it and the channel document must meet its release
+/// threshold (without any root, publishing is refused unless `allow.below_threshold`). A
+/// release older than the channel's current one is refused unless `allow.downgrade`. With
+/// `o.root`, the other channels that root would refuse are listed as warnings.
+pub fn publish_allowing(o: &PublishOptions<'_>, allow: Allow) -> Result<PublishReport, Error> {
+    let root = resolve_root(o)?;
+    let manifest = read_bundle(o, root.as_ref())?;
     let rel = format!(
         "bundles/{}-{}.tandem",
         manifest.product(),
@@ -75,7 +135,11 @@ pub fn publish(o: &PublishOptions<'_>) -> Result<PublishReport, Error> {
             o.repo.join(dir).display()
         )))?;
     }
-    let (version, salt) = next_channel_state(&channel_path, o.limits)?;
+    let current = read_current(&channel_path, o.limits)?;
+    if !allow.downgrade {
+        check_not_downgrade(current.as_ref(), &manifest, &channel_path)?;
+    }
+    let (version, salt) = next_channel_state(current)?;
     let spec = ChannelSpec {
         channel: o.channel.to_owned(),
         version,
@@ -90,56 +154,161 @@ pub fn publish(o: &PublishOptions<'_>) -> Result<PublishReport, Error> {
         salt,
     };
     let doc = sign_document(RoleKind::Channel, &channel_signed_bytes(&spec)?, o.keys)?;
-    if let Some(root) = o.root {
-        let root = trust_root(
-            &read_capped(root, o.limits.max_metadata_len)?,
-            o.now,
-            o.limits,
-        )?;
-        verify_channel(&root, &doc, o.channel, version, o.now, o.limits)?;
-    }
+    let mut warnings = check_channel(o, root.as_ref(), &doc, version, allow)?
+        .into_iter()
+        .collect::<Vec<_>>();
     let bundle_copied = copy_bundle(o.bundle, &bundle_path)?;
     let root_version = o
         .root
         .map(|r| place_root(o.repo, r, o.now, o.limits))
         .transpose()?;
     write_bytes_atomic(&channel_path, 0o644, Overwrite::Replace, &doc)?;
+    if let (Some(root), Some(_)) = (&root, o.root) {
+        warnings.extend(stale_channels(o, root)?);
+    }
     Ok(PublishReport {
         bundle_path,
         bundle_copied,
         channel_path,
         channel_version: version,
         root_version,
+        warnings,
     })
 }
 
-/// Reads the bundle: fully verified (every chunk) against the root if one is given, else
-/// structurally (header, manifest, length) only.
-fn read_bundle(o: &PublishOptions<'_>) -> Result<Manifest, Error> {
-    let mut f =
-        File::open(o.bundle).map_err(Error::io(format!("opening {}", o.bundle.display())))?;
-    let head = BundleHead::read(&mut f, o.limits)?;
-    let Some(root_path) = o.root else {
-        return head.manifest_unverified(o.limits);
+/// The root to check against: the one given, else the repository's own, else none.
+fn resolve_root(o: &PublishOptions<'_>) -> Result<Option<Verified<Root>>, Error> {
+    let repo_root = o.repo.join("root.json");
+    let path = match o.root {
+        Some(path) => path,
+        None if repo_root.exists() => &repo_root,
+        None => return Ok(None),
     };
     let root = trust_root(
-        &read_capped(root_path, o.limits.max_metadata_len)?,
+        &read_capped(path, o.limits.max_metadata_len)?,
         o.now,
         o.limits,
     )?;
-    let manifest = head.verify(&root, o.limits)?;
+    Ok(Some(root))
+}
+
+/// The new channel document must meet the root's release threshold (or be allowed not to).
+fn check_channel(
+    o: &PublishOptions<'_>,
+    root: Option<&Verified<Root>>,
+    doc: &[u8],
+    version: u64,
+    allow: Allow,
+) -> Result<Option<PublishWarning>, Error> {
+    let Some(root) = root else {
+        if allow.below_threshold {
+            return Ok(Some(PublishWarning::ThresholdUnchecked));
+        }
+        return Err(UsageError::invalid(format!(
+            "cannot check the channel's signature threshold: no root given and no {} (give --root root.json, or --allow-below-threshold to publish unchecked)",
+            o.repo.join("root.json").display()
+        ))
+        .into());
+    };
+    match verify_channel(root, doc, o.channel, version, o.now, o.limits) {
+        Ok(_) => Ok(None),
+        Err(Error::Verify(VerifyError::ThresholdNotMet(report))) if allow.below_threshold => {
+            Ok(Some(PublishWarning::BelowThreshold(report.to_string())))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The channel's current document, read WITHOUT verifying it (the publisher's own previous
+/// document: its version, salt and release carry over). Never use this on the device.
+fn read_current(path: &Path, limits: &Limits) -> Result<Option<Channel>, Error> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let bytes = read_capped(path, limits.max_metadata_len)?;
+    read_channel_unverified(&bytes, limits).map(Some)
+}
+
+/// Refuses a release older (version or security version) than the channel's current one.
+fn check_not_downgrade(
+    current: Option<&Channel>,
+    manifest: &Manifest,
+    path: &Path,
+) -> Result<(), Error> {
+    let Some(current) = current else {
+        return Ok(());
+    };
+    let old = &current.release;
+    if manifest.version() < &old.version || manifest.security_version() < old.security_version {
+        return Err(UsageError::invalid(format!(
+            "{} offers {} {} (security version {}); publishing {} (security version {}) would be a downgrade, which nodes refuse (use --allow-downgrade to publish it anyway)",
+            path.display(),
+            old.product,
+            old.version,
+            old.security_version,
+            manifest.version(),
+            manifest.security_version()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// The repository's other channels that `root` does not accept now.
+fn stale_channels(
+    o: &PublishOptions<'_>,
+    root: &Verified<Root>,
+) -> Result<Vec<PublishWarning>, Error> {
+    let dir = o.repo.join("channels");
+    let entries =
+        std::fs::read_dir(&dir).map_err(Error::io(format!("listing {}", dir.display())))?;
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(Error::io(format!("listing {}", dir.display())))?;
+        let file = entry.file_name();
+        match file.to_str().and_then(|f| f.strip_suffix(".json")) {
+            Some(name) if name != o.channel => names.push(name.to_owned()),
+            _ => {}
+        }
+    }
+    names.sort();
+    let mut stale = Vec::new();
+    for channel in names {
+        let doc = read_capped(
+            &dir.join(format!("{channel}.json")),
+            o.limits.max_metadata_len,
+        )?;
+        if let Err(e) = verify_channel(root, &doc, &channel, 0, o.now, o.limits) {
+            stale.push(PublishWarning::StaleChannel {
+                channel,
+                reason: e.to_string(),
+            });
+        }
+    }
+    Ok(stale)
+}
+
+/// Reads the bundle: fully verified (every chunk) against the root if there is one, else
+/// structurally (header, manifest, length) only.
+fn read_bundle(o: &PublishOptions<'_>, root: Option<&Verified<Root>>) -> Result<Manifest, Error> {
+    let mut f =
+        File::open(o.bundle).map_err(Error::io(format!("opening {}", o.bundle.display())))?;
+    let head = BundleHead::read(&mut f, o.limits)?;
+    let Some(root) = root else {
+        return head.manifest_unverified(o.limits);
+    };
+    let manifest = head.verify(root, o.limits)?;
     extract(&manifest, BufReader::new(&mut f), io::sink(), &mut |_| {})?;
     Ok(manifest.into_inner())
 }
 
 /// Version previous + 1 and the previous salt, or version 1 and a fresh random salt.
-fn next_channel_state(path: &Path, limits: &Limits) -> Result<(u64, Vec<u8>), Error> {
-    if !path.exists() {
+fn next_channel_state(current: Option<Channel>) -> Result<(u64, Vec<u8>), Error> {
+    let Some(old) = current else {
         let mut salt = vec![0u8; 16];
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut salt);
         return Ok((1, salt));
-    }
-    let old = read_channel_unverified(&read_capped(path, limits.max_metadata_len)?, limits)?;
+    };
     let next = old
         .version
         .checked_add(1)

@@ -117,6 +117,116 @@ fn sign_verify_threshold_add_signature_inspect_extract() {
 }
 
 #[test]
+fn a_closed_output_pipe_ends_the_program_quietly() {
+    let d = setup();
+    sign(&d, "1.0.0", &["r1.pem"], "b.tandem");
+    for args in [
+        &["inspect", "--json", "b.tandem"][..],
+        &["inspect", "b.tandem"],
+    ] {
+        // The reader goes away before the program has read its bundle (`| head -c0`).
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tandem-signer"))
+            .args(args)
+            .current_dir(d.path(""))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", d.describe(args, &out));
+        assert_eq!(stderr(&out), "", "{}", d.describe(args, &out));
+    }
+}
+
+#[test]
+fn the_same_inputs_make_the_same_bundle_whatever_the_threads() {
+    let d = setup();
+    std::fs::write(d.path("img"), sparse_image(3_000_001, 5)).unwrap();
+    let sign_with = |threads: &str, out: &str, created: &[&str]| {
+        let mut args = vec![
+            "sign",
+            "--image",
+            "img",
+            "--product",
+            "os",
+            "--version",
+            "1.0.0",
+            "--security-version",
+            "1",
+            "--chunk-size",
+            "64KiB",
+            "--key",
+            "r1.pem",
+            "--key",
+            "r2.pem",
+            "--threads",
+            threads,
+            "-o",
+            out,
+        ];
+        args.extend(created);
+        d.ok(&args);
+        std::fs::read(d.path(out)).unwrap()
+    };
+    let created = ["--created", "2026-01-31T12:00:00Z"];
+    let one = sign_with("1", "one.tandem", &created);
+    assert_eq!(one, sign_with("3", "three.tandem", &created));
+    assert_eq!(one, sign_with("8", "eight.tandem", &created));
+    let json: serde_json::Value =
+        serde_json::from_slice(&d.ok(&["inspect", "--json", "one.tandem"]).stdout).unwrap();
+    assert_eq!(json["created"], "2026-01-31T12:00:00Z");
+    // SOURCE_DATE_EPOCH (the same instant) gives the same bytes.
+    let epoch = std::process::Command::new(env!("CARGO_BIN_EXE_tandem-signer"))
+        .args([
+            "sign",
+            "--image",
+            "img",
+            "--product",
+            "os",
+            "--version",
+            "1.0.0",
+            "--security-version",
+            "1",
+            "--chunk-size",
+            "64KiB",
+            "--key",
+            "r1.pem",
+            "--key",
+            "r2.pem",
+            "--threads",
+            "2",
+            "-o",
+            "epoch.tandem",
+        ])
+        .env("SOURCE_DATE_EPOCH", "1769860800")
+        .current_dir(d.path(""))
+        .output()
+        .unwrap();
+    assert!(epoch.status.success(), "{}", stderr(&epoch));
+    assert_eq!(one, std::fs::read(d.path("epoch.tandem")).unwrap());
+    let out = d.run(&[
+        "sign",
+        "--image",
+        "img",
+        "--product",
+        "os",
+        "--version",
+        "1.0.0",
+        "--security-version",
+        "1",
+        "--key",
+        "r1.pem",
+        "--created",
+        "2026-01-31 12:00:00Z",
+        "-o",
+        "bad.tandem",
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--created"), "{}", stderr(&out));
+}
+
+#[test]
 fn extract_leaves_nothing_when_the_payload_is_corrupt() {
     let d = setup();
     sign(&d, "1.0.0", &["r1.pem", "r2.pem"], "b.tandem");
@@ -279,6 +389,163 @@ fn publish_refuses_a_channel_short_of_threshold() {
         stderr(&out)
     );
     assert!(!d.path("repo/channels/stable.json").exists());
+}
+
+/// `publish --repo repo --channel CHANNEL BUNDLE --key K… EXTRA…`.
+fn publish_args<'a>(
+    channel: &'a str,
+    bundle: &'a str,
+    keys: &[&'a str],
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec!["publish", "--repo", "repo", "--channel", channel, bundle];
+    for k in keys {
+        args.extend(["--key", k]);
+    }
+    args.extend(extra);
+    args
+}
+
+#[test]
+fn publish_below_threshold_is_refused_even_without_root() {
+    let d = setup();
+    sign(&d, "1.0.0", &["r1.pem", "r2.pem"], "b.tandem");
+    // No --root and no root.json in the repository: nothing can check the threshold.
+    let out = d.fails(&publish_args("stable", "b.tandem", &["r1.pem"], &[]));
+    assert!(
+        stderr(&out).contains("--allow-below-threshold"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!d.path("repo/channels/stable.json").exists());
+    // The repository's root.json is the default root: one of two release keys is refused.
+    std::fs::create_dir_all(d.path("repo")).unwrap();
+    std::fs::copy(d.path("root.json"), d.path("repo/root.json")).unwrap();
+    let out = d.fails(&publish_args("stable", "b.tandem", &["r1.pem"], &[]));
+    assert!(
+        stderr(&out).contains("threshold not met"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!d.path("repo/channels/stable.json").exists());
+    // Asked for explicitly, it is written, with a warning.
+    let out = d.ok(&publish_args(
+        "stable",
+        "b.tandem",
+        &["r1.pem"],
+        &["--allow-below-threshold"],
+    ));
+    let err = stderr(&out);
+    assert!(err.contains("warning: published below threshold"), "{err}");
+    assert!(d.path("repo/channels/stable.json").exists());
+    // Two keys: checked against the repository's root, no warning.
+    let out = d.ok(&publish_args(
+        "stable",
+        "b.tandem",
+        &["r1.pem", "r2.pem"],
+        &[],
+    ));
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+}
+
+#[test]
+fn publish_refuses_a_downgrade_unless_allowed() {
+    let d = setup();
+    sign(&d, "2.0.0", &["r1.pem", "r2.pem"], "v2.tandem");
+    sign(&d, "1.0.0", &["r1.pem", "r2.pem"], "v1.tandem");
+    let root = ["--root", "root.json"];
+    d.ok(&publish_args(
+        "stable",
+        "v2.tandem",
+        &["r1.pem", "r2.pem"],
+        &root,
+    ));
+    let out = d.fails(&publish_args(
+        "stable",
+        "v1.tandem",
+        &["r1.pem", "r2.pem"],
+        &root,
+    ));
+    let err = stderr(&out);
+    assert!(
+        err.contains("downgrade") && err.contains("--allow-downgrade"),
+        "{err}"
+    );
+    let read = || std::fs::read(d.path("repo/channels/stable.json")).unwrap();
+    let v2 = read();
+    assert!(!d.path("repo/bundles/os-1.0.0.tandem").exists());
+    // Re-publishing the same release (to widen a rollout) is no downgrade.
+    d.ok(&publish_args(
+        "stable",
+        "v2.tandem",
+        &["r1.pem", "r2.pem"],
+        &root,
+    ));
+    let mut allowed = root.to_vec();
+    allowed.push("--allow-downgrade");
+    d.ok(&publish_args(
+        "stable",
+        "v1.tandem",
+        &["r1.pem", "r2.pem"],
+        &allowed,
+    ));
+    assert_ne!(read(), v2);
+    let json: serde_json::Value = serde_json::from_slice(&read()).unwrap();
+    assert_eq!(json["signed"]["release"]["version"], "1.0.0");
+}
+
+#[test]
+fn publishing_under_a_new_root_lists_the_channels_it_would_refuse() {
+    let d = setup();
+    d.ok(&["keygen", "--out", "r4"]);
+    sign(&d, "1.0.0", &["r1.pem", "r2.pem"], "v1.tandem");
+    let root = ["--root", "root.json"];
+    for channel in ["beta", "edge", "stable"] {
+        d.ok(&publish_args(
+            channel,
+            "v1.tandem",
+            &["r1.pem", "r2.pem"],
+            &root,
+        ));
+    }
+    // Root 2 drops r1 and r2: only r3 and the new r4 release.
+    d.ok(&[
+        "root",
+        "rotate",
+        "--trusted",
+        "root.json",
+        "-o",
+        "root2.json",
+        "--root-key",
+        "root.pub.pem",
+        "--root-threshold",
+        "1",
+        "--release-key",
+        "r3.pub.pem",
+        "--release-key",
+        "r4.pub.pem",
+        "--release-threshold",
+        "2",
+        "--sign-with",
+        "root.pem",
+    ]);
+    sign(&d, "2.0.0", &["r3.pem", "r4.pem"], "v2.tandem");
+    let root2 = ["--root", "root2.json"];
+    let out = d.ok(&publish_args(
+        "stable",
+        "v2.tandem",
+        &["r3.pem", "r4.pem"],
+        &root2,
+    ));
+    let err = stderr(&out);
+    for stale in ["beta", "edge"] {
+        assert!(
+            err.contains(&format!("warning: channel `{stale}` will be refused")),
+            "{err}"
+        );
+    }
+    assert!(!err.contains("`stable`"), "{err}");
+    assert!(err.contains("threshold not met"), "{err}");
 }
 
 #[test]

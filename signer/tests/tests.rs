@@ -5,6 +5,7 @@
 mod util;
 
 mod cli;
+mod format;
 mod handwritten;
 mod hostile;
 mod limits;

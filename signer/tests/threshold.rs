@@ -4,7 +4,8 @@
 use std::io::Cursor;
 
 use signer::bundle::{add_signatures, BundleHead};
-use signer::metadata::{sign_bytes, sign_document};
+use signer::keys::sign_bytes;
+use signer::metadata::sign_document;
 use signer::{Error, KeyError, Limits, RoleKind, VerifyError};
 
 use crate::util::*;

@@ -11,12 +11,13 @@ use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use partitions::io::BlockDevice;
+use pipeline::{ordered_map, Shape};
 use sha2::{Digest, Sha256};
+use signer::bundle::ChunkDecoder;
 use signer::verify::Verified;
 use signer::{Chunk, Manifest, Sha256Digest};
 
 use crate::error::{Error, Result};
-use crate::parallel::ordered_map;
 use crate::source::BundleSource;
 
 /// Tuning of the pipeline; the defaults suit a node.
@@ -123,11 +124,16 @@ pub fn write_image(
         }
         Ok(piece)
     });
+    let shape = Shape {
+        workers: options.workers,
+        window: options.window,
+    };
     ordered_map(
         inputs,
-        options.workers,
-        options.window,
-        |piece| decode(piece, &source_name),
+        shape,
+        // One zstd context per worker, kept for every chunk it decodes.
+        || ChunkDecoder::new().map_err(Error::verify(source_name.as_str())),
+        |decoder, piece| decode(decoder, piece, &source_name),
         |(chunk, data, reused)| {
             match &data {
                 Some(bytes) => {
@@ -193,15 +199,21 @@ pub fn write_image(
     Ok(report)
 }
 
-/// Decompresses and hash-checks a stored chunk; zero chunks pass through as `None`; the
-/// flag says the bytes came from the active slot.
-fn decode(piece: Piece, source_name: &str) -> Result<(Chunk, Option<Vec<u8>>, bool)> {
+/// Decompresses and hash-checks a stored chunk with the worker's decoder; zero chunks pass
+/// through as `None`; the flag says the bytes came from the active slot.
+fn decode(
+    decoder: &mut ChunkDecoder,
+    piece: Piece,
+    source_name: &str,
+) -> Result<(Chunk, Option<Vec<u8>>, bool)> {
     match piece {
         Piece::Zero(chunk) => Ok((chunk, None, false)),
         Piece::Reused(chunk, bytes) => Ok((chunk, Some(bytes), true)),
         Piece::Data(chunk, compressed) => {
-            let data = signer::bundle::decode_chunk(&chunk, &compressed)
-                .map_err(Error::verify(source_name))?;
+            let mut data = Vec::new();
+            decoder
+                .decode_into(&chunk, &compressed, &mut data)
+                .map_err(|e| Error::verify(source_name)(e.into()))?;
             Ok((chunk, Some(data), false))
         }
     }

@@ -12,7 +12,6 @@ pub mod health;
 pub mod http;
 pub mod install;
 pub mod lock;
-pub mod parallel;
 pub mod reports;
 pub mod source;
 pub mod state;

@@ -6,9 +6,8 @@ use std::io::{Read, Seek, SeekFrom, Write};
 
 use crate::bundle::head::BundleHead;
 use crate::error::{Error, KeyError, UsageError};
-use crate::keys::{KeyId, SecretKey};
+use crate::keys::{check_distinct, sign_bytes, KeyId, SecretKey};
 use crate::limits::Limits;
-use crate::metadata::sign_bytes;
 use crate::role::RoleKind;
 use crate::schema::encode_signature_block;
 
@@ -19,7 +18,7 @@ pub fn add_signatures<F: Read + Write + Seek>(
     keys: &[SecretKey],
     limits: &Limits,
 ) -> Result<Vec<KeyId>, Error> {
-    crate::bundle::writer::check_distinct(keys)?;
+    check_distinct(keys)?;
     let head = BundleHead::read(file, limits)?;
     let mut signatures = head.signatures().to_vec();
     for key in keys {

@@ -1,4 +1,4 @@
-//! Chunk decoding (FORMAT §5): each stored chunk is one zstd frame, decompressed with an
+//! Chunk decoding (FORMAT §5): each stored chunk is exactly one zstd frame, decompressed with an
 //! output cap of the chunk's raw length and released only after its SHA-256 matched the
 //! verified manifest. [`decode_chunk`] is pure so callers can decode in parallel or fetch
 //! single chunks by range; [`ChunkReader`] walks a whole bundle; [`extract`] adds the
@@ -49,6 +49,7 @@ impl ChunkDecoder {
                 actual: compressed.len() as u64,
             }));
         }
+        check_one_frame(compressed).map_err(fault)?;
         if out.len() != len {
             out.resize(len, 0);
         }
@@ -75,6 +76,31 @@ impl ChunkDecoder {
             }));
         }
         Ok(())
+    }
+}
+
+/// The zstd frame magic number (RFC 8878 §3.1.1), little-endian on the wire.
+const ZSTD_MAGIC: [u8; 4] = 0xFD2F_B528u32.to_le_bytes();
+
+/// FORMAT §5: a stored chunk is exactly one zstd frame of exactly its length: not several
+/// frames, no skippable frame, nothing after the frame. (The decoder would accept all three,
+/// letting unsigned bytes ride in the payload.)
+fn check_one_frame(compressed: &[u8]) -> Result<(), ChunkFault> {
+    if compressed.get(..4) != Some(&ZSTD_MAGIC[..]) {
+        return Err(ChunkFault::Frame(
+            "it does not start with the zstd frame magic number (a skippable frame or other data)"
+                .into(),
+        ));
+    }
+    match zstd::zstd_safe::find_frame_compressed_size(compressed) {
+        Ok(n) if n == compressed.len() => Ok(()),
+        Ok(n) => Err(ChunkFault::Frame(format!(
+            "its first frame ends at byte {n} of {}",
+            compressed.len()
+        ))),
+        Err(code) => Err(ChunkFault::Frame(
+            zstd::zstd_safe::get_error_name(code).to_owned(),
+        )),
     }
 }
 

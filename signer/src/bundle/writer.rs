@@ -3,14 +3,15 @@
 //! block are laid out first; frames are appended as they come; then the manifest (padded with
 //! spaces to its reserved length) and the signatures are written back in place.
 //!
-//! Threads: a reader streams fixed-size chunks and hashes the whole image as it goes; workers
-//! detect all-zero chunks, hash and compress the others, each with its own zstd context; this
-//! thread writes frames in order. A fixed pool of buffers bounds memory whatever the image size.
+//! Threads ([`pipeline::ordered_map`]): a reader streams fixed-size chunks and hashes the
+//! whole image as it goes; workers detect all-zero chunks, hash and compress the others, each
+//! with its own zstd context; this thread writes frames in order. The pipeline's window and
+//! recycled buffers bound memory whatever the image size.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
-use std::sync::Mutex;
+use std::sync::mpsc::{channel, Receiver};
+
+use pipeline::Shape;
 
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -18,13 +19,14 @@ use time::OffsetDateTime;
 use crate::bundle::header::BundleHeader;
 use crate::canonical;
 use crate::digest::Sha256Digest;
-use crate::error::{Error, KeyError, UsageError};
-use crate::keys::{KeyId, SecretKey};
+use crate::error::{Error, UsageError};
+use crate::keys::Signature;
+use crate::keys::{check_distinct, sign_bytes, KeyId, SecretKey};
 use crate::limits::{Limits, MIN_CHUNK_SIZE};
-use crate::metadata::sign_bytes;
 use crate::role::RoleKind;
 use crate::schema::{
-    check_name, encode_signature_block, ChunkDoc, ImageDoc, ManifestDoc, Signature,
+    check_name, encode_signature_block, max_frame_len, parse_version, ChunkDoc, ImageDoc,
+    ManifestDoc,
 };
 use crate::time_util::format_rfc3339;
 
@@ -157,7 +159,8 @@ pub fn sign_bundle<R: Read + Send, W: Write + Seek>(
 }
 
 fn check_options(opts: &SignOptions, keys: &[SecretKey], limits: &Limits) -> Result<(), Error> {
-    check_name(&opts.product).map_err(|e| UsageError::invalid(format!("product: {e}")))?;
+    check_name("product", &opts.product).map_err(UsageError::invalid)?;
+    parse_version(&opts.version.to_string()).map_err(UsageError::invalid)?;
     let cs = opts.chunk_size;
     if !cs.is_power_of_two() || !(MIN_CHUNK_SIZE..=limits.max_chunk_size).contains(&cs) {
         return Err(UsageError::invalid(format!(
@@ -174,17 +177,7 @@ fn check_options(opts: &SignOptions, keys: &[SecretKey], limits: &Limits) -> Res
         ))
         .into());
     }
-    check_distinct(keys)
-}
-
-/// Refuses the same key twice.
-pub(crate) fn check_distinct(keys: &[SecretKey]) -> Result<(), Error> {
-    let mut ids: Vec<KeyId> = keys.iter().map(SecretKey::id).collect();
-    ids.sort();
-    match ids.windows(2).find(|w| w.first() == w.get(1)) {
-        Some(w) => Err(KeyError::Duplicate(w.first().copied().unwrap_or(KeyId([0; 32]))).into()),
-        None => Ok(()),
-    }
+    Ok(check_distinct(keys)?)
 }
 
 fn checked_chunk_count(size: u64, cs: u32, limits: &Limits) -> Result<u64, Error> {
@@ -220,7 +213,7 @@ fn manifest_bound(
         security_version: opts.security_version,
         version: opts.version.to_string(),
     };
-    let max_frame = crate::schema::max_frame_len(opts.chunk_size);
+    let max_frame = max_frame_len(opts.chunk_size);
     let widest = ChunkDoc {
         length: Some(max_frame),
         offset: Some(max_frame.saturating_mul(count)),
@@ -298,199 +291,153 @@ impl Plan {
         (self.size - index * u64::from(self.chunk_size)).min(u64::from(self.chunk_size)) as usize
     }
 
-    /// Buffers in flight: enough to keep every worker busy, within about 40 MiB.
-    fn slots(&self) -> usize {
+    /// Chunks in flight: enough to keep every worker busy, within about 40 MiB.
+    fn shape(&self) -> Shape {
         let per_slot = 2 * self.chunk_size as usize + 4096;
-        (40usize << 20)
+        let window = (40usize << 20)
             .checked_div(per_slot)
             .unwrap_or(1)
             .min(2 * self.workers + 2)
-            .max(self.workers + 1)
+            .max(self.workers + 1);
+        Shape {
+            workers: self.workers,
+            window,
+        }
     }
 }
 
+/// One chunk's buffers: its raw bytes and its frame. Recycled through the pipeline, so the
+/// signer allocates at most one per item of the window whatever the image size.
 struct Slot {
     raw: Vec<u8>,
     frame: Vec<u8>,
 }
 
-struct Job {
-    index: u64,
-    slot: Slot,
-}
-
 struct Done {
-    index: u64,
     slot: Slot,
     sha256: Sha256Digest,
     zero: bool,
 }
 
+#[derive(Default)]
 struct Payload {
     chunks: Vec<ChunkDoc>,
     len: u64,
     zero_chunks: u64,
 }
 
-const STOPPED: &str = "signing pipeline stopped early";
+/// Reads the image into fixed-size chunks on the pipeline's reader thread, hashing the whole
+/// image on the way, in buffers the sink gave back when there are some.
+struct ImageChunks<'a, R> {
+    image: R,
+    plan: &'a Plan,
+    hasher: &'a mut Sha256,
+    recycled: Receiver<Slot>,
+    next: u64,
+}
 
+impl<R: Read> ImageChunks<'_, R> {
+    fn read(&mut self, index: u64) -> Result<Slot, Error> {
+        let mut slot = self.recycled.try_recv().unwrap_or_else(|_| Slot {
+            raw: Vec::with_capacity(self.plan.chunk_size as usize),
+            frame: Vec::with_capacity(max_frame_len(self.plan.chunk_size) as usize),
+        });
+        slot.raw.resize(self.plan.chunk_len(index), 0);
+        self.image.read_exact(&mut slot.raw).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => Error::Usage(UsageError::invalid(format!(
+                "the image ended before its announced size of {} bytes (did it change while signing?)",
+                self.plan.size
+            ))),
+            _ => Error::io("reading the image")(e),
+        })?;
+        self.hasher.update(&slot.raw);
+        Ok(slot)
+    }
+}
+
+impl<R: Read> Iterator for ImageChunks<'_, R> {
+    type Item = Result<Slot, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let index = self.next;
+        if index >= self.plan.count {
+            return None;
+        }
+        self.next += 1;
+        Some(self.read(index))
+    }
+}
+
+/// Reads, compresses on `plan.workers` threads (each keeping its zstd context) and writes
+/// frames in chunk order; returns the image hash and what was written.
 fn run_pipeline<R: Read + Send, W: Write>(
     image: R,
     plan: &Plan,
     out: &mut W,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(Sha256Digest, Payload), Error> {
-    let slots = plan.slots();
-    let frame_cap = crate::schema::max_frame_len(plan.chunk_size) as usize;
-    let (pool_tx, pool_rx) = sync_channel::<Slot>(slots);
-    for _ in 0..slots {
-        let slot = Slot {
-            raw: Vec::with_capacity(plan.chunk_size as usize),
-            frame: Vec::with_capacity(frame_cap),
-        };
-        pool_tx
-            .send(slot)
-            .map_err(|_| Error::Bug("buffer pool closed"))?;
-    }
-    let (job_tx, job_rx) = sync_channel::<Job>(slots);
-    let job_rx = Mutex::new(job_rx);
-    let (done_tx, done_rx) = channel::<Result<Done, Error>>();
-    let zero_full = Sha256Digest::of_zeros(u64::from(plan.chunk_size));
-    std::thread::scope(|s| {
-        let reader = s.spawn(move || read_stage(image, plan, pool_rx, job_tx));
-        for _ in 0..plan.workers {
-            let (job_rx, done_tx) = (&job_rx, done_tx.clone());
-            s.spawn(move || compress_stage(job_rx, done_tx, plan, zero_full));
-        }
-        drop(done_tx);
-        let written = write_stage(out, plan, done_rx, pool_tx, progress);
-        let read = reader
-            .join()
-            .unwrap_or(Err(Error::Bug("reader thread panicked")));
-        match (read, written) {
-            (Ok(hash), Ok(payload)) => Ok((hash, payload)),
-            (Err(e), Err(Error::Bug(STOPPED))) | (Err(e), Ok(_)) => Err(e),
-            (_, Err(e)) => Err(e),
-        }
-    })
-}
-
-/// Reads chunks in order into pooled buffers, hashing the whole image on the way.
-fn read_stage<R: Read>(
-    mut image: R,
-    plan: &Plan,
-    pool: Receiver<Slot>,
-    jobs: SyncSender<Job>,
-) -> Result<Sha256Digest, Error> {
     let mut hasher = Sha256::new();
-    for index in 0..plan.count {
-        let Ok(mut slot) = pool.recv() else {
-            return Err(Error::Bug(STOPPED));
-        };
-        let len = plan.chunk_len(index);
-        slot.raw.resize(len, 0);
-        image.read_exact(&mut slot.raw).map_err(|e| match e.kind() {
-            std::io::ErrorKind::UnexpectedEof => Error::Usage(UsageError::invalid(format!(
-                "the image ended before its announced size of {} bytes (did it change while signing?)",
-                plan.size
-            ))),
-            _ => Error::io("reading the image")(e),
-        })?;
-        hasher.update(&slot.raw);
-        if jobs.send(Job { index, slot }).is_err() {
-            return Err(Error::Bug(STOPPED));
-        }
-    }
-    Ok(Sha256Digest(hasher.finalize().into()))
-}
-
-/// Takes jobs until the reader is done: zero check, chunk hash, zstd frame.
-fn compress_stage(
-    jobs: &Mutex<Receiver<Job>>,
-    done: Sender<Result<Done, Error>>,
-    plan: &Plan,
-    zero_full: Sha256Digest,
-) {
-    let mut cctx = match zstd::bulk::Compressor::new(plan.level) {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = done.send(Err(Error::io("creating a zstd compressor")(e)));
-            return;
-        }
+    let (recycle, recycled) = channel::<Slot>();
+    let chunks = ImageChunks {
+        image,
+        plan,
+        hasher: &mut hasher,
+        recycled,
+        next: 0,
     };
-    loop {
-        let job = match jobs.lock() {
-            Ok(rx) => rx.recv(),
-            Err(_) => return,
-        };
-        let Ok(Job { index, mut slot }) = job else {
-            return;
-        };
-        let zero = if slot.raw.len() == plan.chunk_size as usize {
-            Some(zero_full)
-        } else {
-            None
-        };
-        let result = compress_one(&mut cctx, &mut slot, zero).map(|(sha256, zero)| Done {
-            index,
-            slot,
-            sha256,
-            zero,
-        });
-        if done.send(result).is_err() {
-            return;
-        }
-    }
+    let zero_full = Sha256Digest::of_zeros(u64::from(plan.chunk_size));
+    let mut payload = Payload::default();
+    let mut bytes_done = 0u64;
+    pipeline::ordered_map(
+        chunks,
+        plan.shape(),
+        || zstd::bulk::Compressor::new(plan.level).map_err(Error::io("creating a zstd compressor")),
+        |cctx, slot| compress_one(cctx, slot, plan.chunk_size, zero_full),
+        |done| {
+            bytes_done += done.slot.raw.len() as u64;
+            append(out, &mut payload, &done)?;
+            progress(bytes_done);
+            // The reader may have finished: then the buffer is simply dropped.
+            let _ = recycle.send(done.slot);
+            Ok(())
+        },
+    )?;
+    Ok((Sha256Digest(hasher.finalize().into()), payload))
 }
 
-/// `zero_digest` is the precomputed digest of zeros of this chunk's length, if known.
+/// Zero check, chunk hash, zstd frame. `zero_full` is the digest of a full chunk of zeros.
 fn compress_one(
     cctx: &mut zstd::bulk::Compressor<'static>,
-    slot: &mut Slot,
-    zero_digest: Option<Sha256Digest>,
-) -> Result<(Sha256Digest, bool), Error> {
+    mut slot: Slot,
+    chunk_size: u32,
+    zero_full: Sha256Digest,
+) -> Result<Done, Error> {
     if is_zero(&slot.raw) {
-        let sha = zero_digest.unwrap_or_else(|| Sha256Digest::of_zeros(slot.raw.len() as u64));
-        return Ok((sha, true));
+        let sha256 = if slot.raw.len() == chunk_size as usize {
+            zero_full
+        } else {
+            Sha256Digest::of_zeros(slot.raw.len() as u64)
+        };
+        return Ok(Done {
+            slot,
+            sha256,
+            zero: true,
+        });
     }
-    let sha = Sha256Digest(Sha256::digest(&slot.raw).into());
+    let sha256 = Sha256Digest(Sha256::digest(&slot.raw).into());
     cctx.compress_to_buffer(&slot.raw, &mut slot.frame)
         .map_err(Error::io("compressing a chunk"))?;
-    Ok((sha, false))
+    Ok(Done {
+        slot,
+        sha256,
+        zero: false,
+    })
 }
 
 /// Whether every byte is zero (checked in 4 KiB blocks so a data chunk bails out early).
 fn is_zero(buf: &[u8]) -> bool {
     buf.chunks(4096)
         .all(|b| b.iter().fold(0u8, |acc, &x| acc | x) == 0)
-}
-
-/// Writes frames in chunk order and returns buffers to the pool.
-fn write_stage<W: Write>(
-    out: &mut W,
-    plan: &Plan,
-    done: Receiver<Result<Done, Error>>,
-    pool: SyncSender<Slot>,
-    progress: &mut dyn FnMut(u64),
-) -> Result<Payload, Error> {
-    let mut pending = BTreeMap::new();
-    let mut payload = Payload {
-        chunks: Vec::new(),
-        len: 0,
-        zero_chunks: 0,
-    };
-    let mut bytes_done = 0u64;
-    while (payload.chunks.len() as u64) < plan.count {
-        let d = done.recv().map_err(|_| Error::Bug(STOPPED))??;
-        pending.insert(d.index, d);
-        while let Some(d) = pending.remove(&(payload.chunks.len() as u64)) {
-            bytes_done += d.slot.raw.len() as u64;
-            append(out, &mut payload, &d)?;
-            let _ = pool.send(d.slot);
-        }
-        progress(bytes_done);
-    }
-    Ok(payload)
 }
 
 fn append<W: Write>(out: &mut W, payload: &mut Payload, d: &Done) -> Result<(), Error> {

@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 use crate::digest::{parse_lower_hex, Sha256Digest};
 use crate::error::{FormatError, Section};
 use crate::role::{Role, RoleKind};
-use crate::schema::names::{check_bundle_path, check_name};
+use crate::schema::names::{check_bundle_path, check_name, parse_version};
 use crate::time_util::parse_rfc3339;
 
 /// Wire form of a channel document's signed part.
@@ -107,7 +107,7 @@ impl Channel {
     pub(crate) fn from_doc(doc: ChannelDoc) -> Result<Channel, FormatError> {
         let bad =
             |field: &str, reason: String| FormatError::field(Section::Metadata, field, reason);
-        check_name(&doc.channel).map_err(|e| bad("channel", e))?;
+        check_name("channel", &doc.channel).map_err(|e| bad("channel", e))?;
         let expires = parse_rfc3339(&doc.expires)
             .ok_or_else(|| bad("expires", "not an RFC 3339 time".into()))?;
         if doc.rollout.percent > 100 {
@@ -119,10 +119,9 @@ impl Channel {
         let salt = parse_salt(&doc.rollout.salt)
             .ok_or_else(|| bad("rollout.salt", "expected 2–128 lowercase hex digits".into()))?;
         let r = doc.release;
-        check_name(&r.product).map_err(|e| bad("release.product", e))?;
+        check_name("product", &r.product).map_err(|e| bad("release.product", e))?;
         check_bundle_path(&r.bundle).map_err(|e| bad("release.bundle", e))?;
-        let version = semver::Version::parse(&r.version)
-            .map_err(|e| bad("release.version", e.to_string()))?;
+        let version = parse_version(&r.version).map_err(|e| bad("release.version", e))?;
         Ok(Channel {
             channel: doc.channel,
             version: doc.version,

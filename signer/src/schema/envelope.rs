@@ -5,36 +5,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::digest::parse_lower_hex;
 use crate::error::{Error, FormatError, Section};
-use crate::keys::KeyId;
+use crate::keys::Signature;
 use crate::limits::Limits;
-
-/// One signature: the signer's key id and the 64-byte Ed25519 signature (hex in JSON).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Signature {
-    /// The signer's key id.
-    pub keyid: KeyId,
-    /// The Ed25519 signature.
-    #[serde(with = "sig_hex")]
-    pub sig: [u8; 64],
-}
-
-mod sig_hex {
-    use super::parse_lower_hex;
-
-    pub fn serialize<S: serde::Serializer>(sig: &[u8; 64], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(sig))
-    }
-
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[u8; 64], D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        parse_lower_hex::<64>(&s)
-            .ok_or_else(|| serde::de::Error::custom("expected 128 lowercase hex digits"))
-    }
-    use serde::Deserialize;
-}
 
 /// A parsed signed document: the exact bytes of `signed` and its signatures.
 #[derive(Debug)]

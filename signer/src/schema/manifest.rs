@@ -11,7 +11,7 @@ use crate::error::{FormatError, Section};
 use crate::keys::KeyId;
 use crate::limits::{Limits, MIN_CHUNK_SIZE};
 use crate::role::{Role, RoleKind};
-use crate::schema::names::check_name;
+use crate::schema::names::{check_name, parse_version};
 use crate::time_util::parse_rfc3339;
 
 /// Wire form of the manifest.
@@ -180,9 +180,8 @@ impl Manifest {
     ) -> Result<Manifest, FormatError> {
         let bad =
             |field: &str, reason: String| FormatError::field(Section::Manifest, field, reason);
-        check_name(&doc.product).map_err(|e| bad("product", e))?;
-        let version =
-            semver::Version::parse(&doc.version).map_err(|e| bad("version", e.to_string()))?;
+        check_name("product", &doc.product).map_err(|e| bad("product", e))?;
+        let version = parse_version(&doc.version).map_err(|e| bad("version", e))?;
         let created = parse_rfc3339(&doc.created)
             .ok_or_else(|| bad("created", "not an RFC 3339 time".into()))?;
         check_chunk_size(doc.chunk_size, limits)?;
@@ -284,6 +283,10 @@ fn chunk_frame(
             }
             Ok(None)
         }
+        (Some(_), Some(_), None) if e.sha256 == *zero => Err(bad(
+            "stored chunk whose sha256 is that of zeros: an all-zero chunk MUST use the zero form"
+                .into(),
+        )),
         (Some(offset), Some(length), None) => {
             if offset != *next_offset {
                 return Err(bad(format!(

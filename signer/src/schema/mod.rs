@@ -13,14 +13,14 @@ mod manifest;
 mod names;
 mod root;
 
+pub use crate::keys::Signature;
 pub use channel::{Channel, Release, Rollout};
 pub(crate) use channel::{ChannelDoc, ReleaseDoc, RolloutDoc};
-pub use envelope::Signature;
 pub(crate) use envelope::{
     encode_envelope, encode_signature_block, parse_envelope, parse_signature_block,
 };
 pub(crate) use manifest::{max_frame_len, ChunkDoc, ImageDoc, ManifestDoc};
 pub use manifest::{Chunk, Manifest, StoredFrame};
-pub(crate) use names::{check_bundle_path, check_name};
+pub(crate) use names::{check_bundle_path, check_name, parse_version};
 pub(crate) use root::{KeyDoc, RoleDoc, RolesDoc, RootDoc};
 pub use root::{RoleKeys, Root};

@@ -68,13 +68,30 @@ fn tampered(w: &World, release: &Release, name: &str, at: u64) -> PathBuf {
     path
 }
 
-/// Another byte of the same class (a hex digit stays a hex digit, so the JSON still parses
-/// and the signature check itself must catch it).
+/// Another byte of the same class, whatever the byte: a lowercase hex digit becomes another
+/// lowercase hex digit (so a signature's JSON still parses and the signature check itself
+/// must catch it, whichever random key signed), another lowercase letter another letter.
 fn flip(b: u8) -> u8 {
     match b {
-        b'0'..=b'8' | b'a'..=b'y' => b + 1,
+        b'0'..=b'8' | b'a'..=b'e' | b'g'..=b'y' => b + 1,
         b'9' => b'0',
+        b'f' => b'a',
+        b'z' => b'g',
         _ => b ^ 0x01,
+    }
+}
+
+#[test]
+fn flip_keeps_hex_digits_hex_and_changes_every_byte() {
+    for b in 0..=u8::MAX {
+        assert_ne!(flip(b), b);
+        if b.is_ascii_digit() || (b'a'..=b'f').contains(&b) {
+            let flipped = flip(b);
+            assert!(
+                flipped.is_ascii_digit() || (b'a'..=b'f').contains(&flipped),
+                "{b} -> {flipped}"
+            );
+        }
     }
 }
 

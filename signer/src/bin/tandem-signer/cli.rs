@@ -155,6 +155,11 @@ pub struct SignArgs {
     /// Compression threads (default: one per CPU).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// The bundle's creation time, like 2026-01-31T12:00:00Z (default: SOURCE_DATE_EPOCH if
+    /// set, else now). The same image, options, keys and time give the same bundle, byte for
+    /// byte, whatever the number of threads.
+    #[arg(long, value_name = "TIME")]
+    pub created: Option<String>,
     /// Output bundle.
     #[arg(short = 'o', long = "out", value_name = "OUT.tandem")]
     pub out: PathBuf,
@@ -180,7 +185,15 @@ pub struct PublishArgs {
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub percent: u8,
     /// The current root.json: verify the bundle and the channel threshold before writing, and
-    /// place root.json and N.root.json in the repository.
+    /// place root.json and N.root.json in the repository (default: check against the
+    /// repository's root.json). Other channels this root would refuse are listed.
     #[arg(long, value_name = "root.json")]
     pub root: Option<PathBuf>,
+    /// Write the channel document even if its keys do not meet the release threshold, or
+    /// when no root can check it (every node refuses such a channel until it is re-signed).
+    #[arg(long)]
+    pub allow_below_threshold: bool,
+    /// Publish a release older (version or security version) than the channel's current one.
+    #[arg(long)]
+    pub allow_downgrade: bool,
 }

@@ -14,13 +14,14 @@ use signer::files::{
     write_key_pair, Overwrite,
 };
 use signer::metadata::{self, RootSpec};
-use signer::publish::{publish, PublishOptions};
-use signer::time_util::{format_rfc3339, now_utc, parse_expiry};
+use signer::publish::{publish_allowing, Allow, PublishOptions};
+use signer::time_util::{format_rfc3339, now_utc, parse_expiry, parse_rfc3339};
 use signer::verify::trust_root;
 use signer::{Limits, Manifest, PublicKey, RoleKind, SecretKey, Verified};
 use time::OffsetDateTime;
 
 use crate::cli::{Args, Command, PublishArgs, RootCommand, RootContent, SignArgs};
+use crate::out::outln;
 
 /// Runs one command.
 pub fn run(args: Args) -> Result<()> {
@@ -45,7 +46,7 @@ fn keygen(out: &Path) -> Result<()> {
         private.display(),
         public.display()
     );
-    println!("{}", key.id());
+    outln!("{}", key.id());
     Ok(())
 }
 
@@ -95,7 +96,7 @@ fn root(cmd: RootCommand, limits: &Limits) -> Result<()> {
                 .transpose()?;
             let root = metadata::check_root(&doc, old.as_deref(), now_utc(), limits)
                 .with_context(|| format!("{} is not valid", file.display()))?;
-            println!(
+            outln!(
                 "{}: valid root version {}, expires {}",
                 file.display(),
                 root.version(),
@@ -179,8 +180,13 @@ fn parse_size(s: &str) -> Result<u32> {
         .with_context(|| format!("size `{s}` is too large"))
 }
 
-/// `SOURCE_DATE_EPOCH` (reproducible builds) or now.
-fn created() -> Result<OffsetDateTime> {
+/// `--created`, else `SOURCE_DATE_EPOCH` (reproducible builds), else now.
+fn created(flag: Option<&str>) -> Result<OffsetDateTime> {
+    if let Some(time) = flag {
+        return parse_rfc3339(time).with_context(|| {
+            format!("--created `{time}`: expected a time like 2026-01-31T12:00:00Z")
+        });
+    }
     match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) => {
             let secs: i64 = v
@@ -209,7 +215,12 @@ fn progress_bar(total: u64) -> Option<ProgressBar> {
 fn sign(a: &SignArgs, limits: &Limits) -> Result<()> {
     let version = semver::Version::parse(&a.version)
         .with_context(|| format!("--version `{}` is not semver (like 1.2.3)", a.version))?;
-    let mut opts = SignOptions::new(&a.product, version, a.security_version, created()?);
+    let mut opts = SignOptions::new(
+        &a.product,
+        version,
+        a.security_version,
+        created(a.created.as_deref())?,
+    );
     opts.chunk_size = parse_size(&a.chunk_size).context("--chunk-size")?;
     opts.level = a.level;
     opts.workers = a.threads.unwrap_or(0);
@@ -255,9 +266,9 @@ fn sign(a: &SignArgs, limits: &Limits) -> Result<()> {
         s.zero_chunks,
         start.elapsed().as_secs_f64()
     );
-    println!("manifest sha256 {}", s.manifest_sha256);
+    outln!("manifest sha256 {}", s.manifest_sha256);
     for id in &s.signers {
-        println!("signed by {id}");
+        outln!("signed by {id}");
     }
     Ok(())
 }
@@ -274,7 +285,7 @@ fn add_signature(bundle: &Path, keys: &[PathBuf], limits: &Limits) -> Result<()>
     f.sync_all()
         .with_context(|| format!("syncing {}", bundle.display()))?;
     for id in added {
-        println!("signed by {id}");
+        outln!("signed by {id}");
     }
     Ok(())
 }
@@ -309,7 +320,7 @@ fn verify(bundle: &Path, root: &Path, limits: &Limits) -> Result<()> {
         pb.finish_and_clear();
     }
     let signers: Vec<String> = manifest.signers().iter().map(|k| k.short()).collect();
-    println!(
+    outln!(
         "valid: {} {} (security version {}), {} chunks and image sha256 verified, signed by {}",
         manifest.product(),
         manifest.version(),
@@ -336,39 +347,39 @@ fn inspect(bundle: &Path, json: bool, limits: &Limits) -> Result<()> {
             "payload_size": m.payload_len(), "file_size": m.file_len(), "ratio": ratio,
             "manifest_sha256": m.manifest_sha256().to_hex(), "signers": signers, "signatures_verified": false,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("product          {}", m.product());
-    println!(
+    outln!("product          {}", m.product());
+    outln!(
         "version          {} (security version {})",
         m.version(),
         m.security_version()
     );
-    println!("created          {}", format_rfc3339(m.created()));
-    println!(
+    outln!("created          {}", format_rfc3339(m.created()));
+    outln!(
         "image            {} bytes, sha256 {}",
         m.image_size(),
         m.image_sha256()
     );
-    println!(
+    outln!(
         "chunks           {} of {} bytes, {} all-zero (not stored)",
         m.chunks().len(),
         m.chunk_size(),
         m.zero_chunks()
     );
-    println!(
+    outln!(
         "payload          {} bytes (ratio {ratio:.2}), file {} bytes",
         m.payload_len(),
         m.file_len()
     );
-    println!("manifest sha256  {}", m.manifest_sha256());
-    println!(
+    outln!("manifest sha256  {}", m.manifest_sha256());
+    outln!(
         "signatures       {} (NOT verified: use `tandem-signer verify --root`)",
         signers.len()
     );
     for s in signers {
-        println!("  {s}");
+        outln!("  {s}");
     }
     Ok(())
 }
@@ -399,7 +410,7 @@ fn extract_cmd(bundle: &Path, root: &Path, out: &Path, limits: &Limits) -> Resul
     if let Some(pb) = pb {
         pb.finish_and_clear();
     }
-    println!(
+    outln!(
         "wrote {} ({} bytes, sha256 {})",
         out.display(),
         manifest.image_size(),
@@ -411,7 +422,7 @@ fn extract_cmd(bundle: &Path, root: &Path, out: &Path, limits: &Limits) -> Resul
 fn publish_cmd(a: &PublishArgs, limits: &Limits) -> Result<()> {
     let keys = secret_keys(&a.keys)?;
     let now = now_utc();
-    let report = publish(&PublishOptions {
+    let options = PublishOptions {
         repo: &a.repo,
         channel: &a.channel,
         bundle: &a.bundle,
@@ -421,24 +432,29 @@ fn publish_cmd(a: &PublishArgs, limits: &Limits) -> Result<()> {
         root: a.root.as_deref(),
         now,
         limits,
-    })
-    .with_context(|| format!("publishing {} to {}", a.bundle.display(), a.repo.display()))?;
-    if a.root.is_none() {
-        eprintln!("note: no --root given: the bundle was only checked structurally and the channel threshold was not checked");
+    };
+    let allow = Allow {
+        below_threshold: a.allow_below_threshold,
+        downgrade: a.allow_downgrade,
+    };
+    let report = publish_allowing(&options, allow)
+        .with_context(|| format!("publishing {} to {}", a.bundle.display(), a.repo.display()))?;
+    for warning in &report.warnings {
+        eprintln!("warning: {warning}");
     }
     let copied = if report.bundle_copied {
         "copied"
     } else {
         "already there, identical"
     };
-    println!("bundle  {} ({copied})", report.bundle_path.display());
-    println!(
+    outln!("bundle  {} ({copied})", report.bundle_path.display());
+    outln!(
         "channel {} version {}",
         report.channel_path.display(),
         report.channel_version
     );
     if let Some(v) = report.root_version {
-        println!("root    version {v}");
+        outln!("root    version {v}");
     }
     Ok(())
 }

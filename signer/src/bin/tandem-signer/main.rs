@@ -4,6 +4,7 @@
 mod cli;
 mod commands;
 mod hints;
+mod out;
 
 use std::process::ExitCode;
 
@@ -13,6 +14,8 @@ fn main() -> ExitCode {
     let args = cli::Args::parse();
     match commands::run(args) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output went away (`| head`): nothing left to say to anyone.
+        Err(err) if out::is_closed_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
             if let Some(hint) = hints::hint(&err) {
