@@ -183,6 +183,12 @@ fn cli_install_boot_check_status_on_a_disk_image() {
     assert_eq!(s.stdout("tandem-disk", &["boot", "disk.img"]).trim(), "a");
 
     let on_a = s.config("a", GPT);
+    let status = s.stdout("tandem-updater", &["--config", &on_a, "status"]);
+    assert!(
+        status.contains("slot a: an image the updater did not write (factory)")
+            && status.contains("slot b: no image the updater wrote, not bootable"),
+        "{status}"
+    );
     let out = s.stdout(
         "tandem-updater",
         &["--config", &on_a, "install", "v2.tandem"],

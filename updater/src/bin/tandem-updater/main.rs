@@ -209,12 +209,13 @@ fn describe_status(status: &updater::Status) -> String {
         status.backend
     );
     for slot in &status.slots {
-        let release = slot
-            .release
-            .as_ref()
-            .map_or("unknown (factory)".into(), |r| {
-                format!("{} {}", r.product, r.version)
-            });
+        let release = match &slot.release {
+            Some(r) => format!("{} {}", r.product, r.version),
+            None if slot.boot.is_bootable() => {
+                "an image the updater did not write (factory)".into()
+            }
+            None => "no image the updater wrote, not bootable".into(),
+        };
         out.push_str(&format!(
             "slot {}: {release}{} [{}] partuuid {}\n",
             slot.slot,
