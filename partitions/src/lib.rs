@@ -3,7 +3,8 @@
 //! * [`model`]: the shared vocabulary ([`SlotId`], [`SlotBootState`], [`select`],
 //!   [`BackendKind`]);
 //! * [`io`]: the I/O seam ([`io::BlockDevice`], [`io::FileStore`]) every durable write goes
-//!   through, with real, in-memory and power-loss-simulating implementations;
+//!   through, with the real implementations, and with the `sim` feature the in-memory and
+//!   power-loss-simulating ones tests use;
 //! * [`table`]: a bounded GPT reader (primary, backup, fallback) and the power-safe attribute
 //!   writer;
 //! * [`slots`]: a [`Disk`] and its slot pairs (`root-a`/`root-b`);
@@ -12,6 +13,10 @@
 //!   and the one place they are built ([`boot::open`]);
 //! * [`firmware`]: the reference boot selector, [`select_and_boot`];
 //! * [`create`]: provisioning (new disk layout, raw image into a slot).
+//!
+//! Features: `cli` (default) brings what the `tandem-disk` binary needs (clap, anyhow,
+//! tracing-subscriber, serde_json); library users depend with `default-features = false`.
+//! `sim` adds the simulators of [`io`].
 //!
 //! This crate knows nothing of bundles or signatures.
 #![forbid(unsafe_code)]

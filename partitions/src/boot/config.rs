@@ -174,8 +174,8 @@ impl Config {
 /// [`Config::files_dir`] (a simulated one in tests); `None` opens the real directory.
 ///
 /// Refuses ([`crate::error::BootStateError::WrongBackend`]) a backend other than the one
-/// the disk was set up for ([`mark`]). Reads nothing else: call
-/// [`BootControl::prepare`] before the first write.
+/// the disk was set up for ([`mark`]); writes nothing. Call [`BootControl::prepare`] before
+/// the first write.
 pub fn open(
     config: &Config,
     disk: &Disk,

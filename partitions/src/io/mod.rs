@@ -10,13 +10,13 @@
 //! `std::fs` directly: backends and slot writers only hold an `Arc<dyn BlockDevice>` or an
 //! `Arc<dyn FileStore>`. That is what lets a test interpose a disk that, at a simulated power
 //! cut, keeps only what was synced plus a seeded subset of the unsynced writes (see
-//! [`PowerLossDisk`]), which is what a real power cut does to a page cache and what `kill -9`
+//! `PowerLossDisk`), which is what a real power cut does to a page cache and what `kill -9`
 //! never shows.
 //!
 //! Real implementations: [`FileDisk`] (an image file or a block device)
 //! and [`RealFs`] (a directory tree). With the `sim` feature (tests and simulators only, so
-//! production builds do not carry them): the in-memory [`MemDisk`] and [`MemFs`], and the
-//! power-cut simulators [`PowerLossDisk`] and [`PowerLossFs`].
+//! production builds do not carry them): the in-memory `MemDisk` and `MemFs`, and the
+//! power-cut simulators `PowerLossDisk` and `PowerLossFs`.
 
 mod block;
 mod fs;
