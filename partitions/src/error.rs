@@ -5,7 +5,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::boot::{SlotBootState, SlotId};
+use crate::model::{BackendKind, OutOfRange, SlotBootState, SlotId};
 
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -35,6 +35,12 @@ pub enum Error {
     /// The caller asked for something invalid (not caused by disk content).
     #[error(transparent)]
     Usage(#[from] UsageError),
+}
+
+impl From<OutOfRange> for Error {
+    fn from(e: OutOfRange) -> Self {
+        Error::Usage(UsageError::OutOfRange(e))
+    }
 }
 
 impl Error {
@@ -197,6 +203,37 @@ pub enum BootStateError {
         /// What is wrong.
         reason: String,
     },
+    /// The disk was set up for one backend and another was asked to keep its boot state:
+    /// writing there would leave the firmware reading stale state.
+    #[error("the disk's boot state is kept by the {set_up} backend (recorded by `tandem-disk init-boot`), not by {asked}")]
+    WrongBackend {
+        /// The backend the disk was set up for.
+        set_up: BackendKind,
+        /// The backend asked for.
+        asked: BackendKind,
+    },
+    /// The backend mark in the slots' GPT attributes is not one this version knows, or the
+    /// two slots disagree.
+    #[error("GPT entries {a_index} and {b_index}: unknown boot-backend mark {a_mark}/{b_mark} (attribute bits 61-62)")]
+    BackendMark {
+        /// Slot A's entry.
+        a_index: u32,
+        /// Slot A's mark.
+        a_mark: u8,
+        /// Slot B's entry.
+        b_index: u32,
+        /// Slot B's mark.
+        b_mark: u8,
+    },
+    /// The running slot is not a committed slot in the boot state, so a trial of the other
+    /// slot would have nothing to fall back to.
+    #[error("slot {slot} is running but its boot state ({state}) is a trial or a given-up slot, not a committed one: a trial of the other slot would have nothing to fall back to")]
+    NoFallback {
+        /// The running slot.
+        slot: SlotId,
+        /// Its boot state.
+        state: SlotBootState,
+    },
     /// loader.conf pins a default entry, which defeats the fallback.
     #[error(
         "{path}: has a `default` line; it pins one entry and defeats the tries fallback: remove it"
@@ -212,13 +249,8 @@ pub enum BootStateError {
 #[non_exhaustive]
 pub enum UsageError {
     /// Priority or tries above 15 (4-bit fields).
-    #[error("{field} must be 0..=15, got {value}")]
-    OutOfRange {
-        /// Which field.
-        field: &'static str,
-        /// The value given.
-        value: u64,
-    },
+    #[error(transparent)]
+    OutOfRange(#[from] OutOfRange),
     /// An image larger than the slot.
     #[error("image of {image} bytes does not fit in slot {slot} ({slot_size} bytes)")]
     ImageTooLarge {

@@ -11,8 +11,9 @@
 //! choice (a slot with no tries and not successful is never picked), so it is not done here,
 //! which keeps the three backends identical.
 
-use crate::boot::{select, BootControl, SlotId};
+use crate::boot::BootControl;
 use crate::error::FirmwareError;
+use crate::model::{select, SlotId};
 
 /// Boot once: pick a slot by the rule above, record the attempt, return the slot.
 pub fn select_and_boot(bc: &dyn BootControl) -> Result<SlotId, FirmwareError> {

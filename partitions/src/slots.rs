@@ -5,10 +5,9 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use crate::boot::gpt::GptBootControl;
-use crate::boot::SlotId;
 use crate::error::{Error, LayoutError, Result};
 use crate::io::{BlockDevice, FileDisk, SubDevice};
+use crate::model::SlotId;
 use crate::table::{GptTable, TableCopy};
 
 /// The default slot pair name: `root-a` / `root-b`.
@@ -180,11 +179,6 @@ impl Disk {
         let sub = SubDevice::new(self.dev.clone(), slot.offset, slot.size)
             .map_err(|e| Error::io(format!("opening slot {}", slot.name), e))?;
         Ok(Arc::new(sub))
-    }
-
-    /// The GPT-attribute boot control for a pair on this disk.
-    pub fn gpt_boot_control(&self, pair: &SlotPair) -> GptBootControl {
-        GptBootControl::new(self.dev.clone(), pair)
     }
 }
 

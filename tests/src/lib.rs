@@ -16,8 +16,7 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Once};
 
-use partitions::boot::grub::GrubEnvBootControl;
-use partitions::boot::systemd_boot::{EntryTemplate, SystemdBootControl};
+use partitions::boot::{self, Config};
 use partitions::create::{lay_out, Layout};
 use partitions::io::{BlockDevice, FileStore, MemDisk, MemFs};
 use partitions::{select_and_boot, BootControl, Disk, SlotBootState, SlotId, SlotPair};
@@ -41,18 +40,13 @@ pub const IMAGE_LEN: usize = 1504 << 10;
 /// ESP 1 MiB + two slots + state 1 MiB + 2 MiB of GPT room.
 pub const DISK_SIZE: u64 = 2 * SLOT_SIZE + (4 << 20);
 pub const STATE_FILE: &str = "state.json";
+/// Where the agent's configuration says the grubenv and the ESP are (the agent is given
+/// in-memory stores standing in for their directories).
+const GRUBENV: &str = "/boot/grub/grubenv";
+const ESP: &str = "/boot/efi";
 
 /// Which boot-control backend the node uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Gpt,
-    Grub,
-    SystemdBoot,
-}
-
-impl Backend {
-    pub const ALL: [Backend; 3] = [Backend::Gpt, Backend::Grub, Backend::SystemdBoot];
-}
+pub use partitions::BackendKind as Backend;
 
 /// The vendor's keys: one root key (threshold 1) and three release keys (threshold 2).
 pub struct Keys {
@@ -197,15 +191,7 @@ impl World {
             extra_config: String::new(),
             health_checks: Cell::new(true),
         };
-        let pair = world.pair();
-        match backend {
-            Backend::Gpt => {}
-            Backend::Grub => {
-                let fs = world.boot_fs.clone().unwrap();
-                GrubEnvBootControl::init(Arc::new(fs), "grubenv", &pair).unwrap();
-            }
-            Backend::SystemdBoot => world.systemd_boot(&pair).init().unwrap(),
-        }
+        world.boot_control().prepare().unwrap();
         world.set_healthy(true);
         world
     }
@@ -221,26 +207,36 @@ impl World {
             .unwrap()
     }
 
-    fn systemd_boot(&self, pair: &SlotPair) -> SystemdBootControl {
-        let fs: Arc<dyn FileStore> = Arc::new(self.boot_fs.clone().unwrap());
-        SystemdBootControl::new(fs, pair, EntryTemplate::default())
+    /// The backend's configuration, as [`World::config_text`] gives it to the agent.
+    pub fn boot_config(&self) -> Config {
+        let (grubenv, esp) = match self.backend {
+            Backend::Grub => (Some(GRUBENV.into()), None),
+            Backend::SystemdBoot => (None, Some(ESP.into())),
+            Backend::Gpt => (None, None),
+        };
+        Config::new(self.backend, grubenv, esp, None).unwrap()
     }
 
-    /// The boot control the firmware and the tests read (the agent builds its own).
+    /// The configuration keys of [`World::boot_config`].
+    fn boot_keys(&self) -> String {
+        let path = match self.boot_config() {
+            Config::Grub { grubenv } => format!("grubenv = {grubenv:?}"),
+            Config::SystemdBoot { esp, .. } => format!("esp = {esp:?}"),
+            _ => String::new(),
+        };
+        format!("boot = \"{}\"\n{path}", self.backend)
+    }
+
+    /// The boot control the firmware and the tests read (the agent builds its own, the same
+    /// way).
     pub fn boot_control(&self) -> Box<dyn BootControl> {
-        let pair = self.pair();
-        match self.backend {
-            Backend::Gpt => Box::new(
-                Disk::from_device(self.disk.clone())
-                    .unwrap()
-                    .gpt_boot_control(&pair),
-            ),
-            Backend::Grub => Box::new(GrubEnvBootControl::new(
-                Arc::new(self.boot_fs.clone().unwrap()),
-                "grubenv",
-            )),
-            Backend::SystemdBoot => Box::new(self.systemd_boot(&pair)),
-        }
+        let disk = Disk::from_device(self.disk.clone()).unwrap();
+        let pair = disk.slots("root").unwrap();
+        let files = self
+            .boot_fs
+            .clone()
+            .map(|fs| Arc::new(fs) as Arc<dyn FileStore>);
+        boot::open(&self.boot_config(), &disk, &pair, files).unwrap()
     }
 
     pub fn boot_state(&self, slot: SlotId) -> SlotBootState {
@@ -322,11 +318,7 @@ impl World {
 
     /// The agent's configuration text for a node that booted `booted`.
     pub fn config_text(&self, booted: SlotId) -> String {
-        let boot = match self.backend {
-            Backend::Gpt => "boot = \"gpt\"".to_string(),
-            Backend::Grub => "boot = \"grub\"\ngrubenv = \"/boot/grub/grubenv\"".to_string(),
-            Backend::SystemdBoot => "boot = \"systemd-boot\"\nesp = \"/boot/efi\"".to_string(),
-        };
+        let boot = self.boot_keys();
         let health = if self.health_checks.get() {
             format!(
                 "[[health]]\nexec = [\"sh\", \"-c\", \"test -e '{}'\"]\ntimeout = \"10s\"\n",

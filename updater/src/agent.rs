@@ -9,8 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use partitions::boot::grub::GrubEnvBootControl;
-use partitions::boot::systemd_boot::SystemdBootControl;
+use partitions::boot;
 use partitions::io::{BlockDevice, FileDisk, FileStore, RealFs};
 use partitions::{BootControl, Disk, SlotBootState, SlotId, SlotPair};
 use serde::Serialize;
@@ -19,7 +18,7 @@ use signer::{Channel, Limits, Manifest, Root};
 use time::OffsetDateTime;
 
 use crate::cmdline::{booted_from, BootedFrom};
-use crate::config::{AgentConfig, BootBackend};
+use crate::config::AgentConfig;
 use crate::error::{Error, Refusal, Result};
 use crate::health;
 use crate::http::{Http, HttpOptions};
@@ -39,7 +38,8 @@ pub struct Io {
     pub disk: Arc<dyn BlockDevice>,
     /// The directory of the state file.
     pub state_fs: Arc<dyn FileStore>,
-    /// The directory of the grubenv (`grub`) or the ESP (`systemd-boot`).
+    /// The directory of the boot backend's files (the grubenv's, the ESP); `None`: the real
+    /// directory the configuration names.
     pub boot_fs: Option<Arc<dyn FileStore>>,
 }
 
@@ -51,7 +51,6 @@ pub struct Agent {
     disk: Disk,
     pair: SlotPair,
     boot: Box<dyn BootControl>,
-    systemd_boot: Option<SystemdBootControl>,
     store: StateStore,
     trust: TrustStore,
     state_fs: Arc<dyn FileStore>,
@@ -170,15 +169,10 @@ impl Agent {
             "cannot create the state directory {}",
             state_dir.display()
         )))?;
-        let boot_dir = match config.boot {
-            BootBackend::Gpt => None,
-            BootBackend::Grub => config.grubenv.as_deref().map(parent_dir),
-            BootBackend::SystemdBoot => config.esp.clone(),
-        };
         let io = Io {
             disk: Arc::new(disk),
             state_fs: Arc::new(RealFs::new(state_dir.clone())),
-            boot_fs: boot_dir.map(|dir| Arc::new(RealFs::new(dir)) as Arc<dyn FileStore>),
+            boot_fs: None,
         };
         let mut agent = Self::with_io(config, io)?;
         agent.lock_dir = Some(state_dir);
@@ -189,26 +183,7 @@ impl Agent {
     pub fn with_io(config: AgentConfig, io: Io) -> Result<Self> {
         let disk = Disk::from_device(io.disk)?;
         let pair = disk.slots(&config.slots)?;
-        let missing = |what: &str| Error::usage(format!("the {what} backend needs its directory"));
-        let mut systemd_boot = None;
-        let boot: Box<dyn BootControl> = match config.boot {
-            BootBackend::Gpt => Box::new(disk.gpt_boot_control(&pair)),
-            BootBackend::Grub => {
-                let fs = io.boot_fs.clone().ok_or_else(|| missing("grub"))?;
-                let name = config
-                    .grubenv
-                    .as_deref()
-                    .and_then(Path::file_name)
-                    .unwrap_or("grubenv".as_ref());
-                Box::new(GrubEnvBootControl::new(fs, name))
-            }
-            BootBackend::SystemdBoot => {
-                let fs = io.boot_fs.clone().ok_or_else(|| missing("systemd-boot"))?;
-                let control = SystemdBootControl::new(fs, &pair, config.systemd_boot.clone());
-                systemd_boot = Some(control.clone());
-                Box::new(control)
-            }
-        };
+        let boot = boot::open(&config.boot, &disk, &pair, io.boot_fs)?;
         let state_name = config
             .state
             .file_name()
@@ -233,7 +208,6 @@ impl Agent {
             disk,
             pair,
             boot,
-            systemd_boot,
             clock: Box::new(OffsetDateTime::now_utc),
             limits,
             write_options: WriteOptions {
@@ -413,7 +387,7 @@ impl Agent {
             } if *t == target && r.manifest_sha256 == release.manifest_sha256 => *durable_chunks,
             _ => 0,
         };
-        self.prepare_boot_control()?;
+        self.boot.prepare()?;
         // DESIGN.md §6.1: before the first byte, the target can never be chosen.
         self.boot.set_unbootable(target)?;
         fail::fail_point!("install::after-unbootable");
@@ -492,7 +466,8 @@ impl Agent {
         else {
             return Err(Refusal::NothingStaged.into());
         };
-        self.prepare_boot_control()?;
+        self.boot.prepare()?;
+        self.boot.ensure_fallback(target.other())?;
         self.boot.set_trial(target, self.config.tries)?;
         fail::fail_point!("install::after-flip");
         state.phase = Phase::Written {
@@ -679,7 +654,8 @@ impl Agent {
             release.security_version,
             force,
         )?;
-        self.prepare_boot_control()?;
+        self.boot.prepare()?;
+        self.boot.ensure_fallback(other.other())?;
         self.boot.set_trial(other, self.config.tries)?;
         state.phase = Phase::Written {
             target: other,
@@ -826,13 +802,6 @@ impl Agent {
             Phase::Trial { target, .. } | Phase::Written { target, .. } if *target == booted);
         if recorded_trial || !self.boot.state(booted)?.successful {
             return Err(Refusal::InTrial { booted }.into());
-        }
-        Ok(())
-    }
-
-    fn prepare_boot_control(&self) -> Result<()> {
-        if let Some(control) = &self.systemd_boot {
-            control.init()?;
         }
         Ok(())
     }

@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use partitions::boot::systemd_boot::EntryTemplate;
+use std::collections::BTreeMap;
+
+use partitions::boot;
 use serde::{Deserialize, Deserializer};
 
 /// Where the agent looks when `--config` is not given.
@@ -22,15 +24,6 @@ pub enum ConfigError {
     },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
-}
-
-/// Which boot-control backend records the slots' boot state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum BootBackend {
-    Gpt,
-    Grub,
-    SystemdBoot,
 }
 
 /// One health check run in the trial boot of a new slot.
@@ -56,11 +49,9 @@ pub struct AgentConfig {
     pub disk: PathBuf,
     /// Name of the slot pair: `root` means the partitions `root-a` and `root-b`.
     pub slots: String,
-    pub boot: BootBackend,
-    /// The GRUB environment block (backend `grub`).
-    pub grubenv: Option<PathBuf>,
-    /// The mounted EFI system partition (backend `systemd-boot`).
-    pub esp: Option<PathBuf>,
+    /// The boot-control backend and where its files live (`boot`, `grubenv`, `esp`,
+    /// `[systemd_boot]`: read and checked by `partitions`).
+    pub boot: boot::Config,
     /// The agent's state file.
     pub state: PathBuf,
     /// The trusted root of trust shipped with the OS.
@@ -84,8 +75,6 @@ pub struct AgentConfig {
     pub health_deadline: Duration,
     /// The update server (`tandem-server` or any HTTP server of the repository).
     pub server: Option<Server>,
-    /// How new systemd-boot entries are written (`{slot}`, `{SLOT}`, `{partuuid}` expand).
-    pub systemd_boot: EntryTemplate,
 }
 
 /// Where `daemon` polls and reports.
@@ -103,16 +92,13 @@ pub struct Server {
     pub ca_bundle: Option<PathBuf>,
 }
 
-/// The file as written, before cross-field validation.
+/// The file as written, before cross-field validation: the agent's own keys (the boot
+/// backend's are read by [`boot::Config`]; [`check_keys`] refuses any other).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawConfig {
     disk: PathBuf,
     #[serde(default = "default_slots")]
     slots: String,
-    boot: BootBackend,
-    grubenv: Option<PathBuf>,
-    esp: Option<PathBuf>,
     #[serde(default = "default_state")]
     state: PathBuf,
     #[serde(default = "default_root")]
@@ -133,19 +119,25 @@ struct RawConfig {
     #[serde(default = "default_health_deadline", deserialize_with = "duration")]
     health_deadline: Duration,
     server: Option<RawServer>,
-    #[serde(default)]
-    systemd_boot: RawEntryTemplate,
 }
 
-/// `[systemd_boot]`: the Boot Loader Specification entry written for a slot.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawEntryTemplate {
-    title: Option<String>,
-    linux: Option<String>,
-    initrd: Option<Vec<String>>,
-    options: Option<String>,
-}
+/// The top-level keys of [`RawConfig`].
+const AGENT_KEYS: [&str; 14] = [
+    "disk",
+    "slots",
+    "state",
+    "root",
+    "product",
+    "node_id",
+    "tries",
+    "cmdline",
+    "booted_slot",
+    "reboot",
+    "verify_readback",
+    "health",
+    "health_deadline",
+    "server",
+];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -220,13 +212,36 @@ impl AgentConfig {
 
     /// Parses configuration text; the error names the line and the reason.
     pub fn parse(text: &str) -> Result<Self, String> {
+        check_keys(text)?;
         let raw: RawConfig = toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
-        raw.validate(text)
+        let boot: boot::Config = toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
+        raw.validate(text, boot)
+    }
+}
+
+/// Refuses a top-level key that neither the agent nor the boot backend reads, with its line
+/// (the agent's keys and the backend's share the top level, so neither type can refuse
+/// unknown keys by itself).
+fn check_keys(text: &str) -> Result<(), String> {
+    let keys: BTreeMap<toml::Spanned<String>, serde::de::IgnoredAny> =
+        toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
+    let known = || AGENT_KEYS.iter().chain(&boot::Config::KEYS);
+    match keys.keys().find(|k| !known().any(|n| n == k.get_ref())) {
+        Some(key) => Err(format!(
+            "line {}: unknown field `{}`, expected one of {}",
+            line_of(text, key.span().start),
+            key.get_ref(),
+            known()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        None => Ok(()),
     }
 }
 
 impl RawConfig {
-    fn validate(self, text: &str) -> Result<AgentConfig, String> {
+    fn validate(self, text: &str, boot: boot::Config) -> Result<AgentConfig, String> {
         if !(1..=15).contains(&self.tries) {
             return Err(format!(
                 "tries = {}: must be between 1 and 15 (the boot counters hold 4 bits)",
@@ -242,15 +257,6 @@ impl RawConfig {
         if self.product.is_empty() {
             return Err("product must not be empty".into());
         }
-        match self.boot {
-            BootBackend::Grub if self.grubenv.is_none() => {
-                return Err("boot = \"grub\" needs grubenv = \"/path/to/grubenv\"".into())
-            }
-            BootBackend::SystemdBoot if self.esp.is_none() => {
-                return Err("boot = \"systemd-boot\" needs esp = \"/path/to/esp\"".into())
-            }
-            _ => {}
-        }
         if let Some(node_id) = &self.node_id {
             // The server's rule: a node id it would refuse would block every report.
             proto::check_node_id(node_id).map_err(|e| e.to_string())?;
@@ -264,7 +270,6 @@ impl RawConfig {
             return Err("reboot must name a command, e.g. [\"systemctl\", \"reboot\"]".into());
         }
         let server = self.server.map(validate_server).transpose()?;
-        let systemd_boot = entry_template(self.systemd_boot)?;
         let health = self
             .health
             .into_iter()
@@ -273,9 +278,7 @@ impl RawConfig {
         Ok(AgentConfig {
             disk: self.disk,
             slots: self.slots,
-            boot: self.boot,
-            grubenv: self.grubenv,
-            esp: self.esp,
+            boot,
             state: self.state,
             root: self.root,
             product: self.product,
@@ -288,27 +291,8 @@ impl RawConfig {
             health,
             health_deadline: self.health_deadline,
             server,
-            systemd_boot,
         })
     }
-}
-
-fn entry_template(raw: RawEntryTemplate) -> Result<EntryTemplate, String> {
-    let default = EntryTemplate::default();
-    let options = raw.options.unwrap_or(default.options);
-    // The agent finds the booted slot on the kernel command line.
-    if !options.contains("tandem.slot={slot}") && !options.contains("root=PARTUUID={partuuid}") {
-        return Err(format!(
-            "[systemd_boot] options = {options:?} must pass tandem.slot={{slot}} or \
-             root=PARTUUID={{partuuid}}, or the agent cannot tell which slot booted"
-        ));
-    }
-    Ok(EntryTemplate {
-        title: raw.title.unwrap_or(default.title),
-        linux: raw.linux.unwrap_or(default.linux),
-        initrd: raw.initrd.unwrap_or(default.initrd),
-        options,
-    })
 }
 
 fn validate_server(raw: RawServer) -> Result<Server, String> {
@@ -376,8 +360,11 @@ fn line_of(text: &str, offset: usize) -> usize {
 fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
     let message = error.message();
     match error.span() {
-        Some(span) => format!("line {}: {message}", line_of(text, span.start)),
-        None => message.to_string(),
+        // A span over the whole document (a check across keys) points at no line.
+        Some(span) if span.start > 0 || span.end < text.trim_end().len() => {
+            format!("line {}: {message}", line_of(text, span.start))
+        }
+        _ => message.to_string(),
     }
 }
 
@@ -404,13 +391,18 @@ http = "http://127.0.0.1:10250/healthz"
 
     #[test]
     fn systemd_boot_entries_follow_the_template() {
+        use partitions::boot::systemd_boot::EntryTemplate;
         let text = EXAMPLE.replace("boot = \"gpt\"", "boot = \"systemd-boot\"\nesp = \"/efi\"");
         let config = AgentConfig::parse(&format!(
             "{text}[systemd_boot]\noptions = \"root=PARTUUID={{partuuid}} tandem.slot={{slot}} console=ttyS0\"\n"
         ))
         .unwrap();
-        assert!(config.systemd_boot.options.ends_with("console=ttyS0"));
-        assert_eq!(config.systemd_boot.linux, EntryTemplate::default().linux);
+        let boot::Config::SystemdBoot { esp, entry } = config.boot else {
+            panic!("{:?}", config.boot)
+        };
+        assert_eq!(esp, PathBuf::from("/efi"));
+        assert!(entry.options.ends_with("console=ttyS0"));
+        assert_eq!(entry.linux, EntryTemplate::default().linux);
         let error = AgentConfig::parse(&format!("{text}[systemd_boot]\noptions = \"quiet\"\n"))
             .unwrap_err();
         assert!(error.contains("tandem.slot"), "{error}");
@@ -433,7 +425,7 @@ http = "http://127.0.0.1:10250/healthz"
     fn the_documented_example_parses() {
         let config = AgentConfig::parse(EXAMPLE).unwrap();
         assert_eq!(config.disk, PathBuf::from("/dev/sda"));
-        assert_eq!(config.boot, BootBackend::Gpt);
+        assert_eq!(config.boot, boot::Config::Gpt);
         assert_eq!(config.tries, 3);
         assert!(config.verify_readback);
         assert_eq!(config.health.len(), 2);
@@ -442,6 +434,28 @@ http = "http://127.0.0.1:10250/healthz"
             config.health[1].probe,
             HealthProbe::Http("http://127.0.0.1:10250/healthz".into())
         );
+    }
+
+    #[test]
+    fn every_key_of_the_agent_and_the_backend_is_accepted() {
+        let text = EXAMPLE.replace(
+            "boot = \"gpt\"",
+            "boot = \"grub\"\ngrubenv = \"/efi/grubenv\"\nnode_id = \"n1\"\nbooted_slot = \"a\"\n\
+             verify_readback = false\nhealth_deadline = \"5m\"",
+        );
+        let text =
+            format!("{text}[server]\nurl = \"http://127.0.0.1:8080/\"\nchannel = \"stable\"\n");
+        let config = AgentConfig::parse(&text).unwrap();
+        assert_eq!(
+            config.boot,
+            boot::Config::Grub {
+                grubenv: "/efi/grubenv".into()
+            }
+        );
+        assert!(!config.verify_readback);
+        let error =
+            AgentConfig::parse(&format!("{text}[systemd_boot]\ntitle = \"x\"\n")).unwrap_err();
+        assert!(error.contains("systemd_boot"), "{error}");
     }
 
     #[test]

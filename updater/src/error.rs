@@ -128,6 +128,9 @@ impl Error {
         match self {
             Error::Config(_) | Error::Usage(_) => ExitClass::Usage,
             Error::Disk(e) if is_misconfiguration(e) => ExitClass::Usage,
+            Error::Disk(partitions::Error::BootState(
+                partitions::error::BootStateError::NoFallback { .. },
+            )) => ExitClass::Refused,
             Error::Verify { .. } | Error::Hostile { .. } => ExitClass::Hostile,
             Error::Refused(_) => ExitClass::Refused,
             Error::Network { .. } => ExitClass::Network,

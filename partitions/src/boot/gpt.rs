@@ -13,9 +13,10 @@
 
 use std::sync::Arc;
 
-use super::{check_nibble, BackendKind, BootControl, SlotBootState, SlotId};
-use crate::error::{Result, UsageError};
+use super::{BackendKind, BootControl, SlotBootState, SlotId};
+use crate::error::{Error, Result, UsageError};
 use crate::io::BlockDevice;
+use crate::model::check_nibble;
 use crate::slots::SlotPair;
 use crate::table::{update_attributes, GptTable};
 
@@ -42,65 +43,85 @@ pub fn encode(attributes: u64, state: SlotBootState) -> u64 {
         | (u64::from(state.successful) << SUCCESSFUL_BIT)
 }
 
-/// Boot state in the GPT attribute bits of a slot pair.
+/// The GPT entries of a slot pair: their attribute values, read fresh and rewritten together
+/// (this backend's state and the backend mark of [`super::mark`] live there).
 #[derive(Debug, Clone)]
-pub struct GptBootControl {
+pub(crate) struct PairEntries {
     dev: Arc<dyn BlockDevice>,
     index: [u32; 2],
 }
 
-impl GptBootControl {
-    /// For the pair's entries on `dev`.
-    pub fn new(dev: Arc<dyn BlockDevice>, pair: &SlotPair) -> Self {
+impl PairEntries {
+    pub(crate) fn new(dev: Arc<dyn BlockDevice>, pair: &SlotPair) -> Self {
         Self {
             dev,
             index: [pair.slot(SlotId::A).index, pair.slot(SlotId::B).index],
         }
     }
 
-    fn idx(&self, slot: SlotId) -> u32 {
-        match slot {
-            SlotId::A => self.index[0],
-            SlotId::B => self.index[1],
-        }
+    /// The 1-based entry numbers, A then B.
+    pub(crate) fn indices(&self) -> [u32; 2] {
+        self.index
     }
 
-    fn attributes(&self, table: &GptTable, slot: SlotId) -> Result<u64> {
-        table
-            .entry(self.idx(slot))
-            .map(|e| e.attributes)
-            .ok_or_else(|| {
-                crate::error::Error::io(
-                    format!("reading GPT entry {}", self.idx(slot)),
+    /// The attribute values of both entries, A then B.
+    pub(crate) fn read(&self) -> Result<[u64; 2]> {
+        let table = GptTable::read(self.dev.as_ref())?;
+        let value = |index: u32| {
+            table.entry(index).map(|e| e.attributes).ok_or_else(|| {
+                Error::io(
+                    format!("reading GPT entry {index}"),
                     std::io::Error::new(std::io::ErrorKind::NotFound, "the slot's entry is gone"),
                 )
             })
+        };
+        let [a, b] = self.index;
+        Ok([value(a)?, value(b)?])
     }
 
-    /// Apply `f` to both slots' states and write them in one table update.
-    fn modify(&self, f: impl FnOnce(&mut [SlotBootState; 2])) -> Result<()> {
-        let table = GptTable::read(self.dev.as_ref())?;
-        let attrs = [
-            self.attributes(&table, SlotId::A)?,
-            self.attributes(&table, SlotId::B)?,
-        ];
-        let mut states = attrs.map(decode);
-        let before = states;
-        f(&mut states);
-        let mut updates = Vec::new();
-        for (i, slot) in SlotId::ALL.into_iter().enumerate() {
-            if states.get(i) != before.get(i) {
-                let (a, s) = (
-                    attrs.get(i).copied().unwrap_or(0),
-                    states.get(i).copied().unwrap_or_default(),
-                );
-                updates.push((self.idx(slot), encode(a, s)));
-            }
-        }
+    /// Let `f` change both values; write the changed ones in one table update.
+    pub(crate) fn modify(&self, f: impl FnOnce(&mut [u64; 2])) -> Result<()> {
+        let before = self.read()?;
+        let mut after = before;
+        f(&mut after);
+        let updates: Vec<(u32, u64)> = self
+            .index
+            .into_iter()
+            .zip(before.into_iter().zip(after))
+            .filter(|(_, (old, new))| old != new)
+            .map(|(index, (_, new))| (index, new))
+            .collect();
         if updates.is_empty() {
             return Ok(());
         }
         update_attributes(self.dev.as_ref(), &updates).map(|_| ())
+    }
+}
+
+/// Boot state in the GPT attribute bits of a slot pair.
+#[derive(Debug, Clone)]
+pub struct GptBootControl {
+    entries: PairEntries,
+}
+
+impl GptBootControl {
+    /// For the pair's entries on `dev`.
+    pub fn new(dev: Arc<dyn BlockDevice>, pair: &SlotPair) -> Self {
+        Self {
+            entries: PairEntries::new(dev, pair),
+        }
+    }
+
+    /// Apply `f` to both slots' states and write them in one table update.
+    fn modify(&self, f: impl FnOnce(&mut [SlotBootState; 2])) -> Result<()> {
+        self.entries.modify(|attrs| {
+            let mut states = attrs.map(decode);
+            f(&mut states);
+            let [a, b] = attrs;
+            let [sa, sb] = states;
+            *a = encode(*a, sa);
+            *b = encode(*b, sb);
+        })
     }
 }
 
@@ -118,8 +139,11 @@ impl BootControl for GptBootControl {
     }
 
     fn state(&self, slot: SlotId) -> Result<SlotBootState> {
-        let table = GptTable::read(self.dev.as_ref())?;
-        Ok(decode(self.attributes(&table, slot)?))
+        let [a, b] = self.entries.read()?;
+        Ok(decode(match slot {
+            SlotId::A => a,
+            SlotId::B => b,
+        }))
     }
 
     fn set_state(&self, slot: SlotId, state: SlotBootState) -> Result<()> {
@@ -205,7 +229,7 @@ mod tests {
     fn transitions() {
         let d = small_disk();
         let disk = Disk::from_device(Arc::new(d)).unwrap();
-        let bc = disk.gpt_boot_control(&disk.slots("root").unwrap());
+        let bc = GptBootControl::new(disk.device().clone(), &disk.slots("root").unwrap());
         bc.set_state(SlotId::A, SlotBootState::new(15, 0, true).unwrap())
             .unwrap();
         bc.set_trial(SlotId::B, 3).unwrap();

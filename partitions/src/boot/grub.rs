@@ -8,7 +8,7 @@
 //! | `TANDEM_ORDER` | `a b`, `b a`, `a`, `b`, empty | slots GRUB may boot, best first |
 //! | `TANDEM_A_TRIES`, `TANDEM_B_TRIES` | `0`..`15` | tries left (absent = 0) |
 //! | `TANDEM_A_OK`, `TANDEM_B_OK` | `1` / `0` | successful (absent = 0) |
-//! | `TANDEM_A_PARTUUID`, `TANDEM_B_PARTUUID` | GUID | for `root=PARTUUID=` (written by [`GrubEnvBootControl::init`]) |
+//! | `TANDEM_A_PARTUUID`, `TANDEM_B_PARTUUID` | GUID | for `root=PARTUUID=` (written by [`BootControl::prepare`]) |
 //!
 //! Mapping to [`SlotBootState`]: a slot absent from `TANDEM_ORDER` has priority 0; the first
 //! slot listed has priority 2, the second 1. Only the order of priorities is stored, so
@@ -32,10 +32,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{check_nibble, BackendKind, BootControl, SlotBootState, SlotId};
+use uuid::Uuid;
+
+use super::gpt::PairEntries;
+use super::{mark, BackendKind, BootControl, SlotBootState, SlotId};
 use crate::error::{BootStateError, Error, Result, UsageError};
 use crate::io::FileStore;
-use crate::slots::SlotPair;
+use crate::model::check_nibble;
+use crate::slots::{Disk, SlotPair};
 
 /// Size of a GRUB environment block.
 pub const ENVBLK_SIZE: usize = 1024;
@@ -208,44 +212,41 @@ fn var(slot: SlotId, what: &str) -> String {
 pub struct GrubEnvBootControl {
     store: Arc<dyn FileStore>,
     path: PathBuf,
+    partuuids: [(SlotId, Uuid); 2],
+    pair_entries: PairEntries,
 }
 
 impl GrubEnvBootControl {
-    /// The grubenv at `path` in `store` (which must exist; see [`init`](Self::init)).
-    pub fn new(store: Arc<dyn FileStore>, path: impl Into<PathBuf>) -> Self {
+    /// The grubenv at `path` in `store`, for `pair` on `disk` (the grubenv must exist before
+    /// any other call; see [`BootControl::prepare`]).
+    pub fn new(
+        store: Arc<dyn FileStore>,
+        path: impl Into<PathBuf>,
+        disk: &Disk,
+        pair: &SlotPair,
+    ) -> Self {
         Self {
             store,
             path: path.into(),
+            partuuids: pair.slots().map(|s| (s.id, s.partuuid)),
+            pair_entries: PairEntries::new(disk.device().clone(), pair),
         }
     }
 
-    /// Create the grubenv if it is missing (both slots unbootable), and record the pair's
-    /// PARTUUIDs in it. Existing variables are kept.
-    pub fn init(
-        store: Arc<dyn FileStore>,
-        path: impl Into<PathBuf>,
-        pair: &SlotPair,
-    ) -> Result<Self> {
-        let me = Self::new(store, path);
-        match me.store.read(&me.path, ENVBLK_SIZE as u64 * 64) {
-            Ok(_) => {}
+    /// Create the grubenv when it is missing (both slots unbootable).
+    fn create_if_missing(&self) -> Result<()> {
+        match self.store.read(&self.path, ENVBLK_SIZE as u64 * 64) {
+            Ok(_) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut env = GrubEnv::default();
                 env.set("TANDEM_ORDER", "");
-                let block = me.block(&env)?;
-                me.store
-                    .write_atomic(&me.path, &block)
-                    .map_err(|e| Error::io(format!("creating {}", me.path.display()), e))?;
+                let block = self.block(&env)?;
+                self.store
+                    .write_atomic(&self.path, &block)
+                    .map_err(|e| Error::io(format!("creating {}", self.path.display()), e))
             }
-            Err(e) => return Err(Error::io(format!("reading {}", me.path.display()), e)),
+            Err(e) => Err(Error::io(format!("reading {}", self.path.display()), e)),
         }
-        me.modify(|env| {
-            for s in pair.slots() {
-                env.set(&var(s.id, "PARTUUID"), &s.partuuid.to_string());
-            }
-            Ok(())
-        })?;
-        Ok(me)
     }
 
     /// The path of the grubenv in its store.
@@ -408,6 +409,19 @@ impl BootControl for GrubEnvBootControl {
         BackendKind::Grub
     }
 
+    /// Create the grubenv when it is missing (both slots unbootable), record the pair's
+    /// PARTUUIDs in it (other variables are kept) and mark the disk as set up for grub.
+    fn prepare(&self) -> Result<()> {
+        self.create_if_missing()?;
+        self.modify(|env| {
+            for (slot, partuuid) in &self.partuuids {
+                env.set(&var(*slot, "PARTUUID"), &partuuid.to_string());
+            }
+            Ok(())
+        })?;
+        mark::record(&self.pair_entries, BackendKind::Grub)
+    }
+
     fn state(&self, slot: SlotId) -> Result<SlotBootState> {
         let env = self.read_env()?;
         let order = self.order(&env)?;
@@ -475,6 +489,14 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
     use super::*;
     use crate::io::MemFs;
+    use crate::table::tests::small_disk;
+
+    /// The grubenv of `store` for the pair of a fresh disk.
+    fn over(store: impl FileStore + 'static) -> GrubEnvBootControl {
+        let disk = Disk::from_device(Arc::new(small_disk())).unwrap();
+        let pair = disk.slots("root").unwrap();
+        GrubEnvBootControl::new(Arc::new(store), "grubenv", &disk, &pair)
+    }
 
     fn fresh() -> (MemFs, GrubEnvBootControl) {
         let fs = MemFs::new();
@@ -482,8 +504,31 @@ mod tests {
         env.set("saved_entry", "x");
         fs.write_atomic(Path::new("grubenv"), &env.to_block().unwrap())
             .unwrap();
-        let bc = GrubEnvBootControl::new(Arc::new(fs.clone()), "grubenv");
+        let bc = over(fs.clone());
         (fs, bc)
+    }
+
+    #[test]
+    fn prepare_creates_the_env_records_partuuids_and_marks_the_disk() {
+        let disk = Disk::from_device(Arc::new(small_disk())).unwrap();
+        let pair = disk.slots("root").unwrap();
+        let fs = MemFs::new();
+        let bc = GrubEnvBootControl::new(Arc::new(fs.clone()), "grubenv", &disk, &pair);
+        assert!(bc.states().is_err(), "no grubenv yet");
+        bc.prepare().unwrap();
+        assert_eq!(bc.states().unwrap(), [SlotBootState::UNBOOTABLE; 2]);
+        let env = bc.read_env().unwrap();
+        assert_eq!(
+            env.get("TANDEM_B_PARTUUID").unwrap(),
+            pair.slot(SlotId::B).partuuid.to_string()
+        );
+        assert_eq!(
+            mark::recorded(disk.device().clone(), &pair).unwrap(),
+            Some(BackendKind::Grub)
+        );
+        bc.set_trial(SlotId::A, 2).unwrap();
+        bc.prepare().unwrap();
+        assert_eq!(bc.state(SlotId::A).unwrap().tries_left, 2, "idempotent");
     }
 
     #[test]
@@ -624,17 +669,15 @@ mod tests {
             let done = MemFs::new();
             let block = fs.read(Path::new("grubenv"), 2048).unwrap();
             done.write_atomic(Path::new("grubenv"), &block).unwrap();
-            op(&GrubEnvBootControl::new(Arc::new(done.clone()), "grubenv")).unwrap();
-            let new = GrubEnvBootControl::new(Arc::new(done), "grubenv")
-                .states()
-                .unwrap();
+            op(&over(done.clone())).unwrap();
+            let new = over(done).states().unwrap();
             assert_ne!(old, new);
             for seed in 0..16 {
                 let cut = PowerLossFs::from_mem(&fs);
                 cut.cut_after_ops(0);
-                let cbc = GrubEnvBootControl::new(Arc::new(cut.clone()), "grubenv");
+                let cbc = over(cut.clone());
                 assert!(op(&cbc).is_err());
-                let after = GrubEnvBootControl::new(Arc::new(cut.after_power_cut(seed)), "grubenv");
+                let after = over(cut.after_power_cut(seed));
                 let got = after.states().unwrap();
                 assert!(got == old || got == new, "seed {seed}: {got:?}");
                 assert_eq!(others(&after.read_env().unwrap()), want_others);

@@ -8,159 +8,24 @@
 //! * [`systemd_boot::SystemdBootControl`]: Boot Loader Specification entries with boot
 //!   counting in their file names, as systemd-boot and systemd-bless-boot use them.
 //!
-//! All three share one selection rule ([`select`]) and one firmware step
-//! ([`crate::firmware::select_and_boot`]). Every write is durable when the call returns.
+//! [`Config`] names the backend and where its files live; [`open`] is the one place a backend
+//! is built, and [`mark`] records on the disk which backend it was set up for, so that no
+//! tool writes boot state where the firmware does not read it. All three share one selection
+//! rule ([`select`]) and one firmware step ([`crate::firmware::select_and_boot`]). Every write
+//! is durable when the call returns.
 
+mod config;
 pub mod gpt;
 pub mod grub;
+pub mod mark;
 pub mod systemd_boot;
 
 use std::fmt;
-use std::str::FromStr;
 
-use crate::error::{Result, UsageError};
+pub use crate::model::{select, BackendKind, SlotBootState, SlotId};
+pub use config::{open, Config, ConfigError};
 
-/// One of the two slots of a pair.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum SlotId {
-    /// `<name>-a`
-    A,
-    /// `<name>-b`
-    B,
-}
-
-impl SlotId {
-    /// Both slots, A first.
-    pub const ALL: [SlotId; 2] = [SlotId::A, SlotId::B];
-
-    /// The other slot.
-    pub fn other(self) -> SlotId {
-        match self {
-            SlotId::A => SlotId::B,
-            SlotId::B => SlotId::A,
-        }
-    }
-
-    /// `'a'` or `'b'`.
-    pub fn letter(self) -> char {
-        match self {
-            SlotId::A => 'a',
-            SlotId::B => 'b',
-        }
-    }
-}
-
-impl fmt::Display for SlotId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.letter())
-    }
-}
-
-impl FromStr for SlotId {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "a" | "A" => Ok(SlotId::A),
-            "b" | "B" => Ok(SlotId::B),
-            _ => Err(format!("slot must be a or b, not {s:?}")),
-        }
-    }
-}
-
-/// The boot state of one slot (the ChromeOS model).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
-pub struct SlotBootState {
-    /// 0 = never boot; higher boots first. 0..=15.
-    pub priority: u8,
-    /// Boots left before the slot is given up, when not successful. 0..=15.
-    pub tries_left: u8,
-    /// The OS in the slot has proven itself healthy.
-    pub successful: bool,
-}
-
-impl SlotBootState {
-    /// Priority 0, no tries, not successful: never booted.
-    pub const UNBOOTABLE: SlotBootState = SlotBootState {
-        priority: 0,
-        tries_left: 0,
-        successful: false,
-    };
-
-    /// Build a state, checking the 4-bit ranges.
-    pub fn new(priority: u8, tries_left: u8, successful: bool) -> Result<Self> {
-        check_nibble("priority", priority)?;
-        check_nibble("tries", tries_left)?;
-        Ok(Self {
-            priority,
-            tries_left,
-            successful,
-        })
-    }
-
-    /// Whether firmware may boot this slot: priority above 0 and successful or tries left.
-    pub fn is_bootable(&self) -> bool {
-        self.priority > 0 && (self.successful || self.tries_left > 0)
-    }
-}
-
-impl fmt::Display for SlotBootState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "priority {} tries {} successful {}",
-            self.priority, self.tries_left, self.successful
-        )
-    }
-}
-
-pub(crate) fn check_nibble(field: &'static str, v: u8) -> Result<()> {
-    if v > 15 {
-        return Err(UsageError::OutOfRange {
-            field,
-            value: u64::from(v),
-        }
-        .into());
-    }
-    Ok(())
-}
-
-/// The selection rule every backend's firmware follows: among bootable slots (priority > 0
-/// and successful or tries left), the highest priority; on a tie, A (vboot picks the lower
-/// GPT entry, which is A on disks made by `tandem-disk create`). `None` when nothing is
-/// bootable.
-pub fn select(a: SlotBootState, b: SlotBootState) -> Option<SlotId> {
-    match (a.is_bootable(), b.is_bootable()) {
-        (true, true) if b.priority > a.priority => Some(SlotId::B),
-        (true, _) => Some(SlotId::A),
-        (false, true) => Some(SlotId::B),
-        (false, false) => None,
-    }
-}
-
-/// Which backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum BackendKind {
-    /// GPT attribute bits.
-    Gpt,
-    /// GRUB environment block.
-    Grub,
-    /// systemd-boot entries.
-    SystemdBoot,
-}
-
-impl fmt::Display for BackendKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            BackendKind::Gpt => "gpt",
-            BackendKind::Grub => "grub",
-            BackendKind::SystemdBoot => "systemd-boot",
-        })
-    }
-}
+use crate::error::{BootStateError, Result};
 
 /// Records what the firmware should boot. Object-safe: hold a `Box<dyn BootControl>`.
 ///
@@ -204,6 +69,38 @@ pub trait BootControl: Send + Sync + fmt::Debug {
     /// (GPT and grub: `tries_left - 1`; systemd-boot: the rename `+L-D` → `+(L-1)-(D+1)`).
     fn record_boot_attempt(&self, slot: SlotId) -> Result<()>;
 
+    /// Make the backend's files ready for writes (create what is missing, record on the
+    /// disk which backend keeps its boot state). Idempotent, and it changes no slot's boot
+    /// state. Nothing to do for the GPT backend.
+    fn prepare(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Before a trial of the other slot: make sure `booted` (the running, committed slot) is
+    /// what the firmware falls back to when the trial's tries run out.
+    ///
+    /// Successful with a priority: nothing to do. Priority 0 (in no boot order: the disk was
+    /// provisioned through another backend, or by hand): since the slot is running, it is
+    /// made the good slot (`set_trial(booted, 1)` then `mark_good(booted)`, as provisioning
+    /// does). Not successful with a priority (a trial in progress, or a slot given up):
+    /// only a health check may commit it, so [`BootStateError::NoFallback`].
+    fn ensure_fallback(&self, booted: SlotId) -> Result<()> {
+        let state = self.state(booted)?;
+        if state.priority > 0 && state.successful {
+            return Ok(());
+        }
+        if state.priority > 0 {
+            return Err(BootStateError::NoFallback {
+                slot: booted,
+                state,
+            }
+            .into());
+        }
+        tracing::warn!(%booted, %state, "the running slot is in no boot order: making it the fallback");
+        self.set_trial(booted, 1)?;
+        self.mark_good(booted)
+    }
+
     /// Both states, A then B.
     fn states(&self) -> Result<[SlotBootState; 2]> {
         Ok([self.state(SlotId::A)?, self.state(SlotId::B)?])
@@ -218,30 +115,84 @@ pub trait BootControl: Send + Sync + fmt::Debug {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+    use std::sync::Arc;
 
-    fn s(priority: u8, tries_left: u8, successful: bool) -> SlotBootState {
-        SlotBootState {
-            priority,
-            tries_left,
-            successful,
+    use super::*;
+    use crate::error::Error;
+    use crate::firmware::select_and_boot;
+    use crate::io::MemFs;
+    use crate::slots::Disk;
+    use crate::table::tests::small_disk;
+
+    /// Each backend, prepared, on a fresh disk of its own.
+    fn each_backend() -> Vec<Box<dyn BootControl>> {
+        let configs = [
+            Config::Gpt,
+            Config::Grub {
+                grubenv: "grubenv".into(),
+            },
+            Config::SystemdBoot {
+                esp: "esp".into(),
+                entry: systemd_boot::EntryTemplate::default(),
+            },
+        ];
+        configs
+            .iter()
+            .map(|config| {
+                let disk = Disk::from_device(Arc::new(small_disk())).unwrap();
+                let pair = disk.slots("root").unwrap();
+                let bc = open(config, &disk, &pair, Some(Arc::new(MemFs::new()))).unwrap();
+                bc.prepare().unwrap();
+                bc
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ensure_fallback_repairs_a_running_slot_in_no_boot_order() {
+        for bc in each_backend() {
+            let kind = bc.kind();
+            // Provisioned through another backend: A runs, but this backend has it nowhere.
+            assert_eq!(bc.state(SlotId::A).unwrap(), SlotBootState::UNBOOTABLE);
+            bc.ensure_fallback(SlotId::A).unwrap();
+            bc.set_trial(SlotId::B, 2).unwrap();
+            let boots: Vec<SlotId> = (0..4)
+                .map(|_| select_and_boot(bc.as_ref()).unwrap())
+                .collect();
+            assert_eq!(
+                boots,
+                [SlotId::B, SlotId::B, SlotId::A, SlotId::A],
+                "{kind}"
+            );
+
+            // A committed slot is left as it is.
+            let before = bc.states().unwrap();
+            bc.ensure_fallback(SlotId::A).unwrap();
+            assert_eq!(bc.states().unwrap(), before, "{kind}");
         }
     }
 
     #[test]
-    fn select_rule() {
-        assert_eq!(select(s(1, 0, true), s(2, 1, false)), Some(SlotId::B));
-        assert_eq!(select(s(1, 0, true), s(2, 0, false)), Some(SlotId::A));
-        assert_eq!(select(s(0, 5, true), s(2, 0, false)), None);
-        assert_eq!(
-            select(s(3, 1, false), s(3, 0, true)),
-            Some(SlotId::A),
-            "tie: A"
-        );
-        assert_eq!(select(s(0, 0, false), s(1, 0, true)), Some(SlotId::B));
-        assert!(SlotBootState::new(16, 0, false).is_err());
-        assert!(SlotBootState::new(0, 16, false).is_err());
-        assert_eq!("b".parse::<SlotId>(), Ok(SlotId::B));
-        assert_eq!(SlotId::A.other(), SlotId::B);
+    fn ensure_fallback_refuses_a_slot_in_trial_or_given_up() {
+        for bc in each_backend() {
+            let kind = bc.kind();
+            bc.set_trial(SlotId::A, 2).unwrap();
+            for _ in 0..2 {
+                let err = bc.ensure_fallback(SlotId::A).unwrap_err();
+                assert!(
+                    matches!(
+                        err,
+                        Error::BootState(BootStateError::NoFallback {
+                            slot: SlotId::A,
+                            ..
+                        })
+                    ),
+                    "{kind}: {err}"
+                );
+                assert!(err.to_string().contains("slot a"), "{kind}: {err}");
+                bc.mark_bad(SlotId::A).unwrap();
+            }
+        }
     }
 }

@@ -42,10 +42,12 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::{check_nibble, BackendKind, BootControl, SlotBootState, SlotId};
+use super::gpt::PairEntries;
+use super::{mark, BackendKind, BootControl, SlotBootState, SlotId};
 use crate::error::{BootStateError, Error, Result, UsageError};
 use crate::io::FileStore;
-use crate::slots::SlotPair;
+use crate::model::check_nibble;
+use crate::slots::{Disk, SlotPair};
 
 /// Where entries live in the ESP.
 pub const ENTRIES_DIR: &str = "loader/entries";
@@ -56,8 +58,10 @@ pub const SORT_KEY: &str = "tandem";
 const MAX_ENTRY_SIZE: u64 = 64 * 1024;
 
 /// How to write a new entry for a slot. In every field, `{slot}` becomes `a`/`b`,
-/// `{SLOT}` `A`/`B`, and `{partuuid}` the slot's PARTUUID.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `{SLOT}` `A`/`B`, and `{partuuid}` the slot's PARTUUID. Deserializes from a map of the
+/// fields, each optional (the default's value when absent).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct EntryTemplate {
     /// `title`.
     pub title: String,
@@ -81,6 +85,13 @@ impl Default for EntryTemplate {
 }
 
 impl EntryTemplate {
+    /// Whether the kernel command line says which slot booted (`tandem.slot={slot}` or
+    /// `root=PARTUUID={partuuid}`), so the running system can tell.
+    pub fn names_the_slot(&self) -> bool {
+        self.options.contains("tandem.slot={slot}")
+            || self.options.contains("root=PARTUUID={partuuid}")
+    }
+
     fn render(&self, slot: SlotId, partuuid: &Uuid, version: u64) -> String {
         let sub = |s: &str| {
             s.replace("{slot}", &slot.to_string())
@@ -119,6 +130,7 @@ pub struct SystemdBootControl {
     prefix: String,
     template: EntryTemplate,
     partuuids: [Uuid; 2],
+    pair_entries: PairEntries,
 }
 
 /// A boot counter as found in a file name: `(tries left, tries done)`.
@@ -212,13 +224,19 @@ fn entry_path(name: &str) -> PathBuf {
 
 impl SystemdBootControl {
     /// Entries `tandem-a…`/`tandem-b…` in the ESP `store`, new ones written from `template`
-    /// with the pair's PARTUUIDs.
-    pub fn new(store: Arc<dyn FileStore>, pair: &SlotPair, template: EntryTemplate) -> Self {
+    /// with the PARTUUIDs of `pair` on `disk`.
+    pub fn new(
+        store: Arc<dyn FileStore>,
+        disk: &Disk,
+        pair: &SlotPair,
+        template: EntryTemplate,
+    ) -> Self {
         Self {
             store,
             prefix: "tandem".into(),
             template,
             partuuids: [pair.slot(SlotId::A).partuuid, pair.slot(SlotId::B).partuuid],
+            pair_entries: PairEntries::new(disk.device().clone(), pair),
         }
     }
 
@@ -226,25 +244,6 @@ impl SystemdBootControl {
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
-    }
-
-    /// Create `loader/entries/` and, when missing, a `loader/loader.conf` without a
-    /// `default` line. Refuses an existing loader.conf that has one.
-    pub fn init(&self) -> Result<()> {
-        self.store
-            .create_dir_all(Path::new(ENTRIES_DIR))
-            .map_err(|e| Error::io(format!("creating {ENTRIES_DIR}"), e))?;
-        match self.store.read(Path::new(LOADER_CONF), MAX_ENTRY_SIZE) {
-            Ok(_) => self.check_loader_conf(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => self
-                .store
-                .write_atomic(
-                    Path::new(LOADER_CONF),
-                    b"# Written by tandem. No `default` line: it would pin one entry and\n# defeat the boot-counting fallback.\ntimeout 0\n",
-                )
-                .map_err(|e| Error::io(format!("writing {LOADER_CONF}"), e)),
-            Err(e) => Err(Error::io(format!("reading {LOADER_CONF}"), e)),
-        }
     }
 
     fn check_loader_conf(&self) -> Result<()> {
@@ -433,6 +432,27 @@ impl BootControl for SystemdBootControl {
         BackendKind::SystemdBoot
     }
 
+    /// Create `loader/entries/` and, when missing, a `loader/loader.conf` without a
+    /// `default` line (refusing an existing one that has it), and mark the disk as set up for
+    /// systemd-boot.
+    fn prepare(&self) -> Result<()> {
+        self.store
+            .create_dir_all(Path::new(ENTRIES_DIR))
+            .map_err(|e| Error::io(format!("creating {ENTRIES_DIR}"), e))?;
+        match self.store.read(Path::new(LOADER_CONF), MAX_ENTRY_SIZE) {
+            Ok(_) => self.check_loader_conf(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => self
+                .store
+                .write_atomic(
+                    Path::new(LOADER_CONF),
+                    b"# Written by tandem. No `default` line: it would pin one entry and\n# defeat the boot-counting fallback.\ntimeout 0\n",
+                )
+                .map_err(|e| Error::io(format!("writing {LOADER_CONF}"), e)),
+            Err(e) => Err(Error::io(format!("reading {LOADER_CONF}"), e)),
+        }?;
+        mark::record(&self.pair_entries, BackendKind::SystemdBoot)
+    }
+
     fn state(&self, slot: SlotId) -> Result<SlotBootState> {
         Ok(Self::state_of(&self.entries()?, slot))
     }
@@ -553,8 +573,13 @@ mod tests {
         let disk = Disk::from_device(Arc::new(small_disk())).unwrap();
         let pair = disk.slots("root").unwrap();
         let fs = MemFs::new();
-        let bc = SystemdBootControl::new(Arc::new(fs.clone()), &pair, EntryTemplate::default());
-        bc.init().unwrap();
+        let bc =
+            SystemdBootControl::new(Arc::new(fs.clone()), &disk, &pair, EntryTemplate::default());
+        bc.prepare().unwrap();
+        assert_eq!(
+            mark::recorded(disk.device().clone(), &pair).unwrap(),
+            Some(BackendKind::SystemdBoot)
+        );
         (fs, bc)
     }
 
@@ -658,12 +683,10 @@ mod tests {
         bc.mark_good(SlotId::A).unwrap();
         bc.set_trial(SlotId::B, 3).unwrap();
         bc.record_boot_attempt(SlotId::B).unwrap();
-        let pair = Disk::from_device(Arc::new(small_disk()))
-            .unwrap()
-            .slots("root")
-            .unwrap();
+        let disk = Disk::from_device(Arc::new(small_disk())).unwrap();
+        let pair = disk.slots("root").unwrap();
         let over = |store: MemFs| {
-            SystemdBootControl::new(Arc::new(store), &pair, EntryTemplate::default())
+            SystemdBootControl::new(Arc::new(store), &disk, &pair, EntryTemplate::default())
         };
         let names = |b: &SystemdBootControl| -> [Option<String>; 2] {
             b.entries().unwrap().map(|e| e.map(|e| e.name))
@@ -692,6 +715,7 @@ mod tests {
                     cut.cut_after_ops(k);
                     let cbc = SystemdBootControl::new(
                         Arc::new(cut.clone()),
+                        &disk,
                         &pair,
                         EntryTemplate::default(),
                     );

@@ -148,45 +148,139 @@ fn grub_and_systemd_boot_backends_from_the_cli() {
         "default ESP and state are 64 MiB each: {err}"
     );
     assert!(!t.path("disk.img").exists(), "nothing created");
-    t.run(tandem_disk().args(["create", "disk.img", "--size", "256MiB"]));
     std::fs::create_dir(t.path("esp")).unwrap();
-    for backend in [
-        ["--backend", "grub", "--grubenv", "grubenv"],
-        ["--backend", "systemd-boot", "--esp", "esp"],
+    for (disk, backend) in [
+        ("grub.img", ["--backend", "grub", "--grubenv", "grubenv"]),
+        ("sd.img", ["--backend", "systemd-boot", "--esp", "esp"]),
     ] {
-        let out = t.run_any(tandem_disk().args(["boot", "disk.img"]).args(backend));
+        t.run(tandem_disk().args(["create", disk, "--size", "256MiB"]));
+        let run = |command: &str, rest: &[&str]| {
+            t.run(
+                tandem_disk()
+                    .arg(command)
+                    .arg(disk)
+                    .args(rest)
+                    .args(backend),
+            )
+        };
+        let out = t.run_any(tandem_disk().args(["boot", disk]).args(backend));
         assert_eq!(out.status.code(), Some(1), "not initialised yet");
-        t.run(tandem_disk().args(["init-boot", "disk.img"]).args(backend));
-        t.run(
-            tandem_disk()
-                .args(["mark", "disk.img", "a", "trial", "--tries", "1"])
-                .args(backend),
-        );
-        t.run(
-            tandem_disk()
-                .args(["mark", "disk.img", "a", "good"])
-                .args(backend),
-        );
-        t.run(
-            tandem_disk()
-                .args(["mark", "disk.img", "b", "trial", "--tries", "1"])
-                .args(backend),
-        );
+        run("init-boot", &[]);
+        run("mark", &["a", "trial", "--tries", "1"]);
+        run("mark", &["a", "good"]);
+        run("mark", &["b", "trial", "--tries", "1"]);
         let seq: Vec<String> = (0..3)
             .map(|_| {
-                String::from_utf8_lossy(&boot(&t, &backend).stdout)
-                    .trim()
-                    .to_string()
+                let out = t.run(tandem_disk().args(["boot", disk]).args(backend));
+                String::from_utf8_lossy(&out.stdout).trim().to_string()
             })
             .collect();
         assert_eq!(seq, ["b", "a", "a"], "{backend:?}");
-        let v = show_json(&t, &backend);
+        let out = t.run(tandem_disk().args(["show", disk, "--json"]).args(backend));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(v["next_boot"], "a");
         assert_eq!(v["slots"][1]["state"]["tries_left"], 0);
+        // The path flag alone is enough: the disk says which backend it was set up for.
+        let out = t.run(tandem_disk().args(["show", disk, backend[2], backend[3]]));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!("boot backend: {}", backend[1])),
+            "{text}"
+        );
     }
     assert!(t.path("esp/loader/entries/tandem-b+0-1.conf").is_file());
     assert_eq!(std::fs::metadata(t.path("grubenv")).unwrap().len(), 1024);
-    let out = t.run_any(tandem_disk().args(["boot", "disk.img", "--backend", "grub"]));
+    let out = t.run_any(tandem_disk().args(["boot", "grub.img", "--backend", "grub"]));
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--grubenv"));
+}
+
+/// Issue 10.14 and 15: a disk set up for grub is never silently given GPT (or systemd-boot)
+/// boot state, and `show`/`boot` without flags say which flags the disk needs instead of
+/// "nothing bootable".
+#[test]
+fn a_disk_set_up_for_one_backend_refuses_the_others() {
+    let t = Tmp::new();
+    t.run(tandem_disk().args(["create", "disk.img", "--size", "256MiB"]));
+    std::fs::write(t.path("raw"), vec![0xAB; MIB as usize]).unwrap();
+    t.run(tandem_disk().args([
+        "init-boot",
+        "disk.img",
+        "--backend",
+        "grub",
+        "--grubenv",
+        "grubenv",
+    ]));
+    let before = std::fs::read(t.path("disk.img")).unwrap();
+    let refused = "kept by the grub backend";
+    for (args, want) in [
+        (
+            &["write-slot", "disk.img", "a", "raw"][..],
+            "set up for the grub backend",
+        ),
+        (
+            &["write-slot", "disk.img", "a", "raw", "--backend", "gpt"],
+            refused,
+        ),
+        (
+            &["mark", "disk.img", "a", "good", "--backend", "gpt"],
+            refused,
+        ),
+        (
+            &[
+                "set",
+                "disk.img",
+                "a",
+                "--priority",
+                "3",
+                "--backend",
+                "gpt",
+            ],
+            refused,
+        ),
+        (
+            &[
+                "boot",
+                "disk.img",
+                "--backend",
+                "systemd-boot",
+                "--esp",
+                ".",
+            ],
+            refused,
+        ),
+    ] {
+        let out = t.run_any(tandem_disk().args(args));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        if let Some(asked) = args.iter().position(|a| *a == "--backend") {
+            assert!(
+                err.contains(&format!("not by {}", args[asked + 1])),
+                "{err}"
+            );
+        }
+        assert!(
+            err.contains("--grubenv"),
+            "{args:?}: the hint names the flag: {err}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(t.path("disk.img")).unwrap(),
+        before,
+        "nothing written"
+    );
+    for command in ["show", "boot"] {
+        let out = t.run_any(tandem_disk().args([command, "disk.img"]));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{command}: {err}");
+        assert!(
+            err.contains("set up for the grub backend") && err.contains("--grubenv"),
+            "{command}: {err}"
+        );
+        assert!(!err.contains("nothing bootable"), "{command}: {err}");
+    }
+    t.run(tandem_disk().args(["write-slot", "disk.img", "a", "raw", "--grubenv", "grubenv"]));
+    let out = t.run(tandem_disk().args(["boot", "disk.img", "--grubenv", "grubenv"]));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "a");
 }

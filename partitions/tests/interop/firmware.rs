@@ -5,8 +5,7 @@
 
 use std::sync::Arc;
 
-use partitions::boot::grub::GrubEnvBootControl;
-use partitions::boot::systemd_boot::{EntryTemplate, SystemdBootControl};
+use partitions::boot::{self, Config};
 use partitions::create::{lay_out, Layout};
 use partitions::io::{BlockDevice, MemDisk, MemFs};
 use partitions::{select_and_boot, BootControl, Disk, FirmwareError, SlotBootState, SlotId};
@@ -16,7 +15,7 @@ use crate::util::MIB;
 
 fn backends() -> Vec<Box<dyn BootControl>> {
     let disk = MemDisk::new(40 * MIB);
-    let dev: Arc<dyn BlockDevice> = Arc::new(disk);
+    let dev: Arc<dyn BlockDevice> = Arc::new(disk.clone());
     lay_out(
         &dev,
         &Layout {
@@ -26,16 +25,28 @@ fn backends() -> Vec<Box<dyn BootControl>> {
         },
     )
     .unwrap();
-    let d = Disk::from_device(dev).unwrap();
-    let pair = d.slots("root").unwrap();
-    let grub = GrubEnvBootControl::init(Arc::new(MemFs::new()), "grubenv", &pair).unwrap();
-    let sd = SystemdBootControl::new(Arc::new(MemFs::new()), &pair, EntryTemplate::default());
-    sd.init().unwrap();
-    vec![
-        Box::new(d.gpt_boot_control(&pair)),
-        Box::new(grub),
-        Box::new(sd),
-    ]
+    let configs = [
+        Config::Gpt,
+        Config::Grub {
+            grubenv: "grubenv".into(),
+        },
+        Config::SystemdBoot {
+            esp: "/esp".into(),
+            entry: Default::default(),
+        },
+    ];
+    configs
+        .iter()
+        .map(|config| {
+            // Each backend on its own copy of the disk: grub and systemd-boot record
+            // themselves on it.
+            let d = Disk::from_device(Arc::new(disk.deep_clone())).unwrap();
+            let pair = d.slots("root").unwrap();
+            let bc = boot::open(config, &d, &pair, Some(Arc::new(MemFs::new()))).unwrap();
+            bc.prepare().unwrap();
+            bc
+        })
+        .collect()
 }
 
 fn state() -> impl Strategy<Value = SlotBootState> {

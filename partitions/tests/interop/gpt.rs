@@ -10,7 +10,7 @@ use crate::util::*;
 fn gpt_bc(path: &std::path::Path) -> GptBootControl {
     let disk = Disk::open(path).unwrap();
     let pair = disk.slots("root").unwrap();
-    disk.gpt_boot_control(&pair)
+    GptBootControl::new(disk.device().clone(), &pair)
 }
 
 fn sgdisk_verify(t: &Tmp, img: &std::path::Path) {

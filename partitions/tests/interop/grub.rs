@@ -17,13 +17,21 @@ fn pair_of(img: &Path) -> SlotPair {
     Disk::open(img).unwrap().slots("root").unwrap()
 }
 
+/// The grub backend over `store` for the image's pair.
+fn grub_on(img: &Path, store: Arc<dyn FileStore>) -> GrubEnvBootControl {
+    let disk = Disk::open(img).unwrap();
+    let pair = disk.slots("root").unwrap();
+    GrubEnvBootControl::new(store, "grubenv", &disk, &pair)
+}
+
 #[test]
 fn grub_editenv_lists_our_grubenv() {
     let t = Tmp::new();
     let img = t.small_image("disk.img");
     let pair = pair_of(&img);
     let store: Arc<dyn FileStore> = Arc::new(RealFs::new(t.dir.path()));
-    let bc = GrubEnvBootControl::init(store, "grubenv", &pair).unwrap();
+    let bc = grub_on(&img, store);
+    bc.prepare().unwrap();
     bc.set_trial(SlotId::A, 1).unwrap();
     bc.mark_good(SlotId::A).unwrap();
     bc.set_trial(SlotId::B, 3).unwrap();
@@ -50,6 +58,7 @@ fn grub_editenv_lists_our_grubenv() {
 #[test]
 fn we_read_a_grubenv_made_by_grub_editenv() {
     let t = Tmp::new();
+    let img = t.small_image("disk.img");
     t.run(cmd("grub-editenv").args(["grubenv", "create"]));
     t.run(cmd("grub-editenv").args([
         "grubenv",
@@ -68,7 +77,7 @@ fn we_read_a_grubenv_made_by_grub_editenv() {
         "Debian adds a warning comment line"
     );
     let store: Arc<dyn FileStore> = Arc::new(RealFs::new(t.dir.path()));
-    let bc = GrubEnvBootControl::new(store, "grubenv");
+    let bc = grub_on(&img, store);
     assert_eq!(
         bc.state(SlotId::A).unwrap(),
         SlotBootState::new(2, 0, true).unwrap()
@@ -129,7 +138,7 @@ impl GrubRig {
         // The grubenv is made by our code, then lives on the ESP.
         std::fs::create_dir(t.path("host")).unwrap();
         let store: Arc<dyn FileStore> = Arc::new(RealFs::new(t.path("host")));
-        GrubEnvBootControl::init(store, "grubenv", &pair).unwrap();
+        grub_on(&img, store).prepare().unwrap();
         // Another program's variable: it must survive GRUB's save_env and our writes (it
         // sits in the second sector, behind our filler line).
         let host_env = t.path("host/grubenv");
@@ -171,7 +180,7 @@ impl GrubRig {
 
     /// Our backend over the host copy of the grubenv.
     fn host_bc(&self) -> GrubEnvBootControl {
-        GrubEnvBootControl::new(Arc::new(RealFs::new(self.t.path("host"))), "grubenv")
+        grub_on(&self.img, Arc::new(RealFs::new(self.t.path("host"))))
     }
 
     fn push_env(&self) {
@@ -251,7 +260,7 @@ impl GrubRig {
         let before = std::fs::read(self.t.path("host/grubenv")).unwrap();
         let mem = MemFs::new();
         mem.write_atomic(Path::new("grubenv"), &before).unwrap();
-        let reference = GrubEnvBootControl::new(Arc::new(mem.clone()), "grubenv");
+        let reference = grub_on(&self.img, Arc::new(mem.clone()));
         let predicted = select_and_boot(&reference).ok();
         let got = self.boot();
         assert_eq!(got, predicted, "GRUB and the reference firmware disagree");

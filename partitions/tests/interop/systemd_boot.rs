@@ -67,11 +67,17 @@ fn s(
 fn bootctl_lists_our_entries_with_the_tries_we_intend() {
     let t = Tmp::new();
     let img = t.small_image("disk.img");
-    let pair = Disk::open(&img).unwrap().slots("root").unwrap();
+    let disk = Disk::open(&img).unwrap();
+    let pair = disk.slots("root").unwrap();
     let esp = t.path("esp");
     std::fs::create_dir(&esp).unwrap();
-    let bc = SystemdBootControl::new(Arc::new(RealFs::new(&esp)), &pair, EntryTemplate::default());
-    bc.init().unwrap();
+    let bc = SystemdBootControl::new(
+        Arc::new(RealFs::new(&esp)),
+        &disk,
+        &pair,
+        EntryTemplate::default(),
+    );
+    bc.prepare().unwrap();
     let conf = std::fs::read_to_string(esp.join("loader/loader.conf")).unwrap();
     assert!(!conf.lines().any(|l| l.starts_with("default")), "{conf}");
 

@@ -7,6 +7,8 @@ use std::process::{Command, Output};
 
 use tandem_tests::{image, IMAGE_LEN};
 
+const GPT: &str = r#"boot = "gpt""#;
+
 /// A fresh directory and a command runner that shows everything when a command fails.
 struct Sandbox {
     dir: tempfile::TempDir,
@@ -66,11 +68,13 @@ impl Sandbox {
         String::from_utf8(self.run(bin, args, 0).stdout).unwrap()
     }
 
-    fn config(&self, booted: &str) -> String {
+    /// The agent's configuration on a node that booted `booted`, boot state in `boot`
+    /// (its updater.toml keys).
+    fn config(&self, booted: &str, boot: &str) -> String {
         let path = self.path(&format!("updater-{booted}.toml"));
         let text = format!(
             r#"disk = "{disk}"
-boot = "gpt"
+{boot}
 state = "{state}"
 root = "{root}"
 product = "acme-edge"
@@ -89,84 +93,102 @@ timeout = "10s"
         std::fs::write(&path, text).unwrap();
         path.display().to_string()
     }
+
+    /// Keys, a root, the raw images v1 and v2 and the signed bundle `v2.tandem`.
+    fn release_v2(&self) {
+        let s = self;
+        for key in ["root", "rel1", "rel2", "rel3"] {
+            s.run("tandem-signer", &["keygen", "--out", key], 0);
+        }
+        s.run(
+            "tandem-signer",
+            &[
+                "root",
+                "init",
+                "--out",
+                "root.json",
+                "--root-key",
+                "root.pub.pem",
+                "--root-threshold",
+                "1",
+                "--release-key",
+                "rel1.pub.pem",
+                "--release-key",
+                "rel2.pub.pem",
+                "--release-key",
+                "rel3.pub.pem",
+                "--release-threshold",
+                "2",
+                "--sign-with",
+                "root.pem",
+            ],
+            0,
+        );
+        std::fs::write(s.path("v1.raw"), image(IMAGE_LEN, 1)).unwrap();
+        std::fs::write(s.path("v2.raw"), image(IMAGE_LEN, 2)).unwrap();
+        s.run(
+            "tandem-signer",
+            &[
+                "sign",
+                "--image",
+                "v2.raw",
+                "--product",
+                "acme-edge",
+                "--version",
+                "2.0.0",
+                "--security-version",
+                "2",
+                "--key",
+                "rel1.pem",
+                "--key",
+                "rel3.pem",
+                "--chunk-size",
+                "64KiB",
+                "--out",
+                "v2.tandem",
+            ],
+            0,
+        );
+    }
+
+    /// `disk.img`: two 2 MiB slots, both unbootable.
+    fn create_disk(&self) {
+        let s = self;
+        s.run(
+            "tandem-disk",
+            &[
+                "create",
+                "--size",
+                "8MiB",
+                "--slot-size",
+                "2MiB",
+                "--esp",
+                "1MiB",
+                "--state",
+                "1MiB",
+                "disk.img",
+            ],
+            0,
+        );
+    }
 }
 
 #[test]
 fn cli_install_boot_check_status_on_a_disk_image() {
     let s = Sandbox::new();
-    for key in ["root", "rel1", "rel2", "rel3"] {
-        s.run("tandem-signer", &["keygen", "--out", key], 0);
-    }
-    s.run(
-        "tandem-signer",
-        &[
-            "root",
-            "init",
-            "--out",
-            "root.json",
-            "--root-key",
-            "root.pub.pem",
-            "--root-threshold",
-            "1",
-            "--release-key",
-            "rel1.pub.pem",
-            "--release-key",
-            "rel2.pub.pem",
-            "--release-key",
-            "rel3.pub.pem",
-            "--release-threshold",
-            "2",
-            "--sign-with",
-            "root.pem",
-        ],
-        0,
-    );
-    std::fs::write(s.path("v1.raw"), image(IMAGE_LEN, 1)).unwrap();
-    std::fs::write(s.path("v2.raw"), image(IMAGE_LEN, 2)).unwrap();
-    s.run(
-        "tandem-signer",
-        &[
-            "sign",
-            "--image",
-            "v2.raw",
-            "--product",
-            "acme-edge",
-            "--version",
-            "2.0.0",
-            "--security-version",
-            "2",
-            "--key",
-            "rel1.pem",
-            "--key",
-            "rel3.pem",
-            "--chunk-size",
-            "64KiB",
-            "--out",
-            "v2.tandem",
-        ],
-        0,
-    );
-    s.run(
-        "tandem-disk",
-        &[
-            "create",
-            "--size",
-            "8MiB",
-            "--slot-size",
-            "2MiB",
-            "--esp",
-            "1MiB",
-            "--state",
-            "1MiB",
-            "disk.img",
-        ],
-        0,
-    );
+    s.release_v2();
+    s.create_disk();
     s.run("tandem-disk", &["write-slot", "disk.img", "a", "v1.raw"], 0);
     std::fs::write(s.path("healthy"), "").unwrap();
     assert_eq!(s.stdout("tandem-disk", &["boot", "disk.img"]).trim(), "a");
 
-    let on_a = s.config("a");
+    let on_a = s.config("a", GPT);
+    let status = s.stdout("tandem-updater", &["--config", &on_a, "status"]);
+    assert!(
+        status.contains("slot a: an image the updater did not write (factory)")
+            && status.contains("slot b: no image the updater wrote, not bootable"),
+        "{status}"
+    );
     let out = s.stdout(
         "tandem-updater",
         &["--config", &on_a, "install", "v2.tandem"],
@@ -175,7 +197,7 @@ fn cli_install_boot_check_status_on_a_disk_image() {
     assert!(out.contains("boots next as a trial"), "{out}");
 
     assert_eq!(s.stdout("tandem-disk", &["boot", "disk.img"]).trim(), "b");
-    let on_b = s.config("b");
+    let on_b = s.config("b", GPT);
     let out = s.stdout("tandem-updater", &["--config", &on_b, "boot-check"]);
     assert!(
         out.contains("slot b (2.0.0) passed its health checks: committed"),
@@ -211,4 +233,73 @@ fn cli_install_boot_check_status_on_a_disk_image() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("bad.tandem"), "{stderr}");
     assert_eq!(s.stdout("tandem-disk", &["boot", "disk.img"]).trim(), "b");
+}
+
+/// Issue 10.14. A grub node provisioned carelessly: the factory image written without the
+/// grub flags (so the GPT got the boot attributes) and the grubenv set up with `init-boot`
+/// (its `TANDEM_ORDER` empty): the running slot was in no boot order, and the trial's
+/// fallback was nothing. The agent now makes the running slot the fallback before the flip,
+/// and `tandem-disk` refuses to write GPT boot state on a disk set up for grub.
+#[test]
+fn a_trial_on_a_carelessly_provisioned_grub_node_falls_back_to_the_running_slot() {
+    let s = Sandbox::new();
+    s.release_v2();
+    s.create_disk();
+    let grub = ["--backend", "grub", "--grubenv", "grubenv"];
+    s.run("tandem-disk", &["write-slot", "disk.img", "a", "v1.raw"], 0);
+    s.run(
+        "tandem-disk",
+        &[&["init-boot", "disk.img"][..], &grub].concat(),
+        0,
+    );
+    let out = s.run(
+        "tandem-disk",
+        &[&["boot", "disk.img"][..], &grub].concat(),
+        1,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("nothing bootable"),
+        "the grubenv names no slot: {stderr}"
+    );
+    // In the other order the careless step itself is refused, naming both backends.
+    let out = s.run("tandem-disk", &["write-slot", "disk.img", "a", "v1.raw"], 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("set up for the grub backend") && stderr.contains("--grubenv"),
+        "{stderr}"
+    );
+    let out = s.run(
+        "tandem-disk",
+        &["write-slot", "disk.img", "a", "v1.raw", "--backend", "gpt"],
+        1,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("kept by the grub backend") && stderr.contains("not by gpt"),
+        "{stderr}"
+    );
+
+    let grubenv = s.path("grubenv");
+    let on_a = s.config("a", &format!("boot = \"grub\"\ngrubenv = {grubenv:?}"));
+    let out = s.stdout(
+        "tandem-updater",
+        &["--config", &on_a, "install", "v2.tandem"],
+    );
+    assert!(out.contains("boots next as a trial"), "{out}");
+    let show = s.stdout(
+        "tandem-disk",
+        &[&["show", "disk.img", "--json"][..], &grub].concat(),
+    );
+    let show: serde_json::Value = serde_json::from_str(&show).unwrap();
+    assert_eq!(show["slots"][0]["state"]["successful"], true, "{show}");
+    // The trial is never committed: after its two tries the firmware boots the old slot.
+    let boots: Vec<String> = (0..4)
+        .map(|_| {
+            s.stdout("tandem-disk", &[&["boot", "disk.img"][..], &grub].concat())
+                .trim()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(boots, ["b", "b", "a", "a"]);
 }

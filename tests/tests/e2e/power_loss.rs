@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use partitions::boot::Config;
 use partitions::io::{FileStore, MemFs, PowerLossDisk, SplitMix64};
 use partitions::{select_and_boot, SlotId};
 use tandem_tests::{
@@ -91,7 +92,9 @@ fn update(w: &World, disk: &PowerLossDisk, v2: &Release) -> Result<(), String> {
         let disk =
             partitions::Disk::from_device(Arc::new(disk.clone())).map_err(|e| e.to_string())?;
         let pair = disk.slots("root").map_err(|e| e.to_string())?;
-        select_and_boot(&disk.gpt_boot_control(&pair)).map_err(|e| e.to_string())
+        let bc =
+            partitions::boot::open(&Config::Gpt, &disk, &pair, None).map_err(|e| e.to_string())?;
+        select_and_boot(bc.as_ref()).map_err(|e| e.to_string())
     };
     agent(SlotId::A)
         .map_err(e)?

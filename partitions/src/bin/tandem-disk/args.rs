@@ -3,8 +3,10 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
-use partitions::SlotId;
+use partitions::boot::Config;
+use partitions::{BackendKind, SlotId};
 
 /// Make A/B disk images, write slots, show and change boot state, run the reference firmware.
 #[derive(Debug, Parser)]
@@ -119,18 +121,12 @@ pub enum Transition {
     Unbootable,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum BackendName {
-    Gpt,
-    Grub,
-    SystemdBoot,
-}
-
 #[derive(Debug, Clone, ClapArgs)]
 pub struct BackendArgs {
-    /// Where the boot state lives.
-    #[arg(long, value_enum, default_value = "gpt")]
-    pub backend: BackendName,
+    /// Where the boot state lives: gpt, grub or systemd-boot [default: the backend
+    /// `init-boot` recorded on the disk, else the one whose path flag is given, else gpt].
+    #[arg(long)]
+    pub backend: Option<BackendKind>,
     /// The grubenv file (backend grub).
     #[arg(long)]
     pub grubenv: Option<PathBuf>,
@@ -142,29 +138,27 @@ pub struct BackendArgs {
     pub pair: String,
 }
 
-/// The validated backend choice.
-#[derive(Debug, Clone)]
-pub enum Backend {
-    Gpt,
-    Grub { grubenv: PathBuf },
-    SystemdBoot { esp: PathBuf },
-}
-
 impl BackendArgs {
-    pub fn to_backend(&self) -> anyhow::Result<Backend> {
-        match (self.backend, &self.grubenv, &self.esp) {
-            (BackendName::Gpt, None, None) => Ok(Backend::Gpt),
-            (BackendName::Grub, Some(f), None) => Ok(Backend::Grub { grubenv: f.clone() }),
-            (BackendName::SystemdBoot, None, Some(d)) => {
-                Ok(Backend::SystemdBoot { esp: d.clone() })
-            }
-            (BackendName::Grub, None, _) => anyhow::bail!("--backend grub needs --grubenv FILE"),
-            (BackendName::SystemdBoot, _, None) => {
-                anyhow::bail!("--backend systemd-boot needs --esp DIR")
-            }
-            _ => anyhow::bail!(
-                "--grubenv goes with --backend grub, --esp with --backend systemd-boot"
-            ),
+    /// The validated backend: the one asked for, else the one `recorded` on the disk, else
+    /// the one whose path flag was given, else gpt. A backend other than the recorded one is
+    /// refused later, by `boot::open`.
+    pub fn config(&self, recorded: Option<BackendKind>) -> anyhow::Result<Config> {
+        let inferred = match (&self.grubenv, &self.esp) {
+            (Some(_), None) => Some(BackendKind::Grub),
+            (None, Some(_)) => Some(BackendKind::SystemdBoot),
+            _ => None,
+        };
+        let kind = self
+            .backend
+            .or(recorded)
+            .or(inferred)
+            .unwrap_or(BackendKind::Gpt);
+        let config = Config::new(kind, self.grubenv.clone(), self.esp.clone(), None);
+        match (self.backend, recorded) {
+            (None, Some(set_up)) => config.with_context(|| {
+                format!("the disk was set up for the {set_up} backend (by init-boot)")
+            }),
+            _ => Ok(config?),
         }
     }
 }

@@ -1,34 +1,34 @@
 //! The commands: each opens what it needs through the library and prints the result.
 
+use std::io::Write;
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use partitions::boot::grub::GrubEnvBootControl;
-use partitions::boot::systemd_boot::{EntryTemplate, SystemdBootControl};
+use partitions::boot::{self, mark, ConfigError};
 use partitions::create::{self, Layout};
 use partitions::error::{BootStateError, LayoutError};
-use partitions::io::{FileStore, RealFs};
-use partitions::{BootControl, Disk, FirmwareError, SlotBootState, SlotId, SlotPair};
+use partitions::{BackendKind, BootControl, Disk, FirmwareError, SlotBootState, SlotId, SlotPair};
 
-use crate::args::{Args, Backend, BackendArgs, Command, Transition};
+use crate::args::{Args, BackendArgs, Command, Transition};
 
-pub fn run(args: Args) -> Result<()> {
+/// Run one command, writing its result to `out`.
+pub fn run(args: Args, out: &mut dyn Write) -> Result<()> {
     match args.command {
         Command::Create {
-            out,
+            out: image,
             size,
             slot_size,
             esp,
             state,
         } => {
             let layout = Layout::for_disk(size, esp, slot_size, state)?;
-            create::create_image(&out, size, &layout)?;
-            println!(
+            create::create_image(&image, size, &layout)?;
+            writeln!(
+                out,
                 "created {}: {size} bytes, ESP {esp}, root-a and root-b {} each, state {state}",
-                out.display(),
+                image.display(),
                 layout.slot
-            );
+            )?;
             Ok(())
         }
         Command::WriteSlot {
@@ -44,18 +44,18 @@ pub fn run(args: Args) -> Result<()> {
             let written =
                 create::write_image(dev.as_ref(), s, &raw, (!no_activate).then_some(bc.as_ref()))
                     .with_context(|| format!("writing {} into {}", raw.display(), s.name))?;
-            println!("wrote {written} bytes into {}", s.name);
+            writeln!(out, "wrote {written} bytes into {}", s.name)?;
             Ok(())
         }
         Command::Show {
             disk,
             json,
             backend,
-        } => show(&disk, &backend, json),
+        } => show(&disk, &backend, json, out),
         Command::Boot { disk, backend } => {
             let (_d, _pair, bc) = open(&disk, &backend, false)?;
             let slot = partitions::select_and_boot(bc.as_ref())?;
-            println!("{slot}");
+            writeln!(out, "{slot}")?;
             Ok(())
         }
         Command::Set {
@@ -74,7 +74,7 @@ pub fn run(args: Args) -> Result<()> {
                 successful.unwrap_or(cur.successful),
             )?;
             bc.set_state(slot, new)?;
-            println!("slot {slot}: {}", bc.state(slot)?);
+            writeln!(out, "slot {slot}: {}", bc.state(slot)?)?;
             Ok(())
         }
         Command::Mark {
@@ -91,43 +91,31 @@ pub fn run(args: Args) -> Result<()> {
                 Transition::Bad => bc.mark_bad(slot)?,
                 Transition::Unbootable => bc.set_unbootable(slot)?,
             }
-            println!("slot {slot}: {}", bc.state(slot)?);
+            writeln!(out, "slot {slot}: {}", bc.state(slot)?)?;
             Ok(())
         }
         Command::InitBoot { disk, backend } => {
             let (_d, _pair, bc) = open(&disk, &backend, true)?;
-            println!(
+            writeln!(
+                out,
                 "{} backend ready; next boot: {}",
                 bc.kind(),
-                next(bc.as_ref())?
-            );
+                describe(bc.next_boot()?)
+            )?;
             Ok(())
         }
     }
 }
 
-fn next(bc: &dyn BootControl) -> Result<String> {
-    Ok(bc
-        .next_boot()?
-        .map_or_else(|| "nothing bootable".to_string(), |s| s.to_string()))
-}
-
-/// Split a file path into a store on its directory and the file name.
-fn store_for_file(path: &Path) -> Result<(Arc<dyn FileStore>, std::path::PathBuf)> {
-    let name = path
-        .file_name()
-        .with_context(|| format!("{}: not a file path", path.display()))?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => ".".into(),
-    };
-    Ok((Arc::new(RealFs::new(dir)), name.into()))
+fn describe(next: Option<SlotId>) -> String {
+    next.map_or_else(|| "nothing bootable".to_string(), |s| s.to_string())
 }
 
 type Opened = (Disk, SlotPair, Box<dyn BootControl>);
 
-fn open(disk: &Path, args: &BackendArgs, init: bool) -> Result<Opened> {
-    let backend = args.to_backend()?;
+/// Open the disk and its boot backend: the one the flags name or the disk recorded.
+/// `prepare`: set the backend up first (`init-boot`).
+fn open(disk: &Path, args: &BackendArgs, prepare: bool) -> Result<Opened> {
     let d = Disk::open(disk).with_context(|| format!("reading {}", disk.display()))?;
     if d.using_backup_gpt() {
         eprintln!(
@@ -136,33 +124,16 @@ fn open(disk: &Path, args: &BackendArgs, init: bool) -> Result<Opened> {
         );
     }
     let pair = d.slots(&args.pair)?;
-    let bc: Box<dyn BootControl> = match backend {
-        Backend::Gpt => {
-            if init {
-                anyhow::bail!("init-boot is for --backend grub or systemd-boot (the GPT backend needs no setup)");
-            }
-            Box::new(d.gpt_boot_control(&pair))
-        }
-        Backend::Grub { grubenv } => {
-            let (store, name) = store_for_file(&grubenv)?;
-            if init {
-                Box::new(GrubEnvBootControl::init(store, name, &pair)?)
-            } else {
-                Box::new(GrubEnvBootControl::new(store, name))
-            }
-        }
-        Backend::SystemdBoot { esp } => {
-            let bc = SystemdBootControl::new(
-                Arc::new(RealFs::new(esp)),
-                &pair,
-                EntryTemplate::default(),
-            );
-            if init {
-                bc.init()?;
-            }
-            Box::new(bc)
-        }
-    };
+    let config = args.config(mark::recorded(d.device().clone(), &pair)?)?;
+    if prepare && config.kind() == BackendKind::Gpt {
+        anyhow::bail!(
+            "init-boot is for --backend grub or systemd-boot (the GPT backend needs no setup)"
+        );
+    }
+    let bc = boot::open(&config, &d, &pair, None)?;
+    if prepare {
+        bc.prepare()?;
+    }
     Ok((d, pair, bc))
 }
 
@@ -186,13 +157,13 @@ struct ShowJson<'a> {
     next_boot: Option<SlotId>,
 }
 
-fn show(disk: &Path, args: &BackendArgs, json: bool) -> Result<()> {
+fn show(disk: &Path, args: &BackendArgs, json: bool, out: &mut dyn Write) -> Result<()> {
     let (d, pair, bc) = open(disk, args, false)?;
     let states = bc.states()?;
     let next_boot = partitions::select(states[0], states[1]);
     let table = d.table();
     if json {
-        let out = ShowJson {
+        let json = ShowJson {
             disk: disk.display().to_string(),
             size: table.disk_size(),
             gpt: table.source(),
@@ -208,34 +179,33 @@ fn show(disk: &Path, args: &BackendArgs, json: bool) -> Result<()> {
                 .collect(),
             next_boot,
         };
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;
         return Ok(());
     }
-    println!(
+    writeln!(
+        out,
         "disk {}: {} bytes, GPT copy in use: {:?}",
         disk.display(),
         table.disk_size(),
         table.source()
-    );
+    )?;
     for (what, p) in [
         ("primary", table.primary_problem()),
         ("backup", table.backup_problem()),
     ] {
         if let Some(p) = p {
-            println!("  {what} GPT damaged: {p}");
+            writeln!(out, "  {what} GPT damaged: {p}")?;
         }
     }
-    println!("boot backend: {}", bc.kind());
+    writeln!(out, "boot backend: {}", bc.kind())?;
     for (slot, state) in pair.slots().into_iter().zip(states) {
-        println!(
+        writeln!(
+            out,
             "  {}  {:<8} #{:<3} PARTUUID {}  offset {:>12}  size {:>12}  priority {:>2}  tries {:>2}  successful {}",
             slot.id, slot.name, slot.index, slot.partuuid, slot.offset, slot.size, state.priority, state.tries_left, state.successful
-        );
+        )?;
     }
-    println!(
-        "next boot: {}",
-        next_boot.map_or_else(|| "nothing bootable".to_string(), |s| s.to_string())
-    );
+    writeln!(out, "next boot: {}", describe(next_boot))?;
     Ok(())
 }
 
@@ -243,7 +213,15 @@ fn show(disk: &Path, args: &BackendArgs, json: bool) -> Result<()> {
 pub fn hint(err: &anyhow::Error) -> Option<String> {
     for cause in err.chain() {
         if let Some(FirmwareError::NothingBootable { .. }) = cause.downcast_ref::<FirmwareError>() {
-            return Some("no slot may boot: write one with `tandem-disk write-slot` or start a trial with `tandem-disk mark DISK SLOT trial`".into());
+            return Some("no slot may boot: provision one with `tandem-disk write-slot DISK SLOT IMAGE` and the flags `init-boot` had; on a disk set up for grub or systemd-boot before tandem-disk recorded the backend, pass --backend grub --grubenv FILE or --backend systemd-boot --esp DIR".into());
+        }
+        if let Some(e) = cause.downcast_ref::<ConfigError>() {
+            return match e {
+                ConfigError::Missing { key, .. } => Some(format!(
+                    "pass --{key} with the path the disk was set up with (`tandem-disk init-boot`)"
+                )),
+                _ => None,
+            };
         }
         if let Some(e) = cause.downcast_ref::<partitions::Error>() {
             return match e {
@@ -253,6 +231,17 @@ pub fn hint(err: &anyhow::Error) -> Option<String> {
                 ),
                 partitions::Error::BootState(BootStateError::LoaderDefault { .. }) => {
                     Some("delete the `default` line from loader/loader.conf".into())
+                }
+                partitions::Error::BootState(BootStateError::WrongBackend { set_up, .. }) => {
+                    Some(match set_up {
+                        BackendKind::Grub => {
+                            "pass --backend grub --grubenv FILE (or only --grubenv FILE)".into()
+                        }
+                        BackendKind::SystemdBoot => {
+                            "pass --backend systemd-boot --esp DIR (or only --esp DIR)".into()
+                        }
+                        BackendKind::Gpt => "leave out --backend".into(),
+                    })
                 }
                 partitions::Error::Io { source, .. }
                     if source.kind() == std::io::ErrorKind::NotFound =>
@@ -270,4 +259,59 @@ pub fn hint(err: &anyhow::Error) -> Option<String> {
         }
     }
     None
+}
+
+/// Whether the error is stdout going away (`tandem-disk show | head -c1`): not a failure
+/// to report.
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use clap::Parser;
+
+    use super::*;
+
+    /// Stdout of `tandem-disk show | head -c1` once `head` is gone.
+    struct ClosedPipe;
+
+    impl Write for ClosedPipe {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_closed_stdout_is_a_broken_pipe_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("disk.img");
+        let args = |a: &[&str]| Args::try_parse_from(a).unwrap();
+        let disk_arg = disk.to_str().unwrap();
+        run(
+            args(&["tandem-disk", "create", disk_arg, "--size", "256MiB"]),
+            &mut Vec::new(),
+        )
+        .unwrap();
+        for command in [
+            &["tandem-disk", "show", disk_arg, "--json"][..],
+            &["tandem-disk", "show", disk_arg],
+        ] {
+            let err = run(args(command), &mut ClosedPipe).unwrap_err();
+            assert!(is_broken_pipe(&err), "{err:#}");
+        }
+        let err = run(args(&["tandem-disk", "boot", disk_arg]), &mut ClosedPipe).unwrap_err();
+        assert!(
+            !is_broken_pipe(&err),
+            "nothing bootable is a real error: {err:#}"
+        );
+    }
 }

@@ -1,7 +1,7 @@
 //! `tandem-disk`: make A/B disk images, write slots, show and change boot state, and run the
 //! reference firmware once. `main` only parses flags, runs a command and maps errors to an
-//! exit code (0 success, 1 failure — including "nothing bootable" for `boot` — and 2 for bad
-//! flags, from clap).
+//! exit code (0 success, also when stdout was closed early; 1 failure — including "nothing
+//! bootable" for `boot` — and 2 for bad flags, from clap).
 
 mod args;
 mod commands;
@@ -19,8 +19,10 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    match commands::run(args) {
+    let mut out = std::io::stdout().lock();
+    match commands::run(args, &mut out) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err) if commands::is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("tandem-disk: error: {err:#}");
             if let Some(hint) = commands::hint(&err) {

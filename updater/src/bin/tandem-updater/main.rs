@@ -252,8 +252,10 @@ fn describe_status(status: &updater::Status) -> String {
     for slot in &status.slots {
         let release = match &slot.release {
             Some(r) => format!("{} {}", r.product, r.version),
-            None if slot.boot.successful => "an image not written by tandem (factory)".into(),
-            None => "no image recorded".into(),
+            None if slot.boot.is_bootable() => {
+                "an image the updater did not write (factory)".into()
+            }
+            None => "no image the updater wrote, not bootable".into(),
         };
         out.push_str(&format!(
             "slot {}: {release}{} [{}] partuuid {}\n",

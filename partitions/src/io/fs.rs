@@ -1,0 +1,220 @@
+//! [`FileStore`]: small files under one root directory, each change durable when it returns,
+//! and its real implementation over a directory ([`RealFs`]).
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Component, Path, PathBuf};
+/// Small files under one root directory (an ESP, `/var/lib/tandem`, …).
+///
+/// Paths are relative to the store's root; absolute paths and `..` are refused. Every
+/// mutating call is durable when it returns (file data and the directory entry fsynced).
+pub trait FileStore: Send + Sync + fmt::Debug {
+    /// The whole file; `ErrorKind::NotFound` when absent, `InvalidData` when larger than
+    /// `max_len` (checked before reading).
+    fn read(&self, path: &Path, max_len: u64) -> io::Result<Vec<u8>>;
+    /// Create or replace `path` atomically: write a temporary file next to it, fsync it,
+    /// rename it over `path`, fsync the directory. Readers see the old or the new content.
+    fn write_atomic(&self, path: &Path, data: &[u8]) -> io::Result<()>;
+    /// Overwrite an existing file in place, without changing its length or its blocks
+    /// (GRUB's `save_env` needs the grubenv never to move), then fsync it. Fails when the
+    /// file's length differs from `data.len()`.
+    fn overwrite(&self, path: &Path, data: &[u8]) -> io::Result<()>;
+    /// Rename (replacing `to` if it exists), then fsync the directory.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Remove a file, then fsync the directory.
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Names of the entries of a directory (sorted); `NotFound` when it does not exist.
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Create a directory and its parents (durable).
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+}
+
+pub(super) fn checked_relative(path: &Path) -> io::Result<&Path> {
+    let ok = path
+        .components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    if ok {
+        Ok(path)
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{}: store paths must be relative, without ..",
+                path.display()
+            ),
+        ))
+    }
+}
+
+/// A [`FileStore`] over a real directory.
+#[derive(Debug, Clone)]
+pub struct RealFs {
+    root: PathBuf,
+}
+
+impl RealFs {
+    /// A store rooted at `root` (which should exist).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn full(&self, path: &Path) -> io::Result<PathBuf> {
+        Ok(self.root.join(checked_relative(path)?))
+    }
+
+    fn sync_parent(full: &Path) -> io::Result<()> {
+        let parent = match full.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        File::open(parent)?.sync_all()
+    }
+}
+
+impl FileStore for RealFs {
+    fn read(&self, path: &Path, max_len: u64) -> io::Result<Vec<u8>> {
+        use std::io::Read;
+        let full = self.full(path)?;
+        let file = File::open(&full)?;
+        let len = file.metadata()?.len();
+        if len > max_len {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {len} bytes, more than {max_len}", full.display()),
+            ));
+        }
+        let mut data = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        file.take(max_len + 1).read_to_end(&mut data)?;
+        if data.len() as u64 > max_len {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: grew past {max_len} bytes while read", full.display()),
+            ));
+        }
+        Ok(data)
+    }
+
+    fn write_atomic(&self, path: &Path, data: &[u8]) -> io::Result<()> {
+        let full = self.full(path)?;
+        let name = full
+            .file_name()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+        let mut tmp_name = name.to_os_string();
+        tmp_name.push(".tandem-tmp");
+        let tmp = full.with_file_name(tmp_name);
+        {
+            let mut f = File::create(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, &full)?;
+        Self::sync_parent(&full)
+    }
+
+    fn overwrite(&self, path: &Path, data: &[u8]) -> io::Result<()> {
+        let full = self.full(path)?;
+        let f = OpenOptions::new().write(true).open(&full)?;
+        let len = f.metadata()?.len();
+        if len != data.len() as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{}: is {len} bytes, refusing an in-place overwrite with {} bytes",
+                    full.display(),
+                    data.len()
+                ),
+            ));
+        }
+        f.write_all_at(data, 0)?;
+        f.sync_all()
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let (from, to) = (self.full(from)?, self.full(to)?);
+        fs::rename(&from, &to)?;
+        Self::sync_parent(&to)?;
+        if from.parent() != to.parent() {
+            Self::sync_parent(&from)?;
+        }
+        Ok(())
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        let full = self.full(path)?;
+        fs::remove_file(&full)?;
+        Self::sync_parent(&full)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let full = self.full(dir)?;
+        let mut names = Vec::new();
+        for entry in fs::read_dir(full)? {
+            if let Ok(name) = entry?.file_name().into_string() {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        let full = self.full(dir)?;
+        fs::create_dir_all(&full)?;
+        Self::sync_parent(&full)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+    use super::*;
+
+    pub(crate) fn exercise_store(store: &dyn FileStore) {
+        store.create_dir_all(Path::new("loader/entries")).unwrap();
+        store
+            .write_atomic(Path::new("loader/entries/x.conf"), b"hello")
+            .unwrap();
+        assert_eq!(
+            store.read(Path::new("loader/entries/x.conf"), 100).unwrap(),
+            b"hello"
+        );
+        assert!(store.read(Path::new("loader/entries/x.conf"), 4).is_err());
+        store
+            .overwrite(Path::new("loader/entries/x.conf"), b"HELLO")
+            .unwrap();
+        assert!(store
+            .overwrite(Path::new("loader/entries/x.conf"), b"HELLO!")
+            .is_err());
+        store
+            .rename(
+                Path::new("loader/entries/x.conf"),
+                Path::new("loader/entries/y.conf"),
+            )
+            .unwrap();
+        assert_eq!(
+            store.list(Path::new("loader/entries")).unwrap(),
+            vec!["y.conf".to_string()]
+        );
+        let err = store
+            .read(Path::new("loader/entries/x.conf"), 10)
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        store.remove(Path::new("loader/entries/y.conf")).unwrap();
+        assert!(store.read(Path::new("../etc/passwd"), 10).is_err());
+        assert!(store.read(Path::new("/etc/passwd"), 10).is_err());
+    }
+
+    #[test]
+    fn real_fs_store() {
+        let dir = tempfile::tempdir().unwrap();
+        exercise_store(&RealFs::new(dir.path()));
+        assert!(dir.path().join("loader/entries").is_dir());
+    }
+}

@@ -1,0 +1,358 @@
+//! Power-cut simulators for tests: a disk ([`PowerLossDisk`]) and a file store
+//! ([`PowerLossFs`]) that, after a chosen number of writes, lose power and come back with what
+//! a real power cut leaves (what was synced plus a seeded subset of the rest), and the seeded
+//! generator they use ([`SplitMix64`]). Built with the `sim` feature only.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use super::block::{check_range, BlockDevice};
+use super::fs::FileStore;
+use super::mem::{lock, normalize, MemDisk, MemFs, SparseBytes};
+/// One write not yet made durable by a sync.
+#[derive(Debug, Clone)]
+enum Pending {
+    Data(u64, Vec<u8>),
+    Zero(u64, u64),
+}
+
+#[derive(Debug)]
+struct LossState {
+    durable: SparseBytes,
+    view: SparseBytes,
+    pending: Vec<Pending>,
+    writes_done: u64,
+    cut_after: Option<u64>,
+    powered: bool,
+}
+
+/// A simulated disk with a page cache that loses data on a power cut.
+///
+/// Writes go to a cache (`read_at` sees them); `sync` makes them durable. After
+/// [`cut_after_writes`](Self::cut_after_writes)`(k)`, the `k+1`-th write (and everything after)
+/// fails as if the power went off. [`after_power_cut`](Self::after_power_cut)`(seed)` returns
+/// the disk as it would be found at the next boot: everything synced, plus a seeded pseudo-random
+/// subset of the writes made after the last sync (applied in their original order).
+/// Writes are never torn inside one call: one `write_at` is kept whole or lost whole.
+#[derive(Debug, Clone)]
+pub struct PowerLossDisk {
+    state: Arc<Mutex<LossState>>,
+}
+
+impl PowerLossDisk {
+    /// A zeroed disk of `size` bytes, power on.
+    pub fn new(size: u64) -> Self {
+        Self::from_durable(SparseBytes::new(size))
+    }
+
+    /// A disk whose durable content is a copy of `disk`'s content.
+    pub fn from_mem(disk: &MemDisk) -> Self {
+        Self::from_durable(disk.sparse_bytes())
+    }
+
+    fn from_durable(durable: SparseBytes) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(LossState {
+                view: durable.clone(),
+                durable,
+                pending: Vec::new(),
+                writes_done: 0,
+                cut_after: None,
+                powered: true,
+            })),
+        }
+    }
+
+    /// Cut the power when `k` more writes (`write_at` or `zero_range`) have completed.
+    pub fn cut_after_writes(&self, k: u64) {
+        let mut s = lock(&self.state);
+        s.cut_after = Some(s.writes_done + k);
+        if k == 0 {
+            s.powered = false;
+        }
+    }
+
+    /// Cut the power now: every later call fails.
+    pub fn cut_now(&self) {
+        lock(&self.state).powered = false;
+    }
+
+    /// Whether the power is still on.
+    pub fn powered(&self) -> bool {
+        lock(&self.state).powered
+    }
+
+    /// Writes completed so far (for choosing cut points).
+    pub fn writes_done(&self) -> u64 {
+        lock(&self.state).writes_done
+    }
+
+    /// Writes made since the last sync (what a cut could lose).
+    pub fn unsynced_writes(&self) -> usize {
+        lock(&self.state).pending.len()
+    }
+
+    /// The disk found after the power comes back: synced data plus the seeded subset of
+    /// unsynced writes. The result is a fresh, powered-on disk.
+    pub fn after_power_cut(&self, seed: u64) -> PowerLossDisk {
+        let s = lock(&self.state);
+        let mut durable = s.durable.clone();
+        let mut rng = SplitMix64(seed);
+        for p in &s.pending {
+            if rng.next() & 1 == 1 {
+                // In range: each pending write was checked when it was made.
+                let _ = match p {
+                    Pending::Data(off, data) => durable.write(data, *off),
+                    Pending::Zero(off, len) => durable.zero(*off, *len),
+                };
+            }
+        }
+        Self::from_durable(durable)
+    }
+
+    fn record(&self, p: Pending) -> io::Result<()> {
+        let mut s = lock(&self.state);
+        if !s.powered {
+            return Err(power_off());
+        }
+        if s.cut_after.is_some_and(|k| s.writes_done >= k) {
+            s.powered = false;
+            return Err(power_off());
+        }
+        match &p {
+            Pending::Data(off, data) => s.view.write(data, *off)?,
+            Pending::Zero(off, len) => s.view.zero(*off, *len)?,
+        }
+        s.pending.push(p);
+        s.writes_done += 1;
+        Ok(())
+    }
+}
+
+fn power_off() -> io::Error {
+    io::Error::other("simulated power cut: the disk is off")
+}
+
+/// A tiny deterministic generator (SplitMix64), so simulations are reproducible from a seed
+/// without pulling a random-number crate into the library.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    /// The next 64 pseudo-random bits.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+impl BlockDevice for PowerLossDisk {
+    fn size(&self) -> io::Result<u64> {
+        Ok(lock(&self.state).view.size)
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let s = lock(&self.state);
+        if !s.powered {
+            return Err(power_off());
+        }
+        s.view.read(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        check_range(offset, buf.len() as u64, self.size()?)?;
+        self.record(Pending::Data(offset, buf.to_vec()))
+    }
+    fn zero_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        check_range(offset, len, self.size()?)?;
+        self.record(Pending::Zero(offset, len))
+    }
+    fn sync(&self) -> io::Result<()> {
+        let mut s = lock(&self.state);
+        if !s.powered {
+            return Err(power_off());
+        }
+        s.durable = s.view.clone();
+        s.pending.clear();
+        Ok(())
+    }
+}
+
+/// A [`FileStore`] that loses power: after [`cut_after_ops`](Self::cut_after_ops)`(k)`, the
+/// `k+1`-th mutating call fails and so does everything after it.
+///
+/// Every completed call was durable (that is the [`FileStore`] contract), so the files found
+/// at the next boot ([`after_power_cut`](Self::after_power_cut)) are those of the completed
+/// calls, plus the interrupted one: an atomic call (`write_atomic`, `rename`, `remove`) is
+/// applied whole or not at all (seeded), and an interrupted in-place `overwrite` is torn: a
+/// seeded subset of its 512-byte sectors is kept, as a disk may do.
+#[derive(Debug, Clone, Default)]
+pub struct PowerLossFs {
+    state: Arc<Mutex<LossFsState>>,
+}
+
+#[derive(Debug, Default)]
+struct LossFsState {
+    files: MemFs,
+    ops_done: u64,
+    cut_after: Option<u64>,
+    powered_off: bool,
+    interrupted: Option<FsOp>,
+}
+
+#[derive(Debug, Clone)]
+enum FsOp {
+    WriteAtomic(PathBuf, Vec<u8>),
+    Overwrite(PathBuf, Vec<u8>),
+    Rename(PathBuf, PathBuf),
+    Remove(PathBuf),
+}
+
+impl PowerLossFs {
+    /// A store holding a copy of `files`' content, power on.
+    pub fn from_mem(files: &MemFs) -> Self {
+        let copy = MemFs::from_files(files.snapshot());
+        Self {
+            state: Arc::new(Mutex::new(LossFsState {
+                files: copy,
+                ..LossFsState::default()
+            })),
+        }
+    }
+
+    /// Cut the power when `k` more mutating calls have completed.
+    pub fn cut_after_ops(&self, k: u64) {
+        let mut s = lock(&self.state);
+        s.cut_after = Some(s.ops_done + k);
+    }
+
+    /// Mutating calls completed so far.
+    pub fn ops_done(&self) -> u64 {
+        lock(&self.state).ops_done
+    }
+
+    /// Whether the power is still on.
+    pub fn powered(&self) -> bool {
+        !lock(&self.state).powered_off
+    }
+
+    /// The files found after the power comes back (a fresh, powered-on store).
+    pub fn after_power_cut(&self, seed: u64) -> MemFs {
+        let s = lock(&self.state);
+        let out = MemFs::from_files(s.files.snapshot());
+        let mut rng = SplitMix64(seed);
+        // Ignoring errors: an interrupted call on a missing file simply did nothing.
+        let _ = match &s.interrupted {
+            None => Ok(()),
+            Some(FsOp::Overwrite(p, data)) => {
+                let mut cur = out.read(p, u64::MAX).unwrap_or_default();
+                for (i, sector) in data.chunks(512).enumerate() {
+                    if rng.next() & 1 == 1 {
+                        if let Some(dst) = cur.get_mut(i * 512..i * 512 + sector.len()) {
+                            dst.copy_from_slice(sector);
+                        }
+                    }
+                }
+                out.write_atomic(p, &cur)
+            }
+            Some(_) if rng.next() & 1 == 0 => Ok(()),
+            Some(FsOp::WriteAtomic(p, d)) => out.write_atomic(p, d),
+            Some(FsOp::Rename(f, t)) => out.rename(f, t),
+            Some(FsOp::Remove(p)) => out.remove(p),
+        };
+        out
+    }
+
+    fn mutate(&self, op: FsOp) -> io::Result<()> {
+        let mut s = lock(&self.state);
+        if s.powered_off {
+            return Err(power_off());
+        }
+        if s.cut_after.is_some_and(|k| s.ops_done >= k) {
+            s.powered_off = true;
+            s.interrupted = Some(op);
+            return Err(power_off());
+        }
+        match &op {
+            FsOp::WriteAtomic(p, d) => s.files.write_atomic(p, d)?,
+            FsOp::Overwrite(p, d) => s.files.overwrite(p, d)?,
+            FsOp::Rename(f, t) => s.files.rename(f, t)?,
+            FsOp::Remove(p) => s.files.remove(p)?,
+        }
+        s.ops_done += 1;
+        Ok(())
+    }
+}
+
+impl FileStore for PowerLossFs {
+    fn read(&self, path: &Path, max_len: u64) -> io::Result<Vec<u8>> {
+        let s = lock(&self.state);
+        if s.powered_off {
+            return Err(power_off());
+        }
+        s.files.read(path, max_len)
+    }
+    fn write_atomic(&self, path: &Path, data: &[u8]) -> io::Result<()> {
+        self.mutate(FsOp::WriteAtomic(normalize(path)?, data.to_vec()))
+    }
+    fn overwrite(&self, path: &Path, data: &[u8]) -> io::Result<()> {
+        self.mutate(FsOp::Overwrite(normalize(path)?, data.to_vec()))
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.mutate(FsOp::Rename(normalize(from)?, normalize(to)?))
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.mutate(FsOp::Remove(normalize(path)?))
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let s = lock(&self.state);
+        if s.powered_off {
+            return Err(power_off());
+        }
+        s.files.list(dir)
+    }
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        normalize(dir).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+    use super::*;
+
+    #[test]
+    fn power_loss_keeps_synced_and_a_seeded_subset() {
+        let d = PowerLossDisk::new(4096);
+        d.write_at(&[1], 0).unwrap();
+        d.sync().unwrap();
+        for i in 1..=32u8 {
+            d.write_at(&[i], u64::from(i)).unwrap();
+        }
+        assert_eq!(d.unsynced_writes(), 32);
+        let after = d.after_power_cut(42);
+        let again = d.after_power_cut(42);
+        let mut a = [0u8; 33];
+        let mut b = [0u8; 33];
+        after.read_at(&mut a, 0).unwrap();
+        again.read_at(&mut b, 0).unwrap();
+        assert_eq!(a, b, "same seed, same disk");
+        assert_eq!(a[0], 1, "synced write kept");
+        let kept = a[1..].iter().filter(|&&x| x != 0).count();
+        assert!(kept > 0 && kept < 32, "a strict subset is kept ({kept})");
+    }
+
+    #[test]
+    fn power_loss_cut_after_k_writes() {
+        let d = PowerLossDisk::new(100);
+        d.cut_after_writes(2);
+        d.write_at(&[1], 0).unwrap();
+        d.write_at(&[1], 1).unwrap();
+        assert!(d.write_at(&[1], 2).is_err());
+        assert!(!d.powered());
+        assert!(d.sync().is_err());
+    }
+}
