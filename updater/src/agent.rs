@@ -715,11 +715,6 @@ impl Agent {
         })
     }
 
-    /// The boot state of `slot`.
-    pub fn boot_state(&self, slot: SlotId) -> Result<SlotBootState> {
-        Ok(self.boot.state(slot)?)
-    }
-
     /// Whether the firmware would boot `slot` next.
     pub fn boots_next(&self, slot: SlotId) -> Result<bool> {
         Ok(self.boot.next_boot()? == Some(slot))
@@ -796,13 +791,17 @@ impl Agent {
 
     /// The last known good slot is never overwritten: no install while the booted slot is
     /// unproven, whether the state file says so (a trial in progress) or the boot control
-    /// does (the state file was lost during a trial).
+    /// does (the state file was lost during a trial: `ensure_fallback` refuses a booted slot
+    /// in trial). A committed booted slot the backend lost track of (a careless provisioning)
+    /// is made the fallback again before anything is written.
     fn refuse_during_trial(&self, state: &AgentState, booted: SlotId) -> Result<()> {
         let recorded_trial = matches!(&state.phase,
             Phase::Trial { target, .. } | Phase::Written { target, .. } if *target == booted);
-        if recorded_trial || !self.boot.state(booted)?.successful {
+        if recorded_trial {
             return Err(Refusal::InTrial { booted }.into());
         }
+        self.boot.prepare()?;
+        self.boot.ensure_fallback(booted)?;
         Ok(())
     }
 

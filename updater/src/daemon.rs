@@ -249,7 +249,7 @@ impl<'a> Daemon<'a> {
     ) -> Result<Option<Refusal>> {
         let metadata = &offer.metadata;
         let version = metadata.release.version.to_string();
-        if in_trial(state, booted) || !self.agent.boot_state(booted)?.successful {
+        if in_trial(state, booted) {
             return Ok(Some(Refusal::InTrial { booted }));
         }
         if state.rolled_back_versions.contains(&version) {
