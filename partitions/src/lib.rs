@@ -1,4 +1,4 @@
-//! GPT A/B slots, boot-control backends and the reference firmware (DESIGN.md §5).
+//! GPT A/B slots, boot-control backends and the reference firmware (docs/DESIGN.md §5).
 //!
 //! * [`model`]: the shared vocabulary ([`SlotId`], [`SlotBootState`], [`select`],
 //!   [`BackendKind`]);

@@ -184,7 +184,7 @@ pub struct TlsFiles {
 /// Everything [`crate::Server::bind`] needs.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The repository directory (DESIGN.md §4 layout).
+    /// The repository directory (docs/DESIGN.md §4 layout).
     pub repo: PathBuf,
     /// Address to listen on.
     pub listen: SocketAddr,

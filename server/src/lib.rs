@@ -1,5 +1,5 @@
 //! `tandem-server`: serves a Tandem repository over HTTP(S), collects install reports and lets
-//! an operator pause a channel (DESIGN.md §1, §4 and §7).
+//! an operator pause a channel (docs/DESIGN.md §1, §4 and §7).
 //!
 //! The repository is a directory of static files; this crate serves it with validators
 //! (`ETag`, `Last-Modified`), conditional and `Range` requests, and adds three small APIs: node

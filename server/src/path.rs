@@ -6,7 +6,7 @@
 //! name an absolute path), any segment starting with `.` (`.`, `..`, dotfiles, temp files of
 //! atomic writes), percent-encodings that decode to `/`, `\`, NUL or a control character,
 //! invalid UTF-8, backslashes. Longer than the limit: 414. Outside the repository layout of
-//! DESIGN.md §4 (top-level `*.json`, anything under `channels/` or `bundles/`): 404.
+//! docs/DESIGN.md §4 (top-level `*.json`, anything under `channels/` or `bundles/`): 404.
 use std::path::PathBuf;
 
 use percent_encoding::percent_decode_str;

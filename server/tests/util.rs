@@ -50,7 +50,7 @@ pub fn channel_doc(metadata_version: u64, release: &str) -> String {
     .to_string()
 }
 
-/// `root/repo` with the DESIGN.md §4 layout, `root/outside/secret.json` next to it.
+/// `root/repo` with the docs/DESIGN.md §4 layout, `root/outside/secret.json` next to it.
 fn make_repo(root: &Path) -> PathBuf {
     let repo = root.join("repo");
     std::fs::create_dir_all(repo.join("channels")).unwrap();

@@ -1,4 +1,4 @@
-//! The library's error type, grouped by cause (STYLE §2): [`FormatError`] for malformed or
+//! The library's error type, grouped by cause (CONTRIBUTING.md §2): [`FormatError`] for malformed or
 //! hostile bytes, [`VerifyError`] for well-formed input that fails a security check,
 //! [`KeyError`] for key files, [`UsageError`] for caller mistakes (never caused by untrusted
 //! input), plus I/O. The agent maps each group to a report reason without matching strings.
@@ -165,7 +165,7 @@ impl FormatError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum VerifyError {
-    /// Not enough distinct trusted keys signed (DESIGN §2).
+    /// Not enough distinct trusted keys signed (docs/DESIGN.md §2).
     #[error("{0}")]
     ThresholdNotMet(Box<ThresholdReport>),
     /// The document expired (freeze attack).

@@ -1,4 +1,4 @@
-//! Size and count limits applied to untrusted input before any allocation (STYLE §7,
+//! Size and count limits applied to untrusted input before any allocation (CONTRIBUTING.md §7,
 //! FORMAT §7). Defaults are safe; a caller may lower them, raising them is its own decision.
 
 /// Bounds on everything read from a bundle or a metadata document.

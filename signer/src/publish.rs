@@ -47,7 +47,7 @@ pub struct PublishOptions<'a> {
     pub limits: &'a Limits,
 }
 
-/// Checks of [`publish_allowing`] that an operator may waive; all off by default (STYLE §7).
+/// Checks of [`publish_allowing`] that an operator may waive; all off by default (CONTRIBUTING.md §7).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Allow {
     /// Write a channel document whose keys do not meet the root's release threshold, or

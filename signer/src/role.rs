@@ -1,4 +1,4 @@
-//! Roles are types (STYLE §5): each signed document kind has a [`RoleKind`] constant that fixes
+//! Roles are types (CONTRIBUTING.md §5): each signed document kind has a [`RoleKind`] constant that fixes
 //! both the domain-separation prefix of its signed message and the role whose keys sign it.
 
 use std::fmt;

@@ -1,4 +1,4 @@
-//! Hostile bytes (STYLE §4): whatever a server, a USB stick or an attacker hands the parsers,
+//! Hostile bytes (CONTRIBUTING.md §4): whatever a server, a USB stick or an attacker hands the parsers,
 //! they answer with an error, never a panic, and never release bytes the signer did not sign.
 //! These are property tests in lieu of coverage-guided fuzzing, so they run in every CI.
 

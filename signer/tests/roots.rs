@@ -1,4 +1,4 @@
-//! Root rotation (DESIGN §2): a new root needs version N+1 and a threshold of the old AND the
+//! Root rotation (docs/DESIGN.md §2): a new root needs version N+1 and a threshold of the old AND the
 //! new root keys; the chain is walked from the trusted root; the final root must be fresh.
 
 use std::collections::HashMap;

@@ -1,4 +1,4 @@
-//! The signer's integration tests: one binary (STYLE §9), one module per feature. Negative
+//! The signer's integration tests: one binary (CONTRIBUTING.md §9), one module per feature. Negative
 //! tests are named after the attack or failure they reproduce.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 

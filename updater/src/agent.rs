@@ -1,4 +1,4 @@
-//! The agent's operations: install, boot-check, activate, rollback, status (DESIGN.md §6).
+//! The agent's operations: install, boot-check, activate, rollback, status (docs/DESIGN.md §6).
 //!
 //! Every step first makes the boot state safe, then records the new phase in the state file,
 //! so that a power cut between any two durable writes leaves a disk the firmware boots
@@ -388,7 +388,7 @@ impl Agent {
             _ => 0,
         };
         self.boot.prepare()?;
-        // DESIGN.md §6.1: before the first byte, the target can never be chosen.
+        // docs/DESIGN.md §6.1: before the first byte, the target can never be chosen.
         self.boot.set_unbootable(target)?;
         fail::fail_point!("install::after-unbootable");
         state.slots.remove(&target);

@@ -1,5 +1,5 @@
 //! The agent's HTTP client: repository files with size caps, conditional GETs, and bundle
-//! byte ranges that resume after a cut or a stall (DESIGN.md §4, §9).
+//! byte ranges that resume after a cut or a stall (docs/DESIGN.md §4, §9).
 //!
 //! The server is not trusted: every body is read with a cap (an endless body is cut off),
 //! a resumed range must answer `206` with the exact `Content-Range` asked for, and `If-Range`

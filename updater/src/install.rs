@@ -1,4 +1,4 @@
-//! The install pipeline (DESIGN.md §6 step 2): stream a verified bundle's chunks into a slot.
+//! The install pipeline (docs/DESIGN.md §6 step 2): stream a verified bundle's chunks into a slot.
 //!
 //! Chunks are read in order, decompressed and hash-checked on all cores, and written in
 //! order at their offsets; all-zero chunks are not decompressed at all but zeroed cheaply

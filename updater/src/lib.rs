@@ -1,5 +1,5 @@
 //! The on-node agent: install pipeline, sources (file, USB repository, HTTP), the power-safe
-//! state machine, health checks and rollback (DESIGN.md §6).
+//! state machine, health checks and rollback (docs/DESIGN.md §6).
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 

@@ -1,5 +1,5 @@
 //! Where bundles come from: a bundle file, or a repository directory (a USB stick laid out
-//! as DESIGN.md §4) resolved through the root chain and signed channel metadata.
+//! as docs/DESIGN.md §4) resolved through the root chain and signed channel metadata.
 //!
 //! A [`BundleSource`] hands out the bundle's head and byte ranges of its payload; all
 //! verification happens in [`resolve`], before the install pipeline sees a single chunk.
@@ -106,7 +106,7 @@ impl BundleSource for FileSource {
     }
 }
 
-/// A repository (DESIGN.md §4): a directory (a USB stick) or an HTTP(S) base URL.
+/// A repository (docs/DESIGN.md §4): a directory (a USB stick) or an HTTP(S) base URL.
 pub trait Repository: Send + Sync {
     /// How errors name the repository.
     fn name(&self) -> String;

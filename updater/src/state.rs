@@ -1,4 +1,4 @@
-//! The agent's durable state: one JSON file, replaced atomically at every step (DESIGN.md §6).
+//! The agent's durable state: one JSON file, replaced atomically at every step (docs/DESIGN.md §6).
 //!
 //! A power cut at any instant leaves either the old or the new file, never a mix, because
 //! every save goes through [`FileStore::write_atomic`] (temp file, fsync, rename, fsync of
@@ -50,7 +50,7 @@ impl Release {
 /// The version a factory image is recorded with.
 pub const FACTORY_VERSION: &str = "factory";
 
-/// Where the agent is in an update (DESIGN.md §6).
+/// Where the agent is in an update (docs/DESIGN.md §6).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "phase", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Phase {

@@ -11,7 +11,7 @@ pub const MAGIC: [u8; 7] = *b"TANDEM\0";
 /// The format version this code reads and writes.
 pub const FORMAT_VERSION: u8 = 1;
 
-/// A cursor over untrusted bytes that cannot read past its end (STYLE §3).
+/// A cursor over untrusted bytes that cannot read past its end (CONTRIBUTING.md §3).
 pub(crate) struct Reader<'a> {
     buf: &'a [u8],
 }

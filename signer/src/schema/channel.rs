@@ -1,4 +1,4 @@
-//! Channel metadata (FORMAT §6.3, DESIGN §4): which release a channel offers, until when,
+//! Channel metadata (FORMAT §6.3, docs/DESIGN.md §4): which release a channel offers, until when,
 //! and to which share of nodes.
 
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,4 @@
-//! Channel metadata (DESIGN §4, FORMAT §8.2): release-role threshold over the exact signed
+//! Channel metadata (docs/DESIGN.md §4, FORMAT §8.2): release-role threshold over the exact signed
 //! bytes, then parse; right channel, not expired (freeze), not older than the last version
 //! seen (rollback). [`check_release`] ties a verified bundle to the channel (mix-and-match).
 

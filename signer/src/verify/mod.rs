@@ -1,7 +1,7 @@
-//! Verification: the only module that builds [`Verified`] values (STYLE §6). Every check of
+//! Verification: the only module that builds [`Verified`] values (CONTRIBUTING.md §6). Every check of
 //! FORMAT §8 runs inside the constructors below, so none can be skipped:
-//! - [`trust_root`], [`verify_root_update`], [`load_chain`]: the root of trust (DESIGN §2).
-//! - [`verify_channel`], [`check_release`]: channel metadata (DESIGN §4).
+//! - [`trust_root`], [`verify_root_update`], [`load_chain`]: the root of trust (docs/DESIGN.md §2).
+//! - [`verify_channel`], [`check_release`]: channel metadata (docs/DESIGN.md §4).
 //! - [`verify_bundle`]: a bundle's manifest.
 //!
 //! All roles share one threshold function, [`check_threshold`], which counts distinct

@@ -1,4 +1,4 @@
-//! The root of trust (DESIGN §2, FORMAT §6.2, §8.1): a trusted root is self-signed by a
+//! The root of trust (docs/DESIGN.md §2, FORMAT §6.2, §8.1): a trusted root is self-signed by a
 //! threshold of its own root keys; a new root is accepted only if its version is exactly the
 //! trusted version + 1 and a threshold of the old root keys *and* of its own root keys signed
 //! it. Expiry is checked on the root that ends up trusted.

@@ -1,4 +1,4 @@
-//! The fleet over HTTP (DESIGN.md §4, §7, §9): the real `tandem-server` on loopback with the
+//! The fleet over HTTP (docs/DESIGN.md §4, §7, §9): the real `tandem-server` on loopback with the
 //! agent in-process, and a scripted test server (plain std TCP on 127.0.0.1) that cuts,
 //! stalls, lies and never ends, to prove resume and the refusals of a hostile server.
 //!

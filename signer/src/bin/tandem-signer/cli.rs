@@ -1,4 +1,4 @@
-//! The command line as typed ("low" arguments, STYLE §1): clap derive, no validation beyond
+//! The command line as typed ("low" arguments, CONTRIBUTING.md §1): clap derive, no validation beyond
 //! parsing. [`crate::commands`] turns each into library calls.
 
 use std::path::PathBuf;

@@ -1,4 +1,4 @@
-//! What to do about an error (STYLE §10): each library error kind paired with a fix.
+//! What to do about an error (CONTRIBUTING.md §10): each library error kind paired with a fix.
 
 use signer::{Error, FormatError, KeyError, VerifyError};
 

@@ -1,5 +1,5 @@
 //! `tandem-signer`: parses arguments, runs one command from [`commands`], turns an error into
-//! a message with a fix and a non-zero exit code. Nothing else lives here (STYLE §1).
+//! a message with a fix and a non-zero exit code. Nothing else lives here (CONTRIBUTING.md §1).
 
 mod cli;
 mod commands;

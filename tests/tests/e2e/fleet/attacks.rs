@@ -1,4 +1,4 @@
-//! A server that lies (DESIGN.md §9), through HTTP: each attack is refused with a specific
+//! A server that lies (docs/DESIGN.md §9), through HTTP: each attack is refused with a specific
 //! error, nothing written to the active slot (hashed before and after), its boot state
 //! untouched, and no rotated root trusted.
 

@@ -1,4 +1,4 @@
-//! Delta updates with no precomputed diff (DESIGN.md §3, §8): over HTTP, a chunk the running
+//! Delta updates with no precomputed diff (docs/DESIGN.md §3, §8): over HTTP, a chunk the running
 //! slot already holds at the same offset with the same hash is copied from it, so the bytes
 //! fetched follow what changed, not the image size.
 
