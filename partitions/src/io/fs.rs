@@ -103,18 +103,17 @@ impl FileStore for RealFs {
 
     fn write_atomic(&self, path: &Path, data: &[u8]) -> io::Result<()> {
         let full = self.full(path)?;
-        let name = full
-            .file_name()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
-        let mut tmp_name = name.to_os_string();
-        tmp_name.push(".tandem-tmp");
-        let tmp = full.with_file_name(tmp_name);
-        {
-            let mut f = File::create(&tmp)?;
-            f.write_all(data)?;
-            f.sync_all()?;
-        }
-        fs::rename(&tmp, &full)?;
+        let dir = full
+            .parent()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no parent directory"))?;
+        // A unique temporary name: two writers never share (or delete) each other's file, and
+        // one that fails midway leaves nothing behind (the temporary file removes itself).
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".tandem-tmp-")
+            .tempfile_in(dir)?;
+        tmp.write_all(data)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(&full).map_err(|e| e.error)?;
         Self::sync_parent(&full)
     }
 
