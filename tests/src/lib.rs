@@ -368,7 +368,6 @@ health_deadline = "20s"
 
     pub fn agent_with(&self, booted: SlotId, io: Io) -> Agent {
         let mut agent = Agent::with_io(self.config(booted), io).unwrap();
-        agent.write_options.progress = false;
         agent.write_options.workers = 2;
         agent
     }

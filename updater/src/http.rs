@@ -22,7 +22,7 @@ use signer::{BundleHead, BundleHeader, Limits};
 use crate::config::ConfigError;
 use crate::error::{chain, Error, Result};
 use crate::reports::Delivery;
-use crate::source::BundleSource;
+use crate::source::{checked_relative, BundleSource, Repository};
 
 /// Network behaviour of the agent.
 #[derive(Debug, Clone)]
@@ -217,6 +217,21 @@ impl Http {
             .read_to_end(&mut bytes)
             .map_err(|e| read_error(&self.url(path), e))?;
         Ok(bytes)
+    }
+}
+
+impl Repository for Http {
+    fn name(&self) -> String {
+        self.url("")
+    }
+
+    fn fetch(&self, path: &str, max: u64) -> Result<Option<Vec<u8>>> {
+        self.get(checked_relative(path)?.to_str().unwrap_or(path), max)
+    }
+
+    fn bundle(&self, path: &str, size: u64) -> Result<Box<dyn BundleSource>> {
+        checked_relative(path)?;
+        Ok(Box::new(HttpBundle::new(self.clone(), path, size)))
     }
 }
 

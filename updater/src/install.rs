@@ -9,6 +9,7 @@
 
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use partitions::io::BlockDevice;
 use pipeline::{ordered_map, Shape};
@@ -32,8 +33,22 @@ pub struct WriteOptions {
     pub checkpoint_bytes: u64,
     /// Re-read the written image from the slot and hash it.
     pub verify_readback: bool,
-    /// Show a progress bar (only drawn when stderr is a terminal).
-    pub progress: bool,
+    /// Told of the bytes written (the binary draws a progress bar with it).
+    pub progress: Option<Arc<dyn Progress>>,
+}
+
+/// Follows a write: `start` once (bytes already done of the total), then `advance` per
+/// chunk written, then `finish`.
+pub trait Progress: Send + Sync {
+    fn start(&self, done: u64, total: u64);
+    fn advance(&self, bytes: u64);
+    fn finish(&self);
+}
+
+impl std::fmt::Debug for dyn Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress")
+    }
 }
 
 impl Default for WriteOptions {
@@ -44,7 +59,7 @@ impl Default for WriteOptions {
             window: workers * 4,
             checkpoint_bytes: 64 << 20,
             verify_readback: true,
-            progress: true,
+            progress: None,
         }
     }
 }
@@ -95,7 +110,11 @@ pub fn write_image(
         .unwrap_or(usize::MAX)
         .min(chunks.len());
     let remaining = chunks.get(start..).unwrap_or_default();
-    let progress = progress_bar(manifest, start, options.progress);
+    let progress = options.progress.as_deref();
+    if let Some(progress) = progress {
+        let done: u64 = chunks.iter().take(start).map(|c| u64::from(c.len)).sum();
+        progress.start(done, manifest.image_size());
+    }
     let bytes_read = AtomicU64::new(0);
     let mut report = WriteReport {
         chunks_resumed: start as u64,
@@ -156,7 +175,9 @@ pub fn write_image(
             }
             fail::fail_point!("install::chunk-written");
             done += 1;
-            progress.inc(u64::from(chunk.len));
+            if let Some(progress) = progress {
+                progress.advance(u64::from(chunk.len));
+            }
             since_checkpoint += u64::from(chunk.len);
             if since_checkpoint >= options.checkpoint_bytes {
                 slot.sync().map_err(slot_io("sync"))?;
@@ -168,7 +189,9 @@ pub fn write_image(
     )?;
     slot.sync().map_err(slot_io("sync"))?;
     checkpoint(done)?;
-    progress.finish_and_clear();
+    if let Some(progress) = progress {
+        progress.finish();
+    }
     report.bytes_read = bytes_read.load(Ordering::Relaxed);
 
     let actual = match stream_hash {
@@ -371,23 +394,4 @@ impl<'a> PayloadReader<'a> {
         self.stream = Some((start + frame.length, taken.into_inner()));
         Ok(Piece::Data(chunk.clone(), bytes))
     }
-}
-
-fn progress_bar(manifest: &Manifest, start: usize, enabled: bool) -> indicatif::ProgressBar {
-    if !enabled {
-        return indicatif::ProgressBar::hidden();
-    }
-    let done: u64 = manifest
-        .chunks()
-        .iter()
-        .take(start)
-        .map(|c| u64::from(c.len))
-        .sum();
-    let bar = indicatif::ProgressBar::new(manifest.image_size()).with_position(done);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{spinner} writing slot [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-    ) {
-        bar.set_style(style);
-    }
-    bar
 }

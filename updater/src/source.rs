@@ -13,7 +13,6 @@ use signer::verify::{check_release, Verified};
 use signer::{BundleHead, Channel, Limits, Manifest, Root};
 
 use crate::error::{unknown_source, Error, Result};
-use crate::http::{Http, HttpBundle};
 
 /// Where an update comes from, as the operator names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,7 +105,8 @@ impl BundleSource for FileSource {
     }
 }
 
-/// A repository (docs/DESIGN.md §4): a directory (a USB stick) or an HTTP(S) base URL.
+/// A repository (docs/DESIGN.md §4): a directory (a USB stick) or an HTTP(S) base URL
+/// (`crate::http::Http`).
 pub trait Repository: Send + Sync {
     /// How errors name the repository.
     fn name(&self) -> String;
@@ -151,21 +151,6 @@ impl Repository for DirRepository {
     }
 }
 
-impl Repository for Http {
-    fn name(&self) -> String {
-        self.url("")
-    }
-
-    fn fetch(&self, path: &str, max: u64) -> Result<Option<Vec<u8>>> {
-        self.get(checked_relative(path)?.to_str().unwrap_or(path), max)
-    }
-
-    fn bundle(&self, path: &str, size: u64) -> Result<Box<dyn BundleSource>> {
-        checked_relative(path)?;
-        Ok(Box::new(HttpBundle::new(self.clone(), path, size)))
-    }
-}
-
 /// Verifies the bundle at `source` against `root` (signatures and structure).
 pub fn verify_bundle(
     source: &dyn BundleSource,
@@ -202,7 +187,7 @@ pub fn display_path(repo: &dyn Repository, path: &str) -> String {
 }
 
 /// A bundle path from signed metadata must stay inside the repository.
-fn checked_relative(bundle: &str) -> Result<&Path> {
+pub(crate) fn checked_relative(bundle: &str) -> Result<&Path> {
     let path = Path::new(bundle);
     let mut components = path.components().peekable();
     let inside =

@@ -82,7 +82,6 @@ fn update(w: &World, disk: &PowerLossDisk, v2: &Release) -> Result<(), String> {
     };
     let agent = |booted: SlotId| {
         updater::Agent::with_io(w.config(booted), io(disk)).map(|mut a| {
-            a.write_options.progress = false;
             a.write_options.checkpoint_bytes = 4 * u64::from(tandem_tests::CHUNK_SIZE);
             a
         })

@@ -1,6 +1,8 @@
 //! `tandem-updater`: the on-node agent. Parses arguments, builds an [`Agent`] from the
 //! configuration file, runs one operation and maps its error to a documented exit code.
 
+mod progress;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -102,7 +104,8 @@ fn main() -> ExitCode {
 const ROLLED_BACK: u8 = updater::error::ExitClass::RolledBack as u8;
 
 fn run(cli: &Cli) -> updater::Result<ExitCode> {
-    let agent = Agent::open(AgentConfig::load(&cli.config)?)?;
+    let mut agent = Agent::open(AgentConfig::load(&cli.config)?)?;
+    agent.write_options.progress = Some(std::sync::Arc::new(progress::Bar::new()));
     // Every command that changes anything holds the state directory's lock (the daemon
     // takes it per poll, so a boot-check is never locked out for long).
     let _lock = match cli.command {
