@@ -3,12 +3,13 @@
 //! nobody recorded, boot-check without health checks, exit codes and `--json` errors, and
 //! HTTPS with a private CA (issues 9.1, 10.3, 10.4, 10.8, 15).
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output, Stdio};
 
 use tandem_tests::{image, sha256_hex, IMAGE_LEN};
 
-use super::cli::Sandbox;
+use super::cli::{binary, Sandbox};
 use super::fleet::TandemServer;
 
 const CHANNEL: &str = "stable";
@@ -374,5 +375,104 @@ fn boot_check_without_health_checks_says_so() {
             assert!(out.contains("committed WITHOUT health checks"), "{out}");
         }
         assert_eq!(n.show()["slots"][1]["state"]["successful"], true);
+    }
+}
+
+/// Issue 15, "Exit codes and output": every usage or configuration mistake exits 2 naming
+/// its cause (each OS error said once), and with `--json` prints one error object on stdout.
+#[test]
+fn usage_and_configuration_errors_exit_2_and_print_a_json_error_object() {
+    let n = Node::new();
+    n.publish("v2.tandem");
+    let on_a = n.config("a", "reboot = [\"true\"]\n");
+    let text = std::fs::read_to_string(&on_a).unwrap();
+    let no_root = n.path("no-root.toml");
+    std::fs::write(&no_root, text.replace("root.json", "gone-root.json")).unwrap();
+    let bad_node = n.path("bad-node.toml");
+    std::fs::write(&bad_node, format!("node_id = \"a b\"\n{text}")).unwrap();
+    let (no_root, bad_node) = (
+        no_root.display().to_string(),
+        bad_node.display().to_string(),
+    );
+    let cases: [(&str, &[&str], &str); 5] = [
+        (&no_root, &["install", "v2.tandem"], "gone-root.json"),
+        (&on_a, &["install", "repo"], "--channel"),
+        (
+            &on_a,
+            &["install", "v2.tandem", "--channel", CHANNEL],
+            "--channel",
+        ),
+        (&on_a, &["install", "repo", "--channel", "nope"], "nope"),
+        (&bad_node, &["status"], "node_id"),
+    ];
+    for (config, args, needle) in cases {
+        let stderr = stderr_of(&n.updater(config, args, 2));
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(
+            stderr.matches("(os error").count() <= 1,
+            "{args:?}: an OS error said twice: {stderr}"
+        );
+        let out = n.updater(config, &[args, &["--json"]].concat(), 2);
+        let error: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: not one JSON object ({e}): {out:?}"));
+        assert_eq!(error["error"]["exit_code"], 2, "{error}");
+        assert!(error["error"]["code"].is_string(), "{error}");
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{args:?}: {error}");
+    }
+}
+
+/// Issue 9.8: `status --json | head -c1`: a closed stdout ends the output quietly.
+#[test]
+fn status_into_a_closed_pipe_exits_quietly() {
+    let n = Node::new();
+    let on_a = n.config("a", "reboot = [\"true\"]\n");
+    let mut child = Command::new(binary("tandem-updater"))
+        .args(["--config", &on_a, "status", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Nobody reads: the agent's first write meets a closed pipe.
+    drop(child.stdout.take());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// Issue 15: durations print as an operator writes them (`1s`, not `1.999999939s`), for a
+/// check's own timeout and for the overall health deadline.
+#[test]
+fn health_timeouts_print_readable_durations() {
+    for (limits, said) in [
+        ("health_deadline = \"5m\"\n", "timed out after 1s"),
+        ("health_deadline = \"2s\"\n", "deadline of 2s"),
+    ] {
+        let n = Node::new();
+        let on_a = n.config("a", "reboot = [\"true\"]\n");
+        n.updater(&on_a, &["install", "v2.tandem"], 0);
+        assert_eq!(n.boot(), "b");
+        let timeout = if said.contains("deadline") {
+            "10s"
+        } else {
+            "1s"
+        };
+        let on_b = n.config(
+            "b",
+            &format!(
+                "reboot = [\"true\"]\n{limits}[[health]]\nexec = [\"sleep\", \"30\"]\n\
+                 timeout = \"{timeout}\"\n"
+            ),
+        );
+        let out = stdout_of(&n.updater(&on_b, &["boot-check"], 6));
+        assert!(out.contains(said), "{out}");
+        assert!(!out.contains("999"), "{out}");
     }
 }
