@@ -476,3 +476,209 @@ fn health_timeouts_print_readable_durations() {
         assert!(!out.contains("999"), "{out}");
     }
 }
+
+/// Runs the real `openssl` CLI in the node's directory.
+fn openssl(n: &Node, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(n.s.dir.path())
+        .output()
+        .expect("the openssl CLI (apt-get install openssl)");
+    assert!(out.status.success(), "openssl {args:?}: {out:?}");
+}
+
+/// A private CA (`ca.pem`) and a server certificate for 127.0.0.1 it issued
+/// (`server.pem`, `server.key`): the commands docs/updater.md shows.
+fn private_ca(n: &Node) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        n,
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "3650",
+                "-subj",
+                "/CN=Tandem fleet CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        n,
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        n.path("server.ext"),
+        "subjectAltName = IP:127.0.0.1, DNS:localhost\n\
+         basicConstraints = critical, CA:FALSE\n\
+         keyUsage = critical, digitalSignature\n\
+         extendedKeyUsage = serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        n,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "825",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.pem",
+        ],
+    );
+}
+
+/// `GET /v1/channels/NAME/status` over HTTPS, trusting `ca`.
+fn status_over_https(server: &TandemServer, ca: &Path) -> serde_json::Value {
+    let options = updater::http::HttpOptions {
+        ca_bundle: Some(ca.to_owned()),
+        ..updater::http::HttpOptions::default()
+    };
+    let http = updater::http::Http::new(&server.url, options).unwrap();
+    let body = http
+        .get(&format!("v1/channels/{CHANNEL}/status"), 1 << 20)
+        .unwrap()
+        .expect("the channel's status");
+    serde_json::from_slice(&body).unwrap()
+}
+
+/// Issue 9.1: the real `tandem-server` over HTTPS with a certificate from a private CA:
+/// the daemon installs and its reports arrive, boot-check reports the commit, and
+/// `install https://… --channel` installs, all through the one client that trusts
+/// `ca_bundle`.
+#[test]
+fn https_with_a_private_ca_installs_and_reports() {
+    let n = Node::new();
+    private_ca(&n);
+    n.publish("v2.tandem");
+    let server = n.server(&[
+        Path::new("--tls-cert"),
+        &n.path("server.pem"),
+        Path::new("--tls-key"),
+        &n.path("server.key"),
+    ]);
+    assert!(
+        server.url.starts_with("https://127.0.0.1:"),
+        "{}",
+        server.url
+    );
+    let ca = n.path("ca.pem");
+    let keys = |booted: &str| {
+        let extra = format!(
+            "node_id = \"{NODE}\"\nreboot = [\"true\"]\n{}{}",
+            n.health(),
+            server_keys(&server, Some(&ca))
+        );
+        n.config(booted, &extra)
+    };
+
+    let out = stdout_of(&n.updater(&keys("a"), &["daemon", "--once"], 0));
+    assert!(out.contains("installed 2.0.0 into slot b"), "{out}");
+    let status = status_over_https(&server, &ca);
+    assert_eq!(
+        status["current_release"]["outcomes"]["installed"], 1,
+        "{status}"
+    );
+
+    assert_eq!(n.boot(), "b");
+    let on_b = keys("b");
+    n.updater(&on_b, &["boot-check"], 0);
+    let status = status_over_https(&server, &ca);
+    assert_eq!(
+        status["current_release"]["outcomes"]["committed"], 1,
+        "{status}"
+    );
+
+    n.sign("3.0.0", 2, 3, "v3.tandem");
+    n.publish("v3.tandem");
+    let out = stdout_of(&n.updater(&on_b, &["install", &server.url, "--channel", CHANNEL], 0));
+    assert!(out.contains("acme-edge 3.0.0 written to slot a"), "{out}");
+}
+
+/// Issue 9.1: a self-signed server certificate given as `ca_bundle` fails with a hint
+/// that says what to do instead.
+#[test]
+fn a_self_signed_server_certificate_fails_with_a_hint() {
+    let n = Node::new();
+    openssl(
+        &n,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "self.key",
+            "-out",
+            "self.pem",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+    );
+    n.publish("v2.tandem");
+    let server = n.server(&[
+        Path::new("--tls-cert"),
+        &n.path("self.pem"),
+        Path::new("--tls-key"),
+        &n.path("self.key"),
+    ]);
+    let on_a = n.config(
+        "a",
+        &format!(
+            "reboot = [\"true\"]\n{}",
+            server_keys(&server, Some(&n.path("self.pem")))
+        ),
+    );
+    let before = n.snapshot();
+    let out = n.updater(&on_a, &["install", &server.url, "--channel", CHANNEL], 8);
+    let stderr = stderr_of(&out);
+    assert!(
+        stderr.contains("CaUsedAsEndEntity") && stderr.contains("issue a server certificate"),
+        "{stderr}"
+    );
+    assert_eq!(n.snapshot(), before);
+}
