@@ -682,3 +682,26 @@ fn a_self_signed_server_certificate_fails_with_a_hint() {
     );
     assert_eq!(n.snapshot(), before);
 }
+
+/// Issues 15.1 and 15.6, as docs/updater.md tells them: `rollback` goes back to the factory
+/// image the firmware marks good, but not below the security floor without `--force`.
+#[test]
+fn rollback_to_the_factory_image_needs_force_below_the_floor() {
+    let n = Node::new();
+    let on_b = n.commit_v2();
+    let before = n.snapshot();
+    let out = n.updater(&on_b, &["rollback", "--no-reboot", "--json"], 4);
+    let error: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(error["error"]["code"], "below-security-floor", "{error}");
+    assert_eq!(n.snapshot(), before);
+
+    let out = stdout_of(&n.updater(&on_b, &["rollback", "--no-reboot", "--force"], 0));
+    assert!(out.contains("slot a boots next as a trial"), "{out}");
+    assert_eq!(n.boot(), "a");
+    let on_a = n.config("a", &format!("reboot = [\"true\"]\n{}", n.health()));
+    let out = stdout_of(&n.updater(&on_a, &["boot-check"], 0));
+    assert!(
+        out.contains("slot a (factory) passed its health checks"),
+        "{out}"
+    );
+}
