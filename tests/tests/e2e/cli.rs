@@ -10,13 +10,13 @@ use tandem_tests::{image, IMAGE_LEN};
 const GPT: &str = r#"boot = "gpt""#;
 
 /// A fresh directory and a command runner that shows everything when a command fails.
-struct Sandbox {
-    dir: tempfile::TempDir,
+pub(crate) struct Sandbox {
+    pub(crate) dir: tempfile::TempDir,
 }
 
 /// The workspace's binaries, built next to this test executable by
 /// `cargo build --workspace --bins` (scripts/test.sh does it before the tests).
-fn binary(name: &str) -> PathBuf {
+pub(crate) fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let debug = exe.parent().and_then(Path::parent).unwrap();
     let path = debug.join(name);
@@ -30,18 +30,18 @@ fn binary(name: &str) -> PathBuf {
 }
 
 impl Sandbox {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Sandbox {
             dir: tempfile::tempdir().unwrap(),
         }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
     /// Runs `bin args…` in the sandbox; `expect` is the exit code wanted.
-    fn run(&self, bin: &str, args: &[&str], expect: i32) -> Output {
+    pub(crate) fn run(&self, bin: &str, args: &[&str], expect: i32) -> Output {
         let mut cmd = Command::new(binary(bin));
         cmd.args(args)
             .current_dir(self.dir.path())
@@ -64,7 +64,7 @@ impl Sandbox {
         out
     }
 
-    fn stdout(&self, bin: &str, args: &[&str]) -> String {
+    pub(crate) fn stdout(&self, bin: &str, args: &[&str]) -> String {
         String::from_utf8(self.run(bin, args, 0).stdout).unwrap()
     }
 
@@ -95,7 +95,7 @@ timeout = "10s"
     }
 
     /// Keys, a root, the raw images v1 and v2 and the signed bundle `v2.tandem`.
-    fn release_v2(&self) {
+    pub(crate) fn release_v2(&self) {
         let s = self;
         for key in ["root", "rel1", "rel2", "rel3"] {
             s.run("tandem-signer", &["keygen", "--out", key], 0);
@@ -152,7 +152,7 @@ timeout = "10s"
     }
 
     /// `disk.img`: two 2 MiB slots, both unbootable.
-    fn create_disk(&self) {
+    pub(crate) fn create_disk(&self) {
         let s = self;
         s.run(
             "tandem-disk",

@@ -185,6 +185,12 @@ impl TandemServer {
 
     /// Serves `repo` with report and admin tokens and the database under `work`.
     pub fn start(work: &Path, repo: &Path) -> TandemServer {
+        Self::start_with(work, repo, &[])
+    }
+
+    /// [`TandemServer::start`] with more arguments (`--tls-cert`, `--tls-key`): the URL is
+    /// the one the server says it listens on, `http://` or `https://`.
+    pub fn start_with(work: &Path, repo: &Path, args: &[&Path]) -> TandemServer {
         let report_token_file = work.join("report.token");
         let admin_token_file = work.join("admin.token");
         if !report_token_file.exists() {
@@ -202,6 +208,7 @@ impl TandemServer {
             .arg(&report_token_file)
             .arg("--admin-token-file")
             .arg(&admin_token_file)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -215,20 +222,22 @@ impl TandemServer {
         thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(at) = line.find("listening on http://") {
-                    let rest = &line[at + "listening on http://".len()..];
+                let said = line.find("listening on ").map(|at| &line[at..]);
+                if let Some((scheme, rest)) =
+                    said.and_then(|s| s["listening on ".len()..].split_once("://"))
+                {
                     let addr: String = rest
                         .chars()
                         .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
                         .collect();
-                    let _ = tx.send(addr);
+                    let _ = tx.send((scheme.to_owned(), addr));
                 }
                 sink.lock().unwrap().push_str(&line);
                 sink.lock().unwrap().push('\n');
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(addr) => addr,
+        let (scheme, addr) = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(said) => said,
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -242,7 +251,7 @@ impl TandemServer {
         TandemServer {
             child,
             addr,
-            url: format!("http://{addr}/"),
+            url: format!("{scheme}://{addr}/"),
             admin_token: std::fs::read_to_string(&admin_token_file)
                 .unwrap()
                 .trim()

@@ -6,6 +6,7 @@ mod cli;
 mod failpoints;
 mod fleet;
 mod lifecycle;
+mod operator;
 mod power_loss;
 mod refusals;
 mod regression;

@@ -1,0 +1,707 @@
+//! What an operator meets, through the binaries on a disk image file: two agents at once,
+//! a lost state file, anti-rollback counters that outlive it, a reboot that failed, a trial
+//! nobody recorded, boot-check without health checks, exit codes and `--json` errors, and
+//! HTTPS with a private CA (issues 9.1, 10.3, 10.4, 10.8, 15).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use tandem_tests::{image, sha256_hex, IMAGE_LEN};
+
+use super::cli::{binary, Sandbox};
+use super::fleet::TandemServer;
+
+const CHANNEL: &str = "stable";
+const NODE: &str = "node-7";
+
+/// A node whose slot A holds the factory image v1, with the vendor's keys, root and the
+/// bundle `v2.tandem` (security version 2) beside it.
+struct Node {
+    s: Sandbox,
+}
+
+impl Node {
+    fn new() -> Node {
+        let s = Sandbox::new();
+        s.release_v2();
+        s.create_disk();
+        s.run("tandem-disk", &["write-slot", "disk.img", "a", "v1.raw"], 0);
+        std::fs::write(s.path("healthy"), "").unwrap();
+        Node { s }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.s.path(name)
+    }
+
+    /// Signs the image of `seed` as `version` into `out`.
+    fn sign(&self, version: &str, security: u64, seed: u64, out: &str) {
+        let raw = format!("{out}.raw");
+        std::fs::write(self.path(&raw), image(IMAGE_LEN, seed)).unwrap();
+        let security = security.to_string();
+        self.s.run(
+            "tandem-signer",
+            &[
+                "sign",
+                "--image",
+                &raw,
+                "--product",
+                "acme-edge",
+                "--version",
+                version,
+                "--security-version",
+                &security,
+                "--key",
+                "rel1.pem",
+                "--key",
+                "rel3.pem",
+                "--chunk-size",
+                "64KiB",
+                "--out",
+                out,
+            ],
+            0,
+        );
+    }
+
+    /// Publishes `bundle` on [`CHANNEL`] in `repo/`.
+    fn publish(&self, bundle: &str) {
+        self.s.run(
+            "tandem-signer",
+            &[
+                "publish",
+                "--repo",
+                "repo",
+                "--channel",
+                CHANNEL,
+                "--key",
+                "rel1.pem",
+                "--key",
+                "rel3.pem",
+                "--root",
+                "root.json",
+                bundle,
+            ],
+            0,
+        );
+    }
+
+    /// The real `tandem-server` on 127.0.0.1 serving `repo/` (with `args`, e.g. TLS files).
+    fn server(&self, args: &[&Path]) -> TandemServer {
+        let work = self.path("server");
+        std::fs::create_dir_all(&work).unwrap();
+        TandemServer::start_with(&work, &self.path("repo"), args)
+    }
+
+    /// The agent's configuration on a node that booted `booted`: the base keys, then
+    /// `extra` (top-level keys first, then tables). Returns its path.
+    fn config(&self, booted: &str, extra: &str) -> String {
+        let path = self.path(&format!("updater-{booted}.toml"));
+        let text = format!(
+            "disk = \"{disk}\"\nboot = \"gpt\"\nstate = \"{state}\"\nroot = \"{root}\"\n\
+             product = \"acme-edge\"\ntries = 2\nbooted_slot = \"{booted}\"\n{extra}",
+            disk = self.path("disk.img").display(),
+            state = self.path("state/state.json").display(),
+            root = self.path("root.json").display(),
+        );
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+
+    /// The marker health check (passes while `healthy` exists).
+    fn health(&self) -> String {
+        format!(
+            "[[health]]\nexec = [\"sh\", \"-c\", \"test -e '{}'\"]\ntimeout = \"10s\"\n",
+            self.path("healthy").display()
+        )
+    }
+
+    /// A reboot command that appends a line to `reboots` and fails on its first `fail` runs.
+    fn counting_reboot(&self, fail: usize) -> String {
+        let script = self.path("reboot.sh");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\necho run >> '{log}'\ntest \"$(wc -l < '{log}')\" -gt {fail}\n",
+                log = self.path("reboots").display()
+            ),
+        )
+        .unwrap();
+        format!("reboot = [\"sh\", \"{}\"]\n", script.display())
+    }
+
+    /// How often the reboot command of [`Node::counting_reboot`] ran.
+    fn reboots(&self) -> usize {
+        std::fs::read_to_string(self.path("reboots")).map_or(0, |log| log.lines().count())
+    }
+
+    fn updater(&self, config: &str, args: &[&str], expect: i32) -> Output {
+        self.s.run(
+            "tandem-updater",
+            &[&["--config", config][..], args].concat(),
+            expect,
+        )
+    }
+
+    fn show(&self) -> serde_json::Value {
+        let json = self
+            .s
+            .stdout("tandem-disk", &["show", "disk.img", "--json"]);
+        serde_json::from_str(&json).unwrap()
+    }
+
+    /// The bytes of slot `index` (0 = a) of `disk.img`.
+    fn slot_bytes(&self, index: usize) -> Vec<u8> {
+        let show = self.show();
+        let slot = &show["slots"][index];
+        let offset = usize::try_from(slot["offset"].as_u64().unwrap()).unwrap();
+        let size = usize::try_from(slot["size"].as_u64().unwrap()).unwrap();
+        std::fs::read(self.path("disk.img")).unwrap()[offset..offset + size].to_vec()
+    }
+
+    /// Slot bytes and boot state, to prove a refusal changed nothing.
+    fn snapshot(&self) -> (String, String, serde_json::Value) {
+        let show = self.show();
+        (
+            sha256_hex(&self.slot_bytes(0)),
+            sha256_hex(&self.slot_bytes(1)),
+            show["slots"].clone(),
+        )
+    }
+
+    fn boot(&self) -> String {
+        self.s
+            .stdout("tandem-disk", &["boot", "disk.img"])
+            .trim()
+            .to_owned()
+    }
+
+    /// Installs v2 from slot A, boots it and commits it (security floor 2).
+    fn commit_v2(&self) -> String {
+        let on_a = self.config("a", &format!("reboot = [\"true\"]\n{}", self.health()));
+        self.updater(&on_a, &["install", "v2.tandem"], 0);
+        assert_eq!(self.boot(), "b");
+        let on_b = self.config("b", &format!("reboot = [\"true\"]\n{}", self.health()));
+        let out = stdout_of(&self.updater(&on_b, &["boot-check"], 0));
+        assert!(out.contains("committed"), "{out}");
+        on_b
+    }
+}
+
+fn stdout_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Issue 10.3: a second agent is turned away at once, naming the first, and writes nothing.
+#[test]
+fn a_second_agent_is_refused_while_the_first_holds_the_lock() {
+    let n = Node::new();
+    let on_a = n.config("a", "reboot = [\"true\"]\n");
+    std::fs::create_dir_all(n.path("state")).unwrap();
+    let before = n.snapshot();
+    let lock = updater::lock::StateLock::acquire(&n.path("state")).unwrap();
+    let out = n.updater(&on_a, &["install", "v2.tandem"], 9);
+    let stderr = stderr_of(&out);
+    assert!(
+        stderr.contains(&format!(
+            "another tandem-updater (pid {})",
+            std::process::id()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(n.snapshot(), before, "the refused agent changed the disk");
+
+    drop(lock);
+    let out = stdout_of(&n.updater(&on_a, &["install", "v2.tandem"], 0));
+    assert!(out.contains("boots next as a trial"), "{out}");
+    assert_eq!(n.boot(), "b");
+}
+
+/// Issue 10.4: with the state file lost during a trial, the booted slot is still unproven
+/// by the boot control: an install from it is refused and the last known good slot stays.
+#[test]
+fn an_install_during_a_trial_whose_state_file_was_lost_is_refused() {
+    let n = Node::new();
+    n.sign("3.0.0", 2, 3, "v3.tandem");
+    let on_a = n.config("a", "reboot = [\"true\"]\n");
+    n.updater(&on_a, &["install", "v2.tandem"], 0);
+    assert_eq!(n.boot(), "b");
+    std::fs::remove_file(n.path("state/state.json")).unwrap();
+    let good = n.slot_bytes(0);
+
+    let on_b = n.config("b", "reboot = [\"true\"]\n");
+    let out = n.updater(&on_b, &["install", "v3.tandem"], 4);
+    let stderr = stderr_of(&out);
+    assert!(
+        stderr.contains("slot b is running but its boot state") && stderr.contains("a trial"),
+        "{stderr}"
+    );
+    assert!(
+        n.slot_bytes(0) == good,
+        "the last known good slot A was written"
+    );
+}
+
+/// Issue 10.8: moving a damaged state file away (as its error suggests), or losing the
+/// counters, does not lower the security floor.
+#[test]
+fn the_security_floor_survives_a_lost_state_file_and_lost_counters() {
+    let n = Node::new();
+    let on_b = n.commit_v2();
+    n.sign("3.0.0", 1, 3, "old-security.tandem");
+    let before = n.snapshot();
+
+    std::fs::rename(n.path("state/state.json"), n.path("state/state.json.bad")).unwrap();
+    let out = n.updater(&on_b, &["install", "old-security.tandem"], 4);
+    let stderr = stderr_of(&out);
+    assert!(stderr.contains("below this node's floor 2"), "{stderr}");
+    assert_eq!(n.snapshot(), before);
+
+    // The counters lost instead: the floor is rebuilt from the committed slot's release.
+    std::fs::rename(n.path("state/state.json.bad"), n.path("state/state.json")).unwrap();
+    std::fs::remove_file(n.path("state/counters.json")).unwrap();
+    let out = n.updater(&on_b, &["install", "old-security.tandem"], 4);
+    let stderr = stderr_of(&out);
+    assert!(stderr.contains("below this node's floor 2"), "{stderr}");
+    assert_eq!(n.snapshot(), before);
+}
+
+/// The node polls `server` on [`CHANNEL`] as [`NODE`] with its report token.
+fn server_keys(server: &TandemServer, ca: Option<&Path>) -> String {
+    let ca = ca.map_or_else(String::new, |ca| {
+        format!("ca_bundle = \"{}\"\n", ca.display())
+    });
+    format!(
+        "[server]\nurl = \"{url}\"\nchannel = \"{CHANNEL}\"\npoll_interval = \"1s\"\n\
+         report_token_file = \"{token}\"\n{ca}",
+        url = server.url,
+        token = server.report_token_file.display(),
+    )
+}
+
+/// Issue 15.2: a reboot that failed after an install is run again at the next poll, and
+/// the failure is reported.
+#[test]
+fn a_failed_reboot_is_retried_at_the_next_poll_and_reported() {
+    let n = Node::new();
+    n.publish("v2.tandem");
+    let server = n.server(&[]);
+    let on_a = n.config(
+        "a",
+        &format!(
+            "node_id = \"{NODE}\"\n{}{}",
+            n.counting_reboot(1),
+            server_keys(&server, None)
+        ),
+    );
+    let out = n.updater(&on_a, &["daemon", "--once"], 7);
+    assert!(
+        stdout_of(&out).contains("installed 2.0.0 into slot b"),
+        "{out:?}"
+    );
+    assert_eq!(n.reboots(), 1);
+
+    let out = stdout_of(&n.updater(&on_a, &["daemon", "--once"], 0));
+    assert!(
+        out.contains("2.0.0 is installed and waits for a reboot"),
+        "{out}"
+    );
+    assert_eq!(n.reboots(), 2, "the reboot command ran again");
+
+    let status = server.status(CHANNEL);
+    let failures = status["current_release"]["failures"].as_array().unwrap();
+    assert!(
+        failures.iter().any(|f| f["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("reboot-failed"))),
+        "{status}"
+    );
+    assert_eq!(n.boot(), "b");
+}
+
+/// Issue 15.4: a slot left in trial with nothing the agent recorded is marked bad at
+/// boot-check; when it is the booted slot, the node reboots into the other one.
+#[test]
+fn boot_check_marks_an_unrecorded_trial_bad_and_reboots_out_of_it() {
+    let n = Node::new();
+    n.s.run("tandem-disk", &["mark", "disk.img", "b", "trial"], 0);
+    let on_a = n.config("a", &n.counting_reboot(0));
+    let out = n.updater(&on_a, &["boot-check"], 6);
+    assert!(
+        stdout_of(&out).contains("slot b was left in trial"),
+        "{out:?}"
+    );
+    assert_eq!(n.show()["slots"][1]["state"]["tries_left"], 0);
+    assert_eq!(n.show()["slots"][1]["state"]["successful"], false);
+    assert_eq!(n.reboots(), 0, "slot a runs: no reboot");
+    assert_eq!(n.boot(), "a");
+
+    n.s.run("tandem-disk", &["mark", "disk.img", "b", "trial"], 0);
+    assert_eq!(n.boot(), "b");
+    let on_b = n.config("b", &n.counting_reboot(0));
+    let out = n.updater(&on_b, &["boot-check"], 6);
+    assert!(
+        stdout_of(&out).contains("slot b booted as a trial of nothing the agent wrote"),
+        "{out:?}"
+    );
+    assert_eq!(n.reboots(), 1, "the booted unrecorded trial reboots");
+    assert_eq!(n.boot(), "a");
+}
+
+/// Issue 15.8: boot-check without `[[health]]` commits, and says it checked nothing.
+#[test]
+fn boot_check_without_health_checks_says_so() {
+    for json in [false, true] {
+        let n = Node::new();
+        let on_a = n.config("a", "reboot = [\"true\"]\n");
+        n.updater(&on_a, &["install", "v2.tandem"], 0);
+        assert_eq!(n.boot(), "b");
+        let on_b = n.config("b", "reboot = [\"true\"]\n");
+        let args: &[&str] = if json {
+            &["boot-check", "--json"]
+        } else {
+            &["boot-check"]
+        };
+        let out = stdout_of(&n.updater(&on_b, args, 0));
+        if json {
+            let check: serde_json::Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(check["checks"], 0, "{out}");
+        } else {
+            assert!(out.contains("committed WITHOUT health checks"), "{out}");
+        }
+        assert_eq!(n.show()["slots"][1]["state"]["successful"], true);
+    }
+}
+
+/// Issue 15, "Exit codes and output": every usage or configuration mistake exits 2 naming
+/// its cause (each OS error said once), and with `--json` prints one error object on stdout.
+#[test]
+fn usage_and_configuration_errors_exit_2_and_print_a_json_error_object() {
+    let n = Node::new();
+    n.publish("v2.tandem");
+    let on_a = n.config("a", "reboot = [\"true\"]\n");
+    let text = std::fs::read_to_string(&on_a).unwrap();
+    let no_root = n.path("no-root.toml");
+    std::fs::write(&no_root, text.replace("root.json", "gone-root.json")).unwrap();
+    let bad_node = n.path("bad-node.toml");
+    std::fs::write(&bad_node, format!("node_id = \"a b\"\n{text}")).unwrap();
+    let (no_root, bad_node) = (
+        no_root.display().to_string(),
+        bad_node.display().to_string(),
+    );
+    let cases: [(&str, &[&str], &str); 5] = [
+        (&no_root, &["install", "v2.tandem"], "gone-root.json"),
+        (&on_a, &["install", "repo"], "--channel"),
+        (
+            &on_a,
+            &["install", "v2.tandem", "--channel", CHANNEL],
+            "--channel",
+        ),
+        (&on_a, &["install", "repo", "--channel", "nope"], "nope"),
+        (&bad_node, &["status"], "node_id"),
+    ];
+    for (config, args, needle) in cases {
+        let stderr = stderr_of(&n.updater(config, args, 2));
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(
+            stderr.matches("(os error").count() <= 1,
+            "{args:?}: an OS error said twice: {stderr}"
+        );
+        let out = n.updater(config, &[args, &["--json"]].concat(), 2);
+        let error: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: not one JSON object ({e}): {out:?}"));
+        assert_eq!(error["error"]["exit_code"], 2, "{error}");
+        assert!(error["error"]["code"].is_string(), "{error}");
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{args:?}: {error}");
+    }
+}
+
+/// Issue 9.8: `status --json | head -c1`: a closed stdout ends the output quietly.
+#[test]
+fn status_into_a_closed_pipe_exits_quietly() {
+    let n = Node::new();
+    let on_a = n.config("a", "reboot = [\"true\"]\n");
+    let mut child = Command::new(binary("tandem-updater"))
+        .args(["--config", &on_a, "status", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Nobody reads: the agent's first write meets a closed pipe.
+    drop(child.stdout.take());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// Issue 15: durations print as an operator writes them (`1s`, not `1.999999939s`), for a
+/// check's own timeout and for the overall health deadline.
+#[test]
+fn health_timeouts_print_readable_durations() {
+    for (limits, said) in [
+        ("health_deadline = \"5m\"\n", "timed out after 1s"),
+        ("health_deadline = \"2s\"\n", "deadline of 2s"),
+    ] {
+        let n = Node::new();
+        let on_a = n.config("a", "reboot = [\"true\"]\n");
+        n.updater(&on_a, &["install", "v2.tandem"], 0);
+        assert_eq!(n.boot(), "b");
+        let timeout = if said.contains("deadline") {
+            "10s"
+        } else {
+            "1s"
+        };
+        let on_b = n.config(
+            "b",
+            &format!(
+                "reboot = [\"true\"]\n{limits}[[health]]\nexec = [\"sleep\", \"30\"]\n\
+                 timeout = \"{timeout}\"\n"
+            ),
+        );
+        let out = stdout_of(&n.updater(&on_b, &["boot-check"], 6));
+        assert!(out.contains(said), "{out}");
+        assert!(!out.contains("999"), "{out}");
+    }
+}
+
+/// Runs the real `openssl` CLI in the node's directory.
+fn openssl(n: &Node, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(n.s.dir.path())
+        .output()
+        .expect("the openssl CLI (apt-get install openssl)");
+    assert!(out.status.success(), "openssl {args:?}: {out:?}");
+}
+
+/// A private CA (`ca.pem`) and a server certificate for 127.0.0.1 it issued
+/// (`server.pem`, `server.key`): the commands docs/updater.md shows.
+fn private_ca(n: &Node) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        n,
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "3650",
+                "-subj",
+                "/CN=Tandem fleet CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        n,
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        n.path("server.ext"),
+        "subjectAltName = IP:127.0.0.1, DNS:localhost\n\
+         basicConstraints = critical, CA:FALSE\n\
+         keyUsage = critical, digitalSignature\n\
+         extendedKeyUsage = serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        n,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "825",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.pem",
+        ],
+    );
+}
+
+/// `GET /v1/channels/NAME/status` over HTTPS, trusting `ca`.
+fn status_over_https(server: &TandemServer, ca: &Path) -> serde_json::Value {
+    let options = updater::http::HttpOptions {
+        ca_bundle: Some(ca.to_owned()),
+        ..updater::http::HttpOptions::default()
+    };
+    let http = updater::http::Http::new(&server.url, options).unwrap();
+    let body = http
+        .get(&format!("v1/channels/{CHANNEL}/status"), 1 << 20)
+        .unwrap()
+        .expect("the channel's status");
+    serde_json::from_slice(&body).unwrap()
+}
+
+/// Issue 9.1: the real `tandem-server` over HTTPS with a certificate from a private CA:
+/// the daemon installs and its reports arrive, boot-check reports the commit, and
+/// `install https://… --channel` installs, all through the one client that trusts
+/// `ca_bundle`.
+#[test]
+fn https_with_a_private_ca_installs_and_reports() {
+    let n = Node::new();
+    private_ca(&n);
+    n.publish("v2.tandem");
+    let server = n.server(&[
+        Path::new("--tls-cert"),
+        &n.path("server.pem"),
+        Path::new("--tls-key"),
+        &n.path("server.key"),
+    ]);
+    assert!(
+        server.url.starts_with("https://127.0.0.1:"),
+        "{}",
+        server.url
+    );
+    let ca = n.path("ca.pem");
+    let keys = |booted: &str| {
+        let extra = format!(
+            "node_id = \"{NODE}\"\nreboot = [\"true\"]\n{}{}",
+            n.health(),
+            server_keys(&server, Some(&ca))
+        );
+        n.config(booted, &extra)
+    };
+
+    let out = stdout_of(&n.updater(&keys("a"), &["daemon", "--once"], 0));
+    assert!(out.contains("installed 2.0.0 into slot b"), "{out}");
+    let status = status_over_https(&server, &ca);
+    assert_eq!(
+        status["current_release"]["outcomes"]["installed"], 1,
+        "{status}"
+    );
+
+    assert_eq!(n.boot(), "b");
+    let on_b = keys("b");
+    n.updater(&on_b, &["boot-check"], 0);
+    let status = status_over_https(&server, &ca);
+    assert_eq!(
+        status["current_release"]["outcomes"]["committed"], 1,
+        "{status}"
+    );
+
+    n.sign("3.0.0", 2, 3, "v3.tandem");
+    n.publish("v3.tandem");
+    let out = stdout_of(&n.updater(&on_b, &["install", &server.url, "--channel", CHANNEL], 0));
+    assert!(out.contains("acme-edge 3.0.0 written to slot a"), "{out}");
+}
+
+/// Issue 9.1: a self-signed server certificate given as `ca_bundle` fails with a hint
+/// that says what to do instead.
+#[test]
+fn a_self_signed_server_certificate_fails_with_a_hint() {
+    let n = Node::new();
+    openssl(
+        &n,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "self.key",
+            "-out",
+            "self.pem",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+    );
+    n.publish("v2.tandem");
+    let server = n.server(&[
+        Path::new("--tls-cert"),
+        &n.path("self.pem"),
+        Path::new("--tls-key"),
+        &n.path("self.key"),
+    ]);
+    let on_a = n.config(
+        "a",
+        &format!(
+            "reboot = [\"true\"]\n{}",
+            server_keys(&server, Some(&n.path("self.pem")))
+        ),
+    );
+    let before = n.snapshot();
+    let out = n.updater(&on_a, &["install", &server.url, "--channel", CHANNEL], 8);
+    let stderr = stderr_of(&out);
+    assert!(
+        stderr.contains("CaUsedAsEndEntity") && stderr.contains("issue a server certificate"),
+        "{stderr}"
+    );
+    assert_eq!(n.snapshot(), before);
+}
+
+/// Issues 15.1 and 15.6, as docs/updater.md tells them: `rollback` goes back to the factory
+/// image the firmware marks good, but not below the security floor without `--force`.
+#[test]
+fn rollback_to_the_factory_image_needs_force_below_the_floor() {
+    let n = Node::new();
+    let on_b = n.commit_v2();
+    let before = n.snapshot();
+    let out = n.updater(&on_b, &["rollback", "--no-reboot", "--json"], 4);
+    let error: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(error["error"]["code"], "below-security-floor", "{error}");
+    assert_eq!(n.snapshot(), before);
+
+    let out = stdout_of(&n.updater(&on_b, &["rollback", "--no-reboot", "--force"], 0));
+    assert!(out.contains("slot a boots next as a trial"), "{out}");
+    assert_eq!(n.boot(), "a");
+    let on_a = n.config("a", &format!("reboot = [\"true\"]\n{}", n.health()));
+    let out = stdout_of(&n.updater(&on_a, &["boot-check"], 0));
+    assert!(
+        out.contains("slot a (factory) passed its health checks"),
+        "{out}"
+    );
+}
