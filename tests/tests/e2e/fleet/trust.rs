@@ -52,11 +52,10 @@ fn channel_doc(
         percent,
         salt: vec![7; 16],
     };
-    let signers: Vec<_> = keys.release.iter().take(2).map(clone_key).collect();
     sign_document(
         RoleKind::Channel,
         &channel_signed_bytes(&spec).unwrap(),
-        &signers,
+        &keys.signers(),
     )
     .unwrap()
 }
@@ -177,7 +176,7 @@ fn a_root_rotating_the_release_keys_recovers_from_a_fast_forward() {
     assert_eq!(seen.release_role, release_role_id(&root));
 }
 
-/// Options of a node that wants its metadata within a second and fast transfers.
+/// An agent that wants its metadata within a second and its bundle at 1 GiB/s.
 fn impatient(f: &Fleet) -> updater::Agent {
     let mut agent = f.agent(A);
     agent.http_options = HttpOptions {
