@@ -10,6 +10,7 @@ mod loopback;
 mod reports;
 mod resume;
 mod rollout;
+mod trust;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -303,6 +304,10 @@ impl Drop for TandemServer {
 pub struct Script {
     /// Served instead of the file at this repository path.
     pub overrides: HashMap<String, Vec<u8>>,
+    /// Served for a path on its Nth request of a method (1-based) only, before `overrides`.
+    pub nth: HashMap<(String, usize), Vec<u8>>,
+    /// Paths whose bytes from a file offset on are sent slowly, a byte at a time.
+    pub trickle: HashMap<String, Trickle>,
     /// Bundle body bytes (cumulated over all responses) at which the connection is cut.
     pub cut_at: Vec<u64>,
     /// … at which the server stops sending, without closing, for [`STALL`].
@@ -319,6 +324,22 @@ pub struct Script {
     pub stalls: u32,
     /// Request lines with their `Range` and `If-Range`, in order.
     pub log: Vec<String>,
+}
+
+/// A slow-retrieval attack on one path: bytes at file offsets from `from` on are sent one
+/// at a time, `every` apart.
+#[derive(Clone, Copy)]
+pub struct Trickle {
+    pub from: u64,
+    pub every: Duration,
+}
+
+impl Script {
+    /// How many `method` requests for `path` the server received.
+    pub fn requests(&self, method: &str, path: &str) -> usize {
+        let prefix = format!("{method} {path} ");
+        self.log.iter().filter(|l| l.starts_with(&prefix)).count()
+    }
 }
 
 /// How long a stall holds the connection (the client must give up first).
@@ -410,14 +431,15 @@ fn serve(
         }
     }
     let path = target.trim_start_matches('/').to_owned();
-    script.lock().unwrap().log.push(format!(
-        "{method} {path} range={:?} if-range={:?}",
-        headers.get("range"),
-        headers.get("if-range")
-    ));
     let content = {
-        let s = script.lock().unwrap();
-        match s.overrides.get(&path) {
+        let mut s = script.lock().unwrap();
+        s.log.push(format!(
+            "{method} {path} range={:?} if-range={:?}",
+            headers.get("range"),
+            headers.get("if-range")
+        ));
+        let nth = (path.clone(), s.requests(method, &path));
+        match s.nth.get(&nth).or_else(|| s.overrides.get(&path)) {
             Some(bytes) => Some(bytes.clone()),
             None if method == "GET" && !path.contains("..") => std::fs::read(repo.join(&path)).ok(),
             None => None,
@@ -478,6 +500,10 @@ fn serve(
     let start = usize::try_from(body_range.start).unwrap();
     let end = usize::try_from(body_range.end).unwrap();
     let body = &content[start..end];
+    let trickle = script.lock().unwrap().trickle.get(&path).copied();
+    if let Some(trickle) = trickle {
+        return send_trickled(&mut stream, body, body_range.start, trickle, stop);
+    }
     let is_bundle = path.starts_with("bundles/");
     for piece in body.chunks(8 << 10) {
         if !is_bundle {
@@ -536,6 +562,29 @@ fn serve(
             drop(s);
             stream.write_all(&junk)?;
         }
+    }
+    stream.flush()
+}
+
+/// Sends `body` (at file offset `offset`), slowly from `trickle.from` on, until the client
+/// hangs up or the server stops.
+fn send_trickled(
+    stream: &mut TcpStream,
+    body: &[u8],
+    offset: u64,
+    trickle: Trickle,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
+    let fast = usize::try_from(trickle.from.saturating_sub(offset))
+        .unwrap()
+        .min(body.len());
+    stream.write_all(&body[..fast])?;
+    for byte in &body[fast..] {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        thread::sleep(trickle.every);
+        stream.write_all(std::slice::from_ref(byte))?;
     }
     stream.flush()
 }
