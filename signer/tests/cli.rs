@@ -143,8 +143,8 @@ fn a_closed_output_pipe_ends_the_program_quietly() {
 fn the_same_inputs_make_the_same_bundle_whatever_the_threads() {
     let d = setup();
     std::fs::write(d.path("img"), sparse_image(3_000_001, 5)).unwrap();
-    let sign_with = |threads: &str, out: &str, created: &[&str]| {
-        let mut args = vec![
+    let args = |threads: &'static str, out: &'static str| {
+        vec![
             "sign",
             "--image",
             "img",
@@ -164,7 +164,10 @@ fn the_same_inputs_make_the_same_bundle_whatever_the_threads() {
             threads,
             "-o",
             out,
-        ];
+        ]
+    };
+    let sign_with = |threads: &'static str, out: &'static str, created: &[&'static str]| {
+        let mut args = args(threads, out);
         args.extend(created);
         d.ok(&args);
         std::fs::read(d.path(out)).unwrap()
@@ -178,27 +181,7 @@ fn the_same_inputs_make_the_same_bundle_whatever_the_threads() {
     assert_eq!(json["created"], "2026-01-31T12:00:00Z");
     // SOURCE_DATE_EPOCH (the same instant) gives the same bytes.
     let epoch = std::process::Command::new(env!("CARGO_BIN_EXE_tandem-signer"))
-        .args([
-            "sign",
-            "--image",
-            "img",
-            "--product",
-            "os",
-            "--version",
-            "1.0.0",
-            "--security-version",
-            "1",
-            "--chunk-size",
-            "64KiB",
-            "--key",
-            "r1.pem",
-            "--key",
-            "r2.pem",
-            "--threads",
-            "2",
-            "-o",
-            "epoch.tandem",
-        ])
+        .args(args("2", "epoch.tandem"))
         .env("SOURCE_DATE_EPOCH", "1769860800")
         .current_dir(d.path(""))
         .output()
