@@ -8,6 +8,7 @@ mod fleet;
 mod lifecycle;
 mod operator;
 mod power_loss;
+mod proxy;
 mod refusals;
 mod regression;
 mod resume;

@@ -1,7 +1,7 @@
 //! What an operator meets, through the binaries on a disk image file: two agents at once,
 //! a lost state file, anti-rollback counters that outlive it, a reboot that failed, a trial
 //! nobody recorded, boot-check without health checks, exit codes and `--json` errors, and
-//! HTTPS with a private CA (issues 9.1, 10.3, 10.4, 10.8, 15).
+//! HTTPS with a private CA, whose cut download resumes (issues 9.1, 10.3, 10.4, 10.8, 15).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -11,6 +11,7 @@ use tandem_tests::{image, sha256_hex, IMAGE_LEN};
 
 use super::cli::{binary, Sandbox};
 use super::fleet::TandemServer;
+use super::proxy::CuttingProxy;
 
 const CHANNEL: &str = "stable";
 const NODE: &str = "node-7";
@@ -273,13 +274,17 @@ fn the_security_floor_survives_a_lost_state_file_and_lost_counters() {
 
 /// The node polls `server` on [`CHANNEL`] as [`NODE`] with its report token.
 fn server_keys(server: &TandemServer, ca: Option<&Path>) -> String {
+    server_keys_at(&server.url, server, ca)
+}
+
+/// [`server_keys`] with the agent talking to `url`: the server's, or a proxy's before it.
+fn server_keys_at(url: &str, server: &TandemServer, ca: Option<&Path>) -> String {
     let ca = ca.map_or_else(String::new, |ca| {
         format!("ca_bundle = \"{}\"\n", ca.display())
     });
     format!(
         "[server]\nurl = \"{url}\"\nchannel = \"{CHANNEL}\"\npoll_interval = \"1s\"\n\
          report_token_file = \"{token}\"\n{ca}",
-        url = server.url,
         token = server.report_token_file.display(),
     )
 }
@@ -579,57 +584,108 @@ fn status_over_https(server: &TandemServer, ca: &Path) -> serde_json::Value {
     serde_json::from_slice(&body).unwrap()
 }
 
+/// A node with v2 published on the real `tandem-server` over HTTPS, whose certificate for
+/// 127.0.0.1 a private CA (`ca.pem`) issued. The server is dropped (killed) before the
+/// node's sandbox directory it serves.
+struct Https {
+    server: TandemServer,
+    ca: PathBuf,
+    n: Node,
+}
+
+impl Https {
+    fn new() -> Https {
+        let n = Node::new();
+        private_ca(&n);
+        n.publish("v2.tandem");
+        let server = n.server(&[
+            Path::new("--tls-cert"),
+            &n.path("server.pem"),
+            Path::new("--tls-key"),
+            &n.path("server.key"),
+        ]);
+        assert!(
+            server.url.starts_with("https://127.0.0.1:"),
+            "{}",
+            server.url
+        );
+        let ca = n.path("ca.pem");
+        Https { server, ca, n }
+    }
+
+    /// The daemon's configuration on a node that booted `booted`, trusting `ca.pem` and
+    /// talking to `url` (the server's, or a proxy's before it).
+    fn config(&self, booted: &str, url: &str) -> String {
+        let extra = format!(
+            "node_id = \"{NODE}\"\nreboot = [\"true\"]\n{}{}",
+            self.n.health(),
+            server_keys_at(url, &self.server, Some(&self.ca))
+        );
+        self.n.config(booted, &extra)
+    }
+
+    /// How many reports of `outcome` the server counts for the current release.
+    fn outcomes(&self, outcome: &str) -> serde_json::Value {
+        let status = status_over_https(&self.server, &self.ca);
+        status["current_release"]["outcomes"][outcome].clone()
+    }
+}
+
 /// Issue 9.1: the real `tandem-server` over HTTPS with a certificate from a private CA:
 /// the daemon installs and its reports arrive, boot-check reports the commit, and
 /// `install https://… --channel` installs, all through the one client that trusts
 /// `ca_bundle`.
 #[test]
 fn https_with_a_private_ca_installs_and_reports() {
-    let n = Node::new();
-    private_ca(&n);
-    n.publish("v2.tandem");
-    let server = n.server(&[
-        Path::new("--tls-cert"),
-        &n.path("server.pem"),
-        Path::new("--tls-key"),
-        &n.path("server.key"),
-    ]);
-    assert!(
-        server.url.starts_with("https://127.0.0.1:"),
-        "{}",
-        server.url
-    );
-    let ca = n.path("ca.pem");
-    let keys = |booted: &str| {
-        let extra = format!(
-            "node_id = \"{NODE}\"\nreboot = [\"true\"]\n{}{}",
-            n.health(),
-            server_keys(&server, Some(&ca))
-        );
-        n.config(booted, &extra)
-    };
-
-    let out = stdout_of(&n.updater(&keys("a"), &["daemon", "--once"], 0));
+    let h = Https::new();
+    let n = &h.n;
+    let url = &h.server.url;
+    let out = stdout_of(&n.updater(&h.config("a", url), &["daemon", "--once"], 0));
     assert!(out.contains("installed 2.0.0 into slot b"), "{out}");
-    let status = status_over_https(&server, &ca);
-    assert_eq!(
-        status["current_release"]["outcomes"]["installed"], 1,
-        "{status}"
-    );
+    assert_eq!(h.outcomes("installed"), 1);
 
     assert_eq!(n.boot(), "b");
-    let on_b = keys("b");
+    let on_b = h.config("b", url);
     n.updater(&on_b, &["boot-check"], 0);
-    let status = status_over_https(&server, &ca);
-    assert_eq!(
-        status["current_release"]["outcomes"]["committed"], 1,
-        "{status}"
-    );
+    assert_eq!(h.outcomes("committed"), 1);
 
     n.sign("3.0.0", 2, 3, "v3.tandem");
     n.publish("v3.tandem");
-    let out = stdout_of(&n.updater(&on_b, &["install", &server.url, "--channel", CHANNEL], 0));
+    let out = stdout_of(&n.updater(&on_b, &["install", url, "--channel", CHANNEL], 0));
     assert!(out.contains("acme-edge 3.0.0 written to slot a"), "{out}");
+}
+
+/// Issue 9.1: a bundle download over HTTPS with a private CA resumes after its connection
+/// is cut. A TCP proxy before the server (TLS stays end to end) cuts the first two
+/// connections that carry a third of the bundle; the daemon installs v2 all the same, and
+/// the bytes the proxy forwarded stay near the bundle's size: each cut resumed with
+/// `Range` where it stopped, none started over.
+#[test]
+fn https_with_a_private_ca_resumes_a_cut_download() {
+    let h = Https::new();
+    let n = &h.n;
+    let bundle_len = std::fs::metadata(n.path("v2.tandem")).unwrap().len();
+    let proxy = CuttingProxy::start("https", h.server.addr, bundle_len / 3, 2);
+
+    let out = stdout_of(&n.updater(&h.config("a", &proxy.url), &["daemon", "--once"], 0));
+    assert!(out.contains("installed 2.0.0 into slot b"), "{out}");
+    assert_eq!(
+        sha256_hex(&n.slot_bytes(1)[..IMAGE_LEN]),
+        sha256_hex(&image(IMAGE_LEN, 2))
+    );
+    assert_eq!(proxy.cuts(), 2, "both cuts fell inside the bundle");
+    let forwarded = proxy.downstream_bytes();
+    // Started over, the two cuts alone would have added two thirds of the bundle.
+    assert!(
+        forwarded * 10 < bundle_len * 13,
+        "{forwarded} bytes forwarded for a bundle of {bundle_len}"
+    );
+    eprintln!(
+        "cuts: {}, forwarded {forwarded} bytes for a bundle of {bundle_len} ({:.3}x)",
+        proxy.cuts(),
+        forwarded as f64 / bundle_len as f64
+    );
+    assert_eq!(h.outcomes("installed"), 1);
 }
 
 /// Issue 9.1: a self-signed server certificate given as `ca_bundle` fails with a hint
