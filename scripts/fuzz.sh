@@ -7,7 +7,8 @@
 # Installs cargo-fuzz (from crates.io) when missing. The toolchain is stable: cargo-fuzz's
 # nightly-only flag is allowed with RUSTC_BOOTSTRAP=1. Targets are built in release mode with
 # debug assertions and overflow checks, without a sanitizer (the crates forbid `unsafe`).
-# The corpus grows in fuzz/corpus/<target> (not committed), starting from fuzz/seeds/<target>;
+# The corpus grows in fuzz/corpus/<target> (not committed), starting from fuzz/seeds/<target>
+# and helped by the tokens in fuzz/dicts/<target>.dict;
 # a crash is saved in fuzz/artifacts/<target>/ and reproduced with
 #   RUSTC_BOOTSTRAP=1 cargo fuzz run -s none -a <target> fuzz/artifacts/<target>/crash-…
 # (run in fuzz/). Exit status: 0 when no target crashed, 1 otherwise. Not part of CI:
@@ -40,10 +41,12 @@ printf '%-16s %12s %9s %7s %7s  %s\n' target executions exec/s cov corpus result
 for t in "${TARGETS[@]}"; do
     mkdir -p "corpus/$t" "seeds/$t"
     log=$LOGS/$t.log
+    dict=()
+    [ -f "dicts/$t.dict" ] && dict=(-dict="dicts/$t.dict")
     status=0
     cargo fuzz run "${FLAGS[@]}" "$t" "corpus/$t" "seeds/$t" -- \
         -max_total_time="$SECONDS_PER_TARGET" -timeout=10 -rss_limit_mb=2048 \
-        -print_final_stats=1 >"$log" 2>&1 || status=$?
+        -print_final_stats=1 "${dict[@]}" >"$log" 2>&1 || status=$?
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -n 1)
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1 | cut -d' ' -f2)

@@ -76,11 +76,23 @@ fuzz_target!(|esp: Esp| {
         return;
     }
     let s = sd.state(slot).expect("the backend reads what it wrote");
-    assert_eq!((s.priority, s.tries_left, s.successful), (2, 3, false), "trial of {slot}");
-    assert_eq!(sd.next_boot().expect("readable"), Some(slot), "a trial boots next");
-    sd.record_boot_attempt(slot).expect("the boot attempt renames the entry");
+    assert_eq!(
+        (s.priority, s.tries_left, s.successful),
+        (2, 3, false),
+        "trial of {slot}"
+    );
+    assert_eq!(
+        sd.next_boot().expect("readable"),
+        Some(slot),
+        "a trial boots next"
+    );
+    sd.record_boot_attempt(slot)
+        .expect("the boot attempt renames the entry");
     assert_eq!(sd.state(slot).expect("readable").tries_left, 2);
     sd.mark_good(slot).expect("marking good renames the entry");
     let s = sd.state(slot).expect("readable");
-    assert!(s.successful && s.tries_left == 0 && s.priority == 2, "{s:?}");
+    assert!(
+        s.successful && s.tries_left == 0 && s.priority == 2,
+        "{s:?}"
+    );
 });

@@ -18,7 +18,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let header = head.header();
     assert_eq!(&header.encode()[..], &data[..BundleHeader::LEN]);
-    let manifest = &data[header.manifest_range().start as usize..header.manifest_range().end as usize];
+    let manifest =
+        &data[header.manifest_range().start as usize..header.manifest_range().end as usize];
     assert_eq!(head.manifest_bytes(), manifest);
     assert!(head.signatures().len() <= limits.max_signatures);
     assert_eq!(head.file_len(), data.len() as u64);

@@ -34,9 +34,16 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let signed = channel_signed_bytes(&spec(&parsed)).expect("a parsed channel is a valid spec");
-    let doc = sign_document(RoleKind::Channel, &signed, std::slice::from_ref(&t.key))
-        .expect("signing");
-    let verified = verify_channel(&t.root, &doc, &parsed.channel, parsed.version, now(), &limits);
+    let doc =
+        sign_document(RoleKind::Channel, &signed, std::slice::from_ref(&t.key)).expect("signing");
+    let verified = verify_channel(
+        &t.root,
+        &doc,
+        &parsed.channel,
+        parsed.version,
+        now(),
+        &limits,
+    );
     match verified {
         Ok(v) => assert_eq!(*v, parsed, "round trip changed the channel"),
         Err(signer::Error::Verify(signer::VerifyError::Expired { .. })) => {}

@@ -33,11 +33,13 @@ fn fix_crcs(disk: &mut [u8], lba: usize) -> Option<usize> {
     let array = disk.get(start..start.checked_add(count.checked_mul(entry_size)?)?);
     if let Some(array) = array {
         let crc = crc32(array);
-        disk.get_mut(at + 88..at + 92)?.copy_from_slice(&crc.to_le_bytes());
+        disk.get_mut(at + 88..at + 92)?
+            .copy_from_slice(&crc.to_le_bytes());
     }
     disk.get_mut(at + 16..at + 20)?.fill(0);
     let crc = crc32(disk.get(at..at + size)?);
-    disk.get_mut(at + 16..at + 20)?.copy_from_slice(&crc.to_le_bytes());
+    disk.get_mut(at + 16..at + 20)?
+        .copy_from_slice(&crc.to_le_bytes());
     usize::try_from(u64::from_le_bytes(le(disk, at + 32)?)).ok()
 }
 
@@ -52,7 +54,10 @@ fn check_table(t: &GptTable) {
     let h = t.header();
     for e in t.entries() {
         assert!(e.first_lba <= e.last_lba, "{e:?}");
-        assert!(e.first_lba >= h.first_usable && e.last_lba <= h.last_usable, "{e:?}");
+        assert!(
+            e.first_lba >= h.first_usable && e.last_lba <= h.last_usable,
+            "{e:?}"
+        );
         assert!(e.last_lba < sectors, "{e:?} past the disk");
     }
 }
@@ -76,7 +81,10 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(d) = Disk::from_device(dev) {
         if let Ok(pair) = d.slots(DEFAULT_PAIR) {
             for s in pair.slots() {
-                assert!(s.offset.checked_add(s.size).is_some_and(|end| end <= table.disk_size()));
+                assert!(s
+                    .offset
+                    .checked_add(s.size)
+                    .is_some_and(|end| end <= table.disk_size()));
             }
             let _ = d.gpt_boot_control(&pair).states();
         }
@@ -92,9 +100,16 @@ fuzz_target!(|data: &[u8]| {
     check_table(&reread);
     assert_eq!(reread.entries(), written.entries());
     for (before, after) in table.entries().iter().zip(reread.entries()) {
-        let expected = if before.index == first.index { flipped } else { before.attributes };
+        let expected = if before.index == first.index {
+            flipped
+        } else {
+            before.attributes
+        };
         assert_eq!(after.attributes, expected);
-        assert_eq!((&before.name, before.first_lba, before.last_lba), (&after.name, after.first_lba, after.last_lba));
+        assert_eq!(
+            (&before.name, before.first_lba, before.last_lba),
+            (&after.name, after.first_lba, after.last_lba)
+        );
     }
     assert_eq!(table.entries().len(), reread.entries().len());
 });

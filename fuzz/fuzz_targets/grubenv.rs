@@ -27,7 +27,11 @@ fn round_trip(data: &[u8]) {
     assert_eq!(block.len(), ENVBLK_SIZE);
     let again = GrubEnv::parse(&block).expect("a written block parses");
     assert_eq!(vars(&again), vars(&env));
-    assert_eq!(again.to_block().as_deref(), Ok(&block[..]), "serialising is stable");
+    assert_eq!(
+        again.to_block().as_deref(),
+        Ok(&block[..]),
+        "serialising is stable"
+    );
 }
 
 fn backend(data: &[u8]) {
@@ -38,11 +42,15 @@ fn backend(data: &[u8]) {
         return;
     }
     if grub.set_trial(SlotId::B, 3).is_ok() {
-        let b = grub.state(SlotId::B).expect("the backend reads what it wrote");
+        let b = grub
+            .state(SlotId::B)
+            .expect("the backend reads what it wrote");
         assert_eq!((b.tries_left, b.successful), (3, false));
         assert_eq!(grub.next_boot().expect("readable"), Some(SlotId::B));
         if grub.mark_good(SlotId::B).is_ok() {
-            let b = grub.state(SlotId::B).expect("the backend reads what it wrote");
+            let b = grub
+                .state(SlotId::B)
+                .expect("the backend reads what it wrote");
             assert!(b.successful && b.tries_left == 0 && b.priority > 0);
         }
     }

@@ -8,7 +8,10 @@ use proto::Pause;
 fuzz_target!(|data: &[u8]| {
     let pause = Pause::parse(data);
     let well_formed = serde_json::from_slice::<Pause>(data).is_ok();
-    assert!(pause.paused || well_formed, "only a well-formed hint un-pauses");
+    assert!(
+        pause.paused || well_formed,
+        "only a well-formed hint un-pauses"
+    );
     let json = serde_json::to_vec(&pause).expect("encodes");
     assert_eq!(Pause::parse(&json), pause);
 });

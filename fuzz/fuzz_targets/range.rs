@@ -21,10 +21,15 @@ fuzz_target!(|data: &[u8]| {
             assert!(*r.end() < len, "{header:?} {len}: {r:?} past the end");
         }
         RangeAnswer::Unsatisfiable => {
-            let start = header.split_once('=').and_then(|(_, s)| s.trim().split_once('-'));
+            let start = header
+                .split_once('=')
+                .and_then(|(_, s)| s.trim().split_once('-'));
             let first = start.map(|(f, _)| f.trim()).unwrap_or_default();
             let past_end = first.parse::<u64>().is_ok_and(|f| f >= len);
-            assert!(len == 0 || past_end || first.is_empty(), "{header:?} {len}: 416");
+            assert!(
+                len == 0 || past_end || first.is_empty(),
+                "{header:?} {len}: 416"
+            );
         }
         RangeAnswer::Full => {}
     }

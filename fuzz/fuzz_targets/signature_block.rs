@@ -25,7 +25,13 @@ fuzz_target!(|data: &[u8]| {
         signature_block_len,
     };
     let from = |block: &[u8]| {
-        BundleHead::from_parts(header, MANIFEST.to_vec(), block, header.payload_offset(), &limits)
+        BundleHead::from_parts(
+            header,
+            MANIFEST.to_vec(),
+            block,
+            header.payload_offset(),
+            &limits,
+        )
     };
     let Ok(head) = from(data) else {
         return;
@@ -38,5 +44,8 @@ fuzz_target!(|data: &[u8]| {
         let back = from(&again).expect("a re-encoded block parses");
         assert_eq!(back.signatures(), sigs);
     }
-    assert!(head.verify(&trust().root, &limits).is_err(), "nothing signed `{{}}`");
+    assert!(
+        head.verify(&trust().root, &limits).is_err(),
+        "nothing signed `{{}}`"
+    );
 });

@@ -80,7 +80,10 @@ pub fn check_manifest(m: &Manifest, file_len: u64, limits: &Limits) {
         "chunk size floor"
     );
     let chunks = m.chunks();
-    assert!(chunks.len() as u64 <= limits.max_chunk_count, "chunk count limit");
+    assert!(
+        chunks.len() as u64 <= limits.max_chunk_count,
+        "chunk count limit"
+    );
     assert_eq!(
         m.payload_offset() + m.payload_len(),
         file_len,
@@ -89,7 +92,10 @@ pub fn check_manifest(m: &Manifest, file_len: u64, limits: &Limits) {
     let mut next_stored = m.payload_offset();
     for c in chunks {
         if let Some(range) = m.chunk_file_range(c) {
-            assert!(range.start >= next_stored, "stored chunks in order, no overlap");
+            assert!(
+                range.start >= next_stored,
+                "stored chunks in order, no overlap"
+            );
             assert!(range.end <= file_len, "stored chunk inside the file");
             next_stored = range.end;
         }
@@ -126,7 +132,10 @@ fn range(offset: u64, len: usize, size: usize) -> io::Result<std::ops::Range<usi
     let start = usize::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
     match start.checked_add(len) {
         Some(end) if end <= size => Ok(start..end),
-        _ => Err(io::Error::new(io::ErrorKind::InvalidInput, "outside the disk")),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "outside the disk",
+        )),
     }
 }
 
@@ -212,7 +221,10 @@ impl FileStore for FuzzFs {
         Ok(())
     }
     fn remove(&self, path: &Path) -> io::Result<()> {
-        self.lock().remove(path).map(drop).ok_or_else(|| not_found(path))
+        self.lock()
+            .remove(path)
+            .map(drop)
+            .ok_or_else(|| not_found(path))
     }
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
         let names: Vec<String> = self
