@@ -381,6 +381,31 @@ impl SystemdBootControl {
             .unwrap_or(0)
     }
 
+    /// The version of a new trial entry for `slot`: one above every version present, so the
+    /// trial sorts first. Refused when the other slot's entry would still sort first (a
+    /// version at `u64::MAX`, or not a decimal number, as only a hand edit leaves it).
+    fn next_generation(entries: &[Option<EntryFile>; 2], slot: SlotId) -> Result<u64> {
+        let next = Self::max_version(entries).saturating_add(1);
+        let other = entries
+            .get(slot_index(slot.other()))
+            .and_then(Option::as_ref);
+        match other {
+            Some(e) if cmp_version(&next.to_string(), &e.version) != Ordering::Greater => {
+                Err(BootStateError::Entry {
+                    path: entry_path(&e.name),
+                    reason: format!(
+                        "version `{}` would still sort before a new trial of slot {slot}: \
+                         set it to a decimal generation below {}",
+                        e.version,
+                        u64::MAX
+                    ),
+                }
+                .into())
+            }
+            _ => Ok(next),
+        }
+    }
+
     fn rename(&self, from: &str, to: &str) -> Result<()> {
         if from == to {
             return Ok(());
@@ -516,7 +541,7 @@ impl BootControl for SystemdBootControl {
         self.check_loader_conf()?;
         let entries = self.entries()?;
         let me = entries.get(slot_index(slot)).cloned().flatten();
-        let generation = Self::max_version(&entries) + 1;
+        let generation = Self::next_generation(&entries, slot)?;
         let name = self.file_name(slot, Some((tries, 0)));
         let body = self.new_body(slot, me.as_ref(), generation);
         self.replace(me.as_ref(), &name, &body)
@@ -585,6 +610,37 @@ mod tests {
 
     fn names(fs: &MemFs) -> Vec<String> {
         fs.list(Path::new(ENTRIES_DIR)).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_trial_is_refused_when_the_other_entry_would_still_sort_first() {
+        // Found by the `bls` fuzz target: `u64::MAX + 1` panicked, and a non-decimal version
+        // left the other slot first while `set_trial` reported success.
+        for version in ["18446744073709551615", "x"] {
+            let (fs, bc) = setup();
+            let b = format!("title B\nversion {version}\n");
+            fs.write_atomic(&entry_path("tandem-b.conf"), b.as_bytes())
+                .unwrap();
+            let err = bc.set_trial(SlotId::A, 3).unwrap_err();
+            assert!(
+                matches!(&err, Error::BootState(BootStateError::Entry { reason, .. }) if reason.contains(version)),
+                "{err}"
+            );
+            assert_eq!(names(&fs), ["tandem-b.conf"], "nothing written");
+            assert_eq!(bc.next_boot().unwrap(), Some(SlotId::B));
+        }
+        let (fs, bc) = setup();
+        fs.write_atomic(
+            &entry_path("tandem-b.conf"),
+            b"version 18446744073709551614\n",
+        )
+        .unwrap();
+        bc.set_trial(SlotId::A, 3).unwrap();
+        assert_eq!(
+            bc.next_boot().unwrap(),
+            Some(SlotId::A),
+            "the last generation still works"
+        );
     }
 
     #[test]

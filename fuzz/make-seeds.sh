@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Regenerates the seed corpora in fuzz/seeds/<target>/ from the real tools: a tiny bundle,
+# root and channel made by tandem-signer (fresh random keys: only the shapes matter), its
+# header/manifest/signature-block regions, a tiny GPT, grubenv blocks, and a few
+# Range headers, reports and pause hints. Usage: fuzz/make-seeds.sh (from anywhere).
+set -euo pipefail
+FUZZ=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(dirname "$FUZZ")
+SEEDS=$FUZZ/seeds
+cargo build -q --manifest-path "$ROOT/Cargo.toml" -p signer --bin tandem-signer
+SIGNER=$ROOT/target/debug/tandem-signer
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+cd "$WORK"
+for t in bundle_head manifest signature_block root channel grubenv gpt range report pause; do
+    mkdir -p "$SEEDS/$t"
+done
+
+# Signer documents: one root (1 root key, 2 release keys, threshold 2), one bundle of a
+# 20 KiB image in 4 KiB chunks (data, zeros, a short last chunk), one channel.
+for k in root r1 r2; do "$SIGNER" keygen --out $k >/dev/null; done
+"$SIGNER" root init -o root.json --root-key root.pub.pem --root-threshold 1 \
+    --release-key r1.pub.pem --release-key r2.pub.pem --release-threshold 2 \
+    --expires 3650d --sign-with root.pem >/dev/null
+{ printf 'NAME=seed\n'; head -c 6000 /dev/urandom; head -c 8192 /dev/zero; printf 'end'; } >os.img
+"$SIGNER" sign --image os.img --product acme-edge --version 1.2.3 --security-version 1 \
+    --chunk-size 4KiB --key r1.pem --key r2.pem -o os.tandem >/dev/null
+"$SIGNER" publish --repo repo --channel stable --key r1.pem --key r2.pem --root root.json \
+    --expires 3650d os.tandem >/dev/null
+cp root.json "$SEEDS/root/root.json"
+cp repo/channels/stable.json "$SEEDS/channel/stable.json"
+cp os.tandem "$SEEDS/bundle_head/os.tandem"
+python3 - os.tandem "$SEEDS" <<'PY'
+import struct, sys
+data = open(sys.argv[1], "rb").read()
+m, s = struct.unpack_from("<II", data, 8)
+open(sys.argv[2] + "/manifest/os.manifest", "wb").write(data[16:16 + m])
+open(sys.argv[2] + "/signature_block/os.sigblock", "wb").write(data[16 + m:16 + m + s])
+PY
+
+# GPT: a 24 KiB disk (48 sectors), 4-entry arrays (one sector each), root-a and root-b,
+# written here because sgdisk refuses disks this small; the leading byte 1 asks the target
+# to recompute CRCs after mutating.
+python3 - "$SEEDS/gpt/two-slots.disk" <<'PY'
+import struct, sys, uuid, zlib
+SECTORS, ENTRIES = 48, 4
+def entry(name, first, last, attrs):
+    return (uuid.UUID("4f68bce3-e8cd-4db1-96e7-fbcaf984b709").bytes_le + uuid.uuid4().bytes_le
+            + struct.pack("<QQQ", first, last, attrs) + name.encode("utf-16-le").ljust(72, b"\0"))
+array = (entry("root-a", 4, 20, 0x0103 << 48) + entry("root-b", 21, 37, 0)).ljust(ENTRIES * 128, b"\0")
+disk_guid = uuid.uuid4().bytes_le
+def header(my, alt, entries_lba):
+    h = struct.pack("<8sIIIIQQQQ16sQIII", b"EFI PART", 0x10000, 92, 0, 0, my, alt, 3,
+                    SECTORS - 3, disk_guid, entries_lba, ENTRIES, 128, zlib.crc32(array))
+    h = h[:16] + struct.pack("<I", zlib.crc32(h)) + h[20:]
+    return h.ljust(512, b"\0")
+mbr = bytearray(512); mbr[510:512] = b"\x55\xaa"
+disk = (bytes(mbr) + header(1, SECTORS - 1, 2) + array).ljust((SECTORS - 2) * 512, b"\0")
+disk += array + header(SECTORS - 1, 1, SECTORS - 2)
+open(sys.argv[1], "wb").write(b"\x01" + disk)
+PY
+
+# grubenv: the header, Tandem variables, a sector filler, a foreign variable, # padding.
+python3 - "$SEEDS/grubenv" <<'PY'
+import sys
+def block(lines, filler):
+    out = b"# GRUB Environment Block\n" + b"".join(l + b"\n" for l in lines)
+    if filler:
+        out = out.ljust(511, b"#") + b"\n" + b"saved_entry=linux\\\nx\n"
+    return out.ljust(1024, b"#")
+open(sys.argv[1] + "/trial.env", "wb").write(block(
+    [b"TANDEM_ORDER=b a", b"TANDEM_A_TRIES=0", b"TANDEM_A_OK=1", b"TANDEM_B_TRIES=3",
+     b"TANDEM_B_OK=0"], True))
+open(sys.argv[1] + "/empty.env", "wb").write(block([b"TANDEM_ORDER="], False))
+PY
+
+# Range headers: 8 bytes of file length (little-endian), then the header value.
+i=0
+for h in 'bytes=0-99' 'bytes=100-' 'bytes=-500' 'Bytes = 5-5' 'bytes=0-1,5-6' 'bytes=-0'; do
+    { python3 -c 'import sys; sys.stdout.buffer.write((1000).to_bytes(8, "little"))'; printf '%s' "$h"; } \
+        >"$SEEDS/range/$i"
+    i=$((i + 1))
+done
+
+cat >"$SEEDS/report/failed.json" <<'JSON'
+{"node_id":"node-7","channel":"stable","from_version":"1.0.0","to_version":"1.1.0+b2","outcome":"rolled-back","reason":"health check `web` failed: exit 1"}
+JSON
+cat >"$SEEDS/report/installed.json" <<'JSON'
+{"node_id":"a.b_c-d","channel":"Beta+1","from_version":"1","to_version":"2","outcome":"installed"}
+JSON
+printf '{"paused": true, "since": "2026-12-01T10:00:00Z", "reason": "canary failed"}' \
+    >"$SEEDS/pause/paused.json"
+printf '{"paused": false}' >"$SEEDS/pause/resumed.json"
+du -sh "$SEEDS"

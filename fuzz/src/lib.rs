@@ -1,0 +1,255 @@
+//! Shared pieces of the fuzz targets: the limits and clock they run with, a fixed test key
+//! and the root it signs, the contract every parsed manifest must keep, and tiny in-memory
+//! `BlockDevice` / `FileStore` implementations (kept here, so the targets do not depend on
+//! the simulators the `partitions` crate ships for its own tests).
+//!
+//! A target panics only when a contract is broken: that is the finding libFuzzer reports.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use partitions::io::{BlockDevice, FileStore};
+use signer::metadata::{root_signed_bytes, sign_document, RootSpec};
+use signer::verify::trust_root;
+use signer::{Limits, Manifest, RoleKind, Root, SecretKey, Verified};
+use time::OffsetDateTime;
+
+/// A throwaway Ed25519 key (seed bytes 1..=32) that signs nothing outside these targets.
+const FUZZ_KEY_PEM: &str = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEIAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8g
+-----END PRIVATE KEY-----
+";
+
+/// The default limits, as the agent uses them.
+pub fn limits() -> Limits {
+    Limits::default()
+}
+
+/// "Now" for expiry checks: the epoch, so nothing a seed carries has expired and a run does
+/// not depend on the wall clock.
+pub fn now() -> OffsetDateTime {
+    OffsetDateTime::UNIX_EPOCH
+}
+
+/// The fixed key and a version-1 root in which it holds the root and release roles
+/// (threshold 1 each), as bytes and verified.
+pub struct Trust {
+    /// The key.
+    pub key: SecretKey,
+    /// `root.json` bytes.
+    pub root_doc: Vec<u8>,
+    /// The same root, verified.
+    pub root: Verified<Root>,
+}
+
+/// The process-wide [`Trust`], built once.
+pub fn trust() -> &'static Trust {
+    static TRUST: OnceLock<Trust> = OnceLock::new();
+    TRUST.get_or_init(|| {
+        let key = SecretKey::from_pem(FUZZ_KEY_PEM).expect("the fuzz key parses");
+        let spec = RootSpec {
+            version: 1,
+            expires: OffsetDateTime::UNIX_EPOCH + time::Duration::days(365 * 1000),
+            root_keys: vec![*key.public()],
+            root_threshold: 1,
+            release_keys: vec![*key.public()],
+            release_threshold: 1,
+        };
+        let signed = root_signed_bytes(&spec).expect("root spec is valid");
+        let root_doc = sign_document(RoleKind::Root, &signed, std::slice::from_ref(&key))
+            .expect("signing the fuzz root");
+        let root = trust_root(&root_doc, now(), &limits()).expect("the fuzz root verifies");
+        Trust {
+            key,
+            root_doc,
+            root,
+        }
+    })
+}
+
+/// What every manifest that parsed must satisfy, for a bundle of `file_len` bytes whose
+/// length check passed: the documented limits hold and every chunk's bytes lie inside the
+/// payload, in order, without overlap, covering the image.
+pub fn check_manifest(m: &Manifest, file_len: u64, limits: &Limits) {
+    assert_eq!(m.file_len(), file_len, "file length check passed");
+    assert!(m.chunk_size() <= limits.max_chunk_size, "chunk size limit");
+    assert!(
+        m.chunk_size() >= signer::limits::MIN_CHUNK_SIZE,
+        "chunk size floor"
+    );
+    let chunks = m.chunks();
+    assert!(
+        chunks.len() as u64 <= limits.max_chunk_count,
+        "chunk count limit"
+    );
+    assert_eq!(
+        m.payload_offset() + m.payload_len(),
+        file_len,
+        "payload ends at the end of the file"
+    );
+    let mut next_stored = m.payload_offset();
+    for c in chunks {
+        if let Some(range) = m.chunk_file_range(c) {
+            assert!(
+                range.start >= next_stored,
+                "stored chunks in order, no overlap"
+            );
+            assert!(range.end <= file_len, "stored chunk inside the file");
+            next_stored = range.end;
+        }
+    }
+    let covered = chunks.len() as u64 * u64::from(m.chunk_size());
+    assert!(covered >= m.image_size(), "chunks cover the image");
+    assert!(
+        covered < m.image_size() + u64::from(m.chunk_size()) || chunks.is_empty(),
+        "no chunk past the image"
+    );
+}
+
+/// A disk held in memory, read and written by the `partitions` code under test.
+#[derive(Debug)]
+pub struct FuzzDisk(Mutex<Vec<u8>>);
+
+impl FuzzDisk {
+    /// A disk holding exactly `bytes`.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        FuzzDisk(Mutex::new(bytes))
+    }
+
+    /// The current content.
+    pub fn bytes(&self) -> Vec<u8> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<u8>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn range(offset: u64, len: usize, size: usize) -> io::Result<std::ops::Range<usize>> {
+    let start = usize::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
+    match start.checked_add(len) {
+        Some(end) if end <= size => Ok(start..end),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "outside the disk",
+        )),
+    }
+}
+
+impl BlockDevice for FuzzDisk {
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.lock().len() as u64)
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let data = self.lock();
+        let r = range(offset, buf.len(), data.len())?;
+        buf.copy_from_slice(&data[r]);
+        Ok(())
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let mut data = self.lock();
+        let r = range(offset, buf.len(), data.len())?;
+        data[r].copy_from_slice(buf);
+        Ok(())
+    }
+    fn zero_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        let mut data = self.lock();
+        let len = usize::try_from(len).map_err(|_| io::ErrorKind::InvalidInput)?;
+        let r = range(offset, len, data.len())?;
+        data[r].fill(0);
+        Ok(())
+    }
+    fn sync(&self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A flat in-memory file store (paths are keys; a directory exists when a file is in it or
+/// it was created).
+#[derive(Debug, Default)]
+pub struct FuzzFs {
+    files: Mutex<BTreeMap<PathBuf, Vec<u8>>>,
+    dirs: Mutex<Vec<PathBuf>>,
+}
+
+impl FuzzFs {
+    /// A store holding `files`.
+    pub fn with_files(files: impl IntoIterator<Item = (PathBuf, Vec<u8>)>) -> Self {
+        let fs = FuzzFs::default();
+        fs.lock().extend(files);
+        fs
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<PathBuf, Vec<u8>>> {
+        self.files.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn not_found(path: &Path) -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, path.display().to_string())
+}
+
+impl FileStore for FuzzFs {
+    fn read(&self, path: &Path, max_len: u64) -> io::Result<Vec<u8>> {
+        let files = self.lock();
+        let data = files.get(path).ok_or_else(|| not_found(path))?;
+        if data.len() as u64 > max_len {
+            return Err(io::ErrorKind::InvalidData.into());
+        }
+        Ok(data.clone())
+    }
+    fn write_atomic(&self, path: &Path, data: &[u8]) -> io::Result<()> {
+        self.lock().insert(path.to_path_buf(), data.to_vec());
+        Ok(())
+    }
+    fn overwrite(&self, path: &Path, data: &[u8]) -> io::Result<()> {
+        let mut files = self.lock();
+        let old = files.get_mut(path).ok_or_else(|| not_found(path))?;
+        if old.len() != data.len() {
+            return Err(io::ErrorKind::InvalidInput.into());
+        }
+        old.copy_from_slice(data);
+        Ok(())
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut files = self.lock();
+        let data = files.remove(from).ok_or_else(|| not_found(from))?;
+        files.insert(to.to_path_buf(), data);
+        Ok(())
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.lock()
+            .remove(path)
+            .map(drop)
+            .ok_or_else(|| not_found(path))
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let names: Vec<String> = self
+            .lock()
+            .keys()
+            .filter(|p| p.parent() == Some(dir))
+            .filter_map(|p| p.file_name()?.to_str().map(str::to_owned))
+            .collect();
+        let created = self.dirs.lock().map(|d| d.contains(&dir.to_path_buf()));
+        if names.is_empty() && !created.unwrap_or(false) {
+            return Err(not_found(dir));
+        }
+        Ok(names)
+    }
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        if let Ok(mut dirs) = self.dirs.lock() {
+            dirs.push(dir.to_path_buf());
+        }
+        Ok(())
+    }
+}
+
+/// A shared handle on a store, as the boot backends take it.
+pub fn shared(fs: FuzzFs) -> (Arc<FuzzFs>, Arc<dyn FileStore>) {
+    let fs = Arc::new(fs);
+    let dyn_fs: Arc<dyn FileStore> = fs.clone();
+    (fs, dyn_fs)
+}
