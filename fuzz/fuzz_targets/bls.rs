@@ -6,15 +6,12 @@
 #![no_main]
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use partitions::boot::systemd_boot::{EntryTemplate, SystemdBootControl, ENTRIES_DIR, LOADER_CONF};
-use partitions::create::{lay_out, Layout};
-use partitions::io::BlockDevice;
-use partitions::{BootControl, Disk, SlotId, SlotPair, DEFAULT_PAIR};
-use tandem_fuzz::{shared, FuzzDisk, FuzzFs};
+use partitions::{BootControl, SlotId};
+use tandem_fuzz::{laid_out_disk, shared, FuzzFs};
 
 #[derive(Debug, Arbitrary)]
 enum Name {
@@ -29,19 +26,6 @@ struct Esp {
     entries: Vec<(Name, String)>,
     loader_conf: Option<String>,
     slot_b: bool,
-}
-
-/// The `root` pair of a freshly laid-out 6 MiB disk (its PARTUUIDs go into new entries).
-fn pair() -> &'static SlotPair {
-    static PAIR: OnceLock<SlotPair> = OnceLock::new();
-    PAIR.get_or_init(|| {
-        const MIB: u64 = 1 << 20;
-        let dev: Arc<dyn BlockDevice> = Arc::new(FuzzDisk::new(vec![0; 6 * MIB as usize]));
-        let layout = Layout::for_disk(6 * MIB, MIB, Some(MIB), MIB).expect("layout fits");
-        lay_out(&dev, &layout).expect("laying out the disk");
-        let disk = Disk::from_device(dev).expect("the new GPT reads");
-        disk.slots(DEFAULT_PAIR).expect("the new disk has the pair")
-    })
 }
 
 fn files(esp: &Esp) -> Vec<(PathBuf, Vec<u8>)> {
@@ -64,7 +48,8 @@ fn files(esp: &Esp) -> Vec<(PathBuf, Vec<u8>)> {
 
 fuzz_target!(|esp: Esp| {
     let (_fs, store) = shared(FuzzFs::with_files(files(&esp)));
-    let sd = SystemdBootControl::new(store, pair(), EntryTemplate::default());
+    let (disk, pair) = laid_out_disk();
+    let sd = SystemdBootControl::new(store, &disk, &pair, EntryTemplate::default());
     let Ok(states) = sd.states() else {
         return;
     };

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
+use partitions::boot::gpt::GptBootControl;
 use partitions::io::BlockDevice;
 use partitions::table::{update_attributes, GptTable};
 use partitions::{BootControl, Disk, DEFAULT_PAIR};
@@ -86,7 +87,7 @@ fuzz_target!(|data: &[u8]| {
                     .checked_add(s.size)
                     .is_some_and(|end| end <= table.disk_size()));
             }
-            let _ = d.gpt_boot_control(&pair).states();
+            let _ = GptBootControl::new(d.device().clone(), &pair).states();
         }
     }
     let Some(first) = table.entries().first() else {

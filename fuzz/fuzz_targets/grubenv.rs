@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use libfuzzer_sys::fuzz_target;
 use partitions::boot::grub::{GrubEnv, GrubEnvBootControl, ENVBLK_SIZE};
 use partitions::{BootControl, SlotId};
-use tandem_fuzz::{shared, FuzzFs};
+use tandem_fuzz::{laid_out_disk, shared, FuzzFs};
 
 fn vars(env: &GrubEnv) -> BTreeMap<String, Option<String>> {
     env.names().map(|n| (n.to_owned(), env.get(n))).collect()
@@ -37,7 +37,8 @@ fn round_trip(data: &[u8]) {
 fn backend(data: &[u8]) {
     let path = PathBuf::from("EFI/tandem/grubenv");
     let (_fs, store) = shared(FuzzFs::with_files([(path.clone(), data.to_vec())]));
-    let grub = GrubEnvBootControl::new(store, path);
+    let (disk, pair) = laid_out_disk();
+    let grub = GrubEnvBootControl::new(store, path, &disk, &pair);
     if grub.states().is_err() {
         return;
     }

@@ -108,6 +108,28 @@ pub fn check_manifest(m: &Manifest, file_len: u64, limits: &Limits) {
     );
 }
 
+/// A freshly laid-out 6 MiB disk (ESP, `root-a`, `root-b`, state) and its `root` pair, for
+/// the boot backends (they record themselves in the slots' GPT entries). The layout is made
+/// once and copied for every input, so no input sees another's writes.
+pub fn laid_out_disk() -> (partitions::Disk, partitions::SlotPair) {
+    const MIB: u64 = 1 << 20;
+    static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
+    let bytes = BYTES.get_or_init(|| {
+        let disk = Arc::new(FuzzDisk::new(vec![0; 6 * MIB as usize]));
+        let dev: Arc<dyn partitions::io::BlockDevice> = disk.clone();
+        let layout = partitions::create::Layout::for_disk(6 * MIB, MIB, Some(MIB), MIB)
+            .expect("layout fits");
+        partitions::create::lay_out(&dev, &layout).expect("laying out the disk");
+        disk.bytes()
+    });
+    let dev: Arc<dyn partitions::io::BlockDevice> = Arc::new(FuzzDisk::new(bytes.clone()));
+    let disk = partitions::Disk::from_device(dev).expect("the new GPT reads");
+    let pair = disk
+        .slots(partitions::DEFAULT_PAIR)
+        .expect("the new disk has the pair");
+    (disk, pair)
+}
+
 /// A disk held in memory, read and written by the `partitions` code under test.
 #[derive(Debug)]
 pub struct FuzzDisk(Mutex<Vec<u8>>);
