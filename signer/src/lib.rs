@@ -43,5 +43,5 @@ pub use error::{
 pub use keys::{KeyId, PublicKey, SecretKey};
 pub use limits::Limits;
 pub use role::{Role, RoleKind, RoleName, Threshold};
-pub use schema::{Channel, Chunk, Manifest, Release, Rollout, Root, Signature};
+pub use schema::{Asset, AssetKind, Channel, Chunk, Manifest, Release, Rollout, Root, Signature};
 pub use verify::Verified;
