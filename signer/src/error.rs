@@ -234,17 +234,17 @@ pub enum VerifyError {
     #[error("asset `{asset}` chunk {index}: {fault}")]
     AssetChunk {
         /// The asset's name.
-        asset: String,
+        asset: Box<str>,
         /// Chunk index within the asset.
         index: u64,
         /// What failed.
-        fault: ChunkFault,
+        fault: Box<ChunkFault>,
     },
     /// A whole boot asset's hash differs from the manifest.
     #[error("asset `{asset}` hash mismatch: manifest says {expected}, data is {actual}")]
     AssetHash {
         /// The asset's name.
-        asset: String,
+        asset: Box<str>,
         /// From the manifest.
         expected: Sha256Digest,
         /// Computed.

@@ -259,7 +259,7 @@ pub fn extract_asset<R: Read + Seek, W: Write>(
     let actual = copy_chunks(ChunkReader::asset(manifest, name, reader)?, out, progress)?;
     if actual != asset.sha256() {
         return Err(VerifyError::AssetHash {
-            asset: asset.name().to_owned(),
+            asset: asset.name().into(),
             expected: asset.sha256(),
             actual,
         }
@@ -278,9 +278,9 @@ fn find_asset<'m>(manifest: &'m Manifest, name: &str) -> Result<&'m Asset, Error
 fn in_asset(asset: Option<&Asset>, e: VerifyError) -> VerifyError {
     match (asset, e) {
         (Some(a), VerifyError::Chunk { index, fault }) => VerifyError::AssetChunk {
-            asset: a.name().to_owned(),
+            asset: a.name().into(),
             index,
-            fault,
+            fault: Box::new(fault),
         },
         (_, e) => e,
     }
