@@ -671,6 +671,25 @@ fn mistakes_give_an_error_that_names_the_file_and_a_fix() {
     assert!(stderr(&out).contains("missing.tandem"), "{}", stderr(&out));
 }
 
+/// A 150 001-byte PE image (sparse filler) whose `.osrel` section, at offset 100 000 (in the
+/// second 64 KiB chunk), holds `osrel`.
+fn uki_image(osrel: &[u8]) -> Vec<u8> {
+    let mut b = sparse_image(150_001, 21);
+    b[..2].copy_from_slice(b"MZ");
+    b[0x3C..0x40].copy_from_slice(&64u32.to_le_bytes());
+    b[64..68].copy_from_slice(b"PE\0\0");
+    b[70..72].copy_from_slice(&1u16.to_le_bytes());
+    b[84..86].copy_from_slice(&0u16.to_le_bytes()); // no optional header
+    let s = 88;
+    b[s..s + 8].copy_from_slice(b".osrel\0\0");
+    let len = (osrel.len() as u32).to_le_bytes();
+    b[s + 8..s + 12].copy_from_slice(&len);
+    b[s + 16..s + 20].copy_from_slice(&len);
+    b[s + 20..s + 24].copy_from_slice(&100_000u32.to_le_bytes());
+    b[100_000..100_000 + osrel.len()].copy_from_slice(osrel);
+    b
+}
+
 fn sign_with_assets(d: &Dir, extra: &[&str]) -> Output {
     let mut args = vec![
         "sign",
@@ -699,7 +718,7 @@ fn sign_with_assets(d: &Dir, extra: &[&str]) -> Output {
 fn boot_assets_are_signed_listed_verified_and_extracted() {
     let d = setup();
     let files = [
-        ("uki.efi", sparse_image(150_001, 21)),
+        ("uki.efi", uki_image(b"ID=acme\nVERSION_ID=\"42.1\"\n")),
         ("vmlinuz", sparse_image(70_000, 22)),
         ("initrd.img", sparse_image(5_000, 23)),
         ("esp.img", vec![0; 65_536]),
@@ -738,6 +757,11 @@ fn boot_assets_are_signed_listed_verified_and_extracted() {
         serde_json::from_str(&stdout(&d.ok(&["inspect", "--json", "a.tandem"]))).unwrap();
     assert_eq!(json["format_version"], 2);
     assert_eq!(json["assets"][0]["name"], "uki");
+    assert_eq!(json["assets"][0]["osrel_version_id"], "42.1");
+    assert_eq!(
+        json["assets"][1]["osrel_version_id"],
+        serde_json::Value::Null
+    );
     assert_eq!(json["assets"][3]["kind"], "image");
     assert_eq!(json["assets"][1]["size"], 70_000);
 

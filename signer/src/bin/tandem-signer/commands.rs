@@ -2,15 +2,15 @@
 //! arguments: keys loaded, sizes and times parsed) and calls the library.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufReader, BufWriter, IsTerminal, Seek, SeekFrom};
+use std::io::{self, BufReader, BufWriter, IsTerminal, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use signer::bundle::{
-    add_signatures, extract, extract_asset, sign_release, AssetSource, BundleHead, SignOptions,
-    Sources,
+    add_signatures, decode_chunk, extract, extract_asset, sign_release, AssetSource, BundleHead,
+    SignOptions, Sources,
 };
 use signer::files::{
     read_capped, read_public_key, read_secret_key, write_atomic, write_bytes_atomic,
@@ -20,7 +20,7 @@ use signer::metadata::{self, RootSpec};
 use signer::publish::{publish_allowing, Allow, PublishOptions};
 use signer::time_util::{format_rfc3339, now_utc, parse_expiry, parse_rfc3339};
 use signer::verify::trust_root;
-use signer::{AssetKind, Limits, Manifest, PublicKey, RoleKind, SecretKey, Verified};
+use signer::{Asset, AssetKind, Limits, Manifest, PublicKey, RoleKind, SecretKey, Verified};
 use time::OffsetDateTime;
 
 use crate::cli::{Args, Command, PublishArgs, RootCommand, RootContent, SignArgs};
@@ -407,6 +407,11 @@ fn inspect(bundle: &Path, json: bool, limits: &Limits) -> Result<()> {
         .manifest_unverified(limits)
         .with_context(|| format!("{}", bundle.display()))?;
     let signers: Vec<String> = head.signatures().iter().map(|s| s.keyid.to_hex()).collect();
+    let versions: Vec<Option<String>> = m
+        .assets()
+        .iter()
+        .map(|a| uki_version(&mut f, &m, a))
+        .collect();
     let ratio = m.image_size() as f64 / m.payload_len().max(1) as f64;
     if json {
         let v = serde_json::json!({
@@ -415,7 +420,7 @@ fn inspect(bundle: &Path, json: bool, limits: &Limits) -> Result<()> {
             "chunk_size": m.chunk_size(), "chunks": m.chunks().len(), "zero_chunks": m.zero_chunks(),
             "payload_size": m.payload_len(), "file_size": m.file_len(), "ratio": ratio,
             "manifest_sha256": m.manifest_sha256().to_hex(), "signers": signers, "signatures_verified": false,
-            "format_version": m.header().version, "assets": assets_json(&m),
+            "format_version": m.header().version, "assets": assets_json(&m, &versions),
         });
         outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -443,9 +448,13 @@ fn inspect(bundle: &Path, json: bool, limits: &Limits) -> Result<()> {
         m.payload_len(),
         m.file_len()
     );
-    for a in m.assets() {
+    for (a, version) in m.assets().iter().zip(&versions) {
+        let osrel = version
+            .as_ref()
+            .map(|v| format!(", .osrel VERSION_ID {v}"))
+            .unwrap_or_default();
         outln!(
-            "asset            {} ({}): {} bytes, sha256 {}",
+            "asset            {} ({}): {} bytes, sha256 {}{osrel}",
             a.name(),
             a.kind(),
             a.size(),
@@ -463,16 +472,55 @@ fn inspect(bundle: &Path, json: bool, limits: &Limits) -> Result<()> {
     Ok(())
 }
 
-fn assets_json(m: &Manifest) -> serde_json::Value {
+fn assets_json(m: &Manifest, versions: &[Option<String>]) -> serde_json::Value {
     m.assets()
         .iter()
-        .map(|a| {
+        .zip(versions)
+        .map(|(a, version)| {
             serde_json::json!({
                 "name": a.name(), "kind": a.kind().as_str(), "size": a.size(),
                 "sha256": a.sha256().to_hex(), "chunks": a.chunks().len(),
+                "osrel_version_id": version,
             })
         })
         .collect()
+}
+
+/// A UKI asset's `.osrel` `VERSION_ID`, reading only the chunks it needs, each checked
+/// against the (unverified) manifest's hash. `None` for other kinds or on any failure.
+fn uki_version(f: &mut File, m: &Manifest, asset: &Asset) -> Option<String> {
+    if asset.kind() != AssetKind::Uki {
+        return None;
+    }
+    let cs = u64::from(m.chunk_size());
+    let mut read_at = |offset: u64, len: usize| -> Option<Vec<u8>> {
+        let end = offset.checked_add(len as u64)?;
+        if end > asset.size() || len == 0 {
+            return None;
+        }
+        let mut out = Vec::with_capacity(len);
+        for index in offset / cs..=(end - 1) / cs {
+            let chunk = asset.chunks().get(usize::try_from(index).ok()?)?;
+            let bytes = chunk_bytes(f, m, chunk)?;
+            let from = offset.max(chunk.image_offset) - chunk.image_offset;
+            let to = end.min(chunk.image_offset + u64::from(chunk.len)) - chunk.image_offset;
+            out.extend_from_slice(
+                bytes.get(usize::try_from(from).ok()?..usize::try_from(to).ok()?)?,
+            );
+        }
+        Some(out)
+    };
+    signer::uki::version_id(&mut read_at)
+}
+
+fn chunk_bytes(f: &mut File, m: &Manifest, chunk: &signer::Chunk) -> Option<Vec<u8>> {
+    let Some(range) = m.chunk_file_range(chunk) else {
+        return Some(vec![0; chunk.len as usize]);
+    };
+    let mut frame = vec![0; usize::try_from(range.end - range.start).ok()?];
+    f.seek(SeekFrom::Start(range.start)).ok()?;
+    f.read_exact(&mut frame).ok()?;
+    decode_chunk(chunk, &frame).ok()
 }
 
 fn extract_cmd(
