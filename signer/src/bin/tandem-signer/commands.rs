@@ -360,29 +360,37 @@ fn open_verified(
 
 fn verify(bundle: &Path, root: &Path, limits: &Limits) -> Result<()> {
     let (mut f, manifest) = open_verified(bundle, root, limits)?;
-    let pb = progress_bar(manifest.image_size());
+    let assets_size: u64 = manifest.assets().iter().map(|a| a.size()).sum();
+    let pb = progress_bar(manifest.image_size() + assets_size);
     f.seek(SeekFrom::Start(0))?;
-    let mut on_progress = |d| {
-        if let Some(pb) = &pb {
-            pb.set_position(d)
+    // Streams are checked one after the other: the bar counts from where the last one ended.
+    let mut base = 0u64;
+    let progress_from = |base: u64| {
+        let pb = &pb;
+        move |d| {
+            if let Some(pb) = pb {
+                pb.set_position(base + d)
+            }
         }
     };
     extract(
         &manifest,
         BufReader::new(&mut f),
         io::sink(),
-        &mut on_progress,
+        &mut progress_from(base),
     )
     .with_context(|| format!("{}", bundle.display()))?;
+    base += manifest.image_size();
     for asset in manifest.assets() {
         extract_asset(
             &manifest,
             asset.name(),
             BufReader::new(&mut f),
             io::sink(),
-            &mut on_progress,
+            &mut progress_from(base),
         )
         .with_context(|| format!("{}", bundle.display()))?;
+        base += asset.size();
     }
     if let Some(pb) = pb {
         pb.finish_and_clear();
