@@ -738,6 +738,7 @@ fn boot_assets_are_signed_listed_verified_and_extracted() {
     ];
     let out = sign_with_assets(&d, &flags);
     assert!(out.status.success(), "{}", d.describe(&flags, &out));
+    assert!(stderr(&out).contains("4 boot assets"), "{}", stderr(&out));
 
     let text = stdout(&d.ok(&["inspect", "a.tandem"]));
     for (name, kind, (_, bytes)) in [

@@ -79,9 +79,9 @@ pub struct SignSummary {
     pub manifest_sha256: Sha256Digest,
     /// SHA-256 of the raw image.
     pub image_sha256: Sha256Digest,
-    /// Number of chunks.
+    /// Number of the image's chunks.
     pub chunks: u64,
-    /// Number of all-zero chunks (not stored).
+    /// Number of the image's all-zero chunks (not stored).
     pub zero_chunks: u64,
     /// Payload length.
     pub payload_len: u64,
@@ -180,6 +180,7 @@ pub fn sign_release<R: Read + Send, W: Write + Seek>(
     };
     let mut image = sources.image;
     let (image_sha256, chunks) = stream(&mut image, sources.image_size, &mut payload)?;
+    let image_zero_chunks = payload.zero_chunks;
     fixed.chunks = chunks;
     fixed.image.sha256 = image_sha256;
     for (mut src, doc) in sources
@@ -203,7 +204,7 @@ pub fn sign_release<R: Read + Send, W: Write + Seek>(
         manifest_sha256: Sha256Digest::of(&manifest),
         image_sha256,
         chunks: count,
-        zero_chunks: payload.zero_chunks,
+        zero_chunks: image_zero_chunks,
         payload_len: payload.len,
         file_len: header.payload_offset() + payload.len,
         signers: signatures.iter().map(|s| s.keyid).collect(),

@@ -236,6 +236,7 @@ fn sign(a: &SignArgs, limits: &Limits) -> Result<()> {
     let (mut image, size) = open_sized(&a.image)?;
     let assets = asset_sources(a)?;
     let total = size + assets.iter().map(|s| s.size).sum::<u64>();
+    let asset_count = assets.len();
     let sources = Sources {
         image: &mut image,
         image_size: size,
@@ -266,7 +267,7 @@ fn sign(a: &SignArgs, limits: &Limits) -> Result<()> {
     }
     let s = summary.context("signing produced no summary")?;
     eprintln!(
-        "wrote {}: {} bytes image -> {} bytes ({:.1}x), {} chunks ({} zero), {:.2}s",
+        "wrote {}: {} bytes image -> {} bytes ({:.1}x), {} chunks ({} zero), {asset_count} boot assets, {:.2}s",
         a.out.display(),
         size,
         s.file_len,
