@@ -90,7 +90,7 @@ pub enum FormatError {
         found: [u8; 7],
     },
     /// A format version this code does not know (FORMAT §2).
-    #[error("unsupported bundle format version {0} (this build reads version 1)")]
+    #[error("unsupported bundle format version {0} (this build reads versions 1 and 2)")]
     UnsupportedVersion(u8),
     /// A section's announced length is above its limit (checked before any allocation).
     #[error("{section} of {len} bytes exceeds the limit of {max} bytes")]
@@ -229,6 +229,26 @@ pub enum VerifyError {
         index: u64,
         /// What failed.
         fault: ChunkFault,
+    },
+    /// A boot asset's chunk failed to decode or its hash differs from the manifest.
+    #[error("asset `{asset}` chunk {index}: {fault}")]
+    AssetChunk {
+        /// The asset's name.
+        asset: Box<str>,
+        /// Chunk index within the asset.
+        index: u64,
+        /// What failed.
+        fault: Box<ChunkFault>,
+    },
+    /// A whole boot asset's hash differs from the manifest.
+    #[error("asset `{asset}` hash mismatch: manifest says {expected}, data is {actual}")]
+    AssetHash {
+        /// The asset's name.
+        asset: Box<str>,
+        /// From the manifest.
+        expected: Sha256Digest,
+        /// Computed.
+        actual: Sha256Digest,
     },
     /// The whole image's hash differs from the manifest.
     #[error("image hash mismatch: manifest says {expected}, image is {actual}")]

@@ -8,6 +8,7 @@
 //! - [`verify`]: the only module that can build a [`Verified`] value (root chain, channel, bundle).
 //! - [`bundle`]: the binary bundle: header codec, reading by ranges, chunk decoding, signing.
 //! - [`metadata`]: writing signed `root.json` and channel documents.
+//! - [`uki`]: the `VERSION_ID` of a Unified Kernel Image asset, for display.
 //! - [`files`] and [`publish`]: the tool side (atomic file writes, the repository layout). The
 //!   verification core above reads only the bytes or readers it is given.
 //!
@@ -32,6 +33,7 @@ pub mod publish;
 pub mod role;
 pub mod schema;
 pub mod time_util;
+pub mod uki;
 pub mod verify;
 
 pub use bundle::{BundleHead, BundleHeader, ChunkData, ChunkReader, SignOptions};
@@ -43,5 +45,5 @@ pub use error::{
 pub use keys::{KeyId, PublicKey, SecretKey};
 pub use limits::Limits;
 pub use role::{Role, RoleKind, RoleName, Threshold};
-pub use schema::{Channel, Chunk, Manifest, Release, Rollout, Root, Signature};
+pub use schema::{Asset, AssetKind, Channel, Chunk, Manifest, Release, Rollout, Root, Signature};
 pub use verify::Verified;

@@ -14,6 +14,8 @@ pub struct Limits {
     pub max_chunk_size: u32,
     /// Most chunks in one manifest. Default 1 Mi.
     pub max_chunk_count: u64,
+    /// Most boot assets in one manifest (FORMAT §3.1). Default 16.
+    pub max_assets: usize,
     /// Largest signed metadata document (`root.json`, channel). Default 1 MiB.
     pub max_metadata_len: u64,
     /// Most keys in a root. Default 256.
@@ -30,6 +32,7 @@ impl Default for Limits {
             max_signatures: 64,
             max_chunk_size: 64 << 20,
             max_chunk_count: 1 << 20,
+            max_assets: 16,
             max_metadata_len: 1 << 20,
             max_keys: 256,
             max_root_rotations: 32,

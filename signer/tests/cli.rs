@@ -2,6 +2,7 @@
 //! verify, inspect, extract (nothing left on failure), publish (versions, salt, immutability).
 
 use std::os::unix::fs::PermissionsExt;
+use std::process::Output;
 
 use crate::util::*;
 
@@ -651,4 +652,210 @@ fn mistakes_give_an_error_that_names_the_file_and_a_fix() {
     );
     let out = d.fails(&["verify", "missing.tandem", "--root", "root.json"]);
     assert!(stderr(&out).contains("missing.tandem"), "{}", stderr(&out));
+}
+
+/// A 150 001-byte PE image (sparse filler) whose `.osrel` section, at offset 100 000 (in the
+/// second 64 KiB chunk), holds `osrel`.
+fn uki_image(osrel: &[u8]) -> Vec<u8> {
+    let mut b = sparse_image(150_001, 21);
+    b[..2].copy_from_slice(b"MZ");
+    b[0x3C..0x40].copy_from_slice(&64u32.to_le_bytes());
+    b[64..68].copy_from_slice(b"PE\0\0");
+    b[70..72].copy_from_slice(&1u16.to_le_bytes());
+    b[84..86].copy_from_slice(&0u16.to_le_bytes()); // no optional header
+    let s = 88;
+    b[s..s + 8].copy_from_slice(b".osrel\0\0");
+    let len = (osrel.len() as u32).to_le_bytes();
+    b[s + 8..s + 12].copy_from_slice(&len);
+    b[s + 16..s + 20].copy_from_slice(&len);
+    b[s + 20..s + 24].copy_from_slice(&100_000u32.to_le_bytes());
+    b[100_000..100_000 + osrel.len()].copy_from_slice(osrel);
+    b
+}
+
+fn sign_with_assets(d: &Dir, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "sign",
+        "--image",
+        "img",
+        "--product",
+        "os",
+        "--version",
+        "2.0.0",
+        "--security-version",
+        "3",
+        "--chunk-size",
+        "64KiB",
+        "-o",
+        "a.tandem",
+        "--key",
+        "r1.pem",
+        "--key",
+        "r2.pem",
+    ];
+    args.extend(extra);
+    d.run(&args)
+}
+
+#[test]
+fn boot_assets_are_signed_listed_verified_and_extracted() {
+    let d = setup();
+    let files = [
+        ("uki.efi", uki_image(b"ID=acme\nVERSION_ID=\"42.1\"\n")),
+        ("vmlinuz", sparse_image(70_000, 22)),
+        ("initrd.img", sparse_image(5_000, 23)),
+        ("esp.img", vec![0; 65_536]),
+    ];
+    for (name, bytes) in &files {
+        std::fs::write(d.path(name), bytes).unwrap();
+    }
+    let flags = [
+        "--uki",
+        "uki.efi",
+        "--kernel",
+        "vmlinuz",
+        "--initrd",
+        "initrd.img",
+        "--partition-image",
+        "esp=esp.img",
+    ];
+    let out = sign_with_assets(&d, &flags);
+    assert!(out.status.success(), "{}", d.describe(&flags, &out));
+    assert!(stderr(&out).contains("4 boot assets"), "{}", stderr(&out));
+
+    let text = stdout(&d.ok(&["inspect", "a.tandem"]));
+    for (name, kind, (_, bytes)) in [
+        ("uki", "uki", &files[0]),
+        ("kernel", "kernel", &files[1]),
+        ("initrd", "initrd", &files[2]),
+        ("esp", "image", &files[3]),
+    ] {
+        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes));
+        let line = format!(
+            "asset            {name} ({kind}): {} bytes, sha256 {sha}",
+            bytes.len()
+        );
+        assert!(text.contains(&line), "{line:?} not in:\n{text}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&d.ok(&["inspect", "--json", "a.tandem"]))).unwrap();
+    assert_eq!(json["format_version"], 2);
+    assert_eq!(json["assets"][0]["name"], "uki");
+    assert_eq!(json["assets"][0]["osrel_version_id"], "42.1");
+    assert_eq!(
+        json["assets"][1]["osrel_version_id"],
+        serde_json::Value::Null
+    );
+    assert_eq!(json["assets"][3]["kind"], "image");
+    assert_eq!(json["assets"][1]["size"], 70_000);
+
+    let verified = stdout(&d.ok(&["verify", "a.tandem", "--root", "root.json"]));
+    assert!(verified.contains("4 asset sha256 verified"), "{verified}");
+    for (asset, (_, bytes)) in ["uki", "kernel", "initrd", "esp"].iter().zip(&files) {
+        let out = format!("{asset}.out");
+        d.ok(&[
+            "extract",
+            "a.tandem",
+            "--root",
+            "root.json",
+            "--asset",
+            asset,
+            "-o",
+            &out,
+        ]);
+        assert_eq!(&std::fs::read(d.path(&out)).unwrap(), bytes, "{asset}");
+    }
+    d.ok(&[
+        "extract",
+        "a.tandem",
+        "--root",
+        "root.json",
+        "-o",
+        "root.img",
+    ]);
+    assert_eq!(
+        std::fs::read(d.path("root.img")).unwrap(),
+        std::fs::read(d.path("img")).unwrap()
+    );
+}
+
+#[test]
+fn a_corrupt_asset_fails_verify_and_extract_leaves_nothing() {
+    let d = setup();
+    std::fs::write(d.path("uki.efi"), sparse_image(20_000, 5)).unwrap();
+    let out = sign_with_assets(&d, &["--uki", "uki.efi"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut bytes = std::fs::read(d.path("a.tandem")).unwrap();
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x55;
+    std::fs::write(d.path("a.tandem"), bytes).unwrap();
+    let out = d.fails(&["verify", "a.tandem", "--root", "root.json"]);
+    assert!(
+        stderr(&out).contains("asset `uki` chunk"),
+        "{}",
+        stderr(&out)
+    );
+    let args = [
+        "extract",
+        "a.tandem",
+        "--root",
+        "root.json",
+        "--asset",
+        "uki",
+        "-o",
+        "uki.out",
+    ];
+    let out = d.fails(&args);
+    assert!(
+        stderr(&out).contains("nothing was written"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !d.listing().iter().any(|f| f.starts_with("uki.out")),
+        "{:?}",
+        d.listing()
+    );
+    let out = d.fails(&[
+        "extract",
+        "a.tandem",
+        "--root",
+        "root.json",
+        "--asset",
+        "dtb",
+        "-o",
+        "x",
+    ]);
+    assert!(
+        stderr(&out).contains("no asset named `dtb`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn asset_flag_mistakes_are_refused() {
+    let d = setup();
+    std::fs::write(d.path("k"), b"kernel").unwrap();
+    // --kernel without --initrd is a command-line mistake (exit 2).
+    let out = sign_with_assets(&d, &["--kernel", "k"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    for (flags, needle) in [
+        (&["--partition-image", "esp"][..], "expected NAME=FILE"),
+        (&["--partition-image", "../x=k"][..], "asset name"),
+        (
+            &["--partition-image", "uki=k", "--uki", "k"][..],
+            "used twice",
+        ),
+        (&["--uki", "missing.efi"][..], "missing.efi"),
+    ] {
+        let out = sign_with_assets(&d, flags);
+        assert_eq!(out.status.code(), Some(1), "{}", d.describe(flags, &out));
+        assert!(
+            stderr(&out).contains(needle),
+            "{needle:?} not in {}",
+            stderr(&out)
+        );
+        assert!(!d.path("a.tandem").exists());
+    }
 }

@@ -5,10 +5,10 @@
 use std::io::Cursor;
 
 use proptest::prelude::*;
-use signer::bundle::BundleHead;
+use signer::bundle::{extract_asset, sign_release, AssetSource, BundleHead, SignOptions, Sources};
 use signer::metadata::sign_document;
 use signer::verify::{trust_root, verify_channel};
-use signer::{BundleHeader, Limits, RoleKind};
+use signer::{AssetKind, BundleHeader, Limits, RoleKind, SecretKey};
 
 use crate::metadata::channel_signed;
 use crate::util::*;
@@ -74,6 +74,33 @@ proptest! {
         }
     }
 
+    /// The same with boot assets (FORMAT §3.1): a mutated version-2 bundle either fails or
+    /// yields exactly the signed image and assets, whichever of them is read.
+    #[test]
+    fn a_mutated_bundle_with_assets_never_yields_other_bytes(
+        flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..4),
+        keep in proptest::option::of(any::<usize>()),
+        seed in any::<u64>(),
+    ) {
+        let fixture = fixture();
+        let image = sparse_image(12_000, seed);
+        let uki = sparse_image(9_000, seed ^ 1);
+        let bundle = sign_with_uki(&image, &uki, &[&fixture.release[0], &fixture.release[1]]);
+        let mutated = mutate(&bundle, &flips, keep);
+        match extract_bytes(&mutated, &fixture.root) {
+            Ok(extracted) => prop_assert_eq!(extracted, image),
+            Err(_) => prop_assert_ne!(&mutated, &bundle),
+        }
+        let asset = open(&mutated, &fixture.root).and_then(|m| {
+            let mut out = Vec::new();
+            extract_asset(&m, "uki", Cursor::new(&mutated), &mut out, &mut |_| {}).map(|()| out)
+        });
+        match asset {
+            Ok(extracted) => prop_assert_eq!(extracted, uki),
+            Err(_) => prop_assert_ne!(mutated, bundle),
+        }
+    }
+
     /// Signed channel metadata with bytes flipped never verifies (the signatures cover the
     /// exact bytes of `signed`; the rest is structure).
     #[test]
@@ -92,4 +119,33 @@ proptest! {
             prop_assert!(mutated.iter().zip(&document).all(|(a, b)| a == b || a.is_ascii_whitespace() || b.is_ascii_whitespace()));
         }
     }
+}
+
+/// Signs `image` with `uki` as boot asset `uki`, in 4096-byte chunks.
+fn sign_with_uki(image: &[u8], uki: &[u8], keys: &[&SecretKey]) -> Vec<u8> {
+    let mut opts = SignOptions::new("tandem-os", semver::Version::new(1, 2, 3), 7, now());
+    opts.chunk_size = 4096;
+    opts.workers = 2;
+    let owned: Vec<SecretKey> = keys.iter().map(|k| clone_key(k)).collect();
+    let sources = Sources {
+        image,
+        image_size: image.len() as u64,
+        assets: vec![AssetSource {
+            name: "uki".into(),
+            kind: AssetKind::Uki,
+            size: uki.len() as u64,
+            reader: Box::new(uki),
+        }],
+    };
+    let mut out = Cursor::new(Vec::new());
+    sign_release(
+        sources,
+        &mut out,
+        &opts,
+        &owned,
+        &Limits::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    out.into_inner()
 }

@@ -52,6 +52,7 @@ fn four_gib_manifest_header_is_refused_before_allocating() {
     // The file claims 8 GiB, so only the limit can stop a 4 GiB allocation.
     let mut f = file(
         BundleHeader {
+            version: 1,
             manifest_len: u32::MAX,
             signature_block_len: 4096,
         },
@@ -74,6 +75,7 @@ fn four_gib_manifest_header_is_refused_before_allocating() {
 fn oversized_signature_block_is_refused() {
     let mut f = file(
         BundleHeader {
+            version: 1,
             manifest_len: 100,
             signature_block_len: 1 << 30,
         },
@@ -93,6 +95,7 @@ fn oversized_signature_block_is_refused() {
 fn manifest_longer_than_the_file_is_refused_before_reading_it() {
     let mut f = file(
         BundleHeader {
+            version: 1,
             manifest_len: 10 << 20,
             signature_block_len: 4096,
         },
@@ -115,6 +118,7 @@ fn lower_limits_apply() {
         ..Limits::default()
     };
     let h = BundleHeader {
+        version: 1,
         manifest_len: 1001,
         signature_block_len: 4096,
     }

@@ -46,11 +46,27 @@ fn attack_header_magic_flipped() {
 #[test]
 fn attack_header_version_changed() {
     let mut c = case();
-    c.bundle[7] = 2;
+    c.bundle[7] = 3;
     assert!(matches!(
         extract_bytes(&c.bundle, &c.f.root),
-        Err(Error::Format(FormatError::UnsupportedVersion(2)))
+        Err(Error::Format(FormatError::UnsupportedVersion(3)))
     ));
+}
+
+#[test]
+fn attack_header_version_raised_to_assets_is_refused_by_the_signed_manifest() {
+    // The header is not signed, but the version must agree with the signed manifest: a
+    // version-2 bundle without `assets` is refused after the signature check.
+    let mut c = case();
+    c.bundle[7] = 2;
+    match extract_bytes(&c.bundle, &c.f.root) {
+        Err(Error::Format(FormatError::Field {
+            section: Section::Manifest,
+            field,
+            ..
+        })) => assert_eq!(field, "assets"),
+        other => panic!("expected a refused `assets` field, got {other:?}"),
+    }
 }
 
 #[test]

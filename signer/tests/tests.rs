@@ -4,6 +4,7 @@
 
 mod util;
 
+mod assets;
 mod cli;
 mod format;
 mod handwritten;

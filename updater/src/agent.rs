@@ -376,7 +376,8 @@ impl Agent {
         self.refuse_during_trial(&state, booted)?;
         let release = release_of(&offer.manifest);
         let counters = self.trust.counters(&state)?;
-        self.check_policy(&state, &counters, &release, options.force)?;
+        let assets = offer.manifest.assets();
+        self.check_policy(&state, &counters, &release, assets, options.force)?;
 
         let target = booted.other();
         let resume = match &state.phase {
@@ -759,8 +760,18 @@ impl Agent {
         state: &AgentState,
         counters: &Counters,
         release: &Release,
+        assets: &[signer::Asset],
         force: bool,
     ) -> Result<()> {
+        // Until the agent writes boot assets, installing only the root image of such a
+        // release would boot it with the wrong kernel: refuse the whole release.
+        if !assets.is_empty() {
+            let names: Vec<&str> = assets.iter().map(|a| a.name()).collect();
+            return Err(Refusal::CarriesBootAssets {
+                assets: names.join(", "),
+            }
+            .into());
+        }
         if release.product != self.config.product {
             return Err(Refusal::OtherProduct {
                 offered: release.product.clone(),

@@ -89,6 +89,8 @@ pub enum Refusal {
     SlotBeingWritten { slot: SlotId },
     #[error("slot {slot} holds no image the node may go back to ({why})")]
     NoFallback { slot: SlotId, why: String },
+    #[error("this release carries boot assets ({assets}); this agent installs root images only")]
+    CarriesBootAssets { assets: String },
 }
 
 impl Refusal {
@@ -105,6 +107,7 @@ impl Refusal {
             Refusal::NothingStaged => "nothing-staged",
             Refusal::SlotBeingWritten { .. } => "slot-being-written",
             Refusal::NoFallback { .. } => "no-fallback",
+            Refusal::CarriesBootAssets { .. } => "carries-boot-assets",
         }
     }
 }

@@ -1,16 +1,16 @@
 //! Chunk decoding (FORMAT §5): each stored chunk is exactly one zstd frame, decompressed with an
 //! output cap of the chunk's raw length and released only after its SHA-256 matched the
 //! verified manifest. [`decode_chunk`] is pure so callers can decode in parallel or fetch
-//! single chunks by range; [`ChunkReader`] walks a whole bundle; [`extract`] adds the
-//! whole-image hash check.
+//! single chunks by range; [`ChunkReader`] walks the image or one boot asset; [`extract`] and
+//! [`extract_asset`] add the whole-stream hash check.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 
 use sha2::{Digest, Sha256};
 
 use crate::digest::Sha256Digest;
-use crate::error::{ChunkFault, Error, FormatError, VerifyError};
-use crate::schema::{Chunk, Manifest};
+use crate::error::{ChunkFault, Error, FormatError, UsageError, VerifyError};
+use crate::schema::{Asset, Chunk, Manifest};
 use crate::verify::Verified;
 
 /// A reusable zstd decompression context.
@@ -135,9 +135,12 @@ pub enum ChunkData {
     },
 }
 
-/// Iterates over a verified bundle's chunks in order, reading frames from `reader`.
+/// Iterates over a verified bundle's chunks in order (the image's, or one asset's), reading
+/// frames from `reader`.
 pub struct ChunkReader<'m, R> {
     manifest: &'m Manifest,
+    chunks: &'m [Chunk],
+    asset: Option<&'m Asset>,
     reader: R,
     next: usize,
     pos: Option<u64>,
@@ -148,8 +151,25 @@ pub struct ChunkReader<'m, R> {
 impl<'m, R: Read + Seek> ChunkReader<'m, R> {
     /// A reader over the bundle file that `manifest` was verified from.
     pub fn new(manifest: &'m Verified<Manifest>, reader: R) -> Result<Self, Error> {
+        Self::over(manifest, manifest.chunks(), None, reader)
+    }
+
+    /// A reader over the chunks of the boot asset called `name` (FORMAT §3.1).
+    pub fn asset(manifest: &'m Verified<Manifest>, name: &str, reader: R) -> Result<Self, Error> {
+        let asset = find_asset(manifest, name)?;
+        Self::over(manifest, asset.chunks(), Some(asset), reader)
+    }
+
+    fn over(
+        manifest: &'m Manifest,
+        chunks: &'m [Chunk],
+        asset: Option<&'m Asset>,
+        reader: R,
+    ) -> Result<Self, Error> {
         Ok(ChunkReader {
             manifest,
+            chunks,
+            asset,
             reader,
             next: 0,
             pos: None,
@@ -186,7 +206,8 @@ impl<'m, R: Read + Seek> ChunkReader<'m, R> {
         self.pos = Some(range.end);
         let mut bytes = Vec::with_capacity(chunk.len as usize);
         self.decoder
-            .decode_into(chunk, &self.compressed, &mut bytes)?;
+            .decode_into(chunk, &self.compressed, &mut bytes)
+            .map_err(|e| in_asset(self.asset, e))?;
         Ok(ChunkData::Data {
             index: chunk.index,
             image_offset: chunk.image_offset,
@@ -199,7 +220,7 @@ impl<R: Read + Seek> Iterator for ChunkReader<'_, R> {
     type Item = Result<ChunkData, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let chunk = self.manifest.chunks().get(self.next)?;
+        let chunk = self.chunks.get(self.next)?;
         self.next += 1;
         Some(self.read_chunk(chunk))
     }
@@ -211,18 +232,75 @@ impl<R: Read + Seek> Iterator for ChunkReader<'_, R> {
 pub fn extract<R: Read + Seek, W: Write>(
     manifest: &Verified<Manifest>,
     reader: R,
-    mut out: W,
+    out: W,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(), Error> {
+    let actual = copy_chunks(ChunkReader::new(manifest, reader)?, out, progress)?;
+    if actual != manifest.image_sha256() {
+        return Err(VerifyError::ImageHash {
+            expected: manifest.image_sha256(),
+            actual,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Writes the verified boot asset `name` to `out`, checking every chunk's hash and, at the
+/// end, the asset's hash (FORMAT §3.1). Same caveat as [`extract`] on error.
+pub fn extract_asset<R: Read + Seek, W: Write>(
+    manifest: &Verified<Manifest>,
+    name: &str,
+    reader: R,
+    out: W,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(), Error> {
+    let asset = find_asset(manifest, name)?;
+    let actual = copy_chunks(ChunkReader::asset(manifest, name, reader)?, out, progress)?;
+    if actual != asset.sha256() {
+        return Err(VerifyError::AssetHash {
+            asset: asset.name().into(),
+            expected: asset.sha256(),
+            actual,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+fn find_asset<'m>(manifest: &'m Manifest, name: &str) -> Result<&'m Asset, Error> {
+    manifest.asset(name).ok_or_else(|| {
+        UsageError::Invalid(format!("the bundle carries no asset named `{name}`")).into()
+    })
+}
+
+/// Names the asset in a chunk error.
+fn in_asset(asset: Option<&Asset>, e: VerifyError) -> VerifyError {
+    match (asset, e) {
+        (Some(a), VerifyError::Chunk { index, fault }) => VerifyError::AssetChunk {
+            asset: a.name().into(),
+            index,
+            fault: Box::new(fault),
+        },
+        (_, e) => e,
+    }
+}
+
+/// Writes every chunk (zeros included) and returns the SHA-256 of all bytes written.
+fn copy_chunks<R: Read + Seek, W: Write>(
+    chunks: ChunkReader<'_, R>,
+    mut out: W,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Sha256Digest, Error> {
     let zeros = vec![0u8; 1 << 16];
     let mut hasher = Sha256::new();
     let mut done = 0u64;
-    for item in ChunkReader::new(manifest, reader)? {
+    for item in chunks {
         match item? {
             ChunkData::Data { bytes, .. } => {
                 hasher.update(&bytes);
                 out.write_all(&bytes)
-                    .map_err(Error::io("writing the image"))?;
+                    .map_err(Error::io("writing the output"))?;
                 done += bytes.len() as u64;
             }
             ChunkData::Zero { len, .. } => {
@@ -232,16 +310,8 @@ pub fn extract<R: Read + Seek, W: Write>(
         }
         progress(done);
     }
-    out.flush().map_err(Error::io("writing the image"))?;
-    let actual = Sha256Digest(hasher.finalize().into());
-    if actual != manifest.image_sha256() {
-        return Err(VerifyError::ImageHash {
-            expected: manifest.image_sha256(),
-            actual,
-        }
-        .into());
-    }
-    Ok(())
+    out.flush().map_err(Error::io("writing the output"))?;
+    Ok(Sha256Digest(hasher.finalize().into()))
 }
 
 fn write_zeros<W: Write>(

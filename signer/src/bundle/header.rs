@@ -8,8 +8,10 @@ use crate::limits::Limits;
 
 /// `TANDEM\0`.
 pub const MAGIC: [u8; 7] = *b"TANDEM\0";
-/// The format version this code reads and writes.
+/// The format version of a bundle without boot assets (FORMAT §2).
 pub const FORMAT_VERSION: u8 = 1;
+/// The format version of a bundle that carries boot assets (FORMAT §2, §3.1).
+pub const FORMAT_VERSION_ASSETS: u8 = 2;
 
 /// A cursor over untrusted bytes that cannot read past its end (CONTRIBUTING.md §3).
 pub(crate) struct Reader<'a> {
@@ -51,6 +53,8 @@ impl<'a> Reader<'a> {
 /// The fixed header at the start of every bundle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BundleHeader {
+    /// Format version: [`FORMAT_VERSION`], or [`FORMAT_VERSION_ASSETS`] with boot assets.
+    pub version: u8,
     /// Length of the manifest region (canonical JSON + space padding).
     pub manifest_len: u32,
     /// Length of the signature block (JSON + space padding).
@@ -74,7 +78,7 @@ impl BundleHeader {
             return Err(FormatError::BadMagic { found: magic });
         }
         let version = r.u8().ok_or_else(short)?;
-        if version != FORMAT_VERSION {
+        if version != FORMAT_VERSION && version != FORMAT_VERSION_ASSETS {
             return Err(FormatError::UnsupportedVersion(version));
         }
         let manifest_len = r.u32_le().ok_or_else(short)?;
@@ -87,6 +91,7 @@ impl BundleHeader {
             ));
         }
         let header = BundleHeader {
+            version,
             manifest_len,
             signature_block_len,
         };
@@ -140,7 +145,7 @@ impl BundleHeader {
         let mut out = [0u8; Self::LEN];
         let parts: [&[u8]; 4] = [
             &MAGIC,
-            &[FORMAT_VERSION],
+            &[self.version],
             &self.manifest_len.to_le_bytes(),
             &self.signature_block_len.to_le_bytes(),
         ];
@@ -179,6 +184,7 @@ mod tests {
     #[test]
     fn round_trip() {
         let h = BundleHeader {
+            version: FORMAT_VERSION,
             manifest_len: 1234,
             signature_block_len: 4096,
         };
@@ -191,14 +197,15 @@ mod tests {
     #[test]
     fn bad_magic_and_version() {
         let mut b = BundleHeader {
+            version: FORMAT_VERSION,
             manifest_len: 10,
             signature_block_len: 10,
         }
         .encode();
-        b[7] = 2;
+        b[7] = 3;
         assert!(matches!(
             BundleHeader::parse(&b, &Limits::default()),
-            Err(FormatError::UnsupportedVersion(2))
+            Err(FormatError::UnsupportedVersion(3))
         ));
         b[0] = b'X';
         assert!(matches!(
@@ -210,6 +217,7 @@ mod tests {
     #[test]
     fn four_gib_manifest_is_refused_by_the_header_alone() {
         let b = BundleHeader {
+            version: FORMAT_VERSION,
             manifest_len: u32::MAX,
             signature_block_len: 4096,
         }

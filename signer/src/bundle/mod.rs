@@ -9,10 +9,10 @@ pub mod header;
 pub mod writer;
 
 pub use add_signature::add_signatures;
-pub use chunks::{decode_chunk, extract, ChunkData, ChunkDecoder, ChunkReader};
+pub use chunks::{decode_chunk, extract, extract_asset, ChunkData, ChunkDecoder, ChunkReader};
 pub use head::BundleHead;
 pub use header::BundleHeader;
-pub use writer::{sign_bundle, SignOptions, SignSummary};
+pub use writer::{sign_bundle, sign_release, AssetSource, SignOptions, SignSummary, Sources};
 
 use crate::error::{Error, Section};
 use crate::limits::Limits;

@@ -16,7 +16,7 @@ use pipeline::Shape;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::bundle::header::BundleHeader;
+use crate::bundle::header::{BundleHeader, FORMAT_VERSION, FORMAT_VERSION_ASSETS};
 use crate::canonical;
 use crate::digest::Sha256Digest;
 use crate::error::{Error, UsageError};
@@ -25,8 +25,8 @@ use crate::keys::{check_distinct, sign_bytes, KeyId, SecretKey};
 use crate::limits::{Limits, MIN_CHUNK_SIZE};
 use crate::role::RoleKind;
 use crate::schema::{
-    check_name, encode_signature_block, max_frame_len, parse_version, ChunkDoc, ImageDoc,
-    ManifestDoc,
+    check_name, encode_signature_block, max_frame_len, parse_version, AssetDoc, AssetKind,
+    ChunkDoc, ImageDoc, ManifestDoc,
 };
 use crate::time_util::format_rfc3339;
 
@@ -79,9 +79,9 @@ pub struct SignSummary {
     pub manifest_sha256: Sha256Digest,
     /// SHA-256 of the raw image.
     pub image_sha256: Sha256Digest,
-    /// Number of chunks.
+    /// Number of the image's chunks.
     pub chunks: u64,
-    /// Number of all-zero chunks (not stored).
+    /// Number of the image's all-zero chunks (not stored).
     pub zero_chunks: u64,
     /// Payload length.
     pub payload_len: u64,
@@ -89,6 +89,28 @@ pub struct SignSummary {
     pub file_len: u64,
     /// Who signed.
     pub signers: Vec<KeyId>,
+}
+
+/// A boot asset to sign into the bundle besides the image (FORMAT §3.1).
+pub struct AssetSource<'a> {
+    /// Its name (a name by `proto::check_name`, unique in the bundle).
+    pub name: String,
+    /// What it is.
+    pub kind: AssetKind,
+    /// Exactly how many bytes `reader` yields.
+    pub size: u64,
+    /// The raw bytes.
+    pub reader: Box<dyn Read + Send + 'a>,
+}
+
+/// Everything a release carries: the root image and, optionally, boot assets.
+pub struct Sources<'a, R> {
+    /// The raw root image.
+    pub image: R,
+    /// Exactly how many bytes `image` yields.
+    pub image_size: u64,
+    /// Boot assets, in the order they are stored; none makes a format-version-1 bundle.
+    pub assets: Vec<AssetSource<'a>>,
 }
 
 /// Signs `image` (exactly `image_size` bytes) into a bundle written to `out` from its current
@@ -102,12 +124,38 @@ pub fn sign_bundle<R: Read + Send, W: Write + Seek>(
     limits: &Limits,
     progress: &mut dyn FnMut(u64),
 ) -> Result<SignSummary, Error> {
+    let sources = Sources {
+        image,
+        image_size,
+        assets: Vec::new(),
+    };
+    sign_release(sources, out, opts, keys, limits, progress)
+}
+
+/// Signs the image and its boot assets into one bundle (FORMAT §3.1): the image's frames
+/// first, then each asset's, through the same parallel pipeline. Without assets the result
+/// is byte for byte what [`sign_bundle`] writes (format version 1).
+pub fn sign_release<R: Read + Send, W: Write + Seek>(
+    sources: Sources<'_, R>,
+    out: &mut W,
+    opts: &SignOptions,
+    keys: &[SecretKey],
+    limits: &Limits,
+    progress: &mut dyn FnMut(u64),
+) -> Result<SignSummary, Error> {
     check_options(opts, keys, limits)?;
+    check_assets(&sources, opts.chunk_size, limits)?;
     let created = format_rfc3339(opts.created);
-    let count = checked_chunk_count(image_size, opts.chunk_size, limits)?;
-    let manifest_len = manifest_bound(opts, &created, image_size, count, limits)?;
+    let count = checked_chunk_count(sources.image_size, opts.chunk_size, limits)?;
+    let mut fixed = manifest_doc(opts, &created, sources.image_size, &sources.assets);
+    let manifest_len = manifest_bound(opts, &fixed, total_chunks(&sources, opts), limits)?;
     let signature_block_len = signature_reserve(keys.len(), opts.signature_block_len, limits)?;
     let header = BundleHeader {
+        version: if sources.assets.is_empty() {
+            FORMAT_VERSION
+        } else {
+            FORMAT_VERSION_ASSETS
+        },
         manifest_len,
         signature_block_len,
     };
@@ -117,28 +165,33 @@ pub fn sign_bundle<R: Read + Send, W: Write + Seek>(
     out.seek(SeekFrom::Start(header.payload_offset()))
         .map_err(io("payload"))?;
 
-    let plan = Plan {
-        size: image_size,
-        chunk_size: opts.chunk_size,
-        count,
-        level: opts.level,
-        workers: worker_count(opts.workers),
+    let mut payload = Payload::default();
+    let mut stream = |reader: &mut (dyn Read + Send), size: u64, payload: &mut Payload| {
+        let plan = Plan {
+            size,
+            chunk_size: opts.chunk_size,
+            count: size.div_ceil(u64::from(opts.chunk_size)),
+            level: opts.level,
+            workers: worker_count(opts.workers),
+        };
+        let base = payload.raw;
+        let sha = run_pipeline(reader, &plan, out, payload, &mut |n| progress(base + n))?;
+        Ok::<_, Error>((sha, std::mem::take(&mut payload.chunks)))
     };
-    let (image_sha256, payload) = run_pipeline(image, &plan, out, progress)?;
+    let mut image = sources.image;
+    let (image_sha256, chunks) = stream(&mut image, sources.image_size, &mut payload)?;
+    let image_zero_chunks = payload.zero_chunks;
+    fixed.chunks = chunks;
+    fixed.image.sha256 = image_sha256;
+    for (mut src, doc) in sources
+        .assets
+        .into_iter()
+        .zip(fixed.assets.iter_mut().flatten())
+    {
+        (doc.sha256, doc.chunks) = stream(&mut src.reader, src.size, &mut payload)?;
+    }
 
-    let doc = ManifestDoc {
-        chunk_size: opts.chunk_size,
-        chunks: payload.chunks,
-        created,
-        image: ImageDoc {
-            sha256: image_sha256,
-            size: image_size,
-        },
-        product: opts.product.clone(),
-        security_version: opts.security_version,
-        version: opts.version.to_string(),
-    };
-    let manifest = pad(canonical::to_vec(&doc)?, manifest_len as usize)?;
+    let manifest = pad(canonical::to_vec(&fixed)?, manifest_len as usize)?;
     let signatures = sign_bytes(RoleKind::Bundle, &manifest, keys);
     let block = encode_signature_block(&signatures, signature_block_len as usize)?
         .ok_or(Error::Bug("signature block reservation too small"))?;
@@ -151,11 +204,87 @@ pub fn sign_bundle<R: Read + Send, W: Write + Seek>(
         manifest_sha256: Sha256Digest::of(&manifest),
         image_sha256,
         chunks: count,
-        zero_chunks: payload.zero_chunks,
+        zero_chunks: image_zero_chunks,
         payload_len: payload.len,
         file_len: header.payload_offset() + payload.len,
         signers: signatures.iter().map(|s| s.keyid).collect(),
     })
+}
+
+/// The manifest with every field but the chunk lists and digests (filled in as streams end).
+fn manifest_doc(
+    opts: &SignOptions,
+    created: &str,
+    image_size: u64,
+    assets: &[AssetSource<'_>],
+) -> ManifestDoc {
+    let assets = assets
+        .iter()
+        .map(|a| AssetDoc {
+            chunks: Vec::new(),
+            kind: a.kind,
+            name: a.name.clone(),
+            sha256: Sha256Digest([0; 32]),
+            size: a.size,
+        })
+        .collect::<Vec<_>>();
+    ManifestDoc {
+        assets: (!assets.is_empty()).then_some(assets),
+        chunk_size: opts.chunk_size,
+        chunks: Vec::new(),
+        created: created.to_owned(),
+        image: ImageDoc {
+            sha256: Sha256Digest([0; 32]),
+            size: image_size,
+        },
+        product: opts.product.clone(),
+        security_version: opts.security_version,
+        version: opts.version.to_string(),
+    }
+}
+
+fn total_chunks<R>(sources: &Sources<'_, R>, opts: &SignOptions) -> u64 {
+    let cs = u64::from(opts.chunk_size);
+    sources
+        .assets
+        .iter()
+        .map(|a| a.size.div_ceil(cs))
+        .sum::<u64>()
+        + sources.image_size.div_ceil(cs)
+}
+
+/// Asset names valid and unique, within `max_assets` and, with the image, `max_chunk_count`.
+fn check_assets<R>(sources: &Sources<'_, R>, cs: u32, limits: &Limits) -> Result<(), Error> {
+    if sources.assets.len() > limits.max_assets {
+        return Err(UsageError::invalid(format!(
+            "{} boot assets, the limit is {}",
+            sources.assets.len(),
+            limits.max_assets
+        ))
+        .into());
+    }
+    for (i, a) in sources.assets.iter().enumerate() {
+        check_name("asset name", &a.name).map_err(UsageError::invalid)?;
+        if sources.assets.iter().take(i).any(|b| b.name == a.name) {
+            return Err(
+                UsageError::invalid(format!("asset name `{}` is used twice", a.name)).into(),
+            );
+        }
+    }
+    let total = sources
+        .assets
+        .iter()
+        .fold(sources.image_size.div_ceil(u64::from(cs)), |n, a| {
+            n.saturating_add(a.size.div_ceil(u64::from(cs)))
+        });
+    if total > limits.max_chunk_count {
+        return Err(UsageError::invalid(format!(
+            "the image and its assets make {total} chunks, more than the limit of {}: use a larger --chunk-size",
+            limits.max_chunk_count
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 fn check_options(opts: &SignOptions, keys: &[SecretKey], limits: &Limits) -> Result<(), Error> {
@@ -196,23 +325,10 @@ fn checked_chunk_count(size: u64, cs: u32, limits: &Limits) -> Result<u64, Error
 /// possible chunk entry (FORMAT §3: the manifest region is then padded to exactly this).
 fn manifest_bound(
     opts: &SignOptions,
-    created: &str,
-    size: u64,
+    fixed: &ManifestDoc,
     count: u64,
     limits: &Limits,
 ) -> Result<u32, Error> {
-    let fixed = ManifestDoc {
-        chunk_size: opts.chunk_size,
-        chunks: Vec::new(),
-        created: created.to_owned(),
-        image: ImageDoc {
-            sha256: Sha256Digest([0; 32]),
-            size,
-        },
-        product: opts.product.clone(),
-        security_version: opts.security_version,
-        version: opts.version.to_string(),
-    };
     let max_frame = max_frame_len(opts.chunk_size);
     let widest = ChunkDoc {
         length: Some(max_frame),
@@ -230,7 +346,7 @@ fn manifest_bound(
         .len()
         .max(canonical::to_vec(&zero)?.len()) as u64
         + 1;
-    let bound = canonical::to_vec(&fixed)?.len() as u64 + entry * count;
+    let bound = canonical::to_vec(fixed)?.len() as u64 + entry * count;
     match u32::try_from(bound) {
         Ok(b) if b <= limits.max_manifest_len => Ok(b),
         _ => Err(UsageError::invalid(format!(
@@ -319,11 +435,14 @@ struct Done {
     zero: bool,
 }
 
+/// What the streams wrote so far: the current stream's chunk entries, the payload length
+/// (where the next frame goes), all-zero chunks and raw bytes done in all.
 #[derive(Default)]
 struct Payload {
     chunks: Vec<ChunkDoc>,
     len: u64,
     zero_chunks: u64,
+    raw: u64,
 }
 
 /// Reads the image into fixed-size chunks on the pipeline's reader thread, hashing the whole
@@ -368,14 +487,15 @@ impl<R: Read> Iterator for ImageChunks<'_, R> {
     }
 }
 
-/// Reads, compresses on `plan.workers` threads (each keeping its zstd context) and writes
-/// frames in chunk order; returns the image hash and what was written.
+/// Reads one stream, compresses on `plan.workers` threads (each keeping its zstd context) and
+/// writes frames in chunk order after those already in `payload`; returns the stream's hash.
 fn run_pipeline<R: Read + Send, W: Write>(
     image: R,
     plan: &Plan,
     out: &mut W,
+    payload: &mut Payload,
     progress: &mut dyn FnMut(u64),
-) -> Result<(Sha256Digest, Payload), Error> {
+) -> Result<Sha256Digest, Error> {
     let mut hasher = Sha256::new();
     let (recycle, recycled) = channel::<Slot>();
     let chunks = ImageChunks {
@@ -386,7 +506,6 @@ fn run_pipeline<R: Read + Send, W: Write>(
         next: 0,
     };
     let zero_full = Sha256Digest::of_zeros(u64::from(plan.chunk_size));
-    let mut payload = Payload::default();
     let mut bytes_done = 0u64;
     pipeline::ordered_map(
         chunks,
@@ -395,14 +514,15 @@ fn run_pipeline<R: Read + Send, W: Write>(
         |cctx, slot| compress_one(cctx, slot, plan.chunk_size, zero_full),
         |done| {
             bytes_done += done.slot.raw.len() as u64;
-            append(out, &mut payload, &done)?;
+            append(out, payload, &done)?;
             progress(bytes_done);
             // The reader may have finished: then the buffer is simply dropped.
             let _ = recycle.send(done.slot);
             Ok(())
         },
     )?;
-    Ok((Sha256Digest(hasher.finalize().into()), payload))
+    payload.raw += bytes_done;
+    Ok(Sha256Digest(hasher.finalize().into()))
 }
 
 /// Zero check, chunk hash, zstd frame. `zero_full` is the digest of a full chunk of zeros.

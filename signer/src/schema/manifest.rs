@@ -5,6 +5,7 @@ use std::ops::Range;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::bundle::header::FORMAT_VERSION;
 use crate::bundle::BundleHeader;
 use crate::digest::Sha256Digest;
 use crate::error::{FormatError, Section};
@@ -18,6 +19,9 @@ use crate::time_util::parse_rfc3339;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ManifestDoc {
+    /// Boot assets (FORMAT §3.1): present, non-empty, exactly in format version 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assets: Option<Vec<AssetDoc>>,
     pub chunk_size: u32,
     pub chunks: Vec<ChunkDoc>,
     pub created: String,
@@ -32,6 +36,82 @@ pub(crate) struct ManifestDoc {
 pub(crate) struct ImageDoc {
     pub sha256: Sha256Digest,
     pub size: u64,
+}
+
+/// Wire form of one boot asset (FORMAT §3.1).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AssetDoc {
+    pub chunks: Vec<ChunkDoc>,
+    pub kind: AssetKind,
+    pub name: String,
+    pub sha256: Sha256Digest,
+    pub size: u64,
+}
+
+/// What a boot asset is (FORMAT §3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AssetKind {
+    /// A Unified Kernel Image (PE binary with `.linux`, `.initrd`, `.osrel` sections).
+    Uki,
+    /// A kernel image.
+    Kernel,
+    /// An initramfs.
+    Initrd,
+    /// Any other partition image.
+    Image,
+}
+
+impl AssetKind {
+    /// The name used in the manifest.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AssetKind::Uki => "uki",
+            AssetKind::Kernel => "kernel",
+            AssetKind::Initrd => "initrd",
+            AssetKind::Image => "image",
+        }
+    }
+}
+
+impl std::fmt::Display for AssetKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A named boot asset carried besides the root image, chunked like it (FORMAT §3.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Asset {
+    name: String,
+    kind: AssetKind,
+    size: u64,
+    sha256: Sha256Digest,
+    chunks: Vec<Chunk>,
+}
+
+impl Asset {
+    /// Its name (unique in the manifest).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// What it is.
+    pub fn kind(&self) -> AssetKind {
+        self.kind
+    }
+    /// Raw size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+    /// SHA-256 of its raw bytes.
+    pub fn sha256(&self) -> Sha256Digest {
+        self.sha256
+    }
+    /// Its chunks, in order (frames in the payload after the image's).
+    pub fn chunks(&self) -> &[Chunk] {
+        &self.chunks
+    }
 }
 
 /// One chunk entry: `{length, offset, sha256}` for a stored frame, `{sha256, zero: true}` else.
@@ -89,6 +169,7 @@ pub struct Manifest {
     image_sha256: Sha256Digest,
     chunk_size: u32,
     chunks: Vec<Chunk>,
+    assets: Vec<Asset>,
     header: BundleHeader,
     payload_len: u64,
     manifest_sha256: Sha256Digest,
@@ -131,6 +212,14 @@ impl Manifest {
     /// All chunks, in image order.
     pub fn chunks(&self) -> &[Chunk] {
         &self.chunks
+    }
+    /// Boot assets, in manifest order (empty for a format-version-1 bundle).
+    pub fn assets(&self) -> &[Asset] {
+        &self.assets
+    }
+    /// The asset called `name`.
+    pub fn asset(&self, name: &str) -> Option<&Asset> {
+        self.assets.iter().find(|a| a.name == name)
     }
     /// The bundle header.
     pub fn header(&self) -> &BundleHeader {
@@ -185,7 +274,16 @@ impl Manifest {
         let created = parse_rfc3339(&doc.created)
             .ok_or_else(|| bad("created", "not an RFC 3339 time".into()))?;
         check_chunk_size(doc.chunk_size, limits)?;
-        let (chunks, payload_len) = build_chunks(&doc, limits)?;
+        let mut next_offset = 0u64;
+        let chunks = build_chunks(
+            &doc.chunks,
+            doc.image.size,
+            doc.chunk_size,
+            "chunks",
+            &mut next_offset,
+            limits,
+        )?;
+        let assets = build_assets(&doc, header.version, &mut next_offset, limits)?;
         Ok(Manifest {
             product: doc.product,
             version,
@@ -195,8 +293,9 @@ impl Manifest {
             image_sha256: doc.image.sha256,
             chunk_size: doc.chunk_size,
             chunks,
+            assets,
             header,
-            payload_len,
+            payload_len: next_offset,
             manifest_sha256,
             signers: Vec::new(),
         })
@@ -227,35 +326,42 @@ pub(crate) fn max_frame_len(len: u32) -> u64 {
     zstd::zstd_safe::compress_bound(len as usize) as u64
 }
 
-fn build_chunks(doc: &ManifestDoc, limits: &Limits) -> Result<(Vec<Chunk>, u64), FormatError> {
-    let cs = doc.chunk_size;
-    let count = chunk_count(doc.image.size, cs);
-    if count > limits.max_chunk_count || count != doc.chunks.len() as u64 {
+/// Chunks of one stream (the image or an asset) of `size` bytes; frames continue at
+/// `next_offset`, which is left at the end of the last frame (FORMAT §3: contiguous).
+fn build_chunks(
+    entries: &[ChunkDoc],
+    size: u64,
+    cs: u32,
+    field: &str,
+    next_offset: &mut u64,
+    limits: &Limits,
+) -> Result<Vec<Chunk>, FormatError> {
+    let count = chunk_count(size, cs);
+    if count > limits.max_chunk_count || count != entries.len() as u64 {
         return Err(FormatError::field(
             Section::Manifest,
-            "chunks",
+            field,
             format!(
-                "{} entries; an image of {} bytes in chunks of {cs} needs {count} (limit {})",
-                doc.chunks.len(),
-                doc.image.size,
+                "{} entries; {size} bytes in chunks of {cs} need {count} (limit {})",
+                entries.len(),
                 limits.max_chunk_count
             ),
         ));
     }
     let zero_full = Sha256Digest::of_zeros(u64::from(cs));
-    let mut chunks = Vec::with_capacity(doc.chunks.len());
-    let mut next_offset = 0u64;
-    for (i, entry) in doc.chunks.iter().enumerate() {
+    let mut chunks = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.iter().enumerate() {
         let index = i as u64;
         let image_offset = index * u64::from(cs);
         // Fits in u32: at most `cs`.
-        let len = (doc.image.size - image_offset).min(u64::from(cs)) as u32;
+        let len = (size - image_offset).min(u64::from(cs)) as u32;
         let zero = if len == cs {
             zero_full
         } else {
             Sha256Digest::of_zeros(u64::from(len))
         };
-        let frame = chunk_frame(index, entry, len, &mut next_offset, &zero)?;
+        let at = format!("{field}[{index}]");
+        let frame = chunk_frame(&at, entry, len, next_offset, &zero)?;
         chunks.push(Chunk {
             index,
             image_offset,
@@ -264,18 +370,82 @@ fn build_chunks(doc: &ManifestDoc, limits: &Limits) -> Result<(Vec<Chunk>, u64),
             frame,
         });
     }
-    Ok((chunks, next_offset))
+    Ok(chunks)
+}
+
+/// FORMAT §3.1: `assets` absent in version 1, present and non-empty in version 2; names
+/// unique and valid; at most `max_assets`; all chunks together within `max_chunk_count`.
+fn build_assets(
+    doc: &ManifestDoc,
+    version: u8,
+    next_offset: &mut u64,
+    limits: &Limits,
+) -> Result<Vec<Asset>, FormatError> {
+    let bad = |reason: String| FormatError::field(Section::Manifest, "assets", reason);
+    let docs = match (version, &doc.assets) {
+        (FORMAT_VERSION, None) => return Ok(Vec::new()),
+        (FORMAT_VERSION, Some(_)) => {
+            return Err(bad(format!(
+                "not allowed in a format version {FORMAT_VERSION} bundle"
+            )))
+        }
+        (_, Some(a)) if !a.is_empty() => a,
+        _ => {
+            return Err(bad(format!(
+                "a format version {version} bundle must carry at least one asset"
+            )))
+        }
+    };
+    if docs.len() > limits.max_assets {
+        return Err(bad(format!(
+            "{} assets, the limit is {}",
+            docs.len(),
+            limits.max_assets
+        )));
+    }
+    let mut total = doc.chunks.len() as u64;
+    let mut assets: Vec<Asset> = Vec::with_capacity(docs.len());
+    for (i, a) in docs.iter().enumerate() {
+        let field = format!("assets[{i}]");
+        check_name("asset name", &a.name)
+            .map_err(|e| FormatError::field(Section::Manifest, format!("{field}.name"), e))?;
+        if assets.iter().any(|b| b.name == a.name) {
+            return Err(bad(format!("asset name `{}` appears twice", a.name)));
+        }
+        total += a.chunks.len() as u64;
+        if total > limits.max_chunk_count {
+            return Err(bad(format!(
+                "more than {} chunks in all",
+                limits.max_chunk_count
+            )));
+        }
+        let chunks = build_chunks(
+            &a.chunks,
+            a.size,
+            doc.chunk_size,
+            &format!("{field}.chunks"),
+            next_offset,
+            limits,
+        )?;
+        assets.push(Asset {
+            name: a.name.clone(),
+            kind: a.kind,
+            size: a.size,
+            sha256: a.sha256,
+            chunks,
+        });
+    }
+    Ok(assets)
 }
 
 fn chunk_frame(
-    index: u64,
+    at: &str,
     e: &ChunkDoc,
     len: u32,
     next_offset: &mut u64,
     zero: &Sha256Digest,
 ) -> Result<Option<StoredFrame>, FormatError> {
-    let bad =
-        |reason: String| FormatError::field(Section::Manifest, format!("chunks[{index}]"), reason);
+    let bad = |reason: String| FormatError::field(Section::Manifest, at, reason);
     match (e.offset, e.length, e.zero) {
         (None, None, Some(true)) => {
             if e.sha256 != *zero {

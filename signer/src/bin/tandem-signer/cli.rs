@@ -37,7 +37,8 @@ pub enum Command {
         #[arg(long = "key", value_name = "KEY.pem", required = true)]
         keys: Vec<PathBuf>,
     },
-    /// Verify a bundle completely against a root: signatures, threshold, every chunk, image hash.
+    /// Verify a bundle completely against a root: signatures, threshold, every chunk, image and
+    /// boot asset hashes.
     Verify {
         /// The bundle.
         bundle: PathBuf,
@@ -60,9 +61,12 @@ pub enum Command {
         /// The trusted root.json.
         #[arg(long, value_name = "root.json")]
         root: PathBuf,
-        /// Where to write the raw image.
+        /// Where to write the raw image (or the asset).
         #[arg(short = 'o', long = "out", value_name = "RAW")]
         out: PathBuf,
+        /// Write the boot asset called NAME instead of the root image.
+        #[arg(long, value_name = "NAME")]
+        asset: Option<String>,
     },
     /// Put a bundle in a repository directory and sign the channel's metadata.
     Publish(PublishArgs),
@@ -163,6 +167,18 @@ pub struct SignArgs {
     /// Output bundle.
     #[arg(short = 'o', long = "out", value_name = "OUT.tandem")]
     pub out: PathBuf,
+    /// A Unified Kernel Image to carry as boot asset `uki` (format version 2).
+    #[arg(long, value_name = "FILE")]
+    pub uki: Option<PathBuf>,
+    /// A kernel to carry as boot asset `kernel` (with --initrd).
+    #[arg(long, value_name = "FILE", requires = "initrd")]
+    pub kernel: Option<PathBuf>,
+    /// An initramfs to carry as boot asset `initrd` (with --kernel).
+    #[arg(long, value_name = "FILE", requires = "kernel")]
+    pub initrd: Option<PathBuf>,
+    /// A further partition image to carry as boot asset NAME; repeat for several.
+    #[arg(long = "partition-image", value_name = "NAME=FILE")]
+    pub partition_images: Vec<String>,
 }
 
 #[derive(Debug, ClapArgs)]

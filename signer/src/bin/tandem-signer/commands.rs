@@ -2,13 +2,16 @@
 //! arguments: keys loaded, sizes and times parsed) and calls the library.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufReader, BufWriter, IsTerminal, Seek, SeekFrom};
+use std::io::{self, BufReader, BufWriter, IsTerminal, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use signer::bundle::{add_signatures, extract, sign_bundle, BundleHead, SignOptions};
+use signer::bundle::{
+    add_signatures, decode_chunk, extract, extract_asset, sign_release, AssetSource, BundleHead,
+    SignOptions, Sources,
+};
 use signer::files::{
     read_capped, read_public_key, read_secret_key, write_atomic, write_bytes_atomic,
     write_key_pair, Overwrite,
@@ -17,7 +20,7 @@ use signer::metadata::{self, RootSpec};
 use signer::publish::{publish_allowing, Allow, PublishOptions};
 use signer::time_util::{format_rfc3339, now_utc, parse_expiry, parse_rfc3339};
 use signer::verify::trust_root;
-use signer::{Limits, Manifest, PublicKey, RoleKind, SecretKey, Verified};
+use signer::{Asset, AssetKind, Limits, Manifest, PublicKey, RoleKind, SecretKey, Verified};
 use time::OffsetDateTime;
 
 use crate::cli::{Args, Command, PublishArgs, RootCommand, RootContent, SignArgs};
@@ -33,7 +36,12 @@ pub fn run(args: Args) -> Result<()> {
         Command::AddSignature { bundle, keys } => add_signature(&bundle, &keys, &limits),
         Command::Verify { bundle, root } => verify(&bundle, &root, &limits),
         Command::Inspect { bundle, json } => inspect(&bundle, json, &limits),
-        Command::Extract { bundle, root, out } => extract_cmd(&bundle, &root, &out, &limits),
+        Command::Extract {
+            bundle,
+            root,
+            out,
+            asset,
+        } => extract_cmd(&bundle, &root, &out, asset.as_deref(), &limits),
         Command::Publish(a) => publish_cmd(&a, &limits),
     }
 }
@@ -225,13 +233,16 @@ fn sign(a: &SignArgs, limits: &Limits) -> Result<()> {
     opts.level = a.level;
     opts.workers = a.threads.unwrap_or(0);
     let keys = secret_keys(&a.keys)?;
-    let mut image =
-        File::open(&a.image).with_context(|| format!("opening image {}", a.image.display()))?;
-    let size = image
-        .seek(SeekFrom::End(0))
-        .and_then(|n| image.seek(SeekFrom::Start(0)).map(|_| n))
-        .with_context(|| format!("reading the size of {}", a.image.display()))?;
-    let pb = progress_bar(size);
+    let (mut image, size) = open_sized(&a.image)?;
+    let assets = asset_sources(a)?;
+    let total = size + assets.iter().map(|s| s.size).sum::<u64>();
+    let asset_count = assets.len();
+    let sources = Sources {
+        image: &mut image,
+        image_size: size,
+        assets,
+    };
+    let pb = progress_bar(total);
     let start = Instant::now();
     let mut summary = None;
     write_atomic(&a.out, 0o644, Overwrite::Replace, |f| {
@@ -240,9 +251,8 @@ fn sign(a: &SignArgs, limits: &Limits) -> Result<()> {
                 pb.set_position(done)
             }
         };
-        summary = Some(sign_bundle(
-            &mut image,
-            size,
+        summary = Some(sign_release(
+            sources,
             f,
             &opts,
             &keys,
@@ -257,7 +267,7 @@ fn sign(a: &SignArgs, limits: &Limits) -> Result<()> {
     }
     let s = summary.context("signing produced no summary")?;
     eprintln!(
-        "wrote {}: {} bytes image -> {} bytes ({:.1}x), {} chunks ({} zero), {:.2}s",
+        "wrote {}: {} bytes image -> {} bytes ({:.1}x), {} chunks ({} zero), {asset_count} boot assets, {:.2}s",
         a.out.display(),
         size,
         s.file_len,
@@ -271,6 +281,49 @@ fn sign(a: &SignArgs, limits: &Limits) -> Result<()> {
         outln!("signed by {id}");
     }
     Ok(())
+}
+
+/// Opens a file and measures it (a block device has no size in its metadata).
+fn open_sized(path: &Path) -> Result<(File, u64)> {
+    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let size = f
+        .seek(SeekFrom::End(0))
+        .and_then(|n| f.seek(SeekFrom::Start(0)).map(|_| n))
+        .with_context(|| format!("reading the size of {}", path.display()))?;
+    Ok((f, size))
+}
+
+/// The boot assets named by `--uki`, `--kernel`/`--initrd` and `--partition-image NAME=FILE`.
+fn asset_sources(a: &SignArgs) -> Result<Vec<AssetSource<'static>>> {
+    let mut named: Vec<(String, AssetKind, PathBuf)> = Vec::new();
+    let fixed = [
+        (&a.uki, AssetKind::Uki),
+        (&a.kernel, AssetKind::Kernel),
+        (&a.initrd, AssetKind::Initrd),
+    ];
+    for (path, kind) in fixed {
+        if let Some(p) = path {
+            named.push((kind.as_str().to_owned(), kind, p.clone()));
+        }
+    }
+    for spec in &a.partition_images {
+        let (name, path) = spec.split_once('=').with_context(|| {
+            format!("--partition-image `{spec}`: expected NAME=FILE, like esp=esp.img")
+        })?;
+        named.push((name.to_owned(), AssetKind::Image, PathBuf::from(path)));
+    }
+    named
+        .into_iter()
+        .map(|(name, kind, path)| {
+            let (f, size) = open_sized(&path)?;
+            Ok(AssetSource {
+                name,
+                kind,
+                size,
+                reader: Box::new(BufReader::new(f)),
+            })
+        })
+        .collect()
 }
 
 fn add_signature(bundle: &Path, keys: &[PathBuf], limits: &Limits) -> Result<()> {
@@ -308,24 +361,49 @@ fn open_verified(
 
 fn verify(bundle: &Path, root: &Path, limits: &Limits) -> Result<()> {
     let (mut f, manifest) = open_verified(bundle, root, limits)?;
-    let pb = progress_bar(manifest.image_size());
+    let assets_size: u64 = manifest.assets().iter().map(|a| a.size()).sum();
+    let pb = progress_bar(manifest.image_size() + assets_size);
     f.seek(SeekFrom::Start(0))?;
-    extract(&manifest, BufReader::new(f), io::sink(), &mut |d| {
-        if let Some(pb) = &pb {
-            pb.set_position(d)
+    // Streams are checked one after the other: the bar counts from where the last one ended.
+    let mut base = 0u64;
+    let progress_from = |base: u64| {
+        let pb = &pb;
+        move |d| {
+            if let Some(pb) = pb {
+                pb.set_position(base + d)
+            }
         }
-    })
+    };
+    extract(
+        &manifest,
+        BufReader::new(&mut f),
+        io::sink(),
+        &mut progress_from(base),
+    )
     .with_context(|| format!("{}", bundle.display()))?;
+    base += manifest.image_size();
+    for asset in manifest.assets() {
+        extract_asset(
+            &manifest,
+            asset.name(),
+            BufReader::new(&mut f),
+            io::sink(),
+            &mut progress_from(base),
+        )
+        .with_context(|| format!("{}", bundle.display()))?;
+        base += asset.size();
+    }
     if let Some(pb) = pb {
         pb.finish_and_clear();
     }
     let signers: Vec<String> = manifest.signers().iter().map(|k| k.short()).collect();
     outln!(
-        "valid: {} {} (security version {}), {} chunks and image sha256 verified, signed by {}",
+        "valid: {} {} (security version {}), {} chunks, image and {} asset sha256 verified, signed by {}",
         manifest.product(),
         manifest.version(),
         manifest.security_version(),
         manifest.chunks().len(),
+        manifest.assets().len(),
         signers.join(", ")
     );
     Ok(())
@@ -338,6 +416,11 @@ fn inspect(bundle: &Path, json: bool, limits: &Limits) -> Result<()> {
         .manifest_unverified(limits)
         .with_context(|| format!("{}", bundle.display()))?;
     let signers: Vec<String> = head.signatures().iter().map(|s| s.keyid.to_hex()).collect();
+    let versions: Vec<Option<String>> = m
+        .assets()
+        .iter()
+        .map(|a| uki_version(&mut f, &m, a))
+        .collect();
     let ratio = m.image_size() as f64 / m.payload_len().max(1) as f64;
     if json {
         let v = serde_json::json!({
@@ -346,6 +429,7 @@ fn inspect(bundle: &Path, json: bool, limits: &Limits) -> Result<()> {
             "chunk_size": m.chunk_size(), "chunks": m.chunks().len(), "zero_chunks": m.zero_chunks(),
             "payload_size": m.payload_len(), "file_size": m.file_len(), "ratio": ratio,
             "manifest_sha256": m.manifest_sha256().to_hex(), "signers": signers, "signatures_verified": false,
+            "format_version": m.header().version, "assets": assets_json(&m, &versions),
         });
         outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -373,6 +457,19 @@ fn inspect(bundle: &Path, json: bool, limits: &Limits) -> Result<()> {
         m.payload_len(),
         m.file_len()
     );
+    for (a, version) in m.assets().iter().zip(&versions) {
+        let osrel = version
+            .as_ref()
+            .map(|v| format!(", .osrel VERSION_ID {v}"))
+            .unwrap_or_default();
+        outln!(
+            "asset            {} ({}): {} bytes, sha256 {}{osrel}",
+            a.name(),
+            a.kind(),
+            a.size(),
+            a.sha256()
+        );
+    }
     outln!("manifest sha256  {}", m.manifest_sha256());
     outln!(
         "signatures       {} (NOT verified: use `tandem-signer verify --root`)",
@@ -384,21 +481,88 @@ fn inspect(bundle: &Path, json: bool, limits: &Limits) -> Result<()> {
     Ok(())
 }
 
-fn extract_cmd(bundle: &Path, root: &Path, out: &Path, limits: &Limits) -> Result<()> {
+fn assets_json(m: &Manifest, versions: &[Option<String>]) -> serde_json::Value {
+    m.assets()
+        .iter()
+        .zip(versions)
+        .map(|(a, version)| {
+            serde_json::json!({
+                "name": a.name(), "kind": a.kind().as_str(), "size": a.size(),
+                "sha256": a.sha256().to_hex(), "chunks": a.chunks().len(),
+                "osrel_version_id": version,
+            })
+        })
+        .collect()
+}
+
+/// A UKI asset's `.osrel` `VERSION_ID`, reading only the chunks it needs, each checked
+/// against the (unverified) manifest's hash. `None` for other kinds or on any failure.
+fn uki_version(f: &mut File, m: &Manifest, asset: &Asset) -> Option<String> {
+    if asset.kind() != AssetKind::Uki {
+        return None;
+    }
+    let cs = u64::from(m.chunk_size());
+    let mut read_at = |offset: u64, len: usize| -> Option<Vec<u8>> {
+        let end = offset.checked_add(len as u64)?;
+        if end > asset.size() || len == 0 {
+            return None;
+        }
+        let mut out = Vec::with_capacity(len);
+        for index in offset / cs..=(end - 1) / cs {
+            let chunk = asset.chunks().get(usize::try_from(index).ok()?)?;
+            let bytes = chunk_bytes(f, m, chunk)?;
+            let from = offset.max(chunk.image_offset) - chunk.image_offset;
+            let to = end.min(chunk.image_offset + u64::from(chunk.len)) - chunk.image_offset;
+            out.extend_from_slice(
+                bytes.get(usize::try_from(from).ok()?..usize::try_from(to).ok()?)?,
+            );
+        }
+        Some(out)
+    };
+    signer::uki::version_id(&mut read_at)
+}
+
+fn chunk_bytes(f: &mut File, m: &Manifest, chunk: &signer::Chunk) -> Option<Vec<u8>> {
+    let Some(range) = m.chunk_file_range(chunk) else {
+        return Some(vec![0; chunk.len as usize]);
+    };
+    let mut frame = vec![0; usize::try_from(range.end - range.start).ok()?];
+    f.seek(SeekFrom::Start(range.start)).ok()?;
+    f.read_exact(&mut frame).ok()?;
+    decode_chunk(chunk, &frame).ok()
+}
+
+fn extract_cmd(
+    bundle: &Path,
+    root: &Path,
+    out: &Path,
+    asset: Option<&str>,
+    limits: &Limits,
+) -> Result<()> {
     let (mut f, manifest) = open_verified(bundle, root, limits)?;
     f.seek(SeekFrom::Start(0))?;
-    let pb = progress_bar(manifest.image_size());
+    let (size, sha256) = match asset {
+        None => (manifest.image_size(), manifest.image_sha256()),
+        Some(name) => {
+            let a = manifest
+                .asset(name)
+                .with_context(|| format!("{} carries no asset named `{name}`", bundle.display()))?;
+            (a.size(), a.sha256())
+        }
+    };
+    let pb = progress_bar(size);
     write_atomic(out, 0o644, Overwrite::Replace, |w| {
-        extract(
-            &manifest,
-            BufReader::new(&mut f),
-            BufWriter::with_capacity(1 << 20, w),
-            &mut |d| {
-                if let Some(pb) = &pb {
-                    pb.set_position(d)
-                }
-            },
-        )
+        let reader = BufReader::new(&mut f);
+        let writer = BufWriter::with_capacity(1 << 20, w);
+        let mut on_progress = |d| {
+            if let Some(pb) = &pb {
+                pb.set_position(d)
+            }
+        };
+        match asset {
+            None => extract(&manifest, reader, writer, &mut on_progress),
+            Some(name) => extract_asset(&manifest, name, reader, writer, &mut on_progress),
+        }
     })
     .with_context(|| {
         format!(
@@ -410,12 +574,7 @@ fn extract_cmd(bundle: &Path, root: &Path, out: &Path, limits: &Limits) -> Resul
     if let Some(pb) = pb {
         pb.finish_and_clear();
     }
-    outln!(
-        "wrote {} ({} bytes, sha256 {})",
-        out.display(),
-        manifest.image_size(),
-        manifest.image_sha256()
-    );
+    outln!("wrote {} ({size} bytes, sha256 {sha256})", out.display());
     Ok(())
 }
 

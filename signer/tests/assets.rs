@@ -1,0 +1,416 @@
+//! Boot assets (FORMAT §3.1): a release carries a UKI, a kernel and initramfs or partition
+//! images besides the root image, each chunked, framed and hashed like it, in a format
+//! version 2 bundle; a bundle without assets stays version 1, byte for byte.
+
+use std::io::Cursor;
+
+use sha2::{Digest, Sha256};
+use signer::bundle::{
+    extract_asset, sign_bundle, sign_release, AssetSource, BundleHead, SignOptions, Sources,
+};
+use signer::keys::sign_bytes;
+use signer::verify::trust_root;
+use signer::{
+    AssetKind, ChunkFault, Error, FormatError, Limits, Manifest, RoleKind, SecretKey, Section,
+    UsageError, Verified, VerifyError,
+};
+use time::macros::datetime;
+
+use crate::util::*;
+
+type Named = (&'static str, AssetKind, Vec<u8>);
+
+fn options() -> SignOptions {
+    let mut opts = SignOptions::new("tandem-os", semver::Version::new(1, 2, 3), 7, now());
+    opts.chunk_size = 4096;
+    opts.workers = 2;
+    opts
+}
+
+/// Signs `image` and `assets` into an in-memory bundle.
+fn sign_with(image: &[u8], assets: &[Named], keys: &[&SecretKey]) -> Result<Vec<u8>, Error> {
+    let owned: Vec<SecretKey> = keys.iter().map(|k| clone_key(k)).collect();
+    let sources = Sources {
+        image,
+        image_size: image.len() as u64,
+        assets: assets
+            .iter()
+            .map(|(name, kind, bytes)| AssetSource {
+                name: (*name).to_owned(),
+                kind: *kind,
+                size: bytes.len() as u64,
+                reader: Box::new(Cursor::new(bytes.clone())),
+            })
+            .collect(),
+    };
+    let mut out = Cursor::new(Vec::new());
+    sign_release(
+        sources,
+        &mut out,
+        &options(),
+        &owned,
+        &Limits::default(),
+        &mut |_| {},
+    )?;
+    Ok(out.into_inner())
+}
+
+fn asset_bytes(bundle: &[u8], root: &Verified<signer::Root>, name: &str) -> Result<Vec<u8>, Error> {
+    let manifest = open(bundle, root)?;
+    let mut out = Vec::new();
+    extract_asset(&manifest, name, Cursor::new(bundle), &mut out, &mut |_| {})?;
+    Ok(out)
+}
+
+fn release_assets() -> Vec<Named> {
+    vec![
+        ("uki", AssetKind::Uki, sparse_image(10_001, 3)),
+        ("kernel", AssetKind::Kernel, sparse_image(9_000, 4)),
+        ("initrd", AssetKind::Initrd, vec![0; 8192]),
+        ("esp", AssetKind::Image, Vec::new()),
+    ]
+}
+
+struct Signed {
+    f: Fixture,
+    image: Vec<u8>,
+    assets: Vec<Named>,
+    bundle: Vec<u8>,
+}
+
+fn signed() -> Signed {
+    let f = fixture();
+    let image = sparse_image(40_000, 5);
+    let assets = release_assets();
+    let bundle = sign_with(&image, &assets, &[&f.release[0], &f.release[1]]).unwrap();
+    Signed {
+        f,
+        image,
+        assets,
+        bundle,
+    }
+}
+
+#[test]
+fn every_asset_round_trips_byte_identical() {
+    let s = signed();
+    assert_eq!(s.bundle[7], 2, "a bundle with assets is format version 2");
+    let manifest = open(&s.bundle, &s.f.root).unwrap();
+    assert_eq!(manifest.file_len(), s.bundle.len() as u64);
+    assert_eq!(extract_bytes(&s.bundle, &s.f.root).unwrap(), s.image);
+    assert_eq!(manifest.assets().len(), s.assets.len());
+    for (asset, (name, kind, bytes)) in manifest.assets().iter().zip(&s.assets) {
+        assert_eq!((asset.name(), asset.kind()), (*name, *kind));
+        assert_eq!(asset.size(), bytes.len() as u64);
+        assert_eq!(asset.sha256().to_hex(), hex::encode(Sha256::digest(bytes)));
+        assert_eq!(&asset_bytes(&s.bundle, &s.f.root, name).unwrap(), bytes);
+    }
+    let initrd = manifest.asset("initrd").unwrap();
+    assert!(
+        initrd.chunks().iter().all(|c| c.is_zero()),
+        "zero chunks are not stored"
+    );
+}
+
+#[test]
+fn asset_chunks_read_by_range_like_the_image() {
+    let s = signed();
+    let manifest = open(&s.bundle, &s.f.root).unwrap();
+    let uki = manifest.asset("uki").unwrap();
+    let image_end = manifest
+        .chunks()
+        .iter()
+        .filter_map(|c| manifest.chunk_file_range(c))
+        .map(|r| r.end)
+        .max()
+        .unwrap();
+    let mut raw = Vec::new();
+    let mut next = image_end;
+    for chunk in uki.chunks() {
+        let Some(range) = manifest.chunk_file_range(chunk) else {
+            raw.extend(vec![0; chunk.len as usize]);
+            continue;
+        };
+        assert_eq!(
+            range.start, next,
+            "asset frames follow the image's, contiguous"
+        );
+        next = range.end;
+        let frame = &s.bundle[range.start as usize..range.end as usize];
+        raw.extend(signer::bundle::decode_chunk(chunk, frame).unwrap());
+    }
+    assert!(uki.chunks().iter().any(|c| c.is_zero()));
+    assert_eq!(raw, s.assets[0].2);
+}
+
+#[test]
+fn without_assets_the_bundle_is_the_version_1_bundle_byte_for_byte() {
+    let f = fixture();
+    let image = sparse_image(40_000, 9);
+    let with_release = sign_with(&image, &[], &[&f.release[0]]).unwrap();
+    let owned = [clone_key(&f.release[0])];
+    let mut out = Cursor::new(Vec::new());
+    sign_bundle(
+        image.as_slice(),
+        image.len() as u64,
+        &mut out,
+        &options(),
+        &owned,
+        &Limits::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(with_release, out.into_inner());
+    assert_eq!(with_release[7], 1);
+    assert!(!String::from_utf8_lossy(&with_release).contains("\"assets\""));
+}
+
+#[test]
+fn attack_asset_frame_byte_flipped_names_the_asset() {
+    let mut s = signed();
+    let manifest = open(&s.bundle, &s.f.root).unwrap();
+    let range = manifest
+        .chunk_file_range(&manifest.asset("kernel").unwrap().chunks()[0])
+        .unwrap();
+    s.bundle[range.end as usize - 2] ^= 0x40;
+    match asset_bytes(&s.bundle, &s.f.root, "kernel") {
+        Err(Error::Verify(VerifyError::AssetChunk {
+            asset,
+            index,
+            fault,
+        })) => {
+            assert_eq!((&*asset, index), ("kernel", 0));
+            assert!(matches!(
+                *fault,
+                ChunkFault::Decompress { .. } | ChunkFault::Hash { .. } | ChunkFault::Frame(_)
+            ));
+        }
+        other => panic!("expected AssetChunk, got {other:?}"),
+    }
+    // The image and the other assets are still whole.
+    assert_eq!(extract_bytes(&s.bundle, &s.f.root).unwrap(), s.image);
+    assert!(asset_bytes(&s.bundle, &s.f.root, "uki").is_ok());
+}
+
+#[test]
+fn attack_asset_entry_edited_breaks_the_signature() {
+    let mut s = signed();
+    let text = String::from_utf8_lossy(&s.bundle).into_owned();
+    let at = text.find(r#""name":"kernel""#).unwrap() + 9;
+    s.bundle[at] = b'K';
+    assert!(matches!(
+        open(&s.bundle, &s.f.root),
+        Err(Error::Verify(VerifyError::ThresholdNotMet(_)))
+    ));
+}
+
+#[test]
+fn an_unknown_asset_name_is_a_usage_error() {
+    let s = signed();
+    assert!(matches!(
+        asset_bytes(&s.bundle, &s.f.root, "dtb"),
+        Err(Error::Usage(UsageError::Invalid(_)))
+    ));
+}
+
+#[test]
+fn bad_asset_lists_are_refused_at_signing() {
+    let f = fixture();
+    let key = [&f.release[0]];
+    let dup = vec![
+        ("uki", AssetKind::Uki, vec![1]),
+        ("uki", AssetKind::Image, vec![2]),
+    ];
+    let bad_name = vec![("../esp", AssetKind::Image, vec![1])];
+    let too_many: Vec<Named> = (0..17)
+        .map(|i| {
+            (
+                [
+                    "a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o", "p",
+                    "q",
+                ][i],
+                AssetKind::Image,
+                vec![1],
+            )
+        })
+        .collect();
+    for assets in [dup, bad_name, too_many] {
+        assert!(matches!(
+            sign_with(b"image", &assets, &key),
+            Err(Error::Usage(UsageError::Invalid(_)))
+        ));
+    }
+}
+
+/// A hand-built bundle (FORMAT §2–§4) of `manifest` and `payload`, with header version
+/// `version`, signed by `key`: manifest region 1024 bytes, signature block 512.
+fn handbuilt(manifest: &str, payload: &[u8], version: u8, key: &SecretKey) -> Vec<u8> {
+    let mut region = manifest.as_bytes().to_vec();
+    region.resize(1024, b' ');
+    let signature = &sign_bytes(RoleKind::Bundle, &region, std::slice::from_ref(key))[0];
+    let mut block = format!(
+        r#"{{"signatures":[{{"keyid":"{}","sig":"{}"}}]}}"#,
+        signature.keyid,
+        hex::encode(signature.sig)
+    )
+    .into_bytes();
+    block.resize(512, b' ');
+    let mut out = b"TANDEM\0".to_vec();
+    out.push(version);
+    out.extend_from_slice(&1024u32.to_le_bytes());
+    out.extend_from_slice(&512u32.to_le_bytes());
+    out.extend(region);
+    out.extend(block);
+    out.extend_from_slice(payload);
+    out
+}
+
+fn sha(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// The example of FORMAT §9.1: a 4096-byte image and a 6000-byte UKI.
+struct Example {
+    key: SecretKey,
+    root: Verified<signer::Root>,
+    image: Vec<u8>,
+    uki: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+fn example() -> Example {
+    let key = SecretKey::generate();
+    let root_key = SecretKey::generate();
+    let expires = datetime!(2099-01-01 0:00 UTC);
+    let root_bytes = root_doc(1, expires, &[&root_key], 1, &[&key], 1, &[&root_key]);
+    let root = trust_root(&root_bytes, now(), &Limits::default()).unwrap();
+    let image = vec![b'a'; 4096];
+    let mut uki = vec![b'u'; 4096];
+    uki.resize(6000, 0);
+    let mut payload = zstd::bulk::compress(&image, 3).unwrap();
+    payload.extend(zstd::bulk::compress(&uki[..4096], 3).unwrap());
+    Example {
+        key,
+        root,
+        image,
+        uki,
+        payload,
+    }
+}
+
+/// The manifest of FORMAT §9.1, with `asset_sha` as the UKI's hash and `offset` as the payload
+/// offset of its first frame.
+fn example_manifest(e: &Example, asset_sha: &str, offset: usize) -> String {
+    format!(
+        r#"{{"assets":[{{"chunks":[{{"length":19,"offset":{offset},"sha256":"{}"}},{{"sha256":"{}","zero":true}}],"kind":"uki","name":"uki","sha256":"{asset_sha}","size":6000}}],"chunk_size":4096,"chunks":[{{"length":19,"offset":0,"sha256":"{}"}}],"created":"2026-01-01T00:00:00Z","image":{{"sha256":"{}","size":4096}},"product":"example","security_version":1,"version":"1.1.0"}}"#,
+        sha(&e.uki[..4096]),
+        sha(&e.uki[4096..]),
+        sha(&e.image),
+        sha(&e.image),
+    )
+}
+
+fn verify(bundle: &[u8], root: &Verified<signer::Root>) -> Result<Verified<Manifest>, Error> {
+    let limits = Limits::default();
+    BundleHead::read(&mut Cursor::new(bundle), &limits)?.verify(root, &limits)
+}
+
+#[test]
+fn the_format_example_with_a_uki_verifies_and_extracts() {
+    let e = example();
+    assert_eq!(e.payload.len(), 38, "FORMAT §9.1 assumes 19-byte frames");
+    let manifest = example_manifest(&e, &sha(&e.uki), 19);
+    assert_eq!(manifest.len(), 651, "the length FORMAT §9.1 gives");
+    let bundle = handbuilt(&manifest, &e.payload, 2, &e.key);
+    assert_eq!(bundle.len(), 1590);
+    assert_eq!(
+        &bundle[..16],
+        b"TANDEM\0\x02\x00\x04\x00\x00\x00\x02\x00\x00"
+    );
+    assert_eq!(asset_bytes(&bundle, &e.root, "uki").unwrap(), e.uki);
+    assert_eq!(extract_bytes(&bundle, &e.root).unwrap(), e.image);
+}
+
+#[test]
+fn a_version_1_header_over_a_manifest_with_assets_is_refused() {
+    let e = example();
+    let bundle = handbuilt(
+        &example_manifest(&e, &sha(&e.uki), 19),
+        &e.payload,
+        1,
+        &e.key,
+    );
+    match verify(&bundle, &e.root) {
+        Err(Error::Format(FormatError::Field {
+            section: Section::Manifest,
+            field,
+            ..
+        })) => {
+            assert_eq!(field, "assets")
+        }
+        other => panic!("expected a refused `assets` field, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_reader_refuses_a_version_it_does_not_know() {
+    let e = example();
+    let bundle = handbuilt(
+        &example_manifest(&e, &sha(&e.uki), 19),
+        &e.payload,
+        3,
+        &e.key,
+    );
+    assert!(matches!(
+        verify(&bundle, &e.root),
+        Err(Error::Format(FormatError::UnsupportedVersion(3)))
+    ));
+}
+
+#[test]
+fn attack_signed_asset_hash_that_the_chunks_do_not_make() {
+    let e = example();
+    let wrong = sha(b"another uki");
+    let bundle = handbuilt(&example_manifest(&e, &wrong, 19), &e.payload, 2, &e.key);
+    match asset_bytes(&bundle, &e.root, "uki") {
+        Err(Error::Verify(VerifyError::AssetHash {
+            asset, expected, ..
+        })) => {
+            assert_eq!(&*asset, "uki");
+            assert_eq!(expected.to_hex(), wrong);
+        }
+        other => panic!("expected AssetHash, got {other:?}"),
+    }
+}
+
+#[test]
+fn asset_frames_that_are_not_contiguous_are_refused() {
+    let e = example();
+    let bundle = handbuilt(
+        &example_manifest(&e, &sha(&e.uki), 20),
+        &e.payload,
+        2,
+        &e.key,
+    );
+    match verify(&bundle, &e.root) {
+        Err(Error::Format(FormatError::Field { field, .. })) => {
+            assert_eq!(field, "assets[0].chunks[0]")
+        }
+        other => panic!("expected a refused asset chunk entry, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_version_2_bundle_without_assets_is_refused() {
+    let e = example();
+    let manifest = format!(
+        r#"{{"assets":[],"chunk_size":4096,"chunks":[{{"length":19,"offset":0,"sha256":"{}"}}],"created":"2026-01-01T00:00:00Z","image":{{"sha256":"{}","size":4096}},"product":"example","security_version":1,"version":"1.1.0"}}"#,
+        sha(&e.image),
+        sha(&e.image),
+    );
+    let bundle = handbuilt(&manifest, &e.payload[..19], 2, &e.key);
+    assert!(matches!(
+        verify(&bundle, &e.root),
+        Err(Error::Format(FormatError::Field { .. }))
+    ));
+}
