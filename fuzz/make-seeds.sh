@@ -34,7 +34,8 @@ python3 - os.tandem "$SEEDS" <<'PY'
 import struct, sys
 data = open(sys.argv[1], "rb").read()
 m, s = struct.unpack_from("<II", data, 8)
-open(sys.argv[2] + "/manifest/os.manifest", "wb").write(data[16:16 + m])
+# The manifest target reads a version flag byte first (0: no boot assets).
+open(sys.argv[2] + "/manifest/os.manifest", "wb").write(b"\0" + data[16:16 + m])
 open(sys.argv[2] + "/signature_block/os.sigblock", "wb").write(data[16 + m:16 + m + s])
 PY
 

@@ -6,17 +6,27 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use signer::bundle::header::{FORMAT_VERSION, FORMAT_VERSION_ASSETS};
 use signer::{BundleHead, BundleHeader, Error, FormatError};
 use tandem_fuzz::{check_manifest, limits};
 
 const SIGNATURE_BLOCK: &[u8] = br#"{"signatures":[]}"#;
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(|input: &[u8]| {
     let limits = limits();
+    // The first byte picks the format version (with or without boot assets).
+    let Some((flag, data)) = input.split_first() else {
+        return;
+    };
     let Ok(manifest_len) = u32::try_from(data.len()) else {
         return;
     };
     let header = BundleHeader {
+        version: if flag & 1 == 1 {
+            FORMAT_VERSION_ASSETS
+        } else {
+            FORMAT_VERSION
+        },
         manifest_len,
         signature_block_len: SIGNATURE_BLOCK.len() as u32,
     };

@@ -5,6 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use signer::bundle::header::FORMAT_VERSION;
 use signer::{BundleHead, BundleHeader, Signature};
 use tandem_fuzz::{limits, trust};
 
@@ -21,6 +22,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let header = BundleHeader {
+        version: FORMAT_VERSION,
         manifest_len: MANIFEST.len() as u32,
         signature_block_len,
     };
