@@ -13,7 +13,7 @@ use partitions::boot;
 use partitions::io::{BlockDevice, FileDisk, FileStore, RealFs};
 use partitions::{BootControl, Disk, SlotBootState, SlotId, SlotPair};
 use serde::Serialize;
-use signer::verify::{verify_channel, Verified};
+use signer::verify::{verify_channel, ChainWalk, Verified};
 use signer::{Channel, Limits, Manifest, Root};
 use time::OffsetDateTime;
 
@@ -295,9 +295,12 @@ impl Agent {
         let state = self.store.load()?;
         let counters = self.trust.counters(&state)?;
         let now = counters.now((self.clock)());
-        let root = self.trust.trusted_root()?;
-        signer::verify::trust_root(root.bytes(), now, &self.limits)
-            .map_err(Error::verify("the trusted root"))?;
+        let root = ChainWalk {
+            root: self.trust.trusted_root()?,
+            complete: true,
+        }
+        .fresh(now)
+        .map_err(Error::verify("the trusted root"))?;
         let source = FileSource::new(path);
         let manifest = verify_bundle(&source, &root, &self.limits)?;
         self.see_signed_time(&state, &manifest)?;
@@ -388,7 +391,6 @@ impl Agent {
             } if *t == target && r.manifest_sha256 == release.manifest_sha256 => *durable_chunks,
             _ => 0,
         };
-        self.boot.prepare()?;
         // docs/DESIGN.md §6.1: before the first byte, the target can never be chosen.
         self.boot.set_unbootable(target)?;
         fail::fail_point!("install::after-unbootable");
