@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
+use std::time::Instant;
 
 use partitions::boot;
 use partitions::io::{BlockDevice, FileDisk, FileStore, RealFs};
@@ -24,6 +25,7 @@ use crate::health;
 use crate::http::{Http, HttpOptions};
 use crate::install::{write_image, WriteOptions, WriteReport};
 use crate::lock::StateLock;
+use crate::metrics::{self, Event, Recorded, Snapshot};
 use crate::reports::ReportQueue;
 use crate::source::{
     display_path, verify_bundle, verify_named_bundle, BundleSource, DirRepository, FileSource,
@@ -374,6 +376,16 @@ impl Agent {
     /// Writes a verified offer into the inactive slot and (unless staged) flips the boot
     /// entry to a trial of it.
     pub fn install_offer(&self, offer: Offer, options: InstallOptions) -> Result<InstallOutcome> {
+        let started = Instant::now();
+        let outcome = self.write_offer(offer, options)?;
+        self.record_metrics(Event::Install {
+            duration: started.elapsed(),
+            report: &outcome.report,
+        });
+        Ok(outcome)
+    }
+
+    fn write_offer(&self, offer: Offer, options: InstallOptions) -> Result<InstallOutcome> {
         let mut state = self.store.load()?;
         let booted = self.booted_slot()?;
         self.refuse_during_trial(&state, booted)?;
@@ -485,6 +497,12 @@ impl Agent {
 
     /// Run once per boot: judges a slot in trial, or records that the firmware fell back.
     pub fn boot_check(&self) -> Result<BootCheck> {
+        let check = self.judge_boot();
+        self.record_metrics(Event::BootCheck(&check));
+        check
+    }
+
+    fn judge_boot(&self) -> Result<BootCheck> {
         let mut state = self.store.load()?;
         let booted = self.booted_slot()?;
         match state.phase.clone() {
@@ -666,6 +684,7 @@ impl Agent {
             activated: true,
         };
         self.store.save(&state)?;
+        self.record_metrics(Event::Refresh);
         if reboot {
             self.reboot()?;
         }
@@ -731,6 +750,36 @@ impl Agent {
     /// The configuration the agent runs with.
     pub fn config(&self) -> &AgentConfig {
         &self.config
+    }
+
+    /// Takes `event` into the metrics and rewrites the textfile, when `metrics_textfile` is
+    /// configured. A failure is logged, never returned: metrics never fail an operation.
+    pub fn record_metrics(&self, event: Event<'_>) {
+        let Some(path) = &self.config.metrics_textfile else {
+            return;
+        };
+        if let Err(error) = self.write_metrics(path, event) {
+            tracing::warn!(error = %crate::error::chain(&error), "cannot write the metrics");
+        }
+    }
+
+    fn write_metrics(&self, path: &Path, event: Event<'_>) -> Result<()> {
+        let mut recorded = Recorded::load(self.state_fs.as_ref());
+        recorded.apply(event, (self.clock)().unix_timestamp());
+        recorded.save(self.state_fs.as_ref())?;
+        let state = self.store.load()?;
+        let booted_slot = self.booted_slot()?;
+        let text = metrics::render(&Snapshot {
+            booted_slot,
+            booted_version: state
+                .slots
+                .get(&booted_slot)
+                .map_or("factory", |record| record.release.version.as_str()),
+            security_floor: self.trust.counters(&state)?.security_floor,
+            recorded: &recorded,
+        });
+        metrics::write_textfile(path, &text)
+            .map_err(Error::io(format!("cannot write {}", path.display())))
     }
 
     /// Reports waiting to be sent to the server (kept beside the state file).

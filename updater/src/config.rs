@@ -75,6 +75,8 @@ pub struct AgentConfig {
     pub health_deadline: Duration,
     /// The update server (`tandem-server` or any HTTP server of the repository).
     pub server: Option<Server>,
+    /// Where the agent writes its metrics for node_exporter's textfile collector.
+    pub metrics_textfile: Option<PathBuf>,
 }
 
 /// Where `daemon` polls and reports.
@@ -119,10 +121,11 @@ struct RawConfig {
     #[serde(default = "default_health_deadline", deserialize_with = "duration")]
     health_deadline: Duration,
     server: Option<RawServer>,
+    metrics_textfile: Option<PathBuf>,
 }
 
 /// The top-level keys of [`RawConfig`].
-const AGENT_KEYS: [&str; 14] = [
+const AGENT_KEYS: [&str; 15] = [
     "disk",
     "slots",
     "state",
@@ -137,6 +140,7 @@ const AGENT_KEYS: [&str; 14] = [
     "health",
     "health_deadline",
     "server",
+    "metrics_textfile",
 ];
 
 #[derive(Debug, Deserialize)]
@@ -270,6 +274,15 @@ impl RawConfig {
             return Err("reboot must name a command, e.g. [\"systemctl\", \"reboot\"]".into());
         }
         let server = self.server.map(validate_server).transpose()?;
+        if let Some(path) = &self.metrics_textfile {
+            // node_exporter reads `*.prom` files only: any other name is silently unread.
+            if !path.extension().is_some_and(|e| e == "prom") {
+                return Err(format!(
+                    "metrics_textfile = {:?}: must name a `.prom` file (node_exporter reads no other)",
+                    path.display().to_string()
+                ));
+            }
+        }
         let health = self
             .health
             .into_iter()
@@ -291,6 +304,7 @@ impl RawConfig {
             health,
             health_deadline: self.health_deadline,
             server,
+            metrics_textfile: self.metrics_textfile,
         })
     }
 }
@@ -441,7 +455,8 @@ http = "http://127.0.0.1:10250/healthz"
         let text = EXAMPLE.replace(
             "boot = \"gpt\"",
             "boot = \"grub\"\ngrubenv = \"/efi/grubenv\"\nnode_id = \"n1\"\nbooted_slot = \"a\"\n\
-             verify_readback = false\nhealth_deadline = \"5m\"",
+             verify_readback = false\nhealth_deadline = \"5m\"\n\
+             metrics_textfile = \"/var/lib/node_exporter/textfile_collector/tandem.prom\"",
         );
         let text =
             format!("{text}[server]\nurl = \"http://127.0.0.1:8080/\"\nchannel = \"stable\"\n");
@@ -453,6 +468,12 @@ http = "http://127.0.0.1:10250/healthz"
             }
         );
         assert!(!config.verify_readback);
+        assert_eq!(
+            config.metrics_textfile.as_deref(),
+            Some(Path::new(
+                "/var/lib/node_exporter/textfile_collector/tandem.prom"
+            ))
+        );
         let error =
             AgentConfig::parse(&format!("{text}[systemd_boot]\ntitle = \"x\"\n")).unwrap_err();
         assert!(error.contains("systemd_boot"), "{error}");
@@ -478,6 +499,11 @@ http = "http://127.0.0.1:10250/healthz"
                 "line 14",
             ),
             ("boot = \"gpt\"", "boot = \"grub\"", "needs grubenv"),
+            (
+                "tries = 3",
+                "tries = 3\nmetrics_textfile = \"/var/lib/node_exporter/tandem.txt\"",
+                "must name a `.prom` file",
+            ),
         ];
         for (from, to, expected) in cases {
             let error = AgentConfig::parse(&EXAMPLE.replace(from, to)).unwrap_err();

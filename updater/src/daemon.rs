@@ -18,6 +18,7 @@ use crate::agent::{Agent, BootCheck, ChannelOffer, InstallOptions, InstallOutcom
 use crate::config::Server;
 use crate::error::{Error, Refusal, Result};
 use crate::http::{Conditional, Http};
+use crate::metrics::Event;
 use crate::reports::Report;
 use crate::state::{AgentState, Phase};
 use crate::SlotId;
@@ -153,9 +154,16 @@ impl<'a> Daemon<'a> {
         result
     }
 
-    /// One poll: send queued reports, look at the channel, install if it is for us.
+    /// One poll: send queued reports, look at the channel, install if it is for us; then
+    /// the metrics record what it decided (still under the lock: one writer at a time).
     pub fn poll_once(&mut self) -> Result<Poll> {
         let _lock = self.agent.lock()?;
+        let poll = self.poll();
+        self.agent.record_metrics(Event::Poll(&poll));
+        poll
+    }
+
+    fn poll(&mut self) -> Result<Poll> {
         self.send_reports();
         if let Some(version) = self.reboot_pending()? {
             return Ok(Poll::RebootPending { version });

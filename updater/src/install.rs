@@ -77,6 +77,8 @@ pub struct WriteReport {
     pub bytes_read: u64,
     /// Chunks copied from the active slot because their hash matched: not fetched at all.
     pub chunks_reused: u64,
+    /// Bytes of the reused chunks: what the active slot saved the network.
+    pub bytes_reused: u64,
 }
 
 /// A chunk on its way to the slot.
@@ -160,6 +162,7 @@ pub fn write_image(
                         .map_err(slot_io("write"))?;
                     if reused {
                         report.chunks_reused += 1;
+                        report.bytes_reused += bytes.len() as u64;
                     } else {
                         report.chunks_written += 1;
                     }

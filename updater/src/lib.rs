@@ -12,6 +12,7 @@ pub mod health;
 pub mod http;
 pub mod install;
 pub mod lock;
+pub mod metrics;
 pub mod reports;
 pub mod source;
 pub mod state;

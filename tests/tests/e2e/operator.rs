@@ -761,3 +761,119 @@ fn rollback_to_the_factory_image_needs_force_below_the_floor() {
         "{out}"
     );
 }
+
+/// The samples of node_exporter's textfile `path`: `name{labels}` → value, each family with
+/// its HELP and TYPE lines.
+fn prom_samples(path: &Path) -> std::collections::BTreeMap<String, f64> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut samples = std::collections::BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let name = series.split('{').next().unwrap();
+        assert!(text.contains(&format!("# HELP {name} ")), "{text}");
+        assert!(text.contains(&format!("# TYPE {name} gauge\n")), "{text}");
+        samples.insert(series.to_owned(), value.parse().unwrap());
+    }
+    samples
+}
+
+/// Issue 14.2: the agent keeps node_exporter's textfile current after a poll that installs,
+/// a boot-check that commits and a poll that finds nothing new.
+#[test]
+fn the_metrics_textfile_follows_install_boot_check_and_poll() {
+    let n = Node::new();
+    n.publish("v2.tandem");
+    let server = n.server(&[]);
+    let dir = n.path("textfile_collector");
+    std::fs::create_dir_all(&dir).unwrap();
+    let prom = dir.join("tandem.prom");
+    let config = |booted: &str| {
+        n.config(
+            booted,
+            &format!(
+                "node_id = \"{NODE}\"\nreboot = [\"true\"]\nmetrics_textfile = \"{}\"\n{}{}",
+                prom.display(),
+                n.health(),
+                server_keys(&server, None)
+            ),
+        )
+    };
+    let on_a = config("a");
+    let out = stdout_of(&n.updater(&on_a, &["daemon", "--once", "--no-reboot"], 0));
+    assert!(out.contains("installed 2.0.0 into slot b"), "{out}");
+    let after_install = prom_samples(&prom);
+    let get = |samples: &std::collections::BTreeMap<String, f64>, series: &str| {
+        *samples
+            .get(series)
+            .unwrap_or_else(|| panic!("{series}: {samples:?}"))
+    };
+    let m = |name: &str| format!("tandem_updater_{name}");
+    assert_eq!(
+        get(
+            &after_install,
+            &m("booted_info{slot=\"a\",version=\"factory\"}")
+        ),
+        1.0
+    );
+    assert_eq!(
+        get(
+            &after_install,
+            &m("last_poll_info{decision=\"installed\",reason=\"\"}")
+        ),
+        1.0
+    );
+    assert_eq!(get(&after_install, &m("last_poll_success")), 1.0);
+    assert_eq!(get(&after_install, &m("security_floor")), 0.0);
+    assert!(get(&after_install, &m("last_install_bytes_fetched")) > 0.0);
+    assert!(get(&after_install, &m("last_install_bytes_reused")) >= 0.0);
+    assert!(get(&after_install, &m("last_install_duration_seconds")) > 0.0);
+    assert!(get(&after_install, &m("last_poll_timestamp_seconds")) > 1.7e9);
+    assert!(!after_install.keys().any(|k| k.contains("boot_check")));
+
+    let on_b = config("b");
+    n.updater(&on_b, &["boot-check"], 0);
+    let after_check = prom_samples(&prom);
+    assert_eq!(
+        get(
+            &after_check,
+            &m("booted_info{slot=\"b\",version=\"2.0.0\"}")
+        ),
+        1.0
+    );
+    assert_eq!(
+        get(
+            &after_check,
+            &m("last_boot_check_info{outcome=\"committed\"}")
+        ),
+        1.0
+    );
+    assert!(get(&after_check, &m("last_boot_check_timestamp_seconds")) > 1.7e9);
+    assert_eq!(get(&after_check, &m("security_floor")), 2.0);
+    let install_keys = ["last_install_bytes_fetched", "last_install_bytes_reused"];
+    for key in install_keys.map(m) {
+        assert_eq!(get(&after_check, &key), get(&after_install, &key), "{key}");
+    }
+
+    let out = stdout_of(&n.updater(&on_b, &["daemon", "--once"], 0));
+    assert!(out.contains("up to date"), "{out}");
+    let after_poll = prom_samples(&prom);
+    assert_eq!(
+        get(
+            &after_poll,
+            &m("last_poll_info{decision=\"up-to-date\",reason=\"\"}")
+        ),
+        1.0
+    );
+    assert_eq!(
+        get(
+            &after_poll,
+            &m("last_boot_check_info{outcome=\"committed\"}")
+        ),
+        1.0
+    );
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["tandem.prom"], "a temporary file was left behind");
+}

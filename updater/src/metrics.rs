@@ -1,0 +1,515 @@
+//! The agent's metrics for node_exporter's textfile collector (docs/updater.md, "Metrics").
+//!
+//! The last known values live in `metrics.json` beside the state file, written atomically
+//! through the agent's [`FileStore`]. After every poll, install, boot-check and rollback the
+//! whole `.prom` file is rendered from them (plus the booted slot and the security floor,
+//! read fresh) in the Prometheus text format 0.0.4 and replaced atomically: a temporary file
+//! in the same directory, fsynced, then renamed, so node_exporter never reads half a file.
+//!
+//! The text is written by hand: a dozen gauges with one sample each need no registry, and
+//! the library keeps no dependency that only this file would use.
+
+use std::fmt::{Display, Write as _};
+use std::io::{self, Write as _};
+use std::path::Path;
+use std::time::Duration;
+
+use partitions::io::FileStore;
+use serde::{Deserialize, Serialize};
+
+use crate::agent::BootCheck;
+use crate::daemon::Poll;
+use crate::error::Error;
+use crate::install::WriteReport;
+use crate::SlotId;
+
+/// The file of last known values, beside the state file.
+pub const METRICS_FILE: &str = "metrics.json";
+/// `metrics.json` is a few hundred bytes; anything larger is not ours.
+const MAX_LEN: u64 = 64 * 1024;
+/// Every metric's name starts with this.
+const PREFIX: &str = "tandem_updater_";
+
+/// The last known values of the events the agent saw.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Recorded {
+    pub poll: Option<PollRecord>,
+    pub install: Option<InstallRecord>,
+    pub boot_check: Option<BootCheckRecord>,
+}
+
+/// The last poll of the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PollRecord {
+    /// Unix seconds.
+    pub time: i64,
+    /// `installed`, `up-to-date`, `not-modified`, `skipped`, `reboot-pending` or `error`.
+    pub decision: String,
+    /// The refusal code of a skip, the error code of a failure, else empty.
+    pub reason: String,
+}
+
+/// The last successful install.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstallRecord {
+    pub duration_seconds: f64,
+    /// Compressed bytes read from the bundle (over the network for a URL).
+    pub bytes_fetched: u64,
+    /// Bytes copied from the active slot instead.
+    pub bytes_reused: u64,
+}
+
+/// The last boot-check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootCheckRecord {
+    /// Unix seconds.
+    pub time: i64,
+    /// The `outcome` of `boot-check --json`, or `error`.
+    pub outcome: String,
+}
+
+/// Something that changes the metrics.
+pub enum Event<'a> {
+    Poll(&'a crate::Result<Poll>),
+    Install {
+        duration: Duration,
+        report: &'a WriteReport,
+    },
+    BootCheck(&'a crate::Result<BootCheck>),
+    /// Only the booted slot or the floor may have changed (a rollback).
+    Refresh,
+}
+
+impl Recorded {
+    /// The values in `fs`; absent or damaged values start afresh (metrics are no state).
+    pub fn load(fs: &dyn FileStore) -> Self {
+        let parsed = fs
+            .read(Path::new(METRICS_FILE), MAX_LEN)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(recorded) => recorded,
+            Err(error) => {
+                tracing::debug!(%error, "no usable {METRICS_FILE}: starting afresh");
+                Recorded::default()
+            }
+        }
+    }
+
+    /// Writes the values to `fs` atomically.
+    pub fn save(&self, fs: &dyn FileStore) -> crate::Result<()> {
+        let context = || format!("cannot write {METRICS_FILE} beside the state file");
+        let bytes = serde_json::to_vec_pretty(self)
+            .map_err(|e| Error::io(context())(io::Error::other(e)))?;
+        fs.write_atomic(Path::new(METRICS_FILE), &bytes)
+            .map_err(Error::io(context()))
+    }
+
+    /// Takes `event`, seen at `now` (Unix seconds), into the values.
+    pub fn apply(&mut self, event: Event<'_>, now: i64) {
+        match event {
+            Event::Poll(result) => {
+                let (decision, reason) = poll_labels(result);
+                self.poll = Some(PollRecord {
+                    time: now,
+                    decision: decision.into(),
+                    reason,
+                });
+            }
+            Event::Install { duration, report } => {
+                self.install = Some(InstallRecord {
+                    duration_seconds: duration.as_secs_f64(),
+                    bytes_fetched: report.bytes_read,
+                    bytes_reused: report.bytes_reused,
+                });
+            }
+            Event::BootCheck(result) => {
+                self.boot_check = Some(BootCheckRecord {
+                    time: now,
+                    outcome: result.as_ref().map_or("error", outcome).into(),
+                });
+            }
+            Event::Refresh => {}
+        }
+    }
+}
+
+/// The `decision` and `reason` labels of a poll.
+fn poll_labels(result: &crate::Result<Poll>) -> (&'static str, String) {
+    match result {
+        Ok(Poll::Installed(_)) => ("installed", String::new()),
+        Ok(Poll::UpToDate { .. }) => ("up-to-date", String::new()),
+        Ok(Poll::NotModified) => ("not-modified", String::new()),
+        Ok(Poll::Skipped(refusal)) => ("skipped", refusal.code().into()),
+        Ok(Poll::RebootPending { .. }) => ("reboot-pending", String::new()),
+        Err(error) => ("error", error.code().into()),
+    }
+}
+
+/// The `outcome` of a boot-check, as `boot-check --json` names it.
+fn outcome(check: &BootCheck) -> &'static str {
+    match check {
+        BootCheck::Nothing { .. } => "nothing",
+        BootCheck::Committed { .. } => "committed",
+        BootCheck::RolledBack { .. } => "rolled-back",
+        BootCheck::FirmwareRolledBack { .. } => "firmware-rolled-back",
+        BootCheck::UnrecordedTrial { .. } => "unrecorded-trial",
+    }
+}
+
+/// Everything the `.prom` file shows.
+pub struct Snapshot<'a> {
+    pub booted_slot: SlotId,
+    /// The release in the booted slot (`factory` for an image the agent did not write).
+    pub booted_version: &'a str,
+    pub security_floor: u64,
+    pub recorded: &'a Recorded,
+}
+
+/// The Prometheus text (format 0.0.4) of `snapshot`: one gauge family per value, each with
+/// its HELP and TYPE lines; values not seen yet are left out.
+pub fn render(snapshot: &Snapshot<'_>) -> String {
+    let mut out = Text::default();
+    let slot = snapshot.booted_slot.to_string();
+    out.gauge(
+        "booted_info",
+        "The slot the node booted from and the release it holds.",
+        &[("slot", &slot), ("version", snapshot.booted_version)],
+        1,
+    );
+    out.gauge(
+        "security_floor",
+        "The lowest security version this node installs or rolls back to.",
+        &[],
+        snapshot.security_floor,
+    );
+    let recorded = snapshot.recorded;
+    if let Some(poll) = &recorded.poll {
+        out.gauge(
+            "last_poll_timestamp_seconds",
+            "When the daemon last polled its channel (Unix time).",
+            &[],
+            poll.time,
+        );
+        out.gauge(
+            "last_poll_success",
+            "Whether the last poll ended without an error (1) or not (0).",
+            &[],
+            u8::from(poll.decision != "error"),
+        );
+        out.gauge(
+            "last_poll_info",
+            "What the last poll decided, and why (refusal or error code).",
+            &[("decision", &poll.decision), ("reason", &poll.reason)],
+            1,
+        );
+    }
+    if let Some(install) = &recorded.install {
+        out.gauge(
+            "last_install_duration_seconds",
+            "How long the last successful install took.",
+            &[],
+            install.duration_seconds,
+        );
+        out.gauge(
+            "last_install_bytes_fetched",
+            "Compressed bytes the last install read from its bundle.",
+            &[],
+            install.bytes_fetched,
+        );
+        out.gauge(
+            "last_install_bytes_reused",
+            "Bytes the last install copied from the active slot instead of fetching them.",
+            &[],
+            install.bytes_reused,
+        );
+    }
+    if let Some(check) = &recorded.boot_check {
+        out.gauge(
+            "last_boot_check_timestamp_seconds",
+            "When boot-check last ran (Unix time).",
+            &[],
+            check.time,
+        );
+        out.gauge(
+            "last_boot_check_info",
+            "What the last boot-check did.",
+            &[("outcome", &check.outcome)],
+            1,
+        );
+    }
+    out.0
+}
+
+/// The text being rendered.
+#[derive(Default)]
+struct Text(String);
+
+impl Text {
+    /// A gauge family with its one sample.
+    fn gauge(&mut self, name: &str, help: &str, labels: &[(&str, &str)], value: impl Display) {
+        let text = &mut self.0;
+        // Writing into a String cannot fail.
+        let _ = writeln!(text, "# HELP {PREFIX}{name} {}", escape_help(help));
+        let _ = writeln!(text, "# TYPE {PREFIX}{name} gauge");
+        let _ = write!(text, "{PREFIX}{name}");
+        if !labels.is_empty() {
+            let pairs: Vec<String> = labels
+                .iter()
+                .map(|(label, value)| format!("{label}=\"{}\"", escape_label(value)))
+                .collect();
+            let _ = write!(text, "{{{}}}", pairs.join(","));
+        }
+        let _ = writeln!(text, " {value}");
+    }
+}
+
+/// A label value as the format wants it: `\`, `"` and line feeds escaped.
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// HELP text as the format wants it: `\` and line feeds escaped.
+fn escape_help(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+/// Replaces `path` with `text`: a temporary file in the same directory (a name node_exporter
+/// ignores: it reads `*.prom` only), mode 0644, fsynced, renamed over `path`, then the directory
+/// fsynced.
+pub fn write_textfile(path: &Path, text: &str) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a file path",
+        ));
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .and_then(|mut file| {
+            // Whatever the umask: node_exporter runs as its own user.
+            file.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+            file.write_all(text.as_bytes())?;
+            file.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Refusal;
+    use partitions::io::MemFs;
+
+    fn recorded() -> Recorded {
+        let mut recorded = Recorded::default();
+        let skipped = Ok(Poll::Skipped(Refusal::NothingStaged));
+        recorded.apply(Event::Poll(&skipped), 1_700_000_000);
+        let report = WriteReport {
+            bytes_read: 1234,
+            bytes_reused: 1 << 20,
+            ..WriteReport::default()
+        };
+        recorded.apply(
+            Event::Install {
+                duration: Duration::from_millis(2500),
+                report: &report,
+            },
+            1_700_000_100,
+        );
+        let check = Ok(BootCheck::Nothing { booted: SlotId::B });
+        recorded.apply(Event::BootCheck(&check), 1_700_000_200);
+        recorded
+    }
+
+    /// A parsed sample: name, labels, value.
+    type Sample = (String, Vec<(String, String)>, f64);
+
+    /// One sample line: `name{labels} value`, labels parsed with the format's escapes.
+    fn parse_sample(line: &str) -> Sample {
+        let (series, value) = line.rsplit_once(' ').expect("a value");
+        let value: f64 = value.parse().expect("a number");
+        let Some((name, rest)) = series.split_once('{') else {
+            return (series.into(), Vec::new(), value);
+        };
+        let body = rest.strip_suffix('}').expect("closing brace");
+        let mut labels = Vec::new();
+        let mut chars = body.chars().peekable();
+        while chars.peek().is_some() {
+            let label: String = chars.by_ref().take_while(|&c| c != '=').collect();
+            assert_eq!(chars.next(), Some('"'), "{line}");
+            let mut value = String::new();
+            loop {
+                match chars.next().expect("unterminated value") {
+                    '"' => break,
+                    '\\' => match chars.next().expect("escape") {
+                        'n' => value.push('\n'),
+                        c @ ('\\' | '"') => value.push(c),
+                        c => panic!("bad escape \\{c} in {line}"),
+                    },
+                    c => value.push(c),
+                }
+            }
+            labels.push((label, value));
+            if chars.peek() == Some(&',') {
+                chars.next();
+            }
+        }
+        (name.into(), labels, value)
+    }
+
+    /// Every sample of `text`, checking that each family has its HELP and TYPE first.
+    fn parse(text: &str) -> Vec<Sample> {
+        let mut described = Vec::new();
+        let mut samples = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                described.push(rest.split(' ').next().unwrap().to_owned());
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                assert_eq!(described.last().map(String::as_str), Some(name));
+                assert_eq!(kind, "gauge");
+            } else {
+                let sample = parse_sample(line);
+                assert!(sample.0.starts_with(PREFIX), "{line}");
+                assert_eq!(described.last(), Some(&sample.0), "no HELP for {line}");
+                samples.push(sample);
+            }
+        }
+        samples
+    }
+
+    fn value(samples: &[Sample], name: &str) -> f64 {
+        let name = format!("{PREFIX}{name}");
+        samples.iter().find(|s| s.0 == name).expect(&name).2
+    }
+
+    #[test]
+    fn every_value_is_a_described_sample() {
+        let recorded = recorded();
+        let text = render(&Snapshot {
+            booted_slot: SlotId::B,
+            booted_version: "2.0.1",
+            security_floor: 7,
+            recorded: &recorded,
+        });
+        let samples = parse(&text);
+        assert_eq!(samples.len(), 10, "{text}");
+        assert!(text.contains("tandem_updater_booted_info{slot=\"b\",version=\"2.0.1\"} 1\n"));
+        assert!(text.contains(
+            "tandem_updater_last_poll_info{decision=\"skipped\",reason=\"nothing-staged\"} 1\n"
+        ));
+        assert!(text.contains("tandem_updater_last_boot_check_info{outcome=\"nothing\"} 1\n"));
+        assert_eq!(value(&samples, "security_floor"), 7.0);
+        assert_eq!(value(&samples, "last_poll_success"), 1.0);
+        assert_eq!(value(&samples, "last_poll_timestamp_seconds"), 1.7e9);
+        assert_eq!(value(&samples, "last_install_duration_seconds"), 2.5);
+        assert_eq!(value(&samples, "last_install_bytes_fetched"), 1234.0);
+        assert_eq!(value(&samples, "last_install_bytes_reused"), 1048576.0);
+        assert_eq!(
+            value(&samples, "last_boot_check_timestamp_seconds"),
+            1_700_000_200.0
+        );
+    }
+
+    #[test]
+    fn values_not_seen_yet_are_left_out() {
+        let text = render(&Snapshot {
+            booted_slot: SlotId::A,
+            booted_version: "factory",
+            security_floor: 0,
+            recorded: &Recorded::default(),
+        });
+        let names: Vec<String> = parse(&text).into_iter().map(|s| s.0).collect();
+        assert_eq!(
+            names,
+            [
+                "tandem_updater_booted_info",
+                "tandem_updater_security_floor"
+            ]
+        );
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let hostile = "1.0\"} 0\nevil{a=\"\\";
+        let text = render(&Snapshot {
+            booted_slot: SlotId::A,
+            booted_version: hostile,
+            security_floor: 0,
+            recorded: &Recorded::default(),
+        });
+        assert_eq!(text.lines().count(), 6, "{text}");
+        let samples = parse(&text);
+        assert_eq!(samples[0].1[1], ("version".into(), hostile.into()));
+    }
+
+    #[test]
+    fn a_failed_poll_is_recorded_with_its_code() {
+        let mut recorded = Recorded::default();
+        let failed = Err(Error::Busy {
+            holder: "pid 1".into(),
+        });
+        recorded.apply(Event::Poll(&failed), 5);
+        let poll = recorded.poll.clone().unwrap();
+        assert_eq!(
+            (poll.decision.as_str(), poll.reason.as_str()),
+            ("error", "busy")
+        );
+        let text = render(&Snapshot {
+            booted_slot: SlotId::A,
+            booted_version: "1",
+            security_floor: 0,
+            recorded: &recorded,
+        });
+        assert_eq!(value(&parse(&text), "last_poll_success"), 0.0);
+    }
+
+    #[test]
+    fn values_survive_a_restart_and_damage_starts_afresh() {
+        let fs = MemFs::new();
+        let recorded = recorded();
+        recorded.save(&fs).unwrap();
+        assert_eq!(Recorded::load(&fs), recorded);
+        fs.write_atomic(Path::new(METRICS_FILE), b"{not json")
+            .unwrap();
+        assert_eq!(Recorded::load(&fs), Recorded::default());
+    }
+
+    #[test]
+    fn the_textfile_is_replaced_whole_and_readable() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tandem.prom");
+        write_textfile(&path, "old\n").unwrap();
+        write_textfile(&path, "new\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new\n");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644);
+        let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(entries.len(), 1, "a temporary file was left behind");
+        let missing = dir.path().join("no/such/dir/tandem.prom");
+        assert!(write_textfile(&missing, "x").is_err());
+    }
+}
