@@ -32,6 +32,14 @@ fn a_release_that_changes_two_chunks_fetches_about_two_chunks() {
     assert!(f.holds(B, &v2), "slot B does not hold v2's image");
     assert_eq!(outcome.report.chunks_written, 2, "{:?}", outcome.report);
     assert!(outcome.report.chunks_reused > 0, "{:?}", outcome.report);
+    // Whole chunks, except perhaps the image's shorter last one.
+    let reused = outcome.report.chunks_reused * u64::from(CHUNK_SIZE);
+    let bytes_reused = outcome.report.bytes_reused;
+    assert!(
+        bytes_reused <= reused && bytes_reused > reused - u64::from(CHUNK_SIZE),
+        "{:?}",
+        outcome.report
+    );
     let sent = server.script().bundle_sent;
     eprintln!(
         "fleet delta: {sent} bundle bytes fetched of {bundle_size} ({:.1} %), {} chunks reused, {} fetched",
