@@ -9,8 +9,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use signer::bundle::{
-    add_signatures, decode_chunk, extract, extract_asset, sign_release, AssetSource, BundleHead,
-    SignOptions, Sources,
+    add_checked_signatures, add_signatures, decode_chunk, extract, extract_asset, sign_release,
+    AssetSource, BundleHead, SignOptions, Sources,
 };
 use signer::files::{
     read_capped, read_public_key, read_secret_key, write_atomic, write_bytes_atomic,
@@ -18,9 +18,12 @@ use signer::files::{
 };
 use signer::metadata::{self, RootSpec};
 use signer::publish::{publish_allowing, Allow, PublishOptions};
+use signer::request::{SignatureFile, SigningRequest};
 use signer::time_util::{format_rfc3339, now_utc, parse_expiry, parse_rfc3339};
 use signer::verify::trust_root;
-use signer::{Asset, AssetKind, Limits, Manifest, PublicKey, RoleKind, SecretKey, Verified};
+use signer::{
+    Asset, AssetKind, Limits, Manifest, PublicKey, RoleKind, RoleName, SecretKey, Verified,
+};
 use time::OffsetDateTime;
 
 use crate::cli::{Args, Command, PublishArgs, RootCommand, RootContent, SignArgs};
@@ -33,7 +36,17 @@ pub fn run(args: Args) -> Result<()> {
         Command::Keygen { out } => keygen(&out),
         Command::Root(cmd) => root(cmd, &limits),
         Command::Sign(a) => sign(&a, &limits),
-        Command::AddSignature { bundle, keys } => add_signature(&bundle, &keys, &limits),
+        Command::AddSignature {
+            bundle,
+            keys,
+            signatures,
+            root,
+        } => match signatures.is_empty() {
+            true => add_signature(&bundle, &keys, &limits),
+            false => add_signature_files(&bundle, &signatures, root.as_deref(), &limits),
+        },
+        Command::Request { bundle, out } => request(&bundle, &out, &limits),
+        Command::SignRequest { request, key, out } => sign_request(&request, &key, &out, &limits),
         Command::Verify { bundle, root } => verify(&bundle, &root, &limits),
         Command::Inspect { bundle, json } => inspect(&bundle, json, &limits),
         Command::Extract {
@@ -280,6 +293,9 @@ fn sign(a: &SignArgs, limits: &Limits) -> Result<()> {
     for id in &s.signers {
         outln!("signed by {id}");
     }
+    if s.signers.is_empty() {
+        eprintln!("unsigned: sign it with `add-signature`, or elsewhere through `request`");
+    }
     Ok(())
 }
 
@@ -328,11 +344,7 @@ fn asset_sources(a: &SignArgs) -> Result<Vec<AssetSource<'static>>> {
 
 fn add_signature(bundle: &Path, keys: &[PathBuf], limits: &Limits) -> Result<()> {
     let keys = secret_keys(keys)?;
-    let mut f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(bundle)
-        .with_context(|| format!("opening {}", bundle.display()))?;
+    let mut f = open_for_signing(bundle)?;
     let added = add_signatures(&mut f, &keys, limits)
         .with_context(|| format!("adding signatures to {}", bundle.display()))?;
     f.sync_all()
@@ -343,14 +355,124 @@ fn add_signature(bundle: &Path, keys: &[PathBuf], limits: &Limits) -> Result<()>
     Ok(())
 }
 
+fn open_for_signing(bundle: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(bundle)
+        .with_context(|| format!("opening {}", bundle.display()))
+}
+
+fn request(bundle: &Path, out: &Path, limits: &Limits) -> Result<()> {
+    let mut f = File::open(bundle).with_context(|| format!("opening {}", bundle.display()))?;
+    let head = BundleHead::read(&mut f, limits).with_context(|| format!("{}", bundle.display()))?;
+    let req = SigningRequest::for_bundle(&head);
+    let json = req.to_json()?;
+    write_bytes_atomic(out, 0o644, Overwrite::Replace, &json)?;
+    outln!(
+        "wrote {}: {} bytes, manifest sha256 {}",
+        out.display(),
+        json.len(),
+        req.sha256()
+    );
+    Ok(())
+}
+
+fn sign_request(path: &Path, key: &Path, out: &Path, limits: &Limits) -> Result<()> {
+    // Hex doubles the manifest; the header and field names need a little more.
+    let cap = 2 * u64::from(limits.max_manifest_len) + 4096;
+    let req = SigningRequest::parse(&read_capped(path, cap)?, limits)
+        .with_context(|| format!("request {}", path.display()))?;
+    let m = req
+        .manifest(limits)
+        .with_context(|| format!("request {}", path.display()))?;
+    show_signed(&req, &m);
+    let sig = req.sign(&read_secret_key(key)?)?;
+    write_bytes_atomic(out, 0o644, Overwrite::Replace, &sig.to_json()?)?;
+    outln!("signed by {}", sig.keyid());
+    Ok(())
+}
+
+/// What `sign-request` signs, on stderr for the person at the offline machine.
+fn show_signed(req: &SigningRequest, m: &Manifest) {
+    eprintln!("signing bundle manifest sha256 {}", req.sha256());
+    eprintln!("  product          {}", m.product());
+    eprintln!("  version          {}", m.version());
+    eprintln!("  security version {}", m.security_version());
+    eprintln!(
+        "  image            {} bytes, sha256 {}",
+        m.image_size(),
+        m.image_sha256()
+    );
+    eprintln!("  created          {}", format_rfc3339(m.created()));
+    for a in m.assets() {
+        eprintln!(
+            "  boot asset       {}: {} bytes, sha256 {}",
+            a.name(),
+            a.size(),
+            a.sha256()
+        );
+    }
+}
+
+fn add_signature_files(
+    bundle: &Path,
+    paths: &[PathBuf],
+    root: Option<&Path>,
+    limits: &Limits,
+) -> Result<()> {
+    let root = root.map(|r| load_root(r, limits)).transpose()?;
+    let mut f = open_for_signing(bundle)?;
+    let head = BundleHead::read(&mut f, limits).with_context(|| format!("{}", bundle.display()))?;
+    let mut checked = Vec::with_capacity(paths.len());
+    for path in paths {
+        let refused = || {
+            format!(
+                "signature {} refused for {}",
+                path.display(),
+                bundle.display()
+            )
+        };
+        let sig = SignatureFile::parse(&read_metadata(path, limits)?).with_context(refused)?;
+        if let Some((root, root_path)) = &root {
+            if !root.role(RoleName::Release).keyids().contains(&sig.keyid()) {
+                bail!(
+                    "{}: key {} is not a release key of {}, so verify would not count it",
+                    refused(),
+                    sig.keyid(),
+                    root_path.display()
+                );
+            }
+        }
+        checked.push(
+            sig.check(&head)
+                .map_err(signer::Error::from)
+                .with_context(refused)?,
+        );
+    }
+    let added = add_checked_signatures(&mut f, &head, &checked, limits)
+        .with_context(|| format!("adding signatures to {}", bundle.display()))?;
+    f.sync_all()
+        .with_context(|| format!("syncing {}", bundle.display()))?;
+    for id in added {
+        outln!("signed by {id}");
+    }
+    Ok(())
+}
+
+fn load_root<'a>(path: &'a Path, limits: &Limits) -> Result<(Verified<signer::Root>, &'a Path)> {
+    let bytes = read_metadata(path, limits)?;
+    let root = trust_root(&bytes, now_utc(), limits)
+        .with_context(|| format!("root {}", path.display()))?;
+    Ok((root, path))
+}
+
 fn open_verified(
     bundle: &Path,
     root: &Path,
     limits: &Limits,
 ) -> Result<(File, Verified<Manifest>)> {
-    let root_bytes = read_metadata(root, limits)?;
-    let root = trust_root(&root_bytes, now_utc(), limits)
-        .with_context(|| format!("root {}", root.display()))?;
+    let (root, _) = load_root(root, limits)?;
     let mut f = File::open(bundle).with_context(|| format!("opening {}", bundle.display()))?;
     let head = BundleHead::read(&mut f, limits).with_context(|| format!("{}", bundle.display()))?;
     let manifest = head
