@@ -213,24 +213,24 @@ impl CheckedSignature {
 }
 
 fn check_kind(kind: &str) -> Result<(), RequestError> {
-    match kind == KIND.tag() {
-        true => Ok(()),
-        false => Err(RequestError::Kind(kind.into())),
+    if kind != KIND.tag() {
+        return Err(RequestError::Kind(kind.into()));
     }
+    Ok(())
 }
 
 fn check_digest(stated: Sha256Digest, actual: Sha256Digest) -> Result<(), RequestError> {
-    match stated == actual {
-        true => Ok(()),
-        false => Err(RequestError::Digest { stated, actual }),
+    if stated != actual {
+        return Err(RequestError::Digest { stated, actual });
     }
+    Ok(())
 }
 
 fn check_digest_of(signed: Sha256Digest, bundle: Sha256Digest) -> Result<(), RequestError> {
-    match signed == bundle {
-        true => Ok(()),
-        false => Err(RequestError::OtherBundle { signed, bundle }),
+    if signed != bundle {
+        return Err(RequestError::OtherBundle { signed, bundle });
     }
+    Ok(())
 }
 
 fn decode_hex<const N: usize>(s: &str, field: &'static str) -> Result<[u8; N], RequestError> {

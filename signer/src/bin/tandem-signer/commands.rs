@@ -40,11 +40,14 @@ pub fn run(args: Args) -> Result<()> {
             bundle,
             keys,
             signatures,
+            ..
+        } if signatures.is_empty() => add_signature(&bundle, &keys, &limits),
+        Command::AddSignature {
+            bundle,
+            signatures,
             root,
-        } => match signatures.is_empty() {
-            true => add_signature(&bundle, &keys, &limits),
-            false => add_signature_files(&bundle, &signatures, root.as_deref(), &limits),
-        },
+            ..
+        } => add_signature_files(&bundle, &signatures, root.as_deref(), &limits),
         Command::Request { bundle, out } => request(&bundle, &out, &limits),
         Command::SignRequest { request, key, out } => sign_request(&request, &key, &out, &limits),
         Command::Verify { bundle, root } => verify(&bundle, &root, &limits),
