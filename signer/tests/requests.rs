@@ -175,7 +175,7 @@ fn a_signature_for_another_bundle_is_refused_naming_the_file() {
         "{err}"
     );
     assert!(
-        err.contains("hint: make the request from this very bundle"),
+        err.contains("hint: make the request from this very file"),
         "{err}"
     );
     assert_eq!(std::fs::read(m.build.path("b.tandem")).unwrap(), before);
@@ -264,4 +264,143 @@ fn a_key_outside_the_release_role_is_refused_against_the_root() {
             .fails(&["verify", "b.tandem", "--root", "root.json"]),
     );
     assert!(err.contains("threshold not met"), "{err}");
+}
+
+#[test]
+fn a_root_is_signed_on_two_machines_and_its_signatures_fit_nothing_else() {
+    let m = machines();
+    // Root keys k1, k2 live on signers 1 and 2; the build machine has their public halves.
+    for (i, s) in m.signers.iter().take(2).enumerate() {
+        let name = format!("k{}", i + 1);
+        s.ok(&["keygen", "--out", &name]);
+        copy(s, &m.build, &format!("{name}.pub.pem"));
+    }
+    m.build.ok(&[
+        "root",
+        "init",
+        "-o",
+        "next.json",
+        "--root-key",
+        "k1.pub.pem",
+        "--root-key",
+        "k2.pub.pem",
+        "--root-threshold",
+        "2",
+        "--release-key",
+        "r1.pub.pem",
+        "--release-threshold",
+        "1",
+        "--allow-partial",
+    ]);
+    m.build.fails(&["root", "verify", "next.json"]);
+    let out = stdout(
+        &m.build
+            .ok(&["request", "next.json", "--document", "root", "-o", "rreq"]),
+    );
+    assert!(out.contains("root request"), "{out}");
+    let mut back = Vec::new();
+    for (i, s) in m.signers.iter().take(2).enumerate() {
+        copy(&m.build, s, "rreq");
+        let key = format!("k{}.pem", i + 1);
+        let shown = stderr(&s.ok(&["sign-request", "rreq", "--key", &key, "-o", "rsig"]));
+        assert!(
+            shown.contains("signing root sha256") && shown.contains("\"roles\""),
+            "{shown}"
+        );
+        let name = format!("rsig_{}", i + 1);
+        std::fs::copy(s.path("rsig"), m.build.path(&name)).unwrap();
+        back.push(name);
+    }
+    // A root signature is not a bundle signature.
+    build_bundle(&m.build, "1.0.0", "b.tandem");
+    let err = stderr(
+        &m.build
+            .fails(&["add-signature", "b.tandem", "--signature", &back[0]]),
+    );
+    assert!(err.contains("it signs a root, not a bundle"), "{err}");
+    m.build.ok(&[
+        "add-signature",
+        "next.json",
+        "--signature",
+        &back[0],
+        "--signature",
+        &back[1],
+    ]);
+    let ok = stdout(&m.build.ok(&["root", "verify", "next.json"]));
+    assert!(ok.contains("valid root version 1"), "{ok}");
+}
+
+#[test]
+fn a_channel_document_gets_its_second_release_signature_from_another_machine() {
+    let m = machines();
+    build_bundle(&m.build, "1.0.0", "b.tandem");
+    m.build.ok(&["request", "b.tandem", "-o", "req"]);
+    let sigs = [sign_on(&m, 0, "req"), sign_on(&m, 1, "req")];
+    m.build.ok(&[
+        "add-signature",
+        "b.tandem",
+        "--signature",
+        &sigs[0],
+        "--signature",
+        &sigs[1],
+    ]);
+    // Signer 1 publishes with its key alone (below threshold), signer 2 adds the second.
+    let s1 = &m.signers[0];
+    copy(&m.build, s1, "b.tandem");
+    copy(&m.build, s1, "root.json");
+    s1.ok(&[
+        "publish",
+        "--repo",
+        "repo",
+        "--channel",
+        "stable",
+        "b.tandem",
+        "--key",
+        "r1.pem",
+        "--root",
+        "root.json",
+        "--allow-below-threshold",
+    ]);
+    let doc = s1.path("repo/channels/stable.json");
+    std::fs::copy(&doc, m.build.path("stable.json")).unwrap();
+    m.build.ok(&[
+        "request",
+        "stable.json",
+        "--document",
+        "channel",
+        "-o",
+        "creq",
+    ]);
+    copy(&m.build, &m.signers[1], "creq");
+    let shown =
+        stderr(&m.signers[1].ok(&["sign-request", "creq", "--key", "r2.pem", "-o", "csig"]));
+    assert!(
+        shown.contains("signing channel sha256") && shown.contains("\"stable\""),
+        "{shown}"
+    );
+    copy(&m.signers[1], &m.build, "csig");
+    // A channel signature is not a bundle signature, nor a root one.
+    let err = stderr(
+        &m.build
+            .fails(&["add-signature", "b.tandem", "--signature", "csig"]),
+    );
+    assert!(err.contains("it signs a channel, not a bundle"), "{err}");
+    m.build.ok(&[
+        "add-signature",
+        "stable.json",
+        "--signature",
+        "csig",
+        "--root",
+        "root.json",
+    ]);
+
+    let limits = signer::Limits::default();
+    let now = signer::time_util::now_utc();
+    let root_bytes = std::fs::read(m.build.path("root.json")).unwrap();
+    let root = signer::verify::trust_root(&root_bytes, now, &limits).unwrap();
+    let bytes = std::fs::read(m.build.path("stable.json")).unwrap();
+    let channel = signer::verify::verify_channel(&root, &bytes, "stable", 0, now, &limits);
+    assert!(channel.is_ok(), "{channel:?}");
+    let before = std::fs::read(&doc).unwrap();
+    assert!(signer::verify::verify_channel(&root, &before, "stable", 0, now, &limits).is_err());
 }

@@ -30,9 +30,10 @@ pub enum Command {
     /// Sign a raw image into a bundle (parallel zstd chunks, per-chunk and image SHA-256).
     Sign(SignArgs),
     /// Add signatures to a bundle in place (the payload is not read or moved): sign with keys
-    /// here, or attach signature files from `sign-request`, each checked first.
+    /// here, or attach signature files from `sign-request` (to a bundle, root or channel
+    /// document), each checked first.
     AddSignature {
-        /// The bundle.
+        /// The bundle (or, with --signature, the root or channel document).
         bundle: PathBuf,
         /// Private key (PKCS#8 PEM); repeat for several.
         #[arg(
@@ -41,19 +42,23 @@ pub enum Command {
             required_unless_present = "signatures"
         )]
         keys: Vec<PathBuf>,
-        /// A signature file from `sign-request`; repeat for several. Each must verify over this
-        /// bundle's manifest, or nothing is attached.
+        /// A signature file from `sign-request`; repeat for several. Each must verify over the
+        /// bundle's manifest (or the document's signed bytes), or nothing is attached.
         #[arg(long = "signature", value_name = "SIG", conflicts_with = "keys")]
         signatures: Vec<PathBuf>,
-        /// The trusted root.json: also refuse a signature whose key is not a release key.
+        /// The trusted root.json: also refuse a signature whose key is not in the role that
+        /// signs the target (release for bundles and channels, root for roots).
         #[arg(long, value_name = "root.json", requires = "signatures")]
         root: Option<PathBuf>,
     },
-    /// Write a small signing request for a bundle (its header and manifest, not the payload),
+    /// Write a small signing request (for a bundle: its header and manifest, not the payload),
     /// to sign on another machine with `sign-request`.
     Request {
-        /// The bundle.
-        bundle: PathBuf,
+        /// The bundle, or the document with --document.
+        file: PathBuf,
+        /// FILE is a root or channel document instead of a bundle.
+        #[arg(long, value_name = "KIND", value_parser = ["root", "channel"])]
+        document: Option<String>,
         /// The request file to write.
         #[arg(short = 'o', long = "out", value_name = "REQ")]
         out: PathBuf,
@@ -63,7 +68,7 @@ pub enum Command {
     SignRequest {
         /// The request from `tandem-signer request`.
         request: PathBuf,
-        /// Private release key (PKCS#8 PEM).
+        /// Private key (PKCS#8 PEM): a release key, or a root key for a root document.
         #[arg(long = "key", value_name = "KEY.pem")]
         key: PathBuf,
         /// The signature file to write.

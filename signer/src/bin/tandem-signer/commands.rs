@@ -18,12 +18,12 @@ use signer::files::{
 };
 use signer::metadata::{self, RootSpec};
 use signer::publish::{publish_allowing, Allow, PublishOptions};
-use signer::request::{SignatureFile, SigningRequest};
+use signer::request::{
+    document_kind, document_signed_bytes, CheckedSignature, SignatureFile, SigningRequest,
+};
 use signer::time_util::{format_rfc3339, now_utc, parse_expiry, parse_rfc3339};
 use signer::verify::trust_root;
-use signer::{
-    Asset, AssetKind, Limits, Manifest, PublicKey, RoleKind, RoleName, SecretKey, Verified,
-};
+use signer::{Asset, AssetKind, Limits, Manifest, PublicKey, RoleKind, SecretKey, Verified};
 use time::OffsetDateTime;
 
 use crate::cli::{Args, Command, PublishArgs, RootCommand, RootContent, SignArgs};
@@ -48,7 +48,11 @@ pub fn run(args: Args) -> Result<()> {
             root,
             ..
         } => add_signature_files(&bundle, &signatures, root.as_deref(), &limits),
-        Command::Request { bundle, out } => request(&bundle, &out, &limits),
+        Command::Request {
+            file,
+            document,
+            out,
+        } => request(&file, document.as_deref(), &out, &limits),
         Command::SignRequest { request, key, out } => sign_request(&request, &key, &out, &limits),
         Command::Verify { bundle, root } => verify(&bundle, &root, &limits),
         Command::Inspect { bundle, json } => inspect(&bundle, json, &limits),
@@ -366,15 +370,29 @@ fn open_for_signing(bundle: &Path) -> Result<File> {
         .with_context(|| format!("opening {}", bundle.display()))
 }
 
-fn request(bundle: &Path, out: &Path, limits: &Limits) -> Result<()> {
-    let mut f = File::open(bundle).with_context(|| format!("opening {}", bundle.display()))?;
-    let head = BundleHead::read(&mut f, limits).with_context(|| format!("{}", bundle.display()))?;
-    let req = SigningRequest::for_bundle(&head);
+fn request(file: &Path, document: Option<&str>, out: &Path, limits: &Limits) -> Result<()> {
+    let req = match document {
+        None => {
+            let mut f = File::open(file).with_context(|| format!("opening {}", file.display()))?;
+            let head =
+                BundleHead::read(&mut f, limits).with_context(|| format!("{}", file.display()))?;
+            SigningRequest::for_bundle(&head)
+        }
+        Some(kind) => {
+            let kind = match kind {
+                "root" => RoleKind::Root,
+                _ => RoleKind::Channel,
+            };
+            SigningRequest::for_document(kind, &read_metadata(file, limits)?, limits)
+                .with_context(|| format!("{}", file.display()))?
+        }
+    };
     let json = req.to_json()?;
     write_bytes_atomic(out, 0o644, Overwrite::Replace, &json)?;
     outln!(
-        "wrote {}: {} bytes, manifest sha256 {}",
+        "wrote {}: {} request, {} bytes, signed bytes sha256 {}",
         out.display(),
+        req.kind(),
         json.len(),
         req.sha256()
     );
@@ -382,14 +400,11 @@ fn request(bundle: &Path, out: &Path, limits: &Limits) -> Result<()> {
 }
 
 fn sign_request(path: &Path, key: &Path, out: &Path, limits: &Limits) -> Result<()> {
-    // Hex doubles the manifest; the header and field names need a little more.
-    let cap = 2 * u64::from(limits.max_manifest_len) + 4096;
-    let req = SigningRequest::parse(&read_capped(path, cap)?, limits)
+    // Hex doubles the signed bytes; the header and field names need a little more.
+    let signed_max = u64::from(limits.max_manifest_len).max(limits.max_metadata_len);
+    let req = SigningRequest::parse(&read_capped(path, 2 * signed_max + 4096)?, limits)
         .with_context(|| format!("request {}", path.display()))?;
-    let m = req
-        .manifest(limits)
-        .with_context(|| format!("request {}", path.display()))?;
-    show_signed(&req, &m);
+    show_signed(&req, limits).with_context(|| format!("request {}", path.display()))?;
     let sig = req.sign(&read_secret_key(key)?)?;
     write_bytes_atomic(out, 0o644, Overwrite::Replace, &sig.to_json()?)?;
     outln!("signed by {}", sig.keyid());
@@ -397,8 +412,13 @@ fn sign_request(path: &Path, key: &Path, out: &Path, limits: &Limits) -> Result<
 }
 
 /// What `sign-request` signs, on stderr for the person at the offline machine.
-fn show_signed(req: &SigningRequest, m: &Manifest) {
-    eprintln!("signing bundle manifest sha256 {}", req.sha256());
+fn show_signed(req: &SigningRequest, limits: &Limits) -> Result<()> {
+    eprintln!("signing {} sha256 {}", req.kind(), req.sha256());
+    if req.kind() != RoleKind::Bundle {
+        eprintln!("{}", req.document_text()?);
+        return Ok(());
+    }
+    let m = req.manifest(limits)?;
     eprintln!("  product          {}", m.product());
     eprintln!("  version          {}", m.version());
     eprintln!("  security version {}", m.security_version());
@@ -416,31 +436,34 @@ fn show_signed(req: &SigningRequest, m: &Manifest) {
             a.sha256()
         );
     }
+    Ok(())
 }
 
-fn add_signature_files(
-    bundle: &Path,
-    paths: &[PathBuf],
+/// Signature files read, checked against `signed` (bytes of `kind`) and, with a root, against
+/// the role that signs `kind`. Every error names the signature file and the target.
+fn checked_signatures(
+    target: &Path,
+    kind: RoleKind,
+    signed: &[u8],
+    sigs: &[(PathBuf, SignatureFile)],
     root: Option<&Path>,
     limits: &Limits,
-) -> Result<()> {
+) -> Result<Vec<CheckedSignature>> {
     let root = root.map(|r| load_root(r, limits)).transpose()?;
-    let mut f = open_for_signing(bundle)?;
-    let head = BundleHead::read(&mut f, limits).with_context(|| format!("{}", bundle.display()))?;
-    let mut checked = Vec::with_capacity(paths.len());
-    for path in paths {
+    let mut checked = Vec::with_capacity(sigs.len());
+    for (path, sig) in sigs {
         let refused = || {
             format!(
                 "signature {} refused for {}",
                 path.display(),
-                bundle.display()
+                target.display()
             )
         };
-        let sig = SignatureFile::parse(&read_metadata(path, limits)?).with_context(refused)?;
         if let Some((root, root_path)) = &root {
-            if !root.role(RoleName::Release).keyids().contains(&sig.keyid()) {
+            let role = kind.signed_by();
+            if !root.role(role).keyids().contains(&sig.keyid()) {
                 bail!(
-                    "{}: key {} is not a release key of {}, so verify would not count it",
+                    "{}: key {} is not a {role} key of {}, so verify would not count it",
                     refused(),
                     sig.keyid(),
                     root_path.display()
@@ -448,19 +471,73 @@ fn add_signature_files(
             }
         }
         checked.push(
-            sig.check(&head)
+            sig.check(kind, signed)
                 .map_err(signer::Error::from)
                 .with_context(refused)?,
         );
     }
-    let added = add_checked_signatures(&mut f, &head, &checked, limits)
-        .with_context(|| format!("adding signatures to {}", bundle.display()))?;
-    f.sync_all()
-        .with_context(|| format!("syncing {}", bundle.display()))?;
+    Ok(checked)
+}
+
+fn add_signature_files(
+    target: &Path,
+    paths: &[PathBuf],
+    root: Option<&Path>,
+    limits: &Limits,
+) -> Result<()> {
+    let mut sigs = Vec::with_capacity(paths.len());
+    for path in paths {
+        let sig = SignatureFile::parse(&read_metadata(path, limits)?)
+            .with_context(|| format!("signature {}", path.display()))?;
+        sigs.push((path.clone(), sig));
+    }
+    // A JSON document starts with `{`, a bundle with its magic.
+    let mut first = [0u8; 1];
+    File::open(target)
+        .and_then(|mut f| f.read_exact(&mut first))
+        .with_context(|| format!("reading {}", target.display()))?;
+    let added = match &first {
+        b"{" => attach_to_document(target, &sigs, root, limits)?,
+        _ => attach_to_bundle(target, &sigs, root, limits)?,
+    };
     for id in added {
         outln!("signed by {id}");
     }
     Ok(())
+}
+
+fn attach_to_bundle(
+    bundle: &Path,
+    sigs: &[(PathBuf, SignatureFile)],
+    root: Option<&Path>,
+    limits: &Limits,
+) -> Result<Vec<signer::KeyId>> {
+    let mut f = open_for_signing(bundle)?;
+    let head = BundleHead::read(&mut f, limits).with_context(|| format!("{}", bundle.display()))?;
+    let signed = head.manifest_bytes();
+    let checked = checked_signatures(bundle, RoleKind::Bundle, signed, sigs, root, limits)?;
+    let added = add_checked_signatures(&mut f, &head, &checked, limits)
+        .with_context(|| format!("adding signatures to {}", bundle.display()))?;
+    f.sync_all()
+        .with_context(|| format!("syncing {}", bundle.display()))?;
+    Ok(added)
+}
+
+fn attach_to_document(
+    file: &Path,
+    sigs: &[(PathBuf, SignatureFile)],
+    root: Option<&Path>,
+    limits: &Limits,
+) -> Result<Vec<signer::KeyId>> {
+    let doc = read_metadata(file, limits)?;
+    let in_file = || format!("{}", file.display());
+    let kind = document_kind(&doc, limits).with_context(in_file)?;
+    let signed = document_signed_bytes(&doc, limits).with_context(in_file)?;
+    let checked = checked_signatures(file, kind, signed, sigs, root, limits)?;
+    let new = metadata::add_checked_document_signatures(&doc, &checked, limits)
+        .with_context(|| format!("adding signatures to {}", file.display()))?;
+    write_bytes_atomic(file, 0o644, Overwrite::Replace, &new)?;
+    Ok(sigs.iter().map(|(_, s)| s.keyid()).collect())
 }
 
 fn load_root<'a>(path: &'a Path, limits: &Limits) -> Result<(Verified<signer::Root>, &'a Path)> {
