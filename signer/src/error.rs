@@ -30,6 +30,9 @@ pub enum Error {
     /// The caller asked for something impossible (never caused by untrusted data).
     #[error(transparent)]
     Usage(#[from] UsageError),
+    /// A signing request or signature file that cannot be used.
+    #[error(transparent)]
+    Request(#[from] crate::request::RequestError),
     /// Reading or writing failed. Displays the context; the I/O error is the `source()`.
     #[error("{context}")]
     Io {

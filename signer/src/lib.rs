@@ -8,6 +8,7 @@
 //! - [`verify`]: the only module that can build a [`Verified`] value (root chain, channel, bundle).
 //! - [`bundle`]: the binary bundle: header codec, reading by ranges, chunk decoding, signing.
 //! - [`metadata`]: writing signed `root.json` and channel documents.
+//! - [`request`]: signing requests and signature files (signing a bundle on another machine).
 //! - [`uki`]: the `VERSION_ID` of a Unified Kernel Image asset, for display.
 //! - [`files`] and [`publish`]: the tool side (atomic file writes, the repository layout). The
 //!   verification core above reads only the bytes or readers it is given.
@@ -30,6 +31,7 @@ pub mod keys;
 pub mod limits;
 pub mod metadata;
 pub mod publish;
+pub mod request;
 pub mod role;
 pub mod schema;
 pub mod time_util;

@@ -11,6 +11,7 @@ use crate::digest::Sha256Digest;
 use crate::error::{Error, FormatError, KeyError, Section, UsageError};
 use crate::keys::{check_distinct, sign_bytes, PublicKey, SecretKey};
 use crate::limits::Limits;
+use crate::request::{merge, CheckedSignature};
 use crate::role::{RoleKind, Threshold};
 use crate::schema::{
     check_bundle_path, check_name, encode_envelope, parse_envelope, ChannelDoc, KeyDoc, ReleaseDoc,
@@ -42,6 +43,18 @@ pub fn add_document_signatures(
     }
     sigs.extend(sign_bytes(kind, env.signed, keys));
     encode_envelope(env.signed, &sigs)
+}
+
+/// Adds signatures checked against this document's signed bytes
+/// ([`crate::request::SignatureFile::check`] on [`crate::request::document_signed_bytes`]),
+/// keeping those bytes exactly. Refuses a key given twice or one that already signed.
+pub fn add_checked_document_signatures(
+    doc: &[u8],
+    checked: &[CheckedSignature],
+    limits: &Limits,
+) -> Result<Vec<u8>, Error> {
+    let env = parse_envelope(doc, limits)?;
+    encode_envelope(env.signed, &merge(&env.signatures, checked)?)
 }
 
 /// The content of a new `root.json`.

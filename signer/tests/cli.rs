@@ -595,6 +595,8 @@ fn every_command_has_help() {
         vec!["root", "verify", "--help"],
         vec!["sign", "--help"],
         vec!["add-signature", "--help"],
+        vec!["request", "--help"],
+        vec!["sign-request", "--help"],
         vec!["verify", "--help"],
         vec!["inspect", "--help"],
         vec!["extract", "--help"],

@@ -12,6 +12,7 @@ mod hostile;
 mod limits;
 mod metadata;
 mod openssl;
+mod requests;
 mod roots;
 mod roundtrip;
 mod tamper;

@@ -8,12 +8,13 @@ pub mod head;
 pub mod header;
 pub mod writer;
 
-pub use add_signature::add_signatures;
+pub use add_signature::{add_checked_signatures, add_signatures};
 pub use chunks::{decode_chunk, extract, extract_asset, ChunkData, ChunkDecoder, ChunkReader};
 pub use head::BundleHead;
 pub use header::BundleHeader;
 pub use writer::{sign_bundle, sign_release, AssetSource, SignOptions, SignSummary, Sources};
 
+use crate::digest::Sha256Digest;
 use crate::error::{Error, Section};
 use crate::limits::Limits;
 use crate::schema::envelope_helpers::{check_spaces, parse_padded};
@@ -22,13 +23,21 @@ use crate::schema::{Manifest, ManifestDoc};
 /// Parses the manifest region: one canonical JSON object then ASCII spaces (FORMAT §3).
 /// Callers parse only after the signature verified, except `inspect`.
 pub(crate) fn parse_manifest(head: &BundleHead, limits: &Limits) -> Result<Manifest, Error> {
-    let bytes = head.manifest_bytes();
+    parse_manifest_region(head.manifest_bytes(), *head.header(), limits)
+}
+
+/// [`parse_manifest`] on a manifest region and the header framing it (a signing request).
+pub(crate) fn parse_manifest_region(
+    bytes: &[u8],
+    header: BundleHeader,
+    limits: &Limits,
+) -> Result<Manifest, Error> {
     let (doc, end) = parse_padded::<ManifestDoc>(bytes, Section::Manifest)?;
     check_spaces(bytes, end, Section::Manifest)?;
     Ok(Manifest::from_doc(
         doc,
-        *head.header(),
-        head.manifest_sha256(),
+        header,
+        Sha256Digest::of(bytes),
         limits,
     )?)
 }

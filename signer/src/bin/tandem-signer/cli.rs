@@ -29,13 +29,51 @@ pub enum Command {
     Root(RootCommand),
     /// Sign a raw image into a bundle (parallel zstd chunks, per-chunk and image SHA-256).
     Sign(SignArgs),
-    /// Add signatures to a bundle in place (the payload is not read or moved).
+    /// Add signatures to a bundle in place (the payload is not read or moved): sign with keys
+    /// here, or attach signature files from `sign-request` (to a bundle, root or channel
+    /// document), each checked first.
     AddSignature {
-        /// The bundle.
+        /// The bundle (or, with --signature, the root or channel document).
         bundle: PathBuf,
         /// Private key (PKCS#8 PEM); repeat for several.
-        #[arg(long = "key", value_name = "KEY.pem", required = true)]
+        #[arg(
+            long = "key",
+            value_name = "KEY.pem",
+            required_unless_present = "signatures"
+        )]
         keys: Vec<PathBuf>,
+        /// A signature file from `sign-request`; repeat for several. Each must verify over the
+        /// bundle's manifest (or the document's signed bytes), or nothing is attached.
+        #[arg(long = "signature", value_name = "SIG", conflicts_with = "keys")]
+        signatures: Vec<PathBuf>,
+        /// The trusted root.json: also refuse a signature whose key is not in the role that
+        /// signs the target (release for bundles and channels, root for roots).
+        #[arg(long, value_name = "root.json", requires = "signatures")]
+        root: Option<PathBuf>,
+    },
+    /// Write a small signing request (for a bundle: its header and manifest, not the payload),
+    /// to sign on another machine with `sign-request`.
+    Request {
+        /// The bundle, or the document with --document.
+        file: PathBuf,
+        /// FILE is a root or channel document instead of a bundle.
+        #[arg(long, value_name = "KIND", value_parser = ["root", "channel"])]
+        document: Option<String>,
+        /// The request file to write.
+        #[arg(short = 'o', long = "out", value_name = "REQ")]
+        out: PathBuf,
+    },
+    /// Sign a signing request (e.g. on an offline machine): shows what it signs on stderr,
+    /// writes a signature file for `add-signature --signature`.
+    SignRequest {
+        /// The request from `tandem-signer request`.
+        request: PathBuf,
+        /// Private key (PKCS#8 PEM): a release key, or a root key for a root document.
+        #[arg(long = "key", value_name = "KEY.pem")]
+        key: PathBuf,
+        /// The signature file to write.
+        #[arg(short = 'o', long = "out", value_name = "SIG")]
+        out: PathBuf,
     },
     /// Verify a bundle completely against a root: signatures, threshold, every chunk, image and
     /// boot asset hashes.
@@ -147,8 +185,9 @@ pub struct SignArgs {
     /// Anti-rollback counter: devices refuse bundles below their floor.
     #[arg(long, value_name = "N")]
     pub security_version: u64,
-    /// Private release key; repeat to sign with several at once.
-    #[arg(long = "key", value_name = "KEY.pem", required = true)]
+    /// Private release key; repeat to sign with several at once. Without any, the bundle is
+    /// unsigned: sign it later with `add-signature`, here or through `request`.
+    #[arg(long = "key", value_name = "KEY.pem")]
     pub keys: Vec<PathBuf>,
     /// Chunk size: a power of two from 4KiB, e.g. 1MiB, 4MiB.
     #[arg(long, default_value = "1MiB", value_name = "SIZE")]

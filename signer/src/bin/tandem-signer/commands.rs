@@ -9,8 +9,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use signer::bundle::{
-    add_signatures, decode_chunk, extract, extract_asset, sign_release, AssetSource, BundleHead,
-    SignOptions, Sources,
+    add_checked_signatures, add_signatures, decode_chunk, extract, extract_asset, sign_release,
+    AssetSource, BundleHead, SignOptions, Sources,
 };
 use signer::files::{
     read_capped, read_public_key, read_secret_key, write_atomic, write_bytes_atomic,
@@ -18,6 +18,9 @@ use signer::files::{
 };
 use signer::metadata::{self, RootSpec};
 use signer::publish::{publish_allowing, Allow, PublishOptions};
+use signer::request::{
+    document_kind, document_signed_bytes, CheckedSignature, SignatureFile, SigningRequest,
+};
 use signer::time_util::{format_rfc3339, now_utc, parse_expiry, parse_rfc3339};
 use signer::verify::trust_root;
 use signer::{Asset, AssetKind, Limits, Manifest, PublicKey, RoleKind, SecretKey, Verified};
@@ -33,7 +36,24 @@ pub fn run(args: Args) -> Result<()> {
         Command::Keygen { out } => keygen(&out),
         Command::Root(cmd) => root(cmd, &limits),
         Command::Sign(a) => sign(&a, &limits),
-        Command::AddSignature { bundle, keys } => add_signature(&bundle, &keys, &limits),
+        Command::AddSignature {
+            bundle,
+            keys,
+            signatures,
+            ..
+        } if signatures.is_empty() => add_signature(&bundle, &keys, &limits),
+        Command::AddSignature {
+            bundle,
+            signatures,
+            root,
+            ..
+        } => add_signature_files(&bundle, &signatures, root.as_deref(), &limits),
+        Command::Request {
+            file,
+            document,
+            out,
+        } => request(&file, document.as_deref(), &out, &limits),
+        Command::SignRequest { request, key, out } => sign_request(&request, &key, &out, &limits),
         Command::Verify { bundle, root } => verify(&bundle, &root, &limits),
         Command::Inspect { bundle, json } => inspect(&bundle, json, &limits),
         Command::Extract {
@@ -280,6 +300,9 @@ fn sign(a: &SignArgs, limits: &Limits) -> Result<()> {
     for id in &s.signers {
         outln!("signed by {id}");
     }
+    if s.signers.is_empty() {
+        eprintln!("unsigned: sign it with `add-signature`, or elsewhere through `request`");
+    }
     Ok(())
 }
 
@@ -328,11 +351,7 @@ fn asset_sources(a: &SignArgs) -> Result<Vec<AssetSource<'static>>> {
 
 fn add_signature(bundle: &Path, keys: &[PathBuf], limits: &Limits) -> Result<()> {
     let keys = secret_keys(keys)?;
-    let mut f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(bundle)
-        .with_context(|| format!("opening {}", bundle.display()))?;
+    let mut f = open_for_signing(bundle)?;
     let added = add_signatures(&mut f, &keys, limits)
         .with_context(|| format!("adding signatures to {}", bundle.display()))?;
     f.sync_all()
@@ -343,14 +362,197 @@ fn add_signature(bundle: &Path, keys: &[PathBuf], limits: &Limits) -> Result<()>
     Ok(())
 }
 
+fn open_for_signing(bundle: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(bundle)
+        .with_context(|| format!("opening {}", bundle.display()))
+}
+
+fn request(file: &Path, document: Option<&str>, out: &Path, limits: &Limits) -> Result<()> {
+    let req = match document {
+        None => {
+            let mut f = File::open(file).with_context(|| format!("opening {}", file.display()))?;
+            let head =
+                BundleHead::read(&mut f, limits).with_context(|| format!("{}", file.display()))?;
+            SigningRequest::for_bundle(&head)
+        }
+        Some(kind) => {
+            let kind = match kind {
+                "root" => RoleKind::Root,
+                _ => RoleKind::Channel,
+            };
+            SigningRequest::for_document(kind, &read_metadata(file, limits)?, limits)
+                .with_context(|| format!("{}", file.display()))?
+        }
+    };
+    let json = req.to_json()?;
+    write_bytes_atomic(out, 0o644, Overwrite::Replace, &json)?;
+    outln!(
+        "wrote {}: {} request, {} bytes, signed bytes sha256 {}",
+        out.display(),
+        req.kind(),
+        json.len(),
+        req.sha256()
+    );
+    Ok(())
+}
+
+fn sign_request(path: &Path, key: &Path, out: &Path, limits: &Limits) -> Result<()> {
+    // Hex doubles the signed bytes; the header and field names need a little more.
+    let signed_max = u64::from(limits.max_manifest_len).max(limits.max_metadata_len);
+    let req = SigningRequest::parse(&read_capped(path, 2 * signed_max + 4096)?, limits)
+        .with_context(|| format!("request {}", path.display()))?;
+    show_signed(&req, limits).with_context(|| format!("request {}", path.display()))?;
+    let sig = req.sign(&read_secret_key(key)?)?;
+    write_bytes_atomic(out, 0o644, Overwrite::Replace, &sig.to_json()?)?;
+    outln!("signed by {}", sig.keyid());
+    Ok(())
+}
+
+/// What `sign-request` signs, on stderr for the person at the offline machine.
+fn show_signed(req: &SigningRequest, limits: &Limits) -> Result<()> {
+    eprintln!("signing {} sha256 {}", req.kind(), req.sha256());
+    if req.kind() != RoleKind::Bundle {
+        eprintln!("{}", req.document_text()?);
+        return Ok(());
+    }
+    let m = req.manifest(limits)?;
+    eprintln!("  product          {}", m.product());
+    eprintln!("  version          {}", m.version());
+    eprintln!("  security version {}", m.security_version());
+    eprintln!(
+        "  image            {} bytes, sha256 {}",
+        m.image_size(),
+        m.image_sha256()
+    );
+    eprintln!("  created          {}", format_rfc3339(m.created()));
+    for a in m.assets() {
+        eprintln!(
+            "  boot asset       {}: {} bytes, sha256 {}",
+            a.name(),
+            a.size(),
+            a.sha256()
+        );
+    }
+    Ok(())
+}
+
+/// Signature files read, checked against `signed` (bytes of `kind`) and, with a root, against
+/// the role that signs `kind`. Every error names the signature file and the target.
+fn checked_signatures(
+    target: &Path,
+    kind: RoleKind,
+    signed: &[u8],
+    sigs: &[(PathBuf, SignatureFile)],
+    root: Option<&Path>,
+    limits: &Limits,
+) -> Result<Vec<CheckedSignature>> {
+    let root = root.map(|r| load_root(r, limits)).transpose()?;
+    let mut checked = Vec::with_capacity(sigs.len());
+    for (path, sig) in sigs {
+        let refused = || {
+            format!(
+                "signature {} refused for {}",
+                path.display(),
+                target.display()
+            )
+        };
+        if let Some((root, root_path)) = &root {
+            let role = kind.signed_by();
+            if !root.role(role).keyids().contains(&sig.keyid()) {
+                bail!(
+                    "{}: key {} is not a {role} key of {}, so verify would not count it",
+                    refused(),
+                    sig.keyid(),
+                    root_path.display()
+                );
+            }
+        }
+        checked.push(
+            sig.check(kind, signed)
+                .map_err(signer::Error::from)
+                .with_context(refused)?,
+        );
+    }
+    Ok(checked)
+}
+
+fn add_signature_files(
+    target: &Path,
+    paths: &[PathBuf],
+    root: Option<&Path>,
+    limits: &Limits,
+) -> Result<()> {
+    let mut sigs = Vec::with_capacity(paths.len());
+    for path in paths {
+        let sig = SignatureFile::parse(&read_metadata(path, limits)?)
+            .with_context(|| format!("signature {}", path.display()))?;
+        sigs.push((path.clone(), sig));
+    }
+    // A JSON document starts with `{`, a bundle with its magic.
+    let mut first = [0u8; 1];
+    File::open(target)
+        .and_then(|mut f| f.read_exact(&mut first))
+        .with_context(|| format!("reading {}", target.display()))?;
+    let added = match &first {
+        b"{" => attach_to_document(target, &sigs, root, limits)?,
+        _ => attach_to_bundle(target, &sigs, root, limits)?,
+    };
+    for id in added {
+        outln!("signed by {id}");
+    }
+    Ok(())
+}
+
+fn attach_to_bundle(
+    bundle: &Path,
+    sigs: &[(PathBuf, SignatureFile)],
+    root: Option<&Path>,
+    limits: &Limits,
+) -> Result<Vec<signer::KeyId>> {
+    let mut f = open_for_signing(bundle)?;
+    let head = BundleHead::read(&mut f, limits).with_context(|| format!("{}", bundle.display()))?;
+    let signed = head.manifest_bytes();
+    let checked = checked_signatures(bundle, RoleKind::Bundle, signed, sigs, root, limits)?;
+    let added = add_checked_signatures(&mut f, &head, &checked, limits)
+        .with_context(|| format!("adding signatures to {}", bundle.display()))?;
+    f.sync_all()
+        .with_context(|| format!("syncing {}", bundle.display()))?;
+    Ok(added)
+}
+
+fn attach_to_document(
+    file: &Path,
+    sigs: &[(PathBuf, SignatureFile)],
+    root: Option<&Path>,
+    limits: &Limits,
+) -> Result<Vec<signer::KeyId>> {
+    let doc = read_metadata(file, limits)?;
+    let in_file = || format!("{}", file.display());
+    let kind = document_kind(&doc, limits).with_context(in_file)?;
+    let signed = document_signed_bytes(&doc, limits).with_context(in_file)?;
+    let checked = checked_signatures(file, kind, signed, sigs, root, limits)?;
+    let new = metadata::add_checked_document_signatures(&doc, &checked, limits)
+        .with_context(|| format!("adding signatures to {}", file.display()))?;
+    write_bytes_atomic(file, 0o644, Overwrite::Replace, &new)?;
+    Ok(sigs.iter().map(|(_, s)| s.keyid()).collect())
+}
+
+fn load_root<'a>(path: &'a Path, limits: &Limits) -> Result<(Verified<signer::Root>, &'a Path)> {
+    let bytes = read_metadata(path, limits)?;
+    let root = trust_root(&bytes, now_utc(), limits)
+        .with_context(|| format!("root {}", path.display()))?;
+    Ok((root, path))
+}
+
 fn open_verified(
     bundle: &Path,
     root: &Path,
     limits: &Limits,
 ) -> Result<(File, Verified<Manifest>)> {
-    let root_bytes = read_metadata(root, limits)?;
-    let root = trust_root(&root_bytes, now_utc(), limits)
-        .with_context(|| format!("root {}", root.display()))?;
+    let (root, _) = load_root(root, limits)?;
     let mut f = File::open(bundle).with_context(|| format!("opening {}", bundle.display()))?;
     let head = BundleHead::read(&mut f, limits).with_context(|| format!("{}", bundle.display()))?;
     let manifest = head

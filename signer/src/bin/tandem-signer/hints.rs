@@ -1,5 +1,6 @@
 //! What to do about an error (CONTRIBUTING.md §10): each library error kind paired with a fix.
 
+use signer::request::RequestError;
 use signer::{Error, FormatError, KeyError, VerifyError};
 
 /// A suggested fix for the first library error in the chain, if there is one.
@@ -19,6 +20,7 @@ pub fn hint(err: &anyhow::Error) -> Option<String> {
         Error::Key(KeyError::Private(_)) => "use a key from `tandem-signer keygen` or `openssl genpkey -algorithm ed25519` (the .pem, not the .pub.pem)".into(),
         Error::Key(KeyError::Public(_)) => "use a public key (.pub.pem) from `tandem-signer keygen` or `openssl pkey -pubout`".into(),
         Error::Key(KeyError::AlreadySigned(_)) => "this key already signed: sign with another key".into(),
+        Error::Request(RequestError::OtherDocument { .. }) => "make the request from this very file (`tandem-signer request FILE -o REQ`) and sign that".into(),
         _ => return None,
     };
     Some(s)
