@@ -12,28 +12,7 @@ fn setup() -> Dir {
     for k in ["root", "r1", "r2", "r3"] {
         d.ok(&["keygen", "--out", k]);
     }
-    d.ok(&[
-        "root",
-        "init",
-        "-o",
-        "root.json",
-        "--root-key",
-        "root.pub.pem",
-        "--root-threshold",
-        "1",
-        "--release-key",
-        "r1.pub.pem",
-        "--release-key",
-        "r2.pub.pem",
-        "--release-key",
-        "r3.pub.pem",
-        "--release-threshold",
-        "2",
-        "--expires",
-        "365d",
-        "--sign-with",
-        "root.pem",
-    ]);
+    d.init_root_2_of_3(&["--expires", "365d"]);
     std::fs::write(d.path("img"), sparse_image(300_001, 11)).unwrap();
     d
 }

@@ -23,26 +23,7 @@ fn machines() -> Machines {
         let public = format!("{name}.pub.pem");
         std::fs::copy(s.path(&public), build.path(&public)).unwrap();
     }
-    build.ok(&[
-        "root",
-        "init",
-        "-o",
-        "root.json",
-        "--root-key",
-        "root.pub.pem",
-        "--root-threshold",
-        "1",
-        "--release-key",
-        "r1.pub.pem",
-        "--release-key",
-        "r2.pub.pem",
-        "--release-key",
-        "r3.pub.pem",
-        "--release-threshold",
-        "2",
-        "--sign-with",
-        "root.pem",
-    ]);
+    build.init_root_2_of_3(&[]);
     // The root key signed the root ceremony and leaves the build machine.
     std::fs::remove_file(build.path("root.pem")).unwrap();
     std::fs::write(build.path("img"), sparse_image(2_000_001, 5)).unwrap();

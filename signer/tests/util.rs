@@ -164,6 +164,33 @@ impl Dir {
         out
     }
 
+    /// `root.json`: `root.pem` signs a 1-of-1 root role; `r1`–`r3` (public keys here) make a
+    /// 2-of-3 release role; `extra` flags (e.g. `--expires`) go on the command line too.
+    pub fn init_root_2_of_3(&self, extra: &[&str]) {
+        let mut args = vec![
+            "root",
+            "init",
+            "-o",
+            "root.json",
+            "--root-key",
+            "root.pub.pem",
+            "--root-threshold",
+            "1",
+            "--release-key",
+            "r1.pub.pem",
+            "--release-key",
+            "r2.pub.pem",
+            "--release-key",
+            "r3.pub.pem",
+            "--release-threshold",
+            "2",
+            "--sign-with",
+            "root.pem",
+        ];
+        args.extend(extra);
+        self.ok(&args);
+    }
+
     /// Runs and requires failure.
     pub fn fails(&self, args: &[&str]) -> Output {
         let out = self.run(args);
