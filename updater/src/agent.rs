@@ -366,11 +366,9 @@ impl Agent {
     }
 
     fn see_signed_time(&self, state: &AgentState, manifest: &Verified<Manifest>) -> Result<()> {
-        let mut counters = self.trust.counters(state)?;
-        if counters.see_signed_time(manifest.created()) {
-            self.trust.save_counters(&counters)?;
-        }
-        Ok(())
+        self.trust.update(state, |counters| {
+            counters.see_signed_time(manifest.created())
+        })
     }
 
     /// Writes a verified offer into the inactive slot and (unless staged) flips the boot
@@ -594,11 +592,11 @@ impl Agent {
     fn commit(&self, state: &mut AgentState, slot: SlotId, release: Release) -> Result<BootCheck> {
         self.boot.mark_good(slot)?;
         fail::fail_point!("boot-check::after-mark-good");
-        let mut counters = self.trust.counters(state)?;
-        if release.security_version > counters.security_floor {
-            counters.security_floor = release.security_version;
-            self.trust.save_counters(&counters)?;
-        }
+        self.trust.update(state, |counters| {
+            let raised = release.security_version > counters.security_floor;
+            counters.security_floor = counters.security_floor.max(release.security_version);
+            raised
+        })?;
         state.slots.insert(
             slot,
             SlotRecord {
@@ -857,9 +855,7 @@ impl Agent {
     /// in trial). A committed booted slot the backend lost track of (a careless provisioning)
     /// is made the fallback again before anything is written.
     fn refuse_during_trial(&self, state: &AgentState, booted: SlotId) -> Result<()> {
-        let recorded_trial = matches!(&state.phase,
-            Phase::Trial { target, .. } | Phase::Written { target, .. } if *target == booted);
-        if recorded_trial {
+        if state.in_trial(booted) {
             return Err(Refusal::InTrial { booted }.into());
         }
         self.boot.prepare()?;

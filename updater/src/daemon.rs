@@ -257,7 +257,7 @@ impl<'a> Daemon<'a> {
     ) -> Result<Option<Refusal>> {
         let metadata = &offer.metadata;
         let version = metadata.release.version.to_string();
-        if in_trial(state, booted) {
+        if state.in_trial(booted) {
             return Ok(Some(Refusal::InTrial { booted }));
         }
         if state.rolled_back_versions.contains(&version) {
@@ -358,10 +358,6 @@ fn holds(state: &AgentState, booted: SlotId, manifest_sha256: &str) -> bool {
     let waits = matches!(&state.phase, Phase::Written { target, release, .. }
         if *target != booted && release.manifest_sha256 == manifest_sha256);
     runs || waits
-}
-
-fn in_trial(state: &AgentState, booted: SlotId) -> bool {
-    matches!(&state.phase, Phase::Trial { target, .. } | Phase::Written { target, .. } if *target == booted)
 }
 
 fn running_version(state: &AgentState, slot: SlotId) -> String {

@@ -101,6 +101,15 @@ pub struct AgentState {
     pub rolled_back_versions: BTreeSet<String>,
 }
 
+impl AgentState {
+    /// Whether the phase has `slot` in a trial: written for it to boot, or booted and
+    /// being judged. Such a slot is unproven, and the other one is the last known good.
+    pub fn in_trial(&self, slot: SlotId) -> bool {
+        matches!(&self.phase,
+            Phase::Trial { target, .. } | Phase::Written { target, .. } if *target == slot)
+    }
+}
+
 /// What one slot holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -174,6 +174,19 @@ impl TrustStore {
         Ok(counters)
     }
 
+    /// Applies `change` to the counters and stores them when it says it changed something.
+    pub fn update(
+        &self,
+        state: &AgentState,
+        change: impl FnOnce(&mut Counters) -> bool,
+    ) -> Result<()> {
+        let mut counters = self.counters(state)?;
+        if change(&mut counters) {
+            self.save_counters(&counters)?;
+        }
+        Ok(())
+    }
+
     /// Durably replaces the counters.
     pub fn save_counters(&self, counters: &Counters) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(counters)
