@@ -1,14 +1,16 @@
 //! The wire types every Tandem program agrees on, and nothing else: the name rules of
-//! products, channels and nodes, the report a node sends (`POST /v1/reports`), and the
-//! unsigned pause hint (`channels/NAME.pause`). No I/O, no crypto: the server links this
-//! crate and never the signer.
+//! products, channels and nodes, the kernel command line rule of boot assets, the report a
+//! node sends (`POST /v1/reports`), and the unsigned pause hint (`channels/NAME.pause`). No
+//! I/O, no crypto: the server links this crate and never the signer.
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod cmdline;
 pub mod names;
 pub mod pause;
 pub mod report;
 
+pub use cmdline::{check_cmdline, CmdlineError, MAX_CMDLINE};
 pub use names::{check_name, check_node_id, check_path_segment, NameError};
 pub use pause::Pause;
 pub use report::{Outcome, Report};
