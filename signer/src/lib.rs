@@ -9,7 +9,8 @@
 //! - [`bundle`]: the binary bundle: header codec, reading by ranges, chunk decoding, signing.
 //! - [`metadata`]: writing signed `root.json` and channel documents.
 //! - [`request`]: signing requests and signature files (signing a bundle on another machine).
-//! - [`uki`]: the `VERSION_ID` of a Unified Kernel Image asset, for display.
+//! - [`uki`]: the `VERSION_ID` and `.cmdline` of a Unified Kernel Image asset (any PE section
+//!   by name); [`kernel`]: the version string of a bzImage kernel asset, for display.
 //! - [`files`] and [`publish`]: the tool side (atomic file writes, the repository layout). The
 //!   verification core above reads only the bytes or readers it is given.
 //!
@@ -27,6 +28,7 @@ mod canonical;
 pub mod digest;
 pub mod error;
 pub mod files;
+pub mod kernel;
 pub mod keys;
 pub mod limits;
 pub mod metadata;
