@@ -61,7 +61,17 @@ impl std::error::Error for CmdlineError {}
 
 /// Checks a kernel command line against [`CMDLINE_RULE`].
 pub fn check_cmdline(text: &str) -> Result<(), CmdlineError> {
-    let bytes = text.as_bytes();
+    check_bytes(text.as_bytes())
+}
+
+/// The text of a `cmdline` asset from its decoded bytes, if they follow [`CMDLINE_RULE`]
+/// (bytes that are not UTF-8 are refused as not printable, at their offset).
+pub fn cmdline_text(bytes: &[u8]) -> Result<String, CmdlineError> {
+    check_bytes(bytes)?;
+    Ok(bytes.iter().copied().map(char::from).collect())
+}
+
+fn check_bytes(bytes: &[u8]) -> Result<(), CmdlineError> {
     if bytes.is_empty() {
         return Err(CmdlineError::Empty);
     }
@@ -115,6 +125,22 @@ mod tests {
         ] {
             assert_eq!(check_cmdline(bad), Err(error), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn asset_bytes_give_the_text_only_when_they_follow_the_rule() {
+        assert_eq!(
+            cmdline_text(b"console=ttyS0 quiet").as_deref(),
+            Ok("console=ttyS0 quiet")
+        );
+        assert_eq!(
+            cmdline_text(b"ok\xff"),
+            Err(CmdlineError::NotPrintable { at: 2, byte: 0xff })
+        );
+        assert_eq!(
+            cmdline_text(b"quiet\n"),
+            Err(CmdlineError::NotPrintable { at: 5, byte: b'\n' })
+        );
     }
 
     #[test]

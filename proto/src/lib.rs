@@ -10,7 +10,7 @@ pub mod names;
 pub mod pause;
 pub mod report;
 
-pub use cmdline::{check_cmdline, CmdlineError, MAX_CMDLINE};
+pub use cmdline::{check_cmdline, cmdline_text, CmdlineError, MAX_CMDLINE};
 pub use names::{check_name, check_node_id, check_path_segment, NameError};
 pub use pause::Pause;
 pub use report::{Outcome, Report};

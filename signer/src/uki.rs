@@ -30,10 +30,11 @@ pub fn version_id(read_at: &mut ReadAt<'_>) -> Option<String> {
 /// its trailing NULs and whitespace, if it passes [`proto::check_cmdline`].
 pub fn cmdline(read_at: &mut ReadAt<'_>) -> Option<String> {
     let raw = section(read_at, ".cmdline", MAX_CMDLINE_SECTION)?;
-    let text = String::from_utf8(raw).ok()?;
-    let text = text.trim_end_matches(|c: char| c == '\0' || c.is_ascii_whitespace());
-    proto::check_cmdline(text).ok()?;
-    Some(text.to_owned())
+    let end = raw
+        .iter()
+        .rposition(|&b| b != 0 && !b.is_ascii_whitespace())
+        .map_or(0, |last| last + 1);
+    proto::cmdline_text(raw.get(..end)?).ok()
 }
 
 /// The bytes of the PE image's section called `name` (at most 8 bytes, as in the section

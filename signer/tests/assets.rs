@@ -1,6 +1,8 @@
-//! Boot assets (FORMAT §3.1): a release carries a UKI, a kernel and initramfs or partition
-//! images besides the root image, each chunked, framed and hashed like it, in a format
-//! version 2 bundle; a bundle without assets stays version 1, byte for byte.
+//! Boot assets (FORMAT §3.1): a release carries a UKI, or a kernel and initramfs, a kernel
+//! command line and partition images besides the root image, each chunked, framed and hashed
+//! like it, in a format version 2 bundle; a bundle without assets stays version 1, byte for
+//! byte. The kind rules (one per boot kind, `kernel` with `initrd`, never with `uki`, a short
+//! printable `cmdline`) hold at signing and at parsing.
 
 use std::io::Cursor;
 
@@ -64,9 +66,13 @@ fn asset_bytes(bundle: &[u8], root: &Verified<signer::Root>, name: &str) -> Resu
 
 fn release_assets() -> Vec<Named> {
     vec![
-        ("uki", AssetKind::Uki, sparse_image(10_001, 3)),
-        ("kernel", AssetKind::Kernel, sparse_image(9_000, 4)),
+        ("kernel", AssetKind::Kernel, sparse_image(10_001, 3)),
         ("initrd", AssetKind::Initrd, vec![0; 8192]),
+        (
+            "cmdline",
+            AssetKind::Cmdline,
+            b"console=ttyS0 rd.marker=v2".to_vec(),
+        ),
         ("esp", AssetKind::Image, Vec::new()),
     ]
 }
@@ -116,7 +122,7 @@ fn every_asset_round_trips_byte_identical() {
 fn asset_chunks_read_by_range_like_the_image() {
     let s = signed();
     let manifest = open(&s.bundle, &s.f.root).unwrap();
-    let uki = manifest.asset("uki").unwrap();
+    let kernel = manifest.asset("kernel").unwrap();
     let image_end = manifest
         .chunks()
         .iter()
@@ -126,7 +132,7 @@ fn asset_chunks_read_by_range_like_the_image() {
         .unwrap();
     let mut raw = Vec::new();
     let mut next = image_end;
-    for chunk in uki.chunks() {
+    for chunk in kernel.chunks() {
         let Some(range) = manifest.chunk_file_range(chunk) else {
             raw.extend(vec![0; chunk.len as usize]);
             continue;
@@ -139,7 +145,7 @@ fn asset_chunks_read_by_range_like_the_image() {
         let frame = &s.bundle[range.start as usize..range.end as usize];
         raw.extend(signer::bundle::decode_chunk(chunk, frame).unwrap());
     }
-    assert!(uki.chunks().iter().any(|c| c.is_zero()));
+    assert!(kernel.chunks().iter().any(|c| c.is_zero()));
     assert_eq!(raw, s.assets[0].2);
 }
 
@@ -189,7 +195,7 @@ fn attack_asset_frame_byte_flipped_names_the_asset() {
     }
     // The image and the other assets are still whole.
     assert_eq!(extract_bytes(&s.bundle, &s.f.root).unwrap(), s.image);
-    assert!(asset_bytes(&s.bundle, &s.f.root, "uki").is_ok());
+    assert!(asset_bytes(&s.bundle, &s.f.root, "cmdline").is_ok());
 }
 
 #[test]
@@ -242,11 +248,162 @@ fn bad_asset_lists_are_refused_at_signing() {
     }
 }
 
+/// The boot kind rules of FORMAT §3.1, each broken by an asset list, with what the refusal
+/// says.
+fn kind_rule_breaks() -> Vec<(Vec<Named>, &'static str)> {
+    let kernel = || ("kernel", AssetKind::Kernel, b"bzImage".to_vec());
+    let initrd = || ("initrd", AssetKind::Initrd, b"cpio".to_vec());
+    let uki = || ("uki", AssetKind::Uki, b"MZ".to_vec());
+    vec![
+        (
+            vec![uki(), ("uki-2", AssetKind::Uki, b"MZ".to_vec())],
+            "two `uki` assets",
+        ),
+        (
+            vec![
+                ("cmdline", AssetKind::Cmdline, b"quiet".to_vec()),
+                ("cmdline-2", AssetKind::Cmdline, b"debug".to_vec()),
+            ],
+            "two `cmdline` assets",
+        ),
+        (
+            vec![
+                kernel(),
+                initrd(),
+                ("initrd-2", AssetKind::Initrd, b"cpio".to_vec()),
+            ],
+            "two `initrd` assets",
+        ),
+        (vec![kernel()], "`kernel` asset needs an `initrd`"),
+        (vec![initrd()], "`kernel` asset needs an `initrd`"),
+        (vec![uki(), kernel(), initrd()], "one or the other"),
+        (
+            vec![("cmdline", AssetKind::Cmdline, vec![b'a'; 2049])],
+            "2049 bytes, more than 2048",
+        ),
+    ]
+}
+
+#[test]
+fn boot_kind_rules_are_refused_at_signing() {
+    let f = fixture();
+    for (assets, needle) in kind_rule_breaks() {
+        match sign_with(b"image", &assets, &[&f.release[0]]) {
+            Err(Error::Usage(UsageError::Invalid(message))) => {
+                assert!(message.contains(needle), "{needle:?} not in {message:?}")
+            }
+            other => panic!("{needle}: expected a usage error, got {other:?}"),
+        }
+    }
+    // Several partition images stay allowed: the rules bind the boot kinds only.
+    let images = vec![
+        ("esp", AssetKind::Image, vec![1]),
+        ("verity", AssetKind::Image, vec![2]),
+    ];
+    assert!(sign_with(b"image", &images, &[&f.release[0]]).is_ok());
+}
+
+#[test]
+fn a_cmdline_the_rule_refuses_is_not_signed() {
+    let f = fixture();
+    for (text, needle) in [
+        (&b"quiet\ninit=/bin/sh"[..], "byte 0x0a at offset 5"),
+        (b"", "empty"),
+        (b" quiet", "starts or ends with a space"),
+        (b"quiet\x1b[2J", "byte 0x1b"),
+        (b"caf\xc3\xa9", "byte 0xc3 at offset 3"),
+    ] {
+        let assets = vec![("cmdline", AssetKind::Cmdline, text.to_vec())];
+        match sign_with(b"image", &assets, &[&f.release[0]]) {
+            Err(Error::Usage(UsageError::Invalid(message))) => {
+                assert!(message.contains(needle), "{needle:?} not in {message:?}");
+                assert!(message.contains("`cmdline`"), "{message}");
+            }
+            other => panic!("{text:?}: expected a usage error, got {other:?}"),
+        }
+    }
+    let longest = vec![("cmdline", AssetKind::Cmdline, vec![b'a'; 2048])];
+    let bundle = sign_with(b"image", &longest, &[&f.release[0], &f.release[1]]).unwrap();
+    let manifest = open(&bundle, &f.root).unwrap();
+    assert_eq!(
+        manifest.asset("cmdline").unwrap().kind(),
+        AssetKind::Cmdline
+    );
+    assert_eq!(
+        asset_bytes(&bundle, &f.root, "cmdline").unwrap(),
+        vec![b'a'; 2048]
+    );
+}
+
+#[test]
+fn attack_signed_manifest_breaking_a_boot_kind_rule_is_refused_at_parse() {
+    let e = example();
+    let good = vec![
+        ("kernel", AssetKind::Kernel, b"bzImage".to_vec()),
+        ("initrd", AssetKind::Initrd, b"cpio".to_vec()),
+        ("cmdline", AssetKind::Cmdline, vec![b'a'; 2048]),
+    ];
+    let bundle = handbuilt_with_assets(&e, &good);
+    assert_eq!(
+        asset_bytes(&bundle, &e.root, "cmdline").unwrap(),
+        vec![b'a'; 2048]
+    );
+    for (assets, needle) in kind_rule_breaks() {
+        match verify(&handbuilt_with_assets(&e, &assets), &e.root) {
+            Err(Error::Format(FormatError::Field {
+                section: Section::Manifest,
+                field,
+                reason,
+            })) => {
+                assert_eq!(field, "assets");
+                assert!(reason.contains(needle), "{needle:?} not in {reason:?}");
+            }
+            other => panic!("{needle}: expected a refused `assets`, got {other:?}"),
+        }
+    }
+}
+
+/// A hand-built, signed bundle of the §9.1 image and `assets` (each under 4096 bytes, one
+/// stored chunk, or none when empty): what a writer that ignores the kind rules makes.
+fn handbuilt_with_assets(e: &Example, assets: &[Named]) -> Vec<u8> {
+    let mut payload = zstd::bulk::compress(&e.image, 3).unwrap();
+    let image_frame = payload.len();
+    let entries: Vec<String> = assets
+        .iter()
+        .map(|(name, kind, bytes)| {
+            let mut chunks = String::new();
+            if !bytes.is_empty() {
+                let frame = zstd::bulk::compress(bytes, 3).unwrap();
+                chunks = format!(
+                    r#"{{"length":{},"offset":{},"sha256":"{}"}}"#,
+                    frame.len(),
+                    payload.len(),
+                    sha(bytes)
+                );
+                payload.extend(frame);
+            }
+            format!(
+                r#"{{"chunks":[{chunks}],"kind":"{kind}","name":"{name}","sha256":"{}","size":{}}}"#,
+                sha(bytes),
+                bytes.len()
+            )
+        })
+        .collect();
+    let manifest = format!(
+        r#"{{"assets":[{}],"chunk_size":4096,"chunks":[{{"length":{image_frame},"offset":0,"sha256":"{}"}}],"created":"2026-01-01T00:00:00Z","image":{{"sha256":"{}","size":4096}},"product":"example","security_version":1,"version":"1.1.0"}}"#,
+        entries.join(","),
+        sha(&e.image),
+        sha(&e.image),
+    );
+    handbuilt(&manifest, &payload, 2, &e.key)
+}
+
 /// A hand-built bundle (FORMAT §2–§4) of `manifest` and `payload`, with header version
-/// `version`, signed by `key`: manifest region 1024 bytes, signature block 512.
+/// `version`, signed by `key`: manifest region 1024 bytes (or the next multiple of 1024 that
+/// holds `manifest`), signature block 512.
 fn handbuilt(manifest: &str, payload: &[u8], version: u8, key: &SecretKey) -> Vec<u8> {
     let mut region = manifest.as_bytes().to_vec();
-    region.resize(1024, b' ');
+    region.resize(manifest.len().max(1).next_multiple_of(1024), b' ');
     let signature = &sign_bytes(RoleKind::Bundle, &region, std::slice::from_ref(key))[0];
     let mut block = format!(
         r#"{{"signatures":[{{"keyid":"{}","sig":"{}"}}]}}"#,
@@ -257,7 +414,7 @@ fn handbuilt(manifest: &str, payload: &[u8], version: u8, key: &SecretKey) -> Ve
     block.resize(512, b' ');
     let mut out = b"TANDEM\0".to_vec();
     out.push(version);
-    out.extend_from_slice(&1024u32.to_le_bytes());
+    out.extend_from_slice(&(region.len() as u32).to_le_bytes());
     out.extend_from_slice(&512u32.to_le_bytes());
     out.extend(region);
     out.extend(block);

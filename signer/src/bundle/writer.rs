@@ -8,7 +8,7 @@
 //! with its own zstd context; this thread writes frames in order. The pipeline's window and
 //! recycled buffers bound memory whatever the image size.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Cursor, Read, Seek, SeekFrom, Write};
 use std::sync::mpsc::{channel, Receiver};
 
 use pipeline::Shape;
@@ -25,8 +25,8 @@ use crate::keys::{check_distinct, sign_bytes, KeyId, SecretKey};
 use crate::limits::{Limits, MIN_CHUNK_SIZE};
 use crate::role::RoleKind;
 use crate::schema::{
-    check_name, encode_signature_block, max_frame_len, parse_version, AssetDoc, AssetKind,
-    ChunkDoc, ImageDoc, ManifestDoc,
+    check_asset_kinds, check_name, encode_signature_block, max_frame_len, parse_version, AssetDoc,
+    AssetKind, ChunkDoc, ImageDoc, ManifestDoc,
 };
 use crate::time_util::format_rfc3339;
 
@@ -134,9 +134,12 @@ pub fn sign_bundle<R: Read + Send, W: Write + Seek>(
 
 /// Signs the image and its boot assets into one bundle (FORMAT §3.1): the image's frames
 /// first, then each asset's, through the same parallel pipeline. Without assets the result
-/// is byte for byte what [`sign_bundle`] writes (format version 1).
+/// is byte for byte what [`sign_bundle`] writes (format version 1). An asset list that breaks
+/// §3.1 (names, one asset per boot kind, `kernel` with `initrd`, not with `uki`) or a
+/// `cmdline` asset whose text breaks [`proto::check_cmdline`] is a [`UsageError`], refused
+/// before anything is written.
 pub fn sign_release<R: Read + Send, W: Write + Seek>(
-    sources: Sources<'_, R>,
+    mut sources: Sources<'_, R>,
     out: &mut W,
     opts: &SignOptions,
     keys: &[SecretKey],
@@ -145,6 +148,9 @@ pub fn sign_release<R: Read + Send, W: Write + Seek>(
 ) -> Result<SignSummary, Error> {
     check_options(opts, keys, limits)?;
     check_assets(&sources, opts.chunk_size, limits)?;
+    for source in &mut sources.assets {
+        check_cmdline_text(source)?;
+    }
     let created = format_rfc3339(opts.created);
     let count = checked_chunk_count(sources.image_size, opts.chunk_size, limits)?;
     let mut fixed = manifest_doc(opts, &created, sources.image_size, &sources.assets);
@@ -271,6 +277,8 @@ fn check_assets<R>(sources: &Sources<'_, R>, cs: u32, limits: &Limits) -> Result
             );
         }
     }
+    check_asset_kinds(sources.assets.iter().map(|a| (a.kind, a.size)))
+        .map_err(UsageError::invalid)?;
     let total = sources
         .assets
         .iter()
@@ -284,6 +292,33 @@ fn check_assets<R>(sources: &Sources<'_, R>, cs: u32, limits: &Limits) -> Result
         ))
         .into());
     }
+    Ok(())
+}
+
+/// A `cmdline` asset's text must pass [`proto::check_cmdline`] (FORMAT §3.1): it is read here,
+/// at most [`proto::MAX_CMDLINE`] bytes as [`check_assets`] made sure, and checked before
+/// anything is written; the pipeline then reads the checked copy.
+fn check_cmdline_text(source: &mut AssetSource<'_>) -> Result<(), Error> {
+    if source.kind != AssetKind::Cmdline {
+        return Ok(());
+    }
+    let mut bytes = Vec::new();
+    (&mut source.reader)
+        .take(source.size.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(Error::io(format!("reading boot asset `{}`", source.name)))?;
+    if bytes.len() as u64 != source.size {
+        return Err(UsageError::invalid(format!(
+            "boot asset `{}` has {} bytes, not the {} its size says",
+            source.name,
+            bytes.len(),
+            source.size
+        ))
+        .into());
+    }
+    let text = proto::cmdline_text(&bytes)
+        .map_err(|e| UsageError::invalid(format!("boot asset `{}`: {e}", source.name)))?;
+    source.reader = Box::new(Cursor::new(text.into_bytes()));
     Ok(())
 }
 

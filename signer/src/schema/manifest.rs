@@ -59,6 +59,8 @@ pub enum AssetKind {
     Kernel,
     /// An initramfs.
     Initrd,
+    /// The kernel command line, as text ([`proto::check_cmdline`]).
+    Cmdline,
     /// Any other partition image.
     Image,
 }
@@ -70,9 +72,45 @@ impl AssetKind {
             AssetKind::Uki => "uki",
             AssetKind::Kernel => "kernel",
             AssetKind::Initrd => "initrd",
+            AssetKind::Cmdline => "cmdline",
             AssetKind::Image => "image",
         }
     }
+}
+
+/// FORMAT §3.1, the rules on a release's asset kinds, given each asset's kind and size: at most
+/// one asset each of kind `uki`, `kernel`, `initrd` and `cmdline`; `kernel` and `initrd`
+/// together or not at all; never `uki` with them (a slot boots one or the other); a `cmdline`
+/// of at most [`proto::MAX_CMDLINE`] bytes (its text is checked once decoded). The parser and
+/// the signer both apply it; the message says which rule broke.
+pub(crate) fn check_asset_kinds(
+    assets: impl IntoIterator<Item = (AssetKind, u64)>,
+) -> Result<(), String> {
+    let mut seen: Vec<AssetKind> = Vec::new();
+    for (kind, size) in assets {
+        if kind != AssetKind::Image && seen.contains(&kind) {
+            return Err(format!(
+                "two `{kind}` assets: a release carries at most one each of uki, kernel, initrd and cmdline"
+            ));
+        }
+        if kind == AssetKind::Cmdline && size > proto::MAX_CMDLINE as u64 {
+            return Err(format!(
+                "the `cmdline` asset is {size} bytes, more than {}",
+                proto::MAX_CMDLINE
+            ));
+        }
+        seen.push(kind);
+    }
+    let has = |kind| seen.contains(&kind);
+    if has(AssetKind::Kernel) != has(AssetKind::Initrd) {
+        return Err("a `kernel` asset needs an `initrd` asset and the other way round".into());
+    }
+    if has(AssetKind::Uki) && has(AssetKind::Kernel) {
+        return Err(
+            "a `uki` asset with `kernel` and `initrd` assets: a slot boots one or the other".into(),
+        );
+    }
+    Ok(())
 }
 
 impl std::fmt::Display for AssetKind {
@@ -374,7 +412,8 @@ fn build_chunks(
 }
 
 /// FORMAT §3.1: `assets` absent in version 1, present and non-empty in version 2; names
-/// unique and valid; at most `max_assets`; all chunks together within `max_chunk_count`.
+/// unique and valid; at most `max_assets`; the kind rules ([`check_asset_kinds`]); all chunks
+/// together within `max_chunk_count`.
 fn build_assets(
     doc: &ManifestDoc,
     version: u8,
@@ -403,6 +442,7 @@ fn build_assets(
             limits.max_assets
         )));
     }
+    check_asset_kinds(docs.iter().map(|a| (a.kind, a.size))).map_err(bad)?;
     let mut total = doc.chunks.len() as u64;
     let mut assets: Vec<Asset> = Vec::with_capacity(docs.len());
     for (i, a) in docs.iter().enumerate() {

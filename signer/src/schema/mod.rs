@@ -19,7 +19,9 @@ pub(crate) use channel::{ChannelDoc, ReleaseDoc, RolloutDoc};
 pub(crate) use envelope::{
     encode_envelope, encode_signature_block, parse_envelope, parse_signature_block,
 };
-pub(crate) use manifest::{max_frame_len, AssetDoc, ChunkDoc, ImageDoc, ManifestDoc};
+pub(crate) use manifest::{
+    check_asset_kinds, max_frame_len, AssetDoc, ChunkDoc, ImageDoc, ManifestDoc,
+};
 pub use manifest::{Asset, AssetKind, Chunk, Manifest, StoredFrame};
 pub(crate) use names::{check_bundle_path, check_name, parse_version};
 pub(crate) use root::{KeyDoc, RoleDoc, RolesDoc, RootDoc};
