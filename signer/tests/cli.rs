@@ -635,22 +635,38 @@ fn mistakes_give_an_error_that_names_the_file_and_a_fix() {
     assert!(stderr(&out).contains("missing.tandem"), "{}", stderr(&out));
 }
 
-/// A 150 001-byte PE image (sparse filler) whose `.osrel` section, at offset 100 000 (in the
-/// second 64 KiB chunk), holds `osrel`.
-fn uki_image(osrel: &[u8]) -> Vec<u8> {
+/// A 150 001-byte PE image (sparse filler) with an `.osrel` section holding `osrel` at
+/// offset 100 000 (in the second 64 KiB chunk) and a `.cmdline` section holding `cmdline` at
+/// offset 140 000.
+fn uki_image(osrel: &[u8], cmdline: &[u8]) -> Vec<u8> {
     let mut b = sparse_image(150_001, 21);
     b[..2].copy_from_slice(b"MZ");
     b[0x3C..0x40].copy_from_slice(&64u32.to_le_bytes());
     b[64..68].copy_from_slice(b"PE\0\0");
-    b[70..72].copy_from_slice(&1u16.to_le_bytes());
+    b[70..72].copy_from_slice(&2u16.to_le_bytes());
     b[84..86].copy_from_slice(&0u16.to_le_bytes()); // no optional header
-    let s = 88;
-    b[s..s + 8].copy_from_slice(b".osrel\0\0");
-    let len = (osrel.len() as u32).to_le_bytes();
-    b[s + 8..s + 12].copy_from_slice(&len);
-    b[s + 16..s + 20].copy_from_slice(&len);
-    b[s + 20..s + 24].copy_from_slice(&100_000u32.to_le_bytes());
-    b[100_000..100_000 + osrel.len()].copy_from_slice(osrel);
+    for (s, name, content, at) in [
+        (88, b".osrel\0\0", osrel, 100_000u32),
+        (128, b".cmdline", cmdline, 140_000),
+    ] {
+        b[s..s + 8].copy_from_slice(name);
+        let len = (content.len() as u32).to_le_bytes();
+        b[s + 8..s + 12].copy_from_slice(&len);
+        b[s + 16..s + 20].copy_from_slice(&len);
+        b[s + 20..s + 24].copy_from_slice(&at.to_le_bytes());
+        let at = at as usize;
+        b[at..at + content.len()].copy_from_slice(content);
+    }
+    b
+}
+
+/// A 70 000-byte x86 kernel image (sparse filler) whose setup header points at `banner`.
+fn bzimage(banner: &[u8]) -> Vec<u8> {
+    let mut b = sparse_image(70_000, 22);
+    b[0x202..0x206].copy_from_slice(b"HdrS");
+    b[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+    b[0x20E..0x210].copy_from_slice(&0x3000u16.to_le_bytes());
+    b[0x3200..0x3200 + banner.len()].copy_from_slice(banner);
     b
 }
 
@@ -678,12 +694,16 @@ fn sign_with_assets(d: &Dir, extra: &[&str]) -> Output {
     d.run(&args)
 }
 
+const CMDLINE: &str = "console=ttyS0,115200 rd.marker=\"v2\" quiet";
+
 #[test]
 fn boot_assets_are_signed_listed_verified_and_extracted() {
     let d = setup();
     let files = [
-        ("uki.efi", uki_image(b"ID=acme\nVERSION_ID=\"42.1\"\n")),
-        ("vmlinuz", sparse_image(70_000, 22)),
+        (
+            "vmlinuz",
+            bzimage(b"6.1.0-57-cloud-amd64 (debian-kernel@lists.debian.org) #1\0"),
+        ),
         ("initrd.img", sparse_image(5_000, 23)),
         ("esp.img", vec![0; 65_536]),
     ];
@@ -691,29 +711,40 @@ fn boot_assets_are_signed_listed_verified_and_extracted() {
         std::fs::write(d.path(name), bytes).unwrap();
     }
     let flags = [
-        "--uki",
-        "uki.efi",
         "--kernel",
         "vmlinuz",
         "--initrd",
         "initrd.img",
         "--partition-image",
         "esp=esp.img",
+        "--cmdline",
+        CMDLINE,
     ];
     let out = sign_with_assets(&d, &flags);
     assert!(out.status.success(), "{}", d.describe(&flags, &out));
     assert!(stderr(&out).contains("4 boot assets"), "{}", stderr(&out));
+    let expected: [(&str, &str, &[u8], String); 4] = [
+        (
+            "kernel",
+            "kernel",
+            &files[0].1,
+            ", kernel version 6.1.0-57-cloud-amd64".into(),
+        ),
+        ("initrd", "initrd", &files[1].1, String::new()),
+        ("esp", "image", &files[2].1, String::new()),
+        (
+            "cmdline",
+            "cmdline",
+            CMDLINE.as_bytes(),
+            format!(", cmdline \"{CMDLINE}\""),
+        ),
+    ];
 
     let text = stdout(&d.ok(&["inspect", "a.tandem"]));
-    for (name, kind, (_, bytes)) in [
-        ("uki", "uki", &files[0]),
-        ("kernel", "kernel", &files[1]),
-        ("initrd", "initrd", &files[2]),
-        ("esp", "image", &files[3]),
-    ] {
+    for (name, kind, bytes, detail) in &expected {
         let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes));
         let line = format!(
-            "asset            {name} ({kind}): {} bytes, sha256 {sha}",
+            "asset            {name} ({kind}): {} bytes, sha256 {sha}{detail}\n",
             bytes.len()
         );
         assert!(text.contains(&line), "{line:?} not in:\n{text}");
@@ -721,18 +752,23 @@ fn boot_assets_are_signed_listed_verified_and_extracted() {
     let json: serde_json::Value =
         serde_json::from_str(&stdout(&d.ok(&["inspect", "--json", "a.tandem"]))).unwrap();
     assert_eq!(json["format_version"], 2);
-    assert_eq!(json["assets"][0]["name"], "uki");
-    assert_eq!(json["assets"][0]["osrel_version_id"], "42.1");
-    assert_eq!(
-        json["assets"][1]["osrel_version_id"],
-        serde_json::Value::Null
-    );
-    assert_eq!(json["assets"][3]["kind"], "image");
-    assert_eq!(json["assets"][1]["size"], 70_000);
+    let names: Vec<&str> = expected.iter().map(|e| e.0).collect();
+    assert_eq!(json["assets"].as_array().unwrap().len(), names.len());
+    for (asset, name) in json["assets"].as_array().unwrap().iter().zip(&names) {
+        assert_eq!(asset["name"], *name);
+        assert_eq!(asset["osrel_version_id"], serde_json::Value::Null);
+    }
+    assert_eq!(json["assets"][0]["kernel_version"], "6.1.0-57-cloud-amd64");
+    assert_eq!(json["assets"][0]["size"], 70_000);
+    assert_eq!(json["assets"][0]["cmdline"], serde_json::Value::Null);
+    assert_eq!(json["assets"][2]["kind"], "image");
+    assert_eq!(json["assets"][3]["kind"], "cmdline");
+    assert_eq!(json["assets"][3]["cmdline"], CMDLINE);
+    assert_eq!(json["assets"][3]["kernel_version"], serde_json::Value::Null);
 
     let verified = stdout(&d.ok(&["verify", "a.tandem", "--root", "root.json"]));
     assert!(verified.contains("4 asset sha256 verified"), "{verified}");
-    for (asset, (_, bytes)) in ["uki", "kernel", "initrd", "esp"].iter().zip(&files) {
+    for (asset, _, bytes, _) in &expected {
         let out = format!("{asset}.out");
         d.ok(&[
             "extract",
@@ -758,6 +794,28 @@ fn boot_assets_are_signed_listed_verified_and_extracted() {
         std::fs::read(d.path("root.img")).unwrap(),
         std::fs::read(d.path("img")).unwrap()
     );
+}
+
+#[test]
+fn inspect_shows_a_ukis_version_and_command_line() {
+    let d = setup();
+    let uki = uki_image(
+        b"ID=acme\nVERSION_ID=\"42.1\"\n",
+        format!("{CMDLINE}\n\0").as_bytes(),
+    );
+    std::fs::write(d.path("uki.efi"), &uki).unwrap();
+    let out = sign_with_assets(&d, &["--uki", "uki.efi"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&d.ok(&["inspect", "a.tandem"]));
+    let detail = format!(", .osrel VERSION_ID 42.1, cmdline \"{CMDLINE}\"\n");
+    assert!(text.contains(&detail), "{detail:?} not in:\n{text}");
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&d.ok(&["inspect", "--json", "a.tandem"]))).unwrap();
+    let asset = &json["assets"][0];
+    assert_eq!(asset["kind"], "uki");
+    assert_eq!(asset["osrel_version_id"], "42.1");
+    assert_eq!(asset["cmdline"], CMDLINE);
+    assert_eq!(asset["kernel_version"], serde_json::Value::Null);
 }
 
 #[test]
@@ -818,9 +876,17 @@ fn a_corrupt_asset_fails_verify_and_extract_leaves_nothing() {
 fn asset_flag_mistakes_are_refused() {
     let d = setup();
     std::fs::write(d.path("k"), b"kernel").unwrap();
-    // --kernel without --initrd is a command-line mistake (exit 2).
-    let out = sign_with_assets(&d, &["--kernel", "k"]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    // --kernel without --initrd, or a UKI with either, is a command-line mistake (exit 2).
+    for flags in [
+        &["--kernel", "k"][..],
+        &["--uki", "k", "--kernel", "k", "--initrd", "k"],
+        &["--uki", "k", "--initrd", "k"],
+    ] {
+        let out = sign_with_assets(&d, flags);
+        assert_eq!(out.status.code(), Some(2), "{}", d.describe(flags, &out));
+        assert!(!d.path("a.tandem").exists());
+    }
+    let long = "a".repeat(2049);
     for (flags, needle) in [
         (&["--partition-image", "esp"][..], "expected NAME=FILE"),
         (&["--partition-image", "../x=k"][..], "asset name"),
@@ -828,7 +894,24 @@ fn asset_flag_mistakes_are_refused() {
             &["--partition-image", "uki=k", "--uki", "k"][..],
             "used twice",
         ),
+        (
+            &["--partition-image", "cmdline=k", "--cmdline", "quiet"][..],
+            "used twice",
+        ),
         (&["--uki", "missing.efi"][..], "missing.efi"),
+        (
+            &["--cmdline", "quiet\ninit=/bin/sh"][..],
+            "--cmdline: the kernel command line has byte 0x0a at offset 5",
+        ),
+        (
+            &["--cmdline", ""][..],
+            "--cmdline: the kernel command line is empty",
+        ),
+        (&["--cmdline", "quiet "][..], "starts or ends with a space"),
+        (
+            &["--cmdline", long.as_str()][..],
+            "2049 bytes, more than 2048",
+        ),
     ] {
         let out = sign_with_assets(&d, flags);
         assert_eq!(out.status.code(), Some(1), "{}", d.describe(flags, &out));

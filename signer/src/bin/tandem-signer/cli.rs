@@ -206,8 +206,9 @@ pub struct SignArgs {
     /// Output bundle.
     #[arg(short = 'o', long = "out", value_name = "OUT.tandem")]
     pub out: PathBuf,
-    /// A Unified Kernel Image to carry as boot asset `uki` (format version 2).
-    #[arg(long, value_name = "FILE")]
+    /// A Unified Kernel Image to carry as boot asset `uki` (format version 2). Not with
+    /// --kernel/--initrd: a slot boots one or the other.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["kernel", "initrd"])]
     pub uki: Option<PathBuf>,
     /// A kernel to carry as boot asset `kernel` (with --initrd).
     #[arg(long, value_name = "FILE", requires = "initrd")]
@@ -215,6 +216,10 @@ pub struct SignArgs {
     /// An initramfs to carry as boot asset `initrd` (with --kernel).
     #[arg(long, value_name = "FILE", requires = "kernel")]
     pub initrd: Option<PathBuf>,
+    /// The kernel command line to carry as boot asset `cmdline`: 1 to 2048 bytes of printable
+    /// ASCII, no leading or trailing space (the agent adds the slot's own parameters).
+    #[arg(long, value_name = "TEXT")]
+    pub cmdline: Option<String>,
     /// A further partition image to carry as boot asset NAME; repeat for several.
     #[arg(long = "partition-image", value_name = "NAME=FILE")]
     pub partition_images: Vec<String>,

@@ -316,7 +316,8 @@ fn open_sized(path: &Path) -> Result<(File, u64)> {
     Ok((f, size))
 }
 
-/// The boot assets named by `--uki`, `--kernel`/`--initrd` and `--partition-image NAME=FILE`.
+/// The boot assets named by `--uki`, `--kernel`/`--initrd`, `--partition-image NAME=FILE`
+/// and `--cmdline TEXT` (last).
 fn asset_sources(a: &SignArgs) -> Result<Vec<AssetSource<'static>>> {
     let mut named: Vec<(String, AssetKind, PathBuf)> = Vec::new();
     let fixed = [
@@ -335,7 +336,7 @@ fn asset_sources(a: &SignArgs) -> Result<Vec<AssetSource<'static>>> {
         })?;
         named.push((name.to_owned(), AssetKind::Image, PathBuf::from(path)));
     }
-    named
+    let mut sources = named
         .into_iter()
         .map(|(name, kind, path)| {
             let (f, size) = open_sized(&path)?;
@@ -346,7 +347,17 @@ fn asset_sources(a: &SignArgs) -> Result<Vec<AssetSource<'static>>> {
                 reader: Box::new(BufReader::new(f)),
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    if let Some(text) = &a.cmdline {
+        proto::check_cmdline(text).context("--cmdline")?;
+        sources.push(AssetSource {
+            name: AssetKind::Cmdline.as_str().to_owned(),
+            kind: AssetKind::Cmdline,
+            size: text.len() as u64,
+            reader: Box::new(io::Cursor::new(text.clone().into_bytes())),
+        });
+    }
+    Ok(sources)
 }
 
 fn add_signature(bundle: &Path, keys: &[PathBuf], limits: &Limits) -> Result<()> {
@@ -618,10 +629,10 @@ fn inspect(bundle: &Path, json: bool, limits: &Limits) -> Result<()> {
         .manifest_unverified(limits)
         .with_context(|| format!("{}", bundle.display()))?;
     let signers: Vec<String> = head.signatures().iter().map(|s| s.keyid.to_hex()).collect();
-    let versions: Vec<Option<String>> = m
+    let infos: Vec<AssetInfo> = m
         .assets()
         .iter()
-        .map(|a| uki_version(&mut f, &m, a))
+        .map(|a| asset_info(&mut f, &m, a))
         .collect();
     let ratio = m.image_size() as f64 / m.payload_len().max(1) as f64;
     if json {
@@ -631,7 +642,7 @@ fn inspect(bundle: &Path, json: bool, limits: &Limits) -> Result<()> {
             "chunk_size": m.chunk_size(), "chunks": m.chunks().len(), "zero_chunks": m.zero_chunks(),
             "payload_size": m.payload_len(), "file_size": m.file_len(), "ratio": ratio,
             "manifest_sha256": m.manifest_sha256().to_hex(), "signers": signers, "signatures_verified": false,
-            "format_version": m.header().version, "assets": assets_json(&m, &versions),
+            "format_version": m.header().version, "assets": assets_json(&m, &infos),
         });
         outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -659,13 +670,9 @@ fn inspect(bundle: &Path, json: bool, limits: &Limits) -> Result<()> {
         m.payload_len(),
         m.file_len()
     );
-    for (a, version) in m.assets().iter().zip(&versions) {
-        let osrel = version
-            .as_ref()
-            .map(|v| format!(", .osrel VERSION_ID {v}"))
-            .unwrap_or_default();
+    for (a, info) in m.assets().iter().zip(&infos) {
         outln!(
-            "asset            {} ({}): {} bytes, sha256 {}{osrel}",
+            "asset            {} ({}): {} bytes, sha256 {}{info}",
             a.name(),
             a.kind(),
             a.size(),
@@ -683,28 +690,80 @@ fn inspect(bundle: &Path, json: bool, limits: &Limits) -> Result<()> {
     Ok(())
 }
 
-fn assets_json(m: &Manifest, versions: &[Option<String>]) -> serde_json::Value {
+fn assets_json(m: &Manifest, infos: &[AssetInfo]) -> serde_json::Value {
     m.assets()
         .iter()
-        .zip(versions)
-        .map(|(a, version)| {
+        .zip(infos)
+        .map(|(a, info)| {
             serde_json::json!({
                 "name": a.name(), "kind": a.kind().as_str(), "size": a.size(),
                 "sha256": a.sha256().to_hex(), "chunks": a.chunks().len(),
-                "osrel_version_id": version,
+                "osrel_version_id": info.osrel_version_id, "kernel_version": info.kernel_version,
+                "cmdline": info.cmdline,
             })
         })
         .collect()
 }
 
-/// A UKI asset's `.osrel` `VERSION_ID`, reading only the chunks it needs, each checked
-/// against the (unverified) manifest's hash. `None` for other kinds or on any failure.
-fn uki_version(f: &mut File, m: &Manifest, asset: &Asset) -> Option<String> {
-    if asset.kind() != AssetKind::Uki {
-        return None;
+/// What an asset says about itself, for display: a UKI's `.osrel` `VERSION_ID` and
+/// `.cmdline`, a kernel's version, a `cmdline` asset's text. Each is `None` for other kinds,
+/// or when the bytes do not say (nothing here is verified, and every text shown has passed a
+/// printable-ASCII rule, so a hostile bundle cannot paint the terminal).
+#[derive(Default)]
+struct AssetInfo {
+    osrel_version_id: Option<String>,
+    kernel_version: Option<String>,
+    cmdline: Option<String>,
+}
+
+impl std::fmt::Display for AssetInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(v) = &self.osrel_version_id {
+            write!(f, ", .osrel VERSION_ID {v}")?;
+        }
+        if let Some(v) = &self.kernel_version {
+            write!(f, ", kernel version {v}")?;
+        }
+        if let Some(v) = &self.cmdline {
+            write!(f, ", cmdline \"{v}\"")?;
+        }
+        Ok(())
     }
+}
+
+/// Reads the fields of [`AssetInfo`] that `asset`'s kind has, from only the chunks they lie
+/// in, each checked against the (unverified) manifest's hash.
+fn asset_info(f: &mut File, m: &Manifest, asset: &Asset) -> AssetInfo {
+    let mut read_at = asset_reader(f, m, asset);
+    match asset.kind() {
+        AssetKind::Uki => AssetInfo {
+            osrel_version_id: signer::uki::version_id(&mut read_at),
+            cmdline: signer::uki::cmdline(&mut read_at),
+            ..AssetInfo::default()
+        },
+        AssetKind::Kernel => AssetInfo {
+            kernel_version: signer::kernel::version(&mut read_at),
+            ..AssetInfo::default()
+        },
+        AssetKind::Cmdline => AssetInfo {
+            cmdline: usize::try_from(asset.size())
+                .ok()
+                .and_then(|len| read_at(0, len))
+                .and_then(|bytes| proto::cmdline_text(&bytes).ok()),
+            ..AssetInfo::default()
+        },
+        AssetKind::Initrd | AssetKind::Image => AssetInfo::default(),
+    }
+}
+
+/// A [`signer::uki::ReadAt`] over `asset`'s raw bytes: decodes the chunks a read spans.
+fn asset_reader<'a>(
+    f: &'a mut File,
+    m: &'a Manifest,
+    asset: &'a Asset,
+) -> impl FnMut(u64, usize) -> Option<Vec<u8>> + 'a {
     let cs = u64::from(m.chunk_size());
-    let mut read_at = |offset: u64, len: usize| -> Option<Vec<u8>> {
+    move |offset: u64, len: usize| -> Option<Vec<u8>> {
         let end = offset.checked_add(len as u64)?;
         if end > asset.size() || len == 0 {
             return None;
@@ -720,8 +779,7 @@ fn uki_version(f: &mut File, m: &Manifest, asset: &Asset) -> Option<String> {
             );
         }
         Some(out)
-    };
-    signer::uki::version_id(&mut read_at)
+    }
 }
 
 fn chunk_bytes(f: &mut File, m: &Manifest, chunk: &signer::Chunk) -> Option<Vec<u8>> {
