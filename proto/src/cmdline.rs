@@ -12,10 +12,6 @@ use std::fmt;
 /// the slot's own parameters need is the agent's business, not this rule's).
 pub const MAX_CMDLINE: usize = 2048;
 
-/// The command line rule, for messages.
-pub const CMDLINE_RULE: &str =
-    "1 to 2048 bytes of printable ASCII (0x20-0x7E), no leading or trailing space";
-
 /// Why a command line was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CmdlineError {
@@ -59,13 +55,14 @@ impl fmt::Display for CmdlineError {
 
 impl std::error::Error for CmdlineError {}
 
-/// Checks a kernel command line against [`CMDLINE_RULE`].
+/// Checks a kernel command line: 1 to [`MAX_CMDLINE`] bytes of printable ASCII (0x20-0x7E),
+/// no leading or trailing space.
 pub fn check_cmdline(text: &str) -> Result<(), CmdlineError> {
     check_bytes(text.as_bytes())
 }
 
-/// The text of a `cmdline` asset from its decoded bytes, if they follow [`CMDLINE_RULE`]
-/// (bytes that are not UTF-8 are refused as not printable, at their offset).
+/// The text of a `cmdline` asset from its decoded bytes, if they follow the rule of
+/// [`check_cmdline`] (bytes that are not UTF-8 are refused as not printable, at their offset).
 pub fn cmdline_text(bytes: &[u8]) -> Result<String, CmdlineError> {
     check_bytes(bytes)?;
     Ok(bytes.iter().copied().map(char::from).collect())
