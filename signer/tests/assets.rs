@@ -278,8 +278,12 @@ fn kind_rule_breaks() -> Vec<(Vec<Named>, &'static str)> {
         (vec![initrd()], "`kernel` asset needs an `initrd`"),
         (vec![uki(), kernel(), initrd()], "one or the other"),
         (
-            vec![("cmdline", AssetKind::Cmdline, vec![b'a'; 2049])],
+            vec![uki(), ("cmdline", AssetKind::Cmdline, vec![b'a'; 2049])],
             "2049 bytes, more than 2048",
+        ),
+        (
+            vec![("cmdline", AssetKind::Cmdline, b"quiet".to_vec())],
+            "without a `uki` or `kernel`",
         ),
     ]
 }
@@ -303,6 +307,11 @@ fn boot_kind_rules_are_refused_at_signing() {
     assert!(sign_with(b"image", &images, &[&f.release[0]]).is_ok());
 }
 
+/// `asset` with a UKI to boot with (a command line alone is refused).
+fn with_uki(asset: Named) -> Vec<Named> {
+    vec![("uki", AssetKind::Uki, b"MZ".to_vec()), asset]
+}
+
 #[test]
 fn a_cmdline_the_rule_refuses_is_not_signed() {
     let f = fixture();
@@ -313,7 +322,7 @@ fn a_cmdline_the_rule_refuses_is_not_signed() {
         (b"quiet\x1b[2J", "byte 0x1b"),
         (b"caf\xc3\xa9", "byte 0xc3 at offset 3"),
     ] {
-        let assets = vec![("cmdline", AssetKind::Cmdline, text.to_vec())];
+        let assets = with_uki(("cmdline", AssetKind::Cmdline, text.to_vec()));
         match sign_with(b"image", &assets, &[&f.release[0]]) {
             Err(Error::Usage(UsageError::Invalid(message))) => {
                 assert!(message.contains(needle), "{needle:?} not in {message:?}");
@@ -322,7 +331,7 @@ fn a_cmdline_the_rule_refuses_is_not_signed() {
             other => panic!("{text:?}: expected a usage error, got {other:?}"),
         }
     }
-    let longest = vec![("cmdline", AssetKind::Cmdline, vec![b'a'; 2048])];
+    let longest = with_uki(("cmdline", AssetKind::Cmdline, vec![b'a'; 2048]));
     let bundle = sign_with(b"image", &longest, &[&f.release[0], &f.release[1]]).unwrap();
     let manifest = open(&bundle, &f.root).unwrap();
     assert_eq!(

@@ -80,8 +80,8 @@ impl AssetKind {
 
 /// FORMAT §3.1, the rules on a release's asset kinds, given each asset's kind and size: at most
 /// one asset each of kind `uki`, `kernel`, `initrd` and `cmdline`; `kernel` and `initrd`
-/// together or not at all; never `uki` with them (a slot boots one or the other); a `cmdline`
-/// of at most [`proto::MAX_CMDLINE`] bytes (its text is checked once decoded). The parser and
+/// together or not at all; never `uki` with them (a slot boots one or the other); `cmdline`
+/// only with a `uki` or a `kernel`; a `cmdline` of at most [`proto::MAX_CMDLINE`] bytes (its text is checked once decoded). The parser and
 /// the signer both apply it; the message says which rule broke.
 pub(crate) fn check_asset_kinds(
     assets: impl IntoIterator<Item = (AssetKind, u64)>,
@@ -109,6 +109,11 @@ pub(crate) fn check_asset_kinds(
         return Err(
             "a `uki` asset with `kernel` and `initrd` assets: a slot boots one or the other".into(),
         );
+    }
+    // A release's boot files replace the slot's as a set: a command line alone would leave
+    // the slot with no kernel.
+    if has(AssetKind::Cmdline) && !has(AssetKind::Uki) && !has(AssetKind::Kernel) {
+        return Err("a `cmdline` asset without a `uki` or `kernel` asset to boot with".into());
     }
     Ok(())
 }
