@@ -29,6 +29,22 @@ pub trait FileStore: Send + Sync + fmt::Debug {
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// Create a directory and its parents (durable).
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Create or truncate `path` for a streamed write (not atomic: callers write under a
+    /// temporary name and rename). Durable only after [`NewFile::finish`].
+    fn create(&self, path: &Path) -> io::Result<Box<dyn NewFile>>;
+    /// Up to `len` bytes at `offset` (fewer at the end of the file, none past it).
+    fn read_at(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>>;
+    /// The length of a file.
+    fn len(&self, path: &Path) -> io::Result<u64>;
+    /// Bytes available for new files on the store's filesystem.
+    fn free_space(&self) -> io::Result<u64>;
+}
+
+/// A file being written in a stream ([`FileStore::create`]); durable only after `finish`.
+/// Dropped without `finish`, it keeps what the page cache happens to keep.
+pub trait NewFile: Write + Send {
+    /// fsync the file, then its directory.
+    fn finish(self: Box<Self>) -> io::Result<()>;
 }
 
 pub(super) fn checked_relative(path: &Path) -> io::Result<&Path> {
@@ -75,6 +91,28 @@ impl RealFs {
             _ => Path::new("."),
         };
         File::open(parent)?.sync_all()
+    }
+}
+
+/// A file of a [`RealFs`] being written.
+struct RealNewFile {
+    file: File,
+    path: PathBuf,
+}
+
+impl Write for RealNewFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl NewFile for RealNewFile {
+    fn finish(self: Box<Self>) -> io::Result<()> {
+        self.file.sync_all()?;
+        RealFs::sync_parent(&self.path)
     }
 }
 
@@ -167,6 +205,40 @@ impl FileStore for RealFs {
         let full = self.full(dir)?;
         fs::create_dir_all(&full)?;
         Self::sync_parent(&full)
+    }
+
+    fn create(&self, path: &Path) -> io::Result<Box<dyn NewFile>> {
+        let path = self.full(path)?;
+        let file = File::create(&path)?;
+        Ok(Box::new(RealNewFile { file, path }))
+    }
+
+    fn read_at(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let file = File::open(self.full(path)?)?;
+        let available = file.metadata()?.len().saturating_sub(offset);
+        // Never allocate more than the file holds, whatever `len` asks for.
+        let want = usize::try_from(available).map_or(len, |a| a.min(len));
+        let mut data = vec![0u8; want];
+        let mut done = 0;
+        while let Some(rest) = data.get_mut(done..).filter(|r| !r.is_empty()) {
+            match file.read_at(rest, offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        data.truncate(done);
+        Ok(data)
+    }
+
+    fn len(&self, path: &Path) -> io::Result<u64> {
+        Ok(fs::metadata(self.full(path)?)?.len())
+    }
+
+    fn free_space(&self) -> io::Result<u64> {
+        let st = rustix::fs::statvfs(&self.root)?;
+        Ok(st.f_bavail.saturating_mul(st.f_frsize))
     }
 }
 
