@@ -280,6 +280,42 @@ pub(crate) mod tests {
         store.remove(Path::new("loader/entries/y.conf")).unwrap();
         assert!(store.read(Path::new("../etc/passwd"), 10).is_err());
         assert!(store.read(Path::new("/etc/passwd"), 10).is_err());
+        exercise_streams(store);
+    }
+
+    /// Streamed writes, ranged reads, lengths and free space.
+    fn exercise_streams(store: &dyn FileStore) {
+        let path = Path::new("loader/big.bin");
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let free = store.free_space().unwrap();
+        assert!(free >= data.len() as u64, "{free}");
+        let mut f = store.create(path).unwrap();
+        for piece in data.chunks(3000) {
+            f.write_all(piece).unwrap();
+        }
+        f.finish().unwrap();
+        assert_eq!(store.len(path).unwrap(), 10_000);
+        assert_eq!(store.read(path, 10_000).unwrap(), data);
+        assert_eq!(
+            store.read_at(path, 9_000, 500).unwrap(),
+            &data[9_000..9_500]
+        );
+        assert_eq!(store.read_at(path, 9_900, 500).unwrap(), &data[9_900..]);
+        assert!(store.read_at(path, 20_000, 10).unwrap().is_empty());
+        // `create` truncates an existing file.
+        let mut f = store.create(path).unwrap();
+        f.write_all(b"short").unwrap();
+        f.finish().unwrap();
+        assert_eq!(store.read(path, 100).unwrap(), b"short");
+        assert_eq!(store.len(path).unwrap(), 5);
+        store.remove(path).unwrap();
+        for err in [
+            store.len(path).unwrap_err(),
+            store.read_at(path, 0, 1).unwrap_err(),
+        ] {
+            assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        }
+        assert!(store.create(Path::new("../escape")).is_err());
     }
 
     #[test]

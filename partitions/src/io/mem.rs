@@ -404,4 +404,26 @@ mod tests {
     fn mem_fs_store() {
         exercise_store(&MemFs::new());
     }
+
+    #[test]
+    fn a_full_mem_fs_refuses_writes_like_enospc() {
+        let fs = MemFs::with_capacity(100);
+        fs.write_atomic(Path::new("a"), &[1; 60]).unwrap();
+        assert_eq!(fs.free_space().unwrap(), 40);
+        // Replacing needs room for the new copy while the old one exists.
+        let err = fs.write_atomic(Path::new("a"), &[2; 50]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::StorageFull);
+        assert_eq!(fs.read(Path::new("a"), 100).unwrap(), [1; 60]);
+        let mut f = fs.create(Path::new("b")).unwrap();
+        let err = f.write_all(&[3; 50]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::StorageFull);
+        assert_eq!(
+            fs.len(Path::new("b")).unwrap(),
+            40,
+            "what fitted was written"
+        );
+        assert_eq!(fs.free_space().unwrap(), 0);
+        fs.remove(Path::new("b")).unwrap();
+        assert_eq!(fs.free_space().unwrap(), 40);
+    }
 }

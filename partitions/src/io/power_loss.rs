@@ -518,6 +518,70 @@ mod tests {
     }
 
     #[test]
+    fn power_loss_fs_store() {
+        crate::io::fs::tests::exercise_store(&PowerLossFs::default());
+    }
+
+    /// Streams `data` into the file `f` in writes of 4 bytes, then finishes it.
+    fn stream(fs: &PowerLossFs, data: &[u8]) -> io::Result<()> {
+        let mut f = fs.create(Path::new("f"))?;
+        for piece in data.chunks(4) {
+            f.write_all(piece)?;
+        }
+        f.finish()
+    }
+
+    #[test]
+    fn an_unfinished_streamed_file_keeps_a_prefix_or_its_old_content() {
+        let (old, new) = (b"old content!".as_slice(), b"new content!".as_slice());
+        let base = PowerLossFs::default();
+        stream(&base, old).unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        // create, 3 writes, finish: cut before each, and after all.
+        for k in 0..=5 {
+            for seed in 0..16 {
+                let fs = PowerLossFs::from_mem(&base.after_power_cut(0));
+                fs.cut_after_ops(k);
+                let done = stream(&fs, new).is_ok();
+                assert_eq!(done, k == 5, "k {k}");
+                let got = fs.after_power_cut(seed).read(Path::new("f"), 100).unwrap();
+                if k == 5 {
+                    assert_eq!(got, new);
+                } else {
+                    assert!(
+                        got == old || new.starts_with(&got),
+                        "k {k} seed {seed}: {got:?}"
+                    );
+                }
+                seen.insert(got);
+            }
+        }
+        assert!(seen.contains(old) && seen.contains(new) && seen.contains(&b""[..]));
+        assert!(seen.len() > 4, "several prefixes: {seen:?}");
+    }
+
+    #[test]
+    fn power_loss_fs_follows_a_renamed_unfinished_file_and_keeps_capacity() {
+        let fs = PowerLossFs::from_mem(&MemFs::with_capacity(8));
+        let mut f = fs.create(Path::new("x")).unwrap();
+        f.write_all(b"1234").unwrap();
+        fs.rename(Path::new("x"), Path::new("y")).unwrap();
+        // Not finished: what the cache keeps of it follows the rename.
+        let after = fs.after_power_cut(3);
+        assert!(after.read(Path::new("x"), 10).is_err());
+        let y = after.read(Path::new("y"), 10);
+        assert!(
+            y.as_deref().map_or(true, |d| b"1234".starts_with(d)),
+            "{y:?}"
+        );
+        assert_eq!(fs.free_space().unwrap(), 4);
+        assert_eq!(
+            after.free_space().unwrap(),
+            8 - after.len(Path::new("y")).unwrap_or(0)
+        );
+    }
+
+    #[test]
     fn power_loss_cut_after_k_writes() {
         let d = PowerLossDisk::new(100);
         d.cut_after_writes(2);
