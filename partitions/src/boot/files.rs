@@ -348,3 +348,293 @@ impl NewFile for Tracked {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::io::{MemFs, PowerLossFs};
+
+    type Set<'a> = &'a [(BootFile, &'a [u8])];
+
+    /// Stage `set` for `slot`, each file in writes of 4 KiB, and commit.
+    fn install(files: &BootFiles, slot: SlotId, set: Set) -> Result<()> {
+        let mut staging = files.stage(slot)?;
+        for (file, data) in set {
+            let mut f = staging.create(*file)?;
+            for piece in data.chunks(4096) {
+                f.write_all(piece).map_err(|e| Error::io("writing", e))?;
+            }
+            f.finish().map_err(|e| Error::io("finishing", e))?;
+            assert_eq!(staging.read_staged_at(*file, 0, data.len())?, *data);
+        }
+        staging.commit()
+    }
+
+    /// The slot directory's files: name → content.
+    fn slot_files(fs: &MemFs, dir: &str) -> BTreeMap<String, Vec<u8>> {
+        fs.snapshot()
+            .into_iter()
+            .filter_map(|(p, d)| {
+                let name = p.strip_prefix(dir).ok()?.to_str()?.to_string();
+                Some((name, d))
+            })
+            .collect()
+    }
+
+    fn named(set: Set) -> BTreeMap<String, Vec<u8>> {
+        set.iter()
+            .map(|(f, d)| (f.file_name().to_string(), d.to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn paths_as_the_store_and_the_loader_see_them() {
+        let fs: Arc<dyn FileStore> = Arc::new(MemFs::new());
+        let sd = BootFiles::new(fs.clone(), "tandem");
+        assert_eq!(sd.dir(SlotId::B), Path::new("tandem/b"));
+        assert_eq!(
+            sd.loader_path(SlotId::B, BootFile::Uki),
+            "/tandem/b/uki.efi"
+        );
+        let grub = BootFiles::new(fs, "");
+        assert_eq!(grub.dir(SlotId::A), Path::new("a"));
+        assert_eq!(grub.loader_path(SlotId::A, BootFile::Kernel), "/a/vmlinuz");
+        let names: Vec<_> = BootFile::ALL.iter().map(|f| f.file_name()).collect();
+        assert_eq!(names, ["uki.efi", "vmlinuz", "initrd.img", "cmdline"]);
+        assert_eq!(
+            serde_json::to_string(&BootFile::Initrd).unwrap(),
+            "\"initrd\""
+        );
+    }
+
+    #[test]
+    fn present_read_at_cmdline_and_free_space() {
+        let fs = MemFs::with_capacity(1 << 20);
+        let files = BootFiles::new(Arc::new(fs.clone()), "tandem");
+        assert!(
+            files.present(SlotId::A).unwrap().is_empty(),
+            "no directory yet"
+        );
+        assert_eq!(files.cmdline(SlotId::A).unwrap(), None);
+        let kernel = vec![7u8; 5000];
+        install(
+            &files,
+            SlotId::A,
+            &[
+                (BootFile::Kernel, &kernel),
+                (BootFile::Cmdline, b" quiet console=ttyS0\n"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            files.present(SlotId::A).unwrap(),
+            [(BootFile::Kernel, 5000), (BootFile::Cmdline, 21)]
+        );
+        assert_eq!(
+            files
+                .read_at(SlotId::A, BootFile::Kernel, 4990, 100)
+                .unwrap(),
+            [7; 10]
+        );
+        assert_eq!(
+            files.cmdline(SlotId::A).unwrap().as_deref(),
+            Some("quiet console=ttyS0")
+        );
+        assert_eq!(files.free_space().unwrap(), (1 << 20) - 5021);
+        assert!(files.present(SlotId::B).unwrap().is_empty());
+
+        // A line break would end the entry's `options` line: refused, naming the file.
+        fs.write_atomic(Path::new("tandem/a/cmdline"), b"quiet\ninitrd /evil")
+            .unwrap();
+        let err = files.cmdline(SlotId::A).unwrap_err();
+        assert!(
+            matches!(&err, Error::BootState(BootStateError::Cmdline { path, .. }) if path == Path::new("tandem/a/cmdline")),
+            "{err}"
+        );
+        fs.write_atomic(Path::new("tandem/a/cmdline"), &[b'x'; 5000])
+            .unwrap();
+        let err = files.cmdline(SlotId::A).unwrap_err();
+        assert!(err.to_string().contains("tandem/a/cmdline"), "{err}");
+    }
+
+    #[test]
+    fn commit_puts_the_new_set_in_place_and_removes_the_rest() {
+        let fs = MemFs::new();
+        let files = BootFiles::new(Arc::new(fs.clone()), "tandem");
+        let old: Set = &[
+            (BootFile::Kernel, b"old kernel"),
+            (BootFile::Initrd, b"old initrd"),
+            (BootFile::Cmdline, b"old=1"),
+        ];
+        install(&files, SlotId::A, old).unwrap();
+        install(&files, SlotId::B, old).unwrap();
+        // Leftovers of an interrupted staging, and a file that is none of ours.
+        fs.write_atomic(Path::new("tandem/b/.new-vmlinuz"), b"half")
+            .unwrap();
+        fs.write_atomic(Path::new("tandem/b/README"), b"keep")
+            .unwrap();
+        let new: Set = &[(BootFile::Uki, b"a uki")];
+        let mut staging = files.stage(SlotId::B).unwrap();
+        assert!(
+            !slot_files(&fs, "tandem/b").contains_key(".new-vmlinuz"),
+            "stage removes leftovers"
+        );
+        let mut f = staging.create(BootFile::Uki).unwrap();
+        f.write_all(b"a uki").unwrap();
+        f.finish().unwrap();
+        assert_eq!(
+            files.present(SlotId::B).unwrap().len(),
+            3,
+            "nothing the loader reads changed before the commit"
+        );
+        staging.commit().unwrap();
+        let mut want = named(new);
+        want.insert("README".into(), b"keep".to_vec());
+        assert_eq!(slot_files(&fs, "tandem/b"), want);
+        assert_eq!(slot_files(&fs, "tandem/a"), named(old), "the other slot");
+    }
+
+    #[test]
+    fn commit_refuses_a_staged_file_never_finished() {
+        let fs = MemFs::new();
+        let files = BootFiles::new(Arc::new(fs.clone()), "");
+        install(&files, SlotId::A, &[(BootFile::Kernel, b"old")]).unwrap();
+        let mut staging = files.stage(SlotId::A).unwrap();
+        let mut f = staging.create(BootFile::Kernel).unwrap();
+        f.write_all(b"new").unwrap();
+        drop(f);
+        let err = staging.commit().unwrap_err();
+        assert!(
+            matches!(&err, Error::Usage(UsageError::NotFinished { path }) if path == Path::new("a/.new-vmlinuz")),
+            "{err}"
+        );
+        assert_eq!(fs.read(Path::new("a/vmlinuz"), 10).unwrap(), b"old");
+    }
+
+    #[test]
+    fn grub_gets_the_cmdline_as_an_environment_block() {
+        let fs = MemFs::new();
+        let files = BootFiles::new(Arc::new(fs.clone()), "").with_grub_env();
+        let env_of = |fs: &MemFs| fs.read(Path::new("b/cmdline.env"), 1 << 20);
+        let cmdline = "console=ttyS0 path=C:\\tandem quiet";
+        install(
+            &files,
+            SlotId::B,
+            &[(BootFile::Cmdline, cmdline.as_bytes())],
+        )
+        .unwrap();
+        let block = env_of(&fs).unwrap();
+        assert_eq!(block.len(), 1024);
+        let env = GrubEnv::parse(&block).unwrap();
+        assert_eq!(env.get(CMDLINE_VAR).as_deref(), Some(cmdline));
+        assert!(String::from_utf8_lossy(&block).contains("path=C:\\\\tandem"));
+        // A long command line gets a larger block, a multiple of 1024 bytes.
+        let long = "x".repeat(3000);
+        install(&files, SlotId::B, &[(BootFile::Cmdline, long.as_bytes())]).unwrap();
+        let block = env_of(&fs).unwrap();
+        assert_eq!(block.len(), 3072);
+        assert_eq!(GrubEnv::parse(&block).unwrap().get(CMDLINE_VAR), Some(long));
+        // A release without a command line: neither file is left.
+        install(&files, SlotId::B, &[(BootFile::Uki, b"uki")]).unwrap();
+        assert_eq!(slot_files(&fs, "b"), named(&[(BootFile::Uki, b"uki")]));
+    }
+
+    /// DESIGN §5.1: a cut anywhere while kernel + initrd are replaced by a UKI leaves the old
+    /// set, the new set, or (inside the commit) complete files only; the next install always
+    /// ends with exactly the new set.
+    #[test]
+    fn a_cut_anywhere_leaves_complete_files_and_the_next_install_succeeds() {
+        let kernel = vec![1u8; 9000];
+        let uki: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
+        let old: Set = &[
+            (BootFile::Kernel, &kernel),
+            (BootFile::Initrd, b"old initrd"),
+            (BootFile::Cmdline, b"old=1"),
+        ];
+        let new: Set = &[
+            (BootFile::Uki, &uki),
+            (BootFile::Cmdline, b"new=2 path=a\\b"),
+        ];
+        let (old_files, new_files) = (named(old), named(new));
+        let mut mixes = 0;
+        for grub in [false, true] {
+            let open = |store: Arc<dyn FileStore>| {
+                let files = BootFiles::new(store, "tandem");
+                if grub {
+                    files.with_grub_env()
+                } else {
+                    files
+                }
+            };
+            let base = MemFs::new();
+            install(&open(Arc::new(base.clone())), SlotId::A, old).unwrap();
+            install(&open(Arc::new(base.clone())), SlotId::B, old).unwrap();
+            base.write_atomic(Path::new("tandem/b/.new-uki.efi"), b"leftover")
+                .unwrap();
+            let env = |fs: &MemFs| {
+                let block = fs.read(Path::new("tandem/b/cmdline.env"), 4096).ok()?;
+                GrubEnv::parse(&block).unwrap().get(CMDLINE_VAR)
+            };
+            let old_env = env(&base);
+            let (slot_a, total, commit_at) = {
+                let fs = PowerLossFs::from_mem(&base);
+                let files = open(Arc::new(fs.clone()));
+                let mut staging = files.stage(SlotId::B).unwrap();
+                for (file, data) in new {
+                    let mut f = staging.create(*file).unwrap();
+                    for piece in data.chunks(4096) {
+                        f.write_all(piece).unwrap();
+                    }
+                    f.finish().unwrap();
+                }
+                let commit_at = fs.ops_done();
+                staging.commit().unwrap();
+                (slot_files(&base, "tandem/a"), fs.ops_done(), commit_at)
+            };
+            for k in 0..total {
+                for seed in 0..6 {
+                    let fs = PowerLossFs::from_mem(&base);
+                    fs.cut_after_ops(k);
+                    assert!(install(&open(Arc::new(fs.clone())), SlotId::B, new).is_err());
+                    let after = fs.after_power_cut(seed);
+                    let what = format!("grub {grub} k {k} seed {seed}");
+                    assert_eq!(slot_files(&after, "tandem/a"), slot_a, "{what}");
+                    let got: BTreeMap<_, _> = slot_files(&after, "tandem/b")
+                        .into_iter()
+                        .filter(|(n, _)| !n.starts_with(STAGED_PREFIX) && n != CMDLINE_ENV)
+                        .collect();
+                    if k < commit_at {
+                        assert_eq!(got, old_files, "{what}: before the commit");
+                        assert_eq!(env(&after), old_env, "{what}");
+                    } else {
+                        for (name, data) in &got {
+                            assert!(
+                                old_files.get(name) == Some(data)
+                                    || new_files.get(name) == Some(data),
+                                "{what}: {name} is neither the old nor the new file"
+                            );
+                        }
+                        let e = env(&after);
+                        assert!(
+                            e.is_none() || e == old_env || e.as_deref() == Some("new=2 path=a\\b"),
+                            "{what}: {e:?}"
+                        );
+                        mixes += usize::from(got != old_files && got != new_files);
+                    }
+                    install(&open(Arc::new(after.clone())), SlotId::B, new).unwrap();
+                    let mut want = new_files.clone();
+                    if grub {
+                        let mut block = GrubEnv::default();
+                        block.set(CMDLINE_VAR, "new=2 path=a\\b");
+                        want.insert(CMDLINE_ENV.into(), block.to_padded_block());
+                    }
+                    assert_eq!(slot_files(&after, "tandem/b"), want, "{what}: reinstall");
+                }
+            }
+        }
+        assert!(mixes > 0, "some cuts landed inside the commit");
+    }
+}

@@ -184,6 +184,17 @@ mod tests {
     }
 
     #[test]
+    fn each_backend_keeps_boot_files_where_its_loader_reads_them() {
+        let dirs: Vec<_> = each_backend()
+            .iter()
+            .map(|bc| bc.boot_files().map(|f| f.dir(SlotId::B)))
+            .collect();
+        // gpt: none (kernels are partition images); grub: beside the grubenv (with
+        // `cmdline.env`); systemd-boot: `<ESP>/tandem/<slot>/`.
+        assert_eq!(dirs, [None, Some("b".into()), Some("tandem/b".into())]);
+    }
+
+    #[test]
     fn ensure_fallback_refuses_a_slot_in_trial_or_given_up() {
         for bc in each_backend() {
             let kind = bc.kind();

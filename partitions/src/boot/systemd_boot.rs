@@ -658,6 +658,100 @@ mod tests {
         fs.list(Path::new(ENTRIES_DIR)).unwrap_or_default()
     }
 
+    /// Give `slot` these boot files, as an install does.
+    fn give(bc: &SystemdBootControl, slot: SlotId, set: &[(BootFile, &[u8])]) {
+        use std::io::Write;
+        let mut staging = bc.boot_files().unwrap().stage(slot).unwrap();
+        for (file, data) in set {
+            let mut f = staging.create(*file).unwrap();
+            f.write_all(data).unwrap();
+            f.finish().unwrap();
+        }
+        staging.commit().unwrap();
+    }
+
+    #[test]
+    fn a_new_entry_boots_the_slots_uki_with_its_cmdline_first() {
+        let (fs, bc) = setup();
+        let partuuid = |slot| bc.partuuids[slot_index(slot)];
+        give(
+            &bc,
+            SlotId::B,
+            &[
+                (BootFile::Uki, b"MZ"),
+                (BootFile::Cmdline, b"quiet splash\n"),
+            ],
+        );
+        bc.set_trial(SlotId::A, 1).unwrap();
+        bc.mark_good(SlotId::A).unwrap();
+        bc.set_trial(SlotId::B, 3).unwrap();
+        let b = fs
+            .read(&entry_path("tandem-b+3-0.conf"), MAX_ENTRY_SIZE)
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(b).unwrap(),
+            format!(
+                "title Tandem (slot b)\nsort-key tandem\nversion 2\nefi /tandem/b/uki.efi\n\
+                 options quiet splash root=PARTUUID={} rw tandem.slot=b\n",
+                partuuid(SlotId::B)
+            )
+        );
+        // Slot a has no boot files: the template's kernel and initrd, its options alone.
+        let a = fs
+            .read(&entry_path("tandem-a.conf"), MAX_ENTRY_SIZE)
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(a).unwrap(),
+            format!(
+                "title Tandem (slot a)\nsort-key tandem\nversion 1\nlinux /tandem/a/vmlinuz\n\
+                 initrd /tandem/a/initrd.img\noptions root=PARTUUID={} rw tandem.slot=a\n",
+                partuuid(SlotId::A)
+            )
+        );
+        assert_eq!(bc.next_boot().unwrap(), Some(SlotId::B));
+
+        // Kernel + initrd with a command line: the template's paths, the cmdline first.
+        bc.set_unbootable(SlotId::A).unwrap();
+        give(
+            &bc,
+            SlotId::A,
+            &[
+                (BootFile::Kernel, b"k"),
+                (BootFile::Initrd, b"i"),
+                (BootFile::Cmdline, b"console=ttyS0"),
+            ],
+        );
+        bc.set_trial(SlotId::A, 2).unwrap();
+        let a = fs
+            .read(&entry_path("tandem-a+2-0.conf"), MAX_ENTRY_SIZE)
+            .unwrap();
+        let a = String::from_utf8(a).unwrap();
+        assert!(
+            a.contains("version 3\nlinux /tandem/a/vmlinuz\ninitrd /tandem/a/initrd.img\n"),
+            "{a}"
+        );
+        assert!(
+            a.ends_with(&format!(
+                "options console=ttyS0 root=PARTUUID={} rw tandem.slot=a\n",
+                partuuid(SlotId::A)
+            )),
+            "{a}"
+        );
+    }
+
+    #[test]
+    fn a_cmdline_with_a_line_break_is_refused_not_written_into_an_entry() {
+        let (fs, bc) = setup();
+        fs.write_atomic(Path::new("tandem/b/cmdline"), b"quiet\nlinux /evil")
+            .unwrap();
+        let err = bc.set_trial(SlotId::B, 3).unwrap_err();
+        assert!(
+            matches!(err, Error::BootState(BootStateError::Cmdline { .. })),
+            "{err}"
+        );
+        assert!(names(&fs).is_empty(), "no entry written");
+    }
+
     #[test]
     fn a_trial_is_refused_when_the_other_entry_would_still_sort_first() {
         // Found by the `bls` fuzz target: `u64::MAX + 1` panicked, and a non-decimal version
