@@ -159,15 +159,19 @@ impl BootFiles {
     /// most [`MAX_CMDLINE`] bytes of printable UTF-8: a line break would end a boot loader
     /// entry's `options` line and start another).
     pub fn cmdline(&self, slot: SlotId) -> Result<Option<String>> {
-        let path = self.path(slot, BootFile::Cmdline);
-        let data = match self.store.read(&path, MAX_CMDLINE) {
+        self.read_cmdline(&self.path(slot, BootFile::Cmdline))
+    }
+
+    /// The command line in the file at `path` (see [`cmdline`](Self::cmdline)).
+    fn read_cmdline(&self, path: &Path) -> Result<Option<String>> {
+        let data = match self.store.read(path, MAX_CMDLINE) {
             Ok(d) => d,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err("reading", &path, e)),
+            Err(e) => return Err(io_err("reading", path, e)),
         };
         let bad = |reason: &str| -> Error {
             BootStateError::Cmdline {
-                path: path.clone(),
+                path: path.to_path_buf(),
                 reason: reason.into(),
             }
             .into()
@@ -226,14 +230,14 @@ impl BootFiles {
         }
     }
 
-    /// Write (the slot has a `cmdline`) or remove (it has none) its `cmdline.env`.
-    fn sync_grub_env(&self, slot: SlotId) -> Result<()> {
+    /// Write the slot's `cmdline.env` holding `cmdline`, or remove it when there is none.
+    fn put_grub_env(&self, slot: SlotId, cmdline: Option<&str>) -> Result<()> {
         let path = self.dir(slot).join(CMDLINE_ENV);
-        let Some(cmdline) = self.cmdline(slot)? else {
+        let Some(cmdline) = cmdline else {
             return self.remove_if_present(&path);
         };
         let mut env = GrubEnv::default();
-        env.set(CMDLINE_VAR, &cmdline);
+        env.set(CMDLINE_VAR, cmdline);
         self.store
             .write_atomic(&path, &env.to_padded_block())
             .map_err(|e| io_err("writing", &path, e))
@@ -285,9 +289,9 @@ impl Staging {
 
     /// Rename every staged file into place (each durable), write or remove `cmdline.env`
     /// (with [`BootFiles::with_grub_env`]), then remove the slot's boot files that were not
-    /// staged (an old `vmlinuz` when the new release has a UKI, …). Refuses
-    /// ([`UsageError::NotFinished`]) before changing anything when a staged file was never
-    /// finished.
+    /// staged (an old `vmlinuz` when the new release has a UKI, …). Refuses before changing
+    /// anything when a staged file was never finished ([`UsageError::NotFinished`]) or the
+    /// staged `cmdline` is not a command line ([`BootStateError::Cmdline`]).
     pub fn commit(self) -> Result<()> {
         if let Some((file, _)) = self.staged.iter().find(|(_, f)| !f.load(Ordering::SeqCst)) {
             return Err(UsageError::NotFinished {
@@ -297,6 +301,11 @@ impl Staging {
         }
         let files = &self.files;
         let staged = |file: BootFile| self.staged.iter().any(|(f, _)| *f == file);
+        let cmdline = if staged(BootFile::Cmdline) {
+            files.read_cmdline(&self.staged_path(BootFile::Cmdline))?
+        } else {
+            None
+        };
         for file in BootFile::ALL.into_iter().filter(|f| staged(*f)) {
             let (from, to) = (self.staged_path(file), files.path(self.slot, file));
             files.store.rename(&from, &to).map_err(|e| {
@@ -307,11 +316,7 @@ impl Staging {
             })?;
         }
         if files.grub_env {
-            if staged(BootFile::Cmdline) {
-                files.sync_grub_env(self.slot)?;
-            } else {
-                files.remove_if_present(&files.dir(self.slot).join(CMDLINE_ENV))?;
-            }
+            files.put_grub_env(self.slot, cmdline.as_deref())?;
         }
         for (file, _) in files.present(self.slot)? {
             if !staged(file) {
@@ -512,6 +517,31 @@ mod tests {
             "{err}"
         );
         assert_eq!(fs.read(Path::new("a/vmlinuz"), 10).unwrap(), b"old");
+    }
+
+    #[test]
+    fn commit_refuses_a_staged_cmdline_that_would_break_an_entry() {
+        let fs = MemFs::new();
+        let files = BootFiles::new(Arc::new(fs.clone()), "tandem");
+        let old: Set = &[(BootFile::Kernel, b"old"), (BootFile::Cmdline, b"quiet")];
+        install(&files, SlotId::A, old).unwrap();
+        let err = install(
+            &files,
+            SlotId::A,
+            &[
+                (BootFile::Uki, b"uki"),
+                (BootFile::Cmdline, b"quiet\nlinux /evil"),
+            ],
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::BootState(BootStateError::Cmdline { path, .. }) if path == Path::new("tandem/a/.new-cmdline")),
+            "{err}"
+        );
+        let mut kept = named(old);
+        kept.insert(".new-uki.efi".into(), b"uki".to_vec());
+        kept.insert(".new-cmdline".into(), b"quiet\nlinux /evil".to_vec());
+        assert_eq!(slot_files(&fs, "tandem/a"), kept, "nothing put in place");
     }
 
     #[test]
