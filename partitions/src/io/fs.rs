@@ -1,5 +1,6 @@
-//! [`FileStore`]: small files under one root directory, each change durable when it returns,
-//! and its real implementation over a directory ([`RealFs`]).
+//! [`FileStore`]: files under one root directory, each change durable when it returns (a
+//! streamed [`NewFile`] once finished), and its real implementation over a directory
+//! ([`RealFs`]).
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -9,7 +10,9 @@ use std::path::{Component, Path, PathBuf};
 /// Small files under one root directory (an ESP, `/var/lib/tandem`, …).
 ///
 /// Paths are relative to the store's root; absolute paths and `..` are refused. Every
-/// mutating call is durable when it returns (file data and the directory entry fsynced).
+/// mutating call is durable when it returns (file data and the directory entry fsynced),
+/// except the writes to a streamed file ([`create`](Self::create)), which are durable once
+/// [`NewFile::finish`] returns.
 pub trait FileStore: Send + Sync + fmt::Debug {
     /// The whole file; `ErrorKind::NotFound` when absent, `InvalidData` when larger than
     /// `max_len` (checked before reading).
