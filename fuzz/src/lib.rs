@@ -6,11 +6,11 @@
 //! A target panics only when a contract is broken: that is the finding libFuzzer reports.
 
 use std::collections::BTreeMap;
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use partitions::io::{BlockDevice, FileStore};
+use partitions::io::{BlockDevice, FileStore, NewFile};
 use signer::metadata::{root_signed_bytes, sign_document, RootSpec};
 use signer::verify::trust_root;
 use signer::{Limits, Manifest, RoleKind, Root, SecretKey, Verified};
@@ -193,7 +193,7 @@ impl BlockDevice for FuzzDisk {
 /// it was created).
 #[derive(Debug, Default)]
 pub struct FuzzFs {
-    files: Mutex<BTreeMap<PathBuf, Vec<u8>>>,
+    files: Arc<Mutex<BTreeMap<PathBuf, Vec<u8>>>>,
     dirs: Mutex<Vec<PathBuf>>,
 }
 
@@ -212,6 +212,30 @@ impl FuzzFs {
 
 fn not_found(path: &Path) -> io::Error {
     io::Error::new(io::ErrorKind::NotFound, path.display().to_string())
+}
+
+/// A streamed file of a [`FuzzFs`]: each write lands in the map at once.
+struct FuzzNewFile {
+    files: Arc<Mutex<BTreeMap<PathBuf, Vec<u8>>>>,
+    path: PathBuf,
+}
+
+impl Write for FuzzNewFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        let file = files.get_mut(&self.path).ok_or_else(|| not_found(&self.path))?;
+        file.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl NewFile for FuzzNewFile {
+    fn finish(self: Box<Self>) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl FileStore for FuzzFs {
@@ -266,6 +290,28 @@ impl FileStore for FuzzFs {
             dirs.push(dir.to_path_buf());
         }
         Ok(())
+    }
+    fn create(&self, path: &Path) -> io::Result<Box<dyn NewFile>> {
+        self.lock().insert(path.to_path_buf(), Vec::new());
+        Ok(Box::new(FuzzNewFile {
+            files: self.files.clone(),
+            path: path.to_path_buf(),
+        }))
+    }
+    fn read_at(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let files = self.lock();
+        let data = files.get(path).ok_or_else(|| not_found(path))?;
+        let start = usize::try_from(offset).map_or(data.len(), |o| o.min(data.len()));
+        let rest = data.get(start..).unwrap_or(&[]);
+        Ok(rest.get(..len).unwrap_or(rest).to_vec())
+    }
+    fn len(&self, path: &Path) -> io::Result<u64> {
+        let files = self.lock();
+        let data = files.get(path).ok_or_else(|| not_found(path))?;
+        Ok(data.len() as u64)
+    }
+    fn free_space(&self) -> io::Result<u64> {
+        Ok(u64::MAX)
     }
 }
 

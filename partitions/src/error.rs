@@ -234,6 +234,15 @@ pub enum BootStateError {
         /// Its boot state.
         state: SlotBootState,
     },
+    /// A slot's `cmdline` boot file is not a kernel command line (one line of printable
+    /// UTF-8 text).
+    #[error("{path}: not a kernel command line: {reason}")]
+    Cmdline {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// loader.conf pins a default entry, which defeats the fallback.
     #[error(
         "{path}: has a `default` line; it pins one entry and defeats the tries fallback: remove it"
@@ -267,6 +276,13 @@ pub enum UsageError {
     /// A trial needs at least one try.
     #[error("a trial needs at least 1 try")]
     ZeroTries,
+    /// A staged boot file was created but never finished, so it may not be durable: it is
+    /// not put in place.
+    #[error("{path}: staged but never finished (call `finish` on it before `commit`)")]
+    NotFinished {
+        /// The staged file.
+        path: PathBuf,
+    },
 }
 
 /// The reference firmware found nothing it may boot.

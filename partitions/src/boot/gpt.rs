@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use super::{BackendKind, BootControl, SlotBootState, SlotId};
+use super::{BackendKind, BootControl, BootFiles, SlotBootState, SlotId};
 use crate::error::{Error, Result, UsageError};
 use crate::io::BlockDevice;
 use crate::model::check_nibble;
@@ -136,6 +136,10 @@ fn at(states: &mut [SlotBootState; 2], slot: SlotId) -> &mut SlotBootState {
 impl BootControl for GptBootControl {
     fn kind(&self) -> BackendKind {
         BackendKind::Gpt
+    }
+
+    fn boot_files(&self) -> Option<BootFiles> {
+        None
     }
 
     fn state(&self, slot: SlotId) -> Result<SlotBootState> {

@@ -35,7 +35,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::gpt::PairEntries;
-use super::{mark, BackendKind, BootControl, SlotBootState, SlotId};
+use super::{mark, BackendKind, BootControl, BootFiles, SlotBootState, SlotId};
 use crate::error::{BootStateError, Error, Result, UsageError};
 use crate::io::FileStore;
 use crate::model::check_nibble;
@@ -163,10 +163,28 @@ impl GrubEnv {
     /// Serialize to exactly 1024 bytes: header, comment lines, `TANDEM_*` variables, the
     /// other variables, `#` padding. `Err(needed)` when it does not fit.
     pub fn to_block(&self) -> std::result::Result<Vec<u8>, usize> {
-        self.serialize(true).or_else(|_| self.serialize(false))
+        let out = self
+            .lines(true)
+            .filter(|l| l.len() <= ENVBLK_SIZE)
+            .unwrap_or_else(|| self.lines(false).unwrap_or_default());
+        if out.len() > ENVBLK_SIZE {
+            return Err(out.len());
+        }
+        Ok(pad(out, ENVBLK_SIZE))
     }
 
-    fn serialize(&self, filler: bool) -> std::result::Result<Vec<u8>, usize> {
+    /// Serialize like [`to_block`](Self::to_block), padded to the smallest multiple of 1024
+    /// bytes that holds it: a block only read (`load_env`, `grub-editenv list`) may be larger
+    /// than 1024 bytes, which `save_env` cannot grow.
+    pub fn to_padded_block(&self) -> Vec<u8> {
+        let out = self.lines(false).unwrap_or_default();
+        let size = out.len().div_ceil(ENVBLK_SIZE).max(1) * ENVBLK_SIZE;
+        pad(out, size)
+    }
+
+    /// The header and the lines, unpadded. With `filler`, `None` when there is nothing to
+    /// fill (no other variables, or no room in the first sector).
+    fn lines(&self, filler: bool) -> Option<Vec<u8>> {
         let mut out = HEADER.to_vec();
         for c in &self.comments {
             out.extend_from_slice(c);
@@ -188,19 +206,24 @@ impl GrubEnv {
         // Fill the first sector with a `#` line so the other variables start at byte 512 and
         // never move when a Tandem value changes length: a torn two-sector write then yields
         // the old or the new block, never a mix (GRUB skips `#` lines).
-        if filler && !others.is_empty() && out.len() + 2 <= SECTOR {
+        if filler {
+            if others.is_empty() || out.len() + 2 > SECTOR {
+                return None;
+            }
             out.resize(SECTOR - 1, b'#');
             out.push(b'\n');
         }
         for v in &others {
             line(&mut out, v);
         }
-        if out.len() > ENVBLK_SIZE {
-            return Err(out.len());
-        }
-        out.resize(ENVBLK_SIZE, b'#');
-        Ok(out)
+        Some(out)
     }
+}
+
+/// `out` followed by `#` up to `size` bytes.
+fn pad(mut out: Vec<u8>, size: usize) -> Vec<u8> {
+    out.resize(size, b'#');
+    out
 }
 
 fn var(slot: SlotId, what: &str) -> String {
@@ -407,6 +430,12 @@ enum Place {
 impl BootControl for GrubEnvBootControl {
     fn kind(&self) -> BackendKind {
         BackendKind::Grub
+    }
+
+    /// `<grubenv's directory>/<slot>/`, with `cmdline.env` for `docs/grub.cfg.example`.
+    fn boot_files(&self) -> Option<BootFiles> {
+        let dir = self.path.parent().unwrap_or(Path::new(""));
+        Some(BootFiles::new(self.store.clone(), dir).with_grub_env())
     }
 
     /// Create the grubenv when it is missing (both slots unbootable), record the pair's

@@ -13,8 +13,12 @@
 //! tool writes boot state where the firmware does not read it. All three share one selection
 //! rule ([`select`]) and one firmware step ([`crate::firmware::select_and_boot`]). Every write
 //! is durable when the call returns.
+//!
+//! [`files`] keeps each slot's kernel, initramfs or UKI and command line beside the backend's
+//! files ([`BootControl::boot_files`]) and replaces them power-safely (docs/DESIGN.md §5.1).
 
 mod config;
+pub mod files;
 pub mod gpt;
 pub mod grub;
 pub mod mark;
@@ -24,6 +28,7 @@ use std::fmt;
 
 pub use crate::model::{select, BackendKind, SlotBootState, SlotId};
 pub use config::{open, Config, ConfigError};
+pub use files::{BootFile, BootFiles, Staging};
 
 use crate::error::{BootStateError, Result};
 
@@ -38,6 +43,11 @@ use crate::error::{BootStateError, Result};
 pub trait BootControl: Send + Sync + fmt::Debug {
     /// Which backend this is.
     fn kind(&self) -> BackendKind;
+
+    /// Where the slots' boot files live for this backend (docs/DESIGN.md §5.1): systemd-boot
+    /// `<ESP>/tandem/<slot>/`, grub `<grubenv's directory>/<slot>/` (with `cmdline.env`);
+    /// `None` for the GPT backend, which has no boot files.
+    fn boot_files(&self) -> Option<BootFiles>;
 
     /// The state of one slot.
     fn state(&self, slot: SlotId) -> Result<SlotBootState>;
@@ -171,6 +181,17 @@ mod tests {
             bc.ensure_fallback(SlotId::A).unwrap();
             assert_eq!(bc.states().unwrap(), before, "{kind}");
         }
+    }
+
+    #[test]
+    fn each_backend_keeps_boot_files_where_its_loader_reads_them() {
+        let dirs: Vec<_> = each_backend()
+            .iter()
+            .map(|bc| bc.boot_files().map(|f| f.dir(SlotId::B)))
+            .collect();
+        // gpt: none (kernels are partition images); grub: beside the grubenv (with
+        // `cmdline.env`); systemd-boot: `<ESP>/tandem/<slot>/`.
+        assert_eq!(dirs, [None, Some("b".into()), Some("tandem/b".into())]);
     }
 
     #[test]

@@ -43,7 +43,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::gpt::PairEntries;
-use super::{mark, BackendKind, BootControl, SlotBootState, SlotId};
+use super::{mark, BackendKind, BootControl, BootFile, BootFiles, SlotBootState, SlotId};
 use crate::error::{BootStateError, Error, Result, UsageError};
 use crate::io::FileStore;
 use crate::model::check_nibble;
@@ -53,6 +53,8 @@ use crate::slots::{Disk, SlotPair};
 pub const ENTRIES_DIR: &str = "loader/entries";
 /// The loader configuration.
 pub const LOADER_CONF: &str = "loader/loader.conf";
+/// Where the slots' boot files live in the ESP (`tandem/<slot>/`).
+pub const BOOT_FILES_DIR: &str = "tandem";
 /// The `sort-key` of every Tandem entry.
 pub const SORT_KEY: &str = "tandem";
 const MAX_ENTRY_SIZE: u64 = 64 * 1024;
@@ -92,22 +94,58 @@ impl EntryTemplate {
             || self.options.contains("root=PARTUUID={partuuid}")
     }
 
-    fn render(&self, slot: SlotId, partuuid: &Uuid, version: u64) -> String {
+    /// A new entry for `slot`: it boots the slot's UKI when it has one (`boot.uki`, the path
+    /// on the ESP), else the template's `linux`/`initrd`; its options are the slot's
+    /// `cmdline` (when it has one) followed by the template's.
+    fn render(&self, slot: SlotId, partuuid: &Uuid, version: u64, boot: &SlotBoot) -> String {
         let sub = |s: &str| {
             s.replace("{slot}", &slot.to_string())
                 .replace("{SLOT}", &slot.to_string().to_uppercase())
                 .replace("{partuuid}", &partuuid.to_string())
         };
         let mut out = format!(
-            "title {}\nsort-key {SORT_KEY}\nversion {version}\nlinux {}\n",
-            sub(&self.title),
-            sub(&self.linux)
+            "title {}\nsort-key {SORT_KEY}\nversion {version}\n",
+            sub(&self.title)
         );
-        for i in &self.initrd {
-            out.push_str(&format!("initrd {}\n", sub(i)));
+        match &boot.uki {
+            Some(uki) => out.push_str(&format!("efi {uki}\n")),
+            None => {
+                out.push_str(&format!("linux {}\n", sub(&self.linux)));
+                for i in &self.initrd {
+                    out.push_str(&format!("initrd {}\n", sub(i)));
+                }
+            }
         }
-        out.push_str(&format!("options {}\n", sub(&self.options)));
+        let options = sub(&self.options);
+        match boot.cmdline.as_deref().filter(|c| !c.is_empty()) {
+            // The release's parameters first: without Secure Boot systemd-stub takes these
+            // options instead of the UKI's own `.cmdline` (docs/DESIGN.md §5.1).
+            Some(cmdline) => out.push_str(&format!("options {cmdline} {options}\n")),
+            None => out.push_str(&format!("options {options}\n")),
+        }
         out
+    }
+}
+
+/// What a slot's boot files put in its new entry.
+#[derive(Debug, Default)]
+struct SlotBoot {
+    /// The UKI's path on the ESP, when the slot has one.
+    uki: Option<String>,
+    /// The slot's kernel command line, when it has one.
+    cmdline: Option<String>,
+}
+
+impl SlotBoot {
+    fn of(files: &BootFiles, slot: SlotId) -> Result<Self> {
+        let has_uki = files
+            .present(slot)?
+            .iter()
+            .any(|(f, _)| *f == BootFile::Uki);
+        Ok(Self {
+            uki: has_uki.then(|| files.loader_path(slot, BootFile::Uki)),
+            cmdline: files.cmdline(slot)?,
+        })
     }
 }
 
@@ -131,6 +169,7 @@ pub struct SystemdBootControl {
     template: EntryTemplate,
     partuuids: [Uuid; 2],
     pair_entries: PairEntries,
+    boot_files: BootFiles,
 }
 
 /// A boot counter as found in a file name: `(tries left, tries done)`.
@@ -232,6 +271,7 @@ impl SystemdBootControl {
         template: EntryTemplate,
     ) -> Self {
         Self {
+            boot_files: BootFiles::new(store.clone(), BOOT_FILES_DIR),
             store,
             prefix: "tandem".into(),
             template,
@@ -430,16 +470,17 @@ impl SystemdBootControl {
             .map_err(|e| Error::io(format!("writing {ENTRIES_DIR}/{name}"), e))
     }
 
-    fn new_body(&self, slot: SlotId, old: Option<&EntryFile>, version: u64) -> String {
+    fn new_body(&self, slot: SlotId, old: Option<&EntryFile>, version: u64) -> Result<String> {
         match old {
-            Some(e) => with_version(&e.body, version),
+            Some(e) => Ok(with_version(&e.body, version)),
             None => {
                 let uuid = self
                     .partuuids
                     .get(slot_index(slot))
                     .copied()
                     .unwrap_or_default();
-                self.template.render(slot, &uuid, version)
+                let boot = SlotBoot::of(&self.boot_files, slot)?;
+                Ok(self.template.render(slot, &uuid, version, &boot))
             }
         }
     }
@@ -455,6 +496,11 @@ fn slot_index(slot: SlotId) -> usize {
 impl BootControl for SystemdBootControl {
     fn kind(&self) -> BackendKind {
         BackendKind::SystemdBoot
+    }
+
+    /// `<ESP>/tandem/<slot>/`.
+    fn boot_files(&self) -> Option<BootFiles> {
+        Some(self.boot_files.clone())
     }
 
     /// Create `loader/entries/` and, when missing, a `loader/loader.conf` without a
@@ -518,7 +564,7 @@ impl BootControl for SystemdBootControl {
         let done = me.as_ref().and_then(|e| e.counter).map_or(0, |(_, d)| d);
         let counter = (!state.successful).then_some((state.tries_left, done));
         let name = self.file_name(slot, counter);
-        let body = self.new_body(slot, me.as_ref(), my_version);
+        let body = self.new_body(slot, me.as_ref(), my_version)?;
         self.replace(me.as_ref(), &name, &body)
     }
 
@@ -543,7 +589,7 @@ impl BootControl for SystemdBootControl {
         let me = entries.get(slot_index(slot)).cloned().flatten();
         let generation = Self::next_generation(&entries, slot)?;
         let name = self.file_name(slot, Some((tries, 0)));
-        let body = self.new_body(slot, me.as_ref(), generation);
+        let body = self.new_body(slot, me.as_ref(), generation)?;
         self.replace(me.as_ref(), &name, &body)
     }
 
@@ -610,6 +656,100 @@ mod tests {
 
     fn names(fs: &MemFs) -> Vec<String> {
         fs.list(Path::new(ENTRIES_DIR)).unwrap_or_default()
+    }
+
+    /// Give `slot` these boot files, as an install does.
+    fn give(bc: &SystemdBootControl, slot: SlotId, set: &[(BootFile, &[u8])]) {
+        use std::io::Write;
+        let mut staging = bc.boot_files().unwrap().stage(slot).unwrap();
+        for (file, data) in set {
+            let mut f = staging.create(*file).unwrap();
+            f.write_all(data).unwrap();
+            f.finish().unwrap();
+        }
+        staging.commit().unwrap();
+    }
+
+    #[test]
+    fn a_new_entry_boots_the_slots_uki_with_its_cmdline_first() {
+        let (fs, bc) = setup();
+        let partuuid = |slot| bc.partuuids[slot_index(slot)];
+        give(
+            &bc,
+            SlotId::B,
+            &[
+                (BootFile::Uki, b"MZ"),
+                (BootFile::Cmdline, b"quiet splash\n"),
+            ],
+        );
+        bc.set_trial(SlotId::A, 1).unwrap();
+        bc.mark_good(SlotId::A).unwrap();
+        bc.set_trial(SlotId::B, 3).unwrap();
+        let b = fs
+            .read(&entry_path("tandem-b+3-0.conf"), MAX_ENTRY_SIZE)
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(b).unwrap(),
+            format!(
+                "title Tandem (slot b)\nsort-key tandem\nversion 2\nefi /tandem/b/uki.efi\n\
+                 options quiet splash root=PARTUUID={} rw tandem.slot=b\n",
+                partuuid(SlotId::B)
+            )
+        );
+        // Slot a has no boot files: the template's kernel and initrd, its options alone.
+        let a = fs
+            .read(&entry_path("tandem-a.conf"), MAX_ENTRY_SIZE)
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(a).unwrap(),
+            format!(
+                "title Tandem (slot a)\nsort-key tandem\nversion 1\nlinux /tandem/a/vmlinuz\n\
+                 initrd /tandem/a/initrd.img\noptions root=PARTUUID={} rw tandem.slot=a\n",
+                partuuid(SlotId::A)
+            )
+        );
+        assert_eq!(bc.next_boot().unwrap(), Some(SlotId::B));
+
+        // Kernel + initrd with a command line: the template's paths, the cmdline first.
+        bc.set_unbootable(SlotId::A).unwrap();
+        give(
+            &bc,
+            SlotId::A,
+            &[
+                (BootFile::Kernel, b"k"),
+                (BootFile::Initrd, b"i"),
+                (BootFile::Cmdline, b"console=ttyS0"),
+            ],
+        );
+        bc.set_trial(SlotId::A, 2).unwrap();
+        let a = fs
+            .read(&entry_path("tandem-a+2-0.conf"), MAX_ENTRY_SIZE)
+            .unwrap();
+        let a = String::from_utf8(a).unwrap();
+        assert!(
+            a.contains("version 3\nlinux /tandem/a/vmlinuz\ninitrd /tandem/a/initrd.img\n"),
+            "{a}"
+        );
+        assert!(
+            a.ends_with(&format!(
+                "options console=ttyS0 root=PARTUUID={} rw tandem.slot=a\n",
+                partuuid(SlotId::A)
+            )),
+            "{a}"
+        );
+    }
+
+    #[test]
+    fn a_cmdline_with_a_line_break_is_refused_not_written_into_an_entry() {
+        let (fs, bc) = setup();
+        fs.write_atomic(Path::new("tandem/b/cmdline"), b"quiet\nlinux /evil")
+            .unwrap();
+        let err = bc.set_trial(SlotId::B, 3).unwrap_err();
+        assert!(
+            matches!(err, Error::BootState(BootStateError::Cmdline { .. })),
+            "{err}"
+        );
+        assert!(names(&fs).is_empty(), "no entry written");
     }
 
     #[test]

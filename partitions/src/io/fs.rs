@@ -1,5 +1,6 @@
-//! [`FileStore`]: small files under one root directory, each change durable when it returns,
-//! and its real implementation over a directory ([`RealFs`]).
+//! [`FileStore`]: files under one root directory, each change durable when it returns (a
+//! streamed [`NewFile`] once finished), and its real implementation over a directory
+//! ([`RealFs`]).
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -9,7 +10,9 @@ use std::path::{Component, Path, PathBuf};
 /// Small files under one root directory (an ESP, `/var/lib/tandem`, …).
 ///
 /// Paths are relative to the store's root; absolute paths and `..` are refused. Every
-/// mutating call is durable when it returns (file data and the directory entry fsynced).
+/// mutating call is durable when it returns (file data and the directory entry fsynced),
+/// except the writes to a streamed file ([`create`](Self::create)), which are durable once
+/// [`NewFile::finish`] returns.
 pub trait FileStore: Send + Sync + fmt::Debug {
     /// The whole file; `ErrorKind::NotFound` when absent, `InvalidData` when larger than
     /// `max_len` (checked before reading).
@@ -29,6 +32,22 @@ pub trait FileStore: Send + Sync + fmt::Debug {
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// Create a directory and its parents (durable).
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Create or truncate `path` for a streamed write (not atomic: callers write under a
+    /// temporary name and rename). Durable only after [`NewFile::finish`].
+    fn create(&self, path: &Path) -> io::Result<Box<dyn NewFile>>;
+    /// Up to `len` bytes at `offset` (fewer at the end of the file, none past it).
+    fn read_at(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>>;
+    /// The length of a file.
+    fn len(&self, path: &Path) -> io::Result<u64>;
+    /// Bytes available for new files on the store's filesystem.
+    fn free_space(&self) -> io::Result<u64>;
+}
+
+/// A file being written in a stream ([`FileStore::create`]); durable only after `finish`.
+/// Dropped without `finish`, it keeps what the page cache happens to keep.
+pub trait NewFile: Write + Send {
+    /// fsync the file, then its directory.
+    fn finish(self: Box<Self>) -> io::Result<()>;
 }
 
 pub(super) fn checked_relative(path: &Path) -> io::Result<&Path> {
@@ -75,6 +94,28 @@ impl RealFs {
             _ => Path::new("."),
         };
         File::open(parent)?.sync_all()
+    }
+}
+
+/// A file of a [`RealFs`] being written.
+struct RealNewFile {
+    file: File,
+    path: PathBuf,
+}
+
+impl Write for RealNewFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl NewFile for RealNewFile {
+    fn finish(self: Box<Self>) -> io::Result<()> {
+        self.file.sync_all()?;
+        RealFs::sync_parent(&self.path)
     }
 }
 
@@ -168,6 +209,40 @@ impl FileStore for RealFs {
         fs::create_dir_all(&full)?;
         Self::sync_parent(&full)
     }
+
+    fn create(&self, path: &Path) -> io::Result<Box<dyn NewFile>> {
+        let path = self.full(path)?;
+        let file = File::create(&path)?;
+        Ok(Box::new(RealNewFile { file, path }))
+    }
+
+    fn read_at(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let file = File::open(self.full(path)?)?;
+        let available = file.metadata()?.len().saturating_sub(offset);
+        // Never allocate more than the file holds, whatever `len` asks for.
+        let want = usize::try_from(available).map_or(len, |a| a.min(len));
+        let mut data = vec![0u8; want];
+        let mut done = 0;
+        while let Some(rest) = data.get_mut(done..).filter(|r| !r.is_empty()) {
+            match file.read_at(rest, offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        data.truncate(done);
+        Ok(data)
+    }
+
+    fn len(&self, path: &Path) -> io::Result<u64> {
+        Ok(fs::metadata(self.full(path)?)?.len())
+    }
+
+    fn free_space(&self) -> io::Result<u64> {
+        let st = rustix::fs::statvfs(&self.root)?;
+        Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    }
 }
 
 #[cfg(test)]
@@ -208,6 +283,42 @@ pub(crate) mod tests {
         store.remove(Path::new("loader/entries/y.conf")).unwrap();
         assert!(store.read(Path::new("../etc/passwd"), 10).is_err());
         assert!(store.read(Path::new("/etc/passwd"), 10).is_err());
+        exercise_streams(store);
+    }
+
+    /// Streamed writes, ranged reads, lengths and free space.
+    fn exercise_streams(store: &dyn FileStore) {
+        let path = Path::new("loader/big.bin");
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let free = store.free_space().unwrap();
+        assert!(free >= data.len() as u64, "{free}");
+        let mut f = store.create(path).unwrap();
+        for piece in data.chunks(3000) {
+            f.write_all(piece).unwrap();
+        }
+        f.finish().unwrap();
+        assert_eq!(store.len(path).unwrap(), 10_000);
+        assert_eq!(store.read(path, 10_000).unwrap(), data);
+        assert_eq!(
+            store.read_at(path, 9_000, 500).unwrap(),
+            &data[9_000..9_500]
+        );
+        assert_eq!(store.read_at(path, 9_900, 500).unwrap(), &data[9_900..]);
+        assert!(store.read_at(path, 20_000, 10).unwrap().is_empty());
+        // `create` truncates an existing file.
+        let mut f = store.create(path).unwrap();
+        f.write_all(b"short").unwrap();
+        f.finish().unwrap();
+        assert_eq!(store.read(path, 100).unwrap(), b"short");
+        assert_eq!(store.len(path).unwrap(), 5);
+        store.remove(path).unwrap();
+        for err in [
+            store.len(path).unwrap_err(),
+            store.read_at(path, 0, 1).unwrap_err(),
+        ] {
+            assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        }
+        assert!(store.create(Path::new("../escape")).is_err());
     }
 
     #[test]

@@ -2,12 +2,12 @@
 //! ([`MemDisk`]) and a file store ([`MemFs`]). Built with the `sim` feature only.
 
 use std::collections::BTreeMap;
-use std::io;
+use std::io::{self, Write};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::block::{check_range, BlockDevice};
-use super::fs::{checked_relative, FileStore};
+use super::fs::{checked_relative, FileStore, NewFile};
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock cannot leave these plain maps half-updated in a way
     // that matters to a test; keep going rather than poison every later call.
@@ -174,9 +174,20 @@ impl BlockDevice for MemDisk {
 }
 
 /// An in-memory [`FileStore`] (directories are implied by file paths). Clones share content.
-#[derive(Debug, Clone, Default)]
+///
+/// It holds at most its capacity in file bytes (unlimited by default; see
+/// [`with_capacity`](Self::with_capacity)): a write that does not fit fails with
+/// `ErrorKind::StorageFull`, as `ENOSPC` does, so tests can fill it.
+#[derive(Debug, Clone)]
 pub struct MemFs {
     files: Arc<Mutex<BTreeMap<PathBuf, Vec<u8>>>>,
+    capacity: u64,
+}
+
+impl Default for MemFs {
+    fn default() -> Self {
+        Self::from_files(BTreeMap::new(), u64::MAX)
+    }
 }
 
 impl MemFs {
@@ -185,10 +196,16 @@ impl MemFs {
         Self::default()
     }
 
-    /// A store holding `files`.
-    pub(super) fn from_files(files: BTreeMap<PathBuf, Vec<u8>>) -> Self {
+    /// An empty store holding at most `bytes` bytes of file content.
+    pub fn with_capacity(bytes: u64) -> Self {
+        Self::from_files(BTreeMap::new(), bytes)
+    }
+
+    /// A store holding `files`, with room for `capacity` bytes.
+    pub(super) fn from_files(files: BTreeMap<PathBuf, Vec<u8>>, capacity: u64) -> Self {
         Self {
             files: Arc::new(Mutex::new(files)),
+            capacity,
         }
     }
 
@@ -196,6 +213,66 @@ impl MemFs {
     pub fn snapshot(&self) -> BTreeMap<PathBuf, Vec<u8>> {
         lock(&self.files).clone()
     }
+
+    /// The capacity in bytes.
+    pub(super) fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Bytes left for new content in `files`.
+    fn room(&self, files: &BTreeMap<PathBuf, Vec<u8>>) -> u64 {
+        let used: u64 = files.values().map(|d| d.len() as u64).sum();
+        self.capacity.saturating_sub(used)
+    }
+
+    /// Append to an existing file as much of `buf` as fits (`write(2)` on a nearly full
+    /// filesystem): the bytes appended, or `StorageFull` when none fit.
+    pub(super) fn append(&self, path: &Path, buf: &[u8]) -> io::Result<usize> {
+        let mut files = lock(&self.files);
+        let room = usize::try_from(self.room(&files)).unwrap_or(usize::MAX);
+        if room == 0 && !buf.is_empty() {
+            return Err(storage_full(path));
+        }
+        let fits = buf.get(..room).unwrap_or(buf);
+        let file = files.get_mut(path).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{}: removed or renamed while written", path.display()),
+            )
+        })?;
+        file.extend_from_slice(fits);
+        Ok(fits.len())
+    }
+}
+
+/// A file of a [`MemFs`] being written: every write lands at once (nothing to sync).
+struct MemNewFile {
+    fs: MemFs,
+    path: PathBuf,
+}
+
+impl Write for MemNewFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.fs.append(&self.path, buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl NewFile for MemNewFile {
+    fn finish(self: Box<Self>) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `ENOSPC` naming the file: `ErrorKind::StorageFull`, as a real filesystem reports it
+/// (the kind is taken from the errno because naming it needs a newer Rust than our MSRV).
+fn storage_full(path: &Path) -> io::Error {
+    io::Error::new(
+        io::Error::from(rustix::io::Errno::NOSPC).kind(),
+        format!("{}: no space left on the store", path.display()),
+    )
 }
 
 fn not_found(path: &Path) -> io::Error {
@@ -226,7 +303,13 @@ impl FileStore for MemFs {
         Ok(data.clone())
     }
     fn write_atomic(&self, path: &Path, data: &[u8]) -> io::Result<()> {
-        lock(&self.files).insert(normalize(path)?, data.to_vec());
+        let path = normalize(path)?;
+        let mut files = lock(&self.files);
+        // The temporary copy needs room while the old file still exists.
+        if data.len() as u64 > self.room(&files) {
+            return Err(storage_full(&path));
+        }
+        files.insert(path, data.to_vec());
         Ok(())
     }
     fn overwrite(&self, path: &Path, data: &[u8]) -> io::Result<()> {
@@ -274,6 +357,31 @@ impl FileStore for MemFs {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         normalize(dir).map(|_| ())
     }
+    fn create(&self, path: &Path) -> io::Result<Box<dyn NewFile>> {
+        let path = normalize(path)?;
+        lock(&self.files).insert(path.clone(), Vec::new());
+        Ok(Box::new(MemNewFile {
+            fs: self.clone(),
+            path,
+        }))
+    }
+    fn read_at(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let path = normalize(path)?;
+        let files = lock(&self.files);
+        let data = files.get(&path).ok_or_else(|| not_found(&path))?;
+        let start = usize::try_from(offset).map_or(data.len(), |o| o.min(data.len()));
+        let rest = data.get(start..).unwrap_or(&[]);
+        Ok(rest.get(..len).unwrap_or(rest).to_vec())
+    }
+    fn len(&self, path: &Path) -> io::Result<u64> {
+        let path = normalize(path)?;
+        let files = lock(&self.files);
+        let data = files.get(&path).ok_or_else(|| not_found(&path))?;
+        Ok(data.len() as u64)
+    }
+    fn free_space(&self) -> io::Result<u64> {
+        Ok(self.room(&lock(&self.files)))
+    }
 }
 
 #[cfg(test)]
@@ -297,5 +405,27 @@ mod tests {
     #[test]
     fn mem_fs_store() {
         exercise_store(&MemFs::new());
+    }
+
+    #[test]
+    fn a_full_mem_fs_refuses_writes_like_enospc() {
+        let fs = MemFs::with_capacity(100);
+        fs.write_atomic(Path::new("a"), &[1; 60]).unwrap();
+        assert_eq!(fs.free_space().unwrap(), 40);
+        // Replacing needs room for the new copy while the old one exists.
+        let err = fs.write_atomic(Path::new("a"), &[2; 50]).unwrap_err();
+        assert_eq!(format!("{:?}", err.kind()), "StorageFull");
+        assert_eq!(fs.read(Path::new("a"), 100).unwrap(), [1; 60]);
+        let mut f = fs.create(Path::new("b")).unwrap();
+        let err = f.write_all(&[3; 50]).unwrap_err();
+        assert_eq!(format!("{:?}", err.kind()), "StorageFull");
+        assert_eq!(
+            fs.len(Path::new("b")).unwrap(),
+            40,
+            "what fitted was written"
+        );
+        assert_eq!(fs.free_space().unwrap(), 0);
+        fs.remove(Path::new("b")).unwrap();
+        assert_eq!(fs.free_space().unwrap(), 40);
     }
 }

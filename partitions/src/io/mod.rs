@@ -2,9 +2,10 @@
 //!
 //! * [`BlockDevice`]: a disk or a partition of one (read at, write at, zero a range, sync).
 //!   Slot data, the GPT boot attributes and anything else that lives at a byte offset.
-//! * [`FileStore`]: small files on a filesystem (the ESP's boot entries, the grubenv, the
-//!   updater's state file), with whole-file atomic replacement, in-place overwrite, rename and
-//!   removal, each durable when it returns.
+//! * [`FileStore`]: files on a filesystem (the ESP's boot entries and boot files, the
+//!   grubenv, the updater's state file), with whole-file atomic replacement, in-place
+//!   overwrite, rename and removal, each durable when it returns, and streamed writes
+//!   ([`NewFile`], durable once finished) for files too large to hold in memory.
 //!
 //! Nothing in this crate (and nothing in the updater) writes boot state or slot data with
 //! `std::fs` directly: backends and slot writers only hold an `Arc<dyn BlockDevice>` or an
@@ -26,7 +27,7 @@ mod mem;
 mod power_loss;
 
 pub use block::{BlockDevice, DeviceCursor, FileDisk, SubDevice};
-pub use fs::{FileStore, RealFs};
+pub use fs::{FileStore, NewFile, RealFs};
 #[cfg(any(test, feature = "sim"))]
 pub use mem::{MemDisk, MemFs};
 #[cfg(any(test, feature = "sim"))]

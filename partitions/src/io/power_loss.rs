@@ -3,12 +3,13 @@
 //! a real power cut leaves (what was synced plus a seeded subset of the rest), and the seeded
 //! generator they use ([`SplitMix64`]). Built with the `sim` feature only.
 
-use std::io;
+use std::collections::BTreeMap;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::block::{check_range, BlockDevice};
-use super::fs::FileStore;
+use super::fs::{FileStore, NewFile};
 use super::mem::{lock, normalize, MemDisk, MemFs, SparseBytes};
 /// One write not yet made durable by a sync.
 #[derive(Debug, Clone)]
@@ -182,13 +183,17 @@ impl BlockDevice for PowerLossDisk {
 }
 
 /// A [`FileStore`] that loses power: after [`cut_after_ops`](Self::cut_after_ops)`(k)`, the
-/// `k+1`-th mutating call fails and so does everything after it.
+/// `k+1`-th mutating call fails and so does everything after it. Mutating calls are those of
+/// [`FileStore`] that change files, and, for a streamed file ([`FileStore::create`]), each
+/// `write` and the `finish`, so a cut can land inside a streamed write.
 ///
 /// Every completed call was durable (that is the [`FileStore`] contract), so the files found
 /// at the next boot ([`after_power_cut`](Self::after_power_cut)) are those of the completed
-/// calls, plus the interrupted one: an atomic call (`write_atomic`, `rename`, `remove`) is
-/// applied whole or not at all (seeded), and an interrupted in-place `overwrite` is torn: a
-/// seeded subset of its 512-byte sectors is kept, as a disk may do.
+/// calls, plus the interrupted one: an atomic call (`write_atomic`, `rename`, `remove`,
+/// `create`) is applied whole or not at all (seeded), and an interrupted in-place `overwrite`
+/// is torn: a seeded subset of its 512-byte sectors is kept, as a disk may do. A streamed file
+/// not finished before the cut is what a page cache leaves: a seeded prefix of the bytes
+/// written to it (the interrupted write included), or its content from before `create`.
 #[derive(Debug, Clone, Default)]
 pub struct PowerLossFs {
     state: Arc<Mutex<LossFsState>>,
@@ -201,6 +206,20 @@ struct LossFsState {
     cut_after: Option<u64>,
     powered_off: bool,
     interrupted: Option<FsOp>,
+    /// Streamed files not finished yet, by id.
+    unfinished: BTreeMap<u64, Unfinished>,
+    next_id: u64,
+}
+
+/// A streamed file whose data is not durable yet.
+#[derive(Debug)]
+struct Unfinished {
+    /// Where it is now (`None` once removed or replaced).
+    path: Option<PathBuf>,
+    /// Its content before `create` truncated it (`None`: it did not exist).
+    before: Option<Vec<u8>>,
+    /// Every byte written to it, the interrupted write's included.
+    written: Vec<u8>,
 }
 
 #[derive(Debug, Clone)]
@@ -209,12 +228,114 @@ enum FsOp {
     Overwrite(PathBuf, Vec<u8>),
     Rename(PathBuf, PathBuf),
     Remove(PathBuf),
+    Create(PathBuf),
+}
+
+/// Why a mutating call may not run.
+enum Off {
+    /// The power was off already.
+    Already,
+    /// This call is the one the power goes off in.
+    Now,
+}
+
+impl LossFsState {
+    /// Whether the next mutating call may run; when it is the cut point, the power goes off.
+    fn begin(&mut self) -> Result<(), Off> {
+        if self.powered_off {
+            return Err(Off::Already);
+        }
+        if self.cut_after.is_some_and(|k| self.ops_done >= k) {
+            self.powered_off = true;
+            return Err(Off::Now);
+        }
+        Ok(())
+    }
+
+    fn check_on(&self) -> io::Result<()> {
+        if self.powered_off {
+            Err(power_off())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Follow unfinished streamed files through a completed call that moved or dropped them.
+    fn retarget(&mut self, op: &FsOp) {
+        for u in self.unfinished.values_mut() {
+            let Some(path) = u.path.clone() else { continue };
+            match op {
+                FsOp::Rename(from, to) if *from == path => u.path = Some(to.clone()),
+                FsOp::Rename(_, p)
+                | FsOp::WriteAtomic(p, _)
+                | FsOp::Remove(p)
+                | FsOp::Create(p)
+                    if *p == path =>
+                {
+                    u.path = None
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn write_streamed(&mut self, id: u64, buf: &[u8]) -> io::Result<usize> {
+        let cut = self.begin();
+        let u = self
+            .unfinished
+            .get_mut(&id)
+            .ok_or_else(|| io::Error::other("write after finish"))?;
+        match cut {
+            Err(Off::Now) => {
+                u.written.extend_from_slice(buf);
+                return Err(power_off());
+            }
+            Err(Off::Already) => return Err(power_off()),
+            Ok(()) => {}
+        }
+        // Writes to a removed file succeed and go nowhere, as on a real filesystem.
+        let n = match &u.path {
+            Some(p) => self.files.append(p, buf)?,
+            None => buf.len(),
+        };
+        u.written.extend_from_slice(buf.get(..n).unwrap_or(buf));
+        self.ops_done += 1;
+        Ok(n)
+    }
+
+    fn finish_streamed(&mut self, id: u64) -> io::Result<()> {
+        self.begin().map_err(|_| power_off())?;
+        self.unfinished.remove(&id);
+        self.ops_done += 1;
+        Ok(())
+    }
+}
+
+/// A streamed file of a [`PowerLossFs`].
+struct LossNewFile {
+    state: Arc<Mutex<LossFsState>>,
+    id: u64,
+}
+
+impl Write for LossNewFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        lock(&self.state).write_streamed(self.id, buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl NewFile for LossNewFile {
+    fn finish(self: Box<Self>) -> io::Result<()> {
+        lock(&self.state).finish_streamed(self.id)
+    }
 }
 
 impl PowerLossFs {
-    /// A store holding a copy of `files`' content, power on.
+    /// A store holding a copy of `files`' content (and its capacity), power on.
     pub fn from_mem(files: &MemFs) -> Self {
-        let copy = MemFs::from_files(files.snapshot());
+        let copy = MemFs::from_files(files.snapshot(), files.capacity());
         Self {
             state: Arc::new(Mutex::new(LossFsState {
                 files: copy,
@@ -242,8 +363,13 @@ impl PowerLossFs {
     /// The files found after the power comes back (a fresh, powered-on store).
     pub fn after_power_cut(&self, seed: u64) -> MemFs {
         let s = lock(&self.state);
-        let out = MemFs::from_files(s.files.snapshot());
+        let out = MemFs::from_files(s.files.snapshot(), s.files.capacity());
         let mut rng = SplitMix64(seed);
+        for u in s.unfinished.values() {
+            if let Some(path) = &u.path {
+                keep_some_of(&out, path, u, &mut rng);
+            }
+        }
         // Ignoring errors: an interrupted call on a missing file simply did nothing.
         let _ = match &s.interrupted {
             None => Ok(()),
@@ -262,38 +388,59 @@ impl PowerLossFs {
             Some(FsOp::WriteAtomic(p, d)) => out.write_atomic(p, d),
             Some(FsOp::Rename(f, t)) => out.rename(f, t),
             Some(FsOp::Remove(p)) => out.remove(p),
+            Some(FsOp::Create(p)) => out.write_atomic(p, &[]),
         };
         out
     }
 
     fn mutate(&self, op: FsOp) -> io::Result<()> {
         let mut s = lock(&self.state);
-        if s.powered_off {
-            return Err(power_off());
-        }
-        if s.cut_after.is_some_and(|k| s.ops_done >= k) {
-            s.powered_off = true;
-            s.interrupted = Some(op);
-            return Err(power_off());
+        match s.begin() {
+            Ok(()) => {}
+            Err(Off::Already) => return Err(power_off()),
+            Err(Off::Now) => {
+                s.interrupted = Some(op);
+                return Err(power_off());
+            }
         }
         match &op {
             FsOp::WriteAtomic(p, d) => s.files.write_atomic(p, d)?,
             FsOp::Overwrite(p, d) => s.files.overwrite(p, d)?,
             FsOp::Rename(f, t) => s.files.rename(f, t)?,
             FsOp::Remove(p) => s.files.remove(p)?,
+            FsOp::Create(p) => s.files.write_atomic(p, &[])?,
         }
+        s.retarget(&op);
         s.ops_done += 1;
         Ok(())
     }
+
+    fn read_only<T>(&self, f: impl FnOnce(&MemFs) -> io::Result<T>) -> io::Result<T> {
+        let s = lock(&self.state);
+        s.check_on()?;
+        f(&s.files)
+    }
+}
+
+/// What a page cache leaves of an unfinished streamed file: a seeded prefix of what was
+/// written, or the content from before it was created.
+fn keep_some_of(out: &MemFs, path: &Path, u: &Unfinished, rng: &mut SplitMix64) {
+    let n = u.written.len() as u64;
+    let pick = rng.next() % (n + 2);
+    // Ignoring errors: `out` is a plain in-memory map; removing a file already gone is fine.
+    let _ = match (
+        usize::try_from(pick).ok().and_then(|k| u.written.get(..k)),
+        &u.before,
+    ) {
+        (Some(prefix), _) => out.write_atomic(path, prefix),
+        (None, Some(before)) => out.write_atomic(path, before),
+        (None, None) => out.remove(path),
+    };
 }
 
 impl FileStore for PowerLossFs {
     fn read(&self, path: &Path, max_len: u64) -> io::Result<Vec<u8>> {
-        let s = lock(&self.state);
-        if s.powered_off {
-            return Err(power_off());
-        }
-        s.files.read(path, max_len)
+        self.read_only(|f| f.read(path, max_len))
     }
     fn write_atomic(&self, path: &Path, data: &[u8]) -> io::Result<()> {
         self.mutate(FsOp::WriteAtomic(normalize(path)?, data.to_vec()))
@@ -308,14 +455,39 @@ impl FileStore for PowerLossFs {
         self.mutate(FsOp::Remove(normalize(path)?))
     }
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        let s = lock(&self.state);
-        if s.powered_off {
-            return Err(power_off());
-        }
-        s.files.list(dir)
+        self.read_only(|f| f.list(dir))
     }
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         normalize(dir).map(|_| ())
+    }
+    fn create(&self, path: &Path) -> io::Result<Box<dyn NewFile>> {
+        let path = normalize(path)?;
+        let before = self.read_only(|f| Ok(f.read(&path, u64::MAX).ok()))?;
+        self.mutate(FsOp::Create(path.clone()))?;
+        let mut s = lock(&self.state);
+        let id = s.next_id;
+        s.next_id += 1;
+        s.unfinished.insert(
+            id,
+            Unfinished {
+                path: Some(path),
+                before,
+                written: Vec::new(),
+            },
+        );
+        Ok(Box::new(LossNewFile {
+            state: self.state.clone(),
+            id,
+        }))
+    }
+    fn read_at(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        self.read_only(|f| f.read_at(path, offset, len))
+    }
+    fn len(&self, path: &Path) -> io::Result<u64> {
+        self.read_only(|f| f.len(path))
+    }
+    fn free_space(&self) -> io::Result<u64> {
+        self.read_only(MemFs::free_space)
     }
 }
 
@@ -343,6 +515,70 @@ mod tests {
         assert_eq!(a[0], 1, "synced write kept");
         let kept = a[1..].iter().filter(|&&x| x != 0).count();
         assert!(kept > 0 && kept < 32, "a strict subset is kept ({kept})");
+    }
+
+    #[test]
+    fn power_loss_fs_store() {
+        crate::io::fs::tests::exercise_store(&PowerLossFs::default());
+    }
+
+    /// Streams `data` into the file `f` in writes of 4 bytes, then finishes it.
+    fn stream(fs: &PowerLossFs, data: &[u8]) -> io::Result<()> {
+        let mut f = fs.create(Path::new("f"))?;
+        for piece in data.chunks(4) {
+            f.write_all(piece)?;
+        }
+        f.finish()
+    }
+
+    #[test]
+    fn an_unfinished_streamed_file_keeps_a_prefix_or_its_old_content() {
+        let (old, new) = (b"old content!".as_slice(), b"new content!".as_slice());
+        let base = PowerLossFs::default();
+        stream(&base, old).unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        // create, 3 writes, finish: cut before each, and after all.
+        for k in 0..=5 {
+            for seed in 0..16 {
+                let fs = PowerLossFs::from_mem(&base.after_power_cut(0));
+                fs.cut_after_ops(k);
+                let done = stream(&fs, new).is_ok();
+                assert_eq!(done, k == 5, "k {k}");
+                let got = fs.after_power_cut(seed).read(Path::new("f"), 100).unwrap();
+                if k == 5 {
+                    assert_eq!(got, new);
+                } else {
+                    assert!(
+                        got == old || new.starts_with(&got),
+                        "k {k} seed {seed}: {got:?}"
+                    );
+                }
+                seen.insert(got);
+            }
+        }
+        assert!(seen.contains(old) && seen.contains(new) && seen.contains(&b""[..]));
+        assert!(seen.len() > 4, "several prefixes: {seen:?}");
+    }
+
+    #[test]
+    fn power_loss_fs_follows_a_renamed_unfinished_file_and_keeps_capacity() {
+        let fs = PowerLossFs::from_mem(&MemFs::with_capacity(8));
+        let mut f = fs.create(Path::new("x")).unwrap();
+        f.write_all(b"1234").unwrap();
+        fs.rename(Path::new("x"), Path::new("y")).unwrap();
+        // Not finished: what the cache keeps of it follows the rename.
+        let after = fs.after_power_cut(3);
+        assert!(after.read(Path::new("x"), 10).is_err());
+        let y = after.read(Path::new("y"), 10);
+        assert!(
+            y.as_deref().map_or(true, |d| b"1234".starts_with(d)),
+            "{y:?}"
+        );
+        assert_eq!(fs.free_space().unwrap(), 4);
+        assert_eq!(
+            after.free_space().unwrap(),
+            8 - after.len(Path::new("y")).unwrap_or(0)
+        );
     }
 
     #[test]

@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
+use std::io::Write;
+
 use partitions::boot::grub::{GrubEnv, GrubEnvBootControl, ENVBLK_SIZE};
+use partitions::boot::{BootFile, BootFiles};
 use partitions::io::{FileStore, MemFs, RealFs};
 use partitions::{select_and_boot, BootControl, Disk, SlotBootState, SlotId, SlotPair};
 
@@ -156,12 +159,13 @@ impl GrubRig {
         std::fs::create_dir(&rig.prefix).unwrap();
         let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/grub.cfg.example");
         std::fs::copy(&example, rig.prefix.join("tandem.cfg")).expect("docs/grub.cfg.example");
-        // grub-emu has no `linux` command: these functions stand in and print what GRUB
+        // grub-emu has no `linux` or `chainloader`: these functions stand in and print what GRUB
         // would boot. `boot` then fails harmlessly ("load the kernel first").
         std::fs::write(
             rig.prefix.join("grub.cfg"),
             format!(
                 "function linux {{ echo \"TANDEM-KERNEL $1\"; shift; for a in $@; do echo \"TANDEM-ARG $a\"; done; }}\n\
+                 function chainloader {{ echo \"TANDEM-UKI $1\"; shift; for a in $@; do echo \"TANDEM-ARG $a\"; done; }}\n\
                  function initrd {{ echo \"TANDEM-INITRD $1\"; }}\n\
                  source \"{}\"\n\
                  echo TANDEM-END\n\
@@ -200,6 +204,35 @@ impl GrubRig {
         );
     }
 
+    /// Give `slot` these boot files with our code (in the host directory, beside the host
+    /// grubenv, as the agent does), then mirror its directory onto the ESP.
+    fn give(&self, slot: SlotId, set: &[(BootFile, &[u8])]) {
+        let files = BootFiles::new(Arc::new(RealFs::new(self.t.path("host"))), "").with_grub_env();
+        let mut staging = files.stage(slot).unwrap();
+        for (file, data) in set {
+            let mut f = staging.create(*file).unwrap();
+            f.write_all(data).unwrap();
+            f.finish().unwrap();
+        }
+        staging.commit().unwrap();
+        for name in ["uki.efi", "vmlinuz", "initrd.img", "cmdline", "cmdline.env"] {
+            let host = self.t.path(&format!("host/{slot}/{name}"));
+            let esp = format!("::tandem/{slot}/{name}");
+            if host.exists() {
+                self.t.run(
+                    mtools("mcopy")
+                        .args(["-o", "-i", &self.esp()])
+                        .arg(&host)
+                        .arg(&esp),
+                );
+            } else {
+                // Absent already is fine.
+                self.t
+                    .run_any(mtools("mdel").args(["-i", &self.esp(), &esp]));
+            }
+        }
+    }
+
     /// Change the boot state with our code (as the OS would), on the ESP copy.
     fn with_state(&self, f: impl FnOnce(&GrubEnvBootControl)) {
         self.pull_env();
@@ -207,8 +240,8 @@ impl GrubRig {
         self.push_env();
     }
 
-    /// One boot in grub-emu: the slot GRUB chose, or None.
-    fn boot(&self) -> Option<SlotId> {
+    /// One boot in grub-emu: what GRUB would have started, or None.
+    fn boot_image(&self) -> Option<Booted> {
         let out = self.t.run(
             Command::new(tool("grub-emu"))
                 .args(["-r", "host", "-d"])
@@ -221,36 +254,57 @@ impl GrubRig {
             text.contains("TANDEM-END"),
             "the script did not run to its end:\n{text}"
         );
-        let kernel = text.lines().find_map(|l| l.split("TANDEM-KERNEL ").nth(1));
-        let Some(kernel) = kernel else {
+        let field = |tag: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(tag))
+                .map(str::to_owned)
+        };
+        let Some(image) = field("TANDEM-KERNEL ").or_else(|| field("TANDEM-UKI ")) else {
             assert!(text.contains("tandem: nothing bootable"), "{text}");
             return None;
         };
-        let slot: SlotId = if kernel.ends_with("/tandem/a/vmlinuz") {
+        let slot = if image.contains("/tandem/a/") {
             SlotId::A
         } else {
             SlotId::B
         };
-        assert_eq!(
-            kernel,
-            format!("(hd0,gpt1)/tandem/{slot}/vmlinuz"),
-            "{text}"
-        );
-        let args: Vec<&str> = text
+        let args = text
             .lines()
             .filter_map(|l| l.strip_prefix("TANDEM-ARG "))
+            .map(str::to_owned)
             .collect();
-        let partuuid = self.pair.slot(slot).partuuid;
-        assert_eq!(
+        Some(Booted {
+            slot,
+            uki: field("TANDEM-UKI ").is_some(),
+            image,
             args,
-            [
-                format!("root=PARTUUID={partuuid}"),
-                "rw".into(),
-                format!("tandem.slot={slot}")
-            ],
-            "{text}"
+            initrd: field("TANDEM-INITRD "),
+        })
+    }
+
+    /// One boot in grub-emu of a slot with a kernel and no command line: the slot GRUB
+    /// chose, or None.
+    fn boot(&self) -> Option<SlotId> {
+        let booted = self.boot_image()?;
+        let slot = booted.slot;
+        assert_eq!(
+            booted.image,
+            format!("(hd0,gpt1)/tandem/{slot}/vmlinuz"),
+            "{booted:?}"
         );
+        assert!(!booted.uki);
+        assert_eq!(booted.args, self.slot_args(slot), "{booted:?}");
         Some(slot)
+    }
+
+    /// The parameters GRUB adds for `slot`.
+    fn slot_args(&self, slot: SlotId) -> Vec<String> {
+        let partuuid = self.pair.slot(slot).partuuid;
+        vec![
+            format!("root=PARTUUID={partuuid}"),
+            "rw".into(),
+            format!("tandem.slot={slot}"),
+        ]
     }
 
     /// Boot once in GRUB and once in the reference firmware (on a copy of the same grubenv):
@@ -283,6 +337,17 @@ impl GrubRig {
         }
         got
     }
+}
+
+/// What GRUB would have started.
+#[derive(Debug)]
+struct Booted {
+    slot: SlotId,
+    /// Chainloaded (a UKI), not `linux`.
+    uki: bool,
+    image: String,
+    args: Vec<String>,
+    initrd: Option<String>,
 }
 
 fn mtools(name: &str) -> Command {
@@ -366,4 +431,80 @@ fn grub_uses_every_try_from_fifteen_down() {
     want.extend(vec![Some(SlotId::B); 15]);
     want.push(None);
     assert_eq!(boots, want);
+}
+
+#[test]
+fn grub_editenv_reads_our_cmdline_env_exactly() {
+    let t = Tmp::new();
+    let files = BootFiles::new(Arc::new(RealFs::new(t.dir.path())), "").with_grub_env();
+    let long = format!("console=ttyS0 {}", "x".repeat(2000));
+    for cmdline in [
+        "console=ttyS0,115200 quiet tandem.marker=v2",
+        r"path=C:\tandem\new two\\backslashes",
+        &long,
+    ] {
+        let mut staging = files.stage(SlotId::B).unwrap();
+        let mut f = staging.create(BootFile::Cmdline).unwrap();
+        f.write_all(cmdline.as_bytes()).unwrap();
+        f.finish().unwrap();
+        staging.commit().unwrap();
+        let list = stdout(&t.run(cmd("grub-editenv").args(["b/cmdline.env", "list"])));
+        assert_eq!(list, format!("TANDEM_CMDLINE={cmdline}\n"));
+    }
+    let size = std::fs::metadata(t.path("b/cmdline.env")).unwrap().len();
+    assert_eq!(
+        size,
+        3 * 1024,
+        "a long command line: a block of a larger multiple of 1024"
+    );
+}
+
+#[test]
+fn grub_boots_the_slots_uki_or_kernel_with_its_cmdline() {
+    let rig = GrubRig::new();
+    // Slot a: kernel + initrd with a command line; slot b: a UKI with another one.
+    rig.give(
+        SlotId::A,
+        &[
+            (BootFile::Kernel, b"kernel a"),
+            (BootFile::Initrd, b"initrd a"),
+            (BootFile::Cmdline, b"console=ttyS0 tandem.marker=v1\n"),
+        ],
+    );
+    rig.give(
+        SlotId::B,
+        &[
+            (BootFile::Uki, b"MZ uki b"),
+            (BootFile::Cmdline, b"quiet tandem.marker=v2"),
+        ],
+    );
+    rig.with_state(|bc| {
+        bc.set_trial(SlotId::A, 1).unwrap();
+        bc.mark_good(SlotId::A).unwrap();
+    });
+    let a = rig.boot_image().unwrap();
+    assert_eq!(a.slot, SlotId::A);
+    assert!(!a.uki, "{a:?}");
+    assert_eq!(a.image, "(hd0,gpt1)/tandem/a/vmlinuz");
+    assert_eq!(a.initrd.as_deref(), Some("(hd0,gpt1)/tandem/a/initrd.img"));
+    let mut want = vec!["console=ttyS0".to_string(), "tandem.marker=v1".into()];
+    want.extend(rig.slot_args(SlotId::A));
+    assert_eq!(a.args, want);
+
+    rig.with_state(|bc| bc.set_trial(SlotId::B, 1).unwrap());
+    let b = rig.boot_image().unwrap();
+    assert_eq!(b.slot, SlotId::B);
+    assert!(b.uki, "{b:?}");
+    assert_eq!(b.image, "(hd0,gpt1)/tandem/b/uki.efi");
+    assert_eq!(b.initrd, None);
+    let mut want = vec!["quiet".to_string(), "tandem.marker=v2".into()];
+    want.extend(rig.slot_args(SlotId::B));
+    assert_eq!(b.args, want);
+
+    // b's try is used up: back to a, whose command line is its own.
+    let a = rig.boot_image().unwrap();
+    assert_eq!(
+        (a.slot, a.args[1].as_str()),
+        (SlotId::A, "tandem.marker=v1")
+    );
 }

@@ -90,7 +90,7 @@ pub fn tool(name: &str) -> PathBuf {
         "grub-emu" => "grub-emu",
         "bootctl" => "systemd-boot",
         "mkfs.vfat" => "dosfstools",
-        "mcopy" | "mmd" => "mtools",
+        "mcopy" | "mmd" | "mdel" => "mtools",
         "unshare" => "util-linux",
         _ => "?",
     };

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use partitions::boot::Config;
-use partitions::io::{FileStore, MemFs, PowerLossDisk, SplitMix64};
+use partitions::io::{FileStore, MemFs, NewFile, PowerLossDisk, SplitMix64};
 use partitions::{select_and_boot, SlotId};
 use tandem_tests::{
     image, recover, request, Backend, Release, World, CHUNK_SIZE, DISK_SIZE, PRODUCT,
@@ -65,6 +65,22 @@ impl FileStore for CutFs {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         self.check()?;
         self.inner.create_dir_all(dir)
+    }
+    fn create(&self, path: &Path) -> io::Result<Box<dyn NewFile>> {
+        self.check()?;
+        self.inner.create(path)
+    }
+    fn read_at(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        self.check()?;
+        self.inner.read_at(path, offset, len)
+    }
+    fn len(&self, path: &Path) -> io::Result<u64> {
+        self.check()?;
+        self.inner.len(path)
+    }
+    fn free_space(&self) -> io::Result<u64> {
+        self.check()?;
+        self.inner.free_space()
     }
 }
 
