@@ -21,7 +21,7 @@ use partitions::create::{lay_out, Layout};
 use partitions::io::{BlockDevice, FileStore, MemDisk, MemFs};
 use partitions::{select_and_boot, BootControl, Disk, SlotBootState, SlotId, SlotPair};
 use sha2::{Digest, Sha256};
-use signer::bundle::{sign_bundle, BundleHead, SignOptions};
+use signer::bundle::{sign_release, AssetSource, BundleHead, SignOptions, Sources};
 use signer::metadata::{root_signed_bytes, sign_document, RootSpec};
 use signer::publish::{publish, PublishOptions};
 use signer::{Limits, RoleKind, SecretKey};
@@ -126,6 +126,68 @@ pub struct Release {
     pub manifest_sha256: String,
     /// Chunks in the manifest.
     pub chunks: u64,
+}
+
+/// A boot asset a test release carries.
+#[derive(Debug, Clone)]
+pub struct TestAsset {
+    pub name: String,
+    pub kind: signer::AssetKind,
+    pub bytes: Vec<u8>,
+}
+
+impl TestAsset {
+    pub fn new(kind: signer::AssetKind, bytes: impl Into<Vec<u8>>) -> Self {
+        TestAsset {
+            name: kind.as_str().into(),
+            kind,
+            bytes: bytes.into(),
+        }
+    }
+
+    fn source(&self) -> AssetSource<'static> {
+        AssetSource {
+            name: self.name.clone(),
+            kind: self.kind,
+            size: self.bytes.len() as u64,
+            reader: Box::new(Cursor::new(self.bytes.clone())),
+        }
+    }
+}
+
+/// A stand-in for a Unified Kernel Image: a PE file whose sections are `.osrel` (with
+/// `VERSION_ID=version`), `.cmdline` and a `.linux` of filler bytes, so the agent can read
+/// what it reads from a real one.
+pub fn fake_uki(version: &str, cmdline: &str) -> Vec<u8> {
+    let sections: [(&[u8; 8], Vec<u8>); 3] = [
+        (
+            b".osrel\0\0",
+            format!("ID=acme\nVERSION_ID={version}\n").into_bytes(),
+        ),
+        (b".cmdline", format!("{cmdline}\n").into_bytes()),
+        (b".linux\0\0", image(3 * 4096 + 100, version.len() as u64)),
+    ];
+    const PE: usize = 64;
+    let table = PE + 24;
+    let mut data_at = table + 40 * sections.len();
+    let mut pe = vec![0u8; data_at];
+    pe[..2].copy_from_slice(b"MZ");
+    pe[0x3C..0x40].copy_from_slice(&(PE as u32).to_le_bytes());
+    pe[PE..PE + 4].copy_from_slice(b"PE\0\0");
+    pe[PE + 6..PE + 8].copy_from_slice(&(sections.len() as u16).to_le_bytes());
+    for (i, (name, body)) in sections.iter().enumerate() {
+        let header = table + 40 * i;
+        let len = (body.len() as u32).to_le_bytes();
+        pe[header..header + 8].copy_from_slice(*name);
+        pe[header + 8..header + 12].copy_from_slice(&len); // virtual size
+        pe[header + 16..header + 20].copy_from_slice(&len); // raw size
+        pe[header + 20..header + 24].copy_from_slice(&(data_at as u32).to_le_bytes());
+        data_at += body.len();
+    }
+    for (_, body) in &sections {
+        pe.extend_from_slice(body);
+    }
+    pe
 }
 
 /// Which slot holds what, as the firmware left it.
@@ -262,6 +324,29 @@ impl World {
         image: Vec<u8>,
         product: &str,
     ) -> Release {
+        self.release_with(version, security_version, image, product, &[])
+    }
+
+    /// Signs a release of `version` (image from `seed`) that carries `assets`.
+    pub fn release_with_assets(
+        &self,
+        version: &str,
+        security_version: u64,
+        seed: u64,
+        assets: &[TestAsset],
+    ) -> Release {
+        let image = image(IMAGE_LEN, seed);
+        self.release_with(version, security_version, image, PRODUCT, assets)
+    }
+
+    fn release_with(
+        &self,
+        version: &str,
+        security_version: u64,
+        image: Vec<u8>,
+        product: &str,
+        assets: &[TestAsset],
+    ) -> Release {
         let mut opts = SignOptions::new(
             product,
             semver::Version::parse(version).unwrap(),
@@ -270,10 +355,14 @@ impl World {
         );
         opts.chunk_size = CHUNK_SIZE;
         opts.workers = 2;
+        let sources = Sources {
+            image: image.as_slice(),
+            image_size: image.len() as u64,
+            assets: assets.iter().map(TestAsset::source).collect(),
+        };
         let mut out = Cursor::new(Vec::new());
-        let summary = sign_bundle(
-            image.as_slice(),
-            image.len() as u64,
+        let summary = sign_release(
+            sources,
             &mut out,
             &opts,
             &self.keys.signers(),
@@ -391,6 +480,13 @@ health_deadline = "20s"
         let device = disk.slot_device(pair.slot(slot)).unwrap();
         let mut buf = vec![0u8; usize::try_from(SLOT_SIZE).unwrap()];
         device.read_at(&mut buf, 0).unwrap();
+        buf
+    }
+
+    /// Every byte of the disk (to copy it for the next case of a test).
+    pub fn disk_bytes(&self) -> Vec<u8> {
+        let mut buf = vec![0u8; usize::try_from(self.disk.size().unwrap()).unwrap()];
+        self.disk.read_at(&mut buf, 0).unwrap();
         buf
     }
 

@@ -18,6 +18,7 @@ use signer::verify::{verify_channel, ChainWalk, Verified};
 use signer::{Channel, Limits, Manifest, Root};
 use time::OffsetDateTime;
 
+use crate::assets::{boot_files_status, AssetPlan, BootFileStatus};
 use crate::cmdline::{booted_from, BootedFrom};
 use crate::config::AgentConfig;
 use crate::error::{Error, Refusal, Result};
@@ -157,6 +158,9 @@ pub struct SlotStatus {
     pub boot: SlotBootState,
     pub release: Option<Release>,
     pub committed: bool,
+    /// Its kernel, initramfs, UKI and command line where the loader reads them (empty for a
+    /// backend that keeps no boot files).
+    pub boot_files: Vec<BootFileStatus>,
 }
 
 impl Agent {
@@ -389,10 +393,16 @@ impl Agent {
         self.refuse_during_trial(&state, booted)?;
         let release = release_of(&offer.manifest);
         let counters = self.trust.counters(&state)?;
-        let assets = offer.manifest.assets();
-        self.check_policy(&state, &counters, &release, assets, options.force)?;
+        self.check_policy(&state, &counters, &release, options.force)?;
 
         let target = booted.other();
+        let assets = AssetPlan::check(
+            &offer.manifest,
+            self.boot.as_ref(),
+            &self.disk,
+            &self.pair,
+            target,
+        )?;
         let resume = match &state.phase {
             Phase::Writing {
                 target: t,
@@ -433,6 +443,8 @@ impl Agent {
             },
         )?;
         fail::fail_point!("install::after-image-verified");
+        assets.write(&offer.manifest, offer.source.as_ref())?;
+        fail::fail_point!("install::after-assets");
         state.slots.insert(
             target,
             SlotRecord {
@@ -722,6 +734,10 @@ impl Agent {
                     boot: self.boot.state(slot.id)?,
                     release: record.map(|r| r.release.clone()),
                     committed: record.is_some_and(|r| r.committed),
+                    boot_files: match self.boot.boot_files() {
+                        Some(files) => boot_files_status(&files, slot.id)?,
+                        None => Vec::new(),
+                    },
                 })
             })
             .collect::<Result<_>>()?;
@@ -809,18 +825,8 @@ impl Agent {
         state: &AgentState,
         counters: &Counters,
         release: &Release,
-        assets: &[signer::Asset],
         force: bool,
     ) -> Result<()> {
-        // Until the agent writes boot assets, installing only the root image of such a
-        // release would boot it with the wrong kernel: refuse the whole release.
-        if !assets.is_empty() {
-            let names: Vec<&str> = assets.iter().map(|a| a.name()).collect();
-            return Err(Refusal::CarriesBootAssets {
-                assets: names.join(", "),
-            }
-            .into());
-        }
         if release.product != self.config.product {
             return Err(Refusal::OtherProduct {
                 offered: release.product.clone(),

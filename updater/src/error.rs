@@ -89,8 +89,19 @@ pub enum Refusal {
     SlotBeingWritten { slot: SlotId },
     #[error("slot {slot} holds no image the node may go back to ({why})")]
     NoFallback { slot: SlotId, why: String },
-    #[error("this release carries boot assets ({assets}); this agent installs root images only")]
-    CarriesBootAssets { assets: String },
+    #[error("this release carries boot files ({assets}), but the {backend} backend has no place for them on this node (docs/booting.md: carry kernels as partition images for gpt)")]
+    NoBootFiles { backend: String, assets: String },
+    #[error("asset {asset} needs the partitions {asset}-a/{asset}-b: {reason}")]
+    NoPartitionPair { asset: String, reason: String },
+    #[error("asset {asset} is {size} bytes; partition {partition} holds only {room}")]
+    TooLargeForPartition {
+        asset: String,
+        size: u64,
+        partition: String,
+        room: u64,
+    },
+    #[error("the boot files need {need} bytes free beside {dir}, the filesystem has {free}: free space on the ESP (both slots' boot files must fit)")]
+    NoRoomForBootFiles { dir: String, need: u64, free: u64 },
 }
 
 impl Refusal {
@@ -107,7 +118,10 @@ impl Refusal {
             Refusal::NothingStaged => "nothing-staged",
             Refusal::SlotBeingWritten { .. } => "slot-being-written",
             Refusal::NoFallback { .. } => "no-fallback",
-            Refusal::CarriesBootAssets { .. } => "carries-boot-assets",
+            Refusal::NoBootFiles { .. } => "no-boot-files",
+            Refusal::NoPartitionPair { .. } => "no-partition-pair",
+            Refusal::TooLargeForPartition { .. } => "too-large-for-partition",
+            Refusal::NoRoomForBootFiles { .. } => "no-room-for-boot-files",
         }
     }
 }

@@ -327,6 +327,24 @@ fn read_slot(
     Ok(())
 }
 
+/// A read of `what` from `source` that failed: a network failure for a remote source, else
+/// I/O (never "damaged input": the bytes did not arrive, they were not wrong).
+pub(crate) fn source_failure(
+    source: &dyn BundleSource,
+    what: &str,
+    error: std::io::Error,
+) -> Error {
+    if source.is_remote() {
+        Error::Network {
+            method: "GET",
+            url: source.name(),
+            reason: format!("{what}: {}", crate::error::chain(&error)),
+        }
+    } else {
+        Error::io(format!("reading {what} from {}", source.name()))(error)
+    }
+}
+
 /// Reads stored chunks' frames in payload order through one stream, reopened only when the
 /// next frame is not where the stream stands (a resumed install, a skipped gap).
 struct PayloadReader<'a> {
@@ -363,18 +381,8 @@ impl<'a> PayloadReader<'a> {
             .map_or(self.payload_end, |frame| self.payload_offset + frame.offset)
     }
 
-    /// A chunk that could not be read: a network failure for a remote source, else I/O.
     fn read_failed(&self, chunk: &Chunk, error: std::io::Error) -> Error {
-        let context = format!("reading chunk {} from {}", chunk.index, self.source.name());
-        if self.source.is_remote() {
-            Error::Network {
-                method: "GET",
-                url: self.source.name(),
-                reason: format!("chunk {}: {}", chunk.index, crate::error::chain(&error)),
-            }
-        } else {
-            Error::io(context)(error)
-        }
+        source_failure(self.source, &format!("chunk {}", chunk.index), error)
     }
 
     fn next_piece(&mut self, chunk: &Chunk) -> Result<Piece> {

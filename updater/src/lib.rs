@@ -4,6 +4,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod agent;
+mod assets;
 pub mod cmdline;
 pub mod config;
 pub mod daemon;
@@ -20,8 +21,9 @@ pub mod trust;
 
 pub use agent::{
     Agent, BootCheck, ChannelOffer, InstallOptions, InstallOutcome, InstallRequest, Io, Offer,
-    Status,
+    SlotStatus, Status,
 };
+pub use assets::BootFileStatus;
 pub use config::AgentConfig;
 pub use error::{Error, Refusal, Result};
 pub use partitions::SlotId;

@@ -21,7 +21,7 @@ fn power_cut_at_every_failpoint() {
     let v1 = w.release("1.0.0", 1, 1);
     let v2 = w.release("2.0.0", 2, 2);
     w.provision(A, &v1);
-    let factory = MemDisk::from_bytes(&disk_bytes(&w));
+    let factory = MemDisk::from_bytes(&w.disk_bytes());
 
     let mut cases = Vec::new();
     for name in &names {
@@ -78,10 +78,4 @@ fn update_with_checkpoints(w: &World, v2: &Release) {
         let slot = w.boot();
         w.agent_for(slot).boot_check().unwrap();
     }
-}
-
-fn disk_bytes(w: &World) -> Vec<u8> {
-    let mut buf = vec![0u8; usize::try_from(w.disk.size().unwrap()).unwrap()];
-    w.disk.read_at(&mut buf, 0).unwrap();
-    buf
 }

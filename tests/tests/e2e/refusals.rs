@@ -5,8 +5,7 @@ use std::path::{Path, PathBuf};
 
 use partitions::SlotId::{self, A, B};
 use tandem_tests::{
-    bundle_head, image, request, root_document, Backend, Keys, Release, World, CHUNK_SIZE,
-    IMAGE_LEN, PRODUCT,
+    bundle_head, fake_uki, image, request, root_document, Backend, Keys, Release, TestAsset, World,
 };
 use time::{Duration, OffsetDateTime};
 use updater::{Error, InstallRequest};
@@ -169,47 +168,11 @@ fn another_product_is_refused() {
     );
 }
 
-/// Signs v2 of the image with a UKI beside it (format version 2).
-fn release_with_uki(w: &World) -> PathBuf {
-    use signer::bundle::{sign_release, AssetSource, Sources};
-    let img = image(IMAGE_LEN, 2);
-    let uki = image(100 << 10, 7);
-    let mut opts = signer::SignOptions::new(
-        PRODUCT,
-        semver::Version::parse("2.0.0").unwrap(),
-        2,
-        OffsetDateTime::now_utc(),
-    );
-    opts.chunk_size = CHUNK_SIZE;
-    let sources = Sources {
-        image: img.as_slice(),
-        image_size: img.len() as u64,
-        assets: vec![AssetSource {
-            name: "uki".into(),
-            kind: signer::AssetKind::Uki,
-            size: uki.len() as u64,
-            reader: Box::new(std::io::Cursor::new(uki)),
-        }],
-    };
-    let mut out = std::io::Cursor::new(Vec::new());
-    sign_release(
-        sources,
-        &mut out,
-        &opts,
-        &w.keys.signers(),
-        &signer::Limits::default(),
-        &mut |_| {},
-    )
-    .unwrap();
-    let path = w.path("with-uki.tandem");
-    std::fs::write(&path, out.into_inner()).unwrap();
-    path
-}
-
 #[test]
-fn a_release_with_boot_assets_is_refused_until_the_agent_installs_them() {
+fn a_uki_is_refused_where_the_backend_keeps_no_boot_files() {
     let (w, _) = node();
-    let bundle = release_with_uki(&w);
+    let uki = TestAsset::new(signer::AssetKind::Uki, fake_uki("2", "quiet"));
+    let bundle = w.release_with_assets("2.0.0", 2, 2, &[uki]).bundle;
     let other = w.slot_hash(B);
     let error = refused(
         &w,
@@ -217,15 +180,12 @@ fn a_release_with_boot_assets_is_refused_until_the_agent_installs_them() {
         &request(&bundle, false),
         4,
         &[
-            "this release carries boot assets (uki)",
-            "this agent installs root images only",
+            "this release carries boot files (uki)",
+            "the gpt backend has no place for them",
         ],
     );
     assert!(
-        matches!(
-            error,
-            Error::Refused(updater::Refusal::CarriesBootAssets { .. })
-        ),
+        matches!(error, Error::Refused(updater::Refusal::NoBootFiles { .. })),
         "{error:?}"
     );
     assert_eq!(w.slot_hash(B), other, "the inactive slot was written");

@@ -267,6 +267,16 @@ fn describe_status(status: &updater::Status) -> String {
             slot.boot,
             slot.partuuid
         ));
+        for file in &slot.boot_files {
+            let about = file.version.as_deref().or(file.text.as_deref());
+            out.push_str(&format!(
+                "  {}: {} bytes, sha256 {}{}\n",
+                file.file.file_name(),
+                file.size,
+                file.sha256.to_hex(),
+                about.map(|a| format!(" ({a})")).unwrap_or_default()
+            ));
+        }
     }
     out.push_str(&format!(
         "state: {}; security floor {}",

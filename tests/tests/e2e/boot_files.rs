@@ -1,0 +1,464 @@
+//! Boot assets (issue 11, docs/DESIGN.md §5.1): a release brings its kernel. On the grub and
+//! systemd-boot backends the agent writes the release's UKI, or kernel + initramfs, and its
+//! command line into the target slot's boot files before the flip; the loader then boots the
+//! slot with them, a rollback boots the old slot with its own, and the active slot's files
+//! are never touched. Each test runs on both backends that keep boot files.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use partitions::boot::{BootFile, BootFiles};
+use partitions::io::{FileStore, MemDisk, MemFs, PowerLossFs, SplitMix64};
+use partitions::SlotId::{self, A, B};
+use signer::AssetKind;
+use tandem_tests::{fake_uki, request, sha256_hex, Backend, Release, TestAsset, World};
+use updater::{BootCheck, Error, Io};
+
+const BACKENDS: [Backend; 2] = [Backend::Grub, Backend::SystemdBoot];
+
+/// A node running v1 from slot A, provisioned with a kernel and initramfs of its own.
+fn node(backend: Backend) -> (World, Release) {
+    let w = World::new(backend);
+    let v1 = w.release("1.0.0", 1, 1);
+    w.provision(A, &v1);
+    let mut staging = boot_files(&w).stage(A).unwrap();
+    for (file, bytes) in [
+        (BootFile::Kernel, &b"factory kernel"[..]),
+        (BootFile::Initrd, b"factory initramfs"),
+    ] {
+        let mut out = staging.create(file).unwrap();
+        out.write_all(bytes).unwrap();
+        out.finish().unwrap();
+    }
+    staging.commit().unwrap();
+    (w, v1)
+}
+
+fn boot_files(w: &World) -> BootFiles {
+    w.boot_control()
+        .boot_files()
+        .expect("the backend keeps boot files")
+}
+
+/// The slot's boot files by name, with their contents.
+fn files_of(w: &World, slot: SlotId) -> Vec<(BootFile, Vec<u8>)> {
+    let files = boot_files(w);
+    files
+        .present(slot)
+        .unwrap()
+        .into_iter()
+        .map(|(file, len)| (file, files.read_at(slot, file, 0, len as usize).unwrap()))
+        .collect()
+}
+
+fn uki_release(w: &World, version: &str, seed: u64, cmdline: &str) -> (Release, Vec<u8>) {
+    let uki = fake_uki(version, cmdline);
+    let asset = TestAsset::new(AssetKind::Uki, uki.clone());
+    (w.release_with_assets(version, seed, seed, &[asset]), uki)
+}
+
+fn kernel_release(w: &World, version: &str, seed: u64, cmdline: &str) -> Release {
+    let assets = [
+        TestAsset::new(AssetKind::Kernel, format!("kernel {version}")),
+        TestAsset::new(AssetKind::Initrd, format!("initramfs {version}")),
+        TestAsset::new(AssetKind::Cmdline, cmdline),
+    ];
+    w.release_with_assets(version, seed, seed, &assets)
+}
+
+/// What the loader is told for `slot`: the systemd-boot entry, or GRUB's `cmdline.env`.
+fn loader_view(w: &World, slot: SlotId) -> String {
+    let fs = w.boot_fs.as_ref().unwrap();
+    let (dir, wanted) = match w.backend {
+        Backend::SystemdBoot => ("loader/entries".to_string(), format!("tandem-{slot}")),
+        _ => (slot.to_string(), "cmdline.env".to_string()),
+    };
+    let name = fs
+        .list(dir.as_ref())
+        .unwrap()
+        .into_iter()
+        .find(|n| n.starts_with(&wanted))
+        .unwrap_or_else(|| panic!("no {wanted}* in {dir}"));
+    let bytes = fs
+        .read(&std::path::Path::new(&dir).join(name), 4096)
+        .unwrap();
+    String::from_utf8(bytes).unwrap()
+}
+
+#[test]
+fn a_release_brings_its_uki_and_the_slot_boots_it_with_its_command_line() {
+    for backend in BACKENDS {
+        let (w, _) = node(backend);
+        let factory = files_of(&w, A);
+        let (v2, uki) = uki_release(&w, "2.0.0", 2, "quiet tandem.marker=v2");
+        let out = w.agent_for(A).install(&request(&v2.bundle, false)).unwrap();
+        assert_eq!(out.target, B);
+        assert_eq!(
+            files_of(&w, A),
+            factory,
+            "{backend}: the active slot's files"
+        );
+        assert_eq!(
+            files_of(&w, B),
+            [
+                (BootFile::Uki, uki.clone()),
+                (BootFile::Cmdline, b"quiet tandem.marker=v2".to_vec())
+            ],
+            "{backend}"
+        );
+        let view = loader_view(&w, B);
+        match backend {
+            Backend::SystemdBoot => {
+                assert!(view.contains("efi /tandem/b/uki.efi\n"), "{view}");
+                assert!(!view.contains("linux "), "{view}");
+                assert!(
+                    view.contains("options quiet tandem.marker=v2 root=PARTUUID="),
+                    "{view}"
+                );
+            }
+            _ => assert!(
+                view.contains("TANDEM_CMDLINE=quiet tandem.marker=v2\n"),
+                "{view}"
+            ),
+        }
+        assert_eq!(w.boot(), B, "{backend}");
+        let check = w.agent_for(B).boot_check().unwrap();
+        assert!(matches!(check, BootCheck::Committed { .. }), "{check:?}");
+
+        let status = w.agent_for(B).status().unwrap();
+        let shown = &status.slots[1].boot_files;
+        assert_eq!(shown.len(), 2, "{backend}: {shown:?}");
+        assert_eq!(shown[0].file, BootFile::Uki);
+        assert_eq!(shown[0].version.as_deref(), Some("2.0.0"));
+        assert_eq!(shown[0].sha256.to_hex(), sha256_hex(&uki));
+        assert_eq!(shown[1].text.as_deref(), Some("quiet tandem.marker=v2"));
+        let json = serde_json::to_string(&status).unwrap();
+        assert!(json.contains(r#""file":"uki""#), "{json}");
+    }
+}
+
+#[test]
+fn kernel_files_replace_a_uki_and_a_rollback_boots_the_old_slot_with_its_own() {
+    for backend in BACKENDS {
+        let (w, _) = node(backend);
+        let (v2, _) = uki_release(&w, "2.0.0", 2, "quiet");
+        w.agent_for(A).install(&request(&v2.bundle, false)).unwrap();
+        assert_eq!(w.boot(), B);
+        w.agent_for(B).boot_check().unwrap();
+        let v2_files = files_of(&w, B);
+
+        let v3 = kernel_release(&w, "3.0.0", 3, "console=ttyS0 v3");
+        w.agent_for(B).install(&request(&v3.bundle, false)).unwrap();
+        assert_eq!(
+            files_of(&w, A),
+            [
+                (BootFile::Kernel, b"kernel 3.0.0".to_vec()),
+                (BootFile::Initrd, b"initramfs 3.0.0".to_vec()),
+                (BootFile::Cmdline, b"console=ttyS0 v3".to_vec()),
+            ],
+            "{backend}: the factory kernel is replaced"
+        );
+        assert_eq!(
+            files_of(&w, B),
+            v2_files,
+            "{backend}: the active slot's files"
+        );
+        if backend == Backend::SystemdBoot {
+            let view = loader_view(&w, A);
+            assert!(view.contains("linux /tandem/a/vmlinuz\n"), "{view}");
+            assert!(view.contains("options console=ttyS0 v3 root="), "{view}");
+        }
+
+        // v3 fails its health check: the node goes back to v2's slot, whose files never moved.
+        w.set_healthy(false);
+        assert_eq!(w.boot(), A);
+        let check = w.agent_for(A).boot_check().unwrap();
+        assert!(matches!(check, BootCheck::RolledBack { .. }), "{check:?}");
+        assert_eq!(w.boot(), B, "{backend}");
+        assert_eq!(files_of(&w, B), v2_files, "{backend}");
+    }
+}
+
+#[test]
+fn a_release_without_boot_assets_keeps_the_targets_files() {
+    for backend in BACKENDS {
+        let (w, _) = node(backend);
+        let (v2, _) = uki_release(&w, "2.0.0", 2, "quiet");
+        w.agent_for(A).install(&request(&v2.bundle, false)).unwrap();
+        assert_eq!(w.boot(), B);
+        w.agent_for(B).boot_check().unwrap();
+        let factory = files_of(&w, A);
+        let v3 = w.release("3.0.0", 3, 3);
+        w.agent_for(B).install(&request(&v3.bundle, false)).unwrap();
+        assert_eq!(files_of(&w, A), factory, "{backend}");
+        assert_eq!(w.boot(), A);
+    }
+}
+
+/// The same files in a store with 4 KiB left.
+fn nearly_full_copy(fs: &MemFs) -> MemFs {
+    let files = fs.snapshot();
+    let used: usize = files.values().map(Vec::len).sum();
+    let copy = MemFs::with_capacity(used as u64 + 4096);
+    for (path, bytes) in files {
+        if let Some(dir) = path.parent() {
+            copy.create_dir_all(dir).unwrap();
+        }
+        copy.write_atomic(&path, &bytes).unwrap();
+    }
+    copy
+}
+
+#[test]
+fn no_room_on_the_esp_is_refused_before_any_write() {
+    for backend in BACKENDS {
+        let (mut w, _) = node(backend);
+        w.boot_fs = Some(nearly_full_copy(&w.boot_fs.take().unwrap()));
+        let (v2, _) = uki_release(&w, "2.0.0", 2, "quiet");
+        let before = (w.slot_hash(B), w.boot_state(B), files_of(&w, B));
+        let error = w
+            .agent_for(A)
+            .install(&request(&v2.bundle, false))
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                Error::Refused(updater::Refusal::NoRoomForBootFiles { .. })
+            ),
+            "{backend}: {error}"
+        );
+        assert_eq!(error.class() as u8, 4);
+        let message = error.to_string();
+        assert!(message.contains("bytes free beside"), "{message}");
+        assert_eq!(
+            (w.slot_hash(B), w.boot_state(B), files_of(&w, B)),
+            before,
+            "{backend}: nothing was written"
+        );
+    }
+}
+
+#[test]
+fn a_damaged_boot_asset_is_refused_and_nothing_reaches_the_loader() {
+    for backend in BACKENDS {
+        let (w, _) = node(backend);
+        let (v2, _) = uki_release(&w, "2.0.0", 2, "quiet");
+        // The UKI's frames are the last bytes of the payload.
+        let mut bytes = std::fs::read(&v2.bundle).unwrap();
+        let at = bytes.len() - 10;
+        bytes[at] ^= 0x55;
+        let damaged = w.path("damaged.tandem");
+        std::fs::write(&damaged, bytes).unwrap();
+        let error = w
+            .agent_for(A)
+            .install(&request(&damaged, false))
+            .unwrap_err();
+        assert_eq!(error.class() as u8, 3, "{backend}: {error}");
+        assert!(error.to_string().contains("uki"), "{error}");
+        assert!(
+            files_of(&w, B).is_empty(),
+            "{backend}: {:?}",
+            files_of(&w, B)
+        );
+        assert_eq!(w.boot(), A, "{backend}: the target stays unbootable");
+        // The intact release installs over what the damaged one left.
+        w.agent_for(A).install(&request(&v2.bundle, false)).unwrap();
+        assert_eq!(w.boot(), B, "{backend}");
+    }
+}
+
+#[test]
+fn a_partition_image_needs_its_partition_pair() {
+    let (w, _) = node(Backend::SystemdBoot);
+    for (name, reason) in [
+        ("verity", "verity-a/verity-b"),
+        ("root", "hold the root image itself"),
+    ] {
+        let asset = TestAsset {
+            name: name.into(),
+            kind: AssetKind::Image,
+            bytes: vec![7; 1000],
+        };
+        let v2 = w.release_with_assets("2.0.0", 2, 2, &[asset]);
+        let error = w
+            .agent_for(A)
+            .install(&request(&v2.bundle, false))
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                Error::Refused(updater::Refusal::NoPartitionPair { .. })
+            ),
+            "{error}"
+        );
+        assert!(error.to_string().contains(reason), "{error}");
+    }
+}
+
+/// A power cut at every operation on the ESP during an install that replaces the target's
+/// kernel files with a UKI, with a seeded subset of the unsynced data kept: the firmware then
+/// boots the active slot with its own files (or, cut after the flip, the new slot with all of
+/// its new files), and the node settles on v2.
+#[test]
+fn power_cut_while_boot_files_are_written() {
+    const SEEDS: u64 = 3;
+    for backend in BACKENDS {
+        let (mut w, v1) = node(backend);
+        let (v2, uki) = uki_release(&w, "2.0.0", 2, "quiet");
+        let factory_esp = w.boot_fs.clone().unwrap();
+        let factory_a = files_of(&w, A);
+        let factory_disk = MemDisk::from_bytes(&w.disk_bytes());
+        let install = |esp: &PowerLossFs, w: &World| {
+            let io = Io {
+                boot_fs: Some(Arc::new(esp.clone()) as Arc<dyn FileStore>),
+                ..w.io()
+            };
+            w.agent_with(A, io).install(&request(&v2.bundle, false))
+        };
+        let dry = PowerLossFs::from_mem(&factory_esp);
+        install(&dry, &w).unwrap();
+        let total = dry.ops_done();
+        let mut rng = SplitMix64(0x5EED_0011);
+        for k in 0..total {
+            for _ in 0..SEEDS {
+                let seed = rng.next();
+                w.disk = Arc::new(factory_disk.deep_clone());
+                w.state_fs = MemFs::new();
+                let esp = PowerLossFs::from_mem(&factory_esp);
+                esp.cut_after_ops(k);
+                let context = format!("{backend}: cut after ESP op {k} of {total}, seed {seed}");
+                assert!(
+                    install(&esp, &w).is_err(),
+                    "{context}: the cut did not stop it"
+                );
+                w.boot_fs = Some(esp.after_power_cut(seed));
+                let boot = w.boot_checked(&[&v1, &v2], &context);
+                if boot.slot == A {
+                    assert_eq!(
+                        files_of(&w, A),
+                        factory_a,
+                        "{context}: the active slot's files"
+                    );
+                    w.agent_for(A).boot_check().unwrap();
+                    w.agent_for(A)
+                        .install(&request(&v2.bundle, false))
+                        .unwrap_or_else(|e| panic!("{context}: the next install failed: {e}"));
+                    assert_eq!(w.boot(), B, "{context}");
+                }
+                assert_eq!(
+                    files_of(&w, B),
+                    [
+                        (BootFile::Uki, uki.clone()),
+                        (BootFile::Cmdline, b"quiet".to_vec())
+                    ],
+                    "{context}: slot b boots with all of v2's files"
+                );
+                let check = w.agent_for(B).boot_check().unwrap();
+                assert!(
+                    matches!(check, BootCheck::Committed { .. }),
+                    "{context}: {check:?}"
+                );
+            }
+        }
+        println!("{backend}: {total} ESP operations cut, {SEEDS} seeds each");
+    }
+}
+
+/// What an operator does, through the binaries, on a disk image file and an ESP directory:
+/// sign a release with a UKI, install it, "reboot" with `tandem-disk boot`, read `status`.
+#[test]
+fn the_binaries_install_a_uki_where_the_loader_reads_it() {
+    use super::cli::Sandbox;
+    for (backend, flag, path) in [
+        ("systemd-boot", "--esp", "esp"),
+        ("grub", "--grubenv", "esp/tandem/grubenv"),
+    ] {
+        let s = Sandbox::new();
+        s.release_v2();
+        s.create_disk();
+        std::fs::create_dir_all(s.path("esp/tandem/a")).unwrap();
+        let boot_flags = ["--backend", backend, flag, path];
+        s.run(
+            "tandem-disk",
+            &[&["init-boot", "disk.img"], &boot_flags[..]].concat(),
+            0,
+        );
+        s.run(
+            "tandem-disk",
+            &["write-slot", "disk.img", "a", "v1.raw", flag, path],
+            0,
+        );
+        // The factory kernel, copied by hand as docs/booting.md says.
+        std::fs::write(s.path("esp/tandem/a/vmlinuz"), "factory kernel").unwrap();
+        std::fs::write(s.path("uki.efi"), fake_uki("2.0.0", "quiet v2")).unwrap();
+        s.run(
+            "tandem-signer",
+            &[
+                "sign",
+                "--image",
+                "v2.raw",
+                "--uki",
+                "uki.efi",
+                "--product",
+                "acme-edge",
+                "--version",
+                "2.0.0",
+                "--security-version",
+                "2",
+                "--key",
+                "rel1.pem",
+                "--key",
+                "rel3.pem",
+                "--chunk-size",
+                "64KiB",
+                "--out",
+                "v2-uki.tandem",
+            ],
+            0,
+        );
+        let key = if backend == "grub" { "grubenv" } else { "esp" };
+        let config = s.path("updater.toml");
+        let write_config = |booted: &str| {
+            let text = format!(
+                "disk = {disk:?}\nboot = \"{backend}\"\n{key} = {esp:?}\nstate = {state:?}\n\
+                 root = {root:?}\nproduct = \"acme-edge\"\nbooted_slot = \"{booted}\"\nreboot = [\"true\"]\n",
+                disk = s.path("disk.img"),
+                esp = s.path(path),
+                state = s.path("state/state.json"),
+                root = s.path("root.json"),
+            );
+            std::fs::write(&config, text).unwrap();
+        };
+        write_config("a");
+        let config_arg = config.display().to_string();
+        s.run(
+            "tandem-updater",
+            &["--config", &config_arg, "install", "v2-uki.tandem"],
+            0,
+        );
+        assert_eq!(
+            std::fs::read_to_string(s.path("esp/tandem/a/vmlinuz")).unwrap(),
+            "factory kernel",
+            "{backend}"
+        );
+        assert_eq!(
+            std::fs::read(s.path("esp/tandem/b/uki.efi")).unwrap(),
+            std::fs::read(s.path("uki.efi")).unwrap(),
+            "{backend}"
+        );
+        let booted = s.stdout("tandem-disk", &["boot", "disk.img", flag, path]);
+        assert_eq!(booted.trim(), "b", "{backend}");
+        write_config("b");
+        let status = s.stdout(
+            "tandem-updater",
+            &["--config", &config_arg, "status", "--json"],
+        );
+        let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+        let files = &status["slots"][1]["boot_files"];
+        assert_eq!(files[0]["file"], "uki", "{backend}: {files}");
+        assert_eq!(files[0]["version"], "2.0.0", "{backend}: {files}");
+        assert_eq!(files[1]["text"], "quiet v2", "{backend}: {files}");
+        let text = s.stdout("tandem-updater", &["--config", &config_arg, "status"]);
+        assert!(text.contains("  uki.efi: "), "{backend}: {text}");
+    }
+}
