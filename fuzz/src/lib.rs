@@ -117,7 +117,7 @@ pub fn laid_out_disk() -> (partitions::Disk, partitions::SlotPair) {
     let bytes = BYTES.get_or_init(|| {
         let disk = Arc::new(FuzzDisk::new(vec![0; 6 * MIB as usize]));
         let dev: Arc<dyn partitions::io::BlockDevice> = disk.clone();
-        let layout = partitions::create::Layout::for_disk(6 * MIB, MIB, Some(MIB), MIB)
+        let layout = partitions::create::Layout::for_disk(6 * MIB, MIB, Some(MIB), MIB, Vec::new())
             .expect("layout fits");
         partitions::create::lay_out(&dev, &layout).expect("laying out the disk");
         disk.bytes()

@@ -503,6 +503,7 @@ pub(crate) mod tests {
                 esp: 4 << 20,
                 slot: 8 << 20,
                 state: 4 << 20,
+                pairs: Vec::new(),
             },
         )
         .unwrap();

@@ -222,8 +222,20 @@ impl World {
         Self::with_disk(backend, Arc::new(MemDisk::new(DISK_SIZE)))
     }
 
+    /// A node whose disk also has the slot pairs `pairs` (`NAME-a`/`NAME-b`, `size` each).
+    pub fn with_pairs(backend: Backend, pairs: &[(&str, u64)]) -> World {
+        let extra: u64 = pairs.iter().map(|(_, size)| 2 * size).sum();
+        let disk = Arc::new(MemDisk::new(DISK_SIZE + extra));
+        let pairs = pairs.iter().map(|(n, size)| (n.to_string(), *size));
+        Self::laid_out(backend, disk, pairs.collect())
+    }
+
     /// A node over `disk` (laid out here).
     pub fn with_disk(backend: Backend, disk: Arc<dyn BlockDevice>) -> World {
+        Self::laid_out(backend, disk, Vec::new())
+    }
+
+    fn laid_out(backend: Backend, disk: Arc<dyn BlockDevice>, pairs: Vec<(String, u64)>) -> World {
         quiet_power_cuts();
         let dir = tempfile::tempdir().unwrap();
         let keys = Keys::generate();
@@ -235,6 +247,7 @@ impl World {
                 esp: 1 << 20,
                 slot: SLOT_SIZE,
                 state: 1 << 20,
+                pairs,
             },
         )
         .unwrap();

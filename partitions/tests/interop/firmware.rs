@@ -22,6 +22,7 @@ fn backends() -> Vec<Box<dyn BootControl>> {
             esp: 4 * MIB,
             slot: 8 * MIB,
             state: 4 * MIB,
+            pairs: Vec::new(),
         },
     )
     .unwrap();

@@ -42,6 +42,7 @@ impl Tmp {
                 esp: 16 * MIB,
                 slot: 16 * MIB,
                 state: 8 * MIB,
+                pairs: Vec::new(),
             },
             64 * MIB,
         )

@@ -267,6 +267,63 @@ fn a_damaged_boot_asset_is_refused_and_nothing_reaches_the_loader() {
     }
 }
 
+/// Images for further partition pairs go to the target's partition, read back like the root;
+/// the active slot's partition keeps its bytes.
+#[test]
+fn a_partition_image_goes_to_the_targets_partition_of_its_pair() {
+    let w = World::with_pairs(Backend::SystemdBoot, &[("verity", 1 << 20)]);
+    let v1 = w.release("1.0.0", 1, 1);
+    w.provision(A, &v1);
+    let disk = partitions::Disk::from_device(w.disk.clone()).unwrap();
+    let pair = disk.slots("verity").unwrap();
+    let read = |slot: SlotId, len: usize| {
+        let device = disk.slot_device(pair.slot(slot)).unwrap();
+        let mut buf = vec![0u8; len];
+        device.read_at(&mut buf, 0).unwrap();
+        buf
+    };
+    disk.slot_device(pair.slot(A))
+        .unwrap()
+        .write_at(b"factory verity", 0)
+        .unwrap();
+    let verity = tandem_tests::image(300 << 10, 9);
+    let asset = TestAsset {
+        name: "verity".into(),
+        kind: AssetKind::Image,
+        bytes: verity.clone(),
+    };
+    let v2 = w.release_with_assets("2.0.0", 2, 2, &[asset]);
+    w.agent_for(A).install(&request(&v2.bundle, false)).unwrap();
+    assert_eq!(read(B, verity.len()), verity);
+    assert_eq!(read(A, 14), b"factory verity");
+    assert_eq!(w.boot(), B);
+
+    let too_big = TestAsset {
+        name: "verity".into(),
+        kind: AssetKind::Image,
+        bytes: vec![1; (1 << 20) + 1],
+    };
+    w.agent_for(B).boot_check().unwrap();
+    let v3 = w.release_with_assets("3.0.0", 3, 3, &[too_big]);
+    let error = w
+        .agent_for(B)
+        .install(&request(&v3.bundle, false))
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::Refused(updater::Refusal::TooLargeForPartition { .. })
+        ),
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("partition verity-a holds only 1048576"),
+        "{error}"
+    );
+}
+
 #[test]
 fn a_partition_image_needs_its_partition_pair() {
     let (w, _) = node(Backend::SystemdBoot);

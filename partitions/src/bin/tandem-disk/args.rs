@@ -34,6 +34,10 @@ pub enum Command {
         /// Size of the state partition.
         #[arg(long, value_parser = parse_size, default_value = "64MiB")]
         state: u64,
+        /// A further slot pair NAME-a/NAME-b of SIZE each (for a release's partition images,
+        /// e.g. --pair verity=64MiB); repeat for several.
+        #[arg(long = "pair", value_name = "NAME=SIZE", value_parser = parse_pair)]
+        pairs: Vec<(String, u64)>,
     },
     /// Write a raw image into a slot (factory provisioning), then make it the good slot.
     WriteSlot {
@@ -207,4 +211,12 @@ mod tests {
         assert!(parse_size("GiB").is_err());
         assert!(parse_size("99999999999TiB").is_err());
     }
+}
+
+/// `NAME=SIZE` of `--pair`.
+fn parse_pair(spec: &str) -> Result<(String, u64), String> {
+    let (name, size) = spec
+        .split_once('=')
+        .ok_or_else(|| format!("`{spec}`: expected NAME=SIZE, like verity=64MiB"))?;
+    Ok((name.to_string(), parse_size(size)?))
 }

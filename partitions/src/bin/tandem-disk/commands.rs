@@ -20,12 +20,18 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<()> {
             slot_size,
             esp,
             state,
+            pairs,
         } => {
-            let layout = Layout::for_disk(size, esp, slot_size, state)?;
+            let layout = Layout::for_disk(size, esp, slot_size, state, pairs)?;
             create::create_image(&image, size, &layout)?;
+            let extra: String = layout
+                .pairs
+                .iter()
+                .map(|(name, size)| format!(", {name}-a and {name}-b {size} each"))
+                .collect();
             writeln!(
                 out,
-                "created {}: {size} bytes, ESP {esp}, root-a and root-b {} each, state {state}",
+                "created {}: {size} bytes, ESP {esp}, root-a and root-b {} each, state {state}{extra}",
                 image.display(),
                 layout.slot
             )?;
