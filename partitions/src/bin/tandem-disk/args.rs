@@ -196,6 +196,14 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?}: too large"))
 }
 
+/// `NAME=SIZE` of `--pair`.
+fn parse_pair(spec: &str) -> Result<(String, u64), String> {
+    let (name, size) = spec
+        .split_once('=')
+        .ok_or_else(|| format!("`{spec}`: expected NAME=SIZE, like verity=64MiB"))?;
+    Ok((name.to_string(), parse_size(size)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_size;
@@ -211,12 +219,4 @@ mod tests {
         assert!(parse_size("GiB").is_err());
         assert!(parse_size("99999999999TiB").is_err());
     }
-}
-
-/// `NAME=SIZE` of `--pair`.
-fn parse_pair(spec: &str) -> Result<(String, u64), String> {
-    let (name, size) = spec
-        .split_once('=')
-        .ok_or_else(|| format!("`{spec}`: expected NAME=SIZE, like verity=64MiB"))?;
-    Ok((name.to_string(), parse_size(size)?))
 }
