@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The quick start: Tandem's whole story on image files and loopback, no root, nothing to
 # install beyond the Rust toolchain. Keys with a 2-of-3 release role; a disk with A/B slots
-# provisioned with v1; v2 and a broken v3 signed and published; tandem-server started; the
-# agent installs v2 over HTTP, the reference firmware reboots into it, health passes, it is
-# committed; v3 fails its health check and rolls back; the server's status shows both.
+# provisioned with v1 and booted through systemd-boot entries on an ESP directory; v2 and a
+# broken v3, each with its own kernel, initramfs and command line, signed and published;
+# tandem-server started; the agent installs v2 (image and kernel) over HTTP, the reference
+# firmware reboots into it, health passes, it is committed; v3 fails its health check and
+# rolls back to v2's slot and kernel; the server's status shows both.
 # Work files: target/demo/ (the log of every command: target/demo/demo.log).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -35,15 +37,19 @@ make_image() {  # VERSION HEALTHY
     truncate -s 24M "v$1.img"
 }
 make_image 1 yes; make_image 2 yes; make_image 3 no
+# Stand-ins for each release's kernel and initramfs (the real-boot test uses real ones).
+for v in 1 2 3; do echo "Linux kernel of Acme Edge $v" >vmlinuz-$v; echo "initramfs $v" >initrd-$v; done
 
-step "disk.img: GPT with ESP, root-a, root-b, state; factory image v1 in slot A"
+step "disk.img: GPT with ESP, root-a, root-b, state; boot entries on esp/ (systemd-boot); factory v1 in slot A"
 run tandem-disk create disk.img --size 128MiB --slot-size 32MiB --esp 8MiB --state 8MiB
-run tandem-disk write-slot disk.img a v1.img
+run tandem-disk init-boot disk.img --backend systemd-boot --esp esp
+run tandem-disk write-slot disk.img a v1.img --esp esp
+mkdir -p esp/tandem/a && cp vmlinuz-1 esp/tandem/a/vmlinuz && cp initrd-1 esp/tandem/a/initrd.img
 
-step "signing v2 and v3 (r1 signs, then r2 adds its signature on another machine)"
+step "signing v2 and v3 with their kernels (r1 signs, then r2 adds its signature on another machine)"
 for v in 2 3; do
     run tandem-signer sign --image v$v.img --product acme-edge --version $v.0.0 --security-version 1 \
-        --key r1.pem -o v$v.tandem
+        --kernel vmlinuz-$v --initrd initrd-$v --cmdline "quiet acme.release=$v" --key r1.pem -o v$v.tandem
     run tandem-signer add-signature v$v.tandem --key r2.pem
     run tandem-signer verify v$v.tandem --root root.json
 done
@@ -65,19 +71,20 @@ PORT=${URL##*:}
 cat >health.sh <<'SH'
 #!/bin/sh
 slot=$(cat booted)
-offset=$(tandem-disk show disk.img --json | grep '"offset"' | sed -n "$([ "$slot" = a ] && echo 1 || echo 2)p" | tr -dc 0-9)
+offset=$(tandem-disk show disk.img --esp esp --json | grep '"offset"' | sed -n "$([ "$slot" = a ] && echo 1 || echo 2)p" | tr -dc 0-9)
 dd if=disk.img bs=4096 skip=$((offset / 4096)) count=1 2>/dev/null | grep -q '^HEALTHY=yes'
 SH
 chmod +x health.sh
 boot() {  # the reference firmware picks a slot; the node "runs" it
-    local slot; slot=$(tandem-disk boot disk.img)
+    local slot; slot=$(tandem-disk boot disk.img --esp esp)
     echo "$slot" >booted
     sed -i "s/^booted_slot = .*/booted_slot = \"$slot\"/" updater.toml
     echo "$slot"
 }
 cat >updater.toml <<TOML
 disk = "disk.img"
-boot = "gpt"
+boot = "systemd-boot"
+esp = "esp"
 state = "state/state.json"
 root = "root.json"
 product = "acme-edge"
@@ -94,6 +101,10 @@ report_token_file = "report.token"
 TOML
 echo a >booted
 updater() { tandem-updater --config updater.toml "$@"; }
+kernel_of() {  # SLOT: what its boot entry starts, as the loader reads it
+    local entry; entry=$(ls esp/loader/entries/tandem-"$1"*.conf)
+    echo "$(basename "$entry"): $(cat "esp/tandem/$1/vmlinuz"), options $(sed -n 's/^options //p' "$entry")"
+}
 status() {  # NAME: GET the channel status into NAME.json, print a one-line summary
     exec 3<>"/dev/tcp/127.0.0.1/$PORT"
     printf 'GET /v1/channels/stable/status HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
@@ -106,6 +117,8 @@ step "node polls $URL: installs v2 over HTTP into slot B"
 run updater daemon --once --no-reboot
 step "reboot: the firmware boots slot $(boot)"
 step "boot-check: $(updater boot-check 2>>"$LOG")"
+step "slot B boots v2's own kernel: $(kernel_of b)"
+step "slot A keeps the factory kernel: $(kernel_of a)"
 step "server status: $(status after-v2)"
 grep -q '"committed": *1' after-v2.json || { echo "unexpected status (see $W/after-v2.json)" >&2; exit 1; }
 
@@ -117,6 +130,7 @@ step "reboot: the firmware boots slot $(boot)"
 step "boot-check: $(updater boot-check 2>>"$LOG" || true)"
 step "reboot: the firmware boots slot $(boot) (v3 is marked bad)"
 step "boot-check: $(updater boot-check 2>>"$LOG")"
+step "slot B runs v2's kernel again: $(kernel_of b)"
 step "node polls again: $(updater daemon --once --no-reboot 2>>"$LOG")"
 
 step "server status: $(status after-v3)"
