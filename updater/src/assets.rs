@@ -208,6 +208,7 @@ fn write_boot_files(
         if *file == BootFile::Cmdline {
             check_cmdline_file(&plan.staging, asset)?;
         }
+        fail::fail_point!("install::boot-file-staged");
     }
     let has = |wanted: BootFile| plan.files.iter().any(|(_, f)| *f == wanted);
     if has(BootFile::Uki) && !has(BootFile::Cmdline) {

@@ -214,6 +214,21 @@ impl MemFs {
         lock(&self.files).clone()
     }
 
+    /// An independent copy with the same files and `capacity` (clones share content).
+    pub fn copy_with_capacity(&self, capacity: u64) -> MemFs {
+        Self::from_files(self.snapshot(), capacity)
+    }
+
+    /// An independent copy (clones share content).
+    pub fn deep_clone(&self) -> MemFs {
+        self.copy_with_capacity(self.capacity)
+    }
+
+    /// Bytes of file content held.
+    pub fn used(&self) -> u64 {
+        lock(&self.files).values().map(|d| d.len() as u64).sum()
+    }
+
     /// The capacity in bytes.
     pub(super) fn capacity(&self) -> u64 {
         self.capacity

@@ -195,25 +195,12 @@ fn a_release_without_boot_assets_keeps_the_targets_files() {
     }
 }
 
-/// The same files in a store with 4 KiB left.
-fn nearly_full_copy(fs: &MemFs) -> MemFs {
-    let files = fs.snapshot();
-    let used: usize = files.values().map(Vec::len).sum();
-    let copy = MemFs::with_capacity(used as u64 + 4096);
-    for (path, bytes) in files {
-        if let Some(dir) = path.parent() {
-            copy.create_dir_all(dir).unwrap();
-        }
-        copy.write_atomic(&path, &bytes).unwrap();
-    }
-    copy
-}
-
 #[test]
 fn no_room_on_the_esp_is_refused_before_any_write() {
     for backend in BACKENDS {
         let (mut w, _) = node(backend);
-        w.boot_fs = Some(nearly_full_copy(&w.boot_fs.take().unwrap()));
+        let fs = w.boot_fs.take().unwrap();
+        w.boot_fs = Some(fs.copy_with_capacity(fs.used() + 4096));
         let (v2, _) = uki_release(&w, "2.0.0", 2, "quiet");
         let before = (w.slot_hash(B), w.boot_state(B), files_of(&w, B));
         let error = w

@@ -7,9 +7,12 @@ use std::collections::BTreeSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use partitions::io::MemDisk;
+use partitions::io::{MemDisk, MemFs};
 use partitions::SlotId::{A, B};
-use tandem_tests::{cut_at, failpoint_names, fired, recover, request, Backend, Release, World};
+use signer::AssetKind;
+use tandem_tests::{
+    cut_at, failpoint_names, fake_uki, fired, recover, request, Backend, Release, TestAsset, World,
+};
 use updater::BootCheck;
 
 #[test]
@@ -17,14 +20,55 @@ fn power_cut_at_every_failpoint() {
     let scenario = fail::FailScenario::setup();
     let names = failpoint_names();
     assert!(names.len() >= 12, "failpoints found: {names:?}");
-    let mut w = World::new(Backend::Gpt);
-    let v1 = w.release("1.0.0", 1, 1);
-    let v2 = w.release("2.0.0", 2, 2);
-    w.provision(A, &v1);
-    let factory = MemDisk::from_bytes(&w.disk_bytes());
+    let cases = cases(&names);
+    let mut tried = 0;
+    let mut cut_names = BTreeSet::new();
+    // The GPT backend with a plain release, and systemd-boot with a release that carries a
+    // UKI (its boot files staged on the ESP before the flip).
+    for backend in [Backend::Gpt, Backend::SystemdBoot] {
+        let mut w = World::new(backend);
+        let v1 = w.release("1.0.0", 1, 1);
+        let assets = match backend {
+            Backend::Gpt => Vec::new(),
+            _ => vec![TestAsset::new(AssetKind::Uki, fake_uki("2.0.0", "quiet"))],
+        };
+        let v2 = w.release_with_assets("2.0.0", 2, 2, &assets);
+        w.provision(A, &v1);
+        let factory = MemDisk::from_bytes(&w.disk_bytes());
+        let factory_esp = w.boot_fs.as_ref().map(MemFs::deep_clone);
+        for (name, hit, healthy) in &cases {
+            w.disk = Arc::new(factory.deep_clone());
+            w.state_fs = MemFs::new();
+            w.boot_fs = factory_esp.as_ref().map(MemFs::deep_clone);
+            w.set_healthy(*healthy);
+            let flag = cut_at(name, *hit);
+            let result = catch_unwind(AssertUnwindSafe(|| update_with_checkpoints(&w, &v2)));
+            fail::remove(name);
+            let context = format!("{backend}: cut at {name} (hit {hit}, health {healthy})");
+            if !fired(&flag) {
+                assert!(result.is_ok(), "{context}: failed without a cut");
+                continue;
+            }
+            assert!(result.is_err(), "{context}: the cut did not stop the agent");
+            tried += 1;
+            cut_names.insert(name.clone());
+            recover(&w, &v1, &v2, &context);
+        }
+    }
+    let never: Vec<_> = names.iter().filter(|n| !cut_names.contains(*n)).collect();
+    assert!(never.is_empty(), "failpoints never reached: {never:?}");
+    println!(
+        "power cut at {tried} points ({} failpoints, {} cases per backend)",
+        names.len(),
+        cases.len()
+    );
+    drop(scenario);
+}
 
+/// Each failpoint at the hits worth cutting, with a passing and a failing health check.
+fn cases(names: &[String]) -> Vec<(String, usize, bool)> {
     let mut cases = Vec::new();
-    for name in &names {
+    for name in names {
         let hits: &[usize] = match name.as_str() {
             "install::chunk-written" => &[1, 2, 5, 12, 20, 23, 24],
             "install::after-checkpoint" => &[1, 2, 3, 5, 6, 7],
@@ -36,33 +80,7 @@ fn power_cut_at_every_failpoint() {
             }
         }
     }
-    let mut tried = 0;
-    let mut cut_names = BTreeSet::new();
-    for (name, hit, healthy) in &cases {
-        w.disk = Arc::new(factory.deep_clone());
-        w.state_fs = partitions::io::MemFs::new();
-        w.set_healthy(*healthy);
-        let flag = cut_at(name, *hit);
-        let result = catch_unwind(AssertUnwindSafe(|| update_with_checkpoints(&w, &v2)));
-        fail::remove(name);
-        let context = format!("cut at {name} (hit {hit}, health {healthy})");
-        if !fired(&flag) {
-            assert!(result.is_ok(), "{context}: failed without a cut");
-            continue;
-        }
-        assert!(result.is_err(), "{context}: the cut did not stop the agent");
-        tried += 1;
-        cut_names.insert(name.clone());
-        recover(&w, &v1, &v2, &context);
-    }
-    let never: Vec<_> = names.iter().filter(|n| !cut_names.contains(*n)).collect();
-    assert!(never.is_empty(), "failpoints never reached: {never:?}");
-    println!(
-        "power cut at {tried} points ({} failpoints, {} cases)",
-        names.len(),
-        cases.len()
-    );
-    drop(scenario);
+    cases
 }
 
 /// Installs `v2` with a checkpoint every 4 chunks (so `install::after-checkpoint` fires
