@@ -20,6 +20,7 @@ declare -A NEED=(
   [/usr/bin/qemu-system-x86_64]=qemu-system-x86
   [/usr/share/OVMF/OVMF_CODE_4M.fd]=ovmf
   [/usr/lib/systemd/boot/efi/systemd-bootx64.efi]=systemd-boot-efi
+  [/usr/lib/systemd/boot/efi/linuxx64.efi.stub]=systemd-boot-efi
   [/bin/busybox]=busybox-static
   [/usr/sbin/mkfs.vfat]=dosfstools
   [/usr/bin/mcopy]=mtools
@@ -30,6 +31,8 @@ declare -A NEED=(
   [/usr/sbin/mke2fs]=e2fsprogs
   [/usr/sbin/debugfs]=e2fsprogs
   [/usr/bin/strip]=binutils
+  [/usr/bin/objcopy]=binutils
+  [/usr/bin/objdump]=binutils
 )
 
 missing=()

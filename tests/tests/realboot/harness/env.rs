@@ -9,6 +9,9 @@ use std::process::Command;
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 pub const SYSTEMD_BOOT: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
+/// systemd's EFI stub: the UKIs are this file with the kernel, initramfs, command line and
+/// os-release added as sections (systemd-ukify is not in Debian 12).
+pub const SYSTEMD_STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
 pub const BUSYBOX: &str = "/bin/busybox";
 const GRUB_MODULES_DIR: &str = "/usr/lib/grub/x86_64-efi";
 /// Kernel modules, loaded in this order by `/init` (none depends on a later one).
@@ -39,6 +42,8 @@ const TOOLS: &[&str] = &[
     "e2fsck",
     "cpio",
     "strip",
+    "objcopy",
+    "objdump",
     "grub-mkstandalone",
 ];
 const BINARIES: &[&str] = &["tandem-updater", "tandem-disk", "tandem-signer"];
@@ -158,6 +163,7 @@ fn missing_host_parts(bin_dir: &Path) -> Vec<String> {
         OVMF_CODE,
         OVMF_VARS,
         SYSTEMD_BOOT,
+        SYSTEMD_STUB,
         BUSYBOX,
         GRUB_MODULES_DIR,
     ] {
