@@ -16,6 +16,8 @@ off() {
   sleep 60
 }
 say INIT
+say "INITRD release=$(cat /etc/tandem/initrd-release)"
+say "CMDLINE $(cat /proc/cmdline)"
 # virtio-blk, vfat and efivarfs are modules in Debian's cloud kernel (ext4 is built in).
 for m in $(cat /lib/modules/order); do insmod "/lib/modules/$m.ko" || say "ERROR insmod $m"; done
 i=0

@@ -1,7 +1,9 @@
 //! The artefacts shared by every run: keys, the root, the slot images, the bundles, the USB
-//! stick, the initramfs and the GRUB image. Built into the cache (`target/realboot/cache/KEY/`)
+//! stick, the boot assets of each release ([`BOOT_ASSETS`]: `initrd-VERSION.img` and the UKI
+//! `uki-VERSION.efi`) and the GRUB image. Built into the cache (`target/realboot/cache/KEY/`)
 //! once per change of their inputs: the binaries, `/init`, the updater configuration, the
-//! kernel, and [`ARTEFACTS_VERSION`] for what the key does not see.
+//! kernel, the EFI stub, the boot assets table, and [`ARTEFACTS_VERSION`] for what the key
+//! does not see.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -14,15 +16,23 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 
 use super::cache;
-use super::env::{mtools, run, Env, BUSYBOX, MODULES};
-use super::os::{config, Backend, Behaviour, MIB, PRODUCT, RELEASES};
+use super::env::{mtools, run, Env, BUSYBOX, MODULES, SYSTEMD_STUB};
+use super::os::{
+    config, os_release, Backend, Behaviour, BootAssets, Init, BOOT_ASSETS, MIB, PRODUCT, RELEASES,
+};
+use super::uki::{self, UkiParts};
 
 /// Bump when the artefacts change in a way the cache key does not see.
-const ARTEFACTS_VERSION: &str = "realboot-3";
+const ARTEFACTS_VERSION: &str = "realboot-4";
 const INIT: &str = include_str!("../init.sh");
-/// GRUB modules in the standalone image's memdisk (`--install-modules`).
+/// The `/init` of a broken initramfs: it exits, and the kernel panics.
+const EXITING_INIT: &str = "#!/bin/busybox sh\nexit 1\n";
+/// Where the initramfs of [`Init::Tandem`] says which release's boot assets it is.
+const INITRD_RELEASE: &str = "etc/tandem/initrd-release";
+/// GRUB modules in the standalone image's memdisk (`--install-modules`); `chain` is the
+/// `chainloader` that starts a UKI.
 const GRUB_MODULES: &str =
-    "normal search search_fs_file part_gpt fat loadenv test echo linux configfile";
+    "normal search search_fs_file part_gpt fat loadenv test echo linux configfile chain";
 /// The embedded config: find the ESP and run the shipped docs/grub.cfg.example from it.
 /// `prefix` stays the memdisk's, or modules would no longer load.
 const GRUB_EMBEDDED_CFG: &str = "search --no-floppy --file --set=tandem_cfgdev /tandem/grub.cfg\n\
@@ -75,6 +85,11 @@ impl Artefacts {
         self.dir.join(name)
     }
 
+    /// The initramfs of release `version`'s boot assets.
+    pub fn initrd(&self, version: &str) -> PathBuf {
+        self.dir.join(initrd_name(version))
+    }
+
     fn key(env: &Env) -> String {
         let mut h = Sha256::new();
         h.update(ARTEFACTS_VERSION);
@@ -91,6 +106,13 @@ impl Artefacts {
             h.update(format!("{bin} {} {mtime:?}", meta.len()));
         }
         h.update(env.kernel.to_string_lossy().as_bytes());
+        h.update(format!("{BOOT_ASSETS:?}"));
+        let stub = fs::metadata(SYSTEMD_STUB).expect("EFI stub metadata");
+        h.update(format!(
+            "{SYSTEMD_STUB} {} {:?}",
+            stub.len(),
+            stub.modified().ok()
+        ));
         hex::encode(h.finalize())
             .get(..16)
             .expect("hex")
@@ -144,7 +166,7 @@ impl Artefacts {
             }
         }
         Self::build_usb(dir, &signer);
-        Self::build_initrd(env, dir);
+        Self::build_boot_assets(env, dir);
         Self::build_grub(dir);
     }
 
@@ -152,11 +174,7 @@ impl Artefacts {
     fn build_release(dir: &Path, version: &str, behaviour: Behaviour, size: u64) {
         let tree = dir.join(format!("tree-{version}"));
         fs::create_dir_all(tree.join("etc")).expect("mkdir");
-        fs::write(
-            tree.join("etc/os-release"),
-            format!("NAME=\"Tandem test OS\"\nID=tandem-test\nVERSION_ID={version}\n"),
-        )
-        .expect("os-release");
+        fs::write(tree.join("etc/os-release"), os_release(version)).expect("os-release");
         match behaviour {
             Behaviour::Healthy => fs::write(tree.join("etc/tandem-healthy"), "").expect("marker"),
             Behaviour::Unhealthy => {}
@@ -237,19 +255,49 @@ impl Artefacts {
             .arg(format!("boot/grub/grub.cfg={}", embedded.display())));
     }
 
-    /// The initramfs: busybox, `/init`, the stripped updater and its libraries, the kernel
-    /// modules, the root and one updater configuration per backend.
-    fn build_initrd(env: &Env, dir: &Path) {
-        let root = dir.join("initrd");
-        for d in INITRD_DIRS {
-            fs::create_dir_all(root.join(d)).expect("mkdir initrd");
+    /// Each release's boot assets: its initramfs, and the UKI of Debian's kernel, that
+    /// initramfs, its command line and its os-release. The test's initramfs tree is made
+    /// once and archived once per release, with the release written into it.
+    fn build_boot_assets(env: &Env, dir: &Path) {
+        let tandem = dir.join("initrd");
+        Self::initrd_tree(env, dir, &tandem);
+        let exiting = dir.join("initrd-exits");
+        initrd_skeleton(&exiting, &["bin"], EXITING_INIT);
+        for assets in BOOT_ASSETS {
+            let initrd = dir.join(initrd_name(assets.version));
+            match assets.init {
+                Init::Tandem => {
+                    fs::write(tandem.join(INITRD_RELEASE), assets.version).expect("release");
+                    cpio(&tandem, &initrd);
+                }
+                Init::Exits => cpio(&exiting, &initrd),
+            }
+            Self::build_uki(env, dir, assets, &initrd);
         }
-        fs::copy(BUSYBOX, root.join("bin/busybox")).expect("busybox");
-        let init = root.join("init");
-        fs::write(&init, INIT).expect("init");
-        fs::set_permissions(&init, fs::Permissions::from_mode(0o755)).expect("chmod init");
-        Self::copy_updater(env, &root);
-        Self::copy_modules(env, &root);
+        fs::remove_dir_all(&tandem).expect("rm initrd tree");
+        fs::remove_dir_all(&exiting).expect("rm initrd tree");
+    }
+
+    fn build_uki(env: &Env, dir: &Path, assets: &BootAssets, initrd: &Path) {
+        let parts = UkiParts {
+            os_release: &os_release(assets.version),
+            cmdline: assets.cmdline,
+            kernel: &env.kernel,
+            initrd,
+        };
+        uki::build(
+            &parts,
+            dir,
+            &dir.join(format!("uki-{}.efi", assets.version)),
+        );
+    }
+
+    /// The test's initramfs tree in `root`: busybox, `/init`, the stripped updater and its
+    /// libraries, the kernel modules, the root and one updater configuration per backend.
+    fn initrd_tree(env: &Env, dir: &Path, root: &Path) {
+        initrd_skeleton(root, INITRD_DIRS, INIT);
+        Self::copy_updater(env, root);
+        Self::copy_modules(env, root);
         fs::copy(dir.join("root.json"), root.join("etc/tandem/root.json")).expect("root.json");
         for backend in Backend::ALL {
             fs::write(
@@ -258,22 +306,6 @@ impl Artefacts {
             )
             .expect("config");
         }
-        // newc cpio, uncompressed: the kernel unpacks it faster than it would gunzip it.
-        let list = run(Command::new("find").arg(".").current_dir(&root));
-        let mut cpio = Command::new("cpio")
-            .args(["-o", "-H", "newc", "--quiet", "-R", "0:0"])
-            .current_dir(&root)
-            .stdin(Stdio::piped())
-            .stdout(fs::File::create(dir.join("initrd.img")).expect("initrd.img"))
-            .spawn()
-            .expect("cpio");
-        cpio.stdin
-            .take()
-            .expect("stdin")
-            .write_all(list.as_bytes())
-            .expect("cpio input");
-        assert!(cpio.wait().expect("cpio").success(), "cpio failed");
-        fs::remove_dir_all(&root).expect("rm initrd tree");
     }
 
     /// The stripped updater, and the shared libraries ldd lists and the dynamic loader at the
@@ -314,6 +346,41 @@ impl Artefacts {
         }
         fs::write(root.join("lib/modules/order"), order).expect("order");
     }
+}
+
+/// The file name of release `version`'s initramfs.
+fn initrd_name(version: &str) -> String {
+    format!("initrd-{version}.img")
+}
+
+/// An initramfs tree in `root`: the directories, busybox and `/init`.
+fn initrd_skeleton(root: &Path, dirs: &[&str], init: &str) {
+    for d in dirs {
+        fs::create_dir_all(root.join(d)).expect("mkdir initrd");
+    }
+    fs::copy(BUSYBOX, root.join("bin/busybox")).expect("busybox");
+    let path = root.join("init");
+    fs::write(&path, init).expect("init");
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod init");
+}
+
+/// Archives the tree `root` as the initramfs `out`: newc cpio, uncompressed (the kernel
+/// unpacks it faster than it would gunzip it).
+fn cpio(root: &Path, out: &Path) {
+    let list = run(Command::new("find").arg(".").current_dir(root));
+    let mut cpio = Command::new("cpio")
+        .args(["-o", "-H", "newc", "--quiet", "-R", "0:0"])
+        .current_dir(root)
+        .stdin(Stdio::piped())
+        .stdout(fs::File::create(out).expect("initrd file"))
+        .spawn()
+        .expect("cpio");
+    cpio.stdin
+        .take()
+        .expect("stdin")
+        .write_all(list.as_bytes())
+        .expect("cpio input");
+    assert!(cpio.wait().expect("cpio").success(), "cpio failed");
 }
 
 /// Deterministic incompressible bytes.

@@ -7,9 +7,10 @@
 //! way (mtools at an offset, `debugfs` on a copy of the partition).
 //!
 //! One module per concern, each using only the ones listed before it:
-//! `env` (the tools, the kernel, the workspace's binaries), `os` (the test OS: its releases
-//! and the updater's configuration inside it), `cache` (one entry per key, built once),
-//! `artefacts` (what goes into the cache), `serial` (one boot's console log), `vm` (QEMU),
+//! `env` (the tools, the kernel, the workspace's binaries), `os` (the test OS: its releases,
+//! their boot assets and the updater's configuration inside it), `cache` (one entry per key,
+//! built once), `uki` (unified kernel images from systemd's stub), `artefacts` (what goes
+//! into the cache), `serial` (one boot's console log), `vm` (QEMU),
 //! `node` (a disk and a USB stick, and their state read back).
 
 mod artefacts;
@@ -18,6 +19,7 @@ mod env;
 mod node;
 mod os;
 mod serial;
+mod uki;
 mod vm;
 
 pub use artefacts::Artefacts;

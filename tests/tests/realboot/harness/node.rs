@@ -12,7 +12,7 @@ use partitions::boot::grub::GrubEnv;
 
 use super::artefacts::Artefacts;
 use super::env::{mtools, run, Env, SYSTEMD_BOOT};
-use super::os::{Backend, MIB};
+use super::os::{Backend, FACTORY, MIB};
 use super::vm::Vm;
 
 pub const ESP_SIZE: u64 = 96 * MIB;
@@ -136,7 +136,7 @@ impl Node {
         for slot in ["a", "b"] {
             fs::copy(&env.kernel, tree.join(format!("tandem/{slot}/vmlinuz"))).expect("kernel");
             fs::copy(
-                art.path("initrd.img"),
+                art.initrd(FACTORY),
                 tree.join(format!("tandem/{slot}/initrd.img")),
             )
             .expect("initrd");
