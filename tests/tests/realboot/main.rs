@@ -53,6 +53,8 @@ fn scenarios(backend: Backend) {
     node.set_step("install /usb/repo --channel stable");
     let log = vm.boot("a-v1-install-v2");
     log.expect_booted("a", "1.0.0");
+    // The loader started the factory's initramfs, which says so.
+    log.expect("TANDEM-INITRD release=1.0.0");
     log.expect("slot a: no update in trial");
     log.expect("TANDEM-INSTALL rc=0");
     expect_view(&node, Some(&log), "v2 installed", Good, Trial(TRIES));
