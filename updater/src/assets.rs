@@ -78,6 +78,11 @@ impl AssetPlan {
         source: &dyn BundleSource,
     ) -> Result<()> {
         for (asset, device) in &self.partitions {
+            tracing::info!(
+                asset = asset.name(),
+                bytes = asset.size(),
+                "writing partition image"
+            );
             write_partition(manifest, asset, source, device)?;
         }
         if let Some(plan) = self.boot_files {
@@ -199,6 +204,12 @@ fn write_boot_files(
     mut plan: BootFilesPlan,
 ) -> Result<()> {
     for (asset, file) in &plan.files {
+        tracing::info!(
+            slot = %plan.staging.slot(),
+            file = file.file_name(),
+            bytes = asset.size(),
+            "writing boot file"
+        );
         let mut out = plan.staging.create(*file)?;
         copy_asset(manifest, asset, source, &mut out)?;
         out.finish()

@@ -23,7 +23,7 @@ use super::os::{
 use super::uki::{self, UkiParts};
 
 /// Bump when the artefacts change in a way the cache key does not see.
-const ARTEFACTS_VERSION: &str = "realboot-4";
+const ARTEFACTS_VERSION: &str = "realboot-5";
 const INIT: &str = include_str!("../init.sh");
 /// The `/init` of a broken initramfs: it exits, and the kernel panics.
 const EXITING_INIT: &str = "#!/bin/busybox sh\nexit 1\n";
@@ -32,7 +32,7 @@ const INITRD_RELEASE: &str = "etc/tandem/initrd-release";
 /// GRUB modules in the standalone image's memdisk (`--install-modules`); `chain` is the
 /// `chainloader` that starts a UKI.
 const GRUB_MODULES: &str =
-    "normal search search_fs_file part_gpt fat loadenv test echo linux configfile chain";
+    "normal search search_fs_file part_gpt fat loadenv test echo linux configfile chain regexp";
 /// The embedded config: find the ESP and run the shipped docs/grub.cfg.example from it.
 /// `prefix` stays the memdisk's, or modules would no longer load.
 const GRUB_EMBEDDED_CFG: &str = "search --no-floppy --file --set=tandem_cfgdev /tandem/grub.cfg\n\
