@@ -211,21 +211,8 @@ impl From<Refusal> for Error {
     }
 }
 
-/// An error and its causes on one line, each cause once (a cause whose text the message
-/// already quotes is not repeated).
-pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
+/// An error and its causes on one line, each cause once.
+pub use partitions::error::chain;
 
 /// Disk errors an operator fixes in the configuration or the provisioning, not in hardware.
 fn is_misconfiguration(error: &partitions::Error) -> bool {

@@ -122,6 +122,9 @@ type Opened = (Disk, SlotPair, Box<dyn BootControl>);
 /// Open the disk and its boot backend: the one the flags name or the disk recorded.
 /// `prepare`: set the backend up first (`init-boot`).
 fn open(disk: &Path, args: &BackendArgs, prepare: bool) -> Result<Opened> {
+    if !disk.exists() {
+        anyhow::bail!("{}: no such disk or image file", disk.display());
+    }
     let d = Disk::open(disk).with_context(|| format!("reading {}", disk.display()))?;
     if d.using_backup_gpt() {
         eprintln!(

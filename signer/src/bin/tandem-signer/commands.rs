@@ -287,7 +287,7 @@ fn sign(a: &SignArgs, limits: &Limits) -> Result<()> {
     }
     let s = summary.context("signing produced no summary")?;
     eprintln!(
-        "wrote {}: {} bytes image -> {} bytes ({:.1}x), {} chunks ({} zero), {asset_count} boot assets, {:.2}s",
+        "wrote {}: {} bytes image -> {} bytes ({:.1}x), {} chunks ({} zero), {asset_count} assets, {:.2}s",
         a.out.display(),
         size,
         s.file_len,
