@@ -13,7 +13,7 @@
 //! Every label value is bounded: routes are a fixed list ([`Route`]), and report label sets
 //! beyond [`MAX_REPORT_SERIES`] (a node holding the report token could invent versions) are
 //! counted under `channel="_other", version="_other"`.
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::pin::Pin;
 use std::sync::Mutex;
 use std::task::{Context, Poll};
@@ -116,6 +116,12 @@ struct ChannelLabels {
     channel: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    channel: String,
+    version: String,
+}
+
 /// The server's metrics and the registry that encodes them.
 #[derive(Debug)]
 pub struct Metrics {
@@ -126,6 +132,7 @@ pub struct Metrics {
     reports: Family<ReportLabels, Counter>,
     report_series: Mutex<HashSet<(String, String)>>,
     paused: Family<ChannelLabels, Gauge>,
+    nodes: Family<VersionLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -139,6 +146,7 @@ impl Default for Metrics {
             reports: Family::default(),
             report_series: Mutex::new(HashSet::new()),
             paused: Family::default(),
+            nodes: Family::default(),
         };
         registry.register(
             "http_requests",
@@ -164,6 +172,11 @@ impl Default for Metrics {
             "channel_paused",
             "Whether the channel's pause file stops installs (1) or not (0)",
             m.paused.clone(),
+        );
+        registry.register(
+            "nodes",
+            "Nodes per channel and the version they run, from each node's latest report",
+            m.nodes.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -212,6 +225,29 @@ impl Metrics {
             self.paused
                 .get_or_create(&ChannelLabels { channel })
                 .set(i64::from(paused));
+        }
+    }
+
+    /// Replaces the node gauges with `channels` (name, nodes per running version). Past
+    /// [`MAX_REPORT_SERIES`] series, the rest of a channel's nodes count under `_other`.
+    pub fn set_nodes(&self, channels: impl IntoIterator<Item = (String, BTreeMap<String, u64>)>) {
+        self.nodes.clear();
+        let mut series = 0;
+        for (channel, by_version) in channels {
+            for (version, count) in by_version {
+                series += 1;
+                let version = match series <= MAX_REPORT_SERIES {
+                    true => version,
+                    false => "_other".to_owned(),
+                };
+                let labels = VersionLabels {
+                    channel: channel.clone(),
+                    version,
+                };
+                self.nodes
+                    .get_or_create(&labels)
+                    .inc_by(i64::try_from(count).unwrap_or(i64::MAX));
+            }
         }
     }
 

@@ -106,7 +106,17 @@ async fn metrics_route(
         .await
         .map_err(|e| ApiError::internal("metrics worker failed", &e))?
         .map_err(|e| ApiError::internal("cannot read the channels' pause files", &e))?;
+    let mut nodes = Vec::with_capacity(states.len());
+    for (channel, _) in &states {
+        let summary = app
+            .db
+            .summary(channel.clone(), None)
+            .await
+            .map_err(|e| ApiError::internal("cannot read the reports", &e))?;
+        nodes.push((channel.clone(), summary.by_version));
+    }
     app.metrics.set_paused(states);
+    app.metrics.set_nodes(nodes);
     let text = app
         .metrics
         .encode()

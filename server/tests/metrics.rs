@@ -72,7 +72,7 @@ fn get(s: &TestServer, path: &str, etag: Option<&str>) -> reqwest::blocking::Res
 }
 
 #[test]
-fn metrics_count_requests_bytes_reports_and_pauses() {
+fn metrics_count_requests_bytes_reports_pauses_and_nodes() {
     let s = TestServer::start();
     let first = get(&s, "/channels/stable.json", None);
     let etag = first.headers()[ETAG].to_str().unwrap().to_owned();
@@ -147,6 +147,12 @@ fn metrics_count_requests_bytes_reports_and_pauses() {
     }
     let paused = "tandem_server_channel_paused";
     assert_eq!(value(&m, paused, &[("channel", "stable")]), 1.0);
+    // n1 committed 2.0.0; n2 failed and still runs 1.0.0.
+    let nodes = "tandem_server_nodes";
+    for version in ["2.0.0", "1.0.0"] {
+        let labels = [("channel", "stable"), ("version", version)];
+        assert_eq!(value(&m, nodes, &labels), 1.0, "{version}");
+    }
 
     let r = client()
         .post(s.url("/v1/channels/stable/resume"))
