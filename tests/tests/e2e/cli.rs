@@ -126,29 +126,32 @@ timeout = "10s"
         );
         std::fs::write(s.path("v1.raw"), image(IMAGE_LEN, 1)).unwrap();
         std::fs::write(s.path("v2.raw"), image(IMAGE_LEN, 2)).unwrap();
-        s.run(
-            "tandem-signer",
-            &[
-                "sign",
-                "--image",
-                "v2.raw",
-                "--product",
-                "acme-edge",
-                "--version",
-                "2.0.0",
-                "--security-version",
-                "2",
-                "--key",
-                "rel1.pem",
-                "--key",
-                "rel3.pem",
-                "--chunk-size",
-                "64KiB",
-                "--out",
-                "v2.tandem",
-            ],
-            0,
-        );
+        s.sign("v2.raw", "2.0.0", "2", &[], "v2.tandem");
+    }
+
+    /// Signs `raw` as `version` of acme-edge with two of the release keys into `out`,
+    /// with `extra` flags (boot assets, …).
+    pub(crate) fn sign(&self, raw: &str, version: &str, security: &str, extra: &[&str], out: &str) {
+        let args = [
+            "sign",
+            "--image",
+            raw,
+            "--product",
+            "acme-edge",
+            "--version",
+            version,
+            "--security-version",
+            security,
+            "--key",
+            "rel1.pem",
+            "--key",
+            "rel3.pem",
+            "--chunk-size",
+            "64KiB",
+            "--out",
+            out,
+        ];
+        self.run("tandem-signer", &[&args[..], extra].concat(), 0);
     }
 
     /// `disk.img`: two 2 MiB slots, both unbootable.

@@ -40,30 +40,7 @@ impl Node {
     fn sign(&self, version: &str, security: u64, seed: u64, out: &str) {
         let raw = format!("{out}.raw");
         std::fs::write(self.path(&raw), image(IMAGE_LEN, seed)).unwrap();
-        let security = security.to_string();
-        self.s.run(
-            "tandem-signer",
-            &[
-                "sign",
-                "--image",
-                &raw,
-                "--product",
-                "acme-edge",
-                "--version",
-                version,
-                "--security-version",
-                &security,
-                "--key",
-                "rel1.pem",
-                "--key",
-                "rel3.pem",
-                "--chunk-size",
-                "64KiB",
-                "--out",
-                out,
-            ],
-            0,
-        );
+        self.s.sign(&raw, version, &security.to_string(), &[], out);
     }
 
     /// Publishes `bundle` on [`CHANNEL`] in `repo/`.
