@@ -35,7 +35,7 @@ use serde_json::Value;
 use SlotBoot::{Good, Trial, Unbootable};
 
 /// How long after the agent's first "writing boot file" line the power is cut: well inside
-/// the writing of the boot files (a UKI, or a kernel and an initramfs, of about 39 MiB each),
+/// the writing of the boot files (a UKI, or a kernel and an initramfs, of about 39 MB each),
 /// which takes several seconds under TCG.
 const CUT_DELAY: Duration = Duration::from_millis(1000);
 /// A slot's boot files as the factory left them.

@@ -16,7 +16,7 @@ use super::os::{Backend, FACTORY, MIB};
 use super::vm::Vm;
 
 /// Room for three sets of boot files at the install's peak (docs/booting.md, Space): the
-/// test's UKI is about 39 MiB, mostly the debug updater in its initramfs.
+/// test's UKI is about 39 MB, mostly the debug updater in its initramfs.
 pub const ESP_SIZE: u64 = 160 * MIB;
 pub const SLOT_SIZE: u64 = 32 * MIB;
 pub const STATE_SIZE: u64 = 8 * MIB;
