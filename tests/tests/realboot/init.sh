@@ -38,10 +38,6 @@ version=$(sed -n 's/^VERSION_ID=//p' /slot/etc/os-release)
 say "BOOTED slot=$slot version=$version"
 var=/sys/firmware/efi/efivars/LoaderBootCountPath-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f
 [ -e "$var" ] && say "BOOTCOUNTPATH $(tail -c +5 "$var" | tr -d '\000')"
-if [ -e /slot/etc/tandem-dies ]; then
-  say "DIES before boot-check"
-  off
-fi
 if [ -e /esp/tandem/grubenv ]; then cfg=/etc/tandem/grub.toml; else cfg=/etc/tandem/systemd-boot.toml; fi
 tandem-updater --config "$cfg" boot-check
 say "BOOT-CHECK rc=$?"
@@ -50,17 +46,7 @@ case "$step" in
   install*)
     say "INSTALL-START $step"
     # shellcheck disable=SC2086 # the step is a word list
-    tandem-updater --config "$cfg" $step &
-    pid=$!
-    seen=
-    while kill -0 "$pid" 2>/dev/null; do
-      if [ -z "$seen" ] && grep -q '"phase": "writing"' /state/tandem/state.json 2>/dev/null; then
-        seen=1
-        say WRITING
-      fi
-      sleep 0.2
-    done
-    wait "$pid"
+    tandem-updater --config "$cfg" $step
     say "INSTALL rc=$?"
     ;;
 esac

@@ -1,10 +1,12 @@
-//! The artefacts shared by every run: keys, the root, the slot images, the bundles, the USB
-//! stick, the boot assets of each release ([`BOOT_ASSETS`]: `initrd-VERSION.img` and the UKI
-//! `uki-VERSION.efi`) and the GRUB image. Built into the cache (`target/realboot/cache/KEY/`)
+//! The artefacts shared by every run: keys, the root, the slot images, the factory's
+//! initramfs, the boot assets of each release ([`BOOT_ASSETS`]: `initrd-VERSION.img` and the
+//! UKI `uki-VERSION.efi`), one USB stick per backend (`usb-BACKEND.img`: the bundles carry
+//! the UKI on systemd-boot, kernel + initramfs + command line on GRUB) and the GRUB image. Built into the cache (`target/realboot/cache/KEY/`)
 //! once per change of their inputs: the binaries, `/init`, the updater configuration, the
 //! kernel, the EFI stub, the boot assets table, and [`ARTEFACTS_VERSION`] for what the key
 //! does not see.
 
+use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Write;
@@ -18,12 +20,13 @@ use sha2::{Digest, Sha256};
 use super::cache;
 use super::env::{mtools, run, Env, BUSYBOX, MODULES, SYSTEMD_STUB};
 use super::os::{
-    config, os_release, Backend, Behaviour, BootAssets, Init, BOOT_ASSETS, MIB, PRODUCT, RELEASES,
+    boot_assets, config, os_release, Backend, Behaviour, BootAssets, Init, BOOT_ASSETS, FACTORY,
+    IMAGE_SIZE, MIB, PRODUCT, RELEASES,
 };
 use super::uki::{self, UkiParts};
 
 /// Bump when the artefacts change in a way the cache key does not see.
-const ARTEFACTS_VERSION: &str = "realboot-5";
+const ARTEFACTS_VERSION: &str = "realboot-6";
 const INIT: &str = include_str!("../init.sh");
 /// The `/init` of a broken initramfs: it exits, and the kernel panics.
 const EXITING_INIT: &str = "#!/bin/busybox sh\nexit 1\n";
@@ -85,9 +88,14 @@ impl Artefacts {
         self.dir.join(name)
     }
 
-    /// The initramfs of release `version`'s boot assets.
+    /// The initramfs of release `version` (the factory's, or that of its boot assets).
     pub fn initrd(&self, version: &str) -> PathBuf {
         self.dir.join(initrd_name(version))
+    }
+
+    /// The USB stick of `backend`'s node.
+    pub fn usb(&self, backend: Backend) -> PathBuf {
+        self.dir.join(usb_name(backend))
     }
 
     fn key(env: &Env) -> String {
@@ -106,7 +114,7 @@ impl Artefacts {
             h.update(format!("{bin} {} {mtime:?}", meta.len()));
         }
         h.update(env.kernel.to_string_lossy().as_bytes());
-        h.update(format!("{BOOT_ASSETS:?}"));
+        h.update(format!("{RELEASES:?} {BOOT_ASSETS:?}"));
         let stub = fs::metadata(SYSTEMD_STUB).expect("EFI stub metadata");
         h.update(format!(
             "{SYSTEMD_STUB} {} {:?}",
@@ -120,9 +128,7 @@ impl Artefacts {
     }
 
     fn build(env: &Env, dir: &Path) {
-        let signer = |args: &[&str]| {
-            run(env.bin("tandem-signer").args(args).current_dir(dir));
-        };
+        let signer = |args: &[&str]| signer(env, dir, args);
         signer(&["keygen", "--out", "rootkey"]);
         signer(&["keygen", "--out", "release"]);
         signer(&[
@@ -143,47 +149,23 @@ impl Artefacts {
             "--expires",
             "3650d",
         ]);
-        for &(version, behaviour, size) in RELEASES {
-            Self::build_release(dir, version, behaviour, size);
-            if version != "1.0.0" {
-                signer(&[
-                    "sign",
-                    "--image",
-                    &format!("v{version}.img"),
-                    "--product",
-                    PRODUCT,
-                    "--version",
-                    version,
-                    "--security-version",
-                    "1",
-                    "--key",
-                    "release.pem",
-                    "--chunk-size",
-                    "1MiB",
-                    "--out",
-                    &format!("v{version}.tandem"),
-                ]);
-            }
+        for &(version, behaviour) in RELEASES {
+            Self::build_release(dir, version, behaviour);
         }
-        Self::build_usb(dir, &signer);
         Self::build_boot_assets(env, dir);
+        for backend in Backend::ALL {
+            Self::build_usb(env, dir, backend);
+        }
         Self::build_grub(dir);
     }
 
-    /// A slot image: ext4 with /etc/os-release and the behaviour markers.
-    fn build_release(dir: &Path, version: &str, behaviour: Behaviour, size: u64) {
+    /// A slot image: ext4 with /etc/os-release and the health marker.
+    fn build_release(dir: &Path, version: &str, behaviour: Behaviour) {
         let tree = dir.join(format!("tree-{version}"));
         fs::create_dir_all(tree.join("etc")).expect("mkdir");
         fs::write(tree.join("etc/os-release"), os_release(version)).expect("os-release");
-        match behaviour {
-            Behaviour::Healthy => fs::write(tree.join("etc/tandem-healthy"), "").expect("marker"),
-            Behaviour::Unhealthy => {}
-            Behaviour::Dies => fs::write(tree.join("etc/tandem-dies"), "").expect("marker"),
-        }
-        if size > 8 * MIB {
-            // Incompressible payload: a write long enough to cut in the middle.
-            let payload = pseudo_random((size - 4 * MIB) as usize, 5);
-            fs::write(tree.join("payload"), payload).expect("payload");
+        if behaviour == Behaviour::Healthy {
+            fs::write(tree.join("etc/tandem-healthy"), "").expect("marker");
         }
         let img = dir.join(format!("v{version}.img"));
         run(Command::new("mke2fs")
@@ -198,48 +180,80 @@ impl Artefacts {
             ])
             .arg(&tree)
             .arg(&img)
-            .arg(format!("{}k", size / 1024)));
+            .arg(format!("{}k", IMAGE_SIZE / 1024)));
         fs::remove_dir_all(&tree).expect("rm tree");
     }
 
-    /// The USB stick: v2 in a repository layout, the others as bundle files.
-    fn build_usb(dir: &Path, signer: &dyn Fn(&[&str])) {
-        let usb_tree = dir.join("usb");
-        fs::create_dir_all(&usb_tree).expect("mkdir usb");
-        signer(&[
-            "publish",
-            "--repo",
-            "usb/repo",
-            "--channel",
-            "stable",
+    /// `backend`'s USB stick: every release but the factory's signed with the boot assets
+    /// it carries in the form `backend` boots, v2 in a repository layout, the others as
+    /// bundle files.
+    fn build_usb(env: &Env, dir: &Path, backend: Backend) {
+        let tree = format!("usb-{}", backend.name());
+        fs::create_dir_all(dir.join(&tree)).expect("mkdir usb");
+        for &(version, _) in RELEASES.iter().filter(|(v, _)| *v != FACTORY) {
+            Self::sign_release(
+                env,
+                dir,
+                backend,
+                version,
+                &format!("{tree}/v{version}.tandem"),
+            );
+        }
+        let repo = format!("{tree}/repo");
+        let v2 = format!("{tree}/v2.0.0.tandem");
+        signer(
+            env,
+            dir,
+            &[
+                "publish",
+                "--repo",
+                &repo,
+                "--channel",
+                "stable",
+                "--key",
+                "release.pem",
+                "--root",
+                "root.json",
+                "--expires",
+                "3650d",
+                &v2,
+            ],
+        );
+        fs::remove_file(dir.join(&v2)).expect("rm v2 bundle");
+        let tree = dir.join(tree);
+        fs::write(tree.join("step"), "none\n").expect("step");
+        vfat_image(&tree, "TANDEMUSB", &dir.join(usb_name(backend)));
+        fs::remove_dir_all(&tree).expect("rm usb tree");
+    }
+
+    /// Signs release `version` into the bundle `out` (relative to `dir`), with the boot
+    /// assets it carries in the form `backend` boots.
+    fn sign_release(env: &Env, dir: &Path, backend: Backend, version: &str, out: &str) {
+        let image = format!("v{version}.img");
+        let mut args: Vec<OsString> = [
+            "sign",
+            "--image",
+            &image,
+            "--product",
+            PRODUCT,
+            "--version",
+            version,
+            "--security-version",
+            "1",
             "--key",
             "release.pem",
-            "--root",
-            "root.json",
-            "--expires",
-            "3650d",
-            "v2.0.0.tandem",
-        ]);
-        for v in ["3.0.0", "4.0.0", "5.0.0"] {
-            fs::rename(
-                dir.join(format!("v{v}.tandem")),
-                usb_tree.join(format!("v{v}.tandem")),
-            )
-            .expect("move bundle");
+            "--chunk-size",
+            "1MiB",
+            "--out",
+            out,
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        if let Some(assets) = boot_assets(version) {
+            args.extend(asset_flags(env, dir, backend, assets));
         }
-        fs::write(usb_tree.join("step"), "none\n").expect("step");
-        let usb = dir.join("usb.img");
-        run(Command::new("mkfs.vfat")
-            .args(["-C", "-n", "TANDEMUSB"])
-            .arg(&usb)
-            .arg((64 * MIB / 1024).to_string()));
-        let mut mcopy = mtools("mcopy");
-        mcopy.arg("-s").arg("-i").arg(&usb);
-        for entry in fs::read_dir(&usb_tree).expect("ls usb") {
-            mcopy.arg(entry.expect("entry").path());
-        }
-        run(mcopy.arg("::"));
-        fs::remove_dir_all(&usb_tree).expect("rm usb tree");
+        signer(env, dir, &args);
     }
 
     /// The standalone GRUB image.
@@ -255,12 +269,15 @@ impl Artefacts {
             .arg(format!("boot/grub/grub.cfg={}", embedded.display())));
     }
 
-    /// Each release's boot assets: its initramfs, and the UKI of Debian's kernel, that
-    /// initramfs, its command line and its os-release. The test's initramfs tree is made
-    /// once and archived once per release, with the release written into it.
+    /// The factory's initramfs, and each release's boot assets: its initramfs, and the UKI
+    /// of Debian's kernel, that initramfs, its command line and its os-release. The test's
+    /// initramfs tree is made once and archived once per release, with the release written
+    /// into it.
     fn build_boot_assets(env: &Env, dir: &Path) {
         let tandem = dir.join("initrd");
         Self::initrd_tree(env, dir, &tandem);
+        fs::write(tandem.join(INITRD_RELEASE), FACTORY).expect("release");
+        cpio(&tandem, &dir.join(initrd_name(FACTORY)));
         let exiting = dir.join("initrd-exits");
         initrd_skeleton(&exiting, &["bin"], EXITING_INIT);
         for assets in BOOT_ASSETS {
@@ -285,11 +302,7 @@ impl Artefacts {
             kernel: &env.kernel,
             initrd,
         };
-        uki::build(
-            &parts,
-            dir,
-            &dir.join(format!("uki-{}.efi", assets.version)),
-        );
+        uki::build(&parts, dir, &dir.join(uki_name(assets.version)));
     }
 
     /// The test's initramfs tree in `root`: busybox, `/init`, the stripped updater and its
@@ -348,9 +361,72 @@ impl Artefacts {
     }
 }
 
+/// Runs `tandem-signer` in `dir`.
+fn signer<S: AsRef<OsStr>>(env: &Env, dir: &Path, args: &[S]) {
+    run(env.bin("tandem-signer").args(args).current_dir(dir));
+}
+
 /// The file name of release `version`'s initramfs.
 fn initrd_name(version: &str) -> String {
     format!("initrd-{version}.img")
+}
+
+/// The file name of release `version`'s UKI.
+fn uki_name(version: &str) -> String {
+    format!("uki-{version}.efi")
+}
+
+/// The file name of `backend`'s USB stick.
+fn usb_name(backend: Backend) -> String {
+    format!("usb-{}.img", backend.name())
+}
+
+/// `tandem-signer sign`'s flags for `assets`, as `backend` boots them: the UKI for
+/// systemd-boot; Debian's kernel, the initramfs and the command line for GRUB.
+fn asset_flags(env: &Env, dir: &Path, backend: Backend, assets: &BootAssets) -> Vec<OsString> {
+    let path = |name: String| dir.join(name).into_os_string();
+    match backend {
+        Backend::SystemdBoot => vec!["--uki".into(), path(uki_name(assets.version))],
+        Backend::Grub => vec![
+            "--kernel".into(),
+            env.kernel.clone().into_os_string(),
+            "--initrd".into(),
+            path(initrd_name(assets.version)),
+            "--cmdline".into(),
+            assets.cmdline.into(),
+        ],
+    }
+}
+
+/// A FAT filesystem image `out` labelled `label` holding the tree `dir`, sized for it.
+fn vfat_image(dir: &Path, label: &str, out: &Path) {
+    // FAT's own overhead and the clusters' slack: 16 MiB over the content.
+    let size = tree_size(dir) + 16 * MIB;
+    run(Command::new("mkfs.vfat")
+        .args(["-C", "-n", label])
+        .arg(out)
+        .arg((size / 1024).to_string()));
+    let mut mcopy = mtools("mcopy");
+    mcopy.arg("-s").arg("-i").arg(out);
+    for entry in fs::read_dir(dir).expect("ls tree") {
+        mcopy.arg(entry.expect("entry").path());
+    }
+    run(mcopy.arg("::"));
+}
+
+/// The bytes of the files under `dir`.
+fn tree_size(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .expect("ls")
+        .map(|e| {
+            let e = e.expect("entry");
+            let meta = e.metadata().expect("metadata");
+            match meta.is_dir() {
+                true => tree_size(&e.path()),
+                false => meta.len(),
+            }
+        })
+        .sum()
 }
 
 /// An initramfs tree in `root`: the directories, busybox and `/init`.
@@ -381,18 +457,4 @@ fn cpio(root: &Path, out: &Path) {
         .write_all(list.as_bytes())
         .expect("cpio input");
     assert!(cpio.wait().expect("cpio").success(), "cpio failed");
-}
-
-/// Deterministic incompressible bytes.
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }

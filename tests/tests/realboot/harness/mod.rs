@@ -25,5 +25,5 @@ mod vm;
 pub use artefacts::Artefacts;
 pub use env::Env;
 pub use node::{Node, SlotBoot};
-pub use os::{Backend, TRIES};
+pub use os::{boot_assets, Backend, FACTORY, TRIES};
 pub use serial::SerialLog;

@@ -15,7 +15,9 @@ use super::env::{mtools, run, Env, SYSTEMD_BOOT};
 use super::os::{Backend, FACTORY, MIB};
 use super::vm::Vm;
 
-pub const ESP_SIZE: u64 = 96 * MIB;
+/// Room for three sets of boot files at the install's peak (docs/booting.md, Space): the
+/// test's UKI is about 39 MB, mostly the debug updater in its initramfs.
+pub const ESP_SIZE: u64 = 160 * MIB;
 pub const SLOT_SIZE: u64 = 32 * MIB;
 pub const STATE_SIZE: u64 = 8 * MIB;
 
@@ -81,7 +83,7 @@ impl Node {
         put(&disk, state, &state_img);
         fs::remove_file(&state_img).expect("rm state.img");
         let usb = dir.join("usb.img");
-        fs::copy(art.path("usb.img"), &usb).expect("usb");
+        fs::copy(art.usb(backend), &usb).expect("usb");
         Node {
             backend,
             dir,
@@ -244,6 +246,20 @@ impl Node {
             b: slot("b"),
             raw: format!("grubenv: {raw}"),
         }
+    }
+
+    /// The names of `slot`'s boot files on the ESP (`/tandem/SLOT/`), sorted.
+    pub fn boot_files(&self, slot: &str) -> Vec<String> {
+        let dir = format!("::/tandem/{slot}");
+        let listing = run(mtools("mdir").args(["-b", "-i", &self.esp_image(), &dir]));
+        let mut names: Vec<String> = listing
+            .lines()
+            .filter_map(|l| l.rsplit('/').next())
+            .filter(|n| !n.is_empty())
+            .map(str::to_string)
+            .collect();
+        names.sort();
+        names
     }
 
     /// The agent's state file, read from the state partition (a copy, through debugfs).

@@ -5,28 +5,32 @@ pub const PRODUCT: &str = "acme-realboot";
 pub const MIB: u64 = 1 << 20;
 /// Boots a new slot gets (the updater's `tries`): 2 keeps scenario 3 short.
 pub const TRIES: u8 = 2;
-/// The big release (v5) whose install the test cuts.
-pub const BIG_IMAGE: u64 = 24 * MIB;
+/// The size of every release's root image.
+pub const IMAGE_SIZE: u64 = 4 * MIB;
 
-/// A release of the test OS: what its slot image makes the machine do.
+/// A release of the test OS: what its root image makes the machine do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Behaviour {
     /// The health marker is there: boot-check passes.
     Healthy,
     /// No health marker: boot-check fails.
     Unhealthy,
-    /// `/init` powers off before boot-check (a kernel that never comes up).
-    Dies,
 }
 
-/// The releases: (version, behaviour, image size).
-pub const RELEASES: &[(&str, Behaviour, u64)] = &[
-    ("1.0.0", Behaviour::Healthy, 4 * MIB),
-    ("2.0.0", Behaviour::Healthy, 4 * MIB),
-    ("3.0.0", Behaviour::Unhealthy, 4 * MIB),
-    ("4.0.0", Behaviour::Dies, 4 * MIB),
-    ("5.0.0", Behaviour::Healthy, BIG_IMAGE),
+/// The releases: (version, behaviour). The factory's is the first; a release carries the
+/// boot assets [`boot_assets`] finds for its version.
+pub const RELEASES: &[(&str, Behaviour)] = &[
+    ("1.0.0", Behaviour::Healthy),
+    ("2.0.0", Behaviour::Healthy),
+    ("3.0.0", Behaviour::Unhealthy),
+    // Its root is healthy: only its boot assets keep it from coming up.
+    ("4.0.0", Behaviour::Healthy),
+    ("5.0.0", Behaviour::Healthy),
 ];
+
+/// The release a new disk has in slot A, with its root and its initramfs in both slots'
+/// boot files (no UKI, no command line of its own).
+pub const FACTORY: &str = "1.0.0";
 
 /// What an initramfs's `/init` does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,41 +43,46 @@ pub enum Init {
     Exits,
 }
 
-/// The boot assets of a release of the test OS: its initramfs and kernel parameters, and
-/// the UKI made of them with Debian's kernel (artefacts `initrd-VERSION.img`,
-/// `uki-VERSION.efi`).
+/// The boot assets a release of the test OS carries: its initramfs and kernel parameters,
+/// with Debian's kernel. On systemd-boot the release carries them as one UKI
+/// (`uki-VERSION.efi`, the parameters as its `.cmdline`), on GRUB as kernel, initramfs
+/// (`initrd-VERSION.img`) and command line.
 #[derive(Debug, Clone, Copy)]
 pub struct BootAssets {
     /// The release they belong to: the initramfs's marker and the UKI's `VERSION_ID`.
     pub version: &'static str,
     pub init: Init,
-    /// The release's kernel parameters (the UKI's `.cmdline`).
+    /// The release's kernel parameters.
     pub cmdline: &'static str,
 }
 
-/// The boot assets the test OS has. Every command line has `panic=1`: Debian's kernel
-/// (`CONFIG_PANIC_TIMEOUT=0`) would hang after a panic, and only a reset lets the loader
-/// spend its next try. The broken one adds `console=ttyS0`, so the panic is in the serial log.
+/// The boot assets of the releases that carry some (3.0.0 does not: slot A keeps the
+/// factory's). Every command line has `panic=1`: Debian's kernel (`CONFIG_PANIC_TIMEOUT=0`)
+/// would hang after a panic, and only a reset lets the loader spend its next try. The broken
+/// one has `console=ttyS0` and no `quiet`, so the kernel's command line and its panic are in
+/// the serial log.
 pub const BOOT_ASSETS: &[BootAssets] = &[
-    BootAssets {
-        version: "1.0.0",
-        init: Init::Tandem,
-        cmdline: "quiet panic=1 tandem.test=v1",
-    },
     BootAssets {
         version: "2.0.0",
         init: Init::Tandem,
         cmdline: "quiet panic=1 tandem.test=v2",
     },
     BootAssets {
-        version: "3.0.0",
+        version: "4.0.0",
         init: Init::Exits,
-        cmdline: "quiet panic=1 console=ttyS0 tandem.test=v3",
+        cmdline: "panic=1 console=ttyS0 tandem.test=v4",
+    },
+    BootAssets {
+        version: "5.0.0",
+        init: Init::Tandem,
+        cmdline: "quiet panic=1 tandem.test=v5",
     },
 ];
 
-/// The release whose boot assets a new disk has for both slots.
-pub const FACTORY: &str = "1.0.0";
+/// The boot assets release `version` carries, if any.
+pub fn boot_assets(version: &str) -> Option<&'static BootAssets> {
+    BOOT_ASSETS.iter().find(|a| a.version == version)
+}
 
 /// The test OS's os-release file for `version`.
 pub fn os_release(version: &str) -> String {
