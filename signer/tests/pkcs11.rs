@@ -355,3 +355,24 @@ fn a_key_file_named_like_a_uri_is_reached_by_its_path() {
     d.ok(&sign_args(&["./pkcs11:r2.pem", "r3.pem"]));
     d.ok(&["verify", "b.tandem", "--root", "root.json"]);
 }
+
+#[test]
+fn two_keys_of_one_token_sign_in_one_command() {
+    let mut d = setup();
+    keypair(&d, "EC:edwards25519", "second", "03");
+    d.env.push(("TANDEM_PKCS11_MODULE".into(), MODULE.into()));
+    d.env.push(("TANDEM_PKCS11_PIN".into(), PIN.into()));
+    // The module is initialised and the token logged in once for both keys.
+    let out = stdout(&d.ok(&sign_args(&[
+        "pkcs11:object=release-hsm",
+        "pkcs11:object=second",
+    ])));
+    assert_eq!(out.matches("signed by").count(), 2, "{out}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&d.ok(&["inspect", "--json", "b.tandem"]).stdout).unwrap();
+    assert_eq!(json["signers"].as_array().unwrap().len(), 2, "{json}");
+    // The same token key under two URIs is still one key.
+    std::fs::remove_file(d.path("b.tandem")).unwrap();
+    let err = stderr(&d.fails(&sign_args(&["pkcs11:object=release-hsm", "pkcs11:id=%01"])));
+    assert!(err.contains("given more than once"), "{err}");
+}

@@ -25,7 +25,7 @@ pub enum PinSource {
 
 /// A parsed `pkcs11:` URI: the token filters (all must match), the key object (by label,
 /// id or both), and the optional PIN and module.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Pkcs11Uri {
     /// `token=`: the token label.
     pub token: Option<String>,
@@ -97,8 +97,15 @@ impl FromStr for Pkcs11Uri {
             .ok_or_else(|| bad(format!("does not start with `{SCHEME}`")))?;
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
         let mut uri = Pkcs11Uri {
+            token: None,
+            serial: None,
+            manufacturer: None,
+            model: None,
+            object: None,
+            id: None,
+            pin: None,
+            module_path: None,
             shown: shown.clone(),
-            ..Pkcs11Uri::default()
         };
         let path_attrs = path.split(';').map(|a| (a, "path"));
         let query_attrs = query.split('&').map(|a| (a, "query"));
