@@ -18,6 +18,8 @@ declare -A TOOL_PACKAGE=(
   [mkfs.vfat]=dosfstools
   [mcopy]=mtools
   [unshare]=util-linux
+  [softhsm2-util]=softhsm2
+  [pkcs11-tool]=opensc
 )
 
 missing=()

@@ -3,6 +3,9 @@
 //! public key. Signing with a set of keys ([`sign_bytes`]) and the [`Signature`] they make
 //! live here too, with [`KeyError`]: this module depends on no other error or document type.
 //!
+//! Everything that signs takes any [`Signer`]: a [`SecretKey`] in memory, or a [`PrivateKey`],
+//! which is either that or (feature `pkcs11`) a key held in a token ([`crate::pkcs11`]).
+//!
 //! Secrets stay zeroized end to end: a private key's PEM text only ever lives in a
 //! [`Zeroizing`] buffer, and the key itself wipes its bytes when dropped.
 
@@ -13,7 +16,7 @@ use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{
     DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, KeypairBytes,
 };
-use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -216,20 +219,79 @@ impl fmt::Debug for SecretKey {
     }
 }
 
+/// One Ed25519 key that can sign: the interface every signing function takes, so a key file's
+/// key and a token's key sign the same documents.
+pub trait Signer {
+    /// The public half.
+    fn public(&self) -> &PublicKey;
+
+    /// The key id.
+    fn id(&self) -> KeyId {
+        self.public().id()
+    }
+
+    /// Signs `message` (pure Ed25519, RFC 8032). Only a key outside this process can fail.
+    fn try_sign(&self, message: &[u8]) -> Result<[u8; 64], KeyError>;
+}
+
+impl Signer for SecretKey {
+    fn public(&self) -> &PublicKey {
+        &self.public
+    }
+
+    fn try_sign(&self, message: &[u8]) -> Result<[u8; 64], KeyError> {
+        Ok(self.sign(message))
+    }
+}
+
+/// A private key from the command line: a key file's, or (feature `pkcs11`) one in a token.
+#[derive(Debug)]
+pub enum PrivateKey {
+    /// Read from a PKCS#8 PEM file.
+    File(SecretKey),
+    /// Held in a PKCS#11 token, named by a `pkcs11:` URI.
+    #[cfg(feature = "pkcs11")]
+    Pkcs11(crate::pkcs11::Pkcs11Key),
+}
+
+impl Signer for PrivateKey {
+    fn public(&self) -> &PublicKey {
+        match self {
+            PrivateKey::File(k) => k.public(),
+            #[cfg(feature = "pkcs11")]
+            PrivateKey::Pkcs11(k) => k.public(),
+        }
+    }
+
+    fn try_sign(&self, message: &[u8]) -> Result<[u8; 64], KeyError> {
+        match self {
+            PrivateKey::File(k) => k.try_sign(message),
+            #[cfg(feature = "pkcs11")]
+            PrivateKey::Pkcs11(k) => k.try_sign(message),
+        }
+    }
+}
+
 /// Signs `"tandem-v1 <kind>\n" + signed` with each key.
-pub fn sign_bytes(kind: RoleKind, signed: &[u8], keys: &[SecretKey]) -> Vec<Signature> {
+pub fn sign_bytes<K: Signer>(
+    kind: RoleKind,
+    signed: &[u8],
+    keys: &[K],
+) -> Result<Vec<Signature>, KeyError> {
     let message = kind.message(signed);
     keys.iter()
-        .map(|k| Signature {
-            keyid: k.id(),
-            sig: k.sign(&message),
+        .map(|k| {
+            Ok(Signature {
+                keyid: k.id(),
+                sig: k.try_sign(&message)?,
+            })
         })
         .collect()
 }
 
 /// Refuses the same key twice.
-pub(crate) fn check_distinct(keys: &[SecretKey]) -> Result<(), KeyError> {
-    let mut ids: Vec<KeyId> = keys.iter().map(SecretKey::id).collect();
+pub(crate) fn check_distinct<K: Signer>(keys: &[K]) -> Result<(), KeyError> {
+    let mut ids: Vec<KeyId> = keys.iter().map(Signer::id).collect();
     ids.sort();
     match ids
         .windows(2)
@@ -285,6 +347,10 @@ pub enum KeyError {
     /// The key already signed this document.
     #[error("key {0} has already signed this document")]
     AlreadySigned(KeyId),
+    /// A key in a PKCS#11 token that cannot be found, unlocked or used.
+    #[cfg(feature = "pkcs11")]
+    #[error(transparent)]
+    Pkcs11(#[from] crate::pkcs11::Pkcs11Error),
 }
 
 #[cfg(test)]

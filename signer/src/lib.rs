@@ -9,6 +9,8 @@
 //! - [`bundle`]: the binary bundle: header codec, reading by ranges, chunk decoding, signing.
 //! - [`metadata`]: writing signed `root.json` and channel documents.
 //! - [`request`]: signing requests and signature files (signing a bundle on another machine).
+//! - [`pkcs11`] (feature `pkcs11`): Ed25519 keys in a PKCS#11 token, named by `pkcs11:` URIs;
+//!   they sign through the same [`keys::Signer`] trait as key files.
 //! - [`uki`]: the `VERSION_ID` and `.cmdline` of a Unified Kernel Image asset (any PE section
 //!   by name); [`kernel`]: the version string of a bzImage kernel asset, for display.
 //! - [`files`] and [`publish`]: the tool side (atomic file writes, the repository layout). The
@@ -32,6 +34,8 @@ pub mod kernel;
 pub mod keys;
 pub mod limits;
 pub mod metadata;
+#[cfg(feature = "pkcs11")]
+pub mod pkcs11;
 pub mod publish;
 pub mod request;
 pub mod role;
@@ -46,7 +50,7 @@ pub use error::{
     ChunkFault, Error, FormatError, KeyError, Result, Section, ThresholdReport, UsageError,
     VerifyError,
 };
-pub use keys::{KeyId, PublicKey, SecretKey};
+pub use keys::{KeyId, PrivateKey, PublicKey, SecretKey, Signer};
 pub use limits::Limits;
 pub use role::{Role, RoleKind, RoleName, Threshold};
 pub use schema::{Asset, AssetKind, Channel, Chunk, Manifest, Release, Rollout, Root, Signature};

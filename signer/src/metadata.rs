@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use crate::canonical;
 use crate::digest::Sha256Digest;
 use crate::error::{Error, FormatError, KeyError, Section, UsageError};
-use crate::keys::{check_distinct, sign_bytes, PublicKey, SecretKey};
+use crate::keys::{check_distinct, sign_bytes, PublicKey, Signer};
 use crate::limits::Limits;
 use crate::request::{merge, CheckedSignature};
 use crate::role::{RoleKind, Threshold};
@@ -21,16 +21,20 @@ use crate::time_util::format_rfc3339;
 use crate::verify::{self, Verified};
 
 /// Wraps signed bytes and their signatures into a document file.
-pub fn sign_document(kind: RoleKind, signed: &[u8], keys: &[SecretKey]) -> Result<Vec<u8>, Error> {
+pub fn sign_document<K: Signer>(
+    kind: RoleKind,
+    signed: &[u8],
+    keys: &[K],
+) -> Result<Vec<u8>, Error> {
     check_distinct(keys)?;
-    encode_envelope(signed, &sign_bytes(kind, signed, keys))
+    encode_envelope(signed, &sign_bytes(kind, signed, keys)?)
 }
 
 /// Adds signatures to an existing document, keeping its signed bytes exactly.
-pub fn add_document_signatures(
+pub fn add_document_signatures<K: Signer>(
     kind: RoleKind,
     doc: &[u8],
-    keys: &[SecretKey],
+    keys: &[K],
     limits: &Limits,
 ) -> Result<Vec<u8>, Error> {
     check_distinct(keys)?;
@@ -41,7 +45,7 @@ pub fn add_document_signatures(
             return Err(KeyError::AlreadySigned(k.id()).into());
         }
     }
-    sigs.extend(sign_bytes(kind, env.signed, keys));
+    sigs.extend(sign_bytes(kind, env.signed, keys)?);
     encode_envelope(env.signed, &sigs)
 }
 

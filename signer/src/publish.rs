@@ -15,7 +15,7 @@ use crate::bundle::{extract, BundleHead};
 use crate::digest::Sha256Digest;
 use crate::error::{Error, UsageError, VerifyError};
 use crate::files::{read_capped, write_atomic, write_bytes_atomic, Overwrite};
-use crate::keys::SecretKey;
+use crate::keys::{SecretKey, Signer};
 use crate::limits::Limits;
 use crate::metadata::{channel_signed_bytes, read_channel_unverified, sign_document, ChannelSpec};
 use crate::role::RoleKind;
@@ -24,7 +24,7 @@ use crate::verify::{trust_root, verify_channel, Verified};
 
 /// What to publish.
 #[derive(Debug)]
-pub struct PublishOptions<'a> {
+pub struct PublishOptions<'a, K = SecretKey> {
     /// Repository root directory (created if missing).
     pub repo: &'a Path,
     /// Channel name.
@@ -32,7 +32,7 @@ pub struct PublishOptions<'a> {
     /// The bundle file.
     pub bundle: &'a Path,
     /// Release keys signing the channel document.
-    pub keys: &'a [SecretKey],
+    pub keys: &'a [K],
     /// Expiry of the channel document.
     pub expires: OffsetDateTime,
     /// Rollout share, 0–100.
@@ -110,7 +110,7 @@ pub struct PublishReport {
 }
 
 /// Publishes a bundle to a channel with every check on (see [`publish_allowing`]).
-pub fn publish(o: &PublishOptions<'_>) -> Result<PublishReport, Error> {
+pub fn publish<K: Signer>(o: &PublishOptions<'_, K>) -> Result<PublishReport, Error> {
     publish_allowing(o, Allow::default())
 }
 
@@ -119,7 +119,10 @@ pub fn publish(o: &PublishOptions<'_>) -> Result<PublishReport, Error> {
 /// threshold (without any root, publishing is refused unless `allow.below_threshold`). A
 /// release older than the channel's current one is refused unless `allow.downgrade`. With
 /// `o.root`, the other channels that root would refuse are listed as warnings.
-pub fn publish_allowing(o: &PublishOptions<'_>, allow: Allow) -> Result<PublishReport, Error> {
+pub fn publish_allowing<K: Signer>(
+    o: &PublishOptions<'_, K>,
+    allow: Allow,
+) -> Result<PublishReport, Error> {
     let root = resolve_root(o)?;
     let manifest = read_bundle(o, root.as_ref())?;
     let rel = format!(
@@ -177,7 +180,7 @@ pub fn publish_allowing(o: &PublishOptions<'_>, allow: Allow) -> Result<PublishR
 }
 
 /// The root to check against: the one given, else the repository's own, else none.
-fn resolve_root(o: &PublishOptions<'_>) -> Result<Option<Verified<Root>>, Error> {
+fn resolve_root<K>(o: &PublishOptions<'_, K>) -> Result<Option<Verified<Root>>, Error> {
     let repo_root = o.repo.join("root.json");
     let path = match o.root {
         Some(path) => path,
@@ -193,8 +196,8 @@ fn resolve_root(o: &PublishOptions<'_>) -> Result<Option<Verified<Root>>, Error>
 }
 
 /// The new channel document must meet the root's release threshold (or be allowed not to).
-fn check_channel(
-    o: &PublishOptions<'_>,
+fn check_channel<K>(
+    o: &PublishOptions<'_, K>,
     root: Option<&Verified<Root>>,
     doc: &[u8],
     version: u64,
@@ -255,8 +258,8 @@ fn check_not_downgrade(
 }
 
 /// The repository's other channels that `root` does not accept now.
-fn stale_channels(
-    o: &PublishOptions<'_>,
+fn stale_channels<K>(
+    o: &PublishOptions<'_, K>,
     root: &Verified<Root>,
 ) -> Result<Vec<PublishWarning>, Error> {
     let dir = o.repo.join("channels");
@@ -290,7 +293,10 @@ fn stale_channels(
 
 /// Reads the bundle: fully verified (every chunk) against the root if there is one, else
 /// structurally (header, manifest, length) only.
-fn read_bundle(o: &PublishOptions<'_>, root: Option<&Verified<Root>>) -> Result<Manifest, Error> {
+fn read_bundle<K>(
+    o: &PublishOptions<'_, K>,
+    root: Option<&Verified<Root>>,
+) -> Result<Manifest, Error> {
     let mut f =
         File::open(o.bundle).map_err(Error::io(format!("opening {}", o.bundle.display())))?;
     let head = BundleHead::read(&mut f, o.limits)?;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::bundle::{parse_manifest_region, BundleHead, BundleHeader};
 use crate::digest::Sha256Digest;
 use crate::error::{Error, FormatError, KeyError, Section, UsageError};
-use crate::keys::{sign_bytes, KeyId, PublicKey, SecretKey, Signature};
+use crate::keys::{sign_bytes, KeyId, PublicKey, Signature, Signer};
 use crate::limits::Limits;
 use crate::role::RoleKind;
 use crate::schema::{parse_envelope, Manifest};
@@ -186,8 +186,8 @@ impl SigningRequest {
 
     /// Signs the request with `key`: the same domain-separated message as signing the bundle
     /// or document directly ([`sign_bytes`]).
-    pub fn sign(&self, key: &SecretKey) -> Result<SignatureFile, Error> {
-        let signature = sign_bytes(self.kind, &self.signed, std::slice::from_ref(key))
+    pub fn sign<K: Signer>(&self, key: &K) -> Result<SignatureFile, Error> {
+        let signature = sign_bytes(self.kind, &self.signed, std::slice::from_ref(key))?
             .pop()
             .ok_or(Error::Bug("one key gave no signature"))?;
         Ok(SignatureFile {

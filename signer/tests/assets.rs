@@ -413,7 +413,7 @@ fn handbuilt_with_assets(e: &Example, assets: &[Named]) -> Vec<u8> {
 fn handbuilt(manifest: &str, payload: &[u8], version: u8, key: &SecretKey) -> Vec<u8> {
     let mut region = manifest.as_bytes().to_vec();
     region.resize(manifest.len().max(1).next_multiple_of(1024), b' ');
-    let signature = &sign_bytes(RoleKind::Bundle, &region, std::slice::from_ref(key))[0];
+    let signature = &sign_bytes(RoleKind::Bundle, &region, std::slice::from_ref(key)).unwrap()[0];
     let mut block = format!(
         r#"{{"signatures":[{{"keyid":"{}","sig":"{}"}}]}}"#,
         signature.keyid,

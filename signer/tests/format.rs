@@ -83,7 +83,7 @@ fn bundle(parts: &[Part], created: &str, version: &str, key: &SecretKey) -> Vec<
     )
     .into_bytes();
     manifest.resize(manifest.len().next_multiple_of(512), b' ');
-    let signature = &sign_bytes(RoleKind::Bundle, &manifest, std::slice::from_ref(key))[0];
+    let signature = &sign_bytes(RoleKind::Bundle, &manifest, std::slice::from_ref(key)).unwrap()[0];
     let mut block = format!(
         r#"{{"signatures":[{{"keyid":"{}","sig":"{}"}}]}}"#,
         signature.keyid,

@@ -12,6 +12,7 @@ mod hostile;
 mod limits;
 mod metadata;
 mod openssl;
+mod pkcs11;
 mod requests;
 mod roots;
 mod roundtrip;

@@ -119,7 +119,7 @@ fn attack_bundle_sig_as_metadata() {
     let keys = [clone_key(&f.release[0]), clone_key(&f.release[1])];
     let channel = crate::metadata::channel_signed(1, "stable");
     // Signatures made over the same bytes, but as a bundle: refused as channel metadata.
-    let sigs = sign_bytes(RoleKind::Bundle, &channel, &keys);
+    let sigs = sign_bytes(RoleKind::Bundle, &channel, &keys).unwrap();
     let doc = crate::metadata::envelope(&channel, &sigs);
     let r = report(signer::verify::verify_channel(
         &f.root,

@@ -135,12 +135,15 @@ pub fn sparse_image(len: usize, seed: u64) -> Vec<u8> {
 /// A temporary directory with a command builder for the binary.
 pub struct Dir {
     pub tmp: tempfile::TempDir,
+    /// Set for every run (the caller's own TANDEM_PKCS11_* never are: runs are hermetic).
+    pub env: Vec<(String, String)>,
 }
 
 impl Dir {
     pub fn new() -> Self {
         Dir {
             tmp: tempfile::tempdir().unwrap(),
+            env: Vec::new(),
         }
     }
 
@@ -152,6 +155,9 @@ impl Dir {
     pub fn run(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_tandem-signer"))
             .args(args)
+            .env_remove("TANDEM_PKCS11_MODULE")
+            .env_remove("TANDEM_PKCS11_PIN")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(self.tmp.path())
             .output()
             .unwrap()

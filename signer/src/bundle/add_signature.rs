@@ -7,7 +7,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 
 use crate::bundle::head::BundleHead;
 use crate::error::{Error, KeyError, UsageError};
-use crate::keys::{check_distinct, sign_bytes, KeyId, SecretKey, Signature};
+use crate::keys::{check_distinct, sign_bytes, KeyId, Signature, Signer};
 use crate::limits::Limits;
 use crate::request::{merge, CheckedSignature};
 use crate::role::RoleKind;
@@ -15,9 +15,9 @@ use crate::schema::encode_signature_block;
 
 /// Signs the bundle's manifest with `keys` and rewrites its signature block. Refuses a key
 /// that already signed, and a block that would overflow its reservation.
-pub fn add_signatures<F: Read + Write + Seek>(
+pub fn add_signatures<F: Read + Write + Seek, K: Signer>(
     file: &mut F,
-    keys: &[SecretKey],
+    keys: &[K],
     limits: &Limits,
 ) -> Result<Vec<KeyId>, Error> {
     check_distinct(keys)?;
@@ -28,9 +28,9 @@ pub fn add_signatures<F: Read + Write + Seek>(
             return Err(KeyError::AlreadySigned(key.id()).into());
         }
     }
-    signatures.extend(sign_bytes(RoleKind::Bundle, head.manifest_bytes(), keys));
+    signatures.extend(sign_bytes(RoleKind::Bundle, head.manifest_bytes(), keys)?);
     write_block(file, &head, &signatures, limits)?;
-    Ok(keys.iter().map(SecretKey::id).collect())
+    Ok(keys.iter().map(Signer::id).collect())
 }
 
 /// Attaches signatures checked against this bundle's manifest (`head` must have been read

@@ -21,7 +21,7 @@ use crate::canonical;
 use crate::digest::Sha256Digest;
 use crate::error::{Error, UsageError};
 use crate::keys::Signature;
-use crate::keys::{check_distinct, sign_bytes, KeyId, SecretKey};
+use crate::keys::{check_distinct, sign_bytes, KeyId, Signer};
 use crate::limits::{Limits, MIN_CHUNK_SIZE};
 use crate::role::RoleKind;
 use crate::schema::{
@@ -115,12 +115,12 @@ pub struct Sources<'a, R> {
 
 /// Signs `image` (exactly `image_size` bytes) into a bundle written to `out` from its current
 /// start (position 0). `progress` gets the raw bytes done so far.
-pub fn sign_bundle<R: Read + Send, W: Write + Seek>(
+pub fn sign_bundle<R: Read + Send, W: Write + Seek, K: Signer>(
     image: R,
     image_size: u64,
     out: &mut W,
     opts: &SignOptions,
-    keys: &[SecretKey],
+    keys: &[K],
     limits: &Limits,
     progress: &mut dyn FnMut(u64),
 ) -> Result<SignSummary, Error> {
@@ -138,11 +138,11 @@ pub fn sign_bundle<R: Read + Send, W: Write + Seek>(
 /// §3.1 (names, one asset per boot kind, `kernel` with `initrd`, not with `uki`) or a
 /// `cmdline` asset whose text breaks [`proto::check_cmdline`] is a [`UsageError`], refused
 /// before anything is written.
-pub fn sign_release<R: Read + Send, W: Write + Seek>(
+pub fn sign_release<R: Read + Send, W: Write + Seek, K: Signer>(
     mut sources: Sources<'_, R>,
     out: &mut W,
     opts: &SignOptions,
-    keys: &[SecretKey],
+    keys: &[K],
     limits: &Limits,
     progress: &mut dyn FnMut(u64),
 ) -> Result<SignSummary, Error> {
@@ -198,7 +198,7 @@ pub fn sign_release<R: Read + Send, W: Write + Seek>(
     }
 
     let manifest = pad(canonical::to_vec(&fixed)?, manifest_len as usize)?;
-    let signatures = sign_bytes(RoleKind::Bundle, &manifest, keys);
+    let signatures = sign_bytes(RoleKind::Bundle, &manifest, keys)?;
     let block = encode_signature_block(&signatures, signature_block_len as usize)?
         .ok_or(Error::Bug("signature block reservation too small"))?;
     out.seek(SeekFrom::Start(BundleHeader::LEN as u64))
@@ -322,7 +322,7 @@ fn check_cmdline_text(source: &mut AssetSource<'_>) -> Result<(), Error> {
     Ok(())
 }
 
-fn check_options(opts: &SignOptions, keys: &[SecretKey], limits: &Limits) -> Result<(), Error> {
+fn check_options<K: Signer>(opts: &SignOptions, keys: &[K], limits: &Limits) -> Result<(), Error> {
     check_name("product", &opts.product).map_err(UsageError::invalid)?;
     parse_version(&opts.version.to_string()).map_err(UsageError::invalid)?;
     let cs = opts.chunk_size;

@@ -1,6 +1,7 @@
 //! The command line as typed ("low" arguments, CONTRIBUTING.md §1): clap derive, no validation beyond
 //! parsing. [`crate::commands`] turns each into library calls.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
@@ -35,13 +36,13 @@ pub enum Command {
     AddSignature {
         /// The bundle (or, with --signature, the root or channel document).
         bundle: PathBuf,
-        /// Private key (PKCS#8 PEM); repeat for several.
+        /// Private key (PKCS#8 PEM, or a pkcs11: URI); repeat for several.
         #[arg(
             long = "key",
-            value_name = "KEY.pem",
+            value_name = "KEY",
             required_unless_present = "signatures"
         )]
-        keys: Vec<PathBuf>,
+        keys: Vec<KeyArg>,
         /// A signature file from `sign-request`; repeat for several. Each must verify over the
         /// bundle's manifest (or the document's signed bytes), or nothing is attached.
         #[arg(long = "signature", value_name = "SIG", conflicts_with = "keys")]
@@ -68,9 +69,10 @@ pub enum Command {
     SignRequest {
         /// The request from `tandem-signer request`.
         request: PathBuf,
-        /// Private key (PKCS#8 PEM): a release key, or a root key for a root document.
-        #[arg(long = "key", value_name = "KEY.pem")]
-        key: PathBuf,
+        /// Private key (PKCS#8 PEM, or a pkcs11: URI): a release key, or a root key for a root
+        /// document.
+        #[arg(long = "key", value_name = "KEY")]
+        key: KeyArg,
         /// The signature file to write.
         #[arg(short = 'o', long = "out", value_name = "SIG")]
         out: PathBuf,
@@ -110,6 +112,26 @@ pub enum Command {
     Publish(PublishArgs),
 }
 
+/// A private key as typed: a PKCS#8 PEM file, or a key in a PKCS#11 token named by an RFC 7512
+/// `pkcs11:` URI (a key file whose name starts with `pkcs11:` is reached as `./pkcs11:…`).
+#[derive(Debug, Clone)]
+pub enum KeyArg {
+    /// A key file.
+    File(PathBuf),
+    /// A `pkcs11:` URI, parsed when the key is loaded.
+    Pkcs11(String),
+}
+
+impl From<OsString> for KeyArg {
+    fn from(arg: OsString) -> Self {
+        match arg.into_string() {
+            Ok(s) if s.starts_with(signer::pkcs11::SCHEME) => KeyArg::Pkcs11(s),
+            Ok(s) => KeyArg::File(s.into()),
+            Err(os) => KeyArg::File(os.into()),
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum RootCommand {
     /// Write the first root.json (version 1).
@@ -126,9 +148,9 @@ pub enum RootCommand {
     Sign {
         /// The root document to sign (rewritten atomically).
         file: PathBuf,
-        /// Private root key; repeat for several.
-        #[arg(long = "key", value_name = "KEY.pem", required = true)]
-        keys: Vec<PathBuf>,
+        /// Private root key (PKCS#8 PEM, or a pkcs11: URI); repeat for several.
+        #[arg(long = "key", value_name = "KEY", required = true)]
+        keys: Vec<KeyArg>,
         /// The root it rotates from, to report whether the rotation is now valid.
         #[arg(long, value_name = "OLD.root.json")]
         trusted: Option<PathBuf>,
@@ -163,9 +185,9 @@ pub struct RootContent {
     /// Expiry: a duration from now (`365d`) or an RFC 3339 time.
     #[arg(long, value_name = "WHEN", default_value = "365d")]
     pub expires: String,
-    /// Private root key to sign with; repeat for several.
-    #[arg(long = "sign-with", value_name = "KEY.pem")]
-    pub sign_with: Vec<PathBuf>,
+    /// Private root key to sign with (PKCS#8 PEM, or a pkcs11: URI); repeat for several.
+    #[arg(long = "sign-with", value_name = "KEY")]
+    pub sign_with: Vec<KeyArg>,
     /// Write the document even if it is not signed by enough keys yet (finish with `root sign`).
     #[arg(long)]
     pub allow_partial: bool,
@@ -185,10 +207,11 @@ pub struct SignArgs {
     /// Anti-rollback counter: devices refuse bundles below their floor.
     #[arg(long, value_name = "N")]
     pub security_version: u64,
-    /// Private release key; repeat to sign with several at once. Without any, the bundle is
-    /// unsigned: sign it later with `add-signature`, here or through `request`.
-    #[arg(long = "key", value_name = "KEY.pem")]
-    pub keys: Vec<PathBuf>,
+    /// Private release key (PKCS#8 PEM, or a pkcs11: URI); repeat to sign with several at
+    /// once. Without any, the bundle is unsigned: sign it later with `add-signature`, here or
+    /// through `request`.
+    #[arg(long = "key", value_name = "KEY")]
+    pub keys: Vec<KeyArg>,
     /// Chunk size: a power of two from 4KiB, e.g. 1MiB, 4MiB.
     #[arg(long, default_value = "1MiB", value_name = "SIZE")]
     pub chunk_size: String,
@@ -235,9 +258,10 @@ pub struct PublishArgs {
     pub channel: String,
     /// The bundle to publish.
     pub bundle: PathBuf,
-    /// Private release key signing the channel metadata; repeat for several.
-    #[arg(long = "key", value_name = "KEY.pem", required = true)]
-    pub keys: Vec<PathBuf>,
+    /// Private release key signing the channel metadata (PKCS#8 PEM, or a pkcs11: URI);
+    /// repeat for several.
+    #[arg(long = "key", value_name = "KEY", required = true)]
+    pub keys: Vec<KeyArg>,
     /// Channel metadata expiry: a duration from now or an RFC 3339 time.
     #[arg(long, default_value = "30d", value_name = "WHEN")]
     pub expires: String,

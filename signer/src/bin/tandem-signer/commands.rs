@@ -13,8 +13,7 @@ use signer::bundle::{
     AssetSource, BundleHead, SignOptions, Sources,
 };
 use signer::files::{
-    read_capped, read_public_key, read_secret_key, write_atomic, write_bytes_atomic,
-    write_key_pair, Overwrite,
+    read_capped, read_public_key, write_atomic, write_bytes_atomic, write_key_pair, Overwrite,
 };
 use signer::metadata::{self, RootSpec};
 use signer::publish::{publish_allowing, Allow, PublishOptions};
@@ -26,7 +25,8 @@ use signer::verify::trust_root;
 use signer::{Asset, AssetKind, Limits, Manifest, PublicKey, RoleKind, SecretKey, Verified};
 use time::OffsetDateTime;
 
-use crate::cli::{Args, Command, PublishArgs, RootCommand, RootContent, SignArgs};
+use crate::cli::{Args, Command, KeyArg, PublishArgs, RootCommand, RootContent, SignArgs};
+use crate::keys::{private_key, private_keys};
 use crate::out::outln;
 
 /// Runs one command.
@@ -76,13 +76,6 @@ fn keygen(out: &Path) -> Result<()> {
     );
     outln!("{}", key.id());
     Ok(())
-}
-
-fn secret_keys(paths: &[PathBuf]) -> Result<Vec<SecretKey>> {
-    paths
-        .iter()
-        .map(|p| read_secret_key(p).with_context(|| format!("private key {}", p.display())))
-        .collect()
 }
 
 fn public_keys(paths: &[PathBuf]) -> Result<Vec<PublicKey>> {
@@ -150,7 +143,7 @@ fn write_root(
         release_threshold: c.release_threshold,
     };
     let signed = metadata::root_signed_bytes(&spec)?;
-    let doc = metadata::sign_document(RoleKind::Root, &signed, &secret_keys(&c.sign_with)?)?;
+    let doc = metadata::sign_document(RoleKind::Root, &signed, &private_keys(&c.sign_with)?)?;
     match metadata::check_root(&doc, trusted, now_utc(), limits) {
         Err(e) if !c.allow_partial => Err(anyhow::Error::new(e).context(format!(
             "not writing {} (use --allow-partial to write it and sign later)",
@@ -175,10 +168,10 @@ fn report_root(path: &Path, version: u64, status: signer::Result<Verified<signer
     }
 }
 
-fn root_sign(file: &Path, keys: &[PathBuf], trusted: Option<&Path>, limits: &Limits) -> Result<()> {
+fn root_sign(file: &Path, keys: &[KeyArg], trusted: Option<&Path>, limits: &Limits) -> Result<()> {
     let doc = read_metadata(file, limits)?;
     let signed =
-        metadata::add_document_signatures(RoleKind::Root, &doc, &secret_keys(keys)?, limits)
+        metadata::add_document_signatures(RoleKind::Root, &doc, &private_keys(keys)?, limits)
             .with_context(|| format!("signing {}", file.display()))?;
     let old = trusted.map(|t| read_metadata(t, limits)).transpose()?;
     let status = metadata::check_root(&signed, old.as_deref(), now_utc(), limits);
@@ -252,7 +245,7 @@ fn sign(a: &SignArgs, limits: &Limits) -> Result<()> {
     opts.chunk_size = parse_size(&a.chunk_size).context("--chunk-size")?;
     opts.level = a.level;
     opts.workers = a.threads.unwrap_or(0);
-    let keys = secret_keys(&a.keys)?;
+    let keys = private_keys(&a.keys)?;
     let (mut image, size) = open_sized(&a.image)?;
     let assets = asset_sources(a)?;
     let total = size + assets.iter().map(|s| s.size).sum::<u64>();
@@ -360,8 +353,8 @@ fn asset_sources(a: &SignArgs) -> Result<Vec<AssetSource<'static>>> {
     Ok(sources)
 }
 
-fn add_signature(bundle: &Path, keys: &[PathBuf], limits: &Limits) -> Result<()> {
-    let keys = secret_keys(keys)?;
+fn add_signature(bundle: &Path, keys: &[KeyArg], limits: &Limits) -> Result<()> {
+    let keys = private_keys(keys)?;
     let mut f = open_for_signing(bundle)?;
     let added = add_signatures(&mut f, &keys, limits)
         .with_context(|| format!("adding signatures to {}", bundle.display()))?;
@@ -410,13 +403,13 @@ fn request(file: &Path, document: Option<&str>, out: &Path, limits: &Limits) -> 
     Ok(())
 }
 
-fn sign_request(path: &Path, key: &Path, out: &Path, limits: &Limits) -> Result<()> {
+fn sign_request(path: &Path, key: &KeyArg, out: &Path, limits: &Limits) -> Result<()> {
     // Hex doubles the signed bytes; the header and field names need a little more.
     let signed_max = u64::from(limits.max_manifest_len).max(limits.max_metadata_len);
     let req = SigningRequest::parse(&read_capped(path, 2 * signed_max + 4096)?, limits)
         .with_context(|| format!("request {}", path.display()))?;
     show_signed(&req, limits).with_context(|| format!("request {}", path.display()))?;
-    let sig = req.sign(&read_secret_key(key)?)?;
+    let sig = req.sign(&private_key(key)?)?;
     write_bytes_atomic(out, 0o644, Overwrite::Replace, &sig.to_json()?)?;
     outln!("signed by {}", sig.keyid());
     Ok(())
@@ -839,7 +832,7 @@ fn extract_cmd(
 }
 
 fn publish_cmd(a: &PublishArgs, limits: &Limits) -> Result<()> {
-    let keys = secret_keys(&a.keys)?;
+    let keys = private_keys(&a.keys)?;
     let now = now_utc();
     let options = PublishOptions {
         repo: &a.repo,

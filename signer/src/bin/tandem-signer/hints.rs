@@ -1,5 +1,6 @@
 //! What to do about an error (CONTRIBUTING.md §10): each library error kind paired with a fix.
 
+use signer::pkcs11::Pkcs11Error;
 use signer::request::RequestError;
 use signer::{Error, FormatError, KeyError, VerifyError};
 
@@ -20,7 +21,24 @@ pub fn hint(err: &anyhow::Error) -> Option<String> {
         Error::Key(KeyError::Private(_)) => "use a key from `tandem-signer keygen` or `openssl genpkey -algorithm ed25519` (the .pem, not the .pub.pem)".into(),
         Error::Key(KeyError::Public(_)) => "use a public key (.pub.pem) from `tandem-signer keygen` or `openssl pkey -pubout`".into(),
         Error::Key(KeyError::AlreadySigned(_)) => "this key already signed: sign with another key".into(),
+        Error::Key(KeyError::Pkcs11(e)) => return pkcs11_hint(e),
         Error::Request(RequestError::OtherDocument { .. }) => "make the request from this very file (`tandem-signer request FILE -o REQ`) and sign that".into(),
+        _ => return None,
+    };
+    Some(s)
+}
+
+/// Token keys (docs/signing.md, "Keys in an HSM"): where the module, PIN or key is named.
+fn pkcs11_hint(e: &Pkcs11Error) -> Option<String> {
+    use crate::keys::{MODULE_ENV, PIN_ENV};
+    let s = match e {
+        Pkcs11Error::NoModule { .. } => format!("add ?module-path=/path/to/module.so to the URI or set {MODULE_ENV} (SoftHSM2: /usr/lib/softhsm/libsofthsm2.so)"),
+        Pkcs11Error::Module { .. } => "check the path of your token's PKCS#11 module (a shared library from its vendor; SoftHSM2: /usr/lib/softhsm/libsofthsm2.so)".into(),
+        Pkcs11Error::NoPin { .. } => format!("add ?pin-source=file:/path/to/pin to the URI or set {PIN_ENV}"),
+        Pkcs11Error::WrongPin { .. } => format!("check the user PIN (pin-source file, pin-value or {PIN_ENV}): tokens lock after a few wrong PINs"),
+        Pkcs11Error::TokenNotFound { .. } | Pkcs11Error::AmbiguousToken { .. } => "list the tokens: `pkcs11-tool --module MODULE --list-token-slots`, and name one with token=LABEL".into(),
+        Pkcs11Error::KeyNotFound { .. } | Pkcs11Error::AmbiguousKey { .. } => "list the token's keys: `pkcs11-tool --module MODULE --login --list-objects`, and name one with object=LABEL or id=%XX".into(),
+        Pkcs11Error::NotEd25519 { .. } => "make an Ed25519 key in the token: `pkcs11-tool --module MODULE --login --keypairgen --key-type EC:edwards25519 --label NAME`".into(),
         _ => return None,
     };
     Some(s)

@@ -4,6 +4,7 @@
 mod cli;
 mod commands;
 mod hints;
+mod keys;
 mod out;
 
 use std::process::ExitCode;
