@@ -4,7 +4,9 @@
 mod cli;
 mod commands;
 mod hints;
+mod http;
 mod out;
+mod repository;
 
 use std::process::ExitCode;
 
