@@ -17,7 +17,7 @@ use crate::bundle::{verify_contents, BundleHead};
 use crate::error::{Error, UsageError};
 use crate::limits::Limits;
 use crate::repo::{display_path, fetch_capped, RepoReader};
-use crate::schema::Root;
+use crate::schema::{Manifest, Root};
 use crate::verify::{
     check_release, parse_root_ignoring_expiry, verify_channel, walk_chain, ChainWalk, Verified,
 };
@@ -107,6 +107,7 @@ pub fn mirror(o: &MirrorOptions<'_>) -> Result<MirrorReport, Error> {
     let mut out = Staging {
         dir: tmp.path().to_owned(),
         files: Vec::new(),
+        bundles: BTreeMap::new(),
     };
     let (root, roots) = mirror_roots(o, &mut out)?;
     let mut channels = Vec::new();
@@ -167,6 +168,8 @@ fn check_destination(o: &MirrorOptions<'_>) -> Result<(PathBuf, String), Error> 
 struct Staging {
     dir: PathBuf,
     files: Vec<MirroredFile>,
+    /// The bundles copied and verified so far, by path (two channels may name one).
+    bundles: BTreeMap<String, Verified<Manifest>>,
 }
 
 impl Staging {
@@ -289,8 +292,9 @@ fn mirror_channel(
         }
         None => false,
     };
-    if !out.files.iter().any(|f| f.path == channel.release.bundle) {
-        mirror_bundle(o, root, &channel, out)?;
+    match out.bundles.get(&channel.release.bundle) {
+        Some(manifest) => check_release(&channel, manifest)?,
+        None => mirror_bundle(o, root, &channel, out)?,
     }
     let r = &channel.release;
     Ok(MirroredChannel {
@@ -349,6 +353,7 @@ fn mirror_bundle(
         path: rel.clone(),
         bytes: size,
     });
+    out.bundles.insert(rel.clone(), manifest);
     Ok(())
 }
 

@@ -13,7 +13,7 @@ use time::macros::datetime;
 use crate::util::{clone_key, keys, now, root_doc, sign_image};
 
 /// A repository rotated from root 1 (key `old`) to root 2 (key `new`), publishing one
-/// bundle on `stable` under root 2; returns the two root documents.
+/// bundle on `stable` and `beta` under root 2, and the two root documents.
 struct Rotated {
     dir: tempfile::TempDir,
     root1: Vec<u8>,
@@ -35,25 +35,37 @@ fn rotated_repo() -> Rotated {
     let bundle = dir.path().join("b.tandem");
     std::fs::write(&bundle, sign_image(&[7u8; 20000], 4096, &rel)).unwrap();
     let signers: Vec<SecretKey> = release.iter().map(clone_key).collect();
-    publish(&PublishOptions {
-        repo: &repo,
-        channel: "stable",
-        bundle: &bundle,
-        keys: &signers,
-        expires: now() + time::Duration::days(30),
-        percent: 100,
-        root: Some(&dir.path().join("root2.json")),
-        now: now(),
-        limits: &Limits::default(),
-    })
-    .unwrap();
+    for channel in ["stable", "beta"] {
+        publish(&PublishOptions {
+            repo: &repo,
+            channel,
+            bundle: &bundle,
+            keys: &signers,
+            expires: now() + time::Duration::days(30),
+            percent: 100,
+            root: Some(&dir.path().join("root2.json")),
+            now: now(),
+            limits: &Limits::default(),
+        })
+        .unwrap();
+    }
     Rotated { dir, root1, root2 }
 }
 
 fn mirror_with(repo: &Path, to: &Path, root: &[u8]) -> Result<MirrorReport, Error> {
+    mirror_channels(repo, to, root, &["stable"])
+}
+
+fn mirror_channels(
+    repo: &Path,
+    to: &Path,
+    root: &[u8],
+    channels: &[&str],
+) -> Result<MirrorReport, Error> {
+    let channels: Vec<String> = channels.iter().map(|c| (*c).to_owned()).collect();
     mirror(&MirrorOptions {
         from: &DirReader::new(repo),
-        channels: &["stable".to_owned()],
+        channels: &channels,
         to,
         root,
         replace: false,
@@ -120,4 +132,27 @@ fn attack_a_root_the_repository_was_not_signed_under_is_refused() {
     let err = mirror_with(&r.dir.path().join("repo"), &to, &foreign).unwrap_err();
     assert!(err.to_string().contains("threshold not met"), "{err}");
     assert!(!to.exists());
+}
+
+#[test]
+fn two_channels_naming_one_bundle_copy_it_once() {
+    let r = rotated_repo();
+    let to = r.dir.path().join("stick");
+    let report = mirror_channels(
+        &r.dir.path().join("repo"),
+        &to,
+        &r.root2,
+        &["stable", "beta"],
+    )
+    .unwrap();
+    let names: Vec<&str> = report.channels.iter().map(|c| c.channel.as_str()).collect();
+    assert_eq!(names, ["stable", "beta"]);
+    let bundles: Vec<&str> = report
+        .files
+        .iter()
+        .map(|f| f.path.as_str())
+        .filter(|p| p.starts_with("bundles/"))
+        .collect();
+    assert_eq!(bundles, ["bundles/tandem-os-1.2.3.tandem"]);
+    assert!(to.join("channels/beta.json").is_file());
 }
