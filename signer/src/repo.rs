@@ -164,3 +164,33 @@ fn read_file_range(path: &Path, range: Range<u64>) -> Result<Vec<u8>, Error> {
         .map_err(Error::io(ctx()))?;
     Ok(buf)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_file_is_none_and_one_over_the_cap_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("channels")).unwrap();
+        std::fs::write(dir.path().join("channels/a.json"), vec![b' '; 100]).unwrap();
+        let repo = DirReader::new(dir.path());
+        assert!(fetch_capped(&repo, "channels/b.json", 100)
+            .unwrap()
+            .is_none());
+        assert_eq!(
+            fetch_capped(&repo, "channels/a.json", 100)
+                .unwrap()
+                .unwrap()
+                .len(),
+            100
+        );
+        let err = fetch_capped(&repo, "channels/a.json", 99).unwrap_err();
+        assert!(
+            format!("{err:?}").contains("more than the 99-byte limit"),
+            "{err:?}"
+        );
+        assert_eq!(repo.channel_names().unwrap().unwrap(), ["a"]);
+        assert_eq!(repo.bundle_files().unwrap().unwrap(), []);
+    }
+}
