@@ -20,6 +20,7 @@ declare -A TOOL_PACKAGE=(
   [unshare]=util-linux
   [softhsm2-util]=softhsm2
   [pkcs11-tool]=opensc
+  [systemd-analyze]=systemd
 )
 
 missing=()

@@ -15,6 +15,9 @@
 //!   by name); [`kernel`]: the version string of a bzImage kernel asset, for display.
 //! - [`files`] and [`publish`]: the tool side (atomic file writes, the repository layout). The
 //!   verification core above reads only the bytes or readers it is given.
+//! - [`repo`] (reading a repository directory or, through the binary, a URL), [`mirror`]
+//!   (a verified copy for a USB stick) and [`provenance`] (what a repository published, and
+//!   who signed it).
 //!
 //! Everything that reads untrusted bytes returns a typed [`Error`]; nothing here panics on input.
 #![forbid(unsafe_code)]
@@ -34,9 +37,12 @@ pub mod kernel;
 pub mod keys;
 pub mod limits;
 pub mod metadata;
+pub mod mirror;
+pub mod provenance;
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
 pub mod publish;
+pub mod repo;
 pub mod request;
 pub mod role;
 pub mod schema;

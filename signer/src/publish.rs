@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
 
-use crate::bundle::{extract, BundleHead};
+use crate::bundle::{verify_contents, BundleHead};
 use crate::digest::Sha256Digest;
 use crate::error::{Error, UsageError, VerifyError};
 use crate::files::{read_capped, write_atomic, write_bytes_atomic, Overwrite};
@@ -291,7 +291,8 @@ fn stale_channels<K>(
     Ok(stale)
 }
 
-/// Reads the bundle: fully verified (every chunk) against the root if there is one, else
+/// Reads the bundle: fully verified (every chunk of the image and boot assets) against the
+/// root if there is one, else
 /// structurally (header, manifest, length) only.
 fn read_bundle<K>(
     o: &PublishOptions<'_, K>,
@@ -304,7 +305,7 @@ fn read_bundle<K>(
         return head.manifest_unverified(o.limits);
     };
     let manifest = head.verify(root, o.limits)?;
-    extract(&manifest, BufReader::new(&mut f), io::sink(), &mut |_| {})?;
+    verify_contents(&manifest, &mut BufReader::new(&mut f), &mut |_| {})?;
     Ok(manifest.into_inner())
 }
 

@@ -11,6 +11,7 @@ mod handwritten;
 mod hostile;
 mod limits;
 mod metadata;
+mod mirror;
 mod openssl;
 mod pkcs11;
 mod requests;

@@ -4,7 +4,7 @@
 //! single chunks by range; [`ChunkReader`] walks the image or one boot asset; [`extract`] and
 //! [`extract_asset`] add the whole-stream hash check.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use sha2::{Digest, Sha256};
 
@@ -264,6 +264,30 @@ pub fn extract_asset<R: Read + Seek, W: Write>(
             actual,
         }
         .into());
+    }
+    Ok(())
+}
+
+/// Checks everything a bundle's payload holds against its verified manifest: the image, then
+/// each boot asset, every chunk and whole hash (what `verify` and `mirror` prove before
+/// trusting a copy). `progress` gets the raw bytes checked so far, across all of them.
+pub fn verify_contents<R: Read + Seek>(
+    manifest: &Verified<Manifest>,
+    reader: &mut R,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(), Error> {
+    extract(manifest, &mut *reader, io::sink(), progress)?;
+    let mut base = manifest.image_size();
+    for asset in manifest.assets() {
+        let mut from_base = |done: u64| progress(base + done);
+        extract_asset(
+            manifest,
+            asset.name(),
+            &mut *reader,
+            io::sink(),
+            &mut from_base,
+        )?;
+        base += asset.size();
     }
     Ok(())
 }

@@ -9,7 +9,9 @@ pub mod header;
 pub mod writer;
 
 pub use add_signature::{add_checked_signatures, add_signatures};
-pub use chunks::{decode_chunk, extract, extract_asset, ChunkData, ChunkDecoder, ChunkReader};
+pub use chunks::{
+    decode_chunk, extract, extract_asset, verify_contents, ChunkData, ChunkDecoder, ChunkReader,
+};
 pub use head::BundleHead;
 pub use header::BundleHeader;
 pub use writer::{sign_bundle, sign_release, AssetSource, SignOptions, SignSummary, Sources};

@@ -21,7 +21,7 @@ pub use root::{load_chain, trust_root, verify_root_update, walk_chain, ChainWalk
 
 use crate::error::{ThresholdReport, VerifyError};
 use crate::keys::KeyId;
-use crate::role::{Role, RoleKind};
+use crate::role::{Role, RoleKind, RoleName};
 use crate::schema::{Root, Signature};
 
 /// A value whose signatures, freshness and versions were checked. Only this module can
@@ -98,6 +98,42 @@ fn check_threshold_kind(
         untrusted: untrusted.into_iter().collect(),
         missing,
     })))
+}
+
+/// One signature as a root sees it, for display (`inspect --root`, `log`): never a decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignerStatus {
+    /// The key id the signature names.
+    pub keyid: KeyId,
+    /// The roles of the root that trust this key (empty: the root does not list it for any).
+    pub roles: Vec<RoleName>,
+    /// Whether the signature verifies over the message of `kind` with the key the root lists
+    /// (false when the root does not list the key).
+    pub valid: bool,
+}
+
+/// Who signed `signed` (a document's signed bytes or a bundle's manifest region), as `root`
+/// sees it: for each signature its key's roles and whether it verifies as `kind`.
+pub fn signer_statuses(
+    root: &Root,
+    kind: RoleKind,
+    signed: &[u8],
+    signatures: &[Signature],
+) -> Vec<SignerStatus> {
+    let message = kind.message(signed);
+    signatures
+        .iter()
+        .map(|sig| SignerStatus {
+            keyid: sig.keyid,
+            roles: [RoleName::Root, RoleName::Release]
+                .into_iter()
+                .filter(|role| root.role(*role).keyids().contains(&sig.keyid))
+                .collect(),
+            valid: root
+                .key(&sig.keyid)
+                .is_some_and(|k| k.verify(&message, &sig.sig)),
+        })
+        .collect()
 }
 
 fn check_expiry(

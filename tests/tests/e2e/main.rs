@@ -2,6 +2,7 @@
 //! the `tandem_tests` library (`tests/src/lib.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod airgap;
 mod boot_files;
 mod cli;
 mod failpoints;

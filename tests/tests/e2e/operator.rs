@@ -13,17 +13,17 @@ use super::cli::{binary, Sandbox};
 use super::fleet::TandemServer;
 use super::proxy::CuttingProxy;
 
-const CHANNEL: &str = "stable";
+pub(crate) const CHANNEL: &str = "stable";
 const NODE: &str = "node-7";
 
 /// A node whose slot A holds the factory image v1, with the vendor's keys, root and the
 /// bundle `v2.tandem` (security version 2) beside it.
-struct Node {
-    s: Sandbox,
+pub(crate) struct Node {
+    pub(crate) s: Sandbox,
 }
 
 impl Node {
-    fn new() -> Node {
+    pub(crate) fn new() -> Node {
         let s = Sandbox::new();
         s.release_v2();
         s.create_disk();
@@ -32,19 +32,19 @@ impl Node {
         Node { s }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.s.path(name)
     }
 
     /// Signs the image of `seed` as `version` into `out`.
-    fn sign(&self, version: &str, security: u64, seed: u64, out: &str) {
+    pub(crate) fn sign(&self, version: &str, security: u64, seed: u64, out: &str) {
         let raw = format!("{out}.raw");
         std::fs::write(self.path(&raw), image(IMAGE_LEN, seed)).unwrap();
         self.s.sign(&raw, version, &security.to_string(), &[], out);
     }
 
     /// Publishes `bundle` on [`CHANNEL`] in `repo/`.
-    fn publish(&self, bundle: &str) {
+    pub(crate) fn publish(&self, bundle: &str) {
         self.s.run(
             "tandem-signer",
             &[
@@ -66,7 +66,7 @@ impl Node {
     }
 
     /// The real `tandem-server` on 127.0.0.1 serving `repo/` (with `args`, e.g. TLS files).
-    fn server(&self, args: &[&Path]) -> TandemServer {
+    pub(crate) fn server(&self, args: &[&Path]) -> TandemServer {
         let work = self.path("server");
         std::fs::create_dir_all(&work).unwrap();
         TandemServer::start_with(&work, &self.path("repo"), args)
@@ -74,7 +74,7 @@ impl Node {
 
     /// The agent's configuration on a node that booted `booted`: the base keys, then
     /// `extra` (top-level keys first, then tables). Returns its path.
-    fn config(&self, booted: &str, extra: &str) -> String {
+    pub(crate) fn config(&self, booted: &str, extra: &str) -> String {
         let path = self.path(&format!("updater-{booted}.toml"));
         let text = format!(
             "disk = \"{disk}\"\nboot = \"gpt\"\nstate = \"{state}\"\nroot = \"{root}\"\n\
@@ -88,7 +88,7 @@ impl Node {
     }
 
     /// The marker health check (passes while `healthy` exists).
-    fn health(&self) -> String {
+    pub(crate) fn health(&self) -> String {
         format!(
             "[[health]]\nexec = [\"sh\", \"-c\", \"test -e '{}'\"]\ntimeout = \"10s\"\n",
             self.path("healthy").display()
@@ -114,7 +114,7 @@ impl Node {
         std::fs::read_to_string(self.path("reboots")).map_or(0, |log| log.lines().count())
     }
 
-    fn updater(&self, config: &str, args: &[&str], expect: i32) -> Output {
+    pub(crate) fn updater(&self, config: &str, args: &[&str], expect: i32) -> Output {
         self.s.run(
             "tandem-updater",
             &[&["--config", config][..], args].concat(),
@@ -148,7 +148,7 @@ impl Node {
         )
     }
 
-    fn boot(&self) -> String {
+    pub(crate) fn boot(&self) -> String {
         self.s
             .stdout("tandem-disk", &["boot", "disk.img"])
             .trim()
@@ -167,11 +167,11 @@ impl Node {
     }
 }
 
-fn stdout_of(out: &Output) -> String {
+pub(crate) fn stdout_of(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn stderr_of(out: &Output) -> String {
+pub(crate) fn stderr_of(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 

@@ -86,10 +86,15 @@ pub enum Command {
         #[arg(long, value_name = "root.json")]
         root: PathBuf,
     },
-    /// Show what a bundle contains. Signatures are listed but NOT verified (use `verify`).
+    /// Show what a bundle contains, and who signed it. Signatures are listed but NOT verified
+    /// unless --root is given (use `verify` to check the whole bundle).
     Inspect {
         /// The bundle.
         bundle: PathBuf,
+        /// A trusted root.json: show each signer's roles in it and whether its signature
+        /// verifies, and whether the release threshold is met.
+        #[arg(long, value_name = "root.json")]
+        root: Option<PathBuf>,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -110,6 +115,52 @@ pub enum Command {
     },
     /// Put a bundle in a repository directory and sign the channel's metadata.
     Publish(PublishArgs),
+    /// Copy channels of a repository (directory or URL) onto a USB stick for air-gapped
+    /// nodes: the root chain, the channel documents (and pause files) and their bundles, all
+    /// verified against --root first; written beside --to and renamed in at the end.
+    Mirror(MirrorArgs),
+    /// List what a repository (directory or URL) published, channel by channel: release,
+    /// bundle, security version, signed time and signers.
+    Log(LogArgs),
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct MirrorArgs {
+    /// The repository: a directory or an http(s):// URL.
+    #[arg(long, value_name = "DIR|URL")]
+    pub from: String,
+    /// A channel to copy; repeat for several.
+    #[arg(long = "channel", value_name = "NAME", required = true)]
+    pub channels: Vec<String>,
+    /// The mirror directory to create (on the stick, e.g. /media/stick/tandem).
+    #[arg(long, value_name = "DIR")]
+    pub to: PathBuf,
+    /// The trusted root.json everything is verified against (the chain is walked from it).
+    #[arg(long, value_name = "root.json")]
+    pub root: PathBuf,
+    /// Replace an existing mirror at --to (the new one is complete before the swap).
+    #[arg(long)]
+    pub replace: bool,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct LogArgs {
+    /// The repository: a directory or an http(s):// URL.
+    #[arg(long, value_name = "DIR|URL")]
+    pub repo: String,
+    /// A channel to list; repeat for several (default: every channel of a directory; needed
+    /// for a URL, which cannot be listed).
+    #[arg(long = "channel", value_name = "NAME")]
+    pub channels: Vec<String>,
+    /// A trusted root.json: check every signature and say whether nodes accept each channel.
+    #[arg(long, value_name = "root.json")]
+    pub root: Option<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// A private key as typed: a PKCS#8 PEM file, or a key in a PKCS#11 token named by an RFC 7512

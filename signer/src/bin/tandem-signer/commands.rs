@@ -10,12 +10,13 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use signer::bundle::{
     add_checked_signatures, add_signatures, decode_chunk, extract, extract_asset, sign_release,
-    AssetSource, BundleHead, SignOptions, Sources,
+    verify_contents, AssetSource, BundleHead, SignOptions, Sources,
 };
 use signer::files::{
     read_capped, read_public_key, write_atomic, write_bytes_atomic, write_key_pair, Overwrite,
 };
 use signer::metadata::{self, RootSpec};
+use signer::provenance::signers_of;
 use signer::publish::{publish_allowing, Allow, PublishOptions};
 use signer::request::{
     document_kind, document_signed_bytes, CheckedSignature, SignatureFile, SigningRequest,
@@ -28,6 +29,7 @@ use time::OffsetDateTime;
 use crate::cli::{Args, Command, KeyArg, PublishArgs, RootCommand, RootContent, SignArgs};
 use crate::keys::{private_key, private_keys};
 use crate::out::outln;
+use crate::repository::{signer_json, signers_text};
 
 /// Runs one command.
 pub fn run(args: Args) -> Result<()> {
@@ -55,7 +57,7 @@ pub fn run(args: Args) -> Result<()> {
         } => request(&file, document.as_deref(), &out, &limits),
         Command::SignRequest { request, key, out } => sign_request(&request, &key, &out, &limits),
         Command::Verify { bundle, root } => verify(&bundle, &root, &limits),
-        Command::Inspect { bundle, json } => inspect(&bundle, json, &limits),
+        Command::Inspect { bundle, root, json } => inspect(&bundle, root.as_deref(), json, &limits),
         Command::Extract {
             bundle,
             root,
@@ -63,6 +65,8 @@ pub fn run(args: Args) -> Result<()> {
             asset,
         } => extract_cmd(&bundle, &root, &out, asset.as_deref(), &limits),
         Command::Publish(a) => publish_cmd(&a, &limits),
+        Command::Mirror(a) => crate::repository::mirror_cmd(&a, &limits),
+        Command::Log(a) => crate::repository::log_cmd(&a, &limits),
     }
 }
 
@@ -570,35 +574,13 @@ fn verify(bundle: &Path, root: &Path, limits: &Limits) -> Result<()> {
     let assets_size: u64 = manifest.assets().iter().map(|a| a.size()).sum();
     let pb = progress_bar(manifest.image_size() + assets_size);
     f.seek(SeekFrom::Start(0))?;
-    // Streams are checked one after the other: the bar counts from where the last one ended.
-    let mut base = 0u64;
-    let progress_from = |base: u64| {
-        let pb = &pb;
-        move |d| {
-            if let Some(pb) = pb {
-                pb.set_position(base + d)
-            }
+    let mut on_progress = |done| {
+        if let Some(pb) = &pb {
+            pb.set_position(done)
         }
     };
-    extract(
-        &manifest,
-        BufReader::new(&mut f),
-        io::sink(),
-        &mut progress_from(base),
-    )
-    .with_context(|| format!("{}", bundle.display()))?;
-    base += manifest.image_size();
-    for asset in manifest.assets() {
-        extract_asset(
-            &manifest,
-            asset.name(),
-            BufReader::new(&mut f),
-            io::sink(),
-            &mut progress_from(base),
-        )
+    verify_contents(&manifest, &mut BufReader::new(&mut f), &mut on_progress)
         .with_context(|| format!("{}", bundle.display()))?;
-        base += asset.size();
-    }
     if let Some(pb) = pb {
         pb.finish_and_clear();
     }
@@ -615,13 +597,21 @@ fn verify(bundle: &Path, root: &Path, limits: &Limits) -> Result<()> {
     Ok(())
 }
 
-fn inspect(bundle: &Path, json: bool, limits: &Limits) -> Result<()> {
+fn inspect(bundle: &Path, root: Option<&Path>, json: bool, limits: &Limits) -> Result<()> {
     let mut f = File::open(bundle).with_context(|| format!("opening {}", bundle.display()))?;
     let head = BundleHead::read(&mut f, limits).with_context(|| format!("{}", bundle.display()))?;
     let m = head
         .manifest_unverified(limits)
         .with_context(|| format!("{}", bundle.display()))?;
-    let signers: Vec<String> = head.signatures().iter().map(|s| s.keyid.to_hex()).collect();
+    let root = root.map(|r| load_root(r, limits)).transpose()?;
+    let signers = signers_of(
+        root.as_ref().map(|(r, _)| &**r),
+        RoleKind::Bundle,
+        head.manifest_bytes(),
+        head.signatures(),
+    );
+    // With a root: whether the release threshold is met over the manifest.
+    let threshold_met = root.as_ref().map(|(r, _)| head.verify(r, limits).is_ok());
     let infos: Vec<AssetInfo> = m
         .assets()
         .iter()
@@ -629,12 +619,16 @@ fn inspect(bundle: &Path, json: bool, limits: &Limits) -> Result<()> {
         .collect();
     let ratio = m.image_size() as f64 / m.payload_len().max(1) as f64;
     if json {
+        let keyids: Vec<String> = signers.iter().map(|s| s.keyid.to_hex()).collect();
         let v = serde_json::json!({
             "product": m.product(), "version": m.version().to_string(), "security_version": m.security_version(),
             "created": format_rfc3339(m.created()), "image_size": m.image_size(), "image_sha256": m.image_sha256().to_hex(),
             "chunk_size": m.chunk_size(), "chunks": m.chunks().len(), "zero_chunks": m.zero_chunks(),
             "payload_size": m.payload_len(), "file_size": m.file_len(), "ratio": ratio,
-            "manifest_sha256": m.manifest_sha256().to_hex(), "signers": signers, "signatures_verified": false,
+            "manifest_sha256": m.manifest_sha256().to_hex(), "signers": keyids,
+            "signatures": signers.iter().map(signer_json).collect::<Vec<_>>(),
+            "signatures_verified": threshold_met.is_some(), "threshold_met": threshold_met,
+            "root_version": root.as_ref().map(|(r, _)| r.version()),
             "format_version": m.header().version, "assets": assets_json(&m, &infos),
         });
         outln!("{}", serde_json::to_string_pretty(&v)?);
@@ -673,12 +667,21 @@ fn inspect(bundle: &Path, json: bool, limits: &Limits) -> Result<()> {
         );
     }
     outln!("manifest sha256  {}", m.manifest_sha256());
-    outln!(
-        "signatures       {} (NOT verified: use `tandem-signer verify --root`)",
-        signers.len()
-    );
-    for s in signers {
-        outln!("  {s}");
+    match (&root, threshold_met) {
+        (Some((r, path)), Some(met)) => outln!(
+            "signatures       {}, release threshold {} in {} (root version {})",
+            signers.len(),
+            if met { "met" } else { "NOT met" },
+            path.display(),
+            r.version()
+        ),
+        _ => outln!(
+            "signatures       {} (NOT verified: give --root, or use `tandem-signer verify --root`)",
+            signers.len()
+        ),
+    }
+    for s in &signers {
+        outln!("  {}", signers_text(std::slice::from_ref(s)));
     }
     Ok(())
 }

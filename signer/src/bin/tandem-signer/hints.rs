@@ -13,6 +13,7 @@ pub fn hint(err: &anyhow::Error) -> Option<String> {
             (r.threshold as usize).saturating_sub(r.valid.len()),
             r.role
         ),
+        Error::Verify(VerifyError::Expired { kind: signer::RoleKind::Channel, .. }) => "publish the channel again with a later --expires (for a USB stick: long enough to reach every node, docs/airgap.md), then mirror again".into(),
         Error::Verify(VerifyError::Expired { .. }) => "rotate or re-sign the document with a later --expires, or fetch the newest root/metadata".into(),
         Error::Verify(VerifyError::Chunk { .. } | VerifyError::ImageHash { .. }) => "the bundle's payload is corrupt: copy or download it again".into(),
         Error::Format(FormatError::Truncated { .. }) => "the file is incomplete: copy or download it again".into(),

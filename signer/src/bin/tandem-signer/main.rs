@@ -4,8 +4,10 @@
 mod cli;
 mod commands;
 mod hints;
+mod http;
 mod keys;
 mod out;
+mod repository;
 
 use std::process::ExitCode;
 
