@@ -26,6 +26,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use proto::Report;
 
+use crate::page;
+
 /// Most distinct (channel, version) pairs counted by name in `tandem_server_reports_total`.
 pub const MAX_REPORT_SERIES: usize = 10_000;
 
@@ -67,7 +69,7 @@ impl Route {
             return api(api_path);
         }
         match raw {
-            "/" | crate::page::SCRIPT_PATH | crate::page::STYLE_PATH => Route::Page,
+            "/" | page::SCRIPT_PATH | page::STYLE_PATH | page::ICON_PATH => Route::Page,
             "/metrics" => Route::Metrics,
             _ if raw.starts_with("/channels/") => Route::Channel,
             _ if raw.starts_with("/bundles/") => Route::Bundle,

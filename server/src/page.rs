@@ -18,14 +18,31 @@ use crate::app::App;
 use crate::body::ResponseBody;
 use crate::status::{self, ChannelStatus};
 
-/// The dashboard's script, served at [`SCRIPT_PATH`].
-const SCRIPT: &str = include_str!("dashboard/dashboard.js");
-/// The dashboard's style sheet, served at [`STYLE_PATH`].
-const STYLE: &str = include_str!("dashboard/dashboard.css");
 /// Where the page loads its script from.
 pub const SCRIPT_PATH: &str = "/dashboard.js";
 /// Where the page loads its style sheet from.
 pub const STYLE_PATH: &str = "/dashboard.css";
+/// Where the page loads its icon from (browsers ask for `/favicon.ico` without one).
+pub const ICON_PATH: &str = "/dashboard.svg";
+
+/// The dashboard's own files, compiled in: path, content type, bytes.
+const ASSETS: [(&str, &str, &str); 3] = [
+    (
+        SCRIPT_PATH,
+        "text/javascript; charset=utf-8",
+        include_str!("dashboard/dashboard.js"),
+    ),
+    (
+        STYLE_PATH,
+        "text/css; charset=utf-8",
+        include_str!("dashboard/dashboard.css"),
+    ),
+    (
+        ICON_PATH,
+        "image/svg+xml",
+        include_str!("dashboard/icon.svg"),
+    ),
+];
 
 /// The page's policy: same-origin scripts, styles and requests; nothing inline, no `eval`,
 /// no framing, no form posts.
@@ -51,19 +68,12 @@ pub fn response(html: String) -> Response<ResponseBody> {
     asset_response(html.into_bytes(), "text/html; charset=utf-8")
 }
 
-/// The dashboard's script or style sheet for `path`, if it is one of theirs.
+/// The dashboard's script, style sheet or icon for `path`, if it is one of theirs.
 pub fn asset(path: &str) -> Option<Response<ResponseBody>> {
-    match path {
-        SCRIPT_PATH => Some(asset_response(
-            SCRIPT.as_bytes().to_vec(),
-            "text/javascript; charset=utf-8",
-        )),
-        STYLE_PATH => Some(asset_response(
-            STYLE.as_bytes().to_vec(),
-            "text/css; charset=utf-8",
-        )),
-        _ => None,
-    }
+    ASSETS
+        .iter()
+        .find(|(p, _, _)| *p == path)
+        .map(|(_, kind, content)| asset_response(content.as_bytes().to_vec(), kind))
 }
 
 fn asset_response(body: Vec<u8>, content_type: &'static str) -> Response<ResponseBody> {
@@ -89,6 +99,7 @@ fn document(rows: &str) -> String {
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>Tandem fleet</title>\n<link rel=\"stylesheet\" href=\"{STYLE_PATH}\">\
+         <link rel=\"icon\" href=\"{ICON_PATH}\" type=\"image/svg+xml\">\
          <script src=\"{SCRIPT_PATH}\" defer></script>\n</head><body>\n\
          <header><h1>Tandem fleet</h1><p id=\"updated\" aria-live=\"polite\"></p>\
          <form id=\"admin-form\"><label>Admin token \

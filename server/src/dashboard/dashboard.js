@@ -174,7 +174,7 @@ function renderFailures(fleet) {
   all.sort((a, b) => (a.received_at < b.received_at ? 1 : a.received_at > b.received_at ? -1 : 0));
   const body = el("tbody");
   for (const f of all.slice(0, FAILURES_SHOWN)) {
-    body.append(el("tr", { "data-node": f.node_id }, el("td", {}, f.received_at), el("td", {}, f.channel),
+    body.append(el("tr", { "data-node": f.node_id }, el("td", { class: "time" }, f.received_at), el("td", {}, f.channel),
       el("td", { class: "node" }, f.node_id), el("td", {}, f.outcome), el("td", {}, f.from_version),
       el("td", { class: "reason" }, f.reason || "")));
   }
@@ -188,7 +188,7 @@ function renderNodes(page) {
     body.append(el("tr", { "data-node": n.node_id }, el("td", { class: "node" }, n.node_id),
       el("td", {}, n.channel), el("td", { class: "version" }, n.version),
       el("td", { class: "outcome" }, n.outcome), el("td", {}, n.to_version),
-      el("td", {}, n.last_seen), el("td", {}, n.reason || "")));
+      el("td", { class: "time" }, n.last_seen), el("td", {}, n.reason || "")));
   }
   document.getElementById("node-table").tBodies[0].replaceWith(body);
   const shown = page.nodes.length;
