@@ -107,14 +107,14 @@ fn document(rows: &str) -> String {
          <button type=\"submit\" id=\"admin-keep\">Keep for this session</button>\
          <button type=\"button\" id=\"admin-forget\">Forget</button>\
          <span id=\"admin-state\"></span></form></header>\n<main>\n\
-         <section><h2>Channels</h2><div class=\"scroll\"><table id=\"channel-table\">\n\
+         <section><h2>Channels</h2><div class=\"scroll\"><table id=\"channel-table\" class=\"cards\">\n\
          <thead><tr><th>channel</th><th>release</th><th>metadata version</th><th>rollout</th>\
          <th>state</th><th>nodes</th><th>outcomes of the release</th><th>latest failure</th>\
          </tr></thead>\n<tbody>\n{rows}</tbody></table></div></section>\n\
          <section><h2>Nodes per version</h2><div id=\"version-charts\" class=\"panels\"></div></section>\n\
          <section><h2>Outcomes of the current release, last 24 h</h2>\
          <div id=\"outcome-charts\" class=\"panels\"></div></section>\n\
-         <section><h2>Latest failures</h2><div class=\"scroll\"><table id=\"failure-table\">\
+         <section><h2>Latest failures</h2><div class=\"scroll\"><table id=\"failure-table\" class=\"cards\">\
          <thead><tr><th>when</th><th>channel</th><th>node</th><th>outcome</th><th>from</th>\
          <th>reason</th></tr></thead><tbody></tbody></table></div></section>\n\
          <section><h2>Nodes</h2><form id=\"node-search\" role=\"search\">\

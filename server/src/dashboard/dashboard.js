@@ -86,6 +86,16 @@ function channelRow(s) {
   return row;
 }
 
+/** Replaces the table's body; each cell is labelled with its column's heading, which the
+ * phone layout shows in front of it when rows become cards. */
+function replaceBody(table, body) {
+  const heads = [...table.tHead.rows[0].cells].map((th) => th.textContent);
+  for (const row of body.rows) {
+    [...row.cells].forEach((td, i) => td.setAttribute("data-label", heads[i] || ""));
+  }
+  table.tBodies[0].replaceWith(body);
+}
+
 function renderChannels(fleet) {
   const table = document.getElementById("channel-table");
   const head = table.tHead.rows[0];
@@ -96,7 +106,7 @@ function renderChannels(fleet) {
     body.append(el("tr", { "data-channel": e.channel }, el("td", {}, e.channel),
       el("td", { colspan: "8", class: "error" }, e.error)));
   }
-  table.tBodies[0].replaceWith(body);
+  replaceBody(table, body);
 }
 
 /** Horizontal bars: one row per version, the current release marked. */
@@ -179,7 +189,7 @@ function renderFailures(fleet) {
       el("td", { class: "reason" }, f.reason || "")));
   }
   if (!all.length) body.append(el("tr", {}, el("td", { colspan: "6" }, "no failures of a current release")));
-  document.getElementById("failure-table").tBodies[0].replaceWith(body);
+  replaceBody(document.getElementById("failure-table"), body);
 }
 
 function renderNodes(page) {
