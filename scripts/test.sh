@@ -18,6 +18,7 @@ declare -A TOOL_PACKAGE=(
   [mkfs.vfat]=dosfstools
   [mcopy]=mtools
   [unshare]=util-linux
+  [chromium]=chromium
 )
 
 missing=()
