@@ -239,3 +239,22 @@ fn chromium_shows_the_fleet_and_pauses_a_channel() {
         "no script error or policy violation"
     );
 }
+
+#[test]
+fn behind_the_status_token_the_dashboard_reads_with_the_browsers_credentials() {
+    const STATUS_TOKEN: &str = "status-token-for-the-browser-0123";
+    let s = TestServer::start_with(|c| {
+        c.status_token = Some(server::Token::new("status", STATUS_TOKEN).unwrap());
+    });
+    post_all(&s, &fleet_reports()[..3]);
+    let mut b = Browser::launch(1280, 900);
+    // The operator answers the browser's Basic prompt once; the script's requests to this
+    // origin then carry the same credentials.
+    b.navigate(&format!("http://operator:{STATUS_TOKEN}@{}/", s.addr));
+    b.wait_for(
+        "document.querySelectorAll('#node-table tbody tr').length === 2",
+        "the node table read through the status token",
+    );
+    assert_eq!(text(&mut b, &format!("{ROW} .nodes")), "2");
+    assert_eq!(b.errors(), Vec::<String>::new());
+}

@@ -38,10 +38,17 @@ function setText(id, text, isError) {
   node.classList.toggle("error", Boolean(isError));
 }
 
-async function getJson(url) {
-  const resp = await fetch(url, { cache: "no-store", credentials: "same-origin" });
+/** An API URL on this origin. Built from location.origin, never relative: a page opened as
+ * http://user:token@host/ has a base URL with credentials, which fetch refuses to use; the
+ * browser still sends the credentials it keeps for this origin. */
+function apiUrl(path) {
+  return new URL(path, location.origin).href;
+}
+
+async function getJson(path) {
+  const resp = await fetch(apiUrl(path), { cache: "no-store", credentials: "same-origin" });
   const body = await resp.json().catch(() => ({}));
-  if (!resp.ok) throw new Error(`${url}: ${resp.status} ${body.error || ""}`);
+  if (!resp.ok) throw new Error(`${path}: ${resp.status} ${body.error || ""}`);
   return body;
 }
 
@@ -224,7 +231,7 @@ async function refresh() {
 }
 
 async function pauseOrResume(channel, action) {
-  const url = `/v1/channels/${encodeURIComponent(channel)}/${action}`;
+  const url = apiUrl(`/v1/channels/${encodeURIComponent(channel)}/${action}`);
   try {
     const resp = await fetch(url, { method: "POST", headers: { Authorization: `Bearer ${adminToken()}` } });
     const body = await resp.json().catch(() => ({}));
