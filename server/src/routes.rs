@@ -217,22 +217,21 @@ fn node_query(raw: &str) -> Result<db::NodeQuery, ApiError> {
             .decode_utf8()
             .map_err(|_| ApiError::bad_request(format!("{key} is not UTF-8")))?
             .into_owned();
-        let number = |max: u64| {
+        let number = |min: u64, max: u64| {
             value
                 .parse::<u64>()
                 .ok()
-                .filter(|n| *n <= max)
-                .ok_or_else(|| ApiError::bad_request(format!("{key} must be 0 to {max}")))
+                .filter(|n| (min..=max).contains(n))
+                .ok_or_else(|| ApiError::bad_request(format!("{key} must be {min} to {max}")))
         };
         match key {
             "q" if value.chars().count() <= proto::names::MAX_NODE_ID => query.search = value,
             "q" => return Err(ApiError::bad_request("q is longer than a node id can be")),
             "limit" => {
-                query.limit = u32::try_from(number(u64::from(db::MAX_NODES_PAGE))?)
-                    .unwrap_or(db::MAX_NODES_PAGE)
-                    .max(1);
+                query.limit = u32::try_from(number(1, u64::from(db::MAX_NODES_PAGE))?)
+                    .unwrap_or(db::MAX_NODES_PAGE);
             }
-            "offset" => query.offset = number(u64::from(u32::MAX))?,
+            "offset" => query.offset = number(0, u64::from(u32::MAX))?,
             _ => return Err(ApiError::bad_request(format!("unknown parameter {key}"))),
         }
     }
