@@ -6,7 +6,7 @@
 //! | route | method | auth | answers |
 //! |---|---|---|---|
 //! | `/` | GET, HEAD | status token, if set | HTML fleet dashboard ([`crate::page`]); 401 |
-//! | `/dashboard.js`, `/dashboard.css` | GET, HEAD | – | the dashboard's script and style (no data) |
+//! | `/dashboard.js`, `/dashboard.css`, `/dashboard.svg` | GET, HEAD | – | the dashboard's script, style and icon (no data) |
 //! | `/v1/channels` | GET, HEAD | status token, if set | 200 every channel's status JSON; 401 |
 //! | `/v1/nodes?q=&limit=&offset=` | GET, HEAD | status token, if set | 200 one page of nodes' latest reports; 400, 401 |
 //! | `/v1/reports` | POST | report token | 201 `{"id"}`; 400, 401, 403, 408, 413, 415 |
