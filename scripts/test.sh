@@ -21,6 +21,7 @@ declare -A TOOL_PACKAGE=(
   [softhsm2-util]=softhsm2
   [pkcs11-tool]=opensc
   [systemd-analyze]=systemd
+  [chromium]=chromium
 )
 
 missing=()

@@ -22,6 +22,10 @@ use proto::{Outcome, Report};
 
 /// Most failures listed per channel status.
 pub const MAX_FAILURES_LISTED: u32 = 100;
+/// Most nodes one page of [`Db::nodes`] returns.
+pub const MAX_NODES_PAGE: u32 = 500;
+/// The window of [`Summary::hourly`]: the last 24 hours.
+pub const HOURLY_WINDOW_SECS: i64 = 24 * 3600;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS reports (
@@ -82,6 +86,53 @@ pub struct Summary {
     pub outcomes: BTreeMap<String, u64>,
     /// Its failures, newest first, at most [`MAX_FAILURES_LISTED`].
     pub failures: Vec<Failure>,
+    /// Its reports per hour (Unix seconds of the hour's start) and outcome, for the hours
+    /// within [`HOURLY_WINDOW_SECS`] of when the summary was computed. Counts reports, not
+    /// nodes: a node that installed then committed counts in both.
+    pub hourly: BTreeMap<i64, BTreeMap<String, u64>>,
+}
+
+/// A node's latest report in one channel: a row of the dashboard's node table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeRow {
+    /// The node.
+    pub node_id: String,
+    /// The channel it reported on.
+    pub channel: String,
+    /// The version it runs, by the rule of [`Summary::by_version`].
+    pub version: String,
+    /// The release its latest report is about.
+    pub to_version: String,
+    /// Its latest outcome.
+    pub outcome: Outcome,
+    /// The reason given with it, if any.
+    pub reason: Option<String>,
+    /// When that report arrived (RFC 3339).
+    pub last_seen: String,
+}
+
+/// Which nodes [`Db::nodes`] lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeQuery {
+    /// Only node ids containing this text (all when empty).
+    pub search: String,
+    /// Rows skipped, newest first.
+    pub offset: u64,
+    /// Rows returned, at most [`MAX_NODES_PAGE`].
+    pub limit: u32,
+}
+
+/// One page of the node table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodePage {
+    /// Matching (node, channel) pairs in all.
+    pub total: u64,
+    /// Rows skipped.
+    pub offset: u64,
+    /// The page size asked for.
+    pub limit: u32,
+    /// The rows, newest report first.
+    pub nodes: Vec<NodeRow>,
 }
 
 impl Db {
@@ -141,6 +192,12 @@ impl Db {
             Ok(summary)
         })
         .await
+    }
+
+    /// The latest report of each node in each channel whose id contains `query.search`,
+    /// newest first, one page of at most [`MAX_NODES_PAGE`] rows.
+    pub async fn nodes(&self, query: NodeQuery) -> Result<NodePage, DbError> {
+        self.with_conn(move |c| list_nodes(c, &query)).await
     }
 
     /// Deletes what `retention` does not keep at time `now` (Unix seconds): reports older
@@ -218,12 +275,8 @@ fn summarize(
     let mut stmt = c.prepare_cached(LATEST)?;
     let mut rows = stmt.query([channel])?;
     while let Some(row) = rows.next()? {
-        let outcome: Outcome = row.get::<_, String>(3)?.parse().unwrap_or(Outcome::Failed);
-        let running: String = if outcome == Outcome::Committed {
-            row.get(2)?
-        } else {
-            row.get(1)?
-        };
+        let outcome = outcome_of(row.get(3)?);
+        let running = running_version(outcome, row.get(1)?, row.get(2)?);
         summary.nodes += 1;
         *summary.by_version.entry(running).or_default() += 1;
     }
@@ -232,8 +285,92 @@ fn summarize(
     }
     if let Some(release) = release {
         release_outcomes(c, channel, release, &mut summary)?;
+        let since = crate::httpdate::unix_seconds(std::time::SystemTime::now())
+            .saturating_sub(HOURLY_WINDOW_SECS);
+        summary.hourly = hourly_outcomes(c, channel, release, since)?;
     }
     Ok(summary)
+}
+
+/// A stored outcome; a row that does not parse (written by hand) counts as a failure.
+fn outcome_of(stored: String) -> Outcome {
+    stored.parse().unwrap_or(Outcome::Failed)
+}
+
+/// The version a node runs after a report: the new one once committed, else the slot it
+/// still boots.
+fn running_version(outcome: Outcome, from_version: String, to_version: String) -> String {
+    if outcome == Outcome::Committed {
+        to_version
+    } else {
+        from_version
+    }
+}
+
+/// Reports about `release` since `since` (Unix seconds), per hour and outcome.
+fn hourly_outcomes(
+    c: &Connection,
+    channel: &str,
+    release: &str,
+    since: i64,
+) -> Result<BTreeMap<i64, BTreeMap<String, u64>>, rusqlite::Error> {
+    let mut stmt = c.prepare_cached(
+        "SELECT received_at / 3600 * 3600 AS hour, outcome, COUNT(*) FROM reports
+         WHERE channel = ?1 AND to_version = ?2 AND received_at >= ?3
+         GROUP BY hour, outcome",
+    )?;
+    let mut rows = stmt.query(params![channel, release, since])?;
+    let mut hourly: BTreeMap<i64, BTreeMap<String, u64>> = BTreeMap::new();
+    while let Some(row) = rows.next()? {
+        let outcome = outcome_of(row.get(1)?);
+        let count = u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0);
+        *hourly
+            .entry(row.get(0)?)
+            .or_default()
+            .entry(outcome.as_str().to_owned())
+            .or_default() += count;
+    }
+    Ok(hourly)
+}
+
+/// Each (channel, node) pair's latest report matching the search, newest first.
+fn list_nodes(c: &Connection, query: &NodeQuery) -> Result<NodePage, rusqlite::Error> {
+    const MATCHING: &str = "SELECT MAX(id) AS id FROM reports
+         WHERE ?1 = '' OR instr(node_id, ?1) > 0 GROUP BY channel, node_id";
+    let limit = query.limit.min(MAX_NODES_PAGE);
+    let offset = i64::try_from(query.offset).unwrap_or(i64::MAX);
+    let total: i64 = c.query_row(
+        &format!("SELECT COUNT(*) FROM ({MATCHING})"),
+        [&query.search],
+        |r| r.get(0),
+    )?;
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT r.node_id, r.channel, r.from_version, r.to_version, r.outcome, r.reason,
+                r.received_at
+         FROM reports r JOIN ({MATCHING}) l ON r.id = l.id
+         ORDER BY r.id DESC LIMIT ?2 OFFSET ?3"
+    ))?;
+    let mut rows = stmt.query(params![query.search, limit, offset])?;
+    let mut nodes = Vec::new();
+    while let Some(row) = rows.next()? {
+        let outcome = outcome_of(row.get(4)?);
+        let to_version: String = row.get(3)?;
+        nodes.push(NodeRow {
+            node_id: row.get(0)?,
+            channel: row.get(1)?,
+            version: running_version(outcome, row.get(2)?, to_version.clone()),
+            to_version,
+            outcome,
+            reason: row.get(5)?,
+            last_seen: crate::httpdate::rfc3339(row.get(6)?),
+        });
+    }
+    Ok(NodePage {
+        total: u64::try_from(total).unwrap_or(0),
+        offset: query.offset,
+        limit,
+        nodes,
+    })
 }
 
 /// Latest outcome per node among reports about `release`, and its failures.
@@ -253,7 +390,7 @@ fn release_outcomes(
     )?;
     let mut rows = stmt.query(params![channel, release])?;
     while let Some(row) = rows.next()? {
-        let outcome: Outcome = row.get::<_, String>(2)?.parse().unwrap_or(Outcome::Failed);
+        let outcome = outcome_of(row.get(2)?);
         *summary
             .outcomes
             .entry(outcome.as_str().to_owned())
@@ -340,5 +477,64 @@ mod tests {
             (1, 1),
             "only b is left"
         );
+    }
+
+    #[tokio::test]
+    async fn nodes_are_searched_and_paged_in_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        for (i, node) in ["rack1-a", "rack1-b", "rack2-a"].into_iter().enumerate() {
+            let mut r = report(node);
+            r.outcome = Outcome::Installed;
+            db.insert(r, 10 + i as i64).await.unwrap();
+        }
+        let mut failed = report("rack1-a");
+        failed.outcome = Outcome::Failed;
+        failed.reason = Some("disk full".into());
+        db.insert(failed, 20).await.unwrap();
+        let query = |search: &str, offset, limit| NodeQuery {
+            search: search.into(),
+            offset,
+            limit,
+        };
+        let page = db.nodes(query("rack1", 0, 10)).await.unwrap();
+        assert_eq!(page.total, 2);
+        let ids: Vec<_> = page.nodes.iter().map(|n| n.node_id.as_str()).collect();
+        assert_eq!(ids, ["rack1-a", "rack1-b"], "newest report first");
+        let latest = &page.nodes[0];
+        assert_eq!(
+            (
+                latest.outcome,
+                latest.reason.as_deref(),
+                latest.version.as_str()
+            ),
+            (Outcome::Failed, Some("disk full"), "1"),
+            "its latest report, and the version it still runs"
+        );
+        let second = db.nodes(query("", 1, 1)).await.unwrap();
+        assert_eq!((second.total, second.nodes.len()), (3, 1));
+        assert_eq!(second.nodes[0].node_id, "rack2-a");
+        let capped = db.nodes(query("", 0, u32::MAX)).await.unwrap();
+        assert_eq!(capped.limit, MAX_NODES_PAGE);
+        assert!(db.nodes(query("%", 0, 10)).await.unwrap().nodes.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_hourly_outcomes_cover_the_last_day_of_the_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let now = crate::httpdate::unix_seconds(std::time::SystemTime::now());
+        let hour = now / 3600 * 3600;
+        db.insert(report("old"), now - HOURLY_WINDOW_SECS - 7200)
+            .await
+            .unwrap();
+        db.insert(report("a"), hour).await.unwrap();
+        db.insert(report("b"), hour).await.unwrap();
+        let mut other = report("c");
+        other.to_version = "3".into();
+        db.insert(other, hour).await.unwrap();
+        let summary = db.summary("stable".into(), Some("2".into())).await.unwrap();
+        assert_eq!(summary.hourly.len(), 1, "{:?}", summary.hourly);
+        assert_eq!(summary.hourly[&hour]["committed"], 2);
     }
 }

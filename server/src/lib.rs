@@ -4,8 +4,9 @@
 //! The repository is a directory of static files; this crate serves it with validators
 //! (`ETag`, `Last-Modified`), conditional and `Range` requests, and adds three small APIs: node
 //! reports (`POST /v1/reports`), channel status (`GET /v1/channels/NAME/status`) and the pause
-//! switch (`POST /v1/channels/NAME/pause|resume`), plus a status page at `/` and Prometheus
-//! metrics at `/metrics` (both, and the status, behind an optional read token).
+//! switch (`POST /v1/channels/NAME/pause|resume`), plus a fleet dashboard at `/` reading
+//! `GET /v1/channels` and `GET /v1/nodes`, and Prometheus metrics at `/metrics` (all reads
+//! behind an optional status token).
 //!
 //! **Architecture invariant:** this crate never reads, links or needs a signing key. Channel
 //! metadata is read as plain JSON only to *display* it; nodes verify it themselves. The pause

@@ -26,19 +26,21 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use proto::Report;
 
+use crate::page;
+
 /// Most distinct (channel, version) pairs counted by name in `tandem_server_reports_total`.
 pub const MAX_REPORT_SERIES: usize = 10_000;
 
 /// The label a request is counted under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
-    /// `/`, the status page.
+    /// `/`, the dashboard, and its script and style sheet.
     Page,
     /// `/metrics`.
     Metrics,
     /// `POST /v1/reports`.
     Reports,
-    /// `/v1/channels/NAME/status`.
+    /// `/v1/channels/NAME/status`, `/v1/channels` and `/v1/nodes`.
     Status,
     /// `/v1/channels/NAME/pause` and `/resume`.
     Admin,
@@ -59,7 +61,7 @@ impl Route {
     pub fn of(raw: &str) -> Route {
         let api = |p: &str| match p.split('/').collect::<Vec<_>>().as_slice() {
             ["reports"] => Route::Reports,
-            ["channels", _, "status"] => Route::Status,
+            ["channels", _, "status"] | ["channels"] | ["nodes"] => Route::Status,
             ["channels", _, "pause" | "resume"] => Route::Admin,
             _ => Route::OtherApi,
         };
@@ -67,7 +69,7 @@ impl Route {
             return api(api_path);
         }
         match raw {
-            "/" => Route::Page,
+            "/" | page::SCRIPT_PATH | page::STYLE_PATH | page::ICON_PATH => Route::Page,
             "/metrics" => Route::Metrics,
             _ if raw.starts_with("/channels/") => Route::Channel,
             _ if raw.starts_with("/bundles/") => Route::Bundle,
@@ -325,7 +327,10 @@ mod tests {
     fn routes_are_a_fixed_list() {
         for (path, route) in [
             ("/", Route::Page),
+            ("/dashboard.js", Route::Page),
             ("/metrics", Route::Metrics),
+            ("/v1/channels", Route::Status),
+            ("/v1/nodes", Route::Status),
             ("/v1/reports", Route::Reports),
             ("/v1/channels/stable/status", Route::Status),
             ("/v1/channels/stable/resume", Route::Admin),

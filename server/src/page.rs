@@ -1,6 +1,12 @@
-//! The status page at `/`: one server-rendered HTML table of channels (release, rollout,
-//! paused, node and outcome counts). Every value is HTML-escaped; no scripts, no external
-//! resources (`Content-Security-Policy: default-src 'none'`).
+//! The fleet dashboard at `/`: an HTML page whose channel table is rendered here (so it
+//! reads without scripts), then kept current by `/dashboard.js`, which reads the same JSON
+//! the API serves (`GET /v1/channels`, `GET /v1/nodes`) every 10 s, draws the charts as
+//! inline SVG and calls the pause/resume API with the admin token kept in session storage.
+//!
+//! Every value rendered here is HTML-escaped; the script writes text with `textContent` only.
+//! Nothing is inline or external: the page's `Content-Security-Policy` allows scripts,
+//! styles and requests from this origin alone (no inline script or style, no `eval`), and
+//! the script and style sheet are compiled into the binary.
 use std::fmt::Write;
 
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
@@ -10,53 +16,115 @@ use serde_json::Value;
 use crate::api::ApiError;
 use crate::app::App;
 use crate::body::ResponseBody;
-use crate::channels;
 use crate::status::{self, ChannelStatus};
+
+/// Where the page loads its script from.
+pub const SCRIPT_PATH: &str = "/dashboard.js";
+/// Where the page loads its style sheet from.
+pub const STYLE_PATH: &str = "/dashboard.css";
+/// Where the page loads its icon from (browsers ask for `/favicon.ico` without one).
+pub const ICON_PATH: &str = "/dashboard.svg";
+
+/// The dashboard's own files, compiled in: path, content type, bytes.
+const ASSETS: [(&str, &str, &str); 3] = [
+    (
+        SCRIPT_PATH,
+        "text/javascript; charset=utf-8",
+        include_str!("dashboard/dashboard.js"),
+    ),
+    (
+        STYLE_PATH,
+        "text/css; charset=utf-8",
+        include_str!("dashboard/dashboard.css"),
+    ),
+    (
+        ICON_PATH,
+        "image/svg+xml",
+        include_str!("dashboard/icon.svg"),
+    ),
+];
+
+/// The page's policy: same-origin scripts, styles and requests; nothing inline, no `eval`,
+/// no framing, no form posts.
+const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+    connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; \
+    frame-ancestors 'none'";
 
 /// Renders the page.
 pub async fn render(app: &App) -> Result<String, ApiError> {
-    let repo = app.repo.path().to_owned();
-    let names = tokio::task::spawn_blocking(move || channels::list(&repo))
-        .await
-        .map_err(|e| ApiError::internal("page worker failed", &e))?
-        .map_err(|e| ApiError::internal("cannot list channels", &e))?;
+    let fleet = status::fleet(app).await?;
     let mut rows = String::new();
-    for name in names {
-        match status::build(app, &name).await {
-            Ok(Some(s)) => row(&mut rows, &s),
-            Ok(None) => {}
-            Err(e) => error_row(&mut rows, &name, &e.message),
-        }
+    for s in &fleet.channels {
+        row(&mut rows, s);
+    }
+    for e in &fleet.errors {
+        error_row(&mut rows, &e.channel, &e.error);
     }
     Ok(document(&rows))
 }
 
 /// The HTML response.
 pub fn response(html: String) -> Response<ResponseBody> {
-    let mut resp = Response::new(ResponseBody::bytes(html));
+    asset_response(html.into_bytes(), "text/html; charset=utf-8")
+}
+
+/// The dashboard's script, style sheet or icon for `path`, if it is one of theirs.
+pub fn asset(path: &str) -> Option<Response<ResponseBody>> {
+    ASSETS
+        .iter()
+        .find(|(p, _, _)| *p == path)
+        .map(|(_, kind, content)| asset_response(content.as_bytes().to_vec(), kind))
+}
+
+fn asset_response(body: Vec<u8>, content_type: &'static str) -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::bytes(body));
     *resp.status_mut() = StatusCode::OK;
     let h = resp.headers_mut();
-    h.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
-        "content-security-policy",
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
     );
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static(PAGE_CSP),
+    );
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     resp
 }
 
 fn document(rows: &str) -> String {
     format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Tandem repository</title>\n\
-         <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}\
-         td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}.paused{{color:#b00;font-weight:bold}}</style>\n\
-         </head><body><h1>Tandem repository</h1>\n<table>\n<tr><th>channel</th><th>release</th>\
-         <th>metadata version</th><th>rollout</th><th>state</th><th>nodes</th>\
-         <th>outcomes of the release</th><th>latest failure</th></tr>\n{rows}</table>\n\
-         <p>Channel data is shown as published, unverified; nodes verify signatures themselves.</p>\n\
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>Tandem fleet</title>\n<link rel=\"stylesheet\" href=\"{STYLE_PATH}\">\
+         <link rel=\"icon\" href=\"{ICON_PATH}\" type=\"image/svg+xml\">\
+         <script src=\"{SCRIPT_PATH}\" defer></script>\n</head><body>\n\
+         <header><h1>Tandem fleet</h1><p id=\"updated\" aria-live=\"polite\"></p>\
+         <form id=\"admin-form\"><label>Admin token \
+         <input type=\"password\" id=\"admin-token\" autocomplete=\"off\"></label>\
+         <button type=\"submit\" id=\"admin-keep\">Keep for this session</button>\
+         <button type=\"button\" id=\"admin-forget\">Forget</button>\
+         <span id=\"admin-state\"></span></form></header>\n<main>\n\
+         <section><h2>Channels</h2><div class=\"scroll\"><table id=\"channel-table\" class=\"cards\">\n\
+         <thead><tr><th>channel</th><th>release</th><th>metadata version</th><th>rollout</th>\
+         <th>state</th><th>nodes</th><th>outcomes of the release</th><th>latest failure</th>\
+         </tr></thead>\n<tbody>\n{rows}</tbody></table></div></section>\n\
+         <section><h2>Nodes per version</h2><div id=\"version-charts\" class=\"panels\"></div></section>\n\
+         <section><h2>Outcomes of the current release, last 24 h</h2>\
+         <div id=\"outcome-charts\" class=\"panels\"></div></section>\n\
+         <section><h2>Latest failures</h2><div class=\"scroll\"><table id=\"failure-table\" class=\"cards\">\
+         <thead><tr><th>when</th><th>channel</th><th>node</th><th>outcome</th><th>from</th>\
+         <th>reason</th></tr></thead><tbody></tbody></table></div></section>\n\
+         <section><h2>Nodes</h2><form id=\"node-search\" role=\"search\">\
+         <input type=\"search\" id=\"node-query\" placeholder=\"node id contains…\" \
+         maxlength=\"128\" aria-label=\"search node id\"></form>\
+         <p id=\"node-count\"></p><div class=\"scroll\"><table id=\"node-table\">\
+         <thead><tr><th>node</th><th>channel</th><th>version</th><th>last outcome</th>\
+         <th>of release</th><th>last seen</th><th>reason</th></tr></thead><tbody></tbody>\
+         </table></div></section>\n</main>\n\
+         <p class=\"note\">Channel data is shown as published, unverified; nodes verify signatures themselves.</p>\n\
          </body></html>\n"
     )
 }

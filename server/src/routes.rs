@@ -5,7 +5,10 @@
 //!
 //! | route | method | auth | answers |
 //! |---|---|---|---|
-//! | `/` | GET, HEAD | status token, if set | HTML status page; 401 |
+//! | `/` | GET, HEAD | status token, if set | HTML fleet dashboard ([`crate::page`]); 401 |
+//! | `/dashboard.js`, `/dashboard.css`, `/dashboard.svg` | GET, HEAD | – | the dashboard's script, style and icon (no data) |
+//! | `/v1/channels` | GET, HEAD | status token, if set | 200 every channel's status JSON; 401 |
+//! | `/v1/nodes?q=&limit=&offset=` | GET, HEAD | status token, if set | 200 one page of nodes' latest reports; 400, 401 |
 //! | `/v1/reports` | POST | report token | 201 `{"id"}`; 400, 401, 403, 408, 413, 415 |
 //! | `/v1/channels/NAME/status` | GET, HEAD | status token, if set | 200 status JSON; 400, 401, 404 |
 //! | `/metrics` | GET, HEAD | status token, if set | OpenMetrics text ([`crate::metrics`]); 401 |
@@ -28,7 +31,7 @@ use crate::app::App;
 use crate::body::ResponseBody;
 use crate::metrics::{Metered, Route};
 use crate::path::{self, PathRejection};
-use crate::{auth, channels, files, httpdate, page, status};
+use crate::{auth, channels, db, files, httpdate, page, status};
 use proto::{Pause, Report};
 
 /// The hyper service function: routes the request, then counts it and its body's bytes.
@@ -49,6 +52,12 @@ async fn route_request(app: &App, req: Request<Incoming>) -> Response<ResponseBo
     }
     if raw == "/" {
         page_route(app, &req).await
+    } else if let Some(asset) = page::asset(&raw) {
+        if req.method() == Method::GET || req.method() == Method::HEAD {
+            asset
+        } else {
+            method_not_allowed("GET, HEAD")
+        }
     } else if raw == "/metrics" {
         metrics_route(app, &req)
             .await
@@ -142,14 +151,31 @@ async fn api_route(
             only(&req, Method::POST)?;
             post_report(app, req).await
         }
+        ["channels"] => {
+            if let Some(refused) = read_only(app, &req)? {
+                return Ok(refused);
+            }
+            Ok(api::json(StatusCode::OK, &status::fleet(app).await?))
+        }
+        ["nodes"] => {
+            if let Some(refused) = read_only(app, &req)? {
+                return Ok(refused);
+            }
+            let query = node_query(req.uri().query().unwrap_or(""))?;
+            let page = app
+                .db
+                .nodes(query)
+                .await
+                .map_err(|e| ApiError::internal("could not read the nodes", &e))?;
+            Ok(api::json(StatusCode::OK, &page))
+        }
         ["channels", name, action] => {
             let name = &channel_name(name)?;
             match *action {
                 "status" => {
-                    if req.method() != Method::GET && req.method() != Method::HEAD {
-                        return Ok(method_not_allowed("GET, HEAD"));
+                    if let Some(refused) = read_only(app, &req)? {
+                        return Ok(refused);
                     }
-                    auth::require_read(app.status_token.as_ref(), req.headers())?;
                     status::response(app, name).await
                 }
                 "pause" | "resume" => {
@@ -161,6 +187,55 @@ async fn api_route(
         }
         _ => Err(ApiError::not_found("no such API route")),
     }
+}
+
+/// A read guarded by the status token: `Ok(Some(405))` unless GET or HEAD, then the token.
+fn read_only(
+    app: &App,
+    req: &Request<Incoming>,
+) -> Result<Option<Response<ResponseBody>>, ApiError> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Ok(Some(method_not_allowed("GET, HEAD")));
+    }
+    auth::require_read(app.status_token.as_ref(), req.headers()).map(|()| None)
+}
+
+/// Default page size of `GET /v1/nodes`.
+const DEFAULT_NODES_PAGE: u32 = 100;
+
+/// The query of `GET /v1/nodes`: `q` (text the node id contains, ≤ 128 characters),
+/// `limit` (1 to [`db::MAX_NODES_PAGE`], default 100), `offset`; unknown keys are refused.
+fn node_query(raw: &str) -> Result<db::NodeQuery, ApiError> {
+    let mut query = db::NodeQuery {
+        limit: DEFAULT_NODES_PAGE,
+        ..db::NodeQuery::default()
+    };
+    for pair in raw.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        // Forms and URLSearchParams encode a space as '+'.
+        let value = percent_decode_str(&value.replace('+', " "))
+            .decode_utf8()
+            .map_err(|_| ApiError::bad_request(format!("{key} is not UTF-8")))?
+            .into_owned();
+        let number = |min: u64, max: u64| {
+            value
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (min..=max).contains(n))
+                .ok_or_else(|| ApiError::bad_request(format!("{key} must be {min} to {max}")))
+        };
+        match key {
+            "q" if value.chars().count() <= proto::names::MAX_NODE_ID => query.search = value,
+            "q" => return Err(ApiError::bad_request("q is longer than a node id can be")),
+            "limit" => {
+                query.limit = u32::try_from(number(1, u64::from(db::MAX_NODES_PAGE))?)
+                    .unwrap_or(db::MAX_NODES_PAGE);
+            }
+            "offset" => query.offset = number(0, u64::from(u32::MAX))?,
+            _ => return Err(ApiError::bad_request(format!("unknown parameter {key}"))),
+        }
+    }
+    Ok(query)
 }
 
 fn only(req: &Request<Incoming>, method: Method) -> Result<(), ApiError> {

@@ -1,7 +1,9 @@
 //! Channel status (`GET /v1/channels/NAME/status`): the published release (as read, not
 //! verified), whether the channel is paused, nodes per version and the outcomes of the
-//! current release, from the report database.
+//! current release, from the report database; and every channel's status at once
+//! (`GET /v1/channels`, what the dashboard reads).
 use std::collections::BTreeMap;
+use std::time::SystemTime;
 
 use hyper::{Response, StatusCode};
 use serde::Serialize;
@@ -11,7 +13,8 @@ use crate::api::{self, ApiError};
 use crate::app::App;
 use crate::body::ResponseBody;
 use crate::channels::{self, ChannelInfo};
-use crate::db::Failure;
+use crate::db::{self, Failure};
+use crate::httpdate;
 use proto::Pause;
 
 /// The status document of one channel.
@@ -56,6 +59,38 @@ pub struct ReleaseOutcomes {
     pub outcomes: BTreeMap<String, u64>,
     /// Failed and rolled-back nodes with their reasons (newest first, ≤ 100).
     pub failures: Vec<Failure>,
+    /// Reports about this release per hour of the last 24 hours, oldest first; hours
+    /// without reports are left out.
+    pub hourly: Vec<HourCounts>,
+}
+
+/// Reports of one hour, per outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct HourCounts {
+    /// Start of the hour (RFC 3339).
+    pub hour: String,
+    /// Reports per outcome in that hour.
+    pub outcomes: BTreeMap<String, u64>,
+}
+
+/// Every channel's status (`GET /v1/channels`).
+#[derive(Debug, Clone, Serialize)]
+pub struct FleetStatus {
+    /// When the server assembled this (RFC 3339).
+    pub generated_at: String,
+    /// Channels by name, at most [`channels::MAX_LISTED`].
+    pub channels: Vec<ChannelStatus>,
+    /// Channels whose status could not be read, with why.
+    pub errors: Vec<ChannelFailure>,
+}
+
+/// A channel whose status could not be built.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChannelFailure {
+    /// Channel name.
+    pub channel: String,
+    /// What went wrong.
+    pub error: String,
 }
 
 /// Builds the status of `name`; `Ok(None)` when the channel has no metadata file.
@@ -91,6 +126,17 @@ fn assemble(
     version: Option<String>,
     summary: crate::db::Summary,
 ) -> ChannelStatus {
+    // A cached summary may hold hours that have left the window since it was computed.
+    let since = httpdate::unix_seconds(SystemTime::now()) - db::HOURLY_WINDOW_SECS;
+    let hourly = summary
+        .hourly
+        .into_iter()
+        .filter(|(hour, _)| hour + 3600 > since)
+        .map(|(hour, outcomes)| HourCounts {
+            hour: httpdate::rfc3339(hour),
+            outcomes,
+        })
+        .collect();
     ChannelStatus {
         channel: name.to_owned(),
         paused: pause.as_ref().is_some_and(|p| p.paused),
@@ -107,6 +153,7 @@ fn assemble(
             version,
             outcomes: summary.outcomes,
             failures: summary.failures,
+            hourly,
         },
     }
 }
@@ -119,4 +166,29 @@ pub async fn response(app: &App, name: &str) -> Result<Response<ResponseBody>, A
             "no channel {name} in the repository"
         ))),
     }
+}
+
+/// Every listed channel's status, in name order.
+pub async fn fleet(app: &App) -> Result<FleetStatus, ApiError> {
+    let repo = app.repo.path().to_owned();
+    let names = tokio::task::spawn_blocking(move || channels::list(&repo))
+        .await
+        .map_err(|e| ApiError::internal("status worker failed", &e))?
+        .map_err(|e| ApiError::internal("cannot list channels", &e))?;
+    let mut fleet = FleetStatus {
+        generated_at: httpdate::now_rfc3339(),
+        channels: Vec::with_capacity(names.len()),
+        errors: Vec::new(),
+    };
+    for name in names {
+        match build(app, &name).await {
+            Ok(Some(s)) => fleet.channels.push(s),
+            Ok(None) => {}
+            Err(e) => fleet.errors.push(ChannelFailure {
+                channel: name,
+                error: e.message,
+            }),
+        }
+    }
+    Ok(fleet)
 }

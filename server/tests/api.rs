@@ -323,6 +323,105 @@ fn status_page_lists_channels_and_escapes() {
     assert!(!html.contains("<script>"));
 }
 
+#[test]
+fn the_dashboard_allows_only_its_own_script_and_style() {
+    let s = TestServer::start();
+    let page = client().get(s.url("/")).send().unwrap();
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    for directive in [
+        "default-src 'none'",
+        "script-src 'self';",
+        "style-src 'self';",
+    ] {
+        assert!(csp.contains(directive), "{csp}");
+    }
+    assert!(
+        !csp.contains("unsafe"),
+        "no inline script or style, no eval: {csp}"
+    );
+    let html = page.text().unwrap();
+    assert!(html.contains(r#"<script src="/dashboard.js" defer></script>"#));
+    assert!(!html.contains(" style="), "no inline style attribute");
+    for (path, kind) in [
+        ("/dashboard.js", "text/javascript; charset=utf-8"),
+        ("/dashboard.css", "text/css; charset=utf-8"),
+    ] {
+        let r = client().get(s.url(path)).send().unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        assert_eq!(r.headers()["content-type"], kind);
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+        let text = r.text().unwrap();
+        assert!(
+            !text.contains("innerHTML") && !text.contains("eval("),
+            "{path}"
+        );
+    }
+    let posted = client().post(s.url("/dashboard.js")).send().unwrap();
+    assert_eq!(posted.status(), StatusCode::METHOD_NOT_ALLOWED);
+}
+
+fn nodes(s: &TestServer, query: &str) -> Response {
+    client()
+        .get(s.url(&format!("/v1/nodes{query}")))
+        .send()
+        .unwrap()
+}
+
+#[test]
+fn the_node_list_is_searched_and_bounded_by_the_server() {
+    let s = TestServer::start();
+    for node in ["edge-1", "edge-2", "core-1"] {
+        let r = report(node, "1.0.0", "2.0.0", "committed", None);
+        assert_eq!(post_report(&s, &r).status(), StatusCode::CREATED);
+    }
+    let failed = report("edge-1", "2.0.0", "3.0.0", "failed", Some("no space"));
+    assert_eq!(post_report(&s, &failed).status(), StatusCode::CREATED);
+    let page: Value = nodes(&s, "?q=edge&limit=1").json().unwrap();
+    assert_eq!(page["total"], 2);
+    assert_eq!(page["limit"], 1);
+    assert_eq!(
+        page["nodes"],
+        json!([{"node_id": "edge-1", "channel": "stable", "version": "2.0.0",
+                "to_version": "3.0.0", "outcome": "failed", "reason": "no space",
+                "last_seen": page["nodes"][0]["last_seen"]}]),
+        "the node's latest report, newest first"
+    );
+    let next: Value = nodes(&s, "?q=edge&limit=1&offset=1").json().unwrap();
+    assert_eq!(next["nodes"][0]["node_id"], "edge-2");
+    let all: Value = nodes(&s, "").json().unwrap();
+    assert_eq!(
+        (all["total"].clone(), all["limit"].clone()),
+        (json!(3), json!(100))
+    );
+    let long_query = format!("?q={}", "x".repeat(129));
+    for bad in [
+        "?limit=501",
+        "?limit=ten",
+        "?offset=-1",
+        "?order=id",
+        long_query.as_str(),
+    ] {
+        let r = nodes(&s, bad);
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let fleet: Value = client()
+        .get(s.url("/v1/channels"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(fleet["channels"][0]["channel"], "stable");
+    assert_eq!(fleet["channels"][0]["nodes"]["total"], 3);
+    let hourly = &fleet["channels"][0]["current_release"]["hourly"];
+    let committed: u64 = hourly
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["outcomes"]["committed"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(committed, 3, "this hour's reports about 2.0.0: {hourly}");
+}
+
 /// The body of a refused request: exactly `{"error": "…"}`, so an agent can log the reason.
 fn refusal_reason(r: Response, status: StatusCode) -> String {
     assert_eq!(r.status(), status);
@@ -427,6 +526,8 @@ fn status_token_guards_the_page_and_the_status() {
         "/",
         "/v1/channels/stable/status",
         "/v1/channels/nosuch/status",
+        "/v1/channels",
+        "/v1/nodes?q=secret",
     ] {
         for token in [None, Some(REPORT_TOKEN), Some("wrong-token-0123456789")] {
             let mut req = client().get(s.url(path));

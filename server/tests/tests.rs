@@ -3,8 +3,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod api;
+mod browser;
 #[cfg(feature = "cli")]
 mod cli;
+mod dashboard;
 mod files;
 mod hardening;
 mod metrics;

@@ -1,0 +1,275 @@
+// The fleet dashboard (served at /dashboard.js; see src/page.rs). It reads the status API
+// (`GET /v1/channels`, `GET /v1/nodes`) every 10 s and draws what it reads. Every text from
+// the server goes through textContent or an SVG text node: nothing is parsed as HTML.
+// The admin token is kept in sessionStorage and sent only as a bearer token to the
+// pause/resume API of this origin.
+"use strict";
+
+const REFRESH_MS = 10000;
+const TOKEN_KEY = "tandem-admin-token";
+const OUTCOMES = ["installed", "committed", "rolled-back", "failed"];
+const COLORS = { installed: "#2f6fdf", committed: "#1b9e4b", "rolled-back": "#e08a00", failed: "#d62839" };
+const SVG_NS = "http://www.w3.org/2000/svg";
+const FAILURES_SHOWN = 20;
+
+/** An element with attributes and children (strings become text nodes). */
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return node;
+}
+
+/** An SVG element with attributes and an optional text. */
+function svg(tag, attrs, text) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, String(v));
+  if (text !== undefined) node.textContent = String(text);
+  return node;
+}
+
+function adminToken() {
+  return sessionStorage.getItem(TOKEN_KEY) || "";
+}
+
+function setText(id, text, isError) {
+  const node = document.getElementById(id);
+  node.textContent = text;
+  node.classList.toggle("error", Boolean(isError));
+}
+
+/** An API URL on this origin. Built from location.origin, never relative: a page opened as
+ * http://user:token@host/ has a base URL with credentials, which fetch refuses to use; the
+ * browser still sends the credentials it keeps for this origin. */
+function apiUrl(path) {
+  return new URL(path, location.origin).href;
+}
+
+async function getJson(path) {
+  const resp = await fetch(apiUrl(path), { cache: "no-store", credentials: "same-origin" });
+  const body = await resp.json().catch(() => ({}));
+  if (!resp.ok) throw new Error(`${path}: ${resp.status} ${body.error || ""}`);
+  return body;
+}
+
+function releaseText(s) {
+  const r = s.release || {};
+  return [r.product, r.version].filter((x) => x !== undefined && x !== null).join(" ");
+}
+
+function rolloutText(s) {
+  const p = s.rollout && s.rollout.percent;
+  return p === undefined || p === null ? "–" : `${p} %`;
+}
+
+function outcomesText(counts) {
+  return OUTCOMES.map((o) => `${o}: ${(counts && counts[o]) || 0}`).join(", ");
+}
+
+function pauseButton(s) {
+  const action = s.paused ? "resume" : "pause";
+  const button = el("button", { type: "button", class: action, "data-action": action,
+                                 "data-channel": s.channel }, s.paused ? "Resume" : "Pause");
+  button.disabled = !adminToken();
+  button.title = button.disabled ? "enter the admin token above first" : `${action} ${s.channel}`;
+  button.addEventListener("click", () => pauseOrResume(s.channel, action));
+  return button;
+}
+
+function channelRow(s) {
+  const state = s.paused
+    ? el("span", { class: "paused" }, "paused")
+    : el("span", { class: "active" }, "active");
+  if (s.paused && s.pause && s.pause.reason) state.title = s.pause.reason;
+  const first = s.current_release.failures[0];
+  const failure = first ? `${first.node_id} ${first.outcome}: ${first.reason || ""}` : "";
+  const row = el("tr", { "data-channel": s.channel },
+    el("td", {}, s.channel), el("td", { class: "release" }, releaseText(s)),
+    el("td", { class: "num" }, s.metadata_version ?? "–"),
+    el("td", { class: "rollout num" }, rolloutText(s)), el("td", { class: "state" }, state),
+    el("td", { class: "nodes num" }, s.nodes.total),
+    el("td", { class: "outcomes" }, outcomesText(s.current_release.outcomes)),
+    el("td", {}, failure), el("td", {}, pauseButton(s)));
+  return row;
+}
+
+/** Replaces the table's body; each cell is labelled with its column's heading, which the
+ * phone layout shows in front of it when rows become cards. */
+function replaceBody(table, body) {
+  const heads = [...table.tHead.rows[0].cells].map((th) => th.textContent);
+  for (const row of body.rows) {
+    [...row.cells].forEach((td, i) => td.setAttribute("data-label", heads[i] || ""));
+  }
+  table.tBodies[0].replaceWith(body);
+}
+
+function renderChannels(fleet) {
+  const table = document.getElementById("channel-table");
+  const head = table.tHead.rows[0];
+  if (head.cells.length < 9) head.append(el("th", {}, "action"));
+  const body = el("tbody");
+  for (const s of fleet.channels) body.append(channelRow(s));
+  for (const e of fleet.errors) {
+    body.append(el("tr", { "data-channel": e.channel }, el("td", {}, e.channel),
+      el("td", { colspan: "8", class: "error" }, e.error)));
+  }
+  replaceBody(table, body);
+}
+
+/** Horizontal bars: one row per version, the current release marked. */
+function versionChart(s) {
+  const entries = Object.entries(s.nodes.by_version).sort((a, b) => b[1] - a[1]);
+  const max = Math.max(1, ...entries.map((e) => e[1]));
+  const rowH = 26, labelW = 120, barW = 220, width = labelW + barW + 60;
+  const chart = svg("svg", { viewBox: `0 0 ${width} ${Math.max(1, entries.length) * rowH + 4}`,
+                             role: "img", "aria-label": `nodes per version in ${s.channel}` });
+  entries.forEach(([version, count], i) => {
+    const y = i * rowH + 2;
+    const current = version === s.current_release.version;
+    const g = svg("g", { class: "version", "data-version": version, "data-count": count });
+    g.append(svg("text", { x: 0, y: y + 17, "font-size": 13, "font-weight": current ? "bold" : "normal" },
+                 version + (current ? " ★" : "")));
+    g.append(svg("rect", { x: labelW, y: y + 4, height: rowH - 8,
+                           width: Math.max(2, (count / max) * barW), fill: current ? "#1b9e4b" : "#7d8da3" }));
+    g.append(svg("text", { x: labelW + (count / max) * barW + 6, y: y + 17, "font-size": 13 }, count));
+    chart.append(g);
+  });
+  if (!entries.length) chart.append(svg("text", { x: 0, y: 18, "font-size": 13 }, "no reports yet"));
+  return el("div", { class: "panel", "data-channel": s.channel }, el("h3", {}, s.channel), chart);
+}
+
+/** Stacked bars of reports per hour over the last 24 h, oldest left. */
+function outcomeChart(s, now) {
+  const hourMs = 3600 * 1000;
+  const lastHour = Math.floor(now / hourMs) * hourMs;
+  const slots = Array.from({ length: 24 }, (_, i) => ({ start: lastHour - (23 - i) * hourMs, counts: {} }));
+  for (const h of s.current_release.hourly) {
+    const slot = slots.find((x) => x.start === Date.parse(h.hour));
+    if (slot) slot.counts = h.outcomes;
+  }
+  const total = (c) => OUTCOMES.reduce((n, o) => n + (c[o] || 0), 0);
+  const max = Math.max(1, ...slots.map((x) => total(x.counts)));
+  const barW = 14, gap = 2, height = 120, top = 10, bottom = 18, width = 24 * (barW + gap) + 30;
+  const chart = svg("svg", { viewBox: `0 0 ${width} ${height + top + bottom}`, role: "img",
+                             "aria-label": `reports per hour about ${s.current_release.version} in ${s.channel}` });
+  slots.forEach((slot, i) => {
+    let y = top + height;
+    const x = 30 + i * (barW + gap);
+    for (const o of OUTCOMES) {
+      const n = slot.counts[o] || 0;
+      if (!n) continue;
+      const h = (n / max) * height;
+      y -= h;
+      const bar = svg("rect", { x, y, width: barW, height: h, fill: COLORS[o] });
+      bar.append(svg("title", {}, `${new Date(slot.start).toISOString().slice(11, 16)} UTC: ${n} ${o}`));
+      chart.append(bar);
+    }
+    if (i % 6 === 0) {
+      chart.append(svg("text", { x, y: top + height + 14, "font-size": 10 },
+                       new Date(slot.start).toISOString().slice(11, 16)));
+    }
+  });
+  chart.append(svg("text", { x: 0, y: top + 9, "font-size": 10 }, max));
+  chart.append(svg("line", { x1: 28, x2: width, y1: top + height, y2: top + height, stroke: "#999" }));
+  const legend = el("p", { class: "legend" });
+  for (const o of OUTCOMES) {
+    legend.append(el("span", { class: `o-${o}`, "data-outcome": o },
+                     `${o}: ${s.current_release.outcomes[o] || 0}`));
+  }
+  const title = `${s.channel} → ${s.current_release.version ?? "no release"}`;
+  return el("div", { class: "panel", "data-channel": s.channel }, el("h3", {}, title), legend, chart);
+}
+
+function renderCharts(fleet) {
+  const now = Date.parse(fleet.generated_at) || Date.now();
+  document.getElementById("version-charts").replaceChildren(...fleet.channels.map(versionChart));
+  document.getElementById("outcome-charts").replaceChildren(...fleet.channels.map((s) => outcomeChart(s, now)));
+}
+
+function renderFailures(fleet) {
+  const all = fleet.channels.flatMap((s) => s.current_release.failures.map((f) => ({ ...f, channel: s.channel })));
+  all.sort((a, b) => (a.received_at < b.received_at ? 1 : a.received_at > b.received_at ? -1 : 0));
+  const body = el("tbody");
+  for (const f of all.slice(0, FAILURES_SHOWN)) {
+    body.append(el("tr", { "data-node": f.node_id }, el("td", { class: "time" }, f.received_at), el("td", {}, f.channel),
+      el("td", { class: "node" }, f.node_id), el("td", {}, f.outcome), el("td", {}, f.from_version),
+      el("td", { class: "reason" }, f.reason || "")));
+  }
+  if (!all.length) body.append(el("tr", {}, el("td", { colspan: "6" }, "no failures of a current release")));
+  replaceBody(document.getElementById("failure-table"), body);
+}
+
+function renderNodes(page) {
+  const body = el("tbody");
+  for (const n of page.nodes) {
+    body.append(el("tr", { "data-node": n.node_id }, el("td", { class: "node" }, n.node_id),
+      el("td", {}, n.channel), el("td", { class: "version" }, n.version),
+      el("td", { class: "outcome" }, n.outcome), el("td", {}, n.to_version),
+      el("td", { class: "time" }, n.last_seen), el("td", {}, n.reason || "")));
+  }
+  document.getElementById("node-table").tBodies[0].replaceWith(body);
+  const shown = page.nodes.length;
+  setText("node-count", shown < page.total ? `${shown} of ${page.total} nodes (newest first)` : `${page.total} nodes`);
+}
+
+async function refreshNodes() {
+  const q = document.getElementById("node-query").value.trim();
+  const params = new URLSearchParams({ q, limit: "100" });
+  renderNodes(await getJson(`/v1/nodes?${params}`));
+}
+
+async function refresh() {
+  try {
+    const [fleet] = await Promise.all([getJson("/v1/channels"), refreshNodes()]);
+    renderChannels(fleet);
+    renderCharts(fleet);
+    renderFailures(fleet);
+    setText("updated", `updated ${fleet.generated_at}`);
+  } catch (e) {
+    setText("updated", `refresh failed: ${e.message}`, true);
+  }
+}
+
+async function pauseOrResume(channel, action) {
+  const url = apiUrl(`/v1/channels/${encodeURIComponent(channel)}/${action}`);
+  try {
+    const resp = await fetch(url, { method: "POST", headers: { Authorization: `Bearer ${adminToken()}` } });
+    const body = await resp.json().catch(() => ({}));
+    if (!resp.ok) throw new Error(`${resp.status} ${body.error || ""}`);
+    setText("admin-state", `${channel}: ${action}d`);
+  } catch (e) {
+    setText("admin-state", `${action} ${channel} failed: ${e.message}`, true);
+  }
+  await refresh();
+}
+
+function showTokenState() {
+  setText("admin-state", adminToken() ? "admin token kept for this session" : "no admin token: read only");
+  for (const b of document.querySelectorAll("button[data-action]")) b.disabled = !adminToken();
+}
+
+function setup() {
+  document.getElementById("admin-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const input = document.getElementById("admin-token");
+    if (input.value) sessionStorage.setItem(TOKEN_KEY, input.value);
+    input.value = "";
+    showTokenState();
+  });
+  document.getElementById("admin-forget").addEventListener("click", () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    showTokenState();
+  });
+  let pending;
+  const search = () => refreshNodes().catch((e) => setText("node-count", e.message, true));
+  document.getElementById("node-search").addEventListener("submit", (ev) => { ev.preventDefault(); search(); });
+  document.getElementById("node-query").addEventListener("input", () => {
+    clearTimeout(pending);
+    pending = setTimeout(search, 300);
+  });
+  showTokenState();
+  refresh();
+  setInterval(refresh, REFRESH_MS);
+}
+
+document.addEventListener("DOMContentLoaded", setup);

@@ -1,0 +1,260 @@
+//! The dashboard in a real browser: headless Chromium loads `/` from a server holding
+//! reports of 50 nodes, the test reads what the page shows, types the admin token, presses
+//! pause and resume, and checks the channel through the API. Screenshots (desktop and phone
+//! widths) are saved under `target/dashboard/` for a person to look at.
+use std::path::PathBuf;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::browser::Browser;
+use crate::util::{client, TestServer, ADMIN_TOKEN, REPORT_TOKEN};
+
+/// A reason with markup in it: the page must show it as text.
+const MARKUP_REASON: &str = "<img src=x onerror=alert(1)> stalled at chunk 7";
+
+/// 50 nodes: 20 committed 2.0.0 (after installing it), 10 installed it, 5 failed, 5 rolled
+/// back, 10 committed the older 1.0.0. 2.0.0 is the channel's current release.
+fn fleet_reports() -> Vec<Value> {
+    let report = |i: usize, from: &str, to: &str, outcome: &str, reason: Option<String>| {
+        json!({"node_id": format!("node-{i:02}"), "channel": "stable", "from_version": from,
+               "to_version": to, "outcome": outcome, "reason": reason})
+    };
+    let mut reports = Vec::new();
+    for i in 0..50 {
+        match i {
+            0..20 => {
+                reports.push(report(i, "1.0.0", "2.0.0", "installed", None));
+                reports.push(report(i, "1.0.0", "2.0.0", "committed", None));
+            }
+            20..30 => reports.push(report(i, "1.0.0", "2.0.0", "installed", None)),
+            30..34 => {
+                let why = format!("download stalled at chunk {i}");
+                reports.push(report(i, "1.0.0", "2.0.0", "failed", Some(why)));
+            }
+            34 => {
+                let why = Some(MARKUP_REASON.to_owned());
+                reports.push(report(i, "1.0.0", "2.0.0", "failed", why));
+            }
+            35..40 => {
+                let why = format!("health check web failed on node-{i}");
+                reports.push(report(i, "1.0.0", "2.0.0", "rolled-back", Some(why)));
+            }
+            _ => reports.push(report(i, "0.9.0", "1.0.0", "committed", None)),
+        }
+    }
+    reports
+}
+
+fn post_all(s: &TestServer, reports: &[Value]) {
+    for r in reports {
+        let resp = client()
+            .post(s.url("/v1/reports"))
+            .bearer_auth(REPORT_TOKEN)
+            .json(r)
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED, "{r}");
+    }
+}
+
+fn api_paused(s: &TestServer) -> bool {
+    let status: Value = client()
+        .get(s.url("/v1/channels/stable/status"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    status["paused"].as_bool().unwrap()
+}
+
+/// Where screenshots go: `target/dashboard/`, beside the build.
+fn screenshot_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+        .join("dashboard")
+}
+
+/// The trimmed text of the first element matching `selector` ("" when there is none).
+fn text(b: &mut Browser, selector: &str) -> String {
+    let quoted = serde_json::to_string(selector).unwrap();
+    b.eval(&format!(
+        "(document.querySelector({quoted})?.textContent ?? '').trim()"
+    ))
+    .as_str()
+    .unwrap()
+    .to_owned()
+}
+
+fn count(b: &mut Browser, selector: &str) -> u64 {
+    let quoted = serde_json::to_string(selector).unwrap();
+    b.eval(&format!("document.querySelectorAll({quoted}).length"))
+        .as_u64()
+        .unwrap()
+}
+
+/// A phone's viewport in CSS pixels.
+const PHONE: (u32, u32) = (390, 844);
+
+const ROW: &str = r#"#channel-table tr[data-channel="stable"]"#;
+
+/// What the page shows once its script has read the API.
+fn check_what_the_page_shows(b: &mut Browser) {
+    b.wait_for(
+        "document.querySelectorAll('#node-table tbody tr').length === 50",
+        "the node table with 50 nodes",
+    );
+    assert_eq!(text(b, &format!("{ROW} .release")), "demo-os 2.0.0");
+    assert_eq!(text(b, &format!("{ROW} .rollout")), "30 %");
+    assert_eq!(text(b, &format!("{ROW} .state")), "active");
+    assert_eq!(text(b, &format!("{ROW} .nodes")), "50");
+    let bars = "#version-charts g.version";
+    assert_eq!(count(b, bars), 2, "two versions run");
+    assert_eq!(
+        text(
+            b,
+            &format!(r#"{bars}[data-version="2.0.0"] text + rect + text"#)
+        ),
+        "20"
+    );
+    assert_eq!(
+        text(
+            b,
+            &format!(r#"{bars}[data-version="1.0.0"] text + rect + text"#)
+        ),
+        "30"
+    );
+    for (outcome, n) in [
+        ("installed", 10),
+        ("committed", 20),
+        ("failed", 5),
+        ("rolled-back", 5),
+    ] {
+        let shown = text(b, &format!(r#"#outcome-charts [data-outcome="{outcome}"]"#));
+        assert_eq!(shown, format!("{outcome}: {n}"));
+    }
+    assert!(
+        count(b, "#outcome-charts svg rect") >= 2,
+        "hourly bars drawn"
+    );
+    assert_eq!(count(b, "#failure-table tbody tr"), 10);
+    let failure = r#"#failure-table tr[data-node="node-37"]"#;
+    assert_eq!(
+        text(b, &format!("{failure} .reason")),
+        "health check web failed on node-37"
+    );
+    let markup = r#"#failure-table tr[data-node="node-34"] .reason"#;
+    assert_eq!(text(b, markup), MARKUP_REASON, "markup shown as text");
+    assert_eq!(count(b, "main img"), 0, "no element made from a reason");
+    let node = r#"#node-table tr[data-node="node-25"]"#;
+    assert_eq!(text(b, &format!("{node} .version")), "1.0.0");
+    assert_eq!(text(b, &format!("{node} .outcome")), "installed");
+}
+
+/// The search box asks the server: typing narrows the table to the matching nodes.
+fn check_search(b: &mut Browser) {
+    b.type_into("#node-query", "node-4");
+    b.wait_for(
+        "document.querySelectorAll('#node-table tbody tr').length === 10",
+        "the 10 nodes matching node-4",
+    );
+    assert_eq!(text(b, "#node-count"), "10 nodes");
+    assert_eq!(
+        text(b, r#"#node-table tr[data-node="node-42"] .version"#),
+        "1.0.0"
+    );
+}
+
+/// Pause and resume with the mouse, the admin token typed once and kept across a reload.
+fn check_pause_and_resume(b: &mut Browser, s: &TestServer) {
+    let pause = format!(r#"{ROW} button[data-action="pause"]"#);
+    assert_eq!(
+        b.eval(&format!("document.querySelector('{pause}').disabled")),
+        json!(true)
+    );
+    b.type_into("#admin-token", ADMIN_TOKEN);
+    b.click("#admin-keep");
+    b.wait_for(
+        &format!("!document.querySelector('{pause}').disabled"),
+        "an enabled pause button",
+    );
+    b.click(&pause);
+    b.wait_for(
+        &format!("document.querySelector('{ROW} .paused')"),
+        "the channel paused",
+    );
+    assert!(
+        api_paused(s),
+        "the button paused the channel through the API"
+    );
+    b.navigate(&s.url("/"));
+    let resume = format!(r#"{ROW} button[data-action="resume"]"#);
+    b.wait_for(
+        &format!("document.querySelector('{resume}')?.disabled === false"),
+        "a resume button usable with the kept token",
+    );
+    let field = b.eval("document.getElementById('admin-token').value");
+    assert_eq!(field, json!(""), "the token is not shown again");
+    b.click(&resume);
+    b.wait_for(
+        &format!("document.querySelector('{ROW} .active')"),
+        "the channel active",
+    );
+    assert!(
+        !api_paused(s),
+        "the button resumed the channel through the API"
+    );
+}
+
+#[test]
+fn chromium_shows_the_fleet_and_pauses_a_channel() {
+    let s = TestServer::start();
+    post_all(&s, &fleet_reports());
+    let mut b = Browser::launch(1280, 900);
+    b.navigate(&s.url("/"));
+    check_what_the_page_shows(&mut b);
+    let dir = screenshot_dir();
+    b.screenshot(&dir.join("desktop.png"), (1280, 900), false);
+    b.screenshot(&dir.join("phone.png"), PHONE, true);
+    // Wide tables scroll inside their own box; nothing else may stick out of its section.
+    let overflow = "[document.documentElement, ...document.querySelectorAll('header, section')] \
+        .filter(e => e.scrollWidth > e.clientWidth) \
+        .map(e => `${e.tagName} ${e.querySelector('h2')?.textContent ?? ''}: ${e.scrollWidth}`)";
+    b.call(
+        "Emulation.setDeviceMetricsOverride",
+        json!({"width": PHONE.0, "height": PHONE.1, "deviceScaleFactor": 1, "mobile": true}),
+    );
+    assert_eq!(
+        b.eval(overflow),
+        json!([]),
+        "nothing sticks out sideways on a phone"
+    );
+    b.call("Emulation.clearDeviceMetricsOverride", json!({}));
+    check_search(&mut b);
+    check_pause_and_resume(&mut b, &s);
+    assert_eq!(
+        b.errors(),
+        Vec::<String>::new(),
+        "no script error or policy violation"
+    );
+}
+
+#[test]
+fn behind_the_status_token_the_dashboard_reads_with_the_browsers_credentials() {
+    const STATUS_TOKEN: &str = "status-token-for-the-browser-0123";
+    let s = TestServer::start_with(|c| {
+        c.status_token = Some(server::Token::new("status", STATUS_TOKEN).unwrap());
+    });
+    post_all(&s, &fleet_reports()[..3]);
+    let mut b = Browser::launch(1280, 900);
+    // The operator answers the browser's Basic prompt once; the script's requests to this
+    // origin then carry the same credentials.
+    b.navigate(&format!("http://operator:{STATUS_TOKEN}@{}/", s.addr));
+    b.wait_for(
+        "document.querySelectorAll('#node-table tbody tr').length === 2",
+        "the node table read through the status token",
+    );
+    assert_eq!(text(&mut b, &format!("{ROW} .nodes")), "2");
+    assert_eq!(b.errors(), Vec::<String>::new());
+}
