@@ -722,7 +722,7 @@ fn boot_assets_are_signed_listed_verified_and_extracted() {
     ];
     let out = sign_with_assets(&d, &flags);
     assert!(out.status.success(), "{}", d.describe(&flags, &out));
-    assert!(stderr(&out).contains("4 boot assets"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("4 assets"), "{}", stderr(&out));
     let expected: [(&str, &str, &[u8], String); 4] = [
         (
             "kernel",
