@@ -17,9 +17,13 @@ import sys
 
 BLOCK = 4096
 MTIME = 1_700_000_000
-DIRS = ["usr/bin", "usr/sbin", "usr/lib/x86_64-linux-gnu", "usr/lib/python3/dist-packages",
+TOPS = ["usr/bin", "usr/sbin", "usr/lib/x86_64-linux-gnu", "usr/lib/python3/dist-packages",
         "usr/lib/modules/6.1.0/kernel/drivers", "usr/share/doc", "usr/share/locale",
         "usr/share/icons", "usr/libexec", "etc", "opt/vendor/lib", "var/lib/dpkg/info"]
+# A package's files sit together, as in a real root filesystem: 8 packages under each top.
+DIRS = [f"{top}/pkg{i}" for top in TOPS for i in range(8)]
+# New files come with new packages (a build adds a few).
+NEW_DIRS = [f"{top}/newpkg" for top in ("usr/lib/x86_64-linux-gnu", "usr/share/doc", "opt/vendor/lib")]
 
 
 def vocabulary(rng):
@@ -79,11 +83,11 @@ def write(path, data):
     os.utime(path, (MTIME, MTIME))
 
 
-def make_files(root, budget, rng, vocab, prefix):
+def make_files(root, budget, rng, vocab, prefix, dirs):
     done, i = 0, 0
     while done < budget:
         size = min(file_size(rng), budget - done)
-        path = os.path.join(root, rng.choice(DIRS), f"{prefix}{i:05d}")
+        path = os.path.join(root, rng.choice(dirs), f"{prefix}{i:05d}")
         write(path, content(rng, vocab, size))
         done += size
         i += 1
@@ -91,12 +95,13 @@ def make_files(root, budget, rng, vocab, prefix):
 
 def tree(root, budget, seed):
     rng = random.Random(seed)
-    make_files(root, budget, rng, vocabulary(rng), "f")
+    make_files(root, budget, rng, vocabulary(rng), "f", DIRS)
 
 
 def patch(root, new_bytes, seed):
     """3 % of the files, chosen by sorted path: 1 to 4 spans of up to 4 KiB rewritten, and in
-    one file in three an insertion of 100 to 2000 bytes, which shifts the rest of the file."""
+    one file in three an insertion of 100 to 2000 bytes, which shifts the rest of the file;
+    then NEW_BYTES of new files in three new package directories."""
     rng = random.Random(seed)
     vocab = vocabulary(random.Random(seed))
     paths = sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs)
@@ -111,7 +116,7 @@ def patch(root, new_bytes, seed):
             at = rng.randrange(max(1, len(data)))
             data[at:at] = content(rng, vocab, rng.randint(100, 2000))
         write(path, bytes(data))
-    make_files(root, new_bytes, rng, vocab, "new")
+    make_files(root, new_bytes, rng, vocab, "new", NEW_DIRS)
 
 
 def rewrite(image, mode, seed):

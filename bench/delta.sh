@@ -7,10 +7,14 @@
 # Image pairs v1 -> v2, built here deterministically from the seed (bench/delta-images.py):
 #   runs       5 % of the 4 KiB blocks rewritten in 256 KiB runs, same offsets
 #   scattered  5 % of single 4 KiB blocks rewritten, scattered
-#   rebuild    3 % of the files patched, 24 MiB per GiB of image of new files, and the tree
-#              made into a fresh ext4 image with `mke2fs -d` again (file data moves)
+#   rebuild    3 % of the files patched, 24 MiB per GiB of image of new files (in three new
+#              package directories), and the tree made into a fresh ext4 image with
+#              `mke2fs -d` again: the first new file shifts the data of every file after it
 # v1 is one ext4 image (`mke2fs -d`, 4 KiB blocks) ~70 % full of generated system files: text,
 # binaries and incompressible data of varied sizes; runs and scattered rewrite it in place.
+# The file contents are the seed's alone; the order `mke2fs -d` lays files out in is the host
+# filesystem's directory order, so the rebuild's images are the same on the same kind of host
+# filesystem (ext4 here), not everywhere.
 #
 # Contenders, each fetching v2 from http://127.0.0.1:PORT with v1 as the seed:
 #   zsync   `zsyncmake -b 4096` on the publisher, `zsync -i v1.img URL.zsync`
@@ -123,8 +127,10 @@ NGX
 "$NGINX" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" &
 NGINX_PID=$!
 URL="http://127.0.0.1:$PORT"
-for _ in $(seq 1 100); do curl -fsS -o /dev/null "$URL/" 2>/dev/null && break; sleep 0.1; done
-curl -sS -o /dev/null "$URL/" || { echo "nginx did not come up on port $PORT" >&2; cat "$WORK/nginx/error.log" >&2; exit 1; }
+echo up > "$WWW/up"
+chmod -R a+rX "$WWW"
+for _ in $(seq 1 100); do curl -fsS -o /dev/null "$URL/up" 2>/dev/null && break; sleep 0.1; done
+curl -fsS -o /dev/null "$URL/up" || { echo "nginx did not come up on port $PORT" >&2; cat "$WORK/nginx/error.log" >&2; exit 1; }
 
 # wire PREFIX -> "bytes_sent body_bytes requests" over the requests whose URI starts with PREFIX
 wire() {
@@ -239,7 +245,7 @@ mib = int(sys.argv[2])
 titles = {
     "runs": "5 % of 4 KiB blocks rewritten in 256 KiB runs, same offsets",
     "scattered": "5 % of single 4 KiB blocks rewritten, scattered",
-    "rebuild": f"a rebuild: 3 % of files patched, {mib * 24 // 1024} MiB of new files, mke2fs -d again",
+    "rebuild": f"3 % of files patched, {mib * 24 // 1024} MiB of new files, mke2fs -d again",
 }
 mb = lambda b: f"{int(b) / 1e6:9.2f} MB"
 for case, title in titles.items():
@@ -250,11 +256,14 @@ for case, title in titles.items():
     print(f"  {'tool':7} {'bytes on the wire':>22} {'requests':>9} {'time':>9}")
     for tool in ("zsync", "casync", "tandem"):
         _, _, b, n, secs, extra = r[tool]
-        note = {"zsync": f".zsync file {int(extra) / 1e6:.2f} MB",
-                "casync": f".caibx index {int(extra) / 1e6:.2f} MB"}.get(tool, "")
-        if tool == "tandem":
-            fetched, reused, _, _ = extra.split()
-            note = f"updater: payload {int(fetched) / 1e6:.2f} MB fetched, {int(reused) / 1e6:.2f} MB reused"
+        if tool == "zsync":
+            note = f"of which the .zsync file {int(extra) / 1e6:.2f} MB"
+        elif tool == "casync":
+            note = f"of which the .caibx index {int(extra) / 1e6:.2f} MB"
+        else:
+            fetched, reused = (int(x) for x in extra.split()[:2])
+            note = (f"updater: {fetched / 1e6:.2f} MB of chunks fetched, {reused / 1e6:.2f} MB reused"
+                    f" from the active slot; the rest {(int(b) - fetched) / 1e6:.2f} MB")
         print(f"  {tool:7} {int(b):>12} ={mb(b)} {n:>9} {float(secs):8.2f}s  {note}")
     t, z, c = (int(r[k][2]) for k in ("tandem", "zsync", "casync"))
     bundle, zst = (int(x) for x in r["tandem"][5].split()[2:])
