@@ -78,10 +78,11 @@ run() {
 now() { date +%s.%N; }
 
 # --- images -------------------------------------------------------------------------------
-# mkfs TREE IMAGE: a 4 KiB-block ext4 image of MIB MiB holding TREE (fixed UUID and hash seed).
+# mkfs TREE IMAGE: a 4 KiB-block ext4 image of MIB MiB holding TREE (fixed UUID, hash seed and
+# superblock times; inodes keep the files' fixed mtimes, only their ctimes differ between runs).
 mkfs() {
     truncate -s "${MIB}M" "$2"
-    run "$WORK/mkfs.log" "$MKE2FS" -q -F -t ext4 -T default -b 4096 -U 6a1f0c2e-0d2b-4c57-9a55-2b1d0f1e7d10 \
+    run "$WORK/mkfs.log" env E2FSPROGS_FAKE_TIME=1700000000 "$MKE2FS" -q -F -t ext4 -T default -b 4096 -U 6a1f0c2e-0d2b-4c57-9a55-2b1d0f1e7d10 \
         -E hash_seed=0b7c7a0e-3f3a-4d4c-8e0e-6c0b5d1f2a33 -d "$1" "$2"
 }
 IMG="$WORK/images"
