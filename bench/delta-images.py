@@ -9,7 +9,7 @@
 The same arguments give the same bytes (Python's seeded Mersenne Twister); files get a fixed
 mtime so `mke2fs -d` copies the same times. Content kinds, by share of files: text from a
 Zipf-like vocabulary (compresses about 4:1), "binaries" mixing random, low-entropy and zero
-runs (about 2:1), and already-compressed data (random bytes, incompressible).
+runs (about 3:2), and already-compressed data (random bytes, incompressible).
 """
 import os
 import random
