@@ -107,7 +107,8 @@ pub struct InstallOutcome {
     pub target: SlotId,
     pub release: Release,
     pub activated: bool,
-    #[serde(skip)]
+    /// What the write did: chunks written, reused, zeroed, resumed; bytes fetched and reused.
+    #[serde(rename = "write")]
     pub report: WriteReport,
 }
 

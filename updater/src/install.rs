@@ -65,7 +65,7 @@ impl Default for WriteOptions {
 }
 
 /// What the pipeline did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct WriteReport {
     /// Chunks decompressed and written in this run.
     pub chunks_written: u64,

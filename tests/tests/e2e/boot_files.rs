@@ -456,11 +456,21 @@ fn the_binaries_install_a_uki_where_the_loader_reads_it() {
         };
         write_config("a");
         let config_arg = config.display().to_string();
-        s.run(
+        let out = s.stdout(
             "tandem-updater",
-            &["--config", &config_arg, "install", "v2-uki.tandem"],
-            0,
+            &[
+                "--config",
+                &config_arg,
+                "--json",
+                "install",
+                "v2-uki.tandem",
+            ],
         );
+        let out: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(out["target"], "b", "{out}");
+        let bundle_len = std::fs::metadata(s.path("v2-uki.tandem")).unwrap().len();
+        let read = out["write"]["bytes_read"].as_u64().unwrap();
+        assert!(read > 0 && read < bundle_len, "{out}");
         assert_eq!(
             std::fs::read_to_string(s.path("esp/tandem/a/vmlinuz")).unwrap(),
             "factory kernel",
