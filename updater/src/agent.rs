@@ -747,7 +747,7 @@ impl Agent {
             next_boot: self.boot.next_boot()?,
             backend: self.boot.kind().to_string(),
             slots,
-            counters: self.trust.counters(&state)?,
+            counters: self.trust.peek_counters(&state)?,
             state,
         })
     }

@@ -155,9 +155,25 @@ impl TrustStore {
 
     /// The counters, rebuilt from `state` (and stored) when the file is missing or damaged.
     pub fn counters(&self, state: &AgentState) -> Result<Counters> {
+        let (counters, rebuilt) = self.read_counters(state)?;
+        if rebuilt {
+            self.save_counters(&counters)?;
+        }
+        Ok(counters)
+    }
+
+    /// The counters as [`TrustStore::counters`] gives them, without storing a rebuilt copy:
+    /// for `status`, which runs without the state lock and must never write trust.
+    pub fn peek_counters(&self, state: &AgentState) -> Result<Counters> {
+        Ok(self.read_counters(state)?.0)
+    }
+
+    /// The stored counters, or (`true`) ones rebuilt from the state when the file is missing,
+    /// damaged or of an unknown format.
+    fn read_counters(&self, state: &AgentState) -> Result<(Counters, bool)> {
         match self.fs.read(Path::new(COUNTERS_FILE), MAX_COUNTERS_FILE) {
             Ok(bytes) => match serde_json::from_slice::<Counters>(&bytes) {
-                Ok(counters) if counters.format == COUNTERS_FORMAT => return Ok(counters),
+                Ok(counters) if counters.format == COUNTERS_FORMAT => return Ok((counters, false)),
                 Ok(counters) => {
                     tracing::warn!(
                         format = counters.format,
@@ -169,9 +185,7 @@ impl TrustStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io(format!("cannot read {COUNTERS_FILE}"))(e)),
         }
-        let counters = Counters::rebuilt_from(state);
-        self.save_counters(&counters)?;
-        Ok(counters)
+        Ok((Counters::rebuilt_from(state), true))
     }
 
     /// Applies `change` to the counters and stores them when it says it changed something.
@@ -338,6 +352,9 @@ mod tests {
             PathBuf::from("/nonexistent/root.json"),
             Limits::default(),
         );
+        // `status` sees the rebuilt floor without writing trust (it holds no lock).
+        assert_eq!(store.peek_counters(&state).unwrap().security_floor, 7);
+        assert!(store.fs.read(Path::new(COUNTERS_FILE), 1 << 20).is_err());
         assert_eq!(store.counters(&state).unwrap().security_floor, 7);
         // Stored at once: a damaged copy is rebuilt the same way, never from nothing.
         store
