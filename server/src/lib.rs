@@ -36,6 +36,7 @@ pub mod path;
 pub mod range;
 pub mod repo;
 pub mod routes;
+pub mod sendfile;
 pub mod server;
 pub mod status;
 pub mod timed_io;
