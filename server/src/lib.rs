@@ -30,6 +30,7 @@ pub mod db;
 pub mod error;
 pub mod files;
 pub mod httpdate;
+pub mod known;
 pub mod metrics;
 pub mod page;
 pub mod path;

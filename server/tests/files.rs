@@ -266,3 +266,61 @@ fn bodies_stay_intact_on_one_connection_cached_or_not() {
         );
     }
 }
+
+/// Conditional polls of a known file are answered from a `statx` of its path (no open); a
+/// republish by rename, a rewrite in place and a swap for a symlink leading outside must all
+/// be seen by the very next poll.
+#[test]
+fn conditional_polls_see_every_change_at_once() {
+    let s = TestServer::start();
+    let c = client();
+    let url = s.url("/channels/stable.json");
+    let channel = s.repo().join("channels/stable.json");
+    let poll = |etag: &reqwest::header::HeaderValue| {
+        c.get(&url).header(IF_NONE_MATCH, etag).send().unwrap()
+    };
+    let first = c.get(&url).send().unwrap().headers()[ETAG].clone();
+    for _ in 0..3 {
+        let r = poll(&first);
+        assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(r.headers()[ETAG], first);
+        assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
+        assert!(r.headers().contains_key(LAST_MODIFIED));
+    }
+    // Republish as tandem-signer does: a new file renamed over the old one.
+    let tmp = s.repo().join("channels/.stable.json.tmp");
+    std::fs::write(&tmp, channel_doc(2, "3.0.0")).unwrap();
+    std::fs::rename(&tmp, &channel).unwrap();
+    let r = poll(&first);
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "republished: no 304 for the old ETag"
+    );
+    let second = r.headers()[ETAG].clone();
+    assert_ne!(second, first);
+    assert_eq!(r.text().unwrap(), channel_doc(2, "3.0.0"));
+    assert_eq!(poll(&second).status(), StatusCode::NOT_MODIFIED);
+    // Rewritten in place: same inode, new size (and modification time).
+    std::fs::write(&channel, channel_doc(3, "3.0.10")).unwrap();
+    let r = poll(&second);
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "rewritten: no 304 for the old ETag"
+    );
+    let third = r.headers()[ETAG].clone();
+    assert_ne!(third, second);
+    assert_eq!(r.text().unwrap(), channel_doc(3, "3.0.10"));
+    assert_eq!(poll(&third).status(), StatusCode::NOT_MODIFIED);
+    // Swapped for a symlink leading outside the repository: refused, even with the ETag of
+    // the file that was there.
+    let outside = s.root.path().join("outside.json");
+    std::fs::write(&outside, channel_doc(4, "6.6.6")).unwrap();
+    std::fs::remove_file(&channel).unwrap();
+    std::os::unix::fs::symlink(&outside, &channel).unwrap();
+    assert_eq!(poll(&third).status(), StatusCode::FORBIDDEN);
+    // Removed: not found.
+    std::fs::remove_file(&channel).unwrap();
+    assert_eq!(poll(&third).status(), StatusCode::NOT_FOUND);
+}
