@@ -3,13 +3,14 @@
 //!
 //! Nothing here is trusted without a fresh look at the file system: every request stats the
 //! path again, and an entry counts only while that path still leads to the *same inode on the
-//! same device* that `openat2(RESOLVE_BENEATH)` opened ([`crate::repo`]). A channel replaced by
-//! rename is a new inode: the entry no longer applies, the file is opened again (and checked
-//! again). A file rewritten in place keeps its inode but changes size or modification time:
-//! the validators are recomputed from the fresh metadata. So an answer never rests on stale
-//! metadata; the cache only saves the open and the formatting of the validators. And since a
-//! path that now resolves elsewhere (a symlink swapped to point outside, say) reaches another
-//! inode, it is opened — and refused — as before.
+//! same device* that `openat2(RESOLVE_BENEATH)` opened ([`crate::repo`]), unchanged since: same
+//! size, modification and status-change times. A channel replaced by rename is a new inode; a
+//! file rewritten in place has a new size or time; a `chmod` changes the status-change time:
+//! in each case the entry no longer applies and the file is opened (and checked) again, which
+//! refreshes the entry. So an answer never rests on stale metadata; the cache only saves the
+//! open and the formatting of the validators. And a path that now resolves elsewhere (a
+//! symlink swapped to point outside, say) reaches another inode: it is opened — and refused —
+//! as before.
 use std::collections::HashMap;
 use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
@@ -25,8 +26,8 @@ use crate::httpdate;
 /// channel and root files that are polled; bundles are fetched rarely).
 pub const MAX_KNOWN: usize = 4096;
 
-/// What identifies one version of a file: device and inode (which file), size and
-/// modification time to the nanosecond (which version of it).
+/// What identifies one version of a file: device and inode (which file), size, modification
+/// and status-change times to the nanosecond (which version of it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Version {
     /// Device of the file system.
@@ -39,6 +40,10 @@ pub struct Version {
     pub mtime: i64,
     /// Nanoseconds of the modification time.
     pub mtime_nsec: i64,
+    /// Status-change time (`chmod`, `chown`, links, writes), seconds since the epoch.
+    pub ctime: i64,
+    /// Nanoseconds of the status-change time.
+    pub ctime_nsec: i64,
 }
 
 impl Version {
@@ -50,6 +55,8 @@ impl Version {
             size: meta.len(),
             mtime: meta.mtime(),
             mtime_nsec: meta.mtime_nsec(),
+            ctime: meta.ctime(),
+            ctime_nsec: meta.ctime_nsec(),
         }
     }
 
@@ -61,12 +68,9 @@ impl Version {
             size: u64::try_from(st.st_size).unwrap_or(0),
             mtime: st.st_mtime,
             mtime_nsec: i64::try_from(st.st_mtime_nsec).unwrap_or(0),
+            ctime: st.st_ctime,
+            ctime_nsec: i64::try_from(st.st_ctime_nsec).unwrap_or(0),
         }
-    }
-
-    /// Whether both describe the same file (perhaps another version of it).
-    pub fn same_file(&self, other: &Version) -> bool {
-        self.dev == other.dev && self.ino == other.ino
     }
 
     fn modified(&self) -> SystemTime {
@@ -131,16 +135,12 @@ pub struct Known {
 
 impl Known {
     /// The validators of `fresh` (just stat'ed through `rel`) if `rel` was opened beneath the
-    /// repository and led to this same file; `None` means: open it.
+    /// repository and led to this very version of this file; `None` means: open it.
     pub fn get(&self, rel: &Path, fresh: Version) -> Option<Arc<Validators>> {
-        let cached = self.read().get(rel).cloned()?;
-        if cached.version == fresh {
-            return Some(cached);
-        }
-        cached
-            .version
-            .same_file(&fresh)
-            .then(|| self.insert(rel, fresh))
+        self.read()
+            .get(rel)
+            .filter(|cached| cached.version == fresh)
+            .cloned()
     }
 
     /// The validators of `version`, just opened through `rel` beneath the repository; they
@@ -186,6 +186,8 @@ mod tests {
             size,
             mtime,
             mtime_nsec: 5,
+            ctime: mtime,
+            ctime_nsec: 5,
         }
     }
 
@@ -218,19 +220,26 @@ mod tests {
     }
 
     #[test]
-    fn a_file_rewritten_in_place_gets_new_validators() {
+    fn any_change_to_the_file_means_opening_it_again() {
         let known = Known::default();
         let rel = Path::new("root.json");
         let old = known.opened(rel, version(7, 10, 100));
-        let grown = known.get(rel, version(7, 11, 100)).unwrap();
+        assert!(known.get(rel, version(7, 11, 100)).is_none(), "grown");
+        assert!(known.get(rel, version(7, 10, 101)).is_none(), "touched");
+        let chmod = Version {
+            ctime: 101,
+            ..version(7, 10, 100)
+        };
+        assert!(known.get(rel, chmod).is_none(), "status changed");
+        let grown = known.opened(rel, version(7, 11, 100));
         assert_ne!(grown.etag, old.etag);
-        let touched = known.get(rel, version(7, 11, 101)).unwrap();
+        assert!(Arc::ptr_eq(
+            &grown,
+            &known.get(rel, version(7, 11, 100)).unwrap()
+        ));
+        let touched = known.opened(rel, version(7, 11, 101));
         assert_ne!(touched.etag, grown.etag);
         assert_ne!(touched.modified, grown.modified);
-        assert!(Arc::ptr_eq(
-            &touched,
-            &known.get(rel, version(7, 11, 101)).unwrap()
-        ));
     }
 
     #[test]

@@ -219,7 +219,7 @@ impl AsyncWrite for SendfileIo {
         let this = self.get_mut();
         let bufs = match bufs.iter().position(|b| !b.is_empty()) {
             Some(first) => bufs.get(first..).unwrap_or(&[]),
-            None => return Poll::Ready(Ok(0)),
+            None => return Pin::new(&mut this.stream).poll_write_vectored(cx, bufs),
         };
         let plain = bufs
             .iter()
