@@ -1,5 +1,6 @@
 //! Response bodies: nothing, a small in-memory buffer, or a file range streamed in chunks.
-//! A chunk already in the page cache is read inline with `preadv2(RWF_NOWAIT)` (never blocks:
+//! On a plain-TCP connection a chunk already in the page cache is not read at all: it is sent
+//! with `sendfile` ([`crate::sendfile`]). Otherwise (TLS), a chunk in the page cache is read inline with `preadv2(RWF_NOWAIT)` (never blocks:
 //! the kernel answers `EAGAIN` rather than wait for the disk); anything else is read on the
 //! blocking pool. A file body holds at most one chunk in memory; hyper polls for the next only
 //! once its write buffer has drained, so memory per connection stays bounded.
@@ -13,6 +14,8 @@ use std::task::{ready, Context, Poll};
 
 use hyper::body::{Body, Bytes, Frame, SizeHint};
 use tokio::task::JoinHandle;
+
+use crate::sendfile::{self, Pending};
 
 /// Bytes read from a file per chunk.
 pub const FILE_CHUNK: usize = 256 * 1024;
@@ -42,16 +45,20 @@ pub struct FileBody {
     offset: u64,
     remaining: u64,
     pending: Option<JoinHandle<io::Result<Bytes>>>,
+    /// The connection's `sendfile` queue, on plain TCP.
+    zero_copy: Option<Pending>,
 }
 
 impl FileBody {
-    /// Streams `len` bytes of `file` starting at `offset`.
+    /// Streams `len` bytes of `file` starting at `offset`; zero-copy when the current task
+    /// serves a plain-TCP connection ([`Pending::current`]).
     pub fn new(file: File, offset: u64, len: u64) -> Self {
         FileBody {
             file: Arc::new(file),
             offset,
             remaining: len,
             pending: None,
+            zero_copy: Pending::current(),
         }
     }
 
@@ -69,6 +76,9 @@ impl FileBody {
             if self.remaining == 0 {
                 return Poll::Ready(None);
             }
+            if let Some(frame) = self.zero_copy_frame() {
+                return Poll::Ready(Some(self.advance(frame)));
+            }
             let want = usize::try_from(self.remaining).map_or(FILE_CHUNK, |r| r.min(FILE_CHUNK));
             if let Some(cached) = read_cached(&self.file, self.offset, want) {
                 return Poll::Ready(Some(cached.and_then(|b| self.advance(b))));
@@ -78,6 +88,19 @@ impl FileBody {
                 read_chunk(&file, offset, want)
             }));
         }
+    }
+
+    /// A placeholder frame for the next range when it can go out with `sendfile`: plain TCP
+    /// and both ends of the range in the page cache (so `sendfile` on the async worker does not
+    /// wait for the disk; an uncached range is read on the blocking pool instead, which also
+    /// brings it into the cache).
+    fn zero_copy_frame(&self) -> Option<Bytes> {
+        let queue = self.zero_copy.as_ref()?;
+        let want = usize::try_from(self.remaining)
+            .map_or(sendfile::MAX_FRAME, |r| r.min(sendfile::MAX_FRAME));
+        let last = self.offset + want as u64 - 1;
+        (is_cached(&self.file, self.offset) && is_cached(&self.file, last))
+            .then(|| queue.frame(&self.file, self.offset, want))
     }
 
     /// Accounts for a chunk read; a file that shrank under us is an error (the length was
@@ -112,6 +135,16 @@ fn read_cached(file: &File, offset: u64, want: usize) -> Option<io::Result<Bytes
         | Err(rustix::io::Errno::NOSYS) => None,
         Err(e) => Some(Err(e.into())),
     }
+}
+
+/// Whether the byte at `offset` is in the page cache (a one-byte `RWF_NOWAIT` read).
+fn is_cached(file: &File, offset: u64) -> bool {
+    let mut byte = [0u8; 1];
+    let flags = rustix::io::ReadWriteFlags::NOWAIT;
+    matches!(
+        rustix::io::preadv2(file, &mut [io::IoSliceMut::new(&mut byte)], offset, flags),
+        Ok(1)
+    )
 }
 
 /// Reads up to `want` bytes at `offset`; fewer only at end of file.

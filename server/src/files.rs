@@ -2,17 +2,21 @@
 //! `Last-Modified`), conditional requests (304), single `Range` requests (206/416), `HEAD`.
 //!
 //! The strong `ETag` is derived from the inode, size and modification time (to the nanosecond)
-//! of the open file, so nothing is cached between requests: a channel file replaced by rename
-//! (a new inode) is served, with a new `ETag`, on the very next request.
+//! of the file ([`crate::known::Validators`]), so a channel file replaced by rename (a new
+//! inode) is served, with a new `ETag`, on the very next request.
 //!
-//! Trade-off, deliberate: `openat2` and `fstat` ([`crate::repo`]) run inline on the async worker
-//! (microseconds on a local file system, and the 304 path of polling nodes needs nothing
-//! else); file *contents* are read on the blocking pool ([`crate::body::FileBody`]).
+//! A conditional request (the poll of every node) for a file opened before is answered from a
+//! fresh `statx` of its path while that still leads to the same inode ([`crate::known`]): a
+//! 304 needs no open, no `fstat`, no close. Everything else opens the file beneath the
+//! repository (`openat2`, [`crate::repo`]).
+//!
+//! Trade-off, deliberate: `statx`, `openat2` and `fstat` run inline on the async worker
+//! (microseconds on a local file system); file *contents* go out with `sendfile` or are read on
+//! the blocking pool ([`crate::body::FileBody`]).
 use std::fs::{File, Metadata};
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::time::UNIX_EPOCH;
+use std::sync::Arc;
 
 use hyper::header::{
     HeaderValue, ACCEPT_RANGES, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE,
@@ -23,37 +27,9 @@ use hyper::{HeaderMap, Method, Response, StatusCode};
 use crate::api;
 use crate::body::{FileBody, ResponseBody};
 use crate::httpdate;
+use crate::known::{Validators, Version};
 use crate::range::{self, RangeAnswer};
 use crate::repo::{OpenError, Repo};
-
-/// Validators of one version of a file.
-#[derive(Debug, Clone)]
-pub struct Validators {
-    /// Strong entity tag, quoted.
-    pub etag: String,
-    /// Modification time, whole seconds since the epoch.
-    pub modified: i64,
-    /// Modification time as an HTTP date.
-    pub last_modified: String,
-}
-
-impl Validators {
-    /// Validators of a file's metadata.
-    pub fn of(meta: &Metadata) -> Self {
-        let modified_time = meta.modified().unwrap_or(UNIX_EPOCH);
-        Validators {
-            etag: format!(
-                "\"{:x}-{:x}-{:x}.{:x}\"",
-                meta.ino(),
-                meta.len(),
-                meta.mtime(),
-                meta.mtime_nsec()
-            ),
-            modified: httpdate::unix_seconds(modified_time),
-            last_modified: httpdate::format(modified_time),
-        }
-    }
-}
 
 /// Serves `rel` (already checked by [`crate::path::repo_relative`]) from the repository.
 pub fn serve(
@@ -68,12 +44,14 @@ pub fn serve(
             .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return resp;
     }
-    let file = match open_inside(repo, rel) {
+    if let Some(v) = known_unchanged(repo, rel, headers) {
+        return with_validators(empty(StatusCode::NOT_MODIFIED), &v, rel);
+    }
+    let (file, meta) = match open_inside(repo, rel) {
         Ok(found) => found,
         Err(resp) => return *resp,
     };
-    let (file, meta) = file;
-    let v = Validators::of(&meta);
+    let v = repo.known().opened(rel, Version::of(&meta));
     if not_modified(headers, &v) {
         return with_validators(empty(StatusCode::NOT_MODIFIED), &v, rel);
     }
@@ -108,6 +86,16 @@ pub fn serve(
         }
     };
     with_validators(resp, &v, rel)
+}
+
+/// The validators of `rel` when the request is conditional, the file was opened before and
+/// still is the same inode, and its current version matches the condition (so: 304).
+fn known_unchanged(repo: &Repo, rel: &Path, headers: &HeaderMap) -> Option<Arc<Validators>> {
+    if !headers.contains_key(IF_NONE_MATCH) && !headers.contains_key(IF_MODIFIED_SINCE) {
+        return None;
+    }
+    let v = repo.known().get(rel, repo.stat(rel)?)?;
+    not_modified(headers, &v).then_some(v)
 }
 
 /// Opens `rel` beneath the repository; failures are ready-made responses: 404 missing or not
@@ -197,9 +185,9 @@ fn with_validators(
     v: &Validators,
     rel: &Path,
 ) -> Response<ResponseBody> {
-    set(&mut resp, ETAG, &v.etag);
-    set(&mut resp, LAST_MODIFIED, &v.last_modified);
     let h = resp.headers_mut();
+    h.insert(ETAG, v.etag_header.clone());
+    h.insert(LAST_MODIFIED, v.last_modified_header.clone());
     h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     let (ctype, cache) = kind_of(rel);
     h.insert(CONTENT_TYPE, HeaderValue::from_static(ctype));

@@ -17,6 +17,7 @@ use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
 use crate::error::ConfigError;
+use crate::known::{Known, Version};
 
 /// Why a file could not be opened.
 #[derive(Debug)]
@@ -35,6 +36,7 @@ pub struct Repo {
     path: PathBuf,
     dir: File,
     no_openat2: AtomicBool,
+    known: Known,
 }
 
 impl Repo {
@@ -53,12 +55,26 @@ impl Repo {
             path: canonical,
             dir,
             no_openat2: AtomicBool::new(false),
+            known: Known::default(),
         })
     }
 
     /// The canonical repository path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The files opened so far and their validators.
+    pub fn known(&self) -> &Known {
+        &self.known
+    }
+
+    /// The version of the file `rel` leads to now, by a `statx` of the path that follows
+    /// symlinks without confining them: only meaningful compared with a file opened beneath
+    /// the repository ([`Known::get`]). `None` when it cannot be stat'ed (open it to learn why).
+    pub fn stat(&self, rel: &Path) -> Option<Version> {
+        let st = rustix::fs::statat(&self.dir, rel, rustix::fs::AtFlags::empty()).ok()?;
+        Some(Version::of_stat(&st))
     }
 
     /// Opens the regular file `rel` (relative, already validated) beneath the root.

@@ -24,6 +24,7 @@ use crate::httpdate;
 use crate::metrics::Metrics;
 use crate::repo::Repo;
 use crate::routes;
+use crate::sendfile::{self, Pending, SendfileIo};
 use crate::timed_io::TimedIo;
 use crate::tls;
 
@@ -181,7 +182,10 @@ fn http1_builder(limits: &Limits) -> http1::Builder {
         .max_header_size(limits.max_header_bytes)
         .max_buf_size((limits.max_header_bytes * 2).max(64 * 1024))
         .keep_alive(true)
-        .half_close(false);
+        .half_close(false)
+        // Body buffers go to the I/O as they are, never copied into hyper's buffer: no copy,
+        // and what `crate::sendfile` relies on to recognise its placeholders.
+        .writev(true);
     b
 }
 
@@ -196,7 +200,11 @@ async fn connection(
     let _ = stream.set_nodelay(true);
     let stall = ctx.app.limits.write_stall_timeout;
     match ctx.tls.clone() {
-        None => serve_io(ctx, TimedIo::new(stream, stall), peer).await,
+        None => {
+            let pending = Pending::default();
+            let io = TimedIo::new(SendfileIo::new(stream, pending.clone()), stall);
+            sendfile::zero_copy(pending, serve_io(ctx, io, peer)).await;
+        }
         Some(acceptor) => {
             let handshake = ctx.app.limits.header_read_timeout;
             match tokio::time::timeout(handshake, acceptor.accept(stream)).await {

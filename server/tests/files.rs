@@ -227,3 +227,100 @@ fn missing_files_methods_and_layout() {
     assert_eq!(r.status(), StatusCode::OK);
     assert!(r.text().unwrap().contains("\"version\":1"));
 }
+
+/// Drops the file's pages from the page cache (no root needed for clean pages of one's own
+/// file), so the next body is read on the blocking pool rather than sent with `sendfile`.
+fn evict(path: &std::path::Path) {
+    let f = std::fs::File::open(path).unwrap();
+    f.sync_all().unwrap();
+    rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+}
+
+/// On one keep-alive connection, bodies sent with `sendfile` (cached pages, frames of up to
+/// 1 MiB) and bodies read on the blocking pool (evicted pages) follow each other, whole files
+/// and ranges spanning several frames, and every byte arrives in order.
+#[test]
+fn bodies_stay_intact_on_one_connection_cached_or_not() {
+    let s = TestServer::start();
+    let all = bundle_bytes();
+    let c = client();
+    let path = s.repo().join(BUNDLE.trim_start_matches('/'));
+    for round in 0..4 {
+        if round % 2 == 1 {
+            evict(&path);
+        }
+        let whole = c.get(s.url(BUNDLE)).send().unwrap();
+        assert!(whole.bytes().unwrap() == all, "round {round}: whole file");
+        let first = 1000 + round * 4096;
+        let r = c
+            .get(s.url(BUNDLE))
+            .header(RANGE, format!("bytes={first}-"))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+        assert!(r.bytes().unwrap() == all[first..], "round {round}: range");
+        let head = c.head(s.url(BUNDLE)).send().unwrap();
+        assert_eq!(
+            head.headers()[CONTENT_LENGTH],
+            BUNDLE_LEN.to_string().as_str()
+        );
+    }
+}
+
+/// Conditional polls of a known file are answered from a `statx` of its path (no open); a
+/// republish by rename, a rewrite in place and a swap for a symlink leading outside must all
+/// be seen by the very next poll.
+#[test]
+fn conditional_polls_see_every_change_at_once() {
+    let s = TestServer::start();
+    let c = client();
+    let url = s.url("/channels/stable.json");
+    let channel = s.repo().join("channels/stable.json");
+    let poll = |etag: &reqwest::header::HeaderValue| {
+        c.get(&url).header(IF_NONE_MATCH, etag).send().unwrap()
+    };
+    let first = c.get(&url).send().unwrap().headers()[ETAG].clone();
+    for _ in 0..3 {
+        let r = poll(&first);
+        assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(r.headers()[ETAG], first);
+        assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
+        assert!(r.headers().contains_key(LAST_MODIFIED));
+    }
+    // Republish as tandem-signer does: a new file renamed over the old one.
+    let tmp = s.repo().join("channels/.stable.json.tmp");
+    std::fs::write(&tmp, channel_doc(2, "3.0.0")).unwrap();
+    std::fs::rename(&tmp, &channel).unwrap();
+    let r = poll(&first);
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "republished: no 304 for the old ETag"
+    );
+    let second = r.headers()[ETAG].clone();
+    assert_ne!(second, first);
+    assert_eq!(r.text().unwrap(), channel_doc(2, "3.0.0"));
+    assert_eq!(poll(&second).status(), StatusCode::NOT_MODIFIED);
+    // Rewritten in place: same inode, new size (and modification time).
+    std::fs::write(&channel, channel_doc(3, "3.0.10")).unwrap();
+    let r = poll(&second);
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "rewritten: no 304 for the old ETag"
+    );
+    let third = r.headers()[ETAG].clone();
+    assert_ne!(third, second);
+    assert_eq!(r.text().unwrap(), channel_doc(3, "3.0.10"));
+    assert_eq!(poll(&third).status(), StatusCode::NOT_MODIFIED);
+    // Swapped for a symlink leading outside the repository: refused, even with the ETag of
+    // the file that was there.
+    let outside = s.root.path().join("outside.json");
+    std::fs::write(&outside, channel_doc(4, "6.6.6")).unwrap();
+    std::fs::remove_file(&channel).unwrap();
+    std::os::unix::fs::symlink(&outside, &channel).unwrap();
+    assert_eq!(poll(&third).status(), StatusCode::FORBIDDEN);
+    // Removed: not found.
+    std::fs::remove_file(&channel).unwrap();
+    assert_eq!(poll(&third).status(), StatusCode::NOT_FOUND);
+}
