@@ -212,15 +212,29 @@ function renderNodes(page) {
   setText("node-count", shown < page.total ? `${shown} of ${page.total} nodes (newest first)` : `${page.total} nodes`);
 }
 
+/*
+ * Requests of one kind may answer out of order (a periodic refresh sent before a pause or a
+ * search can arrive after it): only the answer to the newest request of its kind is shown.
+ */
+const newest = { fleet: 0, nodes: 0 };
+
+async function getNewest(kind, path) {
+  const ticket = ++newest[kind];
+  const data = await getJson(path);
+  return ticket === newest[kind] ? data : null;
+}
+
 async function refreshNodes() {
   const q = document.getElementById("node-query").value.trim();
   const params = new URLSearchParams({ q, limit: "100" });
-  renderNodes(await getJson(`/v1/nodes?${params}`));
+  const page = await getNewest("nodes", `/v1/nodes?${params}`);
+  if (page) renderNodes(page);
 }
 
 async function refresh() {
   try {
-    const [fleet] = await Promise.all([getJson("/v1/channels"), refreshNodes()]);
+    const [fleet] = await Promise.all([getNewest("fleet", "/v1/channels"), refreshNodes()]);
+    if (!fleet) return;
     renderChannels(fleet);
     renderCharts(fleet);
     renderFailures(fleet);
