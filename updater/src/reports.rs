@@ -209,7 +209,10 @@ mod tests {
         let mut given = report("4.0.0");
         given.id = Some("chosen-id".into());
         queue.push(&given).unwrap();
-        assert_eq!(queue.pending().unwrap()[0].1.id.as_deref(), Some("chosen-id"));
+        assert_eq!(
+            queue.pending().unwrap()[0].1.id.as_deref(),
+            Some("chosen-id")
+        );
     }
 
     #[test]
