@@ -38,9 +38,9 @@ pub mod keys;
 pub mod limits;
 pub mod metadata;
 pub mod mirror;
+pub mod provenance;
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
-pub mod provenance;
 pub mod publish;
 pub mod repo;
 pub mod request;
