@@ -62,10 +62,12 @@ fn assert_seen_by_both(servers: &[TestServer; 2], outcome: &str) {
 #[test]
 fn two_servers_on_one_postgres_see_every_report_once() {
     let pg = Arc::new(PgCluster::start());
-    let servers = [
-        TestServer::start_on(Backend::Postgres(Arc::clone(&pg))),
-        TestServer::start_on(Backend::Postgres(Arc::clone(&pg))),
-    ];
+    // Started at once, both migrate the empty database: the advisory lock lets one do it.
+    let servers = std::thread::scope(|scope| {
+        let start = || TestServer::start_on(Backend::Postgres(Arc::clone(&pg)));
+        let (a, b) = (scope.spawn(start), scope.spawn(start));
+        [a.join().unwrap(), b.join().unwrap()]
+    });
     // Both servers cache the empty summary first: the other's reports must invalidate it.
     for s in &servers {
         assert_eq!(status(s)["nodes"]["total"], 0);
