@@ -28,6 +28,10 @@ missing=()
 for tool in "${!TOOL_PACKAGE[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${TOOL_PACKAGE[$tool]}")
 done
+# The server's PostgreSQL tests start a throwaway cluster with initdb and pg_ctl, which
+# Debian keeps off PATH in /usr/lib/postgresql/VERSION/bin.
+pg_tools() { compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null; }
+pg_tools || missing+=(postgresql)
 if ((${#missing[@]})); then
   echo "test.sh: installing missing packages: ${missing[*]}" >&2
   SUDO=""
@@ -39,6 +43,7 @@ fi
 for tool in "${!TOOL_PACKAGE[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || { echo "test.sh: $tool is still missing after install" >&2; exit 1; }
 done
+pg_tools || { echo "test.sh: PostgreSQL (initdb) is still missing after install" >&2; exit 1; }
 
 
 # The real-boot test (QEMU + OVMF + systemd-boot/GRUB): its packages and a Debian kernel.

@@ -15,6 +15,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(Report::from_json(&json), Ok(report));
     }
     let cleaned = Report {
+        id: None,
         node_id: "node-1".into(),
         channel: "stable".into(),
         from_version: "1.0.0".into(),

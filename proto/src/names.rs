@@ -10,12 +10,17 @@ pub const MAX_NAME: usize = 64;
 pub const MAX_SEGMENT: usize = 160;
 /// Longest node id.
 pub const MAX_NODE_ID: usize = 128;
+/// Longest report id.
+pub const MAX_REPORT_ID: usize = 64;
 
 /// The product and channel name rule, for messages.
 pub const NAME_RULE: &str =
     "1 to 64 characters of A-Z a-z 0-9 . _ + -, starting with a letter or digit";
 /// The node id rule, for messages.
 pub const NODE_ID_RULE: &str = "1 to 128 characters of A-Z a-z 0-9 . _ : -";
+/// The report id rule, for messages.
+pub const REPORT_ID_RULE: &str =
+    "1 to 64 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit";
 
 /// Why a name was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +83,14 @@ pub fn check_path_segment(value: &str) -> Result<(), NameError> {
 pub fn check_node_id(value: &str) -> Result<(), NameError> {
     check("node_id", value, MAX_NODE_ID, NODE_ID_RULE, |c| {
         c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')
+    })
+}
+
+/// A report id ([`REPORT_ID_RULE`]): chosen by the agent, unique per node, so the server
+/// stores a retried report once.
+pub fn check_report_id(value: &str) -> Result<(), NameError> {
+    check("id", value, MAX_REPORT_ID, REPORT_ID_RULE, |c| {
+        c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
     })
 }
 

@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::names::{check_name, check_node_id};
+use crate::names::{check_name, check_node_id, check_report_id};
 
 /// Longest version string.
 pub const MAX_VERSION: usize = 64;
@@ -73,6 +73,10 @@ impl FromStr for Outcome {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Report {
+    /// The agent's id for this report ([`crate::names::REPORT_ID_RULE`]), the same on every
+    /// retry: the server stores one report per (node, id). Agents before it send none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     /// The node's stable identifier ([`crate::names::NODE_ID_RULE`]).
     pub node_id: String,
     /// Channel the node follows.
@@ -100,6 +104,9 @@ impl Report {
     /// Checks every field's length and alphabet.
     pub fn validate(&self) -> Result<(), String> {
         check_node_id(&self.node_id).map_err(|e| e.to_string())?;
+        if let Some(id) = &self.id {
+            check_report_id(id).map_err(|e| e.to_string())?;
+        }
         check_name("channel", &self.channel).map_err(|e| e.to_string())?;
         check_version("from_version", &self.from_version)?;
         check_version("to_version", &self.to_version)?;
@@ -162,6 +169,17 @@ mod tests {
         .unwrap();
         assert_eq!(r.outcome, Outcome::RolledBack);
         assert_eq!(r.reason.as_deref(), Some("health"));
+        assert_eq!(r.id, None, "an agent from before report ids");
+        let with_id = Report::from_json(
+            br#"{"id":"n-1.42_a","node_id":"n-1","channel":"stable","from_version":"1","to_version":"2","outcome":"installed"}"#,
+        )
+        .unwrap();
+        assert_eq!(with_id.id.as_deref(), Some("n-1.42_a"));
+        let too_long = format!(
+            r#"{{"id":"{}","node_id":"n","channel":"s","from_version":"1","to_version":"2","outcome":"installed"}}"#,
+            "a".repeat(65)
+        );
+        assert!(Report::from_json(too_long.as_bytes()).is_err());
     }
 
     #[test]
@@ -174,6 +192,9 @@ mod tests {
             r#"{"node_id":"n","channel":"../x","from_version":"1","to_version":"2","outcome":"installed"}"#,
             r#"{"node_id":"n","channel":"stable","from_version":"1 ","to_version":"2","outcome":"installed"}"#,
             r#"{"node_id":"n","channel":"stable","to_version":"2","outcome":"installed"}"#,
+            r#"{"id":"","node_id":"n","channel":"s","from_version":"1","to_version":"2","outcome":"installed"}"#,
+            r#"{"id":"a/b","node_id":"n","channel":"s","from_version":"1","to_version":"2","outcome":"installed"}"#,
+            r#"{"id":7,"node_id":"n","channel":"s","from_version":"1","to_version":"2","outcome":"installed"}"#,
             r#"{"node_id":"n","channel":"s","from_version":"1","to_version":"2","outcome":"failed","reason":"a\u0000b"}"#,
             r#"{"node_id":"n","channel":"s","from_version":"1","to_version":"2","outcome":"failed","reason":"evil\u202egnp.exe"}"#,
             "not json",
@@ -191,6 +212,7 @@ mod tests {
     fn a_cleaned_reason_is_accepted() {
         let hostile = format!("line one\nline two \u{202e}\u{0}{}", "é".repeat(2000));
         let report = Report {
+            id: None,
             node_id: "n".into(),
             channel: "stable".into(),
             from_version: "1".into(),

@@ -188,8 +188,11 @@ pub struct Config {
     pub repo: PathBuf,
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// Directory for `tandem.db` (created if missing).
+    /// Directory for `tandem.db` (created if missing), unless `database_url` is set.
     pub data_dir: PathBuf,
+    /// Keep reports in this PostgreSQL database (a `postgres://` URL or `key=value`
+    /// settings) instead of SQLite in `data_dir`.
+    pub database_url: Option<String>,
     /// Serve HTTPS with these files; plain HTTP when `None`.
     pub tls: Option<TlsFiles>,
     /// Token nodes present to `POST /v1/reports`; reports are refused (403) without one.
@@ -212,6 +215,7 @@ impl Config {
             repo: repo.into(),
             listen,
             data_dir: data_dir.into(),
+            database_url: None,
             tls: None,
             report_token: None,
             admin_token: None,

@@ -113,9 +113,29 @@ pub enum DbError {
         /// Underlying error.
         source: rusqlite::Error,
     },
-    /// A query failed.
+    /// An SQLite statement failed.
     #[error("database query failed: {0}")]
     Query(#[from] rusqlite::Error),
+    /// A PostgreSQL statement failed, or the connection did.
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// The `--database` URL does not parse.
+    #[error("database URL: {0}")]
+    Url(String),
+    /// No PostgreSQL connection could be had from the pool.
+    #[error("PostgreSQL connection: {0}")]
+    Pool(String),
+    /// A stored value is not of the type the server wrote there.
+    #[error("unexpected value in the database: {0}")]
+    Decode(String),
+    /// The database was migrated by a newer server than this one.
+    #[error("the database schema is at version {current}; this server knows up to {latest}")]
+    SchemaTooNew {
+        /// The database's version.
+        current: i64,
+        /// The newest this server knows.
+        latest: i64,
+    },
     /// A database worker task panicked or the lock was poisoned (file a bug).
     #[error("database worker failed: {0}")]
     Worker(String),

@@ -350,6 +350,7 @@ mod tests {
     fn invented_versions_cannot_grow_the_series_without_bound() {
         let metrics = Metrics::default();
         let report = |version: usize| Report {
+            id: None,
             node_id: "n".into(),
             channel: "stable".into(),
             from_version: "1".into(),

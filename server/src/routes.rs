@@ -9,7 +9,7 @@
 //! | `/dashboard.js`, `/dashboard.css`, `/dashboard.svg` | GET, HEAD | – | the dashboard's script, style and icon (no data) |
 //! | `/v1/channels` | GET, HEAD | status token, if set | 200 every channel's status JSON; 401 |
 //! | `/v1/nodes?q=&limit=&offset=` | GET, HEAD | status token, if set | 200 one page of nodes' latest reports; 400, 401 |
-//! | `/v1/reports` | POST | report token | 201 `{"id"}`; 400, 401, 403, 408, 413, 415 |
+//! | `/v1/reports` | POST | report token | 201 `{"id"}`; 200 `{"id"}` of the first copy for a report id the node already sent; 400, 401, 403, 408, 413, 415 |
 //! | `/v1/channels/NAME/status` | GET, HEAD | status token, if set | 200 status JSON; 400, 401, 404 |
 //! | `/metrics` | GET, HEAD | status token, if set | OpenMetrics text ([`crate::metrics`]); 401 |
 //! | `/v1/channels/NAME/pause` | POST | admin token | 200 pause JSON; 400, 401, 403, 404 |
@@ -266,12 +266,8 @@ fn channel_name(raw: &str) -> Result<String, ApiError> {
     Ok(decoded.into_owned())
 }
 
-#[derive(Serialize)]
-struct Stored {
-    id: i64,
-}
-
-/// `POST /v1/reports`: token, content type, size, then JSON; stored only when all pass.
+/// `POST /v1/reports`: token, content type, size, then JSON; stored only when all pass, and
+/// once per (node, report id): a retry is answered 200 with the first copy's id, not counted.
 async fn post_report(
     app: &App,
     req: Request<Incoming>,
@@ -285,13 +281,16 @@ async fn post_report(
     .await?;
     let report = Report::from_json(&body).map_err(ApiError::bad_request)?;
     let now = httpdate::unix_seconds(SystemTime::now());
-    let id = app
+    let stored = app
         .db
         .insert(report.clone(), now)
         .await
         .map_err(|e| ApiError::internal("could not store the report", &e))?;
+    if !stored.new {
+        return Ok(api::json(StatusCode::OK, &stored));
+    }
     app.metrics.report(&report);
-    Ok(api::json(StatusCode::CREATED, &Stored { id }))
+    Ok(api::json(StatusCode::CREATED, &stored))
 }
 
 /// Optional body of a pause request.

@@ -53,7 +53,10 @@ impl Server {
         config.retention.validate()?;
         let repo = Repo::open(&config.repo)?;
         let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
-        let db = Db::open(&config.data_dir)?;
+        let db = match &config.database_url {
+            Some(url) => Db::connect(url).await?,
+            None => Db::open(&config.data_dir)?,
+        };
         prune(&db, &config.retention).await?;
         let listener = TcpListener::bind(config.listen)
             .await

@@ -3,7 +3,20 @@ use reqwest::blocking::{Body, Response};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::util::{client, TestServer, ADMIN_TOKEN, REPORT_TOKEN};
+use crate::util::{client, on_both_backends, Backend, TestServer, ADMIN_TOKEN, REPORT_TOKEN};
+
+on_both_backends!(
+    reports_are_aggregated_in_status,
+    a_retried_report_is_stored_once,
+    bad_or_missing_token_is_refused,
+    malformed_reports_are_refused,
+    status_page_lists_channels_and_escapes,
+    the_node_list_is_searched_and_bounded_by_the_server,
+    reasons_with_hidden_characters_are_refused_with_the_cause,
+    channel_names_follow_the_signers_rule,
+    old_and_surplus_reports_are_pruned_at_start,
+    reports_are_pruned_while_serving,
+);
 
 fn report(node: &str, from: &str, to: &str, outcome: &str, reason: Option<&str>) -> Value {
     let mut r = json!({"node_id": node, "channel": "stable", "from_version": from,
@@ -53,9 +66,8 @@ fn assert_refused(s: &TestServer, r: Response, status: StatusCode) {
     assert_eq!(s.stored_reports(), 0, "nothing stored");
 }
 
-#[test]
-fn reports_are_aggregated_in_status() {
-    let s = TestServer::start();
+fn reports_are_aggregated_in_status(backend: Backend) {
+    let s = TestServer::start_on(backend);
     let reports = [
         report("n1", "1.0.0", "2.0.0", "installed", None),
         report("n1", "1.0.0", "2.0.0", "committed", None),
@@ -104,9 +116,43 @@ fn reports_are_aggregated_in_status() {
     assert_eq!(failures[1]["reason"], "health check web failed");
 }
 
-#[test]
-fn bad_or_missing_token_is_refused() {
-    let s = TestServer::start();
+/// A report posted again with the same id (the agent retrying after a lost answer) is
+/// answered 200 with the first copy's id and stored once; the first POST answers 201.
+fn a_retried_report_is_stored_once(backend: Backend) {
+    let s = TestServer::start_on(backend);
+    let mut body = report("n1", "1.0.0", "2.0.0", "committed", None);
+    body["id"] = json!("0f3a9c.retry-1");
+    let first = post_report(&s, &body);
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first: Value = first.json().unwrap();
+    for _ in 0..2 {
+        let again = post_report(&s, &body);
+        assert_eq!(again.status(), StatusCode::OK);
+        assert_eq!(again.json::<Value>().unwrap()["id"], first["id"]);
+    }
+    assert_eq!(s.stored_reports(), 1);
+    let st = status(&s);
+    assert_eq!(st["nodes"]["total"], 1);
+    assert_eq!(st["current_release"]["outcomes"]["committed"], 1);
+    let hourly: u64 = st["current_release"]["hourly"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["outcomes"]["committed"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(hourly, 1, "one report counted: {st}");
+    body["id"] = json!("bad/id");
+    assert_refused_kept(&s, post_report(&s, &body));
+}
+
+/// A refused report (400) leaves the one stored report alone.
+fn assert_refused_kept(s: &TestServer, r: Response) {
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(s.stored_reports(), 1);
+}
+
+fn bad_or_missing_token_is_refused(backend: Backend) {
+    let s = TestServer::start_on(backend);
     let good = report("n1", "1.0.0", "2.0.0", "committed", None);
     let r = client()
         .post(s.url("/v1/reports"))
@@ -161,9 +207,8 @@ fn oversize_body_is_refused() {
     assert_refused(&s, r, StatusCode::PAYLOAD_TOO_LARGE);
 }
 
-#[test]
-fn malformed_reports_are_refused() {
-    let s = TestServer::start();
+fn malformed_reports_are_refused(backend: Backend) {
+    let s = TestServer::start_on(backend);
     let mut unknown = report("n1", "1.0.0", "2.0.0", "committed", None);
     unknown["extra"] = json!(1);
     for body in [
@@ -295,9 +340,8 @@ fn pause_needs_the_admin_token_and_a_real_channel() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
 
-#[test]
-fn status_page_lists_channels_and_escapes() {
-    let s = TestServer::start();
+fn status_page_lists_channels_and_escapes(backend: Backend) {
+    let s = TestServer::start_on(backend);
     let evil = report(
         "n9",
         "1.0.0",
@@ -367,9 +411,8 @@ fn nodes(s: &TestServer, query: &str) -> Response {
         .unwrap()
 }
 
-#[test]
-fn the_node_list_is_searched_and_bounded_by_the_server() {
-    let s = TestServer::start();
+fn the_node_list_is_searched_and_bounded_by_the_server(backend: Backend) {
+    let s = TestServer::start_on(backend);
     for node in ["edge-1", "edge-2", "core-1"] {
         let r = report(node, "1.0.0", "2.0.0", "committed", None);
         assert_eq!(post_report(&s, &r).status(), StatusCode::CREATED);
@@ -432,9 +475,8 @@ fn refusal_reason(r: Response, status: StatusCode) -> String {
     object["error"].as_str().unwrap().to_owned()
 }
 
-#[test]
-fn reasons_with_hidden_characters_are_refused_with_the_cause() {
-    let s = TestServer::start();
+fn reasons_with_hidden_characters_are_refused_with_the_cause(backend: Backend) {
+    let s = TestServer::start_on(backend);
     for (reason, code_point) in [
         ("disk\u{0}full", "U+0000"),
         ("health \u{202e}exe.txt", "U+202E"),
@@ -459,9 +501,8 @@ fn reasons_with_hidden_characters_are_refused_with_the_cause() {
     assert!(!s.repo().join("channels/stable.pause").exists());
 }
 
-#[test]
-fn channel_names_follow_the_signers_rule() {
-    let s = TestServer::start();
+fn channel_names_follow_the_signers_rule(backend: Backend) {
+    let s = TestServer::start_on(backend);
     let channel = "Edge+fips";
     std::fs::write(
         s.repo().join(format!("channels/{channel}.json")),
@@ -578,30 +619,33 @@ fn admin_routes_take_no_basic_credentials() {
     assert!(!s.repo().join("channels/stable.pause").exists());
 }
 
-/// Writes reports straight into the database of a server not yet started.
-fn seed_reports(data_dir: &std::path::Path, rows: &[(&str, i64)]) {
-    server::db::Db::open(data_dir).unwrap();
-    let conn = rusqlite::Connection::open(data_dir.join("tandem.db")).unwrap();
-    for (node, received_at) in rows {
-        conn.execute(
-            "INSERT INTO reports (received_at, node_id, channel, from_version, to_version, outcome)
-             VALUES (?1, ?2, 'stable', '1.0.0', '2.0.0', 'committed')",
-            rusqlite::params![received_at, node],
-        )
+/// Stores reports received at the given times in the database of a server not yet started.
+fn seed_reports(config: &server::Config, rows: &[(&str, i64)]) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
         .unwrap();
-    }
+    rt.block_on(async {
+        let db = match &config.database_url {
+            Some(url) => server::db::Db::connect(url).await.unwrap(),
+            None => server::db::Db::open(&config.data_dir).unwrap(),
+        };
+        for (node, received_at) in rows {
+            let report = serde_json::from_value(report(node, "1.0.0", "2.0.0", "committed", None));
+            db.insert(report.unwrap(), *received_at).await.unwrap();
+        }
+    });
 }
 
-#[test]
-fn old_and_surplus_reports_are_pruned_at_start() {
+fn old_and_surplus_reports_are_pruned_at_start(backend: Backend) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
     let day = 24 * 3600;
-    let s = TestServer::start_with(|c| {
+    let s = TestServer::start_on_with(backend, |c| {
         seed_reports(
-            &c.data_dir,
+            c,
             &[
                 ("ancient", 946_684_800),
                 ("n1", now - 3 * day),
@@ -617,9 +661,8 @@ fn old_and_surplus_reports_are_pruned_at_start() {
     assert_eq!(status(&s)["nodes"]["total"], 3, "n2, n3 and n4 are kept");
 }
 
-#[test]
-fn reports_are_pruned_while_serving() {
-    let s = TestServer::start_with(|c| {
+fn reports_are_pruned_while_serving(backend: Backend) {
+    let s = TestServer::start_on_with(backend, |c| {
         c.retention.max_rows = 2;
         c.retention.interval = std::time::Duration::from_millis(100);
     });

@@ -16,7 +16,8 @@ fn binary_serves_and_stops_on_sigterm() {
     std::fs::write(&token_file, "file-token-0123456789\n").unwrap();
     let status_token_file = fixture.root.path().join("status.token");
     std::fs::write(&status_token_file, "status-token-0123456789\n").unwrap();
-    let mut child = Command::new(BIN)
+    let mut command = Command::new(BIN);
+    command
         .args(["serve", "--listen", "127.0.0.1:0", "--repo"])
         .arg(fixture.repo())
         .arg("--data")
@@ -28,22 +29,8 @@ fn binary_serves_and_stops_on_sigterm() {
         .args(["--report-max-age", "30days", "--report-max-rows", "1000"])
         .env_remove("TANDEM_REPORT_TOKEN")
         .env_remove("TANDEM_STATUS_TOKEN")
-        .env_remove("TANDEM_ADMIN_TOKEN")
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = lines
-        .by_ref()
-        .take(20)
-        .map_while(Result::ok)
-        .find_map(|l| {
-            l.split("listening on http://")
-                .nth(1)
-                .map(|a| a.trim().to_owned())
-        })
-        .expect("listening line");
+        .env_remove("TANDEM_ADMIN_TOKEN");
+    let (mut child, addr) = spawn_listening(&mut command);
     let r = crate::util::client()
         .get(format!("http://{addr}/root.json"))
         .send()
@@ -86,6 +73,81 @@ fn binary_serves_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "clean exit: {status}");
+}
+
+/// Starts the server `command` describes; the child and the address it logs it listens on.
+/// Its log is read (and dropped) until it exits.
+fn spawn_listening(command: &mut Command) -> (std::process::Child, String) {
+    let mut child = command
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = lines
+        .by_ref()
+        .take(20)
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.split("listening on http://")
+                .nth(1)
+                .map(|a| a.trim().to_owned())
+        })
+        .expect("listening line");
+    // Keep reading: a closed pipe would fail the server's later log writes.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, addr)
+}
+
+#[test]
+fn database_flag_keeps_reports_in_postgres_migrated_at_start() {
+    let pg = crate::util::PgCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = TestServer::start();
+    let conflicting = Command::new(BIN)
+        .args(["serve", "--repo"])
+        .arg(fixture.repo())
+        .args(["--data", "x", "--database", &pg.url()])
+        .output()
+        .unwrap();
+    assert!(
+        !conflicting.status.success(),
+        "--data or --database, not both"
+    );
+    let unreachable = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--repo"])
+        .arg(fixture.repo())
+        .arg("--database")
+        .arg(format!("host={} user=postgres", dir.path().display()))
+        .output()
+        .unwrap();
+    assert!(!unreachable.status.success());
+    let err = String::from_utf8_lossy(&unreachable.stderr);
+    assert!(err.contains("PostgreSQL"), "{err}");
+    let (mut child, addr) = spawn_listening(
+        Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--repo"])
+            .arg(fixture.repo())
+            .args(["--database", &pg.url()])
+            .env("TANDEM_REPORT_TOKEN", "file-token-0123456789")
+            .env_remove("TANDEM_STATUS_TOKEN")
+            .env_remove("TANDEM_ADMIN_TOKEN"),
+    );
+    let versions = pg.query_ints("SELECT version FROM schema_version ORDER BY version");
+    let r = crate::util::client()
+        .post(format!("http://{addr}/v1/reports"))
+        .bearer_auth("file-token-0123456789")
+        .json(
+            &serde_json::json!({"id": "r1", "node_id": "n", "channel": "stable",
+                                  "from_version": "1", "to_version": "2", "outcome": "installed"}),
+        )
+        .send()
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(versions, [1, 2]);
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(pg.query_ints("SELECT COUNT(*) FROM reports"), [1]);
 }
 
 #[test]

@@ -10,4 +10,5 @@ mod dashboard;
 mod files;
 mod hardening;
 mod metrics;
+mod shared_db;
 mod util;

@@ -1,10 +1,12 @@
 //! Test harness: a fresh repository and data directory per test, an in-process server on
-//! 127.0.0.1:0 running on its own runtime thread, and raw-socket helpers for requests a normal
-//! client would refuse to send.
+//! 127.0.0.1:0 running on its own runtime thread, raw-socket helpers for requests a normal
+//! client would refuse to send, and a throwaway PostgreSQL cluster for the tests that run on
+//! both report stores ([`Backend`], [`on_both_backends!`]).
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::process::Command;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -21,6 +23,203 @@ pub struct TestServer {
     pub root: TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
+    /// Dropped after the server has stopped (it may hold the PostgreSQL cluster).
+    backend: Backend,
+}
+
+/// The report store a test server uses.
+#[derive(Clone)]
+pub enum Backend {
+    /// `DATA/tandem.db`, the default.
+    Sqlite,
+    /// A PostgreSQL cluster, possibly shared by several servers.
+    Postgres(Arc<PgCluster>),
+}
+
+impl Backend {
+    /// A fresh PostgreSQL cluster of its own.
+    pub fn postgres() -> Backend {
+        Backend::Postgres(Arc::new(PgCluster::start()))
+    }
+
+    /// Points `config` at this store.
+    pub fn configure(&self, config: &mut Config) {
+        if let Backend::Postgres(pg) = self {
+            config.database_url = Some(pg.url());
+        }
+    }
+}
+
+/// Generates one `#[test]` per backend for each listed `fn name(backend: Backend)`:
+/// `sqlite::name` and `postgres::name`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test]
+            fn $name() {
+                super::$name($crate::util::Backend::Sqlite)
+            })*
+        }
+        mod postgres {
+            $(#[test]
+            fn $name() {
+                super::$name($crate::util::Backend::postgres())
+            })*
+        }
+    };
+}
+pub(crate) use on_both_backends;
+
+/// A PostgreSQL cluster in a temporary directory, listening only on a Unix socket there (no
+/// port to collide with another test); stopped when dropped. As root, its programs run as
+/// the `postgres` user (PostgreSQL refuses root). A missing PostgreSQL fails the test:
+/// `scripts/test.sh` installs Debian's `postgresql`.
+pub struct PgCluster {
+    dir: TempDir,
+    bin: PathBuf,
+    as_postgres: bool,
+}
+
+impl PgCluster {
+    pub fn start() -> PgCluster {
+        let bin = pg_bin_dir().expect(
+            "PostgreSQL (initdb, pg_ctl) is missing: apt-get install postgresql \
+             (scripts/test.sh installs it)",
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let as_postgres = rustix::process::geteuid().is_root();
+        if as_postgres {
+            let uid = Command::new("id")
+                .args(["-u", "postgres"])
+                .output()
+                .unwrap();
+            let uid: u32 = String::from_utf8_lossy(&uid.stdout).trim().parse().unwrap();
+            std::os::unix::fs::chown(dir.path(), Some(uid), None).unwrap();
+        }
+        let cluster = PgCluster {
+            dir,
+            bin,
+            as_postgres,
+        };
+        let data = cluster.dir.path().join("data");
+        cluster.run(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+        );
+        let options = format!(
+            "-k {} -c listen_addresses= -c fsync=off -c max_connections=200",
+            cluster.dir.path().display()
+        );
+        let log = cluster.dir.path().join("log");
+        cluster.run(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "-o",
+                &options,
+                "start",
+            ],
+        );
+        cluster
+    }
+
+    /// The connection settings of its `postgres` database.
+    pub fn url(&self) -> String {
+        format!(
+            "host={} user=postgres dbname=postgres",
+            self.dir.path().display()
+        )
+    }
+
+    /// Runs `sql` and returns the first column of each row as an integer.
+    pub fn query_ints(&self, sql: &str) -> Vec<i64> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let rows = client.query(sql, &[]).await.unwrap();
+            rows.iter().map(|r| r.get::<_, i64>(0)).collect()
+        })
+    }
+
+    fn command(&self, tool: &str) -> Command {
+        let program = self.bin.join(tool);
+        if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
+            c
+        } else {
+            Command::new(program)
+        }
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let out = self.command(tool).args(args).output().unwrap();
+        let log = std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default();
+        assert!(
+            out.status.success(),
+            "{tool} failed: {}\n{}\n{log}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = self
+            .command("pg_ctl")
+            .args([
+                "-D",
+                data.to_str().unwrap_or(""),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ])
+            .output();
+    }
+}
+
+/// Where `initdb` and `pg_ctl` are: on `PATH`, else Debian's versioned directory (newest).
+fn pg_bin_dir() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .find(|d| d.join("initdb").is_file() && d.join("pg_ctl").is_file())
+    });
+    on_path.or_else(|| {
+        let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .flatten()
+            .filter_map(|e| {
+                let version = e.file_name().to_str()?.parse().ok()?;
+                Some((version, e.path().join("bin")))
+            })
+            .filter(|(_, bin)| bin.join("initdb").is_file())
+            .collect();
+        versions.sort();
+        versions.pop().map(|(_, bin)| bin)
+    })
 }
 
 /// Deterministic, non-repeating-looking bytes.
@@ -80,6 +279,16 @@ impl TestServer {
 
     /// Starts a server with both tokens, short timeouts, and `tweak` applied.
     pub fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_on_with(Backend::Sqlite, tweak)
+    }
+
+    /// Starts a server keeping its reports in `backend`.
+    pub fn start_on(backend: Backend) -> Self {
+        Self::start_on_with(backend, |_| {})
+    }
+
+    /// [`Self::start_with`] on `backend`.
+    pub fn start_on_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Self {
         let root = tempfile::tempdir().unwrap();
         let repo = make_repo(root.path());
         let mut config = Config::new(
@@ -92,6 +301,7 @@ impl TestServer {
         config.limits.header_read_timeout = Duration::from_secs(2);
         config.limits.body_read_timeout = Duration::from_secs(2);
         config.limits.shutdown_grace = Duration::from_secs(2);
+        backend.configure(&mut config);
         tweak(&mut config);
         let (addr_tx, addr_rx) = mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -120,6 +330,7 @@ impl TestServer {
             root,
             stop: Some(stop),
             thread: Some(thread),
+            backend,
         }
     }
 
@@ -133,9 +344,15 @@ impl TestServer {
 
     /// Reports stored in the database.
     pub fn stored_reports(&self) -> i64 {
-        let conn = rusqlite::Connection::open(self.root.path().join("data/tandem.db")).unwrap();
-        conn.query_row("SELECT COUNT(*) FROM reports", [], |r| r.get(0))
-            .unwrap()
+        const COUNT: &str = "SELECT COUNT(*) FROM reports";
+        match &self.backend {
+            Backend::Sqlite => {
+                let conn =
+                    rusqlite::Connection::open(self.root.path().join("data/tandem.db")).unwrap();
+                conn.query_row(COUNT, [], |r| r.get(0)).unwrap()
+            }
+            Backend::Postgres(pg) => pg.query_ints(COUNT)[0],
+        }
     }
 
     /// Sends raw bytes on a fresh connection and returns everything read until EOF.

@@ -320,7 +320,9 @@ impl<'a> Daemon<'a> {
         if self.token.is_none() {
             return;
         }
+        // The queue gives the report its id.
         let report = self.agent.node_id().map(|node_id| Report {
+            id: None,
             node_id,
             channel: self.server.channel.clone(),
             from_version: from.to_owned(),

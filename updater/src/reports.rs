@@ -40,7 +40,8 @@ impl ReportQueue {
         ReportQueue { fs }
     }
 
-    /// Durably queues `report`.
+    /// Durably queues `report`, giving it a random id if it has none: the id is stored with
+    /// it, so every retry sends the same one and the server keeps the report once.
     pub fn push(&self, report: &Report) -> Result<()> {
         let dir = Path::new(QUEUE_DIR);
         self.fs
@@ -51,7 +52,11 @@ impl ReportQueue {
             .last()
             .and_then(|n| n.trim_end_matches(".json").parse::<u64>().ok())
             .map_or(0, |n| n + 1);
-        let bytes = serde_json::to_vec(report)
+        let report = Report {
+            id: report.id.clone().or_else(|| Some(new_report_id())),
+            ..report.clone()
+        };
+        let bytes = serde_json::to_vec(&report)
             .map_err(|e| Error::io("cannot encode a report")(std::io::Error::other(e)))?;
         self.fs
             .write_atomic(&dir.join(format!("{next:012}.json")), &bytes)
@@ -121,6 +126,11 @@ impl ReportQueue {
     }
 }
 
+/// 128 random bits in hex: unique per node without keeping a counter across reinstalls.
+fn new_report_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
 fn path_of(name: &str) -> PathBuf {
     Path::new(QUEUE_DIR).join(name)
 }
@@ -132,6 +142,7 @@ mod tests {
 
     fn report(to: &str) -> Report {
         Report {
+            id: None,
             node_id: "node-1".into(),
             channel: "stable".into(),
             from_version: "1.0.0".into(),
@@ -167,6 +178,41 @@ mod tests {
         assert_eq!(left, ["3.0.0", "4.0.0"]);
         assert_eq!(queue.flush(|_| Ok(Delivery::Accepted)).unwrap(), 2);
         assert!(queue.pending().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_retried_report_keeps_the_id_it_was_queued_with() {
+        let queue = ReportQueue::new(Arc::new(MemFs::new()));
+        queue.push(&report("2.0.0")).unwrap();
+        queue.push(&report("3.0.0")).unwrap();
+        let mut sent_ids = Vec::new();
+        for _ in 0..2 {
+            queue
+                .flush(|r| {
+                    sent_ids.push(r.id.clone());
+                    Err(Error::usage("server down"))
+                })
+                .unwrap();
+        }
+        let mut accepted = Vec::new();
+        queue
+            .flush(|r| {
+                accepted.push(r.id.clone());
+                Ok(Delivery::Accepted)
+            })
+            .unwrap();
+        let first = sent_ids[0].clone().unwrap();
+        assert!(proto::names::check_report_id(&first).is_ok(), "{first}");
+        assert_eq!(sent_ids, [Some(first.clone()), Some(first.clone())]);
+        assert_eq!(accepted[0].as_deref(), Some(first.as_str()));
+        assert_ne!(accepted[0], accepted[1], "each report has its own id");
+        let mut given = report("4.0.0");
+        given.id = Some("chosen-id".into());
+        queue.push(&given).unwrap();
+        assert_eq!(
+            queue.pending().unwrap()[0].1.id.as_deref(),
+            Some("chosen-id")
+        );
     }
 
     #[test]

@@ -39,6 +39,11 @@ pub struct Serve {
     /// /var/lib/tandem-server].
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
+    /// Keep reports in this PostgreSQL database instead (postgres://USER@HOST:PORT/DB, or
+    /// `host=/run/postgresql dbname=tandem`); several servers may share one. The schema is
+    /// migrated at start. Plain connections only: a Unix socket or a trusted network.
+    #[arg(long, value_name = "URL", conflicts_with = "data")]
+    database: Option<String>,
     /// TLS certificate chain, PEM (serves HTTPS; needs --tls-key).
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -82,6 +87,7 @@ impl Serve {
         let limits = self.limits()?;
         let data = self.data.unwrap_or_else(default_data_dir);
         let mut config = Config::new(self.repo, self.listen, data);
+        config.database_url = self.database;
         config.tls = self
             .tls_cert
             .zip(self.tls_key)

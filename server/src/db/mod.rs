@@ -1,24 +1,33 @@
-//! The report store: one SQLite database (`DATA/tandem.db`, WAL mode) owned behind a mutex;
-//! every call runs on tokio's blocking pool so the async workers never wait on SQLite.
+//! The report store: an embedded SQLite database (`DATA/tandem.db`, the default) or a
+//! PostgreSQL database shared by several servers (`--database postgres://…`). The report
+//! logic here is written once against [`store::Store`]; the two backends differ only in
+//! placeholders, migrations ([`schema`]) and how a cached summary is known to be current.
 //!
 //! Schema: `reports(id, received_at, node_id, channel, from_version, to_version, outcome,
-//! reason)`, appended to and pruned by [`Retention`] (by age and by row count). Aggregates
-//! use each node's *latest* report in a channel.
+//! reason, report_id)`, appended to and pruned by [`Retention`] (by age and by row count).
+//! A report with an id is stored once per (node, id): a retried POST finds the first row.
+//! Aggregates use each node's *latest* report in a channel.
 //!
-//! A channel's [`Summary`] is computed once and then served from memory until a report for
-//! that channel arrives (or a pruning deletes rows): a dashboard polling the status costs no
-//! query. This holds because this process is the database's only writer.
+//! A channel's [`Summary`] is computed once and then served from memory while the channel's
+//! [`store::Stamp`] is unchanged: with SQLite (this process the only writer) the stamp is
+//! kept in memory and a cache hit costs no query; with PostgreSQL it is one primary-key
+//! lookup, so reports stored by another server invalidate this server's cache too.
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
 use crate::config::Retention;
 use crate::error::DbError;
 use proto::{Outcome, Report};
+
+pub mod postgres;
+pub mod schema;
+pub mod sqlite;
+pub mod store;
+
+use store::{Row, Stamp, Store, Val};
 
 /// Most failures listed per channel status.
 pub const MAX_FAILURES_LISTED: u32 = 100;
@@ -27,36 +36,31 @@ pub const MAX_NODES_PAGE: u32 = 500;
 /// The window of [`Summary::hourly`]: the last 24 hours.
 pub const HOURLY_WINDOW_SECS: i64 = 24 * 3600;
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS reports (
-    id           INTEGER PRIMARY KEY AUTOINCREMENT,
-    received_at  INTEGER NOT NULL,
-    node_id      TEXT NOT NULL,
-    channel      TEXT NOT NULL,
-    from_version TEXT NOT NULL,
-    to_version   TEXT NOT NULL,
-    outcome      TEXT NOT NULL,
-    reason       TEXT
-);
-CREATE INDEX IF NOT EXISTS reports_channel_node ON reports(channel, node_id, id);
-CREATE INDEX IF NOT EXISTS reports_received_at ON reports(received_at);
-";
-
-/// Summaries by channel, with the release each was computed for. Filled and invalidated only
-/// while the connection lock is held, so a summary computed before an insert is never stored
-/// after that insert's invalidation.
-type SummaryCache = Arc<Mutex<HashMap<String, (Option<String>, Summary)>>>;
+/// A cached summary: the release it was computed for and the channel's stamp read before.
+type Cached = (Option<String>, Stamp, Summary);
+/// Cached summaries by channel.
+type SummaryCache = Arc<Mutex<HashMap<String, Cached>>>;
 
 /// Handle on the report database; cheap to clone.
 #[derive(Clone)]
 pub struct Db {
-    conn: Arc<Mutex<Connection>>,
+    store: Store,
     summaries: SummaryCache,
 }
 
 /// The cache, also after a panic elsewhere: a map of finished entries stays usable.
-fn locked(cache: &SummaryCache) -> MutexGuard<'_, HashMap<String, (Option<String>, Summary)>> {
+fn locked(cache: &SummaryCache) -> MutexGuard<'_, HashMap<String, Cached>> {
     cache.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Where a report went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Stored {
+    /// Its row id.
+    pub id: i64,
+    /// `false` when the node had already sent this report (same id): nothing was added.
+    #[serde(skip)]
+    pub new: bool,
 }
 
 /// A failed or rolled-back node of the current release.
@@ -136,41 +140,63 @@ pub struct NodePage {
 }
 
 impl Db {
-    /// Opens (creating if needed) `data_dir/tandem.db`.
+    /// Opens (creating if needed) the SQLite database `data_dir/tandem.db` and migrates it.
     pub fn open(data_dir: &Path) -> Result<Db, DbError> {
         std::fs::create_dir_all(data_dir).map_err(|source| DbError::DataDir {
             path: data_dir.to_owned(),
             source,
         })?;
-        let path = data_dir.join("tandem.db");
-        let conn = open_conn(&path).map_err(|source| DbError::Open { path, source })?;
-        Ok(Db {
-            conn: Arc::new(Mutex::new(conn)),
-            summaries: SummaryCache::default(),
-        })
+        let sqlite = sqlite::Sqlite::open(&data_dir.join("tandem.db"))?;
+        Ok(Db::with_store(Store::Sqlite(sqlite)))
     }
 
-    /// Stores a (validated) report; returns its id.
-    pub async fn insert(&self, report: Report, received_at: i64) -> Result<i64, DbError> {
-        let cache = Arc::clone(&self.summaries);
-        self.with_conn(move |c| {
-            c.execute(
-                "INSERT INTO reports (received_at, node_id, channel, from_version, to_version, outcome, reason)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    received_at,
-                    report.node_id,
-                    report.channel,
-                    report.from_version,
-                    report.to_version,
-                    report.outcome.as_str(),
-                    report.reason
-                ],
-            )?;
-            locked(&cache).remove(&report.channel);
-            Ok(c.last_insert_rowid())
-        })
-        .await
+    /// Connects to the PostgreSQL database at `url` and migrates it.
+    pub async fn connect(url: &str) -> Result<Db, DbError> {
+        let pg = postgres::Postgres::connect(url).await?;
+        Ok(Db::with_store(Store::Postgres(pg)))
+    }
+
+    fn with_store(store: Store) -> Db {
+        Db {
+            store,
+            summaries: SummaryCache::default(),
+        }
+    }
+
+    /// Stores a (validated) report received at `received_at` (Unix seconds). A report whose
+    /// id this node already sent is not stored again: the first one's row is returned.
+    pub async fn insert(&self, report: Report, received_at: i64) -> Result<Stored, DbError> {
+        // Twice at most: a first row pruned between the insert and the look-up is gone, and
+        // the second insert stores the report.
+        for _ in 0..2 {
+            let params = vec![
+                received_at.into(),
+                report.node_id.clone().into(),
+                report.channel.clone().into(),
+                report.from_version.clone().into(),
+                report.to_version.clone().into(),
+                report.outcome.as_str().into(),
+                report.reason.clone().into(),
+                report.id.clone().into(),
+            ];
+            if let Some(id) = self.store.insert_report(&report.channel, params).await? {
+                return Ok(Stored { id, new: true });
+            }
+            let first = self
+                .store
+                .query(
+                    "SELECT id FROM reports WHERE node_id = $1 AND report_id = $2",
+                    vec![report.node_id.clone().into(), report.id.clone().into()],
+                )
+                .await?;
+            if let Some(row) = first.first() {
+                return Ok(Stored {
+                    id: row.int(0)?,
+                    new: false,
+                });
+            }
+        }
+        Err(DbError::Decode("a repeated report vanished twice".into()))
     }
 
     /// Aggregates of `channel`, with outcomes of `release` (the current version) if given.
@@ -179,25 +205,24 @@ impl Db {
         channel: String,
         release: Option<String>,
     ) -> Result<Summary, DbError> {
-        if let Some((_, hit)) = locked(&self.summaries)
+        // Read before computing: a report stored meanwhile changes the stamp, so a summary
+        // that may miss it is never served as current.
+        let stamp = self.store.stamp(&channel).await?;
+        if let Some((_, _, hit)) = locked(&self.summaries)
             .get(&channel)
-            .filter(|(cached_for, _)| *cached_for == release)
+            .filter(|(cached_for, at, _)| *cached_for == release && *at == stamp)
         {
             return Ok(hit.clone());
         }
-        let cache = Arc::clone(&self.summaries);
-        self.with_conn(move |c| {
-            let summary = summarize(c, &channel, release.as_deref())?;
-            locked(&cache).insert(channel, (release, summary.clone()));
-            Ok(summary)
-        })
-        .await
+        let summary = summarize(&self.store, &channel, release.as_deref()).await?;
+        locked(&self.summaries).insert(channel, (release, stamp, summary.clone()));
+        Ok(summary)
     }
 
     /// The latest report of each node in each channel whose id contains `query.search`,
     /// newest first, one page of at most [`MAX_NODES_PAGE`] rows.
     pub async fn nodes(&self, query: NodeQuery) -> Result<NodePage, DbError> {
-        self.with_conn(move |c| list_nodes(c, &query)).await
+        list_nodes(&self.store, &query).await
     }
 
     /// Deletes what `retention` does not keep at time `now` (Unix seconds): reports older
@@ -206,77 +231,53 @@ impl Db {
         let age = i64::try_from(retention.max_age.as_secs()).unwrap_or(i64::MAX);
         let cutoff = now.saturating_sub(age);
         let keep = i64::try_from(retention.max_rows).unwrap_or(i64::MAX);
-        let cache = Arc::clone(&self.summaries);
-        self.with_conn(move |c| {
-            let old = c.execute("DELETE FROM reports WHERE received_at < ?1", [cutoff])?;
-            let surplus = c.execute(
+        let old = self
+            .store
+            .execute(
+                "DELETE FROM reports WHERE received_at < $1",
+                vec![cutoff.into()],
+            )
+            .await?;
+        let surplus = self
+            .store
+            .execute(
                 "DELETE FROM reports WHERE id <=
-                   (SELECT id FROM reports ORDER BY id DESC LIMIT 1 OFFSET ?1)",
-                [keep],
-            )?;
-            if old + surplus > 0 {
-                locked(&cache).clear();
-            }
-            Ok((old + surplus) as u64)
-        })
-        .await
+                   (SELECT id FROM reports ORDER BY id DESC LIMIT 1 OFFSET $1)",
+                vec![keep.into()],
+            )
+            .await?;
+        if old + surplus > 0 {
+            self.store.touch_all().await?;
+        }
+        Ok(old + surplus)
     }
 
     /// Number of stored reports (for tests and the page).
     pub async fn count(&self) -> Result<u64, DbError> {
-        self.with_conn(|c| {
-            let n: Option<i64> = c
-                .query_row("SELECT COUNT(*) FROM reports", [], |r| r.get(0))
-                .optional()?;
-            Ok(n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
-        })
-        .await
+        let rows = self
+            .store
+            .query("SELECT COUNT(*) FROM reports", Vec::new())
+            .await?;
+        rows.first().map_or(Ok(0), |r| r.count(0))
     }
-
-    async fn with_conn<T, F>(&self, f: F) -> Result<T, DbError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
-    {
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            let guard = conn
-                .lock()
-                .map_err(|_| DbError::Worker("database lock poisoned".into()))?;
-            f(&guard).map_err(DbError::Query)
-        })
-        .await
-        .map_err(|e| DbError::Worker(e.to_string()))?
-    }
-}
-
-fn open_conn(path: &PathBuf) -> Result<Connection, rusqlite::Error> {
-    let conn = Connection::open(path)?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    conn.execute_batch(SCHEMA)?;
-    Ok(conn)
 }
 
 /// Each node's latest report in a channel.
 const LATEST: &str =
     "SELECT r.node_id, r.from_version, r.to_version, r.outcome, r.reason, r.received_at
      FROM reports r
-     JOIN (SELECT node_id, MAX(id) AS id FROM reports WHERE channel = ?1 GROUP BY node_id) l
+     JOIN (SELECT node_id, MAX(id) AS id FROM reports WHERE channel = $1 GROUP BY node_id) l
        ON r.id = l.id";
 
-fn summarize(
-    c: &Connection,
+async fn summarize(
+    store: &Store,
     channel: &str,
     release: Option<&str>,
-) -> Result<Summary, rusqlite::Error> {
+) -> Result<Summary, DbError> {
     let mut summary = Summary::default();
-    let mut stmt = c.prepare_cached(LATEST)?;
-    let mut rows = stmt.query([channel])?;
-    while let Some(row) = rows.next()? {
-        let outcome = outcome_of(row.get(3)?);
-        let running = running_version(outcome, row.get(1)?, row.get(2)?);
+    for row in store.query(LATEST, vec![channel.into()]).await? {
+        let outcome = outcome_of(row.text(3)?);
+        let running = running_version(outcome, row.text(1)?, row.text(2)?);
         summary.nodes += 1;
         *summary.by_version.entry(running).or_default() += 1;
     }
@@ -284,10 +285,10 @@ fn summarize(
         summary.outcomes.insert(o.as_str().to_owned(), 0);
     }
     if let Some(release) = release {
-        release_outcomes(c, channel, release, &mut summary)?;
+        release_outcomes(store, channel, release, &mut summary).await?;
         let since = crate::httpdate::unix_seconds(std::time::SystemTime::now())
             .saturating_sub(HOURLY_WINDOW_SECS);
-        summary.hourly = hourly_outcomes(c, channel, release, since)?;
+        summary.hourly = hourly_outcomes(store, channel, release, since).await?;
     }
     Ok(summary)
 }
@@ -308,100 +309,111 @@ fn running_version(outcome: Outcome, from_version: String, to_version: String) -
 }
 
 /// Reports about `release` since `since` (Unix seconds), per hour and outcome.
-fn hourly_outcomes(
-    c: &Connection,
+async fn hourly_outcomes(
+    store: &Store,
     channel: &str,
     release: &str,
     since: i64,
-) -> Result<BTreeMap<i64, BTreeMap<String, u64>>, rusqlite::Error> {
-    let mut stmt = c.prepare_cached(
-        "SELECT received_at / 3600 * 3600 AS hour, outcome, COUNT(*) FROM reports
-         WHERE channel = ?1 AND to_version = ?2 AND received_at >= ?3
-         GROUP BY hour, outcome",
-    )?;
-    let mut rows = stmt.query(params![channel, release, since])?;
+) -> Result<BTreeMap<i64, BTreeMap<String, u64>>, DbError> {
+    let rows = store
+        .query(
+            "SELECT received_at / 3600 * 3600 AS hour, outcome, COUNT(*) FROM reports
+             WHERE channel = $1 AND to_version = $2 AND received_at >= $3
+             GROUP BY hour, outcome",
+            vec![channel.into(), release.into(), since.into()],
+        )
+        .await?;
     let mut hourly: BTreeMap<i64, BTreeMap<String, u64>> = BTreeMap::new();
-    while let Some(row) = rows.next()? {
-        let outcome = outcome_of(row.get(1)?);
-        let count = u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0);
+    for row in rows {
+        let outcome = outcome_of(row.text(1)?);
         *hourly
-            .entry(row.get(0)?)
+            .entry(row.int(0)?)
             .or_default()
             .entry(outcome.as_str().to_owned())
-            .or_default() += count;
+            .or_default() += row.count(2)?;
     }
     Ok(hourly)
 }
 
+/// The latest report id of each (channel, node) pair whose node id contains `$1` (all
+/// when empty). `replace` is the substring test both dialects share, and takes no pattern.
+macro_rules! matching_sql {
+    () => {
+        "SELECT MAX(id) AS id FROM reports
+         WHERE $1 = '' OR replace(node_id, $1, '') <> node_id GROUP BY channel, node_id"
+    };
+}
+
 /// Each (channel, node) pair's latest report matching the search, newest first.
-fn list_nodes(c: &Connection, query: &NodeQuery) -> Result<NodePage, rusqlite::Error> {
-    const MATCHING: &str = "SELECT MAX(id) AS id FROM reports
-         WHERE ?1 = '' OR instr(node_id, ?1) > 0 GROUP BY channel, node_id";
-    let limit = query.limit.min(MAX_NODES_PAGE);
-    let offset = i64::try_from(query.offset).unwrap_or(i64::MAX);
-    let total: i64 = c.query_row(
-        &format!("SELECT COUNT(*) FROM ({MATCHING})"),
-        [&query.search],
-        |r| r.get(0),
-    )?;
-    let mut stmt = c.prepare_cached(&format!(
+async fn list_nodes(store: &Store, query: &NodeQuery) -> Result<NodePage, DbError> {
+    const TOTAL: &str = concat!("SELECT COUNT(*) FROM (", matching_sql!(), ") m");
+    const PAGE: &str = concat!(
         "SELECT r.node_id, r.channel, r.from_version, r.to_version, r.outcome, r.reason,
                 r.received_at
-         FROM reports r JOIN ({MATCHING}) l ON r.id = l.id
-         ORDER BY r.id DESC LIMIT ?2 OFFSET ?3"
-    ))?;
-    let mut rows = stmt.query(params![query.search, limit, offset])?;
-    let mut nodes = Vec::new();
-    while let Some(row) = rows.next()? {
-        let outcome = outcome_of(row.get(4)?);
-        let to_version: String = row.get(3)?;
-        nodes.push(NodeRow {
-            node_id: row.get(0)?,
-            channel: row.get(1)?,
-            version: running_version(outcome, row.get(2)?, to_version.clone()),
-            to_version,
-            outcome,
-            reason: row.get(5)?,
-            last_seen: crate::httpdate::rfc3339(row.get(6)?),
-        });
-    }
+         FROM reports r JOIN (",
+        matching_sql!(),
+        ") l ON r.id = l.id ORDER BY r.id DESC LIMIT $2 OFFSET $3"
+    );
+    let limit = query.limit.min(MAX_NODES_PAGE);
+    let offset = i64::try_from(query.offset).unwrap_or(i64::MAX);
+    let search = Val::from(query.search.as_str());
+    let total = store.query(TOTAL, vec![search.clone()]).await?;
+    let rows = store
+        .query(PAGE, vec![search, i64::from(limit).into(), offset.into()])
+        .await?;
     Ok(NodePage {
-        total: u64::try_from(total).unwrap_or(0),
+        total: total.first().map_or(Ok(0), |r| r.count(0))?,
         offset: query.offset,
         limit,
-        nodes,
+        nodes: rows.iter().map(node_row).collect::<Result<_, _>>()?,
+    })
+}
+
+fn node_row(row: &Row) -> Result<NodeRow, DbError> {
+    let outcome = outcome_of(row.text(4)?);
+    let to_version = row.text(3)?;
+    Ok(NodeRow {
+        node_id: row.text(0)?,
+        channel: row.text(1)?,
+        version: running_version(outcome, row.text(2)?, to_version.clone()),
+        to_version,
+        outcome,
+        reason: row.opt_text(5)?,
+        last_seen: crate::httpdate::rfc3339(row.int(6)?),
     })
 }
 
 /// Latest outcome per node among reports about `release`, and its failures.
-fn release_outcomes(
-    c: &Connection,
+async fn release_outcomes(
+    store: &Store,
     channel: &str,
     release: &str,
     summary: &mut Summary,
-) -> Result<(), rusqlite::Error> {
-    let mut stmt = c.prepare_cached(
-        "SELECT r.node_id, r.from_version, r.outcome, r.reason, r.received_at
-         FROM reports r
-         JOIN (SELECT node_id, MAX(id) AS id FROM reports
-               WHERE channel = ?1 AND to_version = ?2 GROUP BY node_id) l
-           ON r.id = l.id
-         ORDER BY r.id DESC",
-    )?;
-    let mut rows = stmt.query(params![channel, release])?;
-    while let Some(row) = rows.next()? {
-        let outcome = outcome_of(row.get(2)?);
+) -> Result<(), DbError> {
+    let rows = store
+        .query(
+            "SELECT r.node_id, r.from_version, r.outcome, r.reason, r.received_at
+             FROM reports r
+             JOIN (SELECT node_id, MAX(id) AS id FROM reports
+                   WHERE channel = $1 AND to_version = $2 GROUP BY node_id) l
+               ON r.id = l.id
+             ORDER BY r.id DESC",
+            vec![channel.into(), release.into()],
+        )
+        .await?;
+    for row in rows {
+        let outcome = outcome_of(row.text(2)?);
         *summary
             .outcomes
             .entry(outcome.as_str().to_owned())
             .or_default() += 1;
         if outcome.is_failure() && summary.failures.len() < MAX_FAILURES_LISTED as usize {
             summary.failures.push(Failure {
-                node_id: row.get(0)?,
+                node_id: row.text(0)?,
                 outcome,
-                reason: row.get(3)?,
-                from_version: row.get(1)?,
-                received_at: crate::httpdate::rfc3339(row.get(4)?),
+                reason: row.opt_text(3)?,
+                from_version: row.text(1)?,
+                received_at: crate::httpdate::rfc3339(row.int(4)?),
             });
         }
     }
@@ -417,6 +429,7 @@ mod tests {
 
     fn report(node: &str) -> Report {
         Report {
+            id: None,
             node_id: node.into(),
             channel: "stable".into(),
             from_version: "1".into(),
@@ -461,7 +474,7 @@ mod tests {
             1
         );
         // Rows deleted behind the server's back: the cached summary answers, no query ran.
-        let other = Connection::open(dir.path().join("tandem.db")).unwrap();
+        let other = rusqlite::Connection::open(dir.path().join("tandem.db")).unwrap();
         other.execute("DELETE FROM reports", []).unwrap();
         let cached = db.summary("stable".into(), release.clone()).await.unwrap();
         assert_eq!(cached.outcomes["committed"], 1);
@@ -536,5 +549,81 @@ mod tests {
         let summary = db.summary("stable".into(), Some("2".into())).await.unwrap();
         assert_eq!(summary.hourly.len(), 1, "{:?}", summary.hourly);
         assert_eq!(summary.hourly[&hour]["committed"], 2);
+    }
+
+    #[tokio::test]
+    async fn a_repeated_report_id_is_stored_once_per_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let mut first = report("a");
+        first.id = Some("r1".into());
+        let stored = db.insert(first.clone(), 1).await.unwrap();
+        assert!(stored.new);
+        let again = db.insert(first.clone(), 2).await.unwrap();
+        assert_eq!(
+            again,
+            Stored {
+                id: stored.id,
+                new: false
+            }
+        );
+        let mut other_node = first.clone();
+        other_node.node_id = "b".into();
+        assert!(
+            db.insert(other_node, 3).await.unwrap().new,
+            "ids are per node"
+        );
+        first.id = None;
+        assert!(db.insert(first.clone(), 4).await.unwrap().new);
+        assert!(
+            db.insert(first, 5).await.unwrap().new,
+            "no id: every copy counts"
+        );
+        assert_eq!(db.count().await.unwrap(), 4);
+    }
+
+    /// The schema of the releases before versioned migrations.
+    const UNVERSIONED_SCHEMA: &str = "
+        CREATE TABLE reports (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, received_at INTEGER NOT NULL,
+            node_id TEXT NOT NULL, channel TEXT NOT NULL, from_version TEXT NOT NULL,
+            to_version TEXT NOT NULL, outcome TEXT NOT NULL, reason TEXT);
+        CREATE INDEX reports_channel_node ON reports(channel, node_id, id);
+        CREATE INDEX reports_received_at ON reports(received_at);
+        INSERT INTO reports (received_at, node_id, channel, from_version, to_version, outcome)
+            VALUES (1, 'old-node', 'stable', '1', '2', 'committed');";
+
+    #[tokio::test]
+    async fn an_unversioned_database_migrates_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        rusqlite::Connection::open(dir.path().join("tandem.db"))
+            .unwrap()
+            .execute_batch(UNVERSIONED_SCHEMA)
+            .unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let summary = db.summary("stable".into(), None).await.unwrap();
+        assert_eq!(summary.nodes, 1, "the old report is kept");
+        let mut r = report("new-node");
+        r.id = Some("r1".into());
+        assert!(db.insert(r.clone(), 2).await.unwrap().new);
+        assert!(!db.insert(r, 3).await.unwrap().new);
+        drop(db);
+        let conn = rusqlite::Connection::open(dir.path().join("tandem.db")).unwrap();
+        let versions: Vec<i64> = conn
+            .prepare("SELECT version FROM schema_version ORDER BY version")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(versions, [1, 2]);
+        // Opening again applies nothing; a newer schema is refused.
+        Db::open(dir.path()).unwrap();
+        conn.execute("INSERT INTO schema_version VALUES (99, 0)", [])
+            .unwrap();
+        assert!(matches!(
+            Db::open(dir.path()),
+            Err(DbError::SchemaTooNew { current: 99, .. })
+        ));
     }
 }

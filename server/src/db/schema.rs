@@ -1,0 +1,111 @@
+//! Versioned schema migrations, run at start by both backends inside one transaction (and,
+//! on PostgreSQL, under an advisory lock, so two servers starting at once migrate once).
+//!
+//! `schema_version` holds one row per applied migration. A database without that table is
+//! at version 0: migration 1 creates today's tables only if they are missing, so the
+//! database of an install from before versioning migrates in place.
+use crate::error::DbError;
+
+/// One step of the schema, in each dialect.
+pub struct Migration {
+    /// Its number: migrations run in this order, each once.
+    pub version: i64,
+    /// What it does, for the log.
+    pub what: &'static str,
+    /// The SQLite statements.
+    pub sqlite: &'static str,
+    /// The PostgreSQL statements.
+    pub postgres: &'static str,
+}
+
+/// Creates the version table (both dialects).
+pub const CREATE_VERSION_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)";
+/// The version a database is at.
+pub const CURRENT_VERSION: &str = "SELECT COALESCE(MAX(version), 0) FROM schema_version";
+/// Records an applied migration: `$1` version, `$2` Unix seconds.
+pub const RECORD_VERSION: &str = "INSERT INTO schema_version (version, applied_at) VALUES ($1, $2)";
+
+/// Every migration, oldest first.
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        what: "reports table",
+        sqlite: "
+            CREATE TABLE IF NOT EXISTS reports (
+                id           INTEGER PRIMARY KEY AUTOINCREMENT,
+                received_at  INTEGER NOT NULL,
+                node_id      TEXT NOT NULL,
+                channel      TEXT NOT NULL,
+                from_version TEXT NOT NULL,
+                to_version   TEXT NOT NULL,
+                outcome      TEXT NOT NULL,
+                reason       TEXT
+            );
+            CREATE INDEX IF NOT EXISTS reports_channel_node ON reports(channel, node_id, id);
+            CREATE INDEX IF NOT EXISTS reports_received_at ON reports(received_at);",
+        postgres: "
+            CREATE TABLE IF NOT EXISTS reports (
+                id           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                received_at  BIGINT NOT NULL,
+                node_id      TEXT NOT NULL,
+                channel      TEXT NOT NULL,
+                from_version TEXT NOT NULL,
+                to_version   TEXT NOT NULL,
+                outcome      TEXT NOT NULL,
+                reason       TEXT
+            );
+            CREATE INDEX IF NOT EXISTS reports_channel_node ON reports(channel, node_id, id);
+            CREATE INDEX IF NOT EXISTS reports_received_at ON reports(received_at);",
+    },
+    Migration {
+        version: 2,
+        what: "report ids, one report per (node, id); summary generations (PostgreSQL)",
+        sqlite: "
+            ALTER TABLE reports ADD COLUMN report_id TEXT;
+            CREATE UNIQUE INDEX reports_node_report ON reports(node_id, report_id);",
+        // Several servers share one PostgreSQL: each keeps its summary cache valid by reading
+        // the channel's generation, bumped with every report it stores (db/postgres.rs).
+        postgres: "
+            ALTER TABLE reports ADD COLUMN report_id TEXT;
+            CREATE UNIQUE INDEX reports_node_report ON reports(node_id, report_id);
+            CREATE TABLE report_generations (
+                channel    TEXT PRIMARY KEY,
+                generation BIGINT NOT NULL
+            );",
+    },
+];
+
+/// The migrations a database at `current` still needs; an error for a database written by a
+/// newer server (its schema is not this one's to change).
+pub fn pending(current: i64) -> Result<&'static [Migration], DbError> {
+    let latest = MIGRATIONS.last().map_or(0, |m| m.version);
+    if current > latest {
+        return Err(DbError::SchemaTooNew { current, latest });
+    }
+    let applied = MIGRATIONS
+        .iter()
+        .take_while(|m| m.version <= current)
+        .count();
+    Ok(MIGRATIONS.get(applied..).unwrap_or_default())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_numbered_in_order_and_pending_ones_follow_the_current() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version, i as i64 + 1, "{}", m.what);
+        }
+        assert_eq!(pending(0).unwrap().len(), MIGRATIONS.len());
+        assert_eq!(pending(1).unwrap()[0].version, 2);
+        assert!(pending(MIGRATIONS.len() as i64).unwrap().is_empty());
+        assert!(matches!(
+            pending(99),
+            Err(DbError::SchemaTooNew { current: 99, .. })
+        ));
+    }
+}
