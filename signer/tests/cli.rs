@@ -124,27 +124,7 @@ fn the_same_inputs_make_the_same_bundle_whatever_the_threads() {
     let d = setup();
     std::fs::write(d.path("img"), sparse_image(3_000_001, 5)).unwrap();
     let args = |threads: &'static str, out: &'static str| {
-        vec![
-            "sign",
-            "--image",
-            "img",
-            "--product",
-            "os",
-            "--version",
-            "1.0.0",
-            "--security-version",
-            "1",
-            "--chunk-size",
-            "64KiB",
-            "--key",
-            "r1.pem",
-            "--key",
-            "r2.pem",
-            "--threads",
-            threads,
-            "-o",
-            out,
-        ]
+        sign_args(out, &["r1.pem", "r2.pem"], &["--threads", threads])
     };
     let sign_with = |threads: &'static str, out: &'static str, created: &[&'static str]| {
         let mut args = args(threads, out);

@@ -89,44 +89,9 @@ fn openssl_keys_work_everywhere_ours_do() {
         key.id(),
         KeyId::of(read_public_key(&d.path("r1.pub.pem")).unwrap().raw())
     );
-    d.ok(&[
-        "root",
-        "init",
-        "-o",
-        "root.json",
-        "--root-key",
-        "root.pub.pem",
-        "--root-threshold",
-        "1",
-        "--release-key",
-        "r1.pub.pem",
-        "--release-key",
-        "r2.pub.pem",
-        "--release-threshold",
-        "2",
-        "--expires",
-        "30d",
-        "--sign-with",
-        "root.pem",
-    ]);
+    d.init_root(&["r1.pub.pem", "r2.pub.pem"], "2", &["--expires", "30d"]);
     std::fs::write(d.path("img"), sparse_image(70_000, 3)).unwrap();
-    d.ok(&[
-        "sign",
-        "--image",
-        "img",
-        "--product",
-        "os",
-        "--version",
-        "1.0.0",
-        "--security-version",
-        "1",
-        "--key",
-        "r1.pem",
-        "--chunk-size",
-        "16KiB",
-        "-o",
-        "b.tandem",
-    ]);
+    d.ok(&sign_args("b.tandem", &["r1.pem"], &[]));
     d.ok(&["add-signature", "b.tandem", "--key", "r2.pem"]);
     d.ok(&["verify", "b.tandem", "--root", "root.json"]);
     // And OpenSSL verifies a bundle signature over the documented message.

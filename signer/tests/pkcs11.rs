@@ -117,50 +117,14 @@ fn setup() -> Dir {
     for k in ["root", "r2", "r3"] {
         d.ok(&["keygen", "--out", k]);
     }
-    d.ok(&[
-        "root",
-        "init",
-        "-o",
-        "root.json",
-        "--root-key",
-        "root.pub.pem",
-        "--root-threshold",
-        "1",
-        "--release-key",
-        "hsm.pub.pem",
-        "--release-key",
-        "r2.pub.pem",
-        "--release-key",
-        "r3.pub.pem",
-        "--release-threshold",
-        "2",
-        "--sign-with",
-        "root.pem",
-    ]);
+    d.init_root(&["hsm.pub.pem", "r2.pub.pem", "r3.pub.pem"], "2", &[]);
     std::fs::write(d.path("img"), sparse_image(200_003, 5)).unwrap();
     d
 }
 
-fn sign_args<'a>(keys: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "sign",
-        "--image",
-        "img",
-        "--product",
-        "os",
-        "--version",
-        "1.0.0",
-        "--security-version",
-        "1",
-        "--chunk-size",
-        "64KiB",
-        "-o",
-        "b.tandem",
-    ];
-    for k in keys {
-        args.extend(["--key", k]);
-    }
-    args
+/// `sign` into `b.tandem` with `keys` (files or token URIs).
+fn sign_with<'a>(keys: &[&'a str]) -> Vec<&'a str> {
+    sign_args("b.tandem", keys, &[])
 }
 
 fn hsm_id(d: &Dir) -> String {
@@ -174,7 +138,7 @@ fn hsm_id(d: &Dir) -> String {
 fn a_token_key_and_a_file_key_meet_a_2_of_3_threshold_for_a_bundle_and_a_channel() {
     let d = setup();
     let hsm = hsm_key();
-    let out = stdout(&d.ok(&sign_args(&[&hsm, "r2.pem"])));
+    let out = stdout(&d.ok(&sign_with(&[&hsm, "r2.pem"])));
     // The key id the token signs under is the one of the public key exported from it.
     assert!(out.contains(&format!("signed by {}", hsm_id(&d))), "{out}");
     let ok = stdout(&d.ok(&["verify", "b.tandem", "--root", "root.json"]));
@@ -215,7 +179,7 @@ fn a_token_key_alone_is_one_vote_and_add_signature_completes_it() {
     std::fs::write(d.path("pin"), format!("{PIN}\n")).unwrap();
     let mut d = d;
     d.env.push(("TANDEM_PKCS11_MODULE".into(), MODULE.into()));
-    d.ok(&sign_args(&[
+    d.ok(&sign_with(&[
         "pkcs11:object=release-hsm?pin-source=file:pin",
     ]));
     let err = stderr(&d.fails(&["verify", "b.tandem", "--root", "root.json"]));
@@ -256,7 +220,7 @@ fn a_token_root_key_signs_roots_and_a_token_key_signs_requests() {
     d.ok(&["root", "verify", "hsm-root.json"]);
 
     // An unsigned bundle signed on "another machine" through a request, by the token.
-    d.ok(&sign_args(&["r3.pem"]));
+    d.ok(&sign_with(&["r3.pem"]));
     d.ok(&["request", "b.tandem", "-o", "b.req"]);
     let out = stdout(&d.ok(&["sign-request", "b.req", "--key", &hsm, "-o", "b.sig"]));
     assert_eq!(out.trim(), format!("signed by {}", hsm_id(&d)));
@@ -274,7 +238,7 @@ fn a_token_root_key_signs_roots_and_a_token_key_signs_requests() {
 /// Signing with `uri` fails with exit status 1, nothing written, and an error containing each
 /// of `causes`.
 fn refused(d: &Dir, uri: &str, causes: &[&str]) {
-    let err = stderr(&d.fails(&sign_args(&[uri])));
+    let err = stderr(&d.fails(&sign_with(&[uri])));
     for cause in causes {
         assert!(err.contains(cause), "{uri}: expected `{cause}` in\n{err}");
     }
@@ -338,7 +302,7 @@ fn unusable_token_keys_are_refused_naming_the_cause() {
         &["unsupported attribute `slot-id`"],
     );
     // The PIN never shows in a message.
-    let err = stderr(&d.fails(&sign_args(&[&uri(
+    let err = stderr(&d.fails(&sign_with(&[&uri(
         "object=no-such-key",
         &format!("{pin}&{module}"),
     )])));
@@ -352,7 +316,7 @@ fn unusable_token_keys_are_refused_naming_the_cause() {
 fn a_key_file_named_like_a_uri_is_reached_by_its_path() {
     let d = setup();
     std::fs::copy(d.path("r2.pem"), d.path("pkcs11:r2.pem")).unwrap();
-    d.ok(&sign_args(&["./pkcs11:r2.pem", "r3.pem"]));
+    d.ok(&sign_with(&["./pkcs11:r2.pem", "r3.pem"]));
     d.ok(&["verify", "b.tandem", "--root", "root.json"]);
 }
 
@@ -363,7 +327,7 @@ fn two_keys_of_one_token_sign_in_one_command() {
     d.env.push(("TANDEM_PKCS11_MODULE".into(), MODULE.into()));
     d.env.push(("TANDEM_PKCS11_PIN".into(), PIN.into()));
     // The module is initialised and the token logged in once for both keys.
-    let out = stdout(&d.ok(&sign_args(&[
+    let out = stdout(&d.ok(&sign_with(&[
         "pkcs11:object=release-hsm",
         "pkcs11:object=second",
     ])));
@@ -373,6 +337,6 @@ fn two_keys_of_one_token_sign_in_one_command() {
     assert_eq!(json["signers"].as_array().unwrap().len(), 2, "{json}");
     // The same token key under two URIs is still one key.
     std::fs::remove_file(d.path("b.tandem")).unwrap();
-    let err = stderr(&d.fails(&sign_args(&["pkcs11:object=release-hsm", "pkcs11:id=%01"])));
+    let err = stderr(&d.fails(&sign_with(&["pkcs11:object=release-hsm", "pkcs11:id=%01"])));
     assert!(err.contains("given more than once"), "{err}");
 }

@@ -173,6 +173,12 @@ impl Dir {
     /// `root.json`: `root.pem` signs a 1-of-1 root role; `r1`–`r3` (public keys here) make a
     /// 2-of-3 release role; `extra` flags (e.g. `--expires`) go on the command line too.
     pub fn init_root_2_of_3(&self, extra: &[&str]) {
+        self.init_root(&["r1.pub.pem", "r2.pub.pem", "r3.pub.pem"], "2", extra);
+    }
+
+    /// `root.json`: `root.pem` signs a 1-of-1 root role; the public key files `release` make
+    /// a release role of `threshold`; `extra` flags go on the command line too.
+    pub fn init_root(&self, release: &[&str], threshold: &str, extra: &[&str]) {
         let mut args = vec![
             "root",
             "init",
@@ -182,17 +188,14 @@ impl Dir {
             "root.pub.pem",
             "--root-threshold",
             "1",
-            "--release-key",
-            "r1.pub.pem",
-            "--release-key",
-            "r2.pub.pem",
-            "--release-key",
-            "r3.pub.pem",
             "--release-threshold",
-            "2",
+            threshold,
             "--sign-with",
             "root.pem",
         ];
+        for key in release {
+            args.extend(["--release-key", key]);
+        }
         args.extend(extra);
         self.ok(&args);
     }
@@ -233,6 +236,31 @@ fn listing(p: &Path) -> Vec<String> {
         .collect();
     v.sort();
     v
+}
+
+/// `sign` of the image `img` as product `os` 1.0.0 (64 KiB chunks) into `out`, signed with
+/// `keys`, then `extra` flags.
+pub fn sign_args<'a>(out: &'a str, keys: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "sign",
+        "--image",
+        "img",
+        "--product",
+        "os",
+        "--version",
+        "1.0.0",
+        "--security-version",
+        "1",
+        "--chunk-size",
+        "64KiB",
+        "-o",
+        out,
+    ];
+    for key in keys {
+        args.extend(["--key", key]);
+    }
+    args.extend(extra);
+    args
 }
 
 pub fn stdout(o: &Output) -> String {
