@@ -18,25 +18,7 @@ fn setup() -> Dir {
 }
 
 fn sign(d: &Dir, version: &str, keys: &[&str], out: &str) {
-    let mut args = vec![
-        "sign",
-        "--image",
-        "img",
-        "--product",
-        "os",
-        "--version",
-        version,
-        "--security-version",
-        "3",
-        "--chunk-size",
-        "64KiB",
-        "-o",
-        out,
-    ];
-    for k in keys {
-        args.extend(["--key", k]);
-    }
-    d.ok(&args);
+    d.ok(&sign_version_args(version, "3", out, keys, &[]));
 }
 
 #[test]
@@ -148,23 +130,11 @@ fn the_same_inputs_make_the_same_bundle_whatever_the_threads() {
         .unwrap();
     assert!(epoch.status.success(), "{}", stderr(&epoch));
     assert_eq!(one, std::fs::read(d.path("epoch.tandem")).unwrap());
-    let out = d.run(&[
-        "sign",
-        "--image",
-        "img",
-        "--product",
-        "os",
-        "--version",
-        "1.0.0",
-        "--security-version",
-        "1",
-        "--key",
-        "r1.pem",
-        "--created",
-        "2026-01-31 12:00:00Z",
-        "-o",
+    let out = d.run(&sign_args(
         "bad.tandem",
-    ]);
+        &["r1.pem"],
+        &["--created", "2026-01-31 12:00:00Z"],
+    ));
     assert!(!out.status.success());
     assert!(stderr(&out).contains("--created"), "{}", stderr(&out));
 }

@@ -31,23 +31,13 @@ fn machines() -> Machines {
 }
 
 fn build_bundle(d: &Dir, version: &str, out: &str) {
-    d.ok(&[
-        "sign",
-        "--image",
-        "img",
-        "--product",
-        "os",
-        "--version",
+    d.ok(&sign_version_args(
         version,
-        "--security-version",
         "4",
-        "--chunk-size",
-        "64KiB",
-        "--level",
-        "1",
-        "-o",
         out,
-    ]);
+        &[],
+        &["--level", "1"],
+    ));
 }
 
 fn copy(from: &Dir, to: &Dir, name: &str) {

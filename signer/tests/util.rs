@@ -238,9 +238,20 @@ fn listing(p: &Path) -> Vec<String> {
     v
 }
 
-/// `sign` of the image `img` as product `os` 1.0.0 (64 KiB chunks) into `out`, signed with
-/// `keys`, then `extra` flags.
+/// `sign` of the image `img` as product `os` 1.0.0, security version 1 (64 KiB chunks) into
+/// `out`, signed with `keys`, then `extra` flags.
 pub fn sign_args<'a>(out: &'a str, keys: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+    sign_version_args("1.0.0", "1", out, keys, extra)
+}
+
+/// [`sign_args`] for another `version` and `security` version.
+pub fn sign_version_args<'a>(
+    version: &'a str,
+    security: &'a str,
+    out: &'a str,
+    keys: &[&'a str],
+    extra: &[&'a str],
+) -> Vec<&'a str> {
     let mut args = vec![
         "sign",
         "--image",
@@ -248,9 +259,9 @@ pub fn sign_args<'a>(out: &'a str, keys: &[&'a str], extra: &[&'a str]) -> Vec<&
         "--product",
         "os",
         "--version",
-        "1.0.0",
+        version,
         "--security-version",
-        "1",
+        security,
         "--chunk-size",
         "64KiB",
         "-o",
