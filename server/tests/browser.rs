@@ -232,10 +232,15 @@ impl Browser {
         }
     }
 
-    /// Clicks into the field `selector` and types `text` as keyboard input.
+    /// Focuses the field `selector` and types `text` as keyboard input, then checks the field
+    /// holds it. Focus comes from the page's own `focus()`, not a click: a click computed
+    /// while the layout still moves (after a viewport change, under load) can land beside it.
     pub fn type_into(&mut self, selector: &str, text: &str) {
-        self.click(selector);
+        let quoted = serde_json::to_string(selector).unwrap();
+        self.eval(&format!("document.querySelector({quoted}).focus()"));
         self.call("Input.insertText", json!({"text": text}));
+        let value = self.eval(&format!("document.querySelector({quoted}).value"));
+        assert_eq!(value, json!(text), "the text typed into {selector}");
     }
 
     /// Renders the page in a `width`×`height` viewport (`mobile`: as a phone, honouring the

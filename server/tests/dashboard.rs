@@ -231,6 +231,7 @@ fn chromium_shows_the_fleet_and_pauses_a_channel() {
         "nothing sticks out sideways on a phone"
     );
     b.call("Emulation.clearDeviceMetricsOverride", json!({}));
+    b.wait_for("window.innerWidth === 1280", "the desktop viewport again");
     check_search(&mut b);
     check_pause_and_resume(&mut b, &s);
     assert_eq!(
