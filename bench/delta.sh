@@ -150,9 +150,9 @@ run "$T/keys.log" "$BIN/tandem-signer" keygen --out "$T/root"
 run "$T/keys.log" "$BIN/tandem-signer" keygen --out "$T/release"
 run "$T/keys.log" "$BIN/tandem-signer" root init -o "$T/root.json" --root-key "$T/root.pub.pem" --root-threshold 1 \
     --release-key "$T/release.pub.pem" --release-threshold 1 --expires 30d --sign-with "$T/root.pem"
-sign() {  # IMAGE VERSION OUT
+sign() {  # IMAGE VERSION OUT [--previous BUNDLE]
     run "$T/sign.log" "$BIN/tandem-signer" sign --image "$1" --product bench --version "$2" --security-version 1 \
-        --key "$T/release.pem" --level 3 -o "$3"
+        --key "$T/release.pem" --level 3 -o "$3" "${@:4}"
 }
 node_config() {  # DIR BOOTED_SLOT
     cat > "$1/updater.toml" <<TOML
@@ -231,7 +231,7 @@ metric() { awk -v m="tandem_updater_last_install_$1" '$1 == m { printf "%d", $2 
 bench_tandem() {  # CASE
     local c=$1 repo="$WWW/$1/tandem" node="$WORK/out/$1-tandem" bundle zst fetched=0 reused=0
     mkdir -p "$node"
-    sign "$IMG/$c/v2.img" 2.0.0 "$WORK/$c-v2.tandem"
+    sign "$IMG/$c/v2.img" 2.0.0 "$WORK/$c-v2.tandem" --previous "$T/v1.tandem"
     run "$node/publish.log" "$BIN/tandem-signer" publish --repo "$repo" --channel stable --key "$T/release.pem" \
         --root "$T/root.json" "$WORK/$c-v2.tandem"
     chmod -R a+rX "$WWW"

@@ -58,7 +58,7 @@ impl Error {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Section {
-    /// The 16-byte bundle header.
+    /// The bundle header.
     Header,
     /// The bundle manifest.
     Manifest,
@@ -68,6 +68,10 @@ pub enum Section {
     Payload,
     /// A signed metadata document (`root.json`, a channel document).
     Metadata,
+    /// The compression dictionary (format version 3).
+    Dictionary,
+    /// The chunk index (format version 3).
+    Index,
 }
 
 impl fmt::Display for Section {
@@ -78,6 +82,8 @@ impl fmt::Display for Section {
             Section::SignatureBlock => "signature block",
             Section::Payload => "payload",
             Section::Metadata => "metadata document",
+            Section::Dictionary => "dictionary",
+            Section::Index => "chunk index",
         })
     }
 }

@@ -7,6 +7,8 @@
 //! - [`schema`]: the typed documents: [`Root`], [`Channel`], [`Manifest`] and their wire forms.
 //! - [`verify`]: the only module that can build a [`Verified`] value (root chain, channel, bundle).
 //! - [`bundle`]: the binary bundle: header codec, reading by ranges, chunk decoding, signing.
+//! - [`chunking`]: where chunks are cut (fixed blocks or FastCDC on 4 KiB boundaries), shared
+//!   by the signer and by a node indexing its own slots for reuse.
 //! - [`metadata`]: writing signed `root.json` and channel documents.
 //! - [`request`]: signing requests and signature files (signing a bundle on another machine).
 //! - [`pkcs11`] (feature `pkcs11`): Ed25519 keys in a PKCS#11 token, named by `pkcs11:` URIs;
@@ -30,6 +32,7 @@
 
 pub mod bundle;
 mod canonical;
+pub mod chunking;
 pub mod digest;
 pub mod error;
 pub mod files;

@@ -16,6 +16,10 @@ pub struct Limits {
     pub max_chunk_count: u64,
     /// Most boot assets in one manifest (FORMAT §3.1). Default 16.
     pub max_assets: usize,
+    /// Largest stored chunk index, compressed (FORMAT §3.2). Default 48 MiB.
+    pub max_index_len: u32,
+    /// Largest compression dictionary (FORMAT §3.2). Default 1 MiB.
+    pub max_dictionary_len: u32,
     /// Largest signed metadata document (`root.json`, channel). Default 1 MiB.
     pub max_metadata_len: u64,
     /// Most keys in a root. Default 256.
@@ -33,6 +37,8 @@ impl Default for Limits {
             max_chunk_size: 64 << 20,
             max_chunk_count: 1 << 20,
             max_assets: 16,
+            max_index_len: 48 << 20,
+            max_dictionary_len: 1 << 20,
             max_metadata_len: 1 << 20,
             max_keys: 256,
             max_root_rotations: 32,

@@ -7,7 +7,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use crate::bundle::{BundleHead, BundleHeader};
+use crate::bundle::BundleHead;
 use crate::error::Error;
 use crate::limits::Limits;
 
@@ -53,31 +53,18 @@ pub fn fetch_capped(repo: &dyn RepoReader, path: &str, max: u64) -> Result<Optio
     Ok(Some(bytes))
 }
 
-/// Reads the head of the bundle at `path` (`size` bytes long) by ranges: the 16-byte header,
-/// then the manifest region and signature block it announces, each checked against `limits`
-/// before it is fetched. The payload is not read.
+/// Reads the head of the bundle at `path` (`size` bytes long) by ranges
+/// ([`BundleHead::fetch`]): each region checked against `limits` before it is fetched. The
+/// payload is not read.
 pub fn read_bundle_head(
     repo: &dyn RepoReader,
     path: &str,
     size: u64,
     limits: &Limits,
 ) -> Result<BundleHead, Error> {
-    let first = repo.read_range(path, 0..BundleHeader::LEN as u64)?;
-    let bytes: &[u8; BundleHeader::LEN] = first
-        .as_slice()
-        .try_into()
-        .map_err(|_| Error::Bug("read_range returned another length than asked"))?;
-    let header = BundleHeader::parse(bytes, limits)?;
-    header.check_file_len(size)?;
-    let manifest = repo.read_range(path, header.manifest_range())?;
-    let signatures = repo.read_range(path, header.signature_block_range())?;
-    Ok(BundleHead::from_parts(
-        header,
-        manifest,
-        &signatures,
-        size,
-        limits,
-    )?)
+    BundleHead::fetch(size, limits, Error::Format, |range| {
+        repo.read_range(path, range)
+    })
 }
 
 /// A repository directory (a publisher's tree, or a USB stick).

@@ -139,7 +139,12 @@ impl SigningRequest {
         let signed = hex::decode(&wire.signed).map_err(|_| RequestError::Hex("signed"))?;
         let header = match (kind, &wire.header) {
             (RoleKind::Bundle, Some(h)) => {
-                Some(BundleHeader::parse(&decode_hex(h, "header")?, limits)?)
+                let bytes = hex::decode(h).map_err(|_| RequestError::Hex("header"))?;
+                let header = BundleHeader::parse(&bytes, limits)?;
+                if bytes.len() != header.len() {
+                    return Err(RequestError::Hex("header").into());
+                }
+                Some(header)
             }
             (RoleKind::Root | RoleKind::Channel, None) => None,
             _ => return Err(RequestError::Kind(wire.kind).into()),
@@ -171,7 +176,7 @@ impl SigningRequest {
         let header = self.header.ok_or_else(|| {
             UsageError::invalid(format!("a {} request has no manifest", self.kind))
         })?;
-        parse_manifest_region(&self.signed, header, limits)
+        parse_manifest_region(&self.signed, header, None, limits)
     }
 
     /// A document's signed JSON, indented, NOT verified: for showing the signer what it signs.

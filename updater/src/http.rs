@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use reqwest::blocking::{Client, Response};
 use reqwest::header::{CONTENT_RANGE, ETAG, IF_NONE_MATCH, IF_RANGE, RANGE};
 use reqwest::StatusCode;
-use signer::{BundleHead, BundleHeader, Limits};
+use signer::{BundleHead, Limits};
 
 use crate::config::ConfigError;
 use crate::error::{chain, Error, Result};
@@ -336,25 +336,12 @@ impl BundleSource for HttpBundle {
 
     fn head(&self, limits: &Limits) -> Result<BundleHead> {
         let name = self.name();
-        let header_len = BundleHeader::LEN as u64;
-        let raw = self
-            .http
-            .get_range(&self.path, 0..header_len.min(self.size))?;
-        let bytes: [u8; BundleHeader::LEN] = raw.try_into().map_err(|_| Error::Hostile {
-            source_name: name.clone(),
-            reason: "shorter than a bundle header".into(),
-        })?;
-        let header =
-            BundleHeader::parse(&bytes, limits).map_err(|e| Error::verify(&name)(e.into()))?;
-        header
-            .check_file_len(self.size)
-            .map_err(|e| Error::verify(&name)(e.into()))?;
-        let manifest = self.http.get_range(&self.path, header.manifest_range())?;
-        let signatures = self
-            .http
-            .get_range(&self.path, header.signature_block_range())?;
-        BundleHead::from_parts(header, manifest, &signatures, self.size, limits)
-            .map_err(|e| Error::verify(&name)(e.into()))
+        BundleHead::fetch(
+            self.size,
+            limits,
+            |e| Error::verify(&name)(e.into()),
+            |range| self.http.get_range(&self.path, range),
+        )
     }
 
     fn is_remote(&self) -> bool {

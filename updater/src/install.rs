@@ -1,11 +1,15 @@
-//! The install pipeline (docs/DESIGN.md §6 step 2): stream a verified bundle's chunks into a slot.
+//! The install pipeline (docs/DESIGN.md §6 step 2, §8): stream a verified bundle's image into a
+//! slot.
 //!
-//! Chunks are read in order, decompressed and hash-checked on all cores, and written in
-//! order at their offsets; all-zero chunks are not decompressed at all but zeroed cheaply
-//! (a punched hole, a zero-out). Every `checkpoint_bytes` the slot is synced and the caller
-//! records how many chunks are durable, so a cut install resumes there. At the end the slot
-//! is synced and the whole image hashed — re-read from the slot by default, which catches a
-//! disk that returns what we did not write.
+//! The image is written piece by piece ([`pieces`]: an all-zero chunk, or the chunks of one
+//! frame). Over a network, chunks the node already holds are found first ([`crate::seed`]):
+//! a piece whose chunks are all held is copied from the slots, hashed again as it is read;
+//! only the other frames are fetched, through byte ranges that cover each run of them (small
+//! gaps read through). Pieces are decompressed and hash-checked on all cores and written in
+//! order; all-zero chunks are zeroed cheaply (a punched hole, a zero-out). Every
+//! `checkpoint_bytes` the slot is synced and the caller records how many chunks are durable,
+//! so a cut install resumes there. At the end the slot is synced and the whole image hashed —
+//! re-read from the slot by default, which catches a disk that returns what we did not write.
 
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,10 +19,12 @@ use partitions::io::BlockDevice;
 use pipeline::{ordered_map, Shape};
 use sha2::{Digest, Sha256};
 use signer::bundle::ChunkDecoder;
+use signer::schema::pieces;
 use signer::verify::Verified;
 use signer::{Chunk, Manifest, Sha256Digest};
 
 use crate::error::{Error, Result};
+use crate::seed::{find_held, Held};
 use crate::source::BundleSource;
 
 /// Tuning of the pipeline; the defaults suit a node.
@@ -73,51 +79,66 @@ pub struct WriteReport {
     pub chunks_zeroed: u64,
     /// Chunks already durable from an interrupted run, not written again.
     pub chunks_resumed: u64,
-    /// Compressed bytes read from the source.
+    /// Compressed bytes read from the source (the payload fetched).
     pub bytes_read: u64,
-    /// Chunks copied from the active slot because their hash matched: not fetched at all.
+    /// Byte ranges read from the source (HTTP requests, when it is remote).
+    pub ranges_read: u64,
+    /// Chunks copied from the slots because their hash matched: not fetched at all.
     pub chunks_reused: u64,
-    /// Bytes of the reused chunks: what the active slot saved the network.
+    /// Bytes of the reused chunks: what the slots saved the network.
     pub bytes_reused: u64,
+    /// Of `bytes_reused`, those found already in place in the target slot (the rest came
+    /// from the active slot, from any offset).
+    pub bytes_reused_in_place: u64,
 }
 
-/// A chunk on its way to the slot.
-enum Piece {
-    /// Compressed, from the bundle.
-    Data(Chunk, Vec<u8>),
-    Zero(Chunk),
-    /// Already raw and hash-checked: read from the active slot.
-    Reused(Chunk, Vec<u8>),
+/// Consecutive chunks on their way to the slot.
+enum Piece<'m> {
+    /// One frame, compressed, from the bundle.
+    Data(&'m [Chunk], Vec<u8>),
+    /// All-zero chunks.
+    Zero(&'m [Chunk]),
+    /// Copied from the slots, not yet hash-checked; the flags say which were in place.
+    Held(&'m [Chunk], Vec<u8>, u64),
+}
+
+/// A piece written: its chunks, their bytes (`None`: zeros) and how they came.
+struct Decoded<'m> {
+    chunks: &'m [Chunk],
+    bytes: Option<Vec<u8>>,
+    held: Option<u64>,
 }
 
 /// Writes `manifest`'s image into `slot`, starting at chunk `resume_from` (chunks before it
 /// are durable from an earlier run). `checkpoint(n)` is called after a sync made the first
 /// `n` chunks durable. Returns only when the whole image is on the slot and its hash matched.
 ///
-/// With `reuse`, the active slot: a stored chunk whose bytes are already there, at the same
-/// offset with the same hash, is copied from it instead of fetched (a delta update with no
-/// precomputed diff: bytes fetched follow what changed).
+/// With `active` (the running slot; given for a remote source), chunks the node already
+/// holds, in the active slot at any offset or in `slot` at their own, are copied instead of
+/// fetched (a delta update with no precomputed diff: bytes fetched follow what changed).
 pub fn write_image(
     manifest: &Verified<Manifest>,
     source: &dyn BundleSource,
     slot: &dyn BlockDevice,
-    reuse: Option<&dyn BlockDevice>,
+    active: Option<&dyn BlockDevice>,
     resume_from: u64,
     options: &WriteOptions,
     mut checkpoint: impl FnMut(u64) -> Result<()>,
 ) -> Result<WriteReport> {
     let slot_io = |what: &str| Error::io(format!("slot {what}"));
     let chunks = manifest.chunks();
-    let start = usize::try_from(resume_from)
-        .unwrap_or(usize::MAX)
-        .min(chunks.len());
+    let start = piece_start(chunks, resume_from);
     let remaining = chunks.get(start..).unwrap_or_default();
     let progress = options.progress.as_deref();
     if let Some(progress) = progress {
         let done: u64 = chunks.iter().take(start).map(|c| u64::from(c.len)).sum();
         progress.start(done, manifest.image_size());
     }
-    let bytes_read = AtomicU64::new(0);
+    let held = match active {
+        Some(active) => find_held(remaining, manifest.chunking(), active, slot)?,
+        None => vec![None; remaining.len()],
+    };
+    let counters = Counters::default();
     let mut report = WriteReport {
         chunks_resumed: start as u64,
         ..WriteReport::default()
@@ -126,25 +147,13 @@ pub fn write_image(
         .then(|| hash_prefix(slot, chunks, start))
         .transpose()?;
     let mut since_checkpoint = 0u64;
-    let mut done = start as u64;
-
     let source_name = source.name();
-    let reusable = reuse.map_or_else(Vec::new, |active| plan_reuse(active, chunks, start));
-    let mut payload = PayloadReader::new(source, manifest, &reusable);
-    let inputs = remaining.iter().map(|chunk| {
-        if let Some(active) = reuse.filter(|_| is_reusable(&reusable, chunk)) {
-            let bytes = matching_chunk(active, chunk).ok_or_else(|| Error::Io {
-                context: format!("reusing chunk {} from the active slot", chunk.index),
-                source: std::io::Error::other("the active slot changed during the install"),
-            })?;
-            return Ok(Piece::Reused(chunk.clone(), bytes));
-        }
-        let piece = payload.next_piece(chunk)?;
-        if let Piece::Data(_, bytes) = &piece {
-            bytes_read.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        }
-        Ok(piece)
-    });
+    let plan = Plan {
+        chunks: remaining,
+        held: &held,
+        base: start,
+    };
+    let inputs = PieceReader::new(source, manifest, &plan, active, slot, &counters);
     let shape = Shape {
         workers: options.workers,
         window: options.window,
@@ -152,50 +161,56 @@ pub fn write_image(
     ordered_map(
         inputs,
         shape,
-        // One zstd context per worker, kept for every chunk it decodes.
-        || ChunkDecoder::new().map_err(Error::verify(source_name.as_str())),
+        // One zstd context per worker, kept for every piece it decodes.
+        || ChunkDecoder::new(manifest).map_err(Error::verify(source_name.as_str())),
         |decoder, piece| decode(decoder, piece, &source_name),
-        |(chunk, data, reused)| {
-            match &data {
-                Some(bytes) => {
-                    slot.write_at(bytes, chunk.image_offset)
+        |decoded| {
+            let Some(first) = decoded.chunks.first() else {
+                return Ok(());
+            };
+            let len: u64 = decoded.chunks.iter().map(|c| u64::from(c.len)).sum();
+            let count = decoded.chunks.len() as u64;
+            match (&decoded.bytes, decoded.held) {
+                (Some(bytes), held) => {
+                    slot.write_at(bytes, first.image_offset)
                         .map_err(slot_io("write"))?;
-                    if reused {
-                        report.chunks_reused += 1;
-                        report.bytes_reused += bytes.len() as u64;
+                    if let Some(in_place) = held {
+                        report.chunks_reused += count;
+                        report.bytes_reused += len;
+                        report.bytes_reused_in_place += in_place;
                     } else {
-                        report.chunks_written += 1;
+                        report.chunks_written += count;
                     }
                 }
-                None => {
-                    slot.zero_range(chunk.image_offset, u64::from(chunk.len))
+                (None, _) => {
+                    slot.zero_range(first.image_offset, len)
                         .map_err(slot_io("zero-out"))?;
-                    report.chunks_zeroed += 1;
+                    report.chunks_zeroed += count;
                 }
             }
             if let Some(hasher) = stream_hash.as_mut() {
-                feed(hasher, data.as_deref(), chunk.len);
+                feed(hasher, decoded.bytes.as_deref(), len);
             }
             fail::fail_point!("install::chunk-written");
-            done += 1;
             if let Some(progress) = progress {
-                progress.advance(u64::from(chunk.len));
+                progress.advance(len);
             }
-            since_checkpoint += u64::from(chunk.len);
+            since_checkpoint += len;
             if since_checkpoint >= options.checkpoint_bytes {
                 slot.sync().map_err(slot_io("sync"))?;
-                checkpoint(done)?;
+                checkpoint(first.index + count)?;
                 since_checkpoint = 0;
             }
             Ok(())
         },
     )?;
     slot.sync().map_err(slot_io("sync"))?;
-    checkpoint(done)?;
+    checkpoint(chunks.len() as u64)?;
     if let Some(progress) = progress {
         progress.finish();
     }
-    report.bytes_read = bytes_read.load(Ordering::Relaxed);
+    report.bytes_read = counters.bytes.load(Ordering::Relaxed);
+    report.ranges_read = counters.ranges.load(Ordering::Relaxed);
 
     let actual = match stream_hash {
         Some(hasher) => Sha256Digest(hasher.finalize().into()),
@@ -225,58 +240,87 @@ pub fn write_image(
     Ok(report)
 }
 
-/// Decompresses and hash-checks a stored chunk with the worker's decoder; zero chunks pass
-/// through as `None`; the flag says the bytes came from the active slot.
-fn decode(
+/// Where to start: at `resume_from`, moved back to the first chunk of its frame (checkpoints
+/// fall between pieces, but a count from an older agent may not).
+fn piece_start(chunks: &[Chunk], resume_from: u64) -> usize {
+    let mut start = usize::try_from(resume_from)
+        .unwrap_or(usize::MAX)
+        .min(chunks.len());
+    while start > 0
+        && chunks
+            .get(start)
+            .zip(chunks.get(start - 1))
+            .is_some_and(|(c, before)| c.frame.is_some() && c.frame == before.frame)
+    {
+        start -= 1;
+    }
+    start
+}
+
+/// Bytes and ranges read from the source, counted on the reader thread.
+#[derive(Default)]
+struct Counters {
+    bytes: AtomicU64,
+    ranges: AtomicU64,
+}
+
+/// Decompresses and hash-checks a fetched frame, or hash-checks copied chunks, with the
+/// worker's decoder; zeros pass through as `None`.
+fn decode<'m>(
     decoder: &mut ChunkDecoder,
-    piece: Piece,
+    piece: Piece<'m>,
     source_name: &str,
-) -> Result<(Chunk, Option<Vec<u8>>, bool)> {
+) -> Result<Decoded<'m>> {
     match piece {
-        Piece::Zero(chunk) => Ok((chunk, None, false)),
-        Piece::Reused(chunk, bytes) => Ok((chunk, Some(bytes), true)),
-        Piece::Data(chunk, compressed) => {
+        Piece::Zero(chunks) => Ok(Decoded {
+            chunks,
+            bytes: None,
+            held: None,
+        }),
+        Piece::Held(chunks, bytes, in_place) => {
+            check_held(chunks, &bytes)?;
+            Ok(Decoded {
+                chunks,
+                bytes: Some(bytes),
+                held: Some(in_place),
+            })
+        }
+        Piece::Data(chunks, compressed) => {
             let mut data = Vec::new();
             decoder
-                .decode_into(&chunk, &compressed, &mut data)
+                .decode_piece(chunks, &compressed, &mut data)
                 .map_err(|e| Error::verify(source_name)(e.into()))?;
-            Ok((chunk, Some(data), false))
+            Ok(Decoded {
+                chunks,
+                bytes: Some(data),
+                held: None,
+            })
         }
     }
 }
 
-/// Which chunks (by index) the active slot already holds: decided once, up front, so the
-/// payload can be fetched in ranges that cover exactly the runs of chunks still needed.
-fn plan_reuse(active: &dyn BlockDevice, chunks: &[Chunk], start: usize) -> Vec<bool> {
-    let mut reusable = vec![false; chunks.len()];
-    for (flag, chunk) in reusable.iter_mut().zip(chunks).skip(start) {
-        *flag = matching_chunk(active, chunk).is_some();
+/// Every copied chunk must still hash to the manifest's digest: the slots are not trusted.
+fn check_held(chunks: &[Chunk], bytes: &[u8]) -> Result<()> {
+    let mut at = 0;
+    for chunk in chunks {
+        let part = bytes.get(at..at + chunk.len as usize).unwrap_or_default();
+        at += chunk.len as usize;
+        if Sha256Digest(Sha256::digest(part).into()) != chunk.sha256 {
+            return Err(Error::Io {
+                context: format!("copying chunk {} from the slots", chunk.index),
+                source: std::io::Error::other("a slot changed during the install"),
+            });
+        }
     }
-    reusable
+    Ok(())
 }
 
-fn is_reusable(reusable: &[bool], chunk: &Chunk) -> bool {
-    usize::try_from(chunk.index)
-        .ok()
-        .and_then(|i| reusable.get(i))
-        .copied()
-        .unwrap_or(false)
-}
-
-/// The chunk's bytes from the active slot when they hash to what the manifest says.
-fn matching_chunk(active: &dyn BlockDevice, chunk: &Chunk) -> Option<Vec<u8>> {
-    chunk.frame?;
-    let mut bytes = vec![0u8; chunk.len as usize];
-    active.read_at(&mut bytes, chunk.image_offset).ok()?;
-    (Sha256Digest(Sha256::digest(&bytes).into()) == chunk.sha256).then_some(bytes)
-}
-
-fn feed(hasher: &mut Sha256, data: Option<&[u8]>, len: u32) {
+fn feed(hasher: &mut Sha256, data: Option<&[u8]>, len: u64) {
     match data {
         Some(bytes) => hasher.update(bytes),
         None => {
             let zeros = [0u8; 64 << 10];
-            let mut left = len as usize;
+            let mut left = usize::try_from(len).unwrap_or(usize::MAX);
             while left > 0 {
                 let n = left.min(zeros.len());
                 hasher.update(zeros.get(..n).unwrap_or_default());
@@ -345,64 +389,205 @@ pub(crate) fn source_failure(
     }
 }
 
-/// Reads stored chunks' frames in payload order through one stream, reopened only when the
-/// next frame is not where the stream stands (a resumed install, a skipped gap).
-struct PayloadReader<'a> {
-    source: &'a dyn BundleSource,
-    chunks: &'a [Chunk],
-    /// Chunks taken from the active slot: a fetched range ends where the next one starts.
-    reusable: &'a [bool],
+/// Which chunks from `base` on are held, and where.
+struct Plan<'m> {
+    chunks: &'m [Chunk],
+    held: &'m [Option<Held>],
+    /// Index of `chunks[0]` in the manifest.
+    base: usize,
+}
+
+impl Plan<'_> {
+    fn held(&self, chunk: &Chunk) -> Option<Held> {
+        let i = usize::try_from(chunk.index).ok()?.checked_sub(self.base)?;
+        self.held.get(i).copied().flatten()
+    }
+
+    /// Whether the piece's frame must be fetched: some chunk of it is not held.
+    fn fetches(&self, piece: &[Chunk]) -> bool {
+        piece.first().is_some_and(|c| !c.is_zero()) && piece.iter().any(|c| self.held(c).is_none())
+    }
+}
+
+/// Gaps between frames to fetch up to this size are read through rather than starting
+/// another range: a request and its response headers cost about as much.
+const COALESCE_GAP: u64 = 1024;
+/// Copied or zeroed pieces are handed on in items of about this many bytes.
+const ITEM_BYTES: u64 = 1 << 20;
+
+/// Yields the pieces in order on the pipeline's reader thread: zero runs, runs of held pieces
+/// read from the slots, and fetched frames read through one stream per run of frames to fetch
+/// (reopened only when the next frame is not where the stream stands).
+struct PieceReader<'m> {
+    source: &'m dyn BundleSource,
+    plan: &'m Plan<'m>,
+    pieces: std::iter::Peekable<Box<dyn Iterator<Item = &'m [Chunk]> + Send + 'm>>,
+    active: Option<&'m dyn BlockDevice>,
+    target: &'m dyn BlockDevice,
+    counters: &'m Counters,
     payload_offset: u64,
     payload_end: u64,
     stream: Option<(u64, Box<dyn Read + Send>)>,
 }
 
-impl<'a> PayloadReader<'a> {
-    fn new(source: &'a dyn BundleSource, manifest: &'a Manifest, reusable: &'a [bool]) -> Self {
-        PayloadReader {
+impl<'m> PieceReader<'m> {
+    fn new(
+        source: &'m dyn BundleSource,
+        manifest: &'m Manifest,
+        plan: &'m Plan<'m>,
+        active: Option<&'m dyn BlockDevice>,
+        target: &'m dyn BlockDevice,
+        counters: &'m Counters,
+    ) -> Self {
+        let pieces: Box<dyn Iterator<Item = &'m [Chunk]> + Send + 'm> =
+            Box::new(pieces(plan.chunks));
+        PieceReader {
             source,
-            chunks: manifest.chunks(),
-            reusable,
+            plan,
+            pieces: pieces.peekable(),
+            active,
+            target,
+            counters,
             payload_offset: manifest.payload_offset(),
-            payload_end: manifest.file_len(),
+            payload_end: manifest.payload_offset() + manifest.payload_len(),
             stream: None,
         }
     }
 
-    /// Where the run of needed frames starting after `chunk` ends: at the frame of the next
-    /// reused chunk, else at the end of the payload.
-    fn run_end(&self, chunk: &Chunk) -> u64 {
-        let after = usize::try_from(chunk.index).map_or(usize::MAX, |i| i.saturating_add(1));
-        self.chunks
-            .iter()
-            .skip(after)
-            .filter(|c| is_reusable(self.reusable, c))
-            .find_map(|c| c.frame)
-            .map_or(self.payload_end, |frame| self.payload_offset + frame.offset)
+    fn next_piece(&mut self) -> Option<Result<Piece<'m>>> {
+        let piece = self.pieces.next()?;
+        let first = piece.first()?;
+        if first.is_zero() {
+            return Some(Ok(Piece::Zero(self.extend(piece, |c| c.is_zero()))));
+        }
+        if self.plan.fetches(piece) {
+            return Some(self.fetch(piece));
+        }
+        let plan = self.plan;
+        let run = self.extend(piece, |c| !c.is_zero() && plan.held(c).is_some());
+        Some(self.copy(run))
+    }
+
+    /// `piece` extended over the following pieces whose chunks all pass `like`, up to about
+    /// [`ITEM_BYTES`] (pieces are consecutive, so the run is one slice of the plan).
+    fn extend(&mut self, piece: &'m [Chunk], like: impl Fn(&Chunk) -> bool) -> &'m [Chunk] {
+        let mut count = piece.len();
+        let mut bytes: u64 = piece.iter().map(|c| u64::from(c.len)).sum();
+        while bytes < ITEM_BYTES {
+            let Some(next) = self.pieces.next_if(|p| p.iter().all(&like)) else {
+                break;
+            };
+            count += next.len();
+            bytes += next.iter().map(|c| u64::from(c.len)).sum::<u64>();
+        }
+        let start = piece
+            .first()
+            .and_then(|c| usize::try_from(c.index).ok())
+            .map_or(0, |i| i - self.plan.base);
+        self.plan.chunks.get(start..start + count).unwrap_or(piece)
+    }
+
+    /// The held chunks' bytes, read from where the plan found them (not yet hash-checked).
+    fn copy(&self, run: &'m [Chunk]) -> Result<Piece<'m>> {
+        let len: usize = run.iter().map(|c| c.len as usize).sum();
+        let mut bytes = Vec::with_capacity(len);
+        let mut in_place = 0u64;
+        let mut buf = Vec::new();
+        for chunk in run {
+            let (device, offset) = match self.plan.held(chunk) {
+                Some(Held::Active(offset)) => (self.active.unwrap_or(self.target), offset),
+                _ => {
+                    in_place += u64::from(chunk.len);
+                    (self.target, chunk.image_offset)
+                }
+            };
+            buf.resize(chunk.len as usize, 0);
+            device.read_at(&mut buf, offset).map_err(Error::io(format!(
+                "copying chunk {} from the slots",
+                chunk.index
+            )))?;
+            bytes.extend_from_slice(&buf);
+        }
+        Ok(Piece::Held(run, bytes, in_place))
+    }
+
+    /// Where the run of frames to fetch that starts at `from` (a payload offset) ends: after
+    /// the last frame to fetch before a gap wider than [`COALESCE_GAP`], or at the payload's
+    /// end.
+    fn run_end(&self, piece: &[Chunk]) -> u64 {
+        let after = piece
+            .last()
+            .and_then(|c| usize::try_from(c.index).ok())
+            .map_or(0, |i| i + 1 - self.plan.base);
+        let mut end = frame_end(piece, self.payload_offset);
+        for next in pieces(self.plan.chunks.get(after..).unwrap_or_default()) {
+            let Some(frame) = next.first().and_then(|c| c.frame) else {
+                continue;
+            };
+            let start = self.payload_offset + frame.offset;
+            if start.saturating_sub(end) > COALESCE_GAP {
+                break;
+            }
+            if self.plan.fetches(next) {
+                end = start + frame.length;
+            }
+        }
+        end.min(self.payload_end)
     }
 
     fn read_failed(&self, chunk: &Chunk, error: std::io::Error) -> Error {
         source_failure(self.source, &format!("chunk {}", chunk.index), error)
     }
 
-    fn next_piece(&mut self, chunk: &Chunk) -> Result<Piece> {
-        let Some(frame) = chunk.frame else {
-            return Ok(Piece::Zero(chunk.clone()));
+    fn fetch(&mut self, piece: &'m [Chunk]) -> Result<Piece<'m>> {
+        let Some((chunk, frame)) = piece.first().and_then(|c| Some((c, c.frame?))) else {
+            return Err(Error::io("fetching a frame")(std::io::Error::other(
+                "a piece without a frame",
+            )));
         };
         let start = self.payload_offset + frame.offset;
-        let stream = match self.stream.take() {
-            Some((position, stream)) if position == start => stream,
-            _ => self.source.read_range(start..self.run_end(chunk))?,
+        let mut stream = match self.stream.take() {
+            Some((position, stream)) if position <= start && start - position <= COALESCE_GAP => {
+                let mut stream = stream;
+                let gap = start - position;
+                std::io::copy(&mut (&mut stream).take(gap), &mut std::io::sink())
+                    .map_err(|e| self.read_failed(chunk, e))?;
+                self.counters.bytes.fetch_add(gap, Ordering::Relaxed);
+                stream
+            }
+            _ => {
+                self.counters.ranges.fetch_add(1, Ordering::Relaxed);
+                self.source.read_range(start..self.run_end(piece))?
+            }
         };
         let mut bytes = Vec::with_capacity(frame.length as usize);
-        let mut taken = stream.take(frame.length);
-        taken
+        (&mut stream)
+            .take(frame.length)
             .read_to_end(&mut bytes)
             .map_err(|e| self.read_failed(chunk, e))?;
         if bytes.len() as u64 != frame.length {
             return Err(self.read_failed(chunk, std::io::ErrorKind::UnexpectedEof.into()));
         }
-        self.stream = Some((start + frame.length, taken.into_inner()));
-        Ok(Piece::Data(chunk.clone(), bytes))
+        self.counters
+            .bytes
+            .fetch_add(frame.length, Ordering::Relaxed);
+        self.stream = Some((start + frame.length, stream));
+        Ok(Piece::Data(piece, bytes))
     }
+}
+
+impl<'m> Iterator for PieceReader<'m> {
+    type Item = Result<Piece<'m>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_piece()
+    }
+}
+
+/// The file offset where a piece's frame ends (its start for a zero piece).
+fn frame_end(piece: &[Chunk], payload_offset: u64) -> u64 {
+    piece
+        .first()
+        .and_then(|c| c.frame)
+        .map_or(payload_offset, |f| payload_offset + f.offset + f.length)
 }

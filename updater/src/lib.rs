@@ -15,6 +15,7 @@ pub mod install;
 pub mod lock;
 pub mod metrics;
 pub mod reports;
+mod seed;
 pub mod source;
 pub mod state;
 pub mod trust;

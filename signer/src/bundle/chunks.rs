@@ -1,8 +1,9 @@
-//! Chunk decoding (FORMAT §5): each stored chunk is exactly one zstd frame, decompressed with an
-//! output cap of the chunk's raw length and released only after its SHA-256 matched the
-//! verified manifest. [`decode_chunk`] is pure so callers can decode in parallel or fetch
-//! single chunks by range; [`ChunkReader`] walks the image or one boot asset; [`extract`] and
-//! [`extract_asset`] add the whole-stream hash check.
+//! Chunk decoding (FORMAT §5): each frame is exactly one zstd frame holding one chunk, or from
+//! format version 3 several consecutive chunks (a *piece*, [`pieces`]); it is decompressed with
+//! an output cap of the chunks' raw length and released only after every chunk's SHA-256
+//! matched the verified manifest. [`ChunkDecoder::decode_piece`] is pure so callers can decode
+//! in parallel or fetch single frames by range; [`ChunkReader`] walks the image or one boot
+//! asset; [`extract`] and [`extract_asset`] add the whole-stream hash check.
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
@@ -10,70 +11,88 @@ use sha2::{Digest, Sha256};
 
 use crate::digest::Sha256Digest;
 use crate::error::{ChunkFault, Error, FormatError, UsageError, VerifyError};
-use crate::schema::{Asset, Chunk, Manifest};
+use crate::schema::{pieces, Asset, Chunk, Manifest};
 use crate::verify::Verified;
 
-/// A reusable zstd decompression context.
+/// A reusable zstd decompression context, holding the bundle's dictionary if it has one.
 pub struct ChunkDecoder {
     dctx: zstd::bulk::Decompressor<'static>,
 }
 
 impl ChunkDecoder {
-    /// A new decoder.
-    pub fn new() -> Result<Self, Error> {
-        let dctx = zstd::bulk::Decompressor::new().map_err(Error::io("creating a zstd decoder"))?;
+    /// A decoder for `manifest`'s frames.
+    pub fn new(manifest: &Manifest) -> Result<Self, Error> {
+        let dctx = match manifest.dictionary() {
+            Some(dictionary) => zstd::bulk::Decompressor::with_dictionary(dictionary),
+            None => zstd::bulk::Decompressor::new(),
+        }
+        .map_err(Error::io("creating a zstd decoder"))?;
         Ok(ChunkDecoder { dctx })
     }
 
-    /// Decodes `compressed` (the chunk's frame, exactly) into `out` and checks its hash.
-    /// Decompression never writes more than the chunk's raw length. A zero chunk yields zeros.
-    pub fn decode_into(
+    /// Decodes `compressed` (the frame of `piece`, exactly) into `out` and checks every
+    /// chunk's hash; `piece` is one of [`pieces`]: an all-zero chunk yields zeros.
+    /// Decompression never writes more than the piece's raw length.
+    pub fn decode_piece(
         &mut self,
-        chunk: &Chunk,
+        piece: &[Chunk],
         compressed: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), VerifyError> {
-        let fault = |fault| VerifyError::Chunk {
-            index: chunk.index,
-            fault,
-        };
-        let len = chunk.len as usize;
-        let Some(frame) = chunk.frame else {
-            out.clear();
+        let first = piece.first().map_or(0, |c| c.index);
+        let fault = |index, fault| VerifyError::Chunk { index, fault };
+        let len: usize = piece.iter().map(|c| c.len as usize).sum();
+        out.clear();
+        let Some(frame) = piece.first().and_then(|c| c.frame) else {
             out.resize(len, 0);
             return Ok(());
         };
         if compressed.len() as u64 != frame.length {
-            return Err(fault(ChunkFault::CompressedLength {
-                expected: frame.length,
-                actual: compressed.len() as u64,
-            }));
+            return Err(fault(
+                first,
+                ChunkFault::CompressedLength {
+                    expected: frame.length,
+                    actual: compressed.len() as u64,
+                },
+            ));
         }
-        check_one_frame(compressed).map_err(fault)?;
-        if out.len() != len {
-            out.resize(len, 0);
-        }
+        check_one_frame(compressed).map_err(|f| fault(first, f))?;
+        out.resize(len, 0);
         let n = self
             .dctx
             .decompress_to_buffer(compressed, out.as_mut_slice())
             .map_err(|e| {
-                fault(ChunkFault::Decompress {
-                    max: len as u64,
-                    reason: e.to_string(),
-                })
+                fault(
+                    first,
+                    ChunkFault::Decompress {
+                        max: len as u64,
+                        reason: e.to_string(),
+                    },
+                )
             })?;
         if n != len {
-            return Err(fault(ChunkFault::Length {
-                expected: len as u64,
-                actual: n as u64,
-            }));
+            return Err(fault(
+                first,
+                ChunkFault::Length {
+                    expected: len as u64,
+                    actual: n as u64,
+                },
+            ));
         }
-        let actual = Sha256Digest(Sha256::digest(out.as_slice()).into());
-        if actual != chunk.sha256 {
-            return Err(fault(ChunkFault::Hash {
-                expected: chunk.sha256,
-                actual,
-            }));
+        let mut at = 0;
+        for chunk in piece {
+            let bytes = out.get(at..at + chunk.len as usize).unwrap_or_default();
+            at += chunk.len as usize;
+            let actual = Sha256Digest(Sha256::digest(bytes).into());
+            if actual != chunk.sha256 {
+                return Err(fault(
+                    chunk.index,
+                    ChunkFault::Hash {
+                        expected: chunk.sha256,
+                        actual,
+                    },
+                ));
+            }
         }
         Ok(())
     }
@@ -85,7 +104,7 @@ const ZSTD_MAGIC: [u8; 4] = 0xFD2F_B528u32.to_le_bytes();
 /// FORMAT §5: a stored chunk is exactly one zstd frame of exactly its length: not several
 /// frames, no skippable frame, nothing after the frame. (The decoder would accept all three,
 /// letting unsigned bytes ride in the payload.)
-fn check_one_frame(compressed: &[u8]) -> Result<(), ChunkFault> {
+pub(crate) fn check_one_frame(compressed: &[u8]) -> Result<(), ChunkFault> {
     if compressed.get(..4) != Some(&ZSTD_MAGIC[..]) {
         return Err(ChunkFault::Frame(
             "it does not start with the zstd frame magic number (a skippable frame or other data)"
@@ -104,20 +123,25 @@ fn check_one_frame(compressed: &[u8]) -> Result<(), ChunkFault> {
     }
 }
 
-/// Decodes one chunk's frame and checks its hash: the bytes are returned only if they are the
-/// ones the manifest names. The output is capped at the chunk's raw length.
-pub fn decode_chunk(chunk: &Chunk, compressed: &[u8]) -> Result<Vec<u8>, Error> {
+/// Decodes one of `manifest`'s pieces ([`pieces`]) from its frame and checks every chunk's
+/// hash: the bytes are returned only if they are the ones the manifest names. The output is
+/// capped at the piece's raw length.
+pub fn decode_piece(
+    manifest: &Manifest,
+    piece: &[Chunk],
+    compressed: &[u8],
+) -> Result<Vec<u8>, Error> {
     let mut out = Vec::new();
-    ChunkDecoder::new()?.decode_into(chunk, compressed, &mut out)?;
+    ChunkDecoder::new(manifest)?.decode_piece(piece, compressed, &mut out)?;
     Ok(out)
 }
 
-/// One chunk of the image, yielded by [`ChunkReader`] after its hash matched.
+/// One piece of the image ([`pieces`]), yielded by [`ChunkReader`] after its hashes matched.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChunkData {
-    /// A stored chunk's verified bytes.
+    /// The verified bytes of a frame's chunks.
     Data {
-        /// Chunk index.
+        /// Index of its first chunk.
         index: u64,
         /// Offset in the raw image.
         image_offset: u64,
@@ -135,14 +159,13 @@ pub enum ChunkData {
     },
 }
 
-/// Iterates over a verified bundle's chunks in order (the image's, or one asset's), reading
+/// Iterates over a verified bundle's pieces in order (the image's, or one asset's), reading
 /// frames from `reader`.
 pub struct ChunkReader<'m, R> {
     manifest: &'m Manifest,
-    chunks: &'m [Chunk],
+    pieces: Box<dyn Iterator<Item = &'m [Chunk]> + 'm>,
     asset: Option<&'m Asset>,
     reader: R,
-    next: usize,
     pos: Option<u64>,
     compressed: Vec<u8>,
     decoder: ChunkDecoder,
@@ -168,17 +191,19 @@ impl<'m, R: Read + Seek> ChunkReader<'m, R> {
     ) -> Result<Self, Error> {
         Ok(ChunkReader {
             manifest,
-            chunks,
+            pieces: Box::new(pieces(chunks)),
             asset,
             reader,
-            next: 0,
             pos: None,
             compressed: Vec::new(),
-            decoder: ChunkDecoder::new()?,
+            decoder: ChunkDecoder::new(manifest)?,
         })
     }
 
-    fn read_chunk(&mut self, chunk: &Chunk) -> Result<ChunkData, Error> {
+    fn read_piece(&mut self, piece: &[Chunk]) -> Result<ChunkData, Error> {
+        let Some(chunk) = piece.first() else {
+            return Err(Error::Bug("an empty piece"));
+        };
         let Some(range) = self.manifest.chunk_file_range(chunk) else {
             return Ok(ChunkData::Zero {
                 index: chunk.index,
@@ -191,7 +216,7 @@ impl<'m, R: Read + Seek> ChunkReader<'m, R> {
                 .seek(SeekFrom::Start(range.start))
                 .map_err(Error::io("seeking in the bundle"))?;
         }
-        // Bounded by the manifest check: a frame is at most zstd's bound of the chunk size.
+        // Bounded by the manifest check: a frame is at most zstd's bound of its raw bytes.
         self.compressed
             .resize((range.end - range.start) as usize, 0);
         self.reader
@@ -204,9 +229,9 @@ impl<'m, R: Read + Seek> ChunkReader<'m, R> {
                 _ => Error::io(format!("reading chunk {}", chunk.index))(e),
             })?;
         self.pos = Some(range.end);
-        let mut bytes = Vec::with_capacity(chunk.len as usize);
+        let mut bytes = Vec::new();
         self.decoder
-            .decode_into(chunk, &self.compressed, &mut bytes)
+            .decode_piece(piece, &self.compressed, &mut bytes)
             .map_err(|e| in_asset(self.asset, e))?;
         Ok(ChunkData::Data {
             index: chunk.index,
@@ -220,9 +245,8 @@ impl<R: Read + Seek> Iterator for ChunkReader<'_, R> {
     type Item = Result<ChunkData, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let chunk = self.chunks.get(self.next)?;
-        self.next += 1;
-        Some(self.read_chunk(chunk))
+        let piece = self.pieces.next()?;
+        Some(self.read_piece(piece))
     }
 }
 

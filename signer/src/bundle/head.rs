@@ -1,8 +1,10 @@
 //! The head of a bundle (FORMAT §2–§4): header, manifest bytes and parsed signature block,
-//! read from a `Read + Seek` or assembled from byte ranges fetched separately. Nothing here
-//! trusts the manifest: [`BundleHead::verify`] is the way to a [`Verified<Manifest>`].
+//! and from format version 3 the dictionary and chunk index stored after the payload; read
+//! from a `Read + Seek` or from byte ranges fetched separately. Nothing here trusts the
+//! manifest: [`BundleHead::verify`] is the way to a [`Verified<Manifest>`].
 
 use std::io::{Read, Seek, SeekFrom};
+use std::ops::Range;
 
 use crate::bundle::header::BundleHeader;
 use crate::digest::Sha256Digest;
@@ -11,12 +13,13 @@ use crate::limits::Limits;
 use crate::schema::{parse_signature_block, Manifest, Signature};
 use crate::verify::Verified;
 
-/// Header, manifest region and signatures of a bundle, not yet verified.
+/// Header, manifest region, signatures, dictionary and index of a bundle, not yet verified.
 #[derive(Debug, Clone)]
 pub struct BundleHead {
     header: BundleHeader,
     manifest: Vec<u8>,
     signatures: Vec<Signature>,
+    tail: Vec<u8>,
     file_len: u64,
 }
 
@@ -27,30 +30,63 @@ impl BundleHead {
         let file_len = r
             .seek(SeekFrom::End(0))
             .map_err(Error::io("reading bundle length"))?;
-        r.seek(SeekFrom::Start(0))
-            .map_err(Error::io("seeking to the bundle start"))?;
-        let mut hb = [0u8; BundleHeader::LEN];
-        read_exact(r, &mut hb, BundleHeader::LEN as u64, file_len)?;
-        let header = BundleHeader::parse(&hb, limits)?;
-        header.check_file_len(file_len)?;
-        let mut manifest = vec![0u8; header.manifest_len as usize];
-        read_exact(r, &mut manifest, header.payload_offset(), file_len)?;
-        let mut sig = vec![0u8; header.signature_block_len as usize];
-        read_exact(r, &mut sig, header.payload_offset(), file_len)?;
-        Ok(Self::from_parts(header, manifest, &sig, file_len, limits)?)
+        Self::fetch(file_len, limits, Error::Format, |range| {
+            r.seek(SeekFrom::Start(range.start))
+                .map_err(Error::io("seeking in the bundle head"))?;
+            let mut buf = vec![0u8; (range.end - range.start) as usize];
+            read_exact(r, &mut buf, range.end, file_len)?;
+            Ok(buf)
+        })
     }
 
-    /// Assembles a head from ranges fetched separately (e.g. HTTP Range requests):
-    /// `header.manifest_range()` and `header.signature_block_range()`; `file_len` is the
-    /// bundle's total size (e.g. the channel's `release.size`).
+    /// Reads the head of a `file_len`-byte bundle through `read_range` (e.g. HTTP Range
+    /// requests): the header's first bytes, then the manifest region and signature block it
+    /// announces, then the dictionary and index at the end, each length checked against
+    /// `limits` and `file_len` before it is asked for. `format` turns a refusal into `E`.
+    pub fn fetch<E>(
+        file_len: u64,
+        limits: &Limits,
+        format: impl Fn(FormatError) -> E,
+        mut read_range: impl FnMut(Range<u64>) -> Result<Vec<u8>, E>,
+    ) -> Result<Self, E> {
+        if file_len < BundleHeader::LEN as u64 {
+            return Err(format(FormatError::Truncated {
+                expected: BundleHeader::LEN as u64,
+                actual: file_len,
+            }));
+        }
+        let first = read_range(0..file_len.min(BundleHeader::LEN_INDEX as u64))?;
+        let header = BundleHeader::parse(&first, limits).map_err(&format)?;
+        header.check_file_len(file_len).map_err(&format)?;
+        let manifest = read_range(header.manifest_range())?;
+        let signatures = read_range(header.signature_block_range())?;
+        let tail = match header.tail_len() {
+            0 => Vec::new(),
+            _ => read_range(header.tail_range(file_len))?,
+        };
+        Self::from_parts(header, manifest, &signatures, tail, file_len, limits).map_err(format)
+    }
+
+    /// Assembles a head from ranges fetched separately: `header.manifest_range()`,
+    /// `header.signature_block_range()` and `header.tail_range(file_len)` (the dictionary and
+    /// index, empty before format version 3); `file_len` is the bundle's total size (e.g. the
+    /// channel's `release.size`).
     pub fn from_parts(
         header: BundleHeader,
         manifest: Vec<u8>,
         signature_block: &[u8],
+        tail: Vec<u8>,
         file_len: u64,
         limits: &Limits,
     ) -> Result<Self, FormatError> {
         header.check_file_len(file_len)?;
+        if tail.len() as u64 != header.tail_len() {
+            return Err(FormatError::field(
+                Section::Index,
+                "",
+                "dictionary and index length differs from the header's",
+            ));
+        }
         if manifest.len() != header.manifest_len as usize {
             return Err(FormatError::field(
                 Section::Manifest,
@@ -70,8 +106,23 @@ impl BundleHead {
             header,
             manifest,
             signatures,
+            tail,
             file_len,
         })
+    }
+
+    /// The compression dictionary as stored (empty when there is none), unverified.
+    pub fn dictionary_bytes(&self) -> &[u8] {
+        self.tail
+            .get(..self.header.dictionary_len as usize)
+            .unwrap_or_default()
+    }
+
+    /// The compressed chunk index as stored (empty before format version 3), unverified.
+    pub fn index_bytes(&self) -> &[u8] {
+        self.tail
+            .get(self.header.dictionary_len as usize..)
+            .unwrap_or_default()
     }
 
     /// The header.
@@ -118,7 +169,8 @@ impl BundleHead {
     }
 }
 
-/// The file must be exactly header + manifest + signature block + payload (FORMAT §2).
+/// The file must be exactly header + manifest + signature block + payload + dictionary +
+/// index (FORMAT §2).
 pub(crate) fn check_total_len(manifest: &Manifest, file_len: u64) -> Result<(), FormatError> {
     let expected = manifest.file_len();
     match file_len.cmp(&expected) {

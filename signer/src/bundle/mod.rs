@@ -4,14 +4,17 @@
 
 pub mod add_signature;
 pub mod chunks;
+pub mod dictionary;
 pub mod head;
 pub mod header;
+pub(crate) mod index;
 pub mod writer;
 
 pub use add_signature::{add_checked_signatures, add_signatures};
 pub use chunks::{
-    decode_chunk, extract, extract_asset, verify_contents, ChunkData, ChunkDecoder, ChunkReader,
+    decode_piece, extract, extract_asset, verify_contents, ChunkData, ChunkDecoder, ChunkReader,
 };
+pub use dictionary::train_dictionary;
 pub use head::BundleHead;
 pub use header::BundleHeader;
 pub use writer::{sign_bundle, sign_release, AssetSource, SignOptions, SignSummary, Sources};
@@ -20,18 +23,24 @@ use crate::digest::Sha256Digest;
 use crate::error::{Error, Section};
 use crate::limits::Limits;
 use crate::schema::envelope_helpers::{check_spaces, parse_padded};
-use crate::schema::{Manifest, ManifestDoc};
+use crate::schema::{Manifest, ManifestDoc, Tail};
 
 /// Parses the manifest region: one canonical JSON object then ASCII spaces (FORMAT §3).
 /// Callers parse only after the signature verified, except `inspect`.
 pub(crate) fn parse_manifest(head: &BundleHead, limits: &Limits) -> Result<Manifest, Error> {
-    parse_manifest_region(head.manifest_bytes(), *head.header(), limits)
+    let tail = Tail {
+        dictionary: head.dictionary_bytes(),
+        index: head.index_bytes(),
+    };
+    parse_manifest_region(head.manifest_bytes(), *head.header(), Some(tail), limits)
 }
 
-/// [`parse_manifest`] on a manifest region and the header framing it (a signing request).
+/// [`parse_manifest`] on a manifest region and the header framing it; a signing request has
+/// no `tail` (dictionary and index), and its version 3 manifest then lists no chunks.
 pub(crate) fn parse_manifest_region(
     bytes: &[u8],
     header: BundleHeader,
+    tail: Option<Tail<'_>>,
     limits: &Limits,
 ) -> Result<Manifest, Error> {
     let (doc, end) = parse_padded::<ManifestDoc>(bytes, Section::Manifest)?;
@@ -40,6 +49,7 @@ pub(crate) fn parse_manifest_region(
         doc,
         header,
         Sha256Digest::of(bytes),
+        tail,
         limits,
     )?)
 }

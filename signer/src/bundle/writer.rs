@@ -1,13 +1,15 @@
-//! The signing pipeline (FORMAT §2–§5). One pass over the image, no second copy of the
-//! payload: the header, a manifest region sized from an upper bound and a reserved signature
-//! block are laid out first; frames are appended as they come; then the manifest (padded with
-//! spaces to its reserved length) and the signatures are written back in place.
+//! The signing pipeline (FORMAT §2–§5), writing format version 3. One pass over the image, no
+//! second copy of the payload: the header, a manifest region sized from an upper bound and a
+//! reserved signature block are laid out first; frames are appended as they come, then the
+//! dictionary and the chunk index; then the header, the manifest (padded with spaces to its
+//! reserved length) and the signatures are written back in place.
 //!
-//! Threads ([`pipeline::ordered_map`]): a reader streams fixed-size chunks and hashes the
-//! whole image as it goes; workers detect all-zero chunks, hash and compress the others, each
-//! with its own zstd context; this thread writes frames in order. The pipeline's window and
-//! recycled buffers bound memory whatever the image size.
+//! Threads ([`pipeline::ordered_map`]): a reader cuts the image into chunks ([`Chunking`]) and
+//! hashes the whole image as it goes; workers detect all-zero chunks, hash and compress the
+//! others, each with its own zstd context holding the dictionary; this thread writes frames in
+//! order. The pipeline's window and recycled buffers bound memory whatever the image size.
 
+use std::collections::HashSet;
 use std::io::{Cursor, Read, Seek, SeekFrom, Write};
 use std::sync::mpsc::{channel, Receiver};
 
@@ -16,8 +18,10 @@ use pipeline::Shape;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::bundle::header::{BundleHeader, FORMAT_VERSION, FORMAT_VERSION_ASSETS};
+use crate::bundle::header::{BundleHeader, FORMAT_VERSION_INDEX};
+use crate::bundle::index::{self, Record};
 use crate::canonical;
+use crate::chunking::{ChunkStream, Chunking};
 use crate::digest::Sha256Digest;
 use crate::error::{Error, UsageError};
 use crate::keys::Signature;
@@ -26,7 +30,7 @@ use crate::limits::{Limits, MIN_CHUNK_SIZE};
 use crate::role::RoleKind;
 use crate::schema::{
     check_asset_kinds, check_name, encode_signature_block, max_frame_len, parse_version, AssetDoc,
-    AssetKind, ChunkDoc, ImageDoc, ManifestDoc,
+    AssetKind, BlobDoc, ChunkDoc, ImageDoc, IndexDoc, ManifestDoc,
 };
 use crate::time_util::format_rfc3339;
 
@@ -41,8 +45,18 @@ pub struct SignOptions {
     pub security_version: u64,
     /// Creation time recorded in the manifest.
     pub created: OffsetDateTime,
-    /// Chunk size: a power of two, at least 4 KiB. Default 1 MiB.
+    /// Where the image is cut (FORMAT §3.2). Default [`Chunking::DEFAULT`], 4 KiB blocks.
+    pub chunking: Chunking,
+    /// The boot assets' chunk size: a power of two, at least 4 KiB. Default 1 MiB.
     pub chunk_size: u32,
+    /// A zstd dictionary for every frame ([`train_dictionary`]), stored in the bundle and
+    /// named in the manifest. Default none.
+    pub dictionary: Option<Vec<u8>>,
+    /// The chunks nodes already hold: those of the releases in the field. The image's chunks among them are compressed together in frames
+    /// of up to 1 MiB (nodes reuse them, full installs read them); the others, what an update
+    /// from those releases fetches, in frames of their own runs. Default none: every frame
+    /// holds up to 1 MiB of chunks.
+    pub previous: HashSet<Sha256Digest>,
     /// zstd level. Default 3.
     pub level: i32,
     /// Compression threads; 0 means one per CPU. Default 0.
@@ -64,7 +78,10 @@ impl SignOptions {
             version,
             security_version,
             created,
+            chunking: Chunking::DEFAULT,
             chunk_size: 1 << 20,
+            dictionary: None,
+            previous: HashSet::new(),
             level: 3,
             workers: 0,
             signature_block_len: 4096,
@@ -132,9 +149,8 @@ pub fn sign_bundle<R: Read + Send, W: Write + Seek, K: Signer>(
     sign_release(sources, out, opts, keys, limits, progress)
 }
 
-/// Signs the image and its boot assets into one bundle (FORMAT §3.1): the image's frames
-/// first, then each asset's, through the same parallel pipeline. Without assets the result
-/// is byte for byte what [`sign_bundle`] writes (format version 1). An asset list that breaks
+/// Signs the image and its boot assets into one bundle (FORMAT §3.1, §3.2): the image's
+/// frames first, then each asset's, through the same parallel pipeline. An asset list that breaks
 /// §3.1 (names, one asset per boot kind, `kernel` with `initrd`, not with `uki`) or a
 /// `cmdline` asset whose text breaks [`proto::check_cmdline`] is a [`UsageError`], refused
 /// before anything is written.
@@ -152,77 +168,112 @@ pub fn sign_release<R: Read + Send, W: Write + Seek, K: Signer>(
         check_cmdline_text(source)?;
     }
     let created = format_rfc3339(opts.created);
-    let count = checked_chunk_count(sources.image_size, opts.chunk_size, limits)?;
-    let mut fixed = manifest_doc(opts, &created, sources.image_size, &sources.assets);
-    let manifest_len = manifest_bound(opts, &fixed, total_chunks(&sources, opts), limits)?;
+    let count = checked_chunk_count(sources.image_size, opts.chunking, limits)?;
+    let mut doc = manifest_doc(opts, &created, sources.image_size, &sources.assets, count);
+    let manifest_len = manifest_bound(opts, &doc, asset_chunks(&sources, opts), limits)?;
     let signature_block_len = signature_reserve(keys.len(), opts.signature_block_len, limits)?;
-    let header = BundleHeader {
-        version: if sources.assets.is_empty() {
-            FORMAT_VERSION
-        } else {
-            FORMAT_VERSION_ASSETS
-        },
+    let mut header = BundleHeader {
+        version: FORMAT_VERSION_INDEX,
         manifest_len,
         signature_block_len,
+        dictionary_len: 0,
+        index_len: 0,
     };
     let io = |what: &'static str| Error::io(format!("writing the bundle {what}"));
-    out.seek(SeekFrom::Start(0)).map_err(io("header"))?;
-    out.write_all(&header.encode()).map_err(io("header"))?;
     out.seek(SeekFrom::Start(header.payload_offset()))
         .map_err(io("payload"))?;
 
     let mut payload = Payload::default();
-    let mut stream = |reader: &mut (dyn Read + Send), size: u64, payload: &mut Payload| {
-        let plan = Plan {
-            size,
-            chunk_size: opts.chunk_size,
-            count: size.div_ceil(u64::from(opts.chunk_size)),
-            level: opts.level,
-            workers: worker_count(opts.workers),
+    // The image's chunks share frames (FORMAT §3.2); an asset's are one frame each (§3.1).
+    let mut stream =
+        |reader: &mut (dyn Read + Send), size: u64, chunking, payload: &mut Payload| {
+            let image = payload.raw == 0;
+            let plan = Plan {
+                size,
+                chunking,
+                level: opts.level,
+                dictionary: opts.dictionary.as_deref(),
+                previous: image.then_some(&opts.previous),
+                workers: worker_count(opts.workers),
+            };
+            let base = payload.raw;
+            let sha = run_pipeline(reader, &plan, out, payload, &mut |n| progress(base + n))?;
+            Ok::<_, Error>((sha, std::mem::take(&mut payload.entries)))
         };
-        let base = payload.raw;
-        let sha = run_pipeline(reader, &plan, out, payload, &mut |n| progress(base + n))?;
-        Ok::<_, Error>((sha, std::mem::take(&mut payload.chunks)))
-    };
     let mut image = sources.image;
-    let (image_sha256, chunks) = stream(&mut image, sources.image_size, &mut payload)?;
+    let (image_sha256, entries) =
+        stream(&mut image, sources.image_size, opts.chunking, &mut payload)?;
     let image_zero_chunks = payload.zero_chunks;
-    fixed.chunks = chunks;
-    fixed.image.sha256 = image_sha256;
-    for (mut src, doc) in sources
+    let records: Vec<Record> = entries.iter().map(Entry::record).collect();
+    doc.image.sha256 = image_sha256;
+    let asset_chunking = Chunking::fixed(opts.chunk_size);
+    for (mut src, asset) in sources
         .assets
         .into_iter()
-        .zip(fixed.assets.iter_mut().flatten())
+        .zip(doc.assets.iter_mut().flatten())
     {
-        (doc.sha256, doc.chunks) = stream(&mut src.reader, src.size, &mut payload)?;
+        let (sha256, entries) = stream(&mut src.reader, src.size, asset_chunking, &mut payload)?;
+        asset.sha256 = sha256;
+        asset.chunks = entries.iter().map(Entry::chunk_doc).collect();
     }
 
-    let manifest = pad(canonical::to_vec(&fixed)?, manifest_len as usize)?;
+    let dictionary = opts.dictionary.as_deref().unwrap_or_default();
+    let stored_index = index::encode(&records)?;
+    out.write_all(dictionary).map_err(io("dictionary"))?;
+    out.write_all(&stored_index).map_err(io("index"))?;
+    header.dictionary_len = region_len(dictionary, "dictionary", limits.max_dictionary_len)?;
+    header.index_len = region_len(&stored_index, "chunk index", limits.max_index_len)?;
+    doc.dictionary = opts.dictionary.as_deref().map(|d| BlobDoc {
+        sha256: Sha256Digest::of(d),
+        size: d.len() as u64,
+    });
+    doc.index = Some(IndexDoc {
+        count: records.len() as u64,
+        sha256: Sha256Digest::of(&stored_index),
+        size: stored_index.len() as u64,
+    });
+
+    let manifest = pad(canonical::to_vec(&doc)?, manifest_len as usize)?;
     let signatures = sign_bytes(RoleKind::Bundle, &manifest, keys)?;
     let block = encode_signature_block(&signatures, signature_block_len as usize)?
         .ok_or(Error::Bug("signature block reservation too small"))?;
-    out.seek(SeekFrom::Start(BundleHeader::LEN as u64))
-        .map_err(io("manifest"))?;
+    out.seek(SeekFrom::Start(0)).map_err(io("header"))?;
+    out.write_all(&header.encode()).map_err(io("header"))?;
     out.write_all(&manifest).map_err(io("manifest"))?;
     out.write_all(&block).map_err(io("signature block"))?;
     out.flush().map_err(io("end"))?;
     Ok(SignSummary {
         manifest_sha256: Sha256Digest::of(&manifest),
         image_sha256,
-        chunks: count,
+        chunks: records.len() as u64,
         zero_chunks: image_zero_chunks,
         payload_len: payload.len,
-        file_len: header.payload_offset() + payload.len,
+        file_len: header.payload_offset() + payload.len + header.tail_len(),
         signers: signatures.iter().map(|s| s.keyid).collect(),
     })
 }
 
-/// The manifest with every field but the chunk lists and digests (filled in as streams end).
+/// The length of a region stored after the payload, within its limit.
+fn region_len(bytes: &[u8], what: &str, max: u32) -> Result<u32, Error> {
+    match u32::try_from(bytes.len()) {
+        Ok(n) if n <= max => Ok(n),
+        _ => Err(UsageError::invalid(format!(
+            "the {what} is {} bytes, above the {max}-byte limit: use larger --chunking sizes",
+            bytes.len()
+        ))
+        .into()),
+    }
+}
+
+/// The manifest with every field but the chunk lists and digests (filled in as streams end);
+/// the index and dictionary fields hold placeholders as wide as their final values can be,
+/// for [`manifest_bound`].
 fn manifest_doc(
     opts: &SignOptions,
     created: &str,
     image_size: u64,
     assets: &[AssetSource<'_>],
+    max_chunks: u64,
 ) -> ManifestDoc {
     let assets = assets
         .iter()
@@ -237,26 +288,32 @@ fn manifest_doc(
     ManifestDoc {
         assets: (!assets.is_empty()).then_some(assets),
         chunk_size: opts.chunk_size,
-        chunks: Vec::new(),
+        chunking: Some(opts.chunking),
+        chunks: None,
         created: created.to_owned(),
+        dictionary: opts.dictionary.as_ref().map(|d| BlobDoc {
+            sha256: Sha256Digest([0; 32]),
+            size: d.len() as u64,
+        }),
         image: ImageDoc {
             sha256: Sha256Digest([0; 32]),
             size: image_size,
         },
+        index: Some(IndexDoc {
+            count: max_chunks,
+            sha256: Sha256Digest([0; 32]),
+            size: u64::from(u32::MAX),
+        }),
         product: opts.product.clone(),
         security_version: opts.security_version,
         version: opts.version.to_string(),
     }
 }
 
-fn total_chunks<R>(sources: &Sources<'_, R>, opts: &SignOptions) -> u64 {
+/// How many JSON chunk entries the assets make.
+fn asset_chunks<R>(sources: &Sources<'_, R>, opts: &SignOptions) -> u64 {
     let cs = u64::from(opts.chunk_size);
-    sources
-        .assets
-        .iter()
-        .map(|a| a.size.div_ceil(cs))
-        .sum::<u64>()
-        + sources.image_size.div_ceil(cs)
+    sources.assets.iter().map(|a| a.size.div_ceil(cs)).sum()
 }
 
 /// Asset names valid and unique, within `max_assets` and, with the image, `max_chunk_count`.
@@ -279,15 +336,12 @@ fn check_assets<R>(sources: &Sources<'_, R>, cs: u32, limits: &Limits) -> Result
     }
     check_asset_kinds(sources.assets.iter().map(|a| (a.kind, a.size)))
         .map_err(UsageError::invalid)?;
-    let total = sources
-        .assets
-        .iter()
-        .fold(sources.image_size.div_ceil(u64::from(cs)), |n, a| {
-            n.saturating_add(a.size.div_ceil(u64::from(cs)))
-        });
+    let total = sources.assets.iter().fold(0u64, |n, a| {
+        n.saturating_add(a.size.div_ceil(u64::from(cs)))
+    });
     if total > limits.max_chunk_count {
         return Err(UsageError::invalid(format!(
-            "the image and its assets make {total} chunks, more than the limit of {}: use a larger --chunk-size",
+            "the assets make {total} chunks, more than the limit of {}: use a larger --chunk-size",
             limits.max_chunk_count
         ))
         .into());
@@ -333,6 +387,9 @@ fn check_options<K: Signer>(opts: &SignOptions, keys: &[K], limits: &Limits) -> 
         ))
         .into());
     }
+    opts.chunking
+        .check(limits.max_chunk_size)
+        .map_err(|e| UsageError::invalid(format!("chunking: {e}")))?;
     if !zstd::compression_level_range().contains(&opts.level) {
         return Err(UsageError::invalid(format!(
             "zstd level {} is outside {:?}",
@@ -344,11 +401,13 @@ fn check_options<K: Signer>(opts: &SignOptions, keys: &[K], limits: &Limits) -> 
     Ok(check_distinct(keys)?)
 }
 
-fn checked_chunk_count(size: u64, cs: u32, limits: &Limits) -> Result<u64, Error> {
-    let count = size.div_ceil(u64::from(cs));
+/// The most chunks `chunking` can cut `size` bytes into (every one `min` bytes long), within
+/// the limit.
+fn checked_chunk_count(size: u64, chunking: Chunking, limits: &Limits) -> Result<u64, Error> {
+    let count = size.div_ceil(u64::from(chunking.min));
     if count > limits.max_chunk_count {
         return Err(UsageError::invalid(format!(
-            "an image of {size} bytes makes {count} chunks of {cs} bytes, more than the limit of {}: use a larger --chunk-size",
+            "an image of {size} bytes may make {count} chunks ({chunking}), more than the limit of {}: use larger --chunking sizes",
             limits.max_chunk_count
         ))
         .into());
@@ -357,17 +416,16 @@ fn checked_chunk_count(size: u64, cs: u32, limits: &Limits) -> Result<u64, Error
 }
 
 /// Upper bound of the manifest's canonical length, from its fixed fields and the widest
-/// possible chunk entry (FORMAT §3: the manifest region is then padded to exactly this).
+/// possible asset chunk entry (FORMAT §3: the manifest region is then padded to exactly this).
 fn manifest_bound(
     opts: &SignOptions,
     fixed: &ManifestDoc,
     count: u64,
     limits: &Limits,
 ) -> Result<u32, Error> {
-    let max_frame = max_frame_len(opts.chunk_size);
     let widest = ChunkDoc {
-        length: Some(max_frame),
-        offset: Some(max_frame.saturating_mul(count)),
+        length: Some(max_frame_len(opts.chunk_size)),
+        offset: Some(u64::MAX),
         sha256: Sha256Digest([0; 32]),
         zero: None,
     };
@@ -385,7 +443,7 @@ fn manifest_bound(
     match u32::try_from(bound) {
         Ok(b) if b <= limits.max_manifest_len => Ok(b),
         _ => Err(UsageError::invalid(format!(
-            "the manifest for {count} chunks could reach {bound} bytes, above the {}-byte limit: use a larger --chunk-size",
+            "the manifest for {count} asset chunks could reach {bound} bytes, above the {}-byte limit: use a larger --chunk-size",
             limits.max_manifest_len
         ))
         .into()),
@@ -429,22 +487,21 @@ fn worker_count(requested: usize) -> usize {
     }
 }
 
-struct Plan {
+struct Plan<'a> {
     size: u64,
-    chunk_size: u32,
-    count: u64,
+    chunking: Chunking,
     level: i32,
+    dictionary: Option<&'a [u8]>,
+    /// For the image: chunks nodes hold, which decides how chunks share frames. `None`: one
+    /// frame per chunk (boot assets).
+    previous: Option<&'a HashSet<Sha256Digest>>,
     workers: usize,
 }
 
-impl Plan {
-    fn chunk_len(&self, index: u64) -> usize {
-        (self.size - index * u64::from(self.chunk_size)).min(u64::from(self.chunk_size)) as usize
-    }
-
-    /// Chunks in flight: enough to keep every worker busy, within about 40 MiB.
+impl Plan<'_> {
+    /// Batches in flight: enough to keep every worker busy, within about 40 MiB.
     fn shape(&self) -> Shape {
-        let per_slot = 2 * self.chunk_size as usize + 4096;
+        let per_slot = 2 * self.batch_bytes() + 4096;
         let window = (40usize << 20)
             .checked_div(per_slot)
             .unwrap_or(1)
@@ -455,70 +512,139 @@ impl Plan {
             window,
         }
     }
+
+    /// Raw bytes of a batch: chunks go through the pipeline in batches of about 1 MiB, so
+    /// 4 KiB chunks do not pay the threads' hand-over cost each.
+    fn batch_bytes(&self) -> usize {
+        (self.chunking.max as usize).max(BATCH_BYTES)
+    }
+
+    fn compressor(&self) -> Result<zstd::bulk::Compressor<'static>, Error> {
+        let made = match self.dictionary {
+            Some(dictionary) => zstd::bulk::Compressor::with_dictionary(self.level, dictionary),
+            None => zstd::bulk::Compressor::new(self.level),
+        };
+        made.map_err(Error::io("creating a zstd compressor"))
+    }
 }
 
-/// One chunk's buffers: its raw bytes and its frame. Recycled through the pipeline, so the
-/// signer allocates at most one per item of the window whatever the image size.
-struct Slot {
+const BATCH_BYTES: usize = 1 << 20;
+
+/// A batch of consecutive chunks: their raw bytes end to end, each one's length, and once
+/// compressed their frames end to end with each chunk's place in them. Recycled through the
+/// pipeline, so the signer allocates at most one per item of the window whatever the image
+/// size.
+#[derive(Default)]
+struct Batch {
     raw: Vec<u8>,
-    frame: Vec<u8>,
+    lens: Vec<usize>,
+    frames: Vec<u8>,
+    /// Per chunk: its hash and where its bytes are.
+    done: Vec<(Sha256Digest, Place)>,
 }
 
-struct Done {
-    slot: Slot,
+/// Where a chunk's bytes are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// Nowhere: all zeros.
+    Zero,
+    /// At the start of a frame of this many bytes.
+    Starts(u32),
+    /// In the frame of the chunk before it.
+    Continues,
+}
+
+/// One chunk written: its hash, raw length, place and its frame's payload offset.
+struct Entry {
     sha256: Sha256Digest,
-    zero: bool,
+    raw_len: u32,
+    place: Place,
+    frame_offset: u64,
 }
 
-/// What the streams wrote so far: the current stream's chunk entries, the payload length
-/// (where the next frame goes), all-zero chunks and raw bytes done in all.
+impl Entry {
+    fn record(&self) -> Record {
+        Record {
+            sha256: self.sha256,
+            raw_len: self.raw_len,
+            frame_len: match self.place {
+                Place::Zero => 0,
+                Place::Starts(n) => n,
+                Place::Continues => index::CONTINUED,
+            },
+        }
+    }
+
+    /// The JSON entry of an asset chunk, always a frame of its own.
+    fn chunk_doc(&self) -> ChunkDoc {
+        let frame = match self.place {
+            Place::Starts(n) => Some(u64::from(n)),
+            Place::Zero | Place::Continues => None,
+        };
+        ChunkDoc {
+            length: frame,
+            offset: frame.map(|_| self.frame_offset),
+            sha256: self.sha256,
+            zero: frame.is_none().then_some(true),
+        }
+    }
+}
+
+/// What the streams wrote so far: the current stream's chunks, the payload length (where the
+/// next frame goes), all-zero chunks and raw bytes done in all.
 #[derive(Default)]
 struct Payload {
-    chunks: Vec<ChunkDoc>,
+    entries: Vec<Entry>,
     len: u64,
     zero_chunks: u64,
     raw: u64,
 }
 
-/// Reads the image into fixed-size chunks on the pipeline's reader thread, hashing the whole
-/// image on the way, in buffers the sink gave back when there are some.
+/// Cuts the image into chunks on the pipeline's reader thread, hashing the whole image on the
+/// way, and hands them on in batches, in buffers the sink gave back when there are some.
 struct ImageChunks<'a, R> {
-    image: R,
-    plan: &'a Plan,
+    stream: ChunkStream<R>,
+    plan: &'a Plan<'a>,
     hasher: &'a mut Sha256,
-    recycled: Receiver<Slot>,
-    next: u64,
+    recycled: Receiver<Batch>,
+    chunk: Vec<u8>,
 }
 
 impl<R: Read> ImageChunks<'_, R> {
-    fn read(&mut self, index: u64) -> Result<Slot, Error> {
-        let mut slot = self.recycled.try_recv().unwrap_or_else(|_| Slot {
-            raw: Vec::with_capacity(self.plan.chunk_size as usize),
-            frame: Vec::with_capacity(max_frame_len(self.plan.chunk_size) as usize),
-        });
-        slot.raw.resize(self.plan.chunk_len(index), 0);
-        self.image.read_exact(&mut slot.raw).map_err(|e| match e.kind() {
-            std::io::ErrorKind::UnexpectedEof => Error::Usage(UsageError::invalid(format!(
-                "the image ended before its announced size of {} bytes (did it change while signing?)",
-                self.plan.size
-            ))),
-            _ => Error::io("reading the image")(e),
+    fn read(&mut self) -> Result<Option<Batch>, Error> {
+        let mut batch = self.recycled.try_recv().unwrap_or_default();
+        batch.raw.clear();
+        batch.lens.clear();
+        while batch.raw.len() < BATCH_BYTES && self.next_chunk()? {
+            batch.raw.extend_from_slice(&self.chunk);
+            batch.lens.push(self.chunk.len());
+        }
+        Ok((!batch.lens.is_empty()).then_some(batch))
+    }
+
+    fn next_chunk(&mut self) -> Result<bool, Error> {
+        let more = self.stream.next_into(&mut self.chunk).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                Error::Usage(UsageError::invalid(format!(
+                    "the image ended before its announced size of {} bytes (did it change while signing?)",
+                    self.plan.size
+                )))
+            } else {
+                Error::io("reading the image")(e)
+            }
         })?;
-        self.hasher.update(&slot.raw);
-        Ok(slot)
+        if more {
+            self.hasher.update(&self.chunk);
+        }
+        Ok(more)
     }
 }
 
 impl<R: Read> Iterator for ImageChunks<'_, R> {
-    type Item = Result<Slot, Error>;
+    type Item = Result<Batch, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let index = self.next;
-        if index >= self.plan.count {
-            return None;
-        }
-        self.next += 1;
-        Some(self.read(index))
+        self.read().transpose()
     }
 }
 
@@ -526,33 +652,33 @@ impl<R: Read> Iterator for ImageChunks<'_, R> {
 /// writes frames in chunk order after those already in `payload`; returns the stream's hash.
 fn run_pipeline<R: Read + Send, W: Write>(
     image: R,
-    plan: &Plan,
+    plan: &Plan<'_>,
     out: &mut W,
     payload: &mut Payload,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Sha256Digest, Error> {
     let mut hasher = Sha256::new();
-    let (recycle, recycled) = channel::<Slot>();
+    let (recycle, recycled) = channel::<Batch>();
     let chunks = ImageChunks {
-        image,
+        stream: plan.chunking.split(image, plan.size),
         plan,
         hasher: &mut hasher,
         recycled,
-        next: 0,
+        chunk: Vec::with_capacity(plan.chunking.max as usize),
     };
-    let zero_full = Sha256Digest::of_zeros(u64::from(plan.chunk_size));
+    let zero_full = Sha256Digest::of_zeros(u64::from(plan.chunking.max));
     let mut bytes_done = 0u64;
     pipeline::ordered_map(
         chunks,
         plan.shape(),
-        || zstd::bulk::Compressor::new(plan.level).map_err(Error::io("creating a zstd compressor")),
-        |cctx, slot| compress_one(cctx, slot, plan.chunk_size, zero_full),
-        |done| {
-            bytes_done += done.slot.raw.len() as u64;
-            append(out, payload, &done)?;
+        || Ok((plan.compressor()?, Vec::new())),
+        |(cctx, scratch), batch| compress_batch(cctx, scratch, batch, plan, zero_full),
+        |batch| {
+            bytes_done += batch.raw.len() as u64;
+            append(out, payload, &batch)?;
             progress(bytes_done);
             // The reader may have finished: then the buffer is simply dropped.
-            let _ = recycle.send(done.slot);
+            let _ = recycle.send(batch);
             Ok(())
         },
     )?;
@@ -560,33 +686,68 @@ fn run_pipeline<R: Read + Send, W: Write>(
     Ok(Sha256Digest(hasher.finalize().into()))
 }
 
-/// Zero check, chunk hash, zstd frame. `zero_full` is the digest of a full chunk of zeros.
-fn compress_one(
+/// Per chunk of the batch: zero check and hash; then each run of stored chunks that nodes
+/// either all hold or all lack ([`Plan::previous`]) compressed into one frame (each chunk alone
+/// without `previous`). `zero_full` is the digest of `max` zeros; `scratch` is the worker's
+/// frame buffer.
+fn compress_batch(
     cctx: &mut zstd::bulk::Compressor<'static>,
-    mut slot: Slot,
-    chunk_size: u32,
+    scratch: &mut Vec<u8>,
+    mut batch: Batch,
+    plan: &Plan<'_>,
     zero_full: Sha256Digest,
-) -> Result<Done, Error> {
-    if is_zero(&slot.raw) {
-        let sha256 = if slot.raw.len() == chunk_size as usize {
-            zero_full
+) -> Result<Batch, Error> {
+    batch.frames.clear();
+    batch.done.clear();
+    let mut at = 0;
+    let mut kinds = Vec::with_capacity(batch.lens.len());
+    for &len in &batch.lens {
+        let raw = batch.raw.get(at..at + len).unwrap_or_default();
+        at += len;
+        let kind = if is_zero(raw) {
+            let sha256 = if len == plan.chunking.max as usize {
+                zero_full
+            } else {
+                Sha256Digest::of_zeros(len as u64)
+            };
+            (sha256, None)
         } else {
-            Sha256Digest::of_zeros(slot.raw.len() as u64)
+            let sha256 = Sha256Digest(Sha256::digest(raw).into());
+            (sha256, Some(plan.previous.map(|p| p.contains(&sha256))))
         };
-        return Ok(Done {
-            slot,
-            sha256,
-            zero: true,
-        });
+        kinds.push(kind);
     }
-    let sha256 = Sha256Digest(Sha256::digest(&slot.raw).into());
-    cctx.compress_to_buffer(&slot.raw, &mut slot.frame)
-        .map_err(Error::io("compressing a chunk"))?;
-    Ok(Done {
-        slot,
-        sha256,
-        zero: false,
-    })
+    let mut at = 0;
+    for run in kinds.chunk_by(|a, b| a.1.is_some() && a.1 == b.1 && a.1 != Some(None)) {
+        let len: usize = batch
+            .lens
+            .get(batch.done.len()..batch.done.len() + run.len())
+            .unwrap_or_default()
+            .iter()
+            .sum();
+        let raw = batch.raw.get(at..at + len).unwrap_or_default();
+        at += len;
+        let Some((first, rest)) = run.split_first() else {
+            continue;
+        };
+        if first.1.is_none() {
+            batch.done.push((first.0, Place::Zero));
+            continue;
+        }
+        scratch.clear();
+        scratch.reserve(max_frame_len(len as u32) as usize);
+        cctx.compress_to_buffer(raw, scratch)
+            .map_err(Error::io("compressing a chunk"))?;
+        batch.frames.extend_from_slice(scratch);
+        // At most zstd's bound of a batch (a few MiB): fits in u32.
+        batch
+            .done
+            .push((first.0, Place::Starts(scratch.len() as u32)));
+        batch
+            .done
+            .extend(rest.iter().map(|(sha256, _)| (*sha256, Place::Continues)));
+    }
+    Ok(batch)
 }
 
 /// Whether every byte is zero (checked in 4 KiB blocks so a data chunk bails out early).
@@ -595,26 +756,23 @@ fn is_zero(buf: &[u8]) -> bool {
         .all(|b| b.iter().fold(0u8, |acc, &x| acc | x) == 0)
 }
 
-fn append<W: Write>(out: &mut W, payload: &mut Payload, d: &Done) -> Result<(), Error> {
-    if d.zero {
-        payload.zero_chunks += 1;
-        payload.chunks.push(ChunkDoc {
-            length: None,
-            offset: None,
-            sha256: d.sha256,
-            zero: Some(true),
-        });
-        return Ok(());
-    }
-    out.write_all(&d.slot.frame)
+fn append<W: Write>(out: &mut W, payload: &mut Payload, batch: &Batch) -> Result<(), Error> {
+    out.write_all(&batch.frames)
         .map_err(Error::io("writing the bundle payload"))?;
-    let length = d.slot.frame.len() as u64;
-    payload.chunks.push(ChunkDoc {
-        length: Some(length),
-        offset: Some(payload.len),
-        sha256: d.sha256,
-        zero: None,
-    });
-    payload.len += length;
+    let mut frame_offset = payload.len;
+    for (&len, &(sha256, place)) in batch.lens.iter().zip(&batch.done) {
+        if let Place::Starts(n) = place {
+            frame_offset = payload.len;
+            payload.len += u64::from(n);
+        }
+        payload.zero_chunks += u64::from(place == Place::Zero);
+        // At most the chunking's `max` (16 MiB) or the assets' chunk size (64 MiB).
+        payload.entries.push(Entry {
+            sha256,
+            raw_len: len as u32,
+            place,
+            frame_offset,
+        });
+    }
     Ok(())
 }

@@ -1,12 +1,16 @@
 //! The bundle manifest (FORMAT §3): what the image is and where each chunk's zstd frame lies.
 
+use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::bundle::header::FORMAT_VERSION;
+use crate::bundle::header::{FORMAT_VERSION, FORMAT_VERSION_INDEX};
+use crate::bundle::index::{self, Record};
 use crate::bundle::BundleHeader;
+use crate::chunking::{Chunking, ALIGN};
 use crate::digest::Sha256Digest;
 use crate::error::{FormatError, Section};
 use crate::keys::KeyId;
@@ -23,9 +27,20 @@ pub(crate) struct ManifestDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assets: Option<Vec<AssetDoc>>,
     pub chunk_size: u32,
-    pub chunks: Vec<ChunkDoc>,
+    /// Where the image is cut (format version 3; FORMAT §3.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunking: Option<Chunking>,
+    /// The image's chunks as JSON entries (format versions 1 and 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<Vec<ChunkDoc>>,
     pub created: String,
+    /// The zstd dictionary every frame is compressed with (format version 3, optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dictionary: Option<BlobDoc>,
     pub image: ImageDoc,
+    /// The binary chunk index of the image (format version 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<IndexDoc>,
     pub product: String,
     pub security_version: u64,
     pub version: String,
@@ -36,6 +51,30 @@ pub(crate) struct ManifestDoc {
 pub(crate) struct ImageDoc {
     pub sha256: Sha256Digest,
     pub size: u64,
+}
+
+/// A region stored after the payload, named by its length and hash (FORMAT §3.2).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BlobDoc {
+    pub sha256: Sha256Digest,
+    pub size: u64,
+}
+
+/// The chunk index: its records and the stored (compressed) bytes (FORMAT §3.2).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IndexDoc {
+    pub count: u64,
+    pub sha256: Sha256Digest,
+    pub size: u64,
+}
+
+/// The dictionary and stored index of a version 3 bundle, as read after its payload.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tail<'a> {
+    pub dictionary: &'a [u8],
+    pub index: &'a [u8],
 }
 
 /// Wire form of one boot asset (FORMAT §3.1).
@@ -179,14 +218,14 @@ pub struct StoredFrame {
     pub length: u64,
 }
 
-/// One fixed-size chunk of the raw image.
+/// One chunk of the raw image or of an asset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chunk {
     /// Position in the manifest.
     pub index: u64,
     /// Offset of the chunk in the raw image.
     pub image_offset: u64,
-    /// Raw length: the chunk size, or less for the last chunk.
+    /// Raw length in bytes.
     pub len: u32,
     /// SHA-256 of the raw bytes.
     pub sha256: Sha256Digest,
@@ -211,7 +250,10 @@ pub struct Manifest {
     image_size: u64,
     image_sha256: Sha256Digest,
     chunk_size: u32,
+    chunking: Chunking,
+    chunk_count: u64,
     chunks: Vec<Chunk>,
+    dictionary: Option<Arc<[u8]>>,
     assets: Vec<Asset>,
     header: BundleHeader,
     payload_len: u64,
@@ -248,13 +290,26 @@ impl Manifest {
     pub fn image_sha256(&self) -> Sha256Digest {
         self.image_sha256
     }
-    /// Chunk size in bytes.
+    /// Chunk size of the boot assets, and of the image before format version 3.
     pub fn chunk_size(&self) -> u32 {
         self.chunk_size
     }
-    /// All chunks, in image order.
+    /// Where the image is cut: fixed `chunk_size` blocks before format version 3.
+    pub fn chunking(&self) -> Chunking {
+        self.chunking
+    }
+    /// All chunks, in image order (none in a manifest read from a signing request: its index
+    /// is not there; [`Manifest::chunk_count`] still says how many).
     pub fn chunks(&self) -> &[Chunk] {
         &self.chunks
+    }
+    /// Number of the image's chunks.
+    pub fn chunk_count(&self) -> u64 {
+        self.chunk_count
+    }
+    /// The zstd dictionary the frames are compressed with, hash-checked (format version 3).
+    pub fn dictionary(&self) -> Option<&[u8]> {
+        self.dictionary.as_deref()
     }
     /// Boot assets, in manifest order (empty for a format-version-1 bundle).
     pub fn assets(&self) -> &[Asset] {
@@ -278,7 +333,7 @@ impl Manifest {
     }
     /// Exact length of the bundle file.
     pub fn file_len(&self) -> u64 {
-        self.payload_offset() + self.payload_len
+        self.payload_offset() + self.payload_len + self.header.tail_len()
     }
     /// SHA-256 of the manifest region (what channel metadata names).
     pub fn manifest_sha256(&self) -> Sha256Digest {
@@ -303,11 +358,14 @@ impl Manifest {
         self.signers = signers;
     }
 
-    /// Validates the wire form against FORMAT §3 and the header.
+    /// Validates the wire form against FORMAT §3 and the header; a version 3 manifest also
+    /// against its dictionary and index (`tail`), whose records become the image's chunks.
+    /// Without `tail` (a signing request carries none) a version 3 manifest has no chunks.
     pub(crate) fn from_doc(
         doc: ManifestDoc,
         header: BundleHeader,
         manifest_sha256: Sha256Digest,
+        tail: Option<Tail<'_>>,
         limits: &Limits,
     ) -> Result<Manifest, FormatError> {
         let bad =
@@ -318,14 +376,11 @@ impl Manifest {
             .ok_or_else(|| bad("created", "not an RFC 3339 time".into()))?;
         check_chunk_size(doc.chunk_size, limits)?;
         let mut next_offset = 0u64;
-        let chunks = build_chunks(
-            &doc.chunks,
-            doc.image.size,
-            doc.chunk_size,
-            "chunks",
-            &mut next_offset,
-            limits,
-        )?;
+        let image = if header.version == FORMAT_VERSION_INDEX {
+            indexed_image(&doc, &header, tail, &mut next_offset, limits)?
+        } else {
+            json_image(&doc, &mut next_offset, limits)?
+        };
         let assets = build_assets(&doc, header.version, &mut next_offset, limits)?;
         Ok(Manifest {
             product: doc.product,
@@ -335,13 +390,287 @@ impl Manifest {
             image_size: doc.image.size,
             image_sha256: doc.image.sha256,
             chunk_size: doc.chunk_size,
-            chunks,
+            chunking: image.chunking,
+            chunk_count: image.count,
+            chunks: image.chunks,
+            dictionary: image.dictionary,
             assets,
             header,
             payload_len: next_offset,
             manifest_sha256,
             signers: Vec::new(),
         })
+    }
+}
+
+/// The image's chunks and how they were cut and compressed.
+struct ImageChunks {
+    chunking: Chunking,
+    count: u64,
+    chunks: Vec<Chunk>,
+    dictionary: Option<Arc<[u8]>>,
+}
+
+/// Versions 1 and 2: JSON entries of fixed-size chunks (FORMAT §3); no version 3 field.
+fn json_image(
+    doc: &ManifestDoc,
+    next_offset: &mut u64,
+    limits: &Limits,
+) -> Result<ImageChunks, FormatError> {
+    let only_v3 = [
+        ("chunking", doc.chunking.is_some()),
+        ("dictionary", doc.dictionary.is_some()),
+        ("index", doc.index.is_some()),
+    ];
+    if let Some((field, _)) = only_v3.iter().find(|(_, present)| *present) {
+        return Err(FormatError::field(
+            Section::Manifest,
+            *field,
+            "only allowed in a format version 3 bundle",
+        ));
+    }
+    let entries = doc.chunks.as_deref().ok_or_else(|| {
+        FormatError::field(
+            Section::Manifest,
+            "chunks",
+            "missing (format versions 1 and 2)",
+        )
+    })?;
+    let chunks = build_chunks(
+        entries,
+        doc.image.size,
+        doc.chunk_size,
+        "chunks",
+        next_offset,
+        limits,
+    )?;
+    Ok(ImageChunks {
+        chunking: Chunking::fixed(doc.chunk_size),
+        count: chunks.len() as u64,
+        chunks,
+        dictionary: None,
+    })
+}
+
+/// Version 3 (FORMAT §3.2): `chunking`, `index` and maybe `dictionary`, no `chunks`; the
+/// stored dictionary and index must be exactly what the signed manifest names.
+fn indexed_image(
+    doc: &ManifestDoc,
+    header: &BundleHeader,
+    tail: Option<Tail<'_>>,
+    next_offset: &mut u64,
+    limits: &Limits,
+) -> Result<ImageChunks, FormatError> {
+    let bad = |field: &str, reason: String| FormatError::field(Section::Manifest, field, reason);
+    if doc.chunks.is_some() {
+        return Err(bad(
+            "chunks",
+            "not allowed in a format version 3 bundle (the index lists the chunks)".into(),
+        ));
+    }
+    let chunking = doc
+        .chunking
+        .ok_or_else(|| bad("chunking", "missing (format version 3)".into()))?;
+    chunking
+        .check(limits.max_chunk_size)
+        .map_err(|e| bad("chunking", e))?;
+    let index = doc
+        .index
+        .as_ref()
+        .ok_or_else(|| bad("index", "missing (format version 3)".into()))?;
+    if index.count > limits.max_chunk_count {
+        return Err(bad(
+            "index.count",
+            format!(
+                "{} chunks, the limit is {}",
+                index.count, limits.max_chunk_count
+            ),
+        ));
+    }
+    check_blob("index", Some(index.size), header.index_len, None)?;
+    check_blob(
+        "dictionary",
+        doc.dictionary.as_ref().map(|d| d.size),
+        header.dictionary_len,
+        None,
+    )?;
+    let Some(tail) = tail else {
+        return Ok(ImageChunks {
+            chunking,
+            count: index.count,
+            chunks: Vec::new(),
+            dictionary: None,
+        });
+    };
+    check_blob(
+        "index",
+        Some(index.size),
+        header.index_len,
+        Some((index.sha256, tail.index)),
+    )?;
+    if let Some(d) = &doc.dictionary {
+        check_blob(
+            "dictionary",
+            Some(d.size),
+            header.dictionary_len,
+            Some((d.sha256, tail.dictionary)),
+        )?;
+    }
+    let records = index::decode(tail.index, index.count)?;
+    let max_frame_raw = u64::from(limits.max_chunk_size);
+    let chunks = indexed_chunks(
+        &records,
+        doc.image.size,
+        chunking,
+        next_offset,
+        max_frame_raw,
+    )?;
+    Ok(ImageChunks {
+        chunking,
+        count: index.count,
+        chunks,
+        dictionary: doc.dictionary.as_ref().map(|_| Arc::from(tail.dictionary)),
+    })
+}
+
+/// A region after the payload: its signed size must be the header's length, and its bytes
+/// (when there) must hash to the signed digest.
+fn check_blob(
+    field: &str,
+    signed_size: Option<u64>,
+    header_len: u32,
+    stored: Option<(Sha256Digest, &[u8])>,
+) -> Result<(), FormatError> {
+    let bad = |reason: String| FormatError::field(Section::Manifest, field, reason);
+    let size = signed_size.unwrap_or(0);
+    if size != u64::from(header_len) {
+        return Err(bad(format!(
+            "size {size}, but the header says {header_len} bytes are stored"
+        )));
+    }
+    if let Some((sha256, bytes)) = stored {
+        let actual = Sha256Digest::of(bytes);
+        if actual != sha256 {
+            return Err(bad(format!(
+                "the stored bytes hash to {}, the manifest says {}",
+                actual.to_hex(),
+                sha256.to_hex()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// FORMAT §3.2: the records tile the image in order; every chunk but the last is a multiple of
+/// 4 KiB between `min` and `max` (the last at most `max`). A record's frame length says where
+/// its bytes are: 0, nowhere (all zeros); [`index::CONTINUED`], in the frame the record before
+/// it is in; any other, in a new frame of that length, contiguous from `next_offset`. A frame's
+/// chunks decompress to at most `max_frame_raw` bytes, from a frame within zstd's bound.
+fn indexed_chunks(
+    records: &[Record],
+    image_size: u64,
+    chunking: Chunking,
+    next_offset: &mut u64,
+    max_frame_raw: u64,
+) -> Result<Vec<Chunk>, FormatError> {
+    let mut zeros = ZeroDigests::default();
+    let mut chunks: Vec<Chunk> = Vec::with_capacity(records.len());
+    let mut image_offset = 0u64;
+    // The open frame and the raw bytes of its chunks so far.
+    let mut open: Option<(StoredFrame, u64)> = None;
+    for (i, record) in records.iter().enumerate() {
+        let bad =
+            |reason: String| FormatError::field(Section::Index, format!("record {i}"), reason);
+        let len = record.raw_len;
+        let last = i + 1 == records.len();
+        let sized =
+            len >= 1 && len <= chunking.max && (last || (len >= chunking.min && len % ALIGN == 0));
+        if !sized {
+            return Err(bad(format!("raw length {len} breaks {chunking}")));
+        }
+        let zero = zeros.of(len);
+        if record.frame_len != index::CONTINUED {
+            close_frame(open.take()).map_err(bad)?;
+        }
+        let frame = match record.frame_len {
+            0 if record.sha256 != zero => {
+                return Err(bad("zero chunk whose sha256 is not that of zeros".into()))
+            }
+            0 => None,
+            _ if record.sha256 == zero => {
+                return Err(bad("stored chunk whose sha256 is that of zeros".into()))
+            }
+            index::CONTINUED => {
+                let (frame, raw) = open
+                    .as_mut()
+                    .ok_or_else(|| bad("continues a frame, but follows no stored chunk".into()))?;
+                *raw += u64::from(len);
+                Some(*frame)
+            }
+            n => {
+                let frame = StoredFrame {
+                    offset: *next_offset,
+                    length: u64::from(n),
+                };
+                *next_offset += u64::from(n);
+                open = Some((frame, u64::from(len)));
+                Some(frame)
+            }
+        };
+        if open.is_some_and(|(_, raw)| raw > max_frame_raw) {
+            return Err(bad(format!(
+                "its frame holds more than {max_frame_raw} raw bytes"
+            )));
+        }
+        chunks.push(Chunk {
+            index: i as u64,
+            image_offset,
+            len,
+            sha256: record.sha256,
+            frame,
+        });
+        image_offset += u64::from(len);
+    }
+    close_frame(open).map_err(|reason| FormatError::field(Section::Index, "last frame", reason))?;
+    if image_offset != image_size {
+        return Err(FormatError::field(
+            Section::Index,
+            "",
+            format!("the chunks cover {image_offset} bytes, the image has {image_size}"),
+        ));
+    }
+    Ok(chunks)
+}
+
+/// A frame's length must be within zstd's bound of the raw bytes it holds.
+fn close_frame(open: Option<(StoredFrame, u64)>) -> Result<(), String> {
+    match open {
+        Some((frame, raw)) if frame.length > max_frame_len_u64(raw) => Err(format!(
+            "frame length {} above {} for {raw} raw bytes",
+            frame.length,
+            max_frame_len_u64(raw)
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The consecutive chunks of one piece of a stream: one all-zero chunk, or every chunk of
+/// one frame (FORMAT §3.2: several in version 3, one before). A frame's chunks are contiguous
+/// in the image, so a piece decompresses to one contiguous range of it.
+pub fn pieces(chunks: &[Chunk]) -> impl Iterator<Item = &[Chunk]> {
+    chunks.chunk_by(|a, b| a.frame.is_some() && a.frame == b.frame)
+}
+
+/// SHA-256 of `n` zero bytes, computed once per length.
+#[derive(Default)]
+struct ZeroDigests(HashMap<u32, Sha256Digest>);
+
+impl ZeroDigests {
+    fn of(&mut self, n: u32) -> Sha256Digest {
+        *self
+            .0
+            .entry(n)
+            .or_insert_with(|| Sha256Digest::of_zeros(u64::from(n)))
     }
 }
 
@@ -366,7 +695,12 @@ pub(crate) fn chunk_count(size: u64, chunk_size: u32) -> u64 {
 
 /// Largest frame a chunk of `len` raw bytes may have (zstd's compress bound).
 pub(crate) fn max_frame_len(len: u32) -> u64 {
-    zstd::zstd_safe::compress_bound(len as usize) as u64
+    max_frame_len_u64(u64::from(len))
+}
+
+/// [`max_frame_len`] of `raw` bytes, saturating where `usize` ends.
+fn max_frame_len_u64(raw: u64) -> u64 {
+    usize::try_from(raw).map_or(u64::MAX, |n| zstd::zstd_safe::compress_bound(n) as u64)
 }
 
 /// Chunks of one stream (the image or an asset) of `size` bytes; frames continue at
@@ -427,7 +761,13 @@ fn build_assets(
 ) -> Result<Vec<Asset>, FormatError> {
     let bad = |reason: String| FormatError::field(Section::Manifest, "assets", reason);
     let docs = match (version, &doc.assets) {
-        (FORMAT_VERSION, None) => return Ok(Vec::new()),
+        (FORMAT_VERSION | FORMAT_VERSION_INDEX, None) => return Ok(Vec::new()),
+        (FORMAT_VERSION_INDEX, Some(a)) if !a.is_empty() => a,
+        (FORMAT_VERSION_INDEX, Some(_)) => {
+            return Err(bad(
+                "empty: a release without assets leaves the field out".into()
+            ))
+        }
         (FORMAT_VERSION, Some(_)) => {
             return Err(bad(format!(
                 "not allowed in a format version {FORMAT_VERSION} bundle"
@@ -448,7 +788,8 @@ fn build_assets(
         )));
     }
     check_asset_kinds(docs.iter().map(|a| (a.kind, a.size))).map_err(bad)?;
-    let mut total = doc.chunks.len() as u64;
+    let mut total =
+        doc.chunks.as_ref().map_or(0, Vec::len) as u64 + doc.index.as_ref().map_or(0, |i| i.count);
     let mut assets: Vec<Asset> = Vec::with_capacity(docs.len());
     for (i, a) in docs.iter().enumerate() {
         let field = format!("assets[{i}]");

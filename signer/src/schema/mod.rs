@@ -20,9 +20,10 @@ pub(crate) use envelope::{
     encode_envelope, encode_signature_block, parse_envelope, parse_signature_block,
 };
 pub(crate) use manifest::{
-    check_asset_kinds, max_frame_len, AssetDoc, ChunkDoc, ImageDoc, ManifestDoc,
+    check_asset_kinds, max_frame_len, AssetDoc, BlobDoc, ChunkDoc, ImageDoc, IndexDoc, ManifestDoc,
+    Tail,
 };
-pub use manifest::{Asset, AssetKind, Chunk, Manifest, StoredFrame};
+pub use manifest::{pieces, Asset, AssetKind, Chunk, Manifest, StoredFrame};
 pub(crate) use names::{check_bundle_path, check_name, parse_version};
 pub(crate) use root::{KeyDoc, RoleDoc, RolesDoc, RootDoc};
 pub use root::{RoleKeys, Root};

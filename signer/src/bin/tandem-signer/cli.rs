@@ -263,7 +263,20 @@ pub struct SignArgs {
     /// through `request`.
     #[arg(long = "key", value_name = "KEY")]
     pub keys: Vec<KeyArg>,
-    /// Chunk size: a power of two from 4KiB, e.g. 1MiB, 4MiB.
+    /// Where the image is cut: `fixed:SIZE` blocks (a filesystem image's block size), or
+    /// `cdc:MIN,AVG,MAX` content-defined chunks (FastCDC, cut on 4 KiB boundaries) for images
+    /// whose data moves by other amounts. Sizes are powers of two from 4KiB.
+    #[arg(long, default_value = "fixed:4KiB", value_name = "SPEC")]
+    pub chunking: String,
+    /// A bundle of a release nodes run now; repeat for several. Chunks the new image shares
+    /// with them are compressed together (nodes reuse them), the others in small frames of
+    /// their own, so an update from those releases fetches little more than what changed.
+    #[arg(long = "previous", value_name = "BUNDLE")]
+    pub previous: Vec<PathBuf>,
+    /// With --previous: compress without a dictionary trained on the image (for comparison).
+    #[arg(long)]
+    pub no_dictionary: bool,
+    /// Chunk size of the boot assets: a power of two from 4KiB, e.g. 1MiB, 4MiB.
     #[arg(long, default_value = "1MiB", value_name = "SIZE")]
     pub chunk_size: String,
     /// zstd compression level.

@@ -1,6 +1,7 @@
 //! One function per command: turns the typed arguments into validated values ("high"
 //! arguments: keys loaded, sizes and times parsed) and calls the library.
 
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, IsTerminal, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -9,9 +10,10 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use signer::bundle::{
-    add_checked_signatures, add_signatures, decode_chunk, extract, extract_asset, sign_release,
-    verify_contents, AssetSource, BundleHead, SignOptions, Sources,
+    add_checked_signatures, add_signatures, decode_piece, extract, extract_asset, sign_release,
+    train_dictionary, verify_contents, AssetSource, BundleHead, SignOptions, Sources,
 };
+use signer::chunking::Chunking;
 use signer::files::{
     read_capped, read_public_key, write_atomic, write_bytes_atomic, write_key_pair, Overwrite,
 };
@@ -23,6 +25,7 @@ use signer::request::{
 };
 use signer::time_util::{format_rfc3339, now_utc, parse_expiry, parse_rfc3339};
 use signer::verify::trust_root;
+use signer::Sha256Digest;
 use signer::{Asset, AssetKind, Limits, Manifest, PublicKey, RoleKind, SecretKey, Verified};
 use time::OffsetDateTime;
 
@@ -186,6 +189,48 @@ fn root_sign(file: &Path, keys: &[KeyArg], trusted: Option<&Path>, limits: &Limi
 }
 
 /// Parses `1MiB`, `4MiB`, `512KiB`, `65536`.
+/// The stored chunks of the `--previous` bundles' images. Read without verifying: they only
+/// decide how the new bundle's frames are laid out, never what a node trusts.
+fn previous_chunks(bundles: &[PathBuf], limits: &Limits) -> Result<HashSet<Sha256Digest>> {
+    let mut chunks = HashSet::new();
+    for path in bundles {
+        let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let manifest = BundleHead::read(&mut f, limits)
+            .and_then(|head| head.manifest_unverified(limits))
+            .with_context(|| format!("--previous {}", path.display()))?;
+        chunks.extend(
+            manifest
+                .chunks()
+                .iter()
+                .filter(|c| !c.is_zero())
+                .map(|c| c.sha256),
+        );
+    }
+    Ok(chunks)
+}
+
+/// `--chunking`: `fixed:SIZE` or `cdc:MIN,AVG,MAX`.
+fn parse_chunking(spec: &str) -> Result<Chunking> {
+    let usage = || {
+        format!("--chunking `{spec}`: expected fixed:SIZE or cdc:MIN,AVG,MAX, like fixed:4KiB or cdc:16KiB,32KiB,128KiB")
+    };
+    let (kind, sizes) = spec.split_once(':').with_context(usage)?;
+    let sizes: Vec<u32> = sizes
+        .split(',')
+        .map(parse_size)
+        .collect::<Result<_>>()
+        .with_context(usage)?;
+    match (kind, sizes.as_slice()) {
+        ("fixed", [size]) => Ok(Chunking::fixed(*size)),
+        ("cdc", [min, avg, max]) => Ok(Chunking {
+            min: *min,
+            avg: *avg,
+            max: *max,
+        }),
+        _ => Err(anyhow::anyhow!(usage())),
+    }
+}
+
 fn parse_size(s: &str) -> Result<u32> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -247,10 +292,18 @@ fn sign(a: &SignArgs, limits: &Limits) -> Result<()> {
         created(a.created.as_deref())?,
     );
     opts.chunk_size = parse_size(&a.chunk_size).context("--chunk-size")?;
+    opts.chunking = parse_chunking(&a.chunking)?;
     opts.level = a.level;
     opts.workers = a.threads.unwrap_or(0);
     let keys = private_keys(&a.keys)?;
     let (mut image, size) = open_sized(&a.image)?;
+    opts.previous = previous_chunks(&a.previous, limits)?;
+    // Only the small frames of new chunks gain from a dictionary: without --previous every
+    // frame holds up to 1 MiB.
+    if !a.previous.is_empty() && !a.no_dictionary {
+        opts.dictionary = train_dictionary(&image, size)
+            .with_context(|| format!("training a dictionary on {}", a.image.display()))?;
+    }
     let assets = asset_sources(a)?;
     let total = size + assets.iter().map(|s| s.size).sum::<u64>();
     let asset_count = assets.len();
@@ -623,7 +676,8 @@ fn inspect(bundle: &Path, root: Option<&Path>, json: bool, limits: &Limits) -> R
         let v = serde_json::json!({
             "product": m.product(), "version": m.version().to_string(), "security_version": m.security_version(),
             "created": format_rfc3339(m.created()), "image_size": m.image_size(), "image_sha256": m.image_sha256().to_hex(),
-            "chunk_size": m.chunk_size(), "chunks": m.chunks().len(), "zero_chunks": m.zero_chunks(),
+            "chunk_size": m.chunk_size(), "chunking": m.chunking(), "chunks": m.chunks().len(), "zero_chunks": m.zero_chunks(),
+            "index_size": m.header().index_len, "dictionary_size": m.header().dictionary_len,
             "payload_size": m.payload_len(), "file_size": m.file_len(), "ratio": ratio,
             "manifest_sha256": m.manifest_sha256().to_hex(), "signers": keyids,
             "signatures": signers.iter().map(signer_json).collect::<Vec<_>>(),
@@ -647,11 +701,18 @@ fn inspect(bundle: &Path, root: Option<&Path>, json: bool, limits: &Limits) -> R
         m.image_sha256()
     );
     outln!(
-        "chunks           {} of {} bytes, {} all-zero (not stored)",
+        "chunks           {} ({}), {} all-zero (not stored)",
         m.chunks().len(),
-        m.chunk_size(),
+        m.chunking(),
         m.zero_chunks()
     );
+    if m.header().version >= 3 {
+        outln!(
+            "index            {} bytes; dictionary {} bytes",
+            m.header().index_len,
+            m.header().dictionary_len
+        );
+    }
     outln!(
         "payload          {} bytes (ratio {ratio:.2}), file {} bytes",
         m.payload_len(),
@@ -785,7 +846,7 @@ fn chunk_bytes(f: &mut File, m: &Manifest, chunk: &signer::Chunk) -> Option<Vec<
     let mut frame = vec![0; usize::try_from(range.end - range.start).ok()?];
     f.seek(SeekFrom::Start(range.start)).ok()?;
     f.read_exact(&mut frame).ok()?;
-    decode_chunk(chunk, &frame).ok()
+    decode_piece(m, std::slice::from_ref(chunk), &frame).ok()
 }
 
 fn extract_cmd(

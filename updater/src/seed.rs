@@ -1,0 +1,117 @@
+//! Chunks a node already holds (docs/DESIGN.md §8): a delta update fetches only what it cannot
+//! find. The active slot is cut with the bundle's own chunking and every chunk hashed, so a
+//! chunk is found wherever it moved; a chunk not there may already be in place in the target
+//! slot, at its own offset (an interrupted or older install). Nothing found here is trusted:
+//! the install pipeline hashes every copied chunk again as it reads it for writing.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufReader, Read};
+
+use partitions::io::BlockDevice;
+use sha2::{Digest, Sha256};
+use signer::chunking::Chunking;
+use signer::{Chunk, Sha256Digest};
+
+use crate::error::{Error, Result};
+
+/// Where a held chunk's bytes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Held {
+    /// In the active slot at this offset.
+    Active(u64),
+    /// Already in the target slot, at the chunk's own offset.
+    InPlace,
+}
+
+/// For each of `chunks` (stored ones only; all-zero chunks are never copied): where the node
+/// holds it. Memory: a hash set of the chunks and a map of those found, whatever the slots'
+/// size.
+pub(crate) fn find_held(
+    chunks: &[Chunk],
+    chunking: Chunking,
+    active: &dyn BlockDevice,
+    target: &dyn BlockDevice,
+) -> Result<Vec<Option<Held>>> {
+    let wanted: HashSet<Sha256Digest> = chunks
+        .iter()
+        .filter(|c| !c.is_zero())
+        .map(|c| c.sha256)
+        .collect();
+    let found = scan(active, chunking, &wanted)?;
+    let mut buf = Vec::new();
+    chunks
+        .iter()
+        .map(|chunk| {
+            if chunk.is_zero() {
+                return Ok(None);
+            }
+            if let Some(&offset) = found.get(&chunk.sha256) {
+                return Ok(Some(Held::Active(offset)));
+            }
+            let in_place = read_matching(target, chunk, chunk.image_offset, &mut buf)?;
+            Ok(in_place.then_some(Held::InPlace))
+        })
+        .collect()
+}
+
+/// Whether `device` holds `chunk`'s bytes at `offset` (into `buf`). Past the device's end is
+/// not an error: the chunk is just not there.
+fn read_matching(
+    device: &dyn BlockDevice,
+    chunk: &Chunk,
+    offset: u64,
+    buf: &mut Vec<u8>,
+) -> Result<bool> {
+    buf.resize(chunk.len as usize, 0);
+    let size = device.size().map_err(Error::io("sizing a slot"))?;
+    if offset.saturating_add(u64::from(chunk.len)) > size {
+        return Ok(false);
+    }
+    device.read_at(buf, offset).map_err(Error::io(format!(
+        "reading chunk {} from a slot",
+        chunk.index
+    )))?;
+    Ok(Sha256Digest(Sha256::digest(&buf[..]).into()) == chunk.sha256)
+}
+
+/// The offset of the first chunk of `device` (cut by `chunking`) with each wanted hash.
+fn scan(
+    device: &dyn BlockDevice,
+    chunking: Chunking,
+    wanted: &HashSet<Sha256Digest>,
+) -> Result<HashMap<Sha256Digest, u64>> {
+    let size = device.size().map_err(Error::io("sizing the active slot"))?;
+    let reader = BufReader::with_capacity(4 << 20, DeviceReader { device, pos: 0 });
+    let mut stream = chunking.split(reader, size);
+    let mut found = HashMap::new();
+    let mut chunk = Vec::new();
+    let mut offset = 0u64;
+    while stream
+        .next_into(&mut chunk)
+        .map_err(Error::io("reading the active slot"))?
+    {
+        let sha256 = Sha256Digest(Sha256::digest(&chunk).into());
+        if wanted.contains(&sha256) {
+            found.entry(sha256).or_insert(offset);
+        }
+        offset += chunk.len() as u64;
+    }
+    Ok(found)
+}
+
+/// A device read front to back.
+struct DeviceReader<'a> {
+    device: &'a dyn BlockDevice,
+    pos: u64,
+}
+
+impl Read for DeviceReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.device.size()?.saturating_sub(self.pos);
+        let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let part = buf.get_mut(..n).unwrap_or_default();
+        self.device.read_at(part, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
