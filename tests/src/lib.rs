@@ -367,6 +367,10 @@ impl World {
             OffsetDateTime::now_utc(),
         );
         opts.chunk_size = CHUNK_SIZE;
+        // One chunk a frame, so the install's steps are chunks (the resume and power-cut
+        // tests count them); frames shared by chunks have tests of their own.
+        opts.chunking = signer::chunking::Chunking::fixed(CHUNK_SIZE);
+        opts.frame_bytes = CHUNK_SIZE;
         opts.workers = 2;
         let sources = Sources {
             image: image.as_slice(),
@@ -597,6 +601,15 @@ pub fn repo_request(source: &Path, channel: &str) -> InstallRequest {
 /// The head of a bundle file (for tampering at known offsets).
 pub fn bundle_head(path: &Path) -> BundleHead {
     BundleHead::read(&mut std::fs::File::open(path).unwrap(), &Limits::default()).unwrap()
+}
+
+/// Where a bundle file's payload ends (its chunk index and dictionary follow): the last
+/// frames' bytes lie just before.
+pub fn payload_end(path: &Path) -> usize {
+    let manifest = bundle_head(path)
+        .manifest_unverified(&Limits::default())
+        .unwrap();
+    (manifest.payload_offset() + manifest.payload_len()) as usize
 }
 
 /// The message of a simulated power cut (a panic raised by a failpoint callback).

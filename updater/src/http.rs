@@ -247,7 +247,25 @@ fn network<'a>(method: &'static str, url: &'a str) -> impl FnOnce(reqwest::Error
 }
 
 /// A failed read of a body: the server stalled, cut or misbehaved.
+/// A server file shorter than the signed size: not a network failure but the wrong file.
+#[derive(Debug)]
+struct ShortFile(String);
+
+impl std::fmt::Display for ShortFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ShortFile {}
+
 fn read_error(url: &str, error: std::io::Error) -> Error {
+    if let Some(short) = error.get_ref().and_then(|e| e.downcast_ref::<ShortFile>()) {
+        return Error::Hostile {
+            source_name: url.to_owned(),
+            reason: short.to_string(),
+        };
+    }
     Error::Network {
         method: "GET",
         url: url.to_owned(),
@@ -435,6 +453,17 @@ impl ResumingReader {
         let expected = format!("bytes {}-{}/", self.position, self.end - 1);
         let range_ok = response.status() == StatusCode::PARTIAL_CONTENT
             && header(&response, CONTENT_RANGE).is_some_and(|v| v.starts_with(&expected));
+        let total = header(&response, CONTENT_RANGE)
+            .and_then(|v| v.rsplit_once('/').and_then(|(_, t)| t.parse::<u64>().ok()));
+        if let Some(total) = total.filter(|&t| !range_ok && t < self.end) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                ShortFile(format!(
+                    "{url}: the server's file is truncated: {total} bytes, but the signed metadata names one of at least {}",
+                    self.end
+                )),
+            ));
+        }
         if !range_ok {
             // A permanent refusal: the server ignores ranges or the file changed under us.
             return Err(std::io::Error::new(

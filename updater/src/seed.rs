@@ -48,6 +48,11 @@ pub(crate) fn find_held(
             if let Some(&offset) = found.get(&chunk.sha256) {
                 return Ok(Some(Held::Active(offset)));
             }
+            // The scan cuts whole chunks of the slot: a shorter one (the image's last, or one
+            // cut at the image's end) can still be at its own offset.
+            if read_matching(active, chunk, chunk.image_offset, &mut buf)? {
+                return Ok(Some(Held::Active(chunk.image_offset)));
+            }
             let in_place = read_matching(target, chunk, chunk.image_offset, &mut buf)?;
             Ok(in_place.then_some(Held::InPlace))
         })

@@ -10,7 +10,7 @@ use crate::bundle::header::BundleHeader;
 use crate::digest::Sha256Digest;
 use crate::error::{Error, FormatError, Section};
 use crate::limits::Limits;
-use crate::schema::{parse_signature_block, Manifest, Signature};
+use crate::schema::{check_file_len, parse_signature_block, Manifest, Signature};
 use crate::verify::Verified;
 
 /// Header, manifest region, signatures, dictionary and index of a bundle, not yet verified.
@@ -172,18 +172,7 @@ impl BundleHead {
 /// The file must be exactly header + manifest + signature block + payload + dictionary +
 /// index (FORMAT §2).
 pub(crate) fn check_total_len(manifest: &Manifest, file_len: u64) -> Result<(), FormatError> {
-    let expected = manifest.file_len();
-    match file_len.cmp(&expected) {
-        std::cmp::Ordering::Less => Err(FormatError::Truncated {
-            expected,
-            actual: file_len,
-        }),
-        std::cmp::Ordering::Greater => Err(FormatError::TrailingData {
-            expected,
-            actual: file_len,
-        }),
-        std::cmp::Ordering::Equal => Ok(()),
-    }
+    check_file_len(manifest.file_len(), file_len)
 }
 
 fn read_exact<R: Read>(

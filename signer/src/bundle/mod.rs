@@ -31,6 +31,7 @@ pub(crate) fn parse_manifest(head: &BundleHead, limits: &Limits) -> Result<Manif
     let tail = Tail {
         dictionary: head.dictionary_bytes(),
         index: head.index_bytes(),
+        file_len: head.file_len(),
     };
     parse_manifest_region(head.manifest_bytes(), *head.header(), Some(tail), limits)
 }

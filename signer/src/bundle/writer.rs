@@ -57,6 +57,9 @@ pub struct SignOptions {
     /// from those releases fetches, in frames of their own runs. Default none: every frame
     /// holds up to 1 MiB of chunks.
     pub previous: HashSet<Sha256Digest>,
+    /// Most raw bytes of the image's chunks one frame holds (at least one chunk). Default
+    /// 1 MiB: about zstd's window at level 3, so sharing frames costs little compression.
+    pub frame_bytes: u32,
     /// zstd level. Default 3.
     pub level: i32,
     /// Compression threads; 0 means one per CPU. Default 0.
@@ -82,6 +85,7 @@ impl SignOptions {
             chunk_size: 1 << 20,
             dictionary: None,
             previous: HashSet::new(),
+            frame_bytes: 1 << 20,
             level: 3,
             workers: 0,
             signature_block_len: 4096,
@@ -194,6 +198,7 @@ pub fn sign_release<R: Read + Send, W: Write + Seek, K: Signer>(
                 level: opts.level,
                 dictionary: opts.dictionary.as_deref(),
                 previous: image.then_some(&opts.previous),
+                frame_bytes: opts.frame_bytes as usize,
                 workers: worker_count(opts.workers),
             };
             let base = payload.raw;
@@ -227,6 +232,7 @@ pub fn sign_release<R: Read + Send, W: Write + Seek, K: Signer>(
         sha256: Sha256Digest::of(d),
         size: d.len() as u64,
     });
+    doc.payload_size = Some(payload.len);
     doc.index = Some(IndexDoc {
         count: records.len() as u64,
         sha256: Sha256Digest::of(&stored_index),
@@ -304,6 +310,7 @@ fn manifest_doc(
             sha256: Sha256Digest([0; 32]),
             size: u64::from(u32::MAX),
         }),
+        payload_size: Some(u64::MAX),
         product: opts.product.clone(),
         security_version: opts.security_version,
         version: opts.version.to_string(),
@@ -495,6 +502,8 @@ struct Plan<'a> {
     /// For the image: chunks nodes hold, which decides how chunks share frames. `None`: one
     /// frame per chunk (boot assets).
     previous: Option<&'a HashSet<Sha256Digest>>,
+    /// Most raw bytes in a batch, and so in a frame.
+    frame_bytes: usize,
     workers: usize,
 }
 
@@ -513,10 +522,10 @@ impl Plan<'_> {
         }
     }
 
-    /// Raw bytes of a batch: chunks go through the pipeline in batches of about 1 MiB, so
-    /// 4 KiB chunks do not pay the threads' hand-over cost each.
+    /// Raw bytes of a batch: chunks go through the pipeline in batches (a frame never spans
+    /// two), so 4 KiB chunks do not pay the threads' hand-over cost each.
     fn batch_bytes(&self) -> usize {
-        (self.chunking.max as usize).max(BATCH_BYTES)
+        (self.chunking.max as usize).max(self.frame_bytes)
     }
 
     fn compressor(&self) -> Result<zstd::bulk::Compressor<'static>, Error> {
@@ -527,8 +536,6 @@ impl Plan<'_> {
         made.map_err(Error::io("creating a zstd compressor"))
     }
 }
-
-const BATCH_BYTES: usize = 1 << 20;
 
 /// A batch of consecutive chunks: their raw bytes end to end, each one's length, and once
 /// compressed their frames end to end with each chunk's place in them. Recycled through the
@@ -615,7 +622,7 @@ impl<R: Read> ImageChunks<'_, R> {
         let mut batch = self.recycled.try_recv().unwrap_or_default();
         batch.raw.clear();
         batch.lens.clear();
-        while batch.raw.len() < BATCH_BYTES && self.next_chunk()? {
+        while batch.raw.len() < self.plan.frame_bytes && self.next_chunk()? {
             batch.raw.extend_from_slice(&self.chunk);
             batch.lens.push(self.chunk.len());
         }

@@ -41,6 +41,10 @@ pub(crate) struct ManifestDoc {
     /// The binary chunk index of the image (format version 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index: Option<IndexDoc>,
+    /// The payload's length, so a reader knows the file's before it reads the index (format
+    /// version 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_size: Option<u64>,
     pub product: String,
     pub security_version: u64,
     pub version: String,
@@ -70,11 +74,13 @@ pub(crate) struct IndexDoc {
     pub size: u64,
 }
 
-/// The dictionary and stored index of a version 3 bundle, as read after its payload.
+/// The dictionary and stored index of a version 3 bundle, as read after its payload, and the
+/// length of the file they were read from.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Tail<'a> {
     pub dictionary: &'a [u8],
     pub index: &'a [u8],
+    pub file_len: u64,
 }
 
 /// Wire form of one boot asset (FORMAT §3.1).
@@ -382,6 +388,16 @@ impl Manifest {
             json_image(&doc, &mut next_offset, limits)?
         };
         let assets = build_assets(&doc, header.version, &mut next_offset, limits)?;
+        let indexed = image.chunks.len() as u64 == image.count;
+        if let Some(size) = doc
+            .payload_size
+            .filter(|&size| indexed && size != next_offset)
+        {
+            return Err(bad(
+                "payload_size",
+                format!("{size}, but the frames take {next_offset} bytes"),
+            ));
+        }
         Ok(Manifest {
             product: doc.product,
             version,
@@ -421,6 +437,7 @@ fn json_image(
         ("chunking", doc.chunking.is_some()),
         ("dictionary", doc.dictionary.is_some()),
         ("index", doc.index.is_some()),
+        ("payload_size", doc.payload_size.is_some()),
     ];
     if let Some((field, _)) = only_v3.iter().find(|(_, present)| *present) {
         return Err(FormatError::field(
@@ -494,6 +511,9 @@ fn indexed_image(
         header.dictionary_len,
         None,
     )?;
+    let payload_size = doc
+        .payload_size
+        .ok_or_else(|| bad("payload_size", "missing (format version 3)".into()))?;
     let Some(tail) = tail else {
         return Ok(ImageChunks {
             chunking,
@@ -502,6 +522,9 @@ fn indexed_image(
             dictionary: None,
         });
     };
+    // A short or long file is told as such, before its last bytes are taken for the index.
+    let expected = header.payload_offset() + payload_size + header.tail_len();
+    check_file_len(expected, tail.file_len)?;
     check_blob(
         "index",
         Some(index.size),
@@ -531,6 +554,15 @@ fn indexed_image(
         chunks,
         dictionary: doc.dictionary.as_ref().map(|_| Arc::from(tail.dictionary)),
     })
+}
+
+/// FORMAT §2: the file must be exactly as long as the manifest says.
+pub(crate) fn check_file_len(expected: u64, actual: u64) -> Result<(), FormatError> {
+    match actual.cmp(&expected) {
+        std::cmp::Ordering::Less => Err(FormatError::Truncated { expected, actual }),
+        std::cmp::Ordering::Greater => Err(FormatError::TrailingData { expected, actual }),
+        std::cmp::Ordering::Equal => Ok(()),
+    }
 }
 
 /// A region after the payload: its signed size must be the header's length, and its bytes

@@ -20,8 +20,8 @@ pub(crate) use envelope::{
     encode_envelope, encode_signature_block, parse_envelope, parse_signature_block,
 };
 pub(crate) use manifest::{
-    check_asset_kinds, max_frame_len, AssetDoc, BlobDoc, ChunkDoc, ImageDoc, IndexDoc, ManifestDoc,
-    Tail,
+    check_asset_kinds, check_file_len, max_frame_len, AssetDoc, BlobDoc, ChunkDoc, ImageDoc,
+    IndexDoc, ManifestDoc, Tail,
 };
 pub use manifest::{pieces, Asset, AssetKind, Chunk, Manifest, StoredFrame};
 pub(crate) use names::{check_bundle_path, check_name, parse_version};

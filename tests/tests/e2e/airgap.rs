@@ -146,7 +146,7 @@ fn a_tampered_channel_or_bundle_in_the_source_leaves_no_mirror() {
     std::fs::write(&channel, original).unwrap();
     let bundle = n.path("repo/bundles/acme-edge-2.0.0.tandem");
     let mut bytes = std::fs::read(&bundle).unwrap();
-    let last = bytes.len() - 1;
+    let last = tandem_tests::payload_end(&bundle) - 1;
     bytes[last] ^= 0x01;
     std::fs::write(&bundle, bytes).unwrap();
     let err = stderr_of(&n.mirror("repo", &[], 1));

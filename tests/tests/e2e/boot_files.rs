@@ -232,7 +232,7 @@ fn a_damaged_boot_asset_is_refused_and_nothing_reaches_the_loader() {
         let (v2, _) = uki_release(&w, "2.0.0", 2, "quiet");
         // The UKI's frames are the last bytes of the payload.
         let mut bytes = std::fs::read(&v2.bundle).unwrap();
-        let at = bytes.len() - 10;
+        let at = tandem_tests::payload_end(&v2.bundle) - 10;
         bytes[at] ^= 0x55;
         let damaged = w.path("damaged.tandem");
         std::fs::write(&damaged, bytes).unwrap();

@@ -802,8 +802,13 @@ fn the_metrics_textfile_follows_install_boot_check_and_poll() {
     assert_eq!(get(&after_install, &m("last_poll_success")), 1.0);
     assert_eq!(get(&after_install, &m("security_floor")), 0.0);
     assert!(get(&after_install, &m("last_install_bytes_fetched")) > 0.0);
-    // v2 shares no chunk with v1 (another seed): nothing to reuse.
-    assert_eq!(get(&after_install, &m("last_install_bytes_reused")), 0.0);
+    // v2 (another seed) shares with v1 only 4 KiB blocks of repeated text: far less is
+    // reused than fetched.
+    let reused = get(&after_install, &m("last_install_bytes_reused"));
+    assert!(
+        reused < get(&after_install, &m("last_install_bytes_fetched")),
+        "{reused}"
+    );
     assert!(get(&after_install, &m("last_install_duration_seconds")) > 0.0);
     assert!(get(&after_install, &m("last_poll_timestamp_seconds")) > 1.7e9);
     assert!(!after_install.keys().any(|k| k.contains("boot_check")));
