@@ -141,7 +141,7 @@ impl SigningRequest {
             (RoleKind::Bundle, Some(h)) => {
                 let bytes = hex::decode(h).map_err(|_| RequestError::Hex("header"))?;
                 let header = BundleHeader::parse(&bytes, limits)?;
-                if bytes.len() != header.len() {
+                if bytes.len() != header.encoded_len() {
                     return Err(RequestError::Hex("header").into());
                 }
                 Some(header)

@@ -360,6 +360,20 @@ impl World {
         product: &str,
         assets: &[TestAsset],
     ) -> Release {
+        self.release_signed(version, security_version, image, product, assets, |_| {})
+    }
+
+    /// Signs a release with this world's options changed by `configure` (chunking, previous
+    /// releases, frame size).
+    pub fn release_signed(
+        &self,
+        version: &str,
+        security_version: u64,
+        image: Vec<u8>,
+        product: &str,
+        assets: &[TestAsset],
+        configure: impl FnOnce(&mut SignOptions),
+    ) -> Release {
         let mut opts = SignOptions::new(
             product,
             semver::Version::parse(version).unwrap(),
@@ -372,6 +386,7 @@ impl World {
         opts.chunking = signer::chunking::Chunking::fixed(CHUNK_SIZE);
         opts.frame_bytes = CHUNK_SIZE;
         opts.workers = 2;
+        configure(&mut opts);
         let sources = Sources {
             image: image.as_slice(),
             image_size: image.len() as u64,

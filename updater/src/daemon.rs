@@ -61,8 +61,8 @@ impl std::fmt::Display for Poll {
             }
             Poll::Installed(outcome) => write!(
                 f,
-                "installed {} into slot {}",
-                outcome.release.version, outcome.target
+                "installed {} into slot {} ({})",
+                outcome.release.version, outcome.target, outcome.report
             ),
         }
     }

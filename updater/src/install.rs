@@ -90,6 +90,27 @@ pub struct WriteReport {
     /// Of `bytes_reused`, those found already in place in the target slot (the rest came
     /// from the active slot, from any offset).
     pub bytes_reused_in_place: u64,
+    /// The whole bundle's size, to set `bytes_read` against.
+    pub bundle_bytes: u64,
+}
+
+impl std::fmt::Display for WriteReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} bytes fetched of a {}-byte bundle in {} ranges; {} bytes reused ({} from the active slot, {} in place); {} chunks written, {} reused, {} zeroed, {} resumed",
+            self.bytes_read,
+            self.bundle_bytes,
+            self.ranges_read,
+            self.bytes_reused,
+            self.bytes_reused - self.bytes_reused_in_place,
+            self.bytes_reused_in_place,
+            self.chunks_written,
+            self.chunks_reused,
+            self.chunks_zeroed,
+            self.chunks_resumed
+        )
+    }
 }
 
 /// Consecutive chunks on their way to the slot.
@@ -141,6 +162,7 @@ pub fn write_image(
     let counters = Counters::default();
     let mut report = WriteReport {
         chunks_resumed: start as u64,
+        bundle_bytes: manifest.file_len(),
         ..WriteReport::default()
     };
     let mut stream_hash = (!options.verify_readback)
@@ -590,4 +612,31 @@ fn frame_end(piece: &[Chunk], payload_offset: u64) -> u64 {
         .first()
         .and_then(|c| c.frame)
         .map_or(payload_offset, |f| payload_offset + f.offset + f.length)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_slot_that_changed_after_the_scan_is_caught_before_the_write() {
+        let bytes = vec![7u8; 4096];
+        let chunk = Chunk {
+            index: 3,
+            image_offset: 0,
+            len: 4096,
+            sha256: Sha256Digest::of(&bytes),
+            frame: None,
+        };
+        let chunks = [chunk];
+        assert!(check_held(&chunks, &bytes).is_ok());
+        let mut changed = bytes;
+        changed[100] ^= 1;
+        let error = check_held(&chunks, &changed).unwrap_err().to_string();
+        assert!(
+            error.contains("chunk 3") && error.contains("changed"),
+            "{error}"
+        );
+    }
 }

@@ -55,8 +55,14 @@ pub struct InstallRecord {
     pub duration_seconds: f64,
     /// Compressed bytes read from the bundle (over the network for a URL).
     pub bytes_fetched: u64,
-    /// Bytes copied from the active slot instead.
+    /// Bytes copied from the slots instead.
     pub bytes_reused: u64,
+    /// Of those, bytes already in place in the target slot (the rest: the active slot's).
+    #[serde(default)]
+    pub bytes_reused_in_place: u64,
+    /// The bundle's size.
+    #[serde(default)]
+    pub bundle_bytes: u64,
 }
 
 /// The last boot-check.
@@ -121,6 +127,8 @@ impl Recorded {
                     duration_seconds: duration.as_secs_f64(),
                     bytes_fetched: report.bytes_read,
                     bytes_reused: report.bytes_reused,
+                    bytes_reused_in_place: report.bytes_reused_in_place,
+                    bundle_bytes: report.bundle_bytes,
                 });
             }
             Event::BootCheck(result) => {
@@ -219,9 +227,21 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
         );
         out.gauge(
             "last_install_bytes_reused",
-            "Bytes the last install copied from the active slot instead of fetching them.",
+            "Bytes the last install copied from the slots instead of fetching them.",
             &[],
             install.bytes_reused,
+        );
+        out.gauge(
+            "last_install_bytes_reused_in_place",
+            "Of the bytes reused, those already in place in the target slot.",
+            &[],
+            install.bytes_reused_in_place,
+        );
+        out.gauge(
+            "last_install_bundle_bytes",
+            "The size of the last installed bundle.",
+            &[],
+            install.bundle_bytes,
         );
     }
     if let Some(check) = &recorded.boot_check {

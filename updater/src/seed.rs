@@ -5,9 +5,9 @@
 //! the install pipeline hashes every copied chunk again as it reads it for writing.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufReader, Read};
+use std::io::BufReader;
 
-use partitions::io::BlockDevice;
+use partitions::io::{BlockDevice, DeviceCursor};
 use sha2::{Digest, Sha256};
 use signer::chunking::Chunking;
 use signer::{Chunk, Sha256Digest};
@@ -86,7 +86,7 @@ fn scan(
     wanted: &HashSet<Sha256Digest>,
 ) -> Result<HashMap<Sha256Digest, u64>> {
     let size = device.size().map_err(Error::io("sizing the active slot"))?;
-    let reader = BufReader::with_capacity(4 << 20, DeviceReader { device, pos: 0 });
+    let reader = BufReader::with_capacity(4 << 20, DeviceCursor::new(device));
     let mut stream = chunking.split(reader, size);
     let mut found = HashMap::new();
     let mut chunk = Vec::new();
@@ -104,19 +104,58 @@ fn scan(
     Ok(found)
 }
 
-/// A device read front to back.
-struct DeviceReader<'a> {
-    device: &'a dyn BlockDevice,
-    pos: u64,
-}
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+    use partitions::io::MemDisk;
+    use signer::schema::StoredFrame;
 
-impl Read for DeviceReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let left = self.device.size()?.saturating_sub(self.pos);
-        let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        let part = buf.get_mut(..n).unwrap_or_default();
-        self.device.read_at(part, self.pos)?;
-        self.pos += n as u64;
-        Ok(n)
+    const BLOCK: usize = 4096;
+
+    fn block(byte: u8) -> Vec<u8> {
+        (0..BLOCK).map(|i| byte ^ (i as u8)).collect()
+    }
+
+    fn chunk(index: u64, bytes: &[u8]) -> Chunk {
+        let zero = bytes.iter().all(|&b| b == 0);
+        Chunk {
+            index,
+            image_offset: index * BLOCK as u64,
+            len: bytes.len() as u32,
+            sha256: Sha256Digest::of(bytes),
+            frame: (!zero).then_some(StoredFrame {
+                offset: index * 100,
+                length: 100,
+            }),
+        }
+    }
+
+    #[test]
+    fn chunks_are_found_moved_in_the_active_slot_or_in_place_in_the_target() {
+        let (moved, in_place, missing, short) = (block(1), block(2), block(3), vec![9u8; 100]);
+        let active = MemDisk::new(16 * BLOCK as u64);
+        active.write_at(&moved, 5 * BLOCK as u64).unwrap();
+        active.write_at(&short, 3 * BLOCK as u64).unwrap();
+        let target = MemDisk::new(16 * BLOCK as u64);
+        target.write_at(&in_place, BLOCK as u64).unwrap();
+        let chunks = [
+            chunk(0, &moved),
+            chunk(1, &in_place),
+            chunk(2, &missing),
+            chunk(3, &short),
+            chunk(4, &[0; BLOCK]),
+        ];
+        let held = find_held(&chunks, Chunking::DEFAULT, &active, &target).unwrap();
+        assert_eq!(
+            held,
+            [
+                Some(Held::Active(5 * BLOCK as u64)),
+                Some(Held::InPlace),
+                None,
+                Some(Held::Active(3 * BLOCK as u64)),
+                None,
+            ]
+        );
     }
 }

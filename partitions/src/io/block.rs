@@ -5,6 +5,7 @@
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
+use std::ops::Deref;
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -202,22 +203,23 @@ impl BlockDevice for SubDevice {
     }
 }
 
-/// `Read + Write + Seek` over a [`BlockDevice`], for libraries that want a stream
-/// (the `gpt` crate when it lays out a new table).
+/// `Read + Write + Seek` over a [`BlockDevice`] (owned in an `Arc`, or borrowed), for
+/// libraries that want a stream (the `gpt` crate when it lays out a new table) and for
+/// reading a slot front to back.
 #[derive(Debug)]
-pub struct DeviceCursor {
-    dev: Arc<dyn BlockDevice>,
+pub struct DeviceCursor<D = Arc<dyn BlockDevice>> {
+    dev: D,
     pos: u64,
 }
 
-impl DeviceCursor {
+impl<D> DeviceCursor<D> {
     /// A cursor at offset 0.
-    pub fn new(dev: Arc<dyn BlockDevice>) -> Self {
+    pub fn new(dev: D) -> Self {
         Self { dev, pos: 0 }
     }
 }
 
-impl io::Read for DeviceCursor {
+impl<D: Deref<Target = T>, T: BlockDevice + ?Sized> io::Read for DeviceCursor<D> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let size = self.dev.size()?;
         let n = usize::try_from(size.saturating_sub(self.pos))
@@ -230,7 +232,7 @@ impl io::Read for DeviceCursor {
     }
 }
 
-impl io::Write for DeviceCursor {
+impl<D: Deref<Target = T>, T: BlockDevice + ?Sized> io::Write for DeviceCursor<D> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.dev.write_at(buf, self.pos)?;
         self.pos += buf.len() as u64;
@@ -241,7 +243,7 @@ impl io::Write for DeviceCursor {
     }
 }
 
-impl io::Seek for DeviceCursor {
+impl<D: Deref<Target = T>, T: BlockDevice + ?Sized> io::Seek for DeviceCursor<D> {
     fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
         let base = match pos {
             SeekFrom::Start(n) => Some(n),

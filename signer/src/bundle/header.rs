@@ -72,7 +72,7 @@ impl BundleHeader {
     pub const LEN_INDEX: usize = 24;
 
     /// This header's length in bytes.
-    pub fn len(&self) -> usize {
+    pub fn encoded_len(&self) -> usize {
         if self.version == FORMAT_VERSION_INDEX {
             Self::LEN_INDEX
         } else {
@@ -199,7 +199,7 @@ impl BundleHeader {
 
     /// Absolute byte range of the manifest region.
     pub fn manifest_range(&self) -> Range<u64> {
-        let start = self.len() as u64;
+        let start = self.encoded_len() as u64;
         start..start + u64::from(self.manifest_len)
     }
 

@@ -1,8 +1,10 @@
 //! Delta updates with no precomputed diff (docs/DESIGN.md §3, §8): over HTTP, a chunk the running
-//! slot already holds at the same offset with the same hash is copied from it, so the bytes
-//! fetched follow what changed, not the image size.
+//! slot already holds, at any offset, is copied from it, so the bytes fetched follow what
+//! changed, not the image size.
 
 use partitions::SlotId::{A, B};
+use signer::chunking::Chunking;
+use signer::Sha256Digest;
 use tandem_tests::{CHUNK_SIZE, PRODUCT};
 use updater::daemon::Poll;
 
@@ -64,4 +66,68 @@ fn a_local_bundle_is_read_whole_not_reused() {
         .unwrap();
     assert_eq!(outcome.report.chunks_reused, 0, "{:?}", outcome.report);
     assert!(f.holds(B, &v2));
+}
+
+/// A release whose data moved (as in a new filesystem build), signed with 4 KiB chunks and
+/// v1 as the previous release: the chunks v1 holds sit in shared frames the node never
+/// fetches, found at their new offsets in the active slot; the new ones are fetched in frames
+/// of their own.
+#[test]
+fn moved_data_is_found_anywhere_in_the_active_slot() {
+    let mut f = Fleet::new();
+    let block = 4096;
+    let v1 = f.v1.image.clone();
+    // Three new blocks in front shift everything by 12 KiB; one block in the middle changes.
+    let mut image = noise(3 * block, 7);
+    image.extend_from_slice(&v1[..v1.len() - 3 * block]);
+    let middle = image.len() / 2 / block * block;
+    image[middle..middle + block].copy_from_slice(&noise(block, 8));
+    let previous = v1.chunks(block).map(Sha256Digest::of).collect();
+    let v2 =
+        f.w.release_signed("2.0.0", 1, image.clone(), PRODUCT, &[], |o| {
+            o.chunking = Chunking::fixed(block as u32);
+            o.frame_bytes = 1 << 20;
+            o.previous = previous;
+        });
+    f.publish(&v2, 100);
+    let server = RepoServer::start(&f.repo);
+    f.point_at(&server.url, "node-1", None);
+
+    let outcome = match daemon(&f.agent(A)).poll_once().unwrap() {
+        Poll::Installed(outcome) => outcome,
+        other => panic!("expected an install, got: {other}"),
+    };
+    assert!(f.holds(B, &v2), "slot B does not hold v2's image");
+    let report = outcome.report;
+    // The three leading new blocks share one frame, the changed one has its own.
+    assert_eq!(
+        (report.chunks_written, report.ranges_read),
+        (4, 2),
+        "{report:?}"
+    );
+    assert!(report.bytes_read < 5 * block as u64, "{report:?}");
+    let zero_bytes = image
+        .chunks(block)
+        .filter(|b| b.iter().all(|&x| x == 0))
+        .count()
+        * block;
+    assert_eq!(
+        report.bytes_reused,
+        (image.len() - zero_bytes - 4 * block) as u64,
+        "every other stored block is copied from slot A: {report:?}"
+    );
+    assert_eq!(report.bytes_reused_in_place, 0, "{report:?}");
+}
+
+/// Bytes no release holds.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
 }

@@ -134,16 +134,8 @@ fn run(cli: &Cli) -> updater::Result<ExitCode> {
                 "staged; run `tandem-updater activate` to boot it"
             };
             let text = format!(
-                "{} {} written to slot {} ({} chunks written, {} reused from the active slot, {} zeroed, {} resumed; {} bytes read, {} reused): {verb}",
-                outcome.release.product,
-                outcome.release.version,
-                outcome.target,
-                outcome.report.chunks_written,
-                outcome.report.chunks_reused,
-                outcome.report.chunks_zeroed,
-                outcome.report.chunks_resumed,
-                outcome.report.bytes_read,
-                outcome.report.bytes_reused
+                "{} {} written to slot {} ({}): {verb}",
+                outcome.release.product, outcome.release.version, outcome.target, outcome.report
             );
             print(cli.json, &outcome, &text);
         }
