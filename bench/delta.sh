@@ -20,7 +20,8 @@
 #   zsync   `zsyncmake -b 4096` on the publisher, `zsync -i v1.img URL.zsync`
 #   casync  `casync make` (default chunks, 64 KiB average) into a store served over HTTP,
 #           `casync extract --seed=v1.img`
-#   tandem  `tandem-signer sign --level 3` and `publish`; a node (a tandem-disk image) whose
+#   tandem  `tandem-signer sign --level 3 --previous v1.tandem` (4 KiB chunks; the chunks v1
+#           holds share frames, the others get frames of their own) and `publish`; a node (a tandem-disk image) whose
 #           booted slot holds v1, installed and committed by tandem-updater from v1's bundle,
 #           runs `tandem-updater install URL --channel stable` (read-back on, as by default)
 # Bytes are everything nginx sent for a contender's requests ($bytes_sent: headers, metadata,
@@ -33,7 +34,9 @@
 # new blocks between identical zero blocks.)
 #
 # Prints a table per case and the ratios tandem/zsync and tandem/casync (goal of issue 12:
-# <= 0.8 each), and the v2 bundle against `zstd -3` of v2 (goal <= 1.05). Exits non-zero only
+# <= 0.8 each), the bytes of the v2 blocks v1 holds nowhere (a floor: runs and scattered
+# write random blocks, which no method can compress), and the v2 bundle against `zstd -3` of
+# v2 (goal <= 1.05). Exits non-zero only
 # when a tool fails, never on a ratio. Installs zsync, casync, nginx-light, e2fsprogs, zstd and
 # curl with apt-get when missing. Work files in a temporary directory, removed at the end
 # (DELTA_KEEP=1 keeps it and says where).
@@ -103,6 +106,22 @@ cp --sparse=always "$IMG/v1.img" "$IMG/runs/v2.img"
 run "$WORK/gen.log" python3 "$GEN" rewrite "$IMG/runs/v2.img" runs $((SEED + 2))
 cp --sparse=always "$IMG/v1.img" "$IMG/scattered/v2.img"
 run "$WORK/gen.log" python3 "$GEN" rewrite "$IMG/scattered/v2.img" scattered $((SEED + 3))
+
+# new_blocks CASE: how many of v2's non-zero 4 KiB blocks v1 holds nowhere, and their bytes: a
+# floor for any delta method that does not compress them (runs and scattered write random,
+# incompressible blocks).
+new_blocks() {
+    python3 - "$IMG/v1.img" "$IMG/$1/v2.img" <<'PY'
+import hashlib, sys
+def blocks(path):
+    with open(path, "rb") as f:
+        while block := f.read(4096):
+            yield block
+old = {hashlib.sha256(b).digest() for b in blocks(sys.argv[1])}
+new = [b for b in blocks(sys.argv[2]) if any(b) and hashlib.sha256(b).digest() not in old]
+print(len(new), sum(map(len, new)))
+PY
+}
 
 # --- nginx --------------------------------------------------------------------------------
 LOG="$WORK/nginx/access.log"
@@ -251,6 +270,7 @@ bench_tandem() {  # CASE
 
 for c in runs scattered rebuild; do
     echo "case $c: zsync, casync, tandem" >&2
+    printf '%s\tfloor\t%s\n' "$c" "$(new_blocks "$c")" >> "$RESULTS"
     bench_zsync "$c"
     bench_casync "$c"
     bench_tandem "$c"
@@ -288,6 +308,7 @@ def ratio(r, a, b):
 
 for case, title in titles.items():
     r = {row[1]: row for row in rows if row[0] == case}
+    floor = r.pop("floor", None)
     if set(r) != {"zsync", "casync", "tandem"}:
         continue
     print(f"\n{case}: {title} ({mib} MiB images)")
@@ -299,6 +320,12 @@ for case, title in titles.items():
               f"{note(tool, wire, status, extra)}")
     print(f"  tandem/zsync {ratio(r, 'tandem', 'zsync')}, tandem/casync {ratio(r, 'tandem', 'casync')}"
           " (issue 12 goal: <= 0.8 each)")
+    if floor:
+        count, size = (int(x) for x in floor[2].split())
+        best = min(int(r[t][2]) for t in ("zsync", "casync") if r[t][5] == "ok")
+        print(f"  v2 has {count} non-zero 4 KiB blocks v1 holds nowhere: {size / 1e6:.2f} MB,"
+              f" {size / best:.2f} of the best of zsync and casync (the bytes any method must"
+              " move, uncompressed)")
     bundle, zst = (int(x) for x in r["tandem"][6].split()[2:])
     print(f"  v2 bundle {bundle} bytes, zstd -3 of v2 {zst} bytes: {bundle / zst:.3f} (goal <= 1.05)")
 PY

@@ -59,7 +59,19 @@ mod tests {
         f.write_all(text.as_bytes()).unwrap();
         let size = text.len() as u64;
         let dict = train_dictionary(&f, size).unwrap().expect("a dictionary");
-        assert!(dict.len() <= DICTIONARY_SIZE && dict.len() > 1000);
+        assert!(!dict.is_empty() && dict.len() <= DICTIONARY_SIZE);
+        // A small chunk compresses better with it than alone.
+        let chunk = &text.as_bytes()[8192..12288];
+        let alone = zstd::bulk::compress(chunk, 3).unwrap().len();
+        let with = zstd::bulk::Compressor::with_dictionary(3, &dict)
+            .unwrap()
+            .compress(chunk)
+            .unwrap()
+            .len();
+        assert!(
+            with < alone,
+            "{with} bytes with the dictionary, {alone} without"
+        );
         assert!(train_dictionary(&f, 8192).unwrap().is_none());
         let zeros = tempfile::tempfile().unwrap();
         zeros.set_len(64 << 20).unwrap();

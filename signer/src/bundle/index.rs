@@ -5,6 +5,8 @@
 
 use crate::bundle::chunks::check_one_frame;
 use crate::digest::Sha256Digest;
+use std::io::Read;
+
 use crate::error::{Error, FormatError, Section};
 
 /// Bytes per record: SHA-256 (32), raw length (u32 LE), frame length (u32 LE).
@@ -37,29 +39,44 @@ pub(crate) fn encode(records: &[Record]) -> Result<Vec<u8>, Error> {
     zstd::bulk::compress(&raw, LEVEL).map_err(Error::io("compressing the chunk index"))
 }
 
-/// The `count` records of a stored index whose hash already matched the manifest: exactly one
-/// zstd frame holding exactly `count × 40` bytes (the output is capped there).
-pub(crate) fn decode(stored: &[u8], count: u64) -> Result<Vec<Record>, FormatError> {
-    let bad = |reason: String| FormatError::field(Section::Index, "", reason);
+/// The `count` records of a stored index whose hash already matched the manifest, in order:
+/// exactly one zstd frame holding exactly `count × 40` bytes. Records are decompressed one by
+/// one as the caller takes them (the index of a large image is tens of MiB decompressed), and
+/// the stream is checked to end exactly after the last.
+pub(crate) fn decode(
+    stored: &[u8],
+    count: u64,
+) -> Result<impl Iterator<Item = Result<Record, FormatError>> + '_, FormatError> {
     check_one_frame(stored).map_err(|e| bad(e.to_string()))?;
-    let want = usize::try_from(count)
-        .ok()
-        .and_then(|n| n.checked_mul(RECORD_LEN))
-        .ok_or_else(|| bad(format!("{count} records do not fit in memory")))?;
-    // One byte of room more than expected, so a longer index is told from an exact one.
-    let raw = zstd::bulk::Decompressor::new()
-        .and_then(|mut d| d.decompress(stored, want + 1))
-        .map_err(|e| bad(format!("does not decompress to {count} records: {e}")))?;
-    if raw.len() != want {
-        return Err(bad(format!(
-            "{} bytes, {count} records are {want}",
-            raw.len()
-        )));
-    }
-    Ok(raw.chunks_exact(RECORD_LEN).map(record).collect())
+    let mut decoder = zstd::stream::read::Decoder::with_buffer(stored)
+        .map_err(|e| bad(format!("cannot decompress: {e}")))?
+        .single_frame();
+    let mut left = count;
+    Ok(std::iter::from_fn(move || {
+        let mut bytes = [0u8; RECORD_LEN];
+        if left == 0 {
+            // Exactly `count` records: nothing may follow the last.
+            return match decoder.read(&mut bytes[..1]) {
+                Ok(0) => None,
+                Ok(_) => Some(Err(bad(format!("longer than {count} records")))),
+                Err(e) => Some(Err(bad(format!("cannot decompress: {e}")))),
+            };
+        }
+        left -= 1;
+        Some(
+            decoder
+                .read_exact(&mut bytes)
+                .map(|()| record(&bytes))
+                .map_err(|e| bad(format!("shorter than {count} records: {e}"))),
+        )
+    }))
 }
 
-fn record(bytes: &[u8]) -> Record {
+fn bad(reason: String) -> FormatError {
+    FormatError::field(Section::Index, "", reason)
+}
+
+fn record(bytes: &[u8; RECORD_LEN]) -> Record {
     let field = |at: usize| {
         let mut b = [0u8; 4];
         b.copy_from_slice(bytes.get(at..at + 4).unwrap_or(&[0; 4]));
@@ -88,10 +105,12 @@ mod tests {
             })
             .collect();
         let stored = encode(&records).unwrap();
-        assert_eq!(decode(&stored, 1000).unwrap(), records);
-        let err = decode(&stored, 999).unwrap_err().to_string();
-        assert!(err.contains("999 records"), "{err}");
-        assert!(decode(&stored, 1001).is_err());
+        let all = |count| decode(&stored, count)?.collect::<Result<Vec<_>, _>>();
+        assert_eq!(all(1000).unwrap(), records);
+        let err = all(999).unwrap_err().to_string();
+        assert!(err.contains("longer than 999 records"), "{err}");
+        let err = all(1001).unwrap_err().to_string();
+        assert!(err.contains("shorter than 1001 records"), "{err}");
         let mut two = stored.clone();
         two.extend_from_slice(&stored);
         assert!(decode(&two, 2000).is_err(), "two frames are refused");

@@ -542,7 +542,8 @@ fn indexed_image(
     let records = index::decode(tail.index, index.count)?;
     let max_frame_raw = u64::from(limits.max_chunk_size);
     let chunks = indexed_chunks(
-        &records,
+        records,
+        index.count,
         doc.image.size,
         chunking,
         next_offset,
@@ -599,22 +600,25 @@ fn check_blob(
 /// it is in; any other, in a new frame of that length, contiguous from `next_offset`. A frame's
 /// chunks decompress to at most `max_frame_raw` bytes, from a frame within zstd's bound.
 fn indexed_chunks(
-    records: &[Record],
+    records: impl Iterator<Item = Result<Record, FormatError>>,
+    count: u64,
     image_size: u64,
     chunking: Chunking,
     next_offset: &mut u64,
     max_frame_raw: u64,
 ) -> Result<Vec<Chunk>, FormatError> {
     let mut zeros = ZeroDigests::default();
-    let mut chunks: Vec<Chunk> = Vec::with_capacity(records.len());
+    // Within the limit the manifest's count was checked against.
+    let mut chunks: Vec<Chunk> = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
     let mut image_offset = 0u64;
     // The open frame and the raw bytes of its chunks so far.
     let mut open: Option<(StoredFrame, u64)> = None;
-    for (i, record) in records.iter().enumerate() {
+    for (i, record) in records.enumerate() {
+        let record = record?;
         let bad =
             |reason: String| FormatError::field(Section::Index, format!("record {i}"), reason);
         let len = record.raw_len;
-        let last = i + 1 == records.len();
+        let last = i as u64 + 1 == count;
         let sized =
             len >= 1 && len <= chunking.max && (last || (len >= chunking.min && len % ALIGN == 0));
         if !sized {
