@@ -337,7 +337,7 @@ impl World {
         image: Vec<u8>,
         product: &str,
     ) -> Release {
-        self.release_with(version, security_version, image, product, &[])
+        self.release_signed(version, security_version, image, product, &[], |_| {})
     }
 
     /// Signs a release of `version` (image from `seed`) that carries `assets`.
@@ -349,18 +349,7 @@ impl World {
         assets: &[TestAsset],
     ) -> Release {
         let image = image(IMAGE_LEN, seed);
-        self.release_with(version, security_version, image, PRODUCT, assets)
-    }
-
-    fn release_with(
-        &self,
-        version: &str,
-        security_version: u64,
-        image: Vec<u8>,
-        product: &str,
-        assets: &[TestAsset],
-    ) -> Release {
-        self.release_signed(version, security_version, image, product, assets, |_| {})
+        self.release_signed(version, security_version, image, PRODUCT, assets, |_| {})
     }
 
     /// Signs a release with this world's options changed by `configure` (chunking, previous
