@@ -37,6 +37,9 @@ pub(crate) fn find_held(
         .filter(|c| !c.is_zero())
         .map(|c| c.sha256)
         .collect();
+    if wanted.is_empty() {
+        return Ok(vec![None; chunks.len()]);
+    }
     let found = scan(active, chunking, &wanted)?;
     let mut buf = Vec::new();
     chunks
