@@ -693,10 +693,21 @@ fn run_pipeline<R: Read + Send, W: Write>(
     Ok(Sha256Digest(hasher.finalize().into()))
 }
 
-/// Per chunk of the batch: zero check and hash; then each run of stored chunks that nodes
-/// either all hold or all lack ([`Plan::previous`]) compressed into one frame (each chunk alone
-/// without `previous`). `zero_full` is the digest of `max` zeros; `scratch` is the worker's
-/// frame buffer.
+/// How a chunk is stored, as far as sharing a frame goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Group {
+    /// All zeros: not stored.
+    Zero,
+    /// A frame of its own (a boot asset's chunk).
+    Alone,
+    /// A frame shared with the next chunks of the same kind: those the previous releases
+    /// hold (`true`), or those they lack.
+    Shared(bool),
+}
+
+/// Per chunk of the batch: zero check and hash; then each run of chunks of one shared group
+/// compressed into one frame, every other chunk alone. `zero_full` is the digest of `max`
+/// zeros; `scratch` is the worker's frame buffer.
 fn compress_batch(
     cctx: &mut zstd::bulk::Compressor<'static>,
     scratch: &mut Vec<u8>,
@@ -706,39 +717,20 @@ fn compress_batch(
 ) -> Result<Batch, Error> {
     batch.frames.clear();
     batch.done.clear();
+    let chunks = classify(&batch, plan, zero_full);
     let mut at = 0;
-    let mut kinds = Vec::with_capacity(batch.lens.len());
-    for &len in &batch.lens {
+    let shares = |a: &(Sha256Digest, usize, Group), b: &(Sha256Digest, usize, Group)| {
+        matches!(a.2, Group::Shared(_)) && a.2 == b.2
+    };
+    for run in chunks.chunk_by(shares) {
+        let len: usize = run.iter().map(|c| c.1).sum();
         let raw = batch.raw.get(at..at + len).unwrap_or_default();
         at += len;
-        let kind = if is_zero(raw) {
-            let sha256 = if len == plan.chunking.max as usize {
-                zero_full
-            } else {
-                Sha256Digest::of_zeros(len as u64)
-            };
-            (sha256, None)
-        } else {
-            let sha256 = Sha256Digest(Sha256::digest(raw).into());
-            (sha256, Some(plan.previous.map(|p| p.contains(&sha256))))
-        };
-        kinds.push(kind);
-    }
-    let mut at = 0;
-    for run in kinds.chunk_by(|a, b| a.1.is_some() && a.1 == b.1 && a.1 != Some(None)) {
-        let len: usize = batch
-            .lens
-            .get(batch.done.len()..batch.done.len() + run.len())
-            .unwrap_or_default()
-            .iter()
-            .sum();
-        let raw = batch.raw.get(at..at + len).unwrap_or_default();
-        at += len;
-        let Some((first, rest)) = run.split_first() else {
+        let Some(((sha256, _, group), rest)) = run.split_first() else {
             continue;
         };
-        if first.1.is_none() {
-            batch.done.push((first.0, Place::Zero));
+        if *group == Group::Zero {
+            batch.done.push((*sha256, Place::Zero));
             continue;
         }
         scratch.clear();
@@ -747,14 +739,44 @@ fn compress_batch(
             .map_err(Error::io("compressing a chunk"))?;
         batch.frames.extend_from_slice(scratch);
         // At most zstd's bound of a batch (a few MiB): fits in u32.
+        let frame = Place::Starts(scratch.len() as u32);
+        batch.done.push((*sha256, frame));
         batch
             .done
-            .push((first.0, Place::Starts(scratch.len() as u32)));
-        batch
-            .done
-            .extend(rest.iter().map(|(sha256, _)| (*sha256, Place::Continues)));
+            .extend(rest.iter().map(|(sha256, _, _)| (*sha256, Place::Continues)));
     }
     Ok(batch)
+}
+
+/// Each chunk of the batch: its hash, length and [`Group`].
+fn classify(
+    batch: &Batch,
+    plan: &Plan<'_>,
+    zero_full: Sha256Digest,
+) -> Vec<(Sha256Digest, usize, Group)> {
+    let mut at = 0;
+    batch
+        .lens
+        .iter()
+        .map(|&len| {
+            let raw = batch.raw.get(at..at + len).unwrap_or_default();
+            at += len;
+            if is_zero(raw) {
+                let sha256 = if len == plan.chunking.max as usize {
+                    zero_full
+                } else {
+                    Sha256Digest::of_zeros(len as u64)
+                };
+                return (sha256, len, Group::Zero);
+            }
+            let sha256 = Sha256Digest(Sha256::digest(raw).into());
+            let group = match plan.previous {
+                Some(previous) => Group::Shared(previous.contains(&sha256)),
+                None => Group::Alone,
+            };
+            (sha256, len, group)
+        })
+        .collect()
 }
 
 /// Whether every byte is zero (checked in 4 KiB blocks so a data chunk bails out early).
