@@ -55,6 +55,8 @@ fn four_gib_manifest_header_is_refused_before_allocating() {
             version: 1,
             manifest_len: u32::MAX,
             signature_block_len: 4096,
+            dictionary_len: 0,
+            index_len: 0,
         },
         8 << 30,
     );
@@ -78,6 +80,8 @@ fn oversized_signature_block_is_refused() {
             version: 1,
             manifest_len: 100,
             signature_block_len: 1 << 30,
+            dictionary_len: 0,
+            index_len: 0,
         },
         8 << 30,
     );
@@ -98,6 +102,8 @@ fn manifest_longer_than_the_file_is_refused_before_reading_it() {
             version: 1,
             manifest_len: 10 << 20,
             signature_block_len: 4096,
+            dictionary_len: 0,
+            index_len: 0,
         },
         1000,
     );
@@ -121,6 +127,8 @@ fn lower_limits_apply() {
         version: 1,
         manifest_len: 1001,
         signature_block_len: 4096,
+        dictionary_len: 0,
+        index_len: 0,
     }
     .encode();
     assert!(matches!(
