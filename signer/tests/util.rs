@@ -7,6 +7,7 @@ use std::process::{Command, Output};
 
 use signer::bundle::{extract, sign_bundle, BundleHead, SignOptions};
 use signer::chunking::Chunking;
+use signer::keys::sign_bytes;
 use signer::metadata::{root_signed_bytes, sign_document, RootSpec};
 use signer::verify::trust_root;
 use signer::{Error, Limits, Manifest, RoleKind, Root, SecretKey, Verified};
@@ -320,4 +321,43 @@ pub fn dictionary_for(image: &[u8]) -> Vec<u8> {
     signer::bundle::train_dictionary(&file, image.len() as u64)
         .unwrap()
         .expect("a dictionary for a text image")
+}
+
+/// A hand-built bundle (FORMAT §2–§4) of `manifest` and `payload` with header version
+/// `version`, signed by `key`: manifest region 1024 bytes (or the next multiple of 1024 that
+/// holds `manifest`), signature block 512. For version 3, `tail` is the stored index (no
+/// dictionary), written after the payload and announced in the 24-byte header; before, it
+/// must be empty.
+pub fn handbuilt_bundle(
+    manifest: &str,
+    payload: &[u8],
+    version: u8,
+    tail: &[u8],
+    key: &SecretKey,
+) -> Vec<u8> {
+    let mut region = manifest.as_bytes().to_vec();
+    region.resize(manifest.len().max(1).next_multiple_of(1024), b' ');
+    let signature = &sign_bytes(RoleKind::Bundle, &region, std::slice::from_ref(key)).unwrap()[0];
+    let mut block = format!(
+        r#"{{"signatures":[{{"keyid":"{}","sig":"{}"}}]}}"#,
+        signature.keyid,
+        hex::encode(signature.sig)
+    )
+    .into_bytes();
+    block.resize(512, b' ');
+    let mut out = b"TANDEM\0".to_vec();
+    out.push(version);
+    out.extend_from_slice(&(region.len() as u32).to_le_bytes());
+    out.extend_from_slice(&512u32.to_le_bytes());
+    if version == 3 {
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&(tail.len() as u32).to_le_bytes());
+    } else {
+        assert!(tail.is_empty(), "only version 3 has a tail");
+    }
+    out.extend(region);
+    out.extend(block);
+    out.extend_from_slice(payload);
+    out.extend_from_slice(tail);
+    out
 }
