@@ -9,6 +9,7 @@ mod cli;
 mod format;
 mod handwritten;
 mod hostile;
+mod index;
 mod limits;
 mod metadata;
 mod mirror;
