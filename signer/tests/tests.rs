@@ -7,6 +7,7 @@ mod util;
 mod assets;
 mod cli;
 mod format;
+mod frames;
 mod handwritten;
 mod hostile;
 mod index;

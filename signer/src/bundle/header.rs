@@ -72,6 +72,7 @@ impl BundleHeader {
     pub const LEN_INDEX: usize = 24;
 
     /// This header's length in bytes.
+    #[allow(clippy::len_without_is_empty)] // A header is never empty: 16 or 24 bytes.
     pub fn len(&self) -> usize {
         if self.version == FORMAT_VERSION_INDEX {
             Self::LEN_INDEX

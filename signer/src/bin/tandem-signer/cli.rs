@@ -29,7 +29,7 @@ pub enum Command {
     #[command(subcommand)]
     Root(RootCommand),
     /// Sign a raw image into a bundle (parallel zstd chunks, per-chunk and image SHA-256).
-    Sign(SignArgs),
+    Sign(Box<SignArgs>),
     /// Add signatures to a bundle in place (the payload is not read or moved): sign with keys
     /// here, or attach signature files from `sign-request` (to a bundle, root or channel
     /// document), each checked first.
