@@ -1,6 +1,6 @@
 //! The chunk index of format version 3 (FORMAT §3.2), written by hand (40-byte records in one
-//! zstd frame after the payload) with no help from the library's writer: a valid one verifies
-//! and extracts, frames shared by several chunks included; each record rule broken is refused
+//! zstd frame after the payload) with no help from the library's writer: the example of
+//! FORMAT §9.2 verifies and extracts, its frame shared by two chunks included; each record rule broken is refused
 //! by the parser, naming the record.
 
 use std::io::Cursor;
@@ -125,6 +125,16 @@ fn a_handwritten_version_3_bundle_verifies_and_extracts() {
     let spec = valid();
     let b = bundle(&spec, &key);
     assert_eq!(&b[..8], b"TANDEM\0\x03");
+    // The figures of FORMAT §9.2 (zstd 1.5.7, level 3).
+    let frames: Vec<u32> = spec.records.iter().map(|r| r.2).collect();
+    assert_eq!(frames, [23, CONTINUED, 0, 19]);
+    assert_eq!(manifest(&spec, &stored_index(&spec)).len(), 363);
+    assert_eq!(stored_index(&spec).len(), 169);
+    assert_eq!(b.len(), 24 + 1024 + 512 + 42 + 169);
+    assert_eq!(
+        b[..24],
+        *b"TANDEM\0\x03\x00\x04\x00\x00\x00\x02\x00\x00\x00\x00\x00\x00\xa9\x00\x00\x00"
+    );
     let index_len = stored_index(&spec).len();
     assert_eq!(b[16..20], [0; 4], "no dictionary");
     assert_eq!(b[20..24], (index_len as u32).to_le_bytes());
