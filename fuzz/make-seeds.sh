@@ -2,7 +2,8 @@
 # Regenerates the seed corpora in fuzz/seeds/<target>/ from the real tools: a tiny bundle,
 # root and channel made by tandem-signer (fresh random keys: only the shapes matter), its
 # header/manifest/signature-block regions, a tiny GPT, grubenv blocks, and a few
-# Range headers, reports and pause hints. Usage: fuzz/make-seeds.sh (from anywhere).
+# Range headers, reports and pause hints. Usage: fuzz/make-seeds.sh (from anywhere); needs
+# python3 and the zstd command.
 set -euo pipefail
 FUZZ=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$FUZZ")
