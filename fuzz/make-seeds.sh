@@ -2,7 +2,8 @@
 # Regenerates the seed corpora in fuzz/seeds/<target>/ from the real tools: a tiny bundle,
 # root and channel made by tandem-signer (fresh random keys: only the shapes matter), its
 # header/manifest/signature-block regions, a tiny GPT, grubenv blocks, and a few
-# Range headers, reports and pause hints. Usage: fuzz/make-seeds.sh (from anywhere).
+# Range headers, reports and pause hints. Usage: fuzz/make-seeds.sh (from anywhere); needs
+# python3 and the zstd command.
 set -euo pipefail
 FUZZ=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$FUZZ")
@@ -17,7 +18,9 @@ for t in bundle_head manifest signature_block root channel grubenv gpt range rep
 done
 
 # Signer documents: one root (1 root key, 2 release keys, threshold 2), one bundle of a
-# 20 KiB image in 4 KiB chunks (data, zeros, a short last chunk), one channel.
+# 20 KiB image in 4 KiB chunks (data, zeros, a short last chunk; format version 3, the
+# chunks listed in its index), one channel. The version 1 seeds (os-v1.*) were made by an
+# earlier signer and are kept: version 1 stays readable.
 for k in root r1 r2; do "$SIGNER" keygen --out $k >/dev/null; done
 "$SIGNER" root init -o root.json --root-key root.pub.pem --root-threshold 1 \
     --release-key r1.pub.pem --release-key r2.pub.pem --release-threshold 2 \
@@ -30,13 +33,22 @@ for k in root r1 r2; do "$SIGNER" keygen --out $k >/dev/null; done
 cp root.json "$SEEDS/root/root.json"
 cp repo/channels/stable.json "$SEEDS/channel/stable.json"
 cp os.tandem "$SEEDS/bundle_head/os.tandem"
-python3 - os.tandem "$SEEDS" <<'PY'
+# The stored index (the file's last index_len bytes, header bytes 20..24), decompressed.
+python3 -c 'import struct; d = open("os.tandem", "rb").read(); n, = struct.unpack_from("<I", d, 20); open("index.zst", "wb").write(d[len(d) - n:])'
+zstd -dq index.zst -o index.raw
+python3 - os.tandem index.raw "$SEEDS" <<'PY'
 import struct, sys
 data = open(sys.argv[1], "rb").read()
+records = open(sys.argv[2], "rb").read()
+assert data[7] == 3, "the signer writes format version 3"
 m, s = struct.unpack_from("<II", data, 8)
-# The manifest target reads a version flag byte first (0: no boot assets).
-open(sys.argv[2] + "/manifest/os.manifest", "wb").write(b"\0" + data[16:16 + m])
-open(sys.argv[2] + "/signature_block/os.sigblock", "wb").write(data[16 + m:16 + m + s])
+manifest = data[24:24 + m]
+# The manifest target reads a version flag byte first (its value modulo 3: 0 for version 1,
+# 1 for 2, 2 for 3); for version 3 then the manifest length and, after the manifest, the
+# index records raw.
+open(sys.argv[3] + "/manifest/os.manifest", "wb").write(
+    b"\2" + struct.pack("<I", m) + manifest + records)
+open(sys.argv[3] + "/signature_block/os.sigblock", "wb").write(data[24 + m:24 + m + s])
 PY
 
 # GPT: a 24 KiB disk (48 sectors), 4-entry arrays (one sector each), root-a and root-b,

@@ -25,12 +25,15 @@ fuzz_target!(|data: &[u8]| {
         version: FORMAT_VERSION,
         manifest_len: MANIFEST.len() as u32,
         signature_block_len,
+        dictionary_len: 0,
+        index_len: 0,
     };
     let from = |block: &[u8]| {
         BundleHead::from_parts(
             header,
             MANIFEST.to_vec(),
             block,
+            Vec::new(),
             header.payload_offset(),
             &limits,
         )

@@ -70,8 +70,10 @@ pub fn trust() -> &'static Trust {
 }
 
 /// What every manifest that parsed must satisfy, for a bundle of `file_len` bytes whose
-/// length check passed: the documented limits hold and every chunk's bytes lie inside the
-/// payload, in order, without overlap, covering the image.
+/// length check passed: the documented limits hold; the image's chunks tile it in order, each
+/// within the chunking's maximum; the frames (one per piece: a frame holds one chunk, or from
+/// format version 3 several) lie inside the payload, in order, without overlap; the
+/// dictionary and index follow the payload to the end of the file.
 pub fn check_manifest(m: &Manifest, file_len: u64, limits: &Limits) {
     assert_eq!(m.file_len(), file_len, "file length check passed");
     assert!(m.chunk_size() <= limits.max_chunk_size, "chunk size limit");
@@ -79,33 +81,83 @@ pub fn check_manifest(m: &Manifest, file_len: u64, limits: &Limits) {
         m.chunk_size() >= signer::limits::MIN_CHUNK_SIZE,
         "chunk size floor"
     );
+    assert!(m.chunking().max <= limits.max_chunk_size, "chunking limit");
+    assert!(m.header().index_len <= limits.max_index_len, "index limit");
+    assert!(
+        m.header().dictionary_len <= limits.max_dictionary_len,
+        "dictionary limit"
+    );
+    assert_eq!(
+        m.dictionary().map_or(0, <[u8]>::len),
+        m.header().dictionary_len as usize,
+        "the dictionary is the stored one"
+    );
     let chunks = m.chunks();
     assert!(
         chunks.len() as u64 <= limits.max_chunk_count,
         "chunk count limit"
     );
+    assert_eq!(chunks.len() as u64, m.chunk_count(), "every chunk listed");
+    let payload_end = m.payload_offset() + m.payload_len();
     assert_eq!(
-        m.payload_offset() + m.payload_len(),
+        payload_end + m.header().tail_len(),
         file_len,
-        "payload ends at the end of the file"
+        "payload, dictionary and index end at the end of the file"
     );
-    let mut next_stored = m.payload_offset();
+    let mut image_offset = 0u64;
     for c in chunks {
-        if let Some(range) = m.chunk_file_range(c) {
-            assert!(
-                range.start >= next_stored,
-                "stored chunks in order, no overlap"
-            );
-            assert!(range.end <= file_len, "stored chunk inside the file");
+        assert_eq!(c.image_offset, image_offset, "chunks tile the image");
+        assert!(c.len >= 1 && c.len <= m.chunking().max, "chunk length");
+        image_offset += u64::from(c.len);
+    }
+    assert_eq!(image_offset, m.image_size(), "chunks cover the image");
+    let mut next_stored = m.payload_offset();
+    for piece in signer::schema::pieces(chunks) {
+        let Some(first) = piece.first() else {
+            panic!("an empty piece");
+        };
+        assert!(
+            piece.iter().all(|c| c.frame == first.frame),
+            "a piece is one frame"
+        );
+        let raw: u64 = piece.iter().map(|c| u64::from(c.len)).sum();
+        assert!(raw <= u64::from(limits.max_chunk_size), "frame raw limit");
+        if let Some(range) = m.chunk_file_range(first) {
+            assert!(range.start >= next_stored, "frames in order, no overlap");
+            assert!(range.end <= payload_end, "frame inside the payload");
             next_stored = range.end;
         }
     }
-    let covered = chunks.len() as u64 * u64::from(m.chunk_size());
-    assert!(covered >= m.image_size(), "chunks cover the image");
-    assert!(
-        covered < m.image_size() + u64::from(m.chunk_size()) || chunks.is_empty(),
-        "no chunk past the image"
-    );
+}
+
+/// The manifest region `manifest` (its first JSON value; the padding is dropped) with
+/// `index.sha256` and `index.size` set to those of `index`, and the `dictionary` named by
+/// `dictionary` (or left out when it is empty): what carries a fuzzer's index and dictionary
+/// bytes past the hash check to the record parser (FORMAT §3.2). `None` when the region does
+/// not start with a JSON object.
+pub fn rehash_tail(manifest: &[u8], dictionary: &[u8], index: &[u8]) -> Option<Vec<u8>> {
+    let mut values =
+        serde_json::Deserializer::from_slice(manifest).into_iter::<serde_json::Value>();
+    let Some(Ok(serde_json::Value::Object(mut doc))) = values.next() else {
+        return None;
+    };
+    let named = |bytes: &[u8]| {
+        serde_json::json!({
+            "sha256": signer::Sha256Digest::of(bytes).to_hex(),
+            "size": bytes.len(),
+        })
+    };
+    if let Some(serde_json::Value::Object(entry)) = doc.get_mut("index") {
+        if let serde_json::Value::Object(fresh) = named(index) {
+            entry.extend(fresh);
+        }
+    }
+    if dictionary.is_empty() {
+        doc.remove("dictionary");
+    } else {
+        doc.insert("dictionary".into(), named(dictionary));
+    }
+    serde_json::to_vec(&doc).ok()
 }
 
 /// A freshly laid-out 6 MiB disk (ESP, `root-a`, `root-b`, state) and its `root` pair, for
@@ -223,7 +275,9 @@ struct FuzzNewFile {
 impl Write for FuzzNewFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
-        let file = files.get_mut(&self.path).ok_or_else(|| not_found(&self.path))?;
+        let file = files
+            .get_mut(&self.path)
+            .ok_or_else(|| not_found(&self.path))?;
         file.extend_from_slice(buf);
         Ok(buf.len())
     }

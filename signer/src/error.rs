@@ -99,7 +99,7 @@ pub enum FormatError {
         found: [u8; 7],
     },
     /// A format version this code does not know (FORMAT §2).
-    #[error("unsupported bundle format version {0} (this build reads versions 1 and 2)")]
+    #[error("unsupported bundle format version {0} (this build reads versions 1, 2 and 3)")]
     UnsupportedVersion(u8),
     /// A section's announced length is above its limit (checked before any allocation).
     #[error("{section} of {len} bytes exceeds the limit of {max} bytes")]

@@ -1,7 +1,7 @@
 //! Boot assets (FORMAT §3.1): a release carries a UKI, or a kernel and initramfs, a kernel
 //! command line and partition images besides the root image, each chunked, framed and hashed
-//! like it, in a format version 2 bundle; a bundle without assets stays version 1, byte for
-//! byte. The kind rules (one per boot kind, `kernel` with `initrd`, never with `uki`, a short
+//! like it: in a format version 2 bundle (hand-written here: it stays readable), and in the
+//! format version 3 bundles the signer writes, with or without assets. The kind rules (one per boot kind, `kernel` with `initrd`, never with `uki`, a short
 //! printable `cmdline`) hold at signing and at parsing.
 
 use std::io::Cursor;
@@ -10,11 +10,10 @@ use sha2::{Digest, Sha256};
 use signer::bundle::{
     extract_asset, sign_bundle, sign_release, AssetSource, BundleHead, SignOptions, Sources,
 };
-use signer::keys::sign_bytes;
 use signer::verify::trust_root;
 use signer::{
-    AssetKind, ChunkFault, Error, FormatError, Limits, Manifest, RoleKind, SecretKey, Section,
-    UsageError, Verified, VerifyError,
+    AssetKind, ChunkFault, Error, FormatError, Limits, Manifest, SecretKey, Section, UsageError,
+    Verified, VerifyError,
 };
 use time::macros::datetime;
 
@@ -100,7 +99,10 @@ fn signed() -> Signed {
 #[test]
 fn every_asset_round_trips_byte_identical() {
     let s = signed();
-    assert_eq!(s.bundle[7], 2, "a bundle with assets is format version 2");
+    assert_eq!(
+        s.bundle[7], 3,
+        "the signer writes format version 3, assets or not"
+    );
     let manifest = open(&s.bundle, &s.f.root).unwrap();
     assert_eq!(manifest.file_len(), s.bundle.len() as u64);
     assert_eq!(extract_bytes(&s.bundle, &s.f.root).unwrap(), s.image);
@@ -143,14 +145,16 @@ fn asset_chunks_read_by_range_like_the_image() {
         );
         next = range.end;
         let frame = &s.bundle[range.start as usize..range.end as usize];
-        raw.extend(signer::bundle::decode_chunk(chunk, frame).unwrap());
+        raw.extend(
+            signer::bundle::decode_piece(&manifest, std::slice::from_ref(chunk), frame).unwrap(),
+        );
     }
     assert!(kernel.chunks().iter().any(|c| c.is_zero()));
     assert_eq!(raw, s.assets[0].2);
 }
 
 #[test]
-fn without_assets_the_bundle_is_the_version_1_bundle_byte_for_byte() {
+fn without_assets_sign_release_is_sign_bundle_byte_for_byte() {
     let f = fixture();
     let image = sparse_image(40_000, 9);
     let with_release = sign_with(&image, &[], &[&f.release[0]]).unwrap();
@@ -167,8 +171,11 @@ fn without_assets_the_bundle_is_the_version_1_bundle_byte_for_byte() {
     )
     .unwrap();
     assert_eq!(with_release, out.into_inner());
-    assert_eq!(with_release[7], 1);
+    assert_eq!(with_release[7], 3);
     assert!(!String::from_utf8_lossy(&with_release).contains("\"assets\""));
+    let head = BundleHead::read(&mut Cursor::new(&with_release), &Limits::default()).unwrap();
+    let manifest = head.manifest_unverified(&Limits::default()).unwrap();
+    assert!(manifest.assets().is_empty());
 }
 
 #[test]
@@ -407,28 +414,9 @@ fn handbuilt_with_assets(e: &Example, assets: &[Named]) -> Vec<u8> {
     handbuilt(&manifest, &payload, 2, &e.key)
 }
 
-/// A hand-built bundle (FORMAT §2–§4) of `manifest` and `payload`, with header version
-/// `version`, signed by `key`: manifest region 1024 bytes (or the next multiple of 1024 that
-/// holds `manifest`), signature block 512.
+/// A hand-built bundle of `manifest` and `payload` with header version 1 or 2 ([`handbuilt_bundle`]).
 fn handbuilt(manifest: &str, payload: &[u8], version: u8, key: &SecretKey) -> Vec<u8> {
-    let mut region = manifest.as_bytes().to_vec();
-    region.resize(manifest.len().max(1).next_multiple_of(1024), b' ');
-    let signature = &sign_bytes(RoleKind::Bundle, &region, std::slice::from_ref(key)).unwrap()[0];
-    let mut block = format!(
-        r#"{{"signatures":[{{"keyid":"{}","sig":"{}"}}]}}"#,
-        signature.keyid,
-        hex::encode(signature.sig)
-    )
-    .into_bytes();
-    block.resize(512, b' ');
-    let mut out = b"TANDEM\0".to_vec();
-    out.push(version);
-    out.extend_from_slice(&(region.len() as u32).to_le_bytes());
-    out.extend_from_slice(&512u32.to_le_bytes());
-    out.extend(region);
-    out.extend(block);
-    out.extend_from_slice(payload);
-    out
+    handbuilt_bundle(manifest, payload, version, &[], key)
 }
 
 fn sha(data: &[u8]) -> String {
@@ -524,12 +512,12 @@ fn a_reader_refuses_a_version_it_does_not_know() {
     let bundle = handbuilt(
         &example_manifest(&e, &sha(&e.uki), 19),
         &e.payload,
-        3,
+        4,
         &e.key,
     );
     assert!(matches!(
         verify(&bundle, &e.root),
-        Err(Error::Format(FormatError::UnsupportedVersion(3)))
+        Err(Error::Format(FormatError::UnsupportedVersion(4)))
     ));
 }
 

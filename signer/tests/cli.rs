@@ -4,6 +4,8 @@
 use std::os::unix::fs::PermissionsExt;
 use std::process::Output;
 
+use signer::{BundleHead, Limits};
+
 use crate::util::*;
 
 /// Keys root, r1, r2, r3; root.json with release threshold 2; an image.
@@ -58,7 +60,15 @@ fn sign_verify_threshold_add_signature_inspect_extract() {
         serde_json::from_slice(&d.ok(&["inspect", "--json", "b.tandem"]).stdout).unwrap();
     assert_eq!(json["product"], "os");
     assert_eq!(json["image_size"], 300_001);
-    assert_eq!(json["chunks"], 5);
+    // The image is cut in 4 KiB blocks by default (`--chunk-size` is the assets').
+    assert_eq!(json["format_version"], 3);
+    assert_eq!(json["chunks"], 300_001u64.div_ceil(4096));
+    assert_eq!(
+        json["chunking"],
+        serde_json::json!({"avg": 4096, "max": 4096, "min": 4096})
+    );
+    assert_eq!(json["dictionary_size"], 0);
+    assert!(json["index_size"].as_u64().unwrap() > 0);
     assert_eq!(json["signers"].as_array().unwrap().len(), 2);
     assert_eq!(json["signatures_verified"], false);
     let text = stdout(&d.ok(&["inspect", "b.tandem"]));
@@ -144,8 +154,11 @@ fn extract_leaves_nothing_when_the_payload_is_corrupt() {
     let d = setup();
     sign(&d, "1.0.0", &["r1.pem", "r2.pem"], "b.tandem");
     let mut bytes = std::fs::read(d.path("b.tandem")).unwrap();
-    let n = bytes.len();
-    bytes[n - 10] ^= 0xff;
+    let payload = BundleHead::read(&mut std::io::Cursor::new(&bytes), &Limits::default())
+        .unwrap()
+        .header()
+        .payload_offset() as usize;
+    bytes[payload + 10] ^= 0xff;
     std::fs::write(d.path("b.tandem"), &bytes).unwrap();
     let before = d.listing();
     let out = d.fails(&[
@@ -701,7 +714,7 @@ fn boot_assets_are_signed_listed_verified_and_extracted() {
     }
     let json: serde_json::Value =
         serde_json::from_str(&stdout(&d.ok(&["inspect", "--json", "a.tandem"]))).unwrap();
-    assert_eq!(json["format_version"], 2);
+    assert_eq!(json["format_version"], 3);
     let names: Vec<&str> = expected.iter().map(|e| e.0).collect();
     assert_eq!(json["assets"].as_array().unwrap().len(), names.len());
     for (asset, name) in json["assets"].as_array().unwrap().iter().zip(&names) {
@@ -775,8 +788,11 @@ fn a_corrupt_asset_fails_verify_and_extract_leaves_nothing() {
     let out = sign_with_assets(&d, &["--uki", "uki.efi"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let mut bytes = std::fs::read(d.path("a.tandem")).unwrap();
-    let last = bytes.len() - 3;
-    bytes[last] ^= 0x55;
+    let head = BundleHead::read(&mut std::io::Cursor::new(&bytes), &Limits::default()).unwrap();
+    let manifest = head.manifest_unverified(&Limits::default()).unwrap();
+    let uki = manifest.asset("uki").unwrap();
+    let frame = manifest.chunk_file_range(&uki.chunks()[0]).unwrap();
+    bytes[frame.end as usize - 3] ^= 0x55;
     std::fs::write(d.path("a.tandem"), bytes).unwrap();
     let out = d.fails(&["verify", "a.tandem", "--root", "root.json"]);
     assert!(

@@ -6,7 +6,7 @@ use std::io::Cursor;
 
 use ed25519_dalek::{Signer, SigningKey};
 use sha2::{Digest, Sha256};
-use signer::bundle::{decode_chunk, extract, BundleHead};
+use signer::bundle::{decode_piece, extract, BundleHead};
 use signer::verify::{check_release, trust_root, verify_channel};
 use signer::Limits;
 use time::macros::datetime;
@@ -126,7 +126,12 @@ fn handwritten_bundle_verifies_and_extracts() {
     let c2 = &m.chunks()[2];
     let r = m.chunk_file_range(c2).unwrap();
     assert_eq!(
-        decode_chunk(c2, &ex.bundle[r.start as usize..r.end as usize]).unwrap(),
+        decode_piece(
+            &m,
+            std::slice::from_ref(c2),
+            &ex.bundle[r.start as usize..r.end as usize]
+        )
+        .unwrap(),
         vec![b'b'; 1808]
     );
     println!(

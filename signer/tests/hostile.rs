@@ -74,7 +74,7 @@ proptest! {
         }
     }
 
-    /// The same with boot assets (FORMAT §3.1): a mutated version-2 bundle either fails or
+    /// The same with boot assets (FORMAT §3.1): a mutated bundle with assets either fails or
     /// yields exactly the signed image and assets, whichever of them is read.
     #[test]
     fn a_mutated_bundle_with_assets_never_yields_other_bytes(
@@ -97,6 +97,33 @@ proptest! {
         });
         match asset {
             Ok(extracted) => prop_assert_eq!(extracted, uki),
+            Err(_) => prop_assert_ne!(mutated, bundle),
+        }
+    }
+
+    /// The same for format version 3's shared frames and dictionary (FORMAT §3.2): held chunks
+    /// share frames, new ones sit alone, every frame compressed with a dictionary; a
+    /// mutation anywhere, index and dictionary included, fails or changes nothing.
+    #[test]
+    fn a_mutated_bundle_with_shared_frames_and_a_dictionary_never_yields_other_bytes(
+        flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..4),
+        keep in proptest::option::of(any::<usize>()),
+        seed in any::<u64>(),
+    ) {
+        let fixture = fixture();
+        let image = text_image(40_000, seed);
+        let mut opts = test_options();
+        // Raw content serves as a zstd dictionary; the first five blocks count as held.
+        opts.dictionary = Some(text_image(8192, seed ^ 1));
+        opts.previous = image.chunks(4096).take(5).map(signer::Sha256Digest::of).collect();
+        let bundle = sign_image_with(&image, &opts, &[&fixture.release[0], &fixture.release[1]]);
+        let signed = open(&bundle, &fixture.root).unwrap();
+        let frames: Vec<usize> = signer::schema::pieces(signed.chunks()).map(<[_]>::len).collect();
+        prop_assert_eq!(frames, [5, 5]);
+        prop_assert!(signed.dictionary().is_some());
+        let mutated = mutate(&bundle, &flips, keep);
+        match extract_bytes(&mutated, &fixture.root) {
+            Ok(extracted) => prop_assert_eq!(extracted, image),
             Err(_) => prop_assert_ne!(mutated, bundle),
         }
     }

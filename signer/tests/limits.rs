@@ -38,6 +38,10 @@ impl Seek for Claimed {
     }
 }
 
+/// What a reader asks for first: the longest header (24 bytes, FORMAT §2), whatever the
+/// version.
+const HEADER_READ: u64 = BundleHeader::LEN_INDEX as u64;
+
 fn file(header: BundleHeader, len: u64) -> Claimed {
     Claimed {
         prefix: header.encode().to_vec(),
@@ -55,6 +59,8 @@ fn four_gib_manifest_header_is_refused_before_allocating() {
             version: 1,
             manifest_len: u32::MAX,
             signature_block_len: 4096,
+            dictionary_len: 0,
+            index_len: 0,
         },
         8 << 30,
     );
@@ -68,7 +74,7 @@ fn four_gib_manifest_header_is_refused_before_allocating() {
         }
         other => panic!("expected TooLarge, got {other:?}"),
     }
-    assert_eq!(f.served, 16, "only the header was read");
+    assert_eq!(f.served, HEADER_READ, "only the header was read");
 }
 
 #[test]
@@ -78,6 +84,8 @@ fn oversized_signature_block_is_refused() {
             version: 1,
             manifest_len: 100,
             signature_block_len: 1 << 30,
+            dictionary_len: 0,
+            index_len: 0,
         },
         8 << 30,
     );
@@ -88,7 +96,7 @@ fn oversized_signature_block_is_refused() {
             ..
         }))
     ));
-    assert_eq!(f.served, 16);
+    assert_eq!(f.served, HEADER_READ);
 }
 
 #[test]
@@ -98,6 +106,8 @@ fn manifest_longer_than_the_file_is_refused_before_reading_it() {
             version: 1,
             manifest_len: 10 << 20,
             signature_block_len: 4096,
+            dictionary_len: 0,
+            index_len: 0,
         },
         1000,
     );
@@ -108,7 +118,39 @@ fn manifest_longer_than_the_file_is_refused_before_reading_it() {
         })) => assert_eq!(expected, 16 + (10 << 20) + 4096),
         other => panic!("expected Truncated, got {other:?}"),
     }
-    assert_eq!(f.served, 16);
+    assert_eq!(f.served, HEADER_READ);
+}
+
+#[test]
+fn oversized_index_and_dictionary_are_refused_before_reading_them() {
+    let v3 = |dictionary_len, index_len| BundleHeader {
+        version: 3,
+        manifest_len: 100,
+        signature_block_len: 4096,
+        dictionary_len,
+        index_len,
+    };
+    for (header, section) in [
+        (v3(0, (48 << 20) + 1), Section::Index),
+        (v3((1 << 20) + 1, 100), Section::Dictionary),
+    ] {
+        let mut f = file(header, 8 << 30);
+        match BundleHead::read(&mut f, &Limits::default()) {
+            Err(Error::Format(FormatError::TooLarge { section: s, .. })) => assert_eq!(s, section),
+            other => panic!("expected TooLarge {section:?}, got {other:?}"),
+        }
+        assert_eq!(f.served, HEADER_READ);
+    }
+    // An index longer than what the file has after the signature block.
+    let mut f = file(v3(0, 1 << 20), 24 + 100 + 4096 + 1000);
+    assert!(matches!(
+        BundleHead::read(&mut f, &Limits::default()),
+        Err(Error::Format(FormatError::Truncated { .. }))
+    ));
+    assert_eq!(f.served, HEADER_READ);
+    // Version 3 always carries an index.
+    let e = BundleHeader::parse(&v3(0, 0).encode(), &Limits::default()).unwrap_err();
+    assert!(e.to_string().contains("index length"), "{e}");
 }
 
 #[test]
@@ -121,6 +163,8 @@ fn lower_limits_apply() {
         version: 1,
         manifest_len: 1001,
         signature_block_len: 4096,
+        dictionary_len: 0,
+        index_len: 0,
     }
     .encode();
     assert!(matches!(

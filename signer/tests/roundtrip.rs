@@ -176,27 +176,42 @@ fn image_shorter_than_announced_is_an_error_not_a_short_bundle() {
     assert!(e.to_string().contains("ended before"), "{e}");
 }
 
-#[test]
-fn too_many_chunks_for_the_manifest_limit_is_refused_up_front() {
-    use signer::bundle::{sign_bundle, SignOptions};
+/// Signs an empty reader announced as 1 MiB under `limits`, expecting a refusal before
+/// anything is written; returns the message.
+fn refused_up_front(limits: signer::Limits) -> String {
+    use signer::bundle::sign_bundle;
     let f = fixture();
-    let mut opts = SignOptions::new("tandem-os", semver::Version::new(1, 0, 0), 1, now());
-    opts.chunk_size = 4096;
-    let limits = signer::Limits {
-        max_manifest_len: 4096,
-        ..signer::Limits::default()
-    };
     let mut out = std::io::Cursor::new(Vec::new());
     let e = sign_bundle(
         std::io::empty(),
         1 << 20,
         &mut out,
-        &opts,
+        &test_options(),
         &[clone_key(&f.release[0])],
         &limits,
         &mut |_| {},
     )
     .unwrap_err();
-    assert!(e.to_string().contains("--chunk-size"), "{e}");
+    assert!(matches!(e, signer::Error::Usage(_)), "{e:?}");
     assert!(out.into_inner().is_empty(), "nothing written");
+    e.to_string()
+}
+
+#[test]
+fn too_many_chunks_for_the_chunk_limit_is_refused_up_front() {
+    // 1 MiB in 4 KiB blocks is 256 chunks.
+    let e = refused_up_front(signer::Limits {
+        max_chunk_count: 255,
+        ..signer::Limits::default()
+    });
+    assert!(e.contains("256 chunks") && e.contains("--chunking"), "{e}");
+}
+
+#[test]
+fn a_manifest_over_the_limit_is_refused_up_front() {
+    let e = refused_up_front(signer::Limits {
+        max_manifest_len: 200,
+        ..signer::Limits::default()
+    });
+    assert!(e.contains("above the 200-byte limit"), "{e}");
 }

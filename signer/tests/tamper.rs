@@ -46,27 +46,37 @@ fn attack_header_magic_flipped() {
 #[test]
 fn attack_header_version_changed() {
     let mut c = case();
-    c.bundle[7] = 3;
-    assert!(matches!(
-        extract_bytes(&c.bundle, &c.f.root),
-        Err(Error::Format(FormatError::UnsupportedVersion(3)))
-    ));
+    assert_eq!(c.bundle[7], 3, "the signer writes format version 3");
+    c.bundle[7] = 4;
+    let e = extract_bytes(&c.bundle, &c.f.root).unwrap_err();
+    assert!(
+        matches!(e, Error::Format(FormatError::UnsupportedVersion(4))),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("versions 1, 2 and 3"), "{e}");
 }
 
 #[test]
-fn attack_header_version_raised_to_assets_is_refused_by_the_signed_manifest() {
-    // The header is not signed, but the version must agree with the signed manifest: a
-    // version-2 bundle without `assets` is refused after the signature check.
+fn attack_header_version_lowered_to_2_is_refused() {
+    // The header is not signed: read as version 2 its last 8 bytes (dictionary and index
+    // lengths) become the manifest's first and every later region moves, so the signatures
+    // no longer cover what is read as the manifest.
     let mut c = case();
     c.bundle[7] = 2;
-    match extract_bytes(&c.bundle, &c.f.root) {
-        Err(Error::Format(FormatError::Field {
-            section: Section::Manifest,
-            field,
-            ..
-        })) => assert_eq!(field, "assets"),
-        other => panic!("expected a refused `assets` field, got {other:?}"),
-    }
+    let e = extract_bytes(&c.bundle, &c.f.root).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Format(FormatError::Field {
+                section: Section::SignatureBlock,
+                ..
+            }) | Error::Format(FormatError::Json {
+                section: Section::SignatureBlock,
+                ..
+            })
+        ),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -87,7 +97,7 @@ fn attack_header_manifest_length_changed() {
 #[test]
 fn attack_manifest_byte_flipped() {
     let mut c = case();
-    let pos = 16 + 5; // inside the JSON text
+    let pos = c.head.header().manifest_range().start as usize + 5; // inside the JSON text
     c.bundle[pos] ^= 0x20;
     let r = threshold_report(extract_bytes(&c.bundle, &c.f.root).unwrap_err());
     assert!(r.valid.is_empty());
@@ -101,7 +111,7 @@ fn attack_manifest_byte_flipped() {
 #[test]
 fn attack_manifest_padding_changed() {
     let mut c = case();
-    let last = 16 + c.head.header().manifest_len as usize - 1;
+    let last = c.head.header().manifest_range().end as usize - 1;
     assert_eq!(
         c.bundle[last], b' ',
         "the manifest region ends with padding"
@@ -194,13 +204,94 @@ fn attack_payload_byte_flipped() {
 fn attack_truncated_payload() {
     let mut c = case();
     let full = c.bundle.len() as u64;
-    c.bundle.pop();
+    // A byte cut out of the payload: the dictionary and index, read from the end, still match.
+    c.bundle
+        .remove(c.head.header().payload_offset() as usize + 3);
     match extract_bytes(&c.bundle, &c.f.root) {
         Err(Error::Format(FormatError::Truncated { expected, actual })) => {
             assert_eq!((expected, actual), (full, full - 1));
         }
         other => panic!("expected Truncated, got {other:?}"),
     }
+}
+
+/// `e` is the signed manifest's `field` (`index` or `dictionary`) refusing what is stored.
+fn assert_refused_region(e: &Error, field: &str, why: &str) {
+    match e {
+        Error::Format(FormatError::Field {
+            section: Section::Manifest,
+            field: f,
+            reason,
+        }) => {
+            assert_eq!(f, field, "{e}");
+            assert!(reason.contains(why), "{e}");
+        }
+        other => panic!("expected the `{field}` field to refuse, got {other:?}"),
+    }
+}
+
+#[test]
+fn attack_truncated_index() {
+    let mut c = case();
+    let full = c.bundle.len() as u64;
+    c.bundle.pop();
+    // The signed payload size tells a short file as such, before its last bytes are read as
+    // the index.
+    match extract_bytes(&c.bundle, &c.f.root) {
+        Err(Error::Format(FormatError::Truncated { expected, actual })) => {
+            assert_eq!((expected, actual), (full, full - 1));
+        }
+        other => panic!("expected Truncated, got {other:?}"),
+    }
+}
+
+#[test]
+fn attack_index_byte_flipped() {
+    let mut c = case();
+    let last = c.bundle.len() - 1;
+    // Inside the zstd frame of the index (its last bytes are the block's data).
+    c.bundle[last - 4] ^= 0x01;
+    let e = extract_bytes(&c.bundle, &c.f.root).unwrap_err();
+    assert_refused_region(&e, "index", "hash to");
+    assert!(e.to_string().contains("chunk index") || e.to_string().contains("`index`"));
+}
+
+#[test]
+fn attack_header_index_length_changed() {
+    let mut c = case();
+    // Bytes 20..24: the index length. One more takes the payload's last byte into the index.
+    let len = u32::from_le_bytes(c.bundle[20..24].try_into().unwrap());
+    assert_eq!(len, c.head.header().index_len);
+    c.bundle[20..24].copy_from_slice(&(len + 1).to_le_bytes());
+    let e = extract_bytes(&c.bundle, &c.f.root).unwrap_err();
+    assert_refused_region(&e, "index", &format!("the header says {} bytes", len + 1));
+}
+
+#[test]
+fn attack_dictionary_byte_flipped() {
+    let f = fixture();
+    let image = text_image(1 << 20, 3);
+    let mut opts = test_options();
+    opts.dictionary = Some(dictionary_for(&image));
+    let mut bundle = sign_image_with(&image, &opts, &[&f.release[0], &f.release[1]]);
+    assert_eq!(extract_bytes(&bundle, &f.root).unwrap(), image);
+    let head = BundleHead::read(&mut Cursor::new(&bundle), &Limits::default()).unwrap();
+    let header = *head.header();
+    assert!(header.dictionary_len > 1000);
+    let dictionary_start = bundle.len() - header.tail_len() as usize;
+    bundle[dictionary_start + 100] ^= 0x01;
+    let e = extract_bytes(&bundle, &f.root).unwrap_err();
+    assert_refused_region(&e, "dictionary", "hash to");
+}
+
+#[test]
+fn attack_dictionary_length_changed() {
+    let mut c = case();
+    // A bundle without a dictionary that claims one: its signed manifest names none.
+    assert_eq!(&c.bundle[16..20], &[0; 4]);
+    c.bundle[16] = 1;
+    let e = extract_bytes(&c.bundle, &c.f.root).unwrap_err();
+    assert_refused_region(&e, "dictionary", "the header says 1 bytes");
 }
 
 #[test]
@@ -219,13 +310,28 @@ fn attack_truncated_inside_head() {
 }
 
 #[test]
+fn attack_data_inserted_before_the_dictionary_and_index() {
+    let mut c = case();
+    let full = c.bundle.len() as u64;
+    let tail_start = c.bundle.len() - c.head.header().tail_len() as usize;
+    c.bundle.splice(tail_start..tail_start, *b"extra");
+    match extract_bytes(&c.bundle, &c.f.root) {
+        Err(Error::Format(FormatError::TrailingData { expected, actual })) => {
+            assert_eq!((expected, actual), (full, full + 5))
+        }
+        other => panic!("expected TrailingData, got {other:?}"),
+    }
+}
+
+#[test]
 fn attack_appended_tail() {
     let mut c = case();
     let full = c.bundle.len() as u64;
     c.bundle.extend_from_slice(b"extra");
+    // The signed payload size tells trailing bytes as such.
     match extract_bytes(&c.bundle, &c.f.root) {
         Err(Error::Format(FormatError::TrailingData { expected, actual })) => {
-            assert_eq!((expected, actual), (full, full + 5))
+            assert_eq!((expected, actual), (full, full + 5));
         }
         other => panic!("expected TrailingData, got {other:?}"),
     }
@@ -257,13 +363,15 @@ fn two_bundles() -> (Fixture, Vec<u8>, Vec<u8>) {
 #[test]
 fn attack_manifest_swapped_from_another_bundle() {
     let (f, a, b) = two_bundles();
-    let head_len = BundleHead::read(&mut Cursor::new(&a), &Limits::default())
+    let header = *BundleHead::read(&mut Cursor::new(&a), &Limits::default())
         .unwrap()
-        .header()
-        .payload_offset() as usize;
-    // A's signed head (header, manifest, signatures) in front of B's payload.
+        .header();
+    let head_len = header.payload_offset() as usize;
+    let tail_len = header.tail_len() as usize;
+    // A's signed head (header, manifest, signatures) and A's index around B's payload.
     let mut mixed = a[..head_len].to_vec();
-    mixed.extend_from_slice(&b[head_len..]);
+    mixed.extend_from_slice(&b[head_len..b.len() - tail_len]);
+    mixed.extend_from_slice(&a[a.len() - tail_len..]);
     match extract_bytes(&mixed, &f.root) {
         Err(Error::Verify(VerifyError::Chunk {
             index: 0,

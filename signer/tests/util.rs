@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use signer::bundle::{extract, sign_bundle, BundleHead, SignOptions};
+use signer::chunking::Chunking;
+use signer::keys::sign_bytes;
 use signer::metadata::{root_signed_bytes, sign_document, RootSpec};
 use signer::verify::trust_root;
 use signer::{Error, Limits, Manifest, RoleKind, Root, SecretKey, Verified};
@@ -79,24 +81,36 @@ pub fn clone_key(k: &SecretKey) -> SecretKey {
     SecretKey::from_pem(&k.to_pem().unwrap()).unwrap()
 }
 
-/// Signs `image` into an in-memory bundle.
-pub fn sign_image(image: &[u8], chunk_size: u32, keys: &[&SecretKey]) -> Vec<u8> {
+/// The options of the in-memory test bundles: product `tandem-os` 1.2.3, security version 7,
+/// two workers, everything else the default (format version 3, 4 KiB blocks).
+pub fn test_options() -> SignOptions {
     let mut opts = SignOptions::new("tandem-os", semver::Version::new(1, 2, 3), 7, now());
-    opts.chunk_size = chunk_size;
     opts.workers = 2;
+    opts
+}
+
+/// Signs `image` with `opts` into an in-memory bundle.
+pub fn sign_image_with(image: &[u8], opts: &SignOptions, keys: &[&SecretKey]) -> Vec<u8> {
     let owned: Vec<SecretKey> = keys.iter().map(|k| clone_key(k)).collect();
     let mut out = Cursor::new(Vec::new());
     sign_bundle(
         image,
         image.len() as u64,
         &mut out,
-        &opts,
+        opts,
         &owned,
         &Limits::default(),
         &mut |_| {},
     )
     .unwrap();
     out.into_inner()
+}
+
+/// Signs `image` into an in-memory bundle cut in fixed blocks of `block` bytes.
+pub fn sign_image(image: &[u8], block: u32, keys: &[&SecretKey]) -> Vec<u8> {
+    let mut opts = test_options();
+    opts.chunking = Chunking::fixed(block);
+    sign_image_with(image, &opts, keys)
 }
 
 /// Reads and verifies a bundle's head.
@@ -280,4 +294,70 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `len` bytes of words in a pseudo-random order from `seed`: compressible data with a
+/// vocabulary a dictionary learns.
+pub fn text_image(len: usize, seed: u64) -> Vec<u8> {
+    const WORDS: [&str; 8] = [
+        "kernel ", "module ", "systemd ", "tandem ", "slot ", "boot ", "update ", "bundle ",
+    ];
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(WORDS[(x % 8) as usize].as_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// The dictionary [`signer::bundle::train_dictionary`] trains on `image`.
+pub fn dictionary_for(image: &[u8]) -> Vec<u8> {
+    let mut file = tempfile::tempfile().unwrap();
+    std::io::Write::write_all(&mut file, image).unwrap();
+    signer::bundle::train_dictionary(&file, image.len() as u64)
+        .unwrap()
+        .expect("a dictionary for a text image")
+}
+
+/// A hand-built bundle (FORMAT §2–§4) of `manifest` and `payload` with header version
+/// `version`, signed by `key`: manifest region 1024 bytes (or the next multiple of 1024 that
+/// holds `manifest`), signature block 512. For version 3, `tail` is the stored index (no
+/// dictionary), written after the payload and announced in the 24-byte header; before, it
+/// must be empty.
+pub fn handbuilt_bundle(
+    manifest: &str,
+    payload: &[u8],
+    version: u8,
+    tail: &[u8],
+    key: &SecretKey,
+) -> Vec<u8> {
+    let mut region = manifest.as_bytes().to_vec();
+    region.resize(manifest.len().max(1).next_multiple_of(1024), b' ');
+    let signature = &sign_bytes(RoleKind::Bundle, &region, std::slice::from_ref(key)).unwrap()[0];
+    let mut block = format!(
+        r#"{{"signatures":[{{"keyid":"{}","sig":"{}"}}]}}"#,
+        signature.keyid,
+        hex::encode(signature.sig)
+    )
+    .into_bytes();
+    block.resize(512, b' ');
+    let mut out = b"TANDEM\0".to_vec();
+    out.push(version);
+    out.extend_from_slice(&(region.len() as u32).to_le_bytes());
+    out.extend_from_slice(&512u32.to_le_bytes());
+    if version == 3 {
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&(tail.len() as u32).to_le_bytes());
+    } else {
+        assert!(tail.is_empty(), "only version 3 has a tail");
+    }
+    out.extend(region);
+    out.extend(block);
+    out.extend_from_slice(payload);
+    out.extend_from_slice(tail);
+    out
 }

@@ -55,7 +55,17 @@ mod tests {
         let words = [
             "kernel ", "module ", "systemd ", "tandem ", "slot ", "boot ",
         ];
-        let text: String = (0..600_000).map(|i| words[(i * 7 + i / 3) % 6]).collect();
+        // Words in a pseudo-random order: a vocabulary to learn, not one repeating period
+        // (which trains a dictionary of a few hundred bytes).
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let text: String = (0..600_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                words[(x % 6) as usize]
+            })
+            .collect();
         f.write_all(text.as_bytes()).unwrap();
         let size = text.len() as u64;
         let dict = train_dictionary(&f, size).unwrap().expect("a dictionary");

@@ -48,6 +48,15 @@ pub(crate) fn decode(
     count: u64,
 ) -> Result<impl Iterator<Item = Result<Record, FormatError>> + '_, FormatError> {
     check_one_frame(stored).map_err(|e| bad(e.to_string()))?;
+    // A frame that states its size (the signer's do) is told wrong before any record.
+    let want = count.saturating_mul(RECORD_LEN as u64);
+    if let Ok(Some(size)) = zstd::zstd_safe::get_frame_content_size(stored) {
+        if size != want {
+            return Err(bad(format!(
+                "{size} bytes decompressed, {count} records are {want}"
+            )));
+        }
+    }
     let mut decoder = zstd::stream::read::Decoder::with_buffer(stored)
         .map_err(|e| bad(format!("cannot decompress: {e}")))?
         .single_frame();
@@ -108,8 +117,22 @@ mod tests {
         let all = |count| decode(&stored, count)?.collect::<Result<Vec<_>, _>>();
         assert_eq!(all(1000).unwrap(), records);
         let err = all(999).unwrap_err().to_string();
+        assert!(
+            err.contains("40000 bytes decompressed, 999 records"),
+            "{err}"
+        );
+        // A frame that does not state its size is held to the count as it is read.
+        let raw = zstd::bulk::decompress(&stored, 40_000).unwrap();
+        let streamed = zstd::stream::encode_all(&raw[..], 3).unwrap();
+        assert!(matches!(
+            zstd::zstd_safe::get_frame_content_size(&streamed),
+            Ok(None)
+        ));
+        let records_of = |count| decode(&streamed, count)?.collect::<Result<Vec<_>, _>>();
+        assert_eq!(records_of(1000).unwrap(), records);
+        let err = records_of(999).unwrap_err().to_string();
         assert!(err.contains("longer than 999 records"), "{err}");
-        let err = all(1001).unwrap_err().to_string();
+        let err = records_of(1001).unwrap_err().to_string();
         assert!(err.contains("shorter than 1001 records"), "{err}");
         let mut two = stored.clone();
         two.extend_from_slice(&stored);

@@ -741,9 +741,10 @@ fn compress_batch(
         // At most zstd's bound of a batch (a few MiB): fits in u32.
         let frame = Place::Starts(scratch.len() as u32);
         batch.done.push((*sha256, frame));
-        batch
-            .done
-            .extend(rest.iter().map(|(sha256, _, _)| (*sha256, Place::Continues)));
+        batch.done.extend(
+            rest.iter()
+                .map(|(sha256, _, _)| (*sha256, Place::Continues)),
+        );
     }
     Ok(batch)
 }

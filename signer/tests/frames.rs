@@ -1,0 +1,224 @@
+//! How the signer of format version 3 cuts and frames an image (FORMAT §3.2): with
+//! `previous`, chunks nodes already hold share frames and new chunks sit in frames of their
+//! own; content-defined chunking finds moved data again; a trained dictionary round-trips.
+
+use std::collections::HashSet;
+use std::io::Cursor;
+
+use signer::bundle::BundleHead;
+use signer::chunking::Chunking;
+use signer::schema::pieces;
+use signer::{Limits, Manifest, Sha256Digest};
+
+use crate::util::*;
+
+/// `len` bytes that do not compress and repeat nowhere, from `seed`.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 56) as u8
+        })
+        .collect()
+}
+
+/// The manifest of a signed bundle, verified by `f`'s root (signed with two release keys).
+fn signed(image: &[u8], opts: &signer::SignOptions, f: &Fixture) -> (Vec<u8>, Manifest) {
+    let bundle = sign_image_with(image, opts, &[&f.release[0], &f.release[1]]);
+    let manifest = open(&bundle, &f.root).unwrap();
+    assert_eq!(extract_bytes(&bundle, &f.root).unwrap(), image);
+    (bundle, (*manifest).clone())
+}
+
+/// The stored chunks' hashes: what a node running this release holds.
+fn held(manifest: &Manifest) -> HashSet<Sha256Digest> {
+    manifest
+        .chunks()
+        .iter()
+        .filter(|c| !c.is_zero())
+        .map(|c| c.sha256)
+        .collect()
+}
+
+/// Each frame of the image as `(first chunk, chunks, all of them in previous)`; panics when a
+/// frame mixes held and new chunks.
+fn frames(manifest: &Manifest, previous: &HashSet<Sha256Digest>) -> Vec<(u64, usize, bool)> {
+    pieces(manifest.chunks())
+        .filter(|p| !p[0].is_zero())
+        .map(|p| {
+            let shared = previous.contains(&p[0].sha256);
+            assert!(
+                p.iter().all(|c| previous.contains(&c.sha256) == shared),
+                "frame at chunk {} mixes held and new chunks",
+                p[0].index
+            );
+            (p[0].index, p.len(), shared)
+        })
+        .collect()
+}
+
+/// Version 1: 2 MiB of text. Version 2: blocks 10–13 and 300 replaced.
+fn two_releases() -> (Vec<u8>, Vec<u8>) {
+    let v1 = text_image(2 << 20, 5);
+    let mut v2 = v1.clone();
+    v2[10 * 4096..14 * 4096].copy_from_slice(&noise(4 * 4096, 1));
+    v2[300 * 4096..301 * 4096].copy_from_slice(&noise(4096, 2));
+    (v1, v2)
+}
+
+#[test]
+fn with_previous_new_chunks_get_frames_of_their_own() {
+    let f = fixture();
+    let (v1, v2) = two_releases();
+    let (_, m1) = signed(&v1, &test_options(), &f);
+    let previous = held(&m1);
+    let mut opts = test_options();
+    opts.previous = previous.clone();
+    let (bundle, m2) = signed(&v2, &opts, &f);
+    assert_eq!(m2.chunk_count(), 512);
+    let frames = frames(&m2, &previous);
+    let new: Vec<(u64, usize)> = frames
+        .iter()
+        .filter(|(_, _, shared)| !shared)
+        .map(|&(first, n, _)| (first, n))
+        .collect();
+    assert_eq!(
+        new,
+        [(10, 4), (300, 1)],
+        "each run of new chunks, one frame"
+    );
+    let shared: Vec<usize> = frames
+        .iter()
+        .filter(|(_, _, shared)| *shared)
+        .map(|&(_, n, _)| n)
+        .collect();
+    assert_eq!(shared.iter().sum::<usize>(), 512 - 5);
+    assert!(
+        shared.len() <= 6 && shared.iter().all(|&n| n <= 256),
+        "held chunks share frames of up to 1 MiB: {shared:?}"
+    );
+    // The new frames are small, so an update from version 1 fetches little.
+    let new_bytes: u64 = m2
+        .chunks()
+        .iter()
+        .filter(|c| !previous.contains(&c.sha256))
+        .filter_map(|c| c.frame.map(|f| (f.offset, f.length)))
+        .collect::<HashSet<_>>()
+        .iter()
+        .map(|(_, length)| length)
+        .sum();
+    assert!(new_bytes < 5 * 4096 + 1024, "{new_bytes}");
+    assert_eq!(m2.file_len(), bundle.len() as u64);
+
+    // Without `previous`, frames hold up to 1 MiB of chunks, old and new alike.
+    let (_, plain) = signed(&v2, &test_options(), &f);
+    let lens: Vec<usize> = pieces(plain.chunks()).map(<[_]>::len).collect();
+    assert_eq!(lens, [256, 256]);
+}
+
+#[test]
+fn previous_on_the_command_line_round_trips() {
+    let d = Dir::new();
+    for k in ["root", "r1", "r2", "r3"] {
+        d.ok(&["keygen", "--out", k]);
+    }
+    d.init_root_2_of_3(&["--expires", "365d"]);
+    let (v1, v2) = two_releases();
+    std::fs::write(d.path("img"), &v1).unwrap();
+    d.ok(&sign_args("v1.tandem", &["r1.pem", "r2.pem"], &[]));
+    std::fs::write(d.path("img"), &v2).unwrap();
+    d.ok(&sign_version_args(
+        "2.0.0",
+        "1",
+        "v2.tandem",
+        &["r1.pem", "r2.pem"],
+        &["--previous", "v1.tandem"],
+    ));
+    d.ok(&[
+        "extract",
+        "v2.tandem",
+        "--root",
+        "root.json",
+        "-o",
+        "v2.raw",
+    ]);
+    assert_eq!(std::fs::read(d.path("v2.raw")).unwrap(), v2);
+    let json: serde_json::Value =
+        serde_json::from_slice(&d.ok(&["inspect", "--json", "v2.tandem"]).stdout).unwrap();
+    assert!(
+        json["dictionary_size"].as_u64().unwrap() > 1000,
+        "--previous trains a dictionary on the image: {json}"
+    );
+}
+
+#[test]
+fn content_defined_chunks_round_trip_and_find_moved_data() {
+    let f = fixture();
+    let cdc = Chunking {
+        min: 4096,
+        avg: 16384,
+        max: 65536,
+    };
+    let mut opts = test_options();
+    opts.chunking = cdc;
+    let v1 = noise(1 << 20, 7);
+    let (_, m1) = signed(&v1, &opts, &f);
+    assert_eq!(m1.chunking(), cdc);
+    let lens: Vec<u32> = m1.chunks().iter().map(|c| c.len).collect();
+    let (last, rest) = lens.split_last().unwrap();
+    assert!(
+        rest.iter()
+            .all(|&n| n % 4096 == 0 && (4096..=65536).contains(&n)),
+        "{lens:?}"
+    );
+    assert!(*last <= 65536);
+    assert!(
+        rest.iter().any(|&n| n != rest[0]),
+        "cut by content: {lens:?}"
+    );
+    // Two blocks inserted in front: past the first cut, the same chunks again.
+    let mut v2 = noise(8192, 8);
+    v2.extend_from_slice(&v1);
+    let (_, m2) = signed(&v2, &opts, &f);
+    let previous = held(&m1);
+    let found = m2
+        .chunks()
+        .iter()
+        .filter(|c| previous.contains(&c.sha256))
+        .count();
+    assert!(
+        found + 3 >= m2.chunks().len(),
+        "{found} of {} chunks found again",
+        m2.chunks().len()
+    );
+}
+
+#[test]
+fn a_trained_dictionary_round_trips() {
+    let f = fixture();
+    let image = text_image(1 << 20, 11);
+    let dictionary = dictionary_for(&image);
+    let mut opts = test_options();
+    opts.dictionary = Some(dictionary.clone());
+    let (bundle, m) = signed(&image, &opts, &f);
+    assert_eq!(m.dictionary(), Some(dictionary.as_slice()));
+    assert_eq!(m.header().dictionary_len as usize, dictionary.len());
+    // Stored between the payload and the index.
+    let head = BundleHead::read(&mut Cursor::new(&bundle), &Limits::default()).unwrap();
+    assert_eq!(head.dictionary_bytes(), dictionary.as_slice());
+    let at = bundle.len() - m.header().tail_len() as usize;
+    assert_eq!(&bundle[at..at + dictionary.len()], dictionary.as_slice());
+    // A frame compressed with the dictionary does not decode without it.
+    let piece = pieces(m.chunks()).next().unwrap();
+    let range = m.chunk_file_range(&piece[0]).unwrap();
+    let frame = &bundle[range.start as usize..range.end as usize];
+    let raw: usize = piece.iter().map(|c| c.len as usize).sum();
+    assert!(zstd::bulk::decompress(frame, raw).is_err());
+    assert_eq!(
+        signer::bundle::decode_piece(&m, piece, frame).unwrap(),
+        image[..raw]
+    );
+}
