@@ -12,14 +12,14 @@ use crate::error::Error;
 pub const DICTIONARY_SIZE: usize = 112 << 10;
 /// Bytes of samples read from the image: enough for a good dictionary, few enough that
 /// training takes a fraction of the signing time.
-const SAMPLE_BUDGET: u64 = 4 << 20;
+const SAMPLE_BUDGET: u64 = 2 << 20;
 const SAMPLE_LEN: usize = 4096;
 /// Fewer non-zero samples than this make no useful dictionary (and zstd refuses to train).
 const MIN_SAMPLES: usize = 64;
 
 /// A dictionary trained on 4 KiB samples spread evenly over the first `size` bytes of
 /// `image` (all-zero samples skipped), or `None` when the image has too little data to train
-/// on. Reads about 4 MiB, wherever the image is.
+/// on. Reads about 2 MiB, wherever the image is.
 pub fn train_dictionary(image: &File, size: u64) -> Result<Option<Vec<u8>>, Error> {
     let blocks = size / SAMPLE_LEN as u64;
     let wanted = (SAMPLE_BUDGET / SAMPLE_LEN as u64).min(blocks);
