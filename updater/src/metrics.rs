@@ -349,6 +349,8 @@ mod tests {
         let report = WriteReport {
             bytes_read: 1234,
             bytes_reused: 1 << 20,
+            bytes_reused_in_place: 4096,
+            bundle_bytes: 99_999,
             ..WriteReport::default()
         };
         recorded.apply(
@@ -435,7 +437,7 @@ mod tests {
             recorded: &recorded,
         });
         let samples = parse(&text);
-        assert_eq!(samples.len(), 10, "{text}");
+        assert_eq!(samples.len(), 12, "{text}");
         assert!(text.contains("tandem_updater_booted_info{slot=\"b\",version=\"2.0.1\"} 1\n"));
         assert!(text.contains(
             "tandem_updater_last_poll_info{decision=\"skipped\",reason=\"nothing-staged\"} 1\n"
@@ -447,6 +449,8 @@ mod tests {
         assert_eq!(value(&samples, "last_install_duration_seconds"), 2.5);
         assert_eq!(value(&samples, "last_install_bytes_fetched"), 1234.0);
         assert_eq!(value(&samples, "last_install_bytes_reused"), 1048576.0);
+        assert_eq!(value(&samples, "last_install_bytes_reused_in_place"), 4096.0);
+        assert_eq!(value(&samples, "last_install_bundle_bytes"), 99_999.0);
         assert_eq!(
             value(&samples, "last_boot_check_timestamp_seconds"),
             1_700_000_200.0
