@@ -530,10 +530,11 @@ fn with_fetches<T>(
     })
 }
 
-/// Fetches `parts` in order, [`FETCHES_IN_FLIGHT`] at a time, and sends each whole to the
-/// reader; a failure is sent in its place, and ends the fetch. Returns when every part is
-/// sent, after a failure, or once the reader hung up (the install stopped); fetches still
-/// under way then end at their next step.
+/// Fetches `parts` in order, [`FETCHES_IN_FLIGHT`] at a time, and sends each to the reader;
+/// a part that failed is sent with the bytes read before the failure (the frames in them are
+/// written, as a stream would have), then the failure, which ends the fetch. Returns when
+/// every part is sent, after a failure, or once the reader hung up (the install stopped);
+/// fetches still under way then end at their next step.
 fn fetch_parts(
     source: &dyn BundleSource,
     parts: &[Part],
@@ -553,51 +554,72 @@ fn fetch_parts(
         shape,
         || Ok(()),
         |(), part| Ok(fetch_part(source, part, counters, &stop)),
-        |fetched| {
-            let failed = fetched.is_err();
-            if to_reader.send(fetched).is_err() || failed {
-                stop.store(true, Ordering::Relaxed);
-                return Err(());
+        |(fetched, failure)| {
+            let delivered = to_reader.send(Ok(fetched)).is_ok();
+            if delivered && failure.is_none() {
+                return Ok(());
             }
-            Ok(())
+            if let Some(error) = failure.filter(|_| delivered) {
+                let _ = to_reader.send(Err(error));
+            }
+            stop.store(true, Ordering::Relaxed);
+            Err(())
         },
     );
 }
 
-/// Reads `part` whole, or fails naming its first chunk and offset; gives up early (short)
-/// once `stop` is set.
+/// Reads `part`: all its bytes, or those before a failure and the failure (naming the part's
+/// first chunk and bytes). Gives up early (short) once `stop` is set.
 fn fetch_part(
     source: &dyn BundleSource,
     part: &Part,
     counters: &Counters,
     stop: &AtomicBool,
-) -> Result<Fetched> {
-    let failed = |error| {
-        let what = format!("chunk {} (at offset {})", part.chunk, part.range.start);
-        source_failure(source, &what, error)
-    };
+) -> (Fetched, Option<Error>) {
     let len = part.range.end - part.range.start;
     counters.ranges.fetch_add(1, Ordering::Relaxed);
-    let mut stream = source.read_range(part.range.clone())?.take(len);
     let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-    let read = loop {
-        if stop.load(Ordering::Relaxed) {
-            break Ok(());
-        }
-        match (&mut stream).take(READ_STEP).read_to_end(&mut bytes) {
-            Ok(0) => break Ok(()),
-            Ok(_) => {}
-            Err(error) => break Err(error),
+    let failure = match source.read_range(part.range.clone()) {
+        Err(error) => Some(error),
+        Ok(stream) => {
+            let read = read_steps(stream.take(len), &mut bytes, stop);
+            counters
+                .bytes
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            let short = (bytes.len() as u64) < len;
+            match read {
+                Ok(()) if short => Some(std::io::ErrorKind::UnexpectedEof.into()),
+                Ok(()) => None,
+                Err(error) => Some(error),
+            }
+            .map(|error| {
+                let what = format!(
+                    "chunk {} on (bytes {}..{}, {} read)",
+                    part.chunk,
+                    part.range.start,
+                    part.range.end,
+                    bytes.len()
+                );
+                source_failure(source, &what, error)
+            })
         }
     };
-    counters
-        .bytes
-        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-    read.map_err(failed)?;
-    if bytes.len() as u64 != len {
-        return Err(failed(std::io::ErrorKind::UnexpectedEof.into()));
+    ((part.range.start, bytes), failure)
+}
+
+/// Reads `stream` to its end into `bytes`, [`READ_STEP`] at a time; stops early once `stop`
+/// is set.
+fn read_steps(
+    mut stream: impl Read,
+    bytes: &mut Vec<u8>,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
+    while !stop.load(Ordering::Relaxed) {
+        if (&mut stream).take(READ_STEP).read_to_end(bytes)? == 0 {
+            break;
+        }
     }
-    Ok((part.range.start, bytes))
+    Ok(())
 }
 
 /// Yields the pieces in order on the pipeline's reader thread: zero runs, runs of held pieces
