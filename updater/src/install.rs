@@ -5,8 +5,8 @@
 //! frame). Over a network, chunks the node already holds are found first ([`crate::seed`]):
 //! a piece whose chunks are all held is copied from the slots, hashed again as it is read;
 //! only the other frames are fetched, in parts planned before the write (byte ranges of up to
-//! about [`PART_BYTES`] that cover runs of them, small gaps read through), several requests in
-//! flight ([`FETCHES_IN_FLIGHT`]) and handed on in order. Pieces are decompressed and hash-checked on all cores and written in
+//! about 2 MiB that cover runs of them, small gaps read through), four requests in flight,
+//! handed on in order. Pieces are decompressed and hash-checked on all cores and written in
 //! order; all-zero chunks are zeroed cheaply (a punched hole, a zero-out). Every
 //! `checkpoint_bytes` the slot is synced and the caller records how many chunks are durable,
 //! so a cut install resumes there. At the end the slot is synced and the whole image hashed —
@@ -622,6 +622,14 @@ fn read_steps(
     Ok(())
 }
 
+/// The bytes at file offsets `range` of a fetched part, if it holds them all.
+fn cut(part: &Fetched, range: Range<u64>) -> Option<&[u8]> {
+    let (at, bytes) = part;
+    let from = usize::try_from(range.start.checked_sub(*at)?).ok()?;
+    let to = usize::try_from(range.end.checked_sub(*at)?).ok()?;
+    bytes.get(from..to)
+}
+
 /// Yields the pieces in order on the pipeline's reader thread: zero runs, runs of held pieces
 /// read from the slots, and fetched frames cut out of the parts [`fetch_parts`] hands on.
 struct PieceReader<'m> {
@@ -724,14 +732,8 @@ impl<'m> PieceReader<'m> {
         };
         let start = self.payload_offset + frame.offset;
         loop {
-            let (at, bytes) = &self.part;
-            let within = start
-                .checked_sub(*at)
-                .and_then(|from| usize::try_from(from).ok())
-                .and_then(|from| Some(from..from.checked_add(usize::try_from(frame.length).ok()?)?))
-                .and_then(|range| bytes.get(range));
-            if let Some(frame_bytes) = within {
-                return Ok(Piece::Data(piece, frame_bytes.to_vec()));
+            if let Some(bytes) = cut(&self.part, start..start + frame.length) {
+                return Ok(Piece::Data(piece, bytes.to_vec()));
             }
             self.part = self.parts.recv().map_err(|_| {
                 Error::io(format!("fetching chunk {}", chunk.index))(std::io::Error::other(
@@ -813,6 +815,87 @@ mod tests {
             ]
         );
         assert_eq!(PART_BYTES, 2 * mib);
+    }
+
+    /// A bundle in memory, of which only the first `len` bytes can be read.
+    struct Memory {
+        bytes: Vec<u8>,
+        len: usize,
+    }
+
+    impl BundleSource for Memory {
+        fn name(&self) -> String {
+            "memory".into()
+        }
+
+        fn head(&self, _: &signer::Limits) -> Result<signer::BundleHead> {
+            Err(Error::io("head")(std::io::Error::other(
+                "not in these tests",
+            )))
+        }
+
+        fn read_range(&self, range: Range<u64>) -> Result<Box<dyn Read + Send>> {
+            let end = (range.end as usize).min(self.len);
+            let bytes = self
+                .bytes
+                .get(range.start as usize..end)
+                .unwrap_or_default();
+            Ok(Box::new(std::io::Cursor::new(bytes.to_vec())))
+        }
+    }
+
+    fn memory(len: usize) -> Memory {
+        Memory {
+            bytes: (0..100_000u32).map(|i| i as u8).collect(),
+            len,
+        }
+    }
+
+    #[test]
+    fn parts_arrive_in_order_and_a_short_one_with_its_bytes_then_the_error() {
+        let parts: Vec<Part> = (0..20)
+            .map(|i| part(i, i * 3000..i * 3000 + 2000))
+            .collect();
+        let counters = Counters::default();
+        let source = memory(100_000);
+        let got: Vec<Result<Fetched>> =
+            with_fetches(&source, &parts, &counters, |r| r.iter().collect());
+        assert_eq!(got.len(), 20);
+        for (part, fetched) in parts.iter().zip(&got) {
+            let (at, bytes) = fetched.as_ref().unwrap();
+            assert_eq!(*at, part.range.start);
+            assert_eq!(
+                bytes[..],
+                source.bytes[part.range.start as usize..part.range.end as usize]
+            );
+        }
+        assert_eq!(counters.ranges.load(Ordering::Relaxed), 20);
+        assert_eq!(counters.bytes.load(Ordering::Relaxed), 20 * 2000);
+
+        // The source ends inside part 5: parts 0-4, part 5's first 500 bytes, the error.
+        let source = memory(5 * 3000 + 500);
+        let got: Vec<Result<Fetched>> = with_fetches(&source, &parts, &Counters::default(), |r| {
+            r.iter().collect()
+        });
+        assert_eq!(got.len(), 7, "nothing after the failure");
+        assert_eq!(got[5].as_ref().unwrap().1.len(), 500);
+        let error = got[6].as_ref().unwrap_err().to_string();
+        assert!(
+            error.contains("chunk 5 on (bytes 15000..17000, 500 read)"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_fetch_winds_down_when_the_reader_stops() {
+        let parts: Vec<Part> = (0..30)
+            .map(|i| part(i, i * 3000..i * 3000 + 3000))
+            .collect();
+        let counters = Counters::default();
+        let first = with_fetches(&memory(100_000), &parts, &counters, |r| r.recv().unwrap());
+        assert_eq!(first.unwrap().0, 0);
+        // Returned (the scope joined the fetch) without fetching every part.
+        assert!(counters.ranges.load(Ordering::Relaxed) < 30);
     }
 
     #[test]
