@@ -4,15 +4,18 @@
 //! The image is written piece by piece ([`pieces`]: an all-zero chunk, or the chunks of one
 //! frame). Over a network, chunks the node already holds are found first ([`crate::seed`]):
 //! a piece whose chunks are all held is copied from the slots, hashed again as it is read;
-//! only the other frames are fetched, through byte ranges that cover each run of them (small
-//! gaps read through). Pieces are decompressed and hash-checked on all cores and written in
+//! only the other frames are fetched, in parts planned before the write (byte ranges of up to
+//! about 2 MiB that cover runs of them, small gaps read through), four requests in flight,
+//! handed on in order. Pieces are decompressed and hash-checked on all cores and written in
 //! order; all-zero chunks are zeroed cheaply (a punched hole, a zero-out). Every
 //! `checkpoint_bytes` the slot is synced and the caller records how many chunks are durable,
 //! so a cut install resumes there. At the end the slot is synced and the whole image hashed —
 //! re-read from the slot by default, which catches a disk that returns what we did not write.
 
 use std::io::Read;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 
 use partitions::io::BlockDevice;
@@ -175,57 +178,60 @@ pub fn write_image(
         held: &held,
         base: start,
     };
-    let inputs = PieceReader::new(source, manifest, &plan, active, slot, &counters);
+    let parts = plan.parts(manifest.payload_offset());
     let shape = Shape {
         workers: options.workers,
         window: options.window,
     };
-    ordered_map(
-        inputs,
-        shape,
-        // One zstd context per worker, kept for every piece it decodes.
-        || ChunkDecoder::new(manifest).map_err(Error::verify(source_name.as_str())),
-        |decoder, piece| decode(decoder, piece, &source_name),
-        |decoded| {
-            let Some(first) = decoded.chunks.first() else {
-                return Ok(());
-            };
-            let len: u64 = decoded.chunks.iter().map(|c| u64::from(c.len)).sum();
-            let count = decoded.chunks.len() as u64;
-            match (&decoded.bytes, decoded.held) {
-                (Some(bytes), held) => {
-                    slot.write_at(bytes, first.image_offset)
-                        .map_err(slot_io("write"))?;
-                    if let Some(in_place) = held {
-                        report.chunks_reused += count;
-                        report.bytes_reused += len;
-                        report.bytes_reused_in_place += in_place;
-                    } else {
-                        report.chunks_written += count;
+    with_fetches(source, &parts, &counters, |fetched| {
+        let inputs = PieceReader::new(manifest, &plan, active, slot, fetched);
+        ordered_map(
+            inputs,
+            shape,
+            // One zstd context per worker, kept for every piece it decodes.
+            || ChunkDecoder::new(manifest).map_err(Error::verify(source_name.as_str())),
+            |decoder, piece| decode(decoder, piece, &source_name),
+            |decoded| {
+                let Some(first) = decoded.chunks.first() else {
+                    return Ok(());
+                };
+                let len: u64 = decoded.chunks.iter().map(|c| u64::from(c.len)).sum();
+                let count = decoded.chunks.len() as u64;
+                match (&decoded.bytes, decoded.held) {
+                    (Some(bytes), held) => {
+                        slot.write_at(bytes, first.image_offset)
+                            .map_err(slot_io("write"))?;
+                        if let Some(in_place) = held {
+                            report.chunks_reused += count;
+                            report.bytes_reused += len;
+                            report.bytes_reused_in_place += in_place;
+                        } else {
+                            report.chunks_written += count;
+                        }
+                    }
+                    (None, _) => {
+                        slot.zero_range(first.image_offset, len)
+                            .map_err(slot_io("zero-out"))?;
+                        report.chunks_zeroed += count;
                     }
                 }
-                (None, _) => {
-                    slot.zero_range(first.image_offset, len)
-                        .map_err(slot_io("zero-out"))?;
-                    report.chunks_zeroed += count;
+                if let Some(hasher) = stream_hash.as_mut() {
+                    feed(hasher, decoded.bytes.as_deref(), len);
                 }
-            }
-            if let Some(hasher) = stream_hash.as_mut() {
-                feed(hasher, decoded.bytes.as_deref(), len);
-            }
-            fail::fail_point!("install::chunk-written");
-            if let Some(progress) = progress {
-                progress.advance(len);
-            }
-            since_checkpoint += len;
-            if since_checkpoint >= options.checkpoint_bytes {
-                slot.sync().map_err(slot_io("sync"))?;
-                checkpoint(first.index + count)?;
-                since_checkpoint = 0;
-            }
-            Ok(())
-        },
-    )?;
+                fail::fail_point!("install::chunk-written");
+                if let Some(progress) = progress {
+                    progress.advance(len);
+                }
+                since_checkpoint += len;
+                if since_checkpoint >= options.checkpoint_bytes {
+                    slot.sync().map_err(slot_io("sync"))?;
+                    checkpoint(first.index + count)?;
+                    since_checkpoint = 0;
+                }
+                Ok(())
+            },
+        )
+    })?;
     slot.sync().map_err(slot_io("sync"))?;
     checkpoint(chunks.len() as u64)?;
     if let Some(progress) = progress {
@@ -279,7 +285,7 @@ fn piece_start(chunks: &[Chunk], resume_from: u64) -> usize {
     start
 }
 
-/// Bytes and ranges read from the source, counted on the reader thread.
+/// Bytes and ranges read from the source, counted by the fetch threads.
 #[derive(Default)]
 struct Counters {
     bytes: AtomicU64,
@@ -429,50 +435,233 @@ impl Plan<'_> {
     fn fetches(&self, piece: &[Chunk]) -> bool {
         piece.first().is_some_and(|c| !c.is_zero()) && piece.iter().any(|c| self.held(c).is_none())
     }
+
+    /// The parts that fetch the frames to fetch ([`plan_parts`]), at file offsets (the
+    /// payload starts at `payload_offset`).
+    fn parts(&self, payload_offset: u64) -> Vec<Part> {
+        plan_parts(pieces(self.chunks).filter_map(|piece| {
+            let first = piece.first()?;
+            let frame = first.frame?;
+            Some(FrameAt {
+                chunk: first.index,
+                offset: payload_offset + frame.offset,
+                length: frame.length,
+                fetch: self.fetches(piece),
+            })
+        }))
+    }
 }
 
 /// Gaps between frames to fetch up to this size are read through rather than starting
 /// another range: a request and its response headers cost about as much.
 const COALESCE_GAP: u64 = 1024;
+/// A part (one request) covers frames up to about this many bytes: large enough that a full
+/// install costs few requests, small enough that the parts in flight hold little memory.
+const PART_BYTES: u64 = 2 << 20;
+/// Parts fetched at once. Over a network each request costs a round trip, and a delta may
+/// need thousands of small ones (one per changed 4 KiB chunk): four in flight hide most of the
+/// latency without opening many connections to one server.
+const FETCHES_IN_FLIGHT: usize = 4;
+/// A fetch reads its part in steps of this many bytes, checking between them whether the
+/// install stopped.
+const READ_STEP: u64 = 64 << 10;
 /// Copied or zeroed pieces are handed on in items of about this many bytes.
 const ITEM_BYTES: u64 = 1 << 20;
 
+/// One request: a byte range of the bundle file (absolute offsets) covering frames to fetch
+/// and the gaps between them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Part {
+    range: Range<u64>,
+    /// The first chunk whose frame it holds (named in errors).
+    chunk: u64,
+}
+
+/// A frame of the payload, in order: where it lies in the file and whether to fetch it.
+#[derive(Debug, Clone, Copy)]
+struct FrameAt {
+    /// The first chunk of the frame.
+    chunk: u64,
+    offset: u64,
+    length: u64,
+    fetch: bool,
+}
+
+/// The parts that fetch every frame marked `fetch`, in order: a frame joins the part before
+/// it when the gap between them is at most [`COALESCE_GAP`] and the part stays within
+/// [`PART_BYTES`]. A frame is never split: a larger one is a part alone.
+fn plan_parts(frames: impl IntoIterator<Item = FrameAt>) -> Vec<Part> {
+    let mut parts: Vec<Part> = Vec::new();
+    for frame in frames.into_iter().filter(|f| f.fetch) {
+        let end = frame.offset + frame.length;
+        match parts.last_mut() {
+            Some(part)
+                if frame.offset >= part.range.end
+                    && frame.offset - part.range.end <= COALESCE_GAP
+                    && end - part.range.start <= PART_BYTES =>
+            {
+                part.range.end = end;
+            }
+            _ => parts.push(Part {
+                range: frame.offset..end,
+                chunk: frame.chunk,
+            }),
+        }
+    }
+    parts
+}
+
+/// A fetched part: the file offset of its first byte, and its bytes.
+type Fetched = (u64, Vec<u8>);
+
+/// Runs `read` with the parts [`fetch_parts`] fetches on a thread of its own (scoped: it
+/// borrows `parts`), in order; once `read` returns and drops them, the fetch winds down.
+fn with_fetches<T>(
+    source: &dyn BundleSource,
+    parts: &[Part],
+    counters: &Counters,
+    read: impl FnOnce(Receiver<Result<Fetched>>) -> T,
+) -> T {
+    std::thread::scope(|scope| {
+        // A rendezvous: a part fetched waits in the fetch pipeline until the reader needs it.
+        let (to_reader, fetched) = sync_channel(0);
+        scope.spawn(move || fetch_parts(source, parts, counters, &to_reader));
+        read(fetched)
+    })
+}
+
+/// Fetches `parts` in order, [`FETCHES_IN_FLIGHT`] at a time, and sends each to the reader;
+/// a part that failed is sent with the bytes read before the failure (the frames in them are
+/// written, as a stream would have), then the failure, which ends the fetch. Returns when
+/// every part is sent, after a failure, or once the reader hung up (the install stopped);
+/// fetches still under way then end at their next step.
+fn fetch_parts(
+    source: &dyn BundleSource,
+    parts: &[Part],
+    counters: &Counters,
+    to_reader: &SyncSender<Result<Fetched>>,
+) {
+    let stop = AtomicBool::new(false);
+    // Parts alive at once: those in flight, one fetched ahead, and the reader's.
+    let shape = Shape {
+        workers: FETCHES_IN_FLIGHT,
+        window: FETCHES_IN_FLIGHT + 1,
+    };
+    // Failures travel as items, so the reader gets the first in order as soon as it is
+    // next; the map's own error only says the fetch ended.
+    let _ = ordered_map(
+        parts.iter().map(Ok::<_, ()>),
+        shape,
+        || Ok(()),
+        |(), part| Ok(fetch_part(source, part, counters, &stop)),
+        |(fetched, failure)| {
+            let delivered = to_reader.send(Ok(fetched)).is_ok();
+            if delivered && failure.is_none() {
+                return Ok(());
+            }
+            if let Some(error) = failure.filter(|_| delivered) {
+                let _ = to_reader.send(Err(error));
+            }
+            stop.store(true, Ordering::Relaxed);
+            Err(())
+        },
+    );
+}
+
+/// Reads `part`: all its bytes, or those before a failure and the failure (naming the part's
+/// first chunk and bytes). Gives up early (short) once `stop` is set.
+fn fetch_part(
+    source: &dyn BundleSource,
+    part: &Part,
+    counters: &Counters,
+    stop: &AtomicBool,
+) -> (Fetched, Option<Error>) {
+    let len = part.range.end - part.range.start;
+    counters.ranges.fetch_add(1, Ordering::Relaxed);
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    let failure = match source.read_range(part.range.clone()) {
+        Err(error) => Some(error),
+        Ok(stream) => {
+            let read = read_steps(stream.take(len), &mut bytes, stop);
+            counters
+                .bytes
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            let short = (bytes.len() as u64) < len;
+            match read {
+                Ok(()) if short => Some(std::io::ErrorKind::UnexpectedEof.into()),
+                Ok(()) => None,
+                Err(error) => Some(error),
+            }
+            .map(|error| {
+                let what = format!(
+                    "chunk {} on (bytes {}..{}, {} read)",
+                    part.chunk,
+                    part.range.start,
+                    part.range.end,
+                    bytes.len()
+                );
+                source_failure(source, &what, error)
+            })
+        }
+    };
+    ((part.range.start, bytes), failure)
+}
+
+/// Reads `stream` to its end into `bytes`, [`READ_STEP`] at a time; stops early once `stop`
+/// is set.
+fn read_steps(
+    mut stream: impl Read,
+    bytes: &mut Vec<u8>,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
+    while !stop.load(Ordering::Relaxed) {
+        if (&mut stream).take(READ_STEP).read_to_end(bytes)? == 0 {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The bytes at file offsets `range` of a fetched part, if it holds them all.
+fn cut(part: &Fetched, range: Range<u64>) -> Option<&[u8]> {
+    let (at, bytes) = part;
+    let from = usize::try_from(range.start.checked_sub(*at)?).ok()?;
+    let to = usize::try_from(range.end.checked_sub(*at)?).ok()?;
+    bytes.get(from..to)
+}
+
 /// Yields the pieces in order on the pipeline's reader thread: zero runs, runs of held pieces
-/// read from the slots, and fetched frames read through one stream per run of frames to fetch
-/// (reopened only when the next frame is not where the stream stands).
+/// read from the slots, and fetched frames cut out of the parts [`fetch_parts`] hands on.
 struct PieceReader<'m> {
-    source: &'m dyn BundleSource,
     plan: &'m Plan<'m>,
     pieces: std::iter::Peekable<Box<dyn Iterator<Item = &'m [Chunk]> + Send + 'm>>,
     active: Option<&'m dyn BlockDevice>,
     target: &'m dyn BlockDevice,
-    counters: &'m Counters,
     payload_offset: u64,
-    payload_end: u64,
-    stream: Option<(u64, Box<dyn Read + Send>)>,
+    /// The fetched parts, in order.
+    parts: Receiver<Result<Fetched>>,
+    /// The part frames are being cut from.
+    part: Fetched,
 }
 
 impl<'m> PieceReader<'m> {
     fn new(
-        source: &'m dyn BundleSource,
         manifest: &'m Manifest,
         plan: &'m Plan<'m>,
         active: Option<&'m dyn BlockDevice>,
         target: &'m dyn BlockDevice,
-        counters: &'m Counters,
+        parts: Receiver<Result<Fetched>>,
     ) -> Self {
         let pieces: Box<dyn Iterator<Item = &'m [Chunk]> + Send + 'm> =
             Box::new(pieces(plan.chunks));
         PieceReader {
-            source,
             plan,
             pieces: pieces.peekable(),
             active,
             target,
-            counters,
             payload_offset: manifest.payload_offset(),
-            payload_end: manifest.payload_offset() + manifest.payload_len(),
-            stream: None,
+            parts,
+            part: (0, Vec::new()),
         }
     }
 
@@ -533,34 +722,8 @@ impl<'m> PieceReader<'m> {
         Ok(Piece::Held(run, bytes, in_place))
     }
 
-    /// Where the run of frames to fetch that starts at `from` (a payload offset) ends: after
-    /// the last frame to fetch before a gap wider than [`COALESCE_GAP`], or at the payload's
-    /// end.
-    fn run_end(&self, piece: &[Chunk]) -> u64 {
-        let after = piece
-            .last()
-            .and_then(|c| usize::try_from(c.index).ok())
-            .map_or(0, |i| i + 1 - self.plan.base);
-        let mut end = frame_end(piece, self.payload_offset);
-        for next in pieces(self.plan.chunks.get(after..).unwrap_or_default()) {
-            let Some(frame) = next.first().and_then(|c| c.frame) else {
-                continue;
-            };
-            let start = self.payload_offset + frame.offset;
-            if start.saturating_sub(end) > COALESCE_GAP {
-                break;
-            }
-            if self.plan.fetches(next) {
-                end = start + frame.length;
-            }
-        }
-        end.min(self.payload_end)
-    }
-
-    fn read_failed(&self, chunk: &Chunk, error: std::io::Error) -> Error {
-        source_failure(self.source, &format!("chunk {}", chunk.index), error)
-    }
-
+    /// The frame of `piece`, cut out of the current part or of the next ones (parts hold
+    /// the frames to fetch in order; gap bytes are skipped).
     fn fetch(&mut self, piece: &'m [Chunk]) -> Result<Piece<'m>> {
         let Some((chunk, frame)) = piece.first().and_then(|c| Some((c, c.frame?))) else {
             return Err(Error::io("fetching a frame")(std::io::Error::other(
@@ -568,33 +731,16 @@ impl<'m> PieceReader<'m> {
             )));
         };
         let start = self.payload_offset + frame.offset;
-        let mut stream = match self.stream.take() {
-            Some((position, stream)) if position <= start && start - position <= COALESCE_GAP => {
-                let mut stream = stream;
-                let gap = start - position;
-                std::io::copy(&mut (&mut stream).take(gap), &mut std::io::sink())
-                    .map_err(|e| self.read_failed(chunk, e))?;
-                self.counters.bytes.fetch_add(gap, Ordering::Relaxed);
-                stream
+        loop {
+            if let Some(bytes) = cut(&self.part, start..start + frame.length) {
+                return Ok(Piece::Data(piece, bytes.to_vec()));
             }
-            _ => {
-                self.counters.ranges.fetch_add(1, Ordering::Relaxed);
-                self.source.read_range(start..self.run_end(piece))?
-            }
-        };
-        let mut bytes = Vec::with_capacity(frame.length as usize);
-        (&mut stream)
-            .take(frame.length)
-            .read_to_end(&mut bytes)
-            .map_err(|e| self.read_failed(chunk, e))?;
-        if bytes.len() as u64 != frame.length {
-            return Err(self.read_failed(chunk, std::io::ErrorKind::UnexpectedEof.into()));
+            self.part = self.parts.recv().map_err(|_| {
+                Error::io(format!("fetching chunk {}", chunk.index))(std::io::Error::other(
+                    "no fetched part holds its frame",
+                ))
+            })??;
         }
-        self.counters
-            .bytes
-            .fetch_add(frame.length, Ordering::Relaxed);
-        self.stream = Some((start + frame.length, stream));
-        Ok(Piece::Data(piece, bytes))
     }
 }
 
@@ -606,18 +752,151 @@ impl<'m> Iterator for PieceReader<'m> {
     }
 }
 
-/// The file offset where a piece's frame ends (its start for a zero piece).
-fn frame_end(piece: &[Chunk], payload_offset: u64) -> u64 {
-    piece
-        .first()
-        .and_then(|c| c.frame)
-        .map_or(payload_offset, |f| payload_offset + f.offset + f.length)
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    fn frame(chunk: u64, offset: u64, length: u64, fetch: bool) -> FrameAt {
+        FrameAt {
+            chunk,
+            offset,
+            length,
+            fetch,
+        }
+    }
+
+    fn part(chunk: u64, range: Range<u64>) -> Part {
+        Part { range, chunk }
+    }
+
+    #[test]
+    fn parts_read_through_small_gaps_only() {
+        let frames = [
+            frame(0, 100, 4000, true),
+            // Held: a gap of exactly COALESCE_GAP, read through.
+            frame(1, 4100, COALESCE_GAP, false),
+            frame(2, 4100 + COALESCE_GAP, 500, true),
+            frame(3, 4600 + COALESCE_GAP, 10, true),
+            // A gap of one byte more: a new part.
+            frame(4, 4610 + COALESCE_GAP, COALESCE_GAP + 1, false),
+            frame(5, 4611 + 2 * COALESCE_GAP, 300, true),
+            frame(6, 4911 + 2 * COALESCE_GAP, 5000, false),
+        ];
+        assert_eq!(
+            plan_parts(frames),
+            [
+                part(0, 100..4610 + COALESCE_GAP),
+                part(5, 4611 + 2 * COALESCE_GAP..4911 + 2 * COALESCE_GAP),
+            ]
+        );
+        assert_eq!(plan_parts([frame(0, 0, 10, false)]), []);
+    }
+
+    #[test]
+    fn parts_are_cut_at_part_bytes_and_a_large_frame_is_a_part_alone() {
+        let mib = 1 << 20;
+        let frames = [
+            frame(0, 0, mib, true),
+            frame(1, mib, mib, true),
+            // Would make the part 2 MiB + 1: the next part starts here.
+            frame(2, 2 * mib, 1, true),
+            frame(3, 2 * mib + 1, 3 * mib, true),
+            frame(7, 5 * mib + 1, 10, true),
+            frame(8, 5 * mib + 11, 10, true),
+        ];
+        assert_eq!(
+            plan_parts(frames),
+            [
+                part(0, 0..2 * mib),
+                part(2, 2 * mib..2 * mib + 1),
+                part(3, 2 * mib + 1..5 * mib + 1),
+                part(7, 5 * mib + 1..5 * mib + 21),
+            ]
+        );
+        assert_eq!(PART_BYTES, 2 * mib);
+    }
+
+    /// A bundle in memory, of which only the first `len` bytes can be read.
+    struct Memory {
+        bytes: Vec<u8>,
+        len: usize,
+    }
+
+    impl BundleSource for Memory {
+        fn name(&self) -> String {
+            "memory".into()
+        }
+
+        fn head(&self, _: &signer::Limits) -> Result<signer::BundleHead> {
+            Err(Error::io("head")(std::io::Error::other(
+                "not in these tests",
+            )))
+        }
+
+        fn read_range(&self, range: Range<u64>) -> Result<Box<dyn Read + Send>> {
+            let end = (range.end as usize).min(self.len);
+            let bytes = self
+                .bytes
+                .get(range.start as usize..end)
+                .unwrap_or_default();
+            Ok(Box::new(std::io::Cursor::new(bytes.to_vec())))
+        }
+    }
+
+    fn memory(len: usize) -> Memory {
+        Memory {
+            bytes: (0..100_000u32).map(|i| i as u8).collect(),
+            len,
+        }
+    }
+
+    #[test]
+    fn parts_arrive_in_order_and_a_short_one_with_its_bytes_then_the_error() {
+        let parts: Vec<Part> = (0..20)
+            .map(|i| part(i, i * 3000..i * 3000 + 2000))
+            .collect();
+        let counters = Counters::default();
+        let source = memory(100_000);
+        let got: Vec<Result<Fetched>> =
+            with_fetches(&source, &parts, &counters, |r| r.iter().collect());
+        assert_eq!(got.len(), 20);
+        for (part, fetched) in parts.iter().zip(&got) {
+            let (at, bytes) = fetched.as_ref().unwrap();
+            assert_eq!(*at, part.range.start);
+            assert_eq!(
+                bytes[..],
+                source.bytes[part.range.start as usize..part.range.end as usize]
+            );
+        }
+        assert_eq!(counters.ranges.load(Ordering::Relaxed), 20);
+        assert_eq!(counters.bytes.load(Ordering::Relaxed), 20 * 2000);
+
+        // The source ends inside part 5: parts 0-4, part 5's first 500 bytes, the error.
+        let source = memory(5 * 3000 + 500);
+        let got: Vec<Result<Fetched>> = with_fetches(&source, &parts, &Counters::default(), |r| {
+            r.iter().collect()
+        });
+        assert_eq!(got.len(), 7, "nothing after the failure");
+        assert_eq!(got[5].as_ref().unwrap().1.len(), 500);
+        let error = got[6].as_ref().unwrap_err().to_string();
+        assert!(
+            error.contains("chunk 5 on (bytes 15000..17000, 500 read)"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_fetch_winds_down_when_the_reader_stops() {
+        let parts: Vec<Part> = (0..30)
+            .map(|i| part(i, i * 3000..i * 3000 + 3000))
+            .collect();
+        let counters = Counters::default();
+        let first = with_fetches(&memory(100_000), &parts, &counters, |r| r.recv().unwrap());
+        assert_eq!(first.unwrap().0, 0);
+        // Returned (the scope joined the fetch) without fetching every part.
+        assert!(counters.ranges.load(Ordering::Relaxed) < 30);
+    }
 
     #[test]
     fn a_slot_that_changed_after_the_scan_is_caught_before_the_write() {

@@ -324,6 +324,11 @@ pub struct Script {
     pub stalls: u32,
     /// Request lines with their `Range` and `If-Range`, in order.
     pub log: Vec<String>,
+    /// Each bundle request waits this long before it is answered (a distant server).
+    pub delay: Duration,
+    /// Bundle requests being answered now, and the most there ever were at once.
+    pub in_flight: usize,
+    pub most_in_flight: usize,
 }
 
 /// A slow-retrieval attack on one path: bytes at file offsets from `from` on are sent one
@@ -339,6 +344,26 @@ impl Script {
     pub fn requests(&self, method: &str, path: &str) -> usize {
         let prefix = format!("{method} {path} ");
         self.log.iter().filter(|l| l.starts_with(&prefix)).count()
+    }
+}
+
+/// Counts a bundle request in flight while alive.
+struct InFlight<'a>(&'a Mutex<Script>);
+
+impl<'a> InFlight<'a> {
+    fn enter(script: &'a Mutex<Script>) -> InFlight<'a> {
+        let mut s = script.lock().unwrap();
+        s.in_flight += 1;
+        s.most_in_flight = s.most_in_flight.max(s.in_flight);
+        InFlight(script)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.0.lock() {
+            s.in_flight -= 1;
+        }
     }
 }
 
@@ -445,6 +470,14 @@ fn serve(
             None => None,
         }
     };
+    // Held to the end of the answer.
+    let in_flight = path
+        .starts_with("bundles/")
+        .then(|| InFlight::enter(script));
+    if in_flight.is_some() {
+        let delay = script.lock().unwrap().delay;
+        thread::sleep(delay);
+    }
     let Some(content) = content else {
         return stream.write_all(
             b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",

@@ -2,10 +2,12 @@
 //! slot already holds, at any offset, is copied from it, so the bytes fetched follow what
 //! changed, not the image size.
 
+use std::time::Duration;
+
 use partitions::SlotId::{A, B};
 use signer::chunking::Chunking;
 use signer::Sha256Digest;
-use tandem_tests::{CHUNK_SIZE, PRODUCT};
+use tandem_tests::{Release, CHUNK_SIZE, PRODUCT};
 use updater::daemon::Poll;
 
 use super::{daemon, Fleet, RepoServer};
@@ -117,6 +119,67 @@ fn moved_data_is_found_anywhere_in_the_active_slot() {
         "every other stored block is copied from slot A: {report:?}"
     );
     assert_eq!(report.bytes_reused_in_place, 0, "{report:?}");
+}
+
+/// A release that changes v1's image in many scattered 4 KiB blocks, signed with 4 KiB
+/// chunks and v1 as the previous release, published on the fleet's channel; returned with
+/// the indices of the blocks changed. Every sixth block changes (one of v1's random blocks; those in the two
+/// zero chunks stay zero) and block 3 too: the frames of blocks 0, 3 and 6 are apart by a
+/// zero chunk and a held text frame of a few bytes, so they are read in one part; every
+/// other changed frame is apart from the next by a held random frame (over 1 KiB): a part
+/// alone.
+pub(super) fn scattered_delta(f: &mut Fleet) -> (Release, Vec<usize>) {
+    let block = 4096;
+    let mut image = f.v1.image.clone();
+    let zero_chunks = 3 * CHUNK_SIZE as usize / block..5 * CHUNK_SIZE as usize / block;
+    let changed: Vec<usize> = (0..image.len() / block)
+        .filter(|i| (i % 6 == 0 && !zero_chunks.contains(i)) || *i == 3)
+        .collect();
+    for &i in &changed {
+        image[i * block..(i + 1) * block].copy_from_slice(&noise(block, 100 + i as u64));
+    }
+    let previous = f.v1.image.chunks(block).map(Sha256Digest::of).collect();
+    let v2 = f.w.release_signed("2.0.0", 1, image, PRODUCT, &[], |o| {
+        o.chunking = Chunking::fixed(block as u32);
+        o.frame_bytes = 1 << 20;
+        o.previous = previous;
+    });
+    f.publish(&v2, 100);
+    (v2, changed)
+}
+
+#[test]
+fn scattered_changes_are_fetched_in_parts_several_in_flight() {
+    let mut f = Fleet::new();
+    let (v2, changed) = scattered_delta(&mut f);
+    let server = RepoServer::start(&f.repo);
+    // Each answer takes a while, as from a distant server: fetched one at a time, the
+    // requests would never overlap.
+    server.script().delay = Duration::from_millis(20);
+    f.point_at(&server.url, "node-1", None);
+
+    let outcome = match daemon(&f.agent(A)).poll_once().unwrap() {
+        Poll::Installed(outcome) => outcome,
+        other => panic!("expected an install, got: {other}"),
+    };
+    assert!(f.holds(B, &v2), "slot B does not hold v2's image");
+    let report = outcome.report;
+    let n = changed.len() as u64;
+    assert!(n > 50, "{n} blocks changed");
+    // One part per changed frame, but blocks 0, 3 and 6 share one.
+    assert_eq!(
+        (report.chunks_written, report.ranges_read),
+        (n, n - 2),
+        "{report:?}"
+    );
+    // The changed frames (random bytes: stored about whole) and two small gaps.
+    assert!(
+        report.bytes_read >= n * 4096 && report.bytes_read < n * (4096 + 256),
+        "{report:?}"
+    );
+    let most = server.script().most_in_flight;
+    eprintln!("fleet scattered delta: {report}; at most {most} bundle requests at once");
+    assert!(most > 1, "the parts were fetched one at a time");
 }
 
 /// Bytes no release holds.

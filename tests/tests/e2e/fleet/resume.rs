@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use partitions::SlotId::{A, B};
 use updater::daemon::Poll;
 
+use super::delta::scattered_delta;
 use super::{daemon, Fleet, RepoServer, STALL};
 
 fn installed_v2(poll: Poll) {
@@ -81,4 +82,41 @@ fn a_stalled_download_reconnects_after_the_read_timeout() {
     let ratio = s.bundle_sent as f64 / size as f64;
     eprintln!("fleet stall: resumed after the read timeout in {took:?}, {ratio:.4}x the bundle");
     assert!(ratio < 1.1, "{ratio:.3}x");
+}
+
+#[test]
+fn a_scattered_delta_fetched_several_parts_at_once_resumes_after_cuts() {
+    let mut f = Fleet::new();
+    let (v2, changed) = scattered_delta(&mut f);
+    let server = RepoServer::start(&f.repo);
+    let fetched = changed.len() as u64 * 4096;
+    {
+        let mut s = server.script();
+        s.delay = Duration::from_millis(5);
+        // Counted over all answers, so a cut falls on whichever part is being sent then.
+        s.cut_at = (1..=3).map(|k| k * fetched / 4).collect();
+    }
+    f.point_at(&server.url, "node-1", None);
+
+    let outcome = match daemon(&f.agent(A)).poll_once().unwrap() {
+        Poll::Installed(outcome) => outcome,
+        other => panic!("expected an install, got: {other}"),
+    };
+    assert!(f.holds(B, &v2), "slot B does not hold v2's image");
+    let n = changed.len() as u64;
+    // A part resumed after a cut is still one part.
+    assert_eq!(
+        (outcome.report.chunks_written, outcome.report.ranges_read),
+        (n, n - 2),
+        "{:?}",
+        outcome.report
+    );
+    let s = server.script();
+    assert_eq!(s.cuts, 3, "every cut happened: {:#?}", s.log);
+    let resumed = s
+        .log
+        .iter()
+        .filter(|l| l.contains("bundles/") && l.contains("if-range=Some"))
+        .count();
+    assert!(resumed >= 3, "each cut resumed with If-Range: {:#?}", s.log);
 }
