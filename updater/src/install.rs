@@ -594,7 +594,7 @@ fn fetch_part(
             }
             .map(|error| {
                 let what = format!(
-                    "chunk {} on (bytes {}..{}, {} read)",
+                    "the frames from chunk {} (bytes {}..{} of the bundle, {} read)",
                     part.chunk,
                     part.range.start,
                     part.range.end,
@@ -881,7 +881,7 @@ mod tests {
         assert_eq!(got[5].as_ref().unwrap().1.len(), 500);
         let error = got[6].as_ref().unwrap_err().to_string();
         assert!(
-            error.contains("chunk 5 on (bytes 15000..17000, 500 read)"),
+            error.contains("the frames from chunk 5 (bytes 15000..17000 of the bundle, 500 read)"),
             "{error}"
         );
     }

@@ -449,7 +449,10 @@ mod tests {
         assert_eq!(value(&samples, "last_install_duration_seconds"), 2.5);
         assert_eq!(value(&samples, "last_install_bytes_fetched"), 1234.0);
         assert_eq!(value(&samples, "last_install_bytes_reused"), 1048576.0);
-        assert_eq!(value(&samples, "last_install_bytes_reused_in_place"), 4096.0);
+        assert_eq!(
+            value(&samples, "last_install_bytes_reused_in_place"),
+            4096.0
+        );
         assert_eq!(value(&samples, "last_install_bundle_bytes"), 99_999.0);
         assert_eq!(
             value(&samples, "last_boot_check_timestamp_seconds"),
