@@ -160,7 +160,8 @@ pub fn write_image(
     }
     let held = match active {
         Some(active) => find_held(remaining, manifest.chunking(), active, slot)?,
-        None => vec![None; remaining.len()],
+        // No chunk is held: an empty plan says so for every chunk.
+        None => Vec::new(),
     };
     let counters = Counters::default();
     let mut report = WriteReport {
@@ -455,9 +456,10 @@ impl Plan<'_> {
 /// Gaps between frames to fetch up to this size are read through rather than starting
 /// another range: a request and its response headers cost about as much.
 const COALESCE_GAP: u64 = 1024;
-/// A part (one request) covers frames up to about this many bytes: large enough that a full
-/// install costs few requests, small enough that the parts in flight hold little memory.
-const PART_BYTES: u64 = 2 << 20;
+/// A part (one request) covers frames up to about this many bytes (a frame holds at most
+/// 1 MiB of chunks): large enough that a full install costs few requests, small enough that
+/// the parts in flight hold little memory.
+const PART_BYTES: u64 = 1 << 20;
 /// Parts fetched at once. Over a network each request costs a round trip, and a delta may
 /// need thousands of small ones (one per changed 4 KiB chunk): four in flight hide most of the
 /// latency without opening many connections to one server.
@@ -795,26 +797,25 @@ mod tests {
 
     #[test]
     fn parts_are_cut_at_part_bytes_and_a_large_frame_is_a_part_alone() {
-        let mib = 1 << 20;
+        let (p, half) = (PART_BYTES, PART_BYTES / 2);
         let frames = [
-            frame(0, 0, mib, true),
-            frame(1, mib, mib, true),
-            // Would make the part 2 MiB + 1: the next part starts here.
-            frame(2, 2 * mib, 1, true),
-            frame(3, 2 * mib + 1, 3 * mib, true),
-            frame(7, 5 * mib + 1, 10, true),
-            frame(8, 5 * mib + 11, 10, true),
+            frame(0, 0, half, true),
+            frame(1, half, half, true),
+            // Would make the part PART_BYTES + 1: the next part starts here.
+            frame(2, p, 1, true),
+            frame(3, p + 1, p + half, true),
+            frame(7, 2 * p + half + 1, 10, true),
+            frame(8, 2 * p + half + 11, 10, true),
         ];
         assert_eq!(
             plan_parts(frames),
             [
-                part(0, 0..2 * mib),
-                part(2, 2 * mib..2 * mib + 1),
-                part(3, 2 * mib + 1..5 * mib + 1),
-                part(7, 5 * mib + 1..5 * mib + 21),
+                part(0, 0..p),
+                part(2, p..p + 1),
+                part(3, p + 1..2 * p + half + 1),
+                part(7, 2 * p + half + 1..2 * p + half + 21),
             ]
         );
-        assert_eq!(PART_BYTES, 2 * mib);
     }
 
     /// A bundle in memory, of which only the first `len` bytes can be read.
