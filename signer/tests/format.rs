@@ -6,7 +6,6 @@ use std::io::Cursor;
 
 use sha2::{Digest, Sha256};
 use signer::bundle::{extract, BundleHead};
-use signer::keys::sign_bytes;
 use signer::metadata::sign_document;
 use signer::verify::trust_root;
 use signer::{
@@ -75,29 +74,13 @@ fn bundle(parts: &[Part], created: &str, version: &str, key: &SecretKey) -> Vec<
             None => format!(r#"{{"sha256":"{}","zero":true}}"#, sha(&part.raw)),
         });
     }
-    let mut manifest = format!(
+    let manifest = format!(
         r#"{{"chunk_size":4096,"chunks":[{}],"created":"{created}","image":{{"sha256":"{}","size":{}}},"product":"example","security_version":1,"version":"{version}"}}"#,
         entries.join(","),
         sha(&image),
         image.len()
-    )
-    .into_bytes();
-    manifest.resize(manifest.len().next_multiple_of(512), b' ');
-    let signature = &sign_bytes(RoleKind::Bundle, &manifest, std::slice::from_ref(key)).unwrap()[0];
-    let mut block = format!(
-        r#"{{"signatures":[{{"keyid":"{}","sig":"{}"}}]}}"#,
-        signature.keyid,
-        hex::encode(signature.sig)
-    )
-    .into_bytes();
-    block.resize(512, b' ');
-    let mut out = b"TANDEM\0\x01".to_vec();
-    out.extend_from_slice(&(manifest.len() as u32).to_le_bytes());
-    out.extend_from_slice(&(block.len() as u32).to_le_bytes());
-    out.extend(manifest);
-    out.extend(block);
-    out.extend(payload);
-    out
+    );
+    handbuilt_bundle(&manifest, &payload, 1, &[], key)
 }
 
 fn verify(bundle: &[u8], keys: &Keys) -> Result<Verified<Manifest>, Error> {

@@ -12,19 +12,6 @@ use signer::{Limits, Manifest, Sha256Digest};
 
 use crate::util::*;
 
-/// `len` bytes that do not compress and repeat nowhere, from `seed`.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (x >> 56) as u8
-        })
-        .collect()
-}
-
 /// The manifest of a signed bundle, verified by `f`'s root (signed with two release keys).
 fn signed(image: &[u8], opts: &signer::SignOptions, f: &Fixture) -> (Vec<u8>, Manifest) {
     let bundle = sign_image_with(image, opts, &[&f.release[0], &f.release[1]]);

@@ -17,17 +17,7 @@ enum Shape {
 
 fn image(shape: &Shape, len: usize) -> Vec<u8> {
     match shape {
-        Shape::Random(seed) => {
-            let mut x = *seed | 1;
-            (0..len)
-                .map(|_| {
-                    x = x
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    (x >> 56) as u8
-                })
-                .collect()
-        }
+        Shape::Random(seed) => noise(len, *seed),
         Shape::Sparse(seed) => sparse_image(len, *seed),
         Shape::Zeros => vec![0; len],
         Shape::Text => (0..len).map(|i| b"the quick brown fox "[i % 20]).collect(),

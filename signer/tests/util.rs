@@ -361,3 +361,16 @@ pub fn handbuilt_bundle(
     out.extend_from_slice(tail);
     out
 }
+
+/// `len` bytes that do not compress and repeat nowhere, from `seed`.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 56) as u8
+        })
+        .collect()
+}

@@ -27,9 +27,9 @@ use signer::publish::{publish, PublishOptions};
 use signer::Limits;
 use tandem_tests::{sha256_hex, Backend, Release, World};
 use time::OffsetDateTime;
-use updater::daemon::Daemon;
+use updater::daemon::{Daemon, Poll};
 use updater::http::HttpOptions;
-use updater::Agent;
+use updater::{Agent, InstallOutcome};
 
 pub const CHANNEL: &str = "stable";
 
@@ -121,6 +121,14 @@ impl Fleet {
 pub fn daemon(agent: &Agent) -> Daemon<'_> {
     let server = agent.config().server.clone().expect("a [server] section");
     Daemon::new(agent, server).unwrap()
+}
+
+/// One poll of `agent`'s daemon, which must install: what the install did.
+pub fn poll_installs(agent: &Agent) -> InstallOutcome {
+    match daemon(agent).poll_once().unwrap() {
+        Poll::Installed(outcome) => *outcome,
+        other => panic!("expected an install, got: {other}"),
+    }
 }
 
 /// A minimal HTTP/1.0 client: `(status, body)`.

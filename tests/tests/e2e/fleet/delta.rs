@@ -8,9 +8,8 @@ use partitions::SlotId::{A, B};
 use signer::chunking::Chunking;
 use signer::Sha256Digest;
 use tandem_tests::{Release, CHUNK_SIZE, PRODUCT};
-use updater::daemon::Poll;
 
-use super::{daemon, Fleet, RepoServer};
+use super::{poll_installs, Fleet, RepoServer};
 
 #[test]
 fn a_release_that_changes_two_chunks_fetches_about_two_chunks() {
@@ -27,10 +26,7 @@ fn a_release_that_changes_two_chunks_fetches_about_two_chunks() {
     f.point_at(&server.url, "node-1", None);
 
     let agent = f.agent(A);
-    let outcome = match daemon(&agent).poll_once().unwrap() {
-        Poll::Installed(outcome) => outcome,
-        other => panic!("expected an install, got: {other}"),
-    };
+    let outcome = poll_installs(&agent);
 
     assert_eq!(outcome.target, B);
     assert!(f.holds(B, &v2), "slot B does not hold v2's image");
@@ -95,10 +91,7 @@ fn moved_data_is_found_anywhere_in_the_active_slot() {
     let server = RepoServer::start(&f.repo);
     f.point_at(&server.url, "node-1", None);
 
-    let outcome = match daemon(&f.agent(A)).poll_once().unwrap() {
-        Poll::Installed(outcome) => outcome,
-        other => panic!("expected an install, got: {other}"),
-    };
+    let outcome = poll_installs(&f.agent(A));
     assert!(f.holds(B, &v2), "slot B does not hold v2's image");
     let report = outcome.report;
     // The three leading new blocks share one frame, the changed one has its own.
@@ -158,10 +151,7 @@ fn scattered_changes_are_fetched_in_parts_several_in_flight() {
     server.script().delay = Duration::from_millis(20);
     f.point_at(&server.url, "node-1", None);
 
-    let outcome = match daemon(&f.agent(A)).poll_once().unwrap() {
-        Poll::Installed(outcome) => outcome,
-        other => panic!("expected an install, got: {other}"),
-    };
+    let outcome = poll_installs(&f.agent(A));
     assert!(f.holds(B, &v2), "slot B does not hold v2's image");
     let report = outcome.report;
     let n = changed.len() as u64;

@@ -8,7 +8,7 @@ use partitions::SlotId::{A, B};
 use updater::daemon::Poll;
 
 use super::delta::scattered_delta;
-use super::{daemon, Fleet, RepoServer, STALL};
+use super::{daemon, poll_installs, Fleet, RepoServer, STALL};
 
 fn installed_v2(poll: Poll) {
     match poll {
@@ -98,10 +98,7 @@ fn a_scattered_delta_fetched_several_parts_at_once_resumes_after_cuts() {
     }
     f.point_at(&server.url, "node-1", None);
 
-    let outcome = match daemon(&f.agent(A)).poll_once().unwrap() {
-        Poll::Installed(outcome) => outcome,
-        other => panic!("expected an install, got: {other}"),
-    };
+    let outcome = poll_installs(&f.agent(A));
     assert!(f.holds(B, &v2), "slot B does not hold v2's image");
     let n = changed.len() as u64;
     // A part resumed after a cut is still one part.
