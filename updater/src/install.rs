@@ -276,7 +276,7 @@ const SMALL_ZERO_RUN: usize = 64 << 10;
 /// Zeroes `len` bytes of `slot` at `offset`: written when short, else a punched hole or a
 /// zero-out ([`BlockDevice::zero_range`]).
 fn zero(slot: &dyn BlockDevice, offset: u64, len: u64) -> std::io::Result<()> {
-    const ZEROS: [u8; SMALL_ZERO_RUN] = [0; SMALL_ZERO_RUN];
+    static ZEROS: [u8; SMALL_ZERO_RUN] = [0; SMALL_ZERO_RUN];
     match usize::try_from(len).ok().and_then(|n| ZEROS.get(..n)) {
         Some(zeros) => slot.write_at(zeros, offset),
         None => slot.zero_range(offset, len),
