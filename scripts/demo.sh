@@ -4,8 +4,9 @@
 # provisioned with v1 and booted through systemd-boot entries on an ESP directory; v2 and a
 # broken v3, each with its own kernel, initramfs and command line, signed and published;
 # tandem-server started; the agent installs v2 (image and kernel) over HTTP, the reference
-# firmware reboots into it, health passes, it is committed; v3 fails its health check and
-# rolls back to v2's slot and kernel; the server's status shows both.
+# firmware reboots into it, health passes, it is committed; v3 (v2 with 64 KiB changed, signed
+# with --previous v2) is installed as a delta, fetching about what changed; it fails its health
+# check and rolls back to v2's slot and kernel; the server's status shows both.
 # Work files: target/demo/ (the log of every command: target/demo/demo.log).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -36,7 +37,14 @@ make_image() {  # VERSION HEALTHY
     head -c $((6 << 20)) /dev/urandom >>"v$1.img"
     truncate -s 24M "v$1.img"
 }
-make_image 1 yes; make_image 2 yes; make_image 3 no
+# v3 is v2 with its os-release block and 64 KiB of data changed: what a delta update fetches.
+derive_image() {  # VERSION HEALTHY FROM
+    cp "v$3.img" "v$1.img"
+    { printf 'NAME=Acme Edge\nVERSION=%s\nHEALTHY=%s\n' "$1" "$2"; head -c 4096 /dev/zero; } | head -c 4096 \
+        | dd of="v$1.img" conv=notrunc status=none
+    head -c $((64 << 10)) /dev/urandom | dd of="v$1.img" bs=4096 seek=256 conv=notrunc status=none
+}
+make_image 1 yes; make_image 2 yes; derive_image 3 no 2
 # Stand-ins for each release's kernel and initramfs (the real-boot test uses real ones).
 for v in 1 2 3; do echo "Linux kernel of Acme Edge $v" >vmlinuz-$v; echo "initramfs $v" >initrd-$v; done
 
@@ -46,10 +54,13 @@ run tandem-disk init-boot disk.img --backend systemd-boot --esp esp
 run tandem-disk write-slot disk.img a v1.img --esp esp
 mkdir -p esp/tandem/a && cp vmlinuz-1 esp/tandem/a/vmlinuz && cp initrd-1 esp/tandem/a/initrd.img
 
-step "signing v2 and v3 with their kernels (r1 signs, then r2 adds its signature on another machine)"
+step "signing v2 and v3 with their kernels (r1 signs, then r2 adds its signature on another machine);
+    v3 names v2 as the release in the field (--previous), so v3's new chunks get frames of their own"
 for v in 2 3; do
+    previous=(); [ "$v" = 3 ] && previous=(--previous v2.tandem)
     run tandem-signer sign --image v$v.img --product acme-edge --version $v.0.0 --security-version 1 \
-        --kernel vmlinuz-$v --initrd initrd-$v --cmdline "quiet acme.release=$v" --key r1.pem -o v$v.tandem
+        --kernel vmlinuz-$v --initrd initrd-$v --cmdline "quiet acme.release=$v" --key r1.pem \
+        "${previous[@]}" -o v$v.tandem
     run tandem-signer add-signature v$v.tandem --key r2.pem
     run tandem-signer verify v$v.tandem --root root.json
 done
@@ -124,8 +135,9 @@ grep -q '"committed": *1' after-v2.json || { echo "unexpected status (see $W/aft
 
 step "publishing v3 (its health check will fail)"
 run tandem-signer publish --repo repo --channel stable --key r2.pem --key r3.pem --root root.json v3.tandem
-step "node polls: installs v3 into slot A"
+step "node polls: installs v3 into slot A, copying what slot B (v2) already holds"
 run updater daemon --once --no-reboot
+step "$(grep -o 'installed 3.0.0 into slot .*' "$LOG" | tail -1)"
 step "reboot: the firmware boots slot $(boot)"
 step "boot-check: $(updater boot-check 2>>"$LOG" || true)"
 step "reboot: the firmware boots slot $(boot) (v3 is marked bad)"
