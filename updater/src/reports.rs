@@ -149,6 +149,7 @@ mod tests {
             to_version: to.into(),
             outcome: proto::Outcome::Committed,
             reason: None,
+            transfer: None,
         }
     }
 
