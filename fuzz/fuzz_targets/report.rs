@@ -22,6 +22,7 @@ fuzz_target!(|data: &[u8]| {
         to_version: "2.0.0".into(),
         outcome: Outcome::Failed,
         reason: Some(clean_reason(&String::from_utf8_lossy(data))),
+        transfer: None,
     };
     assert_eq!(cleaned.validate(), Ok(()), "{:?}", cleaned.reason);
 });

@@ -13,4 +13,4 @@ pub mod report;
 pub use cmdline::{check_cmdline, cmdline_text, CmdlineError, MAX_CMDLINE};
 pub use names::{check_name, check_node_id, check_path_segment, NameError};
 pub use pause::Pause;
-pub use report::{Outcome, Report};
+pub use report::{Outcome, Report, Transfer};

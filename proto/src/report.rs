@@ -13,6 +13,9 @@ use crate::names::{check_name, check_node_id, check_report_id};
 pub const MAX_VERSION: usize = 64;
 /// Longest `reason`, in characters.
 pub const MAX_REASON: usize = 1024;
+/// Most bytes a [`Transfer`] field may count (1 TiB): far above any bundle, and low enough
+/// that the server's sums over millions of reports stay within an `i64`.
+pub const MAX_TRANSFER_BYTES: u64 = 1 << 40;
 
 /// The outcome of one install step on a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -90,6 +93,39 @@ pub struct Report {
     /// Why (≤ 1024 characters, no control or bidi-override characters), expected for failures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What the install fetched and reused, sent with `installed`. Agents before it send none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<Transfer>,
+}
+
+/// How much of a bundle an install fetched, and how much it reused from the slots instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Transfer {
+    /// Compressed bytes fetched from the server.
+    pub bytes_fetched: u64,
+    /// Bytes copied from the slots instead of fetched.
+    pub bytes_reused: u64,
+    /// The whole bundle's size.
+    pub bundle_bytes: u64,
+}
+
+impl Transfer {
+    /// Checks every count is at most [`MAX_TRANSFER_BYTES`].
+    pub fn validate(&self) -> Result<(), String> {
+        for (field, value) in [
+            ("bytes_fetched", self.bytes_fetched),
+            ("bytes_reused", self.bytes_reused),
+            ("bundle_bytes", self.bundle_bytes),
+        ] {
+            if value > MAX_TRANSFER_BYTES {
+                return Err(format!(
+                    "transfer.{field} is larger than {MAX_TRANSFER_BYTES} bytes"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Report {
@@ -120,6 +156,9 @@ impl Report {
                     u32::from(c)
                 ));
             }
+        }
+        if let Some(transfer) = &self.transfer {
+            transfer.validate()?;
         }
         Ok(())
     }
@@ -209,6 +248,66 @@ mod tests {
     }
 
     #[test]
+    fn a_transfer_is_optional_and_bounded() {
+        let base = r#""node_id":"n","channel":"s","from_version":"1","to_version":"2","outcome":"installed""#;
+        let old = Report::from_json(format!("{{{base}}}").as_bytes()).unwrap();
+        assert_eq!(old.transfer, None, "an agent from before transfers");
+        assert!(!serde_json::to_string(&old).unwrap().contains("transfer"));
+        let sent = format!(
+            r#"{{{base},"transfer":{{"bytes_fetched":10,"bytes_reused":90,"bundle_bytes":100}}}}"#
+        );
+        let with = Report::from_json(sent.as_bytes()).unwrap();
+        let expected = Transfer {
+            bytes_fetched: 10,
+            bytes_reused: 90,
+            bundle_bytes: 100,
+        };
+        assert_eq!(with.transfer, Some(expected));
+        let round = serde_json::to_vec(&with).unwrap();
+        assert_eq!(Report::from_json(&round).unwrap(), with);
+        let max = MAX_TRANSFER_BYTES;
+        for (transfer, field) in [
+            (
+                format!(
+                    r#"{{"bytes_fetched":{},"bytes_reused":0,"bundle_bytes":0}}"#,
+                    max + 1
+                ),
+                "bytes_fetched",
+            ),
+            (
+                format!(
+                    r#"{{"bytes_fetched":0,"bytes_reused":{},"bundle_bytes":0}}"#,
+                    u64::MAX
+                ),
+                "bytes_reused",
+            ),
+            (
+                format!(
+                    r#"{{"bytes_fetched":0,"bytes_reused":0,"bundle_bytes":{}}}"#,
+                    max + 1
+                ),
+                "bundle_bytes",
+            ),
+        ] {
+            let body = format!(r#"{{{base},"transfer":{transfer}}}"#);
+            let error = Report::from_json(body.as_bytes()).unwrap_err();
+            assert!(error.contains(field), "{error}");
+        }
+        let at_max = format!(
+            r#"{{{base},"transfer":{{"bytes_fetched":{max},"bytes_reused":{max},"bundle_bytes":{max}}}}}"#
+        );
+        assert!(Report::from_json(at_max.as_bytes()).is_ok());
+        for bad in [
+            r#"{"bytes_fetched":1,"bytes_reused":2}"#,
+            r#"{"bytes_fetched":1,"bytes_reused":2,"bundle_bytes":3,"extra":4}"#,
+            r#"{"bytes_fetched":-1,"bytes_reused":2,"bundle_bytes":3}"#,
+        ] {
+            let body = format!(r#"{{{base},"transfer":{bad}}}"#);
+            assert!(Report::from_json(body.as_bytes()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn a_cleaned_reason_is_accepted() {
         let hostile = format!("line one\nline two \u{202e}\u{0}{}", "é".repeat(2000));
         let report = Report {
@@ -219,6 +318,7 @@ mod tests {
             to_version: "2".into(),
             outcome: Outcome::Failed,
             reason: Some(clean_reason(&hostile)),
+            transfer: None,
         };
         assert!(report.validate().is_ok());
         assert!(report.reason.unwrap().starts_with("line one line two"));

@@ -357,6 +357,7 @@ mod tests {
             to_version: version.to_string(),
             outcome: Outcome::Failed,
             reason: None,
+            transfer: None,
         };
         for version in 0..MAX_REPORT_SERIES + 5 {
             metrics.report(&report(version));

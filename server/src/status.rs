@@ -13,7 +13,7 @@ use crate::api::{self, ApiError};
 use crate::app::App;
 use crate::body::ResponseBody;
 use crate::channels::{self, ChannelInfo};
-use crate::db::{self, Failure};
+use crate::db::{self, Failure, TransferTotals};
 use crate::httpdate;
 use proto::Pause;
 
@@ -62,6 +62,10 @@ pub struct ReleaseOutcomes {
     /// Reports about this release per hour of the last 24 hours, oldest first; hours
     /// without reports are left out.
     pub hourly: Vec<HourCounts>,
+    /// Bytes its installs fetched and reused, over `transfer_reports` installed reports
+    /// (flattened: `bytes_fetched`, `bytes_reused`, `transfer_reports`).
+    #[serde(flatten)]
+    pub transfer: TransferTotals,
 }
 
 /// Reports of one hour, per outcome.
@@ -154,6 +158,7 @@ fn assemble(
             outcomes: summary.outcomes,
             failures: summary.failures,
             hourly,
+            transfer: summary.transfer,
         },
     }
 }

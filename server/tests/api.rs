@@ -16,6 +16,7 @@ on_both_backends!(
     channel_names_follow_the_signers_rule,
     old_and_surplus_reports_are_pruned_at_start,
     reports_are_pruned_while_serving,
+    installed_transfers_are_summed_in_status,
 );
 
 fn report(node: &str, from: &str, to: &str, outcome: &str, reason: Option<&str>) -> Value {
@@ -114,6 +115,50 @@ fn reports_are_aggregated_in_status(backend: Backend) {
     assert_eq!(failures[0]["reason"], "chunk 7 hash mismatch");
     assert_eq!(failures[1]["outcome"], "rolled-back");
     assert_eq!(failures[1]["reason"], "health check web failed");
+}
+
+/// A report carrying what its install fetched and reused.
+fn with_transfer(mut report: Value, fetched: u64, reused: u64) -> Value {
+    report["transfer"] =
+        json!({"bytes_fetched": fetched, "bytes_reused": reused, "bundle_bytes": 1000});
+    report
+}
+
+/// The status sums the transfers of the current release's installed reports, each stored
+/// report once; reports without one (older agents), other outcomes and other releases add
+/// nothing.
+fn installed_transfers_are_summed_in_status(backend: Backend) {
+    let s = TestServer::start_on(backend);
+    let before = status(&s);
+    let cur = &before["current_release"];
+    assert_eq!(
+        (
+            &cur["bytes_fetched"],
+            &cur["bytes_reused"],
+            &cur["transfer_reports"]
+        ),
+        (&json!(0), &json!(0), &json!(0)),
+        "{before}"
+    );
+    let mut first = with_transfer(report("n1", "1.0.0", "2.0.0", "installed", None), 100, 900);
+    first["id"] = json!("n1-install");
+    for body in [
+        first.clone(),
+        first,
+        with_transfer(report("n2", "1.0.0", "2.0.0", "installed", None), 300, 700),
+        report("n3", "1.0.0", "2.0.0", "installed", None),
+        with_transfer(report("n1", "1.0.0", "2.0.0", "committed", None), 5, 5),
+        with_transfer(report("n4", "0.9.0", "1.0.0", "installed", None), 7, 7),
+    ] {
+        assert!(post_report(&s, &body).status().is_success(), "{body}");
+    }
+    assert_eq!(s.stored_reports(), 5, "the retried report is stored once");
+    let st = status(&s);
+    let cur = &st["current_release"];
+    assert_eq!(cur["bytes_fetched"], 400, "{st}");
+    assert_eq!(cur["bytes_reused"], 1600, "{st}");
+    assert_eq!(cur["transfer_reports"], 2, "{st}");
+    assert_eq!(cur["outcomes"]["installed"], 2, "{st}");
 }
 
 /// A report posted again with the same id (the agent retrying after a lost answer) is
@@ -215,6 +260,11 @@ fn malformed_reports_are_refused(backend: Backend) {
         unknown,
         report("n1", "1.0.0", "2.0.0", "exploded", None),
         report("bad node", "1.0.0", "2.0.0", "committed", None),
+        with_transfer(
+            report("n1", "1.0.0", "2.0.0", "installed", None),
+            1 << 41,
+            0,
+        ),
         json!({"node_id": "n1", "channel": "../etc", "from_version": "1", "to_version": "2", "outcome": "failed"}),
         json!({"node_id": "n1"}),
         json!([1, 2, 3]),

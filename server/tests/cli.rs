@@ -139,15 +139,21 @@ fn database_flag_keeps_reports_in_postgres_migrated_at_start() {
         .bearer_auth("file-token-0123456789")
         .json(
             &serde_json::json!({"id": "r1", "node_id": "n", "channel": "stable",
-                                  "from_version": "1", "to_version": "2", "outcome": "installed"}),
+                                  "from_version": "1", "to_version": "2", "outcome": "installed",
+                                  "transfer": {"bytes_fetched": 11, "bytes_reused": 22,
+                                               "bundle_bytes": 44}}),
         )
         .send()
         .unwrap();
     let _ = child.kill();
     let _ = child.wait();
-    assert_eq!(versions, [1, 2]);
+    assert_eq!(versions, [1, 2, 3]);
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(pg.query_ints("SELECT COUNT(*) FROM reports"), [1]);
+    assert_eq!(
+        pg.query_ints("SELECT bytes_fetched + bytes_reused + bundle_bytes FROM reports"),
+        [77]
+    );
 }
 
 #[test]

@@ -11,7 +11,7 @@
 use std::thread;
 use std::time::Duration;
 
-use proto::{Outcome, Pause};
+use proto::{Outcome, Pause, Transfer};
 use rand::Rng;
 
 use crate::agent::{Agent, BootCheck, ChannelOffer, InstallOptions, InstallOutcome};
@@ -147,6 +147,7 @@ impl<'a> Daemon<'a> {
                     &version,
                     Outcome::Failed,
                     Some(error.report_reason()),
+                    None,
                 );
                 self.send_reports();
             }
@@ -236,12 +237,20 @@ impl<'a> Daemon<'a> {
             .and_then(|offer| self.agent.install_offer(offer, InstallOptions::default()));
         match installed {
             Ok(outcome) => {
-                self.queue(&from, &outcome.release.version, Outcome::Installed, None);
+                let transfer = Some(outcome.report.transfer());
+                let to = &outcome.release.version;
+                self.queue(&from, to, Outcome::Installed, None, transfer);
                 self.send_reports();
                 Ok(Poll::Installed(Box::new(outcome)))
             }
             Err(error) => {
-                self.queue(&from, &to, Outcome::Failed, Some(error.report_reason()));
+                self.queue(
+                    &from,
+                    &to,
+                    Outcome::Failed,
+                    Some(error.report_reason()),
+                    None,
+                );
                 self.send_reports();
                 Err(error)
             }
@@ -312,11 +321,19 @@ impl<'a> Daemon<'a> {
             ),
         };
         let from = running_version(&state, slot.other());
-        self.queue(&from, to, outcome, reason);
+        self.queue(&from, to, outcome, reason, None);
         self.send_reports();
     }
 
-    fn queue(&self, from: &str, to: &str, outcome: Outcome, reason: Option<String>) {
+    /// Queues a report of `outcome`; `transfer` is what an install fetched and reused.
+    fn queue(
+        &self,
+        from: &str,
+        to: &str,
+        outcome: Outcome,
+        reason: Option<String>,
+        transfer: Option<Transfer>,
+    ) {
         if self.token.is_none() {
             return;
         }
@@ -329,6 +346,7 @@ impl<'a> Daemon<'a> {
             to_version: to.to_owned(),
             outcome,
             reason: reason.map(|r| proto::report::clean_reason(&r)),
+            transfer,
         });
         let queued = report.and_then(|r| self.agent.reports().push(&r));
         if let Err(error) = queued {

@@ -97,6 +97,17 @@ pub struct WriteReport {
     pub bundle_bytes: u64,
 }
 
+impl WriteReport {
+    /// What a fleet report says of this write: bytes fetched, reused, and the bundle's size.
+    pub fn transfer(&self) -> proto::Transfer {
+        proto::Transfer {
+            bytes_fetched: self.bytes_read,
+            bytes_reused: self.bytes_reused,
+            bundle_bytes: self.bundle_bytes,
+        }
+    }
+}
+
 impl std::fmt::Display for WriteReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -772,6 +783,24 @@ impl<'m> Iterator for PieceReader<'m> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_write_reports_its_transfer() {
+        let report = WriteReport {
+            bytes_read: 10,
+            bytes_reused: 90,
+            bytes_reused_in_place: 40,
+            bundle_bytes: 100,
+            chunks_written: 3,
+            ..WriteReport::default()
+        };
+        let expected = proto::Transfer {
+            bytes_fetched: 10,
+            bytes_reused: 90,
+            bundle_bytes: 100,
+        };
+        assert_eq!(report.transfer(), expected);
+    }
 
     fn frame(chunk: u64, offset: u64, length: u64, fetch: bool) -> FrameAt {
         FrameAt {

@@ -96,7 +96,7 @@ impl ReportQueue {
     pub fn flush(&self, mut send: impl FnMut(&Report) -> Result<Delivery>) -> Result<usize> {
         let mut sent = 0;
         for (name, report) in self.pending()? {
-            match send(&report) {
+            match deliver(&report, &mut send) {
                 Ok(Delivery::Accepted) => sent += 1,
                 Ok(Delivery::Refused(reason)) => {
                     tracing::warn!(%reason, file = %name, "the server refused a report: dropped");
@@ -126,6 +126,24 @@ impl ReportQueue {
     }
 }
 
+/// Sends `report`; one with a `transfer` that is refused goes again without it, since a
+/// server from before transfers refuses the unknown field (the outcome still counts).
+fn deliver(
+    report: &Report,
+    send: &mut impl FnMut(&Report) -> Result<Delivery>,
+) -> Result<Delivery> {
+    match send(report)? {
+        Delivery::Refused(reason) if report.transfer.is_some() => {
+            tracing::info!(%reason, "report refused with its transfer: sending it without");
+            send(&Report {
+                transfer: None,
+                ..report.clone()
+            })
+        }
+        delivery => Ok(delivery),
+    }
+}
+
 /// 128 random bits in hex: unique per node without keeping a counter across reinstalls.
 fn new_report_id() -> String {
     format!("{:032x}", rand::random::<u128>())
@@ -149,6 +167,7 @@ mod tests {
             to_version: to.into(),
             outcome: proto::Outcome::Committed,
             reason: None,
+            transfer: None,
         }
     }
 
@@ -213,6 +232,42 @@ mod tests {
             queue.pending().unwrap()[0].1.id.as_deref(),
             Some("chosen-id")
         );
+    }
+
+    #[test]
+    fn a_server_from_before_transfers_gets_the_report_without_one() {
+        let queue = ReportQueue::new(Arc::new(MemFs::new()));
+        let mut installed = report("2.0.0");
+        installed.outcome = proto::Outcome::Installed;
+        installed.transfer = Some(proto::Transfer {
+            bytes_fetched: 10,
+            bytes_reused: 90,
+            bundle_bytes: 100,
+        });
+        queue.push(&installed).unwrap();
+        assert_eq!(queue.pending().unwrap()[0].1.transfer, installed.transfer);
+        let mut seen = Vec::new();
+        let sent = queue
+            .flush(|r| {
+                seen.push(r.transfer);
+                Ok(match r.transfer {
+                    Some(_) => Delivery::Refused("unknown field `transfer`".into()),
+                    None => Delivery::Accepted,
+                })
+            })
+            .unwrap();
+        assert_eq!((sent, seen), (1, vec![installed.transfer, None]));
+        assert!(queue.pending().unwrap().is_empty());
+        // A report without a transfer that is refused is not sent twice.
+        queue.push(&report("3.0.0")).unwrap();
+        let mut tries = 0;
+        queue
+            .flush(|_| {
+                tries += 1;
+                Ok(Delivery::Refused("no".into()))
+            })
+            .unwrap();
+        assert_eq!(tries, 1);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! placeholders, migrations ([`schema`]) and how a cached summary is known to be current.
 //!
 //! Schema: `reports(id, received_at, node_id, channel, from_version, to_version, outcome,
-//! reason, report_id)`, appended to and pruned by [`Retention`] (by age and by row count).
+//! reason, report_id, bytes_fetched, bytes_reused, bundle_bytes)`, appended to and pruned by [`Retention`] (by age and by row count).
 //! A report with an id is stored once per (node, id): a retried POST finds the first row.
 //! Aggregates use each node's *latest* report in a channel.
 //!
@@ -94,6 +94,20 @@ pub struct Summary {
     /// within [`HOURLY_WINDOW_SECS`] of when the summary was computed. Counts reports, not
     /// nodes: a node that installed then committed counts in both.
     pub hourly: BTreeMap<i64, BTreeMap<String, u64>>,
+    /// What its `installed` reports say the installs fetched and reused.
+    pub transfer: TransferTotals,
+}
+
+/// Sums over the `installed` reports of a release that carried a transfer (every report,
+/// not each node's latest: a node that installed twice counts twice).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct TransferTotals {
+    /// Bytes the installs fetched.
+    pub bytes_fetched: u64,
+    /// Bytes they reused from the slots instead.
+    pub bytes_reused: u64,
+    /// How many reports these sums cover (agents before transfers send none).
+    pub transfer_reports: u64,
 }
 
 /// A node's latest report in one channel: a row of the dashboard's node table.
@@ -178,6 +192,9 @@ impl Db {
                 report.outcome.as_str().into(),
                 report.reason.clone().into(),
                 report.id.clone().into(),
+                report.transfer.map(|t| t.bytes_fetched).into(),
+                report.transfer.map(|t| t.bytes_reused).into(),
+                report.transfer.map(|t| t.bundle_bytes).into(),
             ];
             if let Some(id) = self.store.insert_report(&report.channel, params).await? {
                 return Ok(Stored { id, new: true });
@@ -286,6 +303,7 @@ async fn summarize(
     }
     if let Some(release) = release {
         release_outcomes(store, channel, release, &mut summary).await?;
+        summary.transfer = release_transfer(store, channel, release).await?;
         let since = crate::httpdate::unix_seconds(std::time::SystemTime::now())
             .saturating_sub(HOURLY_WINDOW_SECS);
         summary.hourly = hourly_outcomes(store, channel, release, since).await?;
@@ -333,6 +351,33 @@ async fn hourly_outcomes(
             .or_default() += row.count(2)?;
     }
     Ok(hourly)
+}
+
+/// The [`TransferTotals`] of `release`. The sums are cast back to `BIGINT`: PostgreSQL sums
+/// them as `NUMERIC`.
+async fn release_transfer(
+    store: &Store,
+    channel: &str,
+    release: &str,
+) -> Result<TransferTotals, DbError> {
+    let rows = store
+        .query(
+            "SELECT CAST(COALESCE(SUM(bytes_fetched), 0) AS BIGINT),
+                    CAST(COALESCE(SUM(bytes_reused), 0) AS BIGINT), COUNT(*)
+             FROM reports
+             WHERE channel = $1 AND to_version = $2 AND outcome = 'installed'
+               AND bytes_fetched IS NOT NULL",
+            vec![channel.into(), release.into()],
+        )
+        .await?;
+    let Some(row) = rows.first() else {
+        return Ok(TransferTotals::default());
+    };
+    Ok(TransferTotals {
+        bytes_fetched: row.count(0)?,
+        bytes_reused: row.count(1)?,
+        transfer_reports: row.count(2)?,
+    })
 }
 
 /// The latest report id of each (channel, node) pair whose node id contains `$1` (all
@@ -436,6 +481,7 @@ mod tests {
             to_version: "2".into(),
             outcome: Outcome::Committed,
             reason: None,
+            transfer: None,
         }
     }
 
@@ -605,10 +651,23 @@ mod tests {
         assert_eq!(summary.nodes, 1, "the old report is kept");
         let mut r = report("new-node");
         r.id = Some("r1".into());
+        r.transfer = Some(proto::Transfer {
+            bytes_fetched: 11,
+            bytes_reused: 22,
+            bundle_bytes: 44,
+        });
         assert!(db.insert(r.clone(), 2).await.unwrap().new);
         assert!(!db.insert(r, 3).await.unwrap().new);
         drop(db);
         let conn = rusqlite::Connection::open(dir.path().join("tandem.db")).unwrap();
+        let stored: Vec<Option<i64>> = conn
+            .prepare("SELECT bytes_fetched + bytes_reused + bundle_bytes FROM reports ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(stored, [None, Some(77)], "the old report has no transfer");
         let versions: Vec<i64> = conn
             .prepare("SELECT version FROM schema_version ORDER BY version")
             .unwrap()
@@ -616,7 +675,7 @@ mod tests {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(versions, [1, 2]);
+        assert_eq!(versions, [1, 2, 3]);
         // Opening again applies nothing; a newer schema is refused.
         Db::open(dir.path()).unwrap();
         conn.execute("INSERT INTO schema_version VALUES (99, 0)", [])

@@ -67,7 +67,7 @@ impl Postgres {
     pub async fn query(&self, sql: &'static str, params: Vec<Val>) -> Result<Vec<Row>, DbError> {
         let client = self.client().await?;
         let stmt = client.prepare_cached(sql).await?;
-        let boxed = boxed(params);
+        let boxed = boxed(params, stmt.params());
         let rows = client.query(&stmt, &refs(&boxed)).await?;
         rows.iter().map(row).collect()
     }
@@ -76,7 +76,7 @@ impl Postgres {
     pub async fn execute(&self, sql: &'static str, params: Vec<Val>) -> Result<u64, DbError> {
         let client = self.client().await?;
         let stmt = client.prepare_cached(sql).await?;
-        let boxed = boxed(params);
+        let boxed = boxed(params, stmt.params());
         Ok(client.execute(&stmt, &refs(&boxed)).await?)
     }
 
@@ -143,14 +143,16 @@ impl Postgres {
 
 type Param = Box<dyn ToSql + Sync + Send>;
 
-fn boxed(params: Vec<Val>) -> Vec<Param> {
+/// The parameters to bind; a `NULL` takes the type the statement expects there.
+fn boxed(params: Vec<Val>, types: &[Type]) -> Vec<Param> {
     params
         .into_iter()
-        .map(|v| -> Param {
+        .enumerate()
+        .map(|(n, v)| -> Param {
             match v {
                 Val::Int(i) => Box::new(i),
                 Val::Text(s) => Box::new(s),
-                // Every nullable parameter is text (reason, report id).
+                Val::Null if types.get(n) == Some(&Type::INT8) => Box::new(None::<i64>),
                 Val::Null => Box::new(None::<String>),
             }
         })

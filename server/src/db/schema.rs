@@ -74,6 +74,18 @@ pub const MIGRATIONS: &[Migration] = &[
                 generation BIGINT NOT NULL
             );",
     },
+    Migration {
+        version: 3,
+        what: "bytes an install fetched and reused (NULL when the agent did not say)",
+        sqlite: "
+            ALTER TABLE reports ADD COLUMN bytes_fetched INTEGER;
+            ALTER TABLE reports ADD COLUMN bytes_reused INTEGER;
+            ALTER TABLE reports ADD COLUMN bundle_bytes INTEGER;",
+        postgres: "
+            ALTER TABLE reports ADD COLUMN bytes_fetched BIGINT;
+            ALTER TABLE reports ADD COLUMN bytes_reused BIGINT;
+            ALTER TABLE reports ADD COLUMN bundle_bytes BIGINT;",
+    },
 ];
 
 /// The migrations a database at `current` still needs; an error for a database written by a
@@ -102,6 +114,7 @@ mod tests {
         }
         assert_eq!(pending(0).unwrap().len(), MIGRATIONS.len());
         assert_eq!(pending(1).unwrap()[0].version, 2);
+        assert_eq!(pending(2).unwrap()[0].version, 3);
         assert!(pending(MIGRATIONS.len() as i64).unwrap().is_empty());
         assert!(matches!(
             pending(99),

@@ -42,6 +42,15 @@ impl From<Option<String>> for Val {
     }
 }
 
+impl From<Option<u64>> for Val {
+    /// A count, `NULL` when absent; one beyond `i64` (never validated) saturates.
+    fn from(v: Option<u64>) -> Self {
+        v.map_or(Val::Null, |v| {
+            Val::Int(i64::try_from(v).unwrap_or(i64::MAX))
+        })
+    }
+}
+
 /// One result row.
 #[derive(Debug, Clone, Default)]
 pub struct Row(pub Vec<Val>);
@@ -151,8 +160,9 @@ impl Store {
 macro_rules! insert_report_sql {
     () => {
         "INSERT INTO reports
-             (received_at, node_id, channel, from_version, to_version, outcome, reason, report_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             (received_at, node_id, channel, from_version, to_version, outcome, reason, report_id,
+              bytes_fetched, bytes_reused, bundle_bytes)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
              ON CONFLICT (node_id, report_id) DO NOTHING
              RETURNING id, channel"
     };
@@ -161,5 +171,6 @@ pub(crate) use insert_report_sql;
 
 /// Stores a report unless its (node, report id) pair is already there: `$1` received_at,
 /// `$2` node_id, `$3` channel, `$4` from_version, `$5` to_version, `$6` outcome, `$7` reason,
-/// `$8` report id. Returns the new row's id and channel; nothing for a repeat.
+/// `$8` report id, `$9` bytes_fetched, `$10` bytes_reused, `$11` bundle_bytes (the last
+/// three `NULL` for a report without a transfer). Returns the new row's id and channel; nothing for a repeat.
 pub const INSERT_REPORT: &str = insert_report_sql!();

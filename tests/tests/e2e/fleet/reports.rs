@@ -40,6 +40,15 @@ fn unsent_reports_stay_queued_and_go_out_at_the_next_poll() {
     ));
     assert!(f.holds(B, &v2));
     assert_eq!(queued(&agent), [("installed".into(), "2.0.0".into())]);
+    let pending = agent.reports().pending().unwrap();
+    let transfer = pending[0]
+        .1
+        .transfer
+        .expect("installed carries its transfer");
+    assert!(
+        transfer.bytes_fetched > 0 && transfer.bundle_bytes >= transfer.bytes_fetched,
+        "{transfer:?}"
+    );
     assert_eq!(server.status(CHANNEL)["nodes"]["total"], 0);
 
     // The server goes down; boot-check commits all the same, its report is queued too.
@@ -91,6 +100,18 @@ fn unsent_reports_stay_queued_and_go_out_at_the_next_poll() {
     );
     assert_eq!(
         status["current_release"]["outcomes"]["committed"], 1,
+        "{status:#}"
+    );
+    let release = &status["current_release"];
+    assert_eq!(release["transfer_reports"], 1, "{status:#}");
+    assert_eq!(
+        release["bytes_fetched"],
+        json!(transfer.bytes_fetched),
+        "{status:#}"
+    );
+    assert_eq!(
+        release["bytes_reused"],
+        json!(transfer.bytes_reused),
         "{status:#}"
     );
 }
