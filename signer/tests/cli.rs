@@ -634,27 +634,13 @@ fn bzimage(banner: &[u8]) -> Vec<u8> {
 }
 
 fn sign_with_assets(d: &Dir, extra: &[&str]) -> Output {
-    let mut args = vec![
-        "sign",
-        "--image",
-        "img",
-        "--product",
-        "os",
-        "--version",
+    d.run(&sign_version_args(
         "2.0.0",
-        "--security-version",
         "3",
-        "--chunk-size",
-        "64KiB",
-        "-o",
         "a.tandem",
-        "--key",
-        "r1.pem",
-        "--key",
-        "r2.pem",
-    ];
-    args.extend(extra);
-    d.run(&args)
+        &["r1.pem", "r2.pem"],
+        extra,
+    ))
 }
 
 const CMDLINE: &str = "console=ttyS0,115200 rd.marker=\"v2\" quiet";
