@@ -253,8 +253,7 @@ fn listing(p: &Path) -> Vec<String> {
 }
 
 /// `sign` of the image `img` as product `os` 1.0.0, security version 1 (boot assets in 64 KiB
-/// chunks) into
-/// `out`, signed with `keys`, then `extra` flags.
+/// chunks) into `out`, signed with `keys`, then `extra` flags.
 pub fn sign_args<'a>(out: &'a str, keys: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
     sign_version_args("1.0.0", "1", out, keys, extra)
 }
