@@ -504,12 +504,11 @@ fn indexed_image(
             ),
         ));
     }
-    check_blob("index", Some(index.size), header.index_len, None)?;
-    check_blob(
+    check_region_size("index", Some(index.size), header.index_len)?;
+    check_region_size(
         "dictionary",
         doc.dictionary.as_ref().map(|d| d.size),
         header.dictionary_len,
-        None,
     )?;
     let payload_size = doc
         .payload_size
@@ -525,19 +524,10 @@ fn indexed_image(
     // A short or long file is told as such, before its last bytes are taken for the index.
     let expected = header.payload_offset() + payload_size + header.tail_len();
     check_file_len(expected, tail.file_len)?;
-    check_blob(
-        "index",
-        Some(index.size),
-        header.index_len,
-        Some((index.sha256, tail.index)),
-    )?;
+    // Sizes were checked above; the bytes now, before the index is decompressed.
+    check_region_hash("index", index.sha256, tail.index)?;
     if let Some(d) = &doc.dictionary {
-        check_blob(
-            "dictionary",
-            Some(d.size),
-            header.dictionary_len,
-            Some((d.sha256, tail.dictionary)),
-        )?;
+        check_region_hash("dictionary", d.sha256, tail.dictionary)?;
     }
     let records = index::decode(tail.index, index.count)?;
     let max_frame_raw = u64::from(limits.max_chunk_size);
@@ -566,30 +556,36 @@ pub(crate) fn check_file_len(expected: u64, actual: u64) -> Result<(), FormatErr
     }
 }
 
-/// A region after the payload: its signed size must be the header's length, and its bytes
-/// (when there) must hash to the signed digest.
-fn check_blob(
+/// A region after the payload: its signed size (none: 0) must be the header's length.
+fn check_region_size(
     field: &str,
     signed_size: Option<u64>,
     header_len: u32,
-    stored: Option<(Sha256Digest, &[u8])>,
 ) -> Result<(), FormatError> {
-    let bad = |reason: String| FormatError::field(Section::Manifest, field, reason);
     let size = signed_size.unwrap_or(0);
     if size != u64::from(header_len) {
-        return Err(bad(format!(
-            "size {size}, but the header says {header_len} bytes are stored"
-        )));
+        return Err(FormatError::field(
+            Section::Manifest,
+            field,
+            format!("size {size}, but the header says {header_len} bytes are stored"),
+        ));
     }
-    if let Some((sha256, bytes)) = stored {
-        let actual = Sha256Digest::of(bytes);
-        if actual != sha256 {
-            return Err(bad(format!(
+    Ok(())
+}
+
+/// A region after the payload: its stored bytes must hash to the signed digest.
+fn check_region_hash(field: &str, sha256: Sha256Digest, bytes: &[u8]) -> Result<(), FormatError> {
+    let actual = Sha256Digest::of(bytes);
+    if actual != sha256 {
+        return Err(FormatError::field(
+            Section::Manifest,
+            field,
+            format!(
                 "the stored bytes hash to {}, the manifest says {}",
                 actual.to_hex(),
                 sha256.to_hex()
-            )));
-        }
+            ),
+        ));
     }
     Ok(())
 }
