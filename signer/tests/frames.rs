@@ -209,3 +209,49 @@ fn a_trained_dictionary_round_trips() {
         image[..raw]
     );
 }
+
+/// The lengths of the chunks `chunking` cuts `data` into.
+fn cut_all(chunking: Chunking, data: &[u8]) -> Vec<usize> {
+    let mut stream = chunking.split(data, data.len() as u64);
+    let mut out = Vec::new();
+    let mut lens = Vec::new();
+    while stream.next_into(&mut out).unwrap() {
+        lens.push(out.len());
+    }
+    lens
+}
+
+#[test]
+fn fixed_blocks_tile_the_stream() {
+    assert_eq!(
+        cut_all(Chunking::fixed(4096), &[7u8; 10_000]),
+        [4096, 4096, 1808]
+    );
+    assert!(cut_all(Chunking::DEFAULT, &[]).is_empty());
+}
+
+#[test]
+fn content_defined_cuts_are_aligned_bounded_and_move_with_the_data() {
+    let cdc = Chunking {
+        min: 4096,
+        avg: 16384,
+        max: 65536,
+    };
+    let data = noise(1 << 20, 9);
+    let lens = cut_all(cdc, &data);
+    assert_eq!(lens.iter().sum::<usize>(), data.len());
+    let (last, rest) = lens.split_last().unwrap();
+    assert!(rest
+        .iter()
+        .all(|&n| n % 4096 == 0 && (4096..=65536).contains(&n)));
+    assert!(*last <= 65536);
+    assert!(lens.len() > 16 && lens.len() < 256, "{} chunks", lens.len());
+    // Shifted by whole blocks, the same content is cut the same way again after the
+    // first cut point.
+    let mut moved = noise(8192, 3);
+    moved.extend_from_slice(&data);
+    let again = cut_all(cdc, &moved);
+    let tail: Vec<usize> = again.iter().rev().take(lens.len() - 2).copied().collect();
+    let want: Vec<usize> = lens.iter().rev().take(lens.len() - 2).copied().collect();
+    assert_eq!(tail, want);
+}
