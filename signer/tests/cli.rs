@@ -552,40 +552,13 @@ fn every_command_has_help() {
 #[test]
 fn mistakes_give_an_error_that_names_the_file_and_a_fix() {
     let d = setup();
-    let out = d.fails(&[
-        "sign",
-        "--image",
-        "img",
-        "--product",
-        "os",
-        "--version",
-        "1.0.0",
-        "--security-version",
-        "1",
-        "--key",
-        "r1.pub.pem",
-        "-o",
-        "x.tandem",
-    ]);
+    let out = d.fails(&sign_args("x.tandem", &["r1.pub.pem"], &[]));
     let err = stderr(&out);
     assert!(err.contains("r1.pub.pem") && err.contains("hint:"), "{err}");
-    let out = d.fails(&[
-        "sign",
-        "--image",
-        "img",
-        "--product",
-        "os",
-        "--version",
-        "1.0.0",
-        "--security-version",
-        "1",
-        "--key",
-        "r1.pem",
-        "--chunk-size",
-        "3000",
-        "-o",
-        "x.tandem",
-    ]);
+    let mut odd_chunks = sign_args("x.tandem", &["r1.pem"], &[]);
+    let size = odd_chunks.iter().position(|a| *a == "64KiB").unwrap();
+    odd_chunks[size] = "3000";
+    let out = d.fails(&odd_chunks);
     assert!(stderr(&out).contains("power of two"), "{}", stderr(&out));
     assert!(!d.path("x.tandem").exists());
     let out = d.fails(&["verify", "img", "--root", "root.json"]);
