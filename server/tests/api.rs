@@ -416,6 +416,14 @@ fn status_page_lists_channels_and_escapes(backend: Backend) {
     assert!(html.contains("failed: 1"));
     assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
     assert!(!html.contains("<script>"));
+    assert!(html.contains("<td>no transfer figures yet</td>"), "{html}");
+    let installed = with_transfer(report("n8", "1.0.0", "2.0.0", "installed", None), 100, 900);
+    assert_eq!(post_report(&s, &installed).status(), StatusCode::CREATED);
+    let html = client().get(s.url("/")).send().unwrap().text().unwrap();
+    assert!(
+        html.contains("<td>fetched 100 B, reused 900 B over 1 install (90 % reused)</td>"),
+        "{html}"
+    );
 }
 
 #[test]
