@@ -16,6 +16,7 @@ use serde_json::Value;
 use crate::api::ApiError;
 use crate::app::App;
 use crate::body::ResponseBody;
+use crate::db::TransferTotals;
 use crate::status::{self, ChannelStatus};
 
 /// Where the page loads its script from.
@@ -109,7 +110,8 @@ fn document(rows: &str) -> String {
          <span id=\"admin-state\"></span></form></header>\n<main>\n\
          <section><h2>Channels</h2><div class=\"scroll\"><table id=\"channel-table\" class=\"cards\">\n\
          <thead><tr><th>channel</th><th>release</th><th>metadata version</th><th>rollout</th>\
-         <th>state</th><th>nodes</th><th>outcomes of the release</th><th>latest failure</th>\
+         <th>state</th><th>nodes</th><th>outcomes of the release</th>\
+         <th>transfer of the release</th><th>latest failure</th>\
          </tr></thead>\n<tbody>\n{rows}</tbody></table></div></section>\n\
          <section><h2>Nodes per version</h2><div id=\"version-charts\" class=\"panels\"></div></section>\n\
          <section><h2>Outcomes of the current release, last 24 h</h2>\
@@ -122,7 +124,8 @@ fn document(rows: &str) -> String {
          maxlength=\"128\" aria-label=\"search node id\"></form>\
          <p id=\"node-count\"></p><div class=\"scroll\"><table id=\"node-table\">\
          <thead><tr><th>node</th><th>channel</th><th>version</th><th>last outcome</th>\
-         <th>of release</th><th>last seen</th><th>reason</th></tr></thead><tbody></tbody>\
+         <th>of release</th><th>last seen</th><th>last install</th><th>reason</th></tr></thead>\
+         <tbody></tbody>\
          </table></div></section>\n</main>\n\
          <p class=\"note\">Channel data is shown as published, unverified; nodes verify signatures themselves.</p>\n\
          </body></html>\n"
@@ -165,7 +168,7 @@ fn row(out: &mut String, s: &ChannelStatus) {
         });
     let _ = writeln!(
         out,
-        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
         escape(&s.channel),
         escape(release.trim()),
         s.metadata_version.map_or("–".into(), |v| v.to_string()),
@@ -173,6 +176,7 @@ fn row(out: &mut String, s: &ChannelStatus) {
         state,
         s.nodes.total,
         outcomes,
+        transfer_text(&s.current_release.transfer),
         failure
     );
 }
@@ -180,10 +184,56 @@ fn row(out: &mut String, s: &ChannelStatus) {
 fn error_row(out: &mut String, name: &str, message: &str) {
     let _ = writeln!(
         out,
-        "<tr><td>{}</td><td colspan=\"7\">{}</td></tr>",
+        "<tr><td>{}</td><td colspan=\"8\">{}</td></tr>",
         escape(name),
         escape(message)
     );
+}
+
+/// A release's transfer sums for people, e.g. `fetched 12.3 MB, reused 240 MB over 17 installs
+/// (95 % reused)`; without any, says so rather than showing zeros. `transferText` in
+/// dashboard.js writes the same.
+fn transfer_text(t: &TransferTotals) -> String {
+    if t.transfer_reports == 0 {
+        return "no transfer figures yet".to_owned();
+    }
+    let installs = if t.transfer_reports == 1 {
+        "install"
+    } else {
+        "installs"
+    };
+    let mut text = format!(
+        "fetched {}, reused {} over {} {installs}",
+        size_text(t.bytes_fetched),
+        size_text(t.bytes_reused),
+        t.transfer_reports
+    );
+    let moved = u128::from(t.bytes_fetched) + u128::from(t.bytes_reused);
+    if let Some(percent) = (u128::from(t.bytes_reused) * 100).checked_div(moved) {
+        let _ = write!(text, " ({percent} % reused)");
+    }
+    text
+}
+
+/// A byte count for people: decimal units, one decimal below 100 (`512 B`, `12.3 MB`,
+/// `240 MB`). `sizeText` in dashboard.js writes the same.
+fn size_text(bytes: u64) -> String {
+    let bytes = u128::from(bytes);
+    let rounded = |unit: u128| (bytes + unit / 2) / unit;
+    let (mut unit, mut name) = (1, "B");
+    for next in ["kB", "MB", "GB", "TB", "PB"] {
+        if rounded(unit) < 1000 {
+            break;
+        }
+        unit *= 1000;
+        name = next;
+    }
+    let tenths = (bytes * 10 + unit / 2) / unit;
+    if unit > 1 && tenths < 1000 {
+        format!("{}.{} {name}", tenths / 10, tenths % 10)
+    } else {
+        format!("{} {name}", rounded(unit))
+    }
 }
 
 /// A JSON value as display text (strings without quotes).
@@ -213,6 +263,47 @@ pub fn escape(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use crate::db::TransferTotals;
+
+    #[test]
+    fn sizes_read_in_decimal_units() {
+        for (bytes, shown) in [
+            (0, "0 B"),
+            (999, "999 B"),
+            (1_000, "1.0 kB"),
+            (12_345_678, "12.3 MB"),
+            (99_949_999, "99.9 MB"),
+            (99_950_000, "100 MB"),
+            (240_000_016, "240 MB"),
+            (999_499_999, "999 MB"),
+            (999_500_000, "1.0 GB"),
+            (u64::MAX, "18447 PB"),
+        ] {
+            assert_eq!(super::size_text(bytes), shown, "{bytes}");
+        }
+    }
+
+    #[test]
+    fn transfer_sums_read_as_a_sentence_or_say_there_are_none() {
+        let text = |bytes_fetched, bytes_reused, transfer_reports| {
+            super::transfer_text(&TransferTotals {
+                bytes_fetched,
+                bytes_reused,
+                transfer_reports,
+            })
+        };
+        assert_eq!(text(0, 0, 0), "no transfer figures yet");
+        assert_eq!(
+            text(12_300_010, 240_000_016, 17),
+            "fetched 12.3 MB, reused 240 MB over 17 installs (95 % reused)"
+        );
+        assert_eq!(
+            text(0, 0, 1),
+            "fetched 0 B, reused 0 B over 1 install",
+            "no share of nothing"
+        );
+    }
+
     #[test]
     fn escapes_markup() {
         assert_eq!(

@@ -8,7 +8,7 @@
 //! | `/` | GET, HEAD | status token, if set | HTML fleet dashboard ([`crate::page`]); 401 |
 //! | `/dashboard.js`, `/dashboard.css`, `/dashboard.svg` | GET, HEAD | – | the dashboard's script, style and icon (no data) |
 //! | `/v1/channels` | GET, HEAD | status token, if set | 200 every channel's status JSON; 401 |
-//! | `/v1/nodes?q=&limit=&offset=` | GET, HEAD | status token, if set | 200 one page of nodes' latest reports; 400, 401 |
+//! | `/v1/nodes?q=&limit=&offset=` | GET, HEAD | status token, if set | 200 one page of nodes' latest reports, each with its last install's transfer; 400, 401 |
 //! | `/v1/reports` | POST | report token | 201 `{"id"}`; 200 `{"id"}` of the first copy for a report id the node already sent; 400, 401, 403, 408, 413, 415 |
 //! | `/v1/channels/NAME/status` | GET, HEAD | status token, if set | 200 status JSON; 400, 401, 404 |
 //! | `/metrics` | GET, HEAD | status token, if set | OpenMetrics text ([`crate::metrics`]); 401 |

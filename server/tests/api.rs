@@ -17,6 +17,7 @@ on_both_backends!(
     old_and_surplus_reports_are_pruned_at_start,
     reports_are_pruned_while_serving,
     installed_transfers_are_summed_in_status,
+    the_node_list_gives_each_nodes_last_install_transfer,
 );
 
 fn report(node: &str, from: &str, to: &str, outcome: &str, reason: Option<&str>) -> Value {
@@ -415,6 +416,14 @@ fn status_page_lists_channels_and_escapes(backend: Backend) {
     assert!(html.contains("failed: 1"));
     assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
     assert!(!html.contains("<script>"));
+    assert!(html.contains("<td>no transfer figures yet</td>"), "{html}");
+    let installed = with_transfer(report("n8", "1.0.0", "2.0.0", "installed", None), 100, 900);
+    assert_eq!(post_report(&s, &installed).status(), StatusCode::CREATED);
+    let html = client().get(s.url("/")).send().unwrap().text().unwrap();
+    assert!(
+        html.contains("<td>fetched 100 B, reused 900 B over 1 install (90 % reused)</td>"),
+        "{html}"
+    );
 }
 
 #[test]
@@ -476,7 +485,7 @@ fn the_node_list_is_searched_and_bounded_by_the_server(backend: Backend) {
         page["nodes"],
         json!([{"node_id": "edge-1", "channel": "stable", "version": "2.0.0",
                 "to_version": "3.0.0", "outcome": "failed", "reason": "no space",
-                "last_seen": page["nodes"][0]["last_seen"]}]),
+                "last_seen": page["nodes"][0]["last_seen"], "last_install_transfer": null}]),
         "the node's latest report, newest first"
     );
     let next: Value = nodes(&s, "?q=edge&limit=1&offset=1").json().unwrap();
@@ -513,6 +522,46 @@ fn the_node_list_is_searched_and_bounded_by_the_server(backend: Backend) {
         .map(|h| h["outcomes"]["committed"].as_u64().unwrap_or(0))
         .sum();
     assert_eq!(committed, 3, "this hour's reports about 2.0.0: {hourly}");
+}
+
+/// Each node's row carries the transfer of its latest `installed` report in that channel,
+/// whatever its latest report is; `null` when that install carried none (an older agent) or
+/// the node never reported an install.
+fn the_node_list_gives_each_nodes_last_install_transfer(backend: Backend) {
+    let s = TestServer::start_on(backend);
+    for body in [
+        with_transfer(report("n1", "1.0.0", "2.0.0", "installed", None), 100, 900),
+        report("n1", "1.0.0", "2.0.0", "committed", None),
+        with_transfer(report("n2", "1.0.0", "2.0.0", "installed", None), 300, 700),
+        report("n2", "1.0.0", "2.0.0", "installed", None),
+        report("n3", "1.0.0", "2.0.0", "committed", None),
+        with_transfer(report("n4", "1.0.0", "2.0.0", "installed", None), 50, 950),
+        report("n4", "1.0.0", "2.0.0", "failed", Some("no space")),
+    ] {
+        assert_eq!(
+            post_report(&s, &body).status(),
+            StatusCode::CREATED,
+            "{body}"
+        );
+    }
+    let page: Value = nodes(&s, "").json().unwrap();
+    let by_node: Vec<(&str, &Value)> = page["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["node_id"].as_str().unwrap(), &n["last_install_transfer"]))
+        .collect();
+    let transfer = |fetched: u64, reused: u64| json!({"bytes_fetched": fetched, "bytes_reused": reused, "bundle_bytes": 1000});
+    assert_eq!(
+        by_node,
+        [
+            ("n4", &transfer(50, 950)),
+            ("n3", &Value::Null),
+            ("n2", &Value::Null),
+            ("n1", &transfer(100, 900)),
+        ],
+        "{page}"
+    );
 }
 
 /// The body of a refused request: exactly `{"error": "…"}`, so an agent can log the reason.

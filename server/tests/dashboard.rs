@@ -13,6 +13,12 @@ use crate::util::{client, TestServer, ADMIN_TOKEN, REPORT_TOKEN};
 /// A reason with markup in it: the page must show it as text.
 const MARKUP_REASON: &str = "<img src=x onerror=alert(1)> stalled at chunk 7";
 
+/// What each install of nodes 3 to 19 fetched, reused and installed: 12.3 MB fetched and
+/// 240 MB reused over the 17. Nodes 0 to 2 and 20 to 29 run agents from before transfers.
+const FETCHED: u64 = 723_530;
+const REUSED: u64 = 14_117_648;
+const BUNDLE: u64 = 15_000_000;
+
 /// 50 nodes: 20 committed 2.0.0 (after installing it), 10 installed it, 5 failed, 5 rolled
 /// back, 10 committed the older 1.0.0. 2.0.0 is the channel's current release.
 fn fleet_reports() -> Vec<Value> {
@@ -24,7 +30,12 @@ fn fleet_reports() -> Vec<Value> {
     for i in 0..50 {
         match i {
             0..20 => {
-                reports.push(report(i, "1.0.0", "2.0.0", "installed", None));
+                let mut install = report(i, "1.0.0", "2.0.0", "installed", None);
+                if i >= 3 {
+                    install["transfer"] = json!({"bytes_fetched": FETCHED,
+                        "bytes_reused": REUSED, "bundle_bytes": BUNDLE});
+                }
+                reports.push(install);
                 reports.push(report(i, "1.0.0", "2.0.0", "committed", None));
             }
             20..30 => reports.push(report(i, "1.0.0", "2.0.0", "installed", None)),
@@ -109,6 +120,10 @@ fn check_what_the_page_shows(b: &mut Browser) {
     assert_eq!(text(b, &format!("{ROW} .rollout")), "30 %");
     assert_eq!(text(b, &format!("{ROW} .state")), "active");
     assert_eq!(text(b, &format!("{ROW} .nodes")), "50");
+    assert_eq!(
+        text(b, &format!("{ROW} .transfer")),
+        "fetched 12.3 MB, reused 240 MB over 17 installs (95 % reused)"
+    );
     let bars = "#version-charts g.version";
     assert_eq!(count(b, bars), 2, "two versions run");
     assert_eq!(
@@ -150,6 +165,16 @@ fn check_what_the_page_shows(b: &mut Browser) {
     let node = r#"#node-table tr[data-node="node-25"]"#;
     assert_eq!(text(b, &format!("{node} .version")), "1.0.0");
     assert_eq!(text(b, &format!("{node} .outcome")), "installed");
+    assert_eq!(
+        text(b, &format!("{node} .transfer")),
+        "",
+        "its agent did not say"
+    );
+    assert_eq!(
+        text(b, r#"#node-table tr[data-node="node-05"] .transfer"#),
+        "fetched 724 kB, reused 14.1 MB (bundle 15.0 MB)",
+        "a committed node shows its install"
+    );
 }
 
 /// The search box asks the server: typing narrows the table to the matching nodes.
@@ -257,5 +282,10 @@ fn behind_the_status_token_the_dashboard_reads_with_the_browsers_credentials() {
         "the node table read through the status token",
     );
     assert_eq!(text(&mut b, &format!("{ROW} .nodes")), "2");
+    assert_eq!(
+        text(&mut b, &format!("{ROW} .transfer")),
+        "no transfer figures yet",
+        "installs without transfers show no zeros"
+    );
     assert_eq!(b.errors(), Vec::<String>::new());
 }

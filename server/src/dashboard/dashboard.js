@@ -66,6 +66,38 @@ function outcomesText(counts) {
   return OUTCOMES.map((o) => `${o}: ${(counts && counts[o]) || 0}`).join(", ");
 }
 
+/** A byte count for people: decimal units, one decimal below 100 ("512 B", "12.3 MB",
+ * "240 MB"); size_text in src/page.rs writes the same. */
+function sizeText(bytes) {
+  let unit = 1, name = "B";
+  for (const next of ["kB", "MB", "GB", "TB", "PB"]) {
+    if (Math.round(bytes / unit) < 1000) break;
+    unit *= 1000;
+    name = next;
+  }
+  const tenths = Math.round((bytes * 10) / unit);
+  return unit > 1 && tenths < 1000
+    ? `${Math.floor(tenths / 10)}.${tenths % 10} ${name}`
+    : `${Math.round(bytes / unit)} ${name}`;
+}
+
+/** The current release's transfer sums ("fetched 12.3 MB, reused 240 MB over 17 installs
+ * (95 % reused)"), or that there are none yet; transfer_text in src/page.rs writes the same. */
+function transferText(r) {
+  const n = r.transfer_reports || 0;
+  if (!n) return "no transfer figures yet";
+  const text = `fetched ${sizeText(r.bytes_fetched)}, reused ${sizeText(r.bytes_reused)} ` +
+    `over ${n} ${n === 1 ? "install" : "installs"}`;
+  const moved = r.bytes_fetched + r.bytes_reused;
+  return moved > 0 ? `${text} (${Math.floor((r.bytes_reused * 100) / moved)} % reused)` : text;
+}
+
+/** What a node's latest install fetched and reused; "" when its report did not say. */
+function installText(t) {
+  return t ? `fetched ${sizeText(t.bytes_fetched)}, reused ${sizeText(t.bytes_reused)} ` +
+    `(bundle ${sizeText(t.bundle_bytes)})` : "";
+}
+
 function pauseButton(s) {
   const action = s.paused ? "resume" : "pause";
   const button = el("button", { type: "button", class: action, "data-action": action,
@@ -89,6 +121,7 @@ function channelRow(s) {
     el("td", { class: "rollout num" }, rolloutText(s)), el("td", { class: "state" }, state),
     el("td", { class: "nodes num" }, s.nodes.total),
     el("td", { class: "outcomes" }, outcomesText(s.current_release.outcomes)),
+    el("td", { class: "transfer" }, transferText(s.current_release)),
     el("td", {}, failure), el("td", {}, pauseButton(s)));
   return row;
 }
@@ -106,12 +139,12 @@ function replaceBody(table, body) {
 function renderChannels(fleet) {
   const table = document.getElementById("channel-table");
   const head = table.tHead.rows[0];
-  if (head.cells.length < 9) head.append(el("th", {}, "action"));
+  if (!head.querySelector(".action")) head.append(el("th", { class: "action" }, "action"));
   const body = el("tbody");
   for (const s of fleet.channels) body.append(channelRow(s));
   for (const e of fleet.errors) {
     body.append(el("tr", { "data-channel": e.channel }, el("td", {}, e.channel),
-      el("td", { colspan: "8", class: "error" }, e.error)));
+      el("td", { colspan: "9", class: "error" }, e.error)));
   }
   replaceBody(table, body);
 }
@@ -205,7 +238,8 @@ function renderNodes(page) {
     body.append(el("tr", { "data-node": n.node_id }, el("td", { class: "node" }, n.node_id),
       el("td", {}, n.channel), el("td", { class: "version" }, n.version),
       el("td", { class: "outcome" }, n.outcome), el("td", {}, n.to_version),
-      el("td", { class: "time" }, n.last_seen), el("td", {}, n.reason || "")));
+      el("td", { class: "time" }, n.last_seen),
+      el("td", { class: "transfer" }, installText(n.last_install_transfer)), el("td", {}, n.reason || "")));
   }
   document.getElementById("node-table").tBodies[0].replaceWith(body);
   const shown = page.nodes.length;

@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::config::Retention;
 use crate::error::DbError;
-use proto::{Outcome, Report};
+use proto::{Outcome, Report, Transfer};
 
 pub mod postgres;
 pub mod schema;
@@ -127,6 +127,9 @@ pub struct NodeRow {
     pub reason: Option<String>,
     /// When that report arrived (RFC 3339).
     pub last_seen: String,
+    /// What the node's latest `installed` report in this channel says the install fetched
+    /// and reused; `None` (`null`) without such a report or when it carried no transfer.
+    pub last_install_transfer: Option<Transfer>,
 }
 
 /// Which nodes [`Db::nodes`] lists.
@@ -392,12 +395,20 @@ macro_rules! matching_sql {
 /// Each (channel, node) pair's latest report matching the search, newest first.
 async fn list_nodes(store: &Store, query: &NodeQuery) -> Result<NodePage, DbError> {
     const TOTAL: &str = concat!("SELECT COUNT(*) FROM (", matching_sql!(), ") m");
+    // The page is cut first; then each of its rows (at most MAX_NODES_PAGE) looks up its
+    // node's latest installed report, through the (channel, node_id, id) index.
     const PAGE: &str = concat!(
-        "SELECT r.node_id, r.channel, r.from_version, r.to_version, r.outcome, r.reason,
-                r.received_at
-         FROM reports r JOIN (",
+        "SELECT p.node_id, p.channel, p.from_version, p.to_version, p.outcome, p.reason,
+                p.received_at, t.bytes_fetched, t.bytes_reused, t.bundle_bytes
+         FROM (SELECT r.id, r.node_id, r.channel, r.from_version, r.to_version, r.outcome,
+                      r.reason, r.received_at
+               FROM reports r JOIN (",
         matching_sql!(),
-        ") l ON r.id = l.id ORDER BY r.id DESC LIMIT $2 OFFSET $3"
+        ") l ON r.id = l.id ORDER BY r.id DESC LIMIT $2 OFFSET $3) p
+         LEFT JOIN reports t ON t.id =
+           (SELECT MAX(i.id) FROM reports i
+            WHERE i.channel = p.channel AND i.node_id = p.node_id AND i.outcome = 'installed')
+         ORDER BY p.id DESC"
     );
     let limit = query.limit.min(MAX_NODES_PAGE);
     let offset = i64::try_from(query.offset).unwrap_or(i64::MAX);
@@ -425,7 +436,25 @@ fn node_row(row: &Row) -> Result<NodeRow, DbError> {
         outcome,
         reason: row.opt_text(5)?,
         last_seen: crate::httpdate::rfc3339(row.int(6)?),
+        last_install_transfer: transfer_at(row, 7)?,
     })
+}
+
+/// The transfer in columns `first..first + 3` (fetched, reused, bundle), `None` when any of
+/// them is `NULL` (a report without one stores all three as `NULL`).
+fn transfer_at(row: &Row, first: usize) -> Result<Option<Transfer>, DbError> {
+    let (Some(bytes_fetched), Some(bytes_reused), Some(bundle_bytes)) = (
+        row.opt_count(first)?,
+        row.opt_count(first + 1)?,
+        row.opt_count(first + 2)?,
+    ) else {
+        return Ok(None);
+    };
+    Ok(Some(Transfer {
+        bytes_fetched,
+        bytes_reused,
+        bundle_bytes,
+    }))
 }
 
 /// Latest outcome per node among reports about `release`, and its failures.

@@ -77,6 +77,14 @@ impl Row {
         Ok(u64::try_from(self.int(i)?).unwrap_or(0))
     }
 
+    /// Column `i` as a count, `None` for `NULL`.
+    pub fn opt_count(&self, i: usize) -> Result<Option<u64>, DbError> {
+        match self.at(i)? {
+            Val::Null => Ok(None),
+            _ => self.count(i).map(Some),
+        }
+    }
+
     /// Column `i` as text, `None` for `NULL`.
     pub fn opt_text(&self, i: usize) -> Result<Option<String>, DbError> {
         match self.at(i)? {
