@@ -166,7 +166,7 @@ pub fn write_image(
     let remaining = chunks.get(start..).unwrap_or_default();
     let progress = options.progress.as_deref();
     if let Some(progress) = progress {
-        let done: u64 = chunks.iter().take(start).map(|c| u64::from(c.len)).sum();
+        let done: u64 = chunks.iter().take(start).map(|c| u64::from(c.len())).sum();
         progress.start(done, manifest.image_size());
     }
     let held = match active {
@@ -207,11 +207,11 @@ pub fn write_image(
                 let Some(first) = decoded.chunks.first() else {
                     return Ok(());
                 };
-                let len: u64 = decoded.chunks.iter().map(|c| u64::from(c.len)).sum();
+                let len: u64 = decoded.chunks.iter().map(|c| u64::from(c.len())).sum();
                 let count = decoded.chunks.len() as u64;
                 match (&decoded.bytes, decoded.held) {
                     (Some(bytes), held) => {
-                        slot.write_at(bytes, first.image_offset)
+                        slot.write_at(bytes, first.image_offset())
                             .map_err(slot_io("write"))?;
                         if let Some(in_place) = held {
                             report.chunks_reused += count;
@@ -222,7 +222,7 @@ pub fn write_image(
                         }
                     }
                     (None, _) => {
-                        zero(slot, first.image_offset, len).map_err(slot_io("zero-out"))?;
+                        zero(slot, first.image_offset(), len).map_err(slot_io("zero-out"))?;
                         report.chunks_zeroed += count;
                     }
                 }
@@ -236,7 +236,7 @@ pub fn write_image(
                 since_checkpoint += len;
                 if since_checkpoint >= options.checkpoint_bytes {
                     slot.sync().map_err(slot_io("sync"))?;
-                    checkpoint(first.index + count)?;
+                    checkpoint(first.index() + count)?;
                     since_checkpoint = 0;
                 }
                 Ok(())
@@ -304,7 +304,7 @@ fn piece_start(chunks: &[Chunk], resume_from: u64) -> usize {
         && chunks
             .get(start)
             .zip(chunks.get(start - 1))
-            .is_some_and(|(c, before)| c.frame.is_some() && c.frame == before.frame)
+            .is_some_and(|(c, before)| c.frame().is_some() && c.frame() == before.frame())
     {
         start -= 1;
     }
@@ -357,11 +357,11 @@ fn decode<'m>(
 fn check_held(chunks: &[Chunk], bytes: &[u8]) -> Result<()> {
     let mut at = 0;
     for chunk in chunks {
-        let part = bytes.get(at..at + chunk.len as usize).unwrap_or_default();
-        at += chunk.len as usize;
-        if Sha256Digest(Sha256::digest(part).into()) != chunk.sha256 {
+        let part = bytes.get(at..at + chunk.len() as usize).unwrap_or_default();
+        at += chunk.len() as usize;
+        if Sha256Digest(Sha256::digest(part).into()) != chunk.sha256() {
             return Err(Error::Io {
-                context: format!("copying chunk {} from the slots", chunk.index),
+                context: format!("copying chunk {} from the slots", chunk.index()),
                 source: std::io::Error::other("a slot changed during the install"),
             });
         }
@@ -387,12 +387,8 @@ fn feed(hasher: &mut Sha256, data: Option<&[u8]>, len: u64) {
 /// The stream hash of the chunks an earlier run already made durable, read from the slot.
 fn hash_prefix(slot: &dyn BlockDevice, chunks: &[Chunk], start: usize) -> Result<Sha256> {
     let end = chunks.get(start).map_or_else(
-        || {
-            chunks
-                .last()
-                .map_or(0, |c| c.image_offset + u64::from(c.len))
-        },
-        |c| c.image_offset,
+        || chunks.last().map_or(0, |c| c.end()),
+        |c| c.image_offset(),
     );
     let mut hasher = Sha256::new();
     read_slot(slot, 0, end, |block| hasher.update(block))?;
@@ -453,7 +449,9 @@ struct Plan<'m> {
 
 impl Plan<'_> {
     fn held(&self, chunk: &Chunk) -> Option<Held> {
-        let i = usize::try_from(chunk.index).ok()?.checked_sub(self.base)?;
+        let i = usize::try_from(chunk.index())
+            .ok()?
+            .checked_sub(self.base)?;
         self.held.get(i).copied().flatten()
     }
 
@@ -467,9 +465,9 @@ impl Plan<'_> {
     fn parts(&self, payload_offset: u64) -> Vec<Part> {
         plan_parts(pieces(self.chunks).filter_map(|piece| {
             let first = piece.first()?;
-            let frame = first.frame?;
+            let frame = first.frame()?;
             Some(FrameAt {
-                chunk: first.index,
+                chunk: first.index(),
                 offset: payload_offset + frame.offset,
                 length: frame.length,
                 fetch: self.fetches(piece),
@@ -710,24 +708,24 @@ impl<'m> PieceReader<'m> {
     /// [`ITEM_BYTES`] (pieces are consecutive, so the run is one slice of the plan).
     fn extend(&mut self, piece: &'m [Chunk], like: impl Fn(&Chunk) -> bool) -> &'m [Chunk] {
         let mut count = piece.len();
-        let mut bytes: u64 = piece.iter().map(|c| u64::from(c.len)).sum();
+        let mut bytes: u64 = piece.iter().map(|c| u64::from(c.len())).sum();
         while bytes < ITEM_BYTES {
             let Some(next) = self.pieces.next_if(|p| p.iter().all(&like)) else {
                 break;
             };
             count += next.len();
-            bytes += next.iter().map(|c| u64::from(c.len)).sum::<u64>();
+            bytes += next.iter().map(|c| u64::from(c.len())).sum::<u64>();
         }
         let start = piece
             .first()
-            .and_then(|c| usize::try_from(c.index).ok())
+            .and_then(|c| usize::try_from(c.index()).ok())
             .map_or(0, |i| i - self.plan.base);
         self.plan.chunks.get(start..start + count).unwrap_or(piece)
     }
 
     /// The held chunks' bytes, read from where the plan found them (not yet hash-checked).
     fn copy(&self, run: &'m [Chunk]) -> Result<Piece<'m>> {
-        let len: usize = run.iter().map(|c| c.len as usize).sum();
+        let len: usize = run.iter().map(|c| c.len() as usize).sum();
         let mut bytes = Vec::with_capacity(len);
         let mut in_place = 0u64;
         let mut buf = Vec::new();
@@ -735,14 +733,14 @@ impl<'m> PieceReader<'m> {
             let (device, offset) = match self.plan.held(chunk) {
                 Some(Held::Active(offset)) => (self.active.unwrap_or(self.target), offset),
                 _ => {
-                    in_place += u64::from(chunk.len);
-                    (self.target, chunk.image_offset)
+                    in_place += u64::from(chunk.len());
+                    (self.target, chunk.image_offset())
                 }
             };
-            buf.resize(chunk.len as usize, 0);
+            buf.resize(chunk.len() as usize, 0);
             device.read_at(&mut buf, offset).map_err(Error::io(format!(
                 "copying chunk {} from the slots",
-                chunk.index
+                chunk.index()
             )))?;
             bytes.extend_from_slice(&buf);
         }
@@ -752,7 +750,7 @@ impl<'m> PieceReader<'m> {
     /// The frame of `piece`, cut out of the current part or of the next ones (parts hold
     /// the frames to fetch in order; gap bytes are skipped).
     fn fetch(&mut self, piece: &'m [Chunk]) -> Result<Piece<'m>> {
-        let Some((chunk, frame)) = piece.first().and_then(|c| Some((c, c.frame?))) else {
+        let Some((chunk, frame)) = piece.first().and_then(|c| Some((c, c.frame()?))) else {
             return Err(Error::io("fetching a frame")(std::io::Error::other(
                 "a piece without a frame",
             )));
@@ -763,7 +761,7 @@ impl<'m> PieceReader<'m> {
                 return Ok(Piece::Data(piece, bytes.to_vec()));
             }
             self.part = self.parts.recv().map_err(|_| {
-                Error::io(format!("fetching chunk {}", chunk.index))(std::io::Error::other(
+                Error::io(format!("fetching chunk {}", chunk.index()))(std::io::Error::other(
                     "no fetched part holds its frame",
                 ))
             })??;
@@ -945,13 +943,7 @@ mod tests {
     #[test]
     fn a_slot_that_changed_after_the_scan_is_caught_before_the_write() {
         let bytes = vec![7u8; 4096];
-        let chunk = Chunk {
-            index: 3,
-            image_offset: 0,
-            len: 4096,
-            sha256: Sha256Digest::of(&bytes),
-            frame: None,
-        };
+        let chunk = Chunk::new(3, 0, 4096, Sha256Digest::of(&bytes), None).unwrap();
         let chunks = [chunk];
         assert!(check_held(&chunks, &bytes).is_ok());
         let mut changed = bytes;

@@ -35,7 +35,7 @@ pub(crate) fn find_held(
     let wanted: HashSet<Sha256Digest> = chunks
         .iter()
         .filter(|c| !c.is_zero())
-        .map(|c| c.sha256)
+        .map(|c| c.sha256())
         .collect();
     if wanted.is_empty() {
         return Ok(vec![None; chunks.len()]);
@@ -48,15 +48,15 @@ pub(crate) fn find_held(
             if chunk.is_zero() {
                 return Ok(None);
             }
-            if let Some(&offset) = found.get(&chunk.sha256) {
+            if let Some(&offset) = found.get(&chunk.sha256()) {
                 return Ok(Some(Held::Active(offset)));
             }
             // The scan cuts whole chunks of the slot: a shorter one (the image's last, or one
             // cut at the image's end) can still be at its own offset.
-            if read_matching(active, chunk, chunk.image_offset, &mut buf)? {
-                return Ok(Some(Held::Active(chunk.image_offset)));
+            if read_matching(active, chunk, chunk.image_offset(), &mut buf)? {
+                return Ok(Some(Held::Active(chunk.image_offset())));
             }
-            let in_place = read_matching(target, chunk, chunk.image_offset, &mut buf)?;
+            let in_place = read_matching(target, chunk, chunk.image_offset(), &mut buf)?;
             Ok(in_place.then_some(Held::InPlace))
         })
         .collect()
@@ -70,16 +70,16 @@ fn read_matching(
     offset: u64,
     buf: &mut Vec<u8>,
 ) -> Result<bool> {
-    buf.resize(chunk.len as usize, 0);
+    buf.resize(chunk.len() as usize, 0);
     let size = device.size().map_err(Error::io("sizing a slot"))?;
-    if offset.saturating_add(u64::from(chunk.len)) > size {
+    if offset.saturating_add(u64::from(chunk.len())) > size {
         return Ok(false);
     }
     device.read_at(buf, offset).map_err(Error::io(format!(
         "reading chunk {} from a slot",
-        chunk.index
+        chunk.index()
     )))?;
-    Ok(Sha256Digest(Sha256::digest(&buf[..]).into()) == chunk.sha256)
+    Ok(Sha256Digest(Sha256::digest(&buf[..]).into()) == chunk.sha256())
 }
 
 /// The offset of the first chunk of `device` (cut by `chunking`) with each wanted hash.
@@ -122,16 +122,19 @@ mod tests {
 
     fn chunk(index: u64, bytes: &[u8]) -> Chunk {
         let zero = bytes.iter().all(|&b| b == 0);
-        Chunk {
+        let frame = (!zero).then_some(StoredFrame {
+            offset: index * 100,
+            length: 100,
+        });
+        let len = bytes.len() as u32;
+        Chunk::new(
             index,
-            image_offset: index * BLOCK as u64,
-            len: bytes.len() as u32,
-            sha256: Sha256Digest::of(bytes),
-            frame: (!zero).then_some(StoredFrame {
-                offset: index * 100,
-                length: 100,
-            }),
-        }
+            index * BLOCK as u64,
+            len,
+            Sha256Digest::of(bytes),
+            frame,
+        )
+        .unwrap()
     }
 
     #[test]
