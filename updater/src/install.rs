@@ -130,7 +130,7 @@ impl std::fmt::Display for WriteReport {
 /// Consecutive chunks on their way to the slot.
 enum Piece<'m> {
     /// One frame, compressed, from the bundle.
-    Data(&'m [Chunk], Vec<u8>),
+    Data(&'m [Chunk], FrameBytes),
     /// All-zero chunks.
     Zero(&'m [Chunk]),
     /// Copied from the slots, not yet hash-checked; the flags say which were in place.
@@ -342,7 +342,7 @@ fn decode<'m>(
         Piece::Data(chunks, compressed) => {
             let mut data = Vec::new();
             decoder
-                .decode_piece(chunks, &compressed, &mut data)
+                .decode_piece(chunks, compressed.bytes(), &mut data)
                 .map_err(|e| Error::verify(source_name)(e.into()))?;
             Ok(Decoded {
                 chunks,
@@ -647,12 +647,32 @@ fn read_steps(
     Ok(())
 }
 
+/// A fetched part once the reader took it: shared by the frames cut out of it, so a frame on
+/// its way to a worker keeps its part alive rather than holding a copy.
+type SharedPart = (u64, Arc<Vec<u8>>);
+
+/// A compressed frame: a range of a fetched part.
+struct FrameBytes {
+    part: Arc<Vec<u8>>,
+    range: Range<usize>,
+}
+
+impl FrameBytes {
+    fn bytes(&self) -> &[u8] {
+        self.part.get(self.range.clone()).unwrap_or_default()
+    }
+}
+
 /// The bytes at file offsets `range` of a fetched part, if it holds them all.
-fn cut(part: &Fetched, range: Range<u64>) -> Option<&[u8]> {
+fn cut(part: &SharedPart, range: Range<u64>) -> Option<FrameBytes> {
     let (at, bytes) = part;
     let from = usize::try_from(range.start.checked_sub(*at)?).ok()?;
     let to = usize::try_from(range.end.checked_sub(*at)?).ok()?;
-    bytes.get(from..to)
+    bytes.get(from..to)?;
+    Some(FrameBytes {
+        part: Arc::clone(bytes),
+        range: from..to,
+    })
 }
 
 /// Yields the pieces in order on the pipeline's reader thread: zero runs, runs of held pieces
@@ -666,7 +686,7 @@ struct PieceReader<'m> {
     /// The fetched parts, in order.
     parts: Receiver<Result<Fetched>>,
     /// The part frames are being cut from.
-    part: Fetched,
+    part: SharedPart,
 }
 
 impl<'m> PieceReader<'m> {
@@ -686,7 +706,7 @@ impl<'m> PieceReader<'m> {
             target,
             payload_offset: manifest.payload_offset(),
             parts,
-            part: (0, Vec::new()),
+            part: (0, Arc::new(Vec::new())),
         }
     }
 
@@ -758,13 +778,14 @@ impl<'m> PieceReader<'m> {
         let start = self.payload_offset + frame.offset;
         loop {
             if let Some(bytes) = cut(&self.part, start..start + frame.length) {
-                return Ok(Piece::Data(piece, bytes.to_vec()));
+                return Ok(Piece::Data(piece, bytes));
             }
-            self.part = self.parts.recv().map_err(|_| {
+            let (at, bytes) = self.parts.recv().map_err(|_| {
                 Error::io(format!("fetching chunk {}", chunk.index()))(std::io::Error::other(
                     "no fetched part holds its frame",
                 ))
             })??;
+            self.part = (at, Arc::new(bytes));
         }
     }
 }
