@@ -4,7 +4,7 @@
 //! slot, at its own offset (an interrupted or older install). Nothing found here is trusted:
 //! the install pipeline hashes every copied chunk again as it reads it for writing.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::BufReader;
 
 use partitions::io::{BlockDevice, DeviceCursor};
@@ -24,23 +24,23 @@ pub(crate) enum Held {
 }
 
 /// For each of `chunks` (stored ones only; all-zero chunks are never copied): where the node
-/// holds it. Memory: a hash set of the chunks and a map of those found, whatever the slots'
-/// size.
+/// holds it. Memory: one map entry per distinct stored chunk (its hash and where it was
+/// found, about 80 bytes with the table's slack), whatever the slots' size.
 pub(crate) fn find_held(
     chunks: &[Chunk],
     chunking: Chunking,
     active: &dyn BlockDevice,
     target: &dyn BlockDevice,
 ) -> Result<Vec<Option<Held>>> {
-    let wanted: HashSet<Sha256Digest> = chunks
+    let mut found: HashMap<Sha256Digest, u64> = chunks
         .iter()
         .filter(|c| !c.is_zero())
-        .map(|c| c.sha256())
+        .map(|c| (c.sha256(), NOT_FOUND))
         .collect();
-    if wanted.is_empty() {
+    if found.is_empty() {
         return Ok(vec![None; chunks.len()]);
     }
-    let found = scan(active, chunking, &wanted)?;
+    scan(active, chunking, &mut found)?;
     let mut buf = Vec::new();
     chunks
         .iter()
@@ -48,7 +48,7 @@ pub(crate) fn find_held(
             if chunk.is_zero() {
                 return Ok(None);
             }
-            if let Some(&offset) = found.get(&chunk.sha256()) {
+            if let Some(&offset) = found.get(&chunk.sha256()).filter(|&&o| o != NOT_FOUND) {
                 return Ok(Some(Held::Active(offset)));
             }
             // The scan cuts whole chunks of the slot: a shorter one (the image's last, or one
@@ -82,16 +82,19 @@ fn read_matching(
     Ok(Sha256Digest(Sha256::digest(&buf[..]).into()) == chunk.sha256())
 }
 
-/// The offset of the first chunk of `device` (cut by `chunking`) with each wanted hash.
+/// In `found`, what a wanted hash maps to until the scan finds it.
+const NOT_FOUND: u64 = u64::MAX;
+
+/// Sets each wanted hash of `found` (those mapped to [`NOT_FOUND`]) to the offset of the first
+/// chunk of `device` (cut by `chunking`) with that hash.
 fn scan(
     device: &dyn BlockDevice,
     chunking: Chunking,
-    wanted: &HashSet<Sha256Digest>,
-) -> Result<HashMap<Sha256Digest, u64>> {
+    found: &mut HashMap<Sha256Digest, u64>,
+) -> Result<()> {
     let size = device.size().map_err(Error::io("sizing the active slot"))?;
     let reader = BufReader::with_capacity(4 << 20, DeviceCursor::new(device));
     let mut stream = chunking.split(reader, size);
-    let mut found = HashMap::new();
     let mut chunk = Vec::new();
     let mut offset = 0u64;
     while stream
@@ -99,12 +102,12 @@ fn scan(
         .map_err(Error::io("reading the active slot"))?
     {
         let sha256 = Sha256Digest(Sha256::digest(&chunk).into());
-        if wanted.contains(&sha256) {
-            found.entry(sha256).or_insert(offset);
+        if let Some(at) = found.get_mut(&sha256).filter(|at| **at == NOT_FOUND) {
+            *at = offset;
         }
         offset += chunk.len() as u64;
     }
-    Ok(found)
+    Ok(())
 }
 
 #[cfg(test)]
