@@ -485,7 +485,8 @@ const COALESCE_GAP: u64 = 1024;
 const PART_BYTES: u64 = 1 << 20;
 /// Parts fetched at once. Over a network each request costs a round trip, and a delta may
 /// need thousands of small ones (one per changed 4 KiB chunk): four in flight hide most of the
-/// latency without opening many connections to one server.
+/// latency without opening many connections to one server. A local file has no round trip
+/// to hide: one read at a time keeps up with decompression, with fewer parts in memory.
 const FETCHES_IN_FLIGHT: usize = 4;
 /// A fetch reads its part in steps of this many bytes, checking between them whether the
 /// install stopped.
@@ -555,7 +556,8 @@ fn with_fetches<T>(
     })
 }
 
-/// Fetches `parts` in order, [`FETCHES_IN_FLIGHT`] at a time, and sends each to the reader;
+/// Fetches `parts` in order, [`FETCHES_IN_FLIGHT`] at a time (one from a local source), and
+/// sends each to the reader;
 /// a part that failed is sent with the bytes read before the failure (the frames in them are
 /// written, as a stream would have), then the failure, which ends the fetch. Returns when
 /// every part is sent, after a failure, or once the reader hung up (the install stopped);
@@ -568,9 +570,14 @@ fn fetch_parts(
 ) {
     let stop = AtomicBool::new(false);
     // Parts alive at once: those in flight, one fetched ahead, and the reader's.
+    let in_flight = if source.is_remote() {
+        FETCHES_IN_FLIGHT
+    } else {
+        1
+    };
     let shape = Shape {
-        workers: FETCHES_IN_FLIGHT,
-        window: FETCHES_IN_FLIGHT + 1,
+        workers: in_flight,
+        window: in_flight + 1,
     };
     // Failures travel as items, so the reader gets the first in order as soon as it is
     // next; the map's own error only says the fetch ended.
