@@ -1,5 +1,6 @@
 //! The bundle manifest (FORMAT §3): what the image is and where each chunk's zstd frame lies.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
@@ -75,12 +76,23 @@ pub(crate) struct IndexDoc {
 }
 
 /// The dictionary and stored index of a version 3 bundle, as read after its payload, and the
-/// length of the file they were read from.
-#[derive(Debug, Clone, Copy)]
+/// length of the file they were read from. Owned bytes are released as the index is
+/// decompressed ([`index::decode`]).
+#[derive(Debug, Clone)]
 pub(crate) struct Tail<'a> {
-    pub dictionary: &'a [u8],
-    pub index: &'a [u8],
+    /// The dictionary, then the index.
+    pub bytes: Cow<'a, [u8]>,
+    pub dictionary_len: usize,
     pub file_len: u64,
+}
+
+impl Tail<'_> {
+    fn dictionary(&self) -> &[u8] {
+        self.bytes.get(..self.dictionary_len).unwrap_or_default()
+    }
+    fn index(&self) -> &[u8] {
+        self.bytes.get(self.dictionary_len..).unwrap_or_default()
+    }
 }
 
 /// Wire form of one boot asset (FORMAT §3.1).
@@ -588,11 +600,15 @@ fn indexed_image(
     let expected = header.payload_offset() + payload_size + header.tail_len();
     check_file_len(expected, tail.file_len)?;
     // Sizes were checked above; the bytes now, before the index is decompressed.
-    check_region_hash("index", index.sha256, tail.index)?;
+    check_region_hash("index", index.sha256, tail.index())?;
     if let Some(d) = &doc.dictionary {
-        check_region_hash("dictionary", d.sha256, tail.dictionary)?;
+        check_region_hash("dictionary", d.sha256, tail.dictionary())?;
     }
-    let records = index::decode(tail.index, index.count)?;
+    let dictionary = doc
+        .dictionary
+        .as_ref()
+        .map(|_| Arc::from(tail.dictionary()));
+    let records = index::decode(tail.bytes, tail.dictionary_len, index.count)?;
     let max_frame_raw = u64::from(limits.max_chunk_size);
     let chunks = indexed_chunks(
         records,
@@ -606,7 +622,7 @@ fn indexed_image(
         chunking,
         count: index.count,
         chunks,
-        dictionary: doc.dictionary.as_ref().map(|_| Arc::from(tail.dictionary)),
+        dictionary,
     })
 }
 
