@@ -6,10 +6,10 @@
 //! a piece whose chunks are all held is copied from the slots, hashed again as it is read;
 //! only the other frames are fetched, in parts planned before the write (byte ranges of up to
 //! about 2 MiB that cover runs of them, small gaps read through), four requests in flight (one
-//! from a local file), handed on in order. Pieces are decompressed and hash-checked on all cores and written in
-//! order; all-zero chunks are zeroed cheaply (a punched hole, a zero-out). Every
-//! `checkpoint_bytes` the slot is synced and the caller records how many chunks are durable,
-//! so a cut install resumes there. At the end the slot is synced and the whole image hashed —
+//! from a local file), handed on in order. Pieces are decompressed and hash-checked on all
+//! cores and written in order; all-zero chunks are zeroed cheaply (a punched hole, a
+//! zero-out). Every `checkpoint_bytes` the slot is synced and the caller records how many
+//! chunks are durable, so a cut install resumes there. At the end the slot is synced and the whole image hashed —
 //! re-read from the slot by default, which catches a disk that returns what we did not write.
 
 use std::io::Read;
