@@ -617,7 +617,7 @@ fn open_verified(
     let mut f = File::open(bundle).with_context(|| format!("opening {}", bundle.display()))?;
     let head = BundleHead::read(&mut f, limits).with_context(|| format!("{}", bundle.display()))?;
     let manifest = head
-        .verify(&root, limits)
+        .into_verified(&root, limits)
         .with_context(|| format!("{}", bundle.display()))?;
     Ok((f, manifest))
 }
