@@ -86,9 +86,9 @@ pub(crate) fn decode(
     }))
 }
 
-/// Bytes read once, front to back: owned ones are released as they are consumed, a quarter of
-/// what is left at a time (the remainder moved to the front), so a large stored index is not
-/// held whole beside the chunk list it is decompressed into.
+/// Bytes read once, front to back: owned ones are released as they are consumed, once a
+/// quarter of those held (and at least [`RELEASE_MIN`]) is read (the rest moved to the front),
+/// so a large stored index is not held whole beside the chunk list it is decompressed into.
 struct Releasing<'a> {
     bytes: Cow<'a, [u8]>,
     at: usize,
