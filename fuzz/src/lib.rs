@@ -106,9 +106,9 @@ pub fn check_manifest(m: &Manifest, file_len: u64, limits: &Limits) {
     );
     let mut image_offset = 0u64;
     for c in chunks {
-        assert_eq!(c.image_offset, image_offset, "chunks tile the image");
-        assert!(c.len >= 1 && c.len <= m.chunking().max, "chunk length");
-        image_offset += u64::from(c.len);
+        assert_eq!(c.image_offset(), image_offset, "chunks tile the image");
+        assert!(c.len() >= 1 && c.len() <= m.chunking().max, "chunk length");
+        image_offset += u64::from(c.len());
     }
     assert_eq!(image_offset, m.image_size(), "chunks cover the image");
     let mut next_stored = m.payload_offset();
@@ -117,10 +117,10 @@ pub fn check_manifest(m: &Manifest, file_len: u64, limits: &Limits) {
             panic!("an empty piece");
         };
         assert!(
-            piece.iter().all(|c| c.frame == first.frame),
+            piece.iter().all(|c| c.frame() == first.frame()),
             "a piece is one frame"
         );
-        let raw: u64 = piece.iter().map(|c| u64::from(c.len)).sum();
+        let raw: u64 = piece.iter().map(|c| u64::from(c.len())).sum();
         assert!(raw <= u64::from(limits.max_chunk_size), "frame raw limit");
         if let Some(range) = m.chunk_file_range(first) {
             assert!(range.start >= next_stored, "frames in order, no overlap");

@@ -136,7 +136,7 @@ fn asset_chunks_read_by_range_like_the_image() {
     let mut next = image_end;
     for chunk in kernel.chunks() {
         let Some(range) = manifest.chunk_file_range(chunk) else {
-            raw.extend(vec![0; chunk.len as usize]);
+            raw.extend(vec![0; chunk.len() as usize]);
             continue;
         };
         assert_eq!(

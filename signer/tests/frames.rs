@@ -26,7 +26,7 @@ fn held(manifest: &Manifest) -> HashSet<Sha256Digest> {
         .chunks()
         .iter()
         .filter(|c| !c.is_zero())
-        .map(|c| c.sha256)
+        .map(|c| c.sha256())
         .collect()
 }
 
@@ -36,13 +36,13 @@ fn frames(manifest: &Manifest, previous: &HashSet<Sha256Digest>) -> Vec<(u64, us
     pieces(manifest.chunks())
         .filter(|p| !p[0].is_zero())
         .map(|p| {
-            let shared = previous.contains(&p[0].sha256);
+            let shared = previous.contains(&p[0].sha256());
             assert!(
-                p.iter().all(|c| previous.contains(&c.sha256) == shared),
+                p.iter().all(|c| previous.contains(&c.sha256()) == shared),
                 "frame at chunk {} mixes held and new chunks",
-                p[0].index
+                p[0].index()
             );
-            (p[0].index, p.len(), shared)
+            (p[0].index(), p.len(), shared)
         })
         .collect()
 }
@@ -91,8 +91,8 @@ fn with_previous_new_chunks_get_frames_of_their_own() {
     let new_bytes: u64 = m2
         .chunks()
         .iter()
-        .filter(|c| !previous.contains(&c.sha256))
-        .filter_map(|c| c.frame.map(|f| (f.offset, f.length)))
+        .filter(|c| !previous.contains(&c.sha256()))
+        .filter_map(|c| c.frame().map(|f| (f.offset, f.length)))
         .collect::<HashSet<_>>()
         .iter()
         .map(|(_, length)| length)
@@ -154,7 +154,7 @@ fn content_defined_chunks_round_trip_and_find_moved_data() {
     let v1 = noise(1 << 20, 7);
     let (_, m1) = signed(&v1, &opts, &f);
     assert_eq!(m1.chunking(), cdc);
-    let lens: Vec<u32> = m1.chunks().iter().map(|c| c.len).collect();
+    let lens: Vec<u32> = m1.chunks().iter().map(|c| c.len()).collect();
     let (last, rest) = lens.split_last().unwrap();
     assert!(
         rest.iter()
@@ -174,7 +174,7 @@ fn content_defined_chunks_round_trip_and_find_moved_data() {
     let found = m2
         .chunks()
         .iter()
-        .filter(|c| previous.contains(&c.sha256))
+        .filter(|c| previous.contains(&c.sha256()))
         .count();
     assert!(
         found + 3 >= m2.chunks().len(),
@@ -202,7 +202,7 @@ fn a_trained_dictionary_round_trips() {
     let piece = pieces(m.chunks()).next().unwrap();
     let range = m.chunk_file_range(&piece[0]).unwrap();
     let frame = &bundle[range.start as usize..range.end as usize];
-    let raw: usize = piece.iter().map(|c| c.len as usize).sum();
+    let raw: usize = piece.iter().map(|c| c.len() as usize).sum();
     assert!(zstd::bulk::decompress(frame, raw).is_err());
     assert_eq!(
         signer::bundle::decode_piece(&m, piece, frame).unwrap(),

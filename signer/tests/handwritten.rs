@@ -140,7 +140,7 @@ fn handwritten_bundle_verifies_and_extracts() {
         ex.manifest_len,
         m.chunks()
             .iter()
-            .map(|c| c.frame.map(|f| (f.offset, f.length)))
+            .map(|c| c.frame().map(|f| (f.offset, f.length)))
             .collect::<Vec<_>>(),
         ex.bundle.len()
     );

@@ -157,7 +157,7 @@ fn a_handwritten_version_3_bundle_verifies_and_extracts() {
     let frames: Vec<_> = m
         .chunks()
         .iter()
-        .map(|c| c.frame.map(|f| (f.offset, f.length)))
+        .map(|c| c.frame().map(|f| (f.offset, f.length)))
         .collect();
     let shared = spec.records[0].2 as u64;
     assert_eq!(frames[0], Some((0, shared)));

@@ -179,13 +179,13 @@ fn attack_data_hidden_in_signature_padding() {
 fn attack_payload_byte_flipped() {
     let mut c = case();
     let m = open(&c.bundle, &c.f.root).unwrap();
-    let chunk = m.chunks().iter().find(|ch| !ch.is_zero()).unwrap().clone();
+    let chunk = m.chunks().iter().find(|ch| !ch.is_zero()).copied().unwrap();
     let range = m.chunk_file_range(&chunk).unwrap();
     let mid = (range.start + range.end) as usize / 2;
     c.bundle[mid] ^= 0x55;
     match extract_bytes(&c.bundle, &c.f.root) {
         Err(Error::Verify(VerifyError::Chunk { index, fault })) => {
-            assert_eq!(index, chunk.index);
+            assert_eq!(index, chunk.index());
             assert!(
                 matches!(
                     fault,

@@ -5,11 +5,11 @@
 //! frame). Over a network, chunks the node already holds are found first ([`crate::seed`]):
 //! a piece whose chunks are all held is copied from the slots, hashed again as it is read;
 //! only the other frames are fetched, in parts planned before the write (byte ranges of up to
-//! about 2 MiB that cover runs of them, small gaps read through), four requests in flight,
-//! handed on in order. Pieces are decompressed and hash-checked on all cores and written in
-//! order; all-zero chunks are zeroed cheaply (a punched hole, a zero-out). Every
-//! `checkpoint_bytes` the slot is synced and the caller records how many chunks are durable,
-//! so a cut install resumes there. At the end the slot is synced and the whole image hashed —
+//! about 2 MiB that cover runs of them, small gaps read through), four requests in flight (one
+//! from a local file), handed on in order. Pieces are decompressed and hash-checked on all
+//! cores and written in order; all-zero chunks are zeroed cheaply (a punched hole, a
+//! zero-out). Every `checkpoint_bytes` the slot is synced and the caller records how many
+//! chunks are durable, so a cut install resumes there. At the end the slot is synced and the whole image hashed —
 //! re-read from the slot by default, which catches a disk that returns what we did not write.
 
 use std::io::Read;
@@ -130,7 +130,7 @@ impl std::fmt::Display for WriteReport {
 /// Consecutive chunks on their way to the slot.
 enum Piece<'m> {
     /// One frame, compressed, from the bundle.
-    Data(&'m [Chunk], Vec<u8>),
+    Data(&'m [Chunk], FrameBytes),
     /// All-zero chunks.
     Zero(&'m [Chunk]),
     /// Copied from the slots, not yet hash-checked; the flags say which were in place.
@@ -166,7 +166,7 @@ pub fn write_image(
     let remaining = chunks.get(start..).unwrap_or_default();
     let progress = options.progress.as_deref();
     if let Some(progress) = progress {
-        let done: u64 = chunks.iter().take(start).map(|c| u64::from(c.len)).sum();
+        let done: u64 = chunks.iter().take(start).map(|c| u64::from(c.len())).sum();
         progress.start(done, manifest.image_size());
     }
     let held = match active {
@@ -207,11 +207,11 @@ pub fn write_image(
                 let Some(first) = decoded.chunks.first() else {
                     return Ok(());
                 };
-                let len: u64 = decoded.chunks.iter().map(|c| u64::from(c.len)).sum();
+                let len: u64 = decoded.chunks.iter().map(|c| u64::from(c.len())).sum();
                 let count = decoded.chunks.len() as u64;
                 match (&decoded.bytes, decoded.held) {
                     (Some(bytes), held) => {
-                        slot.write_at(bytes, first.image_offset)
+                        slot.write_at(bytes, first.image_offset())
                             .map_err(slot_io("write"))?;
                         if let Some(in_place) = held {
                             report.chunks_reused += count;
@@ -222,7 +222,7 @@ pub fn write_image(
                         }
                     }
                     (None, _) => {
-                        zero(slot, first.image_offset, len).map_err(slot_io("zero-out"))?;
+                        zero(slot, first.image_offset(), len).map_err(slot_io("zero-out"))?;
                         report.chunks_zeroed += count;
                     }
                 }
@@ -236,7 +236,7 @@ pub fn write_image(
                 since_checkpoint += len;
                 if since_checkpoint >= options.checkpoint_bytes {
                     slot.sync().map_err(slot_io("sync"))?;
-                    checkpoint(first.index + count)?;
+                    checkpoint(first.index() + count)?;
                     since_checkpoint = 0;
                 }
                 Ok(())
@@ -304,7 +304,7 @@ fn piece_start(chunks: &[Chunk], resume_from: u64) -> usize {
         && chunks
             .get(start)
             .zip(chunks.get(start - 1))
-            .is_some_and(|(c, before)| c.frame.is_some() && c.frame == before.frame)
+            .is_some_and(|(c, before)| c.frame().is_some() && c.frame() == before.frame())
     {
         start -= 1;
     }
@@ -342,7 +342,7 @@ fn decode<'m>(
         Piece::Data(chunks, compressed) => {
             let mut data = Vec::new();
             decoder
-                .decode_piece(chunks, &compressed, &mut data)
+                .decode_piece(chunks, compressed.bytes(), &mut data)
                 .map_err(|e| Error::verify(source_name)(e.into()))?;
             Ok(Decoded {
                 chunks,
@@ -357,11 +357,11 @@ fn decode<'m>(
 fn check_held(chunks: &[Chunk], bytes: &[u8]) -> Result<()> {
     let mut at = 0;
     for chunk in chunks {
-        let part = bytes.get(at..at + chunk.len as usize).unwrap_or_default();
-        at += chunk.len as usize;
-        if Sha256Digest(Sha256::digest(part).into()) != chunk.sha256 {
+        let part = bytes.get(at..at + chunk.len() as usize).unwrap_or_default();
+        at += chunk.len() as usize;
+        if Sha256Digest(Sha256::digest(part).into()) != chunk.sha256() {
             return Err(Error::Io {
-                context: format!("copying chunk {} from the slots", chunk.index),
+                context: format!("copying chunk {} from the slots", chunk.index()),
                 source: std::io::Error::other("a slot changed during the install"),
             });
         }
@@ -387,12 +387,8 @@ fn feed(hasher: &mut Sha256, data: Option<&[u8]>, len: u64) {
 /// The stream hash of the chunks an earlier run already made durable, read from the slot.
 fn hash_prefix(slot: &dyn BlockDevice, chunks: &[Chunk], start: usize) -> Result<Sha256> {
     let end = chunks.get(start).map_or_else(
-        || {
-            chunks
-                .last()
-                .map_or(0, |c| c.image_offset + u64::from(c.len))
-        },
-        |c| c.image_offset,
+        || chunks.last().map_or(0, |c| c.end()),
+        |c| c.image_offset(),
     );
     let mut hasher = Sha256::new();
     read_slot(slot, 0, end, |block| hasher.update(block))?;
@@ -453,7 +449,9 @@ struct Plan<'m> {
 
 impl Plan<'_> {
     fn held(&self, chunk: &Chunk) -> Option<Held> {
-        let i = usize::try_from(chunk.index).ok()?.checked_sub(self.base)?;
+        let i = usize::try_from(chunk.index())
+            .ok()?
+            .checked_sub(self.base)?;
         self.held.get(i).copied().flatten()
     }
 
@@ -467,9 +465,9 @@ impl Plan<'_> {
     fn parts(&self, payload_offset: u64) -> Vec<Part> {
         plan_parts(pieces(self.chunks).filter_map(|piece| {
             let first = piece.first()?;
-            let frame = first.frame?;
+            let frame = first.frame()?;
             Some(FrameAt {
-                chunk: first.index,
+                chunk: first.index(),
                 offset: payload_offset + frame.offset,
                 length: frame.length,
                 fetch: self.fetches(piece),
@@ -487,7 +485,8 @@ const COALESCE_GAP: u64 = 1024;
 const PART_BYTES: u64 = 1 << 20;
 /// Parts fetched at once. Over a network each request costs a round trip, and a delta may
 /// need thousands of small ones (one per changed 4 KiB chunk): four in flight hide most of the
-/// latency without opening many connections to one server.
+/// latency without opening many connections to one server. A local file has no round trip
+/// to hide: one read at a time keeps up with decompression, with fewer parts in memory.
 const FETCHES_IN_FLIGHT: usize = 4;
 /// A fetch reads its part in steps of this many bytes, checking between them whether the
 /// install stopped.
@@ -557,7 +556,8 @@ fn with_fetches<T>(
     })
 }
 
-/// Fetches `parts` in order, [`FETCHES_IN_FLIGHT`] at a time, and sends each to the reader;
+/// Fetches `parts` in order, [`FETCHES_IN_FLIGHT`] at a time (one from a local source), and
+/// sends each to the reader;
 /// a part that failed is sent with the bytes read before the failure (the frames in them are
 /// written, as a stream would have), then the failure, which ends the fetch. Returns when
 /// every part is sent, after a failure, or once the reader hung up (the install stopped);
@@ -570,9 +570,14 @@ fn fetch_parts(
 ) {
     let stop = AtomicBool::new(false);
     // Parts alive at once: those in flight, one fetched ahead, and the reader's.
+    let in_flight = if source.is_remote() {
+        FETCHES_IN_FLIGHT
+    } else {
+        1
+    };
     let shape = Shape {
-        workers: FETCHES_IN_FLIGHT,
-        window: FETCHES_IN_FLIGHT + 1,
+        workers: in_flight,
+        window: in_flight + 1,
     };
     // Failures travel as items, so the reader gets the first in order as soon as it is
     // next; the map's own error only says the fetch ended.
@@ -649,12 +654,32 @@ fn read_steps(
     Ok(())
 }
 
+/// A fetched part once the reader took it: shared by the frames cut out of it, so a frame on
+/// its way to a worker keeps its part alive rather than holding a copy.
+type SharedPart = (u64, Arc<Vec<u8>>);
+
+/// A compressed frame: a range of a fetched part.
+struct FrameBytes {
+    part: Arc<Vec<u8>>,
+    range: Range<usize>,
+}
+
+impl FrameBytes {
+    fn bytes(&self) -> &[u8] {
+        self.part.get(self.range.clone()).unwrap_or_default()
+    }
+}
+
 /// The bytes at file offsets `range` of a fetched part, if it holds them all.
-fn cut(part: &Fetched, range: Range<u64>) -> Option<&[u8]> {
+fn cut(part: &SharedPart, range: Range<u64>) -> Option<FrameBytes> {
     let (at, bytes) = part;
     let from = usize::try_from(range.start.checked_sub(*at)?).ok()?;
     let to = usize::try_from(range.end.checked_sub(*at)?).ok()?;
-    bytes.get(from..to)
+    bytes.get(from..to)?;
+    Some(FrameBytes {
+        part: Arc::clone(bytes),
+        range: from..to,
+    })
 }
 
 /// Yields the pieces in order on the pipeline's reader thread: zero runs, runs of held pieces
@@ -668,7 +693,7 @@ struct PieceReader<'m> {
     /// The fetched parts, in order.
     parts: Receiver<Result<Fetched>>,
     /// The part frames are being cut from.
-    part: Fetched,
+    part: SharedPart,
 }
 
 impl<'m> PieceReader<'m> {
@@ -688,7 +713,7 @@ impl<'m> PieceReader<'m> {
             target,
             payload_offset: manifest.payload_offset(),
             parts,
-            part: (0, Vec::new()),
+            part: (0, Arc::new(Vec::new())),
         }
     }
 
@@ -710,24 +735,24 @@ impl<'m> PieceReader<'m> {
     /// [`ITEM_BYTES`] (pieces are consecutive, so the run is one slice of the plan).
     fn extend(&mut self, piece: &'m [Chunk], like: impl Fn(&Chunk) -> bool) -> &'m [Chunk] {
         let mut count = piece.len();
-        let mut bytes: u64 = piece.iter().map(|c| u64::from(c.len)).sum();
+        let mut bytes: u64 = piece.iter().map(|c| u64::from(c.len())).sum();
         while bytes < ITEM_BYTES {
             let Some(next) = self.pieces.next_if(|p| p.iter().all(&like)) else {
                 break;
             };
             count += next.len();
-            bytes += next.iter().map(|c| u64::from(c.len)).sum::<u64>();
+            bytes += next.iter().map(|c| u64::from(c.len())).sum::<u64>();
         }
         let start = piece
             .first()
-            .and_then(|c| usize::try_from(c.index).ok())
+            .and_then(|c| usize::try_from(c.index()).ok())
             .map_or(0, |i| i - self.plan.base);
         self.plan.chunks.get(start..start + count).unwrap_or(piece)
     }
 
     /// The held chunks' bytes, read from where the plan found them (not yet hash-checked).
     fn copy(&self, run: &'m [Chunk]) -> Result<Piece<'m>> {
-        let len: usize = run.iter().map(|c| c.len as usize).sum();
+        let len: usize = run.iter().map(|c| c.len() as usize).sum();
         let mut bytes = Vec::with_capacity(len);
         let mut in_place = 0u64;
         let mut buf = Vec::new();
@@ -735,14 +760,14 @@ impl<'m> PieceReader<'m> {
             let (device, offset) = match self.plan.held(chunk) {
                 Some(Held::Active(offset)) => (self.active.unwrap_or(self.target), offset),
                 _ => {
-                    in_place += u64::from(chunk.len);
-                    (self.target, chunk.image_offset)
+                    in_place += u64::from(chunk.len());
+                    (self.target, chunk.image_offset())
                 }
             };
-            buf.resize(chunk.len as usize, 0);
+            buf.resize(chunk.len() as usize, 0);
             device.read_at(&mut buf, offset).map_err(Error::io(format!(
                 "copying chunk {} from the slots",
-                chunk.index
+                chunk.index()
             )))?;
             bytes.extend_from_slice(&buf);
         }
@@ -752,7 +777,7 @@ impl<'m> PieceReader<'m> {
     /// The frame of `piece`, cut out of the current part or of the next ones (parts hold
     /// the frames to fetch in order; gap bytes are skipped).
     fn fetch(&mut self, piece: &'m [Chunk]) -> Result<Piece<'m>> {
-        let Some((chunk, frame)) = piece.first().and_then(|c| Some((c, c.frame?))) else {
+        let Some((chunk, frame)) = piece.first().and_then(|c| Some((c, c.frame()?))) else {
             return Err(Error::io("fetching a frame")(std::io::Error::other(
                 "a piece without a frame",
             )));
@@ -760,13 +785,14 @@ impl<'m> PieceReader<'m> {
         let start = self.payload_offset + frame.offset;
         loop {
             if let Some(bytes) = cut(&self.part, start..start + frame.length) {
-                return Ok(Piece::Data(piece, bytes.to_vec()));
+                return Ok(Piece::Data(piece, bytes));
             }
-            self.part = self.parts.recv().map_err(|_| {
-                Error::io(format!("fetching chunk {}", chunk.index))(std::io::Error::other(
+            let (at, bytes) = self.parts.recv().map_err(|_| {
+                Error::io(format!("fetching chunk {}", chunk.index()))(std::io::Error::other(
                     "no fetched part holds its frame",
                 ))
             })??;
+            self.part = (at, Arc::new(bytes));
         }
     }
 }
@@ -945,13 +971,7 @@ mod tests {
     #[test]
     fn a_slot_that_changed_after_the_scan_is_caught_before_the_write() {
         let bytes = vec![7u8; 4096];
-        let chunk = Chunk {
-            index: 3,
-            image_offset: 0,
-            len: 4096,
-            sha256: Sha256Digest::of(&bytes),
-            frame: None,
-        };
+        let chunk = Chunk::new(3, 0, 4096, Sha256Digest::of(&bytes), None).unwrap();
         let chunks = [chunk];
         assert!(check_held(&chunks, &bytes).is_ok());
         let mut changed = bytes;

@@ -4,7 +4,7 @@
 //! slot, at its own offset (an interrupted or older install). Nothing found here is trusted:
 //! the install pipeline hashes every copied chunk again as it reads it for writing.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::BufReader;
 
 use partitions::io::{BlockDevice, DeviceCursor};
@@ -24,23 +24,23 @@ pub(crate) enum Held {
 }
 
 /// For each of `chunks` (stored ones only; all-zero chunks are never copied): where the node
-/// holds it. Memory: a hash set of the chunks and a map of those found, whatever the slots'
-/// size.
+/// holds it. Memory: one map entry per distinct stored chunk (its hash and where it was
+/// found, about 80 bytes with the table's slack), whatever the slots' size.
 pub(crate) fn find_held(
     chunks: &[Chunk],
     chunking: Chunking,
     active: &dyn BlockDevice,
     target: &dyn BlockDevice,
 ) -> Result<Vec<Option<Held>>> {
-    let wanted: HashSet<Sha256Digest> = chunks
-        .iter()
-        .filter(|c| !c.is_zero())
-        .map(|c| c.sha256)
-        .collect();
-    if wanted.is_empty() {
+    // Sized once from the count: a table grown by doubling holds its old and new arrays at
+    // once (1.5 times the final size).
+    let stored = chunks.iter().filter(|c| !c.is_zero());
+    let mut found: HashMap<Sha256Digest, u64> = HashMap::with_capacity(stored.clone().count());
+    found.extend(stored.map(|c| (c.sha256(), NOT_FOUND)));
+    if found.is_empty() {
         return Ok(vec![None; chunks.len()]);
     }
-    let found = scan(active, chunking, &wanted)?;
+    scan(active, chunking, &mut found)?;
     let mut buf = Vec::new();
     chunks
         .iter()
@@ -48,15 +48,15 @@ pub(crate) fn find_held(
             if chunk.is_zero() {
                 return Ok(None);
             }
-            if let Some(&offset) = found.get(&chunk.sha256) {
+            if let Some(&offset) = found.get(&chunk.sha256()).filter(|&&o| o != NOT_FOUND) {
                 return Ok(Some(Held::Active(offset)));
             }
             // The scan cuts whole chunks of the slot: a shorter one (the image's last, or one
             // cut at the image's end) can still be at its own offset.
-            if read_matching(active, chunk, chunk.image_offset, &mut buf)? {
-                return Ok(Some(Held::Active(chunk.image_offset)));
+            if read_matching(active, chunk, chunk.image_offset(), &mut buf)? {
+                return Ok(Some(Held::Active(chunk.image_offset())));
             }
-            let in_place = read_matching(target, chunk, chunk.image_offset, &mut buf)?;
+            let in_place = read_matching(target, chunk, chunk.image_offset(), &mut buf)?;
             Ok(in_place.then_some(Held::InPlace))
         })
         .collect()
@@ -70,28 +70,31 @@ fn read_matching(
     offset: u64,
     buf: &mut Vec<u8>,
 ) -> Result<bool> {
-    buf.resize(chunk.len as usize, 0);
+    buf.resize(chunk.len() as usize, 0);
     let size = device.size().map_err(Error::io("sizing a slot"))?;
-    if offset.saturating_add(u64::from(chunk.len)) > size {
+    if offset.saturating_add(u64::from(chunk.len())) > size {
         return Ok(false);
     }
     device.read_at(buf, offset).map_err(Error::io(format!(
         "reading chunk {} from a slot",
-        chunk.index
+        chunk.index()
     )))?;
-    Ok(Sha256Digest(Sha256::digest(&buf[..]).into()) == chunk.sha256)
+    Ok(Sha256Digest(Sha256::digest(&buf[..]).into()) == chunk.sha256())
 }
 
-/// The offset of the first chunk of `device` (cut by `chunking`) with each wanted hash.
+/// In `found`, what a wanted hash maps to until the scan finds it.
+const NOT_FOUND: u64 = u64::MAX;
+
+/// Sets each wanted hash of `found` (those mapped to [`NOT_FOUND`]) to the offset of the first
+/// chunk of `device` (cut by `chunking`) with that hash.
 fn scan(
     device: &dyn BlockDevice,
     chunking: Chunking,
-    wanted: &HashSet<Sha256Digest>,
-) -> Result<HashMap<Sha256Digest, u64>> {
+    found: &mut HashMap<Sha256Digest, u64>,
+) -> Result<()> {
     let size = device.size().map_err(Error::io("sizing the active slot"))?;
     let reader = BufReader::with_capacity(4 << 20, DeviceCursor::new(device));
     let mut stream = chunking.split(reader, size);
-    let mut found = HashMap::new();
     let mut chunk = Vec::new();
     let mut offset = 0u64;
     while stream
@@ -99,12 +102,12 @@ fn scan(
         .map_err(Error::io("reading the active slot"))?
     {
         let sha256 = Sha256Digest(Sha256::digest(&chunk).into());
-        if wanted.contains(&sha256) {
-            found.entry(sha256).or_insert(offset);
+        if let Some(at) = found.get_mut(&sha256).filter(|at| **at == NOT_FOUND) {
+            *at = offset;
         }
         offset += chunk.len() as u64;
     }
-    Ok(found)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -122,16 +125,19 @@ mod tests {
 
     fn chunk(index: u64, bytes: &[u8]) -> Chunk {
         let zero = bytes.iter().all(|&b| b == 0);
-        Chunk {
+        let frame = (!zero).then_some(StoredFrame {
+            offset: index * 100,
+            length: 100,
+        });
+        let len = bytes.len() as u32;
+        Chunk::new(
             index,
-            image_offset: index * BLOCK as u64,
-            len: bytes.len() as u32,
-            sha256: Sha256Digest::of(bytes),
-            frame: (!zero).then_some(StoredFrame {
-                offset: index * 100,
-                length: 100,
-            }),
-        }
+            index * BLOCK as u64,
+            len,
+            Sha256Digest::of(bytes),
+            frame,
+        )
+        .unwrap()
     }
 
     #[test]

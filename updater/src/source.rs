@@ -158,7 +158,7 @@ pub fn verify_bundle(
     limits: &Limits,
 ) -> Result<Verified<Manifest>> {
     let head = source.head(limits)?;
-    head.verify(root, limits)
+    head.into_verified(root, limits)
         .map_err(Error::verify(source.name()))
 }
 

@@ -39,11 +39,11 @@ impl ChunkDecoder {
         compressed: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), VerifyError> {
-        let first = piece.first().map_or(0, |c| c.index);
+        let first = piece.first().map_or(0, |c| c.index());
         let fault = |index, fault| VerifyError::Chunk { index, fault };
-        let len: usize = piece.iter().map(|c| c.len as usize).sum();
+        let len: usize = piece.iter().map(|c| c.len() as usize).sum();
         out.clear();
-        let Some(frame) = piece.first().and_then(|c| c.frame) else {
+        let Some(frame) = piece.first().and_then(|c| c.frame()) else {
             out.resize(len, 0);
             return Ok(());
         };
@@ -81,14 +81,14 @@ impl ChunkDecoder {
         }
         let mut at = 0;
         for chunk in piece {
-            let bytes = out.get(at..at + chunk.len as usize).unwrap_or_default();
-            at += chunk.len as usize;
+            let bytes = out.get(at..at + chunk.len() as usize).unwrap_or_default();
+            at += chunk.len() as usize;
             let actual = Sha256Digest(Sha256::digest(bytes).into());
-            if actual != chunk.sha256 {
+            if actual != chunk.sha256() {
                 return Err(fault(
-                    chunk.index,
+                    chunk.index(),
                     ChunkFault::Hash {
-                        expected: chunk.sha256,
+                        expected: chunk.sha256(),
                         actual,
                     },
                 ));
@@ -206,9 +206,9 @@ impl<'m, R: Read + Seek> ChunkReader<'m, R> {
         };
         let Some(range) = self.manifest.chunk_file_range(chunk) else {
             return Ok(ChunkData::Zero {
-                index: chunk.index,
-                image_offset: chunk.image_offset,
-                len: chunk.len.into(),
+                index: chunk.index(),
+                image_offset: chunk.image_offset(),
+                len: chunk.len().into(),
             });
         };
         if self.pos != Some(range.start) {
@@ -226,7 +226,7 @@ impl<'m, R: Read + Seek> ChunkReader<'m, R> {
                     expected: self.manifest.file_len(),
                     actual: range.start,
                 }),
-                _ => Error::io(format!("reading chunk {}", chunk.index))(e),
+                _ => Error::io(format!("reading chunk {}", chunk.index()))(e),
             })?;
         self.pos = Some(range.end);
         let mut bytes = Vec::new();
@@ -234,8 +234,8 @@ impl<'m, R: Read + Seek> ChunkReader<'m, R> {
             .decode_piece(piece, &self.compressed, &mut bytes)
             .map_err(|e| in_asset(self.asset, e))?;
         Ok(ChunkData::Data {
-            index: chunk.index,
-            image_offset: chunk.image_offset,
+            index: chunk.index(),
+            image_offset: chunk.image_offset(),
             bytes,
         })
     }

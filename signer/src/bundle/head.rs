@@ -3,6 +3,7 @@
 //! from a `Read + Seek` or from byte ranges fetched separately. Nothing here trusts the
 //! manifest: [`BundleHead::verify`] is the way to a [`Verified<Manifest>`].
 
+use std::borrow::Cow;
 use std::io::{Read, Seek, SeekFrom};
 use std::ops::Range;
 
@@ -118,6 +119,16 @@ impl BundleHead {
             .unwrap_or_default()
     }
 
+    /// The dictionary and the compressed chunk index as stored, unverified.
+    pub(crate) fn tail_bytes(&self) -> &[u8] {
+        &self.tail
+    }
+
+    /// Takes the dictionary and index out of the head (which then has none).
+    pub(crate) fn take_tail(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.tail)
+    }
+
     /// The compressed chunk index as stored (empty before format version 3), unverified.
     pub fn index_bytes(&self) -> &[u8] {
         self.tail
@@ -160,10 +171,22 @@ impl BundleHead {
         crate::verify::verify_bundle(self, root, limits)
     }
 
+    /// [`BundleHead::verify`], consuming the head: its stored index is released as it is
+    /// decompressed, so the chunk list is never held beside the whole index (tens of MiB each
+    /// for a large image).
+    pub fn into_verified(
+        self,
+        root: &Verified<crate::Root>,
+        limits: &Limits,
+    ) -> Result<Verified<Manifest>, Error> {
+        crate::verify::verify_bundle_owned(self, root, limits)
+    }
+
     /// Parses the manifest WITHOUT checking any signature, for display (`inspect`). The result
     /// is not [`Verified`] and cannot be installed.
     pub fn manifest_unverified(&self, limits: &Limits) -> Result<Manifest, Error> {
-        let manifest = crate::bundle::parse_manifest(self, limits)?;
+        let manifest =
+            crate::bundle::parse_manifest(self, Cow::Borrowed(self.tail_bytes()), limits)?;
         check_total_len(&manifest, self.file_len)?;
         Ok(manifest)
     }

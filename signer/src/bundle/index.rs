@@ -3,9 +3,11 @@
 //! after the dictionary). Its length, record count and SHA-256 are in the signed manifest, so
 //! it is decompressed only once its hash matched, into exactly `count` records.
 
+use std::borrow::Cow;
+use std::io::{BufRead, Read};
+
 use crate::bundle::chunks::check_one_frame;
 use crate::digest::Sha256Digest;
-use std::io::Read;
 
 use crate::error::{Error, FormatError, Section};
 
@@ -40,13 +42,16 @@ pub(crate) fn encode(records: &[Record]) -> Result<Vec<u8>, Error> {
 }
 
 /// The `count` records of a stored index whose hash already matched the manifest, in order:
-/// exactly one zstd frame holding exactly `count × 40` bytes. Records are decompressed one by
-/// one as the caller takes them (the index of a large image is tens of MiB decompressed), and
-/// the stream is checked to end exactly after the last.
+/// exactly one zstd frame holding exactly `count × 40` bytes, from byte `from` of `bytes` to
+/// their end. Records are decompressed one by one as the caller takes them (the index of a
+/// large image is tens of MiB decompressed), and the stream is checked to end exactly after
+/// the last. Owned `bytes` are released as they are read ([`Releasing`]).
 pub(crate) fn decode(
-    stored: &[u8],
+    bytes: Cow<'_, [u8]>,
+    from: usize,
     count: u64,
 ) -> Result<impl Iterator<Item = Result<Record, FormatError>> + '_, FormatError> {
+    let stored = bytes.get(from..).unwrap_or_default();
     check_one_frame(stored).map_err(|e| bad(e.to_string()))?;
     // A frame that states its size (the signer's do) is told wrong before any record.
     let want = count.saturating_mul(RECORD_LEN as u64);
@@ -57,7 +62,7 @@ pub(crate) fn decode(
             )));
         }
     }
-    let mut decoder = zstd::stream::read::Decoder::with_buffer(stored)
+    let mut decoder = zstd::stream::read::Decoder::with_buffer(Releasing { bytes, at: from })
         .map_err(|e| bad(format!("cannot decompress: {e}")))?
         .single_frame();
     let mut left = count;
@@ -79,6 +84,43 @@ pub(crate) fn decode(
                 .map_err(|e| bad(format!("shorter than {count} records: {e}"))),
         )
     }))
+}
+
+/// Bytes read once, front to back: owned ones are released as they are consumed, once a
+/// quarter of those held (and at least [`RELEASE_MIN`]) is read (the rest moved to the front),
+/// so a large stored index is not held whole beside the chunk list it is decompressed into.
+struct Releasing<'a> {
+    bytes: Cow<'a, [u8]>,
+    at: usize,
+}
+
+/// Consumed bytes are released once there are at least this many.
+const RELEASE_MIN: usize = 1 << 20;
+
+impl Read for Releasing<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.fill_buf()?.read(buf)?;
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for Releasing<'_> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        Ok(self.bytes.get(self.at..).unwrap_or_default())
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.at = self.bytes.len().min(self.at + n);
+        if let Cow::Owned(bytes) = &mut self.bytes {
+            let left = bytes.len() - self.at;
+            if self.at >= RELEASE_MIN && self.at >= left / 3 {
+                bytes.drain(..self.at);
+                bytes.shrink_to_fit();
+                self.at = 0;
+            }
+        }
+    }
 }
 
 fn bad(reason: String) -> FormatError {
@@ -114,7 +156,7 @@ mod tests {
             })
             .collect();
         let stored = encode(&records).unwrap();
-        let all = |count| decode(&stored, count)?.collect::<Result<Vec<_>, _>>();
+        let all = |count| decode(Cow::Borrowed(&stored), 0, count)?.collect::<Result<Vec<_>, _>>();
         assert_eq!(all(1000).unwrap(), records);
         let err = all(999).unwrap_err().to_string();
         assert!(
@@ -128,7 +170,8 @@ mod tests {
             zstd::zstd_safe::get_frame_content_size(&streamed),
             Ok(None)
         ));
-        let records_of = |count| decode(&streamed, count)?.collect::<Result<Vec<_>, _>>();
+        let records_of =
+            |count| decode(Cow::Owned(streamed.clone()), 0, count)?.collect::<Result<Vec<_>, _>>();
         assert_eq!(records_of(1000).unwrap(), records);
         let err = records_of(999).unwrap_err().to_string();
         assert!(err.contains("longer than 999 records"), "{err}");
@@ -136,6 +179,45 @@ mod tests {
         assert!(err.contains("shorter than 1001 records"), "{err}");
         let mut two = stored.clone();
         two.extend_from_slice(&stored);
-        assert!(decode(&two, 2000).is_err(), "two frames are refused");
+        assert!(
+            decode(Cow::Borrowed(&two), 0, 2000).is_err(),
+            "two frames are refused"
+        );
+    }
+
+    #[test]
+    fn owned_bytes_are_released_as_they_are_read() {
+        let bytes: Vec<u8> = (0..8 * RELEASE_MIN as u32)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut reader = Releasing {
+            bytes: Cow::Owned(bytes.clone()),
+            at: 10,
+        };
+        let mut read = Vec::new();
+        let mut step = vec![0u8; 64 << 10];
+        let mut held = Vec::new();
+        loop {
+            let n = reader.read(&mut step).unwrap();
+            if n == 0 {
+                break;
+            }
+            read.extend_from_slice(&step[..n]);
+            held.push(reader.bytes.len());
+        }
+        assert_eq!(read, bytes[10..], "every byte, in order");
+        assert!(held.windows(2).all(|w| w[1] <= w[0]), "never more held");
+        assert!(
+            held.last().copied().unwrap() <= 2 * RELEASE_MIN,
+            "released as read: {held:?}"
+        );
+        // Borrowed bytes are only read.
+        let mut borrowed = Releasing {
+            bytes: Cow::Borrowed(&bytes),
+            at: 0,
+        };
+        let mut all = Vec::new();
+        borrowed.read_to_end(&mut all).unwrap();
+        assert_eq!(all, bytes);
     }
 }

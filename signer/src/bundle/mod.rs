@@ -19,18 +19,26 @@ pub use head::BundleHead;
 pub use header::BundleHeader;
 pub use writer::{sign_bundle, sign_release, AssetSource, SignOptions, SignSummary, Sources};
 
+use std::borrow::Cow;
+
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Section};
 use crate::limits::Limits;
 use crate::schema::envelope_helpers::{check_spaces, parse_padded};
 use crate::schema::{Manifest, ManifestDoc, Tail};
 
-/// Parses the manifest region: one canonical JSON object then ASCII spaces (FORMAT §3).
+/// Parses the manifest region: one canonical JSON object then ASCII spaces (FORMAT §3), with
+/// the head's dictionary and index, `tail` (the head's own, or taken from it to be released
+/// as the index is decompressed: [`BundleHead::take_tail`]).
 /// Callers parse only after the signature verified, except `inspect`.
-pub(crate) fn parse_manifest(head: &BundleHead, limits: &Limits) -> Result<Manifest, Error> {
+pub(crate) fn parse_manifest(
+    head: &BundleHead,
+    tail: Cow<'_, [u8]>,
+    limits: &Limits,
+) -> Result<Manifest, Error> {
     let tail = Tail {
-        dictionary: head.dictionary_bytes(),
-        index: head.index_bytes(),
+        bytes: tail,
+        dictionary_len: head.header().dictionary_len as usize,
         file_len: head.file_len(),
     };
     parse_manifest_region(head.manifest_bytes(), *head.header(), Some(tail), limits)

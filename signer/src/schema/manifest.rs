@@ -1,5 +1,6 @@
 //! The bundle manifest (FORMAT §3): what the image is and where each chunk's zstd frame lies.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
@@ -75,12 +76,23 @@ pub(crate) struct IndexDoc {
 }
 
 /// The dictionary and stored index of a version 3 bundle, as read after its payload, and the
-/// length of the file they were read from.
-#[derive(Debug, Clone, Copy)]
+/// length of the file they were read from. Owned bytes are released as the index is
+/// decompressed ([`index::decode`]).
+#[derive(Debug, Clone)]
 pub(crate) struct Tail<'a> {
-    pub dictionary: &'a [u8],
-    pub index: &'a [u8],
+    /// The dictionary, then the index.
+    pub bytes: Cow<'a, [u8]>,
+    pub dictionary_len: usize,
     pub file_len: u64,
+}
+
+impl Tail<'_> {
+    fn dictionary(&self) -> &[u8] {
+        self.bytes.get(..self.dictionary_len).unwrap_or_default()
+    }
+    fn index(&self) -> &[u8] {
+        self.bytes.get(self.dictionary_len..).unwrap_or_default()
+    }
 }
 
 /// Wire form of one boot asset (FORMAT §3.1).
@@ -224,25 +236,88 @@ pub struct StoredFrame {
     pub length: u64,
 }
 
-/// One chunk of the raw image or of an asset.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One chunk of the raw image or of an asset. A format 3 manifest holds one per 4 KiB or more
+/// of image, so the record is kept small: 60 bytes (32-bit index and lengths, a frame length
+/// of 0 for "no frame", 4-byte alignment).
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(C, packed(4))]
 pub struct Chunk {
-    /// Position in the manifest.
-    pub index: u64,
-    /// Offset of the chunk in the raw image.
-    pub image_offset: u64,
-    /// Raw length in bytes.
-    pub len: u32,
-    /// SHA-256 of the raw bytes.
-    pub sha256: Sha256Digest,
-    /// The frame, or `None` for an all-zero chunk that is not stored.
-    pub frame: Option<StoredFrame>,
+    sha256: Sha256Digest,
+    image_offset: u64,
+    frame_offset: u64,
+    index: u32,
+    len: u32,
+    /// 0 for an all-zero chunk, which has no frame (a stored frame is never empty).
+    frame_length: u32,
 }
 
 impl Chunk {
+    /// Chunk `index` of its stream, `len` raw bytes at `image_offset`, hashing to `sha256`,
+    /// stored in `frame` (`None`: all zeros, not stored). `None` when the index or the frame's
+    /// length does not fit in 32 bits, or the frame is empty.
+    pub fn new(
+        index: u64,
+        image_offset: u64,
+        len: u32,
+        sha256: Sha256Digest,
+        frame: Option<StoredFrame>,
+    ) -> Option<Chunk> {
+        let (frame_offset, frame_length) = match frame {
+            Some(f) => (f.offset, u32::try_from(f.length).ok().filter(|&n| n > 0)?),
+            None => (0, 0),
+        };
+        Some(Chunk {
+            sha256,
+            image_offset,
+            frame_offset,
+            index: u32::try_from(index).ok()?,
+            len,
+            frame_length,
+        })
+    }
+    /// Position in its stream (the image's or an asset's chunks).
+    pub fn index(&self) -> u64 {
+        u64::from(self.index)
+    }
+    /// Offset of the chunk in the raw image (or asset).
+    pub fn image_offset(&self) -> u64 {
+        self.image_offset
+    }
+    /// Raw length in bytes (never 0: no `is_empty`).
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> u32 {
+        self.len
+    }
+    /// SHA-256 of the raw bytes.
+    pub fn sha256(&self) -> Sha256Digest {
+        self.sha256
+    }
+    /// The frame, or `None` for an all-zero chunk that is not stored.
+    pub fn frame(&self) -> Option<StoredFrame> {
+        (self.frame_length != 0).then_some(StoredFrame {
+            offset: self.frame_offset,
+            length: u64::from(self.frame_length),
+        })
+    }
     /// Whether this is an all-zero chunk (no frame).
     pub fn is_zero(&self) -> bool {
-        self.frame.is_none()
+        self.frame_length == 0
+    }
+    /// Offset just past the chunk in the raw image.
+    pub fn end(&self) -> u64 {
+        self.image_offset + u64::from(self.len)
+    }
+}
+
+impl std::fmt::Debug for Chunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chunk")
+            .field("index", &self.index())
+            .field("image_offset", &self.image_offset())
+            .field("len", &self.len())
+            .field("sha256", &self.sha256())
+            .field("frame", &self.frame())
+            .finish()
     }
 }
 
@@ -355,7 +430,7 @@ impl Manifest {
     }
     /// Absolute byte range of a chunk's frame in the bundle file (for HTTP Range requests).
     pub fn chunk_file_range(&self, chunk: &Chunk) -> Option<Range<u64>> {
-        let f = chunk.frame?;
+        let f = chunk.frame()?;
         let start = self.payload_offset() + f.offset;
         Some(start..start + f.length)
     }
@@ -525,11 +600,15 @@ fn indexed_image(
     let expected = header.payload_offset() + payload_size + header.tail_len();
     check_file_len(expected, tail.file_len)?;
     // Sizes were checked above; the bytes now, before the index is decompressed.
-    check_region_hash("index", index.sha256, tail.index)?;
+    check_region_hash("index", index.sha256, tail.index())?;
     if let Some(d) = &doc.dictionary {
-        check_region_hash("dictionary", d.sha256, tail.dictionary)?;
+        check_region_hash("dictionary", d.sha256, tail.dictionary())?;
     }
-    let records = index::decode(tail.index, index.count)?;
+    let dictionary = doc
+        .dictionary
+        .as_ref()
+        .map(|_| Arc::from(tail.dictionary()));
+    let records = index::decode(tail.bytes, tail.dictionary_len, index.count)?;
     let max_frame_raw = u64::from(limits.max_chunk_size);
     let chunks = indexed_chunks(
         records,
@@ -543,7 +622,7 @@ fn indexed_image(
         chunking,
         count: index.count,
         chunks,
-        dictionary: doc.dictionary.as_ref().map(|_| Arc::from(tail.dictionary)),
+        dictionary,
     })
 }
 
@@ -654,13 +733,14 @@ fn indexed_chunks(
                 "its frame holds more than {max_frame_raw} raw bytes"
             )));
         }
-        chunks.push(Chunk {
-            index: i as u64,
-            image_offset,
-            len,
-            sha256: record.sha256,
-            frame,
-        });
+        let chunk =
+            Chunk::new(i as u64, image_offset, len, record.sha256, frame).ok_or_else(|| {
+                bad(format!(
+                    "beyond the {} chunks a manifest can list",
+                    u32::MAX
+                ))
+            })?;
+        chunks.push(chunk);
         image_offset += u64::from(len);
     }
     close_frame(open).map_err(|reason| FormatError::field(Section::Index, "last frame", reason))?;
@@ -690,7 +770,7 @@ fn close_frame(open: Option<(StoredFrame, u64)>) -> Result<(), String> {
 /// one frame (FORMAT §3.2: several in version 3, one before). A frame's chunks are contiguous
 /// in the image, so a piece decompresses to one contiguous range of it.
 pub fn pieces(chunks: &[Chunk]) -> impl Iterator<Item = &[Chunk]> {
-    chunks.chunk_by(|a, b| a.frame.is_some() && a.frame == b.frame)
+    chunks.chunk_by(|a, b| !a.is_zero() && a.frame() == b.frame())
 }
 
 /// SHA-256 of `n` zero bytes, computed once per length.
@@ -771,13 +851,14 @@ fn build_chunks(
         };
         let at = format!("{field}[{index}]");
         let frame = chunk_frame(&at, entry, len, next_offset, &zero)?;
-        chunks.push(Chunk {
-            index,
-            image_offset,
-            len,
-            sha256: entry.sha256,
-            frame,
-        });
+        let chunk = Chunk::new(index, image_offset, len, entry.sha256, frame).ok_or_else(|| {
+            FormatError::field(
+                Section::Manifest,
+                at,
+                "its index or frame length does not fit in 32 bits",
+            )
+        })?;
+        chunks.push(chunk);
     }
     Ok(chunks)
 }
@@ -895,5 +976,36 @@ fn chunk_frame(
         _ => Err(bad(
             "needs either `offset` and `length`, or `zero: true`".into()
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_chunk_is_60_bytes_and_keeps_what_it_was_given() {
+        assert_eq!(std::mem::size_of::<Chunk>(), 60);
+        let sha256 = Sha256Digest::of(b"x");
+        let frame = StoredFrame {
+            offset: 1 << 40,
+            length: 300,
+        };
+        let c = Chunk::new(7, 1 << 33, 4096, sha256, Some(frame)).unwrap();
+        assert_eq!(
+            (c.index(), c.image_offset(), c.len(), c.sha256(), c.frame()),
+            (7, 1 << 33, 4096, sha256, Some(frame))
+        );
+        assert_eq!(c.end(), (1 << 33) + 4096);
+        assert!(!c.is_zero());
+        let zero = Chunk::new(8, 0, 4096, sha256, None).unwrap();
+        assert!(zero.is_zero() && zero.frame().is_none());
+        let big = |index, length| {
+            Chunk::new(index, 0, 1, sha256, Some(StoredFrame { offset: 0, length }))
+        };
+        assert!(big(1 << 32, 1).is_none(), "index past 32 bits");
+        assert!(big(0, 1 << 32).is_none(), "frame length past 32 bits");
+        assert!(big(0, 0).is_none(), "an empty frame");
     }
 }

@@ -2,6 +2,8 @@
 //! only then parse and validate it, then check the file is exactly as long as announced.
 //! Chunk hashes are checked as chunks are read ([`crate::bundle::chunks`]).
 
+use std::borrow::Cow;
+
 use super::{check_threshold, Verified};
 use crate::bundle::head::check_total_len;
 use crate::bundle::{parse_manifest, BundleHead};
@@ -15,8 +17,28 @@ pub fn verify_bundle(
     root: &Verified<Root>,
     limits: &Limits,
 ) -> Result<Verified<Manifest>, Error> {
+    verify_with_tail(head, Cow::Borrowed(head.tail_bytes()), root, limits)
+}
+
+/// [`verify_bundle`] on a head given up: its index is released as it is decompressed.
+pub(crate) fn verify_bundle_owned(
+    mut head: BundleHead,
+    root: &Verified<Root>,
+    limits: &Limits,
+) -> Result<Verified<Manifest>, Error> {
+    let tail = head.take_tail();
+    verify_with_tail(&head, Cow::Owned(tail), root, limits)
+}
+
+/// [`verify_bundle`] of `head` with its dictionary and index, `tail`.
+fn verify_with_tail(
+    head: &BundleHead,
+    tail: Cow<'_, [u8]>,
+    root: &Verified<Root>,
+    limits: &Limits,
+) -> Result<Verified<Manifest>, Error> {
     let signers = check_threshold::<Manifest>(root, head.manifest_bytes(), head.signatures())?;
-    let mut manifest = parse_manifest(head, limits)?;
+    let mut manifest = parse_manifest(head, tail, limits)?;
     check_total_len(&manifest, head.file_len())?;
     manifest.set_signers(signers);
     Ok(Verified::new(manifest))

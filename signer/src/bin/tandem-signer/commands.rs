@@ -203,7 +203,7 @@ fn previous_chunks(bundles: &[PathBuf], limits: &Limits) -> Result<HashSet<Sha25
                 .chunks()
                 .iter()
                 .filter(|c| !c.is_zero())
-                .map(|c| c.sha256),
+                .map(|c| c.sha256()),
         );
     }
     Ok(chunks)
@@ -617,7 +617,7 @@ fn open_verified(
     let mut f = File::open(bundle).with_context(|| format!("opening {}", bundle.display()))?;
     let head = BundleHead::read(&mut f, limits).with_context(|| format!("{}", bundle.display()))?;
     let manifest = head
-        .verify(&root, limits)
+        .into_verified(&root, limits)
         .with_context(|| format!("{}", bundle.display()))?;
     Ok((f, manifest))
 }
@@ -829,8 +829,8 @@ fn asset_reader<'a>(
         for index in offset / cs..=(end - 1) / cs {
             let chunk = asset.chunks().get(usize::try_from(index).ok()?)?;
             let bytes = chunk_bytes(f, m, chunk)?;
-            let from = offset.max(chunk.image_offset) - chunk.image_offset;
-            let to = end.min(chunk.image_offset + u64::from(chunk.len)) - chunk.image_offset;
+            let from = offset.max(chunk.image_offset()) - chunk.image_offset();
+            let to = end.min(chunk.end()) - chunk.image_offset();
             out.extend_from_slice(
                 bytes.get(usize::try_from(from).ok()?..usize::try_from(to).ok()?)?,
             );
@@ -841,7 +841,7 @@ fn asset_reader<'a>(
 
 fn chunk_bytes(f: &mut File, m: &Manifest, chunk: &signer::Chunk) -> Option<Vec<u8>> {
     let Some(range) = m.chunk_file_range(chunk) else {
-        return Some(vec![0; chunk.len as usize]);
+        return Some(vec![0; chunk.len() as usize]);
     };
     let mut frame = vec![0; usize::try_from(range.end - range.start).ok()?];
     f.seek(SeekFrom::Start(range.start)).ok()?;
