@@ -41,6 +41,8 @@ pub(crate) fn find_held(
         return Ok(vec![None; chunks.len()]);
     }
     scan(active, chunking, &mut found)?;
+    let active = Slot::new(active)?;
+    let target = Slot::new(target)?;
     let mut buf = Vec::new();
     chunks
         .iter()
@@ -53,33 +55,40 @@ pub(crate) fn find_held(
             }
             // The scan cuts whole chunks of the slot: a shorter one (the image's last, or one
             // cut at the image's end) can still be at its own offset.
-            if read_matching(active, chunk, chunk.image_offset(), &mut buf)? {
+            if active.holds(chunk, chunk.image_offset(), &mut buf)? {
                 return Ok(Some(Held::Active(chunk.image_offset())));
             }
-            let in_place = read_matching(target, chunk, chunk.image_offset(), &mut buf)?;
+            let in_place = target.holds(chunk, chunk.image_offset(), &mut buf)?;
             Ok(in_place.then_some(Held::InPlace))
         })
         .collect()
 }
 
-/// Whether `device` holds `chunk`'s bytes at `offset` (into `buf`). Past the device's end is
-/// not an error: the chunk is just not there.
-fn read_matching(
-    device: &dyn BlockDevice,
-    chunk: &Chunk,
-    offset: u64,
-    buf: &mut Vec<u8>,
-) -> Result<bool> {
-    buf.resize(chunk.len() as usize, 0);
-    let size = device.size().map_err(Error::io("sizing a slot"))?;
-    if offset.saturating_add(u64::from(chunk.len())) > size {
-        return Ok(false);
+/// A slot and its size, asked once.
+struct Slot<'a> {
+    device: &'a dyn BlockDevice,
+    size: u64,
+}
+
+impl<'a> Slot<'a> {
+    fn new(device: &'a dyn BlockDevice) -> Result<Slot<'a>> {
+        let size = device.size().map_err(Error::io("sizing a slot"))?;
+        Ok(Slot { device, size })
     }
-    device.read_at(buf, offset).map_err(Error::io(format!(
-        "reading chunk {} from a slot",
-        chunk.index()
-    )))?;
-    Ok(Sha256Digest(Sha256::digest(&buf[..]).into()) == chunk.sha256())
+
+    /// Whether the slot holds `chunk`'s bytes at `offset` (into `buf`). Past the slot's end is
+    /// not an error: the chunk is just not there.
+    fn holds(&self, chunk: &Chunk, offset: u64, buf: &mut Vec<u8>) -> Result<bool> {
+        if offset.saturating_add(u64::from(chunk.len())) > self.size {
+            return Ok(false);
+        }
+        buf.resize(chunk.len() as usize, 0);
+        self.device.read_at(buf, offset).map_err(Error::io(format!(
+            "reading chunk {} from a slot",
+            chunk.index()
+        )))?;
+        Ok(Sha256Digest(Sha256::digest(&buf[..]).into()) == chunk.sha256())
+    }
 }
 
 /// In `found`, what a wanted hash maps to until the scan finds it.
