@@ -162,7 +162,12 @@ pub fn write_image(
 ) -> Result<WriteReport> {
     let slot_io = |what: &str| Error::io(format!("slot {what}"));
     let chunks = manifest.chunks();
-    let start = piece_start(chunks, resume_from);
+    let start = match piece_start(chunks, resume_from) {
+        // Without the read-back nothing at the end looks at what an earlier run wrote: its
+        // chunks are checked now, and an image that does not match is written again whole.
+        start if !options.verify_readback && !slot_holds(slot, chunks.get(..start))? => 0,
+        start => start,
+    };
     let remaining = chunks.get(start..).unwrap_or_default();
     let progress = options.progress.as_deref();
     if let Some(progress) = progress {
@@ -180,9 +185,6 @@ pub fn write_image(
         bundle_bytes: manifest.file_len(),
         ..WriteReport::default()
     };
-    let mut stream_hash = (!options.verify_readback)
-        .then(|| hash_prefix(slot, chunks, start))
-        .transpose()?;
     let mut since_checkpoint = 0u64;
     let source_name = source.name();
     let plan = Plan {
@@ -226,9 +228,6 @@ pub fn write_image(
                         report.chunks_zeroed += count;
                     }
                 }
-                if let Some(hasher) = stream_hash.as_mut() {
-                    feed(hasher, decoded.bytes.as_deref(), len);
-                }
                 fail::fail_point!("install::chunk-written");
                 if let Some(progress) = progress {
                     progress.advance(len);
@@ -251,15 +250,15 @@ pub fn write_image(
     report.bytes_read = counters.bytes.load(Ordering::Relaxed);
     report.ranges_read = counters.ranges.load(Ordering::Relaxed);
 
-    let actual = match stream_hash {
-        Some(hasher) => Sha256Digest(hasher.finalize().into()),
-        None => {
-            // Read what the disk stored, not the page cache's copy of what we wrote.
-            slot.drop_cache(0, manifest.image_size())
-                .map_err(slot_io("cache drop"))?;
-            hash_slot(slot, 0, manifest.image_size())?
-        }
-    };
+    // Every chunk was checked against the signed index before it was written (and the
+    // index's chunks tile the image): the read-back adds what the disk stored, not the
+    // page cache's copy of what we wrote.
+    if !options.verify_readback {
+        return Ok(report);
+    }
+    slot.drop_cache(0, manifest.image_size())
+        .map_err(slot_io("cache drop"))?;
+    let actual = hash_slot(slot, 0, manifest.image_size())?;
     if actual != manifest.image_sha256() {
         // Nothing on the slot can be trusted now: the next attempt must rewrite the image,
         // not resume after the chunks this run believed durable.
@@ -369,30 +368,22 @@ fn check_held(chunks: &[Chunk], bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn feed(hasher: &mut Sha256, data: Option<&[u8]>, len: u64) {
-    match data {
-        Some(bytes) => hasher.update(bytes),
-        None => {
-            let zeros = [0u8; 64 << 10];
-            let mut left = usize::try_from(len).unwrap_or(usize::MAX);
-            while left > 0 {
-                let n = left.min(zeros.len());
-                hasher.update(zeros.get(..n).unwrap_or_default());
-                left -= n;
-            }
+/// Whether `slot` holds each of `chunks` (read back and hashed); `None`: none to check.
+fn slot_holds(slot: &dyn BlockDevice, chunks: Option<&[Chunk]>) -> Result<bool> {
+    let mut buf = Vec::new();
+    for chunk in chunks.unwrap_or_default() {
+        buf.resize(chunk.len() as usize, 0);
+        slot.read_at(&mut buf, chunk.image_offset())
+            .map_err(Error::io("reading the slot back"))?;
+        if Sha256Digest(Sha256::digest(&buf).into()) != chunk.sha256() {
+            tracing::warn!(
+                chunk = chunk.index(),
+                "the slot no longer holds what an earlier run wrote: writing the image again"
+            );
+            return Ok(false);
         }
     }
-}
-
-/// The stream hash of the chunks an earlier run already made durable, read from the slot.
-fn hash_prefix(slot: &dyn BlockDevice, chunks: &[Chunk], start: usize) -> Result<Sha256> {
-    let end = chunks.get(start).map_or_else(
-        || chunks.last().map_or(0, |c| c.end()),
-        |c| c.image_offset(),
-    );
-    let mut hasher = Sha256::new();
-    read_slot(slot, 0, end, |block| hasher.update(block))?;
-    Ok(hasher)
+    Ok(true)
 }
 
 /// SHA-256 of `len` bytes of the slot from `offset`.

@@ -95,8 +95,8 @@ fn verify_readback_in_the_configuration_is_applied() {
     );
     w.extra_config = "verify_readback = false".into();
     assert!(!w.agent_for(A).write_options.verify_readback);
-    // Without the read-back the stream hash passes although the disk lied: that is what
-    // the switch trades away.
+    // Without the read-back every chunk is checked before it is written, not what the disk
+    // stored: the install passes although the disk lied. That is what the switch trades away.
     let b = w.pair().slot(B).offset;
     *disk.offset.lock().unwrap() = Some(b + 5 * u64::from(CHUNK_SIZE));
     w.install(A, &v2, false).unwrap();

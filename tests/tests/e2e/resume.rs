@@ -117,6 +117,45 @@ fn a_cut_mid_payload_resumes_from_the_last_checkpoint() {
 /// The USB stick is pulled mid-install: the bundle verified, then its payload ends early.
 /// (A bundle already truncated when the install starts is refused before anything is
 /// written: see `a_bundle_truncated_before_the_install_is_refused`.)
+/// Without the read-back nothing at the end reads what an earlier run wrote: the resumed
+/// chunks are checked before the install goes on, and a slot that no longer holds them is
+/// written again whole.
+#[test]
+fn without_the_read_back_resumed_chunks_are_checked_first() {
+    let scenario = fail::FailScenario::setup();
+    for damaged in [false, true] {
+        let (w, disk) = counting_world();
+        let v1 = w.release("1.0.0", 1, 1);
+        let v2 = w.release("2.0.0", 2, 2);
+        w.provision(A, &v1);
+        let install = || {
+            let mut agent = w.agent_for(A);
+            agent.write_options.checkpoint_bytes = 3 * CHUNK;
+            agent.write_options.verify_readback = false;
+            agent.install(&request(&v2.bundle, false))
+        };
+        let flag = cut_at("install::chunk-written", 14);
+        let result = catch_unwind(AssertUnwindSafe(install));
+        fail::remove("install::chunk-written");
+        assert!(fired(&flag) && result.is_err());
+        if damaged {
+            let chunk_5 = w.pair().slot(B).offset + 5 * CHUNK;
+            disk.inner.write_at(b"bit rot", chunk_5 + 100).unwrap();
+        }
+        disk.take();
+        let out = install().unwrap();
+        let resumed = if damaged { 0 } else { 12 };
+        assert_eq!(out.report.chunks_resumed, resumed, "damaged: {damaged}");
+        assert_eq!(
+            rewritten(&w, &disk.take(), 12).is_empty(),
+            !damaged,
+            "the resumed chunks are rewritten only when damaged"
+        );
+        assert_eq!(w.holds(B, &[&v2]).unwrap().version, "2.0.0");
+    }
+    drop(scenario);
+}
+
 #[test]
 fn a_source_cut_mid_payload_resumes_when_the_whole_bundle_is_back() {
     let scenario = fail::FailScenario::setup();
