@@ -5,12 +5,13 @@
 //! frame). Over a network, chunks the node already holds are found first ([`crate::seed`]):
 //! a piece whose chunks are all held is copied from the slots, hashed again as it is read;
 //! only the other frames are fetched, in parts planned before the write (byte ranges of up to
-//! about 2 MiB that cover runs of them, small gaps read through), four requests in flight (one
+//! about 1 MiB that cover runs of them, small gaps read through), four requests in flight (one
 //! from a local file), handed on in order. Pieces are decompressed and hash-checked on all
 //! cores and written in order; all-zero chunks are zeroed cheaply (a punched hole, a
 //! zero-out). Every `checkpoint_bytes` the slot is synced and the caller records how many
-//! chunks are durable, so a cut install resumes there. At the end the slot is synced and the whole image hashed —
-//! re-read from the slot by default, which catches a disk that returns what we did not write.
+//! chunks are durable, so a cut install resumes there. At the end the slot is synced, then by
+//! default re-read and the whole image hashed, which catches a disk that returns what we did
+//! not write; without the read-back the chunks' own checks stand for the image.
 
 use std::io::Read;
 use std::ops::Range;
@@ -27,7 +28,7 @@ use signer::verify::Verified;
 use signer::{Chunk, Manifest, Sha256Digest};
 
 use crate::error::{Error, Result};
-use crate::seed::{find_held, Held};
+use crate::seed::{find_held, Held, Slot};
 use crate::source::BundleSource;
 
 /// Tuning of the pipeline; the defaults suit a node.
@@ -368,14 +369,12 @@ fn check_held(chunks: &[Chunk], bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Whether `slot` holds each of `chunks` (read back and hashed); `None`: none to check.
+/// Whether `slot` holds each of `chunks` at its offset; `None`: none to check.
 fn slot_holds(slot: &dyn BlockDevice, chunks: Option<&[Chunk]>) -> Result<bool> {
+    let slot = Slot::new(slot)?;
     let mut buf = Vec::new();
     for chunk in chunks.unwrap_or_default() {
-        buf.resize(chunk.len() as usize, 0);
-        slot.read_at(&mut buf, chunk.image_offset())
-            .map_err(Error::io("reading the slot back"))?;
-        if Sha256Digest(Sha256::digest(&buf).into()) != chunk.sha256() {
+        if !slot.holds(chunk, chunk.image_offset(), &mut buf)? {
             tracing::warn!(
                 chunk = chunk.index(),
                 "the slot no longer holds what an earlier run wrote: writing the image again"

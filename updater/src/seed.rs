@@ -65,20 +65,20 @@ pub(crate) fn find_held(
 }
 
 /// A slot and its size, asked once.
-struct Slot<'a> {
+pub(crate) struct Slot<'a> {
     device: &'a dyn BlockDevice,
     size: u64,
 }
 
 impl<'a> Slot<'a> {
-    fn new(device: &'a dyn BlockDevice) -> Result<Slot<'a>> {
+    pub(crate) fn new(device: &'a dyn BlockDevice) -> Result<Slot<'a>> {
         let size = device.size().map_err(Error::io("sizing a slot"))?;
         Ok(Slot { device, size })
     }
 
     /// Whether the slot holds `chunk`'s bytes at `offset` (into `buf`). Past the slot's end is
     /// not an error: the chunk is just not there.
-    fn holds(&self, chunk: &Chunk, offset: u64, buf: &mut Vec<u8>) -> Result<bool> {
+    pub(crate) fn holds(&self, chunk: &Chunk, offset: u64, buf: &mut Vec<u8>) -> Result<bool> {
         if offset.saturating_add(u64::from(chunk.len())) > self.size {
             return Ok(false);
         }
