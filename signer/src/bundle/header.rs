@@ -120,38 +120,30 @@ impl BundleHeader {
     }
 
     fn check_limits(&self, limits: &Limits) -> Result<(), FormatError> {
-        let too_large = |section, len: u32, max: u32| FormatError::TooLarge {
-            section,
-            len: len.into(),
-            max: max.into(),
-        };
-        if self.manifest_len > limits.max_manifest_len {
-            return Err(too_large(
+        let sections = [
+            (
                 Section::Manifest,
                 self.manifest_len,
                 limits.max_manifest_len,
-            ));
-        }
-        if self.signature_block_len > limits.max_signature_block_len {
-            return Err(too_large(
+            ),
+            (
                 Section::SignatureBlock,
                 self.signature_block_len,
                 limits.max_signature_block_len,
-            ));
-        }
-        if self.dictionary_len > limits.max_dictionary_len {
-            return Err(too_large(
+            ),
+            (
                 Section::Dictionary,
                 self.dictionary_len,
                 limits.max_dictionary_len,
-            ));
-        }
-        if self.index_len > limits.max_index_len {
-            return Err(too_large(
-                Section::Index,
-                self.index_len,
-                limits.max_index_len,
-            ));
+            ),
+            (Section::Index, self.index_len, limits.max_index_len),
+        ];
+        if let Some((section, len, max)) = sections.into_iter().find(|(_, len, max)| len > max) {
+            return Err(FormatError::TooLarge {
+                section,
+                len: len.into(),
+                max: max.into(),
+            });
         }
         if self.version == FORMAT_VERSION_INDEX && self.index_len == 0 {
             return Err(FormatError::field(
