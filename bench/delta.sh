@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark (not a test): bytes on the wire of a delta update, Tandem against zsync and casync,
-# all fetching v2 over HTTP from one nginx with v1 as the seed, in the same run (issue 12).
+# all fetching v2 over HTTP from one nginx with v1 as the seed, in the same run.
 #
 #   bench/delta.sh   # DELTA_IMAGE_MIB=256 DELTA_SEED=12 DELTA_PORT=18490 DELTA_TIMEOUT=600 by default
 #
@@ -33,7 +33,7 @@
 # minutes: it crawled at about 80 kB/s through v1's zeroed free space, where v2 has scattered
 # new blocks between identical zero blocks.)
 #
-# Prints a table per case and the ratios tandem/zsync and tandem/casync (goal of issue 12:
+# Prints a table per case and the ratios tandem/zsync and tandem/casync (goal:
 # <= 0.8 each), the bytes of the v2 blocks v1 holds nowhere (a floor: runs and scattered
 # write random blocks, which no method can compress), and the v2 bundle against `zstd -3` of
 # v2 (goal <= 1.05). Exits non-zero only
@@ -319,7 +319,7 @@ for case, title in titles.items():
         print(f"  {tool:7} {wire:>12} = {wire / 1e6:8.2f} MB {n:>9} {float(secs):8.2f}s  "
               f"{note(tool, wire, status, extra)}")
     print(f"  tandem/zsync {ratio(r, 'tandem', 'zsync')}, tandem/casync {ratio(r, 'tandem', 'casync')}"
-          " (issue 12 goal: <= 0.8 each)")
+          " (goal: <= 0.8 each)")
     if floor:
         count, size = (int(x) for x in floor[2].split())
         best = min(int(r[t][2]) for t in ("zsync", "casync") if r[t][5] == "ok")

@@ -12,7 +12,7 @@
 # lost answer), and RANGES 1 MiB Range downloads of the bundle run beside. Printed per
 # backend: sustained polls/s and reports/s, p50/p99 latency, the server's peak RSS, and the
 # exactly-once check: rows stored == distinct (node, id) == reports sent, and every node
-# counted as committed in the status. Goal (issue 14): p99 < 50 ms at 10,000 nodes every 60 s.
+# counted as committed in the status. Goal: p99 < 50 ms at 10,000 nodes every 60 s.
 # The generator shares the machine with the server: on 2 cores it takes CPU from it.
 set -euo pipefail
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Provisioning for the real-boot end-to-end test (tests/tests/realboot, issue 6).
+# Provisioning for the real-boot end-to-end test (tests/tests/realboot).
 # Idempotent: installs the Debian packages that are missing, then downloads and extracts
 # (never installs: its hooks would run initramfs-tools) the Debian cloud kernel into
 # target/realboot/kernel/, and prints where it is.

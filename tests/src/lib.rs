@@ -1,4 +1,4 @@
-//! End-to-end test harness across the Tandem programs (STYLE.md §9).
+//! End-to-end test harness across the Tandem programs (CONTRIBUTING.md §9).
 //!
 //! A [`World`] is one simulated node plus its vendor: a temp dir, signing keys (one root key,
 //! a 2-of-3 release role), a trusted `root.json`, a two-slot GPT disk in memory (a

@@ -412,7 +412,7 @@ impl Agent {
             } if *t == target && r.manifest_sha256 == release.manifest_sha256 => *durable_chunks,
             _ => 0,
         };
-        // docs/DESIGN.md §6.1: before the first byte, the target can never be chosen.
+        // docs/DESIGN.md §6: before the first byte, the target can never be chosen.
         self.boot.set_unbootable(target)?;
         fail::fail_point!("install::after-unbootable");
         state.slots.remove(&target);

@@ -195,7 +195,7 @@ fn grub_and_systemd_boot_backends_from_the_cli() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--grubenv"));
 }
 
-/// Issue 10.14 and 15: a disk set up for grub is never silently given GPT (or systemd-boot)
+/// A disk set up for grub is never silently given GPT (or systemd-boot)
 /// boot state, and `show`/`boot` without flags say which flags the disk needs instead of
 /// "nothing bootable".
 #[test]

@@ -1,4 +1,4 @@
-//! Air-gapped updates (docs/airgap.md, issue 13 items 4 and 5), through the binaries:
+//! Air-gapped updates (docs/airgap.md), through the binaries:
 //! `tandem-signer mirror` copies a repository (a directory, or `tandem-server` on 127.0.0.1)
 //! onto a "stick" (a directory), verifying everything first; the node installs from it with
 //! `install DIR --channel C`, here and through `dist/tandem-usb-install` with stand-ins for

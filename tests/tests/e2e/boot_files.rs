@@ -1,4 +1,4 @@
-//! Boot assets (issue 11, docs/DESIGN.md §5.1): a release brings its kernel. On the grub and
+//! Boot assets (docs/DESIGN.md §5.1): a release brings its kernel. On the grub and
 //! systemd-boot backends the agent writes the release's UKI, or kernel + initramfs, and its
 //! command line into the target slot's boot files before the flip; the loader then boots the
 //! slot with them, a rollback boots the old slot with its own, and the active slot's files

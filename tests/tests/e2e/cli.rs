@@ -238,7 +238,7 @@ fn cli_install_boot_check_status_on_a_disk_image() {
     assert_eq!(s.stdout("tandem-disk", &["boot", "disk.img"]).trim(), "b");
 }
 
-/// Issue 10.14. A grub node provisioned carelessly: the factory image written without the
+/// A grub node provisioned carelessly: the factory image written without the
 /// grub flags (so the GPT got the boot attributes) and the grubenv set up with `init-boot`
 /// (its `TANDEM_ORDER` empty): the running slot was in no boot order, and the trial's
 /// fallback was nothing. The agent now makes the running slot the fallback before the flip,

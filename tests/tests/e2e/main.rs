@@ -1,4 +1,4 @@
-//! Tandem's end-to-end tests: one binary (STYLE.md §9), modules by feature. The harness is
+//! Tandem's end-to-end tests: one binary (CONTRIBUTING.md §9), modules by feature. The harness is
 //! the `tandem_tests` library (`tests/src/lib.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -1,7 +1,7 @@
 //! What an operator meets, through the binaries on a disk image file: two agents at once,
 //! a lost state file, anti-rollback counters that outlive it, a reboot that failed, a trial
 //! nobody recorded, boot-check without health checks, exit codes and `--json` errors, and
-//! HTTPS with a private CA, whose cut download resumes (issues 9.1, 10.3, 10.4, 10.8, 15).
+//! HTTPS with a private CA, whose cut download resumes.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -175,7 +175,7 @@ pub(crate) fn stderr_of(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Issue 10.3: a second agent is turned away at once, naming the first, and writes nothing.
+/// A second agent is turned away at once, naming the first, and writes nothing.
 #[test]
 fn a_second_agent_is_refused_while_the_first_holds_the_lock() {
     let n = Node::new();
@@ -200,7 +200,7 @@ fn a_second_agent_is_refused_while_the_first_holds_the_lock() {
     assert_eq!(n.boot(), "b");
 }
 
-/// Issue 10.4: with the state file lost during a trial, the booted slot is still unproven
+/// With the state file lost during a trial, the booted slot is still unproven
 /// by the boot control: an install from it is refused and the last known good slot stays.
 #[test]
 fn an_install_during_a_trial_whose_state_file_was_lost_is_refused() {
@@ -225,7 +225,7 @@ fn an_install_during_a_trial_whose_state_file_was_lost_is_refused() {
     );
 }
 
-/// Issue 10.8: moving a damaged state file away (as its error suggests), or losing the
+/// Moving a damaged state file away (as its error suggests), or losing the
 /// counters, does not lower the security floor.
 #[test]
 fn the_security_floor_survives_a_lost_state_file_and_lost_counters() {
@@ -266,7 +266,7 @@ fn server_keys_at(url: &str, server: &TandemServer, ca: Option<&Path>) -> String
     )
 }
 
-/// Issue 15.2: a reboot that failed after an install is run again at the next poll, and
+/// A reboot that failed after an install is run again at the next poll, and
 /// the failure is reported.
 #[test]
 fn a_failed_reboot_is_retried_at_the_next_poll_and_reported() {
@@ -306,7 +306,7 @@ fn a_failed_reboot_is_retried_at_the_next_poll_and_reported() {
     assert_eq!(n.boot(), "b");
 }
 
-/// Issue 15.4: a slot left in trial with nothing the agent recorded is marked bad at
+/// A slot left in trial with nothing the agent recorded is marked bad at
 /// boot-check; when it is the booted slot, the node reboots into the other one.
 #[test]
 fn boot_check_marks_an_unrecorded_trial_bad_and_reboots_out_of_it() {
@@ -335,7 +335,7 @@ fn boot_check_marks_an_unrecorded_trial_bad_and_reboots_out_of_it() {
     assert_eq!(n.boot(), "a");
 }
 
-/// Issue 15.8: boot-check without `[[health]]` commits, and says it checked nothing.
+/// Boot-check without `[[health]]` commits, and says it checked nothing.
 #[test]
 fn boot_check_without_health_checks_says_so() {
     for json in [false, true] {
@@ -360,7 +360,7 @@ fn boot_check_without_health_checks_says_so() {
     }
 }
 
-/// Issue 15, "Exit codes and output": every usage or configuration mistake exits 2 naming
+/// Every usage or configuration mistake exits 2 naming
 /// its cause (each OS error said once), and with `--json` prints one error object on stdout.
 #[test]
 fn usage_and_configuration_errors_exit_2_and_print_a_json_error_object() {
@@ -404,7 +404,7 @@ fn usage_and_configuration_errors_exit_2_and_print_a_json_error_object() {
     }
 }
 
-/// Issue 9.8: `status --json | head -c1`: a closed stdout ends the output quietly.
+/// `status --json | head -c1`: a closed stdout ends the output quietly.
 #[test]
 fn status_into_a_closed_pipe_exits_quietly() {
     let n = Node::new();
@@ -429,7 +429,7 @@ fn status_into_a_closed_pipe_exits_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
-/// Issue 15: durations print as an operator writes them (`1s`, not `1.999999939s`), for a
+/// Durations print as an operator writes them (`1s`, not `1.999999939s`), for a
 /// check's own timeout and for the overall health deadline.
 #[test]
 fn health_timeouts_print_readable_durations() {
@@ -608,7 +608,7 @@ impl Https {
     }
 }
 
-/// Issue 9.1: the real `tandem-server` over HTTPS with a certificate from a private CA:
+/// The real `tandem-server` over HTTPS with a certificate from a private CA:
 /// the daemon installs and its reports arrive, boot-check reports the commit, and
 /// `install https://… --channel` installs, all through the one client that trusts
 /// `ca_bundle`.
@@ -632,7 +632,7 @@ fn https_with_a_private_ca_installs_and_reports() {
     assert!(out.contains("acme-edge 3.0.0 written to slot a"), "{out}");
 }
 
-/// Issue 9.1: a bundle download over HTTPS with a private CA resumes after its connection
+/// A bundle download over HTTPS with a private CA resumes after its connection
 /// is cut. A TCP proxy before the server (TLS stays end to end) cuts the first two
 /// connections that carry a third of the bundle; the daemon installs v2 all the same, and
 /// the bytes the proxy forwarded stay near the bundle's size: each cut resumed with
@@ -665,7 +665,7 @@ fn https_with_a_private_ca_resumes_a_cut_download() {
     assert_eq!(h.outcomes("installed"), 1);
 }
 
-/// Issue 9.1: a self-signed server certificate given as `ca_bundle` fails with a hint
+/// A self-signed server certificate given as `ca_bundle` fails with a hint
 /// that says what to do instead.
 #[test]
 fn a_self_signed_server_certificate_fails_with_a_hint() {
@@ -716,7 +716,7 @@ fn a_self_signed_server_certificate_fails_with_a_hint() {
     assert_eq!(n.snapshot(), before);
 }
 
-/// Issues 15.1 and 15.6, as docs/updater.md tells them: `rollback` goes back to the factory
+/// As docs/updater.md tells it: `rollback` goes back to the factory
 /// image the firmware marks good, but not below the security floor without `--force`.
 #[test]
 fn rollback_to_the_factory_image_needs_force_below_the_floor() {
@@ -754,7 +754,7 @@ fn prom_samples(path: &Path) -> std::collections::BTreeMap<String, f64> {
     samples
 }
 
-/// Issue 14.2: the agent keeps node_exporter's textfile current after a poll that installs,
+/// The agent keeps node_exporter's textfile current after a poll that installs,
 /// a boot-check that commits and a poll that finds nothing new.
 #[test]
 fn the_metrics_textfile_follows_install_boot_check_and_poll() {

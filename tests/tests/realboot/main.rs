@@ -1,10 +1,10 @@
-//! Real boot, end to end (issue 6): UEFI firmware (OVMF) → systemd-boot or GRUB reading the
+//! Real boot, end to end: UEFI firmware (OVMF) → systemd-boot or GRUB reading the
 //! boot state Tandem wrote → Debian's cloud kernel → an initramfs whose `/init` (busybox)
 //! runs `tandem-updater` against real block devices (`/dev/vda` the disk, `/dev/vdb` a USB
 //! stick carrying the signed updates). Pure TCG QEMU; the host reads the disk back between
 //! boots.
 //!
-//! Releases carry their kernel (issue 11): on systemd-boot a UKI, on GRUB a kernel, an
+//! Releases carry their kernel: on systemd-boot a UKI, on GRUB a kernel, an
 //! initramfs and a command line. Every initramfs of the test says whose it is
 //! (`TANDEM-INITRD release=…`) and what the kernel was given (`TANDEM-CMDLINE …`).
 //!

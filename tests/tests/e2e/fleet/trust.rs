@@ -1,4 +1,4 @@
-//! What the node trusts, attacked through HTTP (issue 10): a channel that changes between
+//! What the node trusts, attacked through HTTP: a channel that changes between
 //! decision and install, fast-forwarded channel versions, slow retrieval, an older stored
 //! root, long rotation chains, a clock far behind. Each test checks what an operator would:
 //! the slots' bytes, the boot state, `root.json` and the counters in the state directory.
