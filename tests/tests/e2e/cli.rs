@@ -332,3 +332,15 @@ fn init_boot_for_grub_creates_a_missing_grubenv_directory() {
     let boot = s.stdout("tandem-disk", &[&["boot", "disk.img"][..], &grub].concat());
     assert_eq!(boot.trim(), "a");
 }
+
+/// `install --help` says what a source may be, a repository URL included, and that a manual
+/// install sends no report.
+#[test]
+fn install_help_names_a_url_source_and_says_no_report_is_sent() {
+    let s = Sandbox::new();
+    let help = s.stdout("tandem-updater", &["install", "--help"]);
+    // As one line: clap wraps the text to the terminal's width.
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(help.contains("http(s):// repository URL"), "{help}");
+    assert!(help.contains("sends no report"), "{help}");
+}

@@ -528,6 +528,54 @@ fn relative_paths_in_the_configuration_are_taken_from_its_directory() {
     assert_eq!(n.boot(), "b");
 }
 
+/// `status` says in words where the agent is (`--json` keeps the stored form); after an
+/// install killed mid-write it names the slot partly written and says that running install
+/// again resumes, which it does.
+#[test]
+fn status_speaks_plainly_and_names_an_interrupted_install() {
+    let n = Node::new();
+    let on_a = n.config("a", "reboot = [\"true\"]\n");
+    let idle = stdout_of(&n.updater(&on_a, &["status"], 0));
+    assert!(idle.contains("state: idle; security floor 0"), "{idle}");
+    n.updater(&on_a, &["install", "v2.tandem", "--stage"], 0);
+    // What a killed install leaves: the state file in `writing`, the target not bootable.
+    let path = n.path("state/state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(state["phase"]["phase"], "written", "{state}");
+    state["phase"] = serde_json::json!({
+        "phase": "writing",
+        "target": "b",
+        "release": state["phase"]["release"].clone(),
+        "durable_chunks": 0,
+    });
+    std::fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
+    let said = stdout_of(&n.updater(&on_a, &["status"], 0));
+    assert!(
+        said.contains("slot b: acme-edge 2.0.0 partly written, not bootable"),
+        "{said}"
+    );
+    assert!(
+        said.contains(
+            "state: interrupted while writing acme-edge 2.0.0 into slot b: run install again"
+        ),
+        "{said}"
+    );
+    assert!(!said.contains('{'), "no raw JSON: {said}");
+    let json = stdout_of(&n.updater(&on_a, &["status", "--json"], 0));
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["state"]["phase"]["phase"], "writing", "{json}");
+
+    let out = stdout_of(&n.updater(&on_a, &["install", "v2.tandem"], 0));
+    assert!(out.contains("written to slot b"), "{out}");
+    assert_eq!(n.boot(), "b");
+    let after = stdout_of(&n.updater(&on_a, &["status"], 0));
+    assert!(
+        after.contains("state: acme-edge 2.0.0 written to slot b, boots next as a trial"),
+        "{after}"
+    );
+}
+
 /// Issue 9.8: `status --json | head -c1`: a closed stdout ends the output quietly.
 #[test]
 fn status_into_a_closed_pipe_exits_quietly() {
