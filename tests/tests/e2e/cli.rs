@@ -70,7 +70,7 @@ impl Sandbox {
 
     /// The agent's configuration on a node that booted `booted`, boot state in `boot`
     /// (its updater.toml keys).
-    fn config(&self, booted: &str, boot: &str) -> String {
+    pub(crate) fn config(&self, booted: &str, boot: &str) -> String {
         let path = self.path(&format!("updater-{booted}.toml"));
         let text = format!(
             r#"disk = "{disk}"

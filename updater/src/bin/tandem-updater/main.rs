@@ -287,11 +287,46 @@ fn describe_status(status: &updater::Status, writing_now: bool) -> String {
             ));
         }
     }
+    out.push_str(&describe_pairs(&status.partition_pairs));
     out.push_str(&format!(
         "state: {}; security floor {}",
         describe_phase(&status.state.phase, writing_now),
         status.counters.security_floor
     ));
+    out
+}
+
+/// Each further partition pair: both partitions, the booted slot's marked, and the image the
+/// agent wrote into each (a short SHA-256, as `sha256sum` prints it, cut to 12 digits).
+fn describe_pairs(pairs: &[updater::PairStatus]) -> String {
+    let mut out = String::new();
+    for pair in pairs {
+        out.push_str(&format!(
+            "pair {}:
+",
+            pair.name
+        ));
+        for part in &pair.partitions {
+            let holds = match &part.written {
+                Some(w) => format!(
+                    "{} {}{}, asset {}, {} bytes, sha256 {}",
+                    w.product,
+                    w.version,
+                    if w.complete { "" } else { " partly written" },
+                    w.asset,
+                    w.size,
+                    w.sha256.get(..12).unwrap_or(&w.sha256)
+                ),
+                None => "unknown (not written by the updater)".into(),
+            };
+            out.push_str(&format!(
+                "  {} (slot {}{}): {holds}\n",
+                part.partition,
+                part.slot,
+                if part.booted { ", booted" } else { "" }
+            ));
+        }
+    }
     out
 }
 
