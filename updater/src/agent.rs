@@ -18,7 +18,9 @@ use signer::verify::{verify_channel, ChainWalk, Verified};
 use signer::{Channel, Limits, Manifest, Root};
 use time::OffsetDateTime;
 
-use crate::assets::{boot_files_status, AssetPlan, BootFileStatus};
+use crate::assets::{
+    boot_files_status, partition_pairs_status, AssetPlan, BootFileStatus, PairStatus,
+};
 use crate::cmdline::{booted_from, BootedFrom};
 use crate::config::AgentConfig;
 use crate::error::{Error, Refusal, Result};
@@ -145,6 +147,8 @@ pub struct Status {
     pub next_boot: Option<SlotId>,
     pub backend: String,
     pub slots: Vec<SlotStatus>,
+    /// The further partition pairs (a release's partition images) and what each holds.
+    pub partition_pairs: Vec<PairStatus>,
     pub state: AgentState,
     /// The anti-rollback counters (security floor, channel versions, newest signed time).
     pub counters: Counters,
@@ -416,6 +420,7 @@ impl Agent {
         self.boot.set_unbootable(target)?;
         fail::fail_point!("install::after-unbootable");
         state.slots.remove(&target);
+        state.record_partitions(target, assets.partition_records(&release, false));
         state.phase = writing(target, &release, resume);
         self.store.save(&state)?;
         fail::fail_point!("install::after-writing-state");
@@ -444,8 +449,10 @@ impl Agent {
             },
         )?;
         fail::fail_point!("install::after-image-verified");
+        let assets_written = assets.partition_records(&release, true);
         assets.write(&offer.manifest, offer.source.as_ref())?;
         fail::fail_point!("install::after-assets");
+        state.record_partitions(target, assets_written);
         state.slots.insert(
             target,
             SlotRecord {
@@ -742,11 +749,13 @@ impl Agent {
                 })
             })
             .collect::<Result<_>>()?;
+        let booted = self.booted_slot()?;
         Ok(Status {
-            booted: self.booted_slot()?,
+            booted,
             next_boot: self.boot.next_boot()?,
             backend: self.boot.kind().to_string(),
             slots,
+            partition_pairs: partition_pairs_status(&self.disk, &self.pair, &state, booted),
             counters: self.trust.peek_counters(&state)?,
             state,
         })

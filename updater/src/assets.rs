@@ -22,6 +22,7 @@ use signer::{Asset, AssetKind, Manifest, Sha256Digest};
 use crate::error::{Error, Refusal, Result};
 use crate::install::source_failure;
 use crate::source::BundleSource;
+use crate::state::{AgentState, PartitionRecord, Release};
 
 /// Room kept free on the boot files' filesystem per new file: FAT rounds every file up to a
 /// cluster (at most 64 KiB) and needs directory entries.
@@ -68,6 +69,29 @@ impl AssetPlan {
             partitions,
             boot_files,
         })
+    }
+
+    /// What the state file records for each partition image of the plan, carried by
+    /// `release`: `complete` once it is written and read back.
+    pub(crate) fn partition_records(
+        &self,
+        release: &Release,
+        complete: bool,
+    ) -> Vec<(String, PartitionRecord)> {
+        self.partitions
+            .iter()
+            .map(|(asset, _)| {
+                let record = PartitionRecord {
+                    product: release.product.clone(),
+                    version: release.version.clone(),
+                    asset: asset.name().to_owned(),
+                    size: asset.size(),
+                    sha256: asset.sha256().to_hex(),
+                    complete,
+                };
+                (asset.name().to_owned(), record)
+            })
+            .collect()
     }
 
     /// Writes every asset from `source` (partition images first, then the boot files) and
@@ -328,6 +352,67 @@ pub(crate) fn boot_files_status(files: &BootFiles, slot: SlotId) -> Result<Vec<B
                 version,
                 text,
             })
+        })
+        .collect()
+}
+
+/// A further partition pair (`NAME-a`/`NAME-b`, for a release's partition images), as
+/// `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PairStatus {
+    pub name: String,
+    /// Its partitions, A first.
+    pub partitions: Vec<PartitionStatus>,
+}
+
+/// One partition of a [`PairStatus`].
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionStatus {
+    pub slot: SlotId,
+    /// The partition's name (`verity-a`).
+    pub partition: String,
+    pub partuuid: String,
+    pub size: u64,
+    /// It belongs to the slot the node booted.
+    pub booted: bool,
+    /// What the agent wrote into it; `None`: nothing (an image provisioned at the factory).
+    pub written: Option<PartitionRecord>,
+}
+
+/// Every pair on `disk` besides the root pair, with what the state file records of each
+/// partition.
+pub(crate) fn partition_pairs_status(
+    disk: &Disk,
+    root: &SlotPair,
+    state: &AgentState,
+    booted: SlotId,
+) -> Vec<PairStatus> {
+    let names = disk
+        .table()
+        .entries()
+        .iter()
+        .filter_map(|e| e.name.strip_suffix("-a").filter(|name| *name != root.name));
+    // A name with no `-b` partition, or two of unequal size, is no pair the agent writes.
+    names
+        .filter_map(|name| disk.slots(name).ok())
+        .map(|pair| {
+            let recorded = state.partitions.get(&pair.name);
+            let partitions = pair
+                .slots()
+                .into_iter()
+                .map(|slot| PartitionStatus {
+                    slot: slot.id,
+                    partition: slot.name.clone(),
+                    partuuid: slot.partuuid.to_string(),
+                    size: slot.size,
+                    booted: slot.id == booted,
+                    written: recorded.and_then(|r| r.get(&slot.id)).cloned(),
+                })
+                .collect();
+            PairStatus {
+                name: pair.name,
+                partitions,
+            }
         })
         .collect()
 }

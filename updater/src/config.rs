@@ -202,16 +202,43 @@ fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::E
 }
 
 impl AgentConfig {
-    /// Reads and validates the configuration file at `path`.
+    /// Reads and validates the configuration file at `path`; its relative paths are taken
+    /// from the file's own directory, not from wherever the agent was started.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(&text).map_err(|message| ConfigError::Invalid {
+        let config = Self::parse(&text).map_err(|message| ConfigError::Invalid {
             path: path.to_owned(),
             message,
-        })
+        })?;
+        Ok(config.relative_to(path.parent().unwrap_or(Path::new(""))))
+    }
+
+    /// The configuration with every relative file path joined to `dir` (absolute ones are
+    /// kept). Commands (`reboot`, health checks) are run as written, looked up in `PATH`.
+    fn relative_to(mut self, dir: &Path) -> Self {
+        let anchor = |path: &mut PathBuf| *path = dir.join(&*path);
+        for path in [
+            &mut self.disk,
+            &mut self.state,
+            &mut self.root,
+            &mut self.cmdline,
+        ] {
+            anchor(path);
+        }
+        self.metrics_textfile.iter_mut().for_each(&anchor);
+        if let Some(server) = &mut self.server {
+            server.report_token_file.iter_mut().for_each(&anchor);
+            server.ca_bundle.iter_mut().for_each(&anchor);
+        }
+        match &mut self.boot {
+            boot::Config::Grub { grubenv } => anchor(grubenv),
+            boot::Config::SystemdBoot { esp, .. } => anchor(esp),
+            boot::Config::Gpt => {}
+        }
+        self
     }
 
     /// Parses configuration text; the error names the line and the reason.
@@ -397,10 +424,10 @@ tries = 3
 cmdline = "/proc/cmdline"
 reboot = ["systemctl", "reboot"]
 [[health]]
-exec = ["/usr/bin/systemctl", "is-system-running", "--wait"]
+exec = ["/usr/bin/systemctl", "is-active", "--quiet", "acme-app.service"]
 timeout = "60s"
 [[health]]
-http = "http://127.0.0.1:10250/healthz"
+http = "http://127.0.0.1:8080/healthz"
 "#;
 
     #[test]
@@ -446,7 +473,7 @@ http = "http://127.0.0.1:10250/healthz"
         assert_eq!(config.health[0].timeout, Duration::from_secs(60));
         assert_eq!(
             config.health[1].probe,
-            HealthProbe::Http("http://127.0.0.1:10250/healthz".into())
+            HealthProbe::Http("http://127.0.0.1:8080/healthz".into())
         );
     }
 
@@ -494,7 +521,7 @@ http = "http://127.0.0.1:10250/healthz"
             ("boot = \"gpt\"", "boot = \"lilo\"", "line 4"),
             ("timeout = \"60s\"", "timeout = \"soon\"", "bad duration"),
             (
-                "http = \"http://127.0.0.1:10250/healthz\"",
+                "http = \"http://127.0.0.1:8080/healthz\"",
                 "http = \"ftp://x\"",
                 "line 14",
             ),

@@ -15,7 +15,7 @@ use proto::{Outcome, Pause, Transfer};
 use rand::Rng;
 
 use crate::agent::{Agent, BootCheck, ChannelOffer, InstallOptions, InstallOutcome};
-use crate::config::Server;
+use crate::config::{ConfigError, Server};
 use crate::error::{Error, Refusal, Result};
 use crate::http::{Conditional, Http};
 use crate::metrics::Event;
@@ -88,7 +88,12 @@ impl<'a> Daemon<'a> {
             .map(|path| {
                 std::fs::read_to_string(path)
                     .map(|t| t.trim().to_owned())
-                    .map_err(Error::io(format!("cannot read {}", path.display())))
+                    .map_err(|source| {
+                        Error::Config(ConfigError::Read {
+                            path: path.clone(),
+                            source,
+                        })
+                    })
             })
             .transpose()?;
         Ok(Daemon {
@@ -116,7 +121,10 @@ impl<'a> Daemon<'a> {
                 },
                 Ok(decision) => {
                     failures = 0;
-                    tracing::info!(%decision, "poll");
+                    // An install logged itself as it finished (`decide`).
+                    if !matches!(decision, Poll::Installed(_)) {
+                        tracing::info!(%decision, "poll");
+                    }
                 }
                 Err(error) => {
                     failures = failures.saturating_add(1);
@@ -131,8 +139,21 @@ impl<'a> Daemon<'a> {
         }
     }
 
-    /// Runs the reboot command for a poll that wants one; a failure is reported.
+    /// Runs the reboot command for a poll that wants one, saying so in the log first; a
+    /// failure is reported.
     pub fn reboot(&self, poll: &Poll) -> Result<()> {
+        match poll {
+            Poll::Installed(outcome) => tracing::info!(
+                "rebooting into slot {} to boot {} {} as a trial",
+                outcome.target,
+                outcome.release.product,
+                outcome.release.version
+            ),
+            Poll::RebootPending { version } => {
+                tracing::info!("rebooting to boot {version}, written before, as a trial");
+            }
+            _ => {}
+        }
         let result = self.agent.reboot();
         if let Err(error) = &result {
             let version = match poll {
@@ -231,12 +252,14 @@ impl<'a> Daemon<'a> {
         }
         let from = running_version(&state, booted);
         let to = release.version.to_string();
+        let bundle = crate::source::display_path(&self.http, &release.bundle);
         let installed = self
             .agent
             .offer_of_channel(&self.http, offer)
             .and_then(|offer| self.agent.install_offer(offer, InstallOptions::default()));
         match installed {
             Ok(outcome) => {
+                log_installed(&outcome, &bundle);
                 let transfer = Some(outcome.report.transfer());
                 let to = &outcome.release.version;
                 self.queue(&from, to, Outcome::Installed, None, transfer);
@@ -367,6 +390,21 @@ impl<'a> Daemon<'a> {
             tracing::warn!(%error, "cannot read the report queue");
         }
     }
+}
+
+/// One line in the log (the journal, under the unit) for an install: what, into which slot,
+/// from where, and what it fetched and reused.
+fn log_installed(outcome: &InstallOutcome, bundle: &str) {
+    let write = &outcome.report;
+    tracing::info!(
+        "installed {} {} into slot {} from {bundle}: {} bytes fetched of a {}-byte bundle, {} bytes reused from the slots",
+        outcome.release.product,
+        outcome.release.version,
+        outcome.target,
+        write.bytes_read,
+        write.bundle_bytes,
+        write.bytes_reused
+    );
 }
 
 /// The booted slot runs, or the other slot holds and waits to boot, this manifest.

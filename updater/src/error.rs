@@ -222,7 +222,9 @@ fn is_misconfiguration(error: &partitions::Error) -> bool {
         partitions::Error::Layout(
             LayoutError::MissingSlot { .. } | LayoutError::DuplicateSlot { .. }
         ) | partitions::Error::BootState(
-            BootStateError::LoaderDefault { .. } | BootStateError::DuplicateEntries { .. }
+            BootStateError::LoaderDefault { .. }
+                | BootStateError::DuplicateEntries { .. }
+                | BootStateError::WrongBackend { .. }
         )
     )
 }

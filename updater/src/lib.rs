@@ -24,7 +24,7 @@ pub use agent::{
     Agent, BootCheck, ChannelOffer, InstallOptions, InstallOutcome, InstallRequest, Io, Offer,
     SlotStatus, Status,
 };
-pub use assets::BootFileStatus;
+pub use assets::{BootFileStatus, PairStatus, PartitionStatus};
 pub use config::AgentConfig;
 pub use error::{Error, Refusal, Result};
 pub use partitions::SlotId;

@@ -99,9 +99,31 @@ pub struct AgentState {
     pub legacy_channel_versions: BTreeMap<String, u64>,
     /// Versions that rolled back on this node: never installed again automatically.
     pub rolled_back_versions: BTreeSet<String>,
+    /// What the agent wrote into the partitions of further pairs (`NAME-a`/`NAME-b`, a
+    /// release's partition images), by pair name and slot. A partition it never wrote (one
+    /// provisioned at the factory) has no record. Absent from files of agents before it and
+    /// left out while empty.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub partitions: BTreeMap<String, BTreeMap<SlotId, PartitionRecord>>,
 }
 
 impl AgentState {
+    /// Records that `slot`'s partition of each pair in `images` holds (or, not `complete`,
+    /// is being given) the image described. Other pairs keep their records: an install
+    /// leaves the partitions its release has no image for as they are.
+    pub fn record_partitions(
+        &mut self,
+        slot: SlotId,
+        images: impl IntoIterator<Item = (String, PartitionRecord)>,
+    ) {
+        for (pair, record) in images {
+            self.partitions
+                .entry(pair)
+                .or_default()
+                .insert(slot, record);
+        }
+    }
+
     /// Whether the phase has `slot` in a trial: written for it to boot, or booted and
     /// being judged. Such a slot is unproven, and the other one is the last known good.
     pub fn in_trial(&self, slot: SlotId) -> bool {
@@ -119,6 +141,22 @@ pub struct SlotRecord {
     pub committed: bool,
 }
 
+/// The partition image one partition of a pair holds, as the agent wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionRecord {
+    /// The release that carried the image.
+    pub product: String,
+    pub version: String,
+    /// The image asset's name (the pair's name) and signed size and SHA-256 (lowercase hex).
+    pub asset: String,
+    pub size: u64,
+    pub sha256: String,
+    /// The image was written and read back whole; `false` while (or after an interrupted)
+    /// install writes it.
+    pub complete: bool,
+}
+
 impl Default for AgentState {
     fn default() -> Self {
         AgentState {
@@ -128,6 +166,7 @@ impl Default for AgentState {
             legacy_security_floor: 0,
             legacy_channel_versions: BTreeMap::new(),
             rolled_back_versions: BTreeSet::new(),
+            partitions: BTreeMap::new(),
         }
     }
 }
@@ -278,6 +317,32 @@ mod tests {
             store.save(&state).unwrap();
             assert_eq!(store.load().unwrap(), state);
         }
+    }
+
+    #[test]
+    fn partition_records_round_trip_and_a_file_without_them_loads() {
+        let fs = Arc::new(MemFs::new());
+        let store = StateStore::new(fs.clone(), "state.json");
+        // As agents before the partition records wrote it.
+        let older = br#"{"format": 1, "phase": {"phase": "idle"}, "slots": {},
+            "rolled_back_versions": []}"#;
+        fs.write_atomic(Path::new("state.json"), older).unwrap();
+        assert_eq!(store.load().unwrap(), AgentState::default());
+
+        let mut state = AgentState::default();
+        let record = PartitionRecord {
+            product: "acme-edge".into(),
+            version: "2.0.0".into(),
+            asset: "verity".into(),
+            size: 4096,
+            sha256: "ef".repeat(32),
+            complete: true,
+        };
+        state.record_partitions(SlotId::B, [("verity".to_owned(), record.clone())]);
+        store.save(&state).unwrap();
+        let loaded = store.load().unwrap();
+        assert_eq!(loaded.partitions["verity"][&SlotId::B], record);
+        assert_eq!(loaded, state);
     }
 
     #[test]

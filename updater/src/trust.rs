@@ -216,10 +216,12 @@ impl TrustStore {
     pub fn trusted_root(&self) -> Result<Verified<Root>> {
         let shipped = signer::files::read_capped(&self.shipped_root, self.limits.max_metadata_len)
             .map_err(|e| match e {
-                signer::Error::Io { .. } => Error::Config(crate::config::ConfigError::Read {
-                    path: self.shipped_root.clone(),
-                    source: io::Error::other(e.to_string()),
-                }),
+                signer::Error::Io { source, .. } => {
+                    Error::Config(crate::config::ConfigError::Read {
+                        path: self.shipped_root.clone(),
+                        source,
+                    })
+                }
                 other => Error::verify(self.shipped_root.display().to_string())(other),
             })?;
         let shipped = self.parse(&shipped, &self.shipped_root.display().to_string())?;

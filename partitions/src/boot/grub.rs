@@ -256,11 +256,19 @@ impl GrubEnvBootControl {
         }
     }
 
-    /// Create the grubenv when it is missing (both slots unbootable).
+    /// Create the grubenv when it is missing (both slots unbootable), and its directory when
+    /// that is missing too (as systemd-boot's `prepare` creates `loader/entries/`).
     fn create_if_missing(&self) -> Result<()> {
         match self.store.read(&self.path, ENVBLK_SIZE as u64 * 64) {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let dir = self.path.parent().unwrap_or(Path::new(""));
+                self.store.create_dir_all(dir).map_err(|e| {
+                    Error::io(
+                        format!("creating the directory of {}", self.path.display()),
+                        e,
+                    )
+                })?;
                 let mut env = GrubEnv::default();
                 env.set("TANDEM_ORDER", "");
                 let block = self.block(&env)?;

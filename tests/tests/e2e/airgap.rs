@@ -319,18 +319,16 @@ fn inspect_with_a_root_shows_who_signed_and_in_which_role() {
 }
 
 /// A directory with stand-ins for `mount` and `umount` that log their arguments (the stick
-/// is a directory "mounted" by copying it), for `dist/tandem-usb-install` without root.
-fn fake_mount_tools(n: &Node) -> PathBuf {
+/// is "mounted" by `copy`, a shell command copying the device `$3` into the mount point
+/// `$4`), for `dist/tandem-usb-install` without root.
+fn fake_mount_tools(n: &Node, copy: &str) -> PathBuf {
     let bin = n.path("fakebin");
     std::fs::create_dir_all(&bin).unwrap();
     let log = n.path("mounts.log");
     let tools = [
         (
             "mount",
-            format!(
-                "echo \"mount $*\" >> '{}'\ncp -r \"$3\"/. \"$4\"\n",
-                log.display()
-            ),
+            format!("echo \"mount $*\" >> '{}'\n{copy}\n", log.display()),
         ),
         (
             "umount",
@@ -349,13 +347,13 @@ fn fake_mount_tools(n: &Node) -> PathBuf {
     bin
 }
 
-/// Runs `dist/tandem-usb-install stick` as the unit would, with the node's configuration.
-fn usb_install(n: &Node, bin: &Path) -> Output {
+/// Runs `dist/tandem-usb-install DEVICE` as the unit would, with the node's configuration.
+fn usb_install(n: &Node, bin: &Path, device: &Path) -> Output {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/tandem-usb-install");
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
     Command::new("sh")
         .arg(script)
-        .arg(n.path(STICK))
+        .arg(device)
         .env("PATH", path)
         .env("TANDEM_USB_CHANNEL", CHANNEL)
         .env("TANDEM_CONFIG", n.on_a())
@@ -370,7 +368,7 @@ fn the_usb_script_mounts_read_only_installs_and_always_unmounts() {
     let n = Node::new();
     n.publish("v2.tandem");
     n.mirror("repo", &[], 0);
-    let bin = fake_mount_tools(&n);
+    let bin = fake_mount_tools(&n, r#"cp -r "$3"/. "$4""#);
     // A stick whose bundle was damaged after mirroring: the agent refuses, the stick is
     // unmounted all the same and nothing was flipped.
     let bundle = n.path("stick/tandem/bundles/acme-edge-2.0.0.tandem");
@@ -379,7 +377,7 @@ fn the_usb_script_mounts_read_only_installs_and_always_unmounts() {
     let last = bad.len() - 1;
     bad[last] ^= 0x01;
     std::fs::write(&bundle, bad).unwrap();
-    let out = usb_install(&n, &bin);
+    let out = usb_install(&n, &bin, &n.path(STICK));
     assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
     assert!(
         stderr_of(&out).contains("nothing was flipped"),
@@ -389,7 +387,7 @@ fn the_usb_script_mounts_read_only_installs_and_always_unmounts() {
     assert_eq!(n.boot(), "a");
 
     std::fs::write(&bundle, good).unwrap();
-    let out = usb_install(&n, &bin);
+    let out = usb_install(&n, &bin, &n.path(STICK));
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     assert!(
         stdout_of(&out).contains("written to slot b"),
@@ -411,6 +409,172 @@ fn the_usb_script_mounts_read_only_installs_and_always_unmounts() {
         "{log}"
     );
     assert!(!mnt.exists(), "the mount point is removed");
+}
+
+/// The file of the workspace at `rel` (docs, dist), as text.
+fn workspace_file(rel: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The label docs/airgap.md tells operators to format their stick with (`mkfs.vfat -n L`).
+fn documented_label() -> String {
+    let doc = workspace_file("docs/airgap.md");
+    let line = doc
+        .lines()
+        .find_map(|l| l.strip_prefix("mkfs.vfat -n "))
+        .expect("docs/airgap.md shows `mkfs.vfat -n LABEL`");
+    line.split_whitespace().next().unwrap().to_string()
+}
+
+/// Whether dist/90-tandem-usb.rules starts the unit for a filesystem whose udev property
+/// `ID_FS_LABEL` is `label` (its `==` match, alternatives split at `|` as udev does).
+fn rule_starts_unit_for(label: &str) -> bool {
+    let rule = workspace_file("dist/90-tandem-usb.rules");
+    rule.lines()
+        .filter(|l| l.contains(r#"ENV{SYSTEMD_WANTS}+="tandem-usb-install@%k.service""#))
+        .filter_map(|l| l.split(r#"ENV{ID_FS_LABEL}==""#).nth(1))
+        .filter_map(|rest| rest.split('"').next())
+        .any(|pattern| pattern.split('|').any(|p| p == label))
+}
+
+/// Runs a tool that must succeed, naming it and its stderr when it does not.
+fn tool(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .output()
+        .unwrap_or_else(|e| panic!("{program} (scripts/test.sh installs it): {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        stderr_of(&out)
+    );
+    stdout_of(&out)
+}
+
+/// A stick as docs/airgap.md makes it: a real FAT filesystem (an image file, formatted by
+/// `mkfs.vfat -n` with the documented label), the mirror copied onto it with mtools. udev's
+/// view of it (`blkid -p -o udev`, what 60-persistent-storage.rules imports) matches
+/// dist/90-tandem-usb.rules, and dist/tandem-usb-install installs from it. The old label
+/// still starts the unit, though FAT cannot hold it.
+#[test]
+fn a_vfat_stick_labelled_as_documented_starts_the_unit_and_installs() {
+    let n = Node::new();
+    n.publish("v2.tandem");
+    n.mirror("repo", &[], 0);
+    let label = documented_label();
+    let img = n.path("stick.img");
+    let img_arg = img.display().to_string();
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
+    tool("mkfs.vfat", &["-n", &label, &img_arg]);
+    tool(
+        "mcopy",
+        &[
+            "-s",
+            "-i",
+            &img_arg,
+            &n.path(MIRROR).display().to_string(),
+            "::/",
+        ],
+    );
+
+    let udev = tool("blkid", &["-p", "-o", "udev", &img_arg]);
+    let property = |name: &str| {
+        udev.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .map(str::to_owned)
+    };
+    assert_eq!(property("ID_FS_TYPE").as_deref(), Some("vfat"), "{udev}");
+    let fs_label = property("ID_FS_LABEL").expect("blkid reads the label");
+    assert_eq!(fs_label, label, "{udev}");
+    assert!(
+        rule_starts_unit_for(&fs_label),
+        "the rule misses {fs_label}"
+    );
+    assert!(rule_starts_unit_for("TANDEM-UPDATE"), "the old label");
+    assert!(!rule_starts_unit_for("TANDEM"), "a prefix is not the label");
+    let other = n.path("other.img");
+    std::fs::File::create(&other)
+        .unwrap()
+        .set_len(8 << 20)
+        .unwrap();
+    let too_long = Command::new("mkfs.vfat")
+        .arg("-n")
+        .arg("TANDEM-UPDATE")
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(!too_long.status.success(), "FAT labels hold 11 characters");
+
+    let bin = fake_mount_tools(&n, r#"mcopy -s -i "$3" '::/*' "$4"/"#);
+    let out = usb_install(&n, &bin, &img);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert!(
+        stdout_of(&out).contains("written to slot b"),
+        "{}",
+        stdout_of(&out)
+    );
+    assert_eq!(n.boot(), "b");
+}
+
+/// The values of `key=` in a unit, each line's words in order (`ReadWritePaths=a -b`).
+fn unit_values(unit: &str, key: &str) -> Vec<String> {
+    unit.lines()
+        .filter_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
+        .flat_map(|v| v.split_whitespace().map(str::to_owned))
+        .collect()
+}
+
+/// The quoted value of `key = "…"` in the configuration example of docs/updater.md (also
+/// commented out: `# key = "…"`).
+fn documented_setting(key: &str) -> String {
+    let doc = workspace_file("docs/updater.md");
+    doc.lines()
+        .map(|l| l.trim_start_matches("# "))
+        .find_map(|l| l.strip_prefix(&format!("{key} = \"")))
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("docs/updater.md shows {key}"))
+        .to_string()
+}
+
+/// What `ProtectSystem=strict` leaves writable to a unit, checked without booting it: every
+/// `ReadWritePaths=` entry not marked optional (`-`) exists on a fresh node (a state
+/// directory systemd creates, or /run), since a missing one fails the unit with
+/// 226/NAMESPACE; and each directory the agent writes with the documented configuration
+/// (the state file's, the metrics textfile's) is writable.
+fn check_agent_unit_can_write(name: &str, unit: &str) {
+    assert_eq!(unit_values(unit, "ProtectSystem"), ["strict"], "{name}");
+    let state_dirs: Vec<String> = unit_values(unit, "StateDirectory")
+        .iter()
+        .map(|d| format!("/var/lib/{d}"))
+        .collect();
+    let writable = unit_values(unit, "ReadWritePaths");
+    for path in &writable {
+        assert!(
+            path.starts_with('-') || path == "/run" || state_dirs.contains(path),
+            "{name}: ReadWritePaths={path} is missing on a fresh node (226/NAMESPACE): \
+             add StateDirectory= or mark it optional with -"
+        );
+    }
+    let under = |dir: &Path| {
+        writable
+            .iter()
+            .map(|p| p.trim_start_matches('-'))
+            .chain(state_dirs.iter().map(String::as_str))
+            .any(|p| dir.starts_with(p))
+    };
+    for key in ["state", "metrics_textfile"] {
+        let file = documented_setting(key);
+        let dir = Path::new(&file).parent().unwrap();
+        assert!(
+            under(dir),
+            "{name} cannot write {key} {file} (ProtectSystem=strict)"
+        );
+    }
 }
 
 #[test]
@@ -439,6 +603,9 @@ fn the_systemd_units_pass_systemd_analyze_verify() {
             .unwrap()
             .replace("/usr/lib/tandem/tandem-usb-install", &script)
             .replace("/usr/bin/", &format!("{bin_dir}/"));
+        if unit != "tandem-server.service" {
+            check_agent_unit_can_write(unit, &text);
+        }
         let path = dir.path().join(instance);
         std::fs::write(&path, text).unwrap();
         paths.push(path);
@@ -453,10 +620,14 @@ fn the_systemd_units_pass_systemd_analyze_verify() {
         "systemd-analyze verify: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rule = std::fs::read_to_string(dist.join("90-tandem-usb.rules")).unwrap();
-    assert!(
-        rule.contains(r#"ENV{ID_FS_LABEL}=="TANDEM-UPDATE""#)
-            && rule.contains(r#"ENV{SYSTEMD_WANTS}+="tandem-usb-install@%k.service""#),
-        "{rule}"
-    );
+    // The boot waits for tandem-boot-check.service: a documented health check that waits
+    // for the boot to finish waits for itself until the deadline, and rolls back every update.
+    let boot_check = workspace_file("dist/tandem-boot-check.service");
+    assert_eq!(unit_values(&boot_check, "WantedBy"), ["multi-user.target"]);
+    let doc = workspace_file("docs/updater.md");
+    let execs: Vec<&str> = doc.lines().filter(|l| l.starts_with("exec = [")).collect();
+    assert!(!execs.is_empty(), "docs/updater.md shows a health check");
+    for exec in execs {
+        assert!(!exec.contains("is-system-running"), "{exec}");
+    }
 }

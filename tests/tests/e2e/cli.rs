@@ -70,7 +70,7 @@ impl Sandbox {
 
     /// The agent's configuration on a node that booted `booted`, boot state in `boot`
     /// (its updater.toml keys).
-    fn config(&self, booted: &str, boot: &str) -> String {
+    pub(crate) fn config(&self, booted: &str, boot: &str) -> String {
         let path = self.path(&format!("updater-{booted}.toml"));
         let text = format!(
             r#"disk = "{disk}"
@@ -305,4 +305,42 @@ fn a_trial_on_a_carelessly_provisioned_grub_node_falls_back_to_the_running_slot(
         })
         .collect();
     assert_eq!(boots, ["b", "b", "a", "a"]);
+}
+
+/// `init-boot --backend grub` on a fresh ESP whose grubenv directory does not exist yet:
+/// it creates the directory and the grubenv (as it creates `loader/entries/` for
+/// systemd-boot), instead of failing with a hint to run `init-boot`, the command that failed.
+#[test]
+fn init_boot_for_grub_creates_a_missing_grubenv_directory() {
+    let s = Sandbox::new();
+    std::fs::write(s.path("v1.raw"), image(IMAGE_LEN, 1)).unwrap();
+    s.create_disk();
+    let grub = ["--backend", "grub", "--grubenv", "esp/EFI/tandem/grubenv"];
+    assert!(!s.path("esp").exists());
+    let out = s.stdout(
+        "tandem-disk",
+        &[&["init-boot", "disk.img"][..], &grub].concat(),
+    );
+    assert!(out.contains("grub backend ready"), "{out}");
+    let env = std::fs::read(s.path("esp/EFI/tandem/grubenv")).unwrap();
+    assert_eq!(env.len(), 1024, "a full GRUB environment block");
+    s.run(
+        "tandem-disk",
+        &[&["write-slot", "disk.img", "a", "v1.raw"][..], &grub].concat(),
+        0,
+    );
+    let boot = s.stdout("tandem-disk", &[&["boot", "disk.img"][..], &grub].concat());
+    assert_eq!(boot.trim(), "a");
+}
+
+/// `install --help` says what a source may be, a repository URL included, and that a manual
+/// install sends no report.
+#[test]
+fn install_help_names_a_url_source_and_says_no_report_is_sent() {
+    let s = Sandbox::new();
+    let help = s.stdout("tandem-updater", &["install", "--help"]);
+    // As one line: clap wraps the text to the terminal's width.
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(help.contains("http(s):// repository URL"), "{help}");
+    assert!(help.contains("sends no report"), "{help}");
 }

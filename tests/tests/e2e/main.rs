@@ -9,6 +9,7 @@ mod failpoints;
 mod fleet;
 mod lifecycle;
 mod operator;
+mod partition_pairs;
 mod power_loss;
 mod proxy;
 mod refusals;

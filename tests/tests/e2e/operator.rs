@@ -266,6 +266,68 @@ fn server_keys_at(url: &str, server: &TandemServer, ca: Option<&Path>) -> String
     )
 }
 
+/// `daemon` as `tandem-updater.service` runs it (polling, no `--once`, no `RUST_LOG`): its
+/// log (stderr, which journald keeps) says on one line each what it installed, from which
+/// bundle, the bytes fetched and reused, and then that it reboots.
+#[test]
+fn the_daemon_logs_what_it_installed_and_that_it_reboots() {
+    let n = Node::new();
+    n.publish("v2.tandem");
+    let server = n.server(&[]);
+    let on_a = n.config(
+        "a",
+        &format!(
+            "node_id = \"{NODE}\"\n{}{}",
+            n.counting_reboot(0),
+            server_keys(&server, None)
+        ),
+    );
+    let out = Command::new(binary("tandem-updater"))
+        .args(["--config", &on_a, "daemon"])
+        .current_dir(n.path(""))
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let log = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert_eq!(n.reboots(), 1);
+    let line_of = |needle: &str| {
+        let found: Vec<usize> = log
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| l.contains(needle))
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(found.len(), 1, "one line with {needle:?}:\n{log}");
+        (found[0], log.lines().nth(found[0]).unwrap())
+    };
+    let (at, installed) = line_of("installed acme-edge 2.0.0 into slot b from ");
+    assert!(installed.contains("INFO"), "{installed}");
+    let bundle = format!(
+        "{}/bundles/acme-edge-2.0.0.tandem",
+        server.url.trim_end_matches('/')
+    );
+    assert!(installed.contains(&bundle), "{installed}");
+    let bundle_len = std::fs::metadata(n.path("v2.tandem")).unwrap().len();
+    let number_before = |what: &str| -> u64 {
+        let head = installed.split(what).next().unwrap();
+        head.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let fetched = number_before(" bytes fetched");
+    let reused = number_before(" bytes reused");
+    assert!(fetched > 0 && fetched <= bundle_len, "{installed}");
+    assert!(
+        installed.contains(&format!("of a {bundle_len}-byte bundle")),
+        "{installed}"
+    );
+    // The same figures as the install's report to the server.
+    let release = &server.status(CHANNEL)["current_release"];
+    assert_eq!(release["bytes_fetched"], fetched, "{release}");
+    assert_eq!(release["bytes_reused"], reused, "{release}");
+    let (reboot_at, reboot) = line_of("rebooting into slot b");
+    assert!(reboot_at > at && reboot.contains("2.0.0"), "{log}");
+}
+
 /// A reboot that failed after an install is run again at the next poll, and
 /// the failure is reported.
 #[test]
@@ -372,12 +434,25 @@ fn usage_and_configuration_errors_exit_2_and_print_a_json_error_object() {
     std::fs::write(&no_root, text.replace("root.json", "gone-root.json")).unwrap();
     let bad_node = n.path("bad-node.toml");
     std::fs::write(&bad_node, format!("node_id = \"a b\"\n{text}")).unwrap();
-    let (no_root, bad_node) = (
-        no_root.display().to_string(),
-        bad_node.display().to_string(),
+    let no_token = n.path("no-token.toml");
+    let server = format!(
+        "[server]\nurl = \"http://127.0.0.1:9/\"\nchannel = \"{CHANNEL}\"\nreport_token_file = {:?}\n",
+        n.path("gone-token")
     );
-    let cases: [(&str, &[&str], &str); 5] = [
-        (&no_root, &["install", "v2.tandem"], "gone-root.json"),
+    std::fs::write(&no_token, format!("{text}{server}")).unwrap();
+    let [no_root, bad_node, no_token] =
+        [no_root, bad_node, no_token].map(|p| p.display().to_string());
+    let cases: [(&str, &[&str], &str); 6] = [
+        (
+            &no_root,
+            &["install", "v2.tandem"],
+            "gone-root.json: No such file or directory",
+        ),
+        (
+            &no_token,
+            &["daemon", "--once"],
+            "gone-token: No such file or directory",
+        ),
         (&on_a, &["install", "repo"], "--channel"),
         (
             &on_a,
@@ -402,6 +477,103 @@ fn usage_and_configuration_errors_exit_2_and_print_a_json_error_object() {
         let message = error["error"]["message"].as_str().unwrap();
         assert!(message.contains(needle), "{args:?}: {error}");
     }
+
+    // A `boot` other than the backend the disk was set up for (grub, by init-boot).
+    let m = Node::new();
+    let grub = ["--backend", "grub", "--grubenv", "grubenv"];
+    m.s.run(
+        "tandem-disk",
+        &[&["init-boot", "disk.img"][..], &grub].concat(),
+        0,
+    );
+    let on_a = m.config("a", "reboot = [\"true\"]\n");
+    let stderr = stderr_of(&m.updater(&on_a, &["install", "v2.tandem"], 2));
+    assert!(
+        stderr.contains("kept by the grub backend") && stderr.contains("not by gpt"),
+        "{stderr}"
+    );
+}
+
+/// Relative paths in updater.toml are taken from the file's own directory: an agent started
+/// in another directory (as systemd starts it, in `/`) finds the disk and the root and
+/// writes its state where the file says.
+#[test]
+fn relative_paths_in_the_configuration_are_taken_from_its_directory() {
+    let n = Node::new();
+    let etc = n.path("etc");
+    let elsewhere = n.path("elsewhere");
+    for dir in [&etc, &elsewhere] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let config = etc.join("updater.toml");
+    std::fs::write(
+        &config,
+        "disk = \"../disk.img\"\nboot = \"gpt\"\nstate = \"state/state.json\"\n\
+         root = \"../root.json\"\nproduct = \"acme-edge\"\ntries = 2\nbooted_slot = \"a\"\n\
+         reboot = [\"true\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(binary("tandem-updater"))
+        .arg("--config")
+        .arg(&config)
+        .arg("install")
+        .arg(n.path("v2.tandem"))
+        .current_dir(&elsewhere)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert!(etc.join("state/state.json").is_file());
+    assert!(!elsewhere.join("state").exists());
+    assert_eq!(n.boot(), "b");
+}
+
+/// `status` says in words where the agent is (`--json` keeps the stored form); after an
+/// install killed mid-write it names the slot partly written and says that running install
+/// again resumes, which it does.
+#[test]
+fn status_speaks_plainly_and_names_an_interrupted_install() {
+    let n = Node::new();
+    let on_a = n.config("a", "reboot = [\"true\"]\n");
+    let idle = stdout_of(&n.updater(&on_a, &["status"], 0));
+    assert!(idle.contains("state: idle; security floor 0"), "{idle}");
+    n.updater(&on_a, &["install", "v2.tandem", "--stage"], 0);
+    // What a killed install leaves: the state file in `writing`, the target not bootable.
+    let path = n.path("state/state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(state["phase"]["phase"], "written", "{state}");
+    state["phase"] = serde_json::json!({
+        "phase": "writing",
+        "target": "b",
+        "release": state["phase"]["release"].clone(),
+        "durable_chunks": 0,
+    });
+    std::fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
+    let said = stdout_of(&n.updater(&on_a, &["status"], 0));
+    assert!(
+        said.contains("slot b: acme-edge 2.0.0 partly written, not bootable"),
+        "{said}"
+    );
+    assert!(
+        said.contains(
+            "state: interrupted while writing acme-edge 2.0.0 into slot b: run install again"
+        ),
+        "{said}"
+    );
+    assert!(!said.contains('{'), "no raw JSON: {said}");
+    let json = stdout_of(&n.updater(&on_a, &["status", "--json"], 0));
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["state"]["phase"]["phase"], "writing", "{json}");
+
+    let out = stdout_of(&n.updater(&on_a, &["install", "v2.tandem"], 0));
+    assert!(out.contains("written to slot b"), "{out}");
+    assert_eq!(n.boot(), "b");
+    let after = stdout_of(&n.updater(&on_a, &["status"], 0));
+    assert!(
+        after.contains("state: acme-edge 2.0.0 written to slot b, boots next as a trial"),
+        "{after}"
+    );
 }
 
 /// `status --json | head -c1`: a closed stdout ends the output quietly.

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use updater::config::DEFAULT_CONFIG_PATH;
 use updater::daemon::Daemon;
 use updater::error::chain;
+use updater::state::Phase;
 use updater::{Agent, AgentConfig, BootCheck, InstallOptions, InstallRequest, Source};
 
 #[derive(Parser)]
@@ -31,10 +32,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Verify a bundle file or a repository directory (USB stick) and write it into the
-    /// inactive slot, then flip the boot entry to a trial of it.
+    /// Verify a bundle file, a repository directory (USB stick) or a repository URL and write
+    /// it into the inactive slot, then flip the boot entry to a trial of it. A manual install
+    /// sends no report to the server: only the daemon reports its installs (boot-check
+    /// reports the commit or rollback that follows when [server] has a report_token_file).
     Install {
-        /// A `.tandem` bundle file, or a repository directory with --channel.
+        /// A `.tandem` bundle file, or with --channel a repository directory or an
+        /// http(s):// repository URL.
         source: PathBuf,
         /// The channel to follow in a repository.
         #[arg(long)]
@@ -215,7 +219,9 @@ fn run(cli: &Cli) -> updater::Result<ExitCode> {
         }
         Cmd::Status => {
             let status = agent.status()?;
-            print(cli.json, &status, &describe_status(&status));
+            // A write in progress holds the lock; one that holds nothing was interrupted.
+            let writing_now = matches!(agent.lock(), Err(updater::Error::Busy { .. }));
+            print(cli.json, &status, &describe_status(&status, writing_now));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -237,7 +243,7 @@ fn print(json: bool, value: &impl serde::Serialize, text: &str) {
     let _ = writeln!(std::io::stdout().lock(), "{out}");
 }
 
-fn describe_status(status: &updater::Status) -> String {
+fn describe_status(status: &updater::Status, writing_now: bool) -> String {
     let mut out = format!(
         "booted: slot {}; next boot: {}; backend: {}\n",
         status.booted,
@@ -246,13 +252,22 @@ fn describe_status(status: &updater::Status) -> String {
             .map_or("nothing bootable".into(), |s| format!("slot {s}")),
         status.backend
     );
+    let being_written = match &status.state.phase {
+        Phase::Writing {
+            target, release, ..
+        } => Some((*target, release)),
+        _ => None,
+    };
     for slot in &status.slots {
-        let release = match &slot.release {
-            Some(r) => format!("{} {}", r.product, r.version),
-            None if slot.boot.is_bootable() => {
+        let release = match (&slot.release, being_written) {
+            (_, Some((target, r))) if target == slot.slot => {
+                format!("{} {} partly written, not bootable", r.product, r.version)
+            }
+            (Some(r), _) => format!("{} {}", r.product, r.version),
+            (None, _) if slot.boot.is_bootable() => {
                 "an image the updater did not write (factory)".into()
             }
-            None => "no image the updater wrote, not bootable".into(),
+            (None, _) => "no image the updater wrote, not bootable".into(),
         };
         out.push_str(&format!(
             "slot {}: {release}{} [{}] partuuid {}\n",
@@ -272,10 +287,89 @@ fn describe_status(status: &updater::Status) -> String {
             ));
         }
     }
+    out.push_str(&describe_pairs(&status.partition_pairs));
     out.push_str(&format!(
         "state: {}; security floor {}",
-        serde_json::to_string(&status.state.phase).unwrap_or_default(),
+        describe_phase(&status.state.phase, writing_now),
         status.counters.security_floor
     ));
     out
+}
+
+/// Each further partition pair: both partitions, the booted slot's marked, and the image the
+/// agent wrote into each (a short SHA-256, as `sha256sum` prints it, cut to 12 digits).
+fn describe_pairs(pairs: &[updater::PairStatus]) -> String {
+    let mut out = String::new();
+    for pair in pairs {
+        out.push_str(&format!(
+            "pair {}:
+",
+            pair.name
+        ));
+        for part in &pair.partitions {
+            let holds = match &part.written {
+                Some(w) => format!(
+                    "{} {}{}, asset {}, {} bytes, sha256 {}",
+                    w.product,
+                    w.version,
+                    if w.complete { "" } else { " partly written" },
+                    w.asset,
+                    w.size,
+                    w.sha256.get(..12).unwrap_or(&w.sha256)
+                ),
+                None => "unknown (not written by the updater)".into(),
+            };
+            out.push_str(&format!(
+                "  {} (slot {}{}): {holds}\n",
+                part.partition,
+                part.slot,
+                if part.booted { ", booted" } else { "" }
+            ));
+        }
+    }
+    out
+}
+
+/// The agent's phase for a reader; `writing_now` tells a write in progress from one that
+/// was interrupted (killed, power cut), which the next install resumes.
+fn describe_phase(phase: &Phase, writing_now: bool) -> String {
+    let named = |r: &updater::state::Release| format!("{} {}", r.product, r.version);
+    match phase {
+        Phase::Idle => "idle".into(),
+        Phase::Writing {
+            target, release, ..
+        } if writing_now => format!("writing {} into slot {target}", named(release)),
+        Phase::Writing {
+            target, release, ..
+        } => format!(
+            "interrupted while writing {} into slot {target}: run install again (it resumes)",
+            named(release)
+        ),
+        Phase::Written {
+            target,
+            release,
+            activated: true,
+        } => format!(
+            "{} written to slot {target}, boots next as a trial",
+            named(release)
+        ),
+        Phase::Written {
+            target, release, ..
+        } => format!(
+            "{} staged in slot {target}: run `tandem-updater activate` to boot it",
+            named(release)
+        ),
+        Phase::Trial { target, release } => format!(
+            "{} in its trial boot in slot {target}: boot-check commits or rolls it back",
+            named(release)
+        ),
+        Phase::Committed { slot, release } => {
+            format!("{} committed in slot {slot}", named(release))
+        }
+        Phase::RolledBack {
+            slot,
+            release,
+            reason,
+        } => format!("{} rolled back from slot {slot}: {reason}", named(release)),
+    }
 }
