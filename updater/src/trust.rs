@@ -67,6 +67,8 @@ pub enum FloorSource {
     CommittedReleases,
     /// The record in the GPT entries of the slot pair (their 1-based numbers).
     GptEntries([u32; 2]),
+    /// `counters.json` and the GPT record, which agree.
+    CountersFileAndGpt([u32; 2]),
 }
 
 impl std::fmt::Display for FloorSource {
@@ -77,6 +79,10 @@ impl std::fmt::Display for FloorSource {
             FloorSource::GptEntries([a, b]) => {
                 write!(f, "the GPT entries {a} and {b} of the slot pair")
             }
+            FloorSource::CountersFileAndGpt([a, b]) => write!(
+                f,
+                "{COUNTERS_FILE} and the GPT entries {a} and {b} of the slot pair"
+            ),
         }
     }
 }
@@ -254,7 +260,15 @@ impl TrustStore {
                 "the floor recorded in the GPT is higher: taking it"
             );
             counters.security_floor = recorded;
-            counters.floor_source = FloorSource::GptEntries(self.floor_record.indices());
+        }
+        if recorded > 0 && recorded == counters.security_floor {
+            let indices = self.floor_record.indices();
+            counters.floor_source = match counters.floor_source {
+                FloorSource::CountersFile if !file_behind => {
+                    FloorSource::CountersFileAndGpt(indices)
+                }
+                _ => FloorSource::GptEntries(indices),
+            };
         }
         Ok(Read {
             raise_record: recorded < counters.security_floor,
@@ -453,7 +467,7 @@ mod tests {
         let counters = store.counters(&state).unwrap();
         assert_eq!(
             (counters.security_floor, counters.floor_source),
-            (5, FloorSource::CountersFile)
+            (5, FloorSource::CountersFileAndGpt([2, 3]))
         );
 
         // The state directory lost: the GPT record gives the floor, and the file gets it.
@@ -484,7 +498,11 @@ mod tests {
             })
             .unwrap();
         assert_eq!(record.read().unwrap(), 5);
-        assert_eq!(store.counters(&state).unwrap().security_floor, 8);
+        let counters = store.counters(&state).unwrap();
+        assert_eq!(
+            (counters.security_floor, counters.floor_source),
+            (8, FloorSource::CountersFile)
+        );
         assert_eq!(record.read().unwrap(), 8);
         store.raise_floor(&state, 6).unwrap();
         assert_eq!(store.counters(&state).unwrap().security_floor, 8);
