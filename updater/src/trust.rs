@@ -15,7 +15,7 @@
 //! the slot pair ([`partitions::boot::floor`]), raised before `counters.json` at each commit.
 //! Whenever the counters are read the higher of the two copies is the floor, and a copy found
 //! lower is raised to it: losing the whole state directory never lowers the floor
-//! (docs/DESIGN.md §2.1).
+//! (docs/DESIGN.md §2).
 
 use std::collections::BTreeMap;
 use std::io;

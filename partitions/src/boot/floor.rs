@@ -1,5 +1,5 @@
 //! A second copy of the node's anti-rollback floor, kept in the GPT entries of the slot pair
-//! so that it outlives the updater's state directory (docs/DESIGN.md §2.1, docs/FORMAT.md §9).
+//! so that it outlives the updater's state directory (docs/DESIGN.md §2, docs/FORMAT.md §11).
 //!
 //! The floor is an unsigned integer stored in bits 16–47 of the attribute field of *both*
 //! slot entries, the same value in each. The GPT is the one structure every disk of every
