@@ -494,6 +494,13 @@ health_deadline = "20s"
         self.agent_for(SlotId::A).status().unwrap().counters
     }
 
+    /// The security floor's second copy, in the GPT entries of the slot pair.
+    pub fn recorded_floor(&self) -> u64 {
+        partitions::boot::floor::FloorRecord::new(self.disk.clone(), &self.pair())
+            .read()
+            .unwrap()
+    }
+
     /// All bytes of a slot.
     pub fn slot_bytes(&self, slot: SlotId) -> Vec<u8> {
         let pair = self.pair();
@@ -719,6 +726,10 @@ pub fn recover(w: &World, old: &Release, new: &Release, context: &str) -> usize 
             assert!(
                 w.counters().security_floor >= new.security_version,
                 "{context}: floor not raised"
+            );
+            assert!(
+                w.recorded_floor() >= new.security_version,
+                "{context}: the floor's GPT record not raised"
             );
             return round;
         }

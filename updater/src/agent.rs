@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use partitions::boot;
+use partitions::boot::floor::FloorRecord;
 use partitions::io::{BlockDevice, FileDisk, FileStore, RealFs};
 use partitions::{BootControl, Disk, SlotBootState, SlotId, SlotPair};
 use serde::Serialize;
@@ -212,6 +213,7 @@ impl Agent {
                 Arc::clone(&io.state_fs),
                 config.root.clone(),
                 limits.clone(),
+                FloorRecord::new(Arc::clone(disk.device()), &pair),
             ),
             lock_dir: None,
             state_fs: io.state_fs,
@@ -612,11 +614,7 @@ impl Agent {
     fn commit(&self, state: &mut AgentState, slot: SlotId, release: Release) -> Result<BootCheck> {
         self.boot.mark_good(slot)?;
         fail::fail_point!("boot-check::after-mark-good");
-        self.trust.update(state, |counters| {
-            let raised = release.security_version > counters.security_floor;
-            counters.security_floor = counters.security_floor.max(release.security_version);
-            raised
-        })?;
+        self.trust.raise_floor(state, release.security_version)?;
         state.slots.insert(
             slot,
             SlotRecord {
@@ -918,6 +916,7 @@ fn check_floor(counters: &Counters, security_version: u64, force: bool) -> Resul
     Err(Refusal::BelowSecurityFloor {
         offered: security_version,
         floor: counters.security_floor,
+        kept_in: counters.floor_source.to_string(),
     }
     .into())
 }

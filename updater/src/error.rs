@@ -68,8 +68,17 @@ pub enum Error {
 pub enum Refusal {
     #[error("the bundle is for product {offered:?}; this node is {node:?}")]
     OtherProduct { offered: String, node: String },
-    #[error("security version {offered} is below this node's floor {floor} (anti-rollback)")]
-    BelowSecurityFloor { offered: u64, floor: u64 },
+    #[error(
+        "security version {offered} is below this node's floor {floor}, kept in {kept_in} \
+         (anti-rollback)"
+    )]
+    BelowSecurityFloor {
+        offered: u64,
+        floor: u64,
+        /// Where the floor was read: `counters.json`, its rebuild from the state file, or
+        /// the GPT entries of the slot pair.
+        kept_in: String,
+    },
     #[error("the image is {image} bytes; the slot holds only {slot}")]
     TooLargeForSlot { image: u64, slot: u64 },
     #[error("version {version} rolled back on this node before; install --force to try it again")]

@@ -178,7 +178,8 @@ pub enum StateError {
     Read { path: PathBuf, source: io::Error },
     #[error(
         "the state file {path} is damaged ({reason}); moving it away starts the agent from Idle \
-         (the trust and anti-rollback counters live apart from it and are kept)"
+         (the trust and anti-rollback counters live apart from it and are kept, and the \
+         security floor has a second copy in the disk's GPT that no file move lowers)"
     )]
     Corrupt { path: PathBuf, reason: String },
     #[error("cannot write the state file {path}: {source}")]

@@ -10,12 +10,19 @@
 //! They live apart from the install phase (`state.json`) on purpose: moving a damaged state
 //! file away must never reset anti-rollback. A lost counters file is rebuilt from what the
 //! state file records (the committed releases), never from nothing when something is known.
+//!
+//! The security floor has a second copy outside the state directory, in the GPT entries of
+//! the slot pair ([`partitions::boot::floor`]), raised before `counters.json` at each commit.
+//! Whenever the counters are read the higher of the two copies is the floor, and a copy found
+//! lower is raised to it: losing the whole state directory never lowers the floor
+//! (docs/DESIGN.md §2).
 
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use partitions::boot::floor::FloorRecord;
 use partitions::io::FileStore;
 use serde::{Deserialize, Serialize};
 use signer::verify::{walk_chain, Verified};
@@ -45,6 +52,39 @@ pub struct Counters {
     /// runs behind it, so a node whose clock is far behind still refuses expired metadata.
     #[serde(with = "time::serde::rfc3339::option")]
     pub newest_signed_time: Option<OffsetDateTime>,
+    /// Where `security_floor` came from when it was read (not stored).
+    #[serde(skip)]
+    pub floor_source: FloorSource,
+}
+
+/// Which copy gave the security floor its value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FloorSource {
+    /// `counters.json`.
+    #[default]
+    CountersFile,
+    /// Rebuilt from the committed releases the state file records.
+    CommittedReleases,
+    /// The record in the GPT entries of the slot pair (their 1-based numbers).
+    GptEntries([u32; 2]),
+    /// `counters.json` and the GPT record, which agree.
+    CountersFileAndGpt([u32; 2]),
+}
+
+impl std::fmt::Display for FloorSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FloorSource::CountersFile => write!(f, "{COUNTERS_FILE}"),
+            FloorSource::CommittedReleases => write!(f, "the committed releases of the state file"),
+            FloorSource::GptEntries([a, b]) => {
+                write!(f, "the GPT entries {a} and {b} of the slot pair")
+            }
+            FloorSource::CountersFileAndGpt([a, b]) => write!(
+                f,
+                "{COUNTERS_FILE} and the GPT entries {a} and {b} of the slot pair"
+            ),
+        }
+    }
 }
 
 /// The highest version of one channel seen, and the release role it was signed under.
@@ -63,6 +103,7 @@ impl Default for Counters {
             security_floor: 0,
             channels: BTreeMap::new(),
             newest_signed_time: None,
+            floor_source: FloorSource::CountersFile,
         }
     }
 }
@@ -124,6 +165,7 @@ impl Counters {
             .unwrap_or(0);
         Counters {
             security_floor: committed_floor.max(state.legacy_security_floor),
+            floor_source: FloorSource::CommittedReleases,
             ..Counters::default()
         }
     }
@@ -136,41 +178,108 @@ pub fn release_role_id(root: &Root) -> String {
     format!("{}-of-{}", role.threshold().get(), keys.join(","))
 }
 
-/// Reads and writes the trust files through the I/O seam.
+/// Reads and writes the trust files through the I/O seam, and the floor's second copy
+/// through the disk's.
 pub struct TrustStore {
     fs: Arc<dyn FileStore>,
     /// The root shipped with the OS (`root` in updater.toml).
     shipped_root: PathBuf,
     limits: Limits,
+    /// The security floor's copy in the slot pair's GPT entries.
+    floor_record: FloorRecord,
+}
+
+/// The counters as read, and what to write back to bring both copies of the floor level.
+struct Read {
+    counters: Counters,
+    /// `counters.json` is missing, damaged or below the GPT record: store `counters`.
+    save_file: bool,
+    /// The GPT record is below `counters.security_floor`: raise it.
+    raise_record: bool,
 }
 
 impl TrustStore {
-    pub fn new(fs: Arc<dyn FileStore>, shipped_root: PathBuf, limits: Limits) -> Self {
+    pub fn new(
+        fs: Arc<dyn FileStore>,
+        shipped_root: PathBuf,
+        limits: Limits,
+        floor_record: FloorRecord,
+    ) -> Self {
         TrustStore {
             fs,
             shipped_root,
             limits,
+            floor_record,
         }
     }
 
-    /// The counters, rebuilt from `state` (and stored) when the file is missing or damaged.
+    /// The counters, rebuilt from `state` (and stored) when the file is missing or damaged;
+    /// the floor is the higher of `counters.json` and the GPT record, and the lower copy is
+    /// raised to it.
     pub fn counters(&self, state: &AgentState) -> Result<Counters> {
-        let (counters, rebuilt) = self.read_counters(state)?;
-        if rebuilt {
-            self.save_counters(&counters)?;
+        let read = self.read_counters(state)?;
+        if read.raise_record {
+            self.floor_record.raise(read.counters.security_floor)?;
         }
-        Ok(counters)
+        if read.save_file {
+            self.save_counters(&read.counters)?;
+        }
+        Ok(read.counters)
     }
 
-    /// The counters as [`TrustStore::counters`] gives them, without storing a rebuilt copy:
+    /// The counters as [`TrustStore::counters`] gives them, without storing anything:
     /// for `status`, which runs without the state lock and must never write trust.
     pub fn peek_counters(&self, state: &AgentState) -> Result<Counters> {
-        Ok(self.read_counters(state)?.0)
+        Ok(self.read_counters(state)?.counters)
+    }
+
+    /// Raises the security floor to `floor` (a commit): the GPT record first, then
+    /// `counters.json`, so that a cut in between leaves the higher floor where losing the
+    /// state directory does not lose it; the next read brings the file up to it.
+    pub fn raise_floor(&self, state: &AgentState, floor: u64) -> Result<()> {
+        self.floor_record.raise(floor)?;
+        fail::fail_point!("boot-check::after-floor-record");
+        self.update(state, |counters| {
+            let raised = floor > counters.security_floor;
+            counters.security_floor = counters.security_floor.max(floor);
+            raised
+        })
+    }
+
+    /// The counters with the floor taken from the higher of the file (or its rebuild) and
+    /// the GPT record.
+    fn read_counters(&self, state: &AgentState) -> Result<Read> {
+        let (mut counters, save_file) = self.read_counters_file(state)?;
+        let recorded = self.floor_record.read()?;
+        let file_behind = recorded > counters.security_floor;
+        if file_behind {
+            tracing::warn!(
+                recorded,
+                floor = counters.security_floor,
+                source = %counters.floor_source,
+                "the floor recorded in the GPT is higher: taking it"
+            );
+            counters.security_floor = recorded;
+        }
+        if recorded > 0 && recorded == counters.security_floor {
+            let indices = self.floor_record.indices();
+            counters.floor_source = match counters.floor_source {
+                FloorSource::CountersFile if !file_behind => {
+                    FloorSource::CountersFileAndGpt(indices)
+                }
+                _ => FloorSource::GptEntries(indices),
+            };
+        }
+        Ok(Read {
+            raise_record: recorded < counters.security_floor,
+            save_file: save_file || file_behind,
+            counters,
+        })
     }
 
     /// The stored counters, or (`true`) ones rebuilt from the state when the file is missing,
     /// damaged or of an unknown format.
-    fn read_counters(&self, state: &AgentState) -> Result<(Counters, bool)> {
+    fn read_counters_file(&self, state: &AgentState) -> Result<(Counters, bool)> {
         match self.fs.read(Path::new(COUNTERS_FILE), MAX_COUNTERS_FILE) {
             Ok(bytes) => match serde_json::from_slice::<Counters>(&bytes) {
                 Ok(counters) if counters.format == COUNTERS_FORMAT => return Ok((counters, false)),
@@ -329,6 +438,79 @@ mod tests {
         assert_eq!(counters.now(later), later);
     }
 
+    /// A trust store over an empty state directory and a newly laid out disk, and the
+    /// disk's floor record.
+    fn store_on_a_new_disk() -> (TrustStore, FloorRecord) {
+        let dev: Arc<dyn partitions::io::BlockDevice> =
+            Arc::new(partitions::io::MemDisk::new(64 << 20));
+        let layout =
+            partitions::create::Layout::for_disk(64 << 20, 1 << 20, None, 1 << 20, vec![]).unwrap();
+        partitions::create::lay_out(&dev, &layout).unwrap();
+        let pair = partitions::Disk::from_device(Arc::clone(&dev))
+            .unwrap()
+            .slots(partitions::DEFAULT_PAIR)
+            .unwrap();
+        let record = FloorRecord::new(dev, &pair);
+        let store = TrustStore::new(
+            Arc::new(partitions::io::MemFs::new()),
+            PathBuf::from("/nonexistent/root.json"),
+            Limits::default(),
+            record.clone(),
+        );
+        (store, record)
+    }
+
+    #[test]
+    fn the_higher_copy_of_the_floor_wins_and_the_lower_is_raised() {
+        let state = AgentState::default();
+        let (store, record) = store_on_a_new_disk();
+        store.raise_floor(&state, 5).unwrap();
+        assert_eq!(record.read().unwrap(), 5);
+        let counters = store.counters(&state).unwrap();
+        assert_eq!(
+            (counters.security_floor, counters.floor_source),
+            (5, FloorSource::CountersFileAndGpt([2, 3]))
+        );
+
+        // The state directory lost: the GPT record gives the floor, and the file gets it.
+        store.fs.remove(Path::new(COUNTERS_FILE)).unwrap();
+        let peeked = store.peek_counters(&state).unwrap();
+        assert_eq!(peeked.security_floor, 5);
+        assert!(matches!(peeked.floor_source, FloorSource::GptEntries(_)));
+        assert!(peeked
+            .floor_source
+            .to_string()
+            .contains("GPT entries 2 and 3"));
+        assert!(
+            store.fs.read(Path::new(COUNTERS_FILE), 1 << 20).is_err(),
+            "peek wrote"
+        );
+        assert_eq!(store.counters(&state).unwrap().security_floor, 5);
+        let stored: Counters =
+            serde_json::from_slice(&store.fs.read(Path::new(COUNTERS_FILE), 1 << 20).unwrap())
+                .unwrap();
+        assert_eq!(stored.security_floor, 5);
+
+        // A file above the record (written by an agent from before the record): the record
+        // is raised to it, never the file lowered.
+        store
+            .save_counters(&Counters {
+                security_floor: 8,
+                ..Counters::default()
+            })
+            .unwrap();
+        assert_eq!(record.read().unwrap(), 5);
+        let counters = store.counters(&state).unwrap();
+        assert_eq!(
+            (counters.security_floor, counters.floor_source),
+            (8, FloorSource::CountersFile)
+        );
+        assert_eq!(record.read().unwrap(), 8);
+        store.raise_floor(&state, 6).unwrap();
+        assert_eq!(store.counters(&state).unwrap().security_floor, 8);
+        assert_eq!(record.read().unwrap(), 8);
+    }
+
     #[test]
     fn a_lost_counters_file_is_rebuilt_from_the_committed_releases() {
         let mut state = AgentState::default();
@@ -349,11 +531,7 @@ mod tests {
                 committed: false,
             },
         );
-        let store = TrustStore::new(
-            Arc::new(partitions::io::MemFs::new()),
-            PathBuf::from("/nonexistent/root.json"),
-            Limits::default(),
-        );
+        let (store, _) = store_on_a_new_disk();
         // `status` sees the rebuilt floor without writing trust (it holds no lock).
         assert_eq!(store.peek_counters(&state).unwrap().security_floor, 7);
         assert!(store.fs.read(Path::new(COUNTERS_FILE), 1 << 20).is_err());

@@ -19,6 +19,7 @@
 
 mod config;
 pub mod files;
+pub mod floor;
 pub mod gpt;
 pub mod grub;
 pub mod mark;

@@ -280,7 +280,8 @@ fn rollback_reaches_the_factory_image_and_respects_the_floor() {
             &error,
             updater::Error::Refused(updater::Refusal::BelowSecurityFloor {
                 offered: 0,
-                floor: 2
+                floor: 2,
+                ..
             })
         ),
         "{error}"

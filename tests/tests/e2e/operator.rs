@@ -249,6 +249,33 @@ fn the_security_floor_survives_a_lost_state_file_and_lost_counters() {
     assert_eq!(n.snapshot(), before);
 }
 
+/// The whole state directory moved away (the state file as its damaged-state message
+/// advises, `counters.json` and `root.json` with it): the floor's second copy in the GPT
+/// entries of the slot pair still refuses a properly signed release below it, says where the
+/// floor came from, and is written back to a new `counters.json` (which then agrees).
+#[test]
+fn the_security_floor_survives_the_whole_state_directory_moved_away() {
+    let n = Node::new();
+    let on_b = n.commit_v2();
+    n.sign("3.0.0", 1, 3, "old-security.tandem");
+    let before = n.snapshot();
+
+    std::fs::rename(n.path("state"), n.path("state.moved")).unwrap();
+    let out = n.updater(&on_b, &["install", "old-security.tandem"], 4);
+    let stderr = stderr_of(&out);
+    assert!(
+        stderr.contains("the floor recorded in the GPT is higher: taking it recorded=2 floor=0")
+            && stderr.contains(
+                "below this node's floor 2, kept in counters.json and the GPT entries 2 and 3"
+            ),
+        "{stderr}"
+    );
+    assert_eq!(n.snapshot(), before, "the refused install changed the disk");
+    let counters = std::fs::read_to_string(n.path("state/counters.json")).unwrap();
+    let counters: serde_json::Value = serde_json::from_str(&counters).unwrap();
+    assert_eq!(counters["security_floor"], 2, "{counters}");
+}
+
 /// The node polls `server` on [`CHANNEL`] as [`NODE`] with its report token.
 fn server_keys(server: &TandemServer, ca: Option<&Path>) -> String {
     server_keys_at(&server.url, server, ca)
