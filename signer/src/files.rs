@@ -79,49 +79,18 @@ pub fn read_public_key(path: &Path) -> Result<PublicKey, Error> {
 }
 
 /// How [`write_atomic`] treats an existing file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Overwrite {
-    /// Replace it atomically.
-    Replace,
-    /// Fail if the path exists (checked atomically at the rename).
-    Refuse,
-}
+pub use atomic_file::Overwrite;
 
-/// Writes `path` atomically with `mode` (e.g. 0o600): `fill` writes a temporary file in the
-/// same directory, which is fsynced and renamed over `path` only if `fill` succeeded.
+/// Writes `path` atomically with `mode` (e.g. 0o600) through [`atomic_file::write`]: `fill`
+/// writes a temporary file of a random name in the same directory (created exclusively,
+/// never through a link), which is fsynced and renamed over `path` only if `fill` succeeded.
 pub fn write_atomic(
     path: &Path,
     mode: u32,
     overwrite: Overwrite,
     fill: impl FnOnce(&mut File) -> Result<(), Error>,
 ) -> Result<(), Error> {
-    let ctx = |what: &str| format!("{what} {}", path.display());
-    let dir = parent_dir(path);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tandem-tmp-")
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
-        .tempfile_in(&dir)
-        .map_err(Error::io(ctx("creating a temporary file for")))?;
-    fill(tmp.as_file_mut())?;
-    tmp.as_file_mut()
-        .flush()
-        .map_err(Error::io(ctx("writing")))?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(Error::io(ctx("syncing")))?;
-    match overwrite {
-        Overwrite::Replace => tmp
-            .persist(path)
-            .map(drop)
-            .map_err(|e| Error::io(ctx("renaming into"))(e.error))?,
-        Overwrite::Refuse => tmp
-            .persist_noclobber(path)
-            .map(drop)
-            .map_err(|e| Error::io(ctx("creating"))(e.error))?,
-    }
-    File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .map_err(Error::io(format!("syncing directory {}", dir.display())))
+    atomic_file::write(path, mode, overwrite, fill)
 }
 
 /// Writes bytes atomically.
@@ -135,13 +104,6 @@ pub fn write_bytes_atomic(
         f.write_all(bytes)
             .map_err(Error::io(format!("writing {}", path.display())))
     })
-}
-
-fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
 }
 
 /// Writes a new key pair: `<base>.pem` (private, mode 0600) and `<base>.pub.pem`. Refuses to
