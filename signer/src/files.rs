@@ -13,8 +13,14 @@ use crate::keys::{PublicKey, SecretKey};
 
 /// Reads a whole file of at most `max` bytes (checked before reading).
 pub fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, Error> {
+    let file = File::open(path).map_err(Error::io(format!("reading {}", path.display())))?;
+    read_capped_from(file, path, max)
+}
+
+/// Reads the whole of `file`, already open, at most `max` bytes (checked before reading);
+/// `path` names it in errors.
+pub fn read_capped_from(file: File, path: &Path, max: u64) -> Result<Vec<u8>, Error> {
     let ctx = || format!("reading {}", path.display());
-    let file = File::open(path).map_err(Error::io(ctx()))?;
     let len = file.metadata().map_err(Error::io(ctx()))?.len();
     if len > max {
         return Err(invalid_data(

@@ -76,16 +76,64 @@ pub trait BundleSource: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct FileSource {
     path: PathBuf,
+    /// Whether a link at the path is followed (a path the operator names) or refused (a
+    /// file inside a repository directory).
+    follow: bool,
 }
 
 impl FileSource {
+    /// The bundle file the operator names (a link to it is followed).
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        FileSource { path: path.into() }
+        FileSource {
+            path: path.into(),
+            follow: true,
+        }
     }
 
     fn open(&self) -> Result<File> {
-        File::open(&self.path).map_err(Error::io(format!("cannot open {}", self.path.display())))
+        open_regular(&self.path, self.follow)?.ok_or_else(|| {
+            Error::io(format!("cannot open {}", self.path.display()))(
+                std::io::ErrorKind::NotFound.into(),
+            )
+        })
     }
+}
+
+/// Opens the regular file at `path` read-only; `None` when nothing is there. Opened
+/// `O_NONBLOCK`, so a FIFO or a device node (which a USB stick may carry) cannot block the
+/// agent while it holds the lock: anything but a regular file is refused as hostile input,
+/// naming the path; with `follow` false a symbolic link is refused too (docs/SECURITY.md).
+fn open_regular(path: &Path, follow: bool) -> Result<Option<File>> {
+    use rustix::fs::{FileType, Mode, OFlags};
+    let refuse = |reason: String| Error::Hostile {
+        source_name: path.display().to_string(),
+        reason,
+    };
+    let mut flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    if !follow {
+        flags |= OFlags::NOFOLLOW;
+    }
+    let fd = match rustix::fs::open(path, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(rustix::io::Errno::LOOP) if !follow => {
+            return Err(refuse(
+                "a symbolic link, never followed in a repository".into(),
+            ))
+        }
+        Err(e) => {
+            return Err(Error::io(format!("cannot open {}", path.display()))(
+                e.into(),
+            ))
+        }
+    };
+    let stat = rustix::fs::fstat(&fd)
+        .map_err(|e| Error::io(format!("cannot stat {}", path.display()))(e.into()))?;
+    let kind = FileType::from_raw_mode(stat.st_mode);
+    if kind != FileType::RegularFile {
+        return Err(refuse(format!("not a regular file ({kind:?}), refused")));
+    }
+    Ok(Some(File::from(fd)))
 }
 
 impl BundleSource for FileSource {
@@ -136,18 +184,19 @@ impl Repository for DirRepository {
 
     fn fetch(&self, path: &str, max: u64) -> Result<Option<Vec<u8>>> {
         let full = self.dir.join(checked_relative(path)?);
-        if !full.exists() {
+        let Some(file) = open_regular(&full, false)? else {
             return Ok(None);
-        }
-        signer::files::read_capped(&full, max)
+        };
+        signer::files::read_capped_from(file, &full, max)
             .map(Some)
             .map_err(Error::verify(full.display().to_string()))
     }
 
     fn bundle(&self, path: &str, _size: u64) -> Result<Box<dyn BundleSource>> {
-        Ok(Box::new(FileSource::new(
-            self.dir.join(checked_relative(path)?),
-        )))
+        Ok(Box::new(FileSource {
+            path: self.dir.join(checked_relative(path)?),
+            follow: false,
+        }))
     }
 }
 
