@@ -13,7 +13,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
 
-use rustix::fs::{FileType, Mode, OFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 use super::fs::checked_relative;
@@ -113,8 +113,12 @@ pub(super) fn open(root: &Path, rel: &Path, flags: OFlags) -> io::Result<File> {
 
 fn child_dir(at: &OpenDir, name: &OsStr) -> io::Result<OpenDir> {
     let path = at.path.join(name);
-    let fd = rustix::fs::openat(&at.fd, name, DIR_FLAGS, Mode::empty())
-        .map_err(|e| refusal(&path, e))?;
+    let fd = rustix::fs::openat(&at.fd, name, DIR_FLAGS, Mode::empty()).map_err(|e| {
+        // `O_DIRECTORY | O_NOFOLLOW` on a link fails with ENOTDIR: say which it was.
+        let link = rustix::fs::statat(&at.fd, name, AtFlags::SYMLINK_NOFOLLOW)
+            .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink);
+        refusal(&path, if link { Errno::LOOP } else { e })
+    })?;
     Ok(OpenDir { fd, path })
 }
 

@@ -9,6 +9,7 @@ mod failpoints;
 mod fleet;
 mod lifecycle;
 mod operator;
+mod planted;
 mod power_loss;
 mod proxy;
 mod refusals;
