@@ -139,6 +139,8 @@ fn refusal(path: &Path, e: Errno) -> io::Error {
     let why = match e {
         Errno::LOOP => "a symbolic link, not followed beneath the store's root".to_string(),
         Errno::NOTDIR => "not a directory".to_string(),
+        // A non-blocking open for writing of a FIFO without a reader, or of a device.
+        Errno::NXIO => "not a regular file (a FIFO or a device), refused".to_string(),
         e => io::Error::from(e).to_string(),
     };
     io::Error::new(kind, format!("{}: {why}", path.display()))
