@@ -1,5 +1,5 @@
-//! The one way the agent, the signer and the server replace a file (docs/SECURITY.md,
-//! "temporary files"): write a temporary file beside it, fsync it, rename it over the file,
+//! The one way the agent, the signer and the server replace a file (docs/DESIGN.md §6,
+//! "Temporary files"): write a temporary file beside it, fsync it, rename it over the file,
 //! fsync the directory. Readers see the old or the new content, and after a power cut the
 //! file is one of them.
 //!

@@ -1,5 +1,5 @@
 //! Opening directories and files beneath a store's root without following links
-//! (docs/SECURITY.md, "links beneath the boot filesystem"): every component under the root is
+//! (docs/DESIGN.md §5.1, "No links beneath the boot filesystem"): every component under the root is
 //! opened relative to its parent's descriptor with `O_NOFOLLOW`, and a directory must be a
 //! real directory, a file a regular file. A symbolic link planted as `tandem/b` (possible on
 //! an ext4 `/boot`, not on FAT) therefore fails the operation naming the path, instead of
