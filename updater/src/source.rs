@@ -99,41 +99,16 @@ impl FileSource {
     }
 }
 
-/// Opens the regular file at `path` read-only; `None` when nothing is there. Opened
-/// `O_NONBLOCK`, so a FIFO or a device node (which a USB stick may carry) cannot block the
-/// agent while it holds the lock: anything but a regular file is refused as hostile input,
-/// naming the path; with `follow` false a symbolic link is refused too (docs/SECURITY.md).
+/// [`signer::files::open_regular`], a refusal (a FIFO, a device node, a link where none is
+/// followed) being hostile input naming the path (docs/SECURITY.md).
 fn open_regular(path: &Path, follow: bool) -> Result<Option<File>> {
-    use rustix::fs::{FileType, Mode, OFlags};
-    let refuse = |reason: String| Error::Hostile {
-        source_name: path.display().to_string(),
-        reason,
-    };
-    let mut flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
-    if !follow {
-        flags |= OFlags::NOFOLLOW;
-    }
-    let fd = match rustix::fs::open(path, flags, Mode::empty()) {
-        Ok(fd) => fd,
-        Err(rustix::io::Errno::NOENT) => return Ok(None),
-        Err(rustix::io::Errno::LOOP) if !follow => {
-            return Err(refuse(
-                "a symbolic link, never followed in a repository".into(),
-            ))
-        }
-        Err(e) => {
-            return Err(Error::io(format!("cannot open {}", path.display()))(
-                e.into(),
-            ))
-        }
-    };
-    let stat = rustix::fs::fstat(&fd)
-        .map_err(|e| Error::io(format!("cannot stat {}", path.display()))(e.into()))?;
-    let kind = FileType::from_raw_mode(stat.st_mode);
-    if kind != FileType::RegularFile {
-        return Err(refuse(format!("not a regular file ({kind:?}), refused")));
-    }
-    Ok(Some(File::from(fd)))
+    signer::files::open_regular(path, follow).map_err(|e| match e {
+        signer::files::OpenError::Refused { reason } => Error::Hostile {
+            source_name: path.display().to_string(),
+            reason,
+        },
+        signer::files::OpenError::Io(e) => Error::io(format!("cannot open {}", path.display()))(e),
+    })
 }
 
 impl BundleSource for FileSource {

@@ -489,4 +489,27 @@ fn a_fifo_on_the_stick_is_refused_not_waited_for() {
         "{stderr}"
     );
     assert_eq!(n.boot(), "a");
+
+    // The signer reading a repository directory (`mirror --from`) refuses it the same way.
+    let source = n.path(&format!("repo/channels/{CHANNEL}.json"));
+    std::fs::remove_file(&source).unwrap();
+    rustix::fs::mkfifoat(rustix::fs::CWD, &source, rustix::fs::Mode::RUSR).unwrap();
+    let args = [
+        "mirror",
+        "--from",
+        "repo",
+        "--channel",
+        CHANNEL,
+        "--to",
+        "stick/again",
+        "--root",
+        "root.json",
+    ];
+    let out = n.s.run_within("tandem-signer", &args, 1, limit);
+    let stderr = stderr_of(&out);
+    assert!(
+        stderr.contains(&format!("channels/{CHANNEL}.json"))
+            && stderr.contains("not a regular file"),
+        "{stderr}"
+    );
 }
