@@ -30,7 +30,7 @@ const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::CLOEXEC);
 
 /// Opens the root directory.
-pub(super) fn root(root: &Path) -> io::Result<OpenDir> {
+fn root(root: &Path) -> io::Result<OpenDir> {
     let fd = rustix::fs::open(
         root,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -43,13 +43,18 @@ pub(super) fn root(root: &Path) -> io::Result<OpenDir> {
     })
 }
 
-/// Opens the directory `rel` beneath `root`, every component unfollowed.
-pub(super) fn dir(root: &Path, rel: &Path) -> io::Result<OpenDir> {
+/// Opens the directory `names` leads to beneath `root`, every component unfollowed.
+fn walk(root: &Path, names: &[&OsStr]) -> io::Result<OpenDir> {
     let mut at = self::root(root)?;
-    for name in names(rel)? {
+    for name in names {
         at = child_dir(&at, name)?;
     }
     Ok(at)
+}
+
+/// Opens the directory `rel` beneath `root`.
+pub(super) fn dir(root: &Path, rel: &Path) -> io::Result<OpenDir> {
+    walk(root, &names(rel)?)
 }
 
 /// Opens the directory holding `rel` and returns it with the file's name.
@@ -61,11 +66,7 @@ pub(super) fn parent<'a>(root: &Path, rel: &'a Path) -> io::Result<(OpenDir, &'a
             format!("{}: not a file path", root.join(rel).display()),
         ));
     };
-    let mut at = self::root(root)?;
-    for name in dirs {
-        at = child_dir(&at, name)?;
-    }
-    Ok((at, last))
+    Ok((walk(root, dirs)?, last))
 }
 
 /// Creates the directory `rel` and its parents beneath `root` (each new one made durable in
