@@ -4,9 +4,8 @@
 //! fsync, rename, fsync directory). Channel names follow [`proto::check_name`], the rule the
 //! signer and the agent use too.
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use proto::pause::MAX_PAUSE_FILE;
 use proto::Pause;
@@ -19,9 +18,6 @@ use crate::httpdate;
 pub const MAX_METADATA: u64 = 1024 * 1024;
 /// Most channels listed on the status page.
 pub const MAX_LISTED: usize = 1000;
-
-/// Makes concurrent temp file names distinct within this process.
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// `channels/NAME.json`.
 pub fn metadata_path(repo: &Path, name: &str) -> PathBuf {
@@ -127,16 +123,13 @@ pub fn write_pause(repo: &Path, name: &str, reason: Option<String>) -> io::Resul
     };
     let mut bytes = serde_json::to_vec_pretty(&pause).map_err(io::Error::other)?;
     bytes.push(b'\n');
-    let dir = repo.join("channels");
-    let unique = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!(".{name}.pause.tmp-{}-{unique}", std::process::id()));
-    let result = write_synced(&tmp, &bytes)
-        .and_then(|()| fs::rename(&tmp, pause_path(repo, name)))
-        .and_then(|()| sync_dir(&dir));
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map(|()| pause)
+    atomic_file::write_bytes(
+        &pause_path(repo, name),
+        0o644,
+        atomic_file::Overwrite::Replace,
+        &bytes,
+    )?;
+    Ok(pause)
 }
 
 /// Removes the pause (idempotent) and syncs the directory.
@@ -146,12 +139,6 @@ pub fn remove_pause(repo: &Path, name: &str) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     }
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut f = File::create(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {

@@ -54,6 +54,15 @@ impl Error {
     }
 }
 
+impl From<atomic_file::Error> for Error {
+    fn from(e: atomic_file::Error) -> Error {
+        Error::Io {
+            context: format!("{} {}", e.step, e.path.display()),
+            source: e.source,
+        }
+    }
+}
+
 /// A section of a bundle or signed document, named in errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

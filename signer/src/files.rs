@@ -13,8 +13,14 @@ use crate::keys::{PublicKey, SecretKey};
 
 /// Reads a whole file of at most `max` bytes (checked before reading).
 pub fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, Error> {
+    let file = File::open(path).map_err(Error::io(format!("reading {}", path.display())))?;
+    read_capped_from(file, path, max)
+}
+
+/// Reads the whole of `file`, already open, at most `max` bytes (checked before reading);
+/// `path` names it in errors.
+pub fn read_capped_from(file: File, path: &Path, max: u64) -> Result<Vec<u8>, Error> {
     let ctx = || format!("reading {}", path.display());
-    let file = File::open(path).map_err(Error::io(ctx()))?;
     let len = file.metadata().map_err(Error::io(ctx()))?.len();
     if len > max {
         return Err(invalid_data(
@@ -27,6 +33,54 @@ pub fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, Error> {
         .read_to_end(&mut buf)
         .map_err(Error::io(ctx()))?;
     Ok(buf)
+}
+
+/// Why [`open_regular`] did not open a file.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Something that is not a regular file (a FIFO, a device node, a directory), or a link
+    /// where none is followed: hostile or damaged input.
+    #[error("{reason}")]
+    Refused {
+        /// What was found there.
+        reason: String,
+    },
+    /// The open itself failed (permissions, I/O).
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens the regular file at `path` read-only; `None` when nothing is there. Opened
+/// `O_NONBLOCK`, so a FIFO or a device node (which a USB stick may carry) cannot block the
+/// caller; anything but a regular file is refused, and with `follow` false a symbolic link
+/// too.
+pub fn open_regular(path: &Path, follow: bool) -> Result<Option<File>, OpenError> {
+    use rustix::fs::{FileType, Mode, OFlags};
+    let mut flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    if !follow {
+        flags |= OFlags::NOFOLLOW;
+    }
+    let fd = match rustix::fs::open(path, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(rustix::io::Errno::LOOP) if !follow => {
+            return Err(OpenError::Refused {
+                reason: "a symbolic link, never followed in a repository".into(),
+            })
+        }
+        Err(e) => return Err(OpenError::Io(e.into())),
+    };
+    let kind = FileType::from_raw_mode(
+        rustix::fs::fstat(&fd)
+            .map_err(std::io::Error::from)?
+            .st_mode,
+    );
+    if kind != FileType::RegularFile {
+        return Err(OpenError::Refused {
+            reason: format!("not a regular file ({kind:?}), refused"),
+        });
+    }
+    Ok(Some(File::from(fd)))
 }
 
 /// Longest key file read.
@@ -79,49 +133,18 @@ pub fn read_public_key(path: &Path) -> Result<PublicKey, Error> {
 }
 
 /// How [`write_atomic`] treats an existing file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Overwrite {
-    /// Replace it atomically.
-    Replace,
-    /// Fail if the path exists (checked atomically at the rename).
-    Refuse,
-}
+pub use atomic_file::Overwrite;
 
-/// Writes `path` atomically with `mode` (e.g. 0o600): `fill` writes a temporary file in the
-/// same directory, which is fsynced and renamed over `path` only if `fill` succeeded.
+/// Writes `path` atomically with `mode` (e.g. 0o600) through [`atomic_file::write`]: `fill`
+/// writes a temporary file of a random name in the same directory (created exclusively,
+/// never through a link), which is fsynced and renamed over `path` only if `fill` succeeded.
 pub fn write_atomic(
     path: &Path,
     mode: u32,
     overwrite: Overwrite,
     fill: impl FnOnce(&mut File) -> Result<(), Error>,
 ) -> Result<(), Error> {
-    let ctx = |what: &str| format!("{what} {}", path.display());
-    let dir = parent_dir(path);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tandem-tmp-")
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
-        .tempfile_in(&dir)
-        .map_err(Error::io(ctx("creating a temporary file for")))?;
-    fill(tmp.as_file_mut())?;
-    tmp.as_file_mut()
-        .flush()
-        .map_err(Error::io(ctx("writing")))?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(Error::io(ctx("syncing")))?;
-    match overwrite {
-        Overwrite::Replace => tmp
-            .persist(path)
-            .map(drop)
-            .map_err(|e| Error::io(ctx("renaming into"))(e.error))?,
-        Overwrite::Refuse => tmp
-            .persist_noclobber(path)
-            .map(drop)
-            .map_err(|e| Error::io(ctx("creating"))(e.error))?,
-    }
-    File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .map_err(Error::io(format!("syncing directory {}", dir.display())))
+    atomic_file::write(path, mode, overwrite, fill)
 }
 
 /// Writes bytes atomically.
@@ -135,13 +158,6 @@ pub fn write_bytes_atomic(
         f.write_all(bytes)
             .map_err(Error::io(format!("writing {}", path.display())))
     })
-}
-
-fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
 }
 
 /// Writes a new key pair: `<base>.pem` (private, mode 0600) and `<base>.pub.pem`. Refuses to

@@ -106,11 +106,7 @@ impl RepoReader for DirReader {
 
     fn open(&self, path: &str) -> Result<Option<Box<dyn Read + '_>>, Error> {
         let full = self.dir.join(path);
-        match File::open(&full) {
-            Ok(f) => Ok(Some(Box::new(f))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(format!("opening {}", full.display()))(e)),
-        }
+        Ok(open_unfollowed(&full)?.map(|f| Box::new(f) as Box<dyn Read>))
     }
 
     fn read_range(&self, path: &str, range: Range<u64>) -> Result<Vec<u8>, Error> {
@@ -140,9 +136,24 @@ impl RepoReader for DirReader {
     }
 }
 
+/// A repository file, opened as the agent opens one ([`crate::files::open_regular`]: no FIFO,
+/// device node or link).
+fn open_unfollowed(path: &Path) -> Result<Option<File>, Error> {
+    crate::files::open_regular(path, false).map_err(|e| {
+        let source = match e {
+            crate::files::OpenError::Refused { reason } => {
+                io::Error::new(io::ErrorKind::InvalidData, reason)
+            }
+            crate::files::OpenError::Io(e) => e,
+        };
+        Error::io(format!("opening {}", path.display()))(source)
+    })
+}
+
 fn read_file_range(path: &Path, range: Range<u64>) -> Result<Vec<u8>, Error> {
     let ctx = || format!("reading {}", path.display());
-    let mut f = File::open(path).map_err(Error::io(ctx()))?;
+    let mut f =
+        open_unfollowed(path)?.ok_or_else(|| Error::io(ctx())(io::ErrorKind::NotFound.into()))?;
     let len = usize::try_from(range.end.saturating_sub(range.start))
         .map_err(|_| Error::Bug("range longer than memory"))?;
     let mut buf = vec![0; len];
@@ -179,5 +190,28 @@ mod tests {
         );
         assert_eq!(repo.channel_names().unwrap().unwrap(), ["a"]);
         assert_eq!(repo.bundle_files().unwrap().unwrap(), []);
+    }
+
+    /// A FIFO is refused at once (a blocking open would wait for a writer for ever), and a
+    /// link is not followed; each refusal names the file.
+    #[test]
+    fn a_fifo_or_a_link_in_a_repository_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("channels")).unwrap();
+        let fifo = dir.path().join("channels/a.json");
+        rustix::fs::mkfifoat(rustix::fs::CWD, &fifo, rustix::fs::Mode::RUSR).unwrap();
+        std::fs::write(dir.path().join("secret"), "not metadata").unwrap();
+        std::os::unix::fs::symlink("../secret", dir.path().join("channels/b.json")).unwrap();
+        let repo = DirReader::new(dir.path());
+        for (name, why) in [
+            ("a.json", "not a regular file"),
+            ("b.json", "a symbolic link"),
+        ] {
+            let path = format!("channels/{name}");
+            let err = fetch_capped(&repo, &path, 100).unwrap_err();
+            let text = format!("{err}: {:?}", std::error::Error::source(&err));
+            assert!(text.contains(&path) && text.contains(why), "{text}");
+            assert!(repo.read_range(&path, 0..1).is_err());
+        }
     }
 }

@@ -1,61 +1,79 @@
 //! One agent at a time: every command that changes anything holds an exclusive `flock` on
-//! `.lock` in the state directory. The holder writes its pid there, so the second agent
-//! can say who is running. The kernel drops the lock when the holder exits, even on a crash.
+//! the state directory itself, opened `O_DIRECTORY | O_NOFOLLOW` (docs/SECURITY.md). The lock
+//! cannot be removed or replaced by a path: no file has to stay in place for it to hold, and
+//! a link planted in the directory is never opened. The holder then notes its pid in `.lock`,
+//! replaced through [`atomic_file`] (a link there is replaced, never written through), so the
+//! second agent can say who is running. The kernel drops the lock when the holder exits, even
+//! on a crash.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::AsFd;
 use std::path::Path;
 
-use rustix::fs::{flock, FlockOperation};
+use rustix::fs::{flock, FlockOperation, Mode, OFlags};
 
 use crate::error::{Error, Result};
 
-const LOCK_FILE: &str = ".lock";
+const HOLDER_FILE: &str = ".lock";
 
 /// The held lock; released on drop.
 #[derive(Debug)]
 pub struct StateLock {
-    _file: File,
+    _dir: File,
 }
 
 impl StateLock {
     /// Takes the lock of `state_dir`, or fails at once naming the holder.
     pub fn acquire(state_dir: &Path) -> Result<StateLock> {
-        let path = state_dir.join(LOCK_FILE);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(Error::io(format!("cannot open {}", path.display())))?;
-        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let dir = rustix::fs::open(state_dir, flags, Mode::empty())
+            .map(File::from)
+            .map_err(|e| Error::io(format!("cannot open {}", state_dir.display()))(e.into()))?;
+        match flock(&dir, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {}
             Err(rustix::io::Errno::WOULDBLOCK) => {
                 return Err(Error::Busy {
-                    holder: holder(&mut file),
+                    holder: holder(&dir),
                 })
             }
             Err(e) => {
-                return Err(Error::io(format!("cannot lock {}", path.display()))(
+                return Err(Error::io(format!("cannot lock {}", state_dir.display()))(
                     e.into(),
                 ))
             }
         }
-        let record = |file: &mut File| -> std::io::Result<()> {
-            file.set_len(0)?;
-            file.seek(SeekFrom::Start(0))?;
-            writeln!(file, "{}", std::process::id())
-        };
-        record(&mut file).map_err(Error::io(format!("cannot write {}", path.display())))?;
-        Ok(StateLock { _file: file })
+        let pid = format!("{}\n", std::process::id());
+        atomic_file::write_in(
+            dir.as_fd(),
+            state_dir,
+            HOLDER_FILE.as_ref(),
+            0o644,
+            atomic_file::Overwrite::Replace,
+            |f| {
+                std::io::Write::write_all(f, pid.as_bytes()).map_err(|e| atomic_file::Error {
+                    step: "writing",
+                    path: state_dir.join(HOLDER_FILE),
+                    source: e,
+                })
+            },
+        )
+        .map_err(|e| Error::io(e.to_string())(e.source))?;
+        Ok(StateLock { _dir: dir })
     }
 }
 
-/// "pid N" as the holder wrote it, or a plain description.
-fn holder(file: &mut File) -> String {
+/// "pid N" as the holder wrote it, or a plain description. `.lock` is read only when it is
+/// a regular file, without following a link or blocking on a FIFO.
+fn holder(dir: &File) -> String {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
     let mut text = String::new();
-    let _ = file.take(32).read_to_string(&mut text);
+    if let Ok(fd) = rustix::fs::openat(dir, HOLDER_FILE, flags, Mode::empty()) {
+        let file = File::from(fd);
+        if file.metadata().is_ok_and(|m| m.is_file()) {
+            let _ = file.take(32).read_to_string(&mut text);
+        }
+    }
     match text.trim().parse::<u32>() {
         Ok(pid) => format!("pid {pid}"),
         Err(_) => "another process".into(),
@@ -80,5 +98,27 @@ mod tests {
         assert_eq!(error.exit_code(), 9);
         drop(first);
         StateLock::acquire(dir.path()).unwrap();
+    }
+
+    /// The lock is the directory's: removing or replacing `.lock` does not release it, and a
+    /// link planted as `.lock` is replaced, never written through.
+    #[test]
+    fn the_lock_holds_without_its_file_and_follows_no_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        std::os::unix::fs::symlink(&victim, state.join(".lock")).unwrap();
+        let first = StateLock::acquire(&state).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        std::fs::remove_file(state.join(".lock")).unwrap();
+        let error = StateLock::acquire(&state).unwrap_err();
+        assert_eq!(error.exit_code(), 9, "{error}");
+        drop(first);
+        let linked = dir.path().join("linked");
+        std::os::unix::fs::symlink(&state, &linked).unwrap();
+        let error = StateLock::acquire(&linked).unwrap_err();
+        assert!(error.to_string().contains("linked"), "{error}");
     }
 }

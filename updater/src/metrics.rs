@@ -10,7 +10,7 @@
 //! the library keeps no dependency that only this file would use.
 
 use std::fmt::{Display, Write as _};
-use std::io::{self, Write as _};
+use std::io;
 use std::path::Path;
 use std::time::Duration;
 
@@ -297,43 +297,18 @@ fn escape_help(text: &str) -> String {
     text.replace('\\', "\\\\").replace('\n', "\\n")
 }
 
-/// Replaces `path` with `text`: a temporary file in the same directory (a name node_exporter
-/// ignores: it reads `*.prom` only), mode 0644, fsynced, renamed over `path`, then the directory
-/// fsynced.
+/// Replaces `path` with `text` through [`atomic_file`] (a random temporary name node_exporter
+/// ignores: it reads `*.prom` only; created exclusively without following links, so a link
+/// planted in a directory others can write redirects nothing), mode 0644 whatever the umask
+/// (node_exporter runs as its own user), fsynced, renamed over `path`, the directory fsynced.
 pub fn write_textfile(path: &Path, text: &str) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a file path",
-        ));
-    };
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .and_then(|mut file| {
-            // Whatever the umask: node_exporter runs as its own user.
-            file.set_permissions(std::fs::Permissions::from_mode(0o644))?;
-            file.write_all(text.as_bytes())?;
-            file.sync_all()
-        })
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written?;
-    std::fs::File::open(dir)?.sync_all()
+    atomic_file::write_bytes(
+        path,
+        0o644,
+        atomic_file::Overwrite::Replace,
+        text.as_bytes(),
+    )
+    .map_err(io::Error::from)
 }
 
 #[cfg(test)]

@@ -76,16 +76,39 @@ pub trait BundleSource: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct FileSource {
     path: PathBuf,
+    /// Whether a link at the path is followed (a path the operator names) or refused (a
+    /// file inside a repository directory).
+    follow: bool,
 }
 
 impl FileSource {
+    /// The bundle file the operator names (a link to it is followed).
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        FileSource { path: path.into() }
+        FileSource {
+            path: path.into(),
+            follow: true,
+        }
     }
 
     fn open(&self) -> Result<File> {
-        File::open(&self.path).map_err(Error::io(format!("cannot open {}", self.path.display())))
+        open_regular(&self.path, self.follow)?.ok_or_else(|| {
+            Error::io(format!("cannot open {}", self.path.display()))(
+                std::io::ErrorKind::NotFound.into(),
+            )
+        })
     }
+}
+
+/// [`signer::files::open_regular`], a refusal (a FIFO, a device node, a link where none is
+/// followed) being hostile input naming the path (docs/SECURITY.md).
+fn open_regular(path: &Path, follow: bool) -> Result<Option<File>> {
+    signer::files::open_regular(path, follow).map_err(|e| match e {
+        signer::files::OpenError::Refused { reason } => Error::Hostile {
+            source_name: path.display().to_string(),
+            reason,
+        },
+        signer::files::OpenError::Io(e) => Error::io(format!("cannot open {}", path.display()))(e),
+    })
 }
 
 impl BundleSource for FileSource {
@@ -136,18 +159,19 @@ impl Repository for DirRepository {
 
     fn fetch(&self, path: &str, max: u64) -> Result<Option<Vec<u8>>> {
         let full = self.dir.join(checked_relative(path)?);
-        if !full.exists() {
+        let Some(file) = open_regular(&full, false)? else {
             return Ok(None);
-        }
-        signer::files::read_capped(&full, max)
+        };
+        signer::files::read_capped_from(file, &full, max)
             .map(Some)
             .map_err(Error::verify(full.display().to_string()))
     }
 
     fn bundle(&self, path: &str, _size: u64) -> Result<Box<dyn BundleSource>> {
-        Ok(Box::new(FileSource::new(
-            self.dir.join(checked_relative(path)?),
-        )))
+        Ok(Box::new(FileSource {
+            path: self.dir.join(checked_relative(path)?),
+            follow: false,
+        }))
     }
 }
 

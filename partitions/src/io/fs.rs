@@ -3,10 +3,15 @@
 //! ([`RealFs`]).
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
+use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{AtFlags, OFlags};
+
+use super::beneath::{self, OpenDir};
 /// Small files under one root directory (an ESP, `/var/lib/tandem`, …).
 ///
 /// Paths are relative to the store's root; absolute paths and `..` are refused. Every
@@ -67,7 +72,9 @@ pub(super) fn checked_relative(path: &Path) -> io::Result<&Path> {
     }
 }
 
-/// A [`FileStore`] over a real directory.
+/// A [`FileStore`] over a real directory. Nothing beneath the root is reached through a
+/// symbolic link, and only regular files are read or written (the `beneath` module): a link
+/// or a FIFO planted on the boot filesystem fails the operation, naming its path.
 #[derive(Debug, Clone)]
 pub struct RealFs {
     root: PathBuf,
@@ -84,23 +91,24 @@ impl RealFs {
         &self.root
     }
 
-    fn full(&self, path: &Path) -> io::Result<PathBuf> {
-        Ok(self.root.join(checked_relative(path)?))
+    fn open(&self, path: &Path) -> io::Result<File> {
+        beneath::open(&self.root, path, OFlags::RDONLY)
     }
+}
 
-    fn sync_parent(full: &Path) -> io::Result<()> {
-        let parent = match full.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        File::open(parent)?.sync_all()
-    }
+fn sync_dir(dir: &OpenDir) -> io::Result<()> {
+    rustix::fs::fsync(&dir.fd).map_err(|e| {
+        io::Error::new(
+            io::Error::from(e).kind(),
+            format!("syncing {}: {e}", dir.path.display()),
+        )
+    })
 }
 
 /// A file of a [`RealFs`] being written.
 struct RealNewFile {
     file: File,
-    path: PathBuf,
+    dir: OpenDir,
 }
 
 impl Write for RealNewFile {
@@ -115,15 +123,15 @@ impl Write for RealNewFile {
 impl NewFile for RealNewFile {
     fn finish(self: Box<Self>) -> io::Result<()> {
         self.file.sync_all()?;
-        RealFs::sync_parent(&self.path)
+        sync_dir(&self.dir)
     }
 }
 
 impl FileStore for RealFs {
     fn read(&self, path: &Path, max_len: u64) -> io::Result<Vec<u8>> {
         use std::io::Read;
-        let full = self.full(path)?;
-        let file = File::open(&full)?;
+        let full = self.root.join(path);
+        let file = self.open(path)?;
         let len = file.metadata()?.len();
         if len > max_len {
             return Err(io::Error::new(
@@ -143,24 +151,30 @@ impl FileStore for RealFs {
     }
 
     fn write_atomic(&self, path: &Path, data: &[u8]) -> io::Result<()> {
-        let full = self.full(path)?;
-        let dir = full
-            .parent()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no parent directory"))?;
-        // A unique temporary name: two writers never share (or delete) each other's file, and
-        // one that fails midway leaves nothing behind (the temporary file removes itself).
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".tandem-tmp-")
-            .tempfile_in(dir)?;
-        tmp.write_all(data)?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(&full).map_err(|e| e.error)?;
-        Self::sync_parent(&full)
+        let (dir, name) = beneath::parent(&self.root, path)?;
+        // A random, exclusive, unfollowed temporary name: two writers never share (or
+        // delete) each other's file, a planted link is never written through, and one that
+        // fails midway leaves nothing behind.
+        atomic_file::write_in(
+            dir.fd.as_fd(),
+            &dir.path,
+            name,
+            0o600,
+            atomic_file::Overwrite::Replace,
+            |f| {
+                f.write_all(data).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("writing {}: {e}", dir.path.join(name).display()),
+                    )
+                })
+            },
+        )
     }
 
     fn overwrite(&self, path: &Path, data: &[u8]) -> io::Result<()> {
-        let full = self.full(path)?;
-        let f = OpenOptions::new().write(true).open(&full)?;
+        let full = self.root.join(path);
+        let f = beneath::open(&self.root, path, OFlags::WRONLY)?;
         let len = f.metadata()?.len();
         if len != data.len() as u64 {
             return Err(io::Error::new(
@@ -177,27 +191,30 @@ impl FileStore for RealFs {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        let (from, to) = (self.full(from)?, self.full(to)?);
-        fs::rename(&from, &to)?;
-        Self::sync_parent(&to)?;
+        let (from_dir, from_name) = beneath::parent(&self.root, from)?;
+        let (to_dir, to_name) = beneath::parent(&self.root, to)?;
+        rustix::fs::renameat(&from_dir.fd, from_name, &to_dir.fd, to_name)?;
+        sync_dir(&to_dir)?;
         if from.parent() != to.parent() {
-            Self::sync_parent(&from)?;
+            sync_dir(&from_dir)?;
         }
         Ok(())
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {
-        let full = self.full(path)?;
-        fs::remove_file(&full)?;
-        Self::sync_parent(&full)
+        let (dir, name) = beneath::parent(&self.root, path)?;
+        rustix::fs::unlinkat(&dir.fd, name, AtFlags::empty())?;
+        sync_dir(&dir)
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        let full = self.full(dir)?;
+        let dir = beneath::dir(&self.root, dir)?;
         let mut names = Vec::new();
-        for entry in fs::read_dir(full)? {
-            if let Ok(name) = entry?.file_name().into_string() {
-                names.push(name);
+        for entry in rustix::fs::Dir::read_from(&dir.fd)? {
+            if let Ok(name) = entry?.file_name().to_str() {
+                if name != "." && name != ".." {
+                    names.push(name.to_string());
+                }
             }
         }
         names.sort();
@@ -205,19 +222,18 @@ impl FileStore for RealFs {
     }
 
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        let full = self.full(dir)?;
-        fs::create_dir_all(&full)?;
-        Self::sync_parent(&full)
+        beneath::create_dir_all(&self.root, dir).map(drop)
     }
 
     fn create(&self, path: &Path) -> io::Result<Box<dyn NewFile>> {
-        let path = self.full(path)?;
-        let file = File::create(&path)?;
-        Ok(Box::new(RealNewFile { file, path }))
+        let (dir, name) = beneath::parent(&self.root, path)?;
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC;
+        let file = beneath::file(&dir, name, flags, 0o644)?;
+        Ok(Box::new(RealNewFile { file, dir }))
     }
 
     fn read_at(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        let file = File::open(self.full(path)?)?;
+        let file = self.open(path)?;
         let available = file.metadata()?.len().saturating_sub(offset);
         // Never allocate more than the file holds, whatever `len` asks for.
         let want = usize::try_from(available).map_or(len, |a| a.min(len));
@@ -236,7 +252,7 @@ impl FileStore for RealFs {
     }
 
     fn len(&self, path: &Path) -> io::Result<u64> {
-        Ok(fs::metadata(self.full(path)?)?.len())
+        Ok(self.open(path)?.metadata()?.len())
     }
 
     fn free_space(&self) -> io::Result<u64> {
@@ -326,5 +342,74 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         exercise_store(&RealFs::new(dir.path()));
         assert!(dir.path().join("loader/entries").is_dir());
+    }
+
+    /// A link beneath the root is never followed, by any operation, and only regular files
+    /// are opened: each refusal names the path, and the link's target is untouched.
+    #[test]
+    fn real_fs_follows_no_link_and_opens_no_fifo() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let (root, outside) = (dir.path().join("esp"), dir.path().join("outside"));
+        std::fs::create_dir_all(root.join("tandem/a")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(root.join("tandem/a/vmlinuz"), b"kernel a").unwrap();
+        std::fs::write(outside.join("vmlinuz"), b"precious").unwrap();
+        symlink("a", root.join("tandem/b")).unwrap();
+        symlink(&outside, root.join("tandem/c")).unwrap();
+        symlink(outside.join("vmlinuz"), root.join("tandem/a/cmdline")).unwrap();
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            root.join("grubenv"),
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
+        let store = RealFs::new(&root);
+        let refused = |e: io::Error, path: &str, why: &str| {
+            let text = e.to_string();
+            let named = format!("{}: {why}", root.join(path).display());
+            assert!(text.contains(&named), "{text}");
+        };
+        let link = |e: io::Error, path: &str| refused(e, path, "a symbolic link");
+        for slot in ["tandem/b", "tandem/c"] {
+            let file = Path::new(slot).join("vmlinuz");
+            link(store.list(Path::new(slot)).unwrap_err(), slot);
+            link(store.create_dir_all(Path::new(slot)).unwrap_err(), slot);
+            link(store.read(&file, 100).unwrap_err(), slot);
+            link(store.len(&file).unwrap_err(), slot);
+            link(store.read_at(&file, 0, 10).unwrap_err(), slot);
+            link(store.create(&file).err().unwrap(), slot);
+            link(store.write_atomic(&file, b"x").unwrap_err(), slot);
+            link(store.remove(&file).unwrap_err(), slot);
+            link(
+                store.rename(&file, Path::new("tandem/a/x")).unwrap_err(),
+                slot,
+            );
+            link(store.overwrite(&file, b"precious").unwrap_err(), slot);
+        }
+        link(
+            store.read(Path::new("tandem/a/cmdline"), 100).unwrap_err(),
+            "tandem/a/cmdline",
+        );
+        link(
+            store.create(Path::new("tandem/a/cmdline")).err().unwrap(),
+            "tandem/a/cmdline",
+        );
+        for fifo in [
+            store.read(Path::new("grubenv"), 1024).unwrap_err(),
+            store.overwrite(Path::new("grubenv"), b"x").unwrap_err(),
+        ] {
+            refused(fifo, "grubenv", "not a regular file");
+        }
+        assert_eq!(std::fs::read(outside.join("vmlinuz")).unwrap(), b"precious");
+        assert_eq!(
+            std::fs::read(root.join("tandem/a/vmlinuz")).unwrap(),
+            b"kernel a"
+        );
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1);
+        assert_eq!(
+            store.list(Path::new("tandem/a")).unwrap(),
+            ["cmdline", "vmlinuz"]
+        );
     }
 }

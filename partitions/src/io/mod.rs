@@ -19,6 +19,7 @@
 //! production builds do not carry them): the in-memory `MemDisk` and `MemFs`, and the
 //! power-cut simulators `PowerLossDisk` and `PowerLossFs`.
 
+mod beneath;
 mod block;
 mod fs;
 #[cfg(any(test, feature = "sim"))]

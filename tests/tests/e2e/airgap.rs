@@ -59,7 +59,7 @@ impl Node {
 }
 
 /// Every file under `dir`, relative, with its bytes.
-fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -630,4 +630,57 @@ fn the_systemd_units_pass_systemd_analyze_verify() {
     for exec in execs {
         assert!(!exec.contains("is-system-running"), "{exec}");
     }
+}
+
+/// A stick may carry FIFOs and device nodes: `channels/stable.json` as a FIFO is refused as
+/// hostile input naming it, at once (an open that waited for a writer would hold the lock
+/// for ever; the run is bounded so that would fail here, not stall), and nothing is written.
+#[test]
+fn a_fifo_on_the_stick_is_refused_not_waited_for() {
+    let n = Node::new();
+    n.publish("v2.tandem");
+    n.mirror("repo", &[], 0);
+    let channel = n.path(&format!("{MIRROR}/channels/{CHANNEL}.json"));
+    std::fs::remove_file(&channel).unwrap();
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        &channel,
+        rustix::fs::Mode::from_raw_mode(0o644),
+    )
+    .unwrap();
+    let config = n.on_a();
+    let args = ["--config", &config, "install", MIRROR, "--channel", CHANNEL];
+    let limit = std::time::Duration::from_secs(60);
+    let out = n.s.run_within("tandem-updater", &args, 3, limit);
+    let stderr = stderr_of(&out);
+    assert!(
+        stderr.contains(&format!(
+            "{MIRROR}/channels/{CHANNEL}.json: not a regular file"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(n.boot(), "a");
+
+    // The signer reading a repository directory (`mirror --from`) refuses it the same way.
+    let source = n.path(&format!("repo/channels/{CHANNEL}.json"));
+    std::fs::remove_file(&source).unwrap();
+    rustix::fs::mkfifoat(rustix::fs::CWD, &source, rustix::fs::Mode::RUSR).unwrap();
+    let args = [
+        "mirror",
+        "--from",
+        "repo",
+        "--channel",
+        CHANNEL,
+        "--to",
+        "stick/again",
+        "--root",
+        "root.json",
+    ];
+    let out = n.s.run_within("tandem-signer", &args, 1, limit);
+    let stderr = stderr_of(&out);
+    assert!(
+        stderr.contains(&format!("channels/{CHANNEL}.json"))
+            && stderr.contains("not a regular file"),
+        "{stderr}"
+    );
 }

@@ -407,16 +407,25 @@ fn power_cut_while_boot_files_are_written() {
     }
 }
 
-/// What an operator does, through the binaries, on a disk image file and an ESP directory:
-/// sign a release with a UKI, install it, "reboot" with `tandem-disk boot`, read `status`.
-#[test]
-fn the_binaries_install_a_uki_where_the_loader_reads_it() {
-    use super::cli::Sandbox;
-    for (backend, flag, path) in [
-        ("systemd-boot", "--esp", "esp"),
-        ("grub", "--grubenv", "esp/tandem/grubenv"),
-    ] {
-        let s = Sandbox::new();
+/// The backends keeping boot files, as `tandem-disk` flags: name, flag, path in the sandbox.
+pub(crate) const ESP_BACKENDS: [(&str, &str, &str); 2] = [
+    ("systemd-boot", "--esp", "esp"),
+    ("grub", "--grubenv", "esp/tandem/grubenv"),
+];
+
+/// A node on a disk image file and an ESP directory, set up through the binaries: slot A
+/// holds v1 with a factory kernel copied by hand (as docs/booting.md says), and
+/// `v2-uki.tandem` is v2 signed with a UKI (`uki.efi`).
+pub(crate) struct EspNode {
+    pub(crate) s: super::cli::Sandbox,
+    backend: &'static str,
+    flag: &'static str,
+    path: &'static str,
+}
+
+impl EspNode {
+    pub(crate) fn new((backend, flag, path): (&'static str, &'static str, &'static str)) -> Self {
+        let s = super::cli::Sandbox::new();
         s.release_v2();
         s.create_disk();
         std::fs::create_dir_all(s.path("esp/tandem/a")).unwrap();
@@ -431,7 +440,6 @@ fn the_binaries_install_a_uki_where_the_loader_reads_it() {
             &["write-slot", "disk.img", "a", "v1.raw", flag, path],
             0,
         );
-        // The factory kernel, copied by hand as docs/booting.md says.
         std::fs::write(s.path("esp/tandem/a/vmlinuz"), "factory kernel").unwrap();
         std::fs::write(s.path("uki.efi"), fake_uki("2.0.0", "quiet v2")).unwrap();
         s.sign(
@@ -441,21 +449,47 @@ fn the_binaries_install_a_uki_where_the_loader_reads_it() {
             &["--uki", "uki.efi"],
             "v2-uki.tandem",
         );
+        EspNode {
+            s,
+            backend,
+            flag,
+            path,
+        }
+    }
+
+    /// Writes `updater.toml` for a node that booted `booted`; returns its path.
+    pub(crate) fn config(&self, booted: &str) -> String {
+        let (s, backend) = (&self.s, self.backend);
         let key = if backend == "grub" { "grubenv" } else { "esp" };
         let config = s.path("updater.toml");
-        let write_config = |booted: &str| {
-            let text = format!(
-                "disk = {disk:?}\nboot = \"{backend}\"\n{key} = {esp:?}\nstate = {state:?}\n\
-                 root = {root:?}\nproduct = \"acme-edge\"\nbooted_slot = \"{booted}\"\nreboot = [\"true\"]\n",
-                disk = s.path("disk.img"),
-                esp = s.path(path),
-                state = s.path("state/state.json"),
-                root = s.path("root.json"),
-            );
-            std::fs::write(&config, text).unwrap();
-        };
-        write_config("a");
-        let config_arg = config.display().to_string();
+        let text = format!(
+            "disk = {disk:?}\nboot = \"{backend}\"\n{key} = {esp:?}\nstate = {state:?}\n\
+             root = {root:?}\nproduct = \"acme-edge\"\nbooted_slot = \"{booted}\"\nreboot = [\"true\"]\n",
+            disk = s.path("disk.img"),
+            esp = s.path(self.path),
+            state = s.path("state/state.json"),
+            root = s.path("root.json"),
+        );
+        std::fs::write(&config, text).unwrap();
+        config.display().to_string()
+    }
+
+    /// The slot the firmware boots next (`tandem-disk boot`).
+    pub(crate) fn boot(&self) -> String {
+        let flags = ["boot", "disk.img", self.flag, self.path];
+        self.s.stdout("tandem-disk", &flags).trim().to_owned()
+    }
+}
+
+/// What an operator does, through the binaries, on a disk image file and an ESP directory:
+/// sign a release with a UKI, install it, "reboot" with `tandem-disk boot`, read `status`.
+#[test]
+fn the_binaries_install_a_uki_where_the_loader_reads_it() {
+    for esp in ESP_BACKENDS {
+        let backend = esp.0;
+        let node = EspNode::new(esp);
+        let s = &node.s;
+        let config_arg = node.config("a");
         let out = s.stdout(
             "tandem-updater",
             &[
@@ -481,9 +515,8 @@ fn the_binaries_install_a_uki_where_the_loader_reads_it() {
             std::fs::read(s.path("uki.efi")).unwrap(),
             "{backend}"
         );
-        let booted = s.stdout("tandem-disk", &["boot", "disk.img", flag, path]);
-        assert_eq!(booted.trim(), "b", "{backend}");
-        write_config("b");
+        assert_eq!(node.boot(), "b", "{backend}");
+        node.config("b");
         let status = s.stdout(
             "tandem-updater",
             &["--config", &config_arg, "status", "--json"],

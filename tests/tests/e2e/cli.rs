@@ -64,6 +64,44 @@ impl Sandbox {
         out
     }
 
+    /// [`run`](Self::run), but a command still running after `limit` is killed and fails
+    /// the test (a hang is a failure, not a stall of the suite).
+    pub(crate) fn run_within(
+        &self,
+        bin: &str,
+        args: &[&str],
+        expect: i32,
+        limit: std::time::Duration,
+    ) -> Output {
+        use std::process::Stdio;
+        let child = Command::new(binary(bin))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = rustix::process::Pid::from_child(&child);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(child.wait_with_output()));
+        let out = match rx.recv_timeout(limit) {
+            Ok(out) => out.unwrap(),
+            Err(_) => {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                panic!("{bin} {args:?} was still running after {limit:?}: killed");
+            }
+        };
+        assert_eq!(
+            out.status.code(),
+            Some(expect),
+            "{bin} {args:?}\n--- stdout\n{}\n--- stderr\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
     pub(crate) fn stdout(&self, bin: &str, args: &[&str]) -> String {
         String::from_utf8(self.run(bin, args, 0).stdout).unwrap()
     }

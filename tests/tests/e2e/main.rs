@@ -10,6 +10,7 @@ mod fleet;
 mod lifecycle;
 mod operator;
 mod partition_pairs;
+mod planted;
 mod power_loss;
 mod proxy;
 mod refusals;
