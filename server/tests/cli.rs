@@ -279,3 +279,44 @@ fn output_to_a_closed_pipe_exits_quietly() {
         assert!(stderr.is_empty(), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn logs_carry_colour_only_on_a_terminal_without_no_color() {
+    let dir = tempfile::tempdir().unwrap();
+    // No report token: the server logs a warning, then fails on the missing repository.
+    let serve = format!(
+        "{BIN} serve --repo {0}/missing --data {0}/data",
+        dir.path().display()
+    );
+    let piped = Command::new("sh")
+        .args(["-c", &serve])
+        .env_remove("NO_COLOR")
+        .env_remove("TANDEM_REPORT_TOKEN")
+        .output()
+        .unwrap();
+    let log = |out: &std::process::Output| {
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text + &String::from_utf8_lossy(&out.stderr)
+    };
+    assert!(log(&piped).contains("no report token"), "{}", log(&piped));
+    assert!(!log(&piped).contains('\x1b'), "a pipe: {}", log(&piped));
+    // `script` gives the server a terminal for stdout and stderr.
+    let on_terminal = |no_color: Option<&str>| {
+        let mut cmd = Command::new("script");
+        cmd.args(["-qec", &serve, "/dev/null"])
+            .env_remove("TANDEM_REPORT_TOKEN")
+            .env_remove("NO_COLOR");
+        if let Some(value) = no_color {
+            cmd.env("NO_COLOR", value);
+        }
+        let out = cmd
+            .output()
+            .expect("script (util-linux) is needed for this test");
+        let text = log(&out);
+        assert!(text.contains("no report token"), "{text}");
+        text
+    };
+    assert!(on_terminal(None).contains('\x1b'), "a terminal is coloured");
+    let text = on_terminal(Some("1"));
+    assert!(!text.contains('\x1b'), "NO_COLOR: {text}");
+}
