@@ -193,6 +193,9 @@ pub struct Config {
     /// Keep reports in this PostgreSQL database (a `postgres://` URL or `key=value`
     /// settings) instead of SQLite in `data_dir`.
     pub database_url: Option<String>,
+    /// The PostgreSQL password, read from this file (kept out of the URL, which the process
+    /// list shows).
+    pub database_password_file: Option<PathBuf>,
     /// Serve HTTPS with these files; plain HTTP when `None`.
     pub tls: Option<TlsFiles>,
     /// Token nodes present to `POST /v1/reports`; reports are refused (403) without one.
@@ -216,6 +219,7 @@ impl Config {
             listen,
             data_dir: data_dir.into(),
             database_url: None,
+            database_password_file: None,
             tls: None,
             report_token: None,
             admin_token: None,

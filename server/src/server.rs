@@ -54,7 +54,7 @@ impl Server {
         let repo = Repo::open(&config.repo)?;
         let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
         let db = match &config.database_url {
-            Some(url) => Db::connect(url).await?,
+            Some(url) => Db::connect(url, config.database_password_file.as_deref()).await?,
             None => Db::open(&config.data_dir)?,
         };
         prune(&db, &config.retention).await?;

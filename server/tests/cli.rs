@@ -320,3 +320,91 @@ fn logs_carry_colour_only_on_a_terminal_without_no_color() {
     let text = on_terminal(Some("1"));
     assert!(!text.contains('\x1b'), "NO_COLOR: {text}");
 }
+
+/// `tandem-server serve --database SETTINGS [extra]` against an empty repository: its output
+/// when it fails at start.
+fn serve_database(settings: &str, extra: &[&std::ffi::OsStr]) -> std::process::Output {
+    let fixture = TestServer::start();
+    Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--repo"])
+        .arg(fixture.repo())
+        .args(["--database", settings])
+        .args(extra)
+        .env("TANDEM_REPORT_TOKEN", "file-token-0123456789")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_missing_database_or_role_is_named_in_the_error() {
+    let pg = crate::util::PgCluster::start();
+    let host = pg.socket_dir().display().to_string();
+    for (settings, cause) in [
+        (
+            format!("host={host} user=postgres dbname=nosuch"),
+            "database \"nosuch\" does not exist",
+        ),
+        (
+            format!("host={host} user=nobody dbname=postgres"),
+            "role \"nobody\" does not exist",
+        ),
+    ] {
+        let out = serve_database(&settings, &[]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(cause), "{settings}: {err}");
+    }
+}
+
+#[test]
+fn the_database_password_comes_from_a_file_not_the_url() {
+    let pg = crate::util::PgCluster::start_with_hba("local all tandem scram-sha-256");
+    pg.query_ints("CREATE ROLE tandem LOGIN PASSWORD 'pass word 0123'");
+    pg.query_ints("CREATE DATABASE tandem OWNER tandem");
+    let settings = format!(
+        "host={} user=tandem dbname=tandem",
+        pg.socket_dir().display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "not it\n").unwrap();
+    let out = serve_database(
+        &settings,
+        &["--database-password-file".as_ref(), wrong.as_ref()],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("password authentication failed for user \"tandem\""),
+        "{err}"
+    );
+    let right = dir.path().join("right");
+    std::fs::write(&right, "pass word 0123\n").unwrap();
+    let fixture = TestServer::start();
+    let (mut child, addr) = spawn_listening(
+        Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--repo"])
+            .arg(fixture.repo())
+            .args(["--database", &settings, "--database-password-file"])
+            .arg(&right)
+            .env("TANDEM_REPORT_TOKEN", "file-token-0123456789"),
+    );
+    let r = crate::util::client()
+        .post(format!("http://{addr}/v1/reports"))
+        .bearer_auth("file-token-0123456789")
+        .json(
+            &serde_json::json!({"node_id": "n", "channel": "stable", "from_version": "1",
+                                  "to_version": "2", "outcome": "installed"}),
+        )
+        .send()
+        .unwrap();
+    let nodes: serde_json::Value = crate::util::client()
+        .get(format!("http://{addr}/v1/nodes"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(nodes["total"], 1, "{nodes}");
+}

@@ -167,9 +167,10 @@ impl Db {
         Ok(Db::with_store(Store::Sqlite(sqlite)))
     }
 
-    /// Connects to the PostgreSQL database at `url` and migrates it.
-    pub async fn connect(url: &str) -> Result<Db, DbError> {
-        let pg = postgres::Postgres::connect(url).await?;
+    /// Connects to the PostgreSQL database at `url` (with the password in `password_file`,
+    /// if given) and migrates it.
+    pub async fn connect(url: &str, password_file: Option<&Path>) -> Result<Db, DbError> {
+        let pg = postgres::Postgres::connect(url, password_file).await?;
         Ok(Db::with_store(Store::Postgres(pg)))
     }
 

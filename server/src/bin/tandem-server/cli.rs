@@ -44,6 +44,10 @@ pub struct Serve {
     /// migrated at start. Plain connections only: a Unix socket or a trusted network.
     #[arg(long, value_name = "URL", conflicts_with = "data")]
     database: Option<String>,
+    /// File holding the PostgreSQL password (e.g. a systemd credential), so that it is not in
+    /// the --database URL, which the process list shows.
+    #[arg(long, value_name = "FILE", requires = "database")]
+    database_password_file: Option<PathBuf>,
     /// TLS certificate chain, PEM (serves HTTPS; needs --tls-key).
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -88,6 +92,7 @@ impl Serve {
         let data = self.data.unwrap_or_else(default_data_dir);
         let mut config = Config::new(self.repo, self.listen, data);
         config.database_url = self.database;
+        config.database_password_file = self.database_password_file;
         config.tls = self
             .tls_cert
             .zip(self.tls_key)
