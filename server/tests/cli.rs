@@ -1,5 +1,6 @@
 //! The `tandem-server` binary: start, serve, stop on SIGTERM; token rules; TLS.
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -407,4 +408,71 @@ fn the_database_password_comes_from_a_file_not_the_url() {
     let _ = child.wait();
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(nodes["total"], 1, "{nodes}");
+}
+
+/// `dist/tandem-server.service`'s `ExecStart` as arguments, with its variables expanded as
+/// systemd would: `$TANDEM_SERVER_LISTEN` (split at spaces) from its `Environment=`,
+/// `${STATE_DIRECTORY}` and `${CREDENTIALS_DIRECTORY}` to the given directories, and the
+/// credential files its `LoadCredential=` lines name, each written with `token(name)`.
+fn shipped_unit_args(state: &Path, creds: &Path, token: impl Fn(&str) -> String) -> Vec<String> {
+    let unit_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/tandem-server.service");
+    let unit = std::fs::read_to_string(unit_path)
+        .unwrap()
+        .replace("\\\n", " ");
+    let setting = |key: &str| -> Vec<String> {
+        unit.lines()
+            .filter_map(|l| l.strip_prefix(key))
+            .map(|v| v.trim_matches('"').to_owned())
+            .collect()
+    };
+    for credential in setting("LoadCredential=") {
+        let name = credential.split(':').next().unwrap();
+        std::fs::write(creds.join(name), token(name)).unwrap();
+    }
+    let listen = setting("Environment=\"TANDEM_SERVER_LISTEN=").concat();
+    let exec = setting("ExecStart=").concat();
+    exec.split_whitespace()
+        .skip(1)
+        .flat_map(|word| match word {
+            "$TANDEM_SERVER_LISTEN" => listen.split_whitespace().map(str::to_owned).collect(),
+            _ => vec![word
+                .replace("${STATE_DIRECTORY}", &state.display().to_string())
+                .replace("${CREDENTIALS_DIRECTORY}", &creds.display().to_string())],
+        })
+        .collect()
+}
+
+#[test]
+fn the_shipped_unit_listens_on_loopback_and_guards_the_status() {
+    let fixture = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let token = |name: &str| format!("{name}-0123456789abcdef\n");
+    let mut args = shipped_unit_args(dir.path(), dir.path(), token);
+    let listen = args.iter().position(|a| a == "--listen").unwrap() + 1;
+    assert_eq!(args[listen], "127.0.0.1:8080", "{args:?}");
+    // Another test or program may hold 8080: the same host, any free port.
+    args[listen] = "127.0.0.1:0".into();
+    let repo = args.iter().position(|a| a == "/srv/tandem/repo").unwrap();
+    args[repo] = fixture.repo().display().to_string();
+    let (mut child, addr) = spawn_listening(
+        Command::new(BIN)
+            .args(&args)
+            .env_remove("TANDEM_REPORT_TOKEN")
+            .env_remove("TANDEM_STATUS_TOKEN")
+            .env_remove("TANDEM_ADMIN_TOKEN"),
+    );
+    let page = |bearer: Option<&str>| {
+        let request = crate::util::client().get(format!("http://{addr}/"));
+        let request = match bearer {
+            Some(t) => request.bearer_auth(t),
+            None => request,
+        };
+        request.send().unwrap().status()
+    };
+    let (open, with_token) = (page(None), page(Some(token("status-token").trim())));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+    assert_eq!(open, StatusCode::UNAUTHORIZED);
+    assert_eq!(with_token, StatusCode::OK);
 }
