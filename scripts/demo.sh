@@ -15,7 +15,12 @@ LOG="$W/demo.log"
 rm -rf "$W" && mkdir -p "$W"
 cd "$W"
 
-step() { printf '\033[1m==>\033[0m %s\n' "$*"; }
+# Bold only on a terminal, and never with NO_COLOR set (https://no-color.org).
+if [ -t 1 ] && [ -z "${NO_COLOR:-}" ]; then
+    step() { printf '\033[1m==>\033[0m %s\n' "$*"; }
+else
+    step() { printf '==> %s\n' "$*"; }
+fi
 run() { echo "+ $*" >>"$LOG"; "$@" >>"$LOG" 2>&1 || { echo "FAILED: $* (see $LOG)" >&2; tail -20 "$LOG" >&2; exit 1; }; }
 
 step "building tandem-signer, tandem-disk, tandem-updater, tandem-server"

@@ -1,6 +1,8 @@
 //! Building API responses: JSON bodies, and [`ApiError`], the one way a `/v1` request fails —
 //! a status code and a human message, sent as `{"error": "..."}`.
-use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use std::time::Duration;
+
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 use serde::Serialize;
 
@@ -15,6 +17,8 @@ pub struct ApiError {
     pub message: String,
     /// The `WWW-Authenticate` challenge of a 401.
     pub challenge: Option<&'static str>,
+    /// The `Retry-After` of a 429, in whole seconds.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -24,6 +28,16 @@ impl ApiError {
             status,
             message: message.into(),
             challenge: None,
+            retry_after: None,
+        }
+    }
+
+    /// 429 Too Many Requests, to be tried again after `wait` (rounded up to whole seconds).
+    pub fn too_many(message: impl Into<String>, wait: Duration) -> Self {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        ApiError {
+            retry_after: Some(secs.max(1)),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, message)
         }
     }
 
@@ -67,6 +81,10 @@ impl ApiError {
         if let Some(challenge) = self.challenge {
             resp.headers_mut()
                 .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        }
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }

@@ -1,9 +1,10 @@
 //! The state every connection shares: the repository, the report store, the tokens, the
 //! limits and the metrics. Routes, the status and the page read it; none of them owns it, so no module has to
 //! import the router to reach it.
-use crate::config::{Limits, Token};
+use crate::config::{Limits, Retention, Token};
 use crate::db::Db;
 use crate::metrics::Metrics;
+use crate::ratelimit::Limiter;
 use crate::repo::Repo;
 
 /// Shared state of all connections.
@@ -22,4 +23,8 @@ pub struct App {
     pub limits: Limits,
     /// Counters and gauges for `GET /metrics`.
     pub metrics: Metrics,
+    /// Each node's report rate.
+    pub report_rate: Limiter,
+    /// The report table's bounds (its row cap is checked as reports arrive).
+    pub retention: Retention,
 }

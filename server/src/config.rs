@@ -81,7 +81,10 @@ impl Limits {
 pub struct Retention {
     /// Reports received longer ago than this are deleted. Default 180 days.
     pub max_age: Duration,
-    /// Only the newest this many reports are kept. Default 1,000,000 (about 200 MB).
+    /// At most this many reports are kept. Default 1,000,000 (about 200 MB). Checked as
+    /// reports arrive (see [`Retention::check_every`]), not only at `interval`; the surplus
+    /// goes from the nodes with the longest history first, so a flood erases the flooder's
+    /// own old reports and never a quiet node's latest.
     pub max_rows: u64,
     /// Time between two prunings while serving. Default 1 hour.
     pub interval: Duration,
@@ -98,6 +101,13 @@ impl Default for Retention {
 }
 
 impl Retention {
+    /// How many reports a server stores between two counts of the table against
+    /// `max_rows`: 1 % of it, at least 1 and at most 1,000. The table holds at most
+    /// `max_rows` plus this many rows per server.
+    pub fn check_every(&self) -> u64 {
+        (self.max_rows / 100).clamp(1, 1_000)
+    }
+
     /// Checks that every value is usable (non-zero).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |name, why| Err(ConfigError::BadLimit { name, why });
@@ -109,6 +119,48 @@ impl Retention {
         }
         if self.interval.is_zero() {
             return bad("report pruning interval", "must be non-zero");
+        }
+        Ok(())
+    }
+}
+
+/// How many reports one node id may send ([`crate::ratelimit`]): `burst` at once, then one
+/// more each `interval`; beyond that `POST /v1/reports` answers 429 with `Retry-After`. An
+/// agent sends a handful of reports per release (installed, committed or rolled back, a
+/// failure), so the defaults leave a node flushing a long queue room and a flooder none.
+#[derive(Debug, Clone, Copy)]
+pub struct ReportRate {
+    /// Reports a node may send at once. Default 20.
+    pub burst: u32,
+    /// Time that earns a node one more report. Default 6 s (10 a minute).
+    pub interval: Duration,
+    /// Most node ids tracked at once (an attacker can invent ids): nodes idle long enough
+    /// to have their burst back are forgotten first. Default 100,000 (about 10 MB).
+    pub max_nodes: usize,
+}
+
+impl Default for ReportRate {
+    fn default() -> Self {
+        ReportRate {
+            burst: 20,
+            interval: Duration::from_secs(6),
+            max_nodes: 100_000,
+        }
+    }
+}
+
+impl ReportRate {
+    /// Checks that every value is usable.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |name, why| Err(ConfigError::BadLimit { name, why });
+        if self.burst == 0 || self.burst > 100_000 {
+            return bad("report burst", "1..=100000");
+        }
+        if self.interval < Duration::from_millis(1) || self.interval > Duration::from_secs(86_400) {
+            return bad("report interval", "1 ms..=1 day");
+        }
+        if self.max_nodes == 0 || self.max_nodes > 10_000_000 {
+            return bad("report rate nodes", "1..=10000000");
         }
         Ok(())
     }
@@ -193,6 +245,9 @@ pub struct Config {
     /// Keep reports in this PostgreSQL database (a `postgres://` URL or `key=value`
     /// settings) instead of SQLite in `data_dir`.
     pub database_url: Option<String>,
+    /// The PostgreSQL password, read from this file (kept out of the URL, which the process
+    /// list shows).
+    pub database_password_file: Option<PathBuf>,
     /// Serve HTTPS with these files; plain HTTP when `None`.
     pub tls: Option<TlsFiles>,
     /// Token nodes present to `POST /v1/reports`; reports are refused (403) without one.
@@ -206,6 +261,8 @@ pub struct Config {
     pub limits: Limits,
     /// Report retention.
     pub retention: Retention,
+    /// Per-node report rate.
+    pub report_rate: ReportRate,
 }
 
 impl Config {
@@ -216,12 +273,14 @@ impl Config {
             listen,
             data_dir: data_dir.into(),
             database_url: None,
+            database_password_file: None,
             tls: None,
             report_token: None,
             admin_token: None,
             status_token: None,
             limits: Limits::default(),
             retention: Retention::default(),
+            report_rate: ReportRate::default(),
         }
     }
 }

@@ -117,8 +117,16 @@ pub enum DbError {
     #[error("database query failed: {0}")]
     Query(#[from] rusqlite::Error),
     /// A PostgreSQL statement failed, or the connection did.
-    #[error("PostgreSQL: {0}")]
+    #[error("PostgreSQL: {}", pg_cause(.0))]
     Postgres(#[from] tokio_postgres::Error),
+    /// The `--database-password-file` could not be read.
+    #[error("PostgreSQL password file {path}: {source}")]
+    PasswordFile {
+        /// The file given.
+        path: PathBuf,
+        /// Underlying error.
+        source: io::Error,
+    },
     /// The `--database` URL does not parse.
     #[error("database URL: {0}")]
     Url(String),
@@ -139,4 +147,30 @@ pub enum DbError {
     /// A database worker task panicked or the lock was poisoned (file a bug).
     #[error("database worker failed: {0}")]
     Worker(String),
+}
+
+/// A PostgreSQL error with the server's own words when it sent any (`database "x" does not
+/// exist`, its SQLSTATE, detail and hint): the client's summary of such an error is only
+/// "db error". Other errors (a refused connection, say) come with their source chain.
+pub(crate) fn pg_cause(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut text = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+        if let Some(detail) = db.detail() {
+            text.push_str(&format!("; {detail}"));
+        }
+        if let Some(hint) = db.hint() {
+            text.push_str(&format!("; hint: {hint}"));
+        }
+        return text;
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(&format!(": {more}"));
+        }
+        source = cause.source();
+    }
+    text
 }

@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod page;
 pub mod path;
 pub mod range;
+pub mod ratelimit;
 pub mod repo;
 pub mod routes;
 pub mod sendfile;
@@ -43,6 +44,6 @@ pub mod status;
 pub mod timed_io;
 pub mod tls;
 
-pub use config::{Config, Limits, Retention, TlsFiles, Token};
+pub use config::{Config, Limits, ReportRate, Retention, TlsFiles, Token};
 pub use error::Error;
 pub use server::Server;

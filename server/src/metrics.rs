@@ -10,7 +10,8 @@
 //! | `tandem_server_reports_total` | counter | `channel`, `version`, `outcome` |
 //! | `tandem_server_channel_paused` | gauge (0/1) | `channel` |
 //!
-//! Every label value is bounded: routes are a fixed list ([`Route`]), and report label sets
+//! Every label value is bounded: routes are a fixed list ([`Route`]; `N.root.json`, whose 404
+//! is the agents' normal "no newer root", is `root_probe`, apart from errors), and report label sets
 //! beyond [`MAX_REPORT_SERIES`] (a node holding the report token could invent versions) are
 //! counted under `channel="_other", version="_other"`.
 use std::collections::{BTreeMap, HashSet};
@@ -46,8 +47,11 @@ pub enum Route {
     Admin,
     /// Any other `/v1/…` path.
     OtherApi,
-    /// `root.json`, `N.root.json`.
+    /// `root.json` (and any other `.json` at the top).
     Root,
+    /// `N.root.json`: agents ask for the root after the one they trust at every poll, so a
+    /// 404 here is the normal "no newer root", not an error.
+    RootProbe,
     /// `channels/…` (metadata polls, pause hints).
     Channel,
     /// `bundles/…`.
@@ -73,6 +77,7 @@ impl Route {
             "/metrics" => Route::Metrics,
             _ if raw.starts_with("/channels/") => Route::Channel,
             _ if raw.starts_with("/bundles/") => Route::Bundle,
+            _ if is_versioned_root(raw) => Route::RootProbe,
             _ if raw.ends_with(".json") && raw.rfind('/') == Some(0) => Route::Root,
             _ => Route::Other,
         }
@@ -88,11 +93,19 @@ impl Route {
             Route::Admin => "admin",
             Route::OtherApi => "other_api",
             Route::Root => "root",
+            Route::RootProbe => "root_probe",
             Route::Channel => "channel",
             Route::Bundle => "bundle",
             Route::Other => "other",
         }
     }
+}
+
+/// Whether `raw` is `/N.root.json` (N decimal digits).
+fn is_versioned_root(raw: &str) -> bool {
+    raw.strip_prefix('/')
+        .and_then(|p| p.strip_suffix(".root.json"))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -336,7 +349,9 @@ mod tests {
             ("/v1/channels/stable/resume", Route::Admin),
             ("/v1/nothing", Route::OtherApi),
             ("/root.json", Route::Root),
-            ("/3.root.json", Route::Root),
+            ("/3.root.json", Route::RootProbe),
+            ("/.root.json", Route::Root),
+            ("/3x.root.json", Route::Root),
             ("/channels/stable.json", Route::Channel),
             ("/bundles/os-2.tandem", Route::Bundle),
             ("/x/y.json", Route::Other),

@@ -110,11 +110,11 @@ fn document(rows: &str) -> String {
          <span id=\"admin-state\"></span></form></header>\n<main>\n\
          <section><h2>Channels</h2><div class=\"scroll\"><table id=\"channel-table\" class=\"cards\">\n\
          <thead><tr><th>channel</th><th>release</th><th>metadata version</th><th>rollout</th>\
-         <th>state</th><th>nodes</th><th>outcomes of the release</th>\
+         <th>state</th><th>nodes</th><th>nodes by latest outcome</th>\
          <th>transfer of the release</th><th>latest failure</th>\
          </tr></thead>\n<tbody>\n{rows}</tbody></table></div></section>\n\
          <section><h2>Nodes per version</h2><div id=\"version-charts\" class=\"panels\"></div></section>\n\
-         <section><h2>Outcomes of the current release, last 24 h</h2>\
+         <section><h2>Reports about the current release per hour, last 24 h</h2>\
          <div id=\"outcome-charts\" class=\"panels\"></div></section>\n\
          <section><h2>Latest failures</h2><div class=\"scroll\"><table id=\"failure-table\" class=\"cards\">\
          <thead><tr><th>when</th><th>channel</th><th>node</th><th>outcome</th><th>from</th>\
@@ -142,10 +142,14 @@ fn row(out: &mut String, s: &ChannelStatus) {
         Some(p) => format!("{} %", text(Some(p))),
         None => "–".to_owned(),
     };
-    let state = if s.paused {
-        "<span class=\"paused\">paused</span>".to_owned()
-    } else {
-        "active".to_owned()
+    let reason = s.pause.as_ref().and_then(|p| p.reason.as_deref());
+    let state = match (s.paused, reason) {
+        (true, Some(reason)) => format!(
+            "<span class=\"paused\">paused</span><span class=\"pause-reason\">{}</span>",
+            escape(reason)
+        ),
+        (true, None) => "<span class=\"paused\">paused</span>".to_owned(),
+        (false, _) => "active".to_owned(),
     };
     let outcomes = s
         .current_release
@@ -168,7 +172,7 @@ fn row(out: &mut String, s: &ChannelStatus) {
         });
     let _ = writeln!(
         out,
-        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"state\">{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"failure\"><div class=\"clip\">{}</div></td></tr>",
         escape(&s.channel),
         escape(release.trim()),
         s.metadata_version.map_or("–".into(), |v| v.to_string()),

@@ -9,7 +9,7 @@
 //! | `/dashboard.js`, `/dashboard.css`, `/dashboard.svg` | GET, HEAD | – | the dashboard's script, style and icon (no data) |
 //! | `/v1/channels` | GET, HEAD | status token, if set | 200 every channel's status JSON; 401 |
 //! | `/v1/nodes?q=&limit=&offset=` | GET, HEAD | status token, if set | 200 one page of nodes' latest reports, each with its last install's transfer; 400, 401 |
-//! | `/v1/reports` | POST | report token | 201 `{"id"}`; 200 `{"id"}` of the first copy for a report id the node already sent; 400, 401, 403, 408, 413, 415 |
+//! | `/v1/reports` | POST | report token | 201 `{"id"}`; 200 `{"id"}` of the first copy for a report id the node already sent; 400, 401, 403, 408, 413, 415; 429 with `Retry-After` beyond the node's rate |
 //! | `/v1/channels/NAME/status` | GET, HEAD | status token, if set | 200 status JSON; 400, 401, 404 |
 //! | `/metrics` | GET, HEAD | status token, if set | OpenMetrics text ([`crate::metrics`]); 401 |
 //! | `/v1/channels/NAME/pause` | POST | admin token | 200 pause JSON; 400, 401, 403, 404 |
@@ -266,8 +266,10 @@ fn channel_name(raw: &str) -> Result<String, ApiError> {
     Ok(decoded.into_owned())
 }
 
-/// `POST /v1/reports`: token, content type, size, then JSON; stored only when all pass, and
-/// once per (node, report id): a retry is answered 200 with the first copy's id, not counted.
+/// `POST /v1/reports`: token, content type, size, JSON, then the node's rate (429 with
+/// `Retry-After` beyond it); stored only when all pass, and once per (node, report id): a
+/// retry is answered 200 with the first copy's id, not counted. A new row counts against the
+/// table's row cap.
 async fn post_report(
     app: &App,
     req: Request<Incoming>,
@@ -280,6 +282,17 @@ async fn post_report(
     )
     .await?;
     let report = Report::from_json(&body).map_err(ApiError::bad_request)?;
+    app.report_rate
+        .check(&report.node_id, std::time::Instant::now())
+        .map_err(|wait| {
+            ApiError::too_many(
+                format!(
+                    "node {} sends reports too fast: retry later",
+                    report.node_id
+                ),
+                wait,
+            )
+        })?;
     let now = httpdate::unix_seconds(SystemTime::now());
     let stored = app
         .db
@@ -290,6 +303,10 @@ async fn post_report(
         return Ok(api::json(StatusCode::OK, &stored));
     }
     app.metrics.report(&report);
+    app.db
+        .keep_within(&app.retention)
+        .await
+        .map_err(|e| ApiError::internal("could not bound the report table", &e))?;
     Ok(api::json(StatusCode::CREATED, &stored))
 }
 

@@ -22,6 +22,7 @@ use crate::db::Db;
 use crate::error::Error;
 use crate::httpdate;
 use crate::metrics::Metrics;
+use crate::ratelimit::Limiter;
 use crate::repo::Repo;
 use crate::routes;
 use crate::sendfile::{self, Pending, SendfileIo};
@@ -51,10 +52,11 @@ impl Server {
     pub async fn bind(config: Config) -> Result<Server, Error> {
         config.limits.validate()?;
         config.retention.validate()?;
+        config.report_rate.validate()?;
         let repo = Repo::open(&config.repo)?;
         let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
         let db = match &config.database_url {
-            Some(url) => Db::connect(url).await?,
+            Some(url) => Db::connect(url, config.database_password_file.as_deref()).await?,
             None => Db::open(&config.data_dir)?,
         };
         prune(&db, &config.retention).await?;
@@ -73,6 +75,8 @@ impl Server {
             status_token: config.status_token,
             limits: config.limits,
             metrics: Metrics::default(),
+            report_rate: Limiter::new(config.report_rate),
+            retention: config.retention.clone(),
         });
         Ok(Server {
             listener,

@@ -726,7 +726,7 @@ fn seed_reports(config: &server::Config, rows: &[(&str, i64)]) {
         .unwrap();
     rt.block_on(async {
         let db = match &config.database_url {
-            Some(url) => server::db::Db::connect(url).await.unwrap(),
+            Some(url) => server::db::Db::connect(url, None).await.unwrap(),
             None => server::db::Db::open(&config.data_dir).unwrap(),
         };
         for (node, received_at) in rows {

@@ -1,5 +1,6 @@
 //! The `tandem-server` binary: start, serve, stop on SIGTERM; token rules; TLS.
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -278,4 +279,200 @@ fn output_to_a_closed_pipe_exits_quietly() {
         assert!(out.status.success(), "{args:?}: {}: {stderr}", out.status);
         assert!(stderr.is_empty(), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn logs_carry_colour_only_on_a_terminal_without_no_color() {
+    let dir = tempfile::tempdir().unwrap();
+    // No report token: the server logs a warning, then fails on the missing repository.
+    let serve = format!(
+        "{BIN} serve --repo {0}/missing --data {0}/data",
+        dir.path().display()
+    );
+    let piped = Command::new("sh")
+        .args(["-c", &serve])
+        .env_remove("NO_COLOR")
+        .env_remove("TANDEM_REPORT_TOKEN")
+        .output()
+        .unwrap();
+    let log = |out: &std::process::Output| {
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text + &String::from_utf8_lossy(&out.stderr)
+    };
+    assert!(log(&piped).contains("no report token"), "{}", log(&piped));
+    assert!(!log(&piped).contains('\x1b'), "a pipe: {}", log(&piped));
+    // `script` gives the server a terminal for stdout and stderr.
+    let on_terminal = |no_color: Option<&str>| {
+        let mut cmd = Command::new("script");
+        cmd.args(["-qec", &serve, "/dev/null"])
+            .env_remove("TANDEM_REPORT_TOKEN")
+            .env_remove("NO_COLOR");
+        if let Some(value) = no_color {
+            cmd.env("NO_COLOR", value);
+        }
+        let out = cmd
+            .output()
+            .expect("script (util-linux) is needed for this test");
+        let text = log(&out);
+        assert!(text.contains("no report token"), "{text}");
+        text
+    };
+    assert!(on_terminal(None).contains('\x1b'), "a terminal is coloured");
+    let text = on_terminal(Some("1"));
+    assert!(!text.contains('\x1b'), "NO_COLOR: {text}");
+}
+
+/// `tandem-server serve --database SETTINGS [extra]` against an empty repository: its output
+/// when it fails at start.
+fn serve_database(settings: &str, extra: &[&std::ffi::OsStr]) -> std::process::Output {
+    let fixture = TestServer::start();
+    Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--repo"])
+        .arg(fixture.repo())
+        .args(["--database", settings])
+        .args(extra)
+        .env("TANDEM_REPORT_TOKEN", "file-token-0123456789")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_missing_database_or_role_is_named_in_the_error() {
+    let pg = crate::util::PgCluster::start();
+    let host = pg.socket_dir().display().to_string();
+    for (settings, cause) in [
+        (
+            format!("host={host} user=postgres dbname=nosuch"),
+            "database \"nosuch\" does not exist",
+        ),
+        (
+            format!("host={host} user=nobody dbname=postgres"),
+            "role \"nobody\" does not exist",
+        ),
+    ] {
+        let out = serve_database(&settings, &[]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(cause), "{settings}: {err}");
+    }
+}
+
+#[test]
+fn the_database_password_comes_from_a_file_not_the_url() {
+    let pg = crate::util::PgCluster::start_with_hba("local all tandem scram-sha-256");
+    pg.query_ints("CREATE ROLE tandem LOGIN PASSWORD 'pass word 0123'");
+    pg.query_ints("CREATE DATABASE tandem OWNER tandem");
+    let settings = format!(
+        "host={} user=tandem dbname=tandem",
+        pg.socket_dir().display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "not it\n").unwrap();
+    let out = serve_database(
+        &settings,
+        &["--database-password-file".as_ref(), wrong.as_ref()],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("password authentication failed for user \"tandem\""),
+        "{err}"
+    );
+    let right = dir.path().join("right");
+    std::fs::write(&right, "pass word 0123\n").unwrap();
+    let fixture = TestServer::start();
+    let (mut child, addr) = spawn_listening(
+        Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--repo"])
+            .arg(fixture.repo())
+            .args(["--database", &settings, "--database-password-file"])
+            .arg(&right)
+            .env("TANDEM_REPORT_TOKEN", "file-token-0123456789"),
+    );
+    let r = crate::util::client()
+        .post(format!("http://{addr}/v1/reports"))
+        .bearer_auth("file-token-0123456789")
+        .json(
+            &serde_json::json!({"node_id": "n", "channel": "stable", "from_version": "1",
+                                  "to_version": "2", "outcome": "installed"}),
+        )
+        .send()
+        .unwrap();
+    let nodes: serde_json::Value = crate::util::client()
+        .get(format!("http://{addr}/v1/nodes"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(nodes["total"], 1, "{nodes}");
+}
+
+/// `dist/tandem-server.service`'s `ExecStart` as arguments, with its variables expanded as
+/// systemd would: `$TANDEM_SERVER_LISTEN` (split at spaces) from its `Environment=`,
+/// `${STATE_DIRECTORY}` and `${CREDENTIALS_DIRECTORY}` to the given directories, and the
+/// credential files its `LoadCredential=` lines name, each written with `token(name)`.
+fn shipped_unit_args(state: &Path, creds: &Path, token: impl Fn(&str) -> String) -> Vec<String> {
+    let unit_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/tandem-server.service");
+    let unit = std::fs::read_to_string(unit_path)
+        .unwrap()
+        .replace("\\\n", " ");
+    let setting = |key: &str| -> Vec<String> {
+        unit.lines()
+            .filter_map(|l| l.strip_prefix(key))
+            .map(|v| v.trim_matches('"').to_owned())
+            .collect()
+    };
+    for credential in setting("LoadCredential=") {
+        let name = credential.split(':').next().unwrap();
+        std::fs::write(creds.join(name), token(name)).unwrap();
+    }
+    let listen = setting("Environment=\"TANDEM_SERVER_LISTEN=").concat();
+    let exec = setting("ExecStart=").concat();
+    exec.split_whitespace()
+        .skip(1)
+        .flat_map(|word| match word {
+            "$TANDEM_SERVER_LISTEN" => listen.split_whitespace().map(str::to_owned).collect(),
+            _ => vec![word
+                .replace("${STATE_DIRECTORY}", &state.display().to_string())
+                .replace("${CREDENTIALS_DIRECTORY}", &creds.display().to_string())],
+        })
+        .collect()
+}
+
+#[test]
+fn the_shipped_unit_listens_on_loopback_and_guards_the_status() {
+    let fixture = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let token = |name: &str| format!("{name}-0123456789abcdef\n");
+    let mut args = shipped_unit_args(dir.path(), dir.path(), token);
+    let listen = args.iter().position(|a| a == "--listen").unwrap() + 1;
+    assert_eq!(args[listen], "127.0.0.1:8080", "{args:?}");
+    // Another test or program may hold 8080: the same host, any free port.
+    args[listen] = "127.0.0.1:0".into();
+    let repo = args.iter().position(|a| a == "/srv/tandem/repo").unwrap();
+    args[repo] = fixture.repo().display().to_string();
+    let (mut child, addr) = spawn_listening(
+        Command::new(BIN)
+            .args(&args)
+            .env_remove("TANDEM_REPORT_TOKEN")
+            .env_remove("TANDEM_STATUS_TOKEN")
+            .env_remove("TANDEM_ADMIN_TOKEN"),
+    );
+    let page = |bearer: Option<&str>| {
+        let request = crate::util::client().get(format!("http://{addr}/"));
+        let request = match bearer {
+            Some(t) => request.bearer_auth(t),
+            None => request,
+        };
+        request.send().unwrap().status()
+    };
+    let (open, with_token) = (page(None), page(Some(token("status-token").trim())));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+    assert_eq!(open, StatusCode::UNAUTHORIZED);
+    assert_eq!(with_token, StatusCode::OK);
 }

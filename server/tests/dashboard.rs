@@ -140,8 +140,14 @@ fn check_what_the_page_shows(b: &mut Browser) {
         ),
         "30"
     );
+    // The legend counts what the bars count, reports (30 installs: 20 of the nodes that
+    // committed installed first); the channel table counts nodes by their latest outcome.
+    assert_eq!(
+        text(b, "#outcome-charts .legend-what"),
+        "reports, last 24 h:"
+    );
     for (outcome, n) in [
-        ("installed", 10),
+        ("installed", 30),
         ("committed", 20),
         ("failed", 5),
         ("rolled-back", 5),
@@ -149,6 +155,19 @@ fn check_what_the_page_shows(b: &mut Browser) {
         let shown = text(b, &format!(r#"#outcome-charts [data-outcome="{outcome}"]"#));
         assert_eq!(shown, format!("{outcome}: {n}"));
     }
+    assert_eq!(
+        text(b, &format!("{ROW} .outcomes")),
+        "installed: 10, committed: 20, rolled-back: 5, failed: 5"
+    );
+    let heads = "[...document.querySelectorAll('#channel-table th')].map(th => th.textContent)";
+    let heads = b.eval(heads);
+    assert!(
+        heads
+            .as_array()
+            .unwrap()
+            .contains(&json!("nodes by latest outcome")),
+        "{heads}"
+    );
     assert!(
         count(b, "#outcome-charts svg rect") >= 2,
         "hourly bars drawn"
@@ -287,5 +306,79 @@ fn behind_the_status_token_the_dashboard_reads_with_the_browsers_credentials() {
         "no transfer figures yet",
         "installs without transfers show no zeros"
     );
+    assert_eq!(b.errors(), Vec::<String>::new());
+}
+
+/// A reason as long as a report may carry, most of it one word: nothing to break it at.
+fn long_reason() -> String {
+    let word = "x".repeat(600);
+    format!(
+        "health check http://edge.example/{word} failed: {}",
+        "timeout ".repeat(40)
+    )
+    .chars()
+    .take(proto::report::MAX_REASON)
+    .collect()
+}
+
+#[test]
+fn at_1280px_the_pause_reason_shows_and_a_long_failure_leaves_the_button_in_view() {
+    let s = TestServer::start();
+    let failed = json!({"node_id": "node-long", "channel": "stable", "from_version": "1.0.0",
+                        "to_version": "2.0.0", "outcome": "failed", "reason": long_reason()});
+    post_all(&s, &[failed]);
+    let reason = "waiting for the kernel fix";
+    let r = client()
+        .post(s.url("/v1/channels/stable/pause"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "reason": reason }))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // Without the script: the server's table shows the reason in the row, not in a tooltip.
+    let html = client().get(s.url("/")).send().unwrap().text().unwrap();
+    assert!(
+        html.contains(&format!(r#"<span class="pause-reason">{reason}</span>"#)),
+        "{html}"
+    );
+
+    let mut b = Browser::launch(1280, 900);
+    b.navigate(&s.url("/"));
+    let resume = format!(r#"{ROW} button[data-action="resume"]"#);
+    b.wait_for(
+        &format!("document.querySelector('{resume}')"),
+        "the channel row drawn by the script",
+    );
+    assert_eq!(text(&mut b, &format!("{ROW} .pause-reason")), reason);
+    assert_eq!(
+        text(&mut b, &format!("{ROW} .state")),
+        format!("paused{reason}")
+    );
+    b.type_into("#admin-token", ADMIN_TOKEN);
+    b.click("#admin-keep");
+    b.wait_for(
+        &format!("document.querySelector('{resume}')?.disabled === false"),
+        "an enabled resume button",
+    );
+    b.screenshot(
+        &screenshot_dir().join("desktop-long-failure.png"),
+        (1280, 900),
+        false,
+    );
+    // In view as laid out, before anything scrolls it there.
+    let right = b.eval(&format!(
+        "document.querySelector('{resume}').getBoundingClientRect().right"
+    ));
+    let right = right.as_f64().unwrap();
+    assert!(
+        right > 0.0 && right <= 1280.0,
+        "the button ends at x = {right}"
+    );
+    b.click(&resume);
+    b.wait_for(
+        &format!("document.querySelector('{ROW} .active')"),
+        "the channel resumed",
+    );
+    assert!(!api_paused(&s));
     assert_eq!(b.errors(), Vec::<String>::new());
 }

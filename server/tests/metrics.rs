@@ -169,6 +169,32 @@ fn metrics_count_requests_bytes_reports_pauses_and_nodes() {
 }
 
 /// Scrapes until `tandem_server_http_open_connections` is `want` (the scrape's own included).
+#[test]
+fn next_root_probes_are_labelled_apart_from_errors() {
+    let s = TestServer::start();
+    std::fs::copy(s.repo().join("root.json"), s.repo().join("1.root.json")).unwrap();
+    assert_eq!(get(&s, "/1.root.json", None).status(), StatusCode::OK);
+    for _ in 0..2 {
+        assert_eq!(
+            get(&s, "/2.root.json", None).status(),
+            StatusCode::NOT_FOUND
+        );
+    }
+    assert_eq!(
+        get(&s, "/nothing.json", None).status(),
+        StatusCode::NOT_FOUND
+    );
+    let m = scrape(&s);
+    let requests = "tandem_server_http_requests_total";
+    let probes = |status| value(&m, requests, &[("route", "root_probe"), ("status", status)]);
+    assert_eq!((probes("200"), probes("404")), (1.0, 2.0));
+    assert_eq!(
+        value(&m, requests, &[("route", "root"), ("status", "404")]),
+        1.0,
+        "a missing file other than N.root.json is still counted as root 404"
+    );
+}
+
 fn await_open_connections(s: &TestServer, want: f64) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

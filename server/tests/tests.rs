@@ -8,6 +8,7 @@ mod browser;
 mod cli;
 mod dashboard;
 mod files;
+mod flood;
 mod hardening;
 mod metrics;
 mod shared_db;

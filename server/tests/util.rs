@@ -82,6 +82,11 @@ pub struct PgCluster {
 
 impl PgCluster {
     pub fn start() -> PgCluster {
+        PgCluster::start_with_hba("")
+    }
+
+    /// A cluster whose `pg_hba.conf` starts with `hba` (rules before the default `trust`).
+    pub fn start_with_hba(hba: &str) -> PgCluster {
         let bin = pg_bin_dir().expect(
             "PostgreSQL (initdb, pg_ctl) is missing: apt-get install postgresql \
              (scripts/test.sh installs it)",
@@ -116,6 +121,9 @@ impl PgCluster {
                 "UTF8",
             ],
         );
+        let hba_file = data.join("pg_hba.conf");
+        let rest = std::fs::read_to_string(&hba_file).unwrap();
+        std::fs::write(&hba_file, format!("{hba}\n{rest}")).unwrap();
         let options = format!(
             "-k {} -c listen_addresses= -c fsync=off -c max_connections=200",
             cluster.dir.path().display()
@@ -143,6 +151,11 @@ impl PgCluster {
             "host={} user=postgres dbname=postgres",
             self.dir.path().display()
         )
+    }
+
+    /// The socket directory (`host=` of a connection).
+    pub fn socket_dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// Runs `sql` and returns the first column of each row as an integer.

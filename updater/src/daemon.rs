@@ -20,7 +20,7 @@ use crate::error::{Error, Refusal, Result};
 use crate::http::{Conditional, Http};
 use crate::metrics::Event;
 use crate::reports::Report;
-use crate::state::{AgentState, Phase};
+use crate::state::{AgentState, Phase, FACTORY_VERSION};
 use crate::SlotId;
 
 /// The most the wait between polls grows to after repeated failures.
@@ -418,11 +418,13 @@ fn holds(state: &AgentState, booted: SlotId, manifest_sha256: &str) -> bool {
     runs || waits
 }
 
+/// The version the node runs, as its reports give it: a slot the agent never wrote holds the
+/// factory image, reported as `factory` (as `status` and the metrics name it).
 fn running_version(state: &AgentState, slot: SlotId) -> String {
     state
         .slots
         .get(&slot)
-        .map_or_else(|| "unknown".to_owned(), |r| r.release.version.clone())
+        .map_or_else(|| FACTORY_VERSION.to_owned(), |r| r.release.version.clone())
 }
 
 /// The poll interval, doubled per consecutive failure up to [`MAX_BACKOFF`], ±10 % jitter

@@ -284,3 +284,22 @@ fn a_disk_set_up_for_one_backend_refuses_the_others() {
     let out = t.run(tandem_disk().args(["boot", "disk.img", "--grubenv", "grubenv"]));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "a");
 }
+
+#[test]
+fn warnings_written_to_a_pipe_carry_no_colour_codes() {
+    let t = Tmp::new();
+    let disk = t.small_image("disk.img");
+    // Damage the primary GPT header's CRC: `show` warns and reads the backup copy.
+    let mut bytes = std::fs::read(&disk).unwrap();
+    bytes[512 + 16] ^= 0xff;
+    std::fs::write(&disk, &bytes).unwrap();
+    let out = t.run(
+        tandem_disk()
+            .args(["show", "disk.img"])
+            .env("RUST_LOG", "warn")
+            .env_remove("NO_COLOR"),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("primary GPT is damaged"), "{err}");
+    assert!(!err.contains('\x1b'), "ANSI codes in a pipe: {err:?}");
+}

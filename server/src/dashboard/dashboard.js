@@ -112,17 +112,23 @@ function channelRow(s) {
   const state = s.paused
     ? el("span", { class: "paused" }, "paused")
     : el("span", { class: "active" }, "active");
-  if (s.paused && s.pause && s.pause.reason) state.title = s.pause.reason;
+  const reason = s.paused && s.pause && s.pause.reason;
+  const stateCell = el("td", { class: "state" }, state);
+  if (reason) stateCell.append(el("span", { class: "pause-reason" }, reason));
   const first = s.current_release.failures[0];
-  const failure = first ? `${first.node_id} ${first.outcome}: ${first.reason || ""}` : "";
+  // Wrapped in a box of bounded width: a long reason wraps instead of pushing the action
+  // column out of view.
+  const failure = el("div", { class: "clip" },
+    first ? `${first.node_id} ${first.outcome}: ${first.reason || ""}` : "");
   const row = el("tr", { "data-channel": s.channel },
     el("td", {}, s.channel), el("td", { class: "release" }, releaseText(s)),
     el("td", { class: "num" }, s.metadata_version ?? "–"),
-    el("td", { class: "rollout num" }, rolloutText(s)), el("td", { class: "state" }, state),
+    el("td", { class: "rollout num" }, rolloutText(s)), stateCell,
+    el("td", { class: "action" }, pauseButton(s)),
     el("td", { class: "nodes num" }, s.nodes.total),
     el("td", { class: "outcomes" }, outcomesText(s.current_release.outcomes)),
     el("td", { class: "transfer" }, transferText(s.current_release)),
-    el("td", {}, failure), el("td", {}, pauseButton(s)));
+    el("td", { class: "failure" }, failure));
   return row;
 }
 
@@ -139,7 +145,9 @@ function replaceBody(table, body) {
 function renderChannels(fleet) {
   const table = document.getElementById("channel-table");
   const head = table.tHead.rows[0];
-  if (!head.querySelector(".action")) head.append(el("th", { class: "action" }, "action"));
+  // The action sits beside the state it changes, ahead of the columns whose width depends
+  // on what nodes report.
+  if (!head.querySelector(".action")) head.cells[4].after(el("th", { class: "action" }, "action"));
   const body = el("tbody");
   for (const s of fleet.channels) body.append(channelRow(s));
   for (const e of fleet.errors) {
@@ -171,7 +179,8 @@ function versionChart(s) {
   return el("div", { class: "panel", "data-channel": s.channel }, el("h3", {}, s.channel), chart);
 }
 
-/** Stacked bars of reports per hour over the last 24 h, oldest left. */
+/** Stacked bars of reports per hour over the last 24 h, oldest left, and a legend of the
+ * same reports' totals. */
 function outcomeChart(s, now) {
   const hourMs = 3600 * 1000;
   const lastHour = Math.floor(now / hourMs) * hourMs;
@@ -204,10 +213,12 @@ function outcomeChart(s, now) {
   });
   chart.append(svg("text", { x: 0, y: top + 9, "font-size": 10 }, max));
   chart.append(svg("line", { x1: 28, x2: width, y1: top + height, y2: top + height, stroke: "#999" }));
-  const legend = el("p", { class: "legend" });
+  // The legend counts what the bars count: reports in the 24 hours drawn (the channel table
+  // counts nodes by their latest outcome).
+  const legend = el("p", { class: "legend" }, el("span", { class: "legend-what" }, "reports, last 24 h:"));
   for (const o of OUTCOMES) {
-    legend.append(el("span", { class: `o-${o}`, "data-outcome": o },
-                     `${o}: ${s.current_release.outcomes[o] || 0}`));
+    const n = slots.reduce((sum, slot) => sum + (slot.counts[o] || 0), 0);
+    legend.append(el("span", { class: `o-${o}`, "data-outcome": o }, `${o}: ${n}`));
   }
   const title = `${s.channel} → ${s.current_release.version ?? "no release"}`;
   return el("div", { class: "panel", "data-channel": s.channel }, el("h3", {}, title), legend, chart);
@@ -239,7 +250,8 @@ function renderNodes(page) {
       el("td", {}, n.channel), el("td", { class: "version" }, n.version),
       el("td", { class: "outcome" }, n.outcome), el("td", {}, n.to_version),
       el("td", { class: "time" }, n.last_seen),
-      el("td", { class: "transfer" }, installText(n.last_install_transfer)), el("td", {}, n.reason || "")));
+      el("td", { class: "transfer" }, installText(n.last_install_transfer)),
+      el("td", { class: "reason" }, n.reason || "")));
   }
   document.getElementById("node-table").tBodies[0].replaceWith(body);
   const shown = page.nodes.length;

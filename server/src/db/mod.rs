@@ -14,6 +14,7 @@
 //! lookup, so reports stored by another server invalidate this server's cache too.
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::Serialize;
@@ -46,6 +47,10 @@ type SummaryCache = Arc<Mutex<HashMap<String, Cached>>>;
 pub struct Db {
     store: Store,
     summaries: SummaryCache,
+    /// Reports this server stored since it last counted the table against the row cap.
+    since_count: Arc<AtomicU64>,
+    /// Held while the row cap is enforced, so concurrent requests do not all count.
+    capping: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The cache, also after a panic elsewhere: a map of finished entries stays usable.
@@ -167,9 +172,10 @@ impl Db {
         Ok(Db::with_store(Store::Sqlite(sqlite)))
     }
 
-    /// Connects to the PostgreSQL database at `url` and migrates it.
-    pub async fn connect(url: &str) -> Result<Db, DbError> {
-        let pg = postgres::Postgres::connect(url).await?;
+    /// Connects to the PostgreSQL database at `url` (with the password in `password_file`,
+    /// if given) and migrates it.
+    pub async fn connect(url: &str, password_file: Option<&Path>) -> Result<Db, DbError> {
+        let pg = postgres::Postgres::connect(url, password_file).await?;
         Ok(Db::with_store(Store::Postgres(pg)))
     }
 
@@ -177,6 +183,8 @@ impl Db {
         Db {
             store,
             summaries: SummaryCache::default(),
+            since_count: Arc::default(),
+            capping: Arc::default(),
         }
     }
 
@@ -246,11 +254,11 @@ impl Db {
     }
 
     /// Deletes what `retention` does not keep at time `now` (Unix seconds): reports older
-    /// than `max_age`, then all but the newest `max_rows`. Returns the number deleted.
+    /// than `max_age`, then the surplus over `max_rows` ([`SURPLUS`]). Returns the number
+    /// deleted.
     pub async fn prune(&self, retention: &Retention, now: i64) -> Result<u64, DbError> {
         let age = i64::try_from(retention.max_age.as_secs()).unwrap_or(i64::MAX);
         let cutoff = now.saturating_sub(age);
-        let keep = i64::try_from(retention.max_rows).unwrap_or(i64::MAX);
         let old = self
             .store
             .execute(
@@ -258,18 +266,42 @@ impl Db {
                 vec![cutoff.into()],
             )
             .await?;
-        let surplus = self
-            .store
-            .execute(
-                "DELETE FROM reports WHERE id <=
-                   (SELECT id FROM reports ORDER BY id DESC LIMIT 1 OFFSET $1)",
-                vec![keep.into()],
-            )
-            .await?;
-        if old + surplus > 0 {
+        let surplus = self.delete_surplus(retention.max_rows).await?;
+        if old > 0 && surplus == 0 {
             self.store.touch_all().await?;
         }
         Ok(old + surplus)
+    }
+
+    /// Called after each report stored: every [`Retention::check_every`] of them, counts the
+    /// table and deletes the surplus over `max_rows`, so a flood is bounded as it arrives
+    /// rather than at the next hourly pruning. Returns the number deleted.
+    pub async fn keep_within(&self, retention: &Retention) -> Result<u64, DbError> {
+        let stored = self.since_count.fetch_add(1, Ordering::Relaxed) + 1;
+        if stored < retention.check_every() {
+            return Ok(0);
+        }
+        // Another request is counting already: this report will be in its count or the next.
+        let Ok(_capping) = self.capping.try_lock() else {
+            return Ok(0);
+        };
+        self.since_count.store(0, Ordering::Relaxed);
+        self.delete_surplus(retention.max_rows).await
+    }
+
+    /// Deletes the reports beyond the first `keep` ([`SURPLUS`]: the longest node histories
+    /// lose their oldest reports first).
+    async fn delete_surplus(&self, keep: u64) -> Result<u64, DbError> {
+        let surplus = self.count().await?.saturating_sub(keep);
+        if surplus == 0 {
+            return Ok(0);
+        }
+        let limit = i64::try_from(surplus).unwrap_or(i64::MAX);
+        let deleted = self.store.execute(SURPLUS, vec![limit.into()]).await?;
+        if deleted > 0 {
+            self.store.touch_all().await?;
+        }
+        Ok(deleted)
     }
 
     /// Number of stored reports (for tests and the page).
@@ -281,6 +313,17 @@ impl Db {
         rows.first().map_or(Ok(0), |r| r.count(0))
     }
 }
+
+/// Deletes `$1` reports, the noisiest nodes' first: each report's depth is how many newer
+/// reports its node has, and the deepest go first (the oldest among equals). A node that
+/// floods loses its own history while every other node keeps its latest reports; only when
+/// all nodes are down to one report each do the oldest of those go.
+const SURPLUS: &str = "DELETE FROM reports WHERE id IN (
+       SELECT id FROM (
+         SELECT id, ROW_NUMBER() OVER (PARTITION BY node_id ORDER BY id DESC) AS depth
+         FROM reports) ranked
+       ORDER BY depth DESC, id ASC
+       LIMIT $1)";
 
 /// Each node's latest report in a channel.
 const LATEST: &str =

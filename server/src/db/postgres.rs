@@ -7,9 +7,10 @@
 //! pruning; a server reads it (a primary-key lookup) before answering from its cache.
 //! Generations are bumped under the row's lock, so a server that reads generation `G` sees
 //! every report stamped `≤ G` committed: a summary computed after reading `G` includes them.
+use std::path::Path;
 use std::time::SystemTime;
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::NoTls;
 
@@ -41,12 +42,22 @@ pub struct Postgres {
 }
 
 impl Postgres {
-    /// Connects to `url` (a `postgres://` URL or `key=value` settings) and migrates the
-    /// schema. Plain connections only: use a Unix socket or a trusted network.
-    pub async fn connect(url: &str) -> Result<Postgres, DbError> {
-        let config: tokio_postgres::Config = url
+    /// Connects to `url` (a `postgres://` URL or `key=value` settings), with the password
+    /// read from `password_file` if given, and migrates the schema. Plain connections only:
+    /// use a Unix socket or a trusted network.
+    pub async fn connect(url: &str, password_file: Option<&Path>) -> Result<Postgres, DbError> {
+        let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e: tokio_postgres::Error| DbError::Url(e.to_string()))?;
+        if let Some(path) = password_file {
+            if config.get_password().is_some() {
+                return Err(DbError::Url(format!(
+                    "it has a password and {} gives one too: keep only the file",
+                    path.display()
+                )));
+            }
+            config.password(read_password(path)?);
+        }
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -108,10 +119,10 @@ impl Postgres {
     }
 
     async fn client(&self) -> Result<Object, DbError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| DbError::Pool(e.to_string()))
+        self.pool.get().await.map_err(|e| match e {
+            PoolError::Backend(e) => DbError::Pool(crate::error::pg_cause(&e)),
+            other => DbError::Pool(other.to_string()),
+        })
     }
 
     /// Applies the pending [`schema::MIGRATIONS`] in one transaction, under an advisory lock.
@@ -139,6 +150,17 @@ impl Postgres {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// The password in `path`: its content without the line break that ends it (a password may
+/// hold spaces, so nothing else is trimmed).
+fn read_password(path: &Path) -> Result<String, DbError> {
+    let text = std::fs::read_to_string(path).map_err(|source| DbError::PasswordFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    let line = text.strip_suffix('\n').unwrap_or(&text);
+    Ok(line.strip_suffix('\r').unwrap_or(line).to_owned())
 }
 
 type Param = Box<dyn ToSql + Sync + Send>;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use server::{Config, Limits, Retention, TlsFiles, Token};
+use server::{Config, Limits, ReportRate, Retention, TlsFiles, Token};
 
 /// Serves a Tandem repository, collects node reports and pauses rollouts.
 #[derive(Debug, Parser)]
@@ -44,6 +44,10 @@ pub struct Serve {
     /// migrated at start. Plain connections only: a Unix socket or a trusted network.
     #[arg(long, value_name = "URL", conflicts_with = "data")]
     database: Option<String>,
+    /// File holding the PostgreSQL password (e.g. a systemd credential), so that it is not in
+    /// the --database URL, which the process list shows.
+    #[arg(long, value_name = "FILE", requires = "database")]
+    database_password_file: Option<PathBuf>,
     /// TLS certificate chain, PEM (serves HTTPS; needs --tls-key).
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -63,9 +67,19 @@ pub struct Serve {
     /// Reports older than this are deleted (at start, then hourly).
     #[arg(long, value_name = "DURATION", default_value = "180days", value_parser = humantime::parse_duration)]
     report_max_age: Duration,
-    /// Only the newest N reports are kept (at start, then hourly).
+    /// At most N reports are kept, checked as reports arrive (every 1 % of N, at most 1,000);
+    /// the surplus goes from the nodes with the most reports first.
     #[arg(long, value_name = "N", default_value_t = Retention::default().max_rows)]
     report_max_rows: u64,
+    /// Reports one node id may send at once; beyond it and its rate, 429 with Retry-After.
+    #[arg(long, value_name = "N", default_value_t = ReportRate::default().burst)]
+    report_burst: u32,
+    /// Time that earns a node one more report beyond its burst, e.g. 6s (10 a minute).
+    #[arg(long, value_name = "DURATION", default_value = "6s", value_parser = humantime::parse_duration)]
+    report_interval: Duration,
+    /// Most node ids whose report rate is tracked at once (idle ones are forgotten first).
+    #[arg(long, value_name = "N", default_value_t = ReportRate::default().max_nodes)]
+    report_rate_nodes: usize,
     /// Most connections served at once.
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_connections)]
     max_connections: usize,
@@ -85,9 +99,11 @@ impl Serve {
     pub fn into_config(self) -> anyhow::Result<Config> {
         let retention = self.retention()?;
         let limits = self.limits()?;
+        let report_rate = self.report_rate()?;
         let data = self.data.unwrap_or_else(default_data_dir);
         let mut config = Config::new(self.repo, self.listen, data);
         config.database_url = self.database;
+        config.database_password_file = self.database_password_file;
         config.tls = self
             .tls_cert
             .zip(self.tls_key)
@@ -109,6 +125,7 @@ impl Serve {
         )?;
         config.retention = retention;
         config.limits = limits;
+        config.report_rate = report_rate;
         if config.report_token.is_none() {
             tracing::warn!(
                 "no report token: POST /v1/reports is refused (set --report-token-file)"
@@ -127,6 +144,17 @@ impl Serve {
             .validate()
             .context("fix --report-max-age or --report-max-rows")?;
         Ok(retention)
+    }
+
+    fn report_rate(&self) -> anyhow::Result<ReportRate> {
+        let rate = ReportRate {
+            burst: self.report_burst,
+            interval: self.report_interval,
+            max_nodes: self.report_rate_nodes,
+        };
+        rate.validate()
+            .context("fix --report-burst, --report-interval or --report-rate-nodes")?;
+        Ok(rate)
     }
 
     fn limits(&self) -> anyhow::Result<Limits> {

@@ -60,5 +60,6 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(proto::term::colour(&std::io::stderr()))
         .init();
 }

@@ -40,6 +40,11 @@ fn v2_commits_and_a_broken_v3_rolls_back_over_tandem_server() {
         status["current_release"]["outcomes"]["installed"], 1,
         "{status:#}"
     );
+    assert_eq!(
+        status["nodes"]["by_version"],
+        json!({"factory": 1}),
+        "a node on its factory image says so: {status:#}"
+    );
     // The node has not rebooted yet: the next poll asks for the reboot again.
     match d.poll_once().unwrap() {
         Poll::RebootPending { version } => assert_eq!(version, "2.0.0"),

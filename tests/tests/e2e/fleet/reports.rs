@@ -1,6 +1,7 @@
 //! Reports that cannot be sent (bad token, server down) stay queued on the node and go out
 //! at the next poll; they never change the slot state. Poll backoff stays bounded.
 
+use std::path::Path;
 use std::time::Duration;
 
 use partitions::SlotId::{A, B};
@@ -145,4 +146,58 @@ fn poll_waits_grow_with_failures_and_stay_bounded() {
     let error = daemon(&agent).poll_once().unwrap_err();
     assert!(error.to_string().contains("does not exist"), "{error}");
     assert_eq!(f.slot_hashes(), slots);
+}
+
+#[test]
+fn a_report_refused_for_its_rate_stays_queued_until_the_server_takes_it() {
+    let mut f = Fleet::new();
+    let v2 = f.w.release("2.0.0", 1, 2);
+    f.publish(&v2, 100);
+    let work = f.w.dir.path().to_owned();
+    let one_an_hour = ["--report-burst", "1", "--report-interval", "1h"].map(Path::new);
+    let server = TandemServer::start_with(&work, &f.repo, &one_an_hour);
+    f.point_at(&server.url, "node-9", Some(&server.report_token_file));
+
+    // The install's report spends the node's one report of the hour.
+    let agent = f.agent(A);
+    assert!(matches!(
+        daemon(&agent).poll_once().unwrap(),
+        Poll::Installed(_)
+    ));
+    assert!(queued(&agent).is_empty(), "{:?}", queued(&agent));
+
+    // The commit's report is answered 429 with Retry-After: kept, at every poll, not dropped.
+    assert_eq!(f.w.boot(), B);
+    let agent = f.agent(B);
+    let check = agent.boot_check().unwrap();
+    let mut d = daemon(&agent);
+    d.report_boot_check(&check);
+    let committed = [("committed".to_owned(), "2.0.0".to_owned())];
+    assert_eq!(queued(&agent), committed);
+    assert!(matches!(d.poll_once().unwrap(), Poll::UpToDate { .. }));
+    assert_eq!(queued(&agent), committed);
+    let outcomes = server.status(CHANNEL)["current_release"]["outcomes"].clone();
+    assert_eq!(
+        (&outcomes["installed"], &outcomes["committed"]),
+        (&json!(1), &json!(0))
+    );
+    drop(d);
+    drop(server);
+
+    // The server again with its default rate (same database): the next poll delivers it.
+    let server = TandemServer::start(&work, &f.repo);
+    f.point_at(&server.url, "node-9", Some(&server.report_token_file));
+    let agent = f.agent(B);
+    assert!(matches!(
+        daemon(&agent).poll_once().unwrap(),
+        Poll::UpToDate { .. }
+    ));
+    assert!(queued(&agent).is_empty(), "{:?}", queued(&agent));
+    let status = server.status(CHANNEL);
+    let outcomes = &status["current_release"]["outcomes"];
+    assert_eq!(
+        (&outcomes["installed"], &outcomes["committed"]),
+        (&json!(0), &json!(1)),
+        "{status:#}"
+    );
 }
