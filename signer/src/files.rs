@@ -1,4 +1,4 @@
-//! Tool-side file handling: key files, size-capped reads, and atomic writes (temporary file in
+//! Tool-side file handling: key files and atomic writes (temporary file in
 //! the destination directory, fsync, rename, fsync of the directory), so a reader never sees
 //! a half-written key, bundle or document.
 
@@ -8,26 +8,11 @@ use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
+use bundle::files::invalid_data;
+pub use bundle::files::read_capped;
+
 use crate::error::Error;
 use crate::keys::{PublicKey, SecretKey};
-
-/// Reads a whole file of at most `max` bytes (checked before reading).
-pub fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, Error> {
-    let ctx = || format!("reading {}", path.display());
-    let file = File::open(path).map_err(Error::io(ctx()))?;
-    let len = file.metadata().map_err(Error::io(ctx()))?.len();
-    if len > max {
-        return Err(invalid_data(
-            ctx(),
-            format!("{len} bytes, more than the {max}-byte limit"),
-        ));
-    }
-    let mut buf = Vec::with_capacity(len as usize);
-    file.take(max + 1)
-        .read_to_end(&mut buf)
-        .map_err(Error::io(ctx()))?;
-    Ok(buf)
-}
 
 /// Longest key file read.
 const MAX_PEM: u64 = 64 << 10;
@@ -57,13 +42,6 @@ fn pem_text<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str, Error> {
             "not a text (PEM) file".into(),
         )
     })
-}
-
-fn invalid_data(context: String, message: String) -> Error {
-    Error::Io {
-        context,
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, message),
-    }
 }
 
 /// Reads a PKCS#8 PEM private key.

@@ -9,8 +9,8 @@ use std::io::{Read, Seek, SeekFrom};
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 
-use signer::verify::{check_release, Verified};
-use signer::{BundleHead, Channel, Limits, Manifest, Root};
+use bundle::verify::{check_release, Verified};
+use bundle::{BundleHead, Channel, Limits, Manifest, Root};
 
 use crate::error::{unknown_source, Error, Result};
 
@@ -139,7 +139,7 @@ impl Repository for DirRepository {
         if !full.exists() {
             return Ok(None);
         }
-        signer::files::read_capped(&full, max)
+        bundle::files::read_capped(&full, max)
             .map(Some)
             .map_err(Error::verify(full.display().to_string()))
     }
