@@ -1,27 +1,22 @@
-//! Tandem's signing and verification library: keys, the root of trust, threshold signatures,
-//! channel metadata and the `.tandem` bundle format (normative spec: `docs/FORMAT.md`).
+//! Tandem's authoring library: everything that makes a release, on top of the `bundle` crate
+//! (the format, reading and verification, which a node links alone).
 //!
 //! Map of the crate:
-//! - [`keys`]: Ed25519 keys in PKCS#8 / SPKI PEM, key ids.
-//! - [`role`]: the [`Role`] trait (domain-separated signed messages) and [`Threshold`].
-//! - [`schema`]: the typed documents: [`Root`], [`Channel`], [`Manifest`] and their wire forms.
-//! - [`verify`]: the only module that can build a [`Verified`] value (root chain, channel, bundle).
-//! - [`bundle`]: the binary bundle: header codec, reading by ranges, chunk decoding, signing.
-//! - [`chunking`]: where chunks are cut (fixed blocks or FastCDC on 4 KiB boundaries), shared
-//!   by the signer and by a node indexing its own slots for reuse.
+//! - [`keys`]: Ed25519 keys that sign (PKCS#8 PEM), the [`Signer`] trait, [`sign_bytes`];
+//!   [`key_source`]: a key file's key or (feature `pkcs11`) a token's, as the command line
+//!   names them; [`pkcs11`]: keys in a PKCS#11 token, named by `pkcs11:` URIs.
+//! - [`bundle`]: writing bundles (the signing pipeline, dictionary training, adding
+//!   signatures), with the format's reading modules re-exported.
 //! - [`metadata`]: writing signed `root.json` and channel documents.
 //! - [`request`]: signing requests and signature files (signing a bundle on another machine).
-//! - [`pkcs11`] (feature `pkcs11`): Ed25519 keys in a PKCS#11 token, named by `pkcs11:` URIs;
-//!   they sign through the same [`keys::Signer`] trait as key files.
-//! - [`uki`]: the `VERSION_ID` and `.cmdline` of a Unified Kernel Image asset (any PE section
-//!   by name); [`kernel`]: the version string of a bzImage kernel asset, for display.
-//! - [`files`] and [`publish`]: the tool side (atomic file writes, the repository layout). The
-//!   verification core above reads only the bytes or readers it is given.
+//! - [`files`] and [`publish`]: atomic file writes, key files, the repository layout.
 //! - [`repo`] (reading a repository directory or, through the binary, a URL), [`mirror`]
 //!   (a verified copy for a USB stick) and [`provenance`] (what a repository published, and
 //!   who signed it).
 //!
-//! Everything that reads untrusted bytes returns a typed [`Error`]; nothing here panics on input.
+//! The format's modules ([`schema`], [`verify`], [`chunking`], [`digest`], [`error`], [`role`],
+//! [`limits`], [`uki`], [`kernel`], [`time_util`]) are the `bundle` crate's, re-exported so
+//! that a tool built on this crate names everything through one path.
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 #![cfg_attr(
@@ -31,14 +26,9 @@
 #![warn(missing_docs)]
 
 pub mod bundle;
-mod canonical;
-pub mod chunking;
-pub mod digest;
-pub mod error;
 pub mod files;
-pub mod kernel;
+pub mod key_source;
 pub mod keys;
-pub mod limits;
 pub mod metadata;
 pub mod mirror;
 #[cfg(feature = "pkcs11")]
@@ -47,20 +37,14 @@ pub mod provenance;
 pub mod publish;
 pub mod repo;
 pub mod request;
-pub mod role;
-pub mod schema;
-pub mod time_util;
-pub mod uki;
-pub mod verify;
 
-pub use bundle::{BundleHead, BundleHeader, ChunkData, ChunkReader, SignOptions};
-pub use digest::Sha256Digest;
-pub use error::{
-    ChunkFault, Error, FormatError, KeyError, Result, Section, ThresholdReport, UsageError,
-    VerifyError,
+pub use ::bundle::{chunking, digest, error, kernel, limits, role, schema, time_util, uki, verify};
+pub use ::bundle::{
+    Asset, AssetKind, BundleHead, BundleHeader, Channel, Chunk, ChunkData, ChunkFault, ChunkReader,
+    Error, FormatError, KeyError, Limits, Manifest, Release, Result, Role, RoleKind, RoleName,
+    Rollout, Root, Section, Sha256Digest, Signature, Threshold, ThresholdReport, UsageError,
+    Verified, VerifyError,
 };
-pub use keys::{KeyId, PrivateKey, PublicKey, SecretKey, Signer};
-pub use limits::Limits;
-pub use role::{Role, RoleKind, RoleName, Threshold};
-pub use schema::{Asset, AssetKind, Channel, Chunk, Manifest, Release, Rollout, Root, Signature};
-pub use verify::Verified;
+pub use bundle::SignOptions;
+pub use key_source::PrivateKey;
+pub use keys::{sign_bytes, KeyId, PublicKey, SecretKey, Signer};

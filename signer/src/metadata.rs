@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 
 use time::OffsetDateTime;
 
-use crate::canonical;
 use crate::digest::Sha256Digest;
 use crate::error::{Error, FormatError, KeyError, Section, UsageError};
 use crate::keys::{check_distinct, sign_bytes, PublicKey, Signer};
@@ -19,6 +18,7 @@ use crate::schema::{
 };
 use crate::time_util::format_rfc3339;
 use crate::verify::{self, Verified};
+use bundle::canonical;
 
 /// Wraps signed bytes and their signatures into a document file.
 pub fn sign_document<K: Signer>(

@@ -7,67 +7,14 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::bundle::{parse_manifest_region, BundleHead, BundleHeader};
 use crate::digest::Sha256Digest;
-use crate::error::{Error, FormatError, KeyError, Section, UsageError};
+use crate::error::{Error, FormatError, KeyError, RequestError, Section, UsageError};
 use crate::keys::{sign_bytes, KeyId, PublicKey, Signature, Signer};
 use crate::limits::Limits;
 use crate::role::RoleKind;
 use crate::schema::{parse_envelope, Manifest};
-
-/// A request or signature file that cannot be used.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum RequestError {
-    /// Not the JSON this module writes.
-    #[error("not a signing request or signature file: {0}")]
-    Json(#[from] serde_json::Error),
-    /// An unknown kind, or a bundle request without its header (or a document with one).
-    #[error("kind `{0}` is not `bundle` (with a header), `root` or `channel` (without)")]
-    Kind(String),
-    /// A field is not valid hex or has the wrong length.
-    #[error("field `{0}` is not valid lowercase hex of the right length")]
-    Hex(&'static str),
-    /// The stated digest is not the digest of the carried bytes.
-    #[error(
-        "sha256 {stated} does not match the carried bytes ({actual}): the request was altered"
-    )]
-    Digest {
-        /// The digest written in the request.
-        stated: Sha256Digest,
-        /// The digest of the bytes it carries.
-        actual: Sha256Digest,
-    },
-    /// The key id is not the id of the carried public key.
-    #[error("key id {0} is not the id of the public key it carries")]
-    KeyId(KeyId),
-    /// The signature is for another kind of document.
-    #[error("it signs a {signs}, not a {target}")]
-    OtherKind {
-        /// What the signature file signs.
-        signs: RoleKind,
-        /// What it was to be attached to.
-        target: RoleKind,
-    },
-    /// The signature is for other signed bytes.
-    #[error("it signs sha256 {signed}, but this {kind}'s signed bytes have {target}: it is for another {kind}")]
-    OtherDocument {
-        /// The kind of both.
-        kind: RoleKind,
-        /// The digest the signature file names.
-        signed: Sha256Digest,
-        /// The digest of the target's signed bytes.
-        target: Sha256Digest,
-    },
-    /// The signature does not verify over the target's signed bytes.
-    #[error("the signature by key {keyid} does not verify over this {kind}: it was altered")]
-    BadSignature {
-        /// The kind of the target.
-        kind: RoleKind,
-        /// The signer.
-        keyid: KeyId,
-    },
-}
+use bundle::head::parse_manifest_region;
+use bundle::{BundleHead, BundleHeader};
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

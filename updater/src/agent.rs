@@ -10,13 +10,13 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bundle::verify::{verify_channel, ChainWalk, Verified};
+use bundle::{Channel, Limits, Manifest, Root};
 use partitions::boot;
 use partitions::boot::floor::FloorRecord;
 use partitions::io::{BlockDevice, FileDisk, FileStore, RealFs};
 use partitions::{BootControl, Disk, SlotBootState, SlotId, SlotPair};
 use serde::Serialize;
-use signer::verify::{verify_channel, ChainWalk, Verified};
-use signer::{Channel, Limits, Manifest, Root};
 use time::OffsetDateTime;
 
 use crate::assets::{

@@ -10,14 +10,14 @@
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
 
+use bundle::chunks::extract_asset;
+use bundle::verify::Verified;
+use bundle::{Asset, AssetKind, Manifest, Sha256Digest};
 use partitions::boot::{BootFile, BootFiles, Staging};
 use partitions::io::{BlockDevice, DeviceCursor};
 use partitions::{BootControl, Disk, SlotId, SlotPair};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use signer::bundle::extract_asset;
-use signer::verify::Verified;
-use signer::{Asset, AssetKind, Manifest, Sha256Digest};
 
 use crate::error::{Error, Refusal, Result};
 use crate::install::source_failure;
@@ -262,7 +262,7 @@ fn stage_uki_cmdline(staging: &mut Staging) -> Result<()> {
             .ok()
             .filter(|b| b.len() == len)
     };
-    let Some(cmdline) = signer::uki::cmdline(&mut read_at) else {
+    let Some(cmdline) = bundle::uki::cmdline(&mut read_at) else {
         return Ok(());
     };
     let mut out = staging.create(BootFile::Cmdline)?;
@@ -337,8 +337,8 @@ pub(crate) fn boot_files_status(files: &BootFiles, slot: SlotId) -> Result<Vec<B
             let mut read_exact =
                 |offset: u64, len: usize| read(offset, len).ok().filter(|b| b.len() == len);
             let version = match file {
-                BootFile::Uki => signer::uki::version_id(&mut read_exact),
-                BootFile::Kernel => signer::kernel::version(&mut read_exact),
+                BootFile::Uki => bundle::uki::version_id(&mut read_exact),
+                BootFile::Kernel => bundle::kernel::version(&mut read_exact),
                 BootFile::Initrd | BootFile::Cmdline => None,
             };
             let text = match file {

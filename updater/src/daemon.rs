@@ -192,7 +192,7 @@ impl<'a> Daemon<'a> {
         }
         let channel = self.server.channel.clone();
         let path = format!("channels/{channel}.json");
-        let max = signer::Limits::default().max_metadata_len;
+        let max = bundle::Limits::default().max_metadata_len;
         let (body, etag) =
             match self
                 .http

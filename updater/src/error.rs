@@ -24,7 +24,7 @@ pub enum Error {
     Verify {
         source_name: String,
         #[source]
-        source: signer::Error,
+        source: bundle::Error,
     },
     /// A server or medium sent something no honest repository sends (an endless body, a
     /// bundle path outside the repository): hostile or damaged input, like [`Error::Verify`].
@@ -201,7 +201,7 @@ impl Error {
         move |source| Error::Io { context, source }
     }
 
-    pub(crate) fn verify(source_name: impl Into<String>) -> impl FnOnce(signer::Error) -> Error {
+    pub(crate) fn verify(source_name: impl Into<String>) -> impl FnOnce(bundle::Error) -> Error {
         let source_name = source_name.into();
         move |source| Error::Verify {
             source_name,

@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use bundle::{BundleHead, Limits};
 use reqwest::blocking::{Client, Response};
 use reqwest::header::{CONTENT_RANGE, ETAG, IF_NONE_MATCH, IF_RANGE, RANGE};
 use reqwest::StatusCode;
-use signer::{BundleHead, Limits};
 
 use crate::config::ConfigError;
 use crate::error::{chain, Error, Result};

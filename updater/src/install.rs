@@ -19,13 +19,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 
+use bundle::schema::pieces;
+use bundle::verify::Verified;
+use bundle::ChunkDecoder;
+use bundle::{Chunk, Manifest, Sha256Digest};
 use partitions::io::BlockDevice;
 use pipeline::{ordered_map, Shape};
 use sha2::{Digest, Sha256};
-use signer::bundle::ChunkDecoder;
-use signer::schema::pieces;
-use signer::verify::Verified;
-use signer::{Chunk, Manifest, Sha256Digest};
 
 use crate::error::{Error, Result};
 use crate::seed::{find_held, Held, Slot};
@@ -888,7 +888,7 @@ mod tests {
             "memory".into()
         }
 
-        fn head(&self, _: &signer::Limits) -> Result<signer::BundleHead> {
+        fn head(&self, _: &bundle::Limits) -> Result<bundle::BundleHead> {
             Err(Error::io("head")(std::io::Error::other(
                 "not in these tests",
             )))

@@ -7,10 +7,10 @@
 use std::collections::HashMap;
 use std::io::BufReader;
 
+use bundle::chunking::Chunking;
+use bundle::{Chunk, Sha256Digest};
 use partitions::io::{BlockDevice, DeviceCursor};
 use sha2::{Digest, Sha256};
-use signer::chunking::Chunking;
-use signer::{Chunk, Sha256Digest};
 
 use crate::error::{Error, Result};
 
@@ -123,8 +123,8 @@ fn scan(
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
+    use bundle::schema::StoredFrame;
     use partitions::io::MemDisk;
-    use signer::schema::StoredFrame;
 
     const BLOCK: usize = 4096;
 

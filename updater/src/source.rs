@@ -9,8 +9,8 @@ use std::io::{Read, Seek, SeekFrom};
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 
-use signer::verify::{check_release, Verified};
-use signer::{BundleHead, Channel, Limits, Manifest, Root};
+use bundle::verify::{check_release, Verified};
+use bundle::{BundleHead, Channel, Limits, Manifest, Root};
 
 use crate::error::{unknown_source, Error, Result};
 
@@ -99,15 +99,15 @@ impl FileSource {
     }
 }
 
-/// [`signer::files::open_regular`], a refusal (a FIFO, a device node, a link where none is
+/// [`bundle::files::open_regular`], a refusal (a FIFO, a device node, a link where none is
 /// followed) being hostile input naming the path (docs/SECURITY.md).
 fn open_regular(path: &Path, follow: bool) -> Result<Option<File>> {
-    signer::files::open_regular(path, follow).map_err(|e| match e {
-        signer::files::OpenError::Refused { reason } => Error::Hostile {
+    bundle::files::open_regular(path, follow).map_err(|e| match e {
+        bundle::files::OpenError::Refused { reason } => Error::Hostile {
             source_name: path.display().to_string(),
             reason,
         },
-        signer::files::OpenError::Io(e) => Error::io(format!("cannot open {}", path.display()))(e),
+        bundle::files::OpenError::Io(e) => Error::io(format!("cannot open {}", path.display()))(e),
     })
 }
 
@@ -162,7 +162,7 @@ impl Repository for DirRepository {
         let Some(file) = open_regular(&full, false)? else {
             return Ok(None);
         };
-        signer::files::read_capped_from(file, &full, max)
+        bundle::files::read_capped_from(file, &full, max)
             .map(Some)
             .map_err(Error::verify(full.display().to_string()))
     }

@@ -23,10 +23,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use partitions::boot::floor::FloorRecord;
+use bundle::verify::{walk_chain, Verified};
+use bundle::{Limits, Root};
 use partitions::io::FileStore;
 use serde::{Deserialize, Serialize};
-use signer::verify::{walk_chain, Verified};
-use signer::{Limits, Root};
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
@@ -173,7 +173,7 @@ impl Counters {
 
 /// Names a release role by its sorted key ids and threshold.
 pub fn release_role_id(root: &Root) -> String {
-    let role = root.role(signer::role::RoleName::Release);
+    let role = root.role(bundle::role::RoleName::Release);
     let keys: Vec<String> = role.keyids().iter().map(|k| k.to_hex()).collect();
     format!("{}-of-{}", role.threshold().get(), keys.join(","))
 }
@@ -323,9 +323,9 @@ impl TrustStore {
     /// whichever has the higher version (an OS that ships a newer root, with keys revoked,
     /// wins over an older stored copy). Expiry is not checked here: see [`Self::walk`].
     pub fn trusted_root(&self) -> Result<Verified<Root>> {
-        let shipped = signer::files::read_capped(&self.shipped_root, self.limits.max_metadata_len)
+        let shipped = bundle::files::read_capped(&self.shipped_root, self.limits.max_metadata_len)
             .map_err(|e| match e {
-                signer::Error::Io { source, .. } => {
+                bundle::Error::Io { source, .. } => {
                     Error::Config(crate::config::ConfigError::Read {
                         path: self.shipped_root.clone(),
                         source,
@@ -352,7 +352,7 @@ impl TrustStore {
     }
 
     fn parse(&self, bytes: &[u8], name: &str) -> Result<Verified<Root>> {
-        let walk = walk_chain::<signer::Error>(bytes, |_| Ok(None), |_| Ok(()), &self.limits)
+        let walk = walk_chain::<bundle::Error>(bytes, |_| Ok(None), |_| Ok(()), &self.limits)
             .map_err(Error::verify(name))?;
         Ok(walk.root)
     }
@@ -376,7 +376,7 @@ impl TrustStore {
         )
         .map_err(|e| e.into_error(&name))?;
         if !walk.complete {
-            let error = signer::error::VerifyError::TooManyRootRotations {
+            let error = bundle::error::VerifyError::TooManyRootRotations {
                 max: self.limits.max_root_rotations,
             };
             tracing::warn!(
@@ -399,12 +399,12 @@ impl TrustStore {
 
 /// A chain walk fails on the chain (hostile or damaged) or on the agent's own I/O.
 enum Walk {
-    Chain(signer::Error),
+    Chain(bundle::Error),
     Agent(Error),
 }
 
-impl From<signer::Error> for Walk {
-    fn from(error: signer::Error) -> Self {
+impl From<bundle::Error> for Walk {
+    fn from(error: bundle::Error) -> Self {
         Walk::Chain(error)
     }
 }

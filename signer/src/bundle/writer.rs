@@ -20,7 +20,6 @@ use time::OffsetDateTime;
 
 use crate::bundle::header::{BundleHeader, FORMAT_VERSION_INDEX};
 use crate::bundle::index::{self, Record};
-use crate::canonical;
 use crate::chunking::{ChunkStream, Chunking};
 use crate::digest::Sha256Digest;
 use crate::error::{Error, UsageError};
@@ -33,6 +32,7 @@ use crate::schema::{
     AssetKind, BlobDoc, ChunkDoc, ImageDoc, IndexDoc, ManifestDoc,
 };
 use crate::time_util::format_rfc3339;
+use bundle::canonical;
 
 /// What to put in the manifest and how to compress.
 #[derive(Debug, Clone)]

@@ -107,7 +107,8 @@ impl Signer for Pkcs11Key {
     }
 
     fn try_sign(&self, message: &[u8]) -> Result<[u8; 64], KeyError> {
-        Ok(self.sign_checked(message)?)
+        self.sign_checked(message)
+            .map_err(|error| KeyError::Token(Box::new(error)))
     }
 }
 

@@ -1,7 +1,7 @@
 //! What to do about an error (CONTRIBUTING.md §10): each library error kind paired with a fix.
 
+use signer::error::RequestError;
 use signer::pkcs11::Pkcs11Error;
-use signer::request::RequestError;
 use signer::{Error, FormatError, KeyError, VerifyError};
 
 /// A suggested fix for the first library error in the chain, if there is one.
@@ -22,7 +22,7 @@ pub fn hint(err: &anyhow::Error) -> Option<String> {
         Error::Key(KeyError::Private(_)) => "use a key from `tandem-signer keygen` or `openssl genpkey -algorithm ed25519` (the .pem, not the .pub.pem)".into(),
         Error::Key(KeyError::Public(_)) => "use a public key (.pub.pem) from `tandem-signer keygen` or `openssl pkey -pubout`".into(),
         Error::Key(KeyError::AlreadySigned(_)) => "this key already signed: sign with another key".into(),
-        Error::Key(KeyError::Pkcs11(e)) => return pkcs11_hint(e),
+        Error::Key(KeyError::Token(e)) => return e.downcast_ref().and_then(pkcs11_hint),
         Error::Request(RequestError::OtherDocument { .. }) => "make the request from this very file (`tandem-signer request FILE -o REQ`) and sign that".into(),
         _ => return None,
     };

@@ -28,7 +28,7 @@ pub fn private_key(arg: &KeyArg) -> Result<PrivateKey> {
             .map(PrivateKey::File)
             .with_context(|| format!("private key {}", path.display())),
         KeyArg::Pkcs11(uri) => {
-            let token_key = |e| signer::Error::Key(KeyError::Pkcs11(e));
+            let token_key = |e| signer::Error::Key(KeyError::Token(Box::new(e)));
             let uri: Pkcs11Uri = uri.parse().map_err(token_key)?;
             let key = Pkcs11Key::open(&uri, &defaults()).map_err(token_key)?;
             Ok(PrivateKey::Pkcs11(key))

@@ -17,7 +17,9 @@ use crate::time_util::parse_rfc3339;
 /// Wire form of the signed part of `root.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RootDoc {
+// The wire form: each field is the JSON member of the same name (FORMAT §6.2).
+#[allow(missing_docs)]
+pub struct RootDoc {
     pub expires: String,
     #[serde(deserialize_with = "unique_map")]
     pub keys: BTreeMap<KeyId, KeyDoc>,
@@ -27,21 +29,27 @@ pub(crate) struct RootDoc {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct KeyDoc {
+// The wire form: each field is the JSON member of the same name (FORMAT §6.2).
+#[allow(missing_docs)]
+pub struct KeyDoc {
     pub keytype: String,
     pub public: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RolesDoc {
+// The wire form: each field is the JSON member of the same name (FORMAT §6.2).
+#[allow(missing_docs)]
+pub struct RolesDoc {
     pub release: RoleDoc,
     pub root: RoleDoc,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RoleDoc {
+// The wire form: each field is the JSON member of the same name (FORMAT §6.2).
+#[allow(missing_docs)]
+pub struct RoleDoc {
     pub keyids: Vec<KeyId>,
     pub threshold: Threshold,
 }

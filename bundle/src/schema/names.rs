@@ -10,12 +10,12 @@ pub const MAX_VERSION: usize = 64;
 pub const MAX_BUNDLE_PATH: usize = 255;
 
 /// A product or channel name ([`proto::names::NAME_RULE`]); `what` names it in the message.
-pub(crate) fn check_name(what: &'static str, s: &str) -> Result<(), String> {
+pub fn check_name(what: &'static str, s: &str) -> Result<(), String> {
     proto::check_name(what, s).map_err(|e| e.to_string())
 }
 
 /// A release version: semver 2.0.0, at most [`MAX_VERSION`] characters.
-pub(crate) fn parse_version(s: &str) -> Result<semver::Version, String> {
+pub fn parse_version(s: &str) -> Result<semver::Version, String> {
     if s.len() > MAX_VERSION {
         return Err(format!(
             "`{}…` is longer than {MAX_VERSION} characters",
@@ -27,7 +27,7 @@ pub(crate) fn parse_version(s: &str) -> Result<semver::Version, String> {
 
 /// A bundle path relative to the repository root: `/`-separated segments
 /// ([`proto::check_path_segment`]), at most [`MAX_BUNDLE_PATH`] bytes.
-pub(crate) fn check_bundle_path(s: &str) -> Result<(), String> {
+pub fn check_bundle_path(s: &str) -> Result<(), String> {
     if s.len() > MAX_BUNDLE_PATH {
         return Err(format!("longer than {MAX_BUNDLE_PATH} bytes"));
     }

@@ -8,22 +8,24 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::bundle::header::{FORMAT_VERSION, FORMAT_VERSION_INDEX};
-use crate::bundle::index::{self, Record};
-use crate::bundle::BundleHeader;
 use crate::chunking::{Chunking, ALIGN};
 use crate::digest::Sha256Digest;
 use crate::error::{FormatError, Section};
+use crate::header::{FORMAT_VERSION, FORMAT_VERSION_INDEX};
+use crate::index::{self, Record};
 use crate::keys::KeyId;
 use crate::limits::{Limits, MIN_CHUNK_SIZE};
 use crate::role::{Role, RoleKind};
 use crate::schema::names::{check_name, parse_version};
 use crate::time_util::parse_rfc3339;
+use crate::BundleHeader;
 
 /// Wire form of the manifest.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct ManifestDoc {
+// The wire form: each field is the JSON member of the same name (FORMAT §3).
+#[allow(missing_docs)]
+pub struct ManifestDoc {
     /// Boot assets (FORMAT §3.1): present, non-empty, exactly in format version 2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assets: Option<Vec<AssetDoc>>,
@@ -53,7 +55,9 @@ pub(crate) struct ManifestDoc {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct ImageDoc {
+// The wire form: each field is the JSON member of the same name (FORMAT §3).
+#[allow(missing_docs)]
+pub struct ImageDoc {
     pub sha256: Sha256Digest,
     pub size: u64,
 }
@@ -61,7 +65,9 @@ pub(crate) struct ImageDoc {
 /// A region stored after the payload, named by its length and hash (FORMAT §3.2).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct BlobDoc {
+// The wire form: each field is the JSON member of the same name (FORMAT §3).
+#[allow(missing_docs)]
+pub struct BlobDoc {
     pub sha256: Sha256Digest,
     pub size: u64,
 }
@@ -69,7 +75,9 @@ pub(crate) struct BlobDoc {
 /// The chunk index: its records and the stored (compressed) bytes (FORMAT §3.2).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct IndexDoc {
+// The wire form: each field is the JSON member of the same name (FORMAT §3).
+#[allow(missing_docs)]
+pub struct IndexDoc {
     pub count: u64,
     pub sha256: Sha256Digest,
     pub size: u64,
@@ -79,10 +87,12 @@ pub(crate) struct IndexDoc {
 /// length of the file they were read from. Owned bytes are released as the index is
 /// decompressed ([`index::decode`]).
 #[derive(Debug, Clone)]
-pub(crate) struct Tail<'a> {
+pub struct Tail<'a> {
     /// The dictionary, then the index.
     pub bytes: Cow<'a, [u8]>,
+    /// The dictionary's length (the index follows it).
     pub dictionary_len: usize,
+    /// The length of the whole bundle file.
     pub file_len: u64,
 }
 
@@ -98,7 +108,9 @@ impl Tail<'_> {
 /// Wire form of one boot asset (FORMAT §3.1).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct AssetDoc {
+// The wire form: each field is the JSON member of the same name (FORMAT §3).
+#[allow(missing_docs)]
+pub struct AssetDoc {
     pub chunks: Vec<ChunkDoc>,
     pub kind: AssetKind,
     pub name: String,
@@ -140,9 +152,7 @@ impl AssetKind {
 /// together or not at all; never `uki` with them (a slot boots one or the other); `cmdline`
 /// only with a `uki` or a `kernel`; a `cmdline` of at most [`proto::MAX_CMDLINE`] bytes (its text is checked once decoded). The parser and
 /// the signer both apply it; the message says which rule broke.
-pub(crate) fn check_asset_kinds(
-    assets: impl IntoIterator<Item = (AssetKind, u64)>,
-) -> Result<(), String> {
+pub fn check_asset_kinds(assets: impl IntoIterator<Item = (AssetKind, u64)>) -> Result<(), String> {
     let mut seen: Vec<AssetKind> = Vec::new();
     for (kind, size) in assets {
         if kind != AssetKind::Image && seen.contains(&kind) {
@@ -217,7 +227,9 @@ impl Asset {
 /// One chunk entry: `{length, offset, sha256}` for a stored frame, `{sha256, zero: true}` else.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct ChunkDoc {
+// The wire form: each field is the JSON member of the same name (FORMAT §3).
+#[allow(missing_docs)]
+pub struct ChunkDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub length: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -435,6 +447,7 @@ impl Manifest {
         Some(start..start + f.length)
     }
 
+    /// Records the key ids whose signatures verified (set by the verifier).
     pub(crate) fn set_signers(&mut self, signers: Vec<KeyId>) {
         self.signers = signers;
     }
@@ -806,7 +819,7 @@ pub(crate) fn chunk_count(size: u64, chunk_size: u32) -> u64 {
 }
 
 /// Largest frame a chunk of `len` raw bytes may have (zstd's compress bound).
-pub(crate) fn max_frame_len(len: u32) -> u64 {
+pub fn max_frame_len(len: u32) -> u64 {
     max_frame_len_u64(u64::from(len))
 }
 

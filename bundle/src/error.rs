@@ -32,7 +32,7 @@ pub enum Error {
     Usage(#[from] UsageError),
     /// A signing request or signature file that cannot be used.
     #[error(transparent)]
-    Request(#[from] crate::request::RequestError),
+    Request(#[from] RequestError),
     /// Reading or writing failed. Displays the context; the I/O error is the `source()`.
     #[error("{context}")]
     Io {
@@ -166,11 +166,8 @@ pub enum FormatError {
 }
 
 impl FormatError {
-    pub(crate) fn field(
-        section: Section,
-        field: impl Into<String>,
-        reason: impl Into<String>,
-    ) -> Self {
+    /// A field of `section` that breaks its rule, and why.
+    pub fn field(section: Section, field: impl Into<String>, reason: impl Into<String>) -> Self {
         FormatError::Field {
             section,
             field: field.into(),
@@ -374,7 +371,62 @@ pub enum UsageError {
 }
 
 impl UsageError {
-    pub(crate) fn invalid(msg: impl Into<String>) -> Self {
+    /// An invalid argument, with the fix in `msg`.
+    pub fn invalid(msg: impl Into<String>) -> Self {
         UsageError::Invalid(msg.into())
     }
+}
+
+/// A request or signature file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// Not the JSON this module writes.
+    #[error("not a signing request or signature file: {0}")]
+    Json(#[from] serde_json::Error),
+    /// An unknown kind, or a bundle request without its header (or a document with one).
+    #[error("kind `{0}` is not `bundle` (with a header), `root` or `channel` (without)")]
+    Kind(String),
+    /// A field is not valid hex or has the wrong length.
+    #[error("field `{0}` is not valid lowercase hex of the right length")]
+    Hex(&'static str),
+    /// The stated digest is not the digest of the carried bytes.
+    #[error(
+        "sha256 {stated} does not match the carried bytes ({actual}): the request was altered"
+    )]
+    Digest {
+        /// The digest written in the request.
+        stated: Sha256Digest,
+        /// The digest of the bytes it carries.
+        actual: Sha256Digest,
+    },
+    /// The key id is not the id of the carried public key.
+    #[error("key id {0} is not the id of the public key it carries")]
+    KeyId(KeyId),
+    /// The signature is for another kind of document.
+    #[error("it signs a {signs}, not a {target}")]
+    OtherKind {
+        /// What the signature file signs.
+        signs: RoleKind,
+        /// What it was to be attached to.
+        target: RoleKind,
+    },
+    /// The signature is for other signed bytes.
+    #[error("it signs sha256 {signed}, but this {kind}'s signed bytes have {target}: it is for another {kind}")]
+    OtherDocument {
+        /// The kind of both.
+        kind: RoleKind,
+        /// The digest the signature file names.
+        signed: Sha256Digest,
+        /// The digest of the target's signed bytes.
+        target: Sha256Digest,
+    },
+    /// The signature does not verify over the target's signed bytes.
+    #[error("the signature by key {keyid} does not verify over this {kind}: it was altered")]
+    BadSignature {
+        /// The kind of the target.
+        kind: RoleKind,
+        /// The signer.
+        keyid: KeyId,
+    },
 }

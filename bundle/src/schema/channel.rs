@@ -13,7 +13,9 @@ use crate::time_util::parse_rfc3339;
 /// Wire form of a channel document's signed part.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct ChannelDoc {
+// The wire form: each field is the JSON member of the same name (FORMAT §6.3).
+#[allow(missing_docs)]
+pub struct ChannelDoc {
     pub channel: String,
     pub expires: String,
     pub release: ReleaseDoc,
@@ -23,7 +25,9 @@ pub(crate) struct ChannelDoc {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct ReleaseDoc {
+// The wire form: each field is the JSON member of the same name (FORMAT §6.3).
+#[allow(missing_docs)]
+pub struct ReleaseDoc {
     pub bundle: String,
     pub manifest_sha256: Sha256Digest,
     pub product: String,
@@ -34,7 +38,9 @@ pub(crate) struct ReleaseDoc {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RolloutDoc {
+// The wire form: each field is the JSON member of the same name (FORMAT §6.3).
+#[allow(missing_docs)]
+pub struct RolloutDoc {
     pub percent: u8,
     pub salt: String,
 }
@@ -104,7 +110,8 @@ impl Role for Channel {
 }
 
 impl Channel {
-    pub(crate) fn from_doc(doc: ChannelDoc) -> Result<Channel, FormatError> {
+    /// Checks every field of the wire form (FORMAT §6.3); says nothing about signatures.
+    pub fn from_doc(doc: ChannelDoc) -> Result<Channel, FormatError> {
         let bad =
             |field: &str, reason: String| FormatError::field(Section::Metadata, field, reason);
         check_name("channel", &doc.channel).map_err(|e| bad("channel", e))?;

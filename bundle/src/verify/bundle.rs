@@ -1,13 +1,13 @@
 //! A bundle's manifest (FORMAT §8.3): release-role threshold over the exact manifest region,
 //! only then parse and validate it, then check the file is exactly as long as announced.
-//! Chunk hashes are checked as chunks are read ([`crate::bundle::chunks`]).
+//! Chunk hashes are checked as chunks are read ([`crate::chunks`]).
 
 use std::borrow::Cow;
 
 use super::{check_threshold, Verified};
-use crate::bundle::head::check_total_len;
-use crate::bundle::{parse_manifest, BundleHead};
 use crate::error::Error;
+use crate::head::check_total_len;
+use crate::head::{parse_manifest, BundleHead};
 use crate::limits::Limits;
 use crate::schema::{Manifest, Root};
 

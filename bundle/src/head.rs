@@ -7,11 +7,14 @@ use std::borrow::Cow;
 use std::io::{Read, Seek, SeekFrom};
 use std::ops::Range;
 
-use crate::bundle::header::BundleHeader;
 use crate::digest::Sha256Digest;
 use crate::error::{Error, FormatError, Section};
+use crate::header::BundleHeader;
 use crate::limits::Limits;
-use crate::schema::{check_file_len, parse_signature_block, Manifest, Signature};
+use crate::schema::envelope_helpers::{check_spaces, parse_padded};
+use crate::schema::{
+    check_file_len, parse_signature_block, Manifest, ManifestDoc, Signature, Tail,
+};
 use crate::verify::Verified;
 
 /// Header, manifest region, signatures, dictionary and index of a bundle, not yet verified.
@@ -185,8 +188,7 @@ impl BundleHead {
     /// Parses the manifest WITHOUT checking any signature, for display (`inspect`). The result
     /// is not [`Verified`] and cannot be installed.
     pub fn manifest_unverified(&self, limits: &Limits) -> Result<Manifest, Error> {
-        let manifest =
-            crate::bundle::parse_manifest(self, Cow::Borrowed(self.tail_bytes()), limits)?;
+        let manifest = parse_manifest(self, Cow::Borrowed(self.tail_bytes()), limits)?;
         check_total_len(&manifest, self.file_len)?;
         Ok(manifest)
     }
@@ -211,4 +213,40 @@ fn read_exact<R: Read>(
         }),
         _ => Error::io("reading the bundle head")(e),
     })
+}
+
+/// Parses the manifest region: one canonical JSON object then ASCII spaces (FORMAT §3), with
+/// the head's dictionary and index, `tail` (the head's own, or taken from it to be released
+/// as the index is decompressed: [`BundleHead::take_tail`]).
+/// Callers parse only after the signature verified, except `inspect`.
+pub fn parse_manifest(
+    head: &BundleHead,
+    tail: Cow<'_, [u8]>,
+    limits: &Limits,
+) -> Result<Manifest, Error> {
+    let tail = Tail {
+        bytes: tail,
+        dictionary_len: head.header().dictionary_len as usize,
+        file_len: head.file_len(),
+    };
+    parse_manifest_region(head.manifest_bytes(), *head.header(), Some(tail), limits)
+}
+
+/// [`parse_manifest`] on a manifest region and the header framing it; a signing request has
+/// no `tail` (dictionary and index), and its version 3 manifest then lists no chunks.
+pub fn parse_manifest_region(
+    bytes: &[u8],
+    header: BundleHeader,
+    tail: Option<Tail<'_>>,
+    limits: &Limits,
+) -> Result<Manifest, Error> {
+    let (doc, end) = parse_padded::<ManifestDoc>(bytes, Section::Manifest)?;
+    check_spaces(bytes, end, Section::Manifest)?;
+    Ok(Manifest::from_doc(
+        doc,
+        header,
+        Sha256Digest::of(bytes),
+        tail,
+        limits,
+    )?)
 }

@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::error::Error;
 
 /// Serialises `value` as canonical JSON.
-pub(crate) fn to_vec<T: Serialize>(value: &T) -> Result<Vec<u8>, Error> {
+pub fn to_vec<T: Serialize>(value: &T) -> Result<Vec<u8>, Error> {
     let value = serde_json::to_value(value)
         .map_err(|_| Error::Bug("document does not serialise to JSON"))?;
     let mut out = Vec::new();

@@ -25,10 +25,7 @@ pub fn trust_root(
 
 /// A self-signed root whose expiry is NOT checked: the start of a chain walk (an old trusted
 /// root may have expired while the device was off) and `root rotate`. Crate-internal.
-pub(crate) fn parse_root_ignoring_expiry(
-    bytes: &[u8],
-    limits: &Limits,
-) -> Result<Verified<Root>, Error> {
+pub fn parse_root_ignoring_expiry(bytes: &[u8], limits: &Limits) -> Result<Verified<Root>, Error> {
     let root = parse_root(bytes, limits)?;
     let env = parse_envelope(bytes, limits)?;
     check_threshold::<Root>(&root, env.signed, &env.signatures)?;

@@ -11,8 +11,10 @@ use crate::limits::Limits;
 
 /// A parsed signed document: the exact bytes of `signed` and its signatures.
 #[derive(Debug)]
-pub(crate) struct Envelope<'a> {
+pub struct Envelope<'a> {
+    /// The signed member's exact bytes, which the signatures cover.
     pub signed: &'a [u8],
+    /// The signatures, not yet verified.
     pub signatures: Vec<Signature>,
 }
 
@@ -25,10 +27,7 @@ struct EnvelopeWire<'a> {
 }
 
 /// Parses `{"signed": …, "signatures": […]}` keeping the signed member's raw bytes.
-pub(crate) fn parse_envelope<'a>(
-    bytes: &'a [u8],
-    limits: &Limits,
-) -> Result<Envelope<'a>, FormatError> {
+pub fn parse_envelope<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Envelope<'a>, FormatError> {
     if bytes.len() as u64 > limits.max_metadata_len {
         return Err(FormatError::TooLarge {
             section: Section::Metadata,
@@ -60,7 +59,7 @@ fn check_count(n: usize, section: Section, limits: &Limits) -> Result<(), Format
 }
 
 /// Writes a signed document: `{"signatures":[…],"signed":<signed bytes verbatim>}` + `\n`.
-pub(crate) fn encode_envelope(signed: &[u8], signatures: &[Signature]) -> Result<Vec<u8>, Error> {
+pub fn encode_envelope(signed: &[u8], signatures: &[Signature]) -> Result<Vec<u8>, Error> {
     let mut out = b"{\"signatures\":".to_vec();
     out.extend_from_slice(&crate::canonical::to_vec(&signatures)?);
     out.extend_from_slice(b",\"signed\":");
@@ -88,7 +87,7 @@ pub(crate) fn parse_signature_block(
 
 /// Encodes a signature block padded with spaces to exactly `len` bytes, or `None` if it
 /// does not fit.
-pub(crate) fn encode_signature_block(
+pub fn encode_signature_block(
     signatures: &[Signature],
     len: usize,
 ) -> Result<Option<Vec<u8>>, Error> {

@@ -76,7 +76,7 @@ impl FromStr for Sha256Digest {
 }
 
 /// Parses exactly `N` bytes of lowercase hex (the only hex form the format allows).
-pub(crate) fn parse_lower_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
+pub fn parse_lower_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
     if s.len() != 2 * N
         || !s
             .bytes()

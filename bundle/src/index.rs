@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 use std::io::{BufRead, Read};
 
-use crate::bundle::chunks::check_one_frame;
+use crate::chunks::check_one_frame;
 use crate::digest::Sha256Digest;
 
 use crate::error::{Error, FormatError, Section};
@@ -14,12 +14,14 @@ use crate::error::{Error, FormatError, Section};
 /// Bytes per record: SHA-256 (32), raw length (u32 LE), frame length (u32 LE).
 pub(crate) const RECORD_LEN: usize = 40;
 /// The frame length of a chunk stored in the same frame as the chunk before it.
-pub(crate) const CONTINUED: u32 = u32::MAX;
+pub const CONTINUED: u32 = u32::MAX;
 
 /// One chunk's record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Record {
+pub struct Record {
+    /// The chunk's SHA-256.
     pub sha256: Sha256Digest,
+    /// The chunk's length in the image.
     pub raw_len: u32,
     /// The length of the frame this chunk starts; 0 for an all-zero chunk, which has no
     /// frame; [`CONTINUED`] when it is in the frame of the chunk before it.
@@ -31,7 +33,7 @@ pub(crate) struct Record {
 const LEVEL: i32 = 3;
 
 /// The stored form of `records`.
-pub(crate) fn encode(records: &[Record]) -> Result<Vec<u8>, Error> {
+pub fn encode(records: &[Record]) -> Result<Vec<u8>, Error> {
     let mut raw = Vec::with_capacity(records.len() * RECORD_LEN);
     for r in records {
         raw.extend_from_slice(&r.sha256.0);
