@@ -22,9 +22,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use partitions::boot::floor::FloorRecord;
 use bundle::verify::{walk_chain, Verified};
 use bundle::{Limits, Root};
+use partitions::boot::floor::FloorRecord;
 use partitions::io::FileStore;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
