@@ -420,21 +420,9 @@ fn publish_refuses_a_downgrade_unless_allowed() {
     assert_eq!(json["signed"]["release"]["version"], "1.0.0");
 }
 
-#[test]
-fn publishing_under_a_new_root_lists_the_channels_it_would_refuse() {
-    let d = setup();
+/// `root2.json`: root 2 drops r1 and r2; only r3 and a new r4 release (2 of 2).
+fn rotate_to_r3_r4(d: &Dir) {
     d.ok(&["keygen", "--out", "r4"]);
-    sign(&d, "1.0.0", &["r1.pem", "r2.pem"], "v1.tandem");
-    let root = ["--root", "root.json"];
-    for channel in ["beta", "edge", "stable"] {
-        d.ok(&publish_args(
-            channel,
-            "v1.tandem",
-            &["r1.pem", "r2.pem"],
-            &root,
-        ));
-    }
-    // Root 2 drops r1 and r2: only r3 and the new r4 release.
     d.ok(&[
         "root",
         "rotate",
@@ -455,6 +443,57 @@ fn publishing_under_a_new_root_lists_the_channels_it_would_refuse() {
         "--sign-with",
         "root.pem",
     ]);
+}
+
+#[test]
+fn publishing_with_a_root_older_than_the_repositorys_is_refused() {
+    let d = setup();
+    rotate_to_r3_r4(&d);
+    sign(&d, "1.0.0", &["r3.pem", "r4.pem"], "v1.tandem");
+    let root2 = ["--root", "root2.json"];
+    d.ok(&publish_args(
+        "stable",
+        "v1.tandem",
+        &["r3.pem", "r4.pem"],
+        &root2,
+    ));
+    let read = |p: &str| std::fs::read(d.path(p)).unwrap();
+    let (channel, root) = (read("repo/channels/stable.json"), read("repo/root.json"));
+    // The revoked r1 and r2 meet root 1's threshold, which the repository has left.
+    sign(&d, "1.1.0", &["r1.pem", "r2.pem"], "old.tandem");
+    let old = ["--root", "root.json"];
+    let out = d.fails(&publish_args(
+        "stable",
+        "old.tandem",
+        &["r1.pem", "r2.pem"],
+        &old,
+    ));
+    let err = stderr(&out);
+    assert!(
+        err.contains("root.json is root version 1, older than the repository's")
+            && err.contains("(root version 2)"),
+        "{err}"
+    );
+    assert!(!stdout(&out).contains("root version 1"), "{}", stdout(&out));
+    assert_eq!(read("repo/channels/stable.json"), channel);
+    assert_eq!(read("repo/root.json"), root);
+    assert!(!d.path("repo/bundles/os-1.1.0.tandem").exists());
+}
+
+#[test]
+fn publishing_under_a_new_root_lists_the_channels_it_would_refuse() {
+    let d = setup();
+    sign(&d, "1.0.0", &["r1.pem", "r2.pem"], "v1.tandem");
+    let root = ["--root", "root.json"];
+    for channel in ["beta", "edge", "stable"] {
+        d.ok(&publish_args(
+            channel,
+            "v1.tandem",
+            &["r1.pem", "r2.pem"],
+            &root,
+        ));
+    }
+    rotate_to_r3_r4(&d);
     sign(&d, "2.0.0", &["r3.pem", "r4.pem"], "v2.tandem");
     let root2 = ["--root", "root2.json"];
     let out = d.ok(&publish_args(

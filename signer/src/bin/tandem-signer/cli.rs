@@ -334,7 +334,8 @@ pub struct PublishArgs {
     pub percent: u8,
     /// The current root.json: verify the bundle and the channel threshold before writing, and
     /// place root.json and N.root.json in the repository (default: check against the
-    /// repository's root.json). Other channels this root would refuse are listed.
+    /// repository's root.json). Other channels this root would refuse are listed; a root older
+    /// than the repository's is refused.
     #[arg(long, value_name = "root.json")]
     pub root: Option<PathBuf>,
     /// Write the channel document even if its keys do not meet the release threshold, or
