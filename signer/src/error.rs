@@ -249,6 +249,14 @@ pub enum VerifyError {
         /// What failed.
         fault: Box<ChunkFault>,
     },
+    /// A signed `cmdline` asset's text breaks the command line rule ([`proto::check_cmdline`]).
+    #[error("asset `{asset}` is not a kernel command line: {reason}")]
+    Cmdline {
+        /// The asset's name.
+        asset: Box<str>,
+        /// The rule it breaks.
+        reason: proto::CmdlineError,
+    },
     /// A whole boot asset's hash differs from the manifest.
     #[error("asset `{asset}` hash mismatch: manifest says {expected}, data is {actual}")]
     AssetHash {

@@ -11,8 +11,8 @@ use sha2::{Digest, Sha256};
 
 use crate::digest::Sha256Digest;
 use crate::error::{ChunkFault, Error, FormatError, UsageError, VerifyError};
-use crate::schema::{pieces, Asset, Chunk, Manifest};
-use crate::verify::Verified;
+use crate::schema::{pieces, Asset, AssetKind, Chunk, Manifest};
+use crate::verify::{cmdline_asset_text, Verified};
 
 /// A reusable zstd decompression context, holding the bundle's dictionary if it has one.
 pub struct ChunkDecoder {
@@ -271,16 +271,39 @@ pub fn extract<R: Read + Seek, W: Write>(
 }
 
 /// Writes the verified boot asset `name` to `out`, checking every chunk's hash and, at the
-/// end, the asset's hash (FORMAT §3.1). Same caveat as [`extract`] on error.
+/// end, the asset's hash (FORMAT §3.1); a `cmdline` asset is checked whole and against the
+/// command line rule ([`cmdline_asset_text`]) before any of it is written. Same caveat as
+/// [`extract`] on error.
 pub fn extract_asset<R: Read + Seek, W: Write>(
     manifest: &Verified<Manifest>,
     name: &str,
     reader: R,
-    out: W,
+    mut out: W,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(), Error> {
     let asset = find_asset(manifest, name)?;
-    let actual = copy_chunks(ChunkReader::asset(manifest, name, reader)?, out, progress)?;
+    if asset.kind() != AssetKind::Cmdline {
+        return copy_asset_checked(manifest, asset, reader, out, progress);
+    }
+    // At most proto::MAX_CMDLINE bytes: the manifest's asset rules bound its size.
+    let mut bytes = Vec::new();
+    copy_asset_checked(manifest, asset, reader, &mut bytes, progress)?;
+    cmdline_asset_text(asset, &bytes)?;
+    out.write_all(&bytes)
+        .and_then(|()| out.flush())
+        .map_err(Error::io("writing the output"))
+}
+
+/// Writes `asset`'s chunks to `out` and checks the asset's whole hash.
+fn copy_asset_checked<R: Read + Seek, W: Write>(
+    manifest: &Verified<Manifest>,
+    asset: &Asset,
+    reader: R,
+    out: W,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(), Error> {
+    let chunks = ChunkReader::over(manifest, asset.chunks(), Some(asset), reader)?;
+    let actual = copy_chunks(chunks, out, progress)?;
     if actual != asset.sha256() {
         return Err(VerifyError::AssetHash {
             asset: asset.name().into(),

@@ -14,8 +14,8 @@ mod root;
 use std::collections::BTreeSet;
 use std::ops::Deref;
 
-pub use bundle::verify_bundle;
 pub(crate) use bundle::verify_bundle_owned;
+pub use bundle::{cmdline_asset_text, verify_bundle};
 pub use channel::{check_release, verify_channel};
 pub(crate) use root::parse_root_ignoring_expiry;
 pub use root::{load_chain, trust_root, verify_root_update, walk_chain, ChainWalk};

@@ -756,7 +756,7 @@ fn assets_json(m: &Manifest, infos: &[AssetInfo]) -> serde_json::Value {
                 "name": a.name(), "kind": a.kind().as_str(), "size": a.size(),
                 "sha256": a.sha256().to_hex(), "chunks": a.chunks().len(),
                 "osrel_version_id": info.osrel_version_id, "kernel_version": info.kernel_version,
-                "cmdline": info.cmdline,
+                "cmdline": info.cmdline, "cmdline_refused": info.cmdline_refused,
             })
         })
         .collect()
@@ -771,6 +771,8 @@ struct AssetInfo {
     osrel_version_id: Option<String>,
     kernel_version: Option<String>,
     cmdline: Option<String>,
+    /// Why a `cmdline` asset's text is refused (every verifier refuses the bundle).
+    cmdline_refused: Option<String>,
 }
 
 impl std::fmt::Display for AssetInfo {
@@ -783,6 +785,9 @@ impl std::fmt::Display for AssetInfo {
         }
         if let Some(v) = &self.cmdline {
             write!(f, ", cmdline \"{v}\"")?;
+        }
+        if let Some(why) = &self.cmdline_refused {
+            write!(f, ", INVALID: {why}")?;
         }
         Ok(())
     }
@@ -802,13 +807,26 @@ fn asset_info(f: &mut File, m: &Manifest, asset: &Asset) -> AssetInfo {
             kernel_version: signer::kernel::version(&mut read_at),
             ..AssetInfo::default()
         },
-        AssetKind::Cmdline => AssetInfo {
-            cmdline: usize::try_from(asset.size())
+        AssetKind::Cmdline => {
+            let text = usize::try_from(asset.size())
                 .ok()
-                .and_then(|len| read_at(0, len))
-                .and_then(|bytes| proto::cmdline_text(&bytes).ok()),
-            ..AssetInfo::default()
-        },
+                .and_then(|len| match len {
+                    0 => Some(Vec::new()),
+                    len => read_at(0, len),
+                })
+                .map(|bytes| signer::verify::cmdline_asset_text(asset, &bytes));
+            match text {
+                Some(Ok(text)) => AssetInfo {
+                    cmdline: Some(text),
+                    ..AssetInfo::default()
+                },
+                Some(Err(e)) => AssetInfo {
+                    cmdline_refused: Some(e.to_string()),
+                    ..AssetInfo::default()
+                },
+                None => AssetInfo::default(),
+            }
+        }
         AssetKind::Initrd | AssetKind::Image => AssetInfo::default(),
     }
 }
