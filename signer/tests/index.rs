@@ -288,3 +288,39 @@ fn an_index_with_more_or_fewer_records_than_signed_is_refused() {
         refused(&spec, "", &format!("{count} records"));
     }
 }
+
+#[test]
+fn a_dictionary_member_without_a_stored_dictionary_is_refused() {
+    let spec = valid();
+    let index = stored_index(&spec);
+    // FORMAT §3.2: `dictionary` is present exactly when D > 0; here D = 0 and the member
+    // names the empty string, whose hash and size the stored (absent) bytes match.
+    let manifest = manifest(&spec, &index).replace(
+        r#""created":"2026-01-01T00:00:00Z","#,
+        &format!(
+            r#""created":"2026-01-01T00:00:00Z","dictionary":{{"sha256":"{}","size":0}},"#,
+            hex::encode(sha(b""))
+        ),
+    );
+    let (key, root_key) = (SecretKey::generate(), SecretKey::generate());
+    let b = handbuilt_bundle(&manifest, &spec.payload, 3, &index, &key);
+    let head = BundleHead::read(&mut Cursor::new(&b), &Limits::default()).unwrap();
+    match head.manifest_unverified(&Limits::default()) {
+        Err(Error::Format(FormatError::Field {
+            section: Section::Manifest,
+            field,
+            reason,
+        })) => {
+            assert_eq!(field, "dictionary");
+            assert!(reason.contains("exactly when D > 0"), "{reason}");
+        }
+        other => panic!("expected the dictionary member refused: {other:?}"),
+    }
+    let d = Dir::new();
+    let expires = datetime!(2099-01-01 0:00 UTC);
+    let root = root_doc(1, expires, &[&root_key], 1, &[&key], 1, &[&root_key]);
+    std::fs::write(d.path("root.json"), root).unwrap();
+    std::fs::write(d.path("b.tandem"), &b).unwrap();
+    let err = stderr(&d.fails(&["verify", "b.tandem", "--root", "root.json"]));
+    assert!(err.contains("dictionary") && err.contains("D = 0"), "{err}");
+}

@@ -580,8 +580,7 @@ fn indexed_image(
         ));
     }
     check_region_size("index", Some(index.size), header.index_len)?;
-    check_region_size(
-        "dictionary",
+    check_dictionary_size(
         doc.dictionary.as_ref().map(|d| d.size),
         header.dictionary_len,
     )?;
@@ -650,6 +649,19 @@ fn check_region_size(
         ));
     }
     Ok(())
+}
+
+/// FORMAT §3.2: the `dictionary` member is present exactly when the header's D > 0, and then
+/// names D bytes (a member of size 0 over no stored bytes is refused, not taken for none).
+fn check_dictionary_size(signed_size: Option<u64>, header_len: u32) -> Result<(), FormatError> {
+    if signed_size.is_some() && header_len == 0 {
+        return Err(FormatError::field(
+            Section::Manifest,
+            "dictionary",
+            "present, but the header stores none (D = 0): the member is present exactly when D > 0",
+        ));
+    }
+    check_region_size("dictionary", signed_size, header_len)
 }
 
 /// A region after the payload: its stored bytes must hash to the signed digest.
@@ -983,6 +995,18 @@ fn chunk_frame(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn the_dictionary_member_is_present_exactly_when_one_is_stored() {
+        assert!(check_dictionary_size(None, 0).is_ok());
+        assert!(check_dictionary_size(Some(100), 100).is_ok());
+        for (signed, stored) in [(Some(0), 0), (Some(100), 0), (None, 100), (Some(99), 100)] {
+            match check_dictionary_size(signed, stored) {
+                Err(FormatError::Field { field, .. }) => assert_eq!(field, "dictionary"),
+                other => panic!("{signed:?} over D = {stored}: {other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn a_chunk_is_60_bytes_and_keeps_what_it_was_given() {
