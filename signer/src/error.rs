@@ -289,6 +289,14 @@ pub enum ChunkFault {
         /// The decoder's message.
         reason: String,
     },
+    /// The frame's header declares a window larger than FORMAT §5 allows.
+    #[error("the zstd frame declares a {size}-byte window, more than {max} (FORMAT §5)")]
+    Window {
+        /// The declared window size.
+        size: u64,
+        /// The bound, [`crate::bundle::MAX_WINDOW_LOG`] as bytes.
+        max: u64,
+    },
     /// The stored bytes are not exactly one zstd frame (FORMAT §5).
     #[error("the stored bytes are not exactly one zstd frame: {0}")]
     Frame(String),

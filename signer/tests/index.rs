@@ -302,7 +302,7 @@ fn a_dictionary_member_without_a_stored_dictionary_is_refused() {
             hex::encode(sha(b""))
         ),
     );
-    let (key, root_key) = (SecretKey::generate(), SecretKey::generate());
+    let key = SecretKey::generate();
     let b = handbuilt_bundle(&manifest, &spec.payload, 3, &index, &key);
     let head = BundleHead::read(&mut Cursor::new(&b), &Limits::default()).unwrap();
     match head.manifest_unverified(&Limits::default()) {
@@ -316,11 +316,54 @@ fn a_dictionary_member_without_a_stored_dictionary_is_refused() {
         }
         other => panic!("expected the dictionary member refused: {other:?}"),
     }
-    let d = Dir::new();
-    let expires = datetime!(2099-01-01 0:00 UTC);
-    let root = root_doc(1, expires, &[&root_key], 1, &[&key], 1, &[&root_key]);
-    std::fs::write(d.path("root.json"), root).unwrap();
-    std::fs::write(d.path("b.tandem"), &b).unwrap();
-    let err = stderr(&d.fails(&["verify", "b.tandem", "--root", "root.json"]));
+    let err = stderr(&verify_refused(&b, &key));
     assert!(err.contains("dictionary") && err.contains("D = 0"), "{err}");
+}
+
+/// `tandem-signer verify` of `bundle`, signed by `key`, under a root whose release key it is:
+/// it must fail.
+fn verify_refused(bundle: &[u8], key: &SecretKey) -> std::process::Output {
+    let d = Dir::new();
+    let root_key = SecretKey::generate();
+    let expires = datetime!(2099-01-01 0:00 UTC);
+    let root = root_doc(1, expires, &[&root_key], 1, &[key], 1, &[&root_key]);
+    std::fs::write(d.path("root.json"), root).unwrap();
+    std::fs::write(d.path("b.tandem"), bundle).unwrap();
+    d.fails(&["verify", "b.tandem", "--root", "root.json"])
+}
+
+/// `raw` as one streamed zstd frame (a Window_Descriptor, no single segment) whose descriptor
+/// is rewritten to declare a 2 GiB window: its blocks are unchanged, and a one-shot decoder
+/// still decodes it.
+fn frame_declaring_2_gib_window(raw: &[u8]) -> Vec<u8> {
+    let mut frame = zstd::stream::encode_all(raw, 3).unwrap();
+    assert_eq!(
+        frame[4] & 0x20,
+        0,
+        "a streamed frame has a Window_Descriptor"
+    );
+    frame[5] = (31 - 10) << 3;
+    assert_eq!(zstd::bulk::decompress(&frame, raw.len()).unwrap(), raw);
+    frame
+}
+
+#[test]
+fn attack_frame_declaring_a_2_gib_window_is_refused() {
+    let window = "declares a 2147483648-byte window, more than 134217728";
+    // The image's last frame.
+    let mut spec = valid();
+    let frame = frame_declaring_2_gib_window(&[b'c'; 1808]);
+    spec.payload.truncate(spec.records[0].2 as usize);
+    spec.payload.extend_from_slice(&frame);
+    spec.records[3].2 = frame.len() as u32;
+    let key = SecretKey::generate();
+    let err = stderr(&verify_refused(&bundle(&spec, &key), &key));
+    assert!(err.contains("chunk 3") && err.contains(window), "{err}");
+    // The stored index.
+    let spec = valid();
+    let raw = zstd::bulk::decompress(&stored_index(&spec), 1 << 20).unwrap();
+    let index = frame_declaring_2_gib_window(&raw);
+    let b = handbuilt_bundle(&manifest(&spec, &index), &spec.payload, 3, &index, &key);
+    let err = stderr(&verify_refused(&b, &key));
+    assert!(err.contains("index") && err.contains(window), "{err}");
 }
