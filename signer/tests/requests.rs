@@ -375,3 +375,56 @@ fn a_channel_document_gets_its_second_release_signature_from_another_machine() {
     let before = std::fs::read(&doc).unwrap();
     assert!(signer::verify::verify_channel(&root, &before, "stable", 0, now, &limits).is_err());
 }
+
+#[test]
+fn a_release_with_boot_assets_is_signed_offline() {
+    let m = machines();
+    for (name, bytes) in [
+        ("uki.efi", sparse_image(30_000, 7)),
+        ("vmlinuz", sparse_image(20_000, 8)),
+        ("initrd.img", sparse_image(9_000, 9)),
+        ("esp.img", sparse_image(70_000, 10)),
+    ] {
+        std::fs::write(m.build.path(name), bytes).unwrap();
+    }
+    let releases: [(&str, &[&str]); 3] = [
+        ("uki", &["--uki", "uki.efi"]),
+        (
+            "kernel",
+            &[
+                "--kernel",
+                "vmlinuz",
+                "--initrd",
+                "initrd.img",
+                "--cmdline",
+                "console=ttyS0 quiet",
+            ],
+        ),
+        ("partition", &["--partition-image", "esp=esp.img"]),
+    ];
+    for (what, assets) in releases {
+        let bundle = format!("{what}.tandem");
+        let mut extra = vec!["--level", "1"];
+        extra.extend(assets);
+        m.build
+            .ok(&sign_version_args("1.0.0", "4", &bundle, &[], &extra));
+        m.build.ok(&["request", &bundle, "-o", "req"]);
+        let sigs = [sign_on(&m, 0, "req"), sign_on(&m, 1, "req")];
+        let shown =
+            stderr(&m.signers[0].ok(&["sign-request", "req", "--key", "r1.pem", "-o", "s"]));
+        let asset_lines = shown.matches("  boot asset       ").count();
+        assert_eq!(asset_lines, assets.len() / 2, "{what}: {shown}");
+        m.build.ok(&[
+            "add-signature",
+            &bundle,
+            "--signature",
+            &sigs[0],
+            "--signature",
+            &sigs[1],
+            "--root",
+            "root.json",
+        ]);
+        let ok = stdout(&m.build.ok(&["verify", &bundle, "--root", "root.json"]));
+        assert!(ok.starts_with("valid: os 1.0.0"), "{what}: {ok}");
+    }
+}

@@ -588,6 +588,7 @@ fn indexed_image(
         .payload_size
         .ok_or_else(|| bad("payload_size", "missing (format version 3)".into()))?;
     let Some(tail) = tail else {
+        *next_offset = image_frames_end(doc, payload_size)?;
         return Ok(ImageChunks {
             chunking,
             count: index.count,
@@ -623,6 +624,28 @@ fn indexed_image(
         chunks,
         dictionary,
     })
+}
+
+/// Where the image's frames end when its index is not at hand (a signing request carries only
+/// the manifest): the boot assets' frames follow them and end the payload (FORMAT §3.1, §3.2),
+/// so it is `payload_size` less the assets' frame lengths.
+fn image_frames_end(doc: &ManifestDoc, payload_size: u64) -> Result<u64, FormatError> {
+    let assets = doc
+        .assets
+        .iter()
+        .flatten()
+        .flat_map(|a| &a.chunks)
+        .filter_map(|c| c.length)
+        .try_fold(0u64, u64::checked_add);
+    assets
+        .and_then(|len| payload_size.checked_sub(len))
+        .ok_or_else(|| {
+            FormatError::field(
+                Section::Manifest,
+                "payload_size",
+                format!("{payload_size}, less than the boot assets' frames take"),
+            )
+        })
 }
 
 /// FORMAT §2: the file must be exactly as long as the manifest says.
