@@ -39,6 +39,30 @@ fn keygen_writes_private_key_0600_and_prints_the_key_id() {
 }
 
 #[test]
+fn a_chunking_whose_max_is_far_above_its_avg_is_refused_at_signing() {
+    let d = setup();
+    let chunking = ["--chunking", "cdc:4KiB,4KiB,16MiB"];
+    let out = d.fails(&sign_version_args(
+        "1.0.0",
+        "3",
+        "b.tandem",
+        &["r1.pem"],
+        &chunking,
+    ));
+    let err = stderr(&out);
+    assert!(err.contains("max must be at most 8 x avg"), "{err}");
+    assert!(!d.path("b.tandem").exists());
+    let chunking = ["--chunking", "cdc:4KiB,8KiB,64KiB"];
+    d.ok(&sign_version_args(
+        "1.0.0",
+        "3",
+        "b.tandem",
+        &["r1.pem"],
+        &chunking,
+    ));
+}
+
+#[test]
 fn sign_verify_threshold_add_signature_inspect_extract() {
     let d = setup();
     sign(&d, "1.0.0", &["r1.pem"], "b.tandem");

@@ -367,3 +367,22 @@ fn attack_frame_declaring_a_2_gib_window_is_refused() {
     let err = stderr(&verify_refused(&b, &key));
     assert!(err.contains("index") && err.contains(window), "{err}");
 }
+
+#[test]
+fn a_chunking_whose_max_is_far_above_its_avg_is_refused() {
+    // Content-defined chunks cut near avg: a max 4096 times avg only made every cut (the
+    // signer's and a node scanning its slots) hold that much more.
+    let mut spec = valid();
+    spec.chunking = (4096, 4096, 16 << 20);
+    match parse(&spec) {
+        Err(Error::Format(FormatError::Field {
+            section: Section::Manifest,
+            field,
+            reason,
+        })) => {
+            assert_eq!(field, "chunking");
+            assert!(reason.contains("max must be at most 8 x avg"), "{reason}");
+        }
+        other => panic!("expected the chunking refused: {other:?}"),
+    }
+}
