@@ -63,6 +63,28 @@ fn a_chunking_whose_max_is_far_above_its_avg_is_refused_at_signing() {
 }
 
 #[test]
+fn the_same_keys_give_the_same_bundle_in_any_order() {
+    let d = setup();
+    let created = ["--created", "2026-01-31T12:00:00Z"];
+    let bytes = |keys: &[&str], out: &str| {
+        d.ok(&sign_version_args("1.0.0", "3", out, keys, &created));
+        std::fs::read(d.path(out)).unwrap()
+    };
+    let forward = bytes(&["r1.pem", "r2.pem"], "a.tandem");
+    assert_eq!(bytes(&["r2.pem", "r1.pem"], "b.tandem"), forward);
+    // Signed in two steps, in either order, too.
+    for (first, then) in [("r1.pem", "r2.pem"), ("r2.pem", "r1.pem")] {
+        bytes(&[first], "c.tandem");
+        d.ok(&["add-signature", "c.tandem", "--key", then]);
+        assert_eq!(
+            std::fs::read(d.path("c.tandem")).unwrap(),
+            forward,
+            "{first} then {then}"
+        );
+    }
+}
+
+#[test]
 fn sign_verify_threshold_add_signature_inspect_extract() {
     let d = setup();
     sign(&d, "1.0.0", &["r1.pem"], "b.tandem");
@@ -610,6 +632,36 @@ fn every_command_has_help() {
         let out = d.ok(&cmd);
         assert!(stdout(&out).contains("Usage"), "{}", d.describe(&cmd, &out));
     }
+}
+
+#[test]
+fn sign_help_names_the_format_version_the_signer_writes() {
+    let d = setup();
+    let help = stdout(&d.ok(&["sign", "--help"]));
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(!help.contains("format version 2"), "{help}");
+    assert!(help.contains("format version 3"), "{help}");
+    std::fs::write(d.path("uki.efi"), sparse_image(20_000, 5)).unwrap();
+    d.ok(&sign_args("u.tandem", &["r1.pem"], &["--uki", "uki.efi"]));
+    let json: serde_json::Value =
+        serde_json::from_slice(&d.ok(&["inspect", "--json", "u.tandem"]).stdout).unwrap();
+    assert_eq!(json["format_version"], 3, "{json}");
+}
+
+#[test]
+fn the_signer_pads_as_format_9_2_says() {
+    let d = setup();
+    d.ok(&sign_args("b.tandem", &["r1.pem"], &[]));
+    let b = std::fs::read(d.path("b.tandem")).unwrap();
+    let le = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+    let (m, s) = (le(8), le(12));
+    assert_eq!(s, 4096);
+    let region = std::str::from_utf8(&b[24..24 + m]).unwrap();
+    let json = region.trim_end_matches(' ');
+    let doc: serde_json::Value = serde_json::from_str(json).unwrap();
+    let digits = |v: &serde_json::Value| v.as_u64().unwrap().to_string().len();
+    let spaces = 20 - digits(&doc["payload_size"]) + 10 - digits(&doc["index"]["size"]);
+    assert_eq!(m, json.len() + spaces, "{json}");
 }
 
 #[test]

@@ -293,8 +293,8 @@ pub struct SignArgs {
     /// Output bundle.
     #[arg(short = 'o', long = "out", value_name = "OUT.tandem")]
     pub out: PathBuf,
-    /// A Unified Kernel Image to carry as boot asset `uki` (format version 2). Not with
-    /// --kernel/--initrd: a slot boots one or the other.
+    /// A Unified Kernel Image to carry as boot asset `uki` (in format version 3, like every
+    /// bundle the signer writes). Not with --kernel/--initrd: a slot boots one or the other.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["kernel", "initrd"])]
     pub uki: Option<PathBuf>,
     /// A kernel to carry as boot asset `kernel` (with --initrd).
