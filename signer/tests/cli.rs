@@ -4,6 +4,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::process::Output;
 
+use signer::files::read_public_key;
 use signer::{BundleHead, Limits};
 
 use crate::util::*;
@@ -526,10 +527,11 @@ fn publishing_with_a_root_older_than_the_repositorys_is_refused() {
     assert!(!d.path("repo/bundles/os-1.1.0.tandem").exists());
 }
 
-#[test]
-fn publishing_under_a_new_root_lists_the_channels_it_would_refuse() {
-    let d = setup();
-    sign(&d, "1.0.0", &["r1.pem", "r2.pem"], "v1.tandem");
+/// Channels beta, edge and stable published under root 1 (r1, r2), then stable again under
+/// root 2 (r3, r4): beta and edge are left signed by keys root 2 dropped. The output of that
+/// last publish.
+fn repo_with_stale_channels(d: &Dir) -> Output {
+    sign(d, "1.0.0", &["r1.pem", "r2.pem"], "v1.tandem");
     let root = ["--root", "root.json"];
     for channel in ["beta", "edge", "stable"] {
         d.ok(&publish_args(
@@ -539,15 +541,68 @@ fn publishing_under_a_new_root_lists_the_channels_it_would_refuse() {
             &root,
         ));
     }
-    rotate_to_r3_r4(&d);
-    sign(&d, "2.0.0", &["r3.pem", "r4.pem"], "v2.tandem");
+    rotate_to_r3_r4(d);
+    sign(d, "2.0.0", &["r3.pem", "r4.pem"], "v2.tandem");
     let root2 = ["--root", "root2.json"];
-    let out = d.ok(&publish_args(
+    d.ok(&publish_args(
         "stable",
         "v2.tandem",
         &["r3.pem", "r4.pem"],
         &root2,
-    ));
+    ))
+}
+
+#[test]
+fn log_fails_when_nodes_refuse_a_channel_and_names_rotated_out_signers() {
+    let d = setup();
+    repo_with_stale_channels(&d);
+    let r1 = read_public_key(&d.path("r1.pub.pem"))
+        .unwrap()
+        .id()
+        .to_hex();
+    // The root chain is walked from root 1 to the repository's root 2.
+    let log = ["log", "--repo", "repo", "--root", "root.json"];
+    let out = d.fails(&log);
+    let (text, err) = (stdout(&out), stderr(&out));
+    assert!(err.contains("nodes refuse channel(s) beta, edge"), "{err}");
+    assert!(
+        text.contains("channel stable version 2") && text.contains("nodes accept it"),
+        "{text}"
+    );
+    let rotated = format!(
+        "{r1} (valid, by a key root version 2 no longer trusts (listed in root version 1))"
+    );
+    assert!(text.contains(&rotated), "{text}");
+    assert!(!text.contains("INVALID"), "{text}");
+    let mut json = log.to_vec();
+    json.push("--json");
+    let out = d.fails(&json);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["channels"][0]["signers"][0]["former_root"], 1, "{v}");
+    // Only the accepted channel: exit 0.
+    d.ok(&[
+        "log",
+        "--repo",
+        "repo",
+        "--root",
+        "root.json",
+        "--channel",
+        "stable",
+    ]);
+    // `inspect` has only the root it is given: the signature is not called invalid.
+    let shown = stdout(&d.ok(&["inspect", "v1.tandem", "--root", "root2.json"]));
+    let unchecked =
+        format!("{r1} (untrusted: a key root version 2 does not list, signature not checked)");
+    assert!(
+        shown.contains(&unchecked) && !shown.contains("INVALID"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn publishing_under_a_new_root_lists_the_channels_it_would_refuse() {
+    let d = setup();
+    let out = repo_with_stale_channels(&d);
     let err = stderr(&out);
     for stale in ["beta", "edge"] {
         assert!(

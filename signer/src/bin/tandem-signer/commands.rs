@@ -18,7 +18,7 @@ use signer::files::{
     read_capped, read_public_key, write_atomic, write_bytes_atomic, write_key_pair, Overwrite,
 };
 use signer::metadata::{self, RootSpec};
-use signer::provenance::signers_of;
+use signer::provenance::{signers_of, Trust};
 use signer::publish::{publish_allowing, Allow, PublishOptions};
 use signer::request::{
     document_kind, document_signed_bytes, CheckedSignature, SignatureFile, SigningRequest,
@@ -657,8 +657,12 @@ fn inspect(bundle: &Path, root: Option<&Path>, json: bool, limits: &Limits) -> R
         .manifest_unverified(limits)
         .with_context(|| format!("{}", bundle.display()))?;
     let root = root.map(|r| load_root(r, limits)).transpose()?;
+    // Only this root's keys are at hand: a key it no longer lists shows as not checked.
     let signers = signers_of(
-        root.as_ref().map(|(r, _)| &**r),
+        root.as_ref().map(|(r, _)| Trust {
+            root: r,
+            earlier: &[],
+        }),
         RoleKind::Bundle,
         head.manifest_bytes(),
         head.signatures(),
