@@ -451,13 +451,23 @@ fn request(file: &Path, document: Option<&str>, out: &Path, limits: &Limits) -> 
     let json = req.to_json()?;
     write_bytes_atomic(out, 0o644, Overwrite::Replace, &json)?;
     outln!(
-        "wrote {}: {} request, {} bytes, signed bytes sha256 {}",
+        "wrote {}: {} request, {} bytes, {} {}",
         out.display(),
         req.kind(),
         json.len(),
+        digest_name(req.kind()),
         req.sha256()
     );
     Ok(())
+}
+
+/// What the digest of a request's signed bytes is called, as `sign` and `inspect` print it: a
+/// bundle's signed bytes are its manifest region.
+fn digest_name(kind: RoleKind) -> &'static str {
+    match kind {
+        RoleKind::Bundle => "manifest sha256",
+        _ => "signed bytes sha256",
+    }
 }
 
 fn sign_request(path: &Path, key: &KeyArg, out: &Path, limits: &Limits) -> Result<()> {
@@ -474,7 +484,12 @@ fn sign_request(path: &Path, key: &KeyArg, out: &Path, limits: &Limits) -> Resul
 
 /// What `sign-request` signs, on stderr for the person at the offline machine.
 fn show_signed(req: &SigningRequest, limits: &Limits) -> Result<()> {
-    eprintln!("signing {} sha256 {}", req.kind(), req.sha256());
+    eprintln!(
+        "signing {} {} {}",
+        req.kind(),
+        digest_name(req.kind()),
+        req.sha256()
+    );
     if req.kind() != RoleKind::Bundle {
         eprintln!("{}", req.document_text()?);
         return Ok(());
