@@ -32,7 +32,8 @@ pub struct Chunking {
 }
 
 impl Chunking {
-    /// The signer's default: 4 KiB blocks, a filesystem's own block size (docs/DESIGN.md §8).
+    /// The signer's default: 4 KiB blocks, the block size of a filesystem made with 4 KiB
+    /// blocks (`mke2fs -b 4096`; docs/DESIGN.md §8).
     pub const DEFAULT: Chunking = Chunking::fixed(ALIGN);
 
     /// Fixed blocks of `size` bytes.

@@ -35,6 +35,7 @@ mod canonical;
 pub mod chunking;
 pub mod digest;
 pub mod error;
+pub mod ext;
 pub mod files;
 pub mod kernel;
 pub mod keys;

@@ -86,6 +86,26 @@ fn the_same_keys_give_the_same_bundle_in_any_order() {
 }
 
 #[test]
+fn sign_warns_when_an_ext4_image_has_blocks_smaller_than_its_chunks() {
+    let d = setup();
+    let warning = "ext2/3/4 filesystem of 1024-byte blocks, smaller than its 4096-byte chunks";
+    // mke2fs gives a 64 MiB image 1 KiB blocks unless told otherwise.
+    ext4_image(&d, "64M", "1024");
+    let err = stderr(&d.ok(&sign_args("a.tandem", &["r1.pem"], &[])));
+    assert!(
+        err.contains(warning) && err.contains("mke2fs -b 4096"),
+        "{err}"
+    );
+    // Content-defined cuts fall on 4 KiB boundaries: the same warning.
+    let cdc = ["--chunking", "cdc:4KiB,8KiB,32KiB"];
+    let err = stderr(&d.ok(&sign_args("b.tandem", &["r1.pem"], &cdc)));
+    assert!(err.contains(warning), "{err}");
+    ext4_image(&d, "64M", "4096");
+    let err = stderr(&d.ok(&sign_args("c.tandem", &["r1.pem"], &[])));
+    assert!(!err.contains("warning"), "{err}");
+}
+
+#[test]
 fn sign_verify_threshold_add_signature_inspect_extract() {
     let d = setup();
     sign(&d, "1.0.0", &["r1.pem"], "b.tandem");
