@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 pub const ALIGN: u32 = 4096;
 /// Largest `max` the chunker allows (FastCDC's own bound).
 pub const MAX_CHUNK: u32 = fastcdc::v2020::MAXIMUM_MAX;
+/// Largest `max / avg` for content-defined chunks: FastCDC cuts near `avg`, so a `max` far
+/// above it only makes every cut look (and a reader buffer) that far ahead for nothing.
+pub const MAX_SPREAD: u32 = 8;
 
 /// Chunk size bounds: `min == max` cuts fixed blocks of that size; else FastCDC aims at `avg`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -29,7 +32,8 @@ pub struct Chunking {
 }
 
 impl Chunking {
-    /// The signer's default: 4 KiB blocks, a filesystem's own block size (docs/DESIGN.md §8).
+    /// The signer's default: 4 KiB blocks, the block size of a filesystem made with 4 KiB
+    /// blocks (`mke2fs -b 4096`; docs/DESIGN.md §8).
     pub const DEFAULT: Chunking = Chunking::fixed(ALIGN);
 
     /// Fixed blocks of `size` bytes.
@@ -46,8 +50,8 @@ impl Chunking {
         self.min == self.max
     }
 
-    /// FORMAT §3.2: powers of two, `4096 <= min <= avg <= max <= max_size`, and `avg == min`
-    /// for fixed blocks. The message says which rule broke.
+    /// FORMAT §3.2: powers of two, `4096 <= min <= avg <= max <= max_size`, `avg == min` for
+    /// fixed blocks, and `max <= MAX_SPREAD * avg`. The message says which rule broke.
     pub fn check(&self, max_size: u32) -> Result<(), String> {
         let top = max_size.min(MAX_CHUNK);
         let Chunking { min, avg, max } = *self;
@@ -61,6 +65,11 @@ impl Chunking {
         }
         if min == max && avg != min {
             return Err(format!("{self}: fixed blocks have avg = min = max"));
+        }
+        if max / avg > MAX_SPREAD {
+            return Err(format!(
+                "{self}: max must be at most {MAX_SPREAD} x avg (content-defined chunks are cut near avg)"
+            ));
         }
         Ok(())
     }
@@ -104,6 +113,7 @@ impl Chunking {
             left: size,
             pending: Vec::new(),
             start: 0,
+            moved: 0,
         }
     }
 }
@@ -118,8 +128,10 @@ impl std::fmt::Display for Chunking {
     }
 }
 
-/// A reader cut into chunks ([`Chunking::split`]): holds at most `max` bytes besides the
-/// caller's buffer.
+/// A reader cut into chunks ([`Chunking::split`]): holds at most `2 × max` bytes besides the
+/// caller's buffer. The bytes not yet cut are moved to the front of the buffer only when fewer
+/// than `max` are left, so each byte is moved at most once per `max` bytes cut: cutting costs
+/// O(bytes) whatever `max / avg`, not a buffer of `max` bytes moved per chunk.
 pub struct ChunkStream<R> {
     chunking: Chunking,
     reader: R,
@@ -128,6 +140,8 @@ pub struct ChunkStream<R> {
     pending: Vec<u8>,
     /// Where the unconsumed bytes of `pending` start.
     start: usize,
+    /// Bytes moved to the front of `pending` so far (the cost the buffering bounds).
+    moved: u64,
 }
 
 impl<R: Read> ChunkStream<R> {
@@ -146,18 +160,20 @@ impl<R: Read> ChunkStream<R> {
         Ok(true)
     }
 
-    /// Tops `pending` up to `max` unconsumed bytes, or to the end of the stream.
+    /// Makes `pending` hold at least `max` unconsumed bytes, or all up to the end of the
+    /// stream: when fewer are left, moves them to the front and reads up to `2 × max`.
     fn fill(&mut self) -> io::Result<()> {
         let max = self.chunking.max as usize;
+        if self.pending.len() - self.start >= max || self.left == 0 {
+            return Ok(());
+        }
         if self.start > 0 {
+            self.moved += (self.pending.len() - self.start) as u64;
             self.pending.drain(..self.start);
             self.start = 0;
         }
-        let want = max.saturating_sub(self.pending.len()) as u64;
+        let want = (2 * max).saturating_sub(self.pending.len()) as u64;
         let n = want.min(self.left);
-        if n == 0 {
-            return Ok(());
-        }
         let at = self.pending.len();
         self.pending.resize(at + n as usize, 0);
         self.reader
@@ -177,6 +193,65 @@ mod tests {
         assert!(stream.next_into(&mut Vec::new()).is_err());
     }
 
+    /// Cuts `data` in memory, each chunk from the whole rest of the data: the reference the
+    /// buffered stream must agree with.
+    fn reference_cuts(chunking: Chunking, data: &[u8]) -> Vec<usize> {
+        let mut cuts = Vec::new();
+        let mut at = 0;
+        while at < data.len() {
+            at += chunking.next_len(&data[at..]);
+            cuts.push(at);
+        }
+        cuts
+    }
+
+    fn noise(len: usize) -> Vec<u8> {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_stream_cuts_where_the_whole_data_does_and_moves_each_byte_once_per_max() {
+        let data = noise(3 << 20);
+        for chunking in [
+            Chunking::DEFAULT,
+            Chunking::fixed(1 << 16),
+            Chunking {
+                min: 4096,
+                avg: 8192,
+                max: 65536,
+            },
+            Chunking {
+                min: 4096,
+                avg: 16384,
+                max: 131072,
+            },
+        ] {
+            let mut stream = chunking.split(&data[..], data.len() as u64);
+            let (mut chunk, mut cuts, mut at) = (Vec::new(), Vec::new(), 0);
+            while stream.next_into(&mut chunk).unwrap() {
+                assert_eq!(chunk, data[at..at + chunk.len()], "{chunking}");
+                at += chunk.len();
+                cuts.push(at);
+            }
+            assert_eq!(cuts, reference_cuts(chunking, &data), "{chunking}");
+            // Each compaction moves fewer than `max` bytes after at least `max` were cut.
+            assert!(
+                stream.moved <= data.len() as u64,
+                "{chunking}: {} bytes moved to cut {}",
+                stream.moved,
+                data.len()
+            );
+        }
+    }
+
     #[test]
     fn the_rules_name_what_broke() {
         assert!(Chunking::DEFAULT.check(64 << 20).is_ok());
@@ -184,6 +259,14 @@ mod tests {
         assert!(bad(4096, 8192, 4096).contains("min <= avg <= max"));
         assert!(bad(4096, 5000, 65536).contains("powers of two"));
         assert!(bad(2048, 2048, 2048).contains("4096 <="));
+        assert!(bad(4096, 4096, 16 << 20).contains("at most 8 x avg"));
+        assert!(Chunking {
+            min: 4096,
+            avg: 8192,
+            max: 65536
+        }
+        .check(64 << 20)
+        .is_ok());
         assert!(Chunking::fixed(1 << 20).check(64 << 20).is_ok());
     }
 }

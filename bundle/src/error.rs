@@ -255,6 +255,14 @@ pub enum VerifyError {
         /// What failed.
         fault: Box<ChunkFault>,
     },
+    /// A signed `cmdline` asset's text breaks the command line rule ([`proto::check_cmdline`]).
+    #[error("asset `{asset}` is not a kernel command line: {reason}")]
+    Cmdline {
+        /// The asset's name.
+        asset: Box<str>,
+        /// The rule it breaks.
+        reason: proto::CmdlineError,
+    },
     /// A whole boot asset's hash differs from the manifest.
     #[error("asset `{asset}` hash mismatch: manifest says {expected}, data is {actual}")]
     AssetHash {
@@ -286,6 +294,14 @@ pub enum ChunkFault {
         max: u64,
         /// The decoder's message.
         reason: String,
+    },
+    /// The frame's header declares a window larger than FORMAT §5 allows.
+    #[error("the zstd frame declares a {size}-byte window, more than {max} (FORMAT §5)")]
+    Window {
+        /// The declared window size.
+        size: u64,
+        /// The bound, [`crate::bundle::MAX_WINDOW_LOG`] as bytes.
+        max: u64,
     },
     /// The stored bytes are not exactly one zstd frame (FORMAT §5).
     #[error("the stored bytes are not exactly one zstd frame: {0}")]

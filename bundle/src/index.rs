@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 use std::io::{BufRead, Read};
 
-use crate::chunks::check_one_frame;
+use crate::chunks::{check_one_frame, window_log_max};
 use crate::digest::Sha256Digest;
 
 use crate::error::{Error, FormatError, Section};
@@ -65,6 +65,7 @@ pub(crate) fn decode(
         }
     }
     let mut decoder = zstd::stream::read::Decoder::with_buffer(Releasing { bytes, at: from })
+        .and_then(|mut d| d.set_parameter(window_log_max()).map(|()| d))
         .map_err(|e| bad(format!("cannot decompress: {e}")))?
         .single_frame();
     let mut left = count;

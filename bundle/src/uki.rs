@@ -87,11 +87,13 @@ fn os_release_field(text: &[u8], key: &str) -> Option<String> {
     clean.then(|| value.to_owned())
 }
 
-pub(crate) fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+/// The little-endian `u16` at byte `at` of `b`, if `b` holds it.
+pub fn u16_at(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
 }
 
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+/// The little-endian `u32` at byte `at` of `b`, if `b` holds it.
+pub fn u32_at(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 

@@ -26,6 +26,7 @@
 #![warn(missing_docs)]
 
 pub mod bundle;
+pub mod ext;
 pub mod files;
 pub mod key_source;
 pub mod keys;

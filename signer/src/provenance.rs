@@ -16,7 +16,9 @@ use crate::mirror::walk_to_end;
 use crate::repo::{display_path, fetch_capped, read_bundle_head, RepoReader};
 use crate::role::RoleKind;
 use crate::schema::{parse_envelope, Channel, Root, Signature};
-use crate::verify::{signer_statuses, verify_channel, SignerStatus, Verified};
+use crate::verify::{
+    parse_root_ignoring_expiry, signer_statuses, verify_channel, SignerStatus, Verified,
+};
 use crate::KeyId;
 
 /// What to list.
@@ -31,6 +33,16 @@ pub struct LogOptions<'a> {
     pub now: OffsetDateTime,
     /// Limits.
     pub limits: &'a Limits,
+}
+
+/// The root a listing checks signatures against, and the earlier roots of its chain (newest
+/// first), whose keys check signatures by keys the root no longer lists.
+#[derive(Clone, Copy)]
+pub struct Trust<'a> {
+    /// The root.
+    pub root: &'a Root,
+    /// Earlier roots, newest first (none: only the root's own keys are known).
+    pub earlier: &'a [Verified<Root>],
 }
 
 /// A signature as listed: its key id and, when a root was given, how that root sees it.
@@ -85,31 +97,49 @@ pub struct RepoLog {
 
 /// Lists what `o.from` published (see the module docs).
 pub fn log(o: &LogOptions<'_>) -> Result<RepoLog, Error> {
-    let root = o
-        .root
-        .map(|bytes| {
-            let fetch =
-                |v: u64| fetch_capped(o.from, &format!("{v}.root.json"), o.limits.max_metadata_len);
-            walk_to_end(bytes, fetch, o.limits, &mut Default::default()).map(|walk| walk.root)
-        })
-        .transpose()?;
+    let chain = o.root.map(|bytes| walk_roots(o, bytes)).transpose()?;
+    let trust = chain
+        .as_ref()
+        .map(|(root, earlier)| Trust { root, earlier });
     let names = channel_names(o)?;
     let mut channels = Vec::with_capacity(names.len());
     for name in &names {
-        channels.push(channel_entry(o, root.as_ref(), name)?);
+        channels.push(channel_entry(
+            o,
+            chain.as_ref().map(|(r, _)| r),
+            trust,
+            name,
+        )?);
     }
     let other_bundles = o.from.bundle_files()?.map(|files| {
         files
             .into_iter()
             .filter(|(path, _)| !channels.iter().any(|c| &c.channel.release.bundle == path))
-            .map(|(path, size)| bundle_entry(o, root.as_deref(), &path, size))
+            .map(|(path, size)| bundle_entry(o, trust, &path, size))
             .collect()
     });
     Ok(RepoLog {
-        root_version: root.map(|r| r.version()),
+        root_version: chain.map(|(r, _)| r.version()),
         channels,
         other_bundles,
     })
+}
+
+/// The repository's chain walked from `start`: the newest root, and the earlier ones newest
+/// first.
+fn walk_roots(
+    o: &LogOptions<'_>,
+    start: &[u8],
+) -> Result<(Verified<Root>, Vec<Verified<Root>>), Error> {
+    let fetch = |v: u64| fetch_capped(o.from, &format!("{v}.root.json"), o.limits.max_metadata_len);
+    let mut seen = std::collections::BTreeMap::new();
+    let root = walk_to_end(start, fetch, o.limits, &mut seen)?.root;
+    let earlier = seen
+        .range(..root.version())
+        .rev()
+        .filter_map(|(_, bytes)| parse_root_ignoring_expiry(bytes, o.limits).ok())
+        .collect();
+    Ok((root, earlier))
 }
 
 fn channel_names(o: &LogOptions<'_>) -> Result<Vec<String>, Error> {
@@ -128,6 +158,7 @@ fn channel_names(o: &LogOptions<'_>) -> Result<Vec<String>, Error> {
 fn channel_entry(
     o: &LogOptions<'_>,
     root: Option<&Verified<Root>>,
+    trust: Option<Trust<'_>>,
     name: &str,
 ) -> Result<ChannelEntry, Error> {
     proto::check_name("channel", name)
@@ -138,19 +169,14 @@ fn channel_entry(
     })?;
     let channel = read_channel_unverified(&doc, o.limits)?;
     let env = parse_envelope(&doc, o.limits)?;
-    let signers = signers_of(
-        root.map(|r| &**r),
-        RoleKind::Channel,
-        env.signed,
-        &env.signatures,
-    );
+    let signers = signers_of(trust, RoleKind::Channel, env.signed, &env.signatures);
     let verdict = root.map(|root| {
         verify_channel(root, &doc, name, 0, o.now, o.limits)
             .map(drop)
             .map_err(|e| e.to_string())
     });
     let release = &channel.release;
-    let bundle = bundle_entry(o, root.map(|r| &**r), &release.bundle, release.size);
+    let bundle = bundle_entry(o, trust, &release.bundle, release.size);
     Ok(ChannelEntry {
         channel,
         signers,
@@ -162,7 +188,7 @@ fn channel_entry(
 /// The head of the bundle at `path` (`size` bytes); an error is kept as text, for display.
 fn bundle_entry(
     o: &LogOptions<'_>,
-    root: Option<&Root>,
+    trust: Option<Trust<'_>>,
     path: &str,
     size: u64,
 ) -> Result<BundleEntry, String> {
@@ -177,7 +203,7 @@ fn bundle_entry(
         security_version: m.security_version(),
         created: m.created(),
         signers: signers_of(
-            root,
+            trust,
             RoleKind::Bundle,
             head.manifest_bytes(),
             head.signatures(),
@@ -185,15 +211,15 @@ fn bundle_entry(
     })
 }
 
-/// The signatures over `signed` (of `kind`), each with how `root` sees it when there is one.
+/// The signatures over `signed` (of `kind`), each with how `trust` sees it when there is one.
 pub fn signers_of(
-    root: Option<&Root>,
+    trust: Option<Trust<'_>>,
     kind: RoleKind,
     signed: &[u8],
     signatures: &[Signature],
 ) -> Vec<Signer> {
-    match root {
-        Some(root) => signer_statuses(root, kind, signed, signatures)
+    match trust {
+        Some(t) => signer_statuses(t.root, t.earlier, kind, signed, signatures)
             .into_iter()
             .map(|s| Signer {
                 keyid: s.keyid,

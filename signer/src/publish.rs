@@ -2,7 +2,8 @@
 //! `bundles/<product>-<version>.tandem` (never changing published content), write
 //! `channels/<name>.json` signed by release keys with version previous + 1 and a stable
 //! salt. Mistakes every node would refuse are caught first: a channel document below the
-//! release threshold, a downgrade, and, when a new root is placed, channels it would refuse.
+//! release threshold, a downgrade, a given root older than the repository's, and, when a new
+//! root is placed, channels it would refuse.
 
 use std::fmt;
 use std::fs::File;
@@ -118,7 +119,8 @@ pub fn publish<K: Signer>(o: &PublishOptions<'_, K>) -> Result<PublishReport, Er
 /// the bundle is verified against it and the channel document must meet its release
 /// threshold (without any root, publishing is refused unless `allow.below_threshold`). A
 /// release older than the channel's current one is refused unless `allow.downgrade`. With
-/// `o.root`, the other channels that root would refuse are listed as warnings.
+/// `o.root`, the other channels that root would refuse are listed as warnings; an `o.root`
+/// older than the repository's `root.json` is refused.
 pub fn publish_allowing<K: Signer>(
     o: &PublishOptions<'_, K>,
     allow: Allow,
@@ -192,7 +194,38 @@ fn resolve_root<K>(o: &PublishOptions<'_, K>) -> Result<Option<Verified<Root>>, 
         o.now,
         o.limits,
     )?;
+    if o.root.is_some() {
+        check_not_older_root(o.repo, path, &root, o.limits)?;
+    }
     Ok(Some(root))
+}
+
+/// A root older than the repository's signs with keys the repository's root may have
+/// revoked, and nodes that walked to the newer root refuse what it accepts: publishing with
+/// it is refused, naming both versions.
+fn check_not_older_root(
+    repo: &Path,
+    given: &Path,
+    root: &Verified<Root>,
+    limits: &Limits,
+) -> Result<(), Error> {
+    let current = repo.join("root.json");
+    if !current.exists() {
+        return Ok(());
+    }
+    let bytes = read_capped(&current, limits.max_metadata_len)?;
+    // A root.json that does not parse is no newer root: placing the given one replaces it.
+    let held = crate::metadata::next_root_version(&bytes, limits).map_or(0, |next| next - 1);
+    if held > root.version() {
+        return Err(UsageError::invalid(format!(
+            "{} is root version {}, older than the repository's {} (root version {held}): publish with the current root",
+            given.display(),
+            root.version(),
+            current.display(),
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 /// The new channel document must meet the root's release threshold (or be allowed not to).

@@ -379,6 +379,47 @@ fn attack_signed_manifest_breaking_a_boot_kind_rule_is_refused_at_parse() {
     }
 }
 
+#[test]
+fn attack_signed_cmdline_breaking_the_rule_is_refused_by_every_verifier() {
+    let e = example();
+    let d = Dir::new();
+    std::fs::write(d.path("root.json"), e.root.bytes()).unwrap();
+    for (text, needle) in [
+        (&b"quiet\ninit=/bin/sh"[..], "byte 0x0a at offset 5"),
+        (b"quiet\tx", "byte 0x09"),
+        (b"quiet\0x", "byte 0x00"),
+        (b"quiet\x7f", "byte 0x7f"),
+        (b"quiet\r", "byte 0x0d"),
+        (b"caf\xc3\xa9", "byte 0xc3 at offset 3"),
+        (b"", "empty"),
+        (b" quiet", "starts or ends with a space"),
+        (b"quiet ", "starts or ends with a space"),
+    ] {
+        let assets = with_uki(("cmdline", AssetKind::Cmdline, text.to_vec()));
+        let bundle = handbuilt_with_assets(&e, &assets);
+        // The library's readers: the signed manifest passes, the asset's text does not.
+        match asset_bytes(&bundle, &e.root, "cmdline") {
+            Err(Error::Verify(VerifyError::Cmdline { asset, reason })) => {
+                assert_eq!(&*asset, "cmdline");
+                assert!(reason.to_string().contains(needle), "{needle}: {reason}");
+            }
+            other => panic!("{needle}: expected a refused command line, got {other:?}"),
+        }
+        // The signer's `verify` and `inspect`.
+        std::fs::write(d.path("b.tandem"), &bundle).unwrap();
+        let err = stderr(&d.fails(&["verify", "b.tandem", "--root", "root.json"]));
+        assert!(
+            err.contains("asset `cmdline` is not a kernel command line") && err.contains(needle),
+            "{needle}: {err}"
+        );
+        let shown = stdout(&d.ok(&["inspect", "b.tandem", "--root", "root.json"]));
+        assert!(
+            shown.contains("INVALID: asset `cmdline` is not a kernel command line"),
+            "{needle}: {shown}"
+        );
+    }
+}
+
 /// A hand-built, signed bundle of the §9.1 image and `assets` (each under 4096 bytes, one
 /// stored chunk, or none when empty): what a writer that ignores the kind rules makes.
 fn handbuilt_with_assets(e: &Example, assets: &[Named]) -> Vec<u8> {

@@ -4,6 +4,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::process::Output;
 
+use signer::files::read_public_key;
 use signer::{BundleHead, Limits};
 
 use crate::util::*;
@@ -36,6 +37,72 @@ fn keygen_writes_private_key_0600_and_prints_the_key_id() {
     let public = signer::files::read_public_key(&d.path("k.pub.pem")).unwrap();
     assert_eq!(id, public.id().to_hex());
     d.fails(&["keygen", "--out", "k"]);
+}
+
+#[test]
+fn a_chunking_whose_max_is_far_above_its_avg_is_refused_at_signing() {
+    let d = setup();
+    let chunking = ["--chunking", "cdc:4KiB,4KiB,16MiB"];
+    let out = d.fails(&sign_version_args(
+        "1.0.0",
+        "3",
+        "b.tandem",
+        &["r1.pem"],
+        &chunking,
+    ));
+    let err = stderr(&out);
+    assert!(err.contains("max must be at most 8 x avg"), "{err}");
+    assert!(!d.path("b.tandem").exists());
+    let chunking = ["--chunking", "cdc:4KiB,8KiB,64KiB"];
+    d.ok(&sign_version_args(
+        "1.0.0",
+        "3",
+        "b.tandem",
+        &["r1.pem"],
+        &chunking,
+    ));
+}
+
+#[test]
+fn the_same_keys_give_the_same_bundle_in_any_order() {
+    let d = setup();
+    let created = ["--created", "2026-01-31T12:00:00Z"];
+    let bytes = |keys: &[&str], out: &str| {
+        d.ok(&sign_version_args("1.0.0", "3", out, keys, &created));
+        std::fs::read(d.path(out)).unwrap()
+    };
+    let forward = bytes(&["r1.pem", "r2.pem"], "a.tandem");
+    assert_eq!(bytes(&["r2.pem", "r1.pem"], "b.tandem"), forward);
+    // Signed in two steps, in either order, too.
+    for (first, then) in [("r1.pem", "r2.pem"), ("r2.pem", "r1.pem")] {
+        bytes(&[first], "c.tandem");
+        d.ok(&["add-signature", "c.tandem", "--key", then]);
+        assert_eq!(
+            std::fs::read(d.path("c.tandem")).unwrap(),
+            forward,
+            "{first} then {then}"
+        );
+    }
+}
+
+#[test]
+fn sign_warns_when_an_ext4_image_has_blocks_smaller_than_its_chunks() {
+    let d = setup();
+    let warning = "ext2/3/4 filesystem of 1024-byte blocks, smaller than its 4096-byte chunks";
+    // mke2fs gives a 64 MiB image 1 KiB blocks unless told otherwise.
+    ext4_image(&d, "64M", "1024");
+    let err = stderr(&d.ok(&sign_args("a.tandem", &["r1.pem"], &[])));
+    assert!(
+        err.contains(warning) && err.contains("mke2fs -b 4096"),
+        "{err}"
+    );
+    // Content-defined cuts fall on 4 KiB boundaries: the same warning.
+    let cdc = ["--chunking", "cdc:4KiB,8KiB,32KiB"];
+    let err = stderr(&d.ok(&sign_args("b.tandem", &["r1.pem"], &cdc)));
+    assert!(err.contains(warning), "{err}");
+    ext4_image(&d, "64M", "4096");
+    let err = stderr(&d.ok(&sign_args("c.tandem", &["r1.pem"], &[])));
+    assert!(!err.contains("warning"), "{err}");
 }
 
 #[test]
@@ -420,21 +487,9 @@ fn publish_refuses_a_downgrade_unless_allowed() {
     assert_eq!(json["signed"]["release"]["version"], "1.0.0");
 }
 
-#[test]
-fn publishing_under_a_new_root_lists_the_channels_it_would_refuse() {
-    let d = setup();
+/// `root2.json`: root 2 drops r1 and r2; only r3 and a new r4 release (2 of 2).
+fn rotate_to_r3_r4(d: &Dir) {
     d.ok(&["keygen", "--out", "r4"]);
-    sign(&d, "1.0.0", &["r1.pem", "r2.pem"], "v1.tandem");
-    let root = ["--root", "root.json"];
-    for channel in ["beta", "edge", "stable"] {
-        d.ok(&publish_args(
-            channel,
-            "v1.tandem",
-            &["r1.pem", "r2.pem"],
-            &root,
-        ));
-    }
-    // Root 2 drops r1 and r2: only r3 and the new r4 release.
     d.ok(&[
         "root",
         "rotate",
@@ -455,14 +510,119 @@ fn publishing_under_a_new_root_lists_the_channels_it_would_refuse() {
         "--sign-with",
         "root.pem",
     ]);
-    sign(&d, "2.0.0", &["r3.pem", "r4.pem"], "v2.tandem");
+}
+
+#[test]
+fn publishing_with_a_root_older_than_the_repositorys_is_refused() {
+    let d = setup();
+    rotate_to_r3_r4(&d);
+    sign(&d, "1.0.0", &["r3.pem", "r4.pem"], "v1.tandem");
     let root2 = ["--root", "root2.json"];
-    let out = d.ok(&publish_args(
+    d.ok(&publish_args(
+        "stable",
+        "v1.tandem",
+        &["r3.pem", "r4.pem"],
+        &root2,
+    ));
+    let read = |p: &str| std::fs::read(d.path(p)).unwrap();
+    let (channel, root) = (read("repo/channels/stable.json"), read("repo/root.json"));
+    // The revoked r1 and r2 meet root 1's threshold, which the repository has left.
+    sign(&d, "1.1.0", &["r1.pem", "r2.pem"], "old.tandem");
+    let old = ["--root", "root.json"];
+    let out = d.fails(&publish_args(
+        "stable",
+        "old.tandem",
+        &["r1.pem", "r2.pem"],
+        &old,
+    ));
+    let err = stderr(&out);
+    assert!(
+        err.contains("root.json is root version 1, older than the repository's")
+            && err.contains("(root version 2)"),
+        "{err}"
+    );
+    assert!(!stdout(&out).contains("root version 1"), "{}", stdout(&out));
+    assert_eq!(read("repo/channels/stable.json"), channel);
+    assert_eq!(read("repo/root.json"), root);
+    assert!(!d.path("repo/bundles/os-1.1.0.tandem").exists());
+}
+
+/// Channels beta, edge and stable published under root 1 (r1, r2), then stable again under
+/// root 2 (r3, r4): beta and edge are left signed by keys root 2 dropped. The output of that
+/// last publish.
+fn repo_with_stale_channels(d: &Dir) -> Output {
+    sign(d, "1.0.0", &["r1.pem", "r2.pem"], "v1.tandem");
+    let root = ["--root", "root.json"];
+    for channel in ["beta", "edge", "stable"] {
+        d.ok(&publish_args(
+            channel,
+            "v1.tandem",
+            &["r1.pem", "r2.pem"],
+            &root,
+        ));
+    }
+    rotate_to_r3_r4(d);
+    sign(d, "2.0.0", &["r3.pem", "r4.pem"], "v2.tandem");
+    let root2 = ["--root", "root2.json"];
+    d.ok(&publish_args(
         "stable",
         "v2.tandem",
         &["r3.pem", "r4.pem"],
         &root2,
-    ));
+    ))
+}
+
+#[test]
+fn log_fails_when_nodes_refuse_a_channel_and_names_rotated_out_signers() {
+    let d = setup();
+    repo_with_stale_channels(&d);
+    let r1 = read_public_key(&d.path("r1.pub.pem"))
+        .unwrap()
+        .id()
+        .to_hex();
+    // The root chain is walked from root 1 to the repository's root 2.
+    let log = ["log", "--repo", "repo", "--root", "root.json"];
+    let out = d.fails(&log);
+    let (text, err) = (stdout(&out), stderr(&out));
+    assert!(err.contains("nodes refuse channel(s) beta, edge"), "{err}");
+    assert!(
+        text.contains("channel stable version 2") && text.contains("nodes accept it"),
+        "{text}"
+    );
+    let rotated = format!(
+        "{r1} (valid, by a key root version 2 no longer trusts (listed in root version 1))"
+    );
+    assert!(text.contains(&rotated), "{text}");
+    assert!(!text.contains("INVALID"), "{text}");
+    let mut json = log.to_vec();
+    json.push("--json");
+    let out = d.fails(&json);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["channels"][0]["signers"][0]["former_root"], 1, "{v}");
+    // Only the accepted channel: exit 0.
+    d.ok(&[
+        "log",
+        "--repo",
+        "repo",
+        "--root",
+        "root.json",
+        "--channel",
+        "stable",
+    ]);
+    // `inspect` has only the root it is given: the signature is not called invalid.
+    let shown = stdout(&d.ok(&["inspect", "v1.tandem", "--root", "root2.json"]));
+    let unchecked =
+        format!("{r1} (untrusted: a key root version 2 does not list, signature not checked)");
+    assert!(
+        shown.contains(&unchecked) && !shown.contains("INVALID"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn publishing_under_a_new_root_lists_the_channels_it_would_refuse() {
+    let d = setup();
+    let out = repo_with_stale_channels(&d);
     let err = stderr(&out);
     for stale in ["beta", "edge"] {
         assert!(
@@ -547,6 +707,36 @@ fn every_command_has_help() {
         let out = d.ok(&cmd);
         assert!(stdout(&out).contains("Usage"), "{}", d.describe(&cmd, &out));
     }
+}
+
+#[test]
+fn sign_help_names_the_format_version_the_signer_writes() {
+    let d = setup();
+    let help = stdout(&d.ok(&["sign", "--help"]));
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(!help.contains("format version 2"), "{help}");
+    assert!(help.contains("format version 3"), "{help}");
+    std::fs::write(d.path("uki.efi"), sparse_image(20_000, 5)).unwrap();
+    d.ok(&sign_args("u.tandem", &["r1.pem"], &["--uki", "uki.efi"]));
+    let json: serde_json::Value =
+        serde_json::from_slice(&d.ok(&["inspect", "--json", "u.tandem"]).stdout).unwrap();
+    assert_eq!(json["format_version"], 3, "{json}");
+}
+
+#[test]
+fn the_signer_pads_as_format_9_2_says() {
+    let d = setup();
+    d.ok(&sign_args("b.tandem", &["r1.pem"], &[]));
+    let b = std::fs::read(d.path("b.tandem")).unwrap();
+    let le = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+    let (m, s) = (le(8), le(12));
+    assert_eq!(s, 4096);
+    let region = std::str::from_utf8(&b[24..24 + m]).unwrap();
+    let json = region.trim_end_matches(' ');
+    let doc: serde_json::Value = serde_json::from_str(json).unwrap();
+    let digits = |v: &serde_json::Value| v.as_u64().unwrap().to_string().len();
+    let spaces = 20 - digits(&doc["payload_size"]) + 10 - digits(&doc["index"]["size"]);
+    assert_eq!(m, json.len() + spaces, "{json}");
 }
 
 #[test]

@@ -142,6 +142,30 @@ fn previous_on_the_command_line_round_trips() {
 }
 
 #[test]
+fn previous_trains_a_dictionary_on_a_mostly_free_ext4_image() {
+    let d = Dir::new();
+    for k in ["root", "r1", "r2", "r3"] {
+        d.ok(&["keygen", "--out", k]);
+    }
+    d.init_root_2_of_3(&["--expires", "365d"]);
+    // 3 MiB of files in 256 MiB: samples at fixed offsets found almost only zeros.
+    ext4_image(&d, "256M", "4096");
+    d.ok(&sign_args("v1.tandem", &["r1.pem", "r2.pem"], &[]));
+    let previous = ["--previous", "v1.tandem"];
+    d.ok(&sign_version_args(
+        "2.0.0",
+        "1",
+        "v2.tandem",
+        &["r1.pem", "r2.pem"],
+        &previous,
+    ));
+    let json: serde_json::Value =
+        serde_json::from_slice(&d.ok(&["inspect", "--json", "v2.tandem"]).stdout).unwrap();
+    assert!(json["dictionary_size"].as_u64().unwrap() > 1000, "{json}");
+    d.ok(&["verify", "v2.tandem", "--root", "root.json"]);
+}
+
+#[test]
 fn content_defined_chunks_round_trip_and_find_moved_data() {
     let f = fixture();
     let cdc = Chunking {

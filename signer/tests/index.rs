@@ -288,3 +288,101 @@ fn an_index_with_more_or_fewer_records_than_signed_is_refused() {
         refused(&spec, "", &format!("{count} records"));
     }
 }
+
+#[test]
+fn a_dictionary_member_without_a_stored_dictionary_is_refused() {
+    let spec = valid();
+    let index = stored_index(&spec);
+    // FORMAT §3.2: `dictionary` is present exactly when D > 0; here D = 0 and the member
+    // names the empty string, whose hash and size the stored (absent) bytes match.
+    let manifest = manifest(&spec, &index).replace(
+        r#""created":"2026-01-01T00:00:00Z","#,
+        &format!(
+            r#""created":"2026-01-01T00:00:00Z","dictionary":{{"sha256":"{}","size":0}},"#,
+            hex::encode(sha(b""))
+        ),
+    );
+    let key = SecretKey::generate();
+    let b = handbuilt_bundle(&manifest, &spec.payload, 3, &index, &key);
+    let head = BundleHead::read(&mut Cursor::new(&b), &Limits::default()).unwrap();
+    match head.manifest_unverified(&Limits::default()) {
+        Err(Error::Format(FormatError::Field {
+            section: Section::Manifest,
+            field,
+            reason,
+        })) => {
+            assert_eq!(field, "dictionary");
+            assert!(reason.contains("exactly when D > 0"), "{reason}");
+        }
+        other => panic!("expected the dictionary member refused: {other:?}"),
+    }
+    let err = stderr(&verify_refused(&b, &key));
+    assert!(err.contains("dictionary") && err.contains("D = 0"), "{err}");
+}
+
+/// `tandem-signer verify` of `bundle`, signed by `key`, under a root whose release key it is:
+/// it must fail.
+fn verify_refused(bundle: &[u8], key: &SecretKey) -> std::process::Output {
+    let d = Dir::new();
+    let root_key = SecretKey::generate();
+    let expires = datetime!(2099-01-01 0:00 UTC);
+    let root = root_doc(1, expires, &[&root_key], 1, &[key], 1, &[&root_key]);
+    std::fs::write(d.path("root.json"), root).unwrap();
+    std::fs::write(d.path("b.tandem"), bundle).unwrap();
+    d.fails(&["verify", "b.tandem", "--root", "root.json"])
+}
+
+/// `raw` as one streamed zstd frame (a Window_Descriptor, no single segment) whose descriptor
+/// is rewritten to declare a 2 GiB window: its blocks are unchanged, and a one-shot decoder
+/// still decodes it.
+fn frame_declaring_2_gib_window(raw: &[u8]) -> Vec<u8> {
+    let mut frame = zstd::stream::encode_all(raw, 3).unwrap();
+    assert_eq!(
+        frame[4] & 0x20,
+        0,
+        "a streamed frame has a Window_Descriptor"
+    );
+    frame[5] = (31 - 10) << 3;
+    assert_eq!(zstd::bulk::decompress(&frame, raw.len()).unwrap(), raw);
+    frame
+}
+
+#[test]
+fn attack_frame_declaring_a_2_gib_window_is_refused() {
+    let window = "declares a 2147483648-byte window, more than 134217728";
+    // The image's last frame.
+    let mut spec = valid();
+    let frame = frame_declaring_2_gib_window(&[b'c'; 1808]);
+    spec.payload.truncate(spec.records[0].2 as usize);
+    spec.payload.extend_from_slice(&frame);
+    spec.records[3].2 = frame.len() as u32;
+    let key = SecretKey::generate();
+    let err = stderr(&verify_refused(&bundle(&spec, &key), &key));
+    assert!(err.contains("chunk 3") && err.contains(window), "{err}");
+    // The stored index.
+    let spec = valid();
+    let raw = zstd::bulk::decompress(&stored_index(&spec), 1 << 20).unwrap();
+    let index = frame_declaring_2_gib_window(&raw);
+    let b = handbuilt_bundle(&manifest(&spec, &index), &spec.payload, 3, &index, &key);
+    let err = stderr(&verify_refused(&b, &key));
+    assert!(err.contains("index") && err.contains(window), "{err}");
+}
+
+#[test]
+fn a_chunking_whose_max_is_far_above_its_avg_is_refused() {
+    // Content-defined chunks cut near avg: a max 4096 times avg only made every cut (the
+    // signer's and a node scanning its slots) hold that much more.
+    let mut spec = valid();
+    spec.chunking = (4096, 4096, 16 << 20);
+    match parse(&spec) {
+        Err(Error::Format(FormatError::Field {
+            section: Section::Manifest,
+            field,
+            reason,
+        })) => {
+            assert_eq!(field, "chunking");
+            assert!(reason.contains("max must be at most 8 x avg"), "{reason}");
+        }
+        other => panic!("expected the chunking refused: {other:?}"),
+    }
+}

@@ -340,3 +340,29 @@ fn two_keys_of_one_token_sign_in_one_command() {
     let err = stderr(&d.fails(&sign_with(&["pkcs11:object=release-hsm", "pkcs11:id=%01"])));
     assert!(err.contains("given more than once"), "{err}");
 }
+
+#[test]
+fn a_pin_misspelt_misplaced_or_in_a_file_never_shows_in_messages() {
+    let d = setup();
+    let secret = "987654";
+    std::fs::write(d.path("pin"), format!("{secret}\n")).unwrap();
+    let module = format!("module-path={MODULE}");
+    for uri in [
+        format!("pkcs11:token=tandem;object=release-hsm?PIN-VALUE={secret}&{module}"),
+        format!("pkcs11:token=tandem;object=release-hsm?pin%2Dvalue={secret}&{module}"),
+        format!("pkcs11:token=tandem;object=release-hsm;PIN-VALUE={secret}?{module}"),
+        format!("pkcs11:token=tandem;object=release-hsm?{secret}&{module}"),
+        // A wrong PIN read from a file, and a key that is not there with a good one.
+        format!("pkcs11:token=tandem;object=release-hsm?pin-source=file:pin&{module}"),
+        format!("pkcs11:token=tandem;object=nothing?pin-value={secret}&{module}"),
+    ] {
+        let out = d.fails(&sign_with(&[&uri]));
+        let all = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(!all.contains(secret), "{uri}: the PIN shows in\n{all}");
+        let named = all.contains("pkcs11:token=tandem;object=") || all.contains("token `tandem`");
+        assert!(
+            named,
+            "{uri}: the error names neither the URI nor the token\n{all}"
+        );
+    }
+}

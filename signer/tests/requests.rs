@@ -82,7 +82,22 @@ fn no_private_keys(dir: &Path) -> bool {
 fn a_two_of_three_release_is_signed_on_three_machines() {
     let m = machines();
     build_bundle(&m.build, "1.0.0", "b.tandem");
-    m.build.ok(&["request", "b.tandem", "-o", "req"]);
+    let wrote = stdout(&m.build.ok(&["request", "b.tandem", "-o", "req"]));
+    // The one name the tools and docs/signing.md give the digest a signer compares.
+    let inspect = stdout(&m.build.ok(&["inspect", "b.tandem"]));
+    let sha = inspect
+        .lines()
+        .find_map(|l| l.strip_prefix("manifest sha256  "))
+        .unwrap();
+    assert!(wrote.contains(&format!("manifest sha256 {sha}")), "{wrote}");
+    let shown = stderr(&m.signers[0].ok(&{
+        copy(&m.build, &m.signers[0], "req");
+        ["sign-request", "req", "--key", "r1.pem", "-o", "sig"]
+    }));
+    assert!(
+        shown.contains(&format!("signing bundle manifest sha256 {sha}")),
+        "{shown}"
+    );
     let bundle_len = std::fs::metadata(m.build.path("b.tandem")).unwrap().len();
     let req_len = std::fs::metadata(m.build.path("req")).unwrap().len();
     assert!(
@@ -275,7 +290,7 @@ fn a_root_is_signed_on_two_machines_and_its_signatures_fit_nothing_else() {
         let key = format!("k{}.pem", i + 1);
         let shown = stderr(&s.ok(&["sign-request", "rreq", "--key", &key, "-o", "rsig"]));
         assert!(
-            shown.contains("signing root sha256") && shown.contains("\"roles\""),
+            shown.contains("signing root signed bytes sha256") && shown.contains("\"roles\""),
             "{shown}"
         );
         let name = format!("rsig_{}", i + 1);
@@ -346,7 +361,7 @@ fn a_channel_document_gets_its_second_release_signature_from_another_machine() {
     let shown =
         stderr(&m.signers[1].ok(&["sign-request", "creq", "--key", "r2.pem", "-o", "csig"]));
     assert!(
-        shown.contains("signing channel sha256") && shown.contains("\"stable\""),
+        shown.contains("signing channel signed bytes sha256") && shown.contains("\"stable\""),
         "{shown}"
     );
     copy(&m.signers[1], &m.build, "csig");
@@ -374,4 +389,57 @@ fn a_channel_document_gets_its_second_release_signature_from_another_machine() {
     assert!(channel.is_ok(), "{channel:?}");
     let before = std::fs::read(&doc).unwrap();
     assert!(signer::verify::verify_channel(&root, &before, "stable", 0, now, &limits).is_err());
+}
+
+#[test]
+fn a_release_with_boot_assets_is_signed_offline() {
+    let m = machines();
+    for (name, bytes) in [
+        ("uki.efi", sparse_image(30_000, 7)),
+        ("vmlinuz", sparse_image(20_000, 8)),
+        ("initrd.img", sparse_image(9_000, 9)),
+        ("esp.img", sparse_image(70_000, 10)),
+    ] {
+        std::fs::write(m.build.path(name), bytes).unwrap();
+    }
+    let releases: [(&str, &[&str]); 3] = [
+        ("uki", &["--uki", "uki.efi"]),
+        (
+            "kernel",
+            &[
+                "--kernel",
+                "vmlinuz",
+                "--initrd",
+                "initrd.img",
+                "--cmdline",
+                "console=ttyS0 quiet",
+            ],
+        ),
+        ("partition", &["--partition-image", "esp=esp.img"]),
+    ];
+    for (what, assets) in releases {
+        let bundle = format!("{what}.tandem");
+        let mut extra = vec!["--level", "1"];
+        extra.extend(assets);
+        m.build
+            .ok(&sign_version_args("1.0.0", "4", &bundle, &[], &extra));
+        m.build.ok(&["request", &bundle, "-o", "req"]);
+        let sigs = [sign_on(&m, 0, "req"), sign_on(&m, 1, "req")];
+        let shown =
+            stderr(&m.signers[0].ok(&["sign-request", "req", "--key", "r1.pem", "-o", "s"]));
+        let asset_lines = shown.matches("  boot asset       ").count();
+        assert_eq!(asset_lines, assets.len() / 2, "{what}: {shown}");
+        m.build.ok(&[
+            "add-signature",
+            &bundle,
+            "--signature",
+            &sigs[0],
+            "--signature",
+            &sigs[1],
+            "--root",
+            "root.json",
+        ]);
+        let ok = stdout(&m.build.ok(&["verify", &bundle, "--root", "root.json"]));
+        assert!(ok.starts_with("valid: os 1.0.0"), "{what}: {ok}");
+    }
 }

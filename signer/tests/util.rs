@@ -374,3 +374,27 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// `d/img`: an ext4 image of `size` bytes with `block`-byte blocks (`mke2fs`, from e2fsprogs;
+/// a missing tool fails the test) holding 3 MiB of text files: mostly free space.
+pub fn ext4_image(d: &Dir, size: &str, block: &str) {
+    let files = d.path("files");
+    std::fs::create_dir_all(&files).unwrap();
+    for i in 0..3u64 {
+        std::fs::write(files.join(format!("f{i}.txt")), text_image(1 << 20, i + 1)).unwrap();
+    }
+    let img = d.path("img");
+    let _ = std::fs::remove_file(&img);
+    let out = Command::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext4", "-b", block, "-d"])
+        .arg(&files)
+        .arg(&img)
+        .arg(size)
+        .output()
+        .unwrap_or_else(|e| panic!("`mke2fs` is required for this test (e2fsprogs): {e}"));
+    assert!(
+        out.status.success(),
+        "mke2fs failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -61,11 +61,19 @@ fn check_count(n: usize, section: Section, limits: &Limits) -> Result<(), Format
 /// Writes a signed document: `{"signatures":[…],"signed":<signed bytes verbatim>}` + `\n`.
 pub fn encode_envelope(signed: &[u8], signatures: &[Signature]) -> Result<Vec<u8>, Error> {
     let mut out = b"{\"signatures\":".to_vec();
-    out.extend_from_slice(&crate::canonical::to_vec(&signatures)?);
+    out.extend_from_slice(&crate::canonical::to_vec(&by_keyid(signatures))?);
     out.extend_from_slice(b",\"signed\":");
     out.extend_from_slice(signed);
     out.extend_from_slice(b"}\n");
     Ok(out)
+}
+
+/// Signatures in key id order, as writers store them (FORMAT §4, §6.1): the same keys give
+/// the same bytes, whatever order they were given or added in.
+fn by_keyid(signatures: &[Signature]) -> Vec<Signature> {
+    let mut sorted = signatures.to_vec();
+    sorted.sort_by_key(|s| s.keyid);
+    sorted
 }
 
 #[derive(Serialize, Deserialize)]
@@ -92,7 +100,7 @@ pub fn encode_signature_block(
     len: usize,
 ) -> Result<Option<Vec<u8>>, Error> {
     let mut out = crate::canonical::to_vec(&SignatureBlockWire {
-        signatures: signatures.to_vec(),
+        signatures: by_keyid(signatures),
     })?;
     if out.len() > len {
         return Ok(None);

@@ -593,8 +593,7 @@ fn indexed_image(
         ));
     }
     check_region_size("index", Some(index.size), header.index_len)?;
-    check_region_size(
-        "dictionary",
+    check_dictionary_size(
         doc.dictionary.as_ref().map(|d| d.size),
         header.dictionary_len,
     )?;
@@ -602,6 +601,7 @@ fn indexed_image(
         .payload_size
         .ok_or_else(|| bad("payload_size", "missing (format version 3)".into()))?;
     let Some(tail) = tail else {
+        *next_offset = image_frames_end(doc, payload_size)?;
         return Ok(ImageChunks {
             chunking,
             count: index.count,
@@ -639,6 +639,28 @@ fn indexed_image(
     })
 }
 
+/// Where the image's frames end when its index is not at hand (a signing request carries only
+/// the manifest): the boot assets' frames follow them and end the payload (FORMAT §3.1, §3.2),
+/// so it is `payload_size` less the assets' frame lengths.
+fn image_frames_end(doc: &ManifestDoc, payload_size: u64) -> Result<u64, FormatError> {
+    let assets = doc
+        .assets
+        .iter()
+        .flatten()
+        .flat_map(|a| &a.chunks)
+        .filter_map(|c| c.length)
+        .try_fold(0u64, u64::checked_add);
+    assets
+        .and_then(|len| payload_size.checked_sub(len))
+        .ok_or_else(|| {
+            FormatError::field(
+                Section::Manifest,
+                "payload_size",
+                format!("{payload_size}, less than the boot assets' frames take"),
+            )
+        })
+}
+
 /// FORMAT §2: the file must be exactly as long as the manifest says.
 pub(crate) fn check_file_len(expected: u64, actual: u64) -> Result<(), FormatError> {
     match actual.cmp(&expected) {
@@ -663,6 +685,19 @@ fn check_region_size(
         ));
     }
     Ok(())
+}
+
+/// FORMAT §3.2: the `dictionary` member is present exactly when the header's D > 0, and then
+/// names D bytes (a member of size 0 over no stored bytes is refused, not taken for none).
+fn check_dictionary_size(signed_size: Option<u64>, header_len: u32) -> Result<(), FormatError> {
+    if signed_size.is_some() && header_len == 0 {
+        return Err(FormatError::field(
+            Section::Manifest,
+            "dictionary",
+            "present, but the header stores none (D = 0): the member is present exactly when D > 0",
+        ));
+    }
+    check_region_size("dictionary", signed_size, header_len)
 }
 
 /// A region after the payload: its stored bytes must hash to the signed digest.
@@ -996,6 +1031,18 @@ fn chunk_frame(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn the_dictionary_member_is_present_exactly_when_one_is_stored() {
+        assert!(check_dictionary_size(None, 0).is_ok());
+        assert!(check_dictionary_size(Some(100), 100).is_ok());
+        for (signed, stored) in [(Some(0), 0), (Some(100), 0), (None, 100), (Some(99), 100)] {
+            match check_dictionary_size(signed, stored) {
+                Err(FormatError::Field { field, .. }) => assert_eq!(field, "dictionary"),
+                other => panic!("{signed:?} over D = {stored}: {other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn a_chunk_is_60_bytes_and_keeps_what_it_was_given() {

@@ -1,15 +1,16 @@
 //! A bundle's manifest (FORMAT §8.3): release-role threshold over the exact manifest region,
 //! only then parse and validate it, then check the file is exactly as long as announced.
-//! Chunk hashes are checked as chunks are read ([`crate::chunks`]).
+//! Chunk hashes are checked as chunks are read ([`crate::chunks`]), and a `cmdline`
+//! asset's text against the command line rule once its bytes are ([`cmdline_asset_text`]).
 
 use std::borrow::Cow;
 
 use super::{check_threshold, Verified};
-use crate::error::Error;
+use crate::error::{Error, VerifyError};
 use crate::head::check_total_len;
 use crate::head::{parse_manifest, BundleHead};
 use crate::limits::Limits;
-use crate::schema::{Manifest, Root};
+use crate::schema::{Asset, Manifest, Root};
 
 /// Verifies a bundle head against the trusted root's release role.
 pub fn verify_bundle(
@@ -42,4 +43,14 @@ fn verify_with_tail(
     check_total_len(&manifest, head.file_len())?;
     manifest.set_signers(signers);
     Ok(Verified::new(manifest))
+}
+
+/// The text of a `cmdline` asset from its hash-checked bytes, if it follows the one command
+/// line rule ([`proto::check_cmdline`], FORMAT §3.1): every reader of a bundle (`verify`,
+/// `inspect`, `mirror`, the agent) refuses a signed command line through this check.
+pub fn cmdline_asset_text(asset: &Asset, bytes: &[u8]) -> Result<String, VerifyError> {
+    proto::cmdline_text(bytes).map_err(|reason| VerifyError::Cmdline {
+        asset: asset.name().into(),
+        reason,
+    })
 }

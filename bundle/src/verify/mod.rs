@@ -14,8 +14,8 @@ mod root;
 use std::collections::BTreeSet;
 use std::ops::Deref;
 
-pub use bundle::verify_bundle;
 pub(crate) use bundle::verify_bundle_owned;
+pub use bundle::{cmdline_asset_text, verify_bundle};
 pub use channel::{check_release, verify_channel};
 pub use root::parse_root_ignoring_expiry;
 pub use root::{load_chain, trust_root, verify_root_update, walk_chain, ChainWalk};
@@ -108,15 +108,23 @@ pub struct SignerStatus {
     pub keyid: KeyId,
     /// The roles of the root that trust this key (empty: the root does not list it for any).
     pub roles: Vec<RoleName>,
-    /// Whether the signature verifies over the message of `kind` with the key the root lists
-    /// (false when the root does not list the key).
-    pub valid: bool,
+    /// Whether the signature verifies over the message of `kind`, with the key the root lists,
+    /// else with the key the newest earlier root at hand listed; `None` when no root at hand
+    /// lists the key (nothing to check it with).
+    pub valid: Option<bool>,
+    /// The earlier root whose key checked the signature, when the root no longer lists it.
+    pub former_root: Option<u64>,
+    /// The root's version.
+    pub root_version: u64,
 }
 
 /// Who signed `signed` (a document's signed bytes or a bundle's manifest region), as `root`
-/// sees it: for each signature its key's roles and whether it verifies as `kind`.
+/// sees it: for each signature its key's roles and whether it verifies as `kind`. A key the
+/// root no longer lists is looked up in `earlier` roots (newest first), so a signature by a
+/// rotated-out key shows as valid but untrusted rather than invalid.
 pub fn signer_statuses(
     root: &Root,
+    earlier: &[Verified<Root>],
     kind: RoleKind,
     signed: &[u8],
     signatures: &[Signature],
@@ -124,15 +132,23 @@ pub fn signer_statuses(
     let message = kind.message(signed);
     signatures
         .iter()
-        .map(|sig| SignerStatus {
-            keyid: sig.keyid,
-            roles: [RoleName::Root, RoleName::Release]
-                .into_iter()
-                .filter(|role| root.role(*role).keyids().contains(&sig.keyid))
-                .collect(),
-            valid: root
-                .key(&sig.keyid)
-                .is_some_and(|k| k.verify(&message, &sig.sig)),
+        .map(|sig| {
+            let former = || {
+                earlier
+                    .iter()
+                    .find_map(|r| Some((r.key(&sig.keyid)?, Some(r.version()))))
+            };
+            let key = root.key(&sig.keyid).map(|k| (k, None)).or_else(former);
+            SignerStatus {
+                keyid: sig.keyid,
+                roles: [RoleName::Root, RoleName::Release]
+                    .into_iter()
+                    .filter(|role| root.role(*role).keyids().contains(&sig.keyid))
+                    .collect(),
+                valid: key.map(|(k, _)| k.verify(&message, &sig.sig)),
+                former_root: key.and_then(|(_, v)| v),
+                root_version: root.version(),
+            }
         })
         .collect()
 }

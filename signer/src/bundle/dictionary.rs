@@ -17,31 +17,71 @@ const SAMPLE_LEN: usize = 4096;
 /// Fewer non-zero samples than this make no useful dictionary (and zstd refuses to train).
 const MIN_SAMPLES: usize = 64;
 
-/// A dictionary trained on 4 KiB samples spread evenly over the first `size` bytes of
-/// `image` (all-zero samples skipped), or `None` when the image has too little data to train
-/// on. Reads about 2 MiB, wherever the image is.
+/// Blocks read at once while scanning for data.
+const SCAN_BLOCKS: u64 = 256;
+
+/// A dictionary trained on 4 KiB samples of the first `size` bytes of `image` (all-zero
+/// blocks skipped), or `None` when the image has too little data to train on. The samples
+/// are spread evenly over the image (about 2 MiB of reads); when fewer than [`MIN_SAMPLES`]
+/// of those hold data (a filesystem image that is mostly free space: an ext4 image keeps its
+/// data in a few block groups), they are the image's first blocks holding data instead,
+/// found by reading the image through its zeros.
 pub fn train_dictionary(image: &File, size: u64) -> Result<Option<Vec<u8>>, Error> {
     let blocks = size / SAMPLE_LEN as u64;
     let wanted = (SAMPLE_BUDGET / SAMPLE_LEN as u64).min(blocks);
-    let mut samples = Vec::new();
-    let mut sizes = Vec::new();
-    let mut block = vec![0u8; SAMPLE_LEN];
-    for i in 0..wanted {
-        let offset = i * blocks / wanted * SAMPLE_LEN as u64;
-        image
-            .read_exact_at(&mut block, offset)
-            .map_err(Error::io("reading the image for the dictionary"))?;
-        if block.iter().any(|&b| b != 0) {
-            samples.extend_from_slice(&block);
-            sizes.push(SAMPLE_LEN);
-        }
+    let mut samples = spread_samples(image, blocks, wanted)?;
+    if samples.len() < MIN_SAMPLES * SAMPLE_LEN {
+        samples = first_data_blocks(image, blocks, wanted)?;
     }
+    let sizes = vec![SAMPLE_LEN; samples.len() / SAMPLE_LEN];
     if sizes.len() < MIN_SAMPLES {
         return Ok(None);
     }
     // zstd declines to train on data without enough structure (e.g. all random): then no
     // dictionary is the right answer, not an error.
     Ok(zstd::dict::from_continuous(&samples, &sizes, DICTIONARY_SIZE).ok())
+}
+
+/// Up to `wanted` blocks holding data, among `wanted` blocks spread evenly over `blocks`.
+fn spread_samples(image: &File, blocks: u64, wanted: u64) -> Result<Vec<u8>, Error> {
+    let mut samples = Vec::new();
+    let mut block = vec![0u8; SAMPLE_LEN];
+    for i in 0..wanted {
+        read_blocks(image, i * blocks / wanted, &mut block)?;
+        if block.iter().any(|&b| b != 0) {
+            samples.extend_from_slice(&block);
+        }
+    }
+    Ok(samples)
+}
+
+/// The first `wanted` blocks holding data, in image order.
+fn first_data_blocks(image: &File, blocks: u64, wanted: u64) -> Result<Vec<u8>, Error> {
+    let mut samples = Vec::new();
+    let mut buf = Vec::new();
+    let mut at = 0;
+    while at < blocks && samples.len() < wanted as usize * SAMPLE_LEN {
+        let n = SCAN_BLOCKS.min(blocks - at);
+        buf.resize(n as usize * SAMPLE_LEN, 0);
+        read_blocks(image, at, &mut buf)?;
+        for block in buf
+            .chunks_exact(SAMPLE_LEN)
+            .filter(|b| b.iter().any(|&x| x != 0))
+        {
+            if samples.len() < wanted as usize * SAMPLE_LEN {
+                samples.extend_from_slice(block);
+            }
+        }
+        at += n;
+    }
+    Ok(samples)
+}
+
+/// Fills `buf` from block number `at` on.
+fn read_blocks(image: &File, at: u64, buf: &mut [u8]) -> Result<(), Error> {
+    image
+        .read_exact_at(buf, at * SAMPLE_LEN as u64)
+        .map_err(Error::io("reading the image for the dictionary"))
 }
 
 #[cfg(test)]
@@ -86,5 +126,12 @@ mod tests {
         let zeros = tempfile::tempfile().unwrap();
         zeros.set_len(64 << 20).unwrap();
         assert!(train_dictionary(&zeros, 64 << 20).unwrap().is_none());
+        // The same text at the start of a 64 MiB image of zeros (a filesystem image mostly
+        // free): samples at fixed offsets would find 16 data blocks, too few to train on.
+        let mut sparse = tempfile::tempfile().unwrap();
+        sparse.write_all(text.as_bytes()).unwrap();
+        sparse.set_len(64 << 20).unwrap();
+        let dict = train_dictionary(&sparse, 64 << 20).unwrap();
+        assert!(dict.is_some_and(|d| !d.is_empty()));
     }
 }

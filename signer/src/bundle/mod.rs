@@ -11,6 +11,7 @@ pub use ::bundle::{chunks, head, header, index};
 pub use add_signature::{add_checked_signatures, add_signatures};
 pub use chunks::{
     decode_piece, extract, extract_asset, verify_contents, ChunkData, ChunkDecoder, ChunkReader,
+    MAX_WINDOW_LOG,
 };
 pub use dictionary::train_dictionary;
 pub use head::BundleHead;

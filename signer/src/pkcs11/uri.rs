@@ -43,12 +43,13 @@ pub struct Pkcs11Uri {
     pub pin: Option<PinSource>,
     /// `module-path=`: the PKCS#11 module (shared library) to load.
     pub module_path: Option<PathBuf>,
-    /// The URI as written, minus any `pin-value`, for messages.
+    /// The URI as written, with every query value and any PIN hidden, for messages.
     shown: String,
 }
 
 impl Pkcs11Uri {
-    /// The URI for messages: as written, with a `pin-value` replaced by `***`.
+    /// The URI for messages: as written, with the value of every query attribute (PIN, PIN
+    /// file, module) and of any PIN-named path attribute replaced by `***`.
     pub fn shown(&self) -> &str {
         &self.shown
     }
@@ -70,9 +71,12 @@ impl Pkcs11Uri {
                 .is_some(),
             "pin-source" => self.pin.replace(pin_file(&text()?)).is_some(),
             "module-path" => self.module_path.replace(text()?.into()).is_some(),
-            _ => return Err(format!(
-                "unsupported attribute `{name}` (supported: token, serial, manufacturer, model, object, id, type, pin-value, pin-source, module-path)"
-            )),
+            _ => {
+                return Err(format!(
+                    "unsupported attribute `{name}` (supported: {})",
+                    SUPPORTED.join(", ")
+                ))
+            }
         };
         if taken {
             return Err(format!(
@@ -110,9 +114,11 @@ impl FromStr for Pkcs11Uri {
         let path_attrs = path.split(';').map(|a| (a, "path"));
         let query_attrs = query.split('&').map(|a| (a, "query"));
         for (attr, part) in path_attrs.chain(query_attrs).filter(|(a, _)| !a.is_empty()) {
-            let (name, value) = attr
-                .split_once('=')
-                .ok_or_else(|| bad(format!("{part} attribute `{attr}` has no `=`")))?;
+            let (name, value) = attr.split_once('=').ok_or_else(|| {
+                let shown = if part == "query" { "***" } else { attr };
+                bad(format!("{part} attribute `{shown}` has no `=`"))
+            })?;
+            check_spelling(name).map_err(bad)?;
             check_part(name, part).map_err(bad)?;
             uri.set(name, value).map_err(bad)?;
         }
@@ -136,6 +142,32 @@ impl fmt::Debug for Pkcs11Uri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Pkcs11Uri({})", self.shown)
     }
+}
+
+/// The attributes Tandem acts on.
+const SUPPORTED: [&str; 10] = [
+    "token",
+    "serial",
+    "manufacturer",
+    "model",
+    "object",
+    "id",
+    "type",
+    "pin-value",
+    "pin-source",
+    "module-path",
+];
+
+/// An attribute name is written as RFC 7512 spells it: `PIN-VALUE` or `pin%2Dvalue` is
+/// refused naming the plain form, rather than as an unknown attribute.
+fn check_spelling(name: &str) -> Result<(), String> {
+    let plain = String::from_utf8_lossy(&decode(name)).to_ascii_lowercase();
+    if plain != name && SUPPORTED.contains(&plain.as_str()) {
+        return Err(format!(
+            "attribute names are written in lower case, unencoded: `{plain}`"
+        ));
+    }
+    Ok(())
 }
 
 /// RFC 7512 puts the PIN and module in the query, everything else in the path.
@@ -165,18 +197,45 @@ fn pin_file(source: &str) -> PinSource {
     PinSource::File(path.into())
 }
 
-/// The URI with the value of every `pin-value` attribute hidden.
+/// The URI with every secret hidden: the value of every query attribute (the PIN, the PIN
+/// file, the module), and of a path attribute whose name, percent-decoded and case-folded,
+/// is `pin-value` or `pin-source` (misplaced or misspelt, it is still a PIN). A query
+/// attribute without `=` is hidden whole.
 fn redact(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(at) = rest.find("pin-value=") {
-        let (head, tail) = rest.split_at(at + "pin-value=".len());
-        out.push_str(head);
-        out.push_str("***");
-        rest = tail.find('&').and_then(|end| tail.get(end..)).unwrap_or("");
+    let (path, query) = match s.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (s, None),
+    };
+    let path = path
+        .split(';')
+        .map(|attr| match attr.split_once('=') {
+            Some((name, _)) if is_pin_name(name) => format!("{name}=***"),
+            _ => attr.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(";");
+    let Some(query) = query else { return path };
+    let query = query
+        .split('&')
+        .map(redact_query_attr)
+        .collect::<Vec<_>>()
+        .join("&");
+    format!("{path}?{query}")
+}
+
+/// A query attribute with its value hidden (whole, without `=`).
+fn redact_query_attr(attr: &str) -> String {
+    match attr.split_once('=') {
+        Some((name, _)) => format!("{name}=***"),
+        None if attr.is_empty() => String::new(),
+        None => "***".into(),
     }
-    out.push_str(rest);
-    out
+}
+
+/// Whether an attribute name, however encoded or cased, names the PIN.
+fn is_pin_name(name: &str) -> bool {
+    let name = String::from_utf8_lossy(&decode(name)).to_ascii_lowercase();
+    matches!(name.as_str(), "pin-value" | "pin-source")
 }
 
 #[cfg(test)]
@@ -198,8 +257,30 @@ mod tests {
             Some(PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"))
         );
         assert!(!uri.shown().contains("1234"), "{}", uri.shown());
-        assert!(uri.shown().contains("pin-value=***&module-path="));
+        assert!(uri.shown().contains("pin-value=***&module-path=***"));
         assert!(!format!("{uri:?}").contains("1234"));
+    }
+
+    #[test]
+    fn a_pin_however_spelt_or_placed_never_shows() {
+        for uri in [
+            "pkcs11:object=k?PIN-VALUE=987654",
+            "pkcs11:object=k?pin%2Dvalue=987654",
+            "pkcs11:object=k?Pin-Source=/run/987654",
+            "pkcs11:object=k;PIN-VALUE=987654",
+            "pkcs11:object=k;pin%2dvalue=987654?module-path=/m.so",
+            "pkcs11:object=k?987654",
+            "pkcs11:object=k?x=1&987654",
+        ] {
+            let shown = redact(uri);
+            assert!(!shown.contains("987654"), "{uri} shown as {shown}");
+            let err = format!("{:?}", uri.parse::<Pkcs11Uri>());
+            assert!(!err.contains("987654"), "{uri}: {err}");
+        }
+        assert_eq!(
+            redact("pkcs11:object=k;token=t?pin-value=1&module-path=/m.so"),
+            "pkcs11:object=k;token=t?pin-value=***&module-path=***"
+        );
     }
 
     #[test]
@@ -229,6 +310,10 @@ mod tests {
         assert!(refusal("pkcs11:object=a?token=t").contains("belongs in the path"));
         assert!(refusal("pkcs11:object").contains("has no `=`"));
         assert!(refusal("pkcs11:object=%ff").contains("not UTF-8"));
+        assert!(
+            refusal("pkcs11:object=a?PIN-VALUE=1").contains("lower case, unencoded: `pin-value`")
+        );
+        assert!(refusal("pkcs11:object=a?pin%2Dvalue=1").contains("`pin-value`"));
         assert!(refusal("pkcs11:object=a?pin-value=1&pin-source=/p").contains("given twice"));
     }
 }

@@ -293,8 +293,8 @@ pub struct SignArgs {
     /// Output bundle.
     #[arg(short = 'o', long = "out", value_name = "OUT.tandem")]
     pub out: PathBuf,
-    /// A Unified Kernel Image to carry as boot asset `uki` (format version 2). Not with
-    /// --kernel/--initrd: a slot boots one or the other.
+    /// A Unified Kernel Image to carry as boot asset `uki` (in format version 3, like every
+    /// bundle the signer writes). Not with --kernel/--initrd: a slot boots one or the other.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["kernel", "initrd"])]
     pub uki: Option<PathBuf>,
     /// A kernel to carry as boot asset `kernel` (with --initrd).
@@ -334,7 +334,8 @@ pub struct PublishArgs {
     pub percent: u8,
     /// The current root.json: verify the bundle and the channel threshold before writing, and
     /// place root.json and N.root.json in the repository (default: check against the
-    /// repository's root.json). Other channels this root would refuse are listed.
+    /// repository's root.json). Other channels this root would refuse are listed; a root older
+    /// than the repository's is refused.
     #[arg(long, value_name = "root.json")]
     pub root: Option<PathBuf>,
     /// Write the channel document even if its keys do not meet the release threshold, or

@@ -18,7 +18,7 @@ use signer::files::{
     read_capped, read_public_key, write_atomic, write_bytes_atomic, write_key_pair, Overwrite,
 };
 use signer::metadata::{self, RootSpec};
-use signer::provenance::signers_of;
+use signer::provenance::{signers_of, Trust};
 use signer::publish::{publish_allowing, Allow, PublishOptions};
 use signer::request::{
     document_kind, document_signed_bytes, CheckedSignature, SignatureFile, SigningRequest,
@@ -297,6 +297,7 @@ fn sign(a: &SignArgs, limits: &Limits) -> Result<()> {
     opts.workers = a.threads.unwrap_or(0);
     let keys = private_keys(&a.keys)?;
     let (mut image, size) = open_sized(&a.image)?;
+    warn_small_blocks(&image, &a.image, opts.chunking);
     opts.previous = previous_chunks(&a.previous, limits)?;
     // Only the small frames of new chunks gain from a dictionary: without --previous every
     // frame holds up to 1 MiB.
@@ -357,6 +358,29 @@ fn sign(a: &SignArgs, limits: &Limits) -> Result<()> {
 }
 
 /// Opens a file and measures it (a block device has no size in its metadata).
+/// Warns when the image is an ext2/3/4 filesystem whose blocks are smaller than the chunks'
+/// granularity (the chunk size, or the 4 KiB boundaries content-defined cuts fall on): data
+/// a build moves by smaller blocks is not found again, and updates fetch more.
+fn warn_small_blocks(image: &File, path: &Path, chunking: Chunking) {
+    use std::os::unix::fs::FileExt;
+    let mut read_at = |at: u64, len: usize| {
+        let mut buf = vec![0; len];
+        image.read_exact_at(&mut buf, at).ok().map(|()| buf)
+    };
+    let grain = if chunking.is_fixed() {
+        chunking.max
+    } else {
+        signer::chunking::ALIGN
+    };
+    match signer::ext::block_size(&mut read_at) {
+        Some(block) if block < grain => eprintln!(
+            "warning: {} is an ext2/3/4 filesystem of {block}-byte blocks, smaller than its {grain}-byte chunks: data a new build moves by a block is not found again and updates fetch more; make the image with `mke2fs -b 4096`",
+            path.display()
+        ),
+        _ => {}
+    }
+}
+
 fn open_sized(path: &Path) -> Result<(File, u64)> {
     let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let size = f
@@ -451,13 +475,23 @@ fn request(file: &Path, document: Option<&str>, out: &Path, limits: &Limits) -> 
     let json = req.to_json()?;
     write_bytes_atomic(out, 0o644, Overwrite::Replace, &json)?;
     outln!(
-        "wrote {}: {} request, {} bytes, signed bytes sha256 {}",
+        "wrote {}: {} request, {} bytes, {} {}",
         out.display(),
         req.kind(),
         json.len(),
+        digest_name(req.kind()),
         req.sha256()
     );
     Ok(())
+}
+
+/// What the digest of a request's signed bytes is called, as `sign` and `inspect` print it: a
+/// bundle's signed bytes are its manifest region.
+fn digest_name(kind: RoleKind) -> &'static str {
+    match kind {
+        RoleKind::Bundle => "manifest sha256",
+        _ => "signed bytes sha256",
+    }
 }
 
 fn sign_request(path: &Path, key: &KeyArg, out: &Path, limits: &Limits) -> Result<()> {
@@ -474,7 +508,12 @@ fn sign_request(path: &Path, key: &KeyArg, out: &Path, limits: &Limits) -> Resul
 
 /// What `sign-request` signs, on stderr for the person at the offline machine.
 fn show_signed(req: &SigningRequest, limits: &Limits) -> Result<()> {
-    eprintln!("signing {} sha256 {}", req.kind(), req.sha256());
+    eprintln!(
+        "signing {} {} {}",
+        req.kind(),
+        digest_name(req.kind()),
+        req.sha256()
+    );
     if req.kind() != RoleKind::Bundle {
         eprintln!("{}", req.document_text()?);
         return Ok(());
@@ -657,8 +696,12 @@ fn inspect(bundle: &Path, root: Option<&Path>, json: bool, limits: &Limits) -> R
         .manifest_unverified(limits)
         .with_context(|| format!("{}", bundle.display()))?;
     let root = root.map(|r| load_root(r, limits)).transpose()?;
+    // Only this root's keys are at hand: a key it no longer lists shows as not checked.
     let signers = signers_of(
-        root.as_ref().map(|(r, _)| &**r),
+        root.as_ref().map(|(r, _)| Trust {
+            root: r,
+            earlier: &[],
+        }),
         RoleKind::Bundle,
         head.manifest_bytes(),
         head.signatures(),
@@ -756,7 +799,7 @@ fn assets_json(m: &Manifest, infos: &[AssetInfo]) -> serde_json::Value {
                 "name": a.name(), "kind": a.kind().as_str(), "size": a.size(),
                 "sha256": a.sha256().to_hex(), "chunks": a.chunks().len(),
                 "osrel_version_id": info.osrel_version_id, "kernel_version": info.kernel_version,
-                "cmdline": info.cmdline,
+                "cmdline": info.cmdline, "cmdline_refused": info.cmdline_refused,
             })
         })
         .collect()
@@ -771,6 +814,8 @@ struct AssetInfo {
     osrel_version_id: Option<String>,
     kernel_version: Option<String>,
     cmdline: Option<String>,
+    /// Why a `cmdline` asset's text is refused (every verifier refuses the bundle).
+    cmdline_refused: Option<String>,
 }
 
 impl std::fmt::Display for AssetInfo {
@@ -783,6 +828,9 @@ impl std::fmt::Display for AssetInfo {
         }
         if let Some(v) = &self.cmdline {
             write!(f, ", cmdline \"{v}\"")?;
+        }
+        if let Some(why) = &self.cmdline_refused {
+            write!(f, ", INVALID: {why}")?;
         }
         Ok(())
     }
@@ -802,13 +850,26 @@ fn asset_info(f: &mut File, m: &Manifest, asset: &Asset) -> AssetInfo {
             kernel_version: signer::kernel::version(&mut read_at),
             ..AssetInfo::default()
         },
-        AssetKind::Cmdline => AssetInfo {
-            cmdline: usize::try_from(asset.size())
+        AssetKind::Cmdline => {
+            let text = usize::try_from(asset.size())
                 .ok()
-                .and_then(|len| read_at(0, len))
-                .and_then(|bytes| proto::cmdline_text(&bytes).ok()),
-            ..AssetInfo::default()
-        },
+                .and_then(|len| match len {
+                    0 => Some(Vec::new()),
+                    len => read_at(0, len),
+                })
+                .map(|bytes| signer::verify::cmdline_asset_text(asset, &bytes));
+            match text {
+                Some(Ok(text)) => AssetInfo {
+                    cmdline: Some(text),
+                    ..AssetInfo::default()
+                },
+                Some(Err(e)) => AssetInfo {
+                    cmdline_refused: Some(e.to_string()),
+                    ..AssetInfo::default()
+                },
+                None => AssetInfo::default(),
+            }
+        }
         AssetKind::Initrd | AssetKind::Image => AssetInfo::default(),
     }
 }

@@ -10,6 +10,7 @@ use signer::mirror::{mirror, MirrorOptions, MirrorReport};
 use signer::provenance::{log, BundleEntry, ChannelEntry, LogOptions, RepoLog, Signer};
 use signer::repo::{DirReader, RepoReader};
 use signer::time_util::{format_rfc3339, now_utc};
+use signer::verify::SignerStatus;
 use signer::Limits;
 
 use crate::cli::{LogArgs, MirrorArgs};
@@ -130,16 +131,31 @@ pub fn log_cmd(a: &LogArgs, limits: &Limits) -> Result<()> {
     .with_context(|| format!("listing {}", a.repo))?;
     if a.json {
         outln!("{}", serde_json::to_string_pretty(&log_json(&found))?);
-        return Ok(());
+    } else {
+        print_log(&a.repo, &found)?;
     }
+    let refused: Vec<&str> = found
+        .channels
+        .iter()
+        .filter(|c| matches!(c.verdict, Some(Err(_))))
+        .map(|c| c.channel.channel.as_str())
+        .collect();
+    if !refused.is_empty() {
+        bail!(
+            "nodes refuse channel(s) {} (listed above): publish them again",
+            refused.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The listing as text.
+fn print_log(repo: &str, found: &RepoLog) -> Result<()> {
     match found.root_version {
-        Some(v) => outln!(
-            "repository {} (root version {v}; signatures checked)",
-            a.repo
-        ),
+        Some(v) => outln!("repository {} (root version {v}; signatures checked)", repo),
         None => outln!(
             "repository {} (signatures NOT checked: give --root to check them)",
-            a.repo
+            repo
         ),
     }
     outln!("note: {HISTORY_NOTE}");
@@ -210,19 +226,28 @@ pub fn signers_text(signers: &[Signer]) -> String {
         .iter()
         .map(|s| match &s.status {
             None => s.keyid.to_hex(),
-            Some(st) => {
-                let roles: Vec<String> = st.roles.iter().map(ToString::to_string).collect();
-                let trust = if roles.is_empty() {
-                    "untrusted".to_owned()
-                } else {
-                    roles.join("+")
-                };
-                let valid = if st.valid { "" } else { ", INVALID" };
-                format!("{} ({trust}{valid})", s.keyid.to_hex())
-            }
+            Some(st) => format!("{} ({})", s.keyid.to_hex(), status_text(st)),
         })
         .collect();
     each.join(", ")
+}
+
+/// How a root sees one signature: its roles, or what an untrusted signature is.
+fn status_text(st: &SignerStatus) -> String {
+    let v = st.root_version;
+    let roles: Vec<String> = st.roles.iter().map(ToString::to_string).collect();
+    match (roles.is_empty(), st.valid, st.former_root) {
+        (false, Some(true), _) => roles.join("+"),
+        (false, _, _) => format!("{}, INVALID", roles.join("+")),
+        (true, Some(true), Some(was)) => format!(
+            "valid, by a key root version {v} no longer trusts (listed in root version {was})"
+        ),
+        (true, Some(true), None) => format!("valid, by a key no role of root version {v} trusts"),
+        (true, Some(false), _) => "untrusted, INVALID".into(),
+        (true, None, _) => {
+            format!("untrusted: a key root version {v} does not list, signature not checked")
+        }
+    }
 }
 
 /// A signer as JSON: its key id, and with a root its roles and whether it verifies.
@@ -232,7 +257,7 @@ pub fn signer_json(s: &Signer) -> Value {
         Some(st) => json!({
             "keyid": s.keyid.to_hex(),
             "roles": st.roles.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "valid": st.valid,
+            "valid": st.valid, "former_root": st.former_root,
         }),
     }
 }
