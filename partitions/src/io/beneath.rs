@@ -72,6 +72,11 @@ pub(super) fn parent<'a>(root: &Path, rel: &'a Path) -> io::Result<(OpenDir, &'a
 /// Creates the directory `rel` and its parents beneath `root` (each new one made durable in
 /// its parent), refusing a link or a file where a directory belongs.
 pub(super) fn create_dir_all(root: &Path, rel: &Path) -> io::Result<OpenDir> {
+    // The root is the directory the operator configured (an ESP, a grubenv's directory): made
+    // when missing and taken as configured; only what lies beneath it is never reached
+    // through a link.
+    std::fs::create_dir_all(root)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", root.display())))?;
     let mut at = self::root(root)?;
     for name in names(rel)? {
         match rustix::fs::mkdirat(&at.fd, name, Mode::from_raw_mode(0o755)) {
