@@ -1,7 +1,8 @@
 //! What the report logic and both backends share about SQL: the values of parameters and
 //! columns ([`Val`]), result rows ([`Row`]), a channel's change [`Stamp`], and the statement
-//! whose text both backends build on ([`INSERT_REPORT`]). It imports no backend, so the seam
-//! (`store.rs`) and the backends (`sqlite.rs`, `postgres.rs`) all import it and not each other.
+//! whose text both backends build on ([`INSERT_REPORT`]). It imports no backend: the backends
+//! (`sqlite.rs`, `postgres.rs`) take their vocabulary from here, and only the seam
+//! (`store.rs`), which dispatches to them, imports them.
 use crate::error::DbError;
 
 /// A parameter or a column value.
