@@ -37,6 +37,7 @@ pub mod path;
 pub mod range;
 pub mod ratelimit;
 pub mod repo;
+pub mod route;
 pub mod routes;
 pub mod sendfile;
 pub mod server;

@@ -10,8 +10,8 @@
 //! | `tandem_server_reports_total` | counter | `channel`, `version`, `outcome` |
 //! | `tandem_server_channel_paused` | gauge (0/1) | `channel` |
 //!
-//! Every label value is bounded: routes are a fixed list ([`Route`]; `N.root.json`, whose 404
-//! is the agents' normal "no newer root", is `root_probe`, apart from errors), and report label sets
+//! Every label value is bounded: routes are a fixed list ([`Route::label`]; `N.root.json`, whose
+//! 404 is the agents' normal "no newer root", is `root_probe`, apart from errors), and report label sets
 //! beyond [`MAX_REPORT_SERIES`] (a node holding the report token could invent versions) are
 //! counted under `channel="_other", version="_other"`.
 use std::collections::{BTreeMap, HashSet};
@@ -27,86 +27,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use proto::Report;
 
-use crate::page;
+use crate::route::Route;
 
 /// Most distinct (channel, version) pairs counted by name in `tandem_server_reports_total`.
 pub const MAX_REPORT_SERIES: usize = 10_000;
-
-/// The label a request is counted under.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    /// `/`, the dashboard, and its script and style sheet.
-    Page,
-    /// `/metrics`.
-    Metrics,
-    /// `POST /v1/reports`.
-    Reports,
-    /// `/v1/channels/NAME/status`, `/v1/channels` and `/v1/nodes`.
-    Status,
-    /// `/v1/channels/NAME/pause` and `/resume`.
-    Admin,
-    /// Any other `/v1/…` path.
-    OtherApi,
-    /// `root.json` (and any other `.json` at the top).
-    Root,
-    /// `N.root.json`: agents ask for the root after the one they trust at every poll, so a
-    /// 404 here is the normal "no newer root", not an error.
-    RootProbe,
-    /// `channels/…` (metadata polls, pause hints).
-    Channel,
-    /// `bundles/…`.
-    Bundle,
-    /// Anything else (refused or not found).
-    Other,
-}
-
-impl Route {
-    /// The route of a raw request path.
-    pub fn of(raw: &str) -> Route {
-        let api = |p: &str| match p.split('/').collect::<Vec<_>>().as_slice() {
-            ["reports"] => Route::Reports,
-            ["channels", _, "status"] | ["channels"] | ["nodes"] => Route::Status,
-            ["channels", _, "pause" | "resume"] => Route::Admin,
-            _ => Route::OtherApi,
-        };
-        if let Some(api_path) = raw.strip_prefix("/v1/") {
-            return api(api_path);
-        }
-        match raw {
-            "/" | page::SCRIPT_PATH | page::STYLE_PATH | page::ICON_PATH => Route::Page,
-            "/metrics" => Route::Metrics,
-            _ if raw.starts_with("/channels/") => Route::Channel,
-            _ if raw.starts_with("/bundles/") => Route::Bundle,
-            _ if is_versioned_root(raw) => Route::RootProbe,
-            _ if raw.ends_with(".json") && raw.rfind('/') == Some(0) => Route::Root,
-            _ => Route::Other,
-        }
-    }
-
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Route::Page => "page",
-            Route::Metrics => "metrics",
-            Route::Reports => "reports",
-            Route::Status => "status",
-            Route::Admin => "admin",
-            Route::OtherApi => "other_api",
-            Route::Root => "root",
-            Route::RootProbe => "root_probe",
-            Route::Channel => "channel",
-            Route::Bundle => "bundle",
-            Route::Other => "other",
-        }
-    }
-}
-
-/// Whether `raw` is `/N.root.json` (N decimal digits).
-fn is_versioned_root(raw: &str) -> bool {
-    raw.strip_prefix('/')
-        .and_then(|p| p.strip_suffix(".root.json"))
-        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-}
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -199,10 +123,10 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Counts an answered request.
-    pub fn request(&self, route: Route, status: u16) {
+    pub fn request(&self, route: Route<'_>, status: u16) {
         self.requests
             .get_or_create(&RequestLabels {
-                route: route.as_str(),
+                route: route.label(),
                 status,
             })
             .inc();
@@ -274,11 +198,11 @@ impl Metrics {
     }
 
     /// `body`, counting the bytes it sends under `route`.
-    pub fn metered<B>(&self, route: Route, body: B) -> Metered<B> {
+    pub fn metered<B>(&self, route: Route<'_>, body: B) -> Metered<B> {
         let counter = self
             .response_bytes
             .get_or_create(&RouteLabels {
-                route: route.as_str(),
+                route: route.label(),
             })
             .clone();
         Metered { body, counter }
@@ -335,31 +259,6 @@ mod tests {
     use proto::Outcome;
 
     use super::*;
-
-    #[test]
-    fn routes_are_a_fixed_list() {
-        for (path, route) in [
-            ("/", Route::Page),
-            ("/dashboard.js", Route::Page),
-            ("/metrics", Route::Metrics),
-            ("/v1/channels", Route::Status),
-            ("/v1/nodes", Route::Status),
-            ("/v1/reports", Route::Reports),
-            ("/v1/channels/stable/status", Route::Status),
-            ("/v1/channels/stable/resume", Route::Admin),
-            ("/v1/nothing", Route::OtherApi),
-            ("/root.json", Route::Root),
-            ("/3.root.json", Route::RootProbe),
-            ("/.root.json", Route::Root),
-            ("/3x.root.json", Route::Root),
-            ("/channels/stable.json", Route::Channel),
-            ("/bundles/os-2.tandem", Route::Bundle),
-            ("/x/y.json", Route::Other),
-            ("/favicon.ico", Route::Other),
-        ] {
-            assert_eq!(Route::of(path), route, "{path}");
-        }
-    }
 
     #[test]
     fn invented_versions_cannot_grow_the_series_without_bound() {

@@ -17,33 +17,8 @@ use crate::api::ApiError;
 use crate::app::App;
 use crate::body::ResponseBody;
 use crate::db::TransferTotals;
+use crate::route::{Asset, ICON_PATH, SCRIPT_PATH, STYLE_PATH};
 use crate::status::{self, ChannelStatus};
-
-/// Where the page loads its script from.
-pub const SCRIPT_PATH: &str = "/dashboard.js";
-/// Where the page loads its style sheet from.
-pub const STYLE_PATH: &str = "/dashboard.css";
-/// Where the page loads its icon from (browsers ask for `/favicon.ico` without one).
-pub const ICON_PATH: &str = "/dashboard.svg";
-
-/// The dashboard's own files, compiled in: path, content type, bytes.
-const ASSETS: [(&str, &str, &str); 3] = [
-    (
-        SCRIPT_PATH,
-        "text/javascript; charset=utf-8",
-        include_str!("dashboard/dashboard.js"),
-    ),
-    (
-        STYLE_PATH,
-        "text/css; charset=utf-8",
-        include_str!("dashboard/dashboard.css"),
-    ),
-    (
-        ICON_PATH,
-        "image/svg+xml",
-        include_str!("dashboard/icon.svg"),
-    ),
-];
 
 /// The page's policy: same-origin scripts, styles and requests; nothing inline, no `eval`,
 /// no framing, no form posts.
@@ -69,12 +44,20 @@ pub fn response(html: String) -> Response<ResponseBody> {
     asset_response(html.into_bytes(), "text/html; charset=utf-8")
 }
 
-/// The dashboard's script, style sheet or icon for `path`, if it is one of theirs.
-pub fn asset(path: &str) -> Option<Response<ResponseBody>> {
-    ASSETS
-        .iter()
-        .find(|(p, _, _)| *p == path)
-        .map(|(_, kind, content)| asset_response(content.as_bytes().to_vec(), kind))
+/// The dashboard's script, style sheet or icon, compiled in.
+pub fn asset(asset: Asset) -> Response<ResponseBody> {
+    let (content_type, content) = match asset {
+        Asset::Script => (
+            "text/javascript; charset=utf-8",
+            include_str!("dashboard/dashboard.js"),
+        ),
+        Asset::Style => (
+            "text/css; charset=utf-8",
+            include_str!("dashboard/dashboard.css"),
+        ),
+        Asset::Icon => ("image/svg+xml", include_str!("dashboard/icon.svg")),
+    };
+    asset_response(content.as_bytes().to_vec(), content_type)
 }
 
 fn asset_response(body: Vec<u8>, content_type: &'static str) -> Response<ResponseBody> {

@@ -1,6 +1,7 @@
-//! Request routing and the API handlers. Every request passes the path-length check first;
-//! `/v1/…` goes to the API, `/` to the status page, `/metrics` to the metrics, everything else
-//! to the static files; every answer is counted ([`crate::metrics`]).
+//! Request routing and the API handlers. A request's path is parsed once, into a
+//! [`Route`]; every request passes the path-length check first; then `/v1/…` goes to the API,
+//! `/` to the status page, `/metrics` to the metrics, everything else to the static files;
+//! every answer is counted under the route's label ([`crate::metrics`]).
 //! Every refused API request is answered `{"error": "<why>"}` (see [`crate::api`]).
 //!
 //! | route | method | auth | answers |
@@ -29,45 +30,50 @@ use serde::{Deserialize, Serialize};
 use crate::api::{self, ApiError};
 use crate::app::App;
 use crate::body::ResponseBody;
-use crate::metrics::{Metered, Route};
+use crate::metrics::Metered;
 use crate::path::{self, PathRejection};
+use crate::route::{Api, ChannelAction, Route};
 use crate::{auth, channels, db, files, httpdate, page, status};
 use proto::{Pause, Report};
 
-/// The hyper service function: routes the request, then counts it and its body's bytes.
+/// The hyper service function: parses the route once, answers it, then counts the answer and
+/// its body's bytes under the route's label.
 pub async fn handle(
     app: Arc<App>,
     req: Request<Incoming>,
 ) -> Result<Response<Metered<ResponseBody>>, Infallible> {
-    let route = Route::of(req.uri().path());
-    let resp = route_request(&app, req).await;
+    let raw = req.uri().path().to_owned();
+    let route = Route::of(&raw);
+    let resp = route_request(&app, &raw, route, req).await;
     app.metrics.request(route, resp.status().as_u16());
     Ok(resp.map(|body| app.metrics.metered(route, body)))
 }
 
-async fn route_request(app: &App, req: Request<Incoming>) -> Response<ResponseBody> {
-    let raw = req.uri().path().to_owned();
+async fn route_request(
+    app: &App,
+    raw: &str,
+    route: Route<'_>,
+    req: Request<Incoming>,
+) -> Response<ResponseBody> {
     if raw.len() > app.limits.max_path_len {
         return api::text(StatusCode::URI_TOO_LONG, "request path too long");
     }
-    if raw == "/" {
-        page_route(app, &req).await
-    } else if let Some(asset) = page::asset(&raw) {
-        if req.method() == Method::GET || req.method() == Method::HEAD {
-            asset
-        } else {
-            method_not_allowed("GET, HEAD")
+    match route {
+        Route::Dashboard => page_route(app, &req).await,
+        Route::Asset(asset) => {
+            if req.method() == Method::GET || req.method() == Method::HEAD {
+                page::asset(asset)
+            } else {
+                method_not_allowed("GET, HEAD")
+            }
         }
-    } else if raw == "/metrics" {
-        metrics_route(app, &req)
+        Route::Metrics => metrics_route(app, &req)
             .await
-            .unwrap_or_else(ApiError::into_response)
-    } else if let Some(api_path) = raw.strip_prefix("/v1/") {
-        api_route(app, api_path, req)
+            .unwrap_or_else(ApiError::into_response),
+        Route::Api(api) => api_route(app, api, req)
             .await
-            .unwrap_or_else(ApiError::into_response)
-    } else {
-        static_route(app, &raw, req.method(), req.headers())
+            .unwrap_or_else(ApiError::into_response),
+        Route::File(_) => static_route(app, raw, req.method(), req.headers()),
     }
 }
 
@@ -142,22 +148,21 @@ async fn metrics_route(
 
 async fn api_route(
     app: &App,
-    api_path: &str,
+    api: Api<'_>,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, ApiError> {
-    let segments: Vec<&str> = api_path.split('/').collect();
-    match segments.as_slice() {
-        ["reports"] => {
+    match api {
+        Api::Reports => {
             only(&req, Method::POST)?;
             post_report(app, req).await
         }
-        ["channels"] => {
+        Api::Channels => {
             if let Some(refused) = read_only(app, &req)? {
                 return Ok(refused);
             }
             Ok(api::json(StatusCode::OK, &status::fleet(app).await?))
         }
-        ["nodes"] => {
+        Api::Nodes => {
             if let Some(refused) = read_only(app, &req)? {
                 return Ok(refused);
             }
@@ -169,23 +174,23 @@ async fn api_route(
                 .map_err(|e| ApiError::internal("could not read the nodes", &e))?;
             Ok(api::json(StatusCode::OK, &page))
         }
-        ["channels", name, action] => {
+        Api::Channel { name, action } => {
             let name = &channel_name(name)?;
-            match *action {
-                "status" => {
+            match action {
+                ChannelAction::Status => {
                     if let Some(refused) = read_only(app, &req)? {
                         return Ok(refused);
                     }
                     status::response(app, name).await
                 }
-                "pause" | "resume" => {
+                ChannelAction::Pause | ChannelAction::Resume => {
                     only(&req, Method::POST)?;
-                    pause_or_resume(app, name, *action == "pause", req).await
+                    pause_or_resume(app, name, action == ChannelAction::Pause, req).await
                 }
-                _ => Err(ApiError::not_found("no such API route")),
+                ChannelAction::Unknown => Err(ApiError::not_found("no such API route")),
             }
         }
-        _ => Err(ApiError::not_found("no such API route")),
+        Api::Unknown => Err(ApiError::not_found("no such API route")),
     }
 }
 

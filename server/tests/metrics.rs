@@ -195,6 +195,42 @@ fn next_root_probes_are_labelled_apart_from_errors() {
     );
 }
 
+/// One parse serves both the router and the label: what each route answers and what it is
+/// counted under agree, for the API routes that carry a channel and for the dashboard's files.
+#[test]
+fn each_answer_is_counted_under_the_route_it_was_dispatched_on() {
+    let s = TestServer::start();
+    let answers = [
+        (
+            "/v1/channels/Bad%20Name/frobnicate",
+            StatusCode::BAD_REQUEST,
+        ),
+        ("/v1/channels/stable/frobnicate", StatusCode::NOT_FOUND),
+        ("/v1/channels/stable/status", StatusCode::OK),
+        ("/v1/channels/stable/pause", StatusCode::METHOD_NOT_ALLOWED),
+        ("/dashboard.svg", StatusCode::OK),
+    ];
+    for (path, status) in answers {
+        assert_eq!(get(&s, path, None).status(), status, "{path}");
+    }
+    let r = client().post(s.url("/dashboard.css")).send().unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let m = scrape(&s);
+    let requests = |route, status| {
+        value(
+            &m,
+            "tandem_server_http_requests_total",
+            &[("route", route), ("status", status)],
+        )
+    };
+    assert_eq!(requests("other_api", "400"), 1.0);
+    assert_eq!(requests("other_api", "404"), 1.0);
+    assert_eq!(requests("status", "200"), 1.0);
+    assert_eq!(requests("admin", "405"), 1.0);
+    assert_eq!(requests("page", "200"), 1.0);
+    assert_eq!(requests("page", "405"), 1.0);
+}
+
 fn await_open_connections(s: &TestServer, want: f64) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -9,7 +9,7 @@
 //! Aggregates use each node's *latest* report in a channel.
 //!
 //! A channel's [`Summary`] is computed once and then served from memory while the channel's
-//! [`store::Stamp`] is unchanged: with SQLite (this process the only writer) the stamp is
+//! [`sql::Stamp`] is unchanged: with SQLite (this process the only writer) the stamp is
 //! kept in memory and a cache hit costs no query; with PostgreSQL it is one primary-key
 //! lookup, so reports stored by another server invalidate this server's cache too.
 use std::collections::{BTreeMap, HashMap};
@@ -25,10 +25,12 @@ use proto::{Outcome, Report, Transfer};
 
 pub mod postgres;
 pub mod schema;
+pub mod sql;
 pub mod sqlite;
 pub mod store;
 
-use store::{Row, Stamp, Store, Val};
+use sql::{Row, Stamp, Val};
+use store::Store;
 
 /// Most failures listed per channel status.
 pub const MAX_FAILURES_LISTED: u32 = 100;

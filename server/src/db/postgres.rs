@@ -15,7 +15,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::NoTls;
 
 use super::schema;
-use super::store::{insert_report_sql, Row, Stamp, Val};
+use super::sql::{insert_report_sql, Row, Stamp, Val};
 use crate::error::DbError;
 use crate::httpdate;
 
@@ -24,7 +24,7 @@ const POOL_SIZE: usize = 16;
 /// Key of the advisory lock that serialises migrations of servers starting at once.
 const MIGRATION_LOCK: i64 = 0x7461_6e64_656d; // "tandem"
 
-/// Stores a report ([`super::store::INSERT_REPORT`]) and bumps its channel's generation in
+/// Stores a report ([`super::sql::INSERT_REPORT`]) and bumps its channel's generation in
 /// the same statement.
 const INSERT_AND_BUMP: &str = concat!(
     "WITH ins AS (",

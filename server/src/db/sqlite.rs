@@ -14,7 +14,7 @@ use rusqlite::types::{Value, ValueRef};
 use rusqlite::{params, params_from_iter, Connection, TransactionBehavior};
 
 use super::schema;
-use super::store::{Row, Stamp, Val, INSERT_REPORT};
+use super::sql::{Row, Stamp, Val, INSERT_REPORT};
 use crate::error::DbError;
 use crate::httpdate;
 

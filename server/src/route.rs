@@ -1,0 +1,252 @@
+//! What a request asks for, from its path alone, parsed once per request: `routes` dispatches
+//! on the [`Route`] and `metrics` counts the answer under its [`Route::label`]. The dashboard's
+//! own paths are defined here too, so the page that links them, the router that serves them
+//! and the label that counts them agree without importing one another. This module imports
+//! nothing of the crate.
+
+/// Where the page loads its script from.
+pub const SCRIPT_PATH: &str = "/dashboard.js";
+/// Where the page loads its style sheet from.
+pub const STYLE_PATH: &str = "/dashboard.css";
+/// Where the page loads its icon from (browsers ask for `/favicon.ico` without one).
+pub const ICON_PATH: &str = "/dashboard.svg";
+
+/// A request's route. The method, the tokens and the channel name's rule are checked by the
+/// handler; a path over the length limit is refused before any route is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// `/`, the dashboard.
+    Dashboard,
+    /// One of the dashboard's compiled-in files.
+    Asset(Asset),
+    /// `/metrics`.
+    Metrics,
+    /// `/v1/…`.
+    Api(Api<'a>),
+    /// Anything else: a file of the repository, by the kind its metrics are counted under.
+    File(RepoFile),
+}
+
+/// The dashboard's script, style sheet and icon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asset {
+    /// [`SCRIPT_PATH`].
+    Script,
+    /// [`STYLE_PATH`].
+    Style,
+    /// [`ICON_PATH`].
+    Icon,
+}
+
+/// An API route (the path after `/v1/`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api<'a> {
+    /// `reports`.
+    Reports,
+    /// `channels`: every channel's status.
+    Channels,
+    /// `nodes`.
+    Nodes,
+    /// `channels/NAME/ACTION`, the name as sent (still percent-encoded).
+    Channel {
+        /// The name's path segment.
+        name: &'a str,
+        /// What is asked of the channel.
+        action: ChannelAction,
+    },
+    /// Any other API path.
+    Unknown,
+}
+
+/// The last segment of `channels/NAME/ACTION`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelAction {
+    /// `status`.
+    Status,
+    /// `pause`.
+    Pause,
+    /// `resume`.
+    Resume,
+    /// Anything else (the name is still checked first).
+    Unknown,
+}
+
+/// A repository file, by what agents fetch it for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepoFile {
+    /// `root.json` (and any other `.json` at the top).
+    Root,
+    /// `N.root.json`: agents ask for the root after the one they trust at every poll, so a
+    /// 404 here is the normal "no newer root", not an error.
+    RootProbe,
+    /// `channels/…` (metadata polls, pause hints).
+    Channel,
+    /// `bundles/…`.
+    Bundle,
+    /// Anything else (refused or not found).
+    Other,
+}
+
+impl<'a> Route<'a> {
+    /// The route of a raw request path.
+    pub fn of(raw: &'a str) -> Route<'a> {
+        if let Some(api_path) = raw.strip_prefix("/v1/") {
+            return Route::Api(Api::of(api_path));
+        }
+        match raw {
+            "/" => Route::Dashboard,
+            SCRIPT_PATH => Route::Asset(Asset::Script),
+            STYLE_PATH => Route::Asset(Asset::Style),
+            ICON_PATH => Route::Asset(Asset::Icon),
+            "/metrics" => Route::Metrics,
+            _ => Route::File(RepoFile::of(raw)),
+        }
+    }
+
+    /// The label a request is counted under in the metrics: a fixed list, so every label
+    /// value is bounded.
+    pub fn label(self) -> &'static str {
+        match self {
+            Route::Dashboard | Route::Asset(_) => "page",
+            Route::Metrics => "metrics",
+            Route::Api(api) => api.label(),
+            Route::File(file) => file.label(),
+        }
+    }
+}
+
+impl<'a> Api<'a> {
+    fn of(api_path: &'a str) -> Api<'a> {
+        match api_path.split('/').collect::<Vec<_>>().as_slice() {
+            ["reports"] => Api::Reports,
+            ["channels"] => Api::Channels,
+            ["nodes"] => Api::Nodes,
+            ["channels", name, action] => Api::Channel {
+                name,
+                action: ChannelAction::of(action),
+            },
+            _ => Api::Unknown,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Api::Reports => "reports",
+            Api::Channels | Api::Nodes => "status",
+            Api::Channel { action, .. } => match action {
+                ChannelAction::Status => "status",
+                ChannelAction::Pause | ChannelAction::Resume => "admin",
+                ChannelAction::Unknown => "other_api",
+            },
+            Api::Unknown => "other_api",
+        }
+    }
+}
+
+impl ChannelAction {
+    fn of(segment: &str) -> ChannelAction {
+        match segment {
+            "status" => ChannelAction::Status,
+            "pause" => ChannelAction::Pause,
+            "resume" => ChannelAction::Resume,
+            _ => ChannelAction::Unknown,
+        }
+    }
+}
+
+impl RepoFile {
+    fn of(raw: &str) -> RepoFile {
+        match raw {
+            _ if raw.starts_with("/channels/") => RepoFile::Channel,
+            _ if raw.starts_with("/bundles/") => RepoFile::Bundle,
+            _ if is_versioned_root(raw) => RepoFile::RootProbe,
+            _ if raw.ends_with(".json") && raw.rfind('/') == Some(0) => RepoFile::Root,
+            _ => RepoFile::Other,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            RepoFile::Root => "root",
+            RepoFile::RootProbe => "root_probe",
+            RepoFile::Channel => "channel",
+            RepoFile::Bundle => "bundle",
+            RepoFile::Other => "other",
+        }
+    }
+}
+
+/// Whether `raw` is `/N.root.json` (N decimal digits).
+fn is_versioned_root(raw: &str) -> bool {
+    raw.strip_prefix('/')
+        .and_then(|p| p.strip_suffix(".root.json"))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_a_fixed_list() {
+        for (path, label) in [
+            ("/", "page"),
+            ("/dashboard.js", "page"),
+            ("/metrics", "metrics"),
+            ("/v1/channels", "status"),
+            ("/v1/nodes", "status"),
+            ("/v1/reports", "reports"),
+            ("/v1/channels/stable/status", "status"),
+            ("/v1/channels/stable/resume", "admin"),
+            ("/v1/nothing", "other_api"),
+            ("/root.json", "root"),
+            ("/3.root.json", "root_probe"),
+            ("/.root.json", "root"),
+            ("/3x.root.json", "root"),
+            ("/channels/stable.json", "channel"),
+            ("/bundles/os-2.tandem", "bundle"),
+            ("/x/y.json", "other"),
+            ("/favicon.ico", "other"),
+        ] {
+            assert_eq!(Route::of(path).label(), label, "{path}");
+        }
+    }
+
+    #[test]
+    fn a_path_is_parsed_into_what_the_router_dispatches_on() {
+        for (path, route) in [
+            ("/", Route::Dashboard),
+            ("/dashboard.js", Route::Asset(Asset::Script)),
+            ("/dashboard.css", Route::Asset(Asset::Style)),
+            ("/dashboard.svg", Route::Asset(Asset::Icon)),
+            ("/v1/channels", Route::Api(Api::Channels)),
+            ("/v1/nodes", Route::Api(Api::Nodes)),
+            ("/v1/reports", Route::Api(Api::Reports)),
+            ("/v1/", Route::Api(Api::Unknown)),
+            ("/v1/reports/x", Route::Api(Api::Unknown)),
+            ("/v1/channels/a/b/status", Route::Api(Api::Unknown)),
+            ("/3.root.json", Route::File(RepoFile::RootProbe)),
+            ("/v2/reports", Route::File(RepoFile::Other)),
+        ] {
+            assert_eq!(Route::of(path), route, "{path}");
+        }
+        let channel = |name, action| Route::Api(Api::Channel { name, action });
+        for (path, route) in [
+            (
+                "/v1/channels/Edge%2Bfips/status",
+                channel("Edge%2Bfips", ChannelAction::Status),
+            ),
+            (
+                "/v1/channels/stable/pause",
+                channel("stable", ChannelAction::Pause),
+            ),
+            (
+                "/v1/channels/stable/resume",
+                channel("stable", ChannelAction::Resume),
+            ),
+            ("/v1/channels//x", channel("", ChannelAction::Unknown)),
+        ] {
+            assert_eq!(Route::of(path), route, "{path}");
+        }
+    }
+}
