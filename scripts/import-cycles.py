@@ -7,14 +7,13 @@ through a re-export (`pub use`) counts for the file that defines it, so a `mod.r
 re-exports its children ties nothing; test modules (`#[cfg(test)]`) are left out. Every set
 of files that reach each other is printed with the names that tie them, and the exit status
 is 1 when there is one. Usage: scripts/import-cycles.py [CRATE_DIR ...] (default: every
-workspace crate and the fuzz targets).
+member of the workspace and the fuzz targets).
 """
 
 import re
 import sys
 from pathlib import Path
 
-DEFAULT_CRATES = ["proto", "pipeline", "signer", "partitions", "updater", "server", "tests", "fuzz"]
 VISIBILITY = r"(?:pub(?:\([^)]*\))?\s+)?"
 DEFINITION = re.compile(
     r"^\s*" + VISIBILITY + r"(?:async\s+|const\s+|unsafe\s+)*"
@@ -216,10 +215,17 @@ def circles(edges):
     return found
 
 
+def workspace_crates(top):
+    """The `members` of the workspace's Cargo.toml, and the fuzz targets."""
+    manifest = (top / "Cargo.toml").read_text()
+    members = re.search(r"^members\s*=\s*\[([^\]]*)\]", manifest, re.M)
+    return re.findall(r'"([^"]+)"', members.group(1) if members else "") + ["fuzz"]
+
+
 def main(args):
     sys.setrecursionlimit(10000)
     top = Path(__file__).resolve().parent.parent
-    crates = [top / c for c in (args or DEFAULT_CRATES)]
+    crates = [top / c for c in (args or workspace_crates(top))]
     total, files = 0, 0
     for crate in crates:
         for root in crate_roots(crate):

@@ -300,7 +300,7 @@ pub enum ChunkFault {
     Window {
         /// The declared window size.
         size: u64,
-        /// The bound, [`crate::bundle::MAX_WINDOW_LOG`] as bytes.
+        /// The bound, [`crate::frame::MAX_WINDOW_LOG`] as bytes.
         max: u64,
     },
     /// The stored bytes are not exactly one zstd frame (FORMAT §5).

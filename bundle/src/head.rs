@@ -1,7 +1,8 @@
 //! The head of a bundle (FORMAT §2–§4): header, manifest bytes and parsed signature block,
 //! and from format version 3 the dictionary and chunk index stored after the payload; read
 //! from a `Read + Seek` or from byte ranges fetched separately. Nothing here trusts the
-//! manifest: [`BundleHead::verify`] is the way to a [`Verified<Manifest>`].
+//! manifest: [`BundleHead::verify`] (in [`crate::verify`]) is the way to a
+//! [`Verified<Manifest>`](crate::Verified).
 
 use std::borrow::Cow;
 use std::io::{Read, Seek, SeekFrom};
@@ -15,7 +16,6 @@ use crate::schema::envelope_helpers::{check_spaces, parse_padded};
 use crate::schema::{
     check_file_len, parse_signature_block, Manifest, ManifestDoc, Signature, Tail,
 };
-use crate::verify::Verified;
 
 /// Header, manifest region, signatures, dictionary and index of a bundle, not yet verified.
 #[derive(Debug, Clone)]
@@ -164,29 +164,8 @@ impl BundleHead {
         self.file_len
     }
 
-    /// Verifies the manifest's signatures against the root's release role, then parses and
-    /// checks the manifest, then checks the file length (FORMAT §8).
-    pub fn verify(
-        &self,
-        root: &Verified<crate::Root>,
-        limits: &Limits,
-    ) -> Result<Verified<Manifest>, Error> {
-        crate::verify::verify_bundle(self, root, limits)
-    }
-
-    /// [`BundleHead::verify`], consuming the head: its stored index is released as it is
-    /// decompressed, so the chunk list is never held beside the whole index (tens of MiB each
-    /// for a large image).
-    pub fn into_verified(
-        self,
-        root: &Verified<crate::Root>,
-        limits: &Limits,
-    ) -> Result<Verified<Manifest>, Error> {
-        crate::verify::verify_bundle_owned(self, root, limits)
-    }
-
     /// Parses the manifest WITHOUT checking any signature, for display (`inspect`). The result
-    /// is not [`Verified`] and cannot be installed.
+    /// is not [`crate::Verified`] and cannot be installed.
     pub fn manifest_unverified(&self, limits: &Limits) -> Result<Manifest, Error> {
         let manifest = parse_manifest(self, Cow::Borrowed(self.tail_bytes()), limits)?;
         check_total_len(&manifest, self.file_len)?;

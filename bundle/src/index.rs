@@ -6,8 +6,8 @@
 use std::borrow::Cow;
 use std::io::{BufRead, Read};
 
-use crate::chunks::{check_one_frame, window_log_max};
 use crate::digest::Sha256Digest;
+use crate::frame::{check_one_frame, window_log_max};
 
 use crate::error::{Error, FormatError, Section};
 

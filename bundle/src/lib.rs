@@ -9,7 +9,8 @@
 //! - [`verify`]: the only module that can build a [`Verified`] value (root chain, channel, bundle).
 //! - [`header`] (the fixed header codec), [`head`] (a bundle's head read whole or by ranges,
 //!   and its manifest region parsed), [`index`] (the binary chunk index, decoded record by
-//!   record), [`chunks`] (decoding and hash-checking frames, extraction).
+//!   record), [`frame`] (the checks every stored zstd frame passes), [`chunks`] (decoding and
+//!   hash-checking frames, extraction).
 //! - [`chunking`]: where chunks are cut (fixed blocks or FastCDC on 4 KiB boundaries), shared
 //!   by the signer and by a node indexing its own slots for reuse.
 //! - [`uki`]: the `VERSION_ID` and `.cmdline` of a Unified Kernel Image asset (any PE section
@@ -32,6 +33,7 @@ pub mod chunks;
 pub mod digest;
 pub mod error;
 pub mod files;
+pub mod frame;
 pub mod head;
 pub mod header;
 pub mod index;

@@ -12,6 +12,31 @@ use crate::head::{parse_manifest, BundleHead};
 use crate::limits::Limits;
 use crate::schema::{Asset, Manifest, Root};
 
+/// Verification is the way from a head to a manifest that can be acted on; it lives here, with
+/// the only code that builds a [`Verified`] value, so that reading a head needs nothing of it.
+impl BundleHead {
+    /// Verifies the manifest's signatures against the root's release role, then parses and
+    /// checks the manifest, then checks the file length (FORMAT §8).
+    pub fn verify(
+        &self,
+        root: &Verified<Root>,
+        limits: &Limits,
+    ) -> Result<Verified<Manifest>, Error> {
+        verify_bundle(self, root, limits)
+    }
+
+    /// [`BundleHead::verify`], consuming the head: its stored index is released as it is
+    /// decompressed, so the chunk list is never held beside the whole index (tens of MiB each
+    /// for a large image).
+    pub fn into_verified(
+        self,
+        root: &Verified<Root>,
+        limits: &Limits,
+    ) -> Result<Verified<Manifest>, Error> {
+        verify_bundle_owned(self, root, limits)
+    }
+}
+
 /// Verifies a bundle head against the trusted root's release role.
 pub fn verify_bundle(
     head: &BundleHead,

@@ -14,7 +14,6 @@ mod root;
 use std::collections::BTreeSet;
 use std::ops::Deref;
 
-pub(crate) use bundle::verify_bundle_owned;
 pub use bundle::{cmdline_asset_text, verify_bundle};
 pub use channel::{check_release, verify_channel};
 pub use root::parse_root_ignoring_expiry;

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::grub::GrubEnv;
+use super::grubenv::GrubEnv;
 use super::SlotId;
 use crate::error::{BootStateError, Error, Result, UsageError};
 use crate::io::{FileStore, NewFile};

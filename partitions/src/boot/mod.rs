@@ -22,6 +22,7 @@ pub mod files;
 pub mod floor;
 pub mod gpt;
 pub mod grub;
+mod grubenv;
 pub mod mark;
 pub mod systemd_boot;
 

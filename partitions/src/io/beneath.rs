@@ -16,8 +16,6 @@ use std::path::{Component, Path, PathBuf};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
-use super::fs::checked_relative;
-
 /// A directory opened beneath the root, with its full path for messages.
 pub(super) struct OpenDir {
     pub(super) fd: OwnedFd,
@@ -150,4 +148,22 @@ fn refusal(path: &Path, e: Errno) -> io::Error {
         e => io::Error::from(e).to_string(),
     };
     io::Error::new(kind, format!("{}: {why}", path.display()))
+}
+
+/// A store path: relative and without `..`, so nothing outside the store's root is named.
+pub(super) fn checked_relative(path: &Path) -> io::Result<&Path> {
+    let ok = path
+        .components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    if ok {
+        Ok(path)
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{}: store paths must be relative, without ..",
+                path.display()
+            ),
+        ))
+    }
 }

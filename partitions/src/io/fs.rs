@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, OFlags};
 
@@ -53,23 +53,6 @@ pub trait FileStore: Send + Sync + fmt::Debug {
 pub trait NewFile: Write + Send {
     /// fsync the file, then its directory.
     fn finish(self: Box<Self>) -> io::Result<()>;
-}
-
-pub(super) fn checked_relative(path: &Path) -> io::Result<&Path> {
-    let ok = path
-        .components()
-        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
-    if ok {
-        Ok(path)
-    } else {
-        Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "{}: store paths must be relative, without ..",
-                path.display()
-            ),
-        ))
-    }
 }
 
 /// A [`FileStore`] over a real directory. Nothing beneath the root is reached through a

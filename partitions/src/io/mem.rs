@@ -6,8 +6,9 @@ use std::io::{self, Write};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::beneath::checked_relative;
 use super::block::{check_range, BlockDevice};
-use super::fs::{checked_relative, FileStore, NewFile};
+use super::fs::{FileStore, NewFile};
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock cannot leave these plain maps half-updated in a way
     // that matters to a test; keep going rather than poison every later call.

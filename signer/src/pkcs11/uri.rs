@@ -9,7 +9,7 @@ use std::str::FromStr;
 use percent_encoding::percent_decode_str;
 use zeroize::Zeroizing;
 
-use super::Pkcs11Error;
+use super::error::Pkcs11Error;
 
 /// The scheme that marks a key argument as a token key rather than a key file.
 pub const SCHEME: &str = "pkcs11:";
