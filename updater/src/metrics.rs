@@ -3,8 +3,9 @@
 //! The last known values live in `metrics.json` beside the state file, written atomically
 //! through the agent's [`FileStore`]. After every poll, install, boot-check and rollback the
 //! whole `.prom` file is rendered from them (plus the booted slot and the security floor as
-//! the operation knows them) in the Prometheus text format 0.0.4 and replaced atomically: a temporary file
-//! in the same directory, fsynced, then renamed, so node_exporter never reads half a file.
+//! the operation knows them) in the Prometheus text format 0.0.4 and replaced atomically: a
+//! temporary file in the same directory, fsynced, then renamed, so node_exporter never reads
+//! half a file.
 //!
 //! The text is written by hand: a dozen gauges with one sample each need no registry, and
 //! the library keeps no dependency that only this file would use.

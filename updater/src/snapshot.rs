@@ -159,3 +159,91 @@ fn read_node_id(config: &AgentConfig) -> Result<String> {
     })?;
     Ok(id)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use partitions::boot::floor::FloorRecord;
+    use partitions::io::{BlockDevice, MemDisk, MemFs};
+    use signer::Limits;
+
+    use super::*;
+    use crate::state::Phase;
+
+    fn pair() -> (Arc<dyn BlockDevice>, SlotPair) {
+        let dev: Arc<dyn BlockDevice> = Arc::new(MemDisk::new(64 << 20));
+        let layout =
+            partitions::create::Layout::for_disk(64 << 20, 1 << 20, None, 1 << 20, vec![]).unwrap();
+        partitions::create::lay_out(&dev, &layout).unwrap();
+        let pair = partitions::Disk::from_device(Arc::clone(&dev))
+            .unwrap()
+            .slots(partitions::DEFAULT_PAIR)
+            .unwrap();
+        (dev, pair)
+    }
+
+    #[test]
+    fn each_fact_is_read_once_and_a_new_snapshot_reads_again() {
+        let fs = Arc::new(MemFs::new());
+        let store = StateStore::new(fs.clone(), "state.json");
+        let (dev, pair) = pair();
+        let trust = TrustStore::new(
+            fs.clone(),
+            PathBuf::from("/nonexistent/root.json"),
+            Limits::default(),
+            FloorRecord::new(dev, &pair),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let cmdline = dir.path().join("cmdline");
+        std::fs::write(&cmdline, "quiet tandem.slot=b\n").unwrap();
+        let config = AgentConfig::parse(&format!(
+            "disk = \"/dev/sda\"\nboot = \"gpt\"\nstate = \"/var/lib/tandem/state.json\"\n\
+             root = \"/etc/tandem/root.json\"\nproduct = \"acme-edge\"\n\
+             cmdline = \"{}\"\nnode_id = \"node-1\"\nreboot = [\"true\"]\n",
+            cmdline.display()
+        ))
+        .unwrap();
+
+        let mut snapshot = NodeSnapshot::default();
+        assert_eq!(snapshot.state(&store).unwrap().phase, Phase::Idle);
+        assert_eq!(snapshot.counters(&store, &trust).unwrap().security_floor, 0);
+        assert_eq!(snapshot.booted(&config, &pair).unwrap(), SlotId::B);
+        assert_eq!(snapshot.node_id(&config).unwrap(), "node-1");
+
+        // Another writer changes every file: this operation keeps what it read.
+        let mut state = AgentState::default();
+        state.rolled_back_versions.insert("2.0.0".into());
+        store.save(&state).unwrap();
+        let raised = Counters {
+            security_floor: 4,
+            ..Counters::default()
+        };
+        trust.save_counters(&raised).unwrap();
+        std::fs::write(&cmdline, "quiet tandem.slot=a\n").unwrap();
+        assert!(snapshot
+            .state(&store)
+            .unwrap()
+            .rolled_back_versions
+            .is_empty());
+        assert_eq!(snapshot.counters(&store, &trust).unwrap().security_floor, 0);
+        assert_eq!(snapshot.booted(&config, &pair).unwrap(), SlotId::B);
+
+        // What a step changes in the snapshot is what the next step sees.
+        let changed = snapshot.state(&store).unwrap();
+        changed.rolled_back_versions.insert("3.0.0".into());
+        assert!(snapshot
+            .state(&store)
+            .unwrap()
+            .rolled_back_versions
+            .contains("3.0.0"));
+        snapshot.counters(&store, &trust).unwrap().security_floor = 2;
+        assert_eq!(snapshot.counters(&store, &trust).unwrap().security_floor, 2);
+
+        let mut next = NodeSnapshot::default();
+        assert_eq!(next.state(&store).unwrap(), &state);
+        assert_eq!(next.counters(&store, &trust).unwrap().security_floor, 4);
+        assert_eq!(next.booted(&config, &pair).unwrap(), SlotId::A);
+    }
+}
