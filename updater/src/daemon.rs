@@ -338,8 +338,12 @@ impl<'a> Daemon<'a> {
 
     /// Queues the report of a boot-check and tries to send everything queued.
     pub fn report_boot_check(&self, check: &BootCheck) {
-        let mut snapshot = NodeSnapshot::default();
-        let Ok(state) = self.agent.state(&mut snapshot).cloned() else {
+        self.report_boot_check_in(&mut NodeSnapshot::default(), check);
+    }
+
+    /// [`Daemon::report_boot_check`] with the state `snapshot` holds (the boot-check's own).
+    pub fn report_boot_check_in(&self, snapshot: &mut NodeSnapshot, check: &BootCheck) {
+        let Ok(state) = self.agent.state(snapshot).cloned() else {
             return;
         };
         let (slot, to, outcome, reason) = match check {
@@ -366,7 +370,7 @@ impl<'a> Daemon<'a> {
             ),
         };
         let from = running_version(&state, slot.other());
-        self.queue(&mut snapshot, &from, to, outcome, reason, None);
+        self.queue(snapshot, &from, to, outcome, reason, None);
         self.send_reports();
     }
 

@@ -101,9 +101,14 @@ impl Agent {
 
     /// Run once per boot: judges a slot in trial, or records that the firmware fell back.
     pub fn boot_check(&self) -> Result<BootCheck> {
-        let mut snapshot = NodeSnapshot::default();
-        let check = self.judge_boot(&mut snapshot);
-        self.record_metrics(&mut snapshot, boot_check_event(&check));
+        self.boot_check_in(&mut NodeSnapshot::default())
+    }
+
+    /// [`Agent::boot_check`] as a step of an operation that goes on with `snapshot` (the
+    /// command reports what it did from the same state).
+    pub fn boot_check_in(&self, snapshot: &mut NodeSnapshot) -> Result<BootCheck> {
+        let check = self.judge_boot(snapshot);
+        self.record_metrics(snapshot, boot_check_event(&check));
         check
     }
 
