@@ -31,6 +31,9 @@ const MACHINE_ID: &str = "/etc/machine-id";
 pub struct NodeSnapshot {
     state: Option<AgentState>,
     counters: Option<Counters>,
+    /// The first read of the counters wrote (a copy was behind): the next step sees them as
+    /// a read after that write would, once.
+    counters_written: bool,
     trusted_root: Option<Verified<Root>>,
     booted: Option<SlotId>,
     node_id: Option<String>,
@@ -60,8 +63,16 @@ impl NodeSnapshot {
         trust: &TrustStore,
     ) -> Result<(&mut AgentState, &mut Counters)> {
         let counters = match self.counters.take() {
+            Some(counters) if self.counters_written => {
+                self.counters_written = false;
+                trust.counters_again(&counters)?
+            }
             Some(counters) => counters,
-            None => trust.counters(self.state(store)?)?,
+            None => {
+                let (counters, written) = trust.counters_and_writes(self.state(store)?)?;
+                self.counters_written = written;
+                counters
+            }
         };
         let state = match self.state.take() {
             Some(state) => state,

@@ -239,14 +239,37 @@ impl TrustStore {
     /// the floor is the higher of `counters.json` and the GPT record, and the lower copy is
     /// raised to it.
     pub fn counters(&self, state: &AgentState) -> Result<Counters> {
-        let read = self.read_counters(state)?;
+        Ok(self.counters_and_writes(state)?.0)
+    }
+
+    /// [`TrustStore::counters`], and whether bringing the copies level wrote anything (a
+    /// later read would then find the copies level and say so in `floor_source`).
+    pub fn counters_and_writes(&self, state: &AgentState) -> Result<(Counters, bool)> {
+        let (counters, save_file) = self.read_counters_file(state)?;
+        self.bring_level(self.level(counters, save_file)?)
+    }
+
+    /// What [`TrustStore::counters`] would give now that `counters`, read earlier in the
+    /// same operation (and stored since whenever they changed), are what `counters.json`
+    /// holds: the floor and its source against the GPT record as it is now, without reading
+    /// the file again.
+    pub fn counters_again(&self, counters: &Counters) -> Result<Counters> {
+        let as_stored = Counters {
+            floor_source: FloorSource::CountersFile,
+            ..counters.clone()
+        };
+        Ok(self.bring_level(self.level(as_stored, false)?)?.0)
+    }
+
+    /// Writes what `read` says is behind; whether it wrote.
+    fn bring_level(&self, read: Read) -> Result<(Counters, bool)> {
         if read.raise_record {
             self.floor_record.raise(read.counters.security_floor)?;
         }
         if read.save_file {
             self.save_counters(&read.counters)?;
         }
-        Ok(read.counters)
+        Ok((read.counters, read.raise_record || read.save_file))
     }
 
     /// The counters as [`TrustStore::counters`] gives them, without storing anything:
@@ -277,7 +300,12 @@ impl TrustStore {
     /// The counters with the floor taken from the higher of the file (or its rebuild) and
     /// the GPT record.
     fn read_counters(&self, state: &AgentState) -> Result<Read> {
-        let (mut counters, save_file) = self.read_counters_file(state)?;
+        let (counters, save_file) = self.read_counters_file(state)?;
+        self.level(counters, save_file)
+    }
+
+    /// `counters` (from the file, or rebuilt: `save_file`) against the GPT record.
+    fn level(&self, mut counters: Counters, save_file: bool) -> Result<Read> {
         let recorded = self.floor_record.read()?;
         let file_behind = recorded > counters.security_floor;
         if file_behind {
@@ -544,6 +572,32 @@ mod tests {
             .unwrap();
         assert_eq!(store.counters(&state).unwrap().security_floor, 8);
         assert_eq!(record.read().unwrap(), 8);
+    }
+
+    #[test]
+    fn counters_read_again_see_the_copies_the_first_read_levelled() {
+        let state = AgentState::default();
+        let (store, record) = store_on_a_new_disk();
+        record.raise(5).unwrap();
+        let (first, wrote) = store.counters_and_writes(&state).unwrap();
+        assert!(wrote, "the missing file was not stored");
+        assert_eq!(
+            (first.security_floor, first.floor_source),
+            (5, FloorSource::GptEntries([2, 3]))
+        );
+        let again = store.counters_again(&first).unwrap();
+        assert_eq!(
+            (again.security_floor, again.floor_source),
+            (5, FloorSource::CountersFileAndGpt([2, 3]))
+        );
+        assert_eq!(
+            (again.security_floor, again.floor_source),
+            {
+                let read = store.counters(&state).unwrap();
+                (read.security_floor, read.floor_source)
+            },
+            "not what reading the file again gives"
+        );
     }
 
     #[test]
