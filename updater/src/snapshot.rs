@@ -9,7 +9,10 @@
 //! step that writes the state or the counters changes the snapshot's copy first (the saves
 //! themselves stay where the durable protocol puts them). Facts are read lazily, at the
 //! point the first step needs them, so every read — and every error it gives — happens
-//! where it happened when each step read its own.
+//! where it happened when each step read its own. When that first read of the counters had
+//! to bring a copy of the floor level (a rebuilt `counters.json`, a raised GPT record), the
+//! next step sees them as a read after those writes would
+//! ([`TrustStore::counters_again`]), still without reading the file.
 
 use partitions::io::FileStore;
 use partitions::{SlotId, SlotPair};
