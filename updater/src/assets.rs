@@ -28,8 +28,10 @@ use crate::state::{AgentState, PartitionRecord, Release};
 /// cluster (at most 64 KiB) and needs directory entries.
 const SLACK_PER_FILE: u64 = 64 << 10;
 
-/// Where each of a release's assets goes on this node, checked before the first write.
-pub(crate) struct AssetPlan {
+/// Where each of a release's assets goes on this node, checked before the first write; it
+/// keeps the verified manifest it was checked against, which its writes extract from.
+pub(crate) struct AssetPlan<'m> {
+    manifest: &'m Verified<Manifest>,
     /// `image` assets and the target's partition each one is written to.
     partitions: Vec<(Asset, Arc<dyn BlockDevice>)>,
     /// The boot files, when the release carries any.
@@ -42,12 +44,12 @@ struct BootFilesPlan {
     files: Vec<(Asset, BootFile)>,
 }
 
-impl AssetPlan {
+impl<'m> AssetPlan<'m> {
     /// Checks that this node can take every asset of `manifest` into `target` (a partition
     /// pair for each image, large enough; boot files where the loader reads them, with room
     /// for the new ones beside the old) and prepares the target's boot files for staging.
     pub(crate) fn check(
-        manifest: &Manifest,
+        manifest: &'m Verified<Manifest>,
         boot: &dyn BootControl,
         disk: &Disk,
         root: &SlotPair,
@@ -66,6 +68,7 @@ impl AssetPlan {
             false => Some(plan_boot_files(boot, target, files)?),
         };
         Ok(AssetPlan {
+            manifest,
             partitions,
             boot_files,
         })
@@ -96,11 +99,8 @@ impl AssetPlan {
 
     /// Writes every asset from `source` (partition images first, then the boot files) and
     /// returns when all are durable and read back with the manifest's hashes.
-    pub(crate) fn write(
-        self,
-        manifest: &Verified<Manifest>,
-        source: &dyn BundleSource,
-    ) -> Result<()> {
+    pub(crate) fn write(self, source: &dyn BundleSource) -> Result<()> {
+        let manifest = self.manifest;
         for (asset, device) in &self.partitions {
             tracing::info!(
                 asset = asset.name(),

@@ -14,12 +14,16 @@ use std::time::Duration;
 use proto::{Outcome, Pause, Transfer};
 use rand::Rng;
 
-use crate::agent::{Agent, BootCheck, ChannelOffer, InstallOptions, InstallOutcome};
+use crate::agent::Agent;
 use crate::config::{ConfigError, Server};
 use crate::error::{Error, Refusal, Result};
 use crate::http::{Conditional, Http};
+use crate::installing::{InstallOptions, InstallOutcome};
+use crate::lifecycle::BootCheck;
 use crate::metrics::Event;
+use crate::offer::ChannelOffer;
 use crate::reports::Report;
+use crate::snapshot::NodeSnapshot;
 use crate::state::{AgentState, Phase, FACTORY_VERSION};
 use crate::SlotId;
 
@@ -161,9 +165,12 @@ impl<'a> Daemon<'a> {
                 Poll::RebootPending { version } => version.clone(),
                 _ => return result,
             };
-            if let Ok(state) = self.agent.load_state() {
-                let from = running_version(&state, self.agent.booted_slot()?);
+            let mut snapshot = NodeSnapshot::default();
+            if let Ok(state) = self.agent.state(&mut snapshot) {
+                let state = state.clone();
+                let from = running_version(&state, self.agent.booted(&mut snapshot)?);
                 self.queue(
+                    &mut snapshot,
                     &from,
                     &version,
                     Outcome::Failed,
@@ -178,16 +185,18 @@ impl<'a> Daemon<'a> {
 
     /// One poll: send queued reports, look at the channel, install if it is for us; then
     /// the metrics record what it decided (still under the lock: one writer at a time).
+    /// Every step of the poll shares one [`NodeSnapshot`].
     pub fn poll_once(&mut self) -> Result<Poll> {
         let _lock = self.agent.lock()?;
-        let poll = self.poll();
-        self.agent.record_metrics(Event::Poll(&poll));
+        let mut snapshot = NodeSnapshot::default();
+        let poll = self.poll(&mut snapshot);
+        self.agent.record_metrics(&mut snapshot, poll_event(&poll));
         poll
     }
 
-    fn poll(&mut self) -> Result<Poll> {
+    fn poll(&mut self, snapshot: &mut NodeSnapshot) -> Result<Poll> {
         self.send_reports();
-        if let Some(version) = self.reboot_pending()? {
+        if let Some(version) = self.reboot_pending(snapshot)? {
             return Ok(Poll::RebootPending { version });
         }
         let channel = self.server.channel.clone();
@@ -207,7 +216,7 @@ impl<'a> Daemon<'a> {
                 }
                 Conditional::Fresh { body, etag } => (body, etag),
             };
-        let decision = self.decide(&channel, body)?;
+        let decision = self.decide(snapshot, &channel, body)?;
         // Remember the file only once it was fully handled: a failed install retries, and
         // so do decisions that depend on more than the file (the pause hint, a trial that
         // boot-check has not judged yet), or the unchanged file would answer 304 forever.
@@ -222,9 +231,8 @@ impl<'a> Daemon<'a> {
     }
 
     /// The version written and activated that the node has not booted yet.
-    fn reboot_pending(&self) -> Result<Option<String>> {
-        let state = self.agent.load_state()?;
-        let booted = self.agent.booted_slot()?;
+    fn reboot_pending(&self, snapshot: &mut NodeSnapshot) -> Result<Option<String>> {
+        let (state, booted) = self.agent.state_and_booted(snapshot)?;
         Ok(match &state.phase {
             Phase::Written {
                 target,
@@ -237,17 +245,24 @@ impl<'a> Daemon<'a> {
         })
     }
 
-    fn decide(&mut self, channel: &str, body: Vec<u8>) -> Result<Poll> {
-        let offer = self.agent.verify_channel(&self.http, channel, Some(body))?;
+    fn decide(
+        &mut self,
+        snapshot: &mut NodeSnapshot,
+        channel: &str,
+        body: Vec<u8>,
+    ) -> Result<Poll> {
+        let offer = self
+            .agent
+            .channel_offer(snapshot, &self.http, channel, Some(body))?;
         let release = &offer.metadata.release;
-        let state = self.agent.load_state()?;
-        let booted = self.agent.booted_slot()?;
+        let (state, booted) = self.agent.state_and_booted(snapshot)?;
+        let state = state.clone();
         if holds(&state, booted, &release.manifest_sha256.to_hex()) {
             return Ok(Poll::UpToDate {
                 version: release.version.to_string(),
             });
         }
-        if let Some(refusal) = self.skip_reason(&state, booted, &offer)? {
+        if let Some(refusal) = self.skip_reason(snapshot, &state, booted, &offer)? {
             return Ok(Poll::Skipped(refusal));
         }
         let from = running_version(&state, booted);
@@ -255,19 +270,23 @@ impl<'a> Daemon<'a> {
         let bundle = crate::source::display_path(&self.http, &release.bundle);
         let installed = self
             .agent
-            .offer_of_channel(&self.http, offer)
-            .and_then(|offer| self.agent.install_offer(offer, InstallOptions::default()));
+            .offer_of_channel(snapshot, &self.http, offer)
+            .and_then(|offer| {
+                self.agent
+                    .install_offer(snapshot, offer, InstallOptions::default())
+            });
         match installed {
             Ok(outcome) => {
                 log_installed(&outcome, &bundle);
                 let transfer = Some(outcome.report.transfer());
                 let to = &outcome.release.version;
-                self.queue(&from, to, Outcome::Installed, None, transfer);
+                self.queue(snapshot, &from, to, Outcome::Installed, None, transfer);
                 self.send_reports();
                 Ok(Poll::Installed(Box::new(outcome)))
             }
             Err(error) => {
                 self.queue(
+                    snapshot,
                     &from,
                     &to,
                     Outcome::Failed,
@@ -283,6 +302,7 @@ impl<'a> Daemon<'a> {
     /// Why the verified offer is not installed now, if it is not.
     fn skip_reason(
         &self,
+        snapshot: &mut NodeSnapshot,
         state: &AgentState,
         booted: SlotId,
         offer: &ChannelOffer,
@@ -300,7 +320,8 @@ impl<'a> Daemon<'a> {
                 reason: pause.reason,
             }));
         }
-        if !metadata.rollout.selects(self.agent.node_id()?.as_bytes()) {
+        let node_id = snapshot.node_id(self.agent.config())?;
+        if !metadata.rollout.selects(node_id.as_bytes()) {
             return Ok(Some(Refusal::NotInRollout {
                 percent: metadata.rollout.percent,
             }));
@@ -317,7 +338,12 @@ impl<'a> Daemon<'a> {
 
     /// Queues the report of a boot-check and tries to send everything queued.
     pub fn report_boot_check(&self, check: &BootCheck) {
-        let Ok(state) = self.agent.load_state() else {
+        self.report_boot_check_in(&mut NodeSnapshot::default(), check);
+    }
+
+    /// [`Daemon::report_boot_check`] with the state `snapshot` holds (the boot-check's own).
+    pub fn report_boot_check_in(&self, snapshot: &mut NodeSnapshot, check: &BootCheck) {
+        let Ok(state) = self.agent.state(snapshot).cloned() else {
             return;
         };
         let (slot, to, outcome, reason) = match check {
@@ -344,13 +370,14 @@ impl<'a> Daemon<'a> {
             ),
         };
         let from = running_version(&state, slot.other());
-        self.queue(&from, to, outcome, reason, None);
+        self.queue(snapshot, &from, to, outcome, reason, None);
         self.send_reports();
     }
 
     /// Queues a report of `outcome`; `transfer` is what an install fetched and reused.
     fn queue(
         &self,
+        snapshot: &mut NodeSnapshot,
         from: &str,
         to: &str,
         outcome: Outcome,
@@ -361,7 +388,7 @@ impl<'a> Daemon<'a> {
             return;
         }
         // The queue gives the report its id.
-        let report = self.agent.node_id().map(|node_id| Report {
+        let report = snapshot.node_id(self.agent.config()).map(|node_id| Report {
             id: None,
             node_id,
             channel: self.server.channel.clone(),
@@ -405,6 +432,19 @@ fn log_installed(outcome: &InstallOutcome, bundle: &str) {
         write.bundle_bytes,
         write.bytes_reused
     );
+}
+
+/// The metrics event of a poll: what it decided, and the refusal or error code.
+pub fn poll_event(result: &Result<Poll>) -> Event {
+    let (decision, reason) = match result {
+        Ok(Poll::Installed(_)) => ("installed", String::new()),
+        Ok(Poll::UpToDate { .. }) => ("up-to-date", String::new()),
+        Ok(Poll::NotModified) => ("not-modified", String::new()),
+        Ok(Poll::Skipped(refusal)) => ("skipped", refusal.code().into()),
+        Ok(Poll::RebootPending { .. }) => ("reboot-pending", String::new()),
+        Err(error) => ("error", error.code().into()),
+    };
+    Event::Poll { decision, reason }
 }
 
 /// The booted slot runs, or the other slot holds and waits to boot, this manifest.

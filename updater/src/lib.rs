@@ -12,20 +12,28 @@ pub mod error;
 pub mod health;
 pub mod http;
 pub mod install;
+pub mod installing;
+pub mod lifecycle;
 pub mod lock;
 pub mod metrics;
+pub mod offer;
+mod reporting;
 pub mod reports;
 mod seed;
+pub mod snapshot;
 pub mod source;
 pub mod state;
+pub mod status;
 pub mod trust;
 
-pub use agent::{
-    Agent, BootCheck, ChannelOffer, InstallOptions, InstallOutcome, InstallRequest, Io, Offer,
-    SlotStatus, Status,
-};
+pub use agent::{Agent, Io};
 pub use assets::{BootFileStatus, PairStatus, PartitionStatus};
 pub use config::AgentConfig;
 pub use error::{Error, Refusal, Result};
+pub use installing::{InstallOptions, InstallOutcome, InstallRequest};
+pub use lifecycle::BootCheck;
+pub use offer::{ChannelOffer, Offer};
 pub use partitions::SlotId;
+pub use snapshot::NodeSnapshot;
 pub use source::Source;
+pub use status::{SlotStatus, Status};

@@ -2,9 +2,10 @@
 //!
 //! The last known values live in `metrics.json` beside the state file, written atomically
 //! through the agent's [`FileStore`]. After every poll, install, boot-check and rollback the
-//! whole `.prom` file is rendered from them (plus the booted slot and the security floor,
-//! read fresh) in the Prometheus text format 0.0.4 and replaced atomically: a temporary file
-//! in the same directory, fsynced, then renamed, so node_exporter never reads half a file.
+//! whole `.prom` file is rendered from them (plus the booted slot and the security floor as
+//! the operation knows them) in the Prometheus text format 0.0.4 and replaced atomically: a
+//! temporary file in the same directory, fsynced, then renamed, so node_exporter never reads
+//! half a file.
 //!
 //! The text is written by hand: a dozen gauges with one sample each need no registry, and
 //! the library keeps no dependency that only this file would use.
@@ -12,15 +13,11 @@
 use std::fmt::{Display, Write as _};
 use std::io;
 use std::path::Path;
-use std::time::Duration;
 
 use partitions::io::FileStore;
 use serde::{Deserialize, Serialize};
 
-use crate::agent::BootCheck;
-use crate::daemon::Poll;
 use crate::error::Error;
-use crate::install::WriteReport;
 use crate::SlotId;
 
 /// The file of last known values, beside the state file.
@@ -74,14 +71,20 @@ pub struct BootCheckRecord {
     pub outcome: String,
 }
 
-/// Something that changes the metrics.
-pub enum Event<'a> {
-    Poll(&'a crate::Result<Poll>),
-    Install {
-        duration: Duration,
-        report: &'a WriteReport,
+/// Something that changes the metrics, as plain values: the daemon and the agent turn
+/// their outcomes into one, so this module knows neither.
+pub enum Event {
+    /// A poll of the daemon: what it decided (`installed`, `up-to-date`, `not-modified`,
+    /// `skipped`, `reboot-pending` or `error`) and why (the refusal code of a skip, the
+    /// error code of a failure, else empty).
+    Poll {
+        decision: &'static str,
+        reason: String,
     },
-    BootCheck(&'a crate::Result<BootCheck>),
+    /// A successful install.
+    Install(InstallRecord),
+    /// A boot-check: its `outcome` as `boot-check --json` names it, or `error`.
+    BootCheck { outcome: &'static str },
     /// Only the booted slot or the floor may have changed (a rollback).
     Refresh,
 }
@@ -112,56 +115,24 @@ impl Recorded {
     }
 
     /// Takes `event`, seen at `now` (Unix seconds), into the values.
-    pub fn apply(&mut self, event: Event<'_>, now: i64) {
+    pub fn apply(&mut self, event: Event, now: i64) {
         match event {
-            Event::Poll(result) => {
-                let (decision, reason) = poll_labels(result);
+            Event::Poll { decision, reason } => {
                 self.poll = Some(PollRecord {
                     time: now,
                     decision: decision.into(),
                     reason,
                 });
             }
-            Event::Install { duration, report } => {
-                self.install = Some(InstallRecord {
-                    duration_seconds: duration.as_secs_f64(),
-                    bytes_fetched: report.bytes_read,
-                    bytes_reused: report.bytes_reused,
-                    bytes_reused_in_place: report.bytes_reused_in_place,
-                    bundle_bytes: report.bundle_bytes,
-                });
-            }
-            Event::BootCheck(result) => {
+            Event::Install(record) => self.install = Some(record),
+            Event::BootCheck { outcome } => {
                 self.boot_check = Some(BootCheckRecord {
                     time: now,
-                    outcome: result.as_ref().map_or("error", outcome).into(),
+                    outcome: outcome.into(),
                 });
             }
             Event::Refresh => {}
         }
-    }
-}
-
-/// The `decision` and `reason` labels of a poll.
-fn poll_labels(result: &crate::Result<Poll>) -> (&'static str, String) {
-    match result {
-        Ok(Poll::Installed(_)) => ("installed", String::new()),
-        Ok(Poll::UpToDate { .. }) => ("up-to-date", String::new()),
-        Ok(Poll::NotModified) => ("not-modified", String::new()),
-        Ok(Poll::Skipped(refusal)) => ("skipped", refusal.code().into()),
-        Ok(Poll::RebootPending { .. }) => ("reboot-pending", String::new()),
-        Err(error) => ("error", error.code().into()),
-    }
-}
-
-/// The `outcome` of a boot-check, as `boot-check --json` names it.
-fn outcome(check: &BootCheck) -> &'static str {
-    match check {
-        BootCheck::Nothing { .. } => "nothing",
-        BootCheck::Committed { .. } => "committed",
-        BootCheck::RolledBack { .. } => "rolled-back",
-        BootCheck::FirmwareRolledBack { .. } => "firmware-rolled-back",
-        BootCheck::UnrecordedTrial { .. } => "unrecorded-trial",
     }
 }
 
@@ -314,13 +285,18 @@ pub fn write_textfile(path: &Path, text: &str) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon::{poll_event, Poll};
     use crate::error::Refusal;
+    use crate::install::WriteReport;
+    use crate::installing::install_event;
+    use crate::lifecycle::{boot_check_event, BootCheck};
     use partitions::io::MemFs;
+    use std::time::Duration;
 
     fn recorded() -> Recorded {
         let mut recorded = Recorded::default();
         let skipped = Ok(Poll::Skipped(Refusal::NothingStaged));
-        recorded.apply(Event::Poll(&skipped), 1_700_000_000);
+        recorded.apply(poll_event(&skipped), 1_700_000_000);
         let report = WriteReport {
             bytes_read: 1234,
             bytes_reused: 1 << 20,
@@ -329,14 +305,11 @@ mod tests {
             ..WriteReport::default()
         };
         recorded.apply(
-            Event::Install {
-                duration: Duration::from_millis(2500),
-                report: &report,
-            },
+            install_event(Duration::from_millis(2500), &report),
             1_700_000_100,
         );
         let check = Ok(BootCheck::Nothing { booted: SlotId::B });
-        recorded.apply(Event::BootCheck(&check), 1_700_000_200);
+        recorded.apply(boot_check_event(&check), 1_700_000_200);
         recorded
     }
 
@@ -473,7 +446,7 @@ mod tests {
         let failed = Err(Error::Busy {
             holder: "pid 1".into(),
         });
-        recorded.apply(Event::Poll(&failed), 5);
+        recorded.apply(poll_event(&failed), 5);
         let poll = recorded.poll.clone().unwrap();
         assert_eq!(
             (poll.decision.as_str(), poll.reason.as_str()),

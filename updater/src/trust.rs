@@ -29,7 +29,7 @@ use partitions::io::FileStore;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Refusal, Result};
 use crate::state::AgentState;
 
 /// The newest verified root, kept beside the state file.
@@ -146,6 +146,28 @@ impl Counters {
         newer
     }
 
+    /// Refuses a security version below the floor; `force` (rollback only) overrides it
+    /// with a warning.
+    pub fn check_floor(&self, security_version: u64, force: bool) -> Result<()> {
+        if security_version >= self.security_floor {
+            return Ok(());
+        }
+        if force {
+            tracing::warn!(
+                security_version,
+                floor = self.security_floor,
+                "going below the security floor (--force)"
+            );
+            return Ok(());
+        }
+        Err(Refusal::BelowSecurityFloor {
+            offered: security_version,
+            floor: self.security_floor,
+            kept_in: self.floor_source.to_string(),
+        }
+        .into())
+    }
+
     /// The time to check expiry against: the wall clock, but never before a time this node
     /// has seen signed.
     pub fn now(&self, wall_clock: OffsetDateTime) -> OffsetDateTime {
@@ -217,14 +239,37 @@ impl TrustStore {
     /// the floor is the higher of `counters.json` and the GPT record, and the lower copy is
     /// raised to it.
     pub fn counters(&self, state: &AgentState) -> Result<Counters> {
-        let read = self.read_counters(state)?;
+        Ok(self.counters_and_writes(state)?.0)
+    }
+
+    /// [`TrustStore::counters`], and whether bringing the copies level wrote anything (a
+    /// later read would then find the copies level and say so in `floor_source`).
+    pub fn counters_and_writes(&self, state: &AgentState) -> Result<(Counters, bool)> {
+        let (counters, save_file) = self.read_counters_file(state)?;
+        self.bring_level(self.level(counters, save_file)?)
+    }
+
+    /// What [`TrustStore::counters`] would give now that `counters`, read earlier in the
+    /// same operation (and stored since whenever they changed), are what `counters.json`
+    /// holds: the floor and its source against the GPT record as it is now, without reading
+    /// the file again.
+    pub fn counters_again(&self, counters: &Counters) -> Result<Counters> {
+        let as_stored = Counters {
+            floor_source: FloorSource::CountersFile,
+            ..counters.clone()
+        };
+        Ok(self.bring_level(self.level(as_stored, false)?)?.0)
+    }
+
+    /// Writes what `read` says is behind; whether it wrote.
+    fn bring_level(&self, read: Read) -> Result<(Counters, bool)> {
         if read.raise_record {
             self.floor_record.raise(read.counters.security_floor)?;
         }
         if read.save_file {
             self.save_counters(&read.counters)?;
         }
-        Ok(read.counters)
+        Ok((read.counters, read.raise_record || read.save_file))
     }
 
     /// The counters as [`TrustStore::counters`] gives them, without storing anything:
@@ -235,11 +280,17 @@ impl TrustStore {
 
     /// Raises the security floor to `floor` (a commit): the GPT record first, then
     /// `counters.json`, so that a cut in between leaves the higher floor where losing the
-    /// state directory does not lose it; the next read brings the file up to it.
-    pub fn raise_floor(&self, state: &AgentState, floor: u64) -> Result<()> {
+    /// state directory does not lose it; the next read brings the file up to it. `counters`
+    /// gives the counters as [`TrustStore::counters`] read them, and is called only once
+    /// the record is raised (a first read, which may store what it rebuilt, comes after).
+    pub fn raise_floor<'c>(
+        &self,
+        floor: u64,
+        counters: impl FnOnce() -> Result<&'c mut Counters>,
+    ) -> Result<()> {
         self.floor_record.raise(floor)?;
         fail::fail_point!("boot-check::after-floor-record");
-        self.update(state, |counters| {
+        self.update(counters()?, |counters| {
             let raised = floor > counters.security_floor;
             counters.security_floor = counters.security_floor.max(floor);
             raised
@@ -249,7 +300,12 @@ impl TrustStore {
     /// The counters with the floor taken from the higher of the file (or its rebuild) and
     /// the GPT record.
     fn read_counters(&self, state: &AgentState) -> Result<Read> {
-        let (mut counters, save_file) = self.read_counters_file(state)?;
+        let (counters, save_file) = self.read_counters_file(state)?;
+        self.level(counters, save_file)
+    }
+
+    /// `counters` (from the file, or rebuilt: `save_file`) against the GPT record.
+    fn level(&self, mut counters: Counters, save_file: bool) -> Result<Read> {
         let recorded = self.floor_record.read()?;
         let file_behind = recorded > counters.security_floor;
         if file_behind {
@@ -297,15 +353,15 @@ impl TrustStore {
         Ok((Counters::rebuilt_from(state), true))
     }
 
-    /// Applies `change` to the counters and stores them when it says it changed something.
+    /// Applies `change` to `counters` (as read by [`TrustStore::counters`]) and stores them
+    /// when it says it changed something.
     pub fn update(
         &self,
-        state: &AgentState,
+        counters: &mut Counters,
         change: impl FnOnce(&mut Counters) -> bool,
     ) -> Result<()> {
-        let mut counters = self.counters(state)?;
-        if change(&mut counters) {
-            self.save_counters(&counters)?;
+        if change(counters) {
+            self.save_counters(counters)?;
         }
         Ok(())
     }
@@ -357,16 +413,17 @@ impl TrustStore {
         Ok(walk.root)
     }
 
-    /// Walks the rotation chain from the trusted root with `fetch`, storing every root as
-    /// soon as it verifies, and returns the newest if it has not expired at `now`. A chain
-    /// longer than one walk may take is continued on the next call.
+    /// Walks the rotation chain from `trusted` (as [`TrustStore::trusted_root`] read it)
+    /// with `fetch`, storing every root as soon as it verifies, and returns the newest if it
+    /// has not expired at `now`. A chain longer than one walk may take is continued on the
+    /// next call.
     pub fn walk(
         &self,
+        trusted: &Verified<Root>,
         repository: &str,
         mut fetch: impl FnMut(u64) -> Result<Option<Vec<u8>>>,
         now: OffsetDateTime,
     ) -> Result<Verified<Root>> {
-        let trusted = self.trusted_root()?;
         let name = format!("{repository}: root chain");
         let walk = walk_chain(
             trusted.bytes(),
@@ -464,7 +521,10 @@ mod tests {
     fn the_higher_copy_of_the_floor_wins_and_the_lower_is_raised() {
         let state = AgentState::default();
         let (store, record) = store_on_a_new_disk();
-        store.raise_floor(&state, 5).unwrap();
+        let mut read = None;
+        store
+            .raise_floor(5, || Ok(read.insert(store.counters(&state)?)))
+            .unwrap();
         assert_eq!(record.read().unwrap(), 5);
         let counters = store.counters(&state).unwrap();
         assert_eq!(
@@ -506,9 +566,38 @@ mod tests {
             (8, FloorSource::CountersFile)
         );
         assert_eq!(record.read().unwrap(), 8);
-        store.raise_floor(&state, 6).unwrap();
+        let mut read = None;
+        store
+            .raise_floor(6, || Ok(read.insert(store.counters(&state)?)))
+            .unwrap();
         assert_eq!(store.counters(&state).unwrap().security_floor, 8);
         assert_eq!(record.read().unwrap(), 8);
+    }
+
+    #[test]
+    fn counters_read_again_see_the_copies_the_first_read_levelled() {
+        let state = AgentState::default();
+        let (store, record) = store_on_a_new_disk();
+        record.raise(5).unwrap();
+        let (first, wrote) = store.counters_and_writes(&state).unwrap();
+        assert!(wrote, "the missing file was not stored");
+        assert_eq!(
+            (first.security_floor, first.floor_source),
+            (5, FloorSource::GptEntries([2, 3]))
+        );
+        let again = store.counters_again(&first).unwrap();
+        assert_eq!(
+            (again.security_floor, again.floor_source),
+            (5, FloorSource::CountersFileAndGpt([2, 3]))
+        );
+        assert_eq!(
+            (again.security_floor, again.floor_source),
+            {
+                let read = store.counters(&state).unwrap();
+                (read.security_floor, read.floor_source)
+            },
+            "not what reading the file again gives"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 mod attacks;
 mod delta;
 mod loopback;
+mod reads;
 mod reports;
 mod resume;
 mod rollout;

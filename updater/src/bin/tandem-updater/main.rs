@@ -12,7 +12,9 @@ use updater::config::DEFAULT_CONFIG_PATH;
 use updater::daemon::Daemon;
 use updater::error::chain;
 use updater::state::Phase;
-use updater::{Agent, AgentConfig, BootCheck, InstallOptions, InstallRequest, Source};
+use updater::{
+    Agent, AgentConfig, BootCheck, InstallOptions, InstallRequest, NodeSnapshot, Source,
+};
 
 #[derive(Parser)]
 #[command(
@@ -144,7 +146,9 @@ fn run(cli: &Cli) -> updater::Result<ExitCode> {
             print(cli.json, &outcome, &text);
         }
         Cmd::BootCheck => {
-            let check = agent.boot_check()?;
+            // One snapshot for the check and its report: the state is read once.
+            let mut snapshot = NodeSnapshot::default();
+            let check = agent.boot_check_in(&mut snapshot)?;
             let text = match &check {
                 BootCheck::Nothing { booted } => format!("slot {booted}: no update in trial"),
                 BootCheck::Committed {
@@ -174,7 +178,7 @@ fn run(cli: &Cli) -> updater::Result<ExitCode> {
             };
             print(cli.json, &check, &text);
             if let Some(server) = agent.config().server.clone() {
-                Daemon::new(&agent, server)?.report_boot_check(&check);
+                Daemon::new(&agent, server)?.report_boot_check_in(&mut snapshot, &check);
             }
             if !matches!(
                 check,
