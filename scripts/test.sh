@@ -50,6 +50,15 @@ pg_tools || { echo "test.sh: PostgreSQL (initdb) is still missing after install"
 scripts/realboot-deps.sh >/dev/null
 
 cargo fmt --all -- --check
+# The architecture's invariants that a tool can check (ARCHITECTURE.md): no import circle
+# between the files of a crate, the node's agent links the format crate and never the signer
+# (nor its HSM crate), the server links neither.
+python3 scripts/import-cycles.py
+links() { cargo tree --locked -p "$1" -e normal --prefix none | grep -q "^$2 v"; }
+for forbidden in "updater signer" "updater cryptoki" "server signer" "server bundle"; do
+  set -- $forbidden
+  if links "$1" "$2"; then echo "test.sh: $1 links $2 (ARCHITECTURE.md forbids it)" >&2; exit 1; fi
+done
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The fuzz targets are not a workspace member (scripts/fuzz.sh runs them): keep them compiling
 # against the libraries' current API.
