@@ -13,7 +13,7 @@ SIGNER=$ROOT/target/debug/tandem-signer
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 cd "$WORK"
-for t in bundle_head manifest signature_block root channel grubenv gpt range report pause; do
+for t in bundle_head manifest signature_block root channel grubenv gpt range report pause route; do
     mkdir -p "$SEEDS/$t"
 done
 
@@ -92,6 +92,14 @@ i=0
 for h in 'bytes=0-99' 'bytes=100-' 'bytes=-500' 'Bytes = 5-5' 'bytes=0-1,5-6' 'bytes=-0'; do
     { python3 -c 'import sys; sys.stdout.buffer.write((1000).to_bytes(8, "little"))'; printf '%s' "$h"; } \
         >"$SEEDS/range/$i"
+    i=$((i + 1))
+done
+
+# Request paths, one of each route.
+i=0
+for p in / /dashboard.js /metrics /v1/reports /v1/channels/stable/status /v1/channels/stable/pause \
+    /3.root.json /root.json /channels/stable.json /bundles/acme-2.0.0.tandem /v1/channels/a%2Fb/resume; do
+    printf '%s' "$p" >"$SEEDS/route/$i"
     i=$((i + 1))
 done
 

@@ -54,11 +54,16 @@ cargo fmt --all -- --check
 # between the files of a crate, the node's agent links the format crate and never the signer
 # (nor its HSM crate), the server links neither.
 python3 scripts/import-cycles.py
-links() { cargo tree --locked -p "$1" -e normal --prefix none | grep -q "^$2 v"; }
-for forbidden in "updater signer" "updater cryptoki" "server signer" "server bundle"; do
-  set -- $forbidden
-  if links "$1" "$2"; then echo "test.sh: $1 links $2 (ARCHITECTURE.md forbids it)" >&2; exit 1; fi
-done
+forbid_link() {  # CRATE DEPENDENCY
+  if cargo tree --locked -p "$1" -e normal --prefix none | grep -q "^$2 v"; then
+    echo "test.sh: $1 links $2 (ARCHITECTURE.md forbids it)" >&2
+    exit 1
+  fi
+}
+forbid_link updater signer
+forbid_link updater cryptoki
+forbid_link server signer
+forbid_link server bundle
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The fuzz targets are not a workspace member (scripts/fuzz.sh runs them): keep them compiling
 # against the libraries' current API.
