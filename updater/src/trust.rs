@@ -281,16 +281,21 @@ impl TrustStore {
     /// Raises the security floor to `floor` (a commit): the GPT record first, then
     /// `counters.json`, so that a cut in between leaves the higher floor where losing the
     /// state directory does not lose it; the next read brings the file up to it. `counters`
-    /// gives the counters as [`TrustStore::counters`] read them, and is called only once
-    /// the record is raised (a first read, which may store what it rebuilt, comes after).
+    /// gives the counters as [`TrustStore::counters`] read them; it is called before the
+    /// record is raised (a first read may store what it rebuilt, at the floor as it stood,
+    /// which a cut there leaves as it was before the commit).
     pub fn raise_floor<'c>(
         &self,
         floor: u64,
         counters: impl FnOnce() -> Result<&'c mut Counters>,
     ) -> Result<()> {
+        // The counters are read (and levelled with the record as it stands) before the record
+        // is raised: a commit's own raise is not a counters file left behind, and logging it
+        // as one would tell an operator of a healthy node that its state was lost.
+        let counters = counters()?;
         self.floor_record.raise(floor)?;
         fail::fail_point!("boot-check::after-floor-record");
-        self.update(counters()?, |counters| {
+        self.update(counters, |counters| {
             let raised = floor > counters.security_floor;
             counters.security_floor = counters.security_floor.max(floor);
             raised

@@ -234,6 +234,10 @@ fn an_expired_channel_is_refused_with_its_expiry_and_a_fix() {
 fn log_lists_each_channel_and_the_bundles_it_no_longer_names() {
     let n = Node::new();
     n.publish("v2.tandem");
+    // Every bundle named by a channel: the text has no empty list of others.
+    let log = ["log", "--repo", "repo", "--root", "root.json"];
+    let text = stdout_of(&n.s.run("tandem-signer", &log, 0));
+    assert!(!text.contains("no listed channel names"), "{text}");
     n.sign("3.0.0", 3, 3, "v3.tandem");
     n.publish("v3.tandem");
     let json = stdout_of(&n.s.run(

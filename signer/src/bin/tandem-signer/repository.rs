@@ -162,7 +162,7 @@ fn print_log(repo: &str, found: &RepoLog) -> Result<()> {
     for c in &found.channels {
         print_channel(c)?;
     }
-    if let Some(others) = &found.other_bundles {
+    if let Some(others) = found.other_bundles.as_ref().filter(|o| !o.is_empty()) {
         outln!("bundles no listed channel names ({}):", others.len());
         for b in others {
             match b {
