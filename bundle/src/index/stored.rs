@@ -254,4 +254,54 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn a_tail_becomes_the_image_chunks_only_when_its_bytes_hash_as_signed() {
+        let record = Record {
+            sha256: Sha256Digest::of(&[7u8; 4096]),
+            raw_len: 4096,
+            frame_len: 100,
+        };
+        let index = record::encode(&[record]).unwrap();
+        let mut bytes = b"dict".to_vec();
+        bytes.extend_from_slice(&index);
+        let image = IndexedImage {
+            image_size: 4096,
+            chunking: Chunking::fixed(4096),
+            count: 1,
+            index_sha256: Sha256Digest::of(&index),
+            dictionary_sha256: Some(Sha256Digest::of(b"dict")),
+        };
+        let chunks_of = |bytes: &[u8], next_offset: &mut u64| {
+            let tail = Tail {
+                bytes: Cow::Owned(bytes.to_vec()),
+                dictionary_len: 4,
+                file_len: 0,
+            };
+            image_chunks(&image, tail, next_offset, 1 << 20)
+        };
+        let mut next_offset = 0;
+        let image_chunks = chunks_of(&bytes, &mut next_offset).unwrap();
+        let frame = StoredFrame {
+            offset: 0,
+            length: 100,
+        };
+        let chunk = Chunk::new(0, 0, 4096, record.sha256, Some(frame)).unwrap();
+        assert_eq!(image_chunks.chunks, [chunk]);
+        assert_eq!(image_chunks.dictionary.as_deref(), Some(&b"dict"[..]));
+        assert_eq!(
+            (image_chunks.count, image_chunks.chunking, next_offset),
+            (1, Chunking::fixed(4096), 100)
+        );
+        // Each region's bytes are held to the hash the manifest signed.
+        for (at, field) in [(bytes.len() - 1, "index"), (0, "dictionary")] {
+            let mut flipped = bytes.clone();
+            flipped[at] ^= 1;
+            match chunks_of(&flipped, &mut 0) {
+                Err(FormatError::Field { field: f, .. }) => assert_eq!(f, field),
+                Err(other) => panic!("byte {at} flipped: {other:?}"),
+                Ok(_) => panic!("byte {at} flipped, and the tail was taken"),
+            }
+        }
+    }
 }
