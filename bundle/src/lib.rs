@@ -8,8 +8,9 @@
 //! - [`schema`]: the typed documents: [`Root`], [`Channel`], [`Manifest`] and their wire forms.
 //! - [`verify`]: the only module that can build a [`Verified`] value (root chain, channel, bundle).
 //! - [`header`] (the fixed header codec), [`head`] (a bundle's head read whole or by ranges,
-//!   and its manifest region parsed), [`index`] (the binary chunk index, decoded record by
-//!   record), [`frame`] (the checks every stored zstd frame passes), [`chunks`] (decoding and
+//!   and its manifest region parsed), [`index`] (how a stored chunk list
+//!   becomes the [`Chunk`] list: the binary index record by record, or the JSON entries),
+//!   [`frame`] (the checks every stored zstd frame passes), [`chunks`] (decoding and
 //!   hash-checking frames, extraction).
 //! - [`chunking`]: where chunks are cut (fixed blocks or FastCDC on 4 KiB boundaries), shared
 //!   by the signer and by a node indexing its own slots for reuse.

@@ -1,18 +1,19 @@
 //! The bundle manifest (FORMAT §3): what the image is and where each chunk's zstd frame lies.
 
-use std::borrow::Cow;
-use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::chunking::{Chunking, ALIGN};
+use crate::chunking::Chunking;
 use crate::digest::Sha256Digest;
 use crate::error::{FormatError, Section};
 use crate::header::{FORMAT_VERSION, FORMAT_VERSION_INDEX};
-use crate::index::{self, Record};
+use crate::index::{
+    build_chunks, check_dictionary_size, check_region_size, image_chunks, Chunk, ChunkDoc,
+    ImageChunks, IndexedImage, Tail,
+};
 use crate::keys::KeyId;
 use crate::limits::{Limits, MIN_CHUNK_SIZE};
 use crate::role::{Role, RoleKind};
@@ -81,28 +82,6 @@ pub struct IndexDoc {
     pub count: u64,
     pub sha256: Sha256Digest,
     pub size: u64,
-}
-
-/// The dictionary and stored index of a version 3 bundle, as read after its payload, and the
-/// length of the file they were read from. Owned bytes are released as the index is
-/// decompressed ([`index::decode`]).
-#[derive(Debug, Clone)]
-pub struct Tail<'a> {
-    /// The dictionary, then the index.
-    pub bytes: Cow<'a, [u8]>,
-    /// The dictionary's length (the index follows it).
-    pub dictionary_len: usize,
-    /// The length of the whole bundle file.
-    pub file_len: u64,
-}
-
-impl Tail<'_> {
-    fn dictionary(&self) -> &[u8] {
-        self.bytes.get(..self.dictionary_len).unwrap_or_default()
-    }
-    fn index(&self) -> &[u8] {
-        self.bytes.get(self.dictionary_len..).unwrap_or_default()
-    }
 }
 
 /// Wire form of one boot asset (FORMAT §3.1).
@@ -221,115 +200,6 @@ impl Asset {
     /// Its chunks, in order (frames in the payload after the image's).
     pub fn chunks(&self) -> &[Chunk] {
         &self.chunks
-    }
-}
-
-/// One chunk entry: `{length, offset, sha256}` for a stored frame, `{sha256, zero: true}` else.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-// The wire form: each field is the JSON member of the same name (FORMAT §3).
-#[allow(missing_docs)]
-pub struct ChunkDoc {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub length: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub offset: Option<u64>,
-    pub sha256: Sha256Digest,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub zero: Option<bool>,
-}
-
-/// Where a chunk's zstd frame lies, relative to the start of the payload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StoredFrame {
-    /// Offset from the payload start.
-    pub offset: u64,
-    /// Frame length in bytes.
-    pub length: u64,
-}
-
-/// One chunk of the raw image or of an asset. A format 3 manifest holds one per 4 KiB or more
-/// of image, so the record is kept small: 60 bytes (32-bit index and lengths, a frame length
-/// of 0 for "no frame", 4-byte alignment).
-#[derive(Clone, Copy, PartialEq, Eq)]
-#[repr(C, packed(4))]
-pub struct Chunk {
-    sha256: Sha256Digest,
-    image_offset: u64,
-    frame_offset: u64,
-    index: u32,
-    len: u32,
-    /// 0 for an all-zero chunk, which has no frame (a stored frame is never empty).
-    frame_length: u32,
-}
-
-impl Chunk {
-    /// Chunk `index` of its stream, `len` raw bytes at `image_offset`, hashing to `sha256`,
-    /// stored in `frame` (`None`: all zeros, not stored). `None` when the index or the frame's
-    /// length does not fit in 32 bits, or the frame is empty.
-    pub fn new(
-        index: u64,
-        image_offset: u64,
-        len: u32,
-        sha256: Sha256Digest,
-        frame: Option<StoredFrame>,
-    ) -> Option<Chunk> {
-        let (frame_offset, frame_length) = match frame {
-            Some(f) => (f.offset, u32::try_from(f.length).ok().filter(|&n| n > 0)?),
-            None => (0, 0),
-        };
-        Some(Chunk {
-            sha256,
-            image_offset,
-            frame_offset,
-            index: u32::try_from(index).ok()?,
-            len,
-            frame_length,
-        })
-    }
-    /// Position in its stream (the image's or an asset's chunks).
-    pub fn index(&self) -> u64 {
-        u64::from(self.index)
-    }
-    /// Offset of the chunk in the raw image (or asset).
-    pub fn image_offset(&self) -> u64 {
-        self.image_offset
-    }
-    /// Raw length in bytes (never 0: no `is_empty`).
-    #[allow(clippy::len_without_is_empty)]
-    pub fn len(&self) -> u32 {
-        self.len
-    }
-    /// SHA-256 of the raw bytes.
-    pub fn sha256(&self) -> Sha256Digest {
-        self.sha256
-    }
-    /// The frame, or `None` for an all-zero chunk that is not stored.
-    pub fn frame(&self) -> Option<StoredFrame> {
-        (self.frame_length != 0).then_some(StoredFrame {
-            offset: self.frame_offset,
-            length: u64::from(self.frame_length),
-        })
-    }
-    /// Whether this is an all-zero chunk (no frame).
-    pub fn is_zero(&self) -> bool {
-        self.frame_length == 0
-    }
-    /// Offset just past the chunk in the raw image.
-    pub fn end(&self) -> u64 {
-        self.image_offset + u64::from(self.len)
-    }
-}
-
-impl std::fmt::Debug for Chunk {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Chunk")
-            .field("index", &self.index())
-            .field("image_offset", &self.image_offset())
-            .field("len", &self.len())
-            .field("sha256", &self.sha256())
-            .field("frame", &self.frame())
-            .finish()
     }
 }
 
@@ -507,14 +377,6 @@ impl Manifest {
     }
 }
 
-/// The image's chunks and how they were cut and compressed.
-struct ImageChunks {
-    chunking: Chunking,
-    count: u64,
-    chunks: Vec<Chunk>,
-    dictionary: Option<Arc<[u8]>>,
-}
-
 /// Versions 1 and 2: JSON entries of fixed-size chunks (FORMAT §3); no version 3 field.
 fn json_image(
     doc: &ManifestDoc,
@@ -613,30 +475,15 @@ fn indexed_image(
     let expected = header.payload_offset() + payload_size + header.tail_len();
     check_file_len(expected, tail.file_len)?;
     // Sizes were checked above; the bytes now, before the index is decompressed.
-    check_region_hash("index", index.sha256, tail.index())?;
-    if let Some(d) = &doc.dictionary {
-        check_region_hash("dictionary", d.sha256, tail.dictionary())?;
-    }
-    let dictionary = doc
-        .dictionary
-        .as_ref()
-        .map(|_| Arc::from(tail.dictionary()));
-    let records = index::decode(tail.bytes, tail.dictionary_len, index.count)?;
-    let max_frame_raw = u64::from(limits.max_chunk_size);
-    let chunks = indexed_chunks(
-        records,
-        index.count,
-        doc.image.size,
-        chunking,
-        next_offset,
-        max_frame_raw,
-    )?;
-    Ok(ImageChunks {
+    let image = IndexedImage {
+        image_size: doc.image.size,
         chunking,
         count: index.count,
-        chunks,
-        dictionary,
-    })
+        index_sha256: index.sha256,
+        dictionary_sha256: doc.dictionary.as_ref().map(|d| d.sha256),
+    };
+    let max_frame_raw = u64::from(limits.max_chunk_size);
+    image_chunks(&image, tail, next_offset, max_frame_raw)
 }
 
 /// Where the image's frames end when its index is not at hand (a signing request carries only
@@ -670,170 +517,6 @@ pub(crate) fn check_file_len(expected: u64, actual: u64) -> Result<(), FormatErr
     }
 }
 
-/// A region after the payload: its signed size (none: 0) must be the header's length.
-fn check_region_size(
-    field: &str,
-    signed_size: Option<u64>,
-    header_len: u32,
-) -> Result<(), FormatError> {
-    let size = signed_size.unwrap_or(0);
-    if size != u64::from(header_len) {
-        return Err(FormatError::field(
-            Section::Manifest,
-            field,
-            format!("size {size}, but the header says {header_len} bytes are stored"),
-        ));
-    }
-    Ok(())
-}
-
-/// FORMAT §3.2: the `dictionary` member is present exactly when the header's D > 0, and then
-/// names D bytes (a member of size 0 over no stored bytes is refused, not taken for none).
-fn check_dictionary_size(signed_size: Option<u64>, header_len: u32) -> Result<(), FormatError> {
-    if signed_size.is_some() && header_len == 0 {
-        return Err(FormatError::field(
-            Section::Manifest,
-            "dictionary",
-            "present, but the header stores none (D = 0): the member is present exactly when D > 0",
-        ));
-    }
-    check_region_size("dictionary", signed_size, header_len)
-}
-
-/// A region after the payload: its stored bytes must hash to the signed digest.
-fn check_region_hash(field: &str, sha256: Sha256Digest, bytes: &[u8]) -> Result<(), FormatError> {
-    let actual = Sha256Digest::of(bytes);
-    if actual != sha256 {
-        return Err(FormatError::field(
-            Section::Manifest,
-            field,
-            format!(
-                "the stored bytes hash to {}, the manifest says {}",
-                actual.to_hex(),
-                sha256.to_hex()
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// FORMAT §3.2: the records tile the image in order; every chunk but the last is a multiple of
-/// 4 KiB between `min` and `max` (the last at most `max`). A record's frame length says where
-/// its bytes are: 0, nowhere (all zeros); [`index::CONTINUED`], in the frame the record before
-/// it is in; any other, in a new frame of that length, contiguous from `next_offset`. A frame's
-/// chunks decompress to at most `max_frame_raw` bytes, from a frame within zstd's bound.
-fn indexed_chunks(
-    records: impl Iterator<Item = Result<Record, FormatError>>,
-    count: u64,
-    image_size: u64,
-    chunking: Chunking,
-    next_offset: &mut u64,
-    max_frame_raw: u64,
-) -> Result<Vec<Chunk>, FormatError> {
-    let mut zeros = ZeroDigests::default();
-    // Within the limit the manifest's count was checked against.
-    let mut chunks: Vec<Chunk> = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
-    let mut image_offset = 0u64;
-    // The open frame and the raw bytes of its chunks so far.
-    let mut open: Option<(StoredFrame, u64)> = None;
-    for (i, record) in records.enumerate() {
-        let record = record?;
-        let bad =
-            |reason: String| FormatError::field(Section::Index, format!("record {i}"), reason);
-        let len = record.raw_len;
-        let last = i as u64 + 1 == count;
-        let sized =
-            len >= 1 && len <= chunking.max && (last || (len >= chunking.min && len % ALIGN == 0));
-        if !sized {
-            return Err(bad(format!("raw length {len} breaks {chunking}")));
-        }
-        let zero = zeros.of(len);
-        if record.frame_len != index::CONTINUED {
-            close_frame(open.take()).map_err(bad)?;
-        }
-        let frame = match record.frame_len {
-            0 if record.sha256 != zero => {
-                return Err(bad("zero chunk whose sha256 is not that of zeros".into()))
-            }
-            0 => None,
-            _ if record.sha256 == zero => {
-                return Err(bad("stored chunk whose sha256 is that of zeros".into()))
-            }
-            index::CONTINUED => {
-                let (frame, raw) = open
-                    .as_mut()
-                    .ok_or_else(|| bad("continues a frame, but follows no stored chunk".into()))?;
-                *raw += u64::from(len);
-                Some(*frame)
-            }
-            n => {
-                let frame = StoredFrame {
-                    offset: *next_offset,
-                    length: u64::from(n),
-                };
-                *next_offset += u64::from(n);
-                open = Some((frame, u64::from(len)));
-                Some(frame)
-            }
-        };
-        if open.is_some_and(|(_, raw)| raw > max_frame_raw) {
-            return Err(bad(format!(
-                "its frame holds more than {max_frame_raw} raw bytes"
-            )));
-        }
-        let chunk =
-            Chunk::new(i as u64, image_offset, len, record.sha256, frame).ok_or_else(|| {
-                bad(format!(
-                    "beyond the {} chunks a manifest can list",
-                    u32::MAX
-                ))
-            })?;
-        chunks.push(chunk);
-        image_offset += u64::from(len);
-    }
-    close_frame(open).map_err(|reason| FormatError::field(Section::Index, "last frame", reason))?;
-    if image_offset != image_size {
-        return Err(FormatError::field(
-            Section::Index,
-            "",
-            format!("the chunks cover {image_offset} bytes, the image has {image_size}"),
-        ));
-    }
-    Ok(chunks)
-}
-
-/// A frame's length must be within zstd's bound of the raw bytes it holds.
-fn close_frame(open: Option<(StoredFrame, u64)>) -> Result<(), String> {
-    match open {
-        Some((frame, raw)) if frame.length > max_frame_len_u64(raw) => Err(format!(
-            "frame length {} above {} for {raw} raw bytes",
-            frame.length,
-            max_frame_len_u64(raw)
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// The consecutive chunks of one piece of a stream: one all-zero chunk, or every chunk of
-/// one frame (FORMAT §3.2: several in version 3, one before). A frame's chunks are contiguous
-/// in the image, so a piece decompresses to one contiguous range of it.
-pub fn pieces(chunks: &[Chunk]) -> impl Iterator<Item = &[Chunk]> {
-    chunks.chunk_by(|a, b| !a.is_zero() && a.frame() == b.frame())
-}
-
-/// SHA-256 of `n` zero bytes, computed once per length.
-#[derive(Default)]
-struct ZeroDigests(HashMap<u32, Sha256Digest>);
-
-impl ZeroDigests {
-    fn of(&mut self, n: u32) -> Sha256Digest {
-        *self
-            .0
-            .entry(n)
-            .or_insert_with(|| Sha256Digest::of_zeros(u64::from(n)))
-    }
-}
-
 fn check_chunk_size(cs: u32, limits: &Limits) -> Result<(), FormatError> {
     if !cs.is_power_of_two() || cs < MIN_CHUNK_SIZE || cs > limits.max_chunk_size {
         return Err(FormatError::field(
@@ -846,69 +529,6 @@ fn check_chunk_size(cs: u32, limits: &Limits) -> Result<(), FormatError> {
         ));
     }
     Ok(())
-}
-
-/// Number of chunks of an image: `ceil(size / chunk_size)`.
-pub(crate) fn chunk_count(size: u64, chunk_size: u32) -> u64 {
-    size.div_ceil(u64::from(chunk_size))
-}
-
-/// Largest frame a chunk of `len` raw bytes may have (zstd's compress bound).
-pub fn max_frame_len(len: u32) -> u64 {
-    max_frame_len_u64(u64::from(len))
-}
-
-/// [`max_frame_len`] of `raw` bytes, saturating where `usize` ends.
-fn max_frame_len_u64(raw: u64) -> u64 {
-    usize::try_from(raw).map_or(u64::MAX, |n| zstd::zstd_safe::compress_bound(n) as u64)
-}
-
-/// Chunks of one stream (the image or an asset) of `size` bytes; frames continue at
-/// `next_offset`, which is left at the end of the last frame (FORMAT §3: contiguous).
-fn build_chunks(
-    entries: &[ChunkDoc],
-    size: u64,
-    cs: u32,
-    field: &str,
-    next_offset: &mut u64,
-    limits: &Limits,
-) -> Result<Vec<Chunk>, FormatError> {
-    let count = chunk_count(size, cs);
-    if count > limits.max_chunk_count || count != entries.len() as u64 {
-        return Err(FormatError::field(
-            Section::Manifest,
-            field,
-            format!(
-                "{} entries; {size} bytes in chunks of {cs} need {count} (limit {})",
-                entries.len(),
-                limits.max_chunk_count
-            ),
-        ));
-    }
-    let zero_full = Sha256Digest::of_zeros(u64::from(cs));
-    let mut chunks = Vec::with_capacity(entries.len());
-    for (i, entry) in entries.iter().enumerate() {
-        let index = i as u64;
-        let image_offset = index * u64::from(cs);
-        // Fits in u32: at most `cs`.
-        let len = (size - image_offset).min(u64::from(cs)) as u32;
-        let zero = if len == cs {
-            zero_full
-        } else {
-            Sha256Digest::of_zeros(u64::from(len))
-        };
-        let at = format!("{field}[{index}]");
-        let frame = chunk_frame(&at, entry, len, next_offset, &zero)?;
-        let chunk = Chunk::new(index, image_offset, len, entry.sha256, frame).ok_or_else(|| {
-            FormatError::field(
-                Section::Manifest,
-                at,
-                "its index or frame length does not fit in 32 bits",
-            )
-        })?;
-        chunks.push(chunk);
-    }
-    Ok(chunks)
 }
 
 /// FORMAT §3.1: `assets` absent in version 1, present and non-empty in version 2; names
@@ -983,89 +603,4 @@ fn build_assets(
         });
     }
     Ok(assets)
-}
-
-fn chunk_frame(
-    at: &str,
-    e: &ChunkDoc,
-    len: u32,
-    next_offset: &mut u64,
-    zero: &Sha256Digest,
-) -> Result<Option<StoredFrame>, FormatError> {
-    let bad = |reason: String| FormatError::field(Section::Manifest, at, reason);
-    match (e.offset, e.length, e.zero) {
-        (None, None, Some(true)) => {
-            if e.sha256 != *zero {
-                return Err(bad("zero chunk whose sha256 is not that of zeros".into()));
-            }
-            Ok(None)
-        }
-        (Some(_), Some(_), None) if e.sha256 == *zero => Err(bad(
-            "stored chunk whose sha256 is that of zeros: an all-zero chunk MUST use the zero form"
-                .into(),
-        )),
-        (Some(offset), Some(length), None) => {
-            if offset != *next_offset {
-                return Err(bad(format!(
-                    "offset {offset}, frames must be contiguous: expected {next_offset}"
-                )));
-            }
-            if length == 0 || length > max_frame_len(len) {
-                return Err(bad(format!(
-                    "frame length {length} outside 1..={}",
-                    max_frame_len(len)
-                )));
-            }
-            *next_offset = offset
-                .checked_add(length)
-                .ok_or_else(|| bad("offset overflows".into()))?;
-            Ok(Some(StoredFrame { offset, length }))
-        }
-        _ => Err(bad(
-            "needs either `offset` and `length`, or `zero: true`".into()
-        )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn the_dictionary_member_is_present_exactly_when_one_is_stored() {
-        assert!(check_dictionary_size(None, 0).is_ok());
-        assert!(check_dictionary_size(Some(100), 100).is_ok());
-        for (signed, stored) in [(Some(0), 0), (Some(100), 0), (None, 100), (Some(99), 100)] {
-            match check_dictionary_size(signed, stored) {
-                Err(FormatError::Field { field, .. }) => assert_eq!(field, "dictionary"),
-                other => panic!("{signed:?} over D = {stored}: {other:?}"),
-            }
-        }
-    }
-
-    #[test]
-    fn a_chunk_is_60_bytes_and_keeps_what_it_was_given() {
-        assert_eq!(std::mem::size_of::<Chunk>(), 60);
-        let sha256 = Sha256Digest::of(b"x");
-        let frame = StoredFrame {
-            offset: 1 << 40,
-            length: 300,
-        };
-        let c = Chunk::new(7, 1 << 33, 4096, sha256, Some(frame)).unwrap();
-        assert_eq!(
-            (c.index(), c.image_offset(), c.len(), c.sha256(), c.frame()),
-            (7, 1 << 33, 4096, sha256, Some(frame))
-        );
-        assert_eq!(c.end(), (1 << 33) + 4096);
-        assert!(!c.is_zero());
-        let zero = Chunk::new(8, 0, 4096, sha256, None).unwrap();
-        assert!(zero.is_zero() && zero.frame().is_none());
-        let big = |index, length| {
-            Chunk::new(index, 0, 1, sha256, Some(StoredFrame { offset: 0, length }))
-        };
-        assert!(big(1 << 32, 1).is_none(), "index past 32 bits");
-        assert!(big(0, 1 << 32).is_none(), "frame length past 32 bits");
-        assert!(big(0, 0).is_none(), "an empty frame");
-    }
 }

@@ -13,17 +13,16 @@ mod manifest;
 mod names;
 mod root;
 
+pub use crate::index::{max_frame_len, ChunkDoc, Tail};
+pub use crate::index::{pieces, Chunk, StoredFrame};
 pub use crate::keys::Signature;
 pub use channel::{Channel, Release, Rollout};
 pub use channel::{ChannelDoc, ReleaseDoc, RolloutDoc};
 pub(crate) use envelope::parse_signature_block;
 pub use envelope::{encode_envelope, encode_signature_block, parse_envelope, Envelope};
 pub(crate) use manifest::check_file_len;
-pub use manifest::Tail;
-pub use manifest::{
-    check_asset_kinds, max_frame_len, AssetDoc, BlobDoc, ChunkDoc, ImageDoc, IndexDoc, ManifestDoc,
-};
-pub use manifest::{pieces, Asset, AssetKind, Chunk, Manifest, StoredFrame};
+pub use manifest::{check_asset_kinds, AssetDoc, BlobDoc, ImageDoc, IndexDoc, ManifestDoc};
+pub use manifest::{Asset, AssetKind, Manifest};
 pub use names::{check_bundle_path, check_name, parse_version};
 pub use root::{KeyDoc, RoleDoc, RolesDoc, RootDoc};
 pub use root::{RoleKeys, Root};

@@ -1,0 +1,158 @@
+//! One chunk of a stream (the image or a boot asset) as the decoders hand it on: where its
+//! raw bytes lie, their hash, and the zstd frame they are stored in; and how a stream's chunks
+//! group into the pieces a reader decompresses one by one.
+
+use std::sync::Arc;
+
+use crate::chunking::Chunking;
+use crate::digest::Sha256Digest;
+
+/// Where a chunk's zstd frame lies, relative to the start of the payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredFrame {
+    /// Offset from the payload start.
+    pub offset: u64,
+    /// Frame length in bytes.
+    pub length: u64,
+}
+
+/// One chunk of the raw image or of an asset. A format 3 manifest holds one per 4 KiB or more
+/// of image, so the record is kept small: 60 bytes (32-bit index and lengths, a frame length
+/// of 0 for "no frame", 4-byte alignment).
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(C, packed(4))]
+pub struct Chunk {
+    sha256: Sha256Digest,
+    image_offset: u64,
+    frame_offset: u64,
+    index: u32,
+    len: u32,
+    /// 0 for an all-zero chunk, which has no frame (a stored frame is never empty).
+    frame_length: u32,
+}
+
+impl Chunk {
+    /// Chunk `index` of its stream, `len` raw bytes at `image_offset`, hashing to `sha256`,
+    /// stored in `frame` (`None`: all zeros, not stored). `None` when the index or the frame's
+    /// length does not fit in 32 bits, or the frame is empty.
+    pub fn new(
+        index: u64,
+        image_offset: u64,
+        len: u32,
+        sha256: Sha256Digest,
+        frame: Option<StoredFrame>,
+    ) -> Option<Chunk> {
+        let (frame_offset, frame_length) = match frame {
+            Some(f) => (f.offset, u32::try_from(f.length).ok().filter(|&n| n > 0)?),
+            None => (0, 0),
+        };
+        Some(Chunk {
+            sha256,
+            image_offset,
+            frame_offset,
+            index: u32::try_from(index).ok()?,
+            len,
+            frame_length,
+        })
+    }
+    /// Position in its stream (the image's or an asset's chunks).
+    pub fn index(&self) -> u64 {
+        u64::from(self.index)
+    }
+    /// Offset of the chunk in the raw image (or asset).
+    pub fn image_offset(&self) -> u64 {
+        self.image_offset
+    }
+    /// Raw length in bytes (never 0: no `is_empty`).
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> u32 {
+        self.len
+    }
+    /// SHA-256 of the raw bytes.
+    pub fn sha256(&self) -> Sha256Digest {
+        self.sha256
+    }
+    /// The frame, or `None` for an all-zero chunk that is not stored.
+    pub fn frame(&self) -> Option<StoredFrame> {
+        (self.frame_length != 0).then_some(StoredFrame {
+            offset: self.frame_offset,
+            length: u64::from(self.frame_length),
+        })
+    }
+    /// Whether this is an all-zero chunk (no frame).
+    pub fn is_zero(&self) -> bool {
+        self.frame_length == 0
+    }
+    /// Offset just past the chunk in the raw image.
+    pub fn end(&self) -> u64 {
+        self.image_offset + u64::from(self.len)
+    }
+}
+
+impl std::fmt::Debug for Chunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chunk")
+            .field("index", &self.index())
+            .field("image_offset", &self.image_offset())
+            .field("len", &self.len())
+            .field("sha256", &self.sha256())
+            .field("frame", &self.frame())
+            .finish()
+    }
+}
+
+/// The image's chunks and how they were cut and compressed.
+pub(crate) struct ImageChunks {
+    pub(crate) chunking: Chunking,
+    pub(crate) count: u64,
+    pub(crate) chunks: Vec<Chunk>,
+    pub(crate) dictionary: Option<Arc<[u8]>>,
+}
+
+/// The consecutive chunks of one piece of a stream: one all-zero chunk, or every chunk of
+/// one frame (FORMAT §3.2: several in version 3, one before). A frame's chunks are contiguous
+/// in the image, so a piece decompresses to one contiguous range of it.
+pub fn pieces(chunks: &[Chunk]) -> impl Iterator<Item = &[Chunk]> {
+    chunks.chunk_by(|a, b| !a.is_zero() && a.frame() == b.frame())
+}
+
+/// Largest frame a chunk of `len` raw bytes may have (zstd's compress bound).
+pub fn max_frame_len(len: u32) -> u64 {
+    max_frame_len_u64(u64::from(len))
+}
+
+/// [`max_frame_len`] of `raw` bytes, saturating where `usize` ends.
+pub(crate) fn max_frame_len_u64(raw: u64) -> u64 {
+    usize::try_from(raw).map_or(u64::MAX, |n| zstd::zstd_safe::compress_bound(n) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_chunk_is_60_bytes_and_keeps_what_it_was_given() {
+        assert_eq!(std::mem::size_of::<Chunk>(), 60);
+        let sha256 = Sha256Digest::of(b"x");
+        let frame = StoredFrame {
+            offset: 1 << 40,
+            length: 300,
+        };
+        let c = Chunk::new(7, 1 << 33, 4096, sha256, Some(frame)).unwrap();
+        assert_eq!(
+            (c.index(), c.image_offset(), c.len(), c.sha256(), c.frame()),
+            (7, 1 << 33, 4096, sha256, Some(frame))
+        );
+        assert_eq!(c.end(), (1 << 33) + 4096);
+        assert!(!c.is_zero());
+        let zero = Chunk::new(8, 0, 4096, sha256, None).unwrap();
+        assert!(zero.is_zero() && zero.frame().is_none());
+        let big = |index, length| {
+            Chunk::new(index, 0, 1, sha256, Some(StoredFrame { offset: 0, length }))
+        };
+        assert!(big(1 << 32, 1).is_none(), "index past 32 bits");
+        assert!(big(0, 1 << 32).is_none(), "frame length past 32 bits");
+        assert!(big(0, 0).is_none(), "an empty frame");
+    }
+}

@@ -1,0 +1,307 @@
+//! The image's chunks of a format version 3 bundle (FORMAT §3.2): the dictionary and stored
+//! index read after the payload, checked against the sizes and hashes the signed manifest
+//! names, and the index's records turned into the image's [`Chunk`] list.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::chunk::{max_frame_len_u64, Chunk, ImageChunks, StoredFrame};
+use super::record::{self, Record, CONTINUED};
+use crate::chunking::{Chunking, ALIGN};
+use crate::digest::Sha256Digest;
+use crate::error::{FormatError, Section};
+
+/// The dictionary and stored index of a version 3 bundle, as read after its payload, and the
+/// length of the file they were read from. Owned bytes are released as the index is
+/// decompressed ([`record::decode`]).
+#[derive(Debug, Clone)]
+pub struct Tail<'a> {
+    /// The dictionary, then the index.
+    pub bytes: Cow<'a, [u8]>,
+    /// The dictionary's length (the index follows it).
+    pub dictionary_len: usize,
+    /// The length of the whole bundle file.
+    pub file_len: u64,
+}
+
+impl Tail<'_> {
+    fn dictionary(&self) -> &[u8] {
+        self.bytes.get(..self.dictionary_len).unwrap_or_default()
+    }
+    fn index(&self) -> &[u8] {
+        self.bytes.get(self.dictionary_len..).unwrap_or_default()
+    }
+}
+
+/// What the signed manifest says of a version 3 image, its fields already checked (FORMAT
+/// §3.2): how it is cut, how many chunks its index holds, and the hashes of the stored index
+/// and dictionary.
+pub(crate) struct IndexedImage {
+    pub(crate) image_size: u64,
+    pub(crate) chunking: Chunking,
+    pub(crate) count: u64,
+    pub(crate) index_sha256: Sha256Digest,
+    pub(crate) dictionary_sha256: Option<Sha256Digest>,
+}
+
+/// The image's chunks and dictionary from `tail`, whose length was checked: the stored bytes
+/// must hash to what the manifest names before the index is decompressed, and its records
+/// must tile the image ([`indexed_chunks`]); frames continue at `next_offset`.
+pub(crate) fn image_chunks(
+    image: &IndexedImage,
+    tail: Tail<'_>,
+    next_offset: &mut u64,
+    max_frame_raw: u64,
+) -> Result<ImageChunks, FormatError> {
+    check_region_hash("index", image.index_sha256, tail.index())?;
+    if let Some(sha256) = image.dictionary_sha256 {
+        check_region_hash("dictionary", sha256, tail.dictionary())?;
+    }
+    let dictionary = image
+        .dictionary_sha256
+        .map(|_| Arc::from(tail.dictionary()));
+    let records = record::decode(tail.bytes, tail.dictionary_len, image.count)?;
+    let chunks = indexed_chunks(
+        records,
+        image.count,
+        image.image_size,
+        image.chunking,
+        next_offset,
+        max_frame_raw,
+    )?;
+    Ok(ImageChunks {
+        chunking: image.chunking,
+        count: image.count,
+        chunks,
+        dictionary,
+    })
+}
+
+/// A region after the payload: its signed size (none: 0) must be the header's length.
+pub(crate) fn check_region_size(
+    field: &str,
+    signed_size: Option<u64>,
+    header_len: u32,
+) -> Result<(), FormatError> {
+    let size = signed_size.unwrap_or(0);
+    if size != u64::from(header_len) {
+        return Err(FormatError::field(
+            Section::Manifest,
+            field,
+            format!("size {size}, but the header says {header_len} bytes are stored"),
+        ));
+    }
+    Ok(())
+}
+
+/// FORMAT §3.2: the `dictionary` member is present exactly when the header's D > 0, and then
+/// names D bytes (a member of size 0 over no stored bytes is refused, not taken for none).
+pub(crate) fn check_dictionary_size(
+    signed_size: Option<u64>,
+    header_len: u32,
+) -> Result<(), FormatError> {
+    if signed_size.is_some() && header_len == 0 {
+        return Err(FormatError::field(
+            Section::Manifest,
+            "dictionary",
+            "present, but the header stores none (D = 0): the member is present exactly when D > 0",
+        ));
+    }
+    check_region_size("dictionary", signed_size, header_len)
+}
+
+/// A region after the payload: its stored bytes must hash to the signed digest.
+fn check_region_hash(field: &str, sha256: Sha256Digest, bytes: &[u8]) -> Result<(), FormatError> {
+    let actual = Sha256Digest::of(bytes);
+    if actual != sha256 {
+        return Err(FormatError::field(
+            Section::Manifest,
+            field,
+            format!(
+                "the stored bytes hash to {}, the manifest says {}",
+                actual.to_hex(),
+                sha256.to_hex()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// FORMAT §3.2: the records tile the image in order; every chunk but the last is a multiple of
+/// 4 KiB between `min` and `max` (the last at most `max`). A record's frame length says where
+/// its bytes are: 0, nowhere (all zeros); [`CONTINUED`], in the frame the record before
+/// it is in; any other, in a new frame of that length, contiguous from `next_offset`. A frame's
+/// chunks decompress to at most `max_frame_raw` bytes, from a frame within zstd's bound.
+fn indexed_chunks(
+    records: impl Iterator<Item = Result<Record, FormatError>>,
+    count: u64,
+    image_size: u64,
+    chunking: Chunking,
+    next_offset: &mut u64,
+    max_frame_raw: u64,
+) -> Result<Vec<Chunk>, FormatError> {
+    let mut zeros = ZeroDigests::default();
+    // Within the limit the manifest's count was checked against.
+    let mut chunks: Vec<Chunk> = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+    let mut image_offset = 0u64;
+    // The open frame and the raw bytes of its chunks so far.
+    let mut open: Option<(StoredFrame, u64)> = None;
+    for (i, record) in records.enumerate() {
+        let record = record?;
+        let bad =
+            |reason: String| FormatError::field(Section::Index, format!("record {i}"), reason);
+        let len = record.raw_len;
+        let last = i as u64 + 1 == count;
+        let sized =
+            len >= 1 && len <= chunking.max && (last || (len >= chunking.min && len % ALIGN == 0));
+        if !sized {
+            return Err(bad(format!("raw length {len} breaks {chunking}")));
+        }
+        let zero = zeros.of(len);
+        if record.frame_len != CONTINUED {
+            close_frame(open.take()).map_err(bad)?;
+        }
+        let frame = match record.frame_len {
+            0 if record.sha256 != zero => {
+                return Err(bad("zero chunk whose sha256 is not that of zeros".into()))
+            }
+            0 => None,
+            _ if record.sha256 == zero => {
+                return Err(bad("stored chunk whose sha256 is that of zeros".into()))
+            }
+            CONTINUED => {
+                let (frame, raw) = open
+                    .as_mut()
+                    .ok_or_else(|| bad("continues a frame, but follows no stored chunk".into()))?;
+                *raw += u64::from(len);
+                Some(*frame)
+            }
+            n => {
+                let frame = StoredFrame {
+                    offset: *next_offset,
+                    length: u64::from(n),
+                };
+                *next_offset += u64::from(n);
+                open = Some((frame, u64::from(len)));
+                Some(frame)
+            }
+        };
+        if open.is_some_and(|(_, raw)| raw > max_frame_raw) {
+            return Err(bad(format!(
+                "its frame holds more than {max_frame_raw} raw bytes"
+            )));
+        }
+        let chunk =
+            Chunk::new(i as u64, image_offset, len, record.sha256, frame).ok_or_else(|| {
+                bad(format!(
+                    "beyond the {} chunks a manifest can list",
+                    u32::MAX
+                ))
+            })?;
+        chunks.push(chunk);
+        image_offset += u64::from(len);
+    }
+    close_frame(open).map_err(|reason| FormatError::field(Section::Index, "last frame", reason))?;
+    if image_offset != image_size {
+        return Err(FormatError::field(
+            Section::Index,
+            "",
+            format!("the chunks cover {image_offset} bytes, the image has {image_size}"),
+        ));
+    }
+    Ok(chunks)
+}
+
+/// A frame's length must be within zstd's bound of the raw bytes it holds.
+fn close_frame(open: Option<(StoredFrame, u64)>) -> Result<(), String> {
+    match open {
+        Some((frame, raw)) if frame.length > max_frame_len_u64(raw) => Err(format!(
+            "frame length {} above {} for {raw} raw bytes",
+            frame.length,
+            max_frame_len_u64(raw)
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// SHA-256 of `n` zero bytes, computed once per length.
+#[derive(Default)]
+struct ZeroDigests(HashMap<u32, Sha256Digest>);
+
+impl ZeroDigests {
+    fn of(&mut self, n: u32) -> Sha256Digest {
+        *self
+            .0
+            .entry(n)
+            .or_insert_with(|| Sha256Digest::of_zeros(u64::from(n)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_dictionary_member_is_present_exactly_when_one_is_stored() {
+        assert!(check_dictionary_size(None, 0).is_ok());
+        assert!(check_dictionary_size(Some(100), 100).is_ok());
+        for (signed, stored) in [(Some(0), 0), (Some(100), 0), (None, 100), (Some(99), 100)] {
+            match check_dictionary_size(signed, stored) {
+                Err(FormatError::Field { field, .. }) => assert_eq!(field, "dictionary"),
+                other => panic!("{signed:?} over D = {stored}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_tail_becomes_the_image_chunks_only_when_its_bytes_hash_as_signed() {
+        let record = Record {
+            sha256: Sha256Digest::of(&[7u8; 4096]),
+            raw_len: 4096,
+            frame_len: 100,
+        };
+        let index = record::encode(&[record]).unwrap();
+        let mut bytes = b"dict".to_vec();
+        bytes.extend_from_slice(&index);
+        let image = IndexedImage {
+            image_size: 4096,
+            chunking: Chunking::fixed(4096),
+            count: 1,
+            index_sha256: Sha256Digest::of(&index),
+            dictionary_sha256: Some(Sha256Digest::of(b"dict")),
+        };
+        let chunks_of = |bytes: &[u8], next_offset: &mut u64| {
+            let tail = Tail {
+                bytes: Cow::Owned(bytes.to_vec()),
+                dictionary_len: 4,
+                file_len: 0,
+            };
+            image_chunks(&image, tail, next_offset, 1 << 20)
+        };
+        let mut next_offset = 0;
+        let image_chunks = chunks_of(&bytes, &mut next_offset).unwrap();
+        let frame = StoredFrame {
+            offset: 0,
+            length: 100,
+        };
+        let chunk = Chunk::new(0, 0, 4096, record.sha256, Some(frame)).unwrap();
+        assert_eq!(image_chunks.chunks, [chunk]);
+        assert_eq!(image_chunks.dictionary.as_deref(), Some(&b"dict"[..]));
+        assert_eq!(
+            (image_chunks.count, image_chunks.chunking, next_offset),
+            (1, Chunking::fixed(4096), 100)
+        );
+        // Each region's bytes are held to the hash the manifest signed.
+        for (at, field) in [(bytes.len() - 1, "index"), (0, "dictionary")] {
+            let mut flipped = bytes.clone();
+            flipped[at] ^= 1;
+            match chunks_of(&flipped, &mut 0) {
+                Err(FormatError::Field { field: f, .. }) => assert_eq!(f, field),
+                Err(other) => panic!("byte {at} flipped: {other:?}"),
+                Ok(_) => panic!("byte {at} flipped, and the tail was taken"),
+            }
+        }
+    }
+}
