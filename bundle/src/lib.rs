@@ -10,7 +10,8 @@
 //! - [`header`] (the fixed header codec), [`head`] (a bundle's head read whole or by ranges,
 //!   and its manifest region parsed), [`index`] (the binary chunk index, decoded record by
 //!   record), [`frame`] (the checks every stored zstd frame passes), [`chunks`] (decoding and
-//!   hash-checking frames, extraction).
+//!   hash-checking frames, extraction), [`read_at`] (random access to a boot asset's bytes,
+//!   decoding only the chunks a read spans).
 //! - [`chunking`]: where chunks are cut (fixed blocks or FastCDC on 4 KiB boundaries), shared
 //!   by the signer and by a node indexing its own slots for reuse.
 //! - [`uki`]: the `VERSION_ID` and `.cmdline` of a Unified Kernel Image asset (any PE section
@@ -40,6 +41,7 @@ pub mod index;
 pub mod kernel;
 pub mod keys;
 pub mod limits;
+pub mod read_at;
 pub mod role;
 pub mod schema;
 pub mod time_util;
