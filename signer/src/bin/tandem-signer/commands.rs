@@ -14,6 +14,7 @@ use signer::bundle::{
     train_dictionary, verify_contents, AssetSource, BundleHead, SignOptions, Sources,
 };
 use signer::chunking::Chunking;
+use signer::ext::{small_blocks, SmallBlocks};
 use signer::files::{
     read_capped, read_public_key, write_atomic, write_bytes_atomic, write_key_pair, Overwrite,
 };
@@ -350,30 +351,24 @@ fn sign(a: &SignArgs, limits: &Limits) -> Result<()> {
     Ok(())
 }
 
-/// Opens a file and measures it (a block device has no size in its metadata).
 /// Warns when the image is an ext2/3/4 filesystem whose blocks are smaller than the chunks'
-/// granularity (the chunk size, or the 4 KiB boundaries content-defined cuts fall on): data
-/// a build moves by smaller blocks is not found again, and updates fetch more.
+/// granularity ([`small_blocks`]): data a build moves by smaller blocks is not found again,
+/// and updates fetch more.
 fn warn_small_blocks(image: &File, path: &Path, chunking: Chunking) {
     use std::os::unix::fs::FileExt;
     let mut read_at = |at: u64, len: usize| {
         let mut buf = vec![0; len];
         image.read_exact_at(&mut buf, at).ok().map(|()| buf)
     };
-    let grain = if chunking.is_fixed() {
-        chunking.max
-    } else {
-        signer::chunking::ALIGN
-    };
-    match signer::ext::block_size(&mut read_at) {
-        Some(block) if block < grain => eprintln!(
+    if let Some(SmallBlocks { block, grain }) = small_blocks(&mut read_at, chunking) {
+        eprintln!(
             "warning: {} is an ext2/3/4 filesystem of {block}-byte blocks, smaller than its {grain}-byte chunks: data a new build moves by a block is not found again and updates fetch more; make the image with `mke2fs -b 4096`",
             path.display()
-        ),
-        _ => {}
+        );
     }
 }
 
+/// Opens a file and measures it (a block device has no size in its metadata).
 fn open_sized(path: &Path) -> Result<(File, u64)> {
     let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let size = f
