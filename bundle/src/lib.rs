@@ -11,7 +11,8 @@
 //!   and its manifest region parsed), [`index`] (how a stored chunk list
 //!   becomes the [`Chunk`] list: the binary index record by record, or the JSON entries),
 //!   [`frame`] (the checks every stored zstd frame passes), [`chunks`] (decoding and
-//!   hash-checking frames, extraction).
+//!   hash-checking frames, extraction), [`read_at`] (random access to a boot asset's bytes,
+//!   decoding only the chunks a read spans).
 //! - [`chunking`]: where chunks are cut (fixed blocks or FastCDC on 4 KiB boundaries), shared
 //!   by the signer and by a node indexing its own slots for reuse.
 //! - [`uki`]: the `VERSION_ID` and `.cmdline` of a Unified Kernel Image asset (any PE section
@@ -41,6 +42,7 @@ pub mod index;
 pub mod kernel;
 pub mod keys;
 pub mod limits;
+pub mod read_at;
 pub mod role;
 pub mod schema;
 pub mod time_util;

@@ -5,8 +5,9 @@
 //! - [`keys`]: Ed25519 keys that sign (PKCS#8 PEM), the [`Signer`] trait, [`sign_bytes`];
 //!   [`key_source`]: a key file's key or (feature `pkcs11`) a token's, as the command line
 //!   names them; [`pkcs11`]: keys in a PKCS#11 token, named by `pkcs11:` URIs.
-//! - [`bundle`]: writing bundles (the signing pipeline, dictionary training, adding
-//!   signatures), with the format's reading modules re-exported.
+//! - [`bundle`]: writing bundles (the signing pipeline, dictionary training, the chunks of
+//!   `--previous` releases, adding signatures), with the format's reading modules re-exported.
+//! - [`inspect`]: what a bundle says about itself, read without trusting it, and who signed it.
 //! - [`metadata`]: writing signed `root.json` and channel documents.
 //! - [`request`]: signing requests and signature files (signing a bundle on another machine).
 //! - [`files`] and [`publish`]: atomic file writes, key files, the repository layout.
@@ -28,6 +29,7 @@
 pub mod bundle;
 pub mod ext;
 pub mod files;
+pub mod inspect;
 pub mod key_source;
 pub mod keys;
 pub mod metadata;

@@ -7,9 +7,11 @@
 use std::io::Cursor;
 
 use sha2::{Digest, Sha256};
+use signer::bundle::read_at::asset_read_at;
 use signer::bundle::{
     extract_asset, sign_bundle, sign_release, AssetSource, BundleHead, SignOptions, Sources,
 };
+use signer::inspect::{AssetInfo, Inspection};
 use signer::verify::trust_root;
 use signer::{
     AssetKind, ChunkFault, Error, FormatError, Limits, Manifest, SecretKey, Section, UsageError,
@@ -151,6 +153,114 @@ fn asset_chunks_read_by_range_like_the_image() {
     }
     assert!(kernel.chunks().iter().any(|c| c.is_zero()));
     assert_eq!(raw, s.assets[0].2);
+}
+
+/// The manifest of `bundle`, read without verifying it.
+fn unverified(bundle: &[u8]) -> Manifest {
+    let limits = Limits::default();
+    BundleHead::read(&mut Cursor::new(bundle), &limits)
+        .and_then(|head| head.manifest_unverified(&limits))
+        .unwrap()
+}
+
+#[test]
+fn asset_read_at_reads_any_range_of_an_asset_from_the_chunks_it_spans() {
+    let s = signed();
+    let manifest = unverified(&s.bundle);
+    let kernel = &s.assets[0].2;
+    let asset = manifest.asset("kernel").unwrap();
+    assert!(asset.chunks().iter().any(|c| c.is_zero()));
+    let mut file = Cursor::new(&s.bundle);
+    let mut read_at = asset_read_at(&mut file, &manifest, asset);
+    for (offset, len) in [
+        (0, kernel.len()),
+        (4000, 200),
+        (4096, 4096),
+        (5000, 1),
+        (10_000, 1),
+    ] {
+        assert_eq!(
+            read_at(offset as u64, len).as_deref(),
+            Some(&kernel[offset..offset + len]),
+            "{len} bytes at {offset}"
+        );
+    }
+    assert_eq!(read_at(10_000, 2), None, "past the asset's end");
+    assert_eq!(read_at(0, 0), None, "an empty range");
+    assert_eq!(read_at(u64::MAX, 1), None, "an offset that overflows");
+}
+
+#[test]
+fn attack_asset_frame_byte_flipped_reads_nothing_from_that_chunk() {
+    let s = signed();
+    let manifest = unverified(&s.bundle);
+    let kernel = &s.assets[0].2;
+    let asset = manifest.asset("kernel").unwrap();
+    let range = manifest.chunk_file_range(&asset.chunks()[0]).unwrap();
+    let mut bundle = s.bundle.clone();
+    bundle[((range.start + range.end) / 2) as usize] ^= 0x40;
+    let mut file = Cursor::new(&bundle);
+    let mut read_at = asset_read_at(&mut file, &manifest, asset);
+    assert_eq!(read_at(0, 16), None, "the flipped chunk");
+    assert_eq!(read_at(4090, 16), None, "a range that spans it");
+    assert_eq!(
+        read_at(8192, 16).as_deref(),
+        Some(&kernel[8192..8208]),
+        "the other chunks still read"
+    );
+}
+
+#[test]
+fn inspection_shows_what_each_asset_says_and_the_signatures_a_root_counts() {
+    let s = signed();
+    let limits = Limits::default();
+    let report = Inspection::read(&mut Cursor::new(&s.bundle), &limits).unwrap();
+    let m = report.manifest();
+    assert_eq!(m.image_size(), s.image.len() as u64);
+    assert_eq!(
+        report.ratio(),
+        m.image_size() as f64 / m.payload_len() as f64
+    );
+    let infos: Vec<(&str, AssetInfo)> = report
+        .assets()
+        .map(|(a, info)| (a.name(), info.clone()))
+        .collect();
+    let cmdline = AssetInfo {
+        cmdline: Some("console=ttyS0 rd.marker=v2".into()),
+        ..AssetInfo::default()
+    };
+    let none = AssetInfo::default;
+    assert_eq!(
+        infos,
+        [
+            ("kernel", none()),
+            ("initrd", none()),
+            ("cmdline", cmdline),
+            ("esp", none())
+        ]
+    );
+
+    let unchecked = report.signatures(None, &limits);
+    assert_eq!(unchecked.threshold_met, None);
+    let mut keyids: Vec<_> = unchecked.signers.iter().map(|s| s.keyid).collect();
+    let mut expected = vec![s.f.release[0].id(), s.f.release[1].id()];
+    keyids.sort();
+    expected.sort();
+    assert_eq!(keyids, expected);
+    assert!(unchecked.signers.iter().all(|s| s.status.is_none()));
+
+    let checked = report.signatures(Some(&s.f.root), &limits);
+    assert_eq!(checked.threshold_met, Some(true));
+    assert!(checked
+        .signers
+        .iter()
+        .all(|s| s.status.as_ref().is_some_and(|st| st.valid == Some(true))));
+
+    let one = sign_with(&s.image, &s.assets, &[&s.f.release[0]]).unwrap();
+    let report = Inspection::read(&mut Cursor::new(&one), &limits).unwrap();
+    let short = report.signatures(Some(&s.f.root), &limits);
+    assert_eq!(short.threshold_met, Some(false), "one of two release keys");
+    assert_eq!(short.signers.len(), 1);
 }
 
 #[test]

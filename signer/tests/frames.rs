@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::io::Cursor;
 
-use signer::bundle::BundleHead;
+use signer::bundle::{stored_chunks, BundleHead};
 use signer::chunking::Chunking;
 use signer::schema::pieces;
 use signer::{Limits, Manifest, Sha256Digest};
@@ -104,6 +104,35 @@ fn with_previous_new_chunks_get_frames_of_their_own() {
     let (_, plain) = signed(&v2, &test_options(), &f);
     let lens: Vec<usize> = pieces(plain.chunks()).map(<[_]>::len).collect();
     assert_eq!(lens, [256, 256]);
+}
+
+#[test]
+fn stored_chunks_of_a_previous_bundle_are_the_chunks_its_nodes_hold() {
+    let f = fixture();
+    let mut image = sparse_image(64 * 4096, 3);
+    image[8 * 4096..16 * 4096].fill(0);
+    let (bundle, manifest) = signed(&image, &test_options(), &f);
+    let limits = Limits::default();
+    let stored = stored_chunks(&mut Cursor::new(&bundle), &limits).unwrap();
+    assert!(
+        manifest.zero_chunks() >= 8,
+        "all-zero chunks are not stored"
+    );
+    assert_eq!(stored, held(&manifest));
+    // Unsigned is fine (nothing here is trusted); a file that is no bundle is refused.
+    let unsigned = sign_image_with(&image, &test_options(), &[]);
+    assert_eq!(
+        stored_chunks(&mut Cursor::new(&unsigned), &limits).unwrap(),
+        stored
+    );
+    let err = stored_chunks(&mut Cursor::new(vec![b'x'; 4096]), &limits).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            signer::Error::Format(signer::FormatError::BadMagic { .. })
+        ),
+        "{err:?}"
+    );
 }
 
 #[test]

@@ -10,15 +10,16 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use signer::bundle::{
-    add_checked_signatures, add_signatures, decode_piece, extract, extract_asset, sign_release,
+    add_checked_signatures, add_signatures, extract, extract_asset, sign_release, stored_chunks,
     train_dictionary, verify_contents, AssetSource, BundleHead, SignOptions, Sources,
 };
 use signer::chunking::Chunking;
+use signer::ext::{small_blocks, SmallBlocks};
 use signer::files::{
     read_capped, read_public_key, write_atomic, write_bytes_atomic, write_key_pair, Overwrite,
 };
+use signer::inspect::{AssetInfo, Inspection};
 use signer::metadata::{self, RootSpec};
-use signer::provenance::{signers_of, Trust};
 use signer::publish::{publish_allowing, Allow, PublishOptions};
 use signer::request::{
     document_kind, document_signed_bytes, CheckedSignature, SignatureFile, SigningRequest,
@@ -26,7 +27,7 @@ use signer::request::{
 use signer::time_util::{format_rfc3339, now_utc, parse_expiry, parse_rfc3339};
 use signer::verify::trust_root;
 use signer::Sha256Digest;
-use signer::{Asset, AssetKind, Limits, Manifest, PublicKey, RoleKind, SecretKey, Verified};
+use signer::{AssetKind, Limits, Manifest, PublicKey, RoleKind, SecretKey, Verified};
 use time::OffsetDateTime;
 
 use crate::cli::{Args, Command, KeyArg, PublishArgs, RootCommand, RootContent, SignArgs};
@@ -188,22 +189,14 @@ fn root_sign(file: &Path, keys: &[KeyArg], trusted: Option<&Path>, limits: &Limi
     Ok(())
 }
 
-/// Parses `1MiB`, `4MiB`, `512KiB`, `65536`.
-/// The stored chunks of the `--previous` bundles' images. Read without verifying: they only
-/// decide how the new bundle's frames are laid out, never what a node trusts.
+/// The stored chunks of the `--previous` bundles' images ([`stored_chunks`]).
 fn previous_chunks(bundles: &[PathBuf], limits: &Limits) -> Result<HashSet<Sha256Digest>> {
     let mut chunks = HashSet::new();
     for path in bundles {
         let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        let manifest = BundleHead::read(&mut f, limits)
-            .and_then(|head| head.manifest_unverified(limits))
-            .with_context(|| format!("--previous {}", path.display()))?;
         chunks.extend(
-            manifest
-                .chunks()
-                .iter()
-                .filter(|c| !c.is_zero())
-                .map(|c| c.sha256()),
+            stored_chunks(&mut f, limits)
+                .with_context(|| format!("--previous {}", path.display()))?,
         );
     }
     Ok(chunks)
@@ -231,6 +224,7 @@ fn parse_chunking(spec: &str) -> Result<Chunking> {
     }
 }
 
+/// Parses `1MiB`, `4MiB`, `512KiB`, `65536`.
 fn parse_size(s: &str) -> Result<u32> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -357,30 +351,24 @@ fn sign(a: &SignArgs, limits: &Limits) -> Result<()> {
     Ok(())
 }
 
-/// Opens a file and measures it (a block device has no size in its metadata).
 /// Warns when the image is an ext2/3/4 filesystem whose blocks are smaller than the chunks'
-/// granularity (the chunk size, or the 4 KiB boundaries content-defined cuts fall on): data
-/// a build moves by smaller blocks is not found again, and updates fetch more.
+/// granularity ([`small_blocks`]): data a build moves by smaller blocks is not found again,
+/// and updates fetch more.
 fn warn_small_blocks(image: &File, path: &Path, chunking: Chunking) {
     use std::os::unix::fs::FileExt;
     let mut read_at = |at: u64, len: usize| {
         let mut buf = vec![0; len];
         image.read_exact_at(&mut buf, at).ok().map(|()| buf)
     };
-    let grain = if chunking.is_fixed() {
-        chunking.max
-    } else {
-        signer::chunking::ALIGN
-    };
-    match signer::ext::block_size(&mut read_at) {
-        Some(block) if block < grain => eprintln!(
+    if let Some(SmallBlocks { block, grain }) = small_blocks(&mut read_at, chunking) {
+        eprintln!(
             "warning: {} is an ext2/3/4 filesystem of {block}-byte blocks, smaller than its {grain}-byte chunks: data a new build moves by a block is not found again and updates fetch more; make the image with `mke2fs -b 4096`",
             path.display()
-        ),
-        _ => {}
+        );
     }
 }
 
+/// Opens a file and measures it (a block device has no size in its metadata).
 fn open_sized(path: &Path) -> Result<(File, u64)> {
     let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let size = f
@@ -691,29 +679,13 @@ fn verify(bundle: &Path, root: &Path, limits: &Limits) -> Result<()> {
 
 fn inspect(bundle: &Path, root: Option<&Path>, json: bool, limits: &Limits) -> Result<()> {
     let mut f = File::open(bundle).with_context(|| format!("opening {}", bundle.display()))?;
-    let head = BundleHead::read(&mut f, limits).with_context(|| format!("{}", bundle.display()))?;
-    let m = head
-        .manifest_unverified(limits)
-        .with_context(|| format!("{}", bundle.display()))?;
+    let report =
+        Inspection::read(&mut f, limits).with_context(|| format!("{}", bundle.display()))?;
     let root = root.map(|r| load_root(r, limits)).transpose()?;
-    // Only this root's keys are at hand: a key it no longer lists shows as not checked.
-    let signers = signers_of(
-        root.as_ref().map(|(r, _)| Trust {
-            root: r,
-            earlier: &[],
-        }),
-        RoleKind::Bundle,
-        head.manifest_bytes(),
-        head.signatures(),
-    );
-    // With a root: whether the release threshold is met over the manifest.
-    let threshold_met = root.as_ref().map(|(r, _)| head.verify(r, limits).is_ok());
-    let infos: Vec<AssetInfo> = m
-        .assets()
-        .iter()
-        .map(|a| asset_info(&mut f, &m, a))
-        .collect();
-    let ratio = m.image_size() as f64 / m.payload_len().max(1) as f64;
+    let sigs = report.signatures(root.as_ref().map(|(r, _)| r), limits);
+    let m = report.manifest();
+    let ratio = report.ratio();
+    let (signers, threshold_met) = (&sigs.signers, sigs.threshold_met);
     if json {
         let keyids: Vec<String> = signers.iter().map(|s| s.keyid.to_hex()).collect();
         let v = serde_json::json!({
@@ -726,7 +698,7 @@ fn inspect(bundle: &Path, root: Option<&Path>, json: bool, limits: &Limits) -> R
             "signatures": signers.iter().map(signer_json).collect::<Vec<_>>(),
             "signatures_verified": threshold_met.is_some(), "threshold_met": threshold_met,
             "root_version": root.as_ref().map(|(r, _)| r.version()),
-            "format_version": m.header().version, "assets": assets_json(&m, &infos),
+            "format_version": m.header().version, "assets": assets_json(&report),
         });
         outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -761,13 +733,14 @@ fn inspect(bundle: &Path, root: Option<&Path>, json: bool, limits: &Limits) -> R
         m.payload_len(),
         m.file_len()
     );
-    for (a, info) in m.assets().iter().zip(&infos) {
+    for (a, info) in report.assets() {
         outln!(
-            "asset            {} ({}): {} bytes, sha256 {}{info}",
+            "asset            {} ({}): {} bytes, sha256 {}{}",
             a.name(),
             a.kind(),
             a.size(),
-            a.sha256()
+            a.sha256(),
+            asset_info_text(info)
         );
     }
     outln!("manifest sha256  {}", m.manifest_sha256());
@@ -784,16 +757,15 @@ fn inspect(bundle: &Path, root: Option<&Path>, json: bool, limits: &Limits) -> R
             signers.len()
         ),
     }
-    for s in &signers {
+    for s in signers {
         outln!("  {}", signers_text(std::slice::from_ref(s)));
     }
     Ok(())
 }
 
-fn assets_json(m: &Manifest, infos: &[AssetInfo]) -> serde_json::Value {
-    m.assets()
-        .iter()
-        .zip(infos)
+fn assets_json(report: &Inspection) -> serde_json::Value {
+    report
+        .assets()
         .map(|(a, info)| {
             serde_json::json!({
                 "name": a.name(), "kind": a.kind().as_str(), "size": a.size(),
@@ -805,109 +777,22 @@ fn assets_json(m: &Manifest, infos: &[AssetInfo]) -> serde_json::Value {
         .collect()
 }
 
-/// What an asset says about itself, for display: a UKI's `.osrel` `VERSION_ID` and
-/// `.cmdline`, a kernel's version, a `cmdline` asset's text. Each is `None` for other kinds,
-/// or when the bytes do not say (nothing here is verified, and every text shown has passed a
-/// printable-ASCII rule, so a hostile bundle cannot paint the terminal).
-#[derive(Default)]
-struct AssetInfo {
-    osrel_version_id: Option<String>,
-    kernel_version: Option<String>,
-    cmdline: Option<String>,
-    /// Why a `cmdline` asset's text is refused (every verifier refuses the bundle).
-    cmdline_refused: Option<String>,
-}
-
-impl std::fmt::Display for AssetInfo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if let Some(v) = &self.osrel_version_id {
-            write!(f, ", .osrel VERSION_ID {v}")?;
-        }
-        if let Some(v) = &self.kernel_version {
-            write!(f, ", kernel version {v}")?;
-        }
-        if let Some(v) = &self.cmdline {
-            write!(f, ", cmdline \"{v}\"")?;
-        }
-        if let Some(why) = &self.cmdline_refused {
-            write!(f, ", INVALID: {why}")?;
-        }
-        Ok(())
+/// What an asset says about itself, as the tail of its `inspect` line.
+fn asset_info_text(info: &AssetInfo) -> String {
+    let mut text = String::new();
+    if let Some(v) = &info.osrel_version_id {
+        text.push_str(&format!(", .osrel VERSION_ID {v}"));
     }
-}
-
-/// Reads the fields of [`AssetInfo`] that `asset`'s kind has, from only the chunks they lie
-/// in, each checked against the (unverified) manifest's hash.
-fn asset_info(f: &mut File, m: &Manifest, asset: &Asset) -> AssetInfo {
-    let mut read_at = asset_reader(f, m, asset);
-    match asset.kind() {
-        AssetKind::Uki => AssetInfo {
-            osrel_version_id: signer::uki::version_id(&mut read_at),
-            cmdline: signer::uki::cmdline(&mut read_at),
-            ..AssetInfo::default()
-        },
-        AssetKind::Kernel => AssetInfo {
-            kernel_version: signer::kernel::version(&mut read_at),
-            ..AssetInfo::default()
-        },
-        AssetKind::Cmdline => {
-            let text = usize::try_from(asset.size())
-                .ok()
-                .and_then(|len| match len {
-                    0 => Some(Vec::new()),
-                    len => read_at(0, len),
-                })
-                .map(|bytes| signer::verify::cmdline_asset_text(asset, &bytes));
-            match text {
-                Some(Ok(text)) => AssetInfo {
-                    cmdline: Some(text),
-                    ..AssetInfo::default()
-                },
-                Some(Err(e)) => AssetInfo {
-                    cmdline_refused: Some(e.to_string()),
-                    ..AssetInfo::default()
-                },
-                None => AssetInfo::default(),
-            }
-        }
-        AssetKind::Initrd | AssetKind::Image => AssetInfo::default(),
+    if let Some(v) = &info.kernel_version {
+        text.push_str(&format!(", kernel version {v}"));
     }
-}
-
-/// A [`signer::uki::ReadAt`] over `asset`'s raw bytes: decodes the chunks a read spans.
-fn asset_reader<'a>(
-    f: &'a mut File,
-    m: &'a Manifest,
-    asset: &'a Asset,
-) -> impl FnMut(u64, usize) -> Option<Vec<u8>> + 'a {
-    let cs = u64::from(m.chunk_size());
-    move |offset: u64, len: usize| -> Option<Vec<u8>> {
-        let end = offset.checked_add(len as u64)?;
-        if end > asset.size() || len == 0 {
-            return None;
-        }
-        let mut out = Vec::with_capacity(len);
-        for index in offset / cs..=(end - 1) / cs {
-            let chunk = asset.chunks().get(usize::try_from(index).ok()?)?;
-            let bytes = chunk_bytes(f, m, chunk)?;
-            let from = offset.max(chunk.image_offset()) - chunk.image_offset();
-            let to = end.min(chunk.end()) - chunk.image_offset();
-            out.extend_from_slice(
-                bytes.get(usize::try_from(from).ok()?..usize::try_from(to).ok()?)?,
-            );
-        }
-        Some(out)
+    if let Some(v) = &info.cmdline {
+        text.push_str(&format!(", cmdline \"{v}\""));
     }
-}
-
-fn chunk_bytes(f: &mut File, m: &Manifest, chunk: &signer::Chunk) -> Option<Vec<u8>> {
-    let Some(range) = m.chunk_file_range(chunk) else {
-        return Some(vec![0; chunk.len() as usize]);
-    };
-    let mut frame = vec![0; usize::try_from(range.end - range.start).ok()?];
-    f.seek(SeekFrom::Start(range.start)).ok()?;
-    f.read_exact(&mut frame).ok()?;
-    decode_piece(m, std::slice::from_ref(chunk), &frame).ok()
+    if let Some(why) = &info.cmdline_refused {
+        text.push_str(&format!(", INVALID: {why}"));
+    }
+    text
 }
 
 fn extract_cmd(
