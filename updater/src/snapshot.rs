@@ -175,7 +175,7 @@ fn read_node_id(config: &AgentConfig) -> Result<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::path::PathBuf;
     use std::sync::Arc;
 
@@ -186,7 +186,8 @@ mod tests {
     use super::*;
     use crate::state::Phase;
 
-    fn pair() -> (Arc<dyn BlockDevice>, SlotPair) {
+    /// A newly laid out 64 MiB disk in memory and its slot pair (the trust tests' too).
+    pub(crate) fn pair() -> (Arc<dyn BlockDevice>, SlotPair) {
         let dev: Arc<dyn BlockDevice> = Arc::new(MemDisk::new(64 << 20));
         let layout =
             partitions::create::Layout::for_disk(64 << 20, 1 << 20, None, 1 << 20, vec![]).unwrap();

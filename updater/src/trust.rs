@@ -503,15 +503,7 @@ mod tests {
     /// A trust store over an empty state directory and a newly laid out disk, and the
     /// disk's floor record.
     fn store_on_a_new_disk() -> (TrustStore, FloorRecord) {
-        let dev: Arc<dyn partitions::io::BlockDevice> =
-            Arc::new(partitions::io::MemDisk::new(64 << 20));
-        let layout =
-            partitions::create::Layout::for_disk(64 << 20, 1 << 20, None, 1 << 20, vec![]).unwrap();
-        partitions::create::lay_out(&dev, &layout).unwrap();
-        let pair = partitions::Disk::from_device(Arc::clone(&dev))
-            .unwrap()
-            .slots(partitions::DEFAULT_PAIR)
-            .unwrap();
+        let (dev, pair) = crate::snapshot::tests::pair();
         let record = FloorRecord::new(dev, &pair);
         let store = TrustStore::new(
             Arc::new(partitions::io::MemFs::new()),
