@@ -184,6 +184,12 @@ impl Agent {
         self.lock_dir.as_deref().map(StateLock::acquire).transpose()
     }
 
+    /// Whether another agent holds the state directory's lock now ([`StateLock::is_held`]:
+    /// nothing is written). `false` over simulated seams.
+    pub fn lock_is_held(&self) -> bool {
+        self.lock_dir.as_deref().is_some_and(StateLock::is_held)
+    }
+
     /// A client for the repository at `url`, with the configured CA bundle and timeouts.
     pub fn http(&self, url: &str) -> Result<Http> {
         Http::new(url, self.http_options.clone())

@@ -63,6 +63,19 @@ impl StateLock {
     }
 }
 
+impl StateLock {
+    /// Whether an agent holds the lock of `state_dir` now. A probe that writes nothing, for
+    /// `status`, which must not write the state directory: a shared lock taken without
+    /// waiting and let go at once (an agent that asks for the lock in those microseconds is
+    /// turned away as busy, as it would be by any other command).
+    pub fn is_held(state_dir: &Path) -> bool {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        rustix::fs::open(state_dir, flags, Mode::empty()).is_ok_and(|dir| {
+            flock(&dir, FlockOperation::NonBlockingLockShared) == Err(rustix::io::Errno::WOULDBLOCK)
+        })
+    }
+}
+
 /// "pid N" as the holder wrote it, or a plain description. `.lock` is read only when it is
 /// a regular file, without following a link or blocking on a FIFO.
 fn holder(dir: &File) -> String {
@@ -98,6 +111,24 @@ mod tests {
         assert_eq!(error.exit_code(), 9);
         drop(first);
         StateLock::acquire(dir.path()).unwrap();
+    }
+
+    /// The probe `status` uses sees a holder, writes nothing, and leaves the lock free.
+    #[test]
+    fn a_probe_sees_the_holder_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!StateLock::is_held(dir.path()));
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "the probe wrote"
+        );
+        let held = StateLock::acquire(dir.path()).unwrap();
+        assert!(StateLock::is_held(dir.path()));
+        drop(held);
+        assert!(!StateLock::is_held(dir.path()));
+        StateLock::acquire(dir.path()).unwrap();
+        assert!(!StateLock::is_held(&dir.path().join("missing")));
     }
 
     /// The lock is the directory's: removing or replacing `.lock` does not release it, and a

@@ -224,7 +224,7 @@ fn run(cli: &Cli) -> updater::Result<ExitCode> {
         Cmd::Status => {
             let status = agent.status()?;
             // A write in progress holds the lock; one that holds nothing was interrupted.
-            let writing_now = matches!(agent.lock(), Err(updater::Error::Busy { .. }));
+            let writing_now = agent.lock_is_held();
             print(cli.json, &status, &describe_status(&status, writing_now));
         }
     }
