@@ -214,10 +214,8 @@ impl Agent {
     ) -> Result<BootCheck> {
         self.boot.mark_good(slot)?;
         fail::fail_point!("boot-check::after-mark-good");
-        let read = &mut *snapshot;
-        self.trust.raise_floor(release.security_version, move || {
-            Ok(self.state_and_counters(read)?.1)
-        })?;
+        let counters = self.state_and_counters(snapshot)?.1;
+        self.trust.raise_floor(release.security_version, counters)?;
         let state = self.state(snapshot)?;
         state.slots.insert(
             slot,

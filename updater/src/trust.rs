@@ -281,18 +281,12 @@ impl TrustStore {
     /// Raises the security floor to `floor` (a commit): the GPT record first, then
     /// `counters.json`, so that a cut in between leaves the higher floor where losing the
     /// state directory does not lose it; the next read brings the file up to it. `counters`
-    /// gives the counters as [`TrustStore::counters`] read them; it is called before the
-    /// record is raised (a first read may store what it rebuilt, at the floor as it stood,
-    /// which a cut there leaves as it was before the commit).
-    pub fn raise_floor<'c>(
-        &self,
-        floor: u64,
-        counters: impl FnOnce() -> Result<&'c mut Counters>,
-    ) -> Result<()> {
-        // The counters are read (and levelled with the record as it stands) before the record
-        // is raised: a commit's own raise is not a counters file left behind, and logging it
-        // as one would tell an operator of a healthy node that its state was lost.
-        let counters = counters()?;
+    /// are the counters as [`TrustStore::counters`] read them, read before the record is
+    /// raised: a commit's own raise is not a counters file left behind, and logging it as one
+    /// would tell an operator of a healthy node that its state was lost (a first read may
+    /// store what it rebuilt, at the floor as it stood, which a cut there leaves as it was
+    /// before the commit).
+    pub fn raise_floor(&self, floor: u64, counters: &mut Counters) -> Result<()> {
         self.floor_record.raise(floor)?;
         fail::fail_point!("boot-check::after-floor-record");
         self.update(counters, |counters| {
@@ -518,10 +512,8 @@ mod tests {
     fn the_higher_copy_of_the_floor_wins_and_the_lower_is_raised() {
         let state = AgentState::default();
         let (store, record) = store_on_a_new_disk();
-        let mut read = None;
-        store
-            .raise_floor(5, || Ok(read.insert(store.counters(&state)?)))
-            .unwrap();
+        let mut counters = store.counters(&state).unwrap();
+        store.raise_floor(5, &mut counters).unwrap();
         assert_eq!(record.read().unwrap(), 5);
         let counters = store.counters(&state).unwrap();
         assert_eq!(
@@ -563,10 +555,8 @@ mod tests {
             (8, FloorSource::CountersFile)
         );
         assert_eq!(record.read().unwrap(), 8);
-        let mut read = None;
-        store
-            .raise_floor(6, || Ok(read.insert(store.counters(&state)?)))
-            .unwrap();
+        let mut counters = store.counters(&state).unwrap();
+        store.raise_floor(6, &mut counters).unwrap();
         assert_eq!(store.counters(&state).unwrap().security_floor, 8);
         assert_eq!(record.read().unwrap(), 8);
     }
