@@ -37,15 +37,7 @@ fn binary_serves_and_stops_on_sigterm() {
         .send()
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let r = crate::util::client()
-        .post(format!("http://{addr}/v1/reports"))
-        .bearer_auth("file-token-0123456789")
-        .json(
-            &serde_json::json!({"node_id": "n", "channel": "stable", "from_version": "1",
-                                  "to_version": "2", "outcome": "installed"}),
-        )
-        .send()
-        .unwrap();
+    let r = post_installed_report(&addr);
     assert_eq!(r.status(), StatusCode::CREATED);
     let page = format!("http://{addr}/");
     let r = crate::util::client().get(&page).send().unwrap();
@@ -74,6 +66,20 @@ fn binary_serves_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "clean exit: {status}");
+}
+
+/// POSTs node `n`'s "installed" report of `stable` to the server at `addr` with the report
+/// token the tests give the binary.
+fn post_installed_report(addr: &str) -> reqwest::blocking::Response {
+    crate::util::client()
+        .post(format!("http://{addr}/v1/reports"))
+        .bearer_auth("file-token-0123456789")
+        .json(
+            &serde_json::json!({"node_id": "n", "channel": "stable", "from_version": "1",
+                                  "to_version": "2", "outcome": "installed"}),
+        )
+        .send()
+        .unwrap()
 }
 
 /// Starts the server `command` describes; the child and the address it logs it listens on.
@@ -389,15 +395,7 @@ fn the_database_password_comes_from_a_file_not_the_url() {
             .arg(&right)
             .env("TANDEM_REPORT_TOKEN", "file-token-0123456789"),
     );
-    let r = crate::util::client()
-        .post(format!("http://{addr}/v1/reports"))
-        .bearer_auth("file-token-0123456789")
-        .json(
-            &serde_json::json!({"node_id": "n", "channel": "stable", "from_version": "1",
-                                  "to_version": "2", "outcome": "installed"}),
-        )
-        .send()
-        .unwrap();
+    let r = post_installed_report(&addr);
     let nodes: serde_json::Value = crate::util::client()
         .get(format!("http://{addr}/v1/nodes"))
         .send()
