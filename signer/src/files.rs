@@ -3,7 +3,7 @@
 //! a half-written key, bundle or document.
 
 use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
@@ -71,17 +71,14 @@ pub fn write_atomic(
     atomic_file::write(path, mode, overwrite, fill)
 }
 
-/// Writes bytes atomically.
+/// Writes bytes atomically ([`atomic_file::write_bytes`]).
 pub fn write_bytes_atomic(
     path: &Path,
     mode: u32,
     overwrite: Overwrite,
     bytes: &[u8],
 ) -> Result<(), Error> {
-    write_atomic(path, mode, overwrite, |f| {
-        f.write_all(bytes)
-            .map_err(Error::io(format!("writing {}", path.display())))
-    })
+    Ok(atomic_file::write_bytes(path, mode, overwrite, bytes)?)
 }
 
 /// Writes a new key pair: `<base>.pem` (private, mode 0600) and `<base>.pub.pem`. Refuses to
