@@ -18,6 +18,8 @@
 //! - [`uki`]: the `VERSION_ID` and `.cmdline` of a Unified Kernel Image asset (any PE section
 //!   by name); [`kernel`]: the version string of a bzImage kernel asset, for display.
 //! - [`files`]: reading a local file with a cap on its length.
+//! - [`verity`]: the image's dm-verity parameters and the `roothash=` rule of a release's
+//!   command lines.
 //!
 //! The verification core reads only the bytes or readers it is given. Everything that reads
 //! untrusted bytes returns a typed [`Error`]; nothing here panics on input.
@@ -48,6 +50,7 @@ pub mod schema;
 pub mod time_util;
 pub mod uki;
 pub mod verify;
+pub mod verity;
 
 pub use chunks::{ChunkData, ChunkDecoder, ChunkReader};
 pub use digest::Sha256Digest;

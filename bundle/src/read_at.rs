@@ -5,6 +5,7 @@
 //! ones it names, which is all a display of it claims.
 
 use std::io::{Read, Seek, SeekFrom};
+use std::ops::Range;
 
 use crate::chunks::decode_piece;
 use crate::schema::{Asset, Chunk, Manifest};
@@ -17,6 +18,16 @@ pub fn asset_read_at<'a, R: Read + Seek>(
     m: &'a Manifest,
     asset: &'a Asset,
 ) -> impl FnMut(u64, usize) -> Option<Vec<u8>> + 'a {
+    asset_read_with(move |range| read_range(f, range), m, asset)
+}
+
+/// [`asset_read_at`] over any way of reading a range of the bundle file (`fetch` gives the
+/// bytes of an absolute file range, or `None`): a node reads its source's ranges.
+pub fn asset_read_with<'a>(
+    mut fetch: impl FnMut(Range<u64>) -> Option<Vec<u8>> + 'a,
+    m: &'a Manifest,
+    asset: &'a Asset,
+) -> impl FnMut(u64, usize) -> Option<Vec<u8>> + 'a {
     let cs = u64::from(m.chunk_size());
     move |offset: u64, len: usize| -> Option<Vec<u8>> {
         let end = offset.checked_add(len as u64)?;
@@ -26,7 +37,7 @@ pub fn asset_read_at<'a, R: Read + Seek>(
         let mut out = Vec::with_capacity(len);
         for index in offset / cs..=(end - 1) / cs {
             let chunk = asset.chunks().get(usize::try_from(index).ok()?)?;
-            let bytes = chunk_bytes(f, m, chunk)?;
+            let bytes = chunk_bytes(&mut fetch, m, chunk)?;
             let from = offset.max(chunk.image_offset()) - chunk.image_offset();
             let to = end.min(chunk.end()) - chunk.image_offset();
             out.extend_from_slice(
@@ -37,14 +48,24 @@ pub fn asset_read_at<'a, R: Read + Seek>(
     }
 }
 
-/// One chunk's raw bytes: zeros for an all-zero chunk, else its frame read from `f`, decoded
-/// and hash-checked.
-fn chunk_bytes<R: Read + Seek>(f: &mut R, m: &Manifest, chunk: &Chunk) -> Option<Vec<u8>> {
+/// One chunk's raw bytes: zeros for an all-zero chunk, else its frame read through `fetch`,
+/// decoded and hash-checked.
+fn chunk_bytes(
+    fetch: &mut impl FnMut(Range<u64>) -> Option<Vec<u8>>,
+    m: &Manifest,
+    chunk: &Chunk,
+) -> Option<Vec<u8>> {
     let Some(range) = m.chunk_file_range(chunk) else {
         return Some(vec![0; chunk.len() as usize]);
     };
-    let mut frame = vec![0; usize::try_from(range.end - range.start).ok()?];
+    let frame = fetch(range)?;
+    decode_piece(m, std::slice::from_ref(chunk), &frame).ok()
+}
+
+/// The bytes of `range` of `f`.
+fn read_range<R: Read + Seek>(f: &mut R, range: Range<u64>) -> Option<Vec<u8>> {
+    let mut frame = vec![0; usize::try_from(range.end.checked_sub(range.start)?).ok()?];
     f.seek(SeekFrom::Start(range.start)).ok()?;
     f.read_exact(&mut frame).ok()?;
-    decode_piece(m, std::slice::from_ref(chunk), &frame).ok()
+    Some(frame)
 }

@@ -37,6 +37,14 @@ pub fn cmdline(read_at: &mut ReadAt<'_>) -> Option<String> {
     proto::cmdline_text(raw.get(..end)?).ok()
 }
 
+/// The `.cmdline` section of the UKI that `read_at` reads as text, however malformed (bytes
+/// that are not UTF-8 replaced): what a check of the words on it must see, where
+/// [`cmdline`] gives `None` for a command line that breaks [`proto::check_cmdline`].
+pub fn cmdline_lossy(read_at: &mut ReadAt<'_>) -> Option<String> {
+    let raw = section(read_at, ".cmdline", MAX_CMDLINE_SECTION)?;
+    Some(String::from_utf8_lossy(&raw).into_owned())
+}
+
 /// The bytes of the PE image's section called `name` (at most 8 bytes, as in the section
 /// table), if it has one of at most `max_len` bytes: its virtual size, or its raw size when
 /// that is smaller (the rest is zero fill) or the virtual size is 0.

@@ -10,6 +10,8 @@
 //! - [`inspect`]: what a bundle says about itself, read without trusting it, and who signed it.
 //! - [`metadata`]: writing signed `root.json` and channel documents.
 //! - [`request`]: signing requests and signature files (signing a bundle on another machine).
+//! - [`verity`]: the dm-verity hash area of a root image (`veritysetup`'s layout), and the
+//!   check of a hash file against its image.
 //! - [`files`] and [`publish`]: atomic file writes, key files, the repository layout.
 //! - [`repo`] (reading a repository directory or, through the binary, a URL), [`mirror`]
 //!   (a verified copy for a USB stick) and [`provenance`] (what a repository published, and
@@ -40,6 +42,7 @@ pub mod provenance;
 pub mod publish;
 pub mod repo;
 pub mod request;
+pub mod verity;
 
 pub use ::bundle::{chunking, digest, error, kernel, limits, role, schema, time_util, uki, verify};
 pub use ::bundle::{

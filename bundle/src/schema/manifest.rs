@@ -19,6 +19,7 @@ use crate::limits::{Limits, MIN_CHUNK_SIZE};
 use crate::role::{Role, RoleKind};
 use crate::schema::names::{check_name, parse_version};
 use crate::time_util::parse_rfc3339;
+use crate::verity::{Verity, VerityDoc};
 use crate::BundleHeader;
 
 /// Wire form of the manifest.
@@ -51,6 +52,9 @@ pub struct ManifestDoc {
     pub payload_size: Option<u64>,
     pub product: String,
     pub security_version: u64,
+    /// The image's dm-verity tree (format version 3, optional; FORMAT §3.3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verity: Option<VerityDoc>,
     pub version: String,
 }
 
@@ -218,6 +222,7 @@ pub struct Manifest {
     chunks: Vec<Chunk>,
     dictionary: Option<Arc<[u8]>>,
     assets: Vec<Asset>,
+    verity: Option<Verity>,
     header: BundleHeader,
     payload_len: u64,
     manifest_sha256: Sha256Digest,
@@ -277,6 +282,10 @@ impl Manifest {
     /// Boot assets, in manifest order (empty for a format-version-1 bundle).
     pub fn assets(&self) -> &[Asset] {
         &self.assets
+    }
+    /// The image's dm-verity parameters, when it carries its hash tree (FORMAT §3.3).
+    pub fn verity(&self) -> Option<&Verity> {
+        self.verity.as_ref()
     }
     /// The asset called `name`.
     pub fn asset(&self, name: &str) -> Option<&Asset> {
@@ -346,6 +355,12 @@ impl Manifest {
             json_image(&doc, &mut next_offset, limits)?
         };
         let assets = build_assets(&doc, header.version, &mut next_offset, limits)?;
+        let verity = doc
+            .verity
+            .as_ref()
+            .map(|v| Verity::from_doc(v, doc.image.size))
+            .transpose()
+            .map_err(|e| bad("verity", e))?;
         let indexed = image.chunks.len() as u64 == image.count;
         if let Some(size) = doc
             .payload_size
@@ -369,6 +384,7 @@ impl Manifest {
             chunks: image.chunks,
             dictionary: image.dictionary,
             assets,
+            verity,
             header,
             payload_len: next_offset,
             manifest_sha256,
@@ -388,6 +404,7 @@ fn json_image(
         ("dictionary", doc.dictionary.is_some()),
         ("index", doc.index.is_some()),
         ("payload_size", doc.payload_size.is_some()),
+        ("verity", doc.verity.is_some()),
     ];
     if let Some((field, _)) = only_v3.iter().find(|(_, present)| *present) {
         return Err(FormatError::field(

@@ -66,6 +66,9 @@ pub struct SignOptions {
     pub workers: usize,
     /// Minimum signature block reservation. Default 4096 (room for about 18 signatures).
     pub signature_block_len: u32,
+    /// The image's dm-verity parameters, when it ends with its hash area
+    /// ([`crate::verity`]; FORMAT §3.3). Default none.
+    pub verity: Option<::bundle::verity::VerityDoc>,
 }
 
 impl SignOptions {
@@ -89,6 +92,7 @@ impl SignOptions {
             level: 3,
             workers: 0,
             signature_block_len: 4096,
+            verity: None,
         }
     }
 }
@@ -313,6 +317,7 @@ fn manifest_doc(
         payload_size: Some(u64::MAX),
         product: opts.product.clone(),
         security_version: opts.security_version,
+        verity: opts.verity.clone(),
         version: opts.version.to_string(),
     }
 }

@@ -28,6 +28,20 @@ pub enum Command {
     /// Create, rotate, sign or check root.json (the root of trust).
     #[command(subcommand)]
     Root(RootCommand),
+    /// Compute the dm-verity hash tree of a root image (veritysetup's layout with its
+    /// superblock) into a hash file for `sign --verity`, and print the root hash (for the
+    /// UKI's `roothash=`) on stdout.
+    Verity {
+        /// The root filesystem image (a whole number of 4 KiB blocks).
+        image: PathBuf,
+        /// The hash file to write.
+        #[arg(short = 'o', long = "out", value_name = "HASHFILE")]
+        out: PathBuf,
+        /// The salt, in hex (at most 256 bytes): the same image and salt give the same root
+        /// hash. Default: 32 random bytes.
+        #[arg(long, value_name = "HEX")]
+        salt: Option<String>,
+    },
     /// Sign a raw image into a bundle (parallel zstd chunks, per-chunk and image SHA-256).
     Sign(Box<SignArgs>),
     /// Add signatures to a bundle in place (the payload is not read or moved): sign with keys
@@ -263,6 +277,11 @@ pub struct SignArgs {
     /// through `request`.
     #[arg(long = "key", value_name = "KEY")]
     pub keys: Vec<KeyArg>,
+    /// The image's hash file from `verity` (or `veritysetup format`): checked against the
+    /// image, appended to it, and its root hash signed; a UKI or --cmdline whose `roothash=`
+    /// names another hash is refused.
+    #[arg(long, value_name = "HASHFILE")]
+    pub verity: Option<PathBuf>,
     /// Where the image is cut: `fixed:SIZE` blocks (a filesystem image's block size), or
     /// `cdc:MIN,AVG,MAX` content-defined chunks (FastCDC, cut on 4 KiB boundaries) for images
     /// whose data moves by other amounts. Sizes are powers of two from 4KiB.

@@ -34,6 +34,7 @@ use crate::cli::{Args, Command, KeyArg, PublishArgs, RootCommand, RootContent, S
 use crate::keys::{private_key, private_keys};
 use crate::out::outln;
 use crate::repository::{signer_json, signers_text};
+use crate::verity;
 
 /// Runs one command.
 pub fn run(args: Args) -> Result<()> {
@@ -41,6 +42,10 @@ pub fn run(args: Args) -> Result<()> {
     match args.command {
         Command::Keygen { out } => keygen(&out),
         Command::Root(cmd) => root(cmd, &limits),
+        Command::Verity { image, out, salt } => {
+            let (f, size) = open_sized(&image)?;
+            verity::verity(f, size, &image, &out, salt.as_deref())
+        }
         Command::Sign(a) => sign(&a, &limits),
         Command::AddSignature {
             bundle,
@@ -290,8 +295,12 @@ fn sign(a: &SignArgs, limits: &Limits) -> Result<()> {
     opts.level = a.level;
     opts.workers = a.threads.unwrap_or(0);
     let keys = private_keys(&a.keys)?;
-    let (mut image, size) = open_sized(&a.image)?;
+    let (mut image, data_size) = open_sized(&a.image)?;
     warn_small_blocks(&image, &a.image, opts.chunking);
+    let tree = verity::hash_area(a, &mut image, data_size)?;
+    verity::check_cmdlines(a, tree.as_ref().map(|(v, _)| v))?;
+    let size = data_size + tree.as_ref().map_or(0, |(v, _)| v.hash_size());
+    opts.verity = tree.as_ref().map(|(v, _)| v.to_doc());
     opts.previous = previous_chunks(&a.previous, limits)?;
     // Only the small frames of new chunks gain from a dictionary: without --previous every
     // frame holds up to 1 MiB.
@@ -303,7 +312,7 @@ fn sign(a: &SignArgs, limits: &Limits) -> Result<()> {
     let total = size + assets.iter().map(|s| s.size).sum::<u64>();
     let asset_count = assets.len();
     let sources = Sources {
-        image: &mut image,
+        image: verity::with_hash_area(&mut image, tree.map(|(_, f)| f)),
         image_size: size,
         assets,
     };

@@ -8,6 +8,7 @@ mod http;
 mod keys;
 mod out;
 mod repository;
+mod verity;
 
 use std::process::ExitCode;
 
