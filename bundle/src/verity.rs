@@ -192,10 +192,12 @@ pub fn check_cmdline(cmdline: &str, verity: Option<&Verity>) -> Result<(), Strin
                     "the command line says roothash={value}, but the image has no verity tree"
                 ))
             }
-            Some(v) if value != v.root_hash().to_hex() => return Err(format!(
+            Some(v) if value != v.root_hash().to_hex() => {
+                return Err(format!(
                 "the command line says roothash={value}, but the image's verity root hash is {}",
                 v.root_hash()
-            )),
+            ))
+            }
             Some(_) => {}
         }
     }

@@ -152,7 +152,8 @@ impl Agent {
 
     /// The booted slot, as `snapshot` knows it.
     pub(crate) fn booted(&self, snapshot: &mut NodeSnapshot) -> Result<SlotId> {
-        snapshot.booted(&self.config, &self.pair)
+        let root_hashes = || crate::verity::slot_root_hashes(self.boot.as_ref());
+        snapshot.booted(&self.config, &self.pair, &root_hashes)
     }
 
     /// The state, as `snapshot` knows it.

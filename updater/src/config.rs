@@ -64,6 +64,9 @@ pub struct AgentConfig {
     pub tries: u8,
     /// Where the booted slot is read from (`tandem.slot=` or the root PARTUUID).
     pub cmdline: PathBuf,
+    /// The efivarfs directory where systemd-boot's `LoaderEntrySelected` is read, a second
+    /// witness of the booted slot (docs/booting.md, "Which slot booted").
+    pub efivars: PathBuf,
     /// Overrides the booted slot read from `cmdline` (tests, simulators).
     pub booted_slot: Option<String>,
     /// The command that reboots the node.
@@ -111,6 +114,8 @@ struct RawConfig {
     tries: u8,
     #[serde(default = "default_cmdline")]
     cmdline: PathBuf,
+    #[serde(default = "default_efivars")]
+    efivars: PathBuf,
     booted_slot: Option<String>,
     #[serde(default = "default_reboot")]
     reboot: Vec<String>,
@@ -125,7 +130,7 @@ struct RawConfig {
 }
 
 /// The top-level keys of [`RawConfig`].
-const AGENT_KEYS: [&str; 15] = [
+const AGENT_KEYS: [&str; 16] = [
     "disk",
     "slots",
     "state",
@@ -134,6 +139,7 @@ const AGENT_KEYS: [&str; 15] = [
     "node_id",
     "tries",
     "cmdline",
+    "efivars",
     "booted_slot",
     "reboot",
     "verify_readback",
@@ -178,6 +184,11 @@ fn default_tries() -> u8 {
 fn default_cmdline() -> PathBuf {
     "/proc/cmdline".into()
 }
+
+fn default_efivars() -> PathBuf {
+    "/sys/firmware/efi/efivars".into()
+}
+
 fn default_reboot() -> Vec<String> {
     vec!["systemctl".into(), "reboot".into()]
 }
@@ -225,6 +236,7 @@ impl AgentConfig {
             &mut self.state,
             &mut self.root,
             &mut self.cmdline,
+            &mut self.efivars,
         ] {
             anchor(path);
         }
@@ -325,6 +337,7 @@ impl RawConfig {
             node_id: self.node_id,
             tries: self.tries,
             cmdline: self.cmdline,
+            efivars: self.efivars,
             booted_slot: self.booted_slot,
             reboot: self.reboot,
             verify_readback: self.verify_readback,

@@ -111,6 +111,8 @@ pub enum Refusal {
     },
     #[error("the boot files need {need} bytes free beside {dir}, the filesystem has {free}: free space on the ESP (both slots' boot files must fit)")]
     NoRoomForBootFiles { dir: String, need: u64, free: u64 },
+    #[error("the release's {asset} does not match its signed root image: {reason} (a UKI built for another image would not find its root)")]
+    RootHashMismatch { asset: String, reason: String },
 }
 
 impl Refusal {
@@ -131,6 +133,7 @@ impl Refusal {
             Refusal::NoPartitionPair { .. } => "no-partition-pair",
             Refusal::TooLargeForPartition { .. } => "too-large-for-partition",
             Refusal::NoRoomForBootFiles { .. } => "no-room-for-boot-files",
+            Refusal::RootHashMismatch { .. } => "root-hash-mismatch",
         }
     }
 }

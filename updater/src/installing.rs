@@ -21,6 +21,7 @@ use crate::snapshot::NodeSnapshot;
 use crate::source::Source;
 use crate::state::{AgentState, Phase, Release, SlotRecord};
 use crate::trust::Counters;
+use crate::verity::check_release_cmdlines;
 
 /// What to install, as the command line names it.
 #[derive(Debug, Clone)]
@@ -105,6 +106,7 @@ impl Agent {
             &self.pair,
             target,
         )?;
+        check_release_cmdlines(&offer.manifest, offer.source.as_ref())?;
         let resume = match &state.phase {
             Phase::Writing {
                 target: t,

@@ -25,6 +25,7 @@ pub mod source;
 pub mod state;
 pub mod status;
 pub mod trust;
+pub mod verity;
 
 pub use agent::{Agent, Io};
 pub use assets::{BootFileStatus, PairStatus, PartitionStatus};

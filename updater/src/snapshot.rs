@@ -14,12 +14,14 @@
 //! next step sees them as a read after those writes would
 //! ([`TrustStore::counters_again`]), still without reading the file.
 
+use std::path::Path;
+
 use bundle::verify::Verified;
 use bundle::Root;
 use partitions::io::FileStore;
 use partitions::{SlotId, SlotPair};
 
-use crate::cmdline::{booted_from, BootedFrom};
+use crate::cmdline::{booted_from, entry_selected, roothash, BootedFrom, LOADER_ENTRY_SELECTED};
 use crate::config::AgentConfig;
 use crate::error::{Error, Result};
 use crate::metrics::Recorded;
@@ -102,12 +104,18 @@ impl NodeSnapshot {
         self.trusted_root = Some(root.clone());
     }
 
-    /// The slot the running system booted from (read the first time).
-    pub fn booted(&mut self, config: &AgentConfig, pair: &SlotPair) -> Result<SlotId> {
+    /// The slot the running system booted from (read the first time); `root_hashes` gives
+    /// each slot's verity root hash (A, B), asked only when the command line has `roothash=`.
+    pub fn booted(
+        &mut self,
+        config: &AgentConfig,
+        pair: &SlotPair,
+        root_hashes: &dyn Fn() -> Result<[Option<String>; 2]>,
+    ) -> Result<SlotId> {
         if let Some(slot) = self.booted {
             return Ok(slot);
         }
-        let slot = read_booted_slot(config, pair)?;
+        let slot = read_booted_slot(config, pair, root_hashes)?;
         self.booted = Some(slot);
         Ok(slot)
     }
@@ -128,18 +136,79 @@ impl NodeSnapshot {
     }
 }
 
-/// The configured `booted_slot`, else the slot the kernel command line (`cmdline` in the
-/// configuration) names by `tandem.slot=` or by the PARTUUID of its root.
-fn read_booted_slot(config: &AgentConfig, pair: &SlotPair) -> Result<SlotId> {
+/// The configured `booted_slot`, else the slot every witness names: the kernel command
+/// line (`cmdline` in the configuration) by `tandem.slot=` or the PARTUUID of its root, by
+/// `roothash=` (the one slot whose release has that root hash), and systemd-boot's
+/// `LoaderEntrySelected` (in `efivars`). Witnesses that disagree are an error: the agent
+/// does not act on a slot it is not sure of.
+fn read_booted_slot(
+    config: &AgentConfig,
+    pair: &SlotPair,
+    root_hashes: &dyn Fn() -> Result<[Option<String>; 2]>,
+) -> Result<SlotId> {
     if let Some(slot) = &config.booted_slot {
         return slot.parse().map_err(Error::BootedSlot);
     }
     let path = &config.cmdline;
     let text = std::fs::read_to_string(path)
         .map_err(Error::io(format!("cannot read {}", path.display())))?;
-    match booted_from(&text) {
-        Some(BootedFrom::Slot(letter)) => letter.to_string().parse().map_err(Error::BootedSlot),
-        Some(BootedFrom::PartUuid(uuid)) => uuid
+    let mut witnesses: Vec<(String, SlotId)> = Vec::new();
+    if let Some(from) = booted_from(&text) {
+        witnesses.push((describe(&from), slot_of(from, pair)?));
+    }
+    if let Some(hash) = roothash(&text) {
+        let hashes = root_hashes()?;
+        let holders: Vec<SlotId> = [SlotId::A, SlotId::B]
+            .into_iter()
+            .zip(hashes)
+            .filter(|(_, h)| h.as_deref() == Some(hash.as_str()))
+            .map(|(slot, _)| slot)
+            .collect();
+        if let [slot] = holders[..] {
+            witnesses.push((format!("roothash={hash}"), slot));
+        }
+    }
+    let efivars = &config.efivars;
+    if let Some(slot) = entry_selected(efivars).map_err(Error::io(format!(
+        "cannot read {} in {}",
+        LOADER_ENTRY_SELECTED,
+        efivars.display()
+    )))? {
+        witnesses.push(("LoaderEntrySelected".into(), slot));
+    }
+    agreed(&witnesses, path)
+}
+
+/// The slot all `witnesses` name; an error when they disagree or there is none.
+fn agreed(witnesses: &[(String, SlotId)], cmdline: &Path) -> Result<SlotId> {
+    let Some((first, slot)) = witnesses.first() else {
+        return Err(Error::BootedSlot(format!(
+            "{} has neither tandem.slot=, root=PARTUUID= nor a roothash= of one slot's release, \
+             and no LoaderEntrySelected names a Tandem entry",
+            cmdline.display()
+        )));
+    };
+    match witnesses.iter().find(|(_, other)| other != slot) {
+        Some((second, other)) => Err(Error::BootedSlot(format!(
+            "{first} says slot {slot}, {second} says slot {other}: refusing to act on either"
+        ))),
+        None => Ok(*slot),
+    }
+}
+
+/// How a command-line witness is named in errors.
+fn describe(from: &BootedFrom) -> String {
+    match from {
+        BootedFrom::Slot(letter) => format!("tandem.slot={letter}"),
+        BootedFrom::PartUuid(uuid) => format!("root=PARTUUID={uuid}"),
+    }
+}
+
+/// The slot a command-line witness names.
+fn slot_of(from: BootedFrom, pair: &SlotPair) -> Result<SlotId> {
+    match from {
+        BootedFrom::Slot(letter) => letter.to_string().parse().map_err(Error::BootedSlot),
+        BootedFrom::PartUuid(uuid) => uuid
             .parse()
             .ok()
             .and_then(|uuid| pair.by_partuuid(&uuid))
@@ -149,10 +218,6 @@ fn read_booted_slot(config: &AgentConfig, pair: &SlotPair) -> Result<SlotId> {
                     pair.name
                 ))
             }),
-        None => Err(Error::BootedSlot(format!(
-            "{} has neither tandem.slot= nor root=PARTUUID=",
-            path.display()
-        ))),
     }
 }
 
@@ -224,7 +289,12 @@ pub(crate) mod tests {
         let mut snapshot = NodeSnapshot::default();
         assert_eq!(snapshot.state(&store).unwrap().phase, Phase::Idle);
         assert_eq!(snapshot.counters(&store, &trust).unwrap().security_floor, 0);
-        assert_eq!(snapshot.booted(&config, &pair).unwrap(), SlotId::B);
+        assert_eq!(
+            snapshot
+                .booted(&config, &pair, &|| Ok([None, None]))
+                .unwrap(),
+            SlotId::B
+        );
         assert_eq!(snapshot.node_id(&config).unwrap(), "node-1");
 
         // Another writer changes every file: this operation keeps what it read.
@@ -243,7 +313,12 @@ pub(crate) mod tests {
             .rolled_back_versions
             .is_empty());
         assert_eq!(snapshot.counters(&store, &trust).unwrap().security_floor, 0);
-        assert_eq!(snapshot.booted(&config, &pair).unwrap(), SlotId::B);
+        assert_eq!(
+            snapshot
+                .booted(&config, &pair, &|| Ok([None, None]))
+                .unwrap(),
+            SlotId::B
+        );
 
         // What a step changes in the snapshot is what the next step sees.
         let changed = snapshot.state(&store).unwrap();
@@ -259,6 +334,74 @@ pub(crate) mod tests {
         let mut next = NodeSnapshot::default();
         assert_eq!(next.state(&store).unwrap(), &state);
         assert_eq!(next.counters(&store, &trust).unwrap().security_floor, 4);
-        assert_eq!(next.booted(&config, &pair).unwrap(), SlotId::A);
+        assert_eq!(
+            next.booted(&config, &pair, &|| Ok([None, None])).unwrap(),
+            SlotId::A
+        );
+    }
+}
+
+#[cfg(test)]
+mod witness_tests {
+    use super::*;
+    use crate::cmdline::LOADER_ENTRY_SELECTED;
+
+    /// A node whose command line is `cmdline` and whose systemd-boot booted `entry`.
+    fn node(cmdline: &str, entry: Option<&str>) -> (tempfile::TempDir, AgentConfig) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("cmdline"), cmdline).unwrap();
+        let efivars = dir.path().join("efivars");
+        std::fs::create_dir(&efivars).unwrap();
+        if let Some(id) = entry {
+            let mut bytes = vec![6, 0, 0, 0];
+            for unit in id.encode_utf16().chain([0]) {
+                bytes.extend_from_slice(&unit.to_le_bytes());
+            }
+            std::fs::write(efivars.join(LOADER_ENTRY_SELECTED), bytes).unwrap();
+        }
+        let config = AgentConfig::parse(&format!(
+            "disk = \"/dev/sda\"\nboot = \"gpt\"\nproduct = \"acme-edge\"\n\
+             cmdline = \"{}\"\nefivars = \"{}\"\n",
+            dir.path().join("cmdline").display(),
+            efivars.display()
+        ))
+        .unwrap();
+        (dir, config)
+    }
+
+    fn booted(cmdline: &str, entry: Option<&str>) -> Result<SlotId> {
+        let (_dir, config) = node(cmdline, entry);
+        let (_dev, pair) = tests::pair();
+        let hashes = || Ok([Some("aa".repeat(32)), Some("bb".repeat(32))]);
+        read_booted_slot(&config, &pair, &hashes)
+    }
+
+    #[test]
+    fn a_fixed_command_line_and_the_selected_entry_agree_on_the_slot() {
+        let b = format!("ro roothash={}", "bb".repeat(32));
+        assert_eq!(booted(&b, Some("tandem-b+2-1.conf")).unwrap(), SlotId::B);
+        assert_eq!(booted(&b, None).unwrap(), SlotId::B);
+        assert_eq!(
+            booted("ro quiet", Some("tandem-a.conf")).unwrap(),
+            SlotId::A
+        );
+        assert_eq!(
+            booted("tandem.slot=a", Some("tandem-a.conf")).unwrap(),
+            SlotId::A
+        );
+    }
+
+    #[test]
+    fn witnesses_that_disagree_are_refused() {
+        let b = format!("ro roothash={}", "bb".repeat(32));
+        let err = booted(&b, Some("tandem-a.conf")).unwrap_err().to_string();
+        assert!(
+            err.contains("roothash=") && err.contains("LoaderEntrySelected says slot a"),
+            "{err}"
+        );
+        assert!(booted(&format!("{b} tandem.slot=a"), None).is_err());
+        assert!(booted("tandem.slot=b", Some("tandem-a.conf")).is_err());
+        // A root hash no slot's release has is no witness; with nothing else, no answer.
+        assert!(booted(&format!("roothash={}", "cc".repeat(32)), None).is_err());
     }
 }

@@ -37,12 +37,16 @@ pub struct SlotStatus {
     /// Its kernel, initramfs, UKI and command line where the loader reads them (empty for a
     /// backend that keeps no boot files).
     pub boot_files: Vec<BootFileStatus>,
+    /// The dm-verity root hash its command line names (`roothash=`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root_hash: Option<String>,
 }
 
 impl Agent {
     /// Slots, boot states, releases and the agent's phase.
     pub fn status(&self) -> Result<Status> {
         let state = self.store.load()?;
+        let [root_a, root_b] = crate::verity::slot_root_hashes(self.boot.as_ref())?;
         let slots = self
             .pair
             .slots()
@@ -59,6 +63,10 @@ impl Agent {
                     boot_files: match self.boot.boot_files() {
                         Some(files) => boot_files_status(&files, slot.id)?,
                         None => Vec::new(),
+                    },
+                    root_hash: match slot.id {
+                        SlotId::A => root_a.clone(),
+                        SlotId::B => root_b.clone(),
                     },
                 })
             })

@@ -204,6 +204,20 @@ fn parse_name(prefix: &str, name: &str) -> Option<(SlotId, RawCounter)> {
     Some((slot, counter))
 }
 
+/// The slot of a Tandem entry from the id systemd-boot gives it (`LoaderEntrySelected`):
+/// the file name, with or without `.conf`, with or without its boot counter, any case.
+pub fn slot_of_entry_id(id: &str) -> Option<SlotId> {
+    let id = id.to_ascii_lowercase();
+    let name = match id.ends_with(".conf") {
+        true => id,
+        false => format!("{id}.conf"),
+    };
+    parse_name(ENTRY_PREFIX, &name).map(|(slot, _)| slot)
+}
+
+/// The default prefix of the entries' file names.
+const ENTRY_PREFIX: &str = "tandem";
+
 /// Compare versions as systemd-boot does for ours (decimal generations); anything else
 /// falls back to a byte comparison.
 fn cmp_version(a: &str, b: &str) -> Ordering {
@@ -273,7 +287,7 @@ impl SystemdBootControl {
         Self {
             boot_files: BootFiles::new(store.clone(), BOOT_FILES_DIR),
             store,
-            prefix: "tandem".into(),
+            prefix: ENTRY_PREFIX.into(),
             template,
             partuuids: [pair.slot(SlotId::A).partuuid, pair.slot(SlotId::B).partuuid],
             pair_entries: PairEntries::new(disk.device().clone(), pair),

@@ -280,6 +280,9 @@ fn describe_status(status: &updater::Status, writing_now: bool) -> String {
             slot.boot,
             slot.partuuid
         ));
+        if let Some(hash) = &slot.root_hash {
+            out.push_str(&format!("  verity root hash {hash}\n"));
+        }
         for file in &slot.boot_files {
             let about = file.version.as_deref().or(file.text.as_deref());
             out.push_str(&format!(
