@@ -16,3 +16,4 @@ mod proxy;
 mod refusals;
 mod regression;
 mod resume;
+mod verity;
