@@ -8,8 +8,6 @@
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Sha256Digest;
-use crate::schema::AssetKind;
-use crate::uki::{self, ReadAt};
 
 /// Length of the veritysetup superblock; it takes one whole hash block.
 pub const SUPERBLOCK_LEN: usize = 512;
@@ -202,21 +200,6 @@ pub fn check_cmdline(cmdline: &str, verity: Option<&Verity>) -> Result<(), Strin
         }
     }
     Ok(())
-}
-
-/// The kernel command line an asset of `kind` and `size` bytes carries, read through
-/// `read_at` (its raw bytes): a UKI's `.cmdline` section, a `cmdline` asset's text (bytes that
-/// are not UTF-8 replaced, so a check still sees every word); `None` for other kinds or an
-/// unreadable asset.
-pub fn asset_cmdline(kind: AssetKind, size: u64, read_at: &mut ReadAt<'_>) -> Option<String> {
-    match kind {
-        AssetKind::Uki => uki::cmdline_lossy(read_at),
-        AssetKind::Cmdline if size <= proto::MAX_CMDLINE as u64 => {
-            let bytes = read_at(0, usize::try_from(size).ok()?)?;
-            Some(String::from_utf8_lossy(&bytes).into_owned())
-        }
-        _ => None,
-    }
 }
 
 #[cfg(test)]

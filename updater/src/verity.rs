@@ -8,7 +8,8 @@ use std::cell::Cell;
 use std::io::Read;
 
 use bundle::read_at::asset_read_with;
-use bundle::verity::{asset_cmdline, check_cmdline};
+use bundle::verify::asset_cmdline;
+use bundle::verity::check_cmdline;
 use bundle::Manifest;
 use partitions::{BootControl, SlotId};
 

@@ -10,7 +10,7 @@ use crate::error::{Error, VerifyError};
 use crate::head::check_total_len;
 use crate::head::{parse_manifest, BundleHead};
 use crate::limits::Limits;
-use crate::schema::{Asset, Manifest, Root};
+use crate::schema::{Asset, AssetKind, Manifest, Root};
 
 /// Verification is the way from a head to a manifest that can be acted on; it lives here, with
 /// the only code that builds a [`Verified`] value, so that reading a head needs nothing of it.
@@ -78,4 +78,23 @@ pub fn cmdline_asset_text(asset: &Asset, bytes: &[u8]) -> Result<String, VerifyE
         asset: asset.name().into(),
         reason,
     })
+}
+
+/// The kernel command line an asset of `kind` and `size` bytes carries, read through
+/// `read_at` (its raw bytes): a UKI's `.cmdline` section, a `cmdline` asset's text (bytes that
+/// are not UTF-8 replaced, so a check still sees every word); `None` for other kinds or an
+/// unreadable asset.
+pub fn asset_cmdline(
+    kind: AssetKind,
+    size: u64,
+    read_at: &mut crate::uki::ReadAt<'_>,
+) -> Option<String> {
+    match kind {
+        AssetKind::Uki => crate::uki::cmdline_lossy(read_at),
+        AssetKind::Cmdline if size <= proto::MAX_CMDLINE as u64 => {
+            let bytes = read_at(0, usize::try_from(size).ok()?)?;
+            Some(String::from_utf8_lossy(&bytes).into_owned())
+        }
+        _ => None,
+    }
 }

@@ -14,7 +14,7 @@ mod root;
 use std::collections::BTreeSet;
 use std::ops::Deref;
 
-pub use bundle::{cmdline_asset_text, verify_bundle};
+pub use bundle::{asset_cmdline, cmdline_asset_text, verify_bundle};
 pub use channel::{check_release, verify_channel};
 pub use root::parse_root_ignoring_expiry;
 pub use root::{load_chain, trust_root, verify_root_update, walk_chain, ChainWalk};
