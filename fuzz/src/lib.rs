@@ -92,6 +92,15 @@ pub fn check_manifest(m: &Manifest, file_len: u64, limits: &Limits) {
         m.header().dictionary_len as usize,
         "the dictionary is the stored one"
     );
+    if let Some(v) = m.verity() {
+        assert_eq!(
+            v.data_size() + v.hash_size(),
+            m.image_size(),
+            "the verity data and hash area tile the image"
+        );
+        assert_eq!(v.data_size() % u64::from(v.data_block_size()), 0, "whole data blocks");
+        assert!(v.salt().len() <= signer::verity::MAX_SALT_LEN, "salt limit");
+    }
     let chunks = m.chunks();
     assert!(
         chunks.len() as u64 <= limits.max_chunk_count,

@@ -12,7 +12,9 @@ use std::io::Read;
 
 /// The format's side: the parameters a manifest signs and the `roothash=` rule.
 pub use ::bundle::verify::asset_cmdline;
-pub use ::bundle::verity::{check_cmdline, parse_salt, Verity, VerityDoc};
+pub use ::bundle::verity::{
+    check_cmdline, parse_salt, Verity, VerityDoc, MAX_SALT as MAX_SALT_LEN,
+};
 use ::bundle::verity::{
     hash_area_size, hashes_per_block_bits, level_blocks, MAX_BLOCK, MAX_SALT, MIN_BLOCK,
     SUPERBLOCK_LEN,

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Benchmark (not a test): what a verity root costs. The signer benchmark's 1 GiB ext4 image
+# signed without and with its dm-verity hash area (`tandem-signer verity`, `sign --verity`):
+# the bundle bytes, and `tandem-updater install` of each into a slot of a disk image file
+# (best of REPS, read-back on). The promise (docs/DESIGN.md §8): at most 5 % more of each.
+#
+#   bench/verity.sh          # REPS=3; work files in bench/work/ (gitignored)
+set -euo pipefail
+
+REPS=${REPS:-3}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WORK="$ROOT/bench/work"
+mkdir -p "$WORK"
+[ -f "$WORK/os.img" ] || SIZE_MIB=1024 REPS=1 "$ROOT/bench/sign.sh" >/dev/null
+IMG="$WORK/os.img"
+cargo build --release -q --manifest-path "$ROOT/Cargo.toml" --bin tandem-signer --bin tandem-disk --bin tandem-updater
+BIN=$(cargo metadata --format-version 1 --no-deps --manifest-path "$ROOT/Cargo.toml" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release
+
+B="$WORK/verity"
+rm -rf "$B" && mkdir -p "$B/state"
+"$BIN/tandem-signer" keygen --out "$B/root" >/dev/null
+"$BIN/tandem-signer" keygen --out "$B/release" >/dev/null
+"$BIN/tandem-signer" root init -o "$B/root.json" --root-key "$B/root.pub.pem" --root-threshold 1 \
+    --release-key "$B/release.pub.pem" --release-threshold 1 --expires 30d --sign-with "$B/root.pem" >/dev/null
+"$BIN/tandem-signer" verity "$IMG" -o "$B/os.verity" --salt 00 >/dev/null
+sign() {  # OUT [--verity FILE]
+    local out=$1; shift
+    "$BIN/tandem-signer" sign --image "$IMG" --product bench --version 1.0.0 --security-version 1 \
+        --key "$B/release.pem" --level 3 -o "$out" "$@" >/dev/null 2>&1
+}
+sign "$B/plain.tandem"
+sign "$B/verity.tandem" --verity "$B/os.verity"
+"$BIN/tandem-disk" create "$B/disk.img" --size 2400MiB --slot-size 1100MiB >/dev/null
+cat > "$B/updater.toml" <<TOML
+disk = "$B/disk.img"
+boot = "gpt"
+state = "$B/state/state.json"
+root = "$B/root.json"
+product = "bench"
+booted_slot = "a"
+reboot = ["true"]
+TOML
+install_best() {  # BUNDLE -> best seconds
+    local best=999999 t0 t1
+    for ((i = 1; i <= REPS; i++)); do
+        rm -f "$B/state/state.json"
+        t0=$(date +%s.%N)
+        "$BIN/tandem-updater" --config "$B/updater.toml" install "$1" >/dev/null 2>"$B/install.log" \
+            || { cat "$B/install.log" >&2; exit 1; }
+        t1=$(date +%s.%N)
+        best=$(awk -v a="$(awk "BEGIN { print $t1 - $t0 }")" -v b="$best" 'BEGIN { print (a < b) ? a : b }')
+    done
+    echo "$best"
+}
+plain=$(stat -c %s "$B/plain.tandem"); verity=$(stat -c %s "$B/verity.tandem")
+tp=$(install_best "$B/plain.tandem"); tv=$(install_best "$B/verity.tandem")
+awk -v p="$plain" -v v="$verity" 'BEGIN { printf "bundle: %d bytes plain, %d with verity (+%.2f %%)\n", p, v, (v / p - 1) * 100 }'
+awk -v p="$tp" -v v="$tv" 'BEGIN { printf "install: %.3f s plain, %.3f s with verity (ratio %.3f)\n", p, v, v / p }'
