@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 use crate::bundle::{verify_contents, BundleHead};
 use crate::error::{Error, UsageError};
 use crate::limits::Limits;
-use crate::repo::{display_path, fetch_capped, RepoReader};
+use crate::repo::{display_path, fetch_capped, repo_error, Repository};
 use crate::schema::{Manifest, Root};
 use crate::verify::{
     check_release, parse_root_ignoring_expiry, verify_channel, walk_chain, ChainWalk, Verified,
@@ -25,7 +25,7 @@ use crate::verify::{
 /// What to mirror, from where, to where.
 pub struct MirrorOptions<'a> {
     /// The source repository.
-    pub from: &'a dyn RepoReader,
+    pub from: &'a dyn Repository,
     /// The channels to copy (at least one).
     pub channels: &'a [String],
     /// The destination directory (must not exist unless `replace`).
@@ -327,7 +327,7 @@ fn mirror_bundle(
         .create_new(true)
         .open(&path)
         .map_err(Error::io(format!("creating {}", path.display())))?;
-    let reader = o.from.open(rel)?.ok_or_else(|| {
+    let reader = o.from.open(rel).map_err(repo_error)?.ok_or_else(|| {
         Error::io(format!("reading {shown}"))(io::Error::new(
             io::ErrorKind::NotFound,
             "the bundle the channel names is missing",

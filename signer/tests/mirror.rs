@@ -6,7 +6,7 @@ use std::path::Path;
 
 use signer::mirror::{mirror, MirrorOptions, MirrorReport};
 use signer::publish::{publish, PublishOptions};
-use signer::repo::DirReader;
+use signer::repo::DirRepository;
 use signer::{Error, Limits, SecretKey};
 use time::macros::datetime;
 
@@ -64,7 +64,7 @@ fn mirror_channels(
 ) -> Result<MirrorReport, Error> {
     let channels: Vec<String> = channels.iter().map(|c| (*c).to_owned()).collect();
     mirror(&MirrorOptions {
-        from: &DirReader::new(repo),
+        from: &DirRepository::new(repo),
         channels: &channels,
         to,
         root,

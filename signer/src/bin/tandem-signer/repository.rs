@@ -5,27 +5,31 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use repo_client::{Http, HttpOptions};
 use serde_json::{json, Value};
 use signer::mirror::{mirror, MirrorOptions, MirrorReport};
 use signer::provenance::{log, BundleEntry, ChannelEntry, LogOptions, RepoLog, Signer};
-use signer::repo::{DirReader, RepoReader};
+use signer::repo::{DirRepository, Repository};
 use signer::time_util::{format_rfc3339, now_utc};
 use signer::verify::SignerStatus;
 use signer::Limits;
 
 use crate::cli::{LogArgs, MirrorArgs};
-use crate::http::HttpReader;
 use crate::out::outln;
 
 /// The repository at `from`: an `http(s)://` URL or an existing directory.
-fn open_repo(from: &str) -> Result<Box<dyn RepoReader>> {
+fn open_repo(from: &str) -> Result<Box<dyn Repository>> {
     if from.starts_with("http://") || from.starts_with("https://") {
-        return Ok(Box::new(HttpReader::new(from)?));
+        let options = HttpOptions {
+            user_agent: concat!("tandem-signer/", env!("CARGO_PKG_VERSION")).to_owned(),
+            ..HttpOptions::default()
+        };
+        return Ok(Box::new(Http::new(from, options)?));
     }
     if !Path::new(from).is_dir() {
         bail!("{from} is neither a repository directory nor an http(s):// URL");
     }
-    Ok(Box::new(DirReader::new(from)))
+    Ok(Box::new(DirRepository::new(from)))
 }
 
 fn read_root(path: &Path, limits: &Limits) -> Result<Vec<u8>> {
