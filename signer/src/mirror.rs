@@ -17,7 +17,7 @@ use crate::bundle::{verify_contents, BundleHead};
 use crate::error::{Error, UsageError};
 use crate::limits::Limits;
 use crate::repo::{display_path, fetch_capped, repo_error, Repository};
-use crate::schema::{Manifest, Root};
+use crate::schema::{Channel, Manifest, Root};
 use crate::verify::{
     check_release, parse_root_ignoring_expiry, verify_channel, walk_chain, ChainWalk, Verified,
 };
@@ -40,23 +40,13 @@ pub struct MirrorOptions<'a> {
     pub limits: &'a Limits,
 }
 
-/// A channel copied, as its verified document says.
+/// A channel copied: its verified document, and what the document does not say — whether
+/// the unsigned pause file copied beside it stops installs.
 #[derive(Debug, Clone)]
 pub struct MirroredChannel {
-    /// Channel name.
-    pub channel: String,
-    /// Document version.
-    pub version: u64,
-    /// When nodes stop accepting it: carry the stick to them before then.
-    pub expires: OffsetDateTime,
-    /// Product.
-    pub product: String,
-    /// Release version.
-    pub release_version: semver::Version,
-    /// Security version.
-    pub security_version: u64,
-    /// Bundle path in the repository.
-    pub bundle: String,
+    /// The channel document as verified (its `expires`: carry the stick to the nodes
+    /// before then).
+    pub channel: Channel,
     /// Whether a pause file was copied that stops installs.
     pub paused: bool,
 }
@@ -296,15 +286,8 @@ fn mirror_channel(
         Some(manifest) => check_release(&channel, manifest)?,
         None => mirror_bundle(o, root, &channel, out)?,
     }
-    let r = &channel.release;
     Ok(MirroredChannel {
-        channel: channel.channel.clone(),
-        version: channel.version,
-        expires: channel.expires,
-        product: r.product.clone(),
-        release_version: r.version.clone(),
-        security_version: r.security_version,
-        bundle: r.bundle.clone(),
+        channel: channel.into_inner(),
         paused,
     })
 }
@@ -314,7 +297,7 @@ fn mirror_channel(
 fn mirror_bundle(
     o: &MirrorOptions<'_>,
     root: &Verified<Root>,
-    channel: &Verified<crate::schema::Channel>,
+    channel: &Verified<Channel>,
     out: &mut Staging,
 ) -> Result<(), Error> {
     let rel = &channel.release.bundle;

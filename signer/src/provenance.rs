@@ -71,7 +71,8 @@ pub struct BundleEntry {
     pub signers: Vec<Signer>,
 }
 
-/// A channel's current document, as listed.
+/// A channel's current document, as listed: the document and what a listing adds to it (who
+/// signed it, whether nodes accept it, the head of the bundle it names).
 #[derive(Debug, Clone)]
 pub struct ChannelEntry {
     /// The document (read without verifying it: see `verdict`).

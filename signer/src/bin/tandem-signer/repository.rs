@@ -71,17 +71,18 @@ pub fn mirror_cmd(a: &MirrorArgs, limits: &Limits) -> Result<()> {
     );
     let versions: Vec<String> = report.roots.iter().map(u64::to_string).collect();
     outln!("root     versions {}", versions.join(", "));
-    for c in &report.channels {
+    for m in &report.channels {
+        let (c, r) = (&m.channel, &m.channel.release);
         outln!(
             "channel  {} version {}: {} {} (security version {}), {}, expires {}{}",
             c.channel,
             c.version,
-            c.product,
-            c.release_version,
-            c.security_version,
-            c.bundle,
+            r.product,
+            r.version,
+            r.security_version,
+            r.bundle,
             format_rfc3339(c.expires),
-            if c.paused { ", PAUSED" } else { "" }
+            if m.paused { ", PAUSED" } else { "" }
         );
     }
     for f in &report.files {
@@ -94,11 +95,12 @@ fn mirror_json(r: &MirrorReport) -> Value {
     let channels: Vec<Value> = r
         .channels
         .iter()
-        .map(|c| {
+        .map(|m| {
+            let (c, r) = (&m.channel, &m.channel.release);
             json!({
                 "channel": c.channel, "version": c.version, "expires": format_rfc3339(c.expires),
-                "product": c.product, "release_version": c.release_version.to_string(),
-                "security_version": c.security_version, "bundle": c.bundle, "paused": c.paused,
+                "product": r.product, "release_version": r.version.to_string(),
+                "security_version": r.security_version, "bundle": r.bundle, "paused": m.paused,
             })
         })
         .collect();
