@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 
 use bundle::verify::{check_release, Verified};
 use bundle::{BundleHead, Channel, Limits, Manifest, Root};
-
 use repo_client::{BundleBytes, Repository};
 
 use crate::error::{unknown_source, Error, Result};
