@@ -283,6 +283,22 @@ impl Read for Counted {
     }
 }
 
+/// GETs `url` once, all within `limit` (a workload's health endpoint, which the agent does
+/// not read): `Ok` on a `2xx`, else what went wrong.
+pub fn probe(url: &str, limit: Duration) -> std::result::Result<(), String> {
+    let client = Client::builder()
+        .timeout(limit)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let response = client.get(url).send().map_err(|e| e.to_string())?;
+    let status = response.status();
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("answered {status}"))
+    }
+}
+
 /// Largest error body read from a server, for its reason.
 const MAX_ERROR_BODY: u64 = 4096;
 

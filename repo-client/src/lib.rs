@@ -12,7 +12,7 @@
 //! - `http` (feature `http`, on by default): `Http`, the one HTTP client of the workspace's
 //!   tools: capped bodies with deadlines, conditional GETs (`If-None-Match`), byte ranges
 //!   resumed after a cut or a stall (`Range`, `If-Range`), extra CA certificates, the
-//!   proxies of the environment.
+//!   proxies of the environment; and `probe`, the agent's HTTP health check.
 //! - [`error`]: [`Error`], each cause its own variant, so callers keep their exit classes.
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
