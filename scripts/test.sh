@@ -65,6 +65,8 @@ forbid_link updater signer
 forbid_link updater cryptoki
 forbid_link server signer
 forbid_link server bundle
+forbid_link repo-client bundle
+forbid_link repo-client signer
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The fuzz targets are not a workspace member (scripts/fuzz.sh runs them): keep them compiling
 # against the libraries' current API.

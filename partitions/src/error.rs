@@ -43,22 +43,6 @@ impl From<OutOfRange> for Error {
     }
 }
 
-/// An error and its causes in one line, each cause left out when the text so far already
-/// says it (our messages often embed their source, which `{:#}` would print twice).
-pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
 impl Error {
     /// Wrap an I/O error with what was being done.
     pub fn io(what: impl Into<String>, source: io::Error) -> Self {

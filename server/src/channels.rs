@@ -1,5 +1,6 @@
 //! Channels in the repository: reading `channels/NAME.json` *for display only* (unverified:
-//! nodes verify signatures themselves; the server holds no trust), and the pause hint
+//! nodes verify signatures themselves; the server holds no trust) as `proto`'s
+//! [`ChannelDoc`], the shape the signer writes and the agent verifies; and the pause hint
 //! `channels/NAME.pause` in the format of [`proto::Pause`], written atomically (temp file,
 //! fsync, rename, fsync directory). Channel names follow [`proto::check_name`], the rule the
 //! signer and the agent use too.
@@ -8,8 +9,8 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use proto::pause::MAX_PAUSE_FILE;
-use proto::Pause;
-use serde::Serialize;
+use proto::{ChannelDoc, Pause};
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::httpdate;
@@ -29,26 +30,6 @@ pub fn pause_path(repo: &Path, name: &str) -> PathBuf {
     repo.join("channels").join(format!("{name}.pause"))
 }
 
-/// What the status shows of a channel's current metadata (fields copied, not verified).
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ChannelInfo {
-    /// `signed.version` (the metadata version).
-    pub metadata_version: Option<u64>,
-    /// `signed.expires`.
-    pub expires: Option<String>,
-    /// `signed.release` as published (`product`, `version`, `bundle`, …).
-    pub release: Value,
-    /// `signed.rollout` as published (`percent`, `salt`).
-    pub rollout: Value,
-}
-
-impl ChannelInfo {
-    /// The release's version string, if present.
-    pub fn release_version(&self) -> Option<&str> {
-        self.release.get("version").and_then(Value::as_str)
-    }
-}
-
 /// Why channel metadata could not be shown.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -59,13 +40,14 @@ pub enum ChannelError {
     /// The file is over [`MAX_METADATA`].
     #[error("channel metadata is larger than 1 MiB")]
     TooLarge,
-    /// The file is not the expected JSON shape.
+    /// The file is not JSON, or its signed part not a channel document.
     #[error("channel metadata is not valid JSON: {0}")]
     Json(#[from] serde_json::Error),
 }
 
-/// Reads `channels/NAME.json`; `Ok(None)` when the channel does not exist.
-pub fn read_info(repo: &Path, name: &str) -> Result<Option<ChannelInfo>, ChannelError> {
+/// Reads the signed part of `channels/NAME.json` (not verified); `Ok(None)` when the channel
+/// does not exist.
+pub fn read_info(repo: &Path, name: &str) -> Result<Option<ChannelDoc>, ChannelError> {
     let file = match File::open(metadata_path(repo, name)) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -80,22 +62,13 @@ pub fn read_info(repo: &Path, name: &str) -> Result<Option<ChannelInfo>, Channel
     Ok(Some(info_of(&doc)?))
 }
 
-/// Extracts the displayed fields; `signed` may be an object or a JSON string holding one.
-fn info_of(doc: &Value) -> Result<ChannelInfo, serde_json::Error> {
-    let signed = match doc.get("signed") {
-        Some(Value::String(s)) => serde_json::from_str(s)?,
-        Some(v) => v.clone(),
-        None => Value::Null,
-    };
-    Ok(ChannelInfo {
-        metadata_version: signed.get("version").and_then(Value::as_u64),
-        expires: signed
-            .get("expires")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
-        release: signed.get("release").cloned().unwrap_or(Value::Null),
-        rollout: signed.get("rollout").cloned().unwrap_or(Value::Null),
-    })
+/// The document's signed part; `signed` may be an object or a JSON string holding one.
+fn info_of(doc: &Value) -> Result<ChannelDoc, serde_json::Error> {
+    match doc.get("signed") {
+        Some(Value::String(s)) => serde_json::from_str(s),
+        Some(v) => ChannelDoc::deserialize(v),
+        None => ChannelDoc::deserialize(&Value::Null),
+    }
 }
 
 /// The pause file of a channel as read with [`Pause::parse`], `None` when there is none. A
@@ -233,15 +206,17 @@ mod tests {
 
     #[test]
     fn reads_signed_as_object_or_string() {
-        let doc: Value = serde_json::json!({"signed": {"version": 3, "expires": "2030-01-01T00:00:00Z",
-            "release": {"version": "2.0.0"}, "rollout": {"percent": 30, "salt": "s"}}, "signatures": []});
+        let doc: Value = serde_json::json!({"signed": {"channel": "stable", "version": 3,
+            "expires": "2030-01-01T00:00:00Z",
+            "release": {"version": "2.0.0", "product": "os", "security_version": 1,
+                "bundle": "bundles/os-2.0.0.tandem", "size": 1, "manifest_sha256": "00"},
+            "rollout": {"percent": 30, "salt": "s"}}, "signatures": []});
         let info = info_of(&doc).unwrap();
-        assert_eq!(info.metadata_version, Some(3));
-        assert_eq!(info.release_version(), Some("2.0.0"));
+        assert_eq!(info.version, 3);
+        assert_eq!(info.release.version, "2.0.0");
         let as_string = serde_json::json!({"signed": doc["signed"].to_string()});
-        assert_eq!(
-            info_of(&as_string).unwrap().release_version(),
-            Some("2.0.0")
-        );
+        assert_eq!(info_of(&as_string).unwrap().release.version, "2.0.0");
+        let not_a_channel = serde_json::json!({"signed": {"version": 3}});
+        assert!(info_of(&not_a_channel).is_err());
     }
 }

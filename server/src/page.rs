@@ -11,7 +11,6 @@ use std::fmt::Write;
 
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
-use serde_json::Value;
 
 use crate::api::ApiError;
 use crate::app::App;
@@ -116,15 +115,8 @@ fn document(rows: &str) -> String {
 }
 
 fn row(out: &mut String, s: &ChannelStatus) {
-    let release = format!(
-        "{} {}",
-        text(s.release.get("product")),
-        text(s.release.get("version"))
-    );
-    let rollout = match s.rollout.get("percent") {
-        Some(p) => format!("{} %", text(Some(p))),
-        None => "–".to_owned(),
-    };
+    let release = format!("{} {}", s.release.product, s.release.version);
+    let rollout = format!("{} %", s.rollout.percent);
     let reason = s.pause.as_ref().and_then(|p| p.reason.as_deref());
     let state = match (s.paused, reason) {
         (true, Some(reason)) => format!(
@@ -158,7 +150,7 @@ fn row(out: &mut String, s: &ChannelStatus) {
         "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"state\">{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"failure\"><div class=\"clip\">{}</div></td></tr>",
         escape(&s.channel),
         escape(release.trim()),
-        s.metadata_version.map_or("–".into(), |v| v.to_string()),
+        s.metadata_version,
         escape(&rollout),
         state,
         s.nodes.total,
@@ -220,15 +212,6 @@ fn size_text(bytes: u64) -> String {
         format!("{}.{} {name}", tenths / 10, tenths % 10)
     } else {
         format!("{} {name}", rounded(unit))
-    }
-}
-
-/// A JSON value as display text (strings without quotes).
-fn text(v: Option<&Value>) -> String {
-    match v {
-        None | Some(Value::Null) => String::new(),
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
     }
 }
 

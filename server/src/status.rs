@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use hyper::{Response, StatusCode};
+use proto::{ChannelDoc, ReleaseDoc, RolloutDoc};
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::api::{self, ApiError};
 use crate::app::App;
 use crate::body::ResponseBody;
-use crate::channels::{self, ChannelInfo};
+use crate::channels;
 use crate::db::{self, Failure, TransferTotals};
 use crate::httpdate;
 use proto::Pause;
@@ -28,13 +28,13 @@ pub struct ChannelStatus {
     /// The pause file's content when paused.
     pub pause: Option<Pause>,
     /// `signed.version` of the channel metadata.
-    pub metadata_version: Option<u64>,
+    pub metadata_version: u64,
     /// `signed.expires`.
-    pub expires: Option<String>,
+    pub expires: String,
     /// `signed.release` as published.
-    pub release: Value,
+    pub release: ReleaseDoc,
     /// `signed.rollout` as published.
-    pub rollout: Value,
+    pub rollout: RolloutDoc,
     /// Nodes per running version.
     pub nodes: NodeCounts,
     /// Outcomes of the current release.
@@ -114,7 +114,7 @@ pub async fn build(app: &App, name: &str) -> Result<Option<ChannelStatus>, ApiEr
     let Some(info) = info else {
         return Ok(None);
     };
-    let version = info.release_version().map(str::to_owned);
+    let version = Some(info.release.version.clone());
     let summary = app
         .db
         .summary(name.to_owned(), version.clone())
@@ -125,7 +125,7 @@ pub async fn build(app: &App, name: &str) -> Result<Option<ChannelStatus>, ApiEr
 
 fn assemble(
     name: &str,
-    info: ChannelInfo,
+    info: ChannelDoc,
     pause: Option<Pause>,
     version: Option<String>,
     summary: crate::db::Summary,
@@ -145,7 +145,7 @@ fn assemble(
         channel: name.to_owned(),
         paused: pause.as_ref().is_some_and(|p| p.paused),
         pause: pause.filter(|p| p.paused),
-        metadata_version: info.metadata_version,
+        metadata_version: info.version,
         expires: info.expires,
         release: info.release,
         rollout: info.rollout,

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
 use bundle::files::invalid_data;
-pub use bundle::files::{open_regular, read_capped, read_capped_from, OpenError};
+pub use bundle::files::{read_capped, read_capped_from};
+pub use repo_client::dir::{open_regular, OpenError};
 
 use crate::error::Error;
 use crate::keys::{PublicKey, SecretKey};

@@ -148,7 +148,12 @@ pub fn check_root(
     }
 }
 
-/// The content of a channel document.
+/// The content of a channel document, as an author gives it to [`channel_signed_bytes`],
+/// which checks it and writes it as the wire form, `proto`'s [`ChannelDoc`].
+///
+/// It exists beside [`crate::Channel`] (the same fields, typed) because a `Channel` is what
+/// the parser makes of a document, every field validated, and only the parser builds one;
+/// this is the unchecked input of the writer, refused there when a field is wrong.
 #[derive(Debug, Clone)]
 pub struct ChannelSpec {
     /// Channel name.
@@ -187,7 +192,7 @@ pub fn channel_signed_bytes(spec: &ChannelSpec) -> Result<Vec<u8>, Error> {
         expires: format_rfc3339(spec.expires),
         release: ReleaseDoc {
             bundle: spec.bundle.clone(),
-            manifest_sha256: spec.manifest_sha256,
+            manifest_sha256: spec.manifest_sha256.to_hex(),
             product: spec.product.clone(),
             security_version: spec.security_version,
             size: spec.size,

@@ -16,8 +16,8 @@ use time::OffsetDateTime;
 use crate::bundle::{verify_contents, BundleHead};
 use crate::error::{Error, UsageError};
 use crate::limits::Limits;
-use crate::repo::{display_path, fetch_capped, RepoReader};
-use crate::schema::{Manifest, Root};
+use crate::repo::{display_path, fetch_capped, repo_error, Repository};
+use crate::schema::{Channel, Manifest, Root};
 use crate::verify::{
     check_release, parse_root_ignoring_expiry, verify_channel, walk_chain, ChainWalk, Verified,
 };
@@ -25,7 +25,7 @@ use crate::verify::{
 /// What to mirror, from where, to where.
 pub struct MirrorOptions<'a> {
     /// The source repository.
-    pub from: &'a dyn RepoReader,
+    pub from: &'a dyn Repository,
     /// The channels to copy (at least one).
     pub channels: &'a [String],
     /// The destination directory (must not exist unless `replace`).
@@ -40,23 +40,13 @@ pub struct MirrorOptions<'a> {
     pub limits: &'a Limits,
 }
 
-/// A channel copied, as its verified document says.
+/// A channel copied: its verified document, and what the document does not say — whether
+/// the unsigned pause file copied beside it stops installs.
 #[derive(Debug, Clone)]
 pub struct MirroredChannel {
-    /// Channel name.
-    pub channel: String,
-    /// Document version.
-    pub version: u64,
-    /// When nodes stop accepting it: carry the stick to them before then.
-    pub expires: OffsetDateTime,
-    /// Product.
-    pub product: String,
-    /// Release version.
-    pub release_version: semver::Version,
-    /// Security version.
-    pub security_version: u64,
-    /// Bundle path in the repository.
-    pub bundle: String,
+    /// The channel document as verified (its `expires`: carry the stick to the nodes
+    /// before then).
+    pub channel: Channel,
     /// Whether a pause file was copied that stops installs.
     pub paused: bool,
 }
@@ -296,15 +286,8 @@ fn mirror_channel(
         Some(manifest) => check_release(&channel, manifest)?,
         None => mirror_bundle(o, root, &channel, out)?,
     }
-    let r = &channel.release;
     Ok(MirroredChannel {
-        channel: channel.channel.clone(),
-        version: channel.version,
-        expires: channel.expires,
-        product: r.product.clone(),
-        release_version: r.version.clone(),
-        security_version: r.security_version,
-        bundle: r.bundle.clone(),
+        channel: channel.into_inner(),
         paused,
     })
 }
@@ -314,7 +297,7 @@ fn mirror_channel(
 fn mirror_bundle(
     o: &MirrorOptions<'_>,
     root: &Verified<Root>,
-    channel: &Verified<crate::schema::Channel>,
+    channel: &Verified<Channel>,
     out: &mut Staging,
 ) -> Result<(), Error> {
     let rel = &channel.release.bundle;
@@ -327,7 +310,7 @@ fn mirror_bundle(
         .create_new(true)
         .open(&path)
         .map_err(Error::io(format!("creating {}", path.display())))?;
-    let reader = o.from.open(rel)?.ok_or_else(|| {
+    let reader = o.from.open(rel).map_err(repo_error)?.ok_or_else(|| {
         Error::io(format!("reading {shown}"))(io::Error::new(
             io::ErrorKind::NotFound,
             "the bundle the channel names is missing",

@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::limits::Limits;
 use crate::metadata::read_channel_unverified;
 use crate::mirror::walk_to_end;
-use crate::repo::{display_path, fetch_capped, read_bundle_head, RepoReader};
+use crate::repo::{display_path, fetch_capped, read_bundle_head, repo_error, Repository};
 use crate::role::RoleKind;
 use crate::schema::{parse_envelope, Channel, Root, Signature};
 use crate::verify::{
@@ -24,7 +24,7 @@ use crate::KeyId;
 /// What to list.
 pub struct LogOptions<'a> {
     /// The repository.
-    pub from: &'a dyn RepoReader,
+    pub from: &'a dyn Repository,
     /// The channels to list; empty: every channel of a repository that can list them.
     pub channels: &'a [String],
     /// A trusted root: the repository's chain is walked from it and every signature checked.
@@ -71,7 +71,8 @@ pub struct BundleEntry {
     pub signers: Vec<Signer>,
 }
 
-/// A channel's current document, as listed.
+/// A channel's current document, as listed: the document and what a listing adds to it (who
+/// signed it, whether nodes accept it, the head of the bundle it names).
 #[derive(Debug, Clone)]
 pub struct ChannelEntry {
     /// The document (read without verifying it: see `verdict`).
@@ -111,7 +112,7 @@ pub fn log(o: &LogOptions<'_>) -> Result<RepoLog, Error> {
             name,
         )?);
     }
-    let other_bundles = o.from.bundle_files()?.map(|files| {
+    let other_bundles = o.from.bundle_files().map_err(repo_error)?.map(|files| {
         files
             .into_iter()
             .filter(|(path, _)| !channels.iter().any(|c| &c.channel.release.bundle == path))
@@ -146,7 +147,7 @@ fn channel_names(o: &LogOptions<'_>) -> Result<Vec<String>, Error> {
     if !o.channels.is_empty() {
         return Ok(o.channels.to_vec());
     }
-    o.from.channel_names()?.ok_or_else(|| {
+    o.from.channel_names().map_err(repo_error)?.ok_or_else(|| {
         crate::UsageError::invalid(format!(
             "{} cannot list its channels (an HTTP server): name them with --channel",
             o.from.name()

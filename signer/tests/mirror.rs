@@ -6,7 +6,7 @@ use std::path::Path;
 
 use signer::mirror::{mirror, MirrorOptions, MirrorReport};
 use signer::publish::{publish, PublishOptions};
-use signer::repo::DirReader;
+use signer::repo::DirRepository;
 use signer::{Error, Limits, SecretKey};
 use time::macros::datetime;
 
@@ -64,7 +64,7 @@ fn mirror_channels(
 ) -> Result<MirrorReport, Error> {
     let channels: Vec<String> = channels.iter().map(|c| (*c).to_owned()).collect();
     mirror(&MirrorOptions {
-        from: &DirReader::new(repo),
+        from: &DirRepository::new(repo),
         channels: &channels,
         to,
         root,
@@ -85,7 +85,10 @@ fn the_chain_is_walked_up_from_an_old_root_and_down_from_a_new_one() {
         assert_eq!(std::fs::read(to.join("root.json")).unwrap(), r.root2);
         assert_eq!(std::fs::read(to.join("1.root.json")).unwrap(), r.root1);
         assert_eq!(std::fs::read(to.join("2.root.json")).unwrap(), r.root2);
-        assert_eq!(report.channels[0].release_version.to_string(), "1.2.3");
+        assert_eq!(
+            report.channels[0].channel.release.version.to_string(),
+            "1.2.3"
+        );
     }
 }
 
@@ -145,7 +148,11 @@ fn two_channels_naming_one_bundle_copy_it_once() {
         &["stable", "beta"],
     )
     .unwrap();
-    let names: Vec<&str> = report.channels.iter().map(|c| c.channel.as_str()).collect();
+    let names: Vec<&str> = report
+        .channels
+        .iter()
+        .map(|c| c.channel.channel.as_str())
+        .collect();
     assert_eq!(names, ["stable", "beta"]);
     let bundles: Vec<&str> = report
         .files

@@ -14,11 +14,11 @@ use partitions::boot;
 use partitions::boot::floor::FloorRecord;
 use partitions::io::{BlockDevice, FileDisk, FileStore, RealFs};
 use partitions::{BootControl, Disk, SlotId, SlotPair};
+use repo_client::{Http, HttpOptions};
 use time::OffsetDateTime;
 
 use crate::config::AgentConfig;
 use crate::error::{Error, Result};
-use crate::http::{Http, HttpOptions};
 use crate::install::WriteOptions;
 use crate::lock::StateLock;
 use crate::snapshot::NodeSnapshot;
@@ -94,6 +94,7 @@ impl Agent {
         let limits = Limits::default();
         let http_options = HttpOptions {
             ca_bundle: config.server.as_ref().and_then(|s| s.ca_bundle.clone()),
+            user_agent: concat!("tandem-updater/", env!("CARGO_PKG_VERSION")).to_owned(),
             ..HttpOptions::default()
         };
         Ok(Agent {
@@ -193,7 +194,7 @@ impl Agent {
 
     /// A client for the repository at `url`, with the configured CA bundle and timeouts.
     pub fn http(&self, url: &str) -> Result<Http> {
-        Http::new(url, self.http_options.clone())
+        Ok(Http::new(url, self.http_options.clone())?)
     }
 
     /// Whether the firmware would boot `slot` next.

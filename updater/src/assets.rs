@@ -21,8 +21,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Refusal, Result};
 use crate::install::source_failure;
-use crate::source::BundleSource;
 use crate::state::{AgentState, PartitionRecord, Release};
+use repo_client::BundleBytes;
 
 /// Room kept free on the boot files' filesystem per new file: FAT rounds every file up to a
 /// cluster (at most 64 KiB) and needs directory entries.
@@ -99,7 +99,7 @@ impl<'m> AssetPlan<'m> {
 
     /// Writes every asset from `source` (partition images first, then the boot files) and
     /// returns when all are durable and read back with the manifest's hashes.
-    pub(crate) fn write(self, source: &dyn BundleSource) -> Result<()> {
+    pub(crate) fn write(self, source: &dyn BundleBytes) -> Result<()> {
         let manifest = self.manifest;
         for (asset, device) in &self.partitions {
             tracing::info!(
@@ -204,7 +204,7 @@ fn check_room(boot_files: &BootFiles, target: SlotId, files: &[(Asset, BootFile)
 fn write_partition(
     manifest: &Verified<Manifest>,
     asset: &Asset,
-    source: &dyn BundleSource,
+    source: &dyn BundleBytes,
     device: &Arc<dyn BlockDevice>,
 ) -> Result<()> {
     let what = || format!("writing asset {} to its partition", asset.name());
@@ -224,7 +224,7 @@ fn write_partition(
 
 fn write_boot_files(
     manifest: &Verified<Manifest>,
-    source: &dyn BundleSource,
+    source: &dyn BundleBytes,
     mut plan: BootFilesPlan,
 ) -> Result<()> {
     for (asset, file) in &plan.files {
@@ -425,7 +425,7 @@ fn check_read_back(asset: &Asset, actual: Sha256Digest, place: &str) -> Result<(
 fn copy_asset(
     manifest: &Verified<Manifest>,
     asset: &Asset,
-    source: &dyn BundleSource,
+    source: &dyn BundleBytes,
     out: &mut dyn Write,
 ) -> Result<()> {
     let mut reader = SourceReader::new(source, manifest.file_len());
@@ -437,12 +437,12 @@ fn copy_asset(
     }
 }
 
-/// A [`BundleSource`] read like a file: a seek only moves the position, and the next read
+/// A [`BundleBytes`] read like a file: a seek only moves the position, and the next read
 /// opens a range from there to the end unless the open stream already stands there, so
 /// frames read in payload order cost one request. A failure of the source itself (the
 /// network, the medium) is kept to be reported as such, not as a damaged bundle.
 struct SourceReader<'a> {
-    source: &'a dyn BundleSource,
+    source: &'a dyn BundleBytes,
     len: u64,
     pos: u64,
     stream: Option<(u64, Box<dyn Read + Send>)>,
@@ -450,7 +450,7 @@ struct SourceReader<'a> {
 }
 
 impl<'a> SourceReader<'a> {
-    fn new(source: &'a dyn BundleSource, len: u64) -> Self {
+    fn new(source: &'a dyn BundleBytes, len: u64) -> Self {
         SourceReader {
             source,
             len,
@@ -472,7 +472,7 @@ impl<'a> SourceReader<'a> {
             Some((at, stream)) if at == self.pos => Ok(stream),
             _ => match self.source.read_range(self.pos..self.len) {
                 Ok(stream) => Ok(stream),
-                Err(e) => Err(self.failed(e)),
+                Err(e) => Err(self.failed(e.into())),
             },
         }
     }

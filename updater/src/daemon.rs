@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use proto::{Outcome, Pause, Transfer};
 use rand::Rng;
+use repo_client::http::{Conditional, Http};
 
 use crate::agent::Agent;
 use crate::config::{ConfigError, Server};
 use crate::error::{Error, Refusal, Result};
-use crate::http::{Conditional, Http};
 use crate::installing::{InstallOptions, InstallOutcome};
 use crate::lifecycle::BootCheck;
 use crate::metrics::Event;
@@ -267,7 +267,7 @@ impl<'a> Daemon<'a> {
         }
         let from = running_version(&state, booted);
         let to = release.version.to_string();
-        let bundle = crate::source::display_path(&self.http, &release.bundle);
+        let bundle = repo_client::display_path(&self.http, &release.bundle);
         let installed = self
             .agent
             .offer_of_channel(snapshot, &self.http, offer)
@@ -410,8 +410,9 @@ impl<'a> Daemon<'a> {
             return;
         }
         let sent = self.agent.reports().flush(|report| {
-            self.http
-                .post_json("v1/reports", self.token.as_deref(), report)
+            Ok(self
+                .http
+                .post_json("v1/reports", self.token.as_deref(), report)?)
         });
         if let Err(error) = sent {
             tracing::warn!(%error, "cannot read the report queue");

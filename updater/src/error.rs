@@ -223,8 +223,48 @@ impl From<Refusal> for Error {
     }
 }
 
+/// A repository read's failure, in the class it always had: a file over its cap or a
+/// refused path is hostile input, a CA bundle the configuration's mistake.
+impl From<repo_client::Error> for Error {
+    fn from(error: repo_client::Error) -> Self {
+        use repo_client::Error as E;
+        match error {
+            E::Hostile {
+                source_name,
+                reason,
+            } => Error::Hostile {
+                source_name,
+                reason,
+            },
+            E::TooLarge { path, len, max } => Error::Verify {
+                source: bundle::files::invalid_data(
+                    format!("reading {path}"),
+                    format!("{len} bytes, more than the {max}-byte limit"),
+                ),
+                source_name: path,
+            },
+            E::Network {
+                method,
+                url,
+                reason,
+            } => Error::Network {
+                method,
+                url,
+                reason,
+            },
+            E::Io { context, source } => Error::Io { context, source },
+            E::CaBundleRead { path, source } => Error::Config(ConfigError::Read { path, source }),
+            E::Setup { path, message } => Error::Config(ConfigError::Invalid { path, message }),
+            other => Error::Io {
+                context: "reading the repository".into(),
+                source: std::io::Error::other(other),
+            },
+        }
+    }
+}
+
 /// An error and its causes on one line, each cause once.
-pub use partitions::error::chain;
+pub use proto::chain;
 
 /// Disk errors an operator fixes in the configuration or the provisioning, not in hardware.
 fn is_misconfiguration(error: &partitions::Error) -> bool {

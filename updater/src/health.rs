@@ -100,17 +100,7 @@ pub fn readable(duration: Duration) -> String {
 }
 
 fn probe_http(url: &str, limit: Duration) -> Result<(), String> {
-    let client = reqwest::blocking::Client::builder()
-        .timeout(limit)
-        .build()
-        .map_err(|e| e.to_string())?;
-    let response = client.get(url).send().map_err(|e| e.to_string())?;
-    let status = response.status();
-    if status.is_success() {
-        Ok(())
-    } else {
-        Err(format!("answered {status}"))
-    }
+    repo_client::http::probe(url, limit)
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::seed::{find_held, Held, Slot};
-use crate::source::BundleSource;
+use repo_client::BundleBytes;
 
 /// Tuning of the pipeline; the defaults suit a node.
 #[derive(Debug, Clone)]
@@ -154,7 +154,7 @@ struct Decoded<'m> {
 /// fetched (a delta update with no precomputed diff: bytes fetched follow what changed).
 pub fn write_image(
     manifest: &Verified<Manifest>,
-    source: &dyn BundleSource,
+    source: &dyn BundleBytes,
     slot: &dyn BlockDevice,
     active: Option<&dyn BlockDevice>,
     resume_from: u64,
@@ -413,11 +413,7 @@ fn read_slot(
 
 /// A read of `what` from `source` that failed: a network failure for a remote source, else
 /// I/O (never "damaged input": the bytes did not arrive, they were not wrong).
-pub(crate) fn source_failure(
-    source: &dyn BundleSource,
-    what: &str,
-    error: std::io::Error,
-) -> Error {
+pub(crate) fn source_failure(source: &dyn BundleBytes, what: &str, error: std::io::Error) -> Error {
     if source.is_remote() {
         Error::Network {
             method: "GET",
@@ -533,7 +529,7 @@ type Fetched = (u64, Vec<u8>);
 /// Runs `read` with the parts [`fetch_parts`] fetches on a thread of its own (scoped: it
 /// borrows `parts`), in order; once `read` returns and drops them, the fetch winds down.
 fn with_fetches<T>(
-    source: &dyn BundleSource,
+    source: &dyn BundleBytes,
     parts: &[Part],
     counters: &Counters,
     read: impl FnOnce(Receiver<Result<Fetched>>) -> T,
@@ -553,7 +549,7 @@ fn with_fetches<T>(
 /// every part is sent, after a failure, or once the reader hung up (the install stopped);
 /// fetches still under way then end at their next step.
 fn fetch_parts(
-    source: &dyn BundleSource,
+    source: &dyn BundleBytes,
     parts: &[Part],
     counters: &Counters,
     to_reader: &SyncSender<Result<Fetched>>,
@@ -593,7 +589,7 @@ fn fetch_parts(
 /// Reads `part`: all its bytes, or those before a failure and the failure (naming the part's
 /// first chunk and bytes). Gives up early (short) once `stop` is set.
 fn fetch_part(
-    source: &dyn BundleSource,
+    source: &dyn BundleBytes,
     part: &Part,
     counters: &Counters,
     stop: &AtomicBool,
@@ -602,7 +598,7 @@ fn fetch_part(
     counters.ranges.fetch_add(1, Ordering::Relaxed);
     let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
     let failure = match source.read_range(part.range.clone()) {
-        Err(error) => Some(error),
+        Err(error) => Some(error.into()),
         Ok(stream) => {
             let read = read_steps(stream.take(len), &mut bytes, stop);
             counters
@@ -883,18 +879,22 @@ mod tests {
         len: usize,
     }
 
-    impl BundleSource for Memory {
+    impl BundleBytes for Memory {
         fn name(&self) -> String {
             "memory".into()
         }
 
-        fn head(&self, _: &bundle::Limits) -> Result<bundle::BundleHead> {
-            Err(Error::io("head")(std::io::Error::other(
+        fn size(&self) -> repo_client::Result<u64> {
+            Ok(self.len as u64)
+        }
+
+        fn read_exact(&self, _: Range<u64>) -> repo_client::Result<Vec<u8>> {
+            Err(repo_client::Error::io("head")(std::io::Error::other(
                 "not in these tests",
             )))
         }
 
-        fn read_range(&self, range: Range<u64>) -> Result<Box<dyn Read + Send>> {
+        fn read_range(&self, range: Range<u64>) -> repo_client::Result<Box<dyn Read + Send>> {
             let end = (range.end as usize).min(self.len);
             let bytes = self
                 .bytes

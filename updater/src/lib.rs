@@ -10,7 +10,6 @@ pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod health;
-pub mod http;
 pub mod install;
 pub mod installing;
 pub mod lifecycle;

@@ -11,15 +11,13 @@ use bundle::{Channel, Manifest, Root};
 use crate::agent::Agent;
 use crate::error::{Error, Result};
 use crate::snapshot::NodeSnapshot;
-use crate::source::{
-    display_path, verify_bundle, verify_named_bundle, BundleSource, DirRepository, FileSource,
-    Repository, Source,
-};
+use crate::source::{verify_bundle, verify_named_bundle, Source};
+use repo_client::{display_path, BundleBytes, DirRepository, FileBundle, Repository};
 
 /// An update verified once, from its root of trust to its manifest.
 pub struct Offer {
     pub manifest: Verified<Manifest>,
-    pub source: Box<dyn BundleSource>,
+    pub source: Box<dyn BundleBytes>,
     /// The channel metadata that named the bundle (none for a bundle file).
     pub channel: Option<Verified<Channel>>,
 }
@@ -68,7 +66,7 @@ impl Agent {
         }
         .fresh(now)
         .map_err(Error::verify("the trusted root"))?;
-        let source = FileSource::new(path);
+        let source = FileBundle::new(path);
         let manifest = verify_bundle(&source, &root, &self.limits)?;
         self.see_signed_time(snapshot, &manifest)?;
         Ok(Offer {
@@ -105,7 +103,7 @@ impl Agent {
         let root = self.trust.walk(
             &trusted,
             &repo.name(),
-            |version| repo.fetch(&format!("{version}.root.json"), max),
+            |version| Ok(repo.fetch(&format!("{version}.root.json"), max)?),
             now,
         )?;
         snapshot.walked_to(&root);

@@ -20,14 +20,9 @@ const MAX_REPORT_FILE: u64 = 16 << 10;
 
 pub use proto::Report;
 
-/// What the server made of a report.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Delivery {
-    Accepted,
-    /// Refused for good (a 4xx that retrying cannot change), with the server's reason: the
-    /// report is dropped so the ones queued behind it still go out.
-    Refused(String),
-}
+/// What the server made of a report: the client's answer to its POST. A report refused for
+/// good is dropped so the ones queued behind it still go out.
+pub use repo_client::http::Posted as Delivery;
 
 /// Reports waiting to be sent, oldest first.
 #[derive(Debug, Clone)]

@@ -5,7 +5,6 @@
 //! slot booted.
 
 use std::cell::Cell;
-use std::io::Read;
 
 use bundle::read_at::asset_read_with;
 use bundle::verify::asset_cmdline;
@@ -14,19 +13,20 @@ use bundle::Manifest;
 use partitions::{BootControl, SlotId};
 
 use crate::cmdline::roothash;
-use crate::error::{Error, Refusal, Result};
-use crate::source::BundleSource;
+use repo_client::BundleBytes;
+
+use crate::error::{Refusal, Result};
 
 /// Refuses `manifest`'s release when a command line it carries says `roothash=` other than
 /// its image's verity root hash (or says one when the image has none). Reads only the
 /// chunks of the UKI's headers and `.cmdline` section, each hash-checked.
-pub(crate) fn check_release_cmdlines(manifest: &Manifest, source: &dyn BundleSource) -> Result<()> {
+pub(crate) fn check_release_cmdlines(manifest: &Manifest, source: &dyn BundleBytes) -> Result<()> {
     for asset in manifest.assets() {
         let failed = Cell::new(None);
-        let fetch = |range: std::ops::Range<u64>| match read_range(source, range) {
+        let fetch = |range: std::ops::Range<u64>| match source.read_exact(range) {
             Ok(bytes) => Some(bytes),
             Err(e) => {
-                failed.set(Some(e));
+                failed.set(Some(e.into()));
                 None
             }
         };
@@ -42,18 +42,6 @@ pub(crate) fn check_release_cmdlines(manifest: &Manifest, source: &dyn BundleSou
         })?;
     }
     Ok(())
-}
-
-/// The bytes of `range` of the bundle.
-fn read_range(source: &dyn BundleSource, range: std::ops::Range<u64>) -> Result<Vec<u8>> {
-    let len = range.end.saturating_sub(range.start);
-    let mut bytes = Vec::new();
-    source
-        .read_range(range)?
-        .take(len)
-        .read_to_end(&mut bytes)
-        .map_err(Error::io(format!("reading {}", source.name())))?;
-    Ok(bytes)
 }
 
 /// Each slot's verity root hash (A, B): the last `roothash=` of the command line in its boot

@@ -1,7 +1,6 @@
 //! Channel metadata (FORMAT §6.3, docs/DESIGN.md §4): which release a channel offers, until when,
 //! and to which share of nodes.
 
-use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::digest::{parse_lower_hex, Sha256Digest};
@@ -10,40 +9,9 @@ use crate::role::{Role, RoleKind};
 use crate::schema::names::{check_bundle_path, check_name, parse_version};
 use crate::time_util::parse_rfc3339;
 
-/// Wire form of a channel document's signed part.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-// The wire form: each field is the JSON member of the same name (FORMAT §6.3).
-#[allow(missing_docs)]
-pub struct ChannelDoc {
-    pub channel: String,
-    pub expires: String,
-    pub release: ReleaseDoc,
-    pub rollout: RolloutDoc,
-    pub version: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-// The wire form: each field is the JSON member of the same name (FORMAT §6.3).
-#[allow(missing_docs)]
-pub struct ReleaseDoc {
-    pub bundle: String,
-    pub manifest_sha256: Sha256Digest,
-    pub product: String,
-    pub security_version: u64,
-    pub size: u64,
-    pub version: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-// The wire form: each field is the JSON member of the same name (FORMAT §6.3).
-#[allow(missing_docs)]
-pub struct RolloutDoc {
-    pub percent: u8,
-    pub salt: String,
-}
+/// The wire form of a channel document's signed part: `proto`'s, the one shape the signer
+/// writes, the agent verifies and the server shows.
+pub use proto::channel::{ChannelDoc, ReleaseDoc, RolloutDoc};
 
 /// A validated channel document (see [`crate::verify::verify_channel`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +97,10 @@ impl Channel {
         check_name("product", &r.product).map_err(|e| bad("release.product", e))?;
         check_bundle_path(&r.bundle).map_err(|e| bad("release.bundle", e))?;
         let version = parse_version(&r.version).map_err(|e| bad("release.version", e))?;
+        let manifest_sha256 = r
+            .manifest_sha256
+            .parse::<Sha256Digest>()
+            .map_err(|e| bad("release.manifest_sha256", e.to_string()))?;
         Ok(Channel {
             channel: doc.channel,
             version: doc.version,
@@ -139,7 +111,7 @@ impl Channel {
                 security_version: r.security_version,
                 bundle: r.bundle,
                 size: r.size,
-                manifest_sha256: r.manifest_sha256,
+                manifest_sha256,
             },
             rollout: Rollout {
                 percent: doc.rollout.percent,

@@ -24,12 +24,12 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use partitions::SlotId::{self, A};
+use repo_client::HttpOptions;
 use signer::publish::{publish, PublishOptions};
 use signer::Limits;
 use tandem_tests::{sha256_hex, Backend, Release, World};
 use time::OffsetDateTime;
 use updater::daemon::{Daemon, Poll};
-use updater::http::HttpOptions;
 use updater::{Agent, InstallOutcome};
 
 pub const CHANNEL: &str = "stable";

@@ -754,11 +754,11 @@ fn private_ca(n: &Node) {
 
 /// `GET /v1/channels/NAME/status` over HTTPS, trusting `ca`.
 fn status_over_https(server: &TandemServer, ca: &Path) -> serde_json::Value {
-    let options = updater::http::HttpOptions {
+    let options = repo_client::HttpOptions {
         ca_bundle: Some(ca.to_owned()),
-        ..updater::http::HttpOptions::default()
+        ..repo_client::HttpOptions::default()
     };
-    let http = updater::http::Http::new(&server.url, options).unwrap();
+    let http = repo_client::Http::new(&server.url, options).unwrap();
     let body = http
         .get(&format!("v1/channels/{CHANNEL}/status"), 1 << 20)
         .unwrap()

@@ -25,10 +25,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if commands::is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!(
-                "tandem-disk: error: {}",
-                partitions::error::chain(err.as_ref())
-            );
+            eprintln!("tandem-disk: error: {}", proto::chain(err.as_ref()));
             if let Some(hint) = commands::hint(&err) {
                 eprintln!("tandem-disk: hint: {hint}");
             }

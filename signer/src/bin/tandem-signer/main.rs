@@ -4,7 +4,6 @@
 mod cli;
 mod commands;
 mod hints;
-mod http;
 mod keys;
 mod out;
 mod repository;

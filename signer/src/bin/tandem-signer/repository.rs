@@ -5,27 +5,31 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use repo_client::{Http, HttpOptions};
 use serde_json::{json, Value};
 use signer::mirror::{mirror, MirrorOptions, MirrorReport};
 use signer::provenance::{log, BundleEntry, ChannelEntry, LogOptions, RepoLog, Signer};
-use signer::repo::{DirReader, RepoReader};
+use signer::repo::{DirRepository, Repository};
 use signer::time_util::{format_rfc3339, now_utc};
 use signer::verify::SignerStatus;
 use signer::Limits;
 
 use crate::cli::{LogArgs, MirrorArgs};
-use crate::http::HttpReader;
 use crate::out::outln;
 
 /// The repository at `from`: an `http(s)://` URL or an existing directory.
-fn open_repo(from: &str) -> Result<Box<dyn RepoReader>> {
+fn open_repo(from: &str) -> Result<Box<dyn Repository>> {
     if from.starts_with("http://") || from.starts_with("https://") {
-        return Ok(Box::new(HttpReader::new(from)?));
+        let options = HttpOptions {
+            user_agent: concat!("tandem-signer/", env!("CARGO_PKG_VERSION")).to_owned(),
+            ..HttpOptions::default()
+        };
+        return Ok(Box::new(Http::new(from, options)?));
     }
     if !Path::new(from).is_dir() {
         bail!("{from} is neither a repository directory nor an http(s):// URL");
     }
-    Ok(Box::new(DirReader::new(from)))
+    Ok(Box::new(DirRepository::new(from)))
 }
 
 fn read_root(path: &Path, limits: &Limits) -> Result<Vec<u8>> {
@@ -67,17 +71,18 @@ pub fn mirror_cmd(a: &MirrorArgs, limits: &Limits) -> Result<()> {
     );
     let versions: Vec<String> = report.roots.iter().map(u64::to_string).collect();
     outln!("root     versions {}", versions.join(", "));
-    for c in &report.channels {
+    for m in &report.channels {
+        let (c, r) = (&m.channel, &m.channel.release);
         outln!(
             "channel  {} version {}: {} {} (security version {}), {}, expires {}{}",
             c.channel,
             c.version,
-            c.product,
-            c.release_version,
-            c.security_version,
-            c.bundle,
+            r.product,
+            r.version,
+            r.security_version,
+            r.bundle,
             format_rfc3339(c.expires),
-            if c.paused { ", PAUSED" } else { "" }
+            if m.paused { ", PAUSED" } else { "" }
         );
     }
     for f in &report.files {
@@ -90,11 +95,12 @@ fn mirror_json(r: &MirrorReport) -> Value {
     let channels: Vec<Value> = r
         .channels
         .iter()
-        .map(|c| {
+        .map(|m| {
+            let (c, r) = (&m.channel, &m.channel.release);
             json!({
                 "channel": c.channel, "version": c.version, "expires": format_rfc3339(c.expires),
-                "product": c.product, "release_version": c.release_version.to_string(),
-                "security_version": c.security_version, "bundle": c.bundle, "paused": c.paused,
+                "product": r.product, "release_version": r.version.to_string(),
+                "security_version": r.security_version, "bundle": r.bundle, "paused": m.paused,
             })
         })
         .collect();

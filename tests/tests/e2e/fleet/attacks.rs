@@ -5,11 +5,11 @@
 use std::path::Path;
 
 use partitions::SlotId::{A, B};
+use repo_client::Http;
 use signer::metadata::{channel_signed_bytes, sign_document, ChannelSpec};
 use signer::{RoleKind, Sha256Digest};
 use tandem_tests::{bundle_head, root_document, Keys, Release};
 use time::{Duration, OffsetDateTime};
-use updater::http::Http;
 use updater::{Agent, Error, InstallRequest};
 
 use super::{fast_http, Fleet, RepoServer, CHANNEL};

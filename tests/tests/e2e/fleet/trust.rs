@@ -8,12 +8,12 @@ use std::time::{Duration as StdDuration, Instant};
 
 use partitions::io::FileStore;
 use partitions::SlotId::{A, B};
+use repo_client::HttpOptions;
 use signer::metadata::{channel_signed_bytes, sign_document, ChannelSpec};
 use signer::{RoleKind, Sha256Digest};
 use tandem_tests::{bundle_head, clone_key, root_document, Keys, Release};
 use time::{Duration, OffsetDateTime};
 use updater::daemon::Poll;
-use updater::http::HttpOptions;
 use updater::trust::release_role_id;
 use updater::{Error, Refusal};
 
@@ -310,7 +310,7 @@ fn a_clock_far_behind_refuses_metadata_older_than_a_signed_time_seen() {
     place(&f, &v2, &channel_doc(&v2, 1, 100, yesterday, &f.w.keys));
     let behind = OffsetDateTime::now_utc() - Duration::days(5 * 365);
     let lagging = |booted| f.agent(booted).with_clock(move || behind);
-    let http = updater::http::Http::new(&server.url, fast_http()).unwrap();
+    let http = repo_client::Http::new(&server.url, fast_http()).unwrap();
     // By its own clock, the node would accept the expired channel.
     lagging(A).verify_channel(&http, CHANNEL, None).unwrap();
 

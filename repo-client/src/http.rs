@@ -1,5 +1,8 @@
-//! The agent's HTTP client: repository files with size caps, conditional GETs, and bundle
-//! byte ranges that resume after a cut or a stall (docs/DESIGN.md §4, §9).
+//! The HTTP(S) client of the agent and of the signer's `mirror` and `log`: repository files
+//! with size caps, conditional GETs, bundle byte ranges that resume after a cut or a stall
+//! (docs/DESIGN.md §4, §9), and the agent's report POSTs. Proxies come from the environment
+//! (`HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`, as reqwest reads them); extra CA certificates
+//! from [`HttpOptions::ca_bundle`].
 //!
 //! The server is not trusted: every body is read with a cap (an endless body is cut off),
 //! a resumed range must answer `206` with the exact `Content-Range` asked for, and `If-Range`
@@ -14,21 +17,20 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bundle::{BundleHead, Limits};
+use proto::chain;
 use reqwest::blocking::{Client, Response};
 use reqwest::header::{CONTENT_RANGE, ETAG, IF_NONE_MATCH, IF_RANGE, RANGE};
 use reqwest::StatusCode;
 
-use crate::config::ConfigError;
-use crate::error::{chain, Error, Result};
-use crate::reports::Delivery;
-use crate::source::{checked_relative, BundleSource, Repository};
+use crate::error::{Error, Result};
+use crate::{checked_relative, BundleBytes, Repository};
 
-/// Network behaviour of the agent.
+/// Network behaviour of a client.
 #[derive(Debug, Clone)]
 pub struct HttpOptions {
     /// A read that makes no progress for this long is a stall: reconnect.
     pub read_timeout: Duration,
+    /// How long a connection may take.
     pub connect_timeout: Duration,
     /// Reconnections allowed in a row without a byte of progress.
     pub max_retries: u32,
@@ -42,6 +44,8 @@ pub struct HttpOptions {
     /// The slowest transfer accepted, in bytes per second: a bundle download slower than
     /// this (measured after `base_deadline`) reconnects.
     pub min_throughput: u64,
+    /// The `User-Agent` of every request (the program and its version).
+    pub user_agent: String,
 }
 
 impl HttpOptions {
@@ -61,15 +65,34 @@ impl Default for HttpOptions {
             ca_bundle: None,
             base_deadline: Duration::from_secs(30),
             min_throughput: 64 << 10,
+            user_agent: concat!("tandem/", env!("CARGO_PKG_VERSION")).to_owned(),
         }
     }
 }
 
 /// The answer to a conditional GET.
 pub enum Conditional {
+    /// `304`: the file has the validator given.
     NotModified,
-    Fresh { body: Vec<u8>, etag: Option<String> },
+    /// The file, and its validator if the server gave one.
+    Fresh {
+        /// The body, within the cap.
+        body: Vec<u8>,
+        /// The `ETag`.
+        etag: Option<String>,
+    },
+    /// `404`.
     Missing,
+}
+
+/// What the server did with a POSTed body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Posted {
+    /// A `2xx`.
+    Accepted,
+    /// Refused for good (a `400`, `413` or `422`: retrying cannot change it), with the
+    /// server's reason.
+    Refused(String),
 }
 
 /// A repository served over HTTP(S).
@@ -88,17 +111,15 @@ impl Http {
         let mut builder = Client::builder()
             .timeout(options.read_timeout)
             .connect_timeout(options.connect_timeout)
-            .user_agent(concat!("tandem-updater/", env!("CARGO_PKG_VERSION")));
+            .user_agent(options.user_agent.clone());
         if let Some(path) = &options.ca_bundle {
             for cert in read_ca_bundle(path)? {
                 builder = builder.add_root_certificate(cert);
             }
         }
-        let client = builder.build().map_err(|e| {
-            Error::Config(ConfigError::Invalid {
-                path: options.ca_bundle.clone().unwrap_or_default(),
-                message: format!("cannot set up HTTP: {}", chain(&e)),
-            })
+        let client = builder.build().map_err(|e| Error::Setup {
+            path: options.ca_bundle.clone().unwrap_or_default(),
+            message: format!("cannot set up HTTP: {}", chain(&e)),
         })?;
         Ok(Http {
             client,
@@ -157,7 +178,7 @@ impl Http {
         path: &str,
         token: Option<&str>,
         body: &impl serde::Serialize,
-    ) -> Result<Delivery> {
+    ) -> Result<Posted> {
         let url = self.url(path);
         let mut request = self
             .client
@@ -170,7 +191,7 @@ impl Http {
         let response = request.send().map_err(network("POST", &url))?;
         let status = response.status();
         if status.is_success() {
-            return Ok(Delivery::Accepted);
+            return Ok(Posted::Accepted);
         }
         let refused_for_good = matches!(
             status,
@@ -182,7 +203,7 @@ impl Http {
             let body = self
                 .read_capped(response, MAX_ERROR_BODY, &url)
                 .unwrap_or_default();
-            return Ok(Delivery::Refused(server_reason(status, &body)));
+            return Ok(Posted::Refused(server_reason(status, &body)));
         }
         Err(http_status("POST", &url, status))
     }
@@ -229,9 +250,52 @@ impl Repository for Http {
         self.get(checked_relative(path)?.to_str().unwrap_or(path), max)
     }
 
-    fn bundle(&self, path: &str, size: u64) -> Result<Box<dyn BundleSource>> {
+    fn open(&self, path: &str) -> Result<Option<Box<dyn Read + Send + '_>>> {
+        let url = self.url(checked_relative(path)?.to_str().unwrap_or(path));
+        let response = self.client.get(&url).send().map_err(network("GET", &url))?;
+        match response.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            StatusCode::OK => Ok(Some(Box::new(Counted {
+                inner: response,
+                received: Arc::clone(&self.received),
+            }))),
+            status => Err(http_status("GET", &url, status)),
+        }
+    }
+
+    fn bundle(&self, path: &str, size: u64) -> Result<Box<dyn BundleBytes>> {
         checked_relative(path)?;
         Ok(Box::new(HttpBundle::new(self.clone(), path, size)))
+    }
+}
+
+/// A body whose bytes count towards [`Http::bytes_received`].
+struct Counted {
+    inner: Response,
+    received: Arc<AtomicU64>,
+}
+
+impl Read for Counted {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.received.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// GETs `url` once, all within `limit` (a workload's health endpoint, which the agent does
+/// not read): `Ok` on a `2xx`, else what went wrong.
+pub fn probe(url: &str, limit: Duration) -> std::result::Result<(), String> {
+    let client = Client::builder()
+        .timeout(limit)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let response = client.get(url).send().map_err(|e| e.to_string())?;
+    let status = response.status();
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("answered {status}"))
     }
 }
 
@@ -315,17 +379,13 @@ fn header(response: &Response, name: reqwest::header::HeaderName) -> Option<Stri
 }
 
 fn read_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>> {
-    let pem = std::fs::read(path).map_err(|source| {
-        Error::Config(ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })
+    let pem = std::fs::read(path).map_err(|source| Error::CaBundleRead {
+        path: path.to_owned(),
+        source,
     })?;
-    reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-        Error::Config(ConfigError::Invalid {
-            path: path.to_owned(),
-            message: format!("not a PEM certificate bundle: {}", chain(&e)),
-        })
+    reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| Error::Setup {
+        path: path.to_owned(),
+        message: format!("not a PEM certificate bundle: {}", chain(&e)),
     })
 }
 
@@ -338,6 +398,7 @@ pub struct HttpBundle {
 }
 
 impl HttpBundle {
+    /// The `size` bytes of the bundle at `path` of the repository `http` serves.
     pub fn new(http: Http, path: &str, size: u64) -> Self {
         HttpBundle {
             http,
@@ -347,19 +408,17 @@ impl HttpBundle {
     }
 }
 
-impl BundleSource for HttpBundle {
+impl BundleBytes for HttpBundle {
     fn name(&self) -> String {
         self.http.url(&self.path)
     }
 
-    fn head(&self, limits: &Limits) -> Result<BundleHead> {
-        let name = self.name();
-        BundleHead::fetch(
-            self.size,
-            limits,
-            |e| Error::verify(&name)(e.into()),
-            |range| self.http.get_range(&self.path, range),
-        )
+    fn size(&self) -> Result<u64> {
+        Ok(self.size)
+    }
+
+    fn read_exact(&self, range: Range<u64>) -> Result<Vec<u8>> {
+        self.http.get_range(&self.path, range)
     }
 
     fn is_remote(&self) -> bool {
