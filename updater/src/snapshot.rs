@@ -194,19 +194,24 @@ fn partuuid_witness(hash: &str, pair: &SlotPair) -> Option<(String, SlotId)> {
 
 /// The slot all `witnesses` name; an error when they disagree or there is none.
 fn agreed(witnesses: &[(String, SlotId)], cmdline: &Path) -> Result<SlotId> {
-    let Some((first, slot)) = witnesses.first() else {
+    let Some((_, slot)) = witnesses.first() else {
         return Err(Error::BootedSlot(format!(
             "{} has neither tandem.slot=, root=PARTUUID= nor a roothash= of one slot's release, \
              and no LoaderEntrySelected names a Tandem entry",
             cmdline.display()
         )));
     };
-    match witnesses.iter().find(|(_, other)| other != slot) {
-        Some((second, other)) => Err(Error::BootedSlot(format!(
-            "{first} says slot {slot}, {second} says slot {other}: refusing to act on either"
-        ))),
-        None => Ok(*slot),
+    if witnesses.iter().all(|(_, other)| other == slot) {
+        return Ok(*slot);
     }
+    let said: Vec<String> = witnesses
+        .iter()
+        .map(|(witness, slot)| format!("{witness} says slot {slot}"))
+        .collect();
+    Err(Error::BootedSlot(format!(
+        "{}: refusing to act on either slot",
+        said.join(", ")
+    )))
 }
 
 /// How a command-line witness is named in errors.
