@@ -380,6 +380,13 @@ mod tests {
         bc.set_trial(SlotId::A, 2).unwrap();
         bc.prepare().unwrap();
         assert_eq!(bc.state(SlotId::A).unwrap().tries_left, 2, "idempotent");
+        // A PARTUUID changed after the backend was opened is the one the next prepare records.
+        let uuid = uuid::Uuid::from_bytes([0x42; 16]);
+        let index = pair.slot(SlotId::B).index;
+        crate::table::update_unique_guid(disk.device().as_ref(), index, uuid).unwrap();
+        bc.prepare().unwrap();
+        let env = bc.read_env().unwrap();
+        assert_eq!(env.get("TANDEM_B_PARTUUID").unwrap(), uuid.to_string());
     }
 
     #[test]

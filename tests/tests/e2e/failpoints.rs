@@ -34,6 +34,9 @@ fn power_cut_at_every_failpoint() {
             _ => verity_release(&w),
         };
         w.provision(A, &v1);
+        // The PARTUUID the verity release's root hash derives, which slot B ends with.
+        let partuuid = (backend == Backend::SystemdBoot)
+            .then(|| signer::verity::partuuid(&crate::verity::verity_image(2).1.root_hash));
         let factory = MemDisk::from_bytes(&w.disk_bytes());
         let factory_esp = w.boot_fs.as_ref().map(MemFs::deep_clone);
         for (name, hit, healthy) in &cases {
@@ -53,6 +56,13 @@ fn power_cut_at_every_failpoint() {
             tried += 1;
             cut_names.insert(name.clone());
             recover(&w, &v1, &v2, &context);
+            if let Some(uuid) = partuuid {
+                assert_eq!(
+                    w.pair().slot(B).partuuid,
+                    uuid,
+                    "{context}: slot B's PARTUUID"
+                );
+            }
         }
     }
     let never: Vec<_> = names.iter().filter(|n| !cut_names.contains(*n)).collect();
