@@ -431,3 +431,46 @@ fn a_cut_during_the_partuuid_write_leaves_the_running_slot_booting() {
     }
     drop(scenario);
 }
+
+#[test]
+fn a_factory_slot_is_given_the_partuuid_its_uki_names() {
+    let s = Sandbox::new();
+    s.create_disk();
+    std::fs::write(s.path("root.img"), image(1 << 20, 5)).unwrap();
+    let out = s.run(
+        "tandem-signer",
+        &["verity", "root.img", "-o", "root.verity"],
+        0,
+    );
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let partuuid = printed.lines().nth(1).unwrap().to_owned();
+    let mut raw = std::fs::read(s.path("root.img")).unwrap();
+    raw.extend(std::fs::read(s.path("root.verity")).unwrap());
+    std::fs::write(s.path("root.raw"), raw).unwrap();
+    let write = |slot: &str, expect| {
+        let args = [
+            "write-slot",
+            "disk.img",
+            slot,
+            "root.raw",
+            "--partuuid",
+            &partuuid,
+        ];
+        s.run("tandem-disk", &args, expect)
+    };
+    write("a", 0);
+    let disk = s.path("disk.img");
+    let pair = partitions::Disk::open_read_only(&disk)
+        .unwrap()
+        .slots("root")
+        .unwrap();
+    assert_eq!(sgdisk_guid(&disk, pair.slot(A).index), partuuid);
+    // The other slot cannot take it as well.
+    let refused = write("b", 1);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains(&partuuid) && err.contains("root-a"), "{err}");
+    assert_eq!(
+        sgdisk_guid(&disk, pair.slot(B).index),
+        pair.slot(B).partuuid.to_string()
+    );
+}
