@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates the seed corpora in fuzz/seeds/<target>/ from the real tools: a tiny bundle,
+# Regenerates the seed corpora in fuzz/seeds/<target>/ from the real tools: a tiny bundle
+# (and the manifest of one with a dm-verity root),
 # root and channel made by tandem-signer (fresh random keys: only the shapes matter), its
 # header/manifest/signature-block regions, a tiny GPT, grubenv blocks, and a few
 # Range headers, reports and pause hints. Usage: fuzz/make-seeds.sh (from anywhere); needs
@@ -33,10 +34,20 @@ for k in root r1 r2; do "$SIGNER" keygen --out $k >/dev/null; done
 cp root.json "$SEEDS/root/root.json"
 cp repo/channels/stable.json "$SEEDS/channel/stable.json"
 cp os.tandem "$SEEDS/bundle_head/os.tandem"
-# The stored index (the file's last index_len bytes, header bytes 20..24), decompressed.
-python3 -c 'import struct; d = open("os.tandem", "rb").read(); n, = struct.unpack_from("<I", d, 20); open("index.zst", "wb").write(d[len(d) - n:])'
+# A release with a dm-verity root (FORMAT §3.3): 16 KiB of data, its hash area appended.
+{ printf 'NAME=verity\n'; head -c 16372 /dev/urandom; } >root.img
+"$SIGNER" verity root.img -o root.verity --salt 5eed >/dev/null
+"$SIGNER" sign --image root.img --verity root.verity --product acme-edge --version 1.2.4 \
+    --security-version 1 --chunk-size 4KiB --key r1.pem -o root.tandem >/dev/null
+
+# The manifest target's seed of bundle $1, in $2: the stored index (the file's last
+# index_len bytes, header bytes 20..24) decompressed and appended to the manifest; with $3,
+# the signature block too.
+manifest_seed() {
+python3 -c 'import struct, sys; d = open(sys.argv[1], "rb").read(); n, = struct.unpack_from("<I", d, 20); open("index.zst", "wb").write(d[len(d) - n:])' "$1"
+rm -f index.raw
 zstd -dq index.zst -o index.raw
-python3 - os.tandem index.raw "$SEEDS" <<'PY'
+python3 - "$1" index.raw "$SEEDS" "$2" "${3:-}" <<'PY'
 import struct, sys
 data = open(sys.argv[1], "rb").read()
 records = open(sys.argv[2], "rb").read()
@@ -46,10 +57,14 @@ manifest = data[24:24 + m]
 # The manifest target reads a version flag byte first (its value modulo 3: 0 for version 1,
 # 1 for 2, 2 for 3); for version 3 then the manifest length and, after the manifest, the
 # index records raw.
-open(sys.argv[3] + "/manifest/os.manifest", "wb").write(
+open(sys.argv[3] + "/manifest/" + sys.argv[4], "wb").write(
     b"\2" + struct.pack("<I", m) + manifest + records)
-open(sys.argv[3] + "/signature_block/os.sigblock", "wb").write(data[24 + m:24 + m + s])
+if sys.argv[5]:
+    open(sys.argv[3] + "/signature_block/" + sys.argv[5], "wb").write(data[24 + m:24 + m + s])
 PY
+}
+manifest_seed os.tandem os.manifest os.sigblock
+manifest_seed root.tandem os-verity.manifest
 
 # GPT: a 24 KiB disk (48 sectors), 4-entry arrays (one sector each), root-a and root-b,
 # written here because sgdisk refuses disks this small; the leading byte 1 asks the target

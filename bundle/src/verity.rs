@@ -3,7 +3,8 @@
 //! (version 1, SHA-256, the salt hashed before each block), so the kernel reads it with
 //! `--hash-offset` = the data size. The node writes and hash-checks those bytes like any other
 //! chunk; this module validates the parameters and checks that a command line's `roothash=`
-//! names the same tree.
+//! names the same tree, and its `PARTUUID=`s the partition systemd's convention derives
+//! from the root hash ([`partuuid`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +23,53 @@ pub const MAX_BLOCK: u32 = 4096;
 const DIGEST_LEN: u64 = 32;
 /// The kernel parameter naming the root hash (systemd-veritysetup-generator).
 pub const ROOTHASH_PARAM: &str = "roothash=";
+/// The kernel parameters whose `PARTUUID=` value must be the partition the root hash
+/// derives ([`partuuid`]): the root itself, and the data and hash devices of the mapping
+/// (systemd-veritysetup-generator; in a Tandem slot both are the slot's partition).
+pub const PARTUUID_PARAMS: [&str; 3] = [
+    "root=",
+    "systemd.verity_root_data=",
+    "systemd.verity_root_hash=",
+];
+
+/// The partition UUID systemd derives from a verity root hash: its first 128 bits, in
+/// order, as a UUID (`01234567…` is `01234567-…`; no version bits are set).
+/// systemd-veritysetup-generator looks for the data partition there when the command line
+/// names no device, and systemd-repart and systemd-dissect give and expect the data
+/// partition that UUID. The agent sets the target slot's GPT unique GUID to it
+/// (docs/DESIGN.md §5.2), so one fixed command line finds the root in whichever slot holds it.
+pub fn partuuid(root_hash: &Sha256Digest) -> uuid::Uuid {
+    let mut first = [0u8; 16];
+    for (to, from) in first.iter_mut().zip(root_hash.0) {
+        *to = from;
+    }
+    uuid::Uuid::from_bytes(first)
+}
+
+/// The `PARTUUID=` values of the parameters of [`PARTUUID_PARAMS`] on `cmdline`, with the
+/// parameter each came from (`root=`), in order.
+pub fn partuuid_params(cmdline: &str) -> impl Iterator<Item = (&'static str, &str)> {
+    cmdline.split_ascii_whitespace().filter_map(|word| {
+        PARTUUID_PARAMS.into_iter().find_map(|param| {
+            let value = word.strip_prefix(param)?.strip_prefix("PARTUUID=")?;
+            Some((param, value))
+        })
+    })
+}
+
+/// The kernel command line that sets the root up from a Tandem slot with systemd in the
+/// initramfs: the mapping of the partition [`partuuid`] names (data, then the hash area at
+/// `hash-offset`), checked against `roothash=`, mounted read-only as the root.
+pub fn suggested_cmdline(verity: &Verity) -> String {
+    let uuid = partuuid(&verity.root_hash());
+    format!(
+        "roothash={} systemd.verity_root_data=PARTUUID={uuid} \
+         systemd.verity_root_hash=PARTUUID={uuid} \
+         systemd.verity_root_options=hash-offset={} root=/dev/mapper/root ro",
+        verity.root_hash(),
+        verity.data_size()
+    )
+}
 
 /// Wire form of `verity` (FORMAT §3.3).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -180,8 +228,10 @@ pub fn roothash_params(cmdline: &str) -> impl Iterator<Item = &str> {
 }
 
 /// Checks that every `roothash=` on `cmdline` names `verity`'s root hash, and that there is
-/// none when the image has no verity tree (such a command line could not boot it). A
-/// command line without `roothash=` passes: it claims nothing.
+/// none when the image has no verity tree (such a command line could not boot it); and,
+/// with a tree, that every `PARTUUID=` of [`PARTUUID_PARAMS`] names the partition the root
+/// hash derives ([`partuuid`]): the slot the agent installs it to has that PARTUUID, and no
+/// other partition does. A command line without them passes: it claims nothing.
 pub fn check_cmdline(cmdline: &str, verity: Option<&Verity>) -> Result<(), String> {
     for value in roothash_params(cmdline) {
         match verity {
@@ -199,7 +249,18 @@ pub fn check_cmdline(cmdline: &str, verity: Option<&Verity>) -> Result<(), Strin
             Some(_) => {}
         }
     }
-    Ok(())
+    let Some(v) = verity else { return Ok(()) };
+    let derived = partuuid(&v.root_hash());
+    match partuuid_params(cmdline)
+        .find(|(_, value)| uuid::Uuid::parse_str(value).ok() != Some(derived))
+    {
+        Some((param, value)) => Err(format!(
+            "the command line says {param}PARTUUID={value}, but the slot of the image's verity \
+             root hash {} is PARTUUID={derived} (its first 128 bits)",
+            v.root_hash()
+        )),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -256,5 +317,49 @@ mod tests {
         assert!(check_cmdline(&format!("roothash={other}"), Some(&v)).is_err());
         assert!(check_cmdline(&format!("roothash={hash} roothash={other}"), Some(&v)).is_err());
         assert!(check_cmdline(&format!("roothash={hash}"), None).is_err());
+    }
+
+    /// systemd's derivation (veritysetup-generator's `determine_devices`: the first 16
+    /// bytes of the root hash, formatted in order), on a known vector.
+    #[test]
+    fn the_partuuid_is_the_first_128_bits_of_the_root_hash() {
+        let hash: Sha256Digest = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+            .parse()
+            .unwrap();
+        let uuid = partuuid(&hash);
+        assert_eq!(uuid.to_string(), "9f86d081-884c-7d65-9a2f-eaa0c55ad015");
+        assert_eq!(uuid.as_bytes()[..], hash.0[..16]);
+    }
+
+    #[test]
+    fn a_cmdline_must_name_the_derived_partuuid() {
+        let v = Verity::from_doc(&doc(8192, 8192), 16384).unwrap();
+        let uuid = partuuid(&v.root_hash());
+        let upper = uuid.to_string().to_ascii_uppercase();
+        for good in [
+            format!("root=PARTUUID={uuid} ro"),
+            format!("systemd.verity_root_data=PARTUUID={upper}"),
+            suggested_cmdline(&v),
+            "root=/dev/mapper/root".into(),
+        ] {
+            assert!(check_cmdline(&good, Some(&v)).is_ok(), "{good}");
+        }
+        let other = uuid::Uuid::from_bytes([9; 16]);
+        for bad in [
+            format!("root=PARTUUID={other}"),
+            format!("systemd.verity_root_hash=PARTUUID={other}"),
+            "systemd.verity_root_data=PARTUUID=junk".into(),
+        ] {
+            let err = check_cmdline(&bad, Some(&v)).unwrap_err();
+            assert!(err.contains(&uuid.to_string()), "{err}");
+        }
+        // Without a tree, a PARTUUID names whatever slot the loader says.
+        assert!(check_cmdline(&format!("root=PARTUUID={other}"), None).is_ok());
+        let line = suggested_cmdline(&v);
+        assert!(
+            line.contains(&format!("roothash={}", v.root_hash())),
+            "{line}"
+        );
+        assert!(line.contains("hash-offset=8192"), "{line}");
     }
 }

@@ -100,6 +100,16 @@ pub fn check_manifest(m: &Manifest, file_len: u64, limits: &Limits) {
         );
         assert_eq!(v.data_size() % u64::from(v.data_block_size()), 0, "whole data blocks");
         assert!(v.salt().len() <= signer::verity::MAX_SALT_LEN, "salt limit");
+        let partuuid = signer::verity::partuuid(&v.root_hash());
+        assert_eq!(
+            partuuid.as_bytes().as_slice(),
+            v.root_hash().0.get(..16).unwrap_or_default(),
+            "the PARTUUID is the root hash's first 128 bits"
+        );
+        assert!(
+            signer::verity::check_cmdline(&signer::verity::suggested_cmdline(v), Some(v)).is_ok(),
+            "the suggested command line passes the roothash=/PARTUUID= rule"
+        );
     }
     let chunks = m.chunks();
     assert!(

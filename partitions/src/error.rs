@@ -96,6 +96,19 @@ pub enum GptError {
         /// 1-based entry number.
         b: u32,
     },
+    /// A unique GUID asked for one entry is already another entry's: GUIDs must stay
+    /// unique on a disk, or `PARTUUID=` names either partition.
+    #[error("partition {index} cannot take the unique GUID {guid}: partition {holder} ({holder_name:?}) has it")]
+    DuplicateGuid {
+        /// The GUID.
+        guid: uuid::Uuid,
+        /// 1-based entry number it was asked for.
+        index: u32,
+        /// 1-based entry number that has it.
+        holder: u32,
+        /// That entry's name.
+        holder_name: String,
+    },
 }
 
 /// Why one GPT copy (header + entry array) was rejected.

@@ -1,6 +1,6 @@
 //! The GUID partition table: a bounded reader that validates each copy (primary and backup)
-//! on its own, and a writer that patches partition attributes in both copies in a
-//! power-safe order.
+//! on its own, and a writer that patches partition attributes or a partition's unique GUID
+//! in both copies in a power-safe order.
 //!
 //! Why not the `gpt` crate for reading: version 4.1 panics on an entry size other than 128
 //! (`assert_eq!`), and when the primary header is intact but its entry array fails its CRC (the
@@ -9,7 +9,8 @@
 //! judged whole (header CRC *and* entry-array CRC), and the primary is preferred only when
 //! it is entirely valid. The `gpt` crate still lays out new tables (see [`crate::create`]).
 //!
-//! Write order for an attribute change ([`update_attributes`]), so that a cut at any instant
+//! Write order for an attribute change ([`update_attributes`]) or a unique GUID change
+//! ([`update_unique_guid`]), so that a cut at any instant
 //! leaves one valid copy holding either the old or the new attributes, never a mix:
 //! 1. backup entry array, backup header; sync;
 //! 2. primary entry array, primary header; sync.
@@ -31,6 +32,8 @@ const MIN_HEADER_SIZE: u32 = 92;
 const MAX_ENTRY_ARRAY: u64 = 1 << 20;
 /// Offset of the 64-bit attribute field inside an entry.
 const ATTR_OFFSET: usize = 48;
+/// Offset of the unique partition GUID inside an entry.
+const UNIQUE_GUID_OFFSET: usize = 16;
 
 /// Which copy of the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -438,26 +441,75 @@ fn check_entries(h: &Header, entries: &[Entry]) -> Result<()> {
 /// every other byte of the named entries, are untouched.
 pub fn update_attributes(dev: &dyn BlockDevice, updates: &[(u32, u64)]) -> Result<GptTable> {
     let t = GptTable::read(dev)?;
-    let ss = t.sector_size;
-    let h = &t.header;
     let mut array = t.array.clone();
     for &(index, value) in updates {
-        if t.entry(index).is_none() {
-            return Err(Error::io(
-                format!("updating GPT entry {index}"),
-                std::io::Error::new(std::io::ErrorKind::NotFound, "no such used entry"),
-            ));
-        }
-        let off = (index as usize - 1) * h.entry_size as usize + ATTR_OFFSET;
-        let field = array.get_mut(off..off + 8).ok_or_else(|| {
-            Error::io(
-                format!("updating GPT entry {index}"),
-                std::io::Error::new(std::io::ErrorKind::InvalidData, "entry outside the array"),
-            )
-        })?;
-        field.copy_from_slice(&value.to_le_bytes());
+        patch_entry(&t, &mut array, index, ATTR_OFFSET, &value.to_le_bytes())?;
     }
-    let crc = crc32fast::hash(&array);
+    write_both(dev, &t, &array)
+}
+
+/// Set the unique GUID (the PARTUUID) of entry `index` (1-based), in both copies and in the
+/// power-safe order of [`update_attributes`], every other byte untouched. Nothing is written
+/// when the entry already has it (a retry after a cut is free); a GUID another entry of the
+/// table has is refused ([`GptError::DuplicateGuid`]): GUIDs name partitions, and two equal
+/// ones make `root=PARTUUID=` (and udev's `by-partuuid` link) name either.
+pub fn update_unique_guid(dev: &dyn BlockDevice, index: u32, guid: Uuid) -> Result<GptTable> {
+    let t = GptTable::read(dev)?;
+    if t.entry(index).is_some_and(|e| e.unique_guid == guid) {
+        return Ok(t);
+    }
+    if let Some(other) = t.entries().iter().find(|e| e.unique_guid == guid) {
+        return Err(GptError::DuplicateGuid {
+            guid,
+            index,
+            holder: other.index,
+            holder_name: other.name.clone(),
+        }
+        .into());
+    }
+    let mut array = t.array.clone();
+    patch_entry(
+        &t,
+        &mut array,
+        index,
+        UNIQUE_GUID_OFFSET,
+        &guid.to_bytes_le(),
+    )?;
+    write_both(dev, &t, &array)
+}
+
+/// Overwrite `bytes` at `offset` of used entry `index` in `array` (the entry array of `t`).
+fn patch_entry(
+    t: &GptTable,
+    array: &mut [u8],
+    index: u32,
+    offset: usize,
+    bytes: &[u8],
+) -> Result<()> {
+    let failed = |why: &str, kind| {
+        Error::io(
+            format!("updating GPT entry {index}"),
+            std::io::Error::new(kind, why.to_owned()),
+        )
+    };
+    if t.entry(index).is_none() {
+        return Err(failed("no such used entry", std::io::ErrorKind::NotFound));
+    }
+    let start = (index as usize - 1) * t.header.entry_size as usize + offset;
+    array
+        .get_mut(start..start + bytes.len())
+        .ok_or_else(|| failed("entry outside the array", std::io::ErrorKind::InvalidData))?
+        .copy_from_slice(bytes);
+    Ok(())
+}
+
+/// Write `array` as the entry array of both copies of `t`'s table, headers and CRCs
+/// recomputed: backup first, sync, then primary, sync (the module documentation says why);
+/// returns the table read back.
+fn write_both(dev: &dyn BlockDevice, t: &GptTable, array: &[u8]) -> Result<GptTable> {
+    let ss = t.sector_size;
+    let h = &t.header;
+    let crc = crc32fast::hash(array);
     let entry_sectors = h.array_bytes().div_ceil(ss);
 
     let (backup_lba, primary_entries_lba, backup_entries_lba) = match t.source {
@@ -479,10 +531,10 @@ pub fn update_attributes(dev: &dyn BlockDevice, updates: &[(u32, u64)]) -> Resul
             .map_err(|e| Error::io(format!("writing the {what}"), e))
     };
     let sync = || dev.sync().map_err(|e| Error::io("syncing the GPT", e));
-    w("backup GPT entries", &array, backup_entries_lba)?;
+    w("backup GPT entries", array, backup_entries_lba)?;
     w("backup GPT header", &backup_header, backup_lba)?;
     sync()?;
-    w("primary GPT entries", &array, primary_entries_lba)?;
+    w("primary GPT entries", array, primary_entries_lba)?;
     w("primary GPT header", &primary_header, 1)?;
     sync()?;
     GptTable::read(dev)
@@ -689,5 +741,66 @@ pub(crate) mod tests {
             }
         }
         assert!(outcomes.0 > 0 && outcomes.1 > 0, "{outcomes:?}");
+    }
+
+    /// The GUID lands where `sgdisk` and the kernel read it (mixed-endian, bytes 16..32 of
+    /// the entry) in both copies; nothing else but the CRCs changes; a retry writes nothing;
+    /// a GUID another entry has is refused.
+    #[test]
+    fn unique_guid_update_is_exact_idempotent_and_unique() {
+        let d = small_disk();
+        let t = GptTable::read(&d).unwrap();
+        let guid = Uuid::parse_str("9f86d081-884c-7d65-9a2f-eaa0c55ad015").unwrap();
+        update_unique_guid(&d, 3, guid).unwrap();
+        let t2 = GptTable::read(&d).unwrap();
+        assert_eq!(t2.entry(3).unwrap().unique_guid, guid);
+        assert!(!t2.copies_differ());
+        let b = t.backup.as_ref().unwrap();
+        for lba in [t.header().entries_lba, b.entries_lba] {
+            let mut raw = [0u8; 16];
+            d.read_at(&mut raw, lba * 512 + 2 * 128 + 16).unwrap();
+            assert_eq!(raw[..4], [0x81, 0xd0, 0x86, 0x9f], "mixed-endian on disk");
+            assert_eq!(raw[8..], [0x9a, 0x2f, 0xea, 0xa0, 0xc5, 0x5a, 0xd0, 0x15]);
+        }
+        for index in [1, 2, 4] {
+            assert_eq!(t2.entry(index), t.entry(index));
+        }
+        let before = d.to_vec().unwrap();
+        update_unique_guid(&d, 3, guid).unwrap();
+        assert_eq!(d.to_vec().unwrap(), before, "a retry wrote");
+        let err = update_unique_guid(&d, 2, guid).unwrap_err();
+        assert!(
+            matches!(err, Error::Gpt(GptError::DuplicateGuid { holder: 3, .. })),
+            "{err}"
+        );
+        assert_eq!(d.to_vec().unwrap(), before, "a refused GUID was written");
+    }
+
+    /// A cut after every write of a GUID update, each seeded subset of the unsynced writes
+    /// kept: the table is valid and has the old or the new GUID; the retry completes it.
+    #[test]
+    fn a_cut_during_a_guid_update_leaves_old_or_new() {
+        let base = small_disk();
+        let old = GptTable::read(&base).unwrap().entry(3).unwrap().unique_guid;
+        let new = Uuid::from_bytes([0x5a; 16]);
+        let mut seen = (false, false);
+        for k in 0..=4 {
+            for seed in 0..8 {
+                let d = PowerLossDisk::from_mem(&base);
+                d.cut_after_writes(k);
+                assert_eq!(update_unique_guid(&d, 3, new).is_ok(), k >= 4, "k={k}");
+                let after = d.after_power_cut(seed);
+                let got = GptTable::read(&after)
+                    .unwrap()
+                    .entry(3)
+                    .unwrap()
+                    .unique_guid;
+                assert!(got == old || got == new, "k={k} seed={seed}: {got}");
+                seen = (seen.0 || got == old, seen.1 || got == new);
+                let t = update_unique_guid(&after, 3, new).unwrap();
+                assert_eq!(t.entry(3).unwrap().unique_guid, new);
+            }
+        }
+        assert_eq!(seen, (true, true));
     }
 }

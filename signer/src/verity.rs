@@ -10,10 +10,12 @@
 
 use std::io::Read;
 
-/// The format's side: the parameters a manifest signs and the `roothash=` rule.
+/// The format's side: the parameters a manifest signs, the `roothash=` and `PARTUUID=`
+/// rule, the PARTUUID a root hash derives and the command line that uses it.
 pub use ::bundle::verify::asset_cmdline;
 pub use ::bundle::verity::{
-    check_cmdline, parse_salt, Verity, VerityDoc, MAX_SALT as MAX_SALT_LEN,
+    check_cmdline, parse_salt, partuuid, suggested_cmdline, Verity, VerityDoc,
+    MAX_SALT as MAX_SALT_LEN,
 };
 use ::bundle::verity::{
     hash_area_size, hashes_per_block_bits, level_blocks, MAX_BLOCK, MAX_SALT, MIN_BLOCK,

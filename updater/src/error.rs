@@ -113,6 +113,13 @@ pub enum Refusal {
     NoRoomForBootFiles { dir: String, need: u64, free: u64 },
     #[error("the release's {asset} does not match its signed root image: {reason} (a UKI built for another image would not find its root)")]
     RootHashMismatch { asset: String, reason: String },
+    #[error("partition {holder} ({holder_name:?}) already has PARTUUID {partuuid}, the one the release's verity root hash {root_hash} names: the same root in both slots could not be told apart by the UKI's fixed command line (the running slot holds this root already; a rebuild with another salt gives another root hash)")]
+    RootHashOnOtherSlot {
+        root_hash: String,
+        partuuid: String,
+        holder: u32,
+        holder_name: String,
+    },
 }
 
 impl Refusal {
@@ -134,6 +141,7 @@ impl Refusal {
             Refusal::TooLargeForPartition { .. } => "too-large-for-partition",
             Refusal::NoRoomForBootFiles { .. } => "no-room-for-boot-files",
             Refusal::RootHashMismatch { .. } => "root-hash-mismatch",
+            Refusal::RootHashOnOtherSlot { .. } => "root-hash-on-other-slot",
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The install of a verified offer (docs/DESIGN.md §6): the policy checks, then the target
-//! slot made unbootable and recorded as being written, the image and the boot assets
+//! slot made unbootable and recorded as being written, given the PARTUUID its verity root
+//! hash names (a release with a tree), the image and the boot assets
 //! streamed into it with checkpoints, the written release recorded, and (unless staged) the
 //! boot entry flipped to a trial of it. Named failpoints (feature `failpoints`) sit after
 //! each durable step so tests can cut power exactly there.
@@ -21,7 +22,7 @@ use crate::snapshot::NodeSnapshot;
 use crate::source::Source;
 use crate::state::{AgentState, Phase, Release, SlotRecord};
 use crate::trust::Counters;
-use crate::verity::check_release_cmdlines;
+use crate::verity::{check_release_cmdlines, set_partuuid, target_partuuid};
 
 /// What to install, as the command line names it.
 #[derive(Debug, Clone)]
@@ -107,6 +108,7 @@ impl Agent {
             target,
         )?;
         check_release_cmdlines(&offer.manifest, offer.source.as_ref())?;
+        let partuuid = target_partuuid(&offer.manifest, &self.disk, self.pair.slot(target))?;
         let resume = match &state.phase {
             Phase::Writing {
                 target: t,
@@ -123,6 +125,11 @@ impl Agent {
         state.phase = writing(target, &release, resume);
         self.store.save(state)?;
         fail::fail_point!("install::after-writing-state");
+        // docs/DESIGN.md §5.2: the slot, unbootable, takes the PARTUUID its root hash names.
+        if let Some(uuid) = partuuid {
+            set_partuuid(&self.disk, self.pair.slot(target), uuid)?;
+            fail::fail_point!("install::after-partuuid");
+        }
         if resume > 0 {
             tracing::info!(resume, "resuming an interrupted install");
         }

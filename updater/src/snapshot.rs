@@ -138,7 +138,8 @@ impl NodeSnapshot {
 
 /// The configured `booted_slot`, else the slot every witness names: the kernel command
 /// line (`cmdline` in the configuration) by `tandem.slot=` or the PARTUUID of its root, by
-/// `roothash=` (the one slot whose release has that root hash), and systemd-boot's
+/// `roothash=` (the one slot whose release has that root hash, and the slot whose partition
+/// has the PARTUUID that root hash derives), and systemd-boot's
 /// `LoaderEntrySelected` (in `efivars`). Witnesses that disagree are an error: the agent
 /// does not act on a slot it is not sure of.
 fn read_booted_slot(
@@ -167,6 +168,9 @@ fn read_booted_slot(
         if let [slot] = holders[..] {
             witnesses.push((format!("roothash={hash}"), slot));
         }
+        if let Some(witness) = partuuid_witness(&hash, pair) {
+            witnesses.push(witness);
+        }
     }
     let efivars = &config.efivars;
     if let Some(slot) = entry_selected(efivars).map_err(Error::io(format!(
@@ -179,21 +183,35 @@ fn read_booted_slot(
     agreed(&witnesses, path)
 }
 
+/// The slot whose partition has the PARTUUID root hash `hash` derives (systemd's
+/// convention, set by the install: docs/DESIGN.md §5.2); none when no slot has it (a
+/// release installed before the agent set PARTUUIDs) or `hash` is no SHA-256.
+fn partuuid_witness(hash: &str, pair: &SlotPair) -> Option<(String, SlotId)> {
+    let uuid = bundle::verity::partuuid(&hash.parse().ok()?);
+    let slot = pair.by_partuuid(&uuid)?;
+    Some((format!("PARTUUID {uuid} of roothash={hash}"), slot))
+}
+
 /// The slot all `witnesses` name; an error when they disagree or there is none.
 fn agreed(witnesses: &[(String, SlotId)], cmdline: &Path) -> Result<SlotId> {
-    let Some((first, slot)) = witnesses.first() else {
+    let Some((_, slot)) = witnesses.first() else {
         return Err(Error::BootedSlot(format!(
             "{} has neither tandem.slot=, root=PARTUUID= nor a roothash= of one slot's release, \
              and no LoaderEntrySelected names a Tandem entry",
             cmdline.display()
         )));
     };
-    match witnesses.iter().find(|(_, other)| other != slot) {
-        Some((second, other)) => Err(Error::BootedSlot(format!(
-            "{first} says slot {slot}, {second} says slot {other}: refusing to act on either"
-        ))),
-        None => Ok(*slot),
+    if witnesses.iter().all(|(_, other)| other == slot) {
+        return Ok(*slot);
     }
+    let said: Vec<String> = witnesses
+        .iter()
+        .map(|(witness, slot)| format!("{witness} says slot {slot}"))
+        .collect();
+    Err(Error::BootedSlot(format!(
+        "{}: refusing to act on either slot",
+        said.join(", ")
+    )))
 }
 
 /// How a command-line witness is named in errors.
@@ -403,5 +421,53 @@ mod witness_tests {
         assert!(booted("tandem.slot=b", Some("tandem-a.conf")).is_err());
         // A root hash no slot's release has is no witness; with nothing else, no answer.
         assert!(booted(&format!("roothash={}", "cc".repeat(32)), None).is_err());
+    }
+
+    /// A node whose slot B has the PARTUUID of root hash `bb…` (as an install sets it).
+    fn booted_with_partuuid(
+        cmdline: &str,
+        entry: Option<&str>,
+        boot_files: [Option<String>; 2],
+    ) -> Result<SlotId> {
+        let (_dir, config) = node(cmdline, entry);
+        let (dev, pair) = tests::pair();
+        let hash: bundle::Sha256Digest = "bb".repeat(32).parse().unwrap();
+        let uuid = bundle::verity::partuuid(&hash);
+        partitions::table::update_unique_guid(dev.as_ref(), pair.slot(SlotId::B).index, uuid)
+            .unwrap();
+        let pair = partitions::Disk::from_device(dev)
+            .unwrap()
+            .slots(partitions::DEFAULT_PAIR)
+            .unwrap();
+        read_booted_slot(&config, &pair, &|| Ok(boot_files.clone()))
+    }
+
+    #[test]
+    fn the_partuuid_of_the_root_hash_witnesses_the_slot() {
+        let b = format!("ro roothash={}", "bb".repeat(32));
+        // Alone (no boot files name the root hash): it names B.
+        assert_eq!(
+            booted_with_partuuid(&b, None, [None, None]).unwrap(),
+            SlotId::B
+        );
+        // With the boot files and the loader agreeing.
+        let files = [None, Some("bb".repeat(32))];
+        assert_eq!(
+            booted_with_partuuid(&b, Some("tandem-b.conf"), files.clone()).unwrap(),
+            SlotId::B
+        );
+        // The loader says A: refused, naming the PARTUUID witness.
+        let err = booted_with_partuuid(&b, Some("tandem-a.conf"), [None, None])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("PARTUUID") && err.contains("slot a"), "{err}");
+        // The boot files say A holds the root hash, the partition says B: refused.
+        let err = booted_with_partuuid(&b, None, [Some("bb".repeat(32)), None])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("PARTUUID") && err.contains("refusing"),
+            "{err}"
+        );
     }
 }

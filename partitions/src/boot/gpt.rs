@@ -18,7 +18,8 @@ use crate::error::{Error, Result, UsageError};
 use crate::io::BlockDevice;
 use crate::model::check_nibble;
 use crate::slots::SlotPair;
-use crate::table::{update_attributes, GptTable};
+use crate::table::{update_attributes, Entry, GptTable};
+use uuid::Uuid;
 
 const PRIORITY_SHIFT: u32 = 48;
 const TRIES_SHIFT: u32 = 52;
@@ -66,9 +67,20 @@ impl PairEntries {
 
     /// The attribute values of both entries, A then B.
     pub(crate) fn read(&self) -> Result<[u64; 2]> {
+        self.each(|e| e.attributes)
+    }
+
+    /// The unique GUIDs (PARTUUIDs) of both entries, A then B, read now: the agent may have
+    /// set the target's since the pair was found (docs/DESIGN.md §5.2).
+    pub(crate) fn partuuids(&self) -> Result<[Uuid; 2]> {
+        self.each(|e| e.unique_guid)
+    }
+
+    /// `field` of both entries, A then B, from the table as it is on the disk now.
+    fn each<T>(&self, field: impl Fn(&Entry) -> T) -> Result<[T; 2]> {
         let table = GptTable::read(self.dev.as_ref())?;
         let value = |index: u32| {
-            table.entry(index).map(|e| e.attributes).ok_or_else(|| {
+            table.entry(index).map(&field).ok_or_else(|| {
                 Error::io(
                     format!("reading GPT entry {index}"),
                     std::io::Error::new(std::io::ErrorKind::NotFound, "the slot's entry is gone"),

@@ -32,8 +32,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use uuid::Uuid;
-
 use super::gpt::PairEntries;
 use super::{mark, BackendKind, BootControl, BootFiles, SlotBootState, SlotId};
 use crate::error::{BootStateError, Error, Result, UsageError};
@@ -52,7 +50,6 @@ fn var(slot: SlotId, what: &str) -> String {
 pub struct GrubEnvBootControl {
     store: Arc<dyn FileStore>,
     path: PathBuf,
-    partuuids: [(SlotId, Uuid); 2],
     pair_entries: PairEntries,
 }
 
@@ -68,7 +65,6 @@ impl GrubEnvBootControl {
         Self {
             store,
             path: path.into(),
-            partuuids: pair.slots().map(|s| (s.id, s.partuuid)),
             pair_entries: PairEntries::new(disk.device().clone(), pair),
         }
     }
@@ -264,12 +260,13 @@ impl BootControl for GrubEnvBootControl {
     }
 
     /// Create the grubenv when it is missing (both slots unbootable), record the pair's
-    /// PARTUUIDs in it (other variables are kept) and mark the disk as set up for grub.
+    /// PARTUUIDs in it (as the GPT has them now) (other variables are kept) and mark the disk as set up for grub.
     fn prepare(&self) -> Result<()> {
         self.create_if_missing()?;
+        let partuuids = self.pair_entries.partuuids()?;
         self.modify(|env| {
-            for (slot, partuuid) in &self.partuuids {
-                env.set(&var(*slot, "PARTUUID"), &partuuid.to_string());
+            for (slot, partuuid) in [SlotId::A, SlotId::B].into_iter().zip(partuuids) {
+                env.set(&var(slot, "PARTUUID"), &partuuid.to_string());
             }
             Ok(())
         })?;
@@ -383,6 +380,13 @@ mod tests {
         bc.set_trial(SlotId::A, 2).unwrap();
         bc.prepare().unwrap();
         assert_eq!(bc.state(SlotId::A).unwrap().tries_left, 2, "idempotent");
+        // A PARTUUID changed after the backend was opened is the one the next prepare records.
+        let uuid = uuid::Uuid::from_bytes([0x42; 16]);
+        let index = pair.slot(SlotId::B).index;
+        crate::table::update_unique_guid(disk.device().as_ref(), index, uuid).unwrap();
+        bc.prepare().unwrap();
+        let env = bc.read_env().unwrap();
+        assert_eq!(env.get("TANDEM_B_PARTUUID").unwrap(), uuid.to_string());
     }
 
     #[test]

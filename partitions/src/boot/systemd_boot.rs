@@ -167,7 +167,6 @@ pub struct SystemdBootControl {
     store: Arc<dyn FileStore>,
     prefix: String,
     template: EntryTemplate,
-    partuuids: [Uuid; 2],
     pair_entries: PairEntries,
     boot_files: BootFiles,
 }
@@ -289,7 +288,6 @@ impl SystemdBootControl {
             store,
             prefix: ENTRY_PREFIX.into(),
             template,
-            partuuids: [pair.slot(SlotId::A).partuuid, pair.slot(SlotId::B).partuuid],
             pair_entries: PairEntries::new(disk.device().clone(), pair),
         }
     }
@@ -488,11 +486,11 @@ impl SystemdBootControl {
         match old {
             Some(e) => Ok(with_version(&e.body, version)),
             None => {
-                let uuid = self
-                    .partuuids
-                    .get(slot_index(slot))
-                    .copied()
-                    .unwrap_or_default();
+                let [a, b] = self.pair_entries.partuuids()?;
+                let uuid = match slot {
+                    SlotId::A => a,
+                    SlotId::B => b,
+                };
                 let boot = SlotBoot::of(&self.boot_files, slot)?;
                 Ok(self.template.render(slot, &uuid, version, &boot))
             }
@@ -687,7 +685,7 @@ mod tests {
     #[test]
     fn a_new_entry_boots_the_slots_uki_with_its_cmdline_first() {
         let (fs, bc) = setup();
-        let partuuid = |slot| bc.partuuids[slot_index(slot)];
+        let partuuid = |slot| bc.pair_entries.partuuids().unwrap()[slot_index(slot)];
         give(
             &bc,
             SlotId::B,

@@ -24,16 +24,19 @@ fn power_cut_at_every_failpoint() {
     let mut tried = 0;
     let mut cut_names = BTreeSet::new();
     // The GPT backend with a plain release, and systemd-boot with a release that carries a
-    // UKI (its boot files staged on the ESP before the flip).
+    // UKI (its boot files staged on the ESP before the flip) and a verity root (the slot's
+    // PARTUUID set before the image).
     for backend in [Backend::Gpt, Backend::SystemdBoot] {
         let mut w = World::new(backend);
         let v1 = w.release("1.0.0", 1, 1);
-        let assets = match backend {
-            Backend::Gpt => Vec::new(),
-            _ => vec![TestAsset::new(AssetKind::Uki, fake_uki("2.0.0", "quiet"))],
+        let v2 = match backend {
+            Backend::Gpt => w.release("2.0.0", 2, 2),
+            _ => verity_release(&w),
         };
-        let v2 = w.release_with_assets("2.0.0", 2, 2, &assets);
         w.provision(A, &v1);
+        // The PARTUUID the verity release's root hash derives, which slot B ends with.
+        let partuuid = (backend == Backend::SystemdBoot)
+            .then(|| signer::verity::partuuid(&crate::verity::verity_image(2).1.root_hash));
         let factory = MemDisk::from_bytes(&w.disk_bytes());
         let factory_esp = w.boot_fs.as_ref().map(MemFs::deep_clone);
         for (name, hit, healthy) in &cases {
@@ -53,6 +56,13 @@ fn power_cut_at_every_failpoint() {
             tried += 1;
             cut_names.insert(name.clone());
             recover(&w, &v1, &v2, &context);
+            if let Some(uuid) = partuuid {
+                assert_eq!(
+                    w.pair().slot(B).partuuid,
+                    uuid,
+                    "{context}: slot B's PARTUUID"
+                );
+            }
         }
     }
     let never: Vec<_> = names.iter().filter(|n| !cut_names.contains(*n)).collect();
@@ -63,6 +73,16 @@ fn power_cut_at_every_failpoint() {
         cases.len()
     );
     drop(scenario);
+}
+
+/// v2 with a verity root and a UKI whose fixed command line names it.
+fn verity_release(w: &World) -> Release {
+    let (bytes, doc) = crate::verity::verity_image(2);
+    let uki = fake_uki("2.0.0", &format!("quiet roothash={}", doc.root_hash));
+    let assets = [TestAsset::new(AssetKind::Uki, uki)];
+    w.release_signed("2.0.0", 2, bytes, tandem_tests::PRODUCT, &assets, |o| {
+        o.verity = Some(doc)
+    })
 }
 
 /// Each failpoint at the hits worth cutting, with a passing and a failing health check.

@@ -50,6 +50,10 @@ pub enum Command {
         /// Leave the boot state alone.
         #[arg(long)]
         no_activate: bool,
+        /// Give the slot this PARTUUID first: for a root with a dm-verity tree, the one
+        /// `tandem-signer verity` printed, which the release's UKI names.
+        #[arg(long, value_name = "UUID")]
+        partuuid: Option<uuid::Uuid>,
         #[command(flatten)]
         backend: BackendArgs,
     },

@@ -42,10 +42,15 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<()> {
             slot,
             raw,
             no_activate,
+            partuuid,
             backend,
         } => {
             let (d, pair, bc) = open(&disk, &backend, false)?;
             let s = pair.slot(slot);
+            if let Some(uuid) = partuuid {
+                partitions::table::update_unique_guid(d.device().as_ref(), s.index, uuid)
+                    .with_context(|| format!("giving {} the PARTUUID {uuid}", s.name))?;
+            }
             let dev = d.slot_device(s)?;
             let written =
                 create::write_image(dev.as_ref(), s, &raw, (!no_activate).then_some(bc.as_ref()))

@@ -29,8 +29,9 @@ pub enum Command {
     #[command(subcommand)]
     Root(RootCommand),
     /// Compute the dm-verity hash tree of a root image (veritysetup's layout with its
-    /// superblock) into a hash file for `sign --verity`, and print the root hash (for the
-    /// UKI's `roothash=`) on stdout.
+    /// superblock) into a hash file for `sign --verity`, and print on stdout three lines: the
+    /// root hash (for the UKI's `roothash=`), the PARTUUID it derives (the agent gives it to
+    /// the slot it installs the image to) and a command line for the UKI naming both.
     Verity {
         /// The root filesystem image (a whole number of 4 KiB blocks).
         image: PathBuf,

@@ -708,6 +708,7 @@ fn inspect(bundle: &Path, root: Option<&Path>, json: bool, limits: &Limits) -> R
             "signatures_verified": threshold_met.is_some(), "threshold_met": threshold_met,
             "root_version": root.as_ref().map(|(r, _)| r.version()),
             "format_version": m.header().version, "assets": assets_json(&report),
+            "verity": m.verity().map(verity::json),
         });
         outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -724,6 +725,9 @@ fn inspect(bundle: &Path, root: Option<&Path>, json: bool, limits: &Limits) -> R
         m.image_size(),
         m.image_sha256()
     );
+    if let Some(v) = m.verity() {
+        outln!("verity           {}", verity::text(v));
+    }
     outln!(
         "chunks           {} ({}), {} all-zero (not stored)",
         m.chunks().len(),

@@ -1,6 +1,7 @@
-//! `tandem-signer verity` and the dm-verity part of `sign`: the hash file written from an
-//! image, read back and checked against it, and the `roothash=` of the release's command
-//! lines held to the signed root hash (docs/signing.md, "A verified root").
+//! `tandem-signer verity` and the dm-verity part of `sign` and `inspect`: the hash file
+//! written from an image, read back and checked against it, the `roothash=` and `PARTUUID=`s
+//! of the release's command lines held to the signed root hash, and the PARTUUID it derives
+//! (docs/signing.md, "A verified root").
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -10,7 +11,10 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use rand_core::{OsRng, RngCore};
 use signer::files::{read_capped, write_bytes_atomic, Overwrite};
-use signer::verity::{asset_cmdline, check_cmdline, check_hash_file, format, parse_salt, Verity};
+use signer::verity::{
+    asset_cmdline, check_cmdline, check_hash_file, format, parse_salt, partuuid, suggested_cmdline,
+    Verity,
+};
 use signer::AssetKind;
 
 use crate::cli::SignArgs;
@@ -26,7 +30,8 @@ const SALT_LEN: usize = 32;
 const MAX_HASH_FILE: u64 = 64 << 20;
 
 /// `tandem-signer verity IMAGE -o HASHFILE [--salt HEX]` on the image `f` of `size` bytes
-/// read from `image`: prints the root hash.
+/// read from `image`: prints three lines, the root hash, the PARTUUID it derives (the one
+/// the agent gives the slot) and the command line for the UKI.
 pub fn verity(f: File, size: u64, image: &Path, out: &Path, salt: Option<&str>) -> Result<()> {
     let salt = match salt {
         Some(text) => parse_salt(text)
@@ -52,7 +57,31 @@ pub fn verity(f: File, size: u64, image: &Path, out: &Path, salt: Option<&str>) 
         v.data_size()
     );
     outln!("{}", v.root_hash());
+    outln!("{}", partuuid(&v.root_hash()));
+    outln!("{}", suggested_cmdline(v));
     Ok(())
+}
+
+/// What `inspect` says of a release's verity root, on one line.
+pub fn text(v: &Verity) -> String {
+    format!(
+        "root hash {}, PARTUUID {}, hash area {} bytes at offset {}",
+        v.root_hash(),
+        partuuid(&v.root_hash()),
+        v.hash_size(),
+        v.data_size()
+    )
+}
+
+/// What `inspect --json` says of a release's verity root.
+pub fn json(v: &Verity) -> serde_json::Value {
+    serde_json::json!({
+        "root_hash": v.root_hash().to_hex(),
+        "partuuid": partuuid(&v.root_hash()).to_string(),
+        "data_size": v.data_size(),
+        "hash_size": v.hash_size(),
+        "salt": hex::encode(v.salt()),
+    })
 }
 
 /// For `sign --verity HASHFILE`: the hash file checked against the image (which is read
@@ -72,7 +101,8 @@ pub fn hash_area(a: &SignArgs, image: &mut File, size: u64) -> Result<Option<(Ve
 }
 
 /// Refuses a release whose UKI `.cmdline` or `--cmdline` says `roothash=` other than the
-/// image's verity root hash (or says one when the image has none).
+/// image's verity root hash (or says one when the image has none), or a `PARTUUID=` of its
+/// root other than the one that root hash derives.
 pub fn check_cmdlines(a: &SignArgs, verity: Option<&Verity>) -> Result<()> {
     if let Some(path) = &a.uki {
         let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
