@@ -1,12 +1,13 @@
 //! The wire types every Tandem program agrees on, and nothing else: the name rules of
 //! products, channels and nodes, the kernel command line rule of boot assets, the report a
-//! node sends (`POST /v1/reports`), and the unsigned pause hint (`channels/NAME.pause`); and
-//! the one rule for when a program's output may carry colour (`term`). No I/O beyond asking
+//! node sends (`POST /v1/reports`), the reboot-lease requests (FleetLock), and the unsigned
+//! pause hint (`channels/NAME.pause`); and the one rule for when a program's output may carry colour (`term`). No I/O beyond asking
 //! whether a stream is a terminal, no crypto: the server links this crate and never the signer.
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod cmdline;
+pub mod fleetlock;
 pub mod names;
 pub mod pause;
 pub mod report;

@@ -47,6 +47,19 @@ pub enum Api<'a> {
     Channels,
     /// `nodes`.
     Nodes,
+    /// `pre-reboot` (FleetLock: take a reboot lease).
+    PreReboot,
+    /// `steady-state` (FleetLock: give it back).
+    SteadyState,
+    /// `leases`: the leases held and the lease log.
+    Leases,
+    /// `leases/GROUP/NODE/release`: an operator frees a lease (segments as sent).
+    FreeLease {
+        /// The group's path segment.
+        group: &'a str,
+        /// The node's path segment.
+        node: &'a str,
+    },
     /// `channels/NAME/ACTION`, the name as sent (still percent-encoded).
     Channel {
         /// The name's path segment.
@@ -121,6 +134,10 @@ impl<'a> Api<'a> {
             ["reports"] => Api::Reports,
             ["channels"] => Api::Channels,
             ["nodes"] => Api::Nodes,
+            ["pre-reboot"] => Api::PreReboot,
+            ["steady-state"] => Api::SteadyState,
+            ["leases"] => Api::Leases,
+            ["leases", group, node, "release"] => Api::FreeLease { group, node },
             ["channels", name, action] => Api::Channel {
                 name,
                 action: ChannelAction::of(action),
@@ -132,7 +149,9 @@ impl<'a> Api<'a> {
     fn label(self) -> &'static str {
         match self {
             Api::Reports => "reports",
-            Api::Channels | Api::Nodes => "status",
+            Api::Channels | Api::Nodes | Api::Leases => "status",
+            Api::PreReboot | Api::SteadyState => "lease",
+            Api::FreeLease { .. } => "admin",
             Api::Channel { action, .. } => match action {
                 ChannelAction::Status => "status",
                 ChannelAction::Pause | ChannelAction::Resume => "admin",
@@ -199,6 +218,10 @@ mod tests {
             ("/v1/channels/stable/status", "status"),
             ("/v1/channels/stable/resume", "admin"),
             ("/v1/nothing", "other_api"),
+            ("/v1/pre-reboot", "lease"),
+            ("/v1/steady-state", "lease"),
+            ("/v1/leases", "status"),
+            ("/v1/leases/default/n1/release", "admin"),
             ("/root.json", "root"),
             ("/3.root.json", "root_probe"),
             ("/.root.json", "root"),
@@ -224,6 +247,17 @@ mod tests {
             ("/v1/reports", Route::Api(Api::Reports)),
             ("/v1/", Route::Api(Api::Unknown)),
             ("/v1/reports/x", Route::Api(Api::Unknown)),
+            ("/v1/pre-reboot", Route::Api(Api::PreReboot)),
+            ("/v1/steady-state", Route::Api(Api::SteadyState)),
+            ("/v1/leases", Route::Api(Api::Leases)),
+            (
+                "/v1/leases/g/n/release",
+                Route::Api(Api::FreeLease {
+                    group: "g",
+                    node: "n",
+                }),
+            ),
+            ("/v1/leases/g/n", Route::Api(Api::Unknown)),
             ("/v1/channels/a/b/status", Route::Api(Api::Unknown)),
             ("/3.root.json", Route::File(RepoFile::RootProbe)),
             ("/v2/reports", Route::File(RepoFile::Other)),

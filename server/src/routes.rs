@@ -15,14 +15,16 @@
 //! | `/metrics` | GET, HEAD | status token, if set | OpenMetrics text ([`crate::metrics`]); 401 |
 //! | `/v1/channels/NAME/pause` | POST | admin token | 200 pause JSON; 400, 401, 403, 404 |
 //! | `/v1/channels/NAME/resume` | POST | admin token | 200 `{"channel","paused":false}` |
+//! | `/v1/pre-reboot`, `/v1/steady-state` | POST | report token, or none where anonymous leases are allowed | FleetLock ([`crate::fleetlock`]): 200; 400, 401, 403, 409, 413; errors `{"kind","value"}` |
+//! | `/v1/leases` | GET, HEAD | status token, if set | 200 leases held, groups, lease log |
+//! | `/v1/leases/GROUP/NODE/release` | POST | admin token | 200; 400, 401, 403, 404 |
 //! | anything else | GET, HEAD | – | repository file (see [`crate::files`]) |
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use http_body_util::{BodyExt, Limited};
-use hyper::body::{Body, Bytes, Incoming};
-use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::body::{Body, Incoming};
+use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use percent_encoding::percent_decode_str;
 use serde::{Deserialize, Serialize};
@@ -33,7 +35,9 @@ use crate::body::ResponseBody;
 use crate::metrics::Metered;
 use crate::path::{self, PathRejection};
 use crate::route::{Api, ChannelAction, Route};
-use crate::{auth, channels, db, files, httpdate, page, status};
+use crate::fleetlock::{self, Ask};
+use crate::request::read_json_body;
+use crate::{auth, budget, channels, db, files, httpdate, page, status};
 use proto::{Pause, Report};
 
 /// The hyper service function: parses the route once, answers it, then counts the answer and
@@ -190,6 +194,20 @@ async fn api_route(
                 ChannelAction::Unknown => Err(ApiError::not_found("no such API route")),
             }
         }
+        Api::PreReboot => Ok(fleetlock::handle(app, Ask::Lease, req).await),
+        Api::SteadyState => Ok(fleetlock::handle(app, Ask::Release, req).await),
+        Api::Leases => {
+            if let Some(refused) = read_only(app, &req)? {
+                return Ok(refused);
+            }
+            Ok(api::json(StatusCode::OK, &fleetlock::status(app).await?))
+        }
+        Api::FreeLease { group, node } => {
+            only(&req, Method::POST)?;
+            auth::require(app.admin_token.as_ref(), req.headers(), "releasing a lease")?;
+            let decode = |raw: &str| percent_decode_str(raw).decode_utf8_lossy().into_owned();
+            fleetlock::free(app, &decode(group), &decode(node)).await
+        }
         Api::Unknown => Err(ApiError::not_found("no such API route")),
     }
 }
@@ -308,6 +326,7 @@ async fn post_report(
         return Ok(api::json(StatusCode::OK, &stored));
     }
     app.metrics.report(&report);
+    budget::after_report(app, &report).await;
     app.db
         .keep_within(&app.retention)
         .await
@@ -344,20 +363,27 @@ async fn pause_or_resume(
     };
     let repo = app.repo.path().to_owned();
     let owned = name.to_owned();
-    let state = tokio::task::spawn_blocking(move || -> std::io::Result<Option<Pause>> {
+    let (state, budget_release) = tokio::task::spawn_blocking(move || {
         if !channels::metadata_path(&repo, &owned).is_file() {
             return Ok(None);
         }
         if pause {
-            channels::write_pause(&repo, &owned, reason).map(Some)
-        } else {
-            channels::remove_pause(&repo, &owned).map(|()| Some(not_paused()))
+            return channels::write_pause(&repo, &owned, reason, false).map(|p| Some((p, None)));
         }
+        let budget_release = automatic_pause_release(&repo, &owned)?;
+        channels::remove_pause(&repo, &owned).map(|()| Some((not_paused(), budget_release)))
     })
     .await
     .map_err(|e| ApiError::internal("pause worker failed", &e))?
     .map_err(|e| ApiError::internal("could not update the pause file", &e))?
     .ok_or_else(|| ApiError::not_found(format!("no channel {name} in the repository")))?;
+    if let Some(release) = budget_release {
+        let now = httpdate::unix_seconds(SystemTime::now());
+        app.db
+            .resume_budget(name, &release, now)
+            .await
+            .map_err(|e| ApiError::internal("could not record the resume", &e))?;
+    }
     tracing::info!(channel = name, paused = pause, "channel pause changed");
     Ok(api::json(
         StatusCode::OK,
@@ -373,7 +399,22 @@ fn not_paused() -> Pause {
         paused: false,
         since: None,
         reason: None,
+        automatic: false,
     }
+}
+
+/// The current release of `channel` when its failure budget paused it: an operator resuming
+/// such a pause overrides the budget for that release.
+fn automatic_pause_release(
+    repo: &std::path::Path,
+    channel: &str,
+) -> std::io::Result<Option<String>> {
+    let automatic = channels::read_pause(repo, channel)?.is_some_and(|p| p.paused && p.automatic);
+    if !automatic {
+        return Ok(None);
+    }
+    let info = channels::read_info(repo, channel).map_err(std::io::Error::other)?;
+    Ok(info.and_then(|i| i.release_version().map(str::to_owned)))
 }
 
 /// The reason of a pause request: an empty body, or `{"reason": "…"}` (≤ 1024 characters).
@@ -405,54 +446,4 @@ fn check_pause_reason(reason: &str) -> Result<(), ApiError> {
         ));
     }
     Ok(())
-}
-
-/// Reads a JSON body: 415 unless `application/json`, 413 over `max` (announced or actual),
-/// 408 if it does not arrive within `timeout`.
-async fn read_json_body(
-    req: Request<Incoming>,
-    max: usize,
-    timeout: Duration,
-) -> Result<Bytes, ApiError> {
-    let headers = req.headers();
-    if !is_json(headers) {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send the body as Content-Type: application/json",
-        ));
-    }
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body is larger than {max} bytes"),
-        )
-    };
-    let announced = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if announced.is_some_and(|n| n > max as u64) {
-        return Err(too_large());
-    }
-    let collected =
-        tokio::time::timeout(timeout, Limited::new(req.into_body(), max).collect()).await;
-    match collected {
-        Err(_) => Err(ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request body took too long",
-        )),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Ok(Err(e)) => Err(ApiError::bad_request(format!(
-            "could not read the body: {e}"
-        ))),
-        Ok(Ok(c)) => Ok(c.to_bytes()),
-    }
-}
-
-fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
 }

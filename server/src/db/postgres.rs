@@ -97,6 +97,30 @@ impl Postgres {
         rows.first().map(|r| r.int(0)).transpose()
     }
 
+    /// See [`super::store::Store::transaction`].
+    pub async fn transaction(
+        &self,
+        lock: &str,
+        steps: Vec<(&'static str, Vec<Val>)>,
+    ) -> Result<Vec<Vec<Row>>, DbError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            &[&lock],
+        )
+        .await?;
+        let mut results = Vec::with_capacity(steps.len());
+        for (sql, params) in steps {
+            let stmt = tx.prepare_cached(sql).await?;
+            let boxed = boxed(params, stmt.params());
+            let rows = tx.query(&stmt, &refs(&boxed)).await?;
+            results.push(rows.iter().map(row).collect::<Result<_, _>>()?);
+        }
+        tx.commit().await?;
+        Ok(results)
+    }
+
     /// See [`super::store::Store::stamp`].
     pub async fn stamp(&self, channel: &str) -> Result<Stamp, DbError> {
         let rows = self

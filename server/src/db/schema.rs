@@ -86,6 +86,58 @@ pub const MIGRATIONS: &[Migration] = &[
             ALTER TABLE reports ADD COLUMN bytes_reused BIGINT;
             ALTER TABLE reports ADD COLUMN bundle_bytes BIGINT;",
     },
+    Migration {
+        version: 4,
+        what: "reboot leases (FleetLock), their log, failure budgets an operator resumed",
+        // One row per lease held; the log keeps every grant, release and expiry, so the
+        // number of reboots at once is checkable after the fact (db/leases.rs).
+        sqlite: "
+            CREATE TABLE reboot_leases (
+                grp         TEXT NOT NULL,
+                node_id     TEXT NOT NULL,
+                lease_id    TEXT NOT NULL UNIQUE,
+                acquired_at INTEGER NOT NULL,
+                expires_at  INTEGER NOT NULL,
+                PRIMARY KEY (grp, node_id)
+            );
+            CREATE TABLE lease_log (
+                id      INTEGER PRIMARY KEY AUTOINCREMENT,
+                at      INTEGER NOT NULL,
+                grp     TEXT NOT NULL,
+                node_id TEXT NOT NULL,
+                event   TEXT NOT NULL
+            );
+            CREATE INDEX lease_log_at ON lease_log(at);
+            CREATE TABLE budget_resumed (
+                channel    TEXT NOT NULL,
+                version    TEXT NOT NULL,
+                resumed_at INTEGER NOT NULL,
+                PRIMARY KEY (channel, version)
+            );",
+        postgres: "
+            CREATE TABLE reboot_leases (
+                grp         TEXT NOT NULL,
+                node_id     TEXT NOT NULL,
+                lease_id    TEXT NOT NULL UNIQUE,
+                acquired_at BIGINT NOT NULL,
+                expires_at  BIGINT NOT NULL,
+                PRIMARY KEY (grp, node_id)
+            );
+            CREATE TABLE lease_log (
+                id      BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                at      BIGINT NOT NULL,
+                grp     TEXT NOT NULL,
+                node_id TEXT NOT NULL,
+                event   TEXT NOT NULL
+            );
+            CREATE INDEX lease_log_at ON lease_log(at);
+            CREATE TABLE budget_resumed (
+                channel    TEXT NOT NULL,
+                version    TEXT NOT NULL,
+                resumed_at BIGINT NOT NULL,
+                PRIMARY KEY (channel, version)
+            );",
+    },
 ];
 
 /// The migrations a database at `current` still needs; an error for a database written by a
@@ -115,6 +167,7 @@ mod tests {
         assert_eq!(pending(0).unwrap().len(), MIGRATIONS.len());
         assert_eq!(pending(1).unwrap()[0].version, 2);
         assert_eq!(pending(2).unwrap()[0].version, 3);
+        assert_eq!(pending(3).unwrap()[0].version, 4);
         assert!(pending(MIGRATIONS.len() as i64).unwrap().is_empty());
         assert!(matches!(
             pending(99),

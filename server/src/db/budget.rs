@@ -1,0 +1,36 @@
+//! What the failure budget (`crate::budget`) keeps in the store: the releases an operator
+//! resumed after the budget paused them, so the budget does not pause the same release of
+//! the same channel again. A new release is watched afresh.
+use super::Db;
+use crate::error::DbError;
+
+impl Db {
+    /// Records that an operator resumed `channel` while the budget held `release` paused.
+    pub async fn resume_budget(
+        &self,
+        channel: &str,
+        release: &str,
+        now: i64,
+    ) -> Result<(), DbError> {
+        self.store
+            .execute(
+                "INSERT INTO budget_resumed (channel, version, resumed_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (channel, version) DO NOTHING",
+                vec![channel.into(), release.into(), now.into()],
+            )
+            .await
+            .map(drop)
+    }
+
+    /// Whether an operator resumed `release` of `channel` after the budget paused it.
+    pub async fn budget_resumed(&self, channel: &str, release: &str) -> Result<bool, DbError> {
+        let rows = self
+            .store
+            .query(
+                "SELECT 1 FROM budget_resumed WHERE channel = $1 AND version = $2",
+                vec![channel.into(), release.into()],
+            )
+            .await?;
+        Ok(!rows.is_empty())
+    }
+}
