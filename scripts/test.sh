@@ -22,6 +22,7 @@ declare -A TOOL_PACKAGE=(
   [pkcs11-tool]=opensc
   [systemd-analyze]=systemd
   [chromium]=chromium
+  [curl]=curl
 )
 
 missing=()

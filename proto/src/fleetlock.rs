@@ -114,7 +114,11 @@ mod tests {
             br#"{"id": "n"}"#,
             b"",
         ] {
-            assert!(Request::parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(
+                Request::parse(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

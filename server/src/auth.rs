@@ -157,8 +157,14 @@ mod tests {
         let bad = with("Bearer wrong-token-0123456789");
         assert_eq!(node_caller(Some(&token), false, &good), Ok(Caller::Fleet));
         assert!(node_caller(Some(&token), false, &none).is_err());
-        assert_eq!(node_caller(Some(&token), true, &none), Ok(Caller::Anonymous));
-        assert!(node_caller(Some(&token), true, &bad).is_err(), "a wrong token is refused");
+        assert_eq!(
+            node_caller(Some(&token), true, &none),
+            Ok(Caller::Anonymous)
+        );
+        assert!(
+            node_caller(Some(&token), true, &bad).is_err(),
+            "a wrong token is refused"
+        );
         assert!(node_caller(None, false, &good).is_err());
         assert!(Caller::Anonymous.may_act_for("n1"));
     }

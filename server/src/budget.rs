@@ -25,7 +25,9 @@ pub async fn after_report(app: &App, report: &Report) {
             "channel paused by its failure budget"
         ),
         Ok(None) => {}
-        Err(e) => tracing::error!(channel = report.channel, error = %e, "cannot check the failure budget"),
+        Err(e) => {
+            tracing::error!(channel = report.channel, error = %e, "cannot check the failure budget")
+        }
     }
 }
 

@@ -217,7 +217,10 @@ impl Leases {
             .keys()
             .any(|g| proto::check_name("group", g).is_err())
         {
-            return bad("reboot group", "a name: letters, digits, '.', '_', '-', '+'");
+            return bad(
+                "reboot group",
+                "a name: letters, digits, '.', '_', '-', '+'",
+            );
         }
         if self.ttl < Duration::from_secs(1) || self.ttl > Duration::from_secs(7 * 86_400) {
             return bad("lease ttl", "1 s..=7 days");

@@ -50,8 +50,6 @@ pub mod status;
 pub mod timed_io;
 pub mod tls;
 
-pub use config::{
-    Config, FailureBudget, Leases, Limits, ReportRate, Retention, TlsFiles, Token,
-};
+pub use config::{Config, FailureBudget, Leases, Limits, ReportRate, Retention, TlsFiles, Token};
 pub use error::Error;
 pub use server::Server;

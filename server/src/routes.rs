@@ -32,11 +32,11 @@ use serde::{Deserialize, Serialize};
 use crate::api::{self, ApiError};
 use crate::app::App;
 use crate::body::ResponseBody;
+use crate::fleetlock::{self, Ask};
 use crate::metrics::Metered;
 use crate::path::{self, PathRejection};
-use crate::route::{Api, ChannelAction, Route};
-use crate::fleetlock::{self, Ask};
 use crate::request::read_json_body;
+use crate::route::{Api, ChannelAction, Route};
 use crate::{auth, budget, channels, db, files, httpdate, page, status};
 use proto::{Pause, Report};
 

@@ -8,6 +8,7 @@ mod browser;
 mod cli;
 mod dashboard;
 mod files;
+mod fleetlock;
 mod flood;
 mod hardening;
 mod metrics;

@@ -39,7 +39,8 @@ const GRANT: &str = "INSERT INTO reboot_leases (grp, node_id, lease_id, acquired
 const LOG_GRANTED: &str = "INSERT INTO lease_log (at, grp, node_id, event)
      SELECT acquired_at, grp, node_id, 'acquired' FROM reboot_leases WHERE lease_id = $1";
 /// The holders of group `$1`.
-const HOLDERS: &str = "SELECT node_id FROM reboot_leases WHERE grp = $1 ORDER BY acquired_at, node_id";
+const HOLDERS: &str =
+    "SELECT node_id FROM reboot_leases WHERE grp = $1 ORDER BY acquired_at, node_id";
 /// Logs event `$4` at `$1` for the lease of node `$3` in group `$2`, if there is one.
 const LOG_RELEASED: &str = "INSERT INTO lease_log (at, grp, node_id, event)
      SELECT CAST($1 AS BIGINT), grp, node_id, CAST($4 AS TEXT) FROM reboot_leases
@@ -286,21 +287,42 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(dir.path()).unwrap();
         let held = |new| Grant::Held { new };
-        assert_eq!(db.acquire_lease("g", "a", 2, 10, 100).await.unwrap(), held(true));
-        assert_eq!(db.acquire_lease("g", "a", 2, 10, 101).await.unwrap(), held(false));
-        assert_eq!(db.acquire_lease("g", "b", 2, 10, 102).await.unwrap(), held(true));
+        assert_eq!(
+            db.acquire_lease("g", "a", 2, 10, 100).await.unwrap(),
+            held(true)
+        );
+        assert_eq!(
+            db.acquire_lease("g", "a", 2, 10, 101).await.unwrap(),
+            held(false)
+        );
+        assert_eq!(
+            db.acquire_lease("g", "b", 2, 10, 102).await.unwrap(),
+            held(true)
+        );
         assert_eq!(
             db.acquire_lease("g", "c", 2, 10, 103).await.unwrap(),
             Grant::Busy {
                 holders: vec!["a".into(), "b".into()]
             }
         );
-        assert_eq!(db.acquire_lease("other", "c", 2, 10, 103).await.unwrap(), held(true));
-        assert!(db.release_lease("g", "a", Release::ByNode, 104).await.unwrap());
-        assert!(!db.release_lease("g", "a", Release::ByNode, 105).await.unwrap());
+        assert_eq!(
+            db.acquire_lease("other", "c", 2, 10, 103).await.unwrap(),
+            held(true)
+        );
+        assert!(db
+            .release_lease("g", "a", Release::ByNode, 104)
+            .await
+            .unwrap());
+        assert!(!db
+            .release_lease("g", "a", Release::ByNode, 105)
+            .await
+            .unwrap());
         // b's lease (granted at 102 for 10 s) has expired at 112: c gets a slot and b's is
         // reclaimed on the way.
-        assert_eq!(db.acquire_lease("g", "c", 1, 10, 112).await.unwrap(), held(true));
+        assert_eq!(
+            db.acquire_lease("g", "c", 1, 10, 112).await.unwrap(),
+            held(true)
+        );
         let log: Vec<_> = db
             .lease_log(100)
             .await
