@@ -13,9 +13,9 @@ use crate::api::ApiError;
 use crate::config::Token;
 
 /// The challenge of a refused write.
-const BEARER_CHALLENGE: &str = "Bearer";
+pub const BEARER_CHALLENGE: &str = "Bearer";
 /// The challenge of a refused read: browsers answer it with a login prompt.
-const READ_CHALLENGE: &str = "Basic realm=\"tandem-server status\", charset=\"UTF-8\"";
+pub const READ_CHALLENGE: &str = "Basic realm=\"tandem-server status\", charset=\"UTF-8\"";
 
 /// Checks the request's bearer token against `expected`. No configured token means the route
 /// is disabled (403); a missing or wrong token is 401.
@@ -84,8 +84,7 @@ pub fn require_read(expected: Option<&Token>, headers: &HeaderMap) -> Result<(),
     let Some(expected) = expected else {
         return Ok(());
     };
-    let presented = credential(headers, "bearer").or_else(|| basic_password(headers));
-    match presented {
+    match read_credential(headers) {
         Some(token) if expected.matches(&token) => Ok(()),
         Some(_) => Err(ApiError::unauthorized(
             "invalid status token",
@@ -96,6 +95,16 @@ pub fn require_read(expected: Option<&Token>, headers: &HeaderMap) -> Result<(),
             READ_CHALLENGE,
         )),
     }
+}
+
+/// The bearer token of a request, if it sent one (what writes accept).
+pub fn bearer(headers: &HeaderMap) -> Option<String> {
+    credential(headers, "bearer")
+}
+
+/// The token of a read: a bearer token, or the password of HTTP Basic.
+pub fn read_credential(headers: &HeaderMap) -> Option<String> {
+    credential(headers, "bearer").or_else(|| basic_password(headers))
 }
 
 /// The credential of an `Authorization: <scheme> …` header, if well-formed.

@@ -3,11 +3,13 @@
 //! the failed share passes the budget ([`crate::config::FailureBudget`]), pauses the channel by
 //! itself. The pause file says so (`"automatic": true`) and why, in words: "paused
 //! automatically: 6 of 10 nodes rolled back 2.0.0". Only an operator resumes it; after that
-//! resume the budget leaves that release of that channel alone (`db/budget.rs`).
+//! resume the budget leaves that release of that channel alone (`db/budget.rs`). The pause is
+//! in the audit log under the actor `failure-budget`.
 use std::collections::BTreeMap;
 
 use proto::{Outcome, Pause, Report};
 
+use crate::access;
 use crate::app::App;
 use crate::channels;
 use crate::config::FailureBudget;
@@ -19,11 +21,23 @@ pub async fn after_report(app: &App, report: &Report) {
         return;
     }
     match check(app, &report.channel, &report.to_version).await {
-        Ok(Some(pause)) => tracing::warn!(
-            channel = report.channel,
-            reason = pause.reason.as_deref().unwrap_or(""),
-            "channel paused by its failure budget"
-        ),
+        Ok(Some(pause)) => {
+            tracing::warn!(
+                channel = report.channel,
+                reason = pause.reason.as_deref().unwrap_or(""),
+                "channel paused by its failure budget"
+            );
+            let logged = access::record(
+                app,
+                access::BUDGET_ACTOR,
+                "server",
+                "pause",
+                &report.channel,
+                pause.reason,
+            );
+            // An error is logged by `record`; the pause stands.
+            let _ = logged.await;
+        }
         Ok(None) => {}
         Err(e) => {
             tracing::error!(channel = report.channel, error = %e, "cannot check the failure budget")

@@ -273,6 +273,39 @@ impl FailureBudget {
     }
 }
 
+/// What a credential may do, each role including the ones before it: `Read` the dashboard,
+/// the status JSON and the metrics; `Operate` the fleet (pause, resume, free a reboot lease);
+/// `Admin` the credentials themselves (create and revoke tokens).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads.
+    Read,
+    /// Reads and operates.
+    Operate,
+    /// Everything.
+    Admin,
+}
+
+impl Role {
+    /// Every role, least first.
+    pub const ALL: [Role; 3] = [Role::Read, Role::Operate, Role::Admin];
+
+    /// Its name: `read`, `operate` or `admin`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Operate => "operate",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// The role of a name, `None` for anything else.
+    pub fn parse(name: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == name)
+    }
+}
+
 /// A bearer token. Only its SHA-256 is kept, compared in constant time; `Debug` hides it.
 #[derive(Clone)]
 pub struct Token {
@@ -442,6 +475,15 @@ mod tests {
             ..Leases::default()
         };
         assert!(zero.validate().is_err());
+    }
+
+    #[test]
+    fn roles_are_ordered_and_named() {
+        assert!(Role::Read < Role::Operate && Role::Operate < Role::Admin);
+        for role in Role::ALL {
+            assert_eq!(Role::parse(role.as_str()), Some(role));
+        }
+        assert_eq!(Role::parse("root"), None);
     }
 
     #[test]

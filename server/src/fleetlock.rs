@@ -2,7 +2,7 @@
 //! `POST /v1/pre-reboot` takes a lease in the caller's group, `POST /v1/steady-state` gives
 //! it back — plus what operators read and do: `GET /v1/leases` (the leases held, with their
 //! age and expiry, the groups' slots, the recent lease log) and `POST
-//! /v1/leases/GROUP/NODE/release` (free a stuck lease, admin token).
+//! /v1/leases/GROUP/NODE/release` (free a stuck lease, operate role).
 //!
 //! A FleetLock request must carry `fleet-lock-protocol: true` (else 400) and a body
 //! `{"client_params": {"id": NODE, "group": GROUP}}` of any content type (Zincati's and
@@ -253,7 +253,7 @@ pub async fn status(app: &App) -> Result<LeaseStatus, ApiError> {
     })
 }
 
-/// `POST /v1/leases/GROUP/NODE/release` (admin token checked by the caller): frees the lease,
+/// `POST /v1/leases/GROUP/NODE/release` (role checked and audited by the caller): frees the lease,
 /// logged as `freed`; 404 when the node holds none there.
 pub async fn free(app: &App, group: &str, node: &str) -> Result<Response<ResponseBody>, ApiError> {
     proto::check_name("group", group).map_err(|e| ApiError::bad_request(e.to_string()))?;

@@ -109,6 +109,9 @@ fn document(rows: &str) -> String {
          <h3>Lease log</h3><div class=\"scroll\"><table id=\"lease-log\">\
          <thead><tr><th>when</th><th>group</th><th>node</th><th>event</th></tr></thead>\
          <tbody></tbody></table></div></section>\n\
+         <section><h2>Audit log</h2><div class=\"scroll\"><table id=\"audit-table\" class=\"cards\">\
+         <thead><tr><th>when</th><th>who</th><th>role</th><th>action</th><th>on</th><th>why</th>\
+         </tr></thead><tbody></tbody></table></div></section>\n\
          <section><h2>Nodes</h2><form id=\"node-search\" role=\"search\">\
          <input type=\"search\" id=\"node-query\" placeholder=\"node id contains…\" \
          maxlength=\"128\" aria-label=\"search node id\"></form>\

@@ -67,6 +67,15 @@ pub enum Api<'a> {
         /// What is asked of the channel.
         action: ChannelAction,
     },
+    /// `tokens`: list (GET) or create (POST) named tokens.
+    Tokens,
+    /// `tokens/NAME/revoke` (the name's segment as sent).
+    RevokeToken {
+        /// The token's name.
+        name: &'a str,
+    },
+    /// `audit`: the audit log.
+    Audit,
     /// Any other API path.
     Unknown,
 }
@@ -138,6 +147,9 @@ impl<'a> Api<'a> {
             ["steady-state"] => Api::SteadyState,
             ["leases"] => Api::Leases,
             ["leases", group, node, "release"] => Api::FreeLease { group, node },
+            ["tokens"] => Api::Tokens,
+            ["tokens", name, "revoke"] => Api::RevokeToken { name },
+            ["audit"] => Api::Audit,
             ["channels", name, action] => Api::Channel {
                 name,
                 action: ChannelAction::of(action),
@@ -149,9 +161,9 @@ impl<'a> Api<'a> {
     fn label(self) -> &'static str {
         match self {
             Api::Reports => "reports",
-            Api::Channels | Api::Nodes | Api::Leases => "status",
+            Api::Channels | Api::Nodes | Api::Leases | Api::Audit => "status",
             Api::PreReboot | Api::SteadyState => "lease",
-            Api::FreeLease { .. } => "admin",
+            Api::FreeLease { .. } | Api::Tokens | Api::RevokeToken { .. } => "admin",
             Api::Channel { action, .. } => match action {
                 ChannelAction::Status => "status",
                 ChannelAction::Pause | ChannelAction::Resume => "admin",
@@ -222,6 +234,9 @@ mod tests {
             ("/v1/steady-state", "lease"),
             ("/v1/leases", "status"),
             ("/v1/leases/default/n1/release", "admin"),
+            ("/v1/tokens", "admin"),
+            ("/v1/tokens/alice/revoke", "admin"),
+            ("/v1/audit", "status"),
             ("/root.json", "root"),
             ("/3.root.json", "root_probe"),
             ("/.root.json", "root"),
@@ -258,6 +273,12 @@ mod tests {
                 }),
             ),
             ("/v1/leases/g/n", Route::Api(Api::Unknown)),
+            ("/v1/tokens", Route::Api(Api::Tokens)),
+            (
+                "/v1/tokens/alice/revoke",
+                Route::Api(Api::RevokeToken { name: "alice" }),
+            ),
+            ("/v1/audit", Route::Api(Api::Audit)),
             ("/v1/channels/a/b/status", Route::Api(Api::Unknown)),
             ("/3.root.json", Route::File(RepoFile::RootProbe)),
             ("/v2/reports", Route::File(RepoFile::Other)),

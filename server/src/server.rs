@@ -158,6 +158,7 @@ async fn prune(db: &Db, retention: &Retention) -> Result<(), crate::error::DbErr
     }
     let age = i64::try_from(retention.max_age.as_secs()).unwrap_or(i64::MAX);
     db.prune_lease_log(now.saturating_sub(age)).await?;
+    db.prune_audit_log(now.saturating_sub(age)).await?;
     Ok(())
 }
 

@@ -154,7 +154,7 @@ fn database_flag_keeps_reports_in_postgres_migrated_at_start() {
         .unwrap();
     let _ = child.kill();
     let _ = child.wait();
-    assert_eq!(versions, [1, 2, 3, 4]);
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(pg.query_ints("SELECT COUNT(*) FROM reports"), [1]);
     assert_eq!(

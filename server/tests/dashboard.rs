@@ -400,7 +400,7 @@ fn insert_stuck_lease(s: &TestServer) {
 }
 
 #[test]
-fn chromium_shows_leases_their_expiry_the_log_and_an_automatic_pause() {
+fn chromium_shows_leases_their_expiry_the_log_an_automatic_pause_and_the_audit_log() {
     let s = TestServer::start_with(|c| {
         c.leases.anonymous = true;
         c.failure_budget.enabled = true;
@@ -462,6 +462,24 @@ fn chromium_shows_leases_their_expiry_the_log_and_an_automatic_pause() {
         count(&mut b, "#lease-table tbody tr[data-node]"),
         1,
         "only node-held still holds one"
+    );
+    b.wait_for(
+        "document.querySelector('#audit-table tr[data-action=\"release-lease\"]')",
+        "the release in the audit log",
+    );
+    let release_row = r#"#audit-table tr[data-action="release-lease"]"#;
+    assert_eq!(
+        text(&mut b, &format!("{release_row} .actor")),
+        "admin-token"
+    );
+    assert_eq!(
+        text(&mut b, &format!("{release_row} .target")),
+        "rack-b/node-stuck"
+    );
+    let pause_row = r#"#audit-table tr[data-action="pause"]"#;
+    assert_eq!(
+        text(&mut b, &format!("{pause_row} .actor")),
+        "failure-budget"
     );
     assert_eq!(b.errors(), Vec::<String>::new());
 }

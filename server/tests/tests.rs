@@ -12,5 +12,6 @@ mod fleetlock;
 mod flood;
 mod hardening;
 mod metrics;
+mod roles;
 mod shared_db;
 mod util;

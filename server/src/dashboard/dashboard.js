@@ -1,7 +1,8 @@
 // The fleet dashboard (served at /dashboard.js; see src/page.rs). It reads the status API
-// (`GET /v1/channels`, `GET /v1/nodes`, `GET /v1/leases`) every 10 s and draws what it reads. Every text from
+// (`GET /v1/channels`, `GET /v1/nodes`, `GET /v1/leases`, `GET /v1/audit`) every 10 s and draws
+// what it reads. Every text from
 // the server goes through textContent or an SVG text node: nothing is parsed as HTML.
-// The admin token is kept in sessionStorage and sent only as a bearer token to the
+// The operator's token (admin or operate role) is kept in sessionStorage and sent only as a bearer token to the
 // pause/resume and lease release API of this origin.
 "use strict";
 
@@ -300,6 +301,17 @@ function renderLeases(status) {
   document.getElementById("lease-log").tBodies[0].replaceWith(log);
 }
 
+function renderAudit(audit) {
+  const body = el("tbody");
+  for (const e of audit.entries) {
+    body.append(el("tr", { "data-action": e.action }, el("td", { class: "time" }, new Date(e.at * 1000).toISOString()),
+      el("td", { class: "actor" }, e.actor), el("td", {}, e.role), el("td", { class: "action-name" }, e.action),
+      el("td", { class: "target" }, e.target), el("td", { class: "reason" }, e.reason || "")));
+  }
+  if (!audit.entries.length) body.append(el("tr", {}, el("td", { colspan: "6" }, "no operator action yet")));
+  replaceBody(document.getElementById("audit-table"), body);
+}
+
 async function releaseLease(group, node) {
   const url = apiUrl(`/v1/leases/${encodeURIComponent(group)}/${encodeURIComponent(node)}/release`);
   try {
@@ -317,7 +329,7 @@ async function releaseLease(group, node) {
  * Requests of one kind may answer out of order (a periodic refresh sent before a pause or a
  * search can arrive after it): only the answer to the newest request of its kind is shown.
  */
-const newest = { fleet: 0, nodes: 0, leases: 0 };
+const newest = { fleet: 0, nodes: 0, leases: 0, audit: 0 };
 
 async function getNewest(kind, path) {
   const ticket = ++newest[kind];
@@ -334,9 +346,10 @@ async function refreshNodes() {
 
 async function refresh() {
   try {
-    const [fleet, leases] = await Promise.all([getNewest("fleet", "/v1/channels"),
-      getNewest("leases", "/v1/leases"), refreshNodes()]);
+    const [fleet, leases, audit] = await Promise.all([getNewest("fleet", "/v1/channels"),
+      getNewest("leases", "/v1/leases"), getNewest("audit", "/v1/audit?limit=50"), refreshNodes()]);
     if (leases) renderLeases(leases);
+    if (audit) renderAudit(audit);
     if (!fleet) return;
     renderChannels(fleet);
     renderCharts(fleet);

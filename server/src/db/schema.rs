@@ -138,6 +138,49 @@ pub const MIGRATIONS: &[Migration] = &[
                 PRIMARY KEY (channel, version)
             );",
     },
+    Migration {
+        version: 5,
+        what: "named tokens with roles, the audit log of operators' actions",
+        // A token is kept as its SHA-256 (hex); the audit log keeps who did what, when, why.
+        sqlite: "
+            CREATE TABLE api_tokens (
+                name       TEXT PRIMARY KEY,
+                role       TEXT NOT NULL,
+                digest     TEXT NOT NULL UNIQUE,
+                created_at INTEGER NOT NULL,
+                created_by TEXT NOT NULL,
+                revoked_at INTEGER
+            );
+            CREATE TABLE audit_log (
+                id     INTEGER PRIMARY KEY AUTOINCREMENT,
+                at     INTEGER NOT NULL,
+                actor  TEXT NOT NULL,
+                role   TEXT NOT NULL,
+                action TEXT NOT NULL,
+                target TEXT NOT NULL,
+                reason TEXT
+            );
+            CREATE INDEX audit_log_at ON audit_log(at);",
+        postgres: "
+            CREATE TABLE api_tokens (
+                name       TEXT PRIMARY KEY,
+                role       TEXT NOT NULL,
+                digest     TEXT NOT NULL UNIQUE,
+                created_at BIGINT NOT NULL,
+                created_by TEXT NOT NULL,
+                revoked_at BIGINT
+            );
+            CREATE TABLE audit_log (
+                id     BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                at     BIGINT NOT NULL,
+                actor  TEXT NOT NULL,
+                role   TEXT NOT NULL,
+                action TEXT NOT NULL,
+                target TEXT NOT NULL,
+                reason TEXT
+            );
+            CREATE INDEX audit_log_at ON audit_log(at);",
+    },
 ];
 
 /// The migrations a database at `current` still needs; an error for a database written by a
@@ -168,6 +211,7 @@ mod tests {
         assert_eq!(pending(1).unwrap()[0].version, 2);
         assert_eq!(pending(2).unwrap()[0].version, 3);
         assert_eq!(pending(3).unwrap()[0].version, 4);
+        assert_eq!(pending(4).unwrap()[0].version, 5);
         assert!(pending(MIGRATIONS.len() as i64).unwrap().is_empty());
         assert!(matches!(
             pending(99),
