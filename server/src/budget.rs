@@ -70,12 +70,12 @@ async fn check(app: &App, channel: &str, version: &str) -> Result<Option<Pause>,
     {
         return Ok(None);
     }
-    let summary = app
+    let outcomes = app
         .db
-        .summary(channel.to_owned(), Some(version.to_owned()))
+        .release_outcome_counts(channel, version)
         .await
         .map_err(db_err)?;
-    let Some(reason) = verdict(&app.failure_budget, &summary.outcomes, version) else {
+    let Some(reason) = verdict(&app.failure_budget, &outcomes, version) else {
         return Ok(None);
     };
     let repo = app.repo.path().to_owned();
