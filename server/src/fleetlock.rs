@@ -43,6 +43,9 @@ struct Granted<'a> {
     id: &'a str,
     /// Whether the node holds a lease after this request.
     held: bool,
+    /// When the lease held expires unless given back (Unix seconds); absent after a release.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<i64>,
 }
 
 /// Answers `POST /v1/pre-reboot` or `POST /v1/steady-state`.
@@ -94,14 +97,14 @@ async fn serve(
         ));
     }
     let now = httpdate::unix_seconds(SystemTime::now());
-    let held = match ask {
-        Ask::Lease => lease(app, &params.group, &params.id, now).await?,
+    let expires_at = match ask {
+        Ask::Lease => Some(lease(app, &params.group, &params.id, now).await?),
         Ask::Release => {
             app.db
                 .release_lease(&params.group, &params.id, Release::ByNode, now)
                 .await
                 .map_err(|e| db_failure(&e))?;
-            false
+            None
         }
     };
     Ok(api::json(
@@ -109,13 +112,15 @@ async fn serve(
         &Granted {
             group: &params.group,
             id: &params.id,
-            held,
+            held: expires_at.is_some(),
+            expires_at,
         },
     ))
 }
 
-/// Takes (or confirms) `node`'s lease; a full group is 409 `failed_lock`.
-async fn lease(app: &App, group: &str, node: &str, now: i64) -> Result<bool, Refusal> {
+/// Takes (or confirms) `node`'s lease, answering when it expires; a full group is 409
+/// `failed_lock`.
+async fn lease(app: &App, group: &str, node: &str, now: i64) -> Result<i64, Refusal> {
     let slots = app.leases.slots(group);
     let ttl = i64::try_from(app.leases.ttl.as_secs()).unwrap_or(i64::MAX);
     let grant = app
@@ -124,11 +129,11 @@ async fn lease(app: &App, group: &str, node: &str, now: i64) -> Result<bool, Ref
         .await
         .map_err(|e| db_failure(&e))?;
     match grant {
-        Grant::Held { new } => {
+        Grant::Held { new, expires_at } => {
             if new {
                 tracing::info!(group, node, "reboot lease granted");
             }
-            Ok(true)
+            Ok(expires_at)
         }
         Grant::Busy { holders } => Err(Refusal::new(
             StatusCode::CONFLICT,

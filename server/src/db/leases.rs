@@ -38,9 +38,9 @@ const GRANT: &str = "INSERT INTO reboot_leases (grp, node_id, lease_id, acquired
 /// Logs the grant of lease `$1`, if [`GRANT`] inserted it.
 const LOG_GRANTED: &str = "INSERT INTO lease_log (at, grp, node_id, event)
      SELECT acquired_at, grp, node_id, 'acquired' FROM reboot_leases WHERE lease_id = $1";
-/// The holders of group `$1`.
-const HOLDERS: &str =
-    "SELECT node_id FROM reboot_leases WHERE grp = $1 ORDER BY acquired_at, node_id";
+/// The holders of group `$1` and when their leases expire.
+const HOLDERS: &str = "SELECT node_id, expires_at FROM reboot_leases WHERE grp = $1
+     ORDER BY acquired_at, node_id";
 /// Logs event `$4` at `$1` for the lease of node `$3` in group `$2`, if there is one.
 const LOG_RELEASED: &str = "INSERT INTO lease_log (at, grp, node_id, event)
      SELECT CAST($1 AS BIGINT), grp, node_id, CAST($4 AS TEXT) FROM reboot_leases
@@ -56,6 +56,8 @@ pub enum Grant {
     Held {
         /// Whether this request took it.
         new: bool,
+        /// When the lease expires unless given back (Unix seconds).
+        expires_at: i64,
     },
     /// Every slot of the group is taken, by these nodes.
     Busy {
@@ -168,7 +170,11 @@ impl Db {
         let granted = results.get(2).is_some_and(|rows| !rows.is_empty());
         let holders = results
             .get(4)
-            .map(|rows| rows.iter().map(|r| r.text(0)).collect())
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| Ok((r.text(0)?, r.int(1)?)))
+                    .collect::<Result<Vec<_>, DbError>>()
+            })
             .transpose()?
             .unwrap_or_default();
         Ok(grant_of(granted, node, holders))
@@ -250,11 +256,17 @@ impl Db {
     }
 }
 
-fn grant_of(granted: bool, node: &str, holders: Vec<String>) -> Grant {
-    if granted || holders.iter().any(|h| h == node) {
-        Grant::Held { new: granted }
-    } else {
-        Grant::Busy { holders }
+/// The grant of `node`, from whether this request inserted its lease and the group's
+/// holders (node, expiry) after it.
+fn grant_of(granted: bool, node: &str, holders: Vec<(String, i64)>) -> Grant {
+    match holders.iter().find(|(holder, _)| holder == node) {
+        Some(&(_, expires_at)) => Grant::Held {
+            new: granted,
+            expires_at,
+        },
+        None => Grant::Busy {
+            holders: holders.into_iter().map(|(holder, _)| holder).collect(),
+        },
     }
 }
 
@@ -286,18 +298,19 @@ mod tests {
     async fn a_group_grants_its_slots_recursively_and_reclaims_expired_leases() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(dir.path()).unwrap();
-        let held = |new| Grant::Held { new };
+        let held = |new, expires_at| Grant::Held { new, expires_at };
         assert_eq!(
             db.acquire_lease("g", "a", 2, 10, 100).await.unwrap(),
-            held(true)
+            held(true, 110)
         );
         assert_eq!(
             db.acquire_lease("g", "a", 2, 10, 101).await.unwrap(),
-            held(false)
+            held(false, 110),
+            "asking again does not extend the lease"
         );
         assert_eq!(
             db.acquire_lease("g", "b", 2, 10, 102).await.unwrap(),
-            held(true)
+            held(true, 112)
         );
         assert_eq!(
             db.acquire_lease("g", "c", 2, 10, 103).await.unwrap(),
@@ -307,7 +320,7 @@ mod tests {
         );
         assert_eq!(
             db.acquire_lease("other", "c", 2, 10, 103).await.unwrap(),
-            held(true)
+            held(true, 113)
         );
         assert!(db
             .release_lease("g", "a", Release::ByNode, 104)
@@ -321,7 +334,7 @@ mod tests {
         // reclaimed on the way.
         assert_eq!(
             db.acquire_lease("g", "c", 1, 10, 112).await.unwrap(),
-            held(true)
+            held(true, 122)
         );
         let log: Vec<_> = db
             .lease_log(100)
