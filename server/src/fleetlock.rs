@@ -1,7 +1,7 @@
 //! Reboot leases over HTTP (docs/DESIGN.md §7): the FleetLock protocol Zincati speaks —
 //! `POST /v1/pre-reboot` takes a lease in the caller's group, `POST /v1/steady-state` gives
 //! it back — plus what operators read and do: `GET /v1/leases` (the leases held, with their
-//! age and expiry, the groups' slots, the recent lease log) and `POST
+//! age and expiry, the nodes waiting for one, the groups' slots, the recent lease log) and `POST
 //! /v1/leases/GROUP/NODE/release` (free a stuck lease, operate role).
 //!
 //! A FleetLock request must carry `fleet-lock-protocol: true` (else 400) and a body
@@ -20,7 +20,7 @@ use crate::api::{self, ApiError};
 use crate::app::App;
 use crate::auth;
 use crate::body::ResponseBody;
-use crate::db::leases::{Grant, Lease, LeaseEvent, Release};
+use crate::db::leases::{Grant, Lease, LeaseEvent, Release, Waiter};
 use crate::httpdate;
 use crate::request::read_body;
 
@@ -216,6 +216,9 @@ pub struct LeaseStatus {
     /// Leases held, with their age; `expired` ones are reclaimed by the group's next request
     /// or the hourly sweep.
     pub leases: Vec<HeldLease>,
+    /// Nodes refused a lease (their group full) that have not had one since, longest
+    /// waiting first.
+    pub waiting: Vec<Waiter>,
     /// The newest lease events, oldest first.
     pub log: Vec<LeaseEvent>,
 }
@@ -240,6 +243,7 @@ pub async fn status(app: &App) -> Result<LeaseStatus, ApiError> {
     let now = httpdate::unix_seconds(SystemTime::now());
     let leases = app.db.leases().await.map_err(failed)?;
     let log = app.db.lease_log(LOG_SHOWN).await.map_err(failed)?;
+    let waiting = app.db.lease_waiters().await.map_err(failed)?;
     Ok(LeaseStatus {
         now,
         default_slots: app.leases.default_slots,
@@ -254,6 +258,7 @@ pub async fn status(app: &App) -> Result<LeaseStatus, ApiError> {
                 lease,
             })
             .collect(),
+        waiting,
         log,
     })
 }

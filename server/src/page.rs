@@ -106,6 +106,9 @@ fn document(rows: &str) -> String {
          <div class=\"scroll\"><table id=\"lease-table\" class=\"cards\">\
          <thead><tr><th>group</th><th>node</th><th>held for</th><th>expiry</th><th>slots</th>\
          <th>action</th></tr></thead><tbody></tbody></table></div>\
+         <h3>Waiting for a lease</h3><div class=\"scroll\"><table id=\"lease-waiting\">\
+         <thead><tr><th>group</th><th>node</th><th>waiting for</th><th>last asked</th></tr></thead>\
+         <tbody></tbody></table></div>\
          <h3>Lease log</h3><div class=\"scroll\"><table id=\"lease-log\">\
          <thead><tr><th>when</th><th>group</th><th>node</th><th>event</th></tr></thead>\
          <tbody></tbody></table></div></section>\n\

@@ -159,6 +159,8 @@ async fn prune(db: &Db, retention: &Retention) -> Result<(), crate::error::DbErr
     let age = i64::try_from(retention.max_age.as_secs()).unwrap_or(i64::MAX);
     db.prune_lease_log(now.saturating_sub(age)).await?;
     db.prune_audit_log(now.saturating_sub(age)).await?;
+    db.prune_lease_waiters(now - crate::db::leases::WAITER_FORGOTTEN_AFTER)
+        .await?;
     Ok(())
 }
 

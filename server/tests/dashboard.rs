@@ -413,6 +413,17 @@ fn chromium_shows_leases_their_expiry_the_log_an_automatic_pause_and_the_audit_l
         .unwrap();
     assert_eq!(lease.status(), StatusCode::OK);
     insert_stuck_lease(&s);
+    let waiting = client()
+        .post(s.url("/v1/pre-reboot"))
+        .header("fleet-lock-protocol", "true")
+        .body(r#"{"client_params": {"id": "node-waiting", "group": "rack-a"}}"#)
+        .send()
+        .unwrap();
+    assert_eq!(
+        waiting.status(),
+        StatusCode::CONFLICT,
+        "rack-a's one slot is taken"
+    );
     let failed = |i: usize| {
         json!({"node_id": format!("bad-{i}"), "channel": "stable", "from_version": "1.0.0",
                "to_version": "2.0.0", "outcome": "rolled-back", "reason": "health check failed"})
@@ -440,7 +451,13 @@ fn chromium_shows_leases_their_expiry_the_log_an_automatic_pause_and_the_audit_l
         text(&mut b, r#"#lease-log tr[data-event="acquired"] .node"#),
         "node-held"
     );
-    assert!(text(&mut b, "#lease-summary").starts_with("2 held; 1 reboot slot(s) per group"));
+    assert!(
+        text(&mut b, "#lease-summary").starts_with("2 held, 1 waiting; 1 reboot slot(s) per group")
+    );
+    assert_eq!(
+        text(&mut b, r#"#lease-waiting tr[data-node="node-waiting"] td"#),
+        "rack-a"
+    );
     assert_eq!(
         text(&mut b, &format!("{ROW} .state")),
         "pausedby the failure budgetpaused automatically: 5 of 5 nodes rolled back 2.0.0"

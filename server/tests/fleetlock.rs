@@ -92,11 +92,19 @@ fn zincati_protocol_driven_with_curl(backend: Backend) {
     let (code, body) = zincati(&s, "/v1/pre-reboot", "b", "default");
     assert_eq!((code, kind(&body)), (409, "failed_lock"));
     assert!(body["value"].as_str().unwrap().contains('a'), "{body}");
+    let waiting = &leases_status(&s)["waiting"];
+    assert_eq!(waiting[0]["node_id"], "b", "{waiting}");
+    assert_eq!(waiting.as_array().unwrap().len(), 1, "{waiting}");
     // Releasing what one does not hold is fine; a's release lets b in.
     assert_eq!(zincati(&s, "/v1/steady-state", "b", "default").0, 200);
     assert_eq!(zincati(&s, "/v1/steady-state", "a", "default").0, 200);
     assert_eq!(zincati(&s, "/v1/steady-state", "a", "default").0, 200);
     assert_eq!(zincati(&s, "/v1/pre-reboot", "b", "default").0, 200);
+    assert_eq!(
+        leases_status(&s)["waiting"],
+        json!([]),
+        "b waits no more once it holds the lease"
+    );
     // A group configured with two slots; groups do not share slots.
     assert_eq!(zincati(&s, "/v1/pre-reboot", "w1", "workers").0, 200);
     assert_eq!(zincati(&s, "/v1/pre-reboot", "w2", "workers").0, 200);

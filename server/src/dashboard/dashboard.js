@@ -291,8 +291,17 @@ function renderLeases(status) {
   if (!status.leases.length) body.append(el("tr", {}, el("td", { colspan: "6" }, "no node holds a reboot lease")));
   replaceBody(document.getElementById("lease-table"), body);
   const named = Object.entries(status.groups).map(([g, n]) => `${g}: ${n}`).join(", ");
-  setText("lease-summary", `${status.leases.length} held; ${status.default_slots} reboot slot(s) per group` +
+  setText("lease-summary", `${status.leases.length} held, ${status.waiting.length} waiting; ` +
+    `${status.default_slots} reboot slot(s) per group` +
     `${named ? ` (${named})` : ""}; a lease not released expires after ${durationText(status.ttl_secs)}`);
+  const waiting = el("tbody");
+  for (const w of status.waiting) {
+    waiting.append(el("tr", { "data-group": w.group, "data-node": w.node_id }, el("td", {}, w.group),
+      el("td", { class: "node" }, w.node_id), el("td", { class: "age" }, durationText(status.now - w.since)),
+      el("td", { class: "time" }, `${durationText(status.now - w.last_asked)} ago`)));
+  }
+  if (!status.waiting.length) waiting.append(el("tr", {}, el("td", { colspan: "4" }, "no node waits for a lease")));
+  document.getElementById("lease-waiting").tBodies[0].replaceWith(waiting);
   const log = el("tbody");
   for (const e of status.log.slice().reverse()) {
     log.append(el("tr", { "data-event": e.event }, el("td", { class: "time" }, new Date(e.at * 1000).toISOString()),

@@ -1,6 +1,8 @@
 //! Reboot leases (the FleetLock semaphore, docs/DESIGN.md §7) in the report store: a row of
 //! `reboot_leases` per node allowed to reboot, at most the group's slots per group, and
-//! `lease_log`, every grant, release and expiry in the order they happened.
+//! `lease_log`, every grant, release and expiry in the order they happened; `lease_waiting`,
+//! the nodes refused a lease that have not had one since (what the dashboard shows as
+//! waiting).
 //!
 //! A grant is one transaction under the group's lock ([`super::store::Store::transaction`]): leases past
 //! their expiry are logged and deleted, the caller's row is inserted only when it holds none
@@ -17,6 +19,9 @@ use crate::error::DbError;
 
 /// Most leases [`Db::leases`] lists.
 pub const MAX_LEASES_LISTED: i64 = 1000;
+/// A waiting node that has not asked for this long (seconds) is forgotten: it gave up or went
+/// away.
+pub const WAITER_FORGOTTEN_AFTER: i64 = 24 * 3600;
 /// Most events [`Db::lease_log`] returns.
 pub const MAX_LOG_LISTED: u32 = 1000;
 
@@ -45,6 +50,16 @@ const HOLDERS: &str = "SELECT node_id, expires_at FROM reboot_leases WHERE grp =
 const LOG_RELEASED: &str = "INSERT INTO lease_log (at, grp, node_id, event)
      SELECT CAST($1 AS BIGINT), grp, node_id, CAST($4 AS TEXT) FROM reboot_leases
      WHERE grp = $2 AND node_id = $3";
+/// Notes that node `$2` of group `$1` asked at `$3` and holds no lease: it waits (since its
+/// first refused request).
+const NOTE_WAITING: &str = "INSERT INTO lease_waiting (grp, node_id, since, last_asked)
+     SELECT CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS BIGINT), CAST($3 AS BIGINT)
+     WHERE NOT EXISTS (SELECT 1 FROM reboot_leases WHERE grp = $1 AND node_id = $2)
+     ON CONFLICT (grp, node_id) DO UPDATE SET last_asked = excluded.last_asked";
+/// Node `$2` of group `$1` no longer waits if it holds a lease `$3` is `1`, or
+/// unconditionally for `$3` = `0`.
+const STOP_WAITING: &str = "DELETE FROM lease_waiting WHERE grp = $1 AND node_id = $2
+     AND (CAST($3 AS BIGINT) = 0 OR EXISTS (SELECT 1 FROM reboot_leases WHERE grp = $1 AND node_id = $2))";
 /// Deletes the lease of node `$2` in group `$1`.
 const RELEASE: &str = "DELETE FROM reboot_leases WHERE grp = $1 AND node_id = $2 RETURNING node_id";
 
@@ -77,6 +92,19 @@ pub struct Lease {
     pub acquired_at: i64,
     /// When it expires (Unix seconds): past this the next request of the group reclaims it.
     pub expires_at: i64,
+}
+
+/// A node refused a lease (its group full) that has not had one since.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Waiter {
+    /// The reboot group.
+    pub group: String,
+    /// The node.
+    pub node_id: String,
+    /// Its first refused request (Unix seconds).
+    pub since: i64,
+    /// Its latest request.
+    pub last_asked: i64,
 }
 
 /// One line of the lease log.
@@ -165,6 +193,8 @@ impl Db {
             ),
             (LOG_GRANTED, vec![id.into()]),
             (HOLDERS, vec![group.into()]),
+            (NOTE_WAITING, vec![group.into(), node.into(), now.into()]),
+            (STOP_WAITING, vec![group.into(), node.into(), 1_i64.into()]),
         ]);
         let results = self.store.transaction(&group_lock(group), steps).await?;
         let granted = results.get(2).is_some_and(|rows| !rows.is_empty());
@@ -194,6 +224,7 @@ impl Db {
                 vec![now.into(), group.into(), node.into(), how.event().into()],
             ),
             (RELEASE, vec![group.into(), node.into()]),
+            (STOP_WAITING, vec![group.into(), node.into(), 0_i64.into()]),
         ];
         let results = self.store.transaction(&group_lock(group), steps).await?;
         Ok(results.get(1).is_some_and(|rows| !rows.is_empty()))
@@ -231,6 +262,39 @@ impl Db {
             )
             .await?;
         rows.iter().map(lease_of).collect()
+    }
+
+    /// The nodes refused a lease that have not had one since, longest waiting first, at most
+    /// [`MAX_LEASES_LISTED`].
+    pub async fn lease_waiters(&self) -> Result<Vec<Waiter>, DbError> {
+        let rows = self
+            .store
+            .query(
+                "SELECT grp, node_id, since, last_asked FROM lease_waiting
+                 ORDER BY since, grp, node_id LIMIT $1",
+                vec![MAX_LEASES_LISTED.into()],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Waiter {
+                    group: r.text(0)?,
+                    node_id: r.text(1)?,
+                    since: r.int(2)?,
+                    last_asked: r.int(3)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Forgets waiting nodes that last asked before `cutoff` (they gave up or went away).
+    pub async fn prune_lease_waiters(&self, cutoff: i64) -> Result<u64, DbError> {
+        self.store
+            .execute(
+                "DELETE FROM lease_waiting WHERE last_asked < $1",
+                vec![cutoff.into()],
+            )
+            .await
     }
 
     /// The newest `limit` lease events (at most [`MAX_LOG_LISTED`]), oldest first.

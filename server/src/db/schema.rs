@@ -88,9 +88,10 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 4,
-        what: "reboot leases (FleetLock), their log, failure budgets an operator resumed",
+        what: "reboot leases (FleetLock), their log, nodes waiting for one, failure budgets an operator resumed",
         // One row per lease held; the log keeps every grant, release and expiry, so the
-        // number of reboots at once is checkable after the fact (db/leases.rs).
+        // number of reboots at once is checkable after the fact; a node refused a lease waits
+        // in lease_waiting until it gets one (db/leases.rs).
         sqlite: "
             CREATE TABLE reboot_leases (
                 grp         TEXT NOT NULL,
@@ -108,6 +109,13 @@ pub const MIGRATIONS: &[Migration] = &[
                 event   TEXT NOT NULL
             );
             CREATE INDEX lease_log_at ON lease_log(at);
+            CREATE TABLE lease_waiting (
+                grp        TEXT NOT NULL,
+                node_id    TEXT NOT NULL,
+                since      INTEGER NOT NULL,
+                last_asked INTEGER NOT NULL,
+                PRIMARY KEY (grp, node_id)
+            );
             CREATE TABLE budget_resumed (
                 channel    TEXT NOT NULL,
                 version    TEXT NOT NULL,
@@ -131,6 +139,13 @@ pub const MIGRATIONS: &[Migration] = &[
                 event   TEXT NOT NULL
             );
             CREATE INDEX lease_log_at ON lease_log(at);
+            CREATE TABLE lease_waiting (
+                grp        TEXT NOT NULL,
+                node_id    TEXT NOT NULL,
+                since      BIGINT NOT NULL,
+                last_asked BIGINT NOT NULL,
+                PRIMARY KEY (grp, node_id)
+            );
             CREATE TABLE budget_resumed (
                 channel    TEXT NOT NULL,
                 version    TEXT NOT NULL,
