@@ -12,7 +12,8 @@
 # their own ids at two random polls, re-sends RETRY_PERCENT % of them with the same id (a
 # lost answer), and RANGES 1 MiB Range downloads of the bundle run beside. Before its
 # `committed` report each node takes a reboot lease of one of LEASE_GROUPS groups
-# (REBOOT_SLOTS slots each), retrying while the group is full, and releases it after. Printed per backend: sustained
+# (REBOOT_SLOTS slots each), asking again at each poll while the group is full, and
+# releases it after. Printed per backend: sustained
 # polls/s and reports/s, p50/p99 latency of polls, reports and lease requests (pre-reboot and
 # steady-state, a busy answer included), the server's peak RSS, and the exactly-once check:
 # rows stored == distinct (node, id) == reports sent, every node counted as committed in the

@@ -6,7 +6,7 @@
 //! `committed` report (each with its own id) at two random polls, and re-sends a share of its
 //! reports with the same id, as an agent whose answer was lost would. Before its reboot (the
 //! `committed` report) a node takes a reboot lease of its group (`POST /v1/pre-reboot`,
-//! retried while the group's slots are taken) and gives it back after (`POST
+//! asked again at each poll while the group's slots are taken) and gives it back after (`POST
 //! /v1/steady-state`); nodes are spread over `groups` groups. A bounded number of
 //! 1 MiB `Range` downloads of the bundle run beside. It prints one `key=value` line per
 //! measure: the script checks the stored rows against `reports_unique`.
@@ -146,10 +146,11 @@ async fn node(client: Client, s: Arc<Settings>, stats: Arc<Stats>, index: u64, s
     }
 }
 
-/// The reboot: the lease (retried while the group is full), the `committed` report, the
-/// release.
+/// The reboot: the lease (asked again at each poll while the group is full, as an agent
+/// would; after ten polls the node reboots without one, which the script's check counts),
+/// the `committed` report, the release.
 async fn reboot(client: &Client, s: &Settings, stats: &Stats, index: u64) {
-    let retry = (s.period() / 20).max(Duration::from_millis(20));
+    let retry = s.period();
     let deadline = Instant::now() + s.period() * 10;
     while lease(client, s, stats, index, "pre-reboot").await == Some(StatusCode::CONFLICT)
         && Instant::now() < deadline

@@ -51,11 +51,13 @@ const LOG_RELEASED: &str = "INSERT INTO lease_log (at, grp, node_id, event)
      SELECT CAST($1 AS BIGINT), grp, node_id, CAST($4 AS TEXT) FROM reboot_leases
      WHERE grp = $2 AND node_id = $3";
 /// Notes that node `$2` of group `$1` asked at `$3` and holds no lease: it waits (since its
-/// first refused request).
+/// first refused request). `last_asked` moves only by a minute or more, so a node retrying
+/// often does not make every refusal a write (and, on PostgreSQL, a flushed commit).
 const NOTE_WAITING: &str = "INSERT INTO lease_waiting (grp, node_id, since, last_asked)
      SELECT CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS BIGINT), CAST($3 AS BIGINT)
      WHERE NOT EXISTS (SELECT 1 FROM reboot_leases WHERE grp = $1 AND node_id = $2)
-     ON CONFLICT (grp, node_id) DO UPDATE SET last_asked = excluded.last_asked";
+     ON CONFLICT (grp, node_id) DO UPDATE SET last_asked = excluded.last_asked
+     WHERE lease_waiting.last_asked <= excluded.last_asked - 60";
 /// Node `$2` of group `$1` no longer waits if it holds a lease `$3` is `1`, or
 /// unconditionally for `$3` = `0`.
 const STOP_WAITING: &str = "DELETE FROM lease_waiting WHERE grp = $1 AND node_id = $2
