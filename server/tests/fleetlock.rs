@@ -83,7 +83,15 @@ fn zincati_protocol_driven_with_curl(backend: Backend) {
     );
     assert_eq!((code, kind(&body)), (400, "missing_fleet_lock_header"));
     // One reboot at a time in a group by default; the holder may ask again.
-    assert_eq!(zincati(&s, "/v1/pre-reboot", "a", "default").0, 200);
+    let (code, granted) = zincati(&s, "/v1/pre-reboot", "a", "default");
+    assert_eq!(code, 200);
+    assert_eq!(
+        (&granted["held"], &granted["group"]),
+        (&json!(true), &json!("default"))
+    );
+    let expires = granted["expires_at"].as_i64().unwrap();
+    let status = leases_status(&s);
+    assert_eq!(status["leases"][0]["expires_at"], expires, "{status}");
     assert_eq!(
         zincati(&s, "/v1/pre-reboot", "a", "default").0,
         200,
@@ -96,7 +104,8 @@ fn zincati_protocol_driven_with_curl(backend: Backend) {
     assert_eq!(waiting[0]["node_id"], "b", "{waiting}");
     assert_eq!(waiting.as_array().unwrap().len(), 1, "{waiting}");
     // Releasing what one does not hold is fine; a's release lets b in.
-    assert_eq!(zincati(&s, "/v1/steady-state", "b", "default").0, 200);
+    let (code, released) = zincati(&s, "/v1/steady-state", "b", "default");
+    assert_eq!((code, &released["held"]), (200, &json!(false)));
     assert_eq!(zincati(&s, "/v1/steady-state", "a", "default").0, 200);
     assert_eq!(zincati(&s, "/v1/steady-state", "a", "default").0, 200);
     assert_eq!(zincati(&s, "/v1/pre-reboot", "b", "default").0, 200);
