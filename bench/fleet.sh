@@ -3,16 +3,21 @@
 # SQLite report store and once with PostgreSQL.
 #
 #   bench/fleet.sh       # NODES=10000 INTERVAL=60 SPEEDUP=10 DURATION=60 RETRY_PERCENT=10 RANGES=40
+#                        # LEASE_GROUPS=100 REBOOT_SLOTS=1
 #
 # The load generator (server/examples/fleet.rs) runs NODES nodes. Each polls
 # channels/stable.json with If-None-Match once per INTERVAL/SPEEDUP seconds (SPEEDUP
 # compresses time: 10,000 nodes polling every 60 s is 167 polls/s; SPEEDUP=10 makes it 1,667
 # polls/s, ten times the real rate), sends an `installed` and a `committed` report with
 # their own ids at two random polls, re-sends RETRY_PERCENT % of them with the same id (a
-# lost answer), and RANGES 1 MiB Range downloads of the bundle run beside. Printed per
-# backend: sustained polls/s and reports/s, p50/p99 latency, the server's peak RSS, and the
-# exactly-once check: rows stored == distinct (node, id) == reports sent, and every node
-# counted as committed in the status. Goal: p99 < 50 ms at 10,000 nodes every 60 s.
+# lost answer), and RANGES 1 MiB Range downloads of the bundle run beside. Before its
+# `committed` report each node takes a reboot lease of one of LEASE_GROUPS groups
+# (REBOOT_SLOTS slots each), asking again at each poll while the group is full, and
+# releases it after. Printed per backend: sustained
+# polls/s and reports/s, p50/p99 latency of polls, reports and lease requests (pre-reboot and
+# steady-state, a busy answer included), the server's peak RSS, and the exactly-once check:
+# rows stored == distinct (node, id) == reports sent, every node counted as committed in the
+# status, and one lease granted per node. Goal: p99 < 50 ms at 10,000 nodes every 60 s.
 # The generator shares the machine with the server: on 2 cores it takes CPU from it.
 set -euo pipefail
 
@@ -22,6 +27,8 @@ SPEEDUP=${SPEEDUP:-10}
 DURATION=${DURATION:-60}
 RETRY_PERCENT=${RETRY_PERCENT:-10}
 RANGES=${RANGES:-40}
+LEASE_GROUPS=${LEASE_GROUPS:-100}
+REBOOT_SLOTS=${REBOOT_SLOTS:-1}
 PORT=${PORT:-18490}
 BACKENDS=${BACKENDS:-"sqlite postgres"}
 TOKEN=bench-report-token-0123456789
@@ -103,6 +110,17 @@ count_rows() {
     fi
 }
 
+# count_leases BACKEND -> leases granted
+count_leases() {
+    local sql="SELECT COUNT(*) FROM lease_log WHERE event = 'acquired'"
+    if [ "$1" = sqlite ]; then
+        python3 -c 'import sqlite3,sys; print(*sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchone())' \
+            "$WORK/data/tandem.db" "$sql"
+    else
+        "$(pg_bin)/psql" -At -h "$WORK/pg" -U postgres -d postgres -c "$sql"
+    fi
+}
+
 run_backend() {
     local backend=$1 store_args
     if [ "$backend" = sqlite ]; then
@@ -112,7 +130,7 @@ run_backend() {
         store_args=(--database "host=$WORK/pg user=postgres dbname=postgres")
     fi
     TANDEM_REPORT_TOKEN=$TOKEN "$SERVER" serve --repo "$REPO" --listen "127.0.0.1:$PORT" \
-        "${store_args[@]}" 2>"$WORK/server-$backend.log" &
+        --reboot-slots "$REBOOT_SLOTS" "${store_args[@]}" 2>"$WORK/server-$backend.log" &
     SERVER_PID=$!
     for _ in $(seq 1 100); do
         curl -fsS -o /dev/null "http://127.0.0.1:$PORT/channels/stable.json" 2>/dev/null && break
@@ -120,6 +138,7 @@ run_backend() {
     done
     "$FLEET" "http://127.0.0.1:$PORT" "$TOKEN" nodes="$NODES" interval="$INTERVAL" \
         speedup="$SPEEDUP" duration="$DURATION" retry_percent="$RETRY_PERCENT" ranges="$RANGES" \
+        groups="$LEASE_GROUPS" \
         > "$WORK/fleet-$backend.txt"
     local rss status
     rss=$(awk '/VmHWM/ {print $2}' "/proc/$SERVER_PID/status")
@@ -130,6 +149,7 @@ run_backend() {
         read -r rows distinct < <(count_rows "$backend")
         echo "rows=$rows"
         echo "distinct_ids=$distinct"
+        echo "leases_granted=$(count_leases "$backend")"
         python3 -c 'import json,sys; s=json.loads(sys.argv[1]); print("status_nodes=%d" % s["nodes"]["total"]); print("status_committed=%d" % s["current_release"]["outcomes"]["committed"])' "$status"
     } > "$WORK/result-$backend.txt"
     stop_server
@@ -146,18 +166,23 @@ import sys
 work, nodes, backends = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 fail = False
 print(f"\n{'backend':9} {'polls/s':>8} {'poll p50':>9} {'poll p99':>9} {'reports/s':>10} "
-      f"{'rep p50':>8} {'rep p99':>8} {'range p99':>9} {'RSS MiB':>8} {'errors':>6}  exactly once")
+      f"{'rep p50':>8} {'rep p99':>8} {'leases/s':>9} {'lease p50':>9} {'lease p99':>9} "
+      f"{'range p99':>9} {'RSS MiB':>8} {'errors':>6}  exactly once")
 for b in backends:
     r = dict(l.strip().split("=", 1) for l in open(f"{work}/result-{b}.txt") if "=" in l)
     sent, rows, ids = int(r["reports_unique"]), int(r["rows"]), int(r["distinct_ids"])
     once = rows == ids == sent and int(r["status_nodes"]) == int(r["status_committed"]) == nodes
-    errors = sum(int(r[k]) for k in ("polls_errors", "reports_errors", "ranges_errors"))
+    once = once and int(r["leases_granted"]) == nodes
+    errors = sum(int(r[k]) for k in ("polls_errors", "reports_errors", "ranges_errors",
+                                     "leases_errors"))
     fail |= not once or errors > 0
     print(f"{b:9} {r['polls_per_s']:>8} {r['polls_p50_ms']:>9} {r['polls_p99_ms']:>9} "
           f"{r['reports_per_s']:>10} {r['reports_p50_ms']:>8} {r['reports_p99_ms']:>8} "
+          f"{r['leases_per_s']:>9} {r['leases_p50_ms']:>9} {r['leases_p99_ms']:>9} "
           f"{r['ranges_p99_ms']:>9} {int(r['server_peak_rss_kib']) / 1024:>8.0f} {errors:>6}  "
           f"{'yes' if once else 'NO'}: {sent} sent (+{r['reports_retried']} retried), "
-          f"{rows} rows, {ids} distinct ids, {r['status_committed']}/{nodes} committed")
+          f"{rows} rows, {ids} distinct ids, {r['status_committed']}/{nodes} committed, "
+          f"{r['leases_granted']}/{nodes} leases ({r['leases_busy']} busy answers)")
 print(f"(latencies in ms; {r['polls']} polls, {r['polls_304']} answered 304, "
       f"poll period {r['poll_period_s']} s)")
 sys.exit(1 if fail else 0)

@@ -14,7 +14,7 @@ SIGNER=$ROOT/target/debug/tandem-signer
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 cd "$WORK"
-for t in bundle_head manifest signature_block root channel grubenv gpt range report pause route; do
+for t in bundle_head manifest signature_block root channel grubenv gpt range report pause route fleetlock; do
     mkdir -p "$SEEDS/$t"
 done
 
@@ -113,7 +113,9 @@ done
 # Request paths, one of each route.
 i=0
 for p in / /dashboard.js /metrics /v1/reports /v1/channels/stable/status /v1/channels/stable/pause \
-    /3.root.json /root.json /channels/stable.json /bundles/acme-2.0.0.tandem /v1/channels/a%2Fb/resume; do
+    /3.root.json /root.json /channels/stable.json /bundles/acme-2.0.0.tandem /v1/channels/a%2Fb/resume \
+    /v1/pre-reboot /v1/steady-state /v1/leases /v1/leases/g/n1/release /v1/tokens \
+    /v1/tokens/alice/revoke /v1/audit; do
     printf '%s' "$p" >"$SEEDS/route/$i"
     i=$((i + 1))
 done
@@ -127,4 +129,7 @@ JSON
 printf '{"paused": true, "since": "2026-12-01T10:00:00Z", "reason": "canary failed"}' \
     >"$SEEDS/pause/paused.json"
 printf '{"paused": false}' >"$SEEDS/pause/resumed.json"
+printf '{"client_params": {"id": "c2a6b5e2d1f04b7c9e8d7a6b5c4d3e2f", "group": "workers"}}' \
+    >"$SEEDS/fleetlock/zincati.json"
+printf '{"client_params": {"id": "edge-0042"}}' >"$SEEDS/fleetlock/no-group.json"
 du -sh "$SEEDS"

@@ -23,6 +23,7 @@ declare -A TOOL_PACKAGE=(
   [systemd-analyze]=systemd
   [chromium]=chromium
   [veritysetup]=cryptsetup-bin
+  [curl]=curl
 )
 
 missing=()

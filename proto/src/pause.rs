@@ -1,7 +1,8 @@
 //! The pause hint `channels/NAME.pause`: unsigned, written by the server's admin API (or by
 //! hand on a static server), honoured by agents only to *stop* installs (docs/DESIGN.md §4).
 //!
-//! Format: a JSON object `{"paused": true|false, "since"?: RFC 3339, "reason"?: string}`;
+//! Format: a JSON object `{"paused": true|false, "since"?: RFC 3339, "reason"?: string,
+//! "automatic"?: bool}`;
 //! unknown fields are ignored. A file that cannot be read as this object still pauses:
 //! stopping is always the safe reading of an unsigned hint.
 
@@ -21,6 +22,10 @@ pub struct Pause {
     /// Why, as the operator said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Whether the server paused by itself (a release over its failure budget) rather than
+    /// an operator; absent means `false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub automatic: bool,
 }
 
 impl Pause {
@@ -30,6 +35,7 @@ impl Pause {
             paused: true,
             since: None,
             reason: Some("unreadable pause file".into()),
+            automatic: false,
         })
     }
 }

@@ -4,13 +4,17 @@
 //! Every node polls `channels/CHANNEL.json` with `If-None-Match` once per `interval /
 //! speedup` seconds (spread evenly over the interval), sends an `installed` and then a
 //! `committed` report (each with its own id) at two random polls, and re-sends a share of its
-//! reports with the same id, as an agent whose answer was lost would. A bounded number of
+//! reports with the same id, as an agent whose answer was lost would. Before its reboot (the
+//! `committed` report) a node takes a reboot lease of its group (`POST /v1/pre-reboot`,
+//! asked again at each poll while the group's slots are taken) and gives it back after (`POST
+//! /v1/steady-state`); nodes are spread over `groups` groups. A bounded number of
 //! 1 MiB `Range` downloads of the bundle run beside. It prints one `key=value` line per
 //! measure: the script checks the stored rows against `reports_unique`.
 //!
 //! ```text
 //! fleet URL REPORT_TOKEN [nodes=10000] [interval=60] [speedup=10] [duration=60]
-//!       [retry_percent=10] [ranges=40] [bundle=bundles/demo-os-2.0.0.tandem] [channel=stable]
+//!       [retry_percent=10] [ranges=40] [groups=100] [bundle=bundles/demo-os-2.0.0.tandem]
+//!       [channel=stable]
 //! ```
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +36,7 @@ struct Settings {
     duration: f64,
     retry_percent: u64,
     ranges: u64,
+    groups: u64,
     bundle: String,
     channel: String,
 }
@@ -60,6 +65,7 @@ impl Settings {
             duration: num("duration", 60.0)?,
             retry_percent: num("retry_percent", 10.0)? as u64,
             ranges: num("ranges", 40.0)? as u64,
+            groups: (num("groups", 100.0)? as u64).max(1),
             bundle: text("bundle", "bundles/demo-os-2.0.0.tandem"),
             channel: text("channel", "stable"),
         })
@@ -114,6 +120,8 @@ struct Stats {
     polls: Series,
     reports: Series,
     ranges: Series,
+    leases: Series,
+    leases_busy: AtomicU64,
     not_modified: AtomicU64,
     reports_unique: AtomicU64,
     reports_retried: AtomicU64,
@@ -130,13 +138,52 @@ async fn node(client: Client, s: Arc<Settings>, stats: Arc<Stats>, index: u64, s
     for k in 0..polls {
         tokio::time::sleep_until((start + offset + period * k as u32).into()).await;
         poll(&client, &s, &stats, &mut etag).await;
-        let outcome = match k {
-            k if k == install_at => "installed",
-            k if k == commit_at => "committed",
-            _ => continue,
-        };
-        report(&client, &s, &stats, index, outcome).await;
+        match k {
+            k if k == install_at => report(&client, &s, &stats, index, "installed").await,
+            k if k == commit_at => reboot(&client, &s, &stats, index).await,
+            _ => {}
+        }
     }
+}
+
+/// The reboot: the lease (asked again at each poll while the group is full, as an agent
+/// would; after ten polls the node reboots without one, which the script's check counts),
+/// the `committed` report, the release.
+async fn reboot(client: &Client, s: &Settings, stats: &Stats, index: u64) {
+    let retry = s.period();
+    let deadline = Instant::now() + s.period() * 10;
+    while lease(client, s, stats, index, "pre-reboot").await == Some(StatusCode::CONFLICT)
+        && Instant::now() < deadline
+    {
+        stats.leases_busy.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(retry).await;
+    }
+    report(client, s, stats, index, "committed").await;
+    lease(client, s, stats, index, "steady-state").await;
+}
+
+/// One FleetLock request; its status, `None` when it failed to be answered.
+async fn lease(
+    client: &Client,
+    s: &Settings,
+    stats: &Stats,
+    index: u64,
+    what: &str,
+) -> Option<StatusCode> {
+    let body = json!({"client_params": {"id": format!("node-{index:05}"),
+                                        "group": format!("group-{}", index % s.groups)}});
+    let started = Instant::now();
+    let sent = client
+        .post(format!("{}/v1/{what}", s.url))
+        .bearer_auth(&s.token)
+        .header("fleet-lock-protocol", "true")
+        .json(&body)
+        .send()
+        .await;
+    let status = sent.ok().map(|r| r.status());
+    let ok = status.is_some_and(|c| c.is_success() || c == StatusCode::CONFLICT);
+    stats.leases.record(started, ok);
+    status
 }
 
 async fn poll(client: &Client, s: &Settings, stats: &Stats, etag: &mut Option<String>) {
@@ -268,5 +315,7 @@ async fn run(s: Arc<Settings>) -> Result<(), String> {
         stats.reports_retried.load(Ordering::Relaxed)
     );
     stats.ranges.print("ranges", elapsed);
+    stats.leases.print("leases", elapsed);
+    println!("leases_busy={}", stats.leases_busy.load(Ordering::Relaxed));
     Ok(())
 }

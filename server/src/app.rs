@@ -1,7 +1,7 @@
 //! The state every connection shares: the repository, the report store, the tokens, the
 //! limits and the metrics. Routes, the status and the page read it; none of them owns it, so no module has to
 //! import the router to reach it.
-use crate::config::{Limits, Retention, Token};
+use crate::config::{FailureBudget, Leases, Limits, Retention, Token};
 use crate::db::Db;
 use crate::metrics::Metrics;
 use crate::ratelimit::Limiter;
@@ -27,4 +27,8 @@ pub struct App {
     pub report_rate: Limiter,
     /// The report table's bounds (its row cap is checked as reports arrive).
     pub retention: Retention,
+    /// Reboot lease groups, their slots and expiry.
+    pub leases: Leases,
+    /// When a failing release pauses its channel.
+    pub failure_budget: FailureBudget,
 }

@@ -2,7 +2,9 @@
 //! <token>`: a browser never sends that on its own, so another site cannot make it pause a
 //! channel. Reads guarded by the status token (the page, the status JSON, the metrics) also
 //! take HTTP Basic with the token as the password, so a browser asks for it once and keeps it
-//! for the session; a read changes nothing and another site cannot read the answer.
+//! for the session; a read changes nothing and another site cannot read the answer. Reboot
+//! leases name their [`Caller`]: the fleet's report token, or nobody where anonymous
+//! FleetLock clients are allowed.
 use base64::Engine;
 use hyper::header::AUTHORIZATION;
 use hyper::{HeaderMap, StatusCode};
@@ -11,9 +13,9 @@ use crate::api::ApiError;
 use crate::config::Token;
 
 /// The challenge of a refused write.
-const BEARER_CHALLENGE: &str = "Bearer";
+pub const BEARER_CHALLENGE: &str = "Bearer";
 /// The challenge of a refused read: browsers answer it with a login prompt.
-const READ_CHALLENGE: &str = "Basic realm=\"tandem-server status\", charset=\"UTF-8\"";
+pub const READ_CHALLENGE: &str = "Basic realm=\"tandem-server status\", charset=\"UTF-8\"";
 
 /// Checks the request's bearer token against `expected`. No configured token means the route
 /// is disabled (403); a missing or wrong token is 401.
@@ -40,14 +42,49 @@ pub fn require(expected: Option<&Token>, headers: &HeaderMap, route: &str) -> Re
     }
 }
 
+/// Who a node-facing request (a reboot lease) comes from. Every node of a fleet shares the
+/// report token, so a holder of it may speak for any node; a request without credentials,
+/// where the operator allows it, likewise. A credential bound to one node would be a third
+/// kind, allowed to speak only for itself: [`Caller::may_act_for`] is the one check the lease
+/// handlers make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// Presented the fleet's shared report token.
+    Fleet,
+    /// Presented nothing, on a server that lets anonymous clients take leases.
+    Anonymous,
+}
+
+impl Caller {
+    /// Whether this caller may take or release `node`'s lease.
+    pub fn may_act_for(&self, _node: &str) -> bool {
+        match self {
+            Caller::Fleet | Caller::Anonymous => true,
+        }
+    }
+}
+
+/// Identifies the caller of a lease request: the report token as a bearer, or, when
+/// `anonymous` is allowed, no `Authorization` header at all (a wrong token is refused
+/// either way).
+pub fn node_caller(
+    report_token: Option<&Token>,
+    anonymous: bool,
+    headers: &HeaderMap,
+) -> Result<Caller, ApiError> {
+    if anonymous && !headers.contains_key(AUTHORIZATION) {
+        return Ok(Caller::Anonymous);
+    }
+    require(report_token, headers, "taking a reboot lease").map(|()| Caller::Fleet)
+}
+
 /// Checks a read guarded by the status token: open when none is configured; else the token
 /// as a bearer, or as the password of HTTP Basic (any user name).
 pub fn require_read(expected: Option<&Token>, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(expected) = expected else {
         return Ok(());
     };
-    let presented = credential(headers, "bearer").or_else(|| basic_password(headers));
-    match presented {
+    match read_credential(headers) {
         Some(token) if expected.matches(&token) => Ok(()),
         Some(_) => Err(ApiError::unauthorized(
             "invalid status token",
@@ -58,6 +95,16 @@ pub fn require_read(expected: Option<&Token>, headers: &HeaderMap) -> Result<(),
             READ_CHALLENGE,
         )),
     }
+}
+
+/// The bearer token of a request, if it sent one (what writes accept).
+pub fn bearer(headers: &HeaderMap) -> Option<String> {
+    credential(headers, "bearer")
+}
+
+/// The token of a read: a bearer token, or the password of HTTP Basic.
+pub fn read_credential(headers: &HeaderMap) -> Option<String> {
+    credential(headers, "bearer").or_else(|| basic_password(headers))
 }
 
 /// The credential of an `Authorization: <scheme> …` header, if well-formed.
@@ -109,5 +156,25 @@ mod tests {
         assert!(require_read(Some(&token), &with("Bearer wrong-token-0123456789")).is_err());
         assert!(require(Some(&token), &bearer, "x").is_ok());
         assert!(require(Some(&token), &basic, "x").is_err());
+    }
+
+    #[test]
+    fn a_lease_caller_needs_the_report_token_unless_anonymous_is_allowed() {
+        let token = Token::new("report", "report-token-0123456789").unwrap();
+        let none = HeaderMap::new();
+        let good = with("Bearer report-token-0123456789");
+        let bad = with("Bearer wrong-token-0123456789");
+        assert_eq!(node_caller(Some(&token), false, &good), Ok(Caller::Fleet));
+        assert!(node_caller(Some(&token), false, &none).is_err());
+        assert_eq!(
+            node_caller(Some(&token), true, &none),
+            Ok(Caller::Anonymous)
+        );
+        assert!(
+            node_caller(Some(&token), true, &bad).is_err(),
+            "a wrong token is refused"
+        );
+        assert!(node_caller(None, false, &good).is_err());
+        assert!(Caller::Anonymous.may_act_for("n1"));
     }
 }

@@ -87,12 +87,19 @@ pub fn read_pause(repo: &Path, name: &str) -> io::Result<Option<Pause>> {
     Ok(Some(Pause::parse(&bytes)))
 }
 
-/// Publishes `channels/NAME.pause` atomically and durably.
-pub fn write_pause(repo: &Path, name: &str, reason: Option<String>) -> io::Result<Pause> {
+/// Publishes `channels/NAME.pause` atomically and durably; `automatic` when the server
+/// pauses by itself (the failure budget), not an operator.
+pub fn write_pause(
+    repo: &Path,
+    name: &str,
+    reason: Option<String>,
+    automatic: bool,
+) -> io::Result<Pause> {
     let pause = Pause {
         paused: true,
         since: Some(httpdate::now_rfc3339()),
         reason,
+        automatic,
     };
     let mut bytes = serde_json::to_vec_pretty(&pause).map_err(io::Error::other)?;
     bytes.push(b'\n');
@@ -195,7 +202,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir(dir.path().join("channels")).unwrap();
         assert_eq!(read_pause(dir.path(), "s").unwrap(), None);
-        let p = write_pause(dir.path(), "s", Some("bad v3".into())).unwrap();
+        let p = write_pause(dir.path(), "s", Some("bad v3".into()), false).unwrap();
         assert_eq!(read_pause(dir.path(), "s").unwrap(), Some(p));
         let listing: Vec<_> = fs::read_dir(dir.path().join("channels")).unwrap().collect();
         assert_eq!(listing.len(), 1, "no temp file left behind");

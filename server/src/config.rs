@@ -166,6 +166,146 @@ impl ReportRate {
     }
 }
 
+/// Reboot leases (`POST /v1/pre-reboot`, `POST /v1/steady-state`, docs/DESIGN.md §7): how
+/// many nodes of a group may reboot at once, how long a lease lasts, who may ask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leases {
+    /// Slots of a group not named in `groups`. Default 1: one reboot at a time.
+    pub default_slots: u32,
+    /// Slots of the named groups.
+    pub groups: std::collections::BTreeMap<String, u32>,
+    /// A lease never released is reclaimed this long after it was granted. Default 1 hour.
+    pub ttl: Duration,
+    /// Whether a request without credentials may take and release leases (a Zincati node
+    /// that sends none). Default `false`: the report token is required.
+    pub anonymous: bool,
+}
+
+impl Default for Leases {
+    fn default() -> Self {
+        Leases {
+            default_slots: 1,
+            groups: std::collections::BTreeMap::new(),
+            ttl: Duration::from_secs(3600),
+            anonymous: false,
+        }
+    }
+}
+
+impl Leases {
+    /// Most slots a group may have.
+    pub const MAX_SLOTS: u32 = 100_000;
+
+    /// The slots of `group`.
+    pub fn slots(&self, group: &str) -> u32 {
+        self.groups
+            .get(group)
+            .copied()
+            .unwrap_or(self.default_slots)
+    }
+
+    /// Checks that every value is usable: slots 1 to [`Self::MAX_SLOTS`], group names by the
+    /// name rule, a lease of 1 s to 7 days.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |name, why| Err(ConfigError::BadLimit { name, why });
+        let slots_ok = |n: u32| (1..=Self::MAX_SLOTS).contains(&n);
+        if !slots_ok(self.default_slots) || !self.groups.values().copied().all(slots_ok) {
+            return bad("reboot slots", "1..=100000");
+        }
+        if self
+            .groups
+            .keys()
+            .any(|g| proto::check_name("group", g).is_err())
+        {
+            return bad(
+                "reboot group",
+                "a name: letters, digits, '.', '_', '-', '+'",
+            );
+        }
+        if self.ttl < Duration::from_secs(1) || self.ttl > Duration::from_secs(7 * 86_400) {
+            return bad("lease ttl", "1 s..=7 days");
+        }
+        Ok(())
+    }
+}
+
+/// When the server pauses a channel by itself: once at least `min_nodes` nodes reported on
+/// its current release and more than `percent` % of them failed or rolled back (each node's
+/// latest report about it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureBudget {
+    /// Whether the budget is watched at all. Default on.
+    pub enabled: bool,
+    /// Nodes that must have reported before the budget can pause. Default 5.
+    pub min_nodes: u64,
+    /// Failed share that pauses, in percent (paused when strictly above). Default 20.
+    pub percent: u8,
+}
+
+impl Default for FailureBudget {
+    fn default() -> Self {
+        FailureBudget {
+            enabled: true,
+            min_nodes: 5,
+            percent: 20,
+        }
+    }
+}
+
+impl FailureBudget {
+    /// Whether `failed` of `reported` nodes exceed the budget.
+    pub fn exceeded(&self, failed: u64, reported: u64) -> bool {
+        self.enabled
+            && reported >= self.min_nodes
+            && u128::from(failed) * 100 > u128::from(self.percent) * u128::from(reported)
+    }
+
+    /// Checks that every value is usable.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |name, why| Err(ConfigError::BadLimit { name, why });
+        if self.min_nodes == 0 {
+            return bad("failure budget nodes", "at least 1");
+        }
+        if self.percent >= 100 {
+            return bad("failure budget percent", "0..=99");
+        }
+        Ok(())
+    }
+}
+
+/// What a credential may do, each role including the ones before it: `Read` the dashboard,
+/// the status JSON and the metrics; `Operate` the fleet (pause, resume, free a reboot lease);
+/// `Admin` the credentials themselves (create and revoke tokens).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads.
+    Read,
+    /// Reads and operates.
+    Operate,
+    /// Everything.
+    Admin,
+}
+
+impl Role {
+    /// Every role, least first.
+    pub const ALL: [Role; 3] = [Role::Read, Role::Operate, Role::Admin];
+
+    /// Its name: `read`, `operate` or `admin`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Operate => "operate",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// The role of a name, `None` for anything else.
+    pub fn parse(name: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == name)
+    }
+}
+
 /// A bearer token. Only its SHA-256 is kept, compared in constant time; `Debug` hides it.
 #[derive(Clone)]
 pub struct Token {
@@ -263,6 +403,10 @@ pub struct Config {
     pub retention: Retention,
     /// Per-node report rate.
     pub report_rate: ReportRate,
+    /// Reboot leases.
+    pub leases: Leases,
+    /// The automatic pause of a failing release.
+    pub failure_budget: FailureBudget,
 }
 
 impl Config {
@@ -281,6 +425,8 @@ impl Config {
             limits: Limits::default(),
             retention: Retention::default(),
             report_rate: ReportRate::default(),
+            leases: Leases::default(),
+            failure_budget: FailureBudget::default(),
         }
     }
 }
@@ -299,6 +445,45 @@ mod tests {
         assert!(!t.matches("0123456789abcdeg"));
         assert!(!t.matches(""));
         assert_eq!(format!("{t:?}"), "Token(<redacted>)");
+    }
+
+    #[test]
+    fn the_failure_budget_pauses_above_its_share_once_enough_nodes_reported() {
+        let budget = FailureBudget::default();
+        assert!(budget.validate().is_ok());
+        assert!(!budget.exceeded(4, 4), "fewer than 5 nodes reported");
+        assert!(!budget.exceeded(2, 10), "20 % is within the budget");
+        assert!(budget.exceeded(3, 10));
+        assert!(budget.exceeded(6, 10));
+        let off = FailureBudget {
+            enabled: false,
+            ..budget
+        };
+        assert!(!off.exceeded(10, 10));
+    }
+
+    #[test]
+    fn lease_groups_have_one_slot_unless_configured() {
+        let mut leases = Leases::default();
+        leases.groups.insert("workers".into(), 3);
+        assert!(leases.validate().is_ok());
+        assert_eq!((leases.slots("workers"), leases.slots("db")), (3, 1));
+        leases.groups.insert("bad name".into(), 1);
+        assert!(leases.validate().is_err());
+        let zero = Leases {
+            default_slots: 0,
+            ..Leases::default()
+        };
+        assert!(zero.validate().is_err());
+    }
+
+    #[test]
+    fn roles_are_ordered_and_named() {
+        assert!(Role::Read < Role::Operate && Role::Operate < Role::Admin);
+        for role in Role::ALL {
+            assert_eq!(Role::parse(role.as_str()), Some(role));
+        }
+        assert_eq!(Role::parse("root"), None);
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! The repository is a directory of static files; this crate serves it with validators
 //! (`ETag`, `Last-Modified`), conditional and `Range` requests, and adds three small APIs: node
 //! reports (`POST /v1/reports`), channel status (`GET /v1/channels/NAME/status`) and the pause
-//! switch (`POST /v1/channels/NAME/pause|resume`), plus a fleet dashboard at `/` reading
+//! switch (`POST /v1/channels/NAME/pause|resume`), reboot leases over the FleetLock protocol
+//! (`POST /v1/pre-reboot`, `POST /v1/steady-state`), an automatic pause of a release over its
+//! failure budget, plus a fleet dashboard at `/` reading
 //! `GET /v1/channels` and `GET /v1/nodes`, and Prometheus metrics at `/metrics` (all reads
 //! behind an optional status token).
 //!
@@ -20,15 +22,18 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+pub mod access;
 pub mod api;
 pub mod app;
 pub mod auth;
 pub mod body;
+pub mod budget;
 pub mod channels;
 pub mod config;
 pub mod db;
 pub mod error;
 pub mod files;
+pub mod fleetlock;
 pub mod httpdate;
 pub mod known;
 pub mod metrics;
@@ -37,6 +42,7 @@ pub mod path;
 pub mod range;
 pub mod ratelimit;
 pub mod repo;
+pub mod request;
 pub mod route;
 pub mod routes;
 pub mod sendfile;
@@ -45,6 +51,6 @@ pub mod status;
 pub mod timed_io;
 pub mod tls;
 
-pub use config::{Config, Limits, ReportRate, Retention, TlsFiles, Token};
+pub use config::{Config, FailureBudget, Leases, Limits, ReportRate, Retention, TlsFiles, Token};
 pub use error::Error;
 pub use server::Server;

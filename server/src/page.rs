@@ -101,6 +101,19 @@ fn document(rows: &str) -> String {
          <section><h2>Latest failures</h2><div class=\"scroll\"><table id=\"failure-table\" class=\"cards\">\
          <thead><tr><th>when</th><th>channel</th><th>node</th><th>outcome</th><th>from</th>\
          <th>reason</th></tr></thead><tbody></tbody></table></div></section>\n\
+         <section><h2>Reboot leases</h2><p id=\"lease-summary\"></p>\
+         <div class=\"scroll\"><table id=\"lease-table\" class=\"cards\">\
+         <thead><tr><th>group</th><th>node</th><th>held for</th><th>expiry</th><th>slots</th>\
+         <th>action</th></tr></thead><tbody></tbody></table></div>\
+         <h3>Waiting for a lease</h3><div class=\"scroll\"><table id=\"lease-waiting\">\
+         <thead><tr><th>group</th><th>node</th><th>waiting for</th><th>last asked</th></tr></thead>\
+         <tbody></tbody></table></div>\
+         <h3>Lease log</h3><div class=\"scroll\"><table id=\"lease-log\">\
+         <thead><tr><th>when</th><th>group</th><th>node</th><th>event</th></tr></thead>\
+         <tbody></tbody></table></div></section>\n\
+         <section><h2>Audit log</h2><div class=\"scroll\"><table id=\"audit-table\" class=\"cards\">\
+         <thead><tr><th>when</th><th>who</th><th>role</th><th>action</th><th>on</th><th>why</th>\
+         </tr></thead><tbody></tbody></table></div></section>\n\
          <section><h2>Nodes</h2><form id=\"node-search\" role=\"search\">\
          <input type=\"search\" id=\"node-query\" placeholder=\"node id contains…\" \
          maxlength=\"128\" aria-label=\"search node id\"></form>\

@@ -47,6 +47,19 @@ pub enum Api<'a> {
     Channels,
     /// `nodes`.
     Nodes,
+    /// `pre-reboot` (FleetLock: take a reboot lease).
+    PreReboot,
+    /// `steady-state` (FleetLock: give it back).
+    SteadyState,
+    /// `leases`: the leases held and the lease log.
+    Leases,
+    /// `leases/GROUP/NODE/release`: an operator frees a lease (segments as sent).
+    FreeLease {
+        /// The group's path segment.
+        group: &'a str,
+        /// The node's path segment.
+        node: &'a str,
+    },
     /// `channels/NAME/ACTION`, the name as sent (still percent-encoded).
     Channel {
         /// The name's path segment.
@@ -54,6 +67,15 @@ pub enum Api<'a> {
         /// What is asked of the channel.
         action: ChannelAction,
     },
+    /// `tokens`: list (GET) or create (POST) named tokens.
+    Tokens,
+    /// `tokens/NAME/revoke` (the name's segment as sent).
+    RevokeToken {
+        /// The token's name.
+        name: &'a str,
+    },
+    /// `audit`: the audit log.
+    Audit,
     /// Any other API path.
     Unknown,
 }
@@ -121,6 +143,13 @@ impl<'a> Api<'a> {
             ["reports"] => Api::Reports,
             ["channels"] => Api::Channels,
             ["nodes"] => Api::Nodes,
+            ["pre-reboot"] => Api::PreReboot,
+            ["steady-state"] => Api::SteadyState,
+            ["leases"] => Api::Leases,
+            ["leases", group, node, "release"] => Api::FreeLease { group, node },
+            ["tokens"] => Api::Tokens,
+            ["tokens", name, "revoke"] => Api::RevokeToken { name },
+            ["audit"] => Api::Audit,
             ["channels", name, action] => Api::Channel {
                 name,
                 action: ChannelAction::of(action),
@@ -132,7 +161,9 @@ impl<'a> Api<'a> {
     fn label(self) -> &'static str {
         match self {
             Api::Reports => "reports",
-            Api::Channels | Api::Nodes => "status",
+            Api::Channels | Api::Nodes | Api::Leases | Api::Audit => "status",
+            Api::PreReboot | Api::SteadyState => "lease",
+            Api::FreeLease { .. } | Api::Tokens | Api::RevokeToken { .. } => "admin",
             Api::Channel { action, .. } => match action {
                 ChannelAction::Status => "status",
                 ChannelAction::Pause | ChannelAction::Resume => "admin",
@@ -199,6 +230,13 @@ mod tests {
             ("/v1/channels/stable/status", "status"),
             ("/v1/channels/stable/resume", "admin"),
             ("/v1/nothing", "other_api"),
+            ("/v1/pre-reboot", "lease"),
+            ("/v1/steady-state", "lease"),
+            ("/v1/leases", "status"),
+            ("/v1/leases/default/n1/release", "admin"),
+            ("/v1/tokens", "admin"),
+            ("/v1/tokens/alice/revoke", "admin"),
+            ("/v1/audit", "status"),
             ("/root.json", "root"),
             ("/3.root.json", "root_probe"),
             ("/.root.json", "root"),
@@ -224,6 +262,23 @@ mod tests {
             ("/v1/reports", Route::Api(Api::Reports)),
             ("/v1/", Route::Api(Api::Unknown)),
             ("/v1/reports/x", Route::Api(Api::Unknown)),
+            ("/v1/pre-reboot", Route::Api(Api::PreReboot)),
+            ("/v1/steady-state", Route::Api(Api::SteadyState)),
+            ("/v1/leases", Route::Api(Api::Leases)),
+            (
+                "/v1/leases/g/n/release",
+                Route::Api(Api::FreeLease {
+                    group: "g",
+                    node: "n",
+                }),
+            ),
+            ("/v1/leases/g/n", Route::Api(Api::Unknown)),
+            ("/v1/tokens", Route::Api(Api::Tokens)),
+            (
+                "/v1/tokens/alice/revoke",
+                Route::Api(Api::RevokeToken { name: "alice" }),
+            ),
+            ("/v1/audit", Route::Api(Api::Audit)),
             ("/v1/channels/a/b/status", Route::Api(Api::Unknown)),
             ("/3.root.json", Route::File(RepoFile::RootProbe)),
             ("/v2/reports", Route::File(RepoFile::Other)),

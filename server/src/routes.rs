@@ -13,16 +13,19 @@
 //! | `/v1/reports` | POST | report token | 201 `{"id"}`; 200 `{"id"}` of the first copy for a report id the node already sent; 400, 401, 403, 408, 413, 415; 429 with `Retry-After` beyond the node's rate |
 //! | `/v1/channels/NAME/status` | GET, HEAD | status token, if set | 200 status JSON; 400, 401, 404 |
 //! | `/metrics` | GET, HEAD | status token, if set | OpenMetrics text ([`crate::metrics`]); 401 |
-//! | `/v1/channels/NAME/pause` | POST | admin token | 200 pause JSON; 400, 401, 403, 404 |
-//! | `/v1/channels/NAME/resume` | POST | admin token | 200 `{"channel","paused":false}` |
+//! | `/v1/channels/NAME/pause` | POST | operate role (admin token, or a named token) | 200 pause JSON; 400, 401, 403, 404 |
+//! | `/v1/channels/NAME/resume` | POST | operate role | 200 `{"channel","paused":false}` |
+//! | `/v1/pre-reboot`, `/v1/steady-state` | POST | report token, or none where anonymous leases are allowed | FleetLock ([`crate::fleetlock`]): 200; 400, 401, 403, 409, 413; errors `{"kind","value"}` |
+//! | `/v1/leases` | GET, HEAD | status token, if set | 200 leases held, groups, lease log |
+//! | `/v1/leases/GROUP/NODE/release` | POST | operate role | 200; 400, 401, 403, 404 |
+//! | `/v1/tokens`, `/v1/tokens/NAME/revoke`, `/v1/audit` | see [`crate::access`] | | |
 //! | anything else | GET, HEAD | – | repository file (see [`crate::files`]) |
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use http_body_util::{BodyExt, Limited};
-use hyper::body::{Body, Bytes, Incoming};
-use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::body::{Body, Incoming};
+use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use percent_encoding::percent_decode_str;
 use serde::{Deserialize, Serialize};
@@ -30,10 +33,13 @@ use serde::{Deserialize, Serialize};
 use crate::api::{self, ApiError};
 use crate::app::App;
 use crate::body::ResponseBody;
+use crate::config::Role;
+use crate::fleetlock::{self, Ask};
 use crate::metrics::Metered;
 use crate::path::{self, PathRejection};
+use crate::request::read_json_body;
 use crate::route::{Api, ChannelAction, Route};
-use crate::{auth, channels, db, files, httpdate, page, status};
+use crate::{access, auth, budget, channels, db, files, httpdate, page, status};
 use proto::{Pause, Report};
 
 /// The hyper service function: parses the route once, answers it, then counts the answer and
@@ -98,7 +104,7 @@ async fn page_route(app: &App, req: &Request<Incoming>) -> Response<ResponseBody
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return method_not_allowed("GET, HEAD");
     }
-    if let Err(e) = auth::require_read(app.status_token.as_ref(), req.headers()) {
+    if let Err(e) = access::require_read(app, req.headers()).await {
         return e.into_response();
     }
     match page::render(app).await {
@@ -115,7 +121,7 @@ async fn metrics_route(
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Ok(method_not_allowed("GET, HEAD"));
     }
-    auth::require_read(app.status_token.as_ref(), req.headers())?;
+    access::require_read(app, req.headers()).await?;
     let repo = app.repo.path().to_owned();
     let states = tokio::task::spawn_blocking(move || channels::pause_states(&repo))
         .await
@@ -157,13 +163,13 @@ async fn api_route(
             post_report(app, req).await
         }
         Api::Channels => {
-            if let Some(refused) = read_only(app, &req)? {
+            if let Some(refused) = read_only(app, &req).await? {
                 return Ok(refused);
             }
             Ok(api::json(StatusCode::OK, &status::fleet(app).await?))
         }
         Api::Nodes => {
-            if let Some(refused) = read_only(app, &req)? {
+            if let Some(refused) = read_only(app, &req).await? {
                 return Ok(refused);
             }
             let query = node_query(req.uri().query().unwrap_or(""))?;
@@ -178,7 +184,7 @@ async fn api_route(
             let name = &channel_name(name)?;
             match action {
                 ChannelAction::Status => {
-                    if let Some(refused) = read_only(app, &req)? {
+                    if let Some(refused) = read_only(app, &req).await? {
                         return Ok(refused);
                     }
                     status::response(app, name).await
@@ -190,19 +196,75 @@ async fn api_route(
                 ChannelAction::Unknown => Err(ApiError::not_found("no such API route")),
             }
         }
+        Api::PreReboot => Ok(fleetlock::handle(app, Ask::Lease, req).await),
+        Api::SteadyState => Ok(fleetlock::handle(app, Ask::Release, req).await),
+        Api::Leases => {
+            if let Some(refused) = read_only(app, &req).await? {
+                return Ok(refused);
+            }
+            Ok(api::json(StatusCode::OK, &fleetlock::status(app).await?))
+        }
+        Api::FreeLease { group, node } => {
+            only(&req, Method::POST)?;
+            free_lease(app, &decoded(group), &decoded(node), req).await
+        }
+        Api::Tokens => match *req.method() {
+            Method::GET => access::list_tokens(app, req.headers()).await,
+            Method::POST => access::create_token(app, req).await,
+            _ => Ok(method_not_allowed("GET, POST")),
+        },
+        Api::RevokeToken { name } => {
+            only(&req, Method::POST)?;
+            access::revoke_token(app, &decoded(name), req.headers()).await
+        }
+        Api::Audit => {
+            if let Some(refused) = read_only(app, &req).await? {
+                return Ok(refused);
+            }
+            access::audit_log(app, req.uri().query().unwrap_or("")).await
+        }
         Api::Unknown => Err(ApiError::not_found("no such API route")),
     }
 }
 
-/// A read guarded by the status token: `Ok(Some(405))` unless GET or HEAD, then the token.
-fn read_only(
+/// A read guarded by the status token: `Ok(Some(405))` unless GET or HEAD, then a token that
+/// reads ([`access::require_read`]).
+async fn read_only(
     app: &App,
     req: &Request<Incoming>,
 ) -> Result<Option<Response<ResponseBody>>, ApiError> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Ok(Some(method_not_allowed("GET, HEAD")));
     }
-    auth::require_read(app.status_token.as_ref(), req.headers()).map(|()| None)
+    access::require_read(app, req.headers())
+        .await
+        .map(|()| None)
+}
+
+/// A path segment percent-decoded (names are checked by the handler).
+fn decoded(raw: &str) -> String {
+    percent_decode_str(raw).decode_utf8_lossy().into_owned()
+}
+
+/// `POST /v1/leases/GROUP/NODE/release` (operate), `{"reason"?}`, audited.
+async fn free_lease(
+    app: &App,
+    group: &str,
+    node: &str,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let actor = access::require(app, req.headers(), Role::Operate, "releasing a lease").await?;
+    let reason = action_reason(app, req).await?;
+    let resp = fleetlock::free(app, group, node).await?;
+    access::record_by(
+        app,
+        &actor,
+        "release-lease",
+        &format!("{group}/{node}"),
+        reason,
+    )
+    .await?;
+    Ok(resp)
 }
 
 /// Default page size of `GET /v1/nodes`.
@@ -308,6 +370,7 @@ async fn post_report(
         return Ok(api::json(StatusCode::OK, &stored));
     }
     app.metrics.report(&report);
+    budget::after_report(app, &report).await;
     app.db
         .keep_within(&app.retention)
         .await
@@ -315,10 +378,10 @@ async fn post_report(
     Ok(api::json(StatusCode::CREATED, &stored))
 }
 
-/// Optional body of a pause request.
+/// Optional body of an operator's action (pause, resume, freeing a lease): why.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PauseRequest {
+struct ActionRequest {
     reason: Option<String>,
 }
 
@@ -336,28 +399,34 @@ async fn pause_or_resume(
     pause: bool,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, ApiError> {
-    auth::require(app.admin_token.as_ref(), req.headers(), "pause/resume")?;
-    let reason = if pause {
-        pause_reason(app, req).await?
-    } else {
-        None
-    };
+    let actor = access::require(app, req.headers(), Role::Operate, "pause/resume").await?;
+    let reason = action_reason(app, req).await?;
+    let written = reason.clone();
     let repo = app.repo.path().to_owned();
     let owned = name.to_owned();
-    let state = tokio::task::spawn_blocking(move || -> std::io::Result<Option<Pause>> {
+    let (state, budget_release) = tokio::task::spawn_blocking(move || {
         if !channels::metadata_path(&repo, &owned).is_file() {
             return Ok(None);
         }
         if pause {
-            channels::write_pause(&repo, &owned, reason).map(Some)
-        } else {
-            channels::remove_pause(&repo, &owned).map(|()| Some(not_paused()))
+            return channels::write_pause(&repo, &owned, written, false).map(|p| Some((p, None)));
         }
+        let budget_release = automatic_pause_release(&repo, &owned)?;
+        channels::remove_pause(&repo, &owned).map(|()| Some((not_paused(), budget_release)))
     })
     .await
     .map_err(|e| ApiError::internal("pause worker failed", &e))?
     .map_err(|e| ApiError::internal("could not update the pause file", &e))?
     .ok_or_else(|| ApiError::not_found(format!("no channel {name} in the repository")))?;
+    if let Some(release) = budget_release {
+        let now = httpdate::unix_seconds(SystemTime::now());
+        app.db
+            .resume_budget(name, &release, now)
+            .await
+            .map_err(|e| ApiError::internal("could not record the resume", &e))?;
+    }
+    let action = if pause { "pause" } else { "resume" };
+    access::record_by(app, &actor, action, name, reason).await?;
     tracing::info!(channel = name, paused = pause, "channel pause changed");
     Ok(api::json(
         StatusCode::OK,
@@ -373,17 +442,33 @@ fn not_paused() -> Pause {
         paused: false,
         since: None,
         reason: None,
+        automatic: false,
     }
 }
 
-/// The reason of a pause request: an empty body, or `{"reason": "…"}` (≤ 1024 characters).
-async fn pause_reason(app: &App, req: Request<Incoming>) -> Result<Option<String>, ApiError> {
+/// The current release of `channel` when its failure budget paused it: an operator resuming
+/// such a pause overrides the budget for that release.
+fn automatic_pause_release(
+    repo: &std::path::Path,
+    channel: &str,
+) -> std::io::Result<Option<String>> {
+    let automatic = channels::read_pause(repo, channel)?.is_some_and(|p| p.paused && p.automatic);
+    if !automatic {
+        return Ok(None);
+    }
+    let info = channels::read_info(repo, channel).map_err(std::io::Error::other)?;
+    Ok(info.map(|i| i.release.version))
+}
+
+/// The reason of an operator's action: an empty body, or `{"reason": "…"}` (≤ 1024
+/// characters).
+async fn action_reason(app: &App, req: Request<Incoming>) -> Result<Option<String>, ApiError> {
     if req.body().is_end_stream() {
         return Ok(None);
     }
     let body = read_json_body(req, app.limits.max_admin_body, app.limits.body_read_timeout).await?;
-    let parsed: PauseRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid pause request: {e}")))?;
+    let parsed: ActionRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid request: {e}")))?;
     match parsed.reason {
         Some(r) => check_pause_reason(&r).map(|()| Some(r)),
         None => Ok(None),
@@ -405,54 +490,4 @@ fn check_pause_reason(reason: &str) -> Result<(), ApiError> {
         ));
     }
     Ok(())
-}
-
-/// Reads a JSON body: 415 unless `application/json`, 413 over `max` (announced or actual),
-/// 408 if it does not arrive within `timeout`.
-async fn read_json_body(
-    req: Request<Incoming>,
-    max: usize,
-    timeout: Duration,
-) -> Result<Bytes, ApiError> {
-    let headers = req.headers();
-    if !is_json(headers) {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send the body as Content-Type: application/json",
-        ));
-    }
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body is larger than {max} bytes"),
-        )
-    };
-    let announced = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if announced.is_some_and(|n| n > max as u64) {
-        return Err(too_large());
-    }
-    let collected =
-        tokio::time::timeout(timeout, Limited::new(req.into_body(), max).collect()).await;
-    match collected {
-        Err(_) => Err(ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request body took too long",
-        )),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Ok(Err(e)) => Err(ApiError::bad_request(format!(
-            "could not read the body: {e}"
-        ))),
-        Ok(Ok(c)) => Ok(c.to_bytes()),
-    }
-}
-
-fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
 }

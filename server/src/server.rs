@@ -1,6 +1,7 @@
 //! The listener: accepts connections up to the connection cap, wraps them in TLS when
 //! configured, serves HTTP/1.1 with hyper under the configured limits, prunes the report table
-//! at start and periodically ([`Retention`]), and shuts down gracefully (stop accepting, let
+//! and the lease log and reclaims expired reboot leases at start and periodically
+//! ([`Retention`]), and shuts down gracefully (stop accepting, let
 //! open requests finish within a grace period).
 use std::future::Future;
 use std::io;
@@ -53,6 +54,8 @@ impl Server {
         config.limits.validate()?;
         config.retention.validate()?;
         config.report_rate.validate()?;
+        config.leases.validate()?;
+        config.failure_budget.validate()?;
         let repo = Repo::open(&config.repo)?;
         let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
         let db = match &config.database_url {
@@ -77,6 +80,8 @@ impl Server {
             metrics: Metrics::default(),
             report_rate: Limiter::new(config.report_rate),
             retention: config.retention.clone(),
+            leases: config.leases,
+            failure_budget: config.failure_budget,
         });
         Ok(Server {
             listener,
@@ -147,6 +152,15 @@ async fn prune(db: &Db, retention: &Retention) -> Result<(), crate::error::DbErr
     if deleted > 0 {
         tracing::info!(deleted, "old reports pruned");
     }
+    let expired = db.expire_leases(now).await?;
+    if expired > 0 {
+        tracing::warn!(expired, "reboot leases expired unreleased");
+    }
+    let age = i64::try_from(retention.max_age.as_secs()).unwrap_or(i64::MAX);
+    db.prune_lease_log(now.saturating_sub(age)).await?;
+    db.prune_audit_log(now.saturating_sub(age)).await?;
+    db.prune_lease_waiters(now - crate::db::leases::WAITER_FORGOTTEN_AFTER)
+        .await?;
     Ok(())
 }
 

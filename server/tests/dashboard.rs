@@ -382,3 +382,121 @@ fn at_1280px_the_pause_reason_shows_and_a_long_failure_leaves_the_button_in_view
     assert!(!api_paused(&s));
     assert_eq!(b.errors(), Vec::<String>::new());
 }
+
+/// A lease past its expiry, written straight into the store: granted two hours ago, expired
+/// one hour ago, never released.
+fn insert_stuck_lease(s: &TestServer) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let conn = rusqlite::Connection::open(s.root.path().join("data/tandem.db")).unwrap();
+    conn.execute(
+        "INSERT INTO reboot_leases (grp, node_id, lease_id, acquired_at, expires_at)
+         VALUES ('rack-b', 'node-stuck', 'stuck-1', ?1, ?2)",
+        [now - 7200, now - 3600],
+    )
+    .unwrap();
+}
+
+#[test]
+fn chromium_shows_leases_their_expiry_the_log_an_automatic_pause_and_the_audit_log() {
+    let s = TestServer::start_with(|c| {
+        c.leases.anonymous = true;
+        c.failure_budget.enabled = true;
+    });
+    let lease = client()
+        .post(s.url("/v1/pre-reboot"))
+        .header("fleet-lock-protocol", "true")
+        .body(r#"{"client_params": {"id": "node-held", "group": "rack-a"}}"#)
+        .send()
+        .unwrap();
+    assert_eq!(lease.status(), StatusCode::OK);
+    insert_stuck_lease(&s);
+    let waiting = client()
+        .post(s.url("/v1/pre-reboot"))
+        .header("fleet-lock-protocol", "true")
+        .body(r#"{"client_params": {"id": "node-waiting", "group": "rack-a"}}"#)
+        .send()
+        .unwrap();
+    assert_eq!(
+        waiting.status(),
+        StatusCode::CONFLICT,
+        "rack-a's one slot is taken"
+    );
+    let failed = |i: usize| {
+        json!({"node_id": format!("bad-{i}"), "channel": "stable", "from_version": "1.0.0",
+               "to_version": "2.0.0", "outcome": "rolled-back", "reason": "health check failed"})
+    };
+    post_all(&s, &(0..5).map(failed).collect::<Vec<_>>());
+    let mut b = Browser::launch(1280, 900);
+    b.navigate(&s.url("/"));
+    b.wait_for(
+        "document.querySelectorAll('#lease-table tbody tr[data-node]').length === 2",
+        "two leases in the lease table",
+    );
+    let held = r#"#lease-table tr[data-node="node-held"]"#;
+    let stuck = r#"#lease-table tr[data-node="node-stuck"]"#;
+    assert!(
+        text(&mut b, &format!("{held} .expiry")).starts_with("expires in 59 min"),
+        "{}",
+        text(&mut b, &format!("{held} .expiry"))
+    );
+    assert_eq!(
+        text(&mut b, &format!("{stuck} .expiry")),
+        "expired 1 h 0 min ago, never released: reclaimed at the group's next request"
+    );
+    assert_eq!(text(&mut b, &format!("{stuck} .age")), "2 h 0 min");
+    assert_eq!(
+        text(&mut b, r#"#lease-log tr[data-event="acquired"] .node"#),
+        "node-held"
+    );
+    assert!(
+        text(&mut b, "#lease-summary").starts_with("2 held, 1 waiting; 1 reboot slot(s) per group")
+    );
+    assert_eq!(
+        text(&mut b, r#"#lease-waiting tr[data-node="node-waiting"] td"#),
+        "rack-a"
+    );
+    assert_eq!(
+        text(&mut b, &format!("{ROW} .state")),
+        "pausedby the failure budgetpaused automatically: 5 of 5 nodes rolled back 2.0.0"
+    );
+    // An operator frees the stuck lease from the page.
+    b.type_into("#admin-token", ADMIN_TOKEN);
+    b.click("#admin-keep");
+    let release = format!(r#"{stuck} button[data-action="release"]"#);
+    b.wait_for(
+        &format!("document.querySelector('{release}')?.disabled === false"),
+        "an enabled release button",
+    );
+    b.click(&release);
+    b.wait_for(
+        "document.querySelector('#lease-log tr[data-event=\"freed\"]')",
+        "the freed lease in the log",
+    );
+    assert_eq!(
+        count(&mut b, "#lease-table tbody tr[data-node]"),
+        1,
+        "only node-held still holds one"
+    );
+    b.wait_for(
+        "document.querySelector('#audit-table tr[data-action=\"release-lease\"]')",
+        "the release in the audit log",
+    );
+    let release_row = r#"#audit-table tr[data-action="release-lease"]"#;
+    assert_eq!(
+        text(&mut b, &format!("{release_row} .actor")),
+        "admin-token"
+    );
+    assert_eq!(
+        text(&mut b, &format!("{release_row} .target")),
+        "rack-b/node-stuck"
+    );
+    let pause_row = r#"#audit-table tr[data-action="pause"]"#;
+    assert_eq!(
+        text(&mut b, &format!("{pause_row} .actor")),
+        "failure-budget"
+    );
+    assert_eq!(b.errors(), Vec::<String>::new());
+}

@@ -160,6 +160,15 @@ impl PgCluster {
 
     /// Runs `sql` and returns the first column of each row as an integer.
     pub fn query_ints(&self, sql: &str) -> Vec<i64> {
+        self.first_column(sql, |r| r.get::<_, i64>(0))
+    }
+
+    /// Runs `sql` and returns the first column of each row as text.
+    pub fn query_texts(&self, sql: &str) -> Vec<String> {
+        self.first_column(sql, |r| r.get::<_, String>(0))
+    }
+
+    fn first_column<T>(&self, sql: &str, get: impl Fn(&tokio_postgres::Row) -> T) -> Vec<T> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -170,7 +179,7 @@ impl PgCluster {
                 .unwrap();
             tokio::spawn(conn);
             let rows = client.query(sql, &[]).await.unwrap();
-            rows.iter().map(|r| r.get::<_, i64>(0)).collect()
+            rows.iter().map(get).collect()
         })
     }
 
@@ -314,6 +323,9 @@ impl TestServer {
         config.limits.header_read_timeout = Duration::from_secs(2);
         config.limits.body_read_timeout = Duration::from_secs(2);
         config.limits.shutdown_grace = Duration::from_secs(2);
+        // The fixture fleets fail more than the default budget on purpose; the tests of the
+        // budget turn it on.
+        config.failure_budget.enabled = false;
         backend.configure(&mut config);
         tweak(&mut config);
         let (addr_tx, addr_rx) = mpsc::channel();
@@ -365,6 +377,22 @@ impl TestServer {
                 conn.query_row(COUNT, [], |r| r.get(0)).unwrap()
             }
             Backend::Postgres(pg) => pg.query_ints(COUNT)[0],
+        }
+    }
+
+    /// The lease log as "GROUP NODE EVENT" lines, in the order the events happened.
+    pub fn lease_events(&self) -> Vec<String> {
+        const EVENTS: &str =
+            "SELECT grp || ' ' || node_id || ' ' || event FROM lease_log ORDER BY id";
+        match &self.backend {
+            Backend::Sqlite => {
+                let conn =
+                    rusqlite::Connection::open(self.root.path().join("data/tandem.db")).unwrap();
+                let mut stmt = conn.prepare(EVENTS).unwrap();
+                let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+                rows.collect::<Result<_, _>>().unwrap()
+            }
+            Backend::Postgres(pg) => pg.query_texts(EVENTS),
         }
     }
 

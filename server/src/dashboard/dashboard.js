@@ -1,8 +1,9 @@
 // The fleet dashboard (served at /dashboard.js; see src/page.rs). It reads the status API
-// (`GET /v1/channels`, `GET /v1/nodes`) every 10 s and draws what it reads. Every text from
+// (`GET /v1/channels`, `GET /v1/nodes`, `GET /v1/leases`, `GET /v1/audit`) every 10 s and draws
+// what it reads. Every text from
 // the server goes through textContent or an SVG text node: nothing is parsed as HTML.
-// The admin token is kept in sessionStorage and sent only as a bearer token to the
-// pause/resume API of this origin.
+// The operator's token (admin or operate role) is kept in sessionStorage and sent only as a bearer token to the
+// pause/resume and lease release API of this origin.
 "use strict";
 
 const REFRESH_MS = 10000;
@@ -114,6 +115,9 @@ function channelRow(s) {
     : el("span", { class: "active" }, "active");
   const reason = s.paused && s.pause && s.pause.reason;
   const stateCell = el("td", { class: "state" }, state);
+  if (s.paused && s.pause && s.pause.automatic) {
+    stateCell.append(el("span", { class: "automatic" }, "by the failure budget"));
+  }
   if (reason) stateCell.append(el("span", { class: "pause-reason" }, reason));
   const first = s.current_release.failures[0];
   // Wrapped in a box of bounded width: a long reason wraps instead of pushing the action
@@ -258,11 +262,83 @@ function renderNodes(page) {
   setText("node-count", shown < page.total ? `${shown} of ${page.total} nodes (newest first)` : `${page.total} nodes`);
 }
 
+/** "3 min 20 s" for a number of seconds. */
+function durationText(secs) {
+  const s = Math.max(0, Math.round(secs));
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+}
+
+function leaseRow(l, now) {
+  const expiry = l.expired
+    ? el("span", { class: "expired" }, `expired ${durationText(now - l.expires_at)} ago, never released: ` +
+         "reclaimed at the group's next request")
+    : `expires in ${durationText(l.expires_at - now)}`;
+  const free = el("button", { type: "button", class: "release", "data-action": "release",
+                              "data-group": l.group, "data-node": l.node_id }, "Release");
+  free.disabled = !adminToken();
+  free.addEventListener("click", () => releaseLease(l.group, l.node_id));
+  return el("tr", { "data-group": l.group, "data-node": l.node_id },
+    el("td", {}, l.group), el("td", { class: "node" }, l.node_id),
+    el("td", { class: "age" }, durationText(l.age_secs)), el("td", { class: "expiry" }, expiry),
+    el("td", { class: "num" }, l.slots), el("td", { class: "action" }, free));
+}
+
+function renderLeases(status) {
+  const body = el("tbody");
+  for (const l of status.leases) body.append(leaseRow(l, status.now));
+  if (!status.leases.length) body.append(el("tr", {}, el("td", { colspan: "6" }, "no node holds a reboot lease")));
+  replaceBody(document.getElementById("lease-table"), body);
+  const named = Object.entries(status.groups).map(([g, n]) => `${g}: ${n}`).join(", ");
+  setText("lease-summary", `${status.leases.length} held, ${status.waiting.length} waiting; ` +
+    `${status.default_slots} reboot slot(s) per group` +
+    `${named ? ` (${named})` : ""}; a lease not released expires after ${durationText(status.ttl_secs)}`);
+  const waiting = el("tbody");
+  for (const w of status.waiting) {
+    waiting.append(el("tr", { "data-group": w.group, "data-node": w.node_id }, el("td", {}, w.group),
+      el("td", { class: "node" }, w.node_id), el("td", { class: "age" }, durationText(status.now - w.since)),
+      el("td", { class: "time" }, `${durationText(status.now - w.last_asked)} ago`)));
+  }
+  if (!status.waiting.length) waiting.append(el("tr", {}, el("td", { colspan: "4" }, "no node waits for a lease")));
+  document.getElementById("lease-waiting").tBodies[0].replaceWith(waiting);
+  const log = el("tbody");
+  for (const e of status.log.slice().reverse()) {
+    log.append(el("tr", { "data-event": e.event }, el("td", { class: "time" }, new Date(e.at * 1000).toISOString()),
+      el("td", {}, e.group), el("td", { class: "node" }, e.node_id), el("td", { class: "event" }, e.event)));
+  }
+  document.getElementById("lease-log").tBodies[0].replaceWith(log);
+}
+
+function renderAudit(audit) {
+  const body = el("tbody");
+  for (const e of audit.entries) {
+    body.append(el("tr", { "data-action": e.action }, el("td", { class: "time" }, new Date(e.at * 1000).toISOString()),
+      el("td", { class: "actor" }, e.actor), el("td", {}, e.role), el("td", { class: "action-name" }, e.action),
+      el("td", { class: "target" }, e.target), el("td", { class: "reason" }, e.reason || "")));
+  }
+  if (!audit.entries.length) body.append(el("tr", {}, el("td", { colspan: "6" }, "no operator action yet")));
+  replaceBody(document.getElementById("audit-table"), body);
+}
+
+async function releaseLease(group, node) {
+  const url = apiUrl(`/v1/leases/${encodeURIComponent(group)}/${encodeURIComponent(node)}/release`);
+  try {
+    const resp = await fetch(url, { method: "POST", headers: { Authorization: `Bearer ${adminToken()}` } });
+    const body = await resp.json().catch(() => ({}));
+    if (!resp.ok) throw new Error(`${resp.status} ${body.error || ""}`);
+    setText("admin-state", `${node}: lease in ${group} released`);
+  } catch (e) {
+    setText("admin-state", `releasing ${node}'s lease failed: ${e.message}`, true);
+  }
+  await refresh();
+}
+
 /*
  * Requests of one kind may answer out of order (a periodic refresh sent before a pause or a
  * search can arrive after it): only the answer to the newest request of its kind is shown.
  */
-const newest = { fleet: 0, nodes: 0 };
+const newest = { fleet: 0, nodes: 0, leases: 0, audit: 0 };
 
 async function getNewest(kind, path) {
   const ticket = ++newest[kind];
@@ -279,7 +355,10 @@ async function refreshNodes() {
 
 async function refresh() {
   try {
-    const [fleet] = await Promise.all([getNewest("fleet", "/v1/channels"), refreshNodes()]);
+    const [fleet, leases, audit] = await Promise.all([getNewest("fleet", "/v1/channels"),
+      getNewest("leases", "/v1/leases"), getNewest("audit", "/v1/audit?limit=50"), refreshNodes()]);
+    if (leases) renderLeases(leases);
+    if (audit) renderAudit(audit);
     if (!fleet) return;
     renderChannels(fleet);
     renderCharts(fleet);

@@ -23,6 +23,9 @@ use crate::config::Retention;
 use crate::error::DbError;
 use proto::{Outcome, Report, Transfer};
 
+pub mod access;
+pub mod budget;
+pub mod leases;
 pub mod postgres;
 pub mod schema;
 pub mod sql;
@@ -749,7 +752,7 @@ mod tests {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(versions, [1, 2, 3]);
+        assert_eq!(versions, [1, 2, 3, 4, 5]);
         // Opening again applies nothing; a newer schema is refused.
         Db::open(dir.path()).unwrap();
         conn.execute("INSERT INTO schema_version VALUES (99, 0)", [])

@@ -35,10 +35,17 @@ const INSERT_AND_BUMP: &str = concat!(
      SELECT id FROM ins"
 );
 
+/// In-process stripes of the transaction locks ([`Postgres::transaction`]).
+const LOCK_STRIPES: usize = 64;
+
 /// Handle on the pool; cheap to clone.
 #[derive(Clone)]
 pub struct Postgres {
     pool: Pool,
+    /// Transactions on one lock name queue here first, in this process, so that a crowd of
+    /// requests for one group waits without holding pooled connections (which every other
+    /// request needs); the advisory lock then orders them against other servers.
+    stripes: std::sync::Arc<[tokio::sync::Mutex<()>; LOCK_STRIPES]>,
 }
 
 impl Postgres {
@@ -69,7 +76,10 @@ impl Postgres {
             .max_size(POOL_SIZE)
             .build()
             .map_err(|e| DbError::Pool(e.to_string()))?;
-        let pg = Postgres { pool };
+        let pg = Postgres {
+            pool,
+            stripes: std::sync::Arc::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))),
+        };
         pg.migrate().await?;
         Ok(pg)
     }
@@ -95,6 +105,42 @@ impl Postgres {
     pub async fn insert_report(&self, params: Vec<Val>) -> Result<Option<i64>, DbError> {
         let rows = self.query(INSERT_AND_BUMP, params).await?;
         rows.first().map(|r| r.int(0)).transpose()
+    }
+
+    /// See [`super::store::Store::transaction`].
+    pub async fn transaction(
+        &self,
+        lock: &str,
+        steps: Vec<(&'static str, Vec<Val>)>,
+    ) -> Result<Vec<Vec<Row>>, DbError> {
+        let _turn = self.stripe(lock).lock().await;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            &[&lock],
+        )
+        .await?;
+        let mut results = Vec::with_capacity(steps.len());
+        for (sql, params) in steps {
+            let stmt = tx.prepare_cached(sql).await?;
+            let boxed = boxed(params, stmt.params());
+            let rows = tx.query(&stmt, &refs(&boxed)).await?;
+            results.push(rows.iter().map(row).collect::<Result<_, _>>()?);
+        }
+        tx.commit().await?;
+        Ok(results)
+    }
+
+    /// The stripe of `lock`'s name.
+    fn stripe(&self, lock: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        lock.hash(&mut hasher);
+        let index = usize::try_from(hasher.finish() % LOCK_STRIPES as u64).unwrap_or(0);
+        let [first, ..] = &*self.stripes;
+        // `index < LOCK_STRIPES`: the fallback is never taken.
+        self.stripes.get(index).unwrap_or(first)
     }
 
     /// See [`super::store::Store::stamp`].

@@ -86,6 +86,116 @@ pub const MIGRATIONS: &[Migration] = &[
             ALTER TABLE reports ADD COLUMN bytes_reused BIGINT;
             ALTER TABLE reports ADD COLUMN bundle_bytes BIGINT;",
     },
+    Migration {
+        version: 4,
+        what: "reboot leases (FleetLock), their log, nodes waiting for one, failure budgets an operator resumed",
+        // One row per lease held; the log keeps every grant, release and expiry, so the
+        // number of reboots at once is checkable after the fact; a node refused a lease waits
+        // in lease_waiting until it gets one (db/leases.rs).
+        sqlite: "
+            CREATE TABLE reboot_leases (
+                grp         TEXT NOT NULL,
+                node_id     TEXT NOT NULL,
+                lease_id    TEXT NOT NULL UNIQUE,
+                acquired_at INTEGER NOT NULL,
+                expires_at  INTEGER NOT NULL,
+                PRIMARY KEY (grp, node_id)
+            );
+            CREATE TABLE lease_log (
+                id      INTEGER PRIMARY KEY AUTOINCREMENT,
+                at      INTEGER NOT NULL,
+                grp     TEXT NOT NULL,
+                node_id TEXT NOT NULL,
+                event   TEXT NOT NULL
+            );
+            CREATE INDEX lease_log_at ON lease_log(at);
+            CREATE TABLE lease_waiting (
+                grp        TEXT NOT NULL,
+                node_id    TEXT NOT NULL,
+                since      INTEGER NOT NULL,
+                last_asked INTEGER NOT NULL,
+                PRIMARY KEY (grp, node_id)
+            );
+            CREATE TABLE budget_resumed (
+                channel    TEXT NOT NULL,
+                version    TEXT NOT NULL,
+                resumed_at INTEGER NOT NULL,
+                PRIMARY KEY (channel, version)
+            );",
+        postgres: "
+            CREATE TABLE reboot_leases (
+                grp         TEXT NOT NULL,
+                node_id     TEXT NOT NULL,
+                lease_id    TEXT NOT NULL UNIQUE,
+                acquired_at BIGINT NOT NULL,
+                expires_at  BIGINT NOT NULL,
+                PRIMARY KEY (grp, node_id)
+            );
+            CREATE TABLE lease_log (
+                id      BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                at      BIGINT NOT NULL,
+                grp     TEXT NOT NULL,
+                node_id TEXT NOT NULL,
+                event   TEXT NOT NULL
+            );
+            CREATE INDEX lease_log_at ON lease_log(at);
+            CREATE TABLE lease_waiting (
+                grp        TEXT NOT NULL,
+                node_id    TEXT NOT NULL,
+                since      BIGINT NOT NULL,
+                last_asked BIGINT NOT NULL,
+                PRIMARY KEY (grp, node_id)
+            );
+            CREATE TABLE budget_resumed (
+                channel    TEXT NOT NULL,
+                version    TEXT NOT NULL,
+                resumed_at BIGINT NOT NULL,
+                PRIMARY KEY (channel, version)
+            );",
+    },
+    Migration {
+        version: 5,
+        what: "named tokens with roles, the audit log of operators' actions",
+        // A token is kept as its SHA-256 (hex); the audit log keeps who did what, when, why.
+        sqlite: "
+            CREATE TABLE api_tokens (
+                name       TEXT PRIMARY KEY,
+                role       TEXT NOT NULL,
+                digest     TEXT NOT NULL UNIQUE,
+                created_at INTEGER NOT NULL,
+                created_by TEXT NOT NULL,
+                revoked_at INTEGER
+            );
+            CREATE TABLE audit_log (
+                id     INTEGER PRIMARY KEY AUTOINCREMENT,
+                at     INTEGER NOT NULL,
+                actor  TEXT NOT NULL,
+                role   TEXT NOT NULL,
+                action TEXT NOT NULL,
+                target TEXT NOT NULL,
+                reason TEXT
+            );
+            CREATE INDEX audit_log_at ON audit_log(at);",
+        postgres: "
+            CREATE TABLE api_tokens (
+                name       TEXT PRIMARY KEY,
+                role       TEXT NOT NULL,
+                digest     TEXT NOT NULL UNIQUE,
+                created_at BIGINT NOT NULL,
+                created_by TEXT NOT NULL,
+                revoked_at BIGINT
+            );
+            CREATE TABLE audit_log (
+                id     BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                at     BIGINT NOT NULL,
+                actor  TEXT NOT NULL,
+                role   TEXT NOT NULL,
+                action TEXT NOT NULL,
+                target TEXT NOT NULL,
+                reason TEXT
+            );
+            CREATE INDEX audit_log_at ON audit_log(at);",
+    },
 ];
 
 /// The migrations a database at `current` still needs; an error for a database written by a
@@ -115,6 +225,8 @@ mod tests {
         assert_eq!(pending(0).unwrap().len(), MIGRATIONS.len());
         assert_eq!(pending(1).unwrap()[0].version, 2);
         assert_eq!(pending(2).unwrap()[0].version, 3);
+        assert_eq!(pending(3).unwrap()[0].version, 4);
+        assert_eq!(pending(4).unwrap()[0].version, 5);
         assert!(pending(MIGRATIONS.len() as i64).unwrap().is_empty());
         assert!(matches!(
             pending(99),

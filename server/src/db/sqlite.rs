@@ -80,6 +80,23 @@ impl Sqlite {
         Ok(id)
     }
 
+    /// See [`super::store::Store::transaction`].
+    pub async fn transaction(
+        &self,
+        steps: Vec<(&'static str, Vec<Val>)>,
+    ) -> Result<Vec<Vec<Row>>, DbError> {
+        self.with_conn(move |c| {
+            let tx = rusqlite::Transaction::new_unchecked(c, TransactionBehavior::Immediate)?;
+            let results = steps
+                .into_iter()
+                .map(|(sql, params)| query(&tx, sql, params))
+                .collect::<Result<Vec<_>, _>>()?;
+            tx.commit()?;
+            Ok(results)
+        })
+        .await
+    }
+
     /// See [`super::store::Store::stamp`].
     pub fn stamp(&self, channel: &str) -> Stamp {
         let stamps = self.stamps();

@@ -48,6 +48,22 @@ impl Store {
         }
     }
 
+    /// Runs `steps` in order in one transaction and returns each one's rows (none for a
+    /// statement without `RETURNING`). Transactions naming the same `lock` run one at a
+    /// time, also across servers sharing a PostgreSQL database (an advisory lock on the
+    /// text's hash); with SQLite this process is the only writer and every transaction is
+    /// `IMMEDIATE`.
+    pub async fn transaction(
+        &self,
+        lock: &str,
+        steps: Vec<(&'static str, Vec<Val>)>,
+    ) -> Result<Vec<Vec<Row>>, DbError> {
+        match self {
+            Store::Sqlite(s) => s.transaction(steps).await,
+            Store::Postgres(p) => p.transaction(lock, steps).await,
+        }
+    }
+
     /// The current [`Stamp`] of `channel`.
     pub async fn stamp(&self, channel: &str) -> Result<Stamp, DbError> {
         match self {

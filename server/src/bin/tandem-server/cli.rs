@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use server::{Config, Limits, ReportRate, Retention, TlsFiles, Token};
+use server::{Config, FailureBudget, Leases, Limits, ReportRate, Retention, TlsFiles, Token};
 
 /// Serves a Tandem repository, collects node reports and pauses rollouts.
 #[derive(Debug, Parser)]
@@ -80,6 +80,30 @@ pub struct Serve {
     /// Most node ids whose report rate is tracked at once (idle ones are forgotten first).
     #[arg(long, value_name = "N", default_value_t = ReportRate::default().max_nodes)]
     report_rate_nodes: usize,
+    /// Reboot slots of every lease group not named by --reboot-group (nodes of one group
+    /// rebooting at once).
+    #[arg(long, value_name = "N", default_value_t = Leases::default().default_slots)]
+    reboot_slots: u32,
+    /// Slots of one group, as GROUP=N (repeat for more groups).
+    #[arg(long, value_name = "GROUP=N", value_parser = group_slots)]
+    reboot_group: Vec<(String, u32)>,
+    /// A reboot lease never released is reclaimed this long after it was granted.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
+    lease_ttl: Duration,
+    /// Let clients without credentials take and release reboot leases (Zincati sends none);
+    /// by default they need the report token.
+    #[arg(long)]
+    anonymous_leases: bool,
+    /// Never pause a channel automatically, whatever its current release's failures.
+    #[arg(long)]
+    no_failure_budget: bool,
+    /// Nodes that must have reported on a release before its failure budget can pause it.
+    #[arg(long, value_name = "N", default_value_t = FailureBudget::default().min_nodes)]
+    failure_budget_nodes: u64,
+    /// Pause a channel when more than this percentage of the nodes that reported on its
+    /// current release failed or rolled back.
+    #[arg(long, value_name = "PERCENT", default_value_t = FailureBudget::default().percent)]
+    failure_budget_percent: u8,
     /// Most connections served at once.
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_connections)]
     max_connections: usize,
@@ -100,6 +124,8 @@ impl Serve {
         let retention = self.retention()?;
         let limits = self.limits()?;
         let report_rate = self.report_rate()?;
+        let leases = self.leases()?;
+        let failure_budget = self.failure_budget()?;
         let data = self.data.unwrap_or_else(default_data_dir);
         let mut config = Config::new(self.repo, self.listen, data);
         config.database_url = self.database;
@@ -126,6 +152,8 @@ impl Serve {
         config.retention = retention;
         config.limits = limits;
         config.report_rate = report_rate;
+        config.leases = leases;
+        config.failure_budget = failure_budget;
         if config.report_token.is_none() {
             tracing::warn!(
                 "no report token: POST /v1/reports is refused (set --report-token-file)"
@@ -157,6 +185,31 @@ impl Serve {
         Ok(rate)
     }
 
+    fn leases(&self) -> anyhow::Result<Leases> {
+        let leases = Leases {
+            default_slots: self.reboot_slots,
+            groups: self.reboot_group.iter().cloned().collect(),
+            ttl: self.lease_ttl,
+            anonymous: self.anonymous_leases,
+        };
+        leases
+            .validate()
+            .context("fix --reboot-slots, --reboot-group or --lease-ttl")?;
+        Ok(leases)
+    }
+
+    fn failure_budget(&self) -> anyhow::Result<FailureBudget> {
+        let budget = FailureBudget {
+            enabled: !self.no_failure_budget,
+            min_nodes: self.failure_budget_nodes,
+            percent: self.failure_budget_percent,
+        };
+        budget
+            .validate()
+            .context("fix --failure-budget-nodes or --failure-budget-percent")?;
+        Ok(budget)
+    }
+
     fn limits(&self) -> anyhow::Result<Limits> {
         let limits = Limits {
             max_connections: self.max_connections,
@@ -170,6 +223,17 @@ impl Serve {
             .context("fix the limit flags (--max-connections, --*-timeout)")?;
         Ok(limits)
     }
+}
+
+/// `GROUP=N` of `--reboot-group`.
+fn group_slots(text: &str) -> Result<(String, u32), String> {
+    let (group, slots) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not GROUP=N"))?;
+    let slots = slots
+        .parse()
+        .map_err(|_| format!("{slots:?} is not a number of slots"))?;
+    Ok((group.to_owned(), slots))
 }
 
 fn default_data_dir() -> PathBuf {
