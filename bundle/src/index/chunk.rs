@@ -107,6 +107,8 @@ pub(crate) struct ImageChunks {
     pub(crate) count: u64,
     pub(crate) chunks: Vec<Chunk>,
     pub(crate) dictionary: Option<Arc<[u8]>>,
+    /// The index left in the bundle, its chunks to be streamed (`chunks` is then empty).
+    pub(crate) streamed: Option<super::StreamedIndex>,
 }
 
 /// The consecutive chunks of one piece of a stream: one all-zero chunk, or every chunk of

@@ -52,10 +52,37 @@ pub(crate) fn decode(
     bytes: Cow<'_, [u8]>,
     from: usize,
     count: u64,
-) -> Result<impl Iterator<Item = Result<Record, FormatError>> + '_, FormatError> {
+) -> Result<Records<Releasing<'_>>, FormatError> {
     let stored = bytes.get(from..).unwrap_or_default();
     check_one_frame(stored).map_err(|e| bad(e.to_string()))?;
-    // A frame that states its size (the signer's do) is told wrong before any record.
+    check_content_size(stored, count)?;
+    Records::new(Releasing { bytes, at: from }, count)
+}
+
+/// [`decode`] of a stored index read from `stored` (whose hash already matched the manifest),
+/// never held whole: `first` holds its first bytes (at least [`FRAME_HEADER_MAX`] of them,
+/// or all), checked before any record is; the frame must end exactly where `stored` does,
+/// which is checked after the last record.
+pub(crate) fn decode_stream<R: BufRead>(
+    first: &[u8],
+    stored: R,
+    count: u64,
+) -> Result<Records<R>, FormatError> {
+    if first.get(..4) != Some(&crate::frame::ZSTD_MAGIC[..]) {
+        return Err(bad(
+            "it does not start with the zstd frame magic number".into()
+        ));
+    }
+    check_content_size(first, count)?;
+    Records::new(stored, count)
+}
+
+/// A zstd frame header is at most this long (RFC 8878 §3.1.1.1: magic, descriptor, window,
+/// dictionary id, content size).
+pub(crate) const FRAME_HEADER_MAX: usize = 18;
+
+/// A frame that states its size (the signer's do) is told wrong before any record.
+fn check_content_size(stored: &[u8], count: u64) -> Result<(), FormatError> {
     let want = count.saturating_mul(RECORD_LEN as u64);
     if let Ok(Some(size)) = zstd::zstd_safe::get_frame_content_size(stored) {
         if size != want {
@@ -64,35 +91,73 @@ pub(crate) fn decode(
             )));
         }
     }
-    let mut decoder = zstd::stream::read::Decoder::with_buffer(Releasing { bytes, at: from })
-        .and_then(|mut d| d.set_parameter(window_log_max()).map(|()| d))
-        .map_err(|e| bad(format!("cannot decompress: {e}")))?
-        .single_frame();
-    let mut left = count;
-    Ok(std::iter::from_fn(move || {
-        let mut bytes = [0u8; RECORD_LEN];
-        if left == 0 {
-            // Exactly `count` records: nothing may follow the last.
-            return match decoder.read(&mut bytes[..1]) {
-                Ok(0) => None,
-                Ok(_) => Some(Err(bad(format!("longer than {count} records")))),
-                Err(e) => Some(Err(bad(format!("cannot decompress: {e}")))),
-            };
+    Ok(())
+}
+
+/// The records of one zstd frame read from `R`, exactly `count` of them, then nothing: not a
+/// byte more from the frame, nor after it.
+pub(crate) struct Records<R: BufRead> {
+    decoder: Option<zstd::stream::read::Decoder<'static, R>>,
+    count: u64,
+    left: u64,
+}
+
+impl<R: BufRead> Records<R> {
+    fn new(stored: R, count: u64) -> Result<Self, FormatError> {
+        let decoder = zstd::stream::read::Decoder::with_buffer(stored)
+            .and_then(|mut d| d.set_parameter(window_log_max()).map(|()| d))
+            .map_err(|e| bad(format!("cannot decompress: {e}")))?
+            .single_frame();
+        Ok(Records {
+            decoder: Some(decoder),
+            count,
+            left: count,
+        })
+    }
+
+    /// After the last record: the frame ends, and nothing follows it.
+    fn end(&mut self) -> Option<Result<Record, FormatError>> {
+        let mut decoder = self.decoder.take()?;
+        let count = self.count;
+        match decoder.read(&mut [0u8; 1]) {
+            Ok(0) => {}
+            Ok(_) => return Some(Err(bad(format!("longer than {count} records")))),
+            Err(e) => return Some(Err(bad(format!("cannot decompress: {e}")))),
         }
-        left -= 1;
-        Some(
-            decoder
-                .read_exact(&mut bytes)
-                .map(|()| record(&bytes))
-                .map_err(|e| bad(format!("shorter than {count} records: {e}"))),
-        )
-    }))
+        match decoder.finish().fill_buf() {
+            Ok([]) => None,
+            Ok(_) => Some(Err(bad("data after its zstd frame".into()))),
+            Err(e) => Some(Err(bad(format!("cannot read: {e}")))),
+        }
+    }
+}
+
+impl<R: BufRead> Iterator for Records<R> {
+    type Item = Result<Record, FormatError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return self.end();
+        }
+        let decoder = self.decoder.as_mut()?;
+        self.left -= 1;
+        let mut bytes = [0u8; RECORD_LEN];
+        let count = self.count;
+        let read = decoder
+            .read_exact(&mut bytes)
+            .map(|()| record(&bytes))
+            .map_err(|e| bad(format!("shorter than {count} records: {e}")));
+        if read.is_err() {
+            self.decoder = None;
+        }
+        Some(read)
+    }
 }
 
 /// Bytes read once, front to back: owned ones are released as they are consumed, once a
 /// quarter of those held (and at least [`RELEASE_MIN`]) is read (the rest moved to the front),
 /// so a large stored index is not held whole beside the chunk list it is decompressed into.
-struct Releasing<'a> {
+pub(crate) struct Releasing<'a> {
     bytes: Cow<'a, [u8]>,
     at: usize,
 }
