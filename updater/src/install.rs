@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 
+use bundle::index::IndexFile;
 use bundle::schema::pieces;
 use bundle::verify::Verified;
 use bundle::ChunkDecoder;
@@ -28,7 +29,8 @@ use pipeline::{ordered_map, Shape};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::seed::{find_held, Held, Slot};
+use crate::seed::{Held, Seed, Slot};
+use crate::segments::ImageIndex;
 use crate::source::BundleSource;
 
 /// Tuning of the pipeline; the defaults suit a node.
@@ -45,6 +47,9 @@ pub struct WriteOptions {
     pub verify_readback: bool,
     /// Told of the bytes written (the binary draws a progress bar with it).
     pub progress: Option<Arc<dyn Progress>>,
+    /// Where the bundle's chunk index is spilled (an unnamed file, gone when the write
+    /// ends): the agent's state directory; the system's temporary directory without one.
+    pub scratch_dir: Option<std::path::PathBuf>,
 }
 
 /// Follows a write: `start` once (bytes already done of the total), then `advance` per
@@ -70,6 +75,7 @@ impl Default for WriteOptions {
             checkpoint_bytes: 64 << 20,
             verify_readback: true,
             progress: None,
+            scratch_dir: None,
         }
     }
 }
@@ -145,7 +151,7 @@ struct Decoded<'m> {
     held: Option<u64>,
 }
 
-/// Writes `manifest`'s image into `slot`, starting at chunk `resume_from` (chunks before it
+/// Writes the image of `index`'s manifest into `slot`, starting at chunk `resume_from` (chunks before it
 /// are durable from an earlier run). `checkpoint(n)` is called after a sync made the first
 /// `n` chunks durable. Returns only when the whole image is on the slot and its hash matched.
 ///
@@ -153,7 +159,7 @@ struct Decoded<'m> {
 /// holds, in the active slot at any offset or in `slot` at their own, are copied instead of
 /// fetched (a delta update with no precomputed diff: bytes fetched follow what changed).
 pub fn write_image(
-    manifest: &Verified<Manifest>,
+    index: &ImageIndex<'_>,
     source: &dyn BundleSource,
     slot: &dyn BlockDevice,
     active: Option<&dyn BlockDevice>,
@@ -162,94 +168,58 @@ pub fn write_image(
     mut checkpoint: impl FnMut(u64) -> Result<()>,
 ) -> Result<WriteReport> {
     let slot_io = |what: &str| Error::io(format!("slot {what}"));
-    let chunks = manifest.chunks();
-    let start = match piece_start(chunks, resume_from) {
-        // Without the read-back nothing at the end looks at what an earlier run wrote: its
-        // chunks are checked now, and an image that does not match is written again whole.
-        start if !options.verify_readback && !slot_holds(slot, chunks.get(..start))? => 0,
-        start => start,
-    };
-    let remaining = chunks.get(start..).unwrap_or_default();
+    let manifest = index.manifest();
+    let (start, done) = resume_point(index, slot, resume_from, options.verify_readback)?;
     let progress = options.progress.as_deref();
     if let Some(progress) = progress {
-        let done: u64 = chunks.iter().take(start).map(|c| u64::from(c.len())).sum();
         progress.start(done, manifest.image_size());
     }
-    let held = match active {
-        Some(active) => find_held(remaining, manifest.chunking(), active, slot)?,
-        // No chunk is held: an empty plan says so for every chunk.
-        None => Vec::new(),
+    // Over a network, the chunks the node holds are found first, in one scan of the slot.
+    let seed = match active {
+        Some(active) => Some(Seed::scan(index.chunks()?, manifest.chunking(), active)?),
+        None => None,
     };
     let counters = Counters::default();
-    let mut report = WriteReport {
-        chunks_resumed: start as u64,
-        bundle_bytes: manifest.file_len(),
-        ..WriteReport::default()
+    let mut writer = Writer {
+        manifest,
+        source,
+        slot,
+        active,
+        options,
+        counters: &counters,
+        report: WriteReport {
+            chunks_resumed: start,
+            bundle_bytes: manifest.file_len(),
+            ..WriteReport::default()
+        },
+        since_checkpoint: 0,
+        checkpoint: &mut checkpoint,
     };
-    let mut since_checkpoint = 0u64;
-    let source_name = source.name();
-    let plan = Plan {
-        chunks: remaining,
-        held: &held,
-        base: start,
-    };
-    let parts = plan.parts(manifest.payload_offset());
-    let shape = Shape {
-        workers: options.workers,
-        window: options.window,
-    };
-    with_fetches(source, &parts, &counters, |fetched| {
-        let inputs = PieceReader::new(manifest, &plan, active, slot, fetched);
-        ordered_map(
-            inputs,
-            shape,
-            // One zstd context per worker, kept for every piece it decodes.
-            || ChunkDecoder::new(manifest).map_err(Error::verify(source_name.as_str())),
-            |decoder, piece| decode(decoder, piece, &source_name),
-            |decoded| {
-                let Some(first) = decoded.chunks.first() else {
-                    return Ok(());
-                };
-                let len: u64 = decoded.chunks.iter().map(|c| u64::from(c.len())).sum();
-                let count = decoded.chunks.len() as u64;
-                match (&decoded.bytes, decoded.held) {
-                    (Some(bytes), held) => {
-                        slot.write_at(bytes, first.image_offset())
-                            .map_err(slot_io("write"))?;
-                        if let Some(in_place) = held {
-                            report.chunks_reused += count;
-                            report.bytes_reused += len;
-                            report.bytes_reused_in_place += in_place;
-                        } else {
-                            report.chunks_written += count;
-                        }
-                    }
-                    (None, _) => {
-                        zero(slot, first.image_offset(), len).map_err(slot_io("zero-out"))?;
-                        report.chunks_zeroed += count;
-                    }
-                }
-                fail::fail_point!("install::chunk-written");
-                if let Some(progress) = progress {
-                    progress.advance(len);
-                }
-                since_checkpoint += len;
-                if since_checkpoint >= options.checkpoint_bytes {
-                    slot.sync().map_err(slot_io("sync"))?;
-                    checkpoint(first.index() + count)?;
-                    since_checkpoint = 0;
-                }
-                Ok(())
-            },
-        )
-    })?;
+    for segment in index.segments()? {
+        let segment = segment?;
+        let (Some(first), Some(last)) = (segment.first(), segment.last()) else {
+            continue;
+        };
+        if last.index() < start {
+            continue;
+        }
+        let from = piece_start(&segment, start.saturating_sub(first.index()));
+        let remaining = segment.get(from..).unwrap_or_default();
+        let held = match (&seed, active) {
+            (Some(seed), Some(active)) => seed.held(remaining, active, slot)?,
+            // No chunk is held: an empty plan says so for every chunk.
+            _ => Vec::new(),
+        };
+        writer.write(remaining, &held)?;
+    }
+    let mut report = writer.report;
+    report.bytes_read = counters.bytes.load(Ordering::Relaxed);
+    report.ranges_read = counters.ranges.load(Ordering::Relaxed);
     slot.sync().map_err(slot_io("sync"))?;
-    checkpoint(chunks.len() as u64)?;
+    checkpoint(manifest.chunk_count())?;
     if let Some(progress) = progress {
         progress.finish();
     }
-    report.bytes_read = counters.bytes.load(Ordering::Relaxed);
-    report.ranges_read = counters.ranges.load(Ordering::Relaxed);
 
     // Every chunk was checked against the signed index before it was written (and the
     // index's chunks tile the image): the read-back adds what the disk stored, not the
@@ -277,6 +247,153 @@ pub fn write_image(
         });
     }
     Ok(report)
+}
+
+/// Where a write resumes: the first chunk to write (`resume_from` moved back to the first
+/// chunk of its frame) and the bytes before it. Without the read-back nothing at the end looks
+/// at what an earlier run wrote: its chunks are checked now, and an image that does not match
+/// is written again whole.
+fn resume_point(
+    index: &ImageIndex<'_>,
+    slot: &dyn BlockDevice,
+    resume_from: u64,
+    verify_readback: bool,
+) -> Result<(u64, u64)> {
+    if resume_from == 0 {
+        return Ok((0, 0));
+    }
+    let (mut done, mut count) = (0u64, 0u64);
+    for segment in index.segments()? {
+        let segment = segment?;
+        let Some(first) = segment.first() else {
+            continue;
+        };
+        count += segment.len() as u64;
+        let before = segment
+            .get(..piece_start(&segment, resume_from.saturating_sub(first.index())))
+            .unwrap_or_default();
+        if !verify_readback && !slot_holds(slot, before)? {
+            return Ok((0, 0));
+        }
+        done += before.iter().map(|c| u64::from(c.len())).sum::<u64>();
+        if before.len() < segment.len() {
+            return Ok((first.index() + before.len() as u64, done));
+        }
+    }
+    Ok((count, done))
+}
+
+/// The pipeline of one segment, and what every segment shares: the devices, the counters,
+/// the report, and the bytes since the last checkpoint.
+struct Writer<'w> {
+    manifest: &'w Manifest,
+    source: &'w dyn BundleSource,
+    slot: &'w dyn BlockDevice,
+    active: Option<&'w dyn BlockDevice>,
+    options: &'w WriteOptions,
+    counters: &'w Counters,
+    report: WriteReport,
+    since_checkpoint: u64,
+    checkpoint: &'w mut dyn FnMut(u64) -> Result<()>,
+}
+
+impl Writer<'_> {
+    /// Writes `chunks` (whole pieces), `held` saying which the slots hold (empty: none).
+    fn write(&mut self, chunks: &[Chunk], held: &[Option<Held>]) -> Result<()> {
+        let Some(first) = chunks.first() else {
+            return Ok(());
+        };
+        let plan = Plan {
+            chunks,
+            held,
+            base: usize::try_from(first.index()).unwrap_or(usize::MAX),
+        };
+        let parts = plan.parts(self.manifest.payload_offset());
+        let shape = Shape {
+            workers: self.options.workers,
+            window: self.options.window,
+        };
+        let source_name = self.source.name();
+        let (manifest, source, slot, active) = (self.manifest, self.source, self.slot, self.active);
+        let counters = self.counters;
+        with_fetches(source, &parts, counters, |fetched| {
+            let inputs = PieceReader::new(manifest, &plan, active, slot, fetched);
+            ordered_map(
+                inputs,
+                shape,
+                // One zstd context per worker, kept for every piece it decodes.
+                || ChunkDecoder::new(manifest).map_err(Error::verify(source_name.as_str())),
+                |decoder, piece| decode(decoder, piece, &source_name),
+                |decoded| self.put(decoded),
+            )
+        })
+    }
+
+    /// Writes one decoded piece, counts it, and checkpoints when due.
+    fn put(&mut self, decoded: Decoded<'_>) -> Result<()> {
+        let slot_io = |what: &str| Error::io(format!("slot {what}"));
+        let Some(first) = decoded.chunks.first() else {
+            return Ok(());
+        };
+        let len: u64 = decoded.chunks.iter().map(|c| u64::from(c.len())).sum();
+        let count = decoded.chunks.len() as u64;
+        let report = &mut self.report;
+        match (&decoded.bytes, decoded.held) {
+            (Some(bytes), held) => {
+                self.slot
+                    .write_at(bytes, first.image_offset())
+                    .map_err(slot_io("write"))?;
+                if let Some(in_place) = held {
+                    report.chunks_reused += count;
+                    report.bytes_reused += len;
+                    report.bytes_reused_in_place += in_place;
+                } else {
+                    report.chunks_written += count;
+                }
+            }
+            (None, _) => {
+                zero(self.slot, first.image_offset(), len).map_err(slot_io("zero-out"))?;
+                report.chunks_zeroed += count;
+            }
+        }
+        fail::fail_point!("install::chunk-written");
+        if let Some(progress) = self.options.progress.as_deref() {
+            progress.advance(len);
+        }
+        self.since_checkpoint += len;
+        if self.since_checkpoint >= self.options.checkpoint_bytes {
+            self.slot.sync().map_err(slot_io("sync"))?;
+            (self.checkpoint)(first.index() + count)?;
+            self.since_checkpoint = 0;
+        }
+        Ok(())
+    }
+}
+
+/// The chunks of `manifest`: its own list, or its stored index fetched from `source` into an
+/// unnamed file in `scratch` (the system's temporary directory without one), hashed as it is
+/// copied, and proven whole before a chunk is handed out ([`bundle::index::IndexFile`]).
+pub fn open_index<'m>(
+    manifest: &'m Verified<Manifest>,
+    source: &dyn BundleSource,
+    scratch: Option<&std::path::Path>,
+) -> Result<ImageIndex<'m>> {
+    let Some(index) = manifest.streamed_index() else {
+        return Ok(ImageIndex::listed(manifest));
+    };
+    let file = match scratch {
+        Some(dir) => tempfile::tempfile_in(dir),
+        None => tempfile::tempfile(),
+    }
+    .map_err(Error::io("creating a file for the chunk index"))?;
+    let stored = source.read_range(index.range())?;
+    match IndexFile::spill(index, stored, file) {
+        Ok(file) => Ok(ImageIndex::spilled(manifest, file)),
+        Err(bundle::Error::Io { source: error, .. }) => {
+            Err(source_failure(source, "the chunk index", error))
+        }
+        Err(e) => Err(Error::verify(source.name())(e)),
+    }
 }
 
 /// Zero runs up to this long are written as zeros: a filesystem image has thousands of
@@ -369,11 +486,11 @@ fn check_held(chunks: &[Chunk], bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Whether `slot` holds each of `chunks` at its offset; `None`: none to check.
-fn slot_holds(slot: &dyn BlockDevice, chunks: Option<&[Chunk]>) -> Result<bool> {
+/// Whether `slot` holds each of `chunks` at its offset.
+fn slot_holds(slot: &dyn BlockDevice, chunks: &[Chunk]) -> Result<bool> {
     let slot = Slot::new(slot)?;
     let mut buf = Vec::new();
-    for chunk in chunks.unwrap_or_default() {
+    for chunk in chunks {
         if !slot.holds(chunk, chunk.image_offset(), &mut buf)? {
             tracing::warn!(
                 chunk = chunk.index(),

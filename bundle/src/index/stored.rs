@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::chunk::{max_frame_len_u64, Chunk, ImageChunks, StoredFrame};
+use super::chunk::{max_frame_len_u64, Chunk, ImageChunks, StoredFrame, StreamedIndex};
 use super::record::{self, Record, CONTINUED};
 use crate::chunking::{Chunking, ALIGN};
 use crate::digest::Sha256Digest;
@@ -110,7 +110,7 @@ fn streamed_image(
         count: image.count,
         chunks: Vec::new(),
         dictionary,
-        streamed: Some(super::StreamedIndex {
+        streamed: Some(StreamedIndex {
             range: start..end,
             count: image.count,
             sha256: image.index_sha256,

@@ -11,43 +11,15 @@
 
 use std::fs::File;
 use std::io::{BufReader, Read};
-use std::ops::Range;
 use std::os::unix::fs::FileExt;
 
 use sha2::{Digest, Sha256};
 
-use super::chunk::Chunk;
+use super::chunk::{Chunk, StreamedIndex};
 use super::record::{decode_stream, Records, FRAME_HEADER_MAX};
 use super::stored::{hash_mismatch, Tiler};
-use crate::chunking::Chunking;
 use crate::digest::Sha256Digest;
 use crate::error::{Error, FormatError, Section};
-
-/// What the signed manifest says of an image whose index was left in the bundle: where it
-/// lies, its signed length, record count and hash, and what its records must tile.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StreamedIndex {
-    pub(crate) range: Range<u64>,
-    pub(crate) count: u64,
-    pub(crate) sha256: Sha256Digest,
-    pub(crate) image_size: u64,
-    pub(crate) chunking: Chunking,
-    /// Where the image's frames must end: where the boot assets' frames start.
-    pub(crate) frames_end: u64,
-    pub(crate) max_frame_raw: u64,
-}
-
-impl StreamedIndex {
-    /// The stored index's absolute byte range in the bundle file.
-    pub fn range(&self) -> Range<u64> {
-        self.range.clone()
-    }
-
-    /// The number of the image's chunks.
-    pub fn count(&self) -> u64 {
-        self.count
-    }
-}
 
 /// A stored index copied to a file and proven: its hash is the signed one and its records
 /// keep every rule. Only [`IndexFile::spill`] makes one.
@@ -205,6 +177,7 @@ impl Iterator for ChunkStream<'_> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
+    use crate::chunking::Chunking;
     use crate::index::record::{encode, Record, CONTINUED};
     use crate::index::stored::indexed_chunks;
     use proptest::prelude::*;
