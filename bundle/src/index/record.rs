@@ -4,7 +4,7 @@
 //! it is decompressed only once its hash matched, into exactly `count` records.
 
 use std::borrow::Cow;
-use std::io::{BufRead, Read};
+use std::io::{BufRead, Read, Write};
 
 use crate::digest::Sha256Digest;
 use crate::frame::{check_one_frame, window_log_max};
@@ -36,11 +36,57 @@ const LEVEL: i32 = 3;
 pub fn encode(records: &[Record]) -> Result<Vec<u8>, Error> {
     let mut raw = Vec::with_capacity(records.len() * RECORD_LEN);
     for r in records {
-        raw.extend_from_slice(&r.sha256.0);
-        raw.extend_from_slice(&r.raw_len.to_le_bytes());
-        raw.extend_from_slice(&r.frame_len.to_le_bytes());
+        raw.extend_from_slice(&bytes_of(r));
     }
     zstd::bulk::compress(&raw, LEVEL).map_err(Error::io("compressing the chunk index"))
+}
+
+/// A record's 40 stored bytes.
+fn bytes_of(r: &Record) -> [u8; RECORD_LEN] {
+    let mut bytes = [0u8; RECORD_LEN];
+    let (sha256, lens) = bytes.split_at_mut(32);
+    sha256.copy_from_slice(&r.sha256.0);
+    let (raw_len, frame_len) = lens.split_at_mut(4);
+    raw_len.copy_from_slice(&r.raw_len.to_le_bytes());
+    frame_len.copy_from_slice(&r.frame_len.to_le_bytes());
+    bytes
+}
+
+/// The stored form of records written one by one, never held: one zstd frame streamed into
+/// `W` (a writer's memory stays flat whatever the image size; the frame does not state its
+/// content size, which FORMAT §3.2 allows).
+pub struct IndexWriter<W: Write> {
+    encoder: zstd::stream::write::Encoder<'static, W>,
+    count: u64,
+}
+
+impl<W: Write> IndexWriter<W> {
+    /// A writer of a stored index into `out`.
+    pub fn new(out: W) -> Result<Self, Error> {
+        let encoder = zstd::stream::write::Encoder::new(out, LEVEL)
+            .map_err(Error::io("compressing the chunk index"))?;
+        Ok(IndexWriter { encoder, count: 0 })
+    }
+
+    /// Appends the next record.
+    pub fn push(&mut self, record: &Record) -> Result<(), Error> {
+        self.count += 1;
+        self.encoder
+            .write_all(&bytes_of(record))
+            .map_err(Error::io("compressing the chunk index"))
+    }
+
+    /// The records written so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Ends the frame; returns the writer it went to.
+    pub fn finish(self) -> Result<W, Error> {
+        self.encoder
+            .finish()
+            .map_err(Error::io("compressing the chunk index"))
+    }
 }
 
 /// The `count` records of a stored index whose hash already matched the manifest, in order:
@@ -251,6 +297,28 @@ mod tests {
             decode(Cow::Borrowed(&two), 0, 2000).is_err(),
             "two frames are refused"
         );
+    }
+
+    #[test]
+    fn records_written_one_by_one_decode_as_encoded_whole() {
+        let records: Vec<Record> = (0..5000u32)
+            .map(|i| Record {
+                sha256: Sha256Digest::of(&i.to_le_bytes()),
+                raw_len: 4096,
+                frame_len: i % 3,
+            })
+            .collect();
+        let mut writer = IndexWriter::new(Vec::new()).unwrap();
+        for r in &records {
+            writer.push(r).unwrap();
+        }
+        assert_eq!(writer.count(), 5000);
+        let stored = writer.finish().unwrap();
+        let decoded = decode(Cow::Borrowed(&stored), 0, 5000)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        assert_eq!(decoded, records);
     }
 
     #[test]
