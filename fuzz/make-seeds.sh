@@ -13,7 +13,7 @@ SIGNER=$ROOT/target/debug/tandem-signer
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 cd "$WORK"
-for t in bundle_head manifest signature_block root channel grubenv gpt range report pause route; do
+for t in bundle_head manifest index_stream signature_block root channel grubenv gpt range report pause route; do
     mkdir -p "$SEEDS/$t"
 done
 
@@ -48,6 +48,8 @@ manifest = data[24:24 + m]
 # index records raw.
 open(sys.argv[3] + "/manifest/os.manifest", "wb").write(
     b"\2" + struct.pack("<I", m) + manifest + records)
+# The index_stream target reads the version 3 form without the flag byte.
+open(sys.argv[3] + "/index_stream/os.index", "wb").write(struct.pack("<I", m) + manifest + records)
 open(sys.argv[3] + "/signature_block/os.sigblock", "wb").write(data[24 + m:24 + m + s])
 PY
 
