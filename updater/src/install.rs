@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::seed::{Held, Seed, Slot};
-use crate::segments::ImageIndex;
+use crate::segments::{ImageIndex, Segments};
 use crate::source::BundleSource;
 
 /// Tuning of the pipeline; the defaults suit a node.
@@ -151,8 +151,9 @@ struct Decoded<'m> {
     held: Option<u64>,
 }
 
-/// Writes the image of `index`'s manifest into `slot`, starting at chunk `resume_from` (chunks before it
-/// are durable from an earlier run). `checkpoint(n)` is called after a sync made the first
+/// Writes the image of `index`'s manifest into `slot`, its chunks walked segment by segment
+/// ([`ImageIndex`]), starting at chunk `resume_from` (chunks before it are durable from an
+/// earlier run). `checkpoint(n)` is called after a sync made the first
 /// `n` chunks durable. Returns only when the whole image is on the slot and its hash matched.
 ///
 /// With `active` (the running slot; given for a remote source), chunks the node already
@@ -169,7 +170,12 @@ pub fn write_image(
 ) -> Result<WriteReport> {
     let slot_io = |what: &str| Error::io(format!("slot {what}"));
     let manifest = index.manifest();
-    let (start, done) = resume_point(index, slot, resume_from, options.verify_readback)?;
+    let (start, done) = resume_point(
+        index.segments()?,
+        slot,
+        resume_from,
+        options.verify_readback,
+    )?;
     let progress = options.progress.as_deref();
     if let Some(progress) = progress {
         progress.start(done, manifest.image_size());
@@ -254,7 +260,7 @@ pub fn write_image(
 /// at what an earlier run wrote: its chunks are checked now, and an image that does not match
 /// is written again whole.
 fn resume_point(
-    index: &ImageIndex<'_>,
+    segments: Segments<'_>,
     slot: &dyn BlockDevice,
     resume_from: u64,
     verify_readback: bool,
@@ -263,7 +269,7 @@ fn resume_point(
         return Ok((0, 0));
     }
     let (mut done, mut count) = (0u64, 0u64);
-    for segment in index.segments()? {
+    for segment in segments {
         let segment = segment?;
         let Some(first) = segment.first() else {
             continue;
@@ -1129,5 +1135,41 @@ mod tests {
         }
         // Past the end: the failure, not a hash.
         assert!(hash_slot(&disk, 10, bytes.len() as u64).is_err());
+    }
+
+    #[test]
+    fn a_resume_lands_on_a_piece_start_in_any_segment() {
+        use crate::segments::{listed_segments, SEGMENT_CHUNKS};
+        // Frames of two chunks: chunk 2k + 1 continues chunk 2k's frame.
+        let n = 2 * SEGMENT_CHUNKS as u64 + 10;
+        let chunks: Vec<Chunk> = (0..n)
+            .map(|i| {
+                let frame = bundle::schema::StoredFrame {
+                    offset: i / 2 * 10,
+                    length: 10,
+                };
+                let sha256 = Sha256Digest::of(&i.to_le_bytes());
+                Chunk::new(i, i * 4096, 4096, sha256, Some(frame)).unwrap()
+            })
+            .collect();
+        let slot = partitions::io::MemDisk::new(4096);
+        let at = |resume| resume_point(listed_segments(&chunks), &slot, resume, true).unwrap();
+        assert_eq!(at(0), (0, 0));
+        for resume in [
+            2,
+            3,
+            SEGMENT_CHUNKS as u64 + 1,
+            2 * SEGMENT_CHUNKS as u64 + 7,
+        ] {
+            let start = resume / 2 * 2;
+            assert_eq!(at(resume), (start, start * 4096), "resume at {resume}");
+        }
+        assert_eq!(at(n), (n, n * 4096), "everything durable");
+        assert_eq!(at(n + 5), (n, n * 4096), "a count past the end");
+        // Without the read-back, chunks the slot no longer holds are written again.
+        assert_eq!(
+            resume_point(listed_segments(&chunks), &slot, 4, false).unwrap(),
+            (0, 0)
+        );
     }
 }

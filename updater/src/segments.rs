@@ -71,17 +71,27 @@ enum Chunks<'m> {
 
 impl Chunks<'_> {
     fn segments(&self) -> Result<Segments<'_>> {
-        let chunks: Box<dyn Iterator<Item = Result<Chunk>> + Send + '_> = match self {
-            Chunks::Listed(chunks) => Box::new(chunks.iter().copied().map(Ok)),
-            Chunks::Spilled(file) => Box::new(
-                file.chunks()
-                    .map_err(Error::verify("the chunk index"))?
-                    .map(|c| c.map_err(|e| Error::verify("the chunk index")(e.into()))),
-            ),
+        let file = match self {
+            Chunks::Listed(chunks) => return Ok(listed_segments(chunks)),
+            Chunks::Spilled(file) => file,
         };
+        let chunks: Box<dyn Iterator<Item = Result<Chunk>> + Send + '_> = Box::new(
+            file.chunks()
+                .map_err(Error::verify("the chunk index"))?
+                .map(|c| c.map_err(|e| Error::verify("the chunk index")(e.into()))),
+        );
         Ok(Segments {
             chunks: chunks.peekable(),
         })
+    }
+}
+
+/// The segments of a list of chunks.
+pub(crate) fn listed_segments(chunks: &[Chunk]) -> Segments<'_> {
+    let chunks: Box<dyn Iterator<Item = Result<Chunk>> + Send + '_> =
+        Box::new(chunks.iter().copied().map(Ok));
+    Segments {
+        chunks: chunks.peekable(),
     }
 }
 
@@ -145,11 +155,7 @@ mod tests {
             .map(|i| (i % 5 != 0).then_some(i / 3))
             .collect();
         let all = chunks(&frame_of);
-        let segments: Vec<Vec<Chunk>> = Chunks::Listed(&all)
-            .segments()
-            .unwrap()
-            .collect::<Result<_>>()
-            .unwrap();
+        let segments: Vec<Vec<Chunk>> = listed_segments(&all).collect::<Result<_>>().unwrap();
         assert!(segments.len() >= 3);
         assert_eq!(segments.concat(), all, "every chunk once, in order");
         for pair in segments.windows(2) {
