@@ -24,7 +24,7 @@ use bundle::schema::pieces;
 use bundle::verify::Verified;
 use bundle::ChunkDecoder;
 use bundle::{Chunk, Manifest, Sha256Digest};
-use partitions::io::BlockDevice;
+use partitions::io::{BlockDevice, DIRECT_ALIGN};
 use pipeline::{ordered_map, Shape};
 use sha2::{Digest, Sha256};
 
@@ -518,9 +518,11 @@ pub fn hash_slot(slot: &dyn BlockDevice, offset: u64, len: u64) -> Result<Sha256
 /// The read-back reads the slot in blocks of this size.
 const READ_BLOCK: usize = 2 << 20;
 
-/// Hands `f` `len` bytes of the slot from `offset`, block by block, in order. A thread reads
-/// the next block while `f` takes the last (the read-back's time is the disk's and the
-/// hash's: overlapped, not added); at most three blocks are alive.
+/// Hands `f` `len` bytes of the slot from `offset`, block by block, in order, as the medium
+/// holds them ([`BlockDevice::read_uncached`]: into buffers aligned for `O_DIRECT`, no copy
+/// through the page cache). A thread reads the next block while `f` takes the last (the
+/// read-back's time is the disk's and the hash's: overlapped, not added); at most three
+/// blocks are alive.
 fn read_slot(
     slot: &dyn BlockDevice,
     offset: u64,
@@ -528,15 +530,16 @@ fn read_slot(
     mut f: impl FnMut(&[u8]),
 ) -> Result<()> {
     std::thread::scope(|scope| {
-        let (to_reader, blocks) = sync_channel::<std::io::Result<Vec<u8>>>(1);
-        let (recycle, recycled) = std::sync::mpsc::channel::<Vec<u8>>();
+        let (to_reader, blocks) = sync_channel::<std::io::Result<(AlignedBlock, usize)>>(1);
+        let (recycle, recycled) = std::sync::mpsc::channel::<AlignedBlock>();
         scope.spawn(move || {
             let mut done = 0u64;
             while done < len {
                 let n = (len - done).min(READ_BLOCK as u64) as usize;
-                let mut block = recycled.try_recv().unwrap_or_default();
-                block.resize(n, 0);
-                let read = slot.read_at(&mut block, offset + done).map(|()| block);
+                let mut block = recycled.try_recv().unwrap_or_else(|_| AlignedBlock::new());
+                let read = slot
+                    .read_uncached(block.get_mut(n), offset + done)
+                    .map(|()| (block, n));
                 let failed = read.is_err();
                 if to_reader.send(read).is_err() || failed {
                     return;
@@ -545,13 +548,34 @@ fn read_slot(
             }
         });
         for block in blocks {
-            let block = block.map_err(Error::io("reading the slot back"))?;
-            f(&block);
+            let (mut block, n) = block.map_err(Error::io("reading the slot back"))?;
+            f(block.get_mut(n));
             // The reader may be done: a block it no longer needs is just dropped.
             let _ = recycle.send(block);
         }
         Ok(())
     })
+}
+
+/// A [`READ_BLOCK`] buffer whose start is aligned to [`DIRECT_ALIGN`].
+struct AlignedBlock {
+    bytes: Vec<u8>,
+    /// Where the aligned bytes start.
+    start: usize,
+}
+
+impl AlignedBlock {
+    fn new() -> Self {
+        let bytes = vec![0u8; READ_BLOCK + DIRECT_ALIGN];
+        let start = (DIRECT_ALIGN - bytes.as_ptr() as usize % DIRECT_ALIGN) % DIRECT_ALIGN;
+        AlignedBlock { bytes, start }
+    }
+
+    /// The first `n` aligned bytes (at most [`READ_BLOCK`]).
+    fn get_mut(&mut self, n: usize) -> &mut [u8] {
+        let end = self.start + n.min(READ_BLOCK);
+        self.bytes.get_mut(self.start..end).unwrap_or_default()
+    }
 }
 
 /// A read of `what` from `source` that failed: a network failure for a remote source, else
