@@ -186,7 +186,9 @@ pub fn write_image(
         None => None,
     };
     let counters = Counters::default();
+    let buffers = Buffers::default();
     let mut writer = Writer {
+        buffers: &buffers,
         manifest,
         source,
         slot,
@@ -298,6 +300,7 @@ struct Writer<'w> {
     active: Option<&'w dyn BlockDevice>,
     options: &'w WriteOptions,
     counters: &'w Counters,
+    buffers: &'w Buffers,
     report: WriteReport,
     since_checkpoint: u64,
     checkpoint: &'w mut dyn FnMut(u64) -> Result<()>,
@@ -321,7 +324,7 @@ impl Writer<'_> {
         };
         let source_name = self.source.name();
         let (manifest, source, slot, active) = (self.manifest, self.source, self.slot, self.active);
-        let counters = self.counters;
+        let (counters, buffers) = (self.counters, self.buffers);
         with_fetches(source, &parts, counters, |fetched| {
             let inputs = PieceReader::new(manifest, &plan, active, slot, fetched);
             ordered_map(
@@ -329,7 +332,7 @@ impl Writer<'_> {
                 shape,
                 // One zstd context per worker, kept for every piece it decodes.
                 || ChunkDecoder::new(manifest).map_err(Error::verify(source_name.as_str())),
-                |decoder, piece| decode(decoder, piece, &source_name),
+                |decoder, piece| decode(decoder, piece, &source_name, buffers),
                 |decoded| self.put(decoded),
             )
         })
@@ -361,6 +364,10 @@ impl Writer<'_> {
                 zero(self.slot, first.image_offset(), len).map_err(slot_io("zero-out"))?;
                 report.chunks_zeroed += count;
             }
+        }
+        if let Some(bytes) = decoded.bytes {
+            self.buffers
+                .give(bytes, self.options.window + self.options.workers);
         }
         fail::fail_point!("install::chunk-written");
         if let Some(progress) = self.options.progress.as_deref() {
@@ -434,6 +441,33 @@ fn piece_start(chunks: &[Chunk], resume_from: u64) -> usize {
     start
 }
 
+/// Buffers of decoded frames the writer handed back, for the workers to fill again: a 1 MiB
+/// buffer made on a worker and freed on the writer would otherwise go back to the C library
+/// and be asked for again at every frame (an `mmap` and its page faults each time, with the
+/// mmap threshold fixed: docs/DESIGN.md §8 "Memory").
+#[derive(Default)]
+struct Buffers(std::sync::Mutex<Vec<Vec<u8>>>);
+
+impl Buffers {
+    /// A buffer handed back, or a new one.
+    fn take(&self) -> Vec<u8> {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|mut held| held.pop())
+            .unwrap_or_default()
+    }
+
+    /// Keeps `buffer` for a later [`Buffers::take`], unless `keep` are kept already.
+    fn give(&self, buffer: Vec<u8>, keep: usize) {
+        if let Ok(mut held) = self.0.lock() {
+            if held.len() < keep {
+                held.push(buffer);
+            }
+        }
+    }
+}
+
 /// Bytes and ranges read from the source, counted by the fetch threads.
 #[derive(Default)]
 struct Counters {
@@ -447,6 +481,7 @@ fn decode<'m>(
     decoder: &mut ChunkDecoder,
     piece: Piece<'m>,
     source_name: &str,
+    buffers: &Buffers,
 ) -> Result<Decoded<'m>> {
     match piece {
         Piece::Zero(chunks) => Ok(Decoded {
@@ -463,7 +498,7 @@ fn decode<'m>(
             })
         }
         Piece::Data(chunks, compressed) => {
-            let mut data = Vec::new();
+            let mut data = buffers.take();
             decoder
                 .decode_piece(chunks, compressed.bytes(), &mut data)
                 .map_err(|e| Error::verify(source_name)(e.into()))?;
