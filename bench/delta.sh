@@ -26,8 +26,8 @@
 #           runs `tandem-updater install URL --channel stable` (read-back on, as by default)
 # Bytes are everything nginx sent for a contender's requests ($bytes_sent: headers, metadata,
 # index and payload); the updater's own count of payload bytes fetched and reused (its metrics
-# textfile) is printed beside them. Times are wall times of the fetch alone. zsync's and
-# casync's outputs are compared with v2 (cmp); Tandem verifies its slot itself. A fetch still
+# textfile) is printed beside them, with its peak RSS. Times are wall times of the fetch alone.
+# zsync's and casync's outputs are compared with v2 (cmp); Tandem verifies its slot itself. A fetch still
 # running after DELTA_TIMEOUT seconds is stopped and shown as timed out, with the bytes it had
 # fetched, and no ratio. (On the 1 GiB scattered case zsync was still matching after 11
 # minutes: it crawled at about 80 kB/s through v1's zeroed free space, where v2 has scattered
@@ -51,7 +51,7 @@ GEN="$ROOT/bench/delta-images.py"
 
 need() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
 missing=0
-for tool in zsync zsyncmake casync nginx mke2fs zstd curl python3; do need "$tool" || missing=1; done
+for tool in zsync zsyncmake casync nginx mke2fs zstd curl python3 /usr/bin/time; do need "$tool" || missing=1; done
 if [ "$missing" = 1 ]; then
     echo "installing zsync, casync, nginx-light, e2fsprogs, zstd, curl (apt-get)" >&2
     export DEBIAN_FRONTEND=noninteractive
@@ -248,7 +248,7 @@ bench_casync() {  # CASE
 metric() { awk -v m="tandem_updater_last_install_$1" '$1 == m { printf "%d", $2 }' "$2"; }
 
 bench_tandem() {  # CASE
-    local c=$1 repo="$WWW/$1/tandem" node="$WORK/out/$1-tandem" bundle zst fetched=0 reused=0
+    local c=$1 repo="$WWW/$1/tandem" node="$WORK/out/$1-tandem" bundle zst fetched=0 reused=0 rss=0
     mkdir -p "$node"
     sign "$IMG/$c/v2.img" 2.0.0 "$WORK/$c-v2.tandem" --previous "$T/v1.tandem"
     run "$node/publish.log" "$BIN/tandem-signer" publish --repo "$repo" --channel stable --key "$T/release.pem" \
@@ -256,15 +256,16 @@ bench_tandem() {  # CASE
     chmod -R a+rX "$WWW"
     cp -a --sparse=always "$NODE/." "$node/"
     node_config "$node" "$booted"
-    measure "$c" tandem "$node/install.log" "$BIN/tandem-updater" --config "$node/updater.toml" \
-        install "$URL/$c/tandem/" --channel stable
+    measure "$c" tandem "$node/install.log" /usr/bin/time -f '%M' -o "$node/rss.txt" \
+        "$BIN/tandem-updater" --config "$node/updater.toml" install "$URL/$c/tandem/" --channel stable
     if [ "$STATUS" = ok ]; then
         fetched=$(metric bytes_fetched "$node/metrics/tandem.prom")
         reused=$(metric bytes_reused "$node/metrics/tandem.prom")
+        rss=$(tail -1 "$node/rss.txt")
     fi
     bundle=$(stat -c %s "$WORK/$c-v2.tandem")
     zst=$(zstd -3 -T0 -q -c "$IMG/$c/v2.img" | wc -c)
-    record "$c" tandem "$fetched $reused $bundle $zst"
+    record "$c" tandem "$fetched $reused $bundle $zst $rss"
     rm -rf "$node" "$repo" "$WORK/$c-v2.tandem"
 }
 
@@ -296,8 +297,10 @@ def note(tool, wire, status, extra):
     if tool == "casync":
         return f"of which the .caibx index {int(extra) / 1e6:.2f} MB"
     fetched, reused = (int(x) for x in extra.split()[:2])
+    rss = int(extra.split()[4])
     return (f"updater: {fetched / 1e6:.2f} MB of chunks fetched, {reused / 1e6:.2f} MB reused"
-            f" from the active slot; the rest {(wire - fetched) / 1e6:.2f} MB")
+            f" from the active slot; the rest {(wire - fetched) / 1e6:.2f} MB; peak RSS"
+            f" {rss // 1024} MiB (goal <= 32)")
 
 
 def ratio(r, a, b):
@@ -326,7 +329,7 @@ for case, title in titles.items():
         print(f"  v2 has {count} non-zero 4 KiB blocks v1 holds nowhere: {size / 1e6:.2f} MB,"
               f" {size / best:.2f} of the best of zsync and casync (the bytes any method must"
               " move, uncompressed)")
-    bundle, zst = (int(x) for x in r["tandem"][6].split()[2:])
+    bundle, zst = (int(x) for x in r["tandem"][6].split()[2:4])
     print(f"  v2 bundle {bundle} bytes, zstd -3 of v2 {zst} bytes: {bundle / zst:.3f} (goal <= 1.05)")
 PY
 echo "(machine: $(nproc) cores, load before the summary: $LOAD; one nginx on 127.0.0.1, MB = 10^6 bytes)"

@@ -14,7 +14,7 @@ SIGNER=$ROOT/target/debug/tandem-signer
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 cd "$WORK"
-for t in bundle_head manifest signature_block root channel grubenv gpt range report pause route fleetlock; do
+for t in bundle_head manifest signature_block root channel grubenv gpt range report pause route fleetlock index_stream; do
     mkdir -p "$SEEDS/$t"
 done
 
@@ -59,6 +59,8 @@ manifest = data[24:24 + m]
 # index records raw.
 open(sys.argv[3] + "/manifest/" + sys.argv[4], "wb").write(
     b"\2" + struct.pack("<I", m) + manifest + records)
+# The index_stream target reads the version 3 form without the flag byte.
+open(sys.argv[3] + "/index_stream/" + sys.argv[4].replace(".manifest", ".index"), "wb").write(struct.pack("<I", m) + manifest + records)
 if sys.argv[5]:
     open(sys.argv[3] + "/signature_block/" + sys.argv[5], "wb").write(data[24 + m:24 + m + s])
 PY

@@ -5,7 +5,7 @@
 use crate::error::ChunkFault;
 
 /// The zstd frame magic number (RFC 8878 §3.1.1), little-endian on the wire.
-const ZSTD_MAGIC: [u8; 4] = 0xFD2F_B528u32.to_le_bytes();
+pub(crate) const ZSTD_MAGIC: [u8; 4] = 0xFD2F_B528u32.to_le_bytes();
 
 /// FORMAT §5: the largest window a frame may declare, as a power of two (128 MiB): zstd's own
 /// streaming decoders refuse more by default, so a bundle every reader can decode stays under

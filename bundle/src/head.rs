@@ -24,6 +24,9 @@ pub struct BundleHead {
     manifest: Vec<u8>,
     signatures: Vec<Signature>,
     tail: Vec<u8>,
+    /// The index was left in the bundle ([`Limits::max_index_in_head`]): `tail` holds the
+    /// dictionary alone.
+    index_streamed: bool,
     file_len: u64,
 }
 
@@ -64,17 +67,22 @@ impl BundleHead {
         header.check_file_len(file_len).map_err(&format)?;
         let manifest = read_range(header.manifest_range())?;
         let signatures = read_range(header.signature_block_range())?;
-        let tail = match header.tail_len() {
-            0 => Vec::new(),
-            _ => read_range(header.tail_range(file_len))?,
+        let mut tail_range = header.tail_range(file_len);
+        if streams_index(&header, limits) {
+            tail_range.end -= u64::from(header.index_len);
+        }
+        let tail = match tail_range.is_empty() {
+            true => Vec::new(),
+            false => read_range(tail_range)?,
         };
         Self::from_parts(header, manifest, &signatures, tail, file_len, limits).map_err(format)
     }
 
     /// Assembles a head from ranges fetched separately: `header.manifest_range()`,
     /// `header.signature_block_range()` and `header.tail_range(file_len)` (the dictionary and
-    /// index, empty before format version 3); `file_len` is the bundle's total size (e.g. the
-    /// channel's `release.size`).
+    /// index, empty before format version 3, without the index when `limits` leave it in the
+    /// bundle: [`Limits::max_index_in_head`]); `file_len` is the bundle's total size (e.g.
+    /// the channel's `release.size`).
     pub fn from_parts(
         header: BundleHeader,
         manifest: Vec<u8>,
@@ -84,7 +92,12 @@ impl BundleHead {
         limits: &Limits,
     ) -> Result<Self, FormatError> {
         header.check_file_len(file_len)?;
-        if tail.len() as u64 != header.tail_len() {
+        let index_streamed = streams_index(&header, limits);
+        let mut tail_len = header.tail_len();
+        if index_streamed {
+            tail_len -= u64::from(header.index_len);
+        }
+        if tail.len() as u64 != tail_len {
             return Err(FormatError::field(
                 Section::Index,
                 "",
@@ -111,6 +124,7 @@ impl BundleHead {
             manifest,
             signatures,
             tail,
+            index_streamed,
             file_len,
         })
     }
@@ -132,7 +146,8 @@ impl BundleHead {
         std::mem::take(&mut self.tail)
     }
 
-    /// The compressed chunk index as stored (empty before format version 3), unverified.
+    /// The compressed chunk index as stored (empty before format version 3, and when it was
+    /// left in the bundle: [`Limits::max_index_in_head`]), unverified.
     pub fn index_bytes(&self) -> &[u8] {
         self.tail
             .get(self.header.dictionary_len as usize..)
@@ -173,6 +188,11 @@ impl BundleHead {
     }
 }
 
+/// Whether `limits` leave `header`'s stored index in the bundle, to be streamed.
+fn streams_index(header: &BundleHeader, limits: &Limits) -> bool {
+    header.index_len > limits.max_index_in_head
+}
+
 /// The file must be exactly header + manifest + signature block + payload + dictionary +
 /// index (FORMAT §2).
 pub(crate) fn check_total_len(manifest: &Manifest, file_len: u64) -> Result<(), FormatError> {
@@ -207,6 +227,7 @@ pub fn parse_manifest(
         bytes: tail,
         dictionary_len: head.header().dictionary_len as usize,
         file_len: head.file_len(),
+        index_streamed: head.index_streamed,
     };
     parse_manifest_region(head.manifest_bytes(), *head.header(), Some(tail), limits)
 }

@@ -12,12 +12,19 @@ pub struct Limits {
     pub max_signatures: usize,
     /// Largest chunk size (FORMAT §3). Default 64 MiB.
     pub max_chunk_size: u32,
-    /// Most chunks in one manifest. Default 1 Mi.
+    /// Most chunks in one manifest. Default 16 Mi (a 64 GiB image in 4 KiB chunks).
     pub max_chunk_count: u64,
     /// Most boot assets in one manifest (FORMAT §3.1). Default 16.
     pub max_assets: usize,
-    /// Largest stored chunk index, compressed (FORMAT §3.2). Default 48 MiB.
+    /// Largest stored chunk index, compressed (FORMAT §3.2). Default 644 MiB (16 Mi records
+    /// within zstd's bound).
     pub max_index_len: u32,
+    /// Largest stored chunk index a bundle's head reads into memory
+    /// ([`crate::BundleHead::read`], [`crate::BundleHead::fetch`]); a longer one is left in the
+    /// bundle, and the image's chunks are streamed from a proven copy on disk
+    /// ([`crate::index::IndexFile`]) instead of listed in the manifest. Default: no bound
+    /// (every index read with the head); the agent sets 0, so its memory stays flat.
+    pub max_index_in_head: u32,
     /// Largest compression dictionary (FORMAT §3.2). Default 1 MiB.
     pub max_dictionary_len: u32,
     /// Largest signed metadata document (`root.json`, channel). Default 1 MiB.
@@ -35,9 +42,10 @@ impl Default for Limits {
             max_signature_block_len: 64 << 10,
             max_signatures: 64,
             max_chunk_size: 64 << 20,
-            max_chunk_count: 1 << 20,
+            max_chunk_count: 16 << 20,
             max_assets: 16,
-            max_index_len: 48 << 20,
+            max_index_len: 644 << 20,
+            max_index_in_head: u32::MAX,
             max_dictionary_len: 1 << 20,
             max_metadata_len: 1 << 20,
             max_keys: 256,

@@ -131,7 +131,7 @@ fn oversized_index_and_dictionary_are_refused_before_reading_them() {
         index_len,
     };
     for (header, section) in [
-        (v3(0, (48 << 20) + 1), Section::Index),
+        (v3(0, Limits::default().max_index_len + 1), Section::Index),
         (v3((1 << 20) + 1, 100), Section::Dictionary),
     ] {
         let mut f = file(header, 8 << 30);

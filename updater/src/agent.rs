@@ -76,6 +76,7 @@ impl Agent {
             boot_fs: None,
         };
         let mut agent = Self::with_io(config, io)?;
+        agent.write_options.scratch_dir = Some(state_dir.clone());
         agent.lock_dir = Some(state_dir);
         Ok(agent)
     }
@@ -91,7 +92,12 @@ impl Agent {
             .unwrap_or("state.json".as_ref())
             .to_owned();
         let verify_readback = config.verify_readback;
-        let limits = Limits::default();
+        // A bundle's chunk index is streamed from a proven copy on disk, never held: the
+        // agent's memory stays flat whatever the image size (docs/DESIGN.md §8).
+        let limits = Limits {
+            max_index_in_head: 0,
+            ..Limits::default()
+        };
         let http_options = HttpOptions {
             ca_bundle: config.server.as_ref().and_then(|s| s.ca_bundle.clone()),
             user_agent: concat!("tandem-updater/", env!("CARGO_PKG_VERSION")).to_owned(),

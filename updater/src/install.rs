@@ -19,16 +19,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 
+use bundle::index::IndexFile;
 use bundle::schema::pieces;
 use bundle::verify::Verified;
 use bundle::ChunkDecoder;
 use bundle::{Chunk, Manifest, Sha256Digest};
-use partitions::io::BlockDevice;
+use partitions::io::{BlockDevice, DIRECT_ALIGN};
 use pipeline::{ordered_map, Shape};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::seed::{find_held, Held, Slot};
+use crate::seed::{Held, Seed, Slot};
+use crate::segments::{ImageIndex, Segments};
 use repo_client::BundleBytes;
 
 /// Tuning of the pipeline; the defaults suit a node.
@@ -45,6 +47,9 @@ pub struct WriteOptions {
     pub verify_readback: bool,
     /// Told of the bytes written (the binary draws a progress bar with it).
     pub progress: Option<Arc<dyn Progress>>,
+    /// Where the bundle's chunk index is spilled (an unnamed file, gone when the write
+    /// ends): the agent's state directory; the system's temporary directory without one.
+    pub scratch_dir: Option<std::path::PathBuf>,
 }
 
 /// Follows a write: `start` once (bytes already done of the total), then `advance` per
@@ -70,6 +75,7 @@ impl Default for WriteOptions {
             checkpoint_bytes: 64 << 20,
             verify_readback: true,
             progress: None,
+            scratch_dir: None,
         }
     }
 }
@@ -145,15 +151,16 @@ struct Decoded<'m> {
     held: Option<u64>,
 }
 
-/// Writes `manifest`'s image into `slot`, starting at chunk `resume_from` (chunks before it
-/// are durable from an earlier run). `checkpoint(n)` is called after a sync made the first
+/// Writes the image of `index`'s manifest into `slot`, its chunks walked segment by segment
+/// ([`ImageIndex`]), starting at chunk `resume_from` (chunks before it are durable from an
+/// earlier run). `checkpoint(n)` is called after a sync made the first
 /// `n` chunks durable. Returns only when the whole image is on the slot and its hash matched.
 ///
 /// With `active` (the running slot; given for a remote source), chunks the node already
 /// holds, in the active slot at any offset or in `slot` at their own, are copied instead of
 /// fetched (a delta update with no precomputed diff: bytes fetched follow what changed).
 pub fn write_image(
-    manifest: &Verified<Manifest>,
+    index: &ImageIndex<'_>,
     source: &dyn BundleBytes,
     slot: &dyn BlockDevice,
     active: Option<&dyn BlockDevice>,
@@ -162,94 +169,65 @@ pub fn write_image(
     mut checkpoint: impl FnMut(u64) -> Result<()>,
 ) -> Result<WriteReport> {
     let slot_io = |what: &str| Error::io(format!("slot {what}"));
-    let chunks = manifest.chunks();
-    let start = match piece_start(chunks, resume_from) {
-        // Without the read-back nothing at the end looks at what an earlier run wrote: its
-        // chunks are checked now, and an image that does not match is written again whole.
-        start if !options.verify_readback && !slot_holds(slot, chunks.get(..start))? => 0,
-        start => start,
-    };
-    let remaining = chunks.get(start..).unwrap_or_default();
+    let manifest = index.manifest();
+    let (start, done) = resume_point(
+        index.segments()?,
+        slot,
+        resume_from,
+        options.verify_readback,
+    )?;
     let progress = options.progress.as_deref();
     if let Some(progress) = progress {
-        let done: u64 = chunks.iter().take(start).map(|c| u64::from(c.len())).sum();
         progress.start(done, manifest.image_size());
     }
-    let held = match active {
-        Some(active) => find_held(remaining, manifest.chunking(), active, slot)?,
-        // No chunk is held: an empty plan says so for every chunk.
-        None => Vec::new(),
+    // Over a network, the chunks the node holds are found first, in one scan of the slot.
+    let seed = match active {
+        Some(active) => Some(Seed::scan(index.chunks()?, manifest.chunking(), active)?),
+        None => None,
     };
     let counters = Counters::default();
-    let mut report = WriteReport {
-        chunks_resumed: start as u64,
-        bundle_bytes: manifest.file_len(),
-        ..WriteReport::default()
+    let buffers = Buffers::default();
+    let mut writer = Writer {
+        buffers: &buffers,
+        manifest,
+        source,
+        slot,
+        active,
+        options,
+        counters: &counters,
+        report: WriteReport {
+            chunks_resumed: start,
+            bundle_bytes: manifest.file_len(),
+            ..WriteReport::default()
+        },
+        since_checkpoint: 0,
+        checkpoint: &mut checkpoint,
     };
-    let mut since_checkpoint = 0u64;
-    let source_name = source.name();
-    let plan = Plan {
-        chunks: remaining,
-        held: &held,
-        base: start,
-    };
-    let parts = plan.parts(manifest.payload_offset());
-    let shape = Shape {
-        workers: options.workers,
-        window: options.window,
-    };
-    with_fetches(source, &parts, &counters, |fetched| {
-        let inputs = PieceReader::new(manifest, &plan, active, slot, fetched);
-        ordered_map(
-            inputs,
-            shape,
-            // One zstd context per worker, kept for every piece it decodes.
-            || ChunkDecoder::new(manifest).map_err(Error::verify(source_name.as_str())),
-            |decoder, piece| decode(decoder, piece, &source_name),
-            |decoded| {
-                let Some(first) = decoded.chunks.first() else {
-                    return Ok(());
-                };
-                let len: u64 = decoded.chunks.iter().map(|c| u64::from(c.len())).sum();
-                let count = decoded.chunks.len() as u64;
-                match (&decoded.bytes, decoded.held) {
-                    (Some(bytes), held) => {
-                        slot.write_at(bytes, first.image_offset())
-                            .map_err(slot_io("write"))?;
-                        if let Some(in_place) = held {
-                            report.chunks_reused += count;
-                            report.bytes_reused += len;
-                            report.bytes_reused_in_place += in_place;
-                        } else {
-                            report.chunks_written += count;
-                        }
-                    }
-                    (None, _) => {
-                        zero(slot, first.image_offset(), len).map_err(slot_io("zero-out"))?;
-                        report.chunks_zeroed += count;
-                    }
-                }
-                fail::fail_point!("install::chunk-written");
-                if let Some(progress) = progress {
-                    progress.advance(len);
-                }
-                since_checkpoint += len;
-                if since_checkpoint >= options.checkpoint_bytes {
-                    slot.sync().map_err(slot_io("sync"))?;
-                    checkpoint(first.index() + count)?;
-                    since_checkpoint = 0;
-                }
-                Ok(())
-            },
-        )
-    })?;
+    for segment in index.segments()? {
+        let segment = segment?;
+        let (Some(first), Some(last)) = (segment.first(), segment.last()) else {
+            continue;
+        };
+        if last.index() < start {
+            continue;
+        }
+        let from = piece_start(&segment, start.saturating_sub(first.index()));
+        let remaining = segment.get(from..).unwrap_or_default();
+        let held = match (&seed, active) {
+            (Some(seed), Some(active)) => seed.held(remaining, active, slot)?,
+            // No chunk is held: an empty plan says so for every chunk.
+            _ => Vec::new(),
+        };
+        writer.write(remaining, &held)?;
+    }
+    let mut report = writer.report;
+    report.bytes_read = counters.bytes.load(Ordering::Relaxed);
+    report.ranges_read = counters.ranges.load(Ordering::Relaxed);
     slot.sync().map_err(slot_io("sync"))?;
-    checkpoint(chunks.len() as u64)?;
+    checkpoint(manifest.chunk_count())?;
     if let Some(progress) = progress {
         progress.finish();
     }
-    report.bytes_read = counters.bytes.load(Ordering::Relaxed);
-    report.ranges_read = counters.ranges.load(Ordering::Relaxed);
 
     // Every chunk was checked against the signed index before it was written (and the
     // index's chunks tile the image): the read-back adds what the disk stored, not the
@@ -277,6 +255,158 @@ pub fn write_image(
         });
     }
     Ok(report)
+}
+
+/// Where a write resumes: the first chunk to write (`resume_from` moved back to the first
+/// chunk of its frame) and the bytes before it. Without the read-back nothing at the end looks
+/// at what an earlier run wrote: its chunks are checked now, and an image that does not match
+/// is written again whole.
+fn resume_point(
+    segments: Segments<'_>,
+    slot: &dyn BlockDevice,
+    resume_from: u64,
+    verify_readback: bool,
+) -> Result<(u64, u64)> {
+    if resume_from == 0 {
+        return Ok((0, 0));
+    }
+    let (mut done, mut count) = (0u64, 0u64);
+    for segment in segments {
+        let segment = segment?;
+        let Some(first) = segment.first() else {
+            continue;
+        };
+        count += segment.len() as u64;
+        let before = segment
+            .get(..piece_start(&segment, resume_from.saturating_sub(first.index())))
+            .unwrap_or_default();
+        if !verify_readback && !slot_holds(slot, before)? {
+            return Ok((0, 0));
+        }
+        done += before.iter().map(|c| u64::from(c.len())).sum::<u64>();
+        if before.len() < segment.len() {
+            return Ok((first.index() + before.len() as u64, done));
+        }
+    }
+    Ok((count, done))
+}
+
+/// The pipeline of one segment, and what every segment shares: the devices, the counters,
+/// the report, and the bytes since the last checkpoint.
+struct Writer<'w> {
+    manifest: &'w Manifest,
+    source: &'w dyn BundleBytes,
+    slot: &'w dyn BlockDevice,
+    active: Option<&'w dyn BlockDevice>,
+    options: &'w WriteOptions,
+    counters: &'w Counters,
+    buffers: &'w Buffers,
+    report: WriteReport,
+    since_checkpoint: u64,
+    checkpoint: &'w mut dyn FnMut(u64) -> Result<()>,
+}
+
+impl Writer<'_> {
+    /// Writes `chunks` (whole pieces), `held` saying which the slots hold (empty: none).
+    fn write(&mut self, chunks: &[Chunk], held: &[Option<Held>]) -> Result<()> {
+        let Some(first) = chunks.first() else {
+            return Ok(());
+        };
+        let plan = Plan {
+            chunks,
+            held,
+            base: usize::try_from(first.index()).unwrap_or(usize::MAX),
+        };
+        let parts = plan.parts(self.manifest.payload_offset());
+        let shape = Shape {
+            workers: self.options.workers,
+            window: self.options.window,
+        };
+        let source_name = self.source.name();
+        let (manifest, source, slot, active) = (self.manifest, self.source, self.slot, self.active);
+        let (counters, buffers) = (self.counters, self.buffers);
+        with_fetches(source, &parts, counters, |fetched| {
+            let inputs = PieceReader::new(manifest, &plan, active, slot, fetched);
+            ordered_map(
+                inputs,
+                shape,
+                // One zstd context per worker, kept for every piece it decodes.
+                || ChunkDecoder::new(manifest).map_err(Error::verify(source_name.as_str())),
+                |decoder, piece| decode(decoder, piece, &source_name, buffers),
+                |decoded| self.put(decoded),
+            )
+        })
+    }
+
+    /// Writes one decoded piece, counts it, and checkpoints when due.
+    fn put(&mut self, decoded: Decoded<'_>) -> Result<()> {
+        let slot_io = |what: &str| Error::io(format!("slot {what}"));
+        let Some(first) = decoded.chunks.first() else {
+            return Ok(());
+        };
+        let len: u64 = decoded.chunks.iter().map(|c| u64::from(c.len())).sum();
+        let count = decoded.chunks.len() as u64;
+        let report = &mut self.report;
+        match (&decoded.bytes, decoded.held) {
+            (Some(bytes), held) => {
+                self.slot
+                    .write_at(bytes, first.image_offset())
+                    .map_err(slot_io("write"))?;
+                if let Some(in_place) = held {
+                    report.chunks_reused += count;
+                    report.bytes_reused += len;
+                    report.bytes_reused_in_place += in_place;
+                } else {
+                    report.chunks_written += count;
+                }
+            }
+            (None, _) => {
+                zero(self.slot, first.image_offset(), len).map_err(slot_io("zero-out"))?;
+                report.chunks_zeroed += count;
+            }
+        }
+        if let Some(bytes) = decoded.bytes {
+            self.buffers
+                .give(bytes, self.options.window + self.options.workers);
+        }
+        fail::fail_point!("install::chunk-written");
+        if let Some(progress) = self.options.progress.as_deref() {
+            progress.advance(len);
+        }
+        self.since_checkpoint += len;
+        if self.since_checkpoint >= self.options.checkpoint_bytes {
+            self.slot.sync().map_err(slot_io("sync"))?;
+            (self.checkpoint)(first.index() + count)?;
+            self.since_checkpoint = 0;
+        }
+        Ok(())
+    }
+}
+
+/// The chunks of `manifest`: its own list, or its stored index fetched from `source` into an
+/// unnamed file in `scratch` (the system's temporary directory without one), hashed as it is
+/// copied, and proven whole before a chunk is handed out ([`bundle::index::IndexFile`]).
+pub fn open_index<'m>(
+    manifest: &'m Verified<Manifest>,
+    source: &dyn BundleBytes,
+    scratch: Option<&std::path::Path>,
+) -> Result<ImageIndex<'m>> {
+    let Some(index) = manifest.streamed_index() else {
+        return Ok(ImageIndex::listed(manifest));
+    };
+    let file = match scratch {
+        Some(dir) => tempfile::tempfile_in(dir),
+        None => tempfile::tempfile(),
+    }
+    .map_err(Error::io("creating a file for the chunk index"))?;
+    let stored = source.read_range(index.range())?;
+    match IndexFile::spill(index, stored, file) {
+        Ok(file) => Ok(ImageIndex::spilled(manifest, file)),
+        Err(bundle::Error::Io { source: error, .. }) => {
+            Err(source_failure(source, "the chunk index", error))
+        }
+        Err(e) => Err(Error::verify(source.name())(e)),
+    }
 }
 
 /// Zero runs up to this long are written as zeros: a filesystem image has thousands of
@@ -311,6 +441,33 @@ fn piece_start(chunks: &[Chunk], resume_from: u64) -> usize {
     start
 }
 
+/// Buffers of decoded frames the writer handed back, for the workers to fill again: a 1 MiB
+/// buffer made on a worker and freed on the writer would otherwise go back to the C library
+/// and be asked for again at every frame (an `mmap` and its page faults each time, with the
+/// mmap threshold fixed: docs/DESIGN.md §8 "Memory").
+#[derive(Default)]
+struct Buffers(std::sync::Mutex<Vec<Vec<u8>>>);
+
+impl Buffers {
+    /// A buffer handed back, or a new one.
+    fn take(&self) -> Vec<u8> {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|mut held| held.pop())
+            .unwrap_or_default()
+    }
+
+    /// Keeps `buffer` for a later [`Buffers::take`], unless `keep` are kept already.
+    fn give(&self, buffer: Vec<u8>, keep: usize) {
+        if let Ok(mut held) = self.0.lock() {
+            if held.len() < keep {
+                held.push(buffer);
+            }
+        }
+    }
+}
+
 /// Bytes and ranges read from the source, counted by the fetch threads.
 #[derive(Default)]
 struct Counters {
@@ -324,6 +481,7 @@ fn decode<'m>(
     decoder: &mut ChunkDecoder,
     piece: Piece<'m>,
     source_name: &str,
+    buffers: &Buffers,
 ) -> Result<Decoded<'m>> {
     match piece {
         Piece::Zero(chunks) => Ok(Decoded {
@@ -340,7 +498,7 @@ fn decode<'m>(
             })
         }
         Piece::Data(chunks, compressed) => {
-            let mut data = Vec::new();
+            let mut data = buffers.take();
             decoder
                 .decode_piece(chunks, compressed.bytes(), &mut data)
                 .map_err(|e| Error::verify(source_name)(e.into()))?;
@@ -369,11 +527,11 @@ fn check_held(chunks: &[Chunk], bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Whether `slot` holds each of `chunks` at its offset; `None`: none to check.
-fn slot_holds(slot: &dyn BlockDevice, chunks: Option<&[Chunk]>) -> Result<bool> {
+/// Whether `slot` holds each of `chunks` at its offset.
+fn slot_holds(slot: &dyn BlockDevice, chunks: &[Chunk]) -> Result<bool> {
     let slot = Slot::new(slot)?;
     let mut buf = Vec::new();
-    for chunk in chunks.unwrap_or_default() {
+    for chunk in chunks {
         if !slot.holds(chunk, chunk.image_offset(), &mut buf)? {
             tracing::warn!(
                 chunk = chunk.index(),
@@ -392,23 +550,67 @@ pub fn hash_slot(slot: &dyn BlockDevice, offset: u64, len: u64) -> Result<Sha256
     Ok(Sha256Digest(hasher.finalize().into()))
 }
 
+/// The read-back reads the slot in blocks of this size.
+const READ_BLOCK: usize = 2 << 20;
+
+/// Hands `f` `len` bytes of the slot from `offset`, block by block, in order, as the medium
+/// holds them ([`BlockDevice::read_uncached`]: into buffers aligned for `O_DIRECT`, no copy
+/// through the page cache). A thread reads the next block while `f` takes the last (the
+/// read-back's time is the disk's and the hash's: overlapped, not added); at most three
+/// blocks are alive.
 fn read_slot(
     slot: &dyn BlockDevice,
     offset: u64,
     len: u64,
     mut f: impl FnMut(&[u8]),
 ) -> Result<()> {
-    let mut buf = vec![0u8; 4 << 20];
-    let mut done = 0u64;
-    while done < len {
-        let n = (len - done).min(buf.len() as u64) as usize;
-        let block = buf.get_mut(..n).unwrap_or_default();
-        slot.read_at(block, offset + done)
-            .map_err(Error::io("reading the slot back"))?;
-        f(block);
-        done += n as u64;
+    std::thread::scope(|scope| {
+        let (to_reader, blocks) = sync_channel::<std::io::Result<(AlignedBlock, usize)>>(1);
+        let (recycle, recycled) = std::sync::mpsc::channel::<AlignedBlock>();
+        scope.spawn(move || {
+            let mut done = 0u64;
+            while done < len {
+                let n = (len - done).min(READ_BLOCK as u64) as usize;
+                let mut block = recycled.try_recv().unwrap_or_else(|_| AlignedBlock::new());
+                let read = slot
+                    .read_uncached(block.get_mut(n), offset + done)
+                    .map(|()| (block, n));
+                let failed = read.is_err();
+                if to_reader.send(read).is_err() || failed {
+                    return;
+                }
+                done += n as u64;
+            }
+        });
+        for block in blocks {
+            let (mut block, n) = block.map_err(Error::io("reading the slot back"))?;
+            f(block.get_mut(n));
+            // The reader may be done: a block it no longer needs is just dropped.
+            let _ = recycle.send(block);
+        }
+        Ok(())
+    })
+}
+
+/// A [`READ_BLOCK`] buffer whose start is aligned to [`DIRECT_ALIGN`].
+struct AlignedBlock {
+    bytes: Vec<u8>,
+    /// Where the aligned bytes start.
+    start: usize,
+}
+
+impl AlignedBlock {
+    fn new() -> Self {
+        let bytes = vec![0u8; READ_BLOCK + DIRECT_ALIGN];
+        let start = (DIRECT_ALIGN - bytes.as_ptr() as usize % DIRECT_ALIGN) % DIRECT_ALIGN;
+        AlignedBlock { bytes, start }
     }
-    Ok(())
+
+    /// The first `n` aligned bytes (at most [`READ_BLOCK`]).
+    fn get_mut(&mut self, n: usize) -> &mut [u8] {
+        let end = self.start + n.min(READ_BLOCK);
+        self.bytes.get_mut(self.start..end).unwrap_or_default()
+    }
 }
 
 /// A read of `what` from `source` that failed: a network failure for a remote source, else
@@ -970,6 +1172,63 @@ mod tests {
         assert!(
             error.contains("chunk 3") && error.contains("changed"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn the_read_back_hashes_exactly_the_range_asked_in_order() {
+        let disk = partitions::io::MemDisk::new(3 * READ_BLOCK as u64 + 10_000);
+        let bytes: Vec<u8> = (0..disk.size().unwrap()).map(|i| (i % 253) as u8).collect();
+        disk.write_at(&bytes, 0).unwrap();
+        for (offset, len) in [
+            (0, bytes.len()),
+            (7, 2 * READ_BLOCK + 1),
+            (100, 0),
+            (5, 4096),
+        ] {
+            assert_eq!(
+                hash_slot(&disk, offset as u64, len as u64).unwrap(),
+                Sha256Digest::of(&bytes[offset..offset + len]),
+                "{len} bytes from {offset}"
+            );
+        }
+        // Past the end: the failure, not a hash.
+        assert!(hash_slot(&disk, 10, bytes.len() as u64).is_err());
+    }
+
+    #[test]
+    fn a_resume_lands_on_a_piece_start_in_any_segment() {
+        use crate::segments::{listed_segments, SEGMENT_CHUNKS};
+        // Frames of two chunks: chunk 2k + 1 continues chunk 2k's frame.
+        let n = 2 * SEGMENT_CHUNKS as u64 + 10;
+        let chunks: Vec<Chunk> = (0..n)
+            .map(|i| {
+                let frame = bundle::schema::StoredFrame {
+                    offset: i / 2 * 10,
+                    length: 10,
+                };
+                let sha256 = Sha256Digest::of(&i.to_le_bytes());
+                Chunk::new(i, i * 4096, 4096, sha256, Some(frame)).unwrap()
+            })
+            .collect();
+        let slot = partitions::io::MemDisk::new(4096);
+        let at = |resume| resume_point(listed_segments(&chunks), &slot, resume, true).unwrap();
+        assert_eq!(at(0), (0, 0));
+        for resume in [
+            2,
+            3,
+            SEGMENT_CHUNKS as u64 + 1,
+            2 * SEGMENT_CHUNKS as u64 + 7,
+        ] {
+            let start = resume / 2 * 2;
+            assert_eq!(at(resume), (start, start * 4096), "resume at {resume}");
+        }
+        assert_eq!(at(n), (n, n * 4096), "everything durable");
+        assert_eq!(at(n + 5), (n, n * 4096), "a count past the end");
+        // Without the read-back, chunks the slot no longer holds are written again.
+        assert_eq!(
+            resume_point(listed_segments(&chunks), &slot, 4, false).unwrap(),
+            (0, 0)
         );
     }
 }

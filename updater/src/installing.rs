@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::agent::Agent;
 use crate::assets::AssetPlan;
 use crate::error::{Refusal, Result};
-use crate::install::{write_image, WriteReport};
+use crate::install::{open_index, write_image, WriteReport};
 use crate::metrics::{Event, InstallRecord};
 use crate::offer::Offer;
 use crate::snapshot::NodeSnapshot;
@@ -117,6 +117,12 @@ impl Agent {
             } if *t == target && r.manifest_sha256 == release.manifest_sha256 => *durable_chunks,
             _ => 0,
         };
+        // The chunk index is fetched and proven before anything on the node changes.
+        let index = open_index(
+            &offer.manifest,
+            offer.source.as_ref(),
+            self.write_options.scratch_dir.as_deref(),
+        )?;
         // docs/DESIGN.md §6: before the first byte, the target can never be chosen.
         self.boot.set_unbootable(target)?;
         fail::fail_point!("install::after-unbootable");
@@ -141,7 +147,7 @@ impl Agent {
             false => None,
         };
         let report = write_image(
-            &offer.manifest,
+            &index,
             offer.source.as_ref(),
             slot.as_ref(),
             active.as_deref(),

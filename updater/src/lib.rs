@@ -19,6 +19,7 @@ pub mod offer;
 mod reporting;
 pub mod reports;
 mod seed;
+pub mod segments;
 pub mod snapshot;
 pub mod source;
 pub mod state;

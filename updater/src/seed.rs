@@ -4,7 +4,6 @@
 //! slot, at its own offset (an interrupted or older install). Nothing found here is trusted:
 //! the install pipeline hashes every copied chunk again as it reads it for writing.
 
-use std::collections::HashMap;
 use std::io::BufReader;
 
 use bundle::chunking::Chunking;
@@ -23,45 +22,89 @@ pub(crate) enum Held {
     InPlace,
 }
 
-/// For each of `chunks` (stored ones only; all-zero chunks are never copied): where the node
-/// holds it. Memory: one map entry per distinct stored chunk (its hash and where it was
-/// found, about 80 bytes with the table's slack), whatever the slots' size.
-pub(crate) fn find_held(
-    chunks: &[Chunk],
-    chunking: Chunking,
-    active: &dyn BlockDevice,
-    target: &dyn BlockDevice,
-) -> Result<Vec<Option<Held>>> {
-    // Sized once from the count: a table grown by doubling holds its old and new arrays at
-    // once (1.5 times the final size).
-    let stored = chunks.iter().filter(|c| !c.is_zero());
-    let mut found: HashMap<Sha256Digest, u64> = HashMap::with_capacity(stored.clone().count());
-    found.extend(stored.map(|c| (c.sha256(), NOT_FOUND)));
-    if found.is_empty() {
-        return Ok(vec![None; chunks.len()]);
+/// The stored chunks the image wants, by the first 8 bytes of their hash, and where the scan
+/// of the active slot found each: 16 bytes per distinct stored chunk, sorted, with no table
+/// slack (a hash map of whole digests took about 80). A short key only finds a candidate:
+/// [`Seed::held`] hashes the candidate's bytes whole before it plans to copy them.
+pub(crate) struct Seed {
+    found: Vec<(u64, u64)>,
+}
+
+impl Seed {
+    /// Lists the stored ones of `chunks` (all-zero chunks are never copied) and scans
+    /// `active`, cut by `chunking`, for them.
+    pub(crate) fn scan(
+        chunks: impl Iterator<Item = Result<Chunk>>,
+        chunking: Chunking,
+        active: &dyn BlockDevice,
+    ) -> Result<Seed> {
+        let mut found = Vec::new();
+        for chunk in chunks {
+            let chunk = chunk?;
+            if !chunk.is_zero() {
+                found.push((key(chunk.sha256()), NOT_FOUND));
+            }
+        }
+        found.sort_unstable();
+        found.dedup();
+        found.shrink_to_fit();
+        if !found.is_empty() {
+            scan(active, chunking, &mut found)?;
+        }
+        Ok(Seed { found })
     }
-    scan(active, chunking, &mut found)?;
-    let active = Slot::new(active)?;
-    let target = Slot::new(target)?;
-    let mut buf = Vec::new();
-    chunks
-        .iter()
-        .map(|chunk| {
-            if chunk.is_zero() {
-                return Ok(None);
-            }
-            if let Some(&offset) = found.get(&chunk.sha256()).filter(|&&o| o != NOT_FOUND) {
-                return Ok(Some(Held::Active(offset)));
-            }
-            // The scan cuts whole chunks of the slot: a shorter one (the image's last, or one
-            // cut at the image's end) can still be at its own offset.
-            if active.holds(chunk, chunk.image_offset(), &mut buf)? {
-                return Ok(Some(Held::Active(chunk.image_offset())));
-            }
-            let in_place = target.holds(chunk, chunk.image_offset(), &mut buf)?;
-            Ok(in_place.then_some(Held::InPlace))
-        })
-        .collect()
+
+    /// Where the scan found a chunk whose hash starts as `sha256`'s.
+    fn candidate(&self, sha256: Sha256Digest) -> Option<u64> {
+        let at = self
+            .found
+            .binary_search_by_key(&key(sha256), |e| e.0)
+            .ok()?;
+        self.found
+            .get(at)
+            .map(|e| e.1)
+            .filter(|&offset| offset != NOT_FOUND)
+    }
+
+    /// For each of `chunks`: where the node holds it. A candidate of the scan is checked by
+    /// its whole hash; a chunk not found there may be at its own offset in the active slot (a
+    /// shorter one, which the scan does not cut) or already in place in `target`.
+    pub(crate) fn held(
+        &self,
+        chunks: &[Chunk],
+        active: &dyn BlockDevice,
+        target: &dyn BlockDevice,
+    ) -> Result<Vec<Option<Held>>> {
+        let active = Slot::new(active)?;
+        let target = Slot::new(target)?;
+        let mut buf = Vec::new();
+        chunks
+            .iter()
+            .map(|chunk| {
+                if chunk.is_zero() {
+                    return Ok(None);
+                }
+                for offset in self
+                    .candidate(chunk.sha256())
+                    .into_iter()
+                    .chain([chunk.image_offset()])
+                {
+                    if active.holds(chunk, offset, &mut buf)? {
+                        return Ok(Some(Held::Active(offset)));
+                    }
+                }
+                let in_place = target.holds(chunk, chunk.image_offset(), &mut buf)?;
+                Ok(in_place.then_some(Held::InPlace))
+            })
+            .collect()
+    }
+}
+
+/// The first 8 bytes of a hash, the seed's key.
+fn key(sha256: Sha256Digest) -> u64 {
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(sha256.0.get(..8).unwrap_or(&[0; 8]));
+    u64::from_be_bytes(bytes)
 }
 
 /// A slot and its size, asked once.
@@ -91,16 +134,12 @@ impl<'a> Slot<'a> {
     }
 }
 
-/// In `found`, what a wanted hash maps to until the scan finds it.
+/// In the seed, where a wanted chunk is until the scan finds it.
 const NOT_FOUND: u64 = u64::MAX;
 
-/// Sets each wanted hash of `found` (those mapped to [`NOT_FOUND`]) to the offset of the first
-/// chunk of `device` (cut by `chunking`) with that hash.
-fn scan(
-    device: &dyn BlockDevice,
-    chunking: Chunking,
-    found: &mut HashMap<Sha256Digest, u64>,
-) -> Result<()> {
+/// Sets each wanted key of `found` (those mapped to [`NOT_FOUND`]) to the offset of the first
+/// chunk of `device` (cut by `chunking`) whose hash has that key.
+fn scan(device: &dyn BlockDevice, chunking: Chunking, found: &mut [(u64, u64)]) -> Result<()> {
     let size = device.size().map_err(Error::io("sizing the active slot"))?;
     let reader = BufReader::with_capacity(4 << 20, DeviceCursor::new(device));
     let mut stream = chunking.split(reader, size);
@@ -110,9 +149,11 @@ fn scan(
         .next_into(&mut chunk)
         .map_err(Error::io("reading the active slot"))?
     {
-        let sha256 = Sha256Digest(Sha256::digest(&chunk).into());
-        if let Some(at) = found.get_mut(&sha256).filter(|at| **at == NOT_FOUND) {
-            *at = offset;
+        let wanted = key(Sha256Digest(Sha256::digest(&chunk).into()));
+        if let Ok(at) = found.binary_search_by_key(&wanted, |e| e.0) {
+            if let Some(entry) = found.get_mut(at).filter(|e| e.1 == NOT_FOUND) {
+                entry.1 = offset;
+            }
         }
         offset += chunk.len() as u64;
     }
@@ -164,7 +205,8 @@ mod tests {
             chunk(3, &short),
             chunk(4, &[0; BLOCK]),
         ];
-        let held = find_held(&chunks, Chunking::DEFAULT, &active, &target).unwrap();
+        let seed = Seed::scan(chunks.iter().copied().map(Ok), Chunking::DEFAULT, &active).unwrap();
+        let held = seed.held(&chunks, &active, &target).unwrap();
         assert_eq!(
             held,
             [
@@ -174,6 +216,25 @@ mod tests {
                 Some(Held::Active(3 * BLOCK as u64)),
                 None,
             ]
+        );
+    }
+
+    #[test]
+    fn a_candidate_whose_key_matches_but_whose_hash_does_not_is_not_held() {
+        let (wanted, other) = (block(4), block(5));
+        let active = MemDisk::new(8 * BLOCK as u64);
+        active.write_at(&other, 2 * BLOCK as u64).unwrap();
+        let target = MemDisk::new(8 * BLOCK as u64);
+        let chunks = [chunk(0, &wanted)];
+        // As if `other`'s hash shared the first 8 bytes of `wanted`'s.
+        let seed = Seed {
+            found: vec![(key(chunks[0].sha256()), 2 * BLOCK as u64)],
+        };
+        assert_eq!(seed.held(&chunks, &active, &target).unwrap(), [None]);
+        active.write_at(&wanted, 2 * BLOCK as u64).unwrap();
+        assert_eq!(
+            seed.held(&chunks, &active, &target).unwrap(),
+            [Some(Held::Active(2 * BLOCK as u64))]
         );
     }
 }

@@ -2,6 +2,7 @@
 //! raw bytes lie, their hash, and the zstd frame they are stored in; and how a stream's chunks
 //! group into the pieces a reader decompresses one by one.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use crate::chunking::Chunking;
@@ -101,12 +102,40 @@ impl std::fmt::Debug for Chunk {
     }
 }
 
+/// What the signed manifest says of an image whose index was left in the bundle: where it
+/// lies, its signed length, record count and hash, and what its records must tile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamedIndex {
+    pub(crate) range: Range<u64>,
+    pub(crate) count: u64,
+    pub(crate) sha256: Sha256Digest,
+    pub(crate) image_size: u64,
+    pub(crate) chunking: Chunking,
+    /// Where the image's frames must end: where the boot assets' frames start.
+    pub(crate) frames_end: u64,
+    pub(crate) max_frame_raw: u64,
+}
+
+impl StreamedIndex {
+    /// The stored index's absolute byte range in the bundle file.
+    pub fn range(&self) -> Range<u64> {
+        self.range.clone()
+    }
+
+    /// The number of the image's chunks.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+}
+
 /// The image's chunks and how they were cut and compressed.
 pub(crate) struct ImageChunks {
     pub(crate) chunking: Chunking,
     pub(crate) count: u64,
     pub(crate) chunks: Vec<Chunk>,
     pub(crate) dictionary: Option<Arc<[u8]>>,
+    /// The index left in the bundle, its chunks to be streamed (`chunks` is then empty).
+    pub(crate) streamed: Option<StreamedIndex>,
 }
 
 /// The consecutive chunks of one piece of a stream: one all-zero chunk, or every chunk of

@@ -4,7 +4,7 @@
 //! it is decompressed only once its hash matched, into exactly `count` records.
 
 use std::borrow::Cow;
-use std::io::{BufRead, Read};
+use std::io::{BufRead, Read, Write};
 
 use crate::digest::Sha256Digest;
 use crate::frame::{check_one_frame, window_log_max};
@@ -36,11 +36,57 @@ const LEVEL: i32 = 3;
 pub fn encode(records: &[Record]) -> Result<Vec<u8>, Error> {
     let mut raw = Vec::with_capacity(records.len() * RECORD_LEN);
     for r in records {
-        raw.extend_from_slice(&r.sha256.0);
-        raw.extend_from_slice(&r.raw_len.to_le_bytes());
-        raw.extend_from_slice(&r.frame_len.to_le_bytes());
+        raw.extend_from_slice(&bytes_of(r));
     }
     zstd::bulk::compress(&raw, LEVEL).map_err(Error::io("compressing the chunk index"))
+}
+
+/// A record's 40 stored bytes.
+fn bytes_of(r: &Record) -> [u8; RECORD_LEN] {
+    let mut bytes = [0u8; RECORD_LEN];
+    let (sha256, lens) = bytes.split_at_mut(32);
+    sha256.copy_from_slice(&r.sha256.0);
+    let (raw_len, frame_len) = lens.split_at_mut(4);
+    raw_len.copy_from_slice(&r.raw_len.to_le_bytes());
+    frame_len.copy_from_slice(&r.frame_len.to_le_bytes());
+    bytes
+}
+
+/// The stored form of records written one by one, never held: one zstd frame streamed into
+/// `W` (a writer's memory stays flat whatever the image size; the frame does not state its
+/// content size, which FORMAT §3.2 allows).
+pub struct IndexWriter<W: Write> {
+    encoder: zstd::stream::write::Encoder<'static, W>,
+    count: u64,
+}
+
+impl<W: Write> IndexWriter<W> {
+    /// A writer of a stored index into `out`.
+    pub fn new(out: W) -> Result<Self, Error> {
+        let encoder = zstd::stream::write::Encoder::new(out, LEVEL)
+            .map_err(Error::io("compressing the chunk index"))?;
+        Ok(IndexWriter { encoder, count: 0 })
+    }
+
+    /// Appends the next record.
+    pub fn push(&mut self, record: &Record) -> Result<(), Error> {
+        self.count += 1;
+        self.encoder
+            .write_all(&bytes_of(record))
+            .map_err(Error::io("compressing the chunk index"))
+    }
+
+    /// The records written so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Ends the frame; returns the writer it went to.
+    pub fn finish(self) -> Result<W, Error> {
+        self.encoder
+            .finish()
+            .map_err(Error::io("compressing the chunk index"))
+    }
 }
 
 /// The `count` records of a stored index whose hash already matched the manifest, in order:
@@ -52,10 +98,37 @@ pub(crate) fn decode(
     bytes: Cow<'_, [u8]>,
     from: usize,
     count: u64,
-) -> Result<impl Iterator<Item = Result<Record, FormatError>> + '_, FormatError> {
+) -> Result<Records<Releasing<'_>>, FormatError> {
     let stored = bytes.get(from..).unwrap_or_default();
     check_one_frame(stored).map_err(|e| bad(e.to_string()))?;
-    // A frame that states its size (the signer's do) is told wrong before any record.
+    check_content_size(stored, count)?;
+    Records::new(Releasing { bytes, at: from }, count)
+}
+
+/// [`decode`] of a stored index read from `stored` (whose hash already matched the manifest),
+/// never held whole: `first` holds its first bytes (at least [`FRAME_HEADER_MAX`] of them,
+/// or all), checked before any record is; the frame must end exactly where `stored` does,
+/// which is checked after the last record.
+pub(crate) fn decode_stream<R: BufRead>(
+    first: &[u8],
+    stored: R,
+    count: u64,
+) -> Result<Records<R>, FormatError> {
+    if first.get(..4) != Some(&crate::frame::ZSTD_MAGIC[..]) {
+        return Err(bad(
+            "it does not start with the zstd frame magic number".into()
+        ));
+    }
+    check_content_size(first, count)?;
+    Records::new(stored, count)
+}
+
+/// A zstd frame header is at most this long (RFC 8878 §3.1.1.1: magic, descriptor, window,
+/// dictionary id, content size).
+pub(crate) const FRAME_HEADER_MAX: usize = 18;
+
+/// A frame that states its size (the signer's do) is told wrong before any record.
+fn check_content_size(stored: &[u8], count: u64) -> Result<(), FormatError> {
     let want = count.saturating_mul(RECORD_LEN as u64);
     if let Ok(Some(size)) = zstd::zstd_safe::get_frame_content_size(stored) {
         if size != want {
@@ -64,35 +137,73 @@ pub(crate) fn decode(
             )));
         }
     }
-    let mut decoder = zstd::stream::read::Decoder::with_buffer(Releasing { bytes, at: from })
-        .and_then(|mut d| d.set_parameter(window_log_max()).map(|()| d))
-        .map_err(|e| bad(format!("cannot decompress: {e}")))?
-        .single_frame();
-    let mut left = count;
-    Ok(std::iter::from_fn(move || {
-        let mut bytes = [0u8; RECORD_LEN];
-        if left == 0 {
-            // Exactly `count` records: nothing may follow the last.
-            return match decoder.read(&mut bytes[..1]) {
-                Ok(0) => None,
-                Ok(_) => Some(Err(bad(format!("longer than {count} records")))),
-                Err(e) => Some(Err(bad(format!("cannot decompress: {e}")))),
-            };
+    Ok(())
+}
+
+/// The records of one zstd frame read from `R`, exactly `count` of them, then nothing: not a
+/// byte more from the frame, nor after it.
+pub(crate) struct Records<R: BufRead> {
+    decoder: Option<zstd::stream::read::Decoder<'static, R>>,
+    count: u64,
+    left: u64,
+}
+
+impl<R: BufRead> Records<R> {
+    fn new(stored: R, count: u64) -> Result<Self, FormatError> {
+        let decoder = zstd::stream::read::Decoder::with_buffer(stored)
+            .and_then(|mut d| d.set_parameter(window_log_max()).map(|()| d))
+            .map_err(|e| bad(format!("cannot decompress: {e}")))?
+            .single_frame();
+        Ok(Records {
+            decoder: Some(decoder),
+            count,
+            left: count,
+        })
+    }
+
+    /// After the last record: the frame ends, and nothing follows it.
+    fn end(&mut self) -> Option<Result<Record, FormatError>> {
+        let mut decoder = self.decoder.take()?;
+        let count = self.count;
+        match decoder.read(&mut [0u8; 1]) {
+            Ok(0) => {}
+            Ok(_) => return Some(Err(bad(format!("longer than {count} records")))),
+            Err(e) => return Some(Err(bad(format!("cannot decompress: {e}")))),
         }
-        left -= 1;
-        Some(
-            decoder
-                .read_exact(&mut bytes)
-                .map(|()| record(&bytes))
-                .map_err(|e| bad(format!("shorter than {count} records: {e}"))),
-        )
-    }))
+        match decoder.finish().fill_buf() {
+            Ok([]) => None,
+            Ok(_) => Some(Err(bad("data after its zstd frame".into()))),
+            Err(e) => Some(Err(bad(format!("cannot read: {e}")))),
+        }
+    }
+}
+
+impl<R: BufRead> Iterator for Records<R> {
+    type Item = Result<Record, FormatError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return self.end();
+        }
+        let decoder = self.decoder.as_mut()?;
+        self.left -= 1;
+        let mut bytes = [0u8; RECORD_LEN];
+        let count = self.count;
+        let read = decoder
+            .read_exact(&mut bytes)
+            .map(|()| record(&bytes))
+            .map_err(|e| bad(format!("shorter than {count} records: {e}")));
+        if read.is_err() {
+            self.decoder = None;
+        }
+        Some(read)
+    }
 }
 
 /// Bytes read once, front to back: owned ones are released as they are consumed, once a
 /// quarter of those held (and at least [`RELEASE_MIN`]) is read (the rest moved to the front),
 /// so a large stored index is not held whole beside the chunk list it is decompressed into.
-struct Releasing<'a> {
+pub(crate) struct Releasing<'a> {
     bytes: Cow<'a, [u8]>,
     at: usize,
 }
@@ -186,6 +297,28 @@ mod tests {
             decode(Cow::Borrowed(&two), 0, 2000).is_err(),
             "two frames are refused"
         );
+    }
+
+    #[test]
+    fn records_written_one_by_one_decode_as_encoded_whole() {
+        let records: Vec<Record> = (0..5000u32)
+            .map(|i| Record {
+                sha256: Sha256Digest::of(&i.to_le_bytes()),
+                raw_len: 4096,
+                frame_len: i % 3,
+            })
+            .collect();
+        let mut writer = IndexWriter::new(Vec::new()).unwrap();
+        for r in &records {
+            writer.push(r).unwrap();
+        }
+        assert_eq!(writer.count(), 5000);
+        let stored = writer.finish().unwrap();
+        let decoded = decode(Cow::Borrowed(&stored), 0, 5000)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        assert_eq!(decoded, records);
     }
 
     #[test]

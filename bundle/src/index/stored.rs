@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::chunk::{max_frame_len_u64, Chunk, ImageChunks, StoredFrame};
+use super::chunk::{max_frame_len_u64, Chunk, ImageChunks, StoredFrame, StreamedIndex};
 use super::record::{self, Record, CONTINUED};
 use crate::chunking::{Chunking, ALIGN};
 use crate::digest::Sha256Digest;
@@ -23,6 +23,9 @@ pub struct Tail<'a> {
     pub dictionary_len: usize,
     /// The length of the whole bundle file.
     pub file_len: u64,
+    /// The index was left in the bundle, to be streamed ([`super::IndexFile`]): `bytes`
+    /// hold the dictionary alone.
+    pub index_streamed: bool,
 }
 
 impl Tail<'_> {
@@ -42,6 +45,8 @@ pub(crate) struct IndexedImage {
     pub(crate) chunking: Chunking,
     pub(crate) count: u64,
     pub(crate) index_sha256: Sha256Digest,
+    /// The stored index's signed length.
+    pub(crate) index_len: u64,
     pub(crate) dictionary_sha256: Option<Sha256Digest>,
 }
 
@@ -54,13 +59,22 @@ pub(crate) fn image_chunks(
     next_offset: &mut u64,
     max_frame_raw: u64,
 ) -> Result<ImageChunks, FormatError> {
-    check_region_hash("index", image.index_sha256, tail.index())?;
     if let Some(sha256) = image.dictionary_sha256 {
         check_region_hash("dictionary", sha256, tail.dictionary())?;
     }
     let dictionary = image
         .dictionary_sha256
         .map(|_| Arc::from(tail.dictionary()));
+    if tail.index_streamed {
+        return Ok(streamed_image(
+            image,
+            &tail,
+            dictionary,
+            *next_offset,
+            max_frame_raw,
+        ));
+    }
+    check_region_hash("index", image.index_sha256, tail.index())?;
     let records = record::decode(tail.bytes, tail.dictionary_len, image.count)?;
     let chunks = indexed_chunks(
         records,
@@ -75,7 +89,37 @@ pub(crate) fn image_chunks(
         count: image.count,
         chunks,
         dictionary,
+        streamed: None,
     })
+}
+
+/// The image of `tail` whose index was left in the bundle: its chunks are streamed later
+/// from a proven copy ([`super::IndexFile`]), its frames must end at `frames_end` (where the
+/// boot assets' start, from the signed `payload_size`).
+fn streamed_image(
+    image: &IndexedImage,
+    tail: &Tail<'_>,
+    dictionary: Option<Arc<[u8]>>,
+    frames_end: u64,
+    max_frame_raw: u64,
+) -> ImageChunks {
+    let end = tail.file_len;
+    let start = end.saturating_sub(image.index_len);
+    ImageChunks {
+        chunking: image.chunking,
+        count: image.count,
+        chunks: Vec::new(),
+        dictionary,
+        streamed: Some(StreamedIndex {
+            range: start..end,
+            count: image.count,
+            sha256: image.index_sha256,
+            image_size: image.image_size,
+            chunking: image.chunking,
+            frames_end,
+            max_frame_raw,
+        }),
+    }
 }
 
 /// A region after the payload: its signed size (none: 0) must be the header's length.
@@ -115,25 +159,30 @@ pub(crate) fn check_dictionary_size(
 fn check_region_hash(field: &str, sha256: Sha256Digest, bytes: &[u8]) -> Result<(), FormatError> {
     let actual = Sha256Digest::of(bytes);
     if actual != sha256 {
-        return Err(FormatError::field(
-            Section::Manifest,
-            field,
-            format!(
-                "the stored bytes hash to {}, the manifest says {}",
-                actual.to_hex(),
-                sha256.to_hex()
-            ),
-        ));
+        return Err(hash_mismatch(field, actual, sha256));
     }
     Ok(())
 }
 
-/// FORMAT §3.2: the records tile the image in order; every chunk but the last is a multiple of
-/// 4 KiB between `min` and `max` (the last at most `max`). A record's frame length says where
-/// its bytes are: 0, nowhere (all zeros); [`CONTINUED`], in the frame the record before
-/// it is in; any other, in a new frame of that length, contiguous from `next_offset`. A frame's
-/// chunks decompress to at most `max_frame_raw` bytes, from a frame within zstd's bound.
-fn indexed_chunks(
+/// A region after the payload whose bytes hash to `actual`, not the signed `sha256`.
+pub(crate) fn hash_mismatch(
+    field: &str,
+    actual: Sha256Digest,
+    sha256: Sha256Digest,
+) -> FormatError {
+    FormatError::field(
+        Section::Manifest,
+        field,
+        format!(
+            "the stored bytes hash to {}, the manifest says {}",
+            actual.to_hex(),
+            sha256.to_hex()
+        ),
+    )
+}
+
+/// FORMAT §3.2: the records tile the image in order ([`Tiler`]), into the image's chunks.
+pub(crate) fn indexed_chunks(
     records: impl Iterator<Item = Result<Record, FormatError>>,
     count: u64,
     image_size: u64,
@@ -141,26 +190,76 @@ fn indexed_chunks(
     next_offset: &mut u64,
     max_frame_raw: u64,
 ) -> Result<Vec<Chunk>, FormatError> {
-    let mut zeros = ZeroDigests::default();
     // Within the limit the manifest's count was checked against.
     let mut chunks: Vec<Chunk> = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
-    let mut image_offset = 0u64;
-    // The open frame and the raw bytes of its chunks so far.
-    let mut open: Option<(StoredFrame, u64)> = None;
-    for (i, record) in records.enumerate() {
-        let record = record?;
+    let mut tiler = Tiler::new(count, chunking, *next_offset, max_frame_raw);
+    for record in records {
+        chunks.push(tiler.push(record?)?);
+    }
+    *next_offset = tiler.finish(image_size)?;
+    Ok(chunks)
+}
+
+/// The record rules of FORMAT §3.2 checked one record at a time, so an index is checked and
+/// turned into chunks as it streams, holding nothing but the frame open at the moment: every
+/// chunk but the last is a multiple of 4 KiB between `min` and `max` (the last at most
+/// `max`). A record's frame length says where its bytes are: 0, nowhere (all zeros);
+/// [`CONTINUED`], in the frame the record before it is in; any other, in a new frame of that
+/// length, contiguous from the first frame's offset. A frame's chunks decompress to at most
+/// `max_frame_raw` bytes, from a frame within zstd's bound.
+pub(crate) struct Tiler {
+    count: u64,
+    chunking: Chunking,
+    max_frame_raw: u64,
+    zeros: ZeroDigests,
+    /// Records taken so far.
+    taken: u64,
+    image_offset: u64,
+    next_offset: u64,
+    /// The open frame and the raw bytes of its chunks so far.
+    open: Option<(StoredFrame, u64)>,
+}
+
+impl Tiler {
+    /// Checks `count` records of chunks cut by `chunking`, frames starting at payload offset
+    /// `first_frame`.
+    pub(crate) fn new(
+        count: u64,
+        chunking: Chunking,
+        first_frame: u64,
+        max_frame_raw: u64,
+    ) -> Self {
+        Tiler {
+            count,
+            chunking,
+            max_frame_raw,
+            zeros: ZeroDigests::default(),
+            taken: 0,
+            image_offset: 0,
+            next_offset: first_frame,
+            open: None,
+        }
+    }
+
+    /// The next record as a chunk, if it keeps the rules.
+    pub(crate) fn push(&mut self, record: Record) -> Result<Chunk, FormatError> {
+        let i = self.taken;
         let bad =
             |reason: String| FormatError::field(Section::Index, format!("record {i}"), reason);
+        if i >= self.count {
+            return Err(bad(format!("beyond the {} records signed", self.count)));
+        }
         let len = record.raw_len;
-        let last = i as u64 + 1 == count;
+        let last = i + 1 == self.count;
+        let chunking = self.chunking;
         let sized =
             len >= 1 && len <= chunking.max && (last || (len >= chunking.min && len % ALIGN == 0));
         if !sized {
             return Err(bad(format!("raw length {len} breaks {chunking}")));
         }
-        let zero = zeros.of(len);
+        let zero = self.zeros.of(len);
         if record.frame_len != CONTINUED {
-            close_frame(open.take()).map_err(bad)?;
+            close_frame(self.open.take()).map_err(bad)?;
         }
         let frame = match record.frame_len {
             0 if record.sha256 != zero => {
@@ -171,7 +270,8 @@ fn indexed_chunks(
                 return Err(bad("stored chunk whose sha256 is that of zeros".into()))
             }
             CONTINUED => {
-                let (frame, raw) = open
+                let (frame, raw) = self
+                    .open
                     .as_mut()
                     .ok_or_else(|| bad("continues a frame, but follows no stored chunk".into()))?;
                 *raw += u64::from(len);
@@ -179,38 +279,56 @@ fn indexed_chunks(
             }
             n => {
                 let frame = StoredFrame {
-                    offset: *next_offset,
+                    offset: self.next_offset,
                     length: u64::from(n),
                 };
-                *next_offset += u64::from(n);
-                open = Some((frame, u64::from(len)));
+                self.next_offset += u64::from(n);
+                self.open = Some((frame, u64::from(len)));
                 Some(frame)
             }
         };
-        if open.is_some_and(|(_, raw)| raw > max_frame_raw) {
+        if self.open.is_some_and(|(_, raw)| raw > self.max_frame_raw) {
             return Err(bad(format!(
-                "its frame holds more than {max_frame_raw} raw bytes"
+                "its frame holds more than {} raw bytes",
+                self.max_frame_raw
             )));
         }
         let chunk =
-            Chunk::new(i as u64, image_offset, len, record.sha256, frame).ok_or_else(|| {
+            Chunk::new(i, self.image_offset, len, record.sha256, frame).ok_or_else(|| {
                 bad(format!(
                     "beyond the {} chunks a manifest can list",
                     u32::MAX
                 ))
             })?;
-        chunks.push(chunk);
-        image_offset += u64::from(len);
+        self.taken += 1;
+        self.image_offset += u64::from(len);
+        Ok(chunk)
     }
-    close_frame(open).map_err(|reason| FormatError::field(Section::Index, "last frame", reason))?;
-    if image_offset != image_size {
-        return Err(FormatError::field(
-            Section::Index,
-            "",
-            format!("the chunks cover {image_offset} bytes, the image has {image_size}"),
-        ));
+
+    /// After the last record: every record was taken, the last frame is within its bound and
+    /// the chunks cover exactly `image_size` bytes. Returns where the image's frames end.
+    pub(crate) fn finish(self, image_size: u64) -> Result<u64, FormatError> {
+        close_frame(self.open)
+            .map_err(|reason| FormatError::field(Section::Index, "last frame", reason))?;
+        if self.taken != self.count {
+            return Err(FormatError::field(
+                Section::Index,
+                "",
+                format!("{} records, the manifest signed {}", self.taken, self.count),
+            ));
+        }
+        if self.image_offset != image_size {
+            return Err(FormatError::field(
+                Section::Index,
+                "",
+                format!(
+                    "the chunks cover {} bytes, the image has {image_size}",
+                    self.image_offset
+                ),
+            ));
+        }
+        Ok(self.next_offset)
     }
-    Ok(chunks)
 }
 
 /// A frame's length must be within zstd's bound of the raw bytes it holds.
@@ -270,6 +388,7 @@ mod tests {
             chunking: Chunking::fixed(4096),
             count: 1,
             index_sha256: Sha256Digest::of(&index),
+            index_len: index.len() as u64,
             dictionary_sha256: Some(Sha256Digest::of(b"dict")),
         };
         let chunks_of = |bytes: &[u8], next_offset: &mut u64| {
@@ -277,6 +396,7 @@ mod tests {
                 bytes: Cow::Owned(bytes.to_vec()),
                 dictionary_len: 4,
                 file_len: 0,
+                index_streamed: false,
             };
             image_chunks(&image, tail, next_offset, 1 << 20)
         };

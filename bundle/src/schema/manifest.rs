@@ -12,7 +12,7 @@ use crate::error::{FormatError, Section};
 use crate::header::{FORMAT_VERSION, FORMAT_VERSION_INDEX};
 use crate::index::{
     build_chunks, check_dictionary_size, check_region_size, image_chunks, Chunk, ChunkDoc,
-    ImageChunks, IndexedImage, Tail,
+    ImageChunks, IndexedImage, StreamedIndex, Tail,
 };
 use crate::keys::KeyId;
 use crate::limits::{Limits, MIN_CHUNK_SIZE};
@@ -221,6 +221,7 @@ pub struct Manifest {
     chunk_count: u64,
     chunks: Vec<Chunk>,
     dictionary: Option<Arc<[u8]>>,
+    streamed_index: Option<StreamedIndex>,
     assets: Vec<Asset>,
     verity: Option<Verity>,
     header: BundleHeader,
@@ -267,9 +268,16 @@ impl Manifest {
         self.chunking
     }
     /// All chunks, in image order (none in a manifest read from a signing request: its index
-    /// is not there; [`Manifest::chunk_count`] still says how many).
+    /// is not there, nor when the index was left in the bundle to be streamed:
+    /// [`Manifest::streamed_index`]; [`Manifest::chunk_count`] still says how many).
     pub fn chunks(&self) -> &[Chunk] {
         &self.chunks
+    }
+    /// The image's index when it was left in the bundle (a head read with
+    /// [`Limits::max_index_in_head`] below its length): its chunks come from an
+    /// [`crate::index::IndexFile`] spilled from the bundle, not from [`Manifest::chunks`].
+    pub fn streamed_index(&self) -> Option<&StreamedIndex> {
+        self.streamed_index.as_ref()
     }
     /// Number of the image's chunks.
     pub fn chunk_count(&self) -> u64 {
@@ -383,6 +391,7 @@ impl Manifest {
             chunk_count: image.count,
             chunks: image.chunks,
             dictionary: image.dictionary,
+            streamed_index: image.streamed,
             assets,
             verity,
             header,
@@ -433,6 +442,7 @@ fn json_image(
         count: chunks.len() as u64,
         chunks,
         dictionary: None,
+        streamed: None,
     })
 }
 
@@ -486,6 +496,7 @@ fn indexed_image(
             count: index.count,
             chunks: Vec::new(),
             dictionary: None,
+            streamed: None,
         });
     };
     // A short or long file is told as such, before its last bytes are taken for the index.
@@ -497,9 +508,15 @@ fn indexed_image(
         chunking,
         count: index.count,
         index_sha256: index.sha256,
+        index_len: index.size,
         dictionary_sha256: doc.dictionary.as_ref().map(|d| d.sha256),
     };
     let max_frame_raw = u64::from(limits.max_chunk_size);
+    if tail.index_streamed {
+        // The boot assets' frames follow the image's: the signed payload size says where
+        // the image's end, which the streamed records are held to.
+        *next_offset = image_frames_end(doc, payload_size)?;
+    }
     image_chunks(&image, tail, next_offset, max_frame_raw)
 }
 

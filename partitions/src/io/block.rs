@@ -6,7 +6,7 @@ use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::ops::Deref;
-use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 /// A byte-addressed disk: an image file, a block device, a partition of either, or a
@@ -33,7 +33,19 @@ pub trait BlockDevice: Send + Sync + fmt::Debug {
     fn drop_cache(&self, _offset: u64, _len: u64) -> io::Result<()> {
         Ok(())
     }
+    /// Fill `buf` from `offset` with what the medium holds, past any cache (the read-back),
+    /// after [`drop_cache`](BlockDevice::drop_cache) of the range. A device that can read
+    /// around its cache does so when `buf`'s address, its length and `offset` are multiples
+    /// of [`DIRECT_ALIGN`] (an image file or block device: `O_DIRECT`, no copy through the
+    /// page cache); otherwise, and by default, this is [`read_at`](BlockDevice::read_at).
+    fn read_uncached(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.read_at(buf, offset)
+    }
 }
+
+/// The alignment [`BlockDevice::read_uncached`] reads around the cache at: 4 KiB, a multiple of
+/// every logical block size.
+pub const DIRECT_ALIGN: usize = 4096;
 
 fn out_of_range(offset: u64, len: u64, size: u64) -> io::Error {
     io::Error::new(
@@ -54,6 +66,9 @@ pub(crate) fn check_range(offset: u64, len: u64, size: u64) -> io::Result<()> {
 #[derive(Debug)]
 pub struct FileDisk {
     file: File,
+    /// The same file opened `O_DIRECT`, for [`BlockDevice::read_uncached`] (none where the
+    /// filesystem refuses it).
+    direct: Option<File>,
     path: PathBuf,
     is_block_device: bool,
 }
@@ -72,8 +87,14 @@ impl FileDisk {
     fn open_with(path: &Path, write: bool) -> io::Result<Self> {
         let file = OpenOptions::new().read(true).write(write).open(path)?;
         let is_block_device = file.metadata()?.file_type().is_block_device();
+        let direct = OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+            .open(path)
+            .ok();
         Ok(Self {
             file,
+            direct,
             path: path.to_path_buf(),
             is_block_device,
         })
@@ -154,6 +175,17 @@ impl BlockDevice for FileDisk {
         let len = std::num::NonZeroU64::new(len);
         fadvise(&self.file, offset, len, Advice::DontNeed).map_err(io::Error::from)
     }
+
+    fn read_uncached(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        check_range(offset, buf.len() as u64, self.size()?)?;
+        let aligned = (buf.as_ptr() as usize) % DIRECT_ALIGN == 0
+            && buf.len() % DIRECT_ALIGN == 0
+            && offset % DIRECT_ALIGN as u64 == 0;
+        match &self.direct {
+            Some(direct) if aligned => direct.read_exact_at(buf, offset),
+            _ => self.file.read_exact_at(buf, offset),
+        }
+    }
 }
 
 /// A window `[start, start+len)` of another device, with offsets relative to `start`.
@@ -200,6 +232,10 @@ impl BlockDevice for SubDevice {
     fn drop_cache(&self, offset: u64, len: u64) -> io::Result<()> {
         check_range(offset, len, self.len)?;
         self.inner.drop_cache(self.start + offset, len)
+    }
+    fn read_uncached(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        check_range(offset, buf.len() as u64, self.len)?;
+        self.inner.read_uncached(buf, self.start + offset)
     }
 }
 
@@ -260,6 +296,32 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
     use super::*;
     use crate::io::MemDisk;
+
+    #[test]
+    fn an_uncached_read_returns_what_was_written_aligned_or_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk.img");
+        std::fs::write(&path, vec![0u8; 64 << 10]).unwrap();
+        let disk = FileDisk::open(&path).unwrap();
+        let bytes: Vec<u8> = (0..(64u32 << 10)).map(|i| (i % 251) as u8).collect();
+        disk.write_at(&bytes, 0).unwrap();
+        disk.sync().unwrap();
+        disk.drop_cache(0, bytes.len() as u64).unwrap();
+        let window = SubDevice::new(Arc::new(disk), 8192, 48 << 10).unwrap();
+        let mut buf = vec![0u8; 3 * DIRECT_ALIGN];
+        let skip = (DIRECT_ALIGN - buf.as_ptr() as usize % DIRECT_ALIGN) % DIRECT_ALIGN;
+        // Aligned (read around the cache where the filesystem allows), then not.
+        for (at, range) in [(4096u64, skip..skip + 2 * DIRECT_ALIGN), (100, 1..5000)] {
+            let part = &mut buf[range];
+            window.read_uncached(part, at).unwrap();
+            let from = 8192 + at as usize;
+            assert_eq!(part, &bytes[from..from + part.len()], "at {at}");
+        }
+        assert!(
+            window.read_uncached(&mut buf[..4096], 46 << 10).is_err(),
+            "past the end"
+        );
+    }
 
     #[test]
     fn file_disk_punches_holes_and_reads_zeros() {

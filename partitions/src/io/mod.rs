@@ -27,7 +27,7 @@ mod mem;
 #[cfg(any(test, feature = "sim"))]
 mod power_loss;
 
-pub use block::{BlockDevice, DeviceCursor, FileDisk, SubDevice};
+pub use block::{BlockDevice, DeviceCursor, FileDisk, SubDevice, DIRECT_ALIGN};
 pub use fs::{FileStore, NewFile, RealFs};
 #[cfg(any(test, feature = "sim"))]
 pub use mem::{MemDisk, MemFs};

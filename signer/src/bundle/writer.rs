@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use crate::bundle::header::{BundleHeader, FORMAT_VERSION_INDEX};
-use crate::bundle::index::{self, Record};
+use crate::bundle::index::{self, IndexWriter, Record};
 use crate::chunking::{ChunkStream, Chunking};
 use crate::digest::Sha256Digest;
 use crate::error::{Error, UsageError};
@@ -191,7 +191,13 @@ pub fn sign_release<R: Read + Send, W: Write + Seek, K: Signer>(
     out.seek(SeekFrom::Start(header.payload_offset()))
         .map_err(io("payload"))?;
 
-    let mut payload = Payload::default();
+    // The image's records are compressed into a temporary file as its chunks are written,
+    // never held (16 Mi chunks would be 640 MiB of records): memory stays flat.
+    let spill = tempfile::tempfile().map_err(Error::io("creating a file for the chunk index"))?;
+    let mut payload = Payload {
+        index: Some(IndexWriter::new(spill)?),
+        ..Payload::default()
+    };
     // The image's chunks share frames (FORMAT §3.2); an asset's are one frame each (§3.1).
     let mut stream =
         |reader: &mut (dyn Read + Send), size: u64, chunking, payload: &mut Payload| {
@@ -210,10 +216,14 @@ pub fn sign_release<R: Read + Send, W: Write + Seek, K: Signer>(
             Ok::<_, Error>((sha, std::mem::take(&mut payload.entries)))
         };
     let mut image = sources.image;
-    let (image_sha256, entries) =
-        stream(&mut image, sources.image_size, opts.chunking, &mut payload)?;
+    let (image_sha256, _) = stream(&mut image, sources.image_size, opts.chunking, &mut payload)?;
     let image_zero_chunks = payload.zero_chunks;
-    let records: Vec<Record> = entries.iter().map(Entry::record).collect();
+    let index = payload
+        .index
+        .take()
+        .ok_or(Error::Bug("the image's records went nowhere"))?;
+    let count = index.count();
+    let mut index = index.finish()?;
     doc.image.sha256 = image_sha256;
     let asset_chunking = Chunking::fixed(opts.chunk_size);
     for (mut src, asset) in sources
@@ -227,20 +237,23 @@ pub fn sign_release<R: Read + Send, W: Write + Seek, K: Signer>(
     }
 
     let dictionary = opts.dictionary.as_deref().unwrap_or_default();
-    let stored_index = index::encode(&records)?;
     out.write_all(dictionary).map_err(io("dictionary"))?;
-    out.write_all(&stored_index).map_err(io("index"))?;
-    header.dictionary_len = region_len(dictionary, "dictionary", limits.max_dictionary_len)?;
-    header.index_len = region_len(&stored_index, "chunk index", limits.max_index_len)?;
+    let (index_sha256, index_len) = copy_hashed(&mut index, out)?;
+    header.dictionary_len = region_len(
+        dictionary.len() as u64,
+        "dictionary",
+        limits.max_dictionary_len,
+    )?;
+    header.index_len = region_len(index_len, "chunk index", limits.max_index_len)?;
     doc.dictionary = opts.dictionary.as_deref().map(|d| BlobDoc {
         sha256: Sha256Digest::of(d),
         size: d.len() as u64,
     });
     doc.payload_size = Some(payload.len);
     doc.index = Some(IndexDoc {
-        count: records.len() as u64,
-        sha256: Sha256Digest::of(&stored_index),
-        size: stored_index.len() as u64,
+        count,
+        sha256: index_sha256,
+        size: index_len,
     });
 
     let manifest = pad(canonical::to_vec(&doc)?, manifest_len as usize)?;
@@ -255,7 +268,7 @@ pub fn sign_release<R: Read + Send, W: Write + Seek, K: Signer>(
     Ok(SignSummary {
         manifest_sha256: Sha256Digest::of(&manifest),
         image_sha256,
-        chunks: records.len() as u64,
+        chunks: count,
         zero_chunks: image_zero_chunks,
         payload_len: payload.len,
         file_len: header.payload_offset() + payload.len + header.tail_len(),
@@ -264,14 +277,34 @@ pub fn sign_release<R: Read + Send, W: Write + Seek, K: Signer>(
 }
 
 /// The length of a region stored after the payload, within its limit.
-fn region_len(bytes: &[u8], what: &str, max: u32) -> Result<u32, Error> {
-    match u32::try_from(bytes.len()) {
+fn region_len(len: u64, what: &str, max: u32) -> Result<u32, Error> {
+    match u32::try_from(len) {
         Ok(n) if n <= max => Ok(n),
         _ => Err(UsageError::invalid(format!(
-            "the {what} is {} bytes, above the {max}-byte limit: use larger --chunking sizes",
-            bytes.len()
+            "the {what} is {len} bytes, above the {max}-byte limit: use larger --chunking sizes"
         ))
         .into()),
+    }
+}
+
+/// Copies the spilled index from its start to `out`: its SHA-256 and length.
+fn copy_hashed<W: Write>(
+    index: &mut std::fs::File,
+    out: &mut W,
+) -> Result<(Sha256Digest, u64), Error> {
+    let io = |what: &'static str| Error::io(format!("{what} the chunk index"));
+    index.seek(SeekFrom::Start(0)).map_err(io("rewinding"))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 << 10];
+    let mut len = 0u64;
+    loop {
+        let n = index.read(&mut buf).map_err(io("reading back"))?;
+        let Some(bytes) = buf.get(..n).filter(|b| !b.is_empty()) else {
+            return Ok((Sha256Digest(hasher.finalize().into()), len));
+        };
+        hasher.update(bytes);
+        out.write_all(bytes).map_err(io("writing"))?;
+        len += n as u64;
     }
 }
 
@@ -607,6 +640,9 @@ impl Entry {
 #[derive(Default)]
 struct Payload {
     entries: Vec<Entry>,
+    /// Where the image's records go as its chunks are written (the assets' stay in
+    /// `entries`, for their JSON chunk entries).
+    index: Option<IndexWriter<std::fs::File>>,
     len: u64,
     zero_chunks: u64,
     raw: u64,
@@ -808,6 +844,11 @@ fn append<W: Write>(out: &mut W, payload: &mut Payload, batch: &Batch) -> Result
             place,
             frame_offset,
         });
+    }
+    if let Some(index) = payload.index.as_mut() {
+        for entry in payload.entries.drain(..) {
+            index.push(&entry.record())?;
+        }
     }
     Ok(())
 }

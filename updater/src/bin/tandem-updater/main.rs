@@ -1,6 +1,7 @@
 //! `tandem-updater`: the on-node agent. Parses arguments, builds an [`Agent`] from the
 //! configuration file, runs one operation and maps its error to a documented exit code.
 
+mod allocator;
 mod progress;
 
 use std::io::Write;
@@ -80,6 +81,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    allocator::fix_mmap_threshold();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(proto::term::colour(&std::io::stderr()))
