@@ -113,7 +113,7 @@ fn scenarios(backend: Backend) {
     let log = vm.boot("a-v3-unhealthy");
     log.expect_booted("a", "3.0.0");
     expect_kernel(&log, FACTORY);
-    // The reboot command powers off before boot-check prints its outcome.
+    // The reboot command powers off before boot-check exits (its rc line never comes).
     log.expect("health checks failed: rolling back");
     log.expect("TANDEM-REBOOT");
     log.expect_not("TANDEM-BOOT-CHECK rc=0");
