@@ -53,6 +53,15 @@ impl BootCheck {
             BootCheck::UnrecordedTrial { .. } => "unrecorded-trial",
         }
     }
+
+    /// The booted slot was marked bad: the reboot command must run.
+    pub fn wants_reboot(&self) -> bool {
+        match self {
+            BootCheck::RolledBack { .. } => true,
+            BootCheck::UnrecordedTrial { slot, booted } => slot == booted,
+            _ => false,
+        }
+    }
 }
 
 /// The metrics event of a boot-check: its outcome, or `error`.
@@ -107,9 +116,26 @@ impl Agent {
     /// [`Agent::boot_check`] as a step of an operation that goes on with `snapshot` (the
     /// command reports what it did from the same state).
     pub fn boot_check_in(&self, snapshot: &mut NodeSnapshot) -> Result<BootCheck> {
+        self.boot_check_then(snapshot, |_, _| {})
+    }
+
+    /// [`Agent::boot_check_in`], with `before_reboot` given the outcome once everything is
+    /// recorded and before the reboot command runs: a reboot command that returns at once
+    /// (`systemctl reboot`) lets systemd stop the boot check soon after, so whatever must
+    /// outlive it (the report queued for the server) is done first.
+    pub fn boot_check_then(
+        &self,
+        snapshot: &mut NodeSnapshot,
+        before_reboot: impl FnOnce(&mut NodeSnapshot, &BootCheck),
+    ) -> Result<BootCheck> {
         let check = self.judge_boot(snapshot);
         self.record_metrics(snapshot, boot_check_event(&check));
-        check
+        let check = check?;
+        before_reboot(snapshot, &check);
+        if check.wants_reboot() {
+            self.reboot()?;
+        }
+        Ok(check)
     }
 
     fn judge_boot(&self, snapshot: &mut NodeSnapshot) -> Result<BootCheck> {
@@ -159,9 +185,6 @@ impl Agent {
             }
             tracing::warn!(%slot, "a slot in trial holds no recorded release: marking it bad");
             self.boot.mark_bad(slot)?;
-            if slot == booted {
-                self.reboot()?;
-            }
             return Ok(BootCheck::UnrecordedTrial { slot, booted });
         }
         Ok(BootCheck::Nothing { booted })
@@ -196,7 +219,6 @@ impl Agent {
                 let reason = failure.to_string();
                 self.record_rollback(state, target, release.clone(), reason.clone())?;
                 fail::fail_point!("boot-check::after-rollback-state");
-                self.reboot()?;
                 Ok(BootCheck::RolledBack {
                     slot: target,
                     version: release.version,

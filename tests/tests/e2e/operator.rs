@@ -4,6 +4,7 @@
 //! HTTPS with a private CA, whose cut download resumes.
 
 use std::io::Read;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -399,6 +400,44 @@ fn a_failed_reboot_is_retried_at_the_next_poll_and_reported() {
         "{status}"
     );
     assert_eq!(n.boot(), "b");
+}
+
+/// A rollback's report is queued and sent before the reboot command runs: `systemctl
+/// reboot` returns at once and systemd then stops `tandem-boot-check.service` (SIGTERM), so
+/// a report queued after the reboot command never reached the server. Here the reboot
+/// command kills the agent that runs it.
+#[test]
+fn a_rollback_is_reported_before_the_reboot_command_runs() {
+    let n = Node::new();
+    n.publish("v2.tandem");
+    let server = n.server(&[]);
+    let keys = server_keys(&server, None);
+    let on_a = n.config(
+        "a",
+        &format!("node_id = \"{NODE}\"\n{}{keys}", n.counting_reboot(0)),
+    );
+    n.updater(&on_a, &["daemon", "--once"], 0);
+    assert_eq!(n.boot(), "b");
+    // Unhealthy: the marker health check fails; the reboot is systemd stopping the agent.
+    let _ = std::fs::remove_file(n.path("healthy"));
+    let kill_agent =
+        "reboot = [\"sh\", \"-c\", \"kill -TERM $PPID; exec sleep 5 </dev/null >/dev/null 2>&1\"]\n";
+    let on_b = n.config(
+        "b",
+        &format!("node_id = \"{NODE}\"\n{kill_agent}{}{keys}", n.health()),
+    );
+    let out = Command::new(binary("tandem-updater"))
+        .args(["--config", &on_b, "boot-check"])
+        .current_dir(n.path(""))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(15), "{out:?}");
+    assert!(
+        stdout_of(&out).contains("slot b (2.0.0) rolled back"),
+        "{out:?}"
+    );
+    let outcomes = &server.status(CHANNEL)["current_release"]["outcomes"];
+    assert_eq!(outcomes["rolled-back"], 1, "{outcomes}");
 }
 
 /// A slot left in trial with nothing the agent recorded is marked bad at

@@ -150,38 +150,18 @@ fn run(cli: &Cli) -> updater::Result<ExitCode> {
         Cmd::BootCheck => {
             // One snapshot for the check and its report: the state is read once.
             let mut snapshot = NodeSnapshot::default();
-            let check = agent.boot_check_in(&mut snapshot)?;
-            let text = match &check {
-                BootCheck::Nothing { booted } => format!("slot {booted}: no update in trial"),
-                BootCheck::Committed {
-                    slot,
-                    version,
-                    checks: 0,
-                } => format!(
-                    "slot {slot} ({version}) committed WITHOUT health checks: none configured ([[health]] in the configuration)"
-                ),
-                BootCheck::Committed { slot, version, .. } => {
-                    format!("slot {slot} ({version}) passed its health checks: committed")
-                }
-                BootCheck::RolledBack {
-                    slot,
-                    version,
-                    reason,
-                } => format!("slot {slot} ({version}) rolled back: {reason}"),
-                BootCheck::FirmwareRolledBack { slot, version } => {
-                    format!("slot {slot} ({version}) never came up: the firmware rolled back")
-                }
-                BootCheck::UnrecordedTrial { slot, booted } if slot == booted => format!(
-                    "slot {slot} booted as a trial of nothing the agent wrote: marked bad, rebooting into the other slot"
-                ),
-                BootCheck::UnrecordedTrial { slot, .. } => format!(
-                    "slot {slot} was left in trial with nothing the agent wrote: marked bad"
-                ),
+            // The outcome is printed and the report queued before the reboot command runs:
+            // `systemctl reboot` returns at once and systemd then stops this process.
+            let daemon = match agent.config().server.clone() {
+                Some(server) => Some(Daemon::new(&agent, server)?),
+                None => None,
             };
-            print(cli.json, &check, &text);
-            if let Some(server) = agent.config().server.clone() {
-                Daemon::new(&agent, server)?.report_boot_check_in(&mut snapshot, &check);
-            }
+            let check = agent.boot_check_then(&mut snapshot, |snapshot, check| {
+                print(cli.json, check, &boot_check_text(check));
+                if let Some(daemon) = &daemon {
+                    daemon.report_boot_check_in(snapshot, check);
+                }
+            })?;
             if !matches!(
                 check,
                 BootCheck::Nothing { .. } | BootCheck::Committed { .. }
@@ -380,5 +360,36 @@ fn describe_phase(phase: &Phase, writing_now: bool) -> String {
             release,
             reason,
         } => format!("{} rolled back from slot {slot}: {reason}", named(release)),
+    }
+}
+
+/// What `boot-check` says it did.
+fn boot_check_text(check: &BootCheck) -> String {
+    match check {
+        BootCheck::Nothing { booted } => format!("slot {booted}: no update in trial"),
+        BootCheck::Committed {
+            slot,
+            version,
+            checks: 0,
+        } => format!(
+            "slot {slot} ({version}) committed WITHOUT health checks: none configured ([[health]] in the configuration)"
+        ),
+        BootCheck::Committed { slot, version, .. } => {
+            format!("slot {slot} ({version}) passed its health checks: committed")
+        }
+        BootCheck::RolledBack {
+            slot,
+            version,
+            reason,
+        } => format!("slot {slot} ({version}) rolled back: {reason}"),
+        BootCheck::FirmwareRolledBack { slot, version } => {
+            format!("slot {slot} ({version}) never came up: the firmware rolled back")
+        }
+        BootCheck::UnrecordedTrial { slot, booted } if slot == booted => format!(
+            "slot {slot} booted as a trial of nothing the agent wrote: marked bad, rebooting into the other slot"
+        ),
+        BootCheck::UnrecordedTrial { slot, .. } => format!(
+            "slot {slot} was left in trial with nothing the agent wrote: marked bad"
+        ),
     }
 }
