@@ -8,6 +8,7 @@ mod attacks;
 mod delta;
 mod loopback;
 mod reads;
+mod reboots;
 mod reports;
 mod resume;
 mod rollout;

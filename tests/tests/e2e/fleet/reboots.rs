@@ -1,0 +1,256 @@
+//! Reboots under the `[reboot]` policy (docs/DESIGN.md §7) against the real `tandem-server`:
+//! an install outside its window is staged and waits, inside it reboots; nodes of one group
+//! with one slot take turns, as the server's lease log shows; the lease is given back after
+//! boot-check and the state forgets it.
+
+use std::collections::BTreeMap;
+
+use partitions::SlotId::{self, A, B};
+use time::OffsetDateTime;
+use updater::daemon::Poll;
+use updater::reboot::Gate;
+use updater::state::Phase;
+use updater::{Agent, AgentConfig, BootCheck};
+
+use super::{daemon, fast_http, http, Fleet, TandemServer, CHANNEL};
+
+/// A node of the fleet `f` publishes to: its own disk, `f`'s root of trust, polling
+/// `server` as `id` with the `[reboot]` table `reboot`.
+struct Node {
+    w: tandem_tests::World,
+}
+
+impl Node {
+    fn new(f: &Fleet, server: &TandemServer, id: &str, reboot: &str) -> Node {
+        let mut w = tandem_tests::World::new(tandem_tests::Backend::Gpt);
+        w.provision(A, &f.v1);
+        w.extra_config = format!(
+            "node_id = \"{id}\"\n[server]\nurl = \"{url}\"\nchannel = \"{CHANNEL}\"\n\
+             poll_interval = \"1s\"\nreport_token_file = \"{token}\"\n[reboot]\n\
+             command = [\"true\"]\n{reboot}\n",
+            url = server.url,
+            token = server.report_token_file.display(),
+        );
+        Node { w }
+    }
+
+    /// A fresh agent on the node that booted `booted`, its clock at `now`.
+    fn agent(&self, f: &Fleet, booted: SlotId, now: OffsetDateTime) -> Agent {
+        let text = self
+            .w
+            .config_text(booted)
+            .replace("reboot = [\"true\"]\n", "")
+            .replace(
+                &self.w.root_path.display().to_string(),
+                &f.w.root_path.display().to_string(),
+            );
+        let config = AgentConfig::parse(&text).unwrap();
+        let mut agent = Agent::with_io(config, self.w.io())
+            .unwrap()
+            .with_clock(move || now);
+        agent.http_options = fast_http();
+        agent
+    }
+
+    /// The reference firmware boots the node; boot-check judges the slot and its report
+    /// gives the lease back.
+    fn boot_and_check(&self, f: &Fleet, now: OffsetDateTime) -> BootCheck {
+        let booted = self.w.boot();
+        let agent = self.agent(f, booted, now);
+        let check = agent.boot_check().unwrap();
+        daemon(&agent).report_boot_check(&check);
+        check
+    }
+}
+
+/// One poll that installs the release (staged: the policy makes it wait).
+fn poll_stages(agent: &Agent) {
+    match daemon(agent).poll_once().unwrap() {
+        Poll::Installed(o) => assert!(!o.activated, "a waiting install must be staged"),
+        other => panic!("expected an install, got: {other}"),
+    }
+}
+
+/// `hh:mm` of `t` (UTC).
+fn hhmm(t: OffsetDateTime) -> String {
+    format!("{:02}:{:02}", t.hour(), t.minute())
+}
+
+/// The server's lease log: `(group, node, event)` in order.
+fn lease_log(server: &TandemServer) -> Vec<(String, String, String)> {
+    let (code, body) = http(server.addr, "GET", "/v1/leases", None, "");
+    assert_eq!(code, 200, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let field = |e: &serde_json::Value, k: &str| e[k].as_str().unwrap().to_owned();
+    status["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (field(e, "group"), field(e, "node_id"), field(e, "event")))
+        .collect()
+}
+
+/// The most leases held at once in each group, replaying the log.
+pub fn most_held_at_once(log: &[(String, String, String)]) -> BTreeMap<String, usize> {
+    let mut held: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut most = BTreeMap::new();
+    for (group, node, event) in log {
+        let nodes = held.entry(group.clone()).or_default();
+        if event == "acquired" {
+            nodes.push(node.clone());
+        } else {
+            nodes.retain(|n| n != node);
+        }
+        let top = most.entry(group.clone()).or_insert(0);
+        *top = (*top).max(nodes.len());
+    }
+    most
+}
+
+#[test]
+fn outside_its_window_a_node_stages_and_waits_inside_it_reboots_and_gives_the_lease_back() {
+    let f = Fleet::new();
+    let v2 = f.w.release("2.0.0", 1, 2);
+    f.publish(&v2, 100);
+    let server = TandemServer::start(f.w.dir.path(), &f.repo);
+    let now = OffsetDateTime::now_utc();
+    let opens = (now + time::Duration::hours(2))
+        .replace_second(0)
+        .and_then(|t| t.replace_nanosecond(0))
+        .unwrap();
+    let inside = now + time::Duration::minutes(150);
+    let window = format!(
+        "on = \"window\"\ngroup = \"edge\"\n[[reboot.window]]\nstart = \"{}\"\nend = \"{}\"\ntime_zone = \"UTC\"",
+        hhmm(opens),
+        hhmm(now + time::Duration::hours(3))
+    );
+    let node = Node::new(&f, &server, "node-w", &window);
+
+    // Outside the window: written, not activated, and the state says until when.
+    let agent = node.agent(&f, A, now);
+    poll_stages(&agent);
+    let mut d = daemon(&agent);
+    let pending = d.poll_once().unwrap();
+    assert!(matches!(&pending, Poll::RebootPending { version } if version == "2.0.0"));
+    let gate = d.reboot_when_allowed(&pending).unwrap();
+    assert!(matches!(gate, Gate::Window { .. }), "{gate:?}");
+    let state = node.w.state();
+    assert!(matches!(
+        state.phase,
+        Phase::Written {
+            activated: false,
+            ..
+        }
+    ));
+    let wait = state.reboot_wait.expect("the wait is recorded");
+    assert_eq!(wait.waiting_for, "window");
+    let until: OffsetDateTime = OffsetDateTime::parse(
+        wait.until.as_deref().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert_eq!(until, opens, "the wait names the window's opening");
+    assert_eq!(
+        node.w.boot(),
+        A,
+        "a staged install must not boot before its window"
+    );
+    assert!(
+        lease_log(&server).is_empty(),
+        "no lease is asked outside the window"
+    );
+    let status = agent.status().unwrap();
+    assert_eq!(
+        status.state.reboot_wait.map(|w| w.waiting_for).as_deref(),
+        Some("window")
+    );
+
+    // Inside the window: a lease, the flip, the reboot; the lease is recorded until
+    // boot-check, then given back.
+    let agent = node.agent(&f, A, inside);
+    let mut d = daemon(&agent);
+    let pending = d.poll_once().unwrap();
+    assert_eq!(d.reboot_when_allowed(&pending).unwrap(), Gate::Rebooted);
+    let state = node.w.state();
+    assert_eq!(state.lease.as_ref().map(|l| l.group.as_str()), Some("edge"));
+    assert!(state.reboot_wait.is_none());
+    let check = node.boot_and_check(&f, inside);
+    assert!(
+        matches!(check, BootCheck::Committed { slot: B, .. }),
+        "{check:?}"
+    );
+    assert!(
+        node.w.state().lease.is_none(),
+        "the lease was not given back"
+    );
+    let events: Vec<String> = lease_log(&server).into_iter().map(|(_, _, e)| e).collect();
+    assert_eq!(events, ["acquired", "released"]);
+}
+
+#[test]
+fn two_nodes_of_a_group_with_one_slot_reboot_one_after_the_other() {
+    let f = Fleet::new();
+    let v2 = f.w.release("2.0.0", 1, 2);
+    f.publish(&v2, 100);
+    let server = TandemServer::start(f.w.dir.path(), &f.repo);
+    let now = OffsetDateTime::now_utc();
+    let lease = "on = \"lease\"\ngroup = \"pair\"";
+    let nodes = [
+        Node::new(&f, &server, "node-1", lease),
+        Node::new(&f, &server, "node-2", lease),
+    ];
+    for node in &nodes {
+        poll_stages(&node.agent(&f, A, now));
+    }
+    let reboot = |node: &Node| {
+        let agent = node.agent(&f, A, now);
+        let mut d = daemon(&agent);
+        let pending = d.poll_once().unwrap();
+        d.reboot_when_allowed(&pending).unwrap()
+    };
+    assert_eq!(reboot(&nodes[0]), Gate::Rebooted);
+    // node-2 is refused while node-1 holds the group's one slot: it stays staged.
+    assert!(matches!(reboot(&nodes[1]), Gate::Lease { .. }));
+    let waiting = nodes[1].w.state();
+    assert_eq!(
+        waiting.reboot_wait.map(|w| w.waiting_for).as_deref(),
+        Some("lease")
+    );
+    assert!(matches!(
+        waiting.phase,
+        Phase::Written {
+            activated: false,
+            ..
+        }
+    ));
+    assert_eq!(
+        nodes[1].w.boot(),
+        A,
+        "a node refused a lease must not boot the new slot"
+    );
+    // node-1's boot-check gives the slot back; node-2 takes it.
+    assert!(matches!(
+        nodes[0].boot_and_check(&f, now),
+        BootCheck::Committed { .. }
+    ));
+    assert_eq!(reboot(&nodes[1]), Gate::Rebooted);
+    assert!(matches!(
+        nodes[1].boot_and_check(&f, now),
+        BootCheck::Committed { .. }
+    ));
+    let log = lease_log(&server);
+    let order: Vec<(&str, &str)> = log
+        .iter()
+        .map(|(_, n, e)| (n.as_str(), e.as_str()))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("node-1", "acquired"),
+            ("node-1", "released"),
+            ("node-2", "acquired"),
+            ("node-2", "released")
+        ]
+    );
+    assert_eq!(most_held_at_once(&log)["pair"], 1);
+}
