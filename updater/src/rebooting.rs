@@ -146,7 +146,8 @@ impl Daemon<'_> {
     }
 
     /// One FleetLock request for this node in `group`: `Ok(Ok(()))` on a 2xx,
-    /// `Ok(Err(reason))` when the group is full (409), an error for any other answer.
+    /// `Ok(Err(reason))` when the group is full (409) or the server asks to come back
+    /// later (429, 503), an error for any other answer.
     fn fleetlock(
         &self,
         snapshot: &mut NodeSnapshot,
@@ -172,7 +173,8 @@ impl Daemon<'_> {
         };
         match answer.status {
             200..=299 => Ok(Ok(())),
-            409 => Ok(Err(reason())),
+            // The group is full, or the server sheds load: ask again later.
+            409 | 429 | 503 => Ok(Err(reason())),
             status => Err(Error::Network {
                 method: "POST",
                 url: self.http.url(path),
