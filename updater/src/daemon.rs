@@ -76,7 +76,7 @@ impl std::fmt::Display for Poll {
 /// The polling loop of one node.
 pub struct Daemon<'a> {
     pub(crate) agent: &'a Agent,
-    server: Server,
+    pub(crate) server: Server,
     /// The one client of the repository, built from the configuration.
     pub(crate) http: Http,
     /// Without a report token, nothing is queued: a static server takes no reports.
@@ -355,7 +355,7 @@ impl<'a> Daemon<'a> {
     }
 
     /// The server's pause hint for `channel`, when it pauses.
-    fn pause(&self, channel: &str) -> Result<Option<Pause>> {
+    pub(crate) fn pause(&self, channel: &str) -> Result<Option<Pause>> {
         let path = format!("channels/{channel}.pause");
         let bytes = self.http.get(&path, proto::pause::MAX_PAUSE_FILE)?;
         Ok(bytes.map(|b| Pause::parse(&b)).filter(|p| p.paused))
@@ -372,7 +372,11 @@ impl<'a> Daemon<'a> {
             return;
         };
         let (slot, to, outcome, reason) = match check {
-            BootCheck::Nothing { .. } | BootCheck::UnrecordedTrial { .. } => return,
+            BootCheck::Nothing { .. } | BootCheck::UnrecordedTrial { .. } => {
+                // A lease a crash kept from being given back still is.
+                self.give_back_lease(snapshot);
+                return;
+            }
             BootCheck::Committed {
                 slot,
                 version,
@@ -507,6 +511,7 @@ fn gate_wait(gate: &Gate, interval: Duration, refusals: u32) -> Duration {
             until.clamp(Duration::from_secs(1), interval.max(Duration::from_secs(1)))
         }
         Gate::Lease { .. } => next_wait(interval, refusals.min(4)),
+        Gate::Paused { .. } => next_wait(interval, 0),
     }
 }
 

@@ -1,4 +1,4 @@
-//! When the agent may reboot into a slot it installed (docs/DESIGN.md §7): `[reboot]` of
+//! When the agent may reboot into a slot it installed (docs/DESIGN.md §6): `[reboot]` of
 //! `updater.toml` — `on = "immediate"` (as soon as it is written), `"lease"` (after taking
 //! a FleetLock reboot lease in its `group`) or `"window"` (inside one of its
 //! `[[reboot.window]]`s, then with a lease). Windows are days of the week and a local start
@@ -52,7 +52,7 @@ impl RebootPolicy {
         self.gated()
     }
 
-    /// `Ok(None)` inside a window (or with no window to wait for), else when the next one
+    /// `None` inside a window (or with no window to wait for), else when the next one
     /// opens.
     pub fn window_closed_until(&self, now: Timestamp) -> Option<Timestamp> {
         if self.on != RebootOn::Window {
@@ -78,6 +78,8 @@ pub enum Gate {
     Window { opens: Timestamp },
     /// The group's reboot slots are all taken: asked again at the next poll.
     Lease { reason: String },
+    /// The channel is paused: a staged release does not boot until it is resumed.
+    Paused { reason: String },
 }
 
 /// One reboot window.
@@ -191,8 +193,8 @@ impl Window {
                 next = Some(opens);
             }
         }
-        // A window whose days never come is refused at parse time (days are weekdays), so a
-        // week always holds an opening.
+        // Every day of the week can be named, so the eight days looked at always hold an
+        // opening; were none found, asking again now is the safe answer.
         next.or(Some(now))
     }
 }

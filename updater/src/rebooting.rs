@@ -1,8 +1,8 @@
-//! The daemon's reboot into a new slot under the `[reboot]` policy (docs/DESIGN.md §7): an
+//! The daemon's reboot into a new slot under the `[reboot]` policy (docs/DESIGN.md §6): an
 //! install that must wait is staged (written, not activated); at each poll the daemon asks
-//! whether it may reboot — inside a window, then with a FleetLock lease taken with the
-//! node's credential — and only then flips the boot entry and reboots. While it waits, the
-//! state says what for and until when (`status` shows it) and one report says so. The lease
+//! whether it may reboot — inside a window, while the channel is not paused, then with a
+//! FleetLock lease taken with the fleet's report token — and only then flips the boot entry
+//! and reboots. While it waits, the state says what for and until when (`status` shows it) and one report says so. The lease
 //! is recorded in the state before the reboot and given back (`steady-state`) once
 //! boot-check judged the slot, at the boot-check or at any later poll until the server
 //! accepts: a crash between reboot and release still releases.
@@ -60,6 +60,14 @@ impl Daemon<'_> {
         }
         if !policy.takes_lease() {
             return Ok(None);
+        }
+        // A release the fleet stopped (by hand, or the failure budget) does not boot on
+        // nodes still waiting for their turn.
+        if let Some(pause) = self.pause(&self.server.channel)? {
+            self.record_wait(snapshot, version, "resume", None)?;
+            return Ok(Some(Gate::Paused {
+                reason: pause.reason.unwrap_or_default(),
+            }));
         }
         match self.take_lease(snapshot)? {
             None => Ok(None),

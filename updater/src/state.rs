@@ -131,7 +131,8 @@ pub struct HeldLease {
 pub struct RebootWait {
     /// The release waiting.
     pub version: String,
-    /// `window` (outside every reboot window) or `lease` (the group's slots are taken).
+    /// `window` (outside every reboot window), `resume` (the channel is paused) or `lease`
+    /// (the group's slots are taken).
     pub waiting_for: String,
     /// When the next window opens (RFC 3339); absent for a lease, which is asked again at
     /// every poll.
@@ -142,16 +143,12 @@ pub struct RebootWait {
 impl RebootWait {
     /// One line for logs, `status` and reports.
     pub fn describe(&self) -> String {
-        match &self.until {
-            Some(until) => format!(
-                "{} is staged and waits for a reboot {} until {until}",
-                self.version, self.waiting_for
-            ),
-            None => format!(
-                "{} is staged and waits for a reboot {}",
-                self.version, self.waiting_for
-            ),
-        }
+        let what = match (self.waiting_for.as_str(), &self.until) {
+            ("window", Some(until)) => format!("a reboot window until {until}"),
+            ("resume", _) => "its paused channel to be resumed".to_owned(),
+            (other, _) => format!("a reboot {other}"),
+        };
+        format!("{} is staged and waits for {what}", self.version)
     }
 }
 

@@ -73,27 +73,47 @@ impl Node {
 }
 
 impl Node {
-    /// The daemon's life on this node: install (staged), ask for the group's lease until
-    /// granted, reboot, boot-check (which gives the lease back).
-    fn update(&self, now: OffsetDateTime) {
-        let agent = self.agent(A, now);
-        poll_stages(&agent);
+    /// The daemon's life on this node, booted from `booted`: install (staged), ask for the
+    /// group's lease until granted, reboot, boot-check (which gives the lease back). `None`
+    /// when the channel was paused first: the node stops there, staged or not installed.
+    fn update(&self, booted: SlotId, now: OffsetDateTime) -> Option<BootCheck> {
+        let agent = self.agent(booted, now);
         let mut d = daemon(&agent);
+        match d.poll_once().unwrap() {
+            Poll::Installed(o) => assert!(!o.activated, "a waiting install must be staged"),
+            Poll::Skipped(updater::Refusal::Paused { .. }) => return None,
+            other => panic!("expected an install, got: {other}"),
+        }
         loop {
             let pending = d.poll_once().unwrap();
             match d.reboot_when_allowed(&pending).unwrap() {
                 Gate::Rebooted => break,
                 // The daemon backs off by its poll interval; the test asks again sooner.
                 Gate::Lease { .. } => std::thread::sleep(Duration::from_millis(20)),
+                Gate::Paused { .. } => return None,
                 other => panic!("a lease policy waits for nothing else: {other:?}"),
             }
         }
-        let check = self.boot_and_check(now);
-        assert!(
-            matches!(check, BootCheck::Committed { slot: B, .. }),
-            "{check:?}"
-        );
+        Some(self.boot_and_check(now))
     }
+}
+
+/// Every node of `nodes` updates at once, each in its own thread.
+fn update_all(
+    nodes: Vec<Node>,
+    booted: SlotId,
+    now: OffsetDateTime,
+) -> Vec<(Node, Option<BootCheck>)> {
+    let threads: Vec<_> = nodes
+        .into_iter()
+        .map(|node| {
+            std::thread::spawn(move || {
+                let check = node.update(booted, now);
+                (node, check)
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
 }
 
 /// One poll that installs the release (staged: the policy makes it wait).
@@ -293,7 +313,8 @@ const NODES: usize = 50;
 const GROUPS: usize = 5;
 
 /// Fifty nodes in five groups update at once against the real server on `pg` (SQLite when
-/// `None`): every node ends committed on v2, and the server's whole lease log (read from its
+/// `None`): every node ends committed on v2; a failing v3 is paused by the server's failure
+/// budget before most nodes boot it; and the server's whole lease log (read from its
 /// database) never has two leases of one group held at once.
 fn fifty_nodes_update_one_reboot_at_a_time_per_group(pg: Option<&PgCluster>) {
     let f = Fleet::new();
@@ -312,27 +333,46 @@ fn fifty_nodes_update_one_reboot_at_a_time_per_group(pg: Option<&PgCluster>) {
             Node::new(&f, &server, &format!("node-{i:02}"), &policy)
         })
         .collect();
-    let nodes: Vec<Node> = nodes
-        .into_iter()
-        .map(|node| {
-            std::thread::spawn(move || {
-                node.update(now);
-                node
-            })
-        })
-        .collect::<Vec<_>>()
-        .into_iter()
-        .map(|t| t.join().unwrap())
-        .collect();
-    for node in &nodes {
-        let state = node.w.state();
+    let updated = update_all(nodes, A, now);
+    for (node, check) in &updated {
         assert!(
-            matches!(&state.phase, Phase::Committed { slot: B, release } if release.version == "2.0.0"),
-            "{:?}",
-            state.phase
+            matches!(check, Some(BootCheck::Committed { slot: B, .. })),
+            "{check:?}"
         );
-        assert!(state.lease.is_none());
+        assert!(node.w.state().lease.is_none());
     }
+
+    // 3.0.0 fails its health checks everywhere: the nodes that reboot into it roll back, the
+    // failure budget pauses the channel, and the nodes still waiting never boot it.
+    let v3 = f.w.release("3.0.0", 1, 3);
+    let nodes: Vec<Node> = updated.into_iter().map(|(node, _)| node).collect();
+    nodes.iter().for_each(|node| node.w.set_healthy(false));
+    f.publish(&v3, 100);
+    let tried = update_all(nodes, B, now);
+    let rolled_back = tried
+        .iter()
+        .filter(|(_, c)| matches!(c, Some(BootCheck::RolledBack { .. })))
+        .count();
+    let spared = tried.iter().filter(|(_, c)| c.is_none()).count();
+    eprintln!("3.0.0: {rolled_back} nodes rolled back, {spared} never booted it");
+    assert_eq!(
+        rolled_back + spared,
+        NODES,
+        "every node rolled back or was spared"
+    );
+    assert!(
+        (1..NODES / 2).contains(&rolled_back),
+        "the budget paused after {rolled_back} rollbacks"
+    );
+    for (node, _) in tried.iter().filter(|(_, c)| c.is_none()) {
+        assert_eq!(node.w.boot(), B, "a spared node booted 3.0.0");
+    }
+    let pause = std::fs::read_to_string(f.repo.join(format!("channels/{CHANNEL}.pause"))).unwrap();
+    let pause: serde_json::Value = serde_json::from_str(&pause).unwrap();
+    assert_eq!(pause["automatic"], true, "{pause}");
+    let reason = pause["reason"].as_str().unwrap();
+    assert!(reason.contains("rolled back 3.0.0"), "{reason}");
+
     let sql = "SELECT grp || ' ' || node_id || ' ' || event FROM lease_log ORDER BY id";
     let lines = match pg {
         Some(pg) => pg.query_texts(sql),
@@ -346,7 +386,11 @@ fn fifty_nodes_update_one_reboot_at_a_time_per_group(pg: Option<&PgCluster>) {
             (next(), next(), next())
         })
         .collect();
-    assert_eq!(log.len(), 2 * NODES, "one grant and one release per node");
+    assert_eq!(
+        log.len(),
+        2 * (NODES + rolled_back),
+        "one grant and one release per reboot"
+    );
     let most = most_held_at_once(&log);
     assert_eq!(most.len(), GROUPS, "{most:?}");
     assert!(most.values().all(|&m| m == 1), "{most:?}");
