@@ -42,8 +42,10 @@ impl Daemon<'_> {
             ) {
                 self.agent.activate_written(state)?;
             }
-            state.reboot_wait = None;
-            self.agent.store.save(state)?;
+            // An immediate reboot writes nothing more than it did before a policy existed.
+            if state.reboot_wait.take().is_some() {
+                self.agent.store.save(state)?;
+            }
         }
         self.reboot(poll)?;
         Ok(Gate::Rebooted)
