@@ -167,7 +167,10 @@ struct RawServer {
 
 /// `reboot`: the command alone, or the `[reboot]` table with the policy.
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a command such as [\"systemctl\", \"reboot\"], or a [reboot] table"
+)]
 enum RawReboot {
     Command(Vec<String>),
     Table(toml::Table),
@@ -544,6 +547,7 @@ mod tests {
             ("[reboot]\non = \"sometimes\"", "sometimes"),
             ("[reboot]\ngroup = \"../x\"", "group"),
             ("[reboot]\nwhen = 1", "when"),
+            ("reboot = \"systemctl reboot\"", "a command such as"),
         ] {
             let error = with(bad).unwrap_err();
             assert!(error.contains(says), "{bad}: {error}");
