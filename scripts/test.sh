@@ -24,6 +24,7 @@ declare -A TOOL_PACKAGE=(
   [chromium]=chromium
   [veritysetup]=cryptsetup-bin
   [curl]=curl
+  [sqlite3]=sqlite3
 )
 
 missing=()

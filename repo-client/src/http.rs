@@ -95,6 +95,15 @@ pub enum Posted {
     Refused(String),
 }
 
+/// A status and the body that came with it ([`Http::post_answer`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The HTTP status code.
+    pub status: u16,
+    /// The body, at most 4 KiB.
+    pub body: Vec<u8>,
+}
+
 /// A repository served over HTTP(S).
 #[derive(Debug, Clone)]
 pub struct Http {
@@ -206,6 +215,34 @@ impl Http {
             return Ok(Posted::Refused(server_reason(status, &body)));
         }
         Err(http_status("POST", &url, status))
+    }
+
+    /// POST `body` as JSON with the extra `headers`, answering any status with its body
+    /// (capped at 4 KiB): for protocols whose refusals carry meaning, such as FleetLock's
+    /// `409` with `{"kind": …, "value": …}`. Only a network failure is an error.
+    pub fn post_answer(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: &impl serde::Serialize,
+    ) -> Result<Answer> {
+        let url = self.url(path);
+        let mut request = self
+            .client
+            .post(&url)
+            .timeout(self.options.base_deadline)
+            .json(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().map_err(network("POST", &url))?;
+        let status = response.status().as_u16();
+        let body = self.read_capped(response, MAX_ERROR_BODY, &url)?;
+        Ok(Answer { status, body })
     }
 
     fn read_capped(&self, response: Response, max: u64, url: &str) -> Result<Vec<u8>> {

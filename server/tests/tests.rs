@@ -12,6 +12,7 @@ mod fleetlock;
 mod flood;
 mod hardening;
 mod metrics;
+mod pg;
 mod roles;
 mod shared_db;
 mod util;

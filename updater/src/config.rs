@@ -9,6 +9,8 @@ use std::time::Duration;
 use std::collections::BTreeMap;
 
 use partitions::boot;
+
+use crate::reboot::{RebootOn, RebootPolicy, Window};
 use serde::{Deserialize, Deserializer};
 
 /// Where the agent looks when `--config` is not given.
@@ -71,6 +73,9 @@ pub struct AgentConfig {
     pub booted_slot: Option<String>,
     /// The command that reboots the node.
     pub reboot: Vec<String>,
+    /// When a reboot into a new slot may happen (`[reboot]`: immediately, with a lease, in
+    /// a window).
+    pub reboot_policy: RebootPolicy,
     /// Re-read the written slot and hash it before flipping (catches a lying disk).
     pub verify_readback: bool,
     pub health: Vec<HealthCheck>,
@@ -117,8 +122,8 @@ struct RawConfig {
     #[serde(default = "default_efivars")]
     efivars: PathBuf,
     booted_slot: Option<String>,
-    #[serde(default = "default_reboot")]
-    reboot: Vec<String>,
+    /// The reboot command (`reboot = [...]`), or the `[reboot]` table.
+    reboot: Option<RawReboot>,
     #[serde(default = "default_true")]
     verify_readback: bool,
     #[serde(default)]
@@ -158,6 +163,46 @@ struct RawServer {
     poll_interval: Duration,
     report_token_file: Option<PathBuf>,
     ca_bundle: Option<PathBuf>,
+}
+
+/// `reboot`: the command alone, or the `[reboot]` table with the policy.
+#[derive(Debug, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a command such as [\"systemctl\", \"reboot\"], or a [reboot] table"
+)]
+enum RawReboot {
+    Command(Vec<String>),
+    Table(toml::Table),
+}
+
+/// The `[reboot]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRebootTable {
+    #[serde(default = "default_reboot")]
+    command: Vec<String>,
+    #[serde(default)]
+    on: RebootOn,
+    group: Option<String>,
+    #[serde(default)]
+    window: Vec<RawWindow>,
+}
+
+/// One `[[reboot.window]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWindow {
+    #[serde(default)]
+    days: Vec<String>,
+    start: String,
+    end: String,
+    #[serde(default = "default_time_zone")]
+    time_zone: String,
+}
+
+fn default_time_zone() -> String {
+    "UTC".into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -309,9 +354,7 @@ impl RawConfig {
                 return Err(format!("booted_slot = {slot:?}: must be \"a\" or \"b\""));
             }
         }
-        if self.reboot.is_empty() {
-            return Err("reboot must name a command, e.g. [\"systemctl\", \"reboot\"]".into());
-        }
+        let (reboot, reboot_policy) = reboot_policy(self.reboot)?;
         let server = self.server.map(validate_server).transpose()?;
         if let Some(path) = &self.metrics_textfile {
             // node_exporter reads `*.prom` files only: any other name is silently unread.
@@ -339,7 +382,8 @@ impl RawConfig {
             cmdline: self.cmdline,
             efivars: self.efivars,
             booted_slot: self.booted_slot,
-            reboot: self.reboot,
+            reboot,
+            reboot_policy,
             verify_readback: self.verify_readback,
             health,
             health_deadline: self.health_deadline,
@@ -347,6 +391,53 @@ impl RawConfig {
             metrics_textfile: self.metrics_textfile,
         })
     }
+}
+
+/// The reboot command and policy of `reboot = [...]` or `[reboot]`.
+fn reboot_policy(raw: Option<RawReboot>) -> Result<(Vec<String>, RebootPolicy), String> {
+    let table = match raw {
+        None => return Ok((default_reboot(), RebootPolicy::default_group())),
+        Some(RawReboot::Command(command)) => RawRebootTable {
+            command,
+            on: RebootOn::Immediate,
+            group: None,
+            window: Vec::new(),
+        },
+        Some(RawReboot::Table(table)) => table
+            .try_into()
+            .map_err(|e: toml::de::Error| format!("[reboot]: {}", e.message()))?,
+    };
+    if table.command.is_empty() {
+        return Err("reboot must name a command, e.g. [\"systemctl\", \"reboot\"]".into());
+    }
+    let group = table
+        .group
+        .unwrap_or_else(|| proto::fleetlock::DEFAULT_GROUP.to_owned());
+    proto::check_name("group", &group).map_err(|e| format!("[reboot] {e}"))?;
+    let windows = table
+        .window
+        .iter()
+        .map(|w| Window::parse(&w.days, &w.start, &w.end, &w.time_zone))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("[[reboot.window]] {e}"))?;
+    match (table.on, windows.is_empty()) {
+        (RebootOn::Window, true) => {
+            return Err("[reboot] on = \"window\" needs at least one [[reboot.window]]".into())
+        }
+        (RebootOn::Immediate | RebootOn::Lease, false) => {
+            return Err(
+                "[[reboot.window]] is only read with [reboot] on = \"window\": set it, or remove the windows"
+                    .into(),
+            )
+        }
+        _ => {}
+    }
+    let policy = RebootPolicy {
+        on: table.on,
+        group,
+        windows,
+    };
+    Ok((table.command, policy))
 }
 
 fn validate_server(raw: RawServer) -> Result<Server, String> {
@@ -425,6 +516,43 @@ fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The minimal file plus `tail`.
+    fn with(tail: &str) -> Result<AgentConfig, String> {
+        AgentConfig::parse(&format!(
+            "disk = \"/dev/sda\"\nboot = \"gpt\"\nproduct = \"p\"\n{tail}"
+        ))
+    }
+
+    #[test]
+    fn reboot_is_a_command_or_a_policy_table() {
+        let plain = with("reboot = [\"true\"]").unwrap();
+        assert_eq!(plain.reboot, ["true"]);
+        assert_eq!(plain.reboot_policy.on, RebootOn::Immediate);
+        let table = with(
+            "[reboot]\non = \"window\"\ngroup = \"edge\"\n[[reboot.window]]\n\
+             days = [\"sat\", \"sun\"]\nstart = \"02:00\"\nend = \"04:00\"\n\
+             time_zone = \"Europe/Berlin\"",
+        )
+        .unwrap();
+        assert_eq!(table.reboot, ["systemctl", "reboot"]);
+        assert_eq!(table.reboot_policy.group, "edge");
+        assert_eq!(table.reboot_policy.windows.len(), 1);
+        for (bad, says) in [
+            ("[reboot]\non = \"window\"", "needs at least one"),
+            (
+                "[reboot]\non = \"lease\"\n[[reboot.window]]\nstart = \"01:00\"\nend = \"02:00\"",
+                "only read",
+            ),
+            ("[reboot]\non = \"sometimes\"", "sometimes"),
+            ("[reboot]\ngroup = \"../x\"", "group"),
+            ("[reboot]\nwhen = 1", "when"),
+            ("reboot = \"systemctl reboot\"", "a command such as"),
+        ] {
+            let error = with(bad).unwrap_err();
+            assert!(error.contains(says), "{bad}: {error}");
+        }
+    }
 
     const EXAMPLE: &str = r#"
 disk = "/dev/sda"

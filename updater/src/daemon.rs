@@ -22,6 +22,7 @@ use crate::installing::{InstallOptions, InstallOutcome};
 use crate::lifecycle::BootCheck;
 use crate::metrics::Event;
 use crate::offer::ChannelOffer;
+use crate::reboot::Gate;
 use crate::reports::Report;
 use crate::snapshot::NodeSnapshot;
 use crate::state::{AgentState, Phase, FACTORY_VERSION};
@@ -74,12 +75,12 @@ impl std::fmt::Display for Poll {
 
 /// The polling loop of one node.
 pub struct Daemon<'a> {
-    agent: &'a Agent,
-    server: Server,
+    pub(crate) agent: &'a Agent,
+    pub(crate) server: Server,
     /// The one client of the repository, built from the configuration.
-    http: Http,
+    pub(crate) http: Http,
     /// Without a report token, nothing is queued: a static server takes no reports.
-    token: Option<String>,
+    pub(crate) token: Option<String>,
     channel_etag: Option<String>,
 }
 
@@ -110,19 +111,30 @@ impl<'a> Daemon<'a> {
     }
 
     /// Polls until `max_polls` (forever when `None`), rebooting after an install when
-    /// `reboot` is set; a reboot command that fails is retried at the next poll.
+    /// `reboot` is set and the `[reboot]` policy allows; a reboot command that fails is
+    /// retried at the next poll, a closed window or a refused lease asked again.
     pub fn run(&mut self, reboot: bool, max_polls: Option<u64>) -> Result<()> {
         let mut failures = 0u32;
+        let mut refusals = 0u32;
         let mut polls = 0u64;
         loop {
+            let mut wait = None;
             match self.poll_once() {
-                Ok(poll) if poll.wants_reboot() && reboot => match self.reboot(&poll) {
-                    Ok(()) => return Ok(()),
-                    Err(error) => {
-                        failures = failures.saturating_add(1);
-                        tracing::warn!(%error, failures, "reboot failed: retrying");
+                Ok(poll) if poll.wants_reboot() && reboot => {
+                    match self.reboot_when_allowed(&poll) {
+                        Ok(Gate::Rebooted) => return Ok(()),
+                        Ok(gate) => {
+                            failures = 0;
+                            refusals = refusals
+                                .saturating_add(u32::from(matches!(gate, Gate::Lease { .. })));
+                            wait = Some(gate_wait(&gate, self.server.poll_interval, refusals));
+                        }
+                        Err(error) => {
+                            failures = failures.saturating_add(1);
+                            tracing::warn!(%error, failures, "reboot failed: retrying");
+                        }
                     }
-                },
+                }
                 Ok(decision) => {
                     failures = 0;
                     // An install logged itself as it finished (`decide`).
@@ -139,7 +151,7 @@ impl<'a> Daemon<'a> {
             if max_polls.is_some_and(|max| polls >= max) {
                 return Ok(());
             }
-            thread::sleep(next_wait(self.server.poll_interval, failures));
+            thread::sleep(wait.unwrap_or_else(|| next_wait(self.server.poll_interval, failures)));
         }
     }
 
@@ -196,6 +208,7 @@ impl<'a> Daemon<'a> {
 
     fn poll(&mut self, snapshot: &mut NodeSnapshot) -> Result<Poll> {
         self.send_reports();
+        self.give_back_lease(snapshot);
         if let Some(version) = self.reboot_pending(snapshot)? {
             return Ok(Poll::RebootPending { version });
         }
@@ -230,10 +243,17 @@ impl<'a> Daemon<'a> {
         Ok(decision)
     }
 
-    /// The version written and activated that the node has not booted yet.
+    /// The version written and activated that the node has not booted yet, or written and
+    /// staged while the `[reboot]` policy makes installs wait.
     fn reboot_pending(&self, snapshot: &mut NodeSnapshot) -> Result<Option<String>> {
+        let gated = self.agent.config().reboot_policy.gated();
         let (state, booted) = self.agent.state_and_booted(snapshot)?;
         Ok(match &state.phase {
+            Phase::Written {
+                target,
+                release,
+                activated: false,
+            } if gated && *target != booted => Some(release.version.clone()),
             Phase::Written {
                 target,
                 release,
@@ -272,8 +292,13 @@ impl<'a> Daemon<'a> {
             .agent
             .offer_of_channel(snapshot, &self.http, offer)
             .and_then(|offer| {
-                self.agent
-                    .install_offer(snapshot, offer, InstallOptions::default())
+                // An install whose reboot waits is staged: it boots only once allowed.
+                let stage = self.agent.config().reboot_policy.gated();
+                let options = InstallOptions {
+                    stage,
+                    ..InstallOptions::default()
+                };
+                self.agent.install_offer(snapshot, offer, options)
             });
         match installed {
             Ok(outcome) => {
@@ -330,7 +355,7 @@ impl<'a> Daemon<'a> {
     }
 
     /// The server's pause hint for `channel`, when it pauses.
-    fn pause(&self, channel: &str) -> Result<Option<Pause>> {
+    pub(crate) fn pause(&self, channel: &str) -> Result<Option<Pause>> {
         let path = format!("channels/{channel}.pause");
         let bytes = self.http.get(&path, proto::pause::MAX_PAUSE_FILE)?;
         Ok(bytes.map(|b| Pause::parse(&b)).filter(|p| p.paused))
@@ -347,7 +372,11 @@ impl<'a> Daemon<'a> {
             return;
         };
         let (slot, to, outcome, reason) = match check {
-            BootCheck::Nothing { .. } | BootCheck::UnrecordedTrial { .. } => return,
+            BootCheck::Nothing { .. } | BootCheck::UnrecordedTrial { .. } => {
+                // A lease a crash kept from being given back still is.
+                self.give_back_lease(snapshot);
+                return;
+            }
             BootCheck::Committed {
                 slot,
                 version,
@@ -372,10 +401,11 @@ impl<'a> Daemon<'a> {
         let from = running_version(&state, slot.other());
         self.queue(snapshot, &from, to, outcome, reason, None);
         self.send_reports();
+        self.give_back_lease(snapshot);
     }
 
     /// Queues a report of `outcome`; `transfer` is what an install fetched and reused.
-    fn queue(
+    pub(crate) fn queue(
         &self,
         snapshot: &mut NodeSnapshot,
         from: &str,
@@ -405,7 +435,7 @@ impl<'a> Daemon<'a> {
     }
 
     /// Best effort: a report that cannot be sent stays queued for the next poll.
-    fn send_reports(&self) {
+    pub(crate) fn send_reports(&self) {
         if self.token.is_none() {
             return;
         }
@@ -461,11 +491,28 @@ fn holds(state: &AgentState, booted: SlotId, manifest_sha256: &str) -> bool {
 
 /// The version the node runs, as its reports give it: a slot the agent never wrote holds the
 /// factory image, reported as `factory` (as `status` and the metrics name it).
-fn running_version(state: &AgentState, slot: SlotId) -> String {
+pub(crate) fn running_version(state: &AgentState, slot: SlotId) -> String {
     state
         .slots
         .get(&slot)
         .map_or_else(|| FACTORY_VERSION.to_owned(), |r| r.release.version.clone())
+}
+
+/// How long the daemon sleeps before asking again after `gate` held a reboot back: until
+/// the window opens (at most a poll interval); after a refused lease, the poll interval
+/// backing off like a failure, but never past four doublings (a slot frees within a
+/// reboot's time).
+fn gate_wait(gate: &Gate, interval: Duration, refusals: u32) -> Duration {
+    match gate {
+        Gate::Rebooted => Duration::ZERO,
+        Gate::Window { opens } => {
+            let until = opens.duration_since(jiff::Timestamp::now());
+            let until = Duration::try_from(until).unwrap_or(Duration::ZERO);
+            until.clamp(Duration::from_secs(1), interval.max(Duration::from_secs(1)))
+        }
+        Gate::Lease { .. } => next_wait(interval, refusals.min(4)),
+        Gate::Paused { .. } => next_wait(interval, 0),
+    }
 }
 
 /// The poll interval, doubled per consecutive failure up to [`MAX_BACKOFF`], ±10 % jitter

@@ -16,6 +16,8 @@ pub mod lifecycle;
 pub mod lock;
 pub mod metrics;
 pub mod offer;
+pub mod reboot;
+pub mod rebooting;
 mod reporting;
 pub mod reports;
 mod seed;

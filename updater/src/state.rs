@@ -105,6 +105,51 @@ pub struct AgentState {
     /// left out while empty.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub partitions: BTreeMap<String, BTreeMap<SlotId, PartitionRecord>>,
+    /// The reboot lease this node holds: taken before it rebooted into a new slot, given
+    /// back (and cleared) once boot-check judged that slot. Kept here so a crash between
+    /// the reboot and the release still releases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<HeldLease>,
+    /// What a written release waits for before the node reboots into it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot_wait: Option<RebootWait>,
+}
+
+/// A reboot lease held (docs/DESIGN.md §7).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeldLease {
+    /// The FleetLock group.
+    pub group: String,
+    /// When it was granted (RFC 3339).
+    pub taken_at: String,
+}
+
+/// Why a written release has not been rebooted into yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RebootWait {
+    /// The release waiting.
+    pub version: String,
+    /// `window` (outside every reboot window), `resume` (the channel is paused) or `lease`
+    /// (the group's slots are taken).
+    pub waiting_for: String,
+    /// When the next window opens (RFC 3339); absent for a lease, which is asked again at
+    /// every poll.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+}
+
+impl RebootWait {
+    /// One line for logs, `status` and reports.
+    pub fn describe(&self) -> String {
+        let what = match (self.waiting_for.as_str(), &self.until) {
+            ("window", Some(until)) => format!("a reboot window until {until}"),
+            ("resume", _) => "its paused channel to be resumed".to_owned(),
+            (other, _) => format!("a reboot {other}"),
+        };
+        format!("{} is staged and waits for {what}", self.version)
+    }
 }
 
 impl AgentState {
@@ -167,6 +212,8 @@ impl Default for AgentState {
             legacy_channel_versions: BTreeMap::new(),
             rolled_back_versions: BTreeSet::new(),
             partitions: BTreeMap::new(),
+            lease: None,
+            reboot_wait: None,
         }
     }
 }

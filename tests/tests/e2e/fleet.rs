@@ -7,7 +7,12 @@
 mod attacks;
 mod delta;
 mod loopback;
+/// The server tests' throwaway PostgreSQL cluster, shared rather than copied.
+#[path = "../../../server/tests/pg.rs"]
+#[allow(dead_code)] // the server's tests use all of it, these only some
+mod pg;
 mod reads;
+mod reboots;
 mod reports;
 mod resume;
 mod rollout;
@@ -212,12 +217,12 @@ impl TandemServer {
             .arg("serve")
             .arg("--repo")
             .arg(repo)
-            .args(["--listen", "127.0.0.1:0", "--data"])
-            .arg(work.join("server-data"))
+            .args(["--listen", "127.0.0.1:0"])
             .arg("--report-token-file")
             .arg(&report_token_file)
             .arg("--admin-token-file")
             .arg(&admin_token_file)
+            .args(data_dir(work, args))
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -299,6 +304,14 @@ impl TandemServer {
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
+}
+
+/// `--data WORK/server-data`, unless `args` name a PostgreSQL `--database` instead.
+fn data_dir(work: &Path, args: &[&Path]) -> Vec<PathBuf> {
+    if args.contains(&Path::new("--database")) {
+        return Vec::new();
+    }
+    vec!["--data".into(), work.join("server-data")]
 }
 
 impl Drop for TandemServer {

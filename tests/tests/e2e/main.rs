@@ -8,6 +8,7 @@ mod cli;
 mod failpoints;
 mod fleet;
 mod lifecycle;
+mod maintenance;
 mod operator;
 mod partition_pairs;
 mod planted;

@@ -284,7 +284,7 @@ fn the_security_floor_survives_the_whole_state_directory_moved_away() {
 }
 
 /// The node polls `server` on [`CHANNEL`] as [`NODE`] with its report token.
-fn server_keys(server: &TandemServer, ca: Option<&Path>) -> String {
+pub(crate) fn server_keys(server: &TandemServer, ca: Option<&Path>) -> String {
     server_keys_at(&server.url, server, ca)
 }
 

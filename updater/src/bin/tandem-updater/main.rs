@@ -197,7 +197,7 @@ fn run(cli: &Cli) -> updater::Result<ExitCode> {
                 let poll = daemon.poll_once()?;
                 print(cli.json, &poll.to_string(), &poll.to_string());
                 if poll.wants_reboot() && !no_reboot {
-                    daemon.reboot(&poll)?;
+                    daemon.reboot_when_allowed(&poll)?;
                 }
             } else {
                 daemon.run(!no_reboot, None)?;
@@ -277,6 +277,15 @@ fn describe_status(status: &updater::Status, writing_now: bool) -> String {
         }
     }
     out.push_str(&describe_pairs(&status.partition_pairs));
+    if let Some(wait) = &status.state.reboot_wait {
+        out.push_str(&format!("reboot: {}\n", wait.describe()));
+    }
+    if let Some(lease) = &status.state.lease {
+        out.push_str(&format!(
+            "reboot lease: held in group {} since {}\n",
+            lease.group, lease.taken_at
+        ));
+    }
     out.push_str(&format!(
         "state: {}; security floor {}",
         describe_phase(&status.state.phase, writing_now),
