@@ -33,6 +33,9 @@ declare -A NEED=(
   [/usr/bin/strip]=binutils
   [/usr/bin/objcopy]=binutils
   [/usr/bin/objdump]=binutils
+  # The real OS (scripts/build-os.sh) and its network (QEMU's guestfwd to the server)
+  [/usr/bin/mmdebstrap]=mmdebstrap
+  [/usr/bin/socat]=socat
 )
 
 missing=()

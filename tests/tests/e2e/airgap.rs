@@ -353,6 +353,11 @@ fn fake_mount_tools(n: &Node, copy: &str) -> PathBuf {
 
 /// Runs `dist/tandem-usb-install DEVICE` as the unit would, with the node's configuration.
 fn usb_install(n: &Node, bin: &Path, device: &Path) -> Output {
+    usb_install_with(n, bin, device, &super::cli::binary("tandem-updater"))
+}
+
+/// [`usb_install`] with `updater` as the agent, trying again at once when it is busy.
+fn usb_install_with(n: &Node, bin: &Path, device: &Path, updater: &Path) -> Output {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/tandem-usb-install");
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
     Command::new("sh")
@@ -361,10 +366,48 @@ fn usb_install(n: &Node, bin: &Path, device: &Path) -> Output {
         .env("PATH", path)
         .env("TANDEM_USB_CHANNEL", CHANNEL)
         .env("TANDEM_CONFIG", n.on_a())
-        .env("TANDEM_UPDATER", super::cli::binary("tandem-updater"))
+        .env("TANDEM_UPDATER", updater)
         .env("TANDEM_USB_MOUNT_ROOT", n.path("run"))
+        .env("TANDEM_USB_BUSY_WAIT", "0")
         .output()
         .unwrap()
+}
+
+/// The agent is busy when the stick comes (exit 9: the daemon's poll or the boot check
+/// holds the state directory, as at a boot with the stick in): the script tries again
+/// instead of giving the stick up, and installs.
+#[test]
+fn the_usb_script_tries_again_while_another_agent_runs() {
+    let n = Node::new();
+    n.publish("v2.tandem");
+    n.mirror("repo", &[], 0);
+    let bin = fake_mount_tools(&n, r#"cp -r "$3"/. "$4""#);
+    let calls = n.path("agent-calls");
+    let busy_once = n.path("busy-once-updater");
+    std::fs::write(
+        &busy_once,
+        format!(
+            "#!/bin/sh\necho call >> '{calls}'\n\
+             if [ \"$(wc -l < '{calls}')\" -eq 1 ]; then\n\
+             echo 'another tandem-updater (pid 1) is running' >&2; exit 9; fi\n\
+             exec '{real}' \"$@\"\n",
+            calls = calls.display(),
+            real = super::cli::binary("tandem-updater").display()
+        ),
+    )
+    .unwrap();
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(&busy_once, mode).unwrap();
+    let out = usb_install_with(&n, &bin, &n.path(STICK), &busy_once);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let stdout = stdout_of(&out);
+    assert!(
+        stdout.contains("another tandem-updater is running: trying again")
+            && stdout.contains("written to slot b"),
+        "{stdout}"
+    );
+    assert_eq!(std::fs::read_to_string(&calls).unwrap().lines().count(), 2);
+    assert_eq!(n.boot(), "b");
 }
 
 #[test]
@@ -628,6 +671,22 @@ fn the_systemd_units_pass_systemd_analyze_verify() {
     // for the boot to finish waits for itself until the deadline, and rolls back every update.
     let boot_check = workspace_file("dist/tandem-boot-check.service");
     assert_eq!(unit_values(&boot_check, "WantedBy"), ["multi-user.target"]);
+    // systemd-bless-boot blesses an entry at boot-complete.target: only after the check.
+    assert_eq!(unit_values(&boot_check, "Before"), ["boot-complete.target"]);
+    assert_eq!(
+        unit_values(&boot_check, "RequiredBy"),
+        ["boot-complete.target"]
+    );
+    // The daemon comes after the check, which comes after multi-user.target: the daemon must
+    // say so itself, or the target (ordered after the units it wants) closes a cycle in
+    // which systemd drops the daemon's start.
+    let daemon = workspace_file("dist/tandem-updater.service");
+    let after = unit_values(&daemon, "After");
+    assert!(
+        after.iter().any(|u| u == "multi-user.target")
+            && after.iter().any(|u| u == "tandem-boot-check.service"),
+        "tandem-updater.service After={after:?}"
+    );
     let doc = workspace_file("docs/updater.md");
     let execs: Vec<&str> = doc.lines().filter(|l| l.starts_with("exec = [")).collect();
     assert!(!execs.is_empty(), "docs/updater.md shows a health check");

@@ -22,11 +22,16 @@
 //! | 8 | B 2.0.0, 2.0.0's | install 5.0.0 again | 4 |
 //! | 9 | A 5.0.0, 5.0.0's | boot-check commits A | 4 |
 //!
+//! These are the scenarios a real OS cannot reproduce cheaply (a kernel that panics, a power
+//! cut while the boot files are written); `realos.rs` boots a real Debian systemd OS from the
+//! slots and updates it over the network with the `dist/` units as shipped.
+//!
 //! Needs `scripts/realboot-deps.sh` (packages and the kernel) and the workspace binaries
 //! (`cargo build --workspace --bins`); fails, never skips, when they are missing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod harness;
+mod realos;
 
 use std::time::{Duration, Instant};
 

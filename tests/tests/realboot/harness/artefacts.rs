@@ -128,27 +128,7 @@ impl Artefacts {
     }
 
     fn build(env: &Env, dir: &Path) {
-        let signer = |args: &[&str]| signer(env, dir, args);
-        signer(&["keygen", "--out", "rootkey"]);
-        signer(&["keygen", "--out", "release"]);
-        signer(&[
-            "root",
-            "init",
-            "--out",
-            "root.json",
-            "--root-key",
-            "rootkey.pub.pem",
-            "--root-threshold",
-            "1",
-            "--release-key",
-            "release.pub.pem",
-            "--release-threshold",
-            "1",
-            "--sign-with",
-            "rootkey.pem",
-            "--expires",
-            "3650d",
-        ]);
+        keys(env, dir);
         for &(version, behaviour) in RELEASES {
             Self::build_release(dir, version, behaviour);
         }
@@ -156,7 +136,7 @@ impl Artefacts {
         for backend in Backend::ALL {
             Self::build_usb(env, dir, backend);
         }
-        Self::build_grub(dir);
+        grub_image(dir);
     }
 
     /// A slot image: ext4 with /etc/os-release and the health marker.
@@ -256,19 +236,6 @@ impl Artefacts {
         signer(env, dir, &args);
     }
 
-    /// The standalone GRUB image.
-    fn build_grub(dir: &Path) {
-        let embedded = dir.join("grub-embedded.cfg");
-        fs::write(&embedded, GRUB_EMBEDDED_CFG).expect("embedded cfg");
-        run(Command::new("grub-mkstandalone")
-            .args(["-O", "x86_64-efi", "--locales=", "--themes=", "--fonts="])
-            .arg(format!("--install-modules={GRUB_MODULES}"))
-            .arg("--modules=part_gpt fat")
-            .arg("-o")
-            .arg(dir.join("grubx64.efi"))
-            .arg(format!("boot/grub/grub.cfg={}", embedded.display())));
-    }
-
     /// The factory's initramfs, and each release's boot assets: its initramfs, and the UKI
     /// of Debian's kernel, that initramfs, its command line and its os-release. The test's
     /// initramfs tree is made once and archived once per release, with the release written
@@ -361,8 +328,47 @@ impl Artefacts {
     }
 }
 
+/// The keys (`rootkey.pem`, `release.pem`) and the repository's first `root.json` in `dir`,
+/// by `tandem-signer` as an operator makes them.
+pub fn keys(env: &Env, dir: &Path) {
+    let signer = |args: &[&str]| signer(env, dir, args);
+    signer(&["keygen", "--out", "rootkey"]);
+    signer(&["keygen", "--out", "release"]);
+    signer(&[
+        "root",
+        "init",
+        "--out",
+        "root.json",
+        "--root-key",
+        "rootkey.pub.pem",
+        "--root-threshold",
+        "1",
+        "--release-key",
+        "release.pub.pem",
+        "--release-threshold",
+        "1",
+        "--sign-with",
+        "rootkey.pem",
+        "--expires",
+        "3650d",
+    ]);
+}
+
+/// The standalone GRUB image `dir/grubx64.efi`.
+pub fn grub_image(dir: &Path) {
+    let embedded = dir.join("grub-embedded.cfg");
+    fs::write(&embedded, GRUB_EMBEDDED_CFG).expect("embedded cfg");
+    run(Command::new("grub-mkstandalone")
+        .args(["-O", "x86_64-efi", "--locales=", "--themes=", "--fonts="])
+        .arg(format!("--install-modules={GRUB_MODULES}"))
+        .arg("--modules=part_gpt fat")
+        .arg("-o")
+        .arg(dir.join("grubx64.efi"))
+        .arg(format!("boot/grub/grub.cfg={}", embedded.display())));
+}
+
 /// Runs `tandem-signer` in `dir`.
-fn signer<S: AsRef<OsStr>>(env: &Env, dir: &Path, args: &[S]) {
+pub fn signer<S: AsRef<OsStr>>(env: &Env, dir: &Path, args: &[S]) {
     run(env.bin("tandem-signer").args(args).current_dir(dir));
 }
 
@@ -399,7 +405,7 @@ fn asset_flags(env: &Env, dir: &Path, backend: Backend, assets: &BootAssets) -> 
 }
 
 /// A FAT filesystem image `out` labelled `label` holding the tree `dir`, sized for it.
-fn vfat_image(dir: &Path, label: &str, out: &Path) {
+pub fn vfat_image(dir: &Path, label: &str, out: &Path) {
     // FAT's own overhead and the clusters' slack: 16 MiB over the content.
     let size = tree_size(dir) + 16 * MIB;
     run(Command::new("mkfs.vfat")

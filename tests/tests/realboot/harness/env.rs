@@ -45,8 +45,15 @@ const TOOLS: &[&str] = &[
     "objcopy",
     "objdump",
     "grub-mkstandalone",
+    "mmdebstrap",
+    "socat",
 ];
-const BINARIES: &[&str] = &["tandem-updater", "tandem-disk", "tandem-signer"];
+const BINARIES: &[&str] = &[
+    "tandem-updater",
+    "tandem-disk",
+    "tandem-signer",
+    "tandem-server",
+];
 
 /// Runs a command, panicking with its output when it fails.
 pub fn run(cmd: &mut Command) -> String {

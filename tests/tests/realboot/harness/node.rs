@@ -1,5 +1,5 @@
-//! One node: its disk (ESP, root-a with v1, root-b, state) and USB stick, in
-//! `target/realboot/run/BACKEND/`, provisioned as an operator would with `tandem-disk`, and
+//! One node: its disk (ESP, root-a with the factory's release, root-b, state) and USB stick,
+//! in `target/realboot/run/NAME/`, provisioned as an operator would with `tandem-disk`, and
 //! read back on the host between boots: the boot state as the bootloader will see it, and the
 //! agent's state file.
 
@@ -47,33 +47,75 @@ pub struct BootView {
     pub raw: String,
 }
 
+/// What a new node is made of.
+pub struct Provision<'a> {
+    /// The node's directory under `target/realboot/run/`.
+    pub name: String,
+    pub slot_size: u64,
+    /// The factory's root image, written into slot A.
+    pub factory_image: &'a Path,
+    /// The factory's kernel and initramfs, both slots' boot files.
+    pub kernel: &'a Path,
+    pub initrd: &'a Path,
+    /// The GRUB image (`grubx64.efi`), for GRUB.
+    pub grub: &'a Path,
+    /// The USB stick's image, copied for the node.
+    pub usb: Option<&'a Path>,
+    /// The agent's state file on the state partition.
+    pub state_file: &'static str,
+}
+
 pub struct Node {
     pub backend: Backend,
     pub dir: PathBuf,
     pub disk: PathBuf,
-    pub usb: PathBuf,
+    pub usb: Option<PathBuf>,
     pub esp: Part,
     pub state: Part,
+    state_file: &'static str,
 }
 
 impl Node {
+    /// The busybox node: the test's initramfs runs the agent, v1 in slot A, the USB stick.
     pub fn new(env: &Env, art: &Artefacts, backend: Backend) -> Node {
-        let dir = env.work.join("run").join(backend.name());
+        let grub = art.path("grubx64.efi");
+        let image = art.path(&format!("v{FACTORY}.img"));
+        let initrd = art.initrd(FACTORY);
+        let usb = art.usb(backend);
+        Self::provision(
+            env,
+            backend,
+            &Provision {
+                name: backend.name().to_string(),
+                slot_size: SLOT_SIZE,
+                factory_image: &image,
+                kernel: &env.kernel,
+                initrd: &initrd,
+                grub: &grub,
+                usb: Some(&usb),
+                state_file: "/tandem/state.json",
+            },
+        )
+    }
+
+    /// A node made of `p`, with an empty ext4 (labelled `tandem-state`) as its state partition.
+    pub fn provision(env: &Env, backend: Backend, p: &Provision) -> Node {
+        let dir = env.work.join("run").join(&p.name);
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).expect("run dir");
         let disk = dir.join("disk.img");
-        let size = 2 * MIB + ESP_SIZE + 2 * SLOT_SIZE + STATE_SIZE;
+        let size = 2 * MIB + ESP_SIZE + 2 * p.slot_size + STATE_SIZE;
         run(env
             .bin("tandem-disk")
             .arg("create")
             .arg(&disk)
             .arg(format!("--size={size}"))
-            .arg(format!("--slot-size={SLOT_SIZE}"))
+            .arg(format!("--slot-size={}", p.slot_size))
             .arg(format!("--esp={ESP_SIZE}"))
             .arg(format!("--state={STATE_SIZE}")));
         let esp = partition(&disk, 1);
         let state = partition(&disk, 4);
-        Self::fill_esp(env, art, backend, &dir, &disk, esp);
+        Self::fill_esp(env, p, backend, &dir, &disk, esp);
         // The state partition: an empty ext4.
         let state_img = dir.join("state.img");
         run(Command::new("mke2fs")
@@ -82,8 +124,11 @@ impl Node {
             .arg(format!("{}k", state.len / 1024)));
         put(&disk, state, &state_img);
         fs::remove_file(&state_img).expect("rm state.img");
-        let usb = dir.join("usb.img");
-        fs::copy(art.usb(backend), &usb).expect("usb");
+        let usb = p.usb.map(|from| {
+            let usb = dir.join("usb.img");
+            fs::copy(from, &usb).expect("usb");
+            usb
+        });
         Node {
             backend,
             dir,
@@ -91,12 +136,14 @@ impl Node {
             usb,
             esp,
             state,
+            state_file: p.state_file,
         }
     }
 
     /// The ESP's content, staged in a directory: the boot state comes from tandem-disk (the
-    /// same partitions code as the updater), v1 is written into root-a and marked good.
-    fn fill_esp(env: &Env, art: &Artefacts, backend: Backend, dir: &Path, disk: &Path, esp: Part) {
+    /// same partitions code as the updater), the factory's image is written into root-a and
+    /// marked good.
+    fn fill_esp(env: &Env, p: &Provision, backend: Backend, dir: &Path, disk: &Path, esp: Part) {
         let tree = dir.join("esp");
         for d in ["EFI/BOOT", "tandem/a", "tandem/b"] {
             fs::create_dir_all(tree.join(d)).expect("mkdir esp");
@@ -121,7 +168,7 @@ impl Node {
             .arg("write-slot")
             .arg(disk)
             .arg("a")
-            .arg(art.path("v1.0.0.img"))
+            .arg(p.factory_image)
             .args(&backend_args));
         let loader = match backend {
             Backend::SystemdBoot => PathBuf::from(SYSTEMD_BOOT),
@@ -131,17 +178,13 @@ impl Node {
                     tree.join("tandem/grub.cfg"),
                 )
                 .expect("grub.cfg");
-                art.path("grubx64.efi")
+                p.grub.to_path_buf()
             }
         };
         fs::copy(loader, tree.join("EFI/BOOT/BOOTX64.EFI")).expect("loader");
         for slot in ["a", "b"] {
-            fs::copy(&env.kernel, tree.join(format!("tandem/{slot}/vmlinuz"))).expect("kernel");
-            fs::copy(
-                art.initrd(FACTORY),
-                tree.join(format!("tandem/{slot}/initrd.img")),
-            )
-            .expect("initrd");
+            fs::copy(p.kernel, tree.join(format!("tandem/{slot}/vmlinuz"))).expect("kernel");
+            fs::copy(p.initrd, tree.join(format!("tandem/{slot}/initrd.img"))).expect("initrd");
         }
         let esp_img = dir.join("esp.img");
         run(Command::new("mkfs.vfat")
@@ -160,12 +203,13 @@ impl Node {
 
     /// What the next boot's `/init` does after boot-check (`install …` or `none`).
     pub fn set_step(&self, step: &str) {
+        let usb = self.usb.as_ref().expect("a node with a USB stick");
         let file = self.dir.join("step");
         fs::write(&file, format!("{step}\n")).expect("step");
         run(mtools("mcopy")
             .arg("-o")
             .arg("-i")
-            .arg(&self.usb)
+            .arg(usb)
             .arg(&file)
             .arg("::/step"));
     }
@@ -280,7 +324,7 @@ impl Node {
             String::from_utf8_lossy(&fsck.stderr)
         );
         let out = Command::new("debugfs")
-            .args(["-R", "cat /tandem/state.json"])
+            .args(["-R", &format!("cat {}", self.state_file)])
             .arg(&copy)
             .output()
             .expect("debugfs");
@@ -296,7 +340,7 @@ impl Node {
 
     /// A machine that boots this node.
     pub fn vm(&self) -> Vm {
-        Vm::new(&self.dir, &self.disk, &self.usb)
+        Vm::new(&self.dir, &self.disk, self.usb.as_deref())
     }
 }
 

@@ -39,6 +39,13 @@ impl SerialLog {
         }
     }
 
+    /// Where `needle` first is in the log (a byte offset), failing when it is not there.
+    pub fn expect_at(&self, needle: &str) -> usize {
+        self.text
+            .find(needle)
+            .unwrap_or_else(|| self.fail(&format!("expected {needle:?} in the serial log")))
+    }
+
     pub fn expect_not(&self, needle: &str) {
         if self.text.contains(needle) {
             self.fail(&format!("did not expect {needle:?} in the serial log"));

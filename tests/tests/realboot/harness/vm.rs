@@ -1,6 +1,7 @@
 //! A QEMU machine: OVMF (code read-only, its own copy of the variables, kept across boots like
-//! a machine's NVRAM), the disk as `/dev/vda`, the USB stick as `/dev/vdb`, no network, pure
-//! TCG, the serial port on stdout. Each boot runs until the machine powers off, the test cuts
+//! a machine's NVRAM), the disk as `/dev/vda`, the USB stick (if any) as `/dev/vdb`, pure TCG,
+//! the serial port on stdout. No network, or QEMU's user network with the update server at
+//! [`SERVER_ADDR`] (a `guestfwd` to the host's `tandem-server`, whatever port it bound). Each boot runs until the machine powers off, the test cuts
 //! the power, or a hard timeout (`TANDEM_REALBOOT_TIMEOUT`, seconds) fails it.
 
 use std::fs;
@@ -13,10 +14,19 @@ use std::time::{Duration, Instant};
 use super::env::{DEPS_HINT, OVMF_CODE, OVMF_VARS};
 use super::serial::{clean, SerialLog};
 
+/// Where the machine reaches the host's update server: `http://10.0.2.100/`. QEMU forwards
+/// every connection to it to the server's port on the host's loopback, so the OS image names
+/// one address however the test's server was bound (127.0.0.1, port 0).
+pub const SERVER_ADDR: &str = "10.0.2.100:80";
+/// The machine's SMBIOS UUID: systemd makes the (transient) machine-id of a read-only root
+/// from it in a VM, so the node id stays the same across boots and slots.
+const UUID: &str = "5e1f0a6c-1d2b-4c3d-8e4f-7a6e646d0001";
+
 pub struct Vm {
     dir: PathBuf,
     disk: PathBuf,
-    usb: PathBuf,
+    usb: Option<PathBuf>,
+    server_port: Option<u16>,
     vars: PathBuf,
     timeout: Duration,
     boots: usize,
@@ -25,27 +35,44 @@ pub struct Vm {
 impl Vm {
     /// A machine for the disk and the USB stick, with fresh variables in `dir`, where the
     /// serial logs go too.
-    pub fn new(dir: &Path, disk: &Path, usb: &Path) -> Vm {
+    pub fn new(dir: &Path, disk: &Path, usb: Option<&Path>) -> Vm {
         let vars = dir.join("OVMF_VARS.fd");
         fs::copy(OVMF_VARS, &vars).expect("OVMF vars");
         Vm {
             dir: dir.to_path_buf(),
             disk: disk.to_path_buf(),
-            usb: usb.to_path_buf(),
+            usb: usb.map(Path::to_path_buf),
+            server_port: None,
             vars,
-            timeout: Duration::from_secs(
-                std::env::var("TANDEM_REALBOOT_TIMEOUT")
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(120),
-            ),
+            timeout: timeout(120),
             boots: 0,
         }
+    }
+
+    /// The machine gets a network card with the update server at [`SERVER_ADDR`], forwarded
+    /// to `port` on the host's loopback (by `socat`, one per connection).
+    /// Its boots may take longer: a systemd OS whose agent installs a release (hashing the
+    /// running slot and the new one under TCG) takes 1.5 to 2 minutes.
+    pub fn with_server(mut self, port: u16) -> Vm {
+        self.server_port = Some(port);
+        self.timeout = timeout(360);
+        self
+    }
+
+    /// Plugs in (`Some`) or pulls out (`None`) the USB stick for the next boots.
+    pub fn set_usb(&mut self, usb: Option<&Path>) {
+        self.usb = usb.map(Path::to_path_buf);
     }
 
     /// Boots until the machine powers off; fails on the hard timeout.
     pub fn boot(&mut self, name: &str) -> SerialLog {
         self.run(name, None)
+    }
+
+    /// Boots until a line containing `marker`, then ends the machine (as a power cut):
+    /// for a boot after which the OS keeps running.
+    pub fn boot_until(&mut self, name: &str, marker: &str) -> SerialLog {
+        self.run(name, Some((marker, Duration::ZERO)))
     }
 
     /// Boots, and cuts the power (SIGKILL to QEMU) `delay` after a line containing `marker`.
@@ -68,24 +95,35 @@ impl Vm {
             "-nographic",
             "-serial",
             "mon:stdio",
-            "-nic",
-            "none",
             "-no-reboot",
+            "-uuid",
+            UUID,
         ])
+        .args(match self.server_port {
+            None => vec!["-nic".to_string(), "none".to_string()],
+            // No option ROM: the firmware need not boot from the network.
+            Some(port) => vec![
+                "-netdev".to_string(),
+                format!("user,id=net0,guestfwd=tcp:{SERVER_ADDR}-cmd:socat - TCP:127.0.0.1:{port}"),
+                "-device".to_string(),
+                "virtio-net-pci,netdev=net0,romfile=".to_string(),
+            ],
+        })
         .arg("-drive")
         .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
         .arg("-drive")
         .arg(format!("if=pflash,format=raw,file={}", self.vars.display()))
         .arg("-drive")
-        .arg(format!("file={},format=raw,if=virtio", self.disk.display()))
-        .arg("-drive")
-        .arg(format!(
-            "file={},format=raw,if=virtio,readonly=on",
-            self.usb.display()
-        ))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .arg(format!("file={},format=raw,if=virtio", self.disk.display()));
+        if let Some(usb) = &self.usb {
+            cmd.arg("-drive").arg(format!(
+                "file={},format=raw,if=virtio,readonly=on",
+                usb.display()
+            ));
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         cmd
     }
 
@@ -173,6 +211,16 @@ impl Vm {
         eprintln!("realboot: {} took {:.1?}", log.name, log.elapsed);
         log
     }
+}
+
+/// `TANDEM_REALBOOT_TIMEOUT` (seconds), else `default` seconds.
+fn timeout(default: u64) -> Duration {
+    Duration::from_secs(
+        std::env::var("TANDEM_REALBOOT_TIMEOUT")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default),
+    )
 }
 
 fn read_lines(stream: impl Read, tx: &mpsc::Sender<String>) {
