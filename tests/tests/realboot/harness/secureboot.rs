@@ -115,6 +115,7 @@ impl SecureOs {
                 factory_image: &factory.join("root.img"),
                 kernel: &factory.join("vmlinuz"),
                 initrd: &factory.join("initrd.img"),
+                // Not read on systemd-boot.
                 grub: &self.dir.join("none"),
                 signed: Some(Signed {
                     loader: &self.dir.join("systemd-bootx64.signed.efi"),
