@@ -202,17 +202,37 @@ root_image() {
   mke2fs -q -F -t ext4 -b 4096 -L acme-root -U "$FS_UUID" -E "hash_seed=$FS_SEED" -d "$root" "$out" "${kib}k"
 }
 
+# The modules dm-verity needs, in load order, and the host's tools that open the mapping and
+# find its partition by PARTUUID (with the libraries they link).
+VERITY_MODULES=(lib/reed_solomon/reed_solomon drivers/md/dm-mod drivers/md/dm-bufio
+  drivers/md/dm-verity)
+VERITY_TOOLS=(/usr/sbin/veritysetup /usr/sbin/blkid)
+
 # Step 7: the kernel and the initramfs: busybox, the virtio modules and an /init that mounts
-# the slot the loader booted (tandem.slot=, the GPT partition named root-a or root-b)
-# read-only and hands over to systemd.
+# the slot the loader booted read-only and hands over to systemd. Without Secure Boot the
+# slot is named by tandem.slot= (the GPT partition named root-a or root-b); a verified root
+# (VERITY=yes) by the fixed command line: roothash= and the PARTUUID that hash derives
+# (systemd.verity_root_data=), the tree after the filesystem (hash-offset=), opened with
+# veritysetup as /dev/mapper/root.
 initramfs() {
   local kver=$1 out=$2
   local tree
   tree=$(mktemp -d)
-  mkdir -p "$tree"/{bin,dev,proc,sys,root,lib/modules}
+  mkdir -p "$tree"/{bin,dev,proc,sys,root,run,lib/modules}
   cp /bin/busybox "$tree/bin/busybox"
   : >"$tree/lib/modules/order"
-  for m in "${INITRD_MODULES[@]}"; do
+  local modules=("${INITRD_MODULES[@]}")
+  if [ "${VERITY:-}" = yes ]; then
+    modules+=("${VERITY_MODULES[@]}")
+    local tool lib
+    for tool in "${VERITY_TOOLS[@]}"; do
+      install -D -m 0755 "$tool" "$tree/bin/$(basename "$tool")"
+      for lib in $(ldd "$tool" | grep -o '/[^ ]*'); do
+        install -D -m 0755 "$lib" "$tree$lib"
+      done
+    done
+  fi
+  for m in "${modules[@]}"; do
     cp "$KERNEL_DIR/lib/modules/$kver/kernel/$m.ko" "$tree/lib/modules/"
     basename "$m" >>"$tree/lib/modules/order"
   done
@@ -223,17 +243,34 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 for m in $(cat /lib/modules/order); do insmod "/lib/modules/$m.ko"; done
-slot=$(sed -n 's/.*tandem\.slot=\([ab]\).*/\1/p' /proc/cmdline)
+param() { sed -n "s/.*$1\([^ ]*\).*/\1/p" /proc/cmdline; }
+slot=$(param 'tandem\.slot=')
+roothash=$(param 'roothash=')
+uuid=$(param 'systemd\.verity_root_data=PARTUUID=')
 dev=
 i=0
 while [ -z "$dev" ] && [ $i -lt 100 ]; do
-  for u in /sys/class/block/*/uevent; do
-    grep -qx "PARTNAME=root-$slot" "$u" && dev=/dev/$(sed -n 's/^DEVNAME=//p' "$u")
-  done
+  if [ -n "$roothash" ]; then
+    dev=$(blkid -l -o device -t "PARTUUID=$uuid" 2>/dev/null || true)
+  else
+    for u in /sys/class/block/*/uevent; do
+      grep -qx "PARTNAME=root-$slot" "$u" && dev=/dev/$(sed -n 's/^DEVNAME=//p' "$u")
+    done
+  fi
   [ -n "$dev" ] || { sleep 0.1; i=$((i + 1)); }
 done
+if [ -n "$roothash" ] && [ -n "$dev" ]; then
+  offset=$(param 'systemd\.verity_root_options=hash-offset=')
+  if veritysetup open "$dev" root "$dev" "$roothash" --hash-offset="$offset"; then
+    echo "initramfs: dm-verity root $roothash on $dev (PARTUUID=$uuid) as /dev/mapper/root" >/dev/kmsg
+    dev=/dev/mapper/root
+  else
+    echo "initramfs: veritysetup open $dev (PARTUUID=$uuid) failed" >/dev/kmsg
+    dev=
+  fi
+fi
 if [ -z "$dev" ] || ! mount -t ext4 -o ro "$dev" /root; then
-  echo "initramfs: cannot mount root-$slot (tandem.slot=$slot) read-only" >/dev/kmsg
+  echo "initramfs: cannot mount the root (tandem.slot=$slot roothash=$roothash) read-only" >/dev/kmsg
   exit 1
 fi
 umount /proc /sys
@@ -245,6 +282,11 @@ EOF
   rm -rf "$tree"
 }
 
+# VERITY=yes (environment of `release`): a verified root (docs/signing.md, "A verified
+# root"): `tandem-signer verity` (from TANDEM_BIN) writes root.verity and root.params beside
+# root.img, its command line is appended to `cmdline`, and the initramfs gets veritysetup
+# and the dm-verity modules. (Documented here, not above: the text before step 2 keys the
+# cached Debian root of the real-boot test.)
 release() {
   local base=$1 out=$2
   : "${VERSION:?}" "${UPDATER_TOML:?}" "${ROOT_JSON:?}"
@@ -266,7 +308,12 @@ release() {
   rm -rf "$root"
   cp "$vmlinuz" "$out/vmlinuz"
   initramfs "$kver" "$out/initrd.img"
-  echo "${CMDLINE:-console=ttyS0 panic=1 quiet}" >"$out/cmdline"
+  local cmdline=${CMDLINE:-console=ttyS0 panic=1 quiet}
+  if [ "${VERITY:-}" = yes ]; then
+    "$TANDEM_BIN/tandem-signer" verity "$out/root.img" -o "$out/root.verity" >"$out/root.params"
+    cmdline="$cmdline $(sed -n 3p "$out/root.params")"
+  fi
+  echo "$cmdline" >"$out/cmdline"
 }
 
 case "${1:-}" in

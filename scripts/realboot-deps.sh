@@ -36,6 +36,16 @@ declare -A NEED=(
   # The real OS (scripts/build-os.sh) and its network (QEMU's guestfwd to the server)
   [/usr/bin/mmdebstrap]=mmdebstrap
   [/usr/bin/socat]=socat
+  # Secure Boot and a verified root (tests/tests/realboot/secureboot.rs): OVMF's Secure Boot
+  # build and snakeoil variables come with ovmf; sbsign signs the loader and the UKIs; the
+  # initramfs of a verity release carries the host's veritysetup and blkid.
+  [/usr/share/OVMF/OVMF_CODE_4M.secboot.fd]=ovmf
+  [/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd]=ovmf
+  [/usr/share/ovmf/PkKek-1-snakeoil.key]=ovmf
+  [/usr/bin/sbsign]=sbsigntool
+  [/usr/bin/openssl]=openssl
+  [/usr/sbin/veritysetup]=cryptsetup-bin
+  [/usr/sbin/blkid]=util-linux
 )
 
 missing=()

@@ -24,7 +24,8 @@
 //!
 //! These are the scenarios a real OS cannot reproduce cheaply (a kernel that panics, a power
 //! cut while the boot files are written); `realos.rs` boots a real Debian systemd OS from the
-//! slots and updates it over the network with the `dist/` units as shipped.
+//! slots and updates it over the network with the `dist/` units as shipped; `secureboot.rs`
+//! boots that OS under Secure Boot with signed UKIs and dm-verity roots.
 //!
 //! Needs `scripts/realboot-deps.sh` (packages and the kernel) and the workspace binaries
 //! (`cargo build --workspace --bins`); fails, never skips, when they are missing.
@@ -32,6 +33,7 @@
 
 mod harness;
 mod realos;
+mod secureboot;
 
 use std::time::{Duration, Instant};
 

@@ -172,7 +172,7 @@ fn expect_booted(log: &SerialLog, slot: &str, version: &str, kernel_of: Option<&
 
 /// The daemon's install line: `version` into `slot` from the server, most of it reused from
 /// the running slot (a delta). Returns (fetched, bundle, reused).
-fn expect_installed(log: &SerialLog, version: &str, slot: &str) -> (u64, u64, u64) {
+pub(super) fn expect_installed(log: &SerialLog, version: &str, slot: &str) -> (u64, u64, u64) {
     let prefix = format!(
         "installed {PRODUCT} {version} into slot {slot} from http://10.0.2.100/bundles/{PRODUCT}-{version}.tandem: "
     );
@@ -204,7 +204,7 @@ fn expect_installed(log: &SerialLog, version: &str, slot: &str) -> (u64, u64, u6
 }
 
 /// The machine rebooted through systemd (QEMU's `-no-reboot` ends it there).
-fn expect_rebooted(log: &SerialLog) {
+pub(super) fn expect_rebooted(log: &SerialLog) {
     log.expect("Reached target reboot.target");
 }
 
@@ -214,7 +214,7 @@ const NODE_ID: &str = "5e1f0a6c1d2b4c3d8e4f7a6e646d0001";
 
 /// The server's `/v1/nodes` shows the node running `version`, its latest report `outcome`,
 /// and the channel's status counts it there.
-fn expect_node(server: &Server, log: &SerialLog, version: &str, outcome: &str) {
+pub(super) fn expect_node(server: &Server, log: &SerialLog, version: &str, outcome: &str) {
     let nodes = server.get("/v1/nodes");
     let row = &nodes["nodes"][0];
     let got = (

@@ -8,6 +8,10 @@ use std::process::Command;
 
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// OVMF built for Secure Boot (it needs SMM); `OVMF_CODE_4M.snakeoil.fd` links to it.
+pub const OVMF_CODE_SECBOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
+/// Variables with Debian's snakeoil certificate in PK, KEK and db: Secure Boot on.
+pub const OVMF_VARS_SNAKEOIL: &str = "/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd";
 pub const SYSTEMD_BOOT: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
 /// systemd's EFI stub: the UKIs are this file with the kernel, initramfs, command line and
 /// os-release added as sections (systemd-ukify is not in Debian 12).
@@ -47,6 +51,10 @@ const TOOLS: &[&str] = &[
     "grub-mkstandalone",
     "mmdebstrap",
     "socat",
+    "sbsign",
+    "openssl",
+    "veritysetup",
+    "blkid",
 ];
 const BINARIES: &[&str] = &[
     "tandem-updater",
@@ -169,6 +177,8 @@ fn missing_host_parts(bin_dir: &Path) -> Vec<String> {
     for file in [
         OVMF_CODE,
         OVMF_VARS,
+        OVMF_CODE_SECBOOT,
+        OVMF_VARS_SNAKEOIL,
         SYSTEMD_BOOT,
         SYSTEMD_STUB,
         BUSYBOX,

@@ -12,7 +12,8 @@
 //! per key, built once), `uki` (unified kernel images from systemd's stub), `artefacts` (what
 //! goes into the cache), `serial` (one boot's console log), `vm` (QEMU), `node` (a disk and a
 //! USB stick, and their state read back), `server` (the real `tandem-server`), `realos` (the
-//! real Debian OS of `scripts/build-os.sh`, its releases and their bundles).
+//! real Debian OS of `scripts/build-os.sh`, its releases and their bundles), `secureboot` (that
+//! OS with signed UKIs and dm-verity roots, for OVMF in Secure Boot mode).
 
 mod artefacts;
 mod cache;
@@ -20,6 +21,7 @@ mod env;
 mod node;
 mod os;
 pub mod realos;
+pub mod secureboot;
 mod serial;
 mod server;
 mod uki;

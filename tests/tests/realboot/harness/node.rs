@@ -59,10 +59,20 @@ pub struct Provision<'a> {
     pub initrd: &'a Path,
     /// The GRUB image (`grubx64.efi`), for GRUB.
     pub grub: &'a Path,
+    /// Secure Boot: the signed systemd-boot and the factory's signed UKI (slot A's boot
+    /// file instead of its kernel and initramfs).
+    pub signed: Option<Signed<'a>>,
     /// The USB stick's image, copied for the node.
     pub usb: Option<&'a Path>,
     /// The agent's state file on the state partition.
     pub state_file: &'static str,
+}
+
+/// The signed boot files of a Secure Boot node (systemd-boot).
+#[derive(Clone, Copy)]
+pub struct Signed<'a> {
+    pub loader: &'a Path,
+    pub factory_uki: &'a Path,
 }
 
 pub struct Node {
@@ -92,6 +102,7 @@ impl Node {
                 kernel: &env.kernel,
                 initrd: &initrd,
                 grub: &grub,
+                signed: None,
                 usb: Some(&usb),
                 state_file: "/tandem/state.json",
             },
@@ -148,6 +159,9 @@ impl Node {
         for d in ["EFI/BOOT", "tandem/a", "tandem/b"] {
             fs::create_dir_all(tree.join(d)).expect("mkdir esp");
         }
+        if let Some(signed) = p.signed {
+            fs::copy(signed.factory_uki, tree.join("tandem/a/uki.efi")).expect("factory UKI");
+        }
         let backend_args: Vec<String> = match backend {
             Backend::SystemdBoot => vec![
                 "--backend=systemd-boot".into(),
@@ -171,7 +185,9 @@ impl Node {
             .arg(p.factory_image)
             .args(&backend_args));
         let loader = match backend {
-            Backend::SystemdBoot => PathBuf::from(SYSTEMD_BOOT),
+            Backend::SystemdBoot => p
+                .signed
+                .map_or_else(|| PathBuf::from(SYSTEMD_BOOT), |s| s.loader.to_path_buf()),
             Backend::Grub => {
                 fs::copy(
                     env.docs.join("grub.cfg.example"),
@@ -182,7 +198,7 @@ impl Node {
             }
         };
         fs::copy(loader, tree.join("EFI/BOOT/BOOTX64.EFI")).expect("loader");
-        for slot in ["a", "b"] {
+        for slot in ["a", "b"].into_iter().filter(|_| p.signed.is_none()) {
             fs::copy(p.kernel, tree.join(format!("tandem/{slot}/vmlinuz"))).expect("kernel");
             fs::copy(p.initrd, tree.join(format!("tandem/{slot}/initrd.img"))).expect("initrd");
         }
@@ -345,7 +361,7 @@ impl Node {
 }
 
 /// The byte range of partition `n` (1-based), from sgdisk.
-fn partition(disk: &Path, n: u32) -> Part {
+pub(super) fn partition(disk: &Path, n: u32) -> Part {
     let info = run(Command::new("sgdisk")
         .arg("-i")
         .arg(n.to_string())

@@ -97,6 +97,7 @@ impl RealOs {
                 kernel: &factory.join("vmlinuz"),
                 initrd: &factory.join("initrd.img"),
                 grub: &self.dir.join("grubx64.efi"),
+                signed: None,
                 usb: None,
                 state_file: STATE_FILE,
             },
@@ -163,7 +164,7 @@ fn script(env: &Env) -> PathBuf {
 }
 
 /// The Debian root, built once per change of the script's first step.
-fn base(env: &Env) -> PathBuf {
+pub(super) fn base(env: &Env) -> PathBuf {
     let text = fs::read_to_string(script(env)).expect("scripts/build-os.sh");
     let step1 = text.split("# Step 2").next().unwrap_or_default();
     let key = hex16(Sha256::digest(step1.as_bytes()).as_slice());
@@ -180,7 +181,7 @@ fn base(env: &Env) -> PathBuf {
     dir.join("base.tar")
 }
 
-fn key(env: &Env, backend: Backend, base: &Path) -> String {
+pub(super) fn key(env: &Env, backend: Backend, base: &Path) -> String {
     let mut h = Sha256::new();
     h.update(REALOS_VERSION);
     h.update(base.to_string_lossy().as_bytes());
@@ -205,7 +206,7 @@ fn key(env: &Env, backend: Backend, base: &Path) -> String {
     hex16(h.finalize().as_slice())
 }
 
-fn hex16(digest: &[u8]) -> String {
+pub(super) fn hex16(digest: &[u8]) -> String {
     hex::encode(digest).get(..16).expect("hex").to_string()
 }
 
@@ -236,6 +237,18 @@ fn build(env: &Env, backend: Backend, base: &Path, dir: &Path) {
 
 /// `scripts/build-os.sh release` into `dir/VERSION/`.
 fn build_release(env: &Env, base: &Path, dir: &Path, version: &str, works: bool) {
+    run(&mut release_command(env, base, dir, version, works));
+}
+
+/// The command that builds release `version` into `dir/VERSION/` (`CMDLINE`, `VERITY` may be
+/// set on it before it runs).
+pub(super) fn release_command(
+    env: &Env,
+    base: &Path,
+    dir: &Path,
+    version: &str,
+    works: bool,
+) -> Command {
     let mut cmd = Command::new(script(env));
     cmd.arg("release")
         .arg(base)
@@ -257,7 +270,7 @@ fn build_release(env: &Env, base: &Path, dir: &Path, version: &str, works: bool)
     if !works {
         cmd.env("WORKLOAD", "broken");
     }
-    run(&mut cmd);
+    cmd
 }
 
 /// Signs release `version` with its boot files as `backend` boots them.
@@ -307,6 +320,6 @@ fn sign_release(env: &Env, backend: Backend, dir: &Path, version: &str) {
     signer(env, dir, &args);
 }
 
-fn bundle_name(version: &str) -> String {
+pub(super) fn bundle_name(version: &str) -> String {
     format!("{PRODUCT}-{version}.tandem")
 }

@@ -71,6 +71,12 @@ impl Server {
 
     /// `GET path` as JSON (the status endpoints are open: no status token is set).
     pub fn get(&self, path: &str) -> Value {
+        let body = self.get_text(path);
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+    }
+
+    /// `GET path`: the body of a 200 answer.
+    pub fn get_text(&self, path: &str) -> String {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
@@ -84,7 +90,7 @@ impl Server {
             "GET {path}: {head}\n{body}\nserver log:\n{}",
             self.log()
         );
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+        body.to_string()
     }
 
     pub fn log(&self) -> String {

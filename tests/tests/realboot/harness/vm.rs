@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::env::{DEPS_HINT, OVMF_CODE, OVMF_VARS};
+use super::env::{DEPS_HINT, OVMF_CODE, OVMF_CODE_SECBOOT, OVMF_VARS, OVMF_VARS_SNAKEOIL};
 use super::serial::{clean, SerialLog};
 
 /// Where the machine reaches the host's update server: `http://10.0.2.100/`. QEMU forwards
@@ -28,6 +28,8 @@ pub struct Vm {
     usb: Option<PathBuf>,
     server_port: Option<u16>,
     vars: PathBuf,
+    /// Secure Boot: OVMF's Secure Boot build (it needs SMM) with the snakeoil keys enrolled.
+    secure_boot: bool,
     timeout: Duration,
     boots: usize,
 }
@@ -44,6 +46,7 @@ impl Vm {
             usb: usb.map(Path::to_path_buf),
             server_port: None,
             vars,
+            secure_boot: false,
             timeout: timeout(120),
             boots: 0,
         }
@@ -56,6 +59,14 @@ impl Vm {
     pub fn with_server(mut self, port: u16) -> Vm {
         self.server_port = Some(port);
         self.timeout = timeout(360);
+        self
+    }
+
+    /// The machine boots with Secure Boot on: OVMF's Secure Boot build and fresh variables
+    /// with the snakeoil key in PK, KEK and db (for tests only: its private key is public).
+    pub fn with_secure_boot(mut self) -> Vm {
+        fs::copy(OVMF_VARS_SNAKEOIL, &self.vars).expect("OVMF snakeoil vars");
+        self.secure_boot = true;
         self
     }
 
@@ -82,6 +93,11 @@ impl Vm {
 
     fn qemu(&self) -> Command {
         let mut cmd = Command::new("qemu-system-x86_64");
+        let code = if self.secure_boot {
+            OVMF_CODE_SECBOOT
+        } else {
+            OVMF_CODE
+        };
         cmd.args([
             "-nodefaults",
             "-machine",
@@ -110,11 +126,17 @@ impl Vm {
             ],
         })
         .arg("-drive")
-        .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
+        .arg(format!("if=pflash,format=raw,readonly=on,file={code}"))
         .arg("-drive")
         .arg(format!("if=pflash,format=raw,file={}", self.vars.display()))
         .arg("-drive")
         .arg(format!("file={},format=raw,if=virtio", self.disk.display()));
+        if self.secure_boot {
+            // OVMF's Secure Boot build needs SMM; only SMM may write its variable store, so
+            // the OS cannot change the keys. (QEMU merges the two -machine options.)
+            cmd.args(["-machine", "smm=on"])
+                .args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
+        }
         if let Some(usb) = &self.usb {
             cmd.arg("-drive").arg(format!(
                 "file={},format=raw,if=virtio,readonly=on",
