@@ -189,15 +189,7 @@ impl Http {
         body: &impl serde::Serialize,
     ) -> Result<Posted> {
         let url = self.url(path);
-        let mut request = self
-            .client
-            .post(&url)
-            .timeout(self.options.base_deadline)
-            .json(body);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().map_err(network("POST", &url))?;
+        let response = self.send_post(&url, token, &[], body)?;
         let status = response.status();
         if status.is_success() {
             return Ok(Posted::Accepted);
@@ -228,9 +220,24 @@ impl Http {
         body: &impl serde::Serialize,
     ) -> Result<Answer> {
         let url = self.url(path);
+        let response = self.send_post(&url, token, headers, body)?;
+        let status = response.status().as_u16();
+        let body = self.read_capped(response, MAX_ERROR_BODY, &url)?;
+        Ok(Answer { status, body })
+    }
+
+    /// Sends `body` as JSON to `url` with the extra `headers` and, when given, the bearer
+    /// token, within the base deadline; only a network failure is an error.
+    fn send_post(
+        &self,
+        url: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: &impl serde::Serialize,
+    ) -> Result<Response> {
         let mut request = self
             .client
-            .post(&url)
+            .post(url)
             .timeout(self.options.base_deadline)
             .json(body);
         for (name, value) in headers {
@@ -239,10 +246,7 @@ impl Http {
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
-        let response = request.send().map_err(network("POST", &url))?;
-        let status = response.status().as_u16();
-        let body = self.read_capped(response, MAX_ERROR_BODY, &url)?;
-        Ok(Answer { status, body })
+        request.send().map_err(network("POST", url))
     }
 
     fn read_capped(&self, response: Response, max: u64, url: &str) -> Result<Vec<u8>> {
