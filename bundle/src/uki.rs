@@ -19,6 +19,15 @@ const SECTION_NAME_LEN: usize = 8;
 /// Reads `len` bytes at `offset` of the image, or `None` past its end or on any failure.
 pub type ReadAt<'a> = dyn FnMut(u64, usize) -> Option<Vec<u8>> + 'a;
 
+/// A [`ReadAt`] over a file, by positioned reads (the file's cursor does not move).
+pub fn file_reader(file: &std::fs::File) -> impl FnMut(u64, usize) -> Option<Vec<u8>> + '_ {
+    use std::os::unix::fs::FileExt;
+    move |at, len| {
+        let mut buf = vec![0; len];
+        file.read_exact_at(&mut buf, at).ok().map(|()| buf)
+    }
+}
+
 /// The `VERSION_ID` of the UKI that `read_at` reads, if it is a PE image with an `.osrel`
 /// section that names one.
 pub fn version_id(read_at: &mut ReadAt<'_>) -> Option<String> {
@@ -49,6 +58,22 @@ pub fn cmdline_lossy(read_at: &mut ReadAt<'_>) -> Option<String> {
 /// table), if it has one of at most `max_len` bytes: its virtual size, or its raw size when
 /// that is smaller (the rest is zero fill) or the virtual size is 0.
 pub fn section(read_at: &mut ReadAt<'_>, name: &str, max_len: u32) -> Option<Vec<u8>> {
+    let (offset, len) = find_section(read_at, name)?;
+    if len > max_len {
+        return None;
+    }
+    read_at(u64::from(offset), len as usize)
+}
+
+/// Whether the file that `read_at` reads is a PE image with a non-empty section called
+/// `name`: a UKI has `.linux` (the kernel), where any other file an operator might pass by
+/// mistake (a bare kernel, an initramfs, a loader) has none.
+pub fn has_section(read_at: &mut ReadAt<'_>, name: &str) -> bool {
+    find_section(read_at, name).is_some_and(|(_, len)| len > 0)
+}
+
+/// Where the section called `name` starts in the file, and its length.
+fn find_section(read_at: &mut ReadAt<'_>, name: &str) -> Option<(u32, u32)> {
     let mut wanted = [0u8; SECTION_NAME_LEN];
     wanted
         .get_mut(..name.len())?
@@ -77,10 +102,7 @@ pub fn section(read_at: &mut ReadAt<'_>, name: &str, max_len: u32) -> Option<Vec
         0 => raw_size,
         v => v.min(raw_size),
     };
-    if len > max_len {
-        return None;
-    }
-    read_at(u64::from(u32_at(entry, 20)?), len as usize)
+    Some((u32_at(entry, 20)?, len))
 }
 
 /// The value of `key` in os-release text (`KEY=value`, optionally quoted).
@@ -153,6 +175,18 @@ mod tests {
 
     fn read_cmdline(image: &[u8]) -> Option<String> {
         over(image, cmdline)
+    }
+
+    #[test]
+    fn a_uki_is_a_pe_image_with_a_kernel_section() {
+        let has_linux = |image: &[u8]| has_section(&mut reader(image), ".linux");
+        assert!(has_linux(&pe_with(b".linux\0\0", b"the kernel")));
+        assert!(!has_linux(&pe_with(b".linux\0\0", b"")), "an empty .linux");
+        assert!(
+            !has_linux(&pe_with_cmdline(b"quiet")),
+            "a PE image without .linux"
+        );
+        assert!(!has_linux(b"\x1f\x8b an initramfs, not a PE image"));
     }
 
     #[test]

@@ -716,7 +716,7 @@ fn sign_help_names_the_format_version_the_signer_writes() {
     let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
     assert!(!help.contains("format version 2"), "{help}");
     assert!(help.contains("format version 3"), "{help}");
-    std::fs::write(d.path("uki.efi"), sparse_image(20_000, 5)).unwrap();
+    std::fs::write(d.path("uki.efi"), uki_image(b"ID=acme\n", b"quiet\n")).unwrap();
     d.ok(&sign_args("u.tandem", &["r1.pem"], &["--uki", "uki.efi"]));
     let json: serde_json::Value =
         serde_json::from_slice(&d.ok(&["inspect", "--json", "u.tandem"]).stdout).unwrap();
@@ -759,31 +759,6 @@ fn mistakes_give_an_error_that_names_the_file_and_a_fix() {
     );
     let out = d.fails(&["verify", "missing.tandem", "--root", "root.json"]);
     assert!(stderr(&out).contains("missing.tandem"), "{}", stderr(&out));
-}
-
-/// A 150 001-byte PE image (sparse filler) with an `.osrel` section holding `osrel` at
-/// offset 100 000 (in the second 64 KiB chunk) and a `.cmdline` section holding `cmdline` at
-/// offset 140 000.
-fn uki_image(osrel: &[u8], cmdline: &[u8]) -> Vec<u8> {
-    let mut b = sparse_image(150_001, 21);
-    b[..2].copy_from_slice(b"MZ");
-    b[0x3C..0x40].copy_from_slice(&64u32.to_le_bytes());
-    b[64..68].copy_from_slice(b"PE\0\0");
-    b[70..72].copy_from_slice(&2u16.to_le_bytes());
-    b[84..86].copy_from_slice(&0u16.to_le_bytes()); // no optional header
-    for (s, name, content, at) in [
-        (88, b".osrel\0\0", osrel, 100_000u32),
-        (128, b".cmdline", cmdline, 140_000),
-    ] {
-        b[s..s + 8].copy_from_slice(name);
-        let len = (content.len() as u32).to_le_bytes();
-        b[s + 8..s + 12].copy_from_slice(&len);
-        b[s + 16..s + 20].copy_from_slice(&len);
-        b[s + 20..s + 24].copy_from_slice(&at.to_le_bytes());
-        let at = at as usize;
-        b[at..at + content.len()].copy_from_slice(content);
-    }
-    b
 }
 
 /// A 70 000-byte x86 kernel image (sparse filler) whose setup header points at `banner`.
@@ -933,7 +908,7 @@ fn inspect_shows_a_ukis_version_and_command_line() {
 #[test]
 fn a_corrupt_asset_fails_verify_and_extract_leaves_nothing() {
     let d = setup();
-    std::fs::write(d.path("uki.efi"), sparse_image(20_000, 5)).unwrap();
+    std::fs::write(d.path("uki.efi"), uki_image(b"ID=acme\n", b"quiet\n")).unwrap();
     let out = sign_with_assets(&d, &["--uki", "uki.efi"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let mut bytes = std::fs::read(d.path("a.tandem")).unwrap();
@@ -990,7 +965,8 @@ fn a_corrupt_asset_fails_verify_and_extract_leaves_nothing() {
 #[test]
 fn asset_flag_mistakes_are_refused() {
     let d = setup();
-    std::fs::write(d.path("k"), b"kernel").unwrap();
+    std::fs::write(d.path("k"), uki_image(b"ID=acme\n", b"quiet\n")).unwrap();
+    std::fs::write(d.path("vmlinuz"), b"a bare kernel").unwrap();
     // --kernel without --initrd, or a UKI with either, is a command-line mistake (exit 2).
     for flags in [
         &["--kernel", "k"][..],
@@ -1014,6 +990,10 @@ fn asset_flag_mistakes_are_refused() {
             "used twice",
         ),
         (&["--uki", "missing.efi"][..], "missing.efi"),
+        (
+            &["--uki", "vmlinuz"][..],
+            "--uki vmlinuz: not a unified kernel image (no PE .linux section)",
+        ),
         (
             &["--cmdline", "quiet\ninit=/bin/sh"][..],
             "--cmdline: the kernel command line has byte 0x0a at offset 5",

@@ -395,7 +395,7 @@ fn a_channel_document_gets_its_second_release_signature_from_another_machine() {
 fn a_release_with_boot_assets_is_signed_offline() {
     let m = machines();
     for (name, bytes) in [
-        ("uki.efi", sparse_image(30_000, 7)),
+        ("uki.efi", uki_image(b"ID=acme\n", b"quiet\n")),
         ("vmlinuz", sparse_image(20_000, 8)),
         ("initrd.img", sparse_image(9_000, 9)),
         ("esp.img", sparse_image(70_000, 10)),

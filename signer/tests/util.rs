@@ -127,6 +127,33 @@ pub fn extract_bytes(bundle: &[u8], root: &Verified<Root>) -> Result<Vec<u8>, Er
     Ok(out)
 }
 
+/// A 150 001-byte PE image (sparse filler) with an `.osrel` section holding `osrel` at
+/// offset 100 000 (in the second 64 KiB chunk), a `.cmdline` section holding `cmdline` at
+/// offset 140 000, and a `.linux` section (the filler from 4 096): what `sign --uki` takes.
+pub fn uki_image(osrel: &[u8], cmdline: &[u8]) -> Vec<u8> {
+    let mut b = sparse_image(150_001, 21);
+    b[..2].copy_from_slice(b"MZ");
+    b[0x3C..0x40].copy_from_slice(&64u32.to_le_bytes());
+    b[64..68].copy_from_slice(b"PE\0\0");
+    b[70..72].copy_from_slice(&3u16.to_le_bytes());
+    b[84..86].copy_from_slice(&0u16.to_le_bytes()); // no optional header
+    let kernel = b[4096..90_000].to_vec();
+    for (s, name, content, at) in [
+        (88, b".osrel\0\0", osrel, 100_000u32),
+        (128, b".cmdline", cmdline, 140_000),
+        (168, b".linux\0\0", &kernel[..], 4096),
+    ] {
+        b[s..s + 8].copy_from_slice(name);
+        let len = (content.len() as u32).to_le_bytes();
+        b[s + 8..s + 12].copy_from_slice(&len);
+        b[s + 16..s + 20].copy_from_slice(&len);
+        b[s + 20..s + 24].copy_from_slice(&at.to_le_bytes());
+        let at = at as usize;
+        b[at..at + content.len()].copy_from_slice(content);
+    }
+    b
+}
+
 /// A partly random, partly zero image: `len` bytes, deterministic from `seed`.
 pub fn sparse_image(len: usize, seed: u64) -> Vec<u8> {
     let mut v = vec![0u8; len];

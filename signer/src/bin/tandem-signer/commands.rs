@@ -297,6 +297,9 @@ fn sign(a: &SignArgs, limits: &Limits) -> Result<()> {
     let keys = private_keys(&a.keys)?;
     let (mut image, data_size) = open_sized(&a.image)?;
     warn_small_blocks(&image, &a.image, opts.chunking);
+    if let Some(path) = &a.uki {
+        check_uki(path)?;
+    }
     let tree = verity::hash_area(a, &mut image, data_size)?;
     verity::check_cmdlines(a, tree.as_ref().map(|(v, _)| v))?;
     let size = data_size + tree.as_ref().map_or(0, |(v, _)| v.hash_size());
@@ -364,17 +367,27 @@ fn sign(a: &SignArgs, limits: &Limits) -> Result<()> {
 /// granularity ([`small_blocks`]): data a build moves by smaller blocks is not found again,
 /// and updates fetch more.
 fn warn_small_blocks(image: &File, path: &Path, chunking: Chunking) {
-    use std::os::unix::fs::FileExt;
-    let mut read_at = |at: u64, len: usize| {
-        let mut buf = vec![0; len];
-        image.read_exact_at(&mut buf, at).ok().map(|()| buf)
-    };
+    let mut read_at = signer::uki::file_reader(image);
     if let Some(SmallBlocks { block, grain }) = small_blocks(&mut read_at, chunking) {
         eprintln!(
             "warning: {} is an ext2/3/4 filesystem of {block}-byte blocks, smaller than its {grain}-byte chunks: data a new build moves by a block is not found again and updates fetch more; make the image with `mke2fs -b 4096`",
             path.display()
         );
     }
+}
+
+/// Refuses a `--uki` that is not a unified kernel image (a PE image with a `.linux` section):
+/// a bare kernel, an initramfs or a loader given by mistake would be signed, installed, and
+/// fail only at the node's next boot.
+fn check_uki(path: &Path) -> Result<()> {
+    let file = File::open(path).with_context(|| format!("opening --uki {}", path.display()))?;
+    if !signer::uki::has_section(&mut signer::uki::file_reader(&file), ".linux") {
+        bail!(
+            "--uki {}: not a unified kernel image (no PE .linux section); build one with ukify or objcopy (docs/signing.md)",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 /// Opens a file and measures it (a block device has no size in its metadata).

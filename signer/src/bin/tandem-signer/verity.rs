@@ -5,7 +5,6 @@
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -106,10 +105,7 @@ pub fn hash_area(a: &SignArgs, image: &mut File, size: u64) -> Result<Option<(Ve
 pub fn check_cmdlines(a: &SignArgs, verity: Option<&Verity>) -> Result<()> {
     if let Some(path) = &a.uki {
         let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        let mut read_at = |at: u64, len: usize| {
-            let mut buf = vec![0; len];
-            f.read_exact_at(&mut buf, at).ok().map(|()| buf)
-        };
+        let mut read_at = signer::uki::file_reader(&f);
         if let Some(text) = asset_cmdline(AssetKind::Uki, 0, &mut read_at) {
             check_cmdline(&text, verity)
                 .map_err(anyhow::Error::msg)
