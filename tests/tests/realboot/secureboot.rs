@@ -2,27 +2,36 @@
 //! snakeoil key in db) starts only the signed systemd-boot and signed UKIs; each release's UKI
 //! has a fixed command line naming its dm-verity root hash and the PARTUUID it derives, never
 //! the slot; the initramfs opens the slot through dm-verity. The agent tells the booted slot
-//! from that root hash, the slot's PARTUUID and systemd-boot's `LoaderEntrySelected`.
+//! from that root hash, the slot's PARTUUID and systemd-boot's `LoaderEntrySelected`. This is
+//! also the real OS's systemd-boot run: the boot check and systemd-bless-boot in one order
+//! (docs/DESIGN.md §5.0), and a release whose workload fails rolled back.
 //!
 //! | boot | runs | what happens | ends |
 //! |---|---|---|---|
 //! | 1 | A 1.0.0 (factory UKI, no verity) | Secure Boot on; the daemon installs 2.0.0 into B | reboot |
-//! | 2 | B 2.0.0, verity root | Secure Boot on, root on /dev/mapper/root; B committed without `tandem.slot=`; installs 3.0.0 (UKI signed by a key not in db) into A | reboot |
-//! | 3, 4 | – | the firmware refuses A's UKI (Access Denied) each try | the test |
-//! | 5 | B 2.0.0 | "never came up" recorded and reported; installs 4.0.0 into A; the test flips a byte of A's data | reboot |
-//! | 6, 7 | A 4.0.0 | dm-verity refuses the corrupted block, the root cannot be mounted, the kernel panics | reset |
-//! | 8 | B 2.0.0 | "never came up" recorded and reported; installs 5.0.0 into A; the test flips a byte of A's hash tree | reboot |
-//! | 9, 10 | A 5.0.0 | dm-verity refuses the tree, the kernel panics | reset |
-//! | 11 | B 2.0.0 | "never came up" recorded and reported | the test |
+//! | 2 | B 2.0.0, verity root | Secure Boot on, root on /dev/mapper/root; B committed without `tandem.slot=`, then blessed by systemd-bless-boot; installs 3.0.0 (UKI signed by a key not in db) into A | reboot |
+//! | 3 | – | the firmware refuses A's UKI (Access Denied) at its one try | the test |
+//! | 4 | B 2.0.0 | "never came up" recorded and reported; installs 4.0.0 into A; the test flips a byte of A's data | reboot |
+//! | 5 | A 4.0.0 | dm-verity refuses the corrupted block, the root cannot be mounted, the kernel panics | reset |
+//! | 6 | B 2.0.0 | "never came up" recorded and reported; installs 5.0.0 into A; the test flips a byte of A's hash tree | reboot |
+//! | 7 | A 5.0.0 | dm-verity refuses the tree, the kernel panics | reset |
+//! | 8 | B 2.0.0 | "never came up" recorded and reported; installs 6.0.0 into A | reboot |
+//! | 9 | A 6.0.0, verity root | its workload unit fails; boot-check marks A bad before boot-complete.target, so nothing blesses it | reboot |
+//! | 10 | B 2.0.0 | the daemon refuses 6.0.0 (rolled back here) and the server hears of it | the test |
+//!
+//! A new release gets one try here ([`TRIES`]): every failure costs a boot per try under TCG.
 
 use std::time::Instant;
 
 use super::harness::realos::{FACTORY, REPORT_TOKEN};
 use super::harness::secureboot::{
-    flip_byte, SecureOs, DATA_FLIPPED, NOT_IN_DB, TREE_FLIPPED, VERIFIED,
+    flip_byte, SecureOs, DATA_FLIPPED, NOT_IN_DB, TREE_FLIPPED, TRIES, UNHEALTHY, VERIFIED,
 };
-use super::harness::{Env, Node, SerialLog, Server, SlotBoot, Vm, TRIES};
-use super::realos::{expect_installed, expect_node, expect_rebooted};
+use super::harness::{Env, Node, SerialLog, Server, SlotBoot, Vm};
+use super::realos::{
+    expect_installed, expect_node, expect_rebooted, expect_refused_after_rollback,
+    expect_unhealthy_rolled_back,
+};
 use super::{expect_committed, expect_phase, expect_view};
 use SlotBoot::{Good, Trial};
 
@@ -55,7 +64,12 @@ fn secure_boot_systemd_boot() {
     let log = vm.boot("b-2.0.0-verity-commits-installs-3.0.0");
     expect_secure_boot(&log);
     expect_verified_root(&log, &os, VERIFIED);
-    log.expect("slot b (2.0.0) passed its health checks: committed");
+    let committed = log.expect_at("slot b (2.0.0) passed its health checks: committed");
+    // systemd-bless-boot waits for boot-complete.target, which needs the boot check.
+    let blessed = log.expect_at("Finished systemd-bless-boot.service");
+    if blessed < committed {
+        log.fail("systemd-bless-boot ran before Tandem's boot check");
+    }
     expect_installed(&log, NOT_IN_DB, "a");
     expect_rebooted(&log);
     expect_view(&node, Some(&log), "3.0.0 installed", Trial(TRIES), Good);
@@ -63,35 +77,40 @@ fn secure_boot_systemd_boot() {
     expect_committed(&state, &log, "b", VERIFIED);
     expect_node(&server, &log, VERIFIED, "installed");
 
-    // 3, 4. The firmware refuses 3.0.0's UKI at each try; systemd-boot has counted them.
+    // 3. The firmware refuses 3.0.0's UKI; systemd-boot has counted the try.
     expect_refused_tries(&mut vm, &node, NOT_IN_DB);
 
-    // 5. Back on 2.0.0: the agent records that 3.0.0 never came up and reports it, then
+    // 4. Back on 2.0.0: the agent records that 3.0.0 never came up and reports it, then
     // installs 4.0.0; one byte of its data is flipped before its first boot.
     os.publish(&env, &repo, DATA_FLIPPED);
-    back_on_verified(&mut vm, &node, &server, &os, NOT_IN_DB, Some(DATA_FLIPPED));
+    back_on_verified(&mut vm, &node, &server, &os, NOT_IN_DB, DATA_FLIPPED);
     flip_byte(&node, "a", 0);
 
-    // 6, 7. dm-verity refuses the block: the root is never mounted.
+    // 5. dm-verity refuses the block: the root is never mounted.
     expect_verity_failures(&mut vm, &node, DATA_FLIPPED, "data block");
 
-    // 8. Back on 2.0.0; 5.0.0 installed, one byte of its hash tree flipped.
+    // 6. Back on 2.0.0; 5.0.0 installed, one byte of its hash tree flipped.
     os.publish(&env, &repo, TREE_FLIPPED);
-    back_on_verified(
-        &mut vm,
-        &node,
-        &server,
-        &os,
-        DATA_FLIPPED,
-        Some(TREE_FLIPPED),
-    );
+    back_on_verified(&mut vm, &node, &server, &os, DATA_FLIPPED, TREE_FLIPPED);
     flip_byte(&node, "a", os.hash_offset(TREE_FLIPPED) + BLOCK);
 
-    // 9, 10. dm-verity refuses the tree.
+    // 7. dm-verity refuses the tree.
     expect_verity_failures(&mut vm, &node, TREE_FLIPPED, "metadata block");
 
-    // 11. Back on 2.0.0, the failure recorded and reported.
-    back_on_verified(&mut vm, &node, &server, &os, TREE_FLIPPED, None);
+    // 8. Back on 2.0.0, the failure recorded and reported; 6.0.0 installed.
+    os.publish(&env, &repo, UNHEALTHY);
+    back_on_verified(&mut vm, &node, &server, &os, TREE_FLIPPED, UNHEALTHY);
+
+    // 9. 6.0.0 boots verified, but its workload fails: boot-check marks A bad.
+    let log = vm.boot("a-6.0.0-workload-fails-rolls-back");
+    expect_secure_boot(&log);
+    expect_verified_root(&log, &os, UNHEALTHY);
+    expect_unhealthy_rolled_back(&node, &log, UNHEALTHY);
+
+    // 10. Back on 2.0.0, which refuses 6.0.0 for good.
+    let log = vm.boot_until("b-2.0.0-after-rollback", "poll decision=");
+    expect_verified_root(&log, &os, VERIFIED);
+    expect_refused_after_rollback(&node, &server, &log, VERIFIED, UNHEALTHY);
 
     eprintln!(
         "realboot Secure Boot systemd-boot: passed in {:.1?} (logs in {})",
@@ -162,38 +181,26 @@ fn expect_verity_failures(vm: &mut Vm, node: &Node, version: &str, what: &str) {
 }
 
 /// B's 2.0.0 boots after A's `failed` never came up: the agent records it and the server hears
-/// of it; then it installs `next` into A, or (`None`) the test stops the machine.
+/// of it; then it installs `next` into A and reboots.
 fn back_on_verified(
     vm: &mut Vm,
     node: &Node,
     server: &Server,
     os: &SecureOs,
     failed: &str,
-    next: Option<&str>,
+    next: &str,
 ) {
-    let name = format!("b-{VERIFIED}-after-{failed}");
-    let log = match next {
-        Some(_) => vm.boot(&name),
-        None => vm.boot_until(&name, "poll decision="),
-    };
+    let log = vm.boot(&format!("b-{VERIFIED}-after-{failed}"));
     expect_secure_boot(&log);
     expect_verified_root(&log, os, VERIFIED);
     log.expect(&format!(
         "slot a ({failed}) never came up: the firmware rolled back"
     ));
     expect_reported(server, &log, failed, "rolled-back");
-    match next {
-        Some(next) => {
-            expect_installed(&log, next, "a");
-            expect_rebooted(&log);
-            expect_node(server, &log, VERIFIED, "installed");
-            expect_phase(node, &log, "written", "a", next);
-        }
-        None => {
-            expect_view(node, Some(&log), "back on 2.0.0", Trial(0), Good);
-            expect_node(server, &log, VERIFIED, "rolled-back");
-        }
-    }
+    expect_installed(&log, next, "a");
+    expect_rebooted(&log);
+    expect_node(server, &log, VERIFIED, "installed");
+    expect_phase(node, &log, "written", "a", next);
 }
 
 /// The server stored one report of `outcome` for `version` (its metrics count them).

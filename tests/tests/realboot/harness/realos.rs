@@ -140,15 +140,15 @@ pub fn release_cmdline(version: &str) -> String {
 }
 
 /// The node's `/etc/tandem/updater.toml`: the example of docs/updater.md, with the test's
-/// server, a short poll and two tries.
-pub fn config(backend: Backend) -> String {
+/// server, a short poll and `tries` tries for a new release.
+pub fn config(backend: Backend, tries: u8) -> String {
     let boot = match backend {
         Backend::SystemdBoot => "boot = \"systemd-boot\"\nesp = \"/efi\"\n",
         Backend::Grub => "boot = \"grub\"\ngrubenv = \"/efi/tandem/grubenv\"\n",
     };
     format!(
         "disk = \"/dev/vda\"\n{boot}state = \"/var/lib/tandem/state.json\"\n\
-         root = \"/etc/tandem/root.json\"\nproduct = \"{PRODUCT}\"\ntries = {TRIES}\n\
+         root = \"/etc/tandem/root.json\"\nproduct = \"{PRODUCT}\"\ntries = {tries}\n\
          cmdline = \"/proc/cmdline\"\nreboot = [\"systemctl\", \"reboot\"]\n\
          health_deadline = \"2m\"\n\n\
          [[health]]\nexec = [\"/usr/bin/systemctl\", \"is-active\", \"--quiet\", \"acme-app.service\"]\n\
@@ -201,7 +201,7 @@ pub(super) fn key(env: &Env, backend: Backend, base: &Path) -> String {
     let stub = fs::metadata(SYSTEMD_STUB).expect("EFI stub metadata");
     h.update(format!("{} {:?}", stub.len(), stub.modified().ok()));
     h.update(env.kernel.to_string_lossy().as_bytes());
-    h.update(config(backend));
+    h.update(config(backend, TRIES));
     h.update(format!("{RELEASES:?} {USB_CHANNEL} {USB_LABEL} {ON_USB}"));
     hex16(h.finalize().as_slice())
 }
@@ -214,7 +214,7 @@ pub(super) fn hex16(digest: &[u8]) -> String {
 /// bundles) and the GRUB image.
 fn build(env: &Env, backend: Backend, base: &Path, dir: &Path) {
     keys(env, dir);
-    fs::write(dir.join("updater.toml"), config(backend)).expect("updater.toml");
+    fs::write(dir.join("updater.toml"), config(backend, TRIES)).expect("updater.toml");
     fs::write(dir.join("report-token"), REPORT_TOKEN).expect("report token");
     for &(version, works) in RELEASES {
         build_release(env, base, dir, version, works);

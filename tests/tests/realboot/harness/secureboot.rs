@@ -34,6 +34,9 @@ const SNAKEOIL_CERT: &str = "/usr/share/ovmf/PkKek-1-snakeoil.pem";
 /// Bump when the artefacts change in a way the key does not see.
 const SECUREBOOT_VERSION: &str = "secureboot-1";
 
+/// Tries the loader gives a new release: one, as each failure the test provokes costs a boot
+/// per try under TCG (the busybox runs, `main.rs`, spend two on each of theirs).
+pub const TRIES: u8 = 1;
 /// A verity release that boots and commits.
 pub const VERIFIED: &str = "2.0.0";
 /// A verity release whose UKI is signed by a key not in db: the firmware refuses it.
@@ -42,6 +45,8 @@ pub const NOT_IN_DB: &str = "3.0.0";
 pub const DATA_FLIPPED: &str = "4.0.0";
 /// A verity release whose slot the test damages before its first boot: one hash-tree byte.
 pub const TREE_FLIPPED: &str = "5.0.0";
+/// A verity release, correctly signed, whose workload unit fails: boot-check marks it bad.
+pub const UNHEALTHY: &str = "6.0.0";
 
 /// How a release is signed and whether its root carries a verity tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +57,8 @@ enum Kind {
     Verified,
     /// Verity root, UKI signed with a key db does not hold.
     Rogue,
+    /// Verity root, UKI signed with the db key, a workload that fails.
+    Unhealthy,
 }
 
 const RELEASES: &[(&str, Kind)] = &[
@@ -60,6 +67,7 @@ const RELEASES: &[(&str, Kind)] = &[
     (NOT_IN_DB, Kind::Rogue),
     (DATA_FLIPPED, Kind::Verified),
     (TREE_FLIPPED, Kind::Verified),
+    (UNHEALTHY, Kind::Unhealthy),
 ];
 
 /// The releases of the Secure Boot OS, built.
@@ -74,6 +82,7 @@ impl SecureOs {
         let mut h = Sha256::new();
         h.update(key(env, Backend::SystemdBoot, &base));
         h.update(format!("{SECUREBOOT_VERSION} {RELEASES:?}"));
+        h.update(config(Backend::SystemdBoot, TRIES));
         for file in [
             SYSTEMD_BOOT,
             OVMF_CODE_SECBOOT,
@@ -191,7 +200,11 @@ fn param(cmdline: &str, name: &str) -> String {
 /// Keys (the repository's, db's and a rogue one), the signed loader, the releases.
 fn build(env: &Env, base: &Path, dir: &Path) {
     keys(env, dir);
-    fs::write(dir.join("updater.toml"), config(Backend::SystemdBoot)).expect("updater.toml");
+    fs::write(
+        dir.join("updater.toml"),
+        config(Backend::SystemdBoot, TRIES),
+    )
+    .expect("updater.toml");
     fs::write(dir.join("report-token"), REPORT_TOKEN).expect("report token");
     run(Command::new("openssl")
         .args([
@@ -226,7 +239,7 @@ fn build(env: &Env, base: &Path, dir: &Path) {
 /// One release: its root (with its verity tree unless the factory's), its UKI signed with
 /// `kind`'s key, and (but for the factory's, kept for provisioning) its bundle.
 fn build_release(env: &Env, base: &Path, dir: &Path, version: &str, kind: Kind) {
-    let mut cmd = release_command(env, base, dir, version, true);
+    let mut cmd = release_command(env, base, dir, version, kind != Kind::Unhealthy);
     if kind == Kind::Factory {
         cmd.env(
             "CMDLINE",
