@@ -37,10 +37,13 @@ pub mod fleetlock;
 pub mod httpdate;
 pub mod known;
 pub mod metrics;
+pub mod nodeauth;
+pub mod nodekeys;
 pub mod page;
 pub mod path;
 pub mod range;
 pub mod ratelimit;
+pub mod replay;
 pub mod repo;
 pub mod request;
 pub mod route;
@@ -51,6 +54,8 @@ pub mod status;
 pub mod timed_io;
 pub mod tls;
 
-pub use config::{Config, FailureBudget, Leases, Limits, ReportRate, Retention, TlsFiles, Token};
+pub use config::{
+    Config, FailureBudget, Leases, Limits, NodeAuth, ReportRate, Retention, TlsFiles, Token,
+};
 pub use error::Error;
 pub use server::Server;
