@@ -2,12 +2,14 @@
 //! and reboot-lease requests with, the message it signs, and the enrollment of its key.
 //!
 //! ```text
-//! Authorization: Tandem-Node key=<key id>, ts=<unix seconds>, sig=<base64 Ed25519 signature>
+//! Authorization: Tandem-Node key=<key id>, ts=<unix seconds>, nonce=<32 hex>, sig=<base64 Ed25519 signature>
 //! ```
 //!
 //! The signature covers [`signed_message`]: a domain prefix, the method, the API path (from
-//! `/v1/`, so a proxy mounting the server under a prefix changes nothing), the timestamp and
-//! the SHA-256 of the body. A key id is the hex SHA-256 of the raw 32-byte public key, as for
+//! `/v1/`, so a proxy mounting the server under a prefix changes nothing), the timestamp, a
+//! random nonce (Ed25519 signatures are deterministic: without it, two alike requests within
+//! one second would be one signature, the second refused as a replay) and the SHA-256 of the
+//! body. A key id is the hex SHA-256 of the raw 32-byte public key, as for
 //! release keys. This module parses and formats; it holds no key and verifies nothing (the
 //! server verifies with `ed25519-dalek`, the agent signs through its `NodeSigner`).
 #![deny(clippy::indexing_slicing)]
@@ -28,6 +30,8 @@ pub const MAX_SKEW_SECS: u64 = 300;
 pub const MAX_HEADER_LEN: usize = 512;
 /// Length of a key id: 64 lowercase hex digits.
 pub const KEY_ID_LEN: usize = 64;
+/// Length of a nonce: 32 lowercase hex digits (16 random bytes).
+pub const NONCE_LEN: usize = 32;
 /// Where a node enrolls its key.
 pub const ENROLL_PATH: &str = "/v1/enroll";
 /// Largest enrollment request body.
@@ -47,7 +51,7 @@ pub enum NodeAuthError {
     /// A parameter that is not `name=value`.
     #[error("the Tandem-Node credential has a parameter that is not name=value")]
     Malformed,
-    /// A parameter other than `key`, `ts`, `sig`.
+    /// A parameter other than `key`, `ts`, `nonce`, `sig`.
     #[error("the Tandem-Node credential has an unknown parameter {0:?}")]
     Unknown(String),
     /// A parameter given twice.
@@ -62,6 +66,9 @@ pub enum NodeAuthError {
     /// `ts` is not a decimal number of seconds.
     #[error("the Tandem-Node ts is not a Unix time in seconds")]
     Timestamp,
+    /// `nonce` is not 32 lowercase hex digits.
+    #[error("the Tandem-Node nonce is not 32 lowercase hex digits")]
+    Nonce,
     /// `sig` is not the base64 of 64 bytes.
     #[error("the Tandem-Node sig is not a base64 Ed25519 signature")]
     Signature,
@@ -74,6 +81,8 @@ pub struct NodeAuth {
     pub key_id: String,
     /// When the node signed, Unix seconds.
     pub timestamp: u64,
+    /// The request's random nonce (32 lowercase hex digits).
+    pub nonce: String,
     /// The Ed25519 signature of [`signed_message`].
     pub signature: [u8; 64],
 }
@@ -88,8 +97,8 @@ impl NodeAuth {
             .eq_ignore_ascii_case(SCHEME)
     }
 
-    /// Parses `Tandem-Node key=…, ts=…, sig=…`: the three parameters each once, in any
-    /// order, separated by commas with optional spaces; nothing else.
+    /// Parses `Tandem-Node key=…, ts=…, nonce=…, sig=…`: the four parameters each once, in
+    /// any order, separated by commas with optional spaces; nothing else.
     pub fn parse(value: &str) -> Result<NodeAuth, NodeAuthError> {
         if value.len() > MAX_HEADER_LEN {
             return Err(NodeAuthError::TooLong);
@@ -101,7 +110,7 @@ impl NodeAuth {
         if !scheme.eq_ignore_ascii_case(SCHEME) {
             return Err(NodeAuthError::OtherScheme);
         }
-        let (mut key, mut ts, mut sig) = (None, None, None);
+        let (mut key, mut ts, mut nonce, mut sig) = (None, None, None, None);
         for param in params.split(',') {
             let (name, value) = param
                 .trim()
@@ -110,6 +119,7 @@ impl NodeAuth {
             let (slot, label) = match name {
                 "key" => (&mut key, "key"),
                 "ts" => (&mut ts, "ts"),
+                "nonce" => (&mut nonce, "nonce"),
                 "sig" => (&mut sig, "sig"),
                 other => return Err(NodeAuthError::Unknown(other.chars().take(32).collect())),
             };
@@ -123,6 +133,10 @@ impl NodeAuth {
         }
         let ts = ts.ok_or(NodeAuthError::Missing("ts"))?;
         let timestamp = parse_seconds(ts).ok_or(NodeAuthError::Timestamp)?;
+        let nonce = nonce.ok_or(NodeAuthError::Missing("nonce"))?;
+        if !is_nonce(nonce) {
+            return Err(NodeAuthError::Nonce);
+        }
         let sig = sig.ok_or(NodeAuthError::Missing("sig"))?;
         let signature = base64::engine::general_purpose::STANDARD
             .decode(sig)
@@ -132,16 +146,18 @@ impl NodeAuth {
         Ok(NodeAuth {
             key_id: key_id.to_owned(),
             timestamp,
+            nonce: nonce.to_owned(),
             signature,
         })
     }
 
-    /// The header value: `Tandem-Node key=…, ts=…, sig=…`.
+    /// The header value: `Tandem-Node key=…, ts=…, nonce=…, sig=…`.
     pub fn header(&self) -> String {
         format!(
-            "{SCHEME} key={}, ts={}, sig={}",
+            "{SCHEME} key={}, ts={}, nonce={}, sig={}",
             self.key_id,
             self.timestamp,
+            self.nonce,
             base64::engine::general_purpose::STANDARD.encode(self.signature)
         )
     }
@@ -157,10 +173,17 @@ fn parse_seconds(text: &str) -> Option<u64> {
 
 /// Whether `text` is a key id: 64 lowercase hex digits.
 pub fn is_key_id(text: &str) -> bool {
-    text.len() == KEY_ID_LEN
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    text.len() == KEY_ID_LEN && is_lower_hex(text)
+}
+
+/// Whether `text` is a nonce: 32 lowercase hex digits.
+pub fn is_nonce(text: &str) -> bool {
+    text.len() == NONCE_LEN && is_lower_hex(text)
+}
+
+fn is_lower_hex(text: &str) -> bool {
+    text.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Lowercase hex of `bytes` (a key id from its SHA-256, a body digest).
@@ -176,12 +199,31 @@ pub fn signed_path(path: &str) -> Option<&str> {
     path.find("/v1/").and_then(|at| path.get(at..))
 }
 
-/// The message a node signs for one request: [`DOMAIN`], then the method, the API path
-/// ([`signed_path`]), the timestamp and the hex SHA-256 of the body, each ended by `\n`.
-pub fn signed_message(method: &str, path: &str, timestamp: u64, body_sha256: &[u8; 32]) -> Vec<u8> {
+/// What a node signs a request over, besides the domain.
+#[derive(Debug, Clone, Copy)]
+pub struct Signed<'a> {
+    /// The method (`POST`).
+    pub method: &'a str,
+    /// The API path ([`signed_path`]).
+    pub path: &'a str,
+    /// When (Unix seconds).
+    pub timestamp: u64,
+    /// The request's nonce.
+    pub nonce: &'a str,
+    /// The SHA-256 of the body.
+    pub body_sha256: &'a [u8; 32],
+}
+
+/// The message a node signs for one request: [`DOMAIN`], then the method, the API path, the
+/// timestamp, the nonce and the hex SHA-256 of the body, each ended by `\n`.
+pub fn signed_message(signed: &Signed<'_>) -> Vec<u8> {
     format!(
-        "{DOMAIN}{method}\n{path}\n{timestamp}\n{}\n",
-        hex(body_sha256)
+        "{DOMAIN}{}\n{}\n{}\n{}\n{}\n",
+        signed.method,
+        signed.path,
+        signed.timestamp,
+        signed.nonce,
+        hex(signed.body_sha256)
     )
     .into_bytes()
 }
@@ -294,6 +336,7 @@ mod tests {
         NodeAuth {
             key_id: "ab".repeat(32),
             timestamp: 1_765_000_000,
+            nonce: "0c".repeat(16),
             signature: [7; 64],
         }
     }
@@ -304,8 +347,9 @@ mod tests {
         assert_eq!(NodeAuth::parse(&auth.header()), Ok(auth.clone()));
         let sig = base64::engine::general_purpose::STANDARD.encode([7u8; 64]);
         let reordered = format!(
-            "tandem-node sig={sig},ts=1765000000 ,  key={}",
-            "ab".repeat(32)
+            "tandem-node sig={sig},ts=1765000000 ,  key={}, nonce={}",
+            "ab".repeat(32),
+            "0c".repeat(16)
         );
         assert_eq!(NodeAuth::parse(&reordered), Ok(auth));
         assert!(NodeAuth::is_scheme("TANDEM-NODE key=x"));
@@ -316,31 +360,43 @@ mod tests {
     fn malformed_credentials_are_refused_by_cause() {
         let key = "ab".repeat(32);
         let sig = base64::engine::general_purpose::STANDARD.encode([7u8; 64]);
+        let n = "0c".repeat(16);
         let cases = [
             ("Bearer token".to_owned(), NodeAuthError::OtherScheme),
             ("Tandem-Node".to_owned(), NodeAuthError::OtherScheme),
             (
-                format!("Tandem-Node key={key}, ts=1"),
+                format!("Tandem-Node key={key}, ts=1, nonce={n}"),
                 NodeAuthError::Missing("sig"),
             ),
             (
-                format!("Tandem-Node key={key}, key={key}, ts=1, sig={sig}"),
+                format!("Tandem-Node key={key}, ts=1, sig={sig}"),
+                NodeAuthError::Missing("nonce"),
+            ),
+            (
+                format!("Tandem-Node key={key}, ts=1, nonce=0C0c, sig={sig}"),
+                NodeAuthError::Nonce,
+            ),
+            (
+                format!("Tandem-Node key={key}, key={key}, ts=1, nonce={n}, sig={sig}"),
                 NodeAuthError::Duplicate("key"),
             ),
             (
-                format!("Tandem-Node key={}, ts=1, sig={sig}", "AB".repeat(32)),
+                format!(
+                    "Tandem-Node key={}, ts=1, nonce={n}, sig={sig}",
+                    "AB".repeat(32)
+                ),
                 NodeAuthError::KeyId,
             ),
             (
-                format!("Tandem-Node key={key}, ts=-1, sig={sig}"),
+                format!("Tandem-Node key={key}, ts=-1, nonce={n}, sig={sig}"),
                 NodeAuthError::Timestamp,
             ),
             (
-                format!("Tandem-Node key={key}, ts=1, sig=AAAA"),
+                format!("Tandem-Node key={key}, ts=1, nonce={n}, sig=AAAA"),
                 NodeAuthError::Signature,
             ),
             (
-                format!("Tandem-Node key={key}, ts=1, sig={sig}, x=1"),
+                format!("Tandem-Node key={key}, ts=1, nonce={n}, sig={sig}, x=1"),
                 NodeAuthError::Unknown("x".into()),
             ),
             (format!("Tandem-Node key={key} ts=1"), NodeAuthError::KeyId),
@@ -357,10 +413,20 @@ mod tests {
     #[test]
     fn the_message_binds_method_path_time_and_body() {
         let digest = [1u8; 32];
-        let m = signed_message("POST", "/v1/reports", 5, &digest);
+        let nonce = "0c".repeat(16);
+        let m = signed_message(&Signed {
+            method: "POST",
+            path: "/v1/reports",
+            timestamp: 5,
+            nonce: &nonce,
+            body_sha256: &digest,
+        });
         let text = String::from_utf8(m).unwrap();
         assert!(text.starts_with(DOMAIN));
-        assert!(text.ends_with(&format!("POST\n/v1/reports\n5\n{}\n", hex(&digest))));
+        assert!(text.ends_with(&format!(
+            "POST\n/v1/reports\n5\n{nonce}\n{}\n",
+            hex(&digest)
+        )));
         assert_eq!(signed_path("/tandem/v1/reports?x=1"), Some("/v1/reports"));
         assert_eq!(signed_path("/bundles/a"), None);
     }
@@ -400,6 +466,7 @@ mod tests {
             let auth = NodeAuth {
                 key_id: "0f".repeat(32),
                 timestamp: ts,
+                nonce: "a1".repeat(16),
                 signature: <[u8; 64]>::try_from(sig).unwrap(),
             };
             let header = auth.header();

@@ -1,9 +1,9 @@
 //! Who a node request (a report, a reboot lease) comes from, and its body (docs/DESIGN.md
-//! §7, "Node keys"). A signed request (`Authorization: Tandem-Node key=…, ts=…, sig=…`,
+//! §7, "Node keys"). A signed request (`Authorization: Tandem-Node key=…, ts=…, nonce=…, sig=…`,
 //! [`proto::nodeauth`]) is checked in this order: the header's form, its timestamp within
 //! ±[`MAX_SKEW_SECS`] of the server's clock, the key approved (unknown: 401; pending,
 //! rejected or revoked: 403), then the body read, the Ed25519 signature over the method, the
-//! API path, the timestamp and the body's SHA-256 verified strictly, and the signature not
+//! API path, the timestamp, the nonce and the body's SHA-256 verified strictly, and the signature not
 //! seen before within the window ([`crate::replay`]). The request is then the key's node's,
 //! and only its: the handlers refuse a body naming another node (403,
 //! [`Caller::check_acts_for`]). Without a signature, the fleet's shared report token (or
@@ -164,7 +164,13 @@ pub fn verify(
     let signed_path = nodeauth::signed_path(path)
         .ok_or_else(|| ApiError::bad_request("only API requests are signed"))?;
     let digest: [u8; 32] = Sha256::digest(body).into();
-    let message = nodeauth::signed_message(method, signed_path, claim.timestamp, &digest);
+    let message = nodeauth::signed_message(&nodeauth::Signed {
+        method,
+        path: signed_path,
+        timestamp: claim.timestamp,
+        nonce: &claim.nonce,
+        body_sha256: &digest,
+    });
     let key = VerifyingKey::from_bytes(public)
         .map_err(|_| unauthorized("the node key is not a valid Ed25519 key"))?;
     key.verify_strict(&message, &Signature::from_bytes(&claim.signature))

@@ -16,8 +16,7 @@ use crate::util::{client, on_both_backends, Backend, TestServer, ADMIN_TOKEN, RE
 struct Node {
     id: String,
     key: SigningKey,
-    /// Requests signed so far: each is signed a second earlier than the one before, so two
-    /// requests alike within one second are not one signature twice (a replay).
+    /// Requests signed so far: each one's nonce.
     sent: std::cell::Cell<u64>,
 }
 
@@ -41,13 +40,23 @@ impl Node {
         nodeauth::hex(&Sha256::digest(self.key.verifying_key().as_bytes()))
     }
 
-    /// The `Authorization` value of `body` sent to `path`, signed at `ts`.
+    /// The `Authorization` value of `body` sent to `path`, signed at `ts` with a nonce
+    /// never used before.
     fn sign(&self, path: &str, body: &[u8], ts: u64) -> String {
+        self.sent.set(self.sent.get() + 1);
+        let nonce = format!("{:032x}", self.sent.get());
         let digest: [u8; 32] = Sha256::digest(body).into();
-        let message = nodeauth::signed_message("POST", path, ts, &digest);
+        let message = nodeauth::signed_message(&nodeauth::Signed {
+            method: "POST",
+            path,
+            timestamp: ts,
+            nonce: &nonce,
+            body_sha256: &digest,
+        });
         NodeAuth {
             key_id: self.key_id(),
             timestamp: ts,
+            nonce,
             signature: self.key.sign(&message).to_bytes(),
         }
         .header()
@@ -70,9 +79,7 @@ impl Node {
     /// POSTs `body` to `path`, signed now.
     fn post(&self, s: &TestServer, path: &str, body: &Value) -> (StatusCode, Value) {
         let bytes = serde_json::to_vec(body).unwrap();
-        self.sent.set(self.sent.get() + 1);
-        let ts = now() - self.sent.get();
-        Node::send(s, path, &bytes, &self.sign(path, &bytes, ts))
+        Node::send(s, path, &bytes, &self.sign(path, &bytes, now()))
     }
 
     fn enroll(&self, s: &TestServer, token: Option<&str>) -> (StatusCode, Value) {

@@ -116,7 +116,7 @@ impl NodeSigner for FileKey {
 }
 
 /// A [`NodeSigner`] as the HTTP client's request signer: the `Authorization: Tandem-Node …`
-/// value over the method, the API path, the time now and the body's SHA-256.
+/// value over the method, the API path, the time now, a random nonce and the body's SHA-256.
 pub struct RequestSigner(pub Box<dyn NodeSigner>);
 
 impl SignRequest for RequestSigner {
@@ -131,10 +131,20 @@ impl SignRequest for RequestSigner {
         let timestamp = jiff::Timestamp::now().as_second();
         let timestamp = u64::try_from(timestamp).map_err(|_| "the clock is before 1970")?;
         let digest: [u8; 32] = Sha256::digest(body).into();
-        let message = nodeauth::signed_message(method, api_path, timestamp, &digest);
+        let mut nonce = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let nonce = nodeauth::hex(&nonce);
+        let message = nodeauth::signed_message(&nodeauth::Signed {
+            method,
+            path: api_path,
+            timestamp,
+            nonce: &nonce,
+            body_sha256: &digest,
+        });
         Ok(NodeAuth {
             key_id: self.0.key_id(),
             timestamp,
+            nonce,
             signature: self.0.sign(&message)?,
         }
         .header())
@@ -246,7 +256,13 @@ mod tests {
         let auth = NodeAuth::parse(&header).unwrap();
         assert_eq!(auth.key_id, key_id);
         let digest: [u8; 32] = Sha256::digest(b"{}").into();
-        let message = nodeauth::signed_message("POST", "/v1/reports", auth.timestamp, &digest);
+        let message = nodeauth::signed_message(&nodeauth::Signed {
+            method: "POST",
+            path: "/v1/reports",
+            timestamp: auth.timestamp,
+            nonce: &auth.nonce,
+            body_sha256: &digest,
+        });
         let public = ed25519_dalek::VerifyingKey::from_bytes(&public).unwrap();
         let signature = ed25519_dalek::Signature::from_bytes(&auth.signature);
         assert!(public.verify_strict(&message, &signature).is_ok());
