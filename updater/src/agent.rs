@@ -213,11 +213,6 @@ impl Agent {
         Ok(self.store.load()?)
     }
 
-    /// The state directory: where the state file, the node key and the enrollment live.
-    pub fn state_dir(&self) -> PathBuf {
-        parent_dir(&self.config.state)
-    }
-
     /// The configuration the agent runs with.
     pub fn config(&self) -> &AgentConfig {
         &self.config

@@ -111,7 +111,7 @@ impl<'a> Daemon<'a> {
             .transpose()?;
         let signer = server
             .enroll
-            .then(|| FileKey::load_or_create(&agent.state_dir()))
+            .then(|| FileKey::load_or_create(agent.state_fs.as_ref()))
             .transpose()?
             .map(|key| RequestSigner(Box::new(key)));
         let daemon = Daemon {

@@ -31,7 +31,7 @@ impl Daemon<'_> {
     /// Whether an earlier answer, recorded in the state directory, approved this key for
     /// this node at this server.
     pub(crate) fn recorded_approval(&self, signer: &RequestSigner) -> bool {
-        let Some(recorded) = Enrollment::load(&self.agent.state_dir()) else {
+        let Some(recorded) = Enrollment::load(self.agent.state_fs.as_ref()) else {
             return false;
         };
         let node = NodeSnapshot::default()
@@ -58,7 +58,7 @@ impl Daemon<'_> {
                 } else {
                     tracing::warn!("{}: asking again at the next poll", enrollment.describe());
                 }
-                if let Err(error) = enrollment.save(&self.agent.state_dir()) {
+                if let Err(error) = enrollment.save(self.agent.state_fs.as_ref()) {
                     tracing::warn!(%error, "cannot record the enrollment");
                 }
             }

@@ -1,13 +1,14 @@
 //! The node's own key (docs/DESIGN.md §7, "Node keys"): an Ed25519 key made on the first
-//! start that needs it, kept in the state directory (`node-key`, 0600, written atomically,
-//! never replaced), with which the agent signs its enrollment, its reports and its reboot
+//! start that needs it, kept in the state directory (`node-key`, 0600, written atomically
+//! through the state directory's `FileStore` — `atomic-file` on a real node —, never
+//! replaced), with which the agent signs its enrollment, its reports and its reboot
 //! lease requests. Signing goes through [`NodeSigner`], so a key held in a TPM can take the
 //! file key's place without the callers changing; and the enrollment's outcome is kept beside
 //! it (`enrollment.json`), for the daemon's next start and for `status`.
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ed25519_dalek::{Signer, SigningKey};
+use partitions::io::FileStore;
 use proto::nodeauth::{self, KeyStatus, NodeAuth};
 use rand::RngCore;
 use repo_client::http::SignRequest;
@@ -48,40 +49,22 @@ impl std::fmt::Debug for FileKey {
 }
 
 impl FileKey {
-    /// The key in `dir`, made there first if there is none (created exclusively: a key
-    /// made at the same time by another process wins, and is read back).
-    pub fn load_or_create(dir: &Path) -> Result<FileKey> {
-        let path = dir.join(KEY_FILE);
-        match read_seed(&path) {
+    /// The key in the state directory `fs`, made there first if there is none. Read back
+    /// after it is written: of two agents starting at once, both use the file that stayed.
+    pub fn load_or_create(fs: &dyn FileStore) -> Result<FileKey> {
+        let path = Path::new(KEY_FILE);
+        let failed = |what: &str| Error::io(format!("cannot {what} the node key {KEY_FILE}"));
+        match read_seed(fs) {
             Ok(seed) => return Ok(FileKey::from_seed(seed)),
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(Error::io(format!(
-                    "cannot read the node key {}",
-                    path.display()
-                ))(e))
-            }
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(failed("read")(e)),
             Err(_) => {}
         }
         let mut seed = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut seed);
-        match atomic_file::write_bytes(&path, 0o600, atomic_file::Overwrite::Refuse, &seed) {
-            Ok(()) => {
-                let key = FileKey::from_seed(seed);
-                tracing::info!(key_id = %key.key_id(), path = %path.display(), "made the node key");
-                Ok(key)
-            }
-            Err(e) if e.source.kind() == std::io::ErrorKind::AlreadyExists => {
-                let seed = read_seed(&path).map_err(Error::io(format!(
-                    "cannot read the node key {}",
-                    path.display()
-                )))?;
-                Ok(FileKey::from_seed(seed))
-            }
-            Err(e) => Err(Error::io(format!(
-                "cannot write the node key {}",
-                path.display()
-            ))(e.into())),
-        }
+        fs.write_atomic(path, &seed).map_err(failed("write"))?;
+        let key = FileKey::from_seed(read_seed(fs).map_err(failed("read"))?);
+        tracing::info!(key_id = %key.key_id(), "made the node key");
+        Ok(key)
     }
 
     fn from_seed(seed: [u8; 32]) -> FileKey {
@@ -91,12 +74,9 @@ impl FileKey {
     }
 }
 
-/// The 32 bytes of a key file: anything else is refused.
-fn read_seed(path: &Path) -> std::io::Result<[u8; 32]> {
-    let mut bytes = Vec::with_capacity(33);
-    std::fs::File::open(path)?
-        .take(33)
-        .read_to_end(&mut bytes)?;
+/// The 32 bytes of the key file: anything else is refused.
+fn read_seed(fs: &dyn FileStore) -> std::io::Result<[u8; 32]> {
+    let bytes = fs.read(Path::new(KEY_FILE), 32)?;
     <[u8; 32]>::try_from(bytes).map_err(|_| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
@@ -195,25 +175,21 @@ impl Enrollment {
         )
     }
 
-    /// The enrollment recorded in `dir`, if any (an unreadable record counts as none: the
-    /// daemon asks the server again).
-    pub fn load(dir: &Path) -> Option<Enrollment> {
-        let mut bytes = Vec::new();
-        std::fs::File::open(dir.join(ENROLLMENT_FILE))
-            .ok()?
-            .take(MAX_ENROLLMENT_FILE)
-            .read_to_end(&mut bytes)
+    /// The enrollment recorded in the state directory `fs`, if any (an unreadable record
+    /// counts as none: the daemon asks the server again).
+    pub fn load(fs: &dyn FileStore) -> Option<Enrollment> {
+        let bytes = fs
+            .read(Path::new(ENROLLMENT_FILE), MAX_ENROLLMENT_FILE)
             .ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 
-    /// Records this in `dir`.
-    pub fn save(&self, dir: &Path) -> Result<()> {
-        let path: PathBuf = dir.join(ENROLLMENT_FILE);
+    /// Records this in the state directory `fs`.
+    pub fn save(&self, fs: &dyn FileStore) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(self)
             .map_err(|e| Error::usage(format!("cannot encode the enrollment: {e}")))?;
-        atomic_file::write_bytes(&path, 0o644, atomic_file::Overwrite::Replace, &bytes)
-            .map_err(|e| Error::io(format!("cannot write {}", path.display()))(e.into()))
+        fs.write_atomic(Path::new(ENROLLMENT_FILE), &bytes)
+            .map_err(Error::io(format!("cannot write {ENROLLMENT_FILE}")))
     }
 }
 
@@ -222,23 +198,26 @@ impl Enrollment {
 mod tests {
     use std::os::unix::fs::PermissionsExt;
 
+    use partitions::io::RealFs;
+
     use super::*;
 
     #[test]
     fn the_key_is_made_once_private_and_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let first = FileKey::load_or_create(dir.path()).unwrap();
+        let fs = RealFs::new(dir.path());
+        let first = FileKey::load_or_create(&fs).unwrap();
         let mode = std::fs::metadata(dir.path().join(KEY_FILE))
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        let again = FileKey::load_or_create(dir.path()).unwrap();
+        let again = FileKey::load_or_create(&fs).unwrap();
         assert_eq!(first.key_id(), again.key_id());
         assert_eq!(first.key_id().len(), 64);
         std::fs::write(dir.path().join(KEY_FILE), b"short").unwrap();
         assert!(
-            FileKey::load_or_create(dir.path()).is_err(),
+            FileKey::load_or_create(&fs).is_err(),
             "a damaged key is not replaced"
         );
     }
@@ -246,7 +225,7 @@ mod tests {
     #[test]
     fn a_signed_request_verifies_over_its_api_path() {
         let dir = tempfile::tempdir().unwrap();
-        let key = FileKey::load_or_create(dir.path()).unwrap();
+        let key = FileKey::load_or_create(&RealFs::new(dir.path())).unwrap();
         let public = key.public_key();
         let key_id = key.key_id();
         let signer = RequestSigner(Box::new(key));

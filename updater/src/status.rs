@@ -83,7 +83,7 @@ impl Agent {
             slots,
             partition_pairs: partition_pairs_status(&self.disk, &self.pair, &state, booted),
             counters: self.trust.peek_counters(&state)?,
-            enrollment: Enrollment::load(&self.state_dir()),
+            enrollment: Enrollment::load(self.state_fs.as_ref()),
             state,
         })
     }
