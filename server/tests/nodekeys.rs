@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::util::{client, on_both_backends, Backend, TestServer, ADMIN_TOKEN, REPORT_TOKEN};
 
 /// A node with its key.
-struct Node {
+pub struct Node {
     id: String,
     key: SigningKey,
     /// Requests signed so far: each one's nonce.
@@ -28,7 +28,7 @@ fn now() -> u64 {
 }
 
 impl Node {
-    fn new(id: &str, seed: u8) -> Node {
+    pub fn new(id: &str, seed: u8) -> Node {
         Node {
             id: id.to_owned(),
             key: SigningKey::from_bytes(&[seed; 32]),
@@ -36,7 +36,7 @@ impl Node {
         }
     }
 
-    fn key_id(&self) -> String {
+    pub fn key_id(&self) -> String {
         nodeauth::hex(&Sha256::digest(self.key.verifying_key().as_bytes()))
     }
 
@@ -82,7 +82,7 @@ impl Node {
         Node::send(s, path, &bytes, &self.sign(path, &bytes, now()))
     }
 
-    fn enroll(&self, s: &TestServer, token: Option<&str>) -> (StatusCode, Value) {
+    pub fn enroll(&self, s: &TestServer, token: Option<&str>) -> (StatusCode, Value) {
         let mut body = json!({
             "node_id": self.id,
             "public_key": nodeauth::public_key_text(self.key.verifying_key().as_bytes()),
@@ -99,7 +99,7 @@ impl Node {
         self.post(s, "/v1/reports", &report).0
     }
 
-    fn report(&self, s: &TestServer, id: &str) -> StatusCode {
+    pub fn report(&self, s: &TestServer, id: &str) -> StatusCode {
         self.report_as(s, &self.id, id)
     }
 
@@ -120,7 +120,7 @@ fn operate(s: &TestServer, path: &str, body: &Value) -> (StatusCode, Value) {
     (status, r.json().unwrap())
 }
 
-fn enrollment_token(s: &TestServer) -> String {
+pub fn enrollment_token(s: &TestServer) -> String {
     let (code, body) = operate(s, "/v1/enrollment-tokens", &json!({"reason": "rack 4"}));
     assert_eq!(code, StatusCode::CREATED, "{body}");
     body["token"].as_str().unwrap().to_owned()
