@@ -120,29 +120,35 @@ fn operate(s: &TestServer, path: &str, body: &Value) -> (StatusCode, Value) {
     (status, r.json().unwrap())
 }
 
+/// `report` sent with the fleet's shared report token.
+fn shared_report(s: &TestServer, report: &Value) -> StatusCode {
+    client()
+        .post(s.url("/v1/reports"))
+        .bearer_auth(REPORT_TOKEN)
+        .json(report)
+        .send()
+        .unwrap()
+        .status()
+}
+
 pub fn enrollment_token(s: &TestServer) -> String {
     let (code, body) = operate(s, "/v1/enrollment-tokens", &json!({"reason": "rack 4"}));
     assert_eq!(code, StatusCode::CREATED, "{body}");
     body["token"].as_str().unwrap().to_owned()
 }
 
-fn enrollments(s: &TestServer) -> Value {
-    client()
-        .get(s.url("/v1/enrollments"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap()
+/// `GET path` (reads are open on the test server) as JSON.
+fn read(s: &TestServer, path: &str) -> Value {
+    client().get(s.url(path)).send().unwrap().json().unwrap()
 }
 
+fn enrollments(s: &TestServer) -> Value {
+    read(s, "/v1/enrollments")
+}
+
+/// The audit log as "actor action" lines, oldest first.
 fn audit_actions(s: &TestServer) -> Vec<String> {
-    let body: Value = client()
-        .get(s.url("/v1/audit"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let mut actions: Vec<String> = body["entries"]
+    let mut actions: Vec<String> = read(s, "/v1/audit")["entries"]
         .as_array()
         .unwrap()
         .iter()
@@ -268,13 +274,7 @@ fn a_key_speaks_only_for_its_node(backend: Backend) {
     );
     assert_eq!(a.lease_as(&s, "/v1/steady-state", "node-a"), StatusCode::OK);
     // The shared token still speaks for anyone under the default `either`.
-    let r = client()
-        .post(s.url("/v1/reports"))
-        .bearer_auth(REPORT_TOKEN)
-        .json(&report)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(shared_report(&s, &report), StatusCode::CREATED);
 }
 
 fn replayed_stale_forged_and_unknown_requests_are_refused(backend: Backend) {
@@ -401,13 +401,7 @@ fn with_keys_only_the_shared_token_speaks_for_no_one() {
     });
     let report = json!({"node_id": "node-a", "channel": "stable",
         "from_version": "1.0.0", "to_version": "2.0.0", "outcome": "installed"});
-    let r = client()
-        .post(s.url("/v1/reports"))
-        .bearer_auth(REPORT_TOKEN)
-        .json(&report)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(shared_report(&s, &report), StatusCode::UNAUTHORIZED);
     let a = Node::new("node-a", 1);
     assert_eq!(a.enroll(&s, Some(&enrollment_token(&s))).0, StatusCode::OK);
     assert_eq!(a.report(&s, "r1"), StatusCode::CREATED);
