@@ -191,6 +191,18 @@ fn token_in_both_file_and_environment_is_refused() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("shorter than 16"));
+    // Only node keys, yet a shared report token: ambiguous, refused.
+    let out = Command::new(BIN)
+        .args(["serve", "--node-auth", "keys", "--repo"])
+        .arg(dir.path())
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .env("TANDEM_REPORT_TOKEN", "report-token-0123456789")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--node-auth keys takes no report token"), "{err}");
 }
 
 #[test]
