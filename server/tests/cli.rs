@@ -202,7 +202,10 @@ fn token_in_both_file_and_environment_is_refused() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--node-auth keys takes no report token"), "{err}");
+    assert!(
+        err.contains("--node-auth keys takes no report token"),
+        "{err}"
+    );
 }
 
 #[test]
