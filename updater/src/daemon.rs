@@ -89,6 +89,9 @@ pub struct Daemon<'a> {
     pub(crate) signer: Option<RequestSigner>,
     /// Whether the server approved that key: then reports and leases are signed.
     pub(crate) approved: Cell<bool>,
+    /// Whether this process heard the server's word on the key (an approval recorded by an
+    /// earlier one is confirmed once, so a revocation since is seen).
+    pub(crate) confirmed: Cell<bool>,
     channel_etag: Option<String>,
 }
 
@@ -121,6 +124,7 @@ impl<'a> Daemon<'a> {
             token,
             signer,
             approved: Cell::new(false),
+            confirmed: Cell::new(false),
             channel_etag: None,
         };
         if let Some(signer) = &daemon.signer {

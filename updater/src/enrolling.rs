@@ -1,7 +1,7 @@
 //! The daemon's enrollment of the node key (docs/DESIGN.md §7, "Node keys"): with `[server]
 //! enroll` (or an `enrollment_token_file`), the daemon asks `POST /v1/enroll` — signed by the
-//! key, with the one-time token when one is provisioned — at start and at each poll until
-//! the server approves the key; while it waits, the log and `status` say so, and reports stay
+//! key, with the one-time token when one is provisioned — at start (also when an approval is
+//! recorded: a revocation since is seen) and at each poll until the server approves the key; while it waits, the log and `status` say so, and reports stay
 //! queued unless the shared report token may carry them. Once approved, every report and
 //! lease request is signed ([`Daemon::credential`]).
 use proto::nodeauth::{self, EnrollAnswer, EnrollRequest, KeyStatus};
@@ -40,19 +40,22 @@ impl Daemon<'_> {
         recorded.approves(&self.server.url, &node, &signer.0.key_id())
     }
 
-    /// Enrolls the node key unless the server approved it already; best effort: a failure
-    /// is logged, and the next poll asks again.
+    /// Enrolls the node key unless the server approved it already in this process's life
+    /// (an approval recorded before is asked again once: a key revoked since stops being
+    /// used, and `status` says so); best effort: a failure is logged, and the next poll asks
+    /// again.
     pub fn enroll(&self, snapshot: &mut NodeSnapshot) {
         let Some(signer) = &self.signer else {
             return;
         };
-        if self.approved.get() {
+        if self.approved.get() && self.confirmed.get() {
             return;
         }
         match self.ask_enrollment(snapshot, signer) {
             Ok(enrollment) => {
                 let approved = enrollment.status == Some(KeyStatus::Approved);
                 self.approved.set(approved);
+                self.confirmed.set(true);
                 if approved {
                     tracing::info!("{}", enrollment.describe());
                 } else {

@@ -254,4 +254,23 @@ fn a_node_key_waits_for_approval_with_its_reports_queued_then_signs_them() {
     assert_eq!(server.status(CHANNEL)["nodes"]["total"], 1);
     let enrollment = agent.status().unwrap().enrollment.expect("recorded");
     assert_eq!(enrollment.status.map(|s| s.as_str()), Some("approved"));
+
+    // Revoked: the next daemon asks again at its start, stops signing, and `status` says why.
+    let (code, body) = super::http(
+        server.addr,
+        "POST",
+        "/v1/nodes/node-k/revoke",
+        Some(&server.admin_token),
+        "",
+    );
+    assert_eq!(code, 200, "{body}");
+    let agent = f.agent(A);
+    daemon(&agent).poll_once().unwrap();
+    let enrollment = agent.status().unwrap().enrollment.expect("recorded");
+    assert_eq!(enrollment.status, None);
+    assert!(
+        enrollment.describe().contains("was revoked"),
+        "{}",
+        enrollment.describe()
+    );
 }
