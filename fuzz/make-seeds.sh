@@ -14,7 +14,7 @@ SIGNER=$ROOT/target/debug/tandem-signer
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 cd "$WORK"
-for t in bundle_head manifest signature_block root channel grubenv gpt range report pause route fleetlock index_stream; do
+for t in bundle_head manifest signature_block root channel grubenv gpt range report pause route fleetlock index_stream node_auth; do
     mkdir -p "$SEEDS/$t"
 done
 
@@ -134,4 +134,9 @@ printf '{"paused": false}' >"$SEEDS/pause/resumed.json"
 printf '{"client_params": {"id": "c2a6b5e2d1f04b7c9e8d7a6b5c4d3e2f", "group": "workers"}}' \
     >"$SEEDS/fleetlock/zincati.json"
 printf '{"client_params": {"id": "edge-0042"}}' >"$SEEDS/fleetlock/no-group.json"
+# node_auth: a first byte 0 (an Authorization value) or 1 (an enrollment body).
+printf '\000Tandem-Node key=%s, ts=1765000000, nonce=%s, sig=%s' "$(printf 'ab%.0s' {1..32})" \
+    "$(printf '0c%.0s' {1..16})" "$(head -c 64 /dev/zero | base64 -w0)" >"$SEEDS/node_auth/header.txt"
+printf '\001{"node_id":"edge-0042","public_key":"%s","token":"0123abcd"}' \
+    "$(head -c 32 /dev/zero | base64 -w0)" >"$SEEDS/node_auth/enroll.json"
 du -sh "$SEEDS"

@@ -2,7 +2,7 @@
 //! products, channels and nodes, the kernel command line rule of boot assets, the shape of
 //! a channel document (`channel`: what the signer writes, the agent verifies and the server
 //! shows), the report a node sends (`POST /v1/reports`), the reboot-lease requests
-//! (`fleetlock`), and the unsigned pause hint (`channels/NAME.pause`); and the one rule for
+//! (`fleetlock`), the signed node requests and key enrollment (`nodeauth`), and the unsigned pause hint (`channels/NAME.pause`); and the one rule for
 //! when a program's output may carry colour (`term`) and for how an error is written on one
 //! line (`chain`). No I/O beyond asking
 //! whether a stream is a terminal, no crypto: the server links this crate and never the signer.
@@ -14,6 +14,7 @@ pub mod channel;
 pub mod cmdline;
 pub mod fleetlock;
 pub mod names;
+pub mod nodeauth;
 pub mod pause;
 pub mod report;
 pub mod term;

@@ -95,6 +95,42 @@ pub enum Posted {
     Refused(String),
 }
 
+/// How a POST says who sends it.
+#[derive(Clone, Copy)]
+pub enum Credential<'a> {
+    /// Nothing.
+    None,
+    /// `Authorization: Bearer <token>` (the fleet's shared report token).
+    Bearer(&'a str),
+    /// An `Authorization` value made over the request itself (the node's key signing the
+    /// method, path and body, docs/DESIGN.md §7): the client serializes the body once and
+    /// sends exactly the bytes signed.
+    Signed(&'a dyn SignRequest),
+}
+
+/// What makes a [`Credential::Signed`] header: the agent's node key, behind a trait so this
+/// crate holds no key and links no signature code.
+pub trait SignRequest {
+    /// The `Authorization` value for a `method` request to the URL path `path` with `body`;
+    /// `Err(why)` when the key cannot sign.
+    fn authorization(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> std::result::Result<String, String>;
+}
+
+impl std::fmt::Debug for Credential<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Credential::None => "None",
+            Credential::Bearer(_) => "Bearer(<redacted>)",
+            Credential::Signed(_) => "Signed",
+        })
+    }
+}
+
 /// A status and the body that came with it ([`Http::post_answer`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
@@ -179,17 +215,17 @@ impl Http {
         }
     }
 
-    /// POSTs a JSON body with a bearer token. A 400, 413 or 422 refuses the body itself, for
-    /// good, with the server's reason; other failures (a wrong token included, which the
-    /// operator fixes) may be retried.
+    /// POSTs a JSON body with a credential. A 400, 413 or 422 refuses the body itself, for
+    /// good, with the server's reason; other failures (a wrong token or a key not yet
+    /// approved included, which the operator fixes) may be retried.
     pub fn post_json(
         &self,
         path: &str,
-        token: Option<&str>,
+        credential: Credential<'_>,
         body: &impl serde::Serialize,
     ) -> Result<Posted> {
         let url = self.url(path);
-        let response = self.send_post(&url, token, &[], body)?;
+        let response = self.send_post(&url, credential, &[], body)?;
         let status = response.status();
         if status.is_success() {
             return Ok(Posted::Accepted);
@@ -215,38 +251,56 @@ impl Http {
     pub fn post_answer(
         &self,
         path: &str,
-        token: Option<&str>,
+        credential: Credential<'_>,
         headers: &[(&str, &str)],
         body: &impl serde::Serialize,
     ) -> Result<Answer> {
         let url = self.url(path);
-        let response = self.send_post(&url, token, headers, body)?;
+        let response = self.send_post(&url, credential, headers, body)?;
         let status = response.status().as_u16();
         let body = self.read_capped(response, MAX_ERROR_BODY, &url)?;
         Ok(Answer { status, body })
     }
 
-    /// Sends `body` as JSON to `url` with the extra `headers` and, when given, the bearer
-    /// token, within the base deadline; only a network failure is an error.
+    /// Sends `body` as JSON to `url` with the extra `headers` and the credential, within the
+    /// base deadline; only a network failure (or a key that cannot sign) is an error.
     fn send_post(
         &self,
         url: &str,
-        token: Option<&str>,
+        credential: Credential<'_>,
         headers: &[(&str, &str)],
         body: &impl serde::Serialize,
     ) -> Result<Response> {
+        let bytes = serde_json::to_vec(body).map_err(|e| Error::Network {
+            method: "POST",
+            url: url.to_owned(),
+            reason: format!("cannot encode the body: {e}"),
+        })?;
         let mut request = self
             .client
             .post(url)
             .timeout(self.options.base_deadline)
-            .json(body);
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
+        match credential {
+            Credential::None => {}
+            Credential::Bearer(token) => request = request.bearer_auth(token),
+            Credential::Signed(signer) => {
+                let path = reqwest::Url::parse(url)
+                    .map_or_else(|_| url.to_owned(), |u| u.path().to_owned());
+                let value = signer
+                    .authorization("POST", &path, &bytes)
+                    .map_err(|reason| Error::Network {
+                        method: "POST",
+                        url: url.to_owned(),
+                        reason: format!("cannot sign the request: {reason}"),
+                    })?;
+                request = request.header(reqwest::header::AUTHORIZATION, value);
+            }
         }
-        request.send().map_err(network("POST", url))
+        request.body(bytes).send().map_err(network("POST", url))
     }
 
     fn read_capped(&self, response: Response, max: u64, url: &str) -> Result<Vec<u8>> {

@@ -300,7 +300,7 @@ pub async fn audit_log(app: &App, query: &str) -> Result<Response<ResponseBody>,
 }
 
 /// 32 bytes from the kernel's random source, as 64 hex characters.
-fn random_token() -> std::io::Result<String> {
+pub fn random_token() -> std::io::Result<String> {
     let mut bytes = [0u8; 32];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())

@@ -112,3 +112,20 @@ pub fn text(status: StatusCode, message: &str) -> Response<ResponseBody> {
     );
     resp
 }
+
+/// An operator's reason (a pause's, a lease release's, an enrollment decision's) is shown on
+/// the status page like a report's: the same length and character rules.
+pub fn check_reason(reason: &str) -> Result<(), ApiError> {
+    if reason.chars().count() > proto::report::MAX_REASON {
+        return Err(ApiError::bad_request(format!(
+            "reason is longer than {} characters",
+            proto::report::MAX_REASON
+        )));
+    }
+    if reason != proto::report::clean_reason(reason) {
+        return Err(ApiError::bad_request(
+            "reason contains a control or bidi-override character",
+        ));
+    }
+    Ok(())
+}

@@ -1,10 +1,12 @@
 //! The state every connection shares: the repository, the report store, the tokens, the
+//! node credentials' mode and replay memory, the
 //! limits and the metrics. Routes, the status and the page read it; none of them owns it, so no module has to
 //! import the router to reach it.
-use crate::config::{FailureBudget, Leases, Limits, Retention, Token};
+use crate::config::{FailureBudget, Leases, Limits, NodeAuth, Retention, Token};
 use crate::db::Db;
 use crate::metrics::Metrics;
 use crate::ratelimit::Limiter;
+use crate::replay::Seen;
 use crate::repo::Repo;
 
 /// Shared state of all connections.
@@ -15,6 +17,10 @@ pub struct App {
     pub db: Db,
     /// Token for `POST /v1/reports`.
     pub report_token: Option<Token>,
+    /// Which credentials nodes present.
+    pub node_auth: NodeAuth,
+    /// Signatures of node requests seen within the timestamp window (replays refused).
+    pub seen: Seen,
     /// Token for pause/resume.
     pub admin_token: Option<Token>,
     /// Token for the page, the status JSON and the metrics (open to anyone when `None`).

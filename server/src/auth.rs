@@ -2,9 +2,9 @@
 //! <token>`: a browser never sends that on its own, so another site cannot make it pause a
 //! channel. Reads guarded by the status token (the page, the status JSON, the metrics) also
 //! take HTTP Basic with the token as the password, so a browser asks for it once and keeps it
-//! for the session; a read changes nothing and another site cannot read the answer. Reboot
-//! leases name their [`Caller`]: the fleet's report token, or nobody where anonymous
-//! FleetLock clients are allowed.
+//! for the session; a read changes nothing and another site cannot read the answer. Reports
+//! and reboot leases name their [`Caller`]: the fleet's report token, a node's own key, or
+//! nobody where anonymous FleetLock clients are allowed.
 use base64::Engine;
 use hyper::header::AUTHORIZATION;
 use hyper::{HeaderMap, StatusCode};
@@ -42,40 +42,73 @@ pub fn require(expected: Option<&Token>, headers: &HeaderMap, route: &str) -> Re
     }
 }
 
-/// Who a node-facing request (a reboot lease) comes from. Every node of a fleet shares the
-/// report token, so a holder of it may speak for any node; a request without credentials,
-/// where the operator allows it, likewise. A credential bound to one node would be a third
-/// kind, allowed to speak only for itself: [`Caller::may_act_for`] is the one check the lease
-/// handlers make.
+/// Who a node-facing request (a report, a reboot lease) comes from. Every node of a fleet
+/// shares the report token, so a holder of it may speak for any node; a request without
+/// credentials, where the operator allows it for leases, likewise. A node's own enrolled key
+/// speaks only for its node ([`crate::nodeauth`]): [`Caller::may_act_for`] is the one check
+/// the report and lease handlers make.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
     /// Presented the fleet's shared report token.
     Fleet,
     /// Presented nothing, on a server that lets anonymous clients take leases.
     Anonymous,
+    /// Signed with an approved node key.
+    Node {
+        /// The node the key was enrolled as.
+        node_id: String,
+        /// The key's id.
+        key_id: String,
+    },
 }
 
 impl Caller {
-    /// Whether this caller may take or release `node`'s lease.
-    pub fn may_act_for(&self, _node: &str) -> bool {
+    /// Whether this caller may speak for `node` (report as it, take or release its lease).
+    pub fn may_act_for(&self, node: &str) -> bool {
         match self {
             Caller::Fleet | Caller::Anonymous => true,
+            Caller::Node { node_id, .. } => node_id == node,
         }
+    }
+
+    /// The node a key authenticated, if one did.
+    pub fn node(&self) -> Option<&str> {
+        match self {
+            Caller::Node { node_id, .. } => Some(node_id),
+            Caller::Fleet | Caller::Anonymous => None,
+        }
+    }
+
+    /// The refusal of a request whose body names `node` when this caller may not speak for
+    /// it (403).
+    pub fn check_acts_for(&self, node: &str) -> Result<(), ApiError> {
+        if self.may_act_for(node) {
+            return Ok(());
+        }
+        let (key, own) = match self {
+            Caller::Node { node_id, key_id } => (key_id.as_str(), node_id.as_str()),
+            Caller::Fleet | Caller::Anonymous => ("", ""),
+        };
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("key {key} is enrolled as node {own}: it may not speak for node {node}"),
+        ))
     }
 }
 
-/// Identifies the caller of a lease request: the report token as a bearer, or, when
+/// Identifies the caller of a node request by the report token as a bearer, or, when
 /// `anonymous` is allowed, no `Authorization` header at all (a wrong token is refused
-/// either way).
+/// either way); `what` names the request in refusals.
 pub fn node_caller(
     report_token: Option<&Token>,
     anonymous: bool,
     headers: &HeaderMap,
+    what: &str,
 ) -> Result<Caller, ApiError> {
     if anonymous && !headers.contains_key(AUTHORIZATION) {
         return Ok(Caller::Anonymous);
     }
-    require(report_token, headers, "taking a reboot lease").map(|()| Caller::Fleet)
+    require(report_token, headers, what).map(|()| Caller::Fleet)
 }
 
 /// Checks a read guarded by the status token: open when none is configured; else the token
@@ -164,17 +197,29 @@ mod tests {
         let none = HeaderMap::new();
         let good = with("Bearer report-token-0123456789");
         let bad = with("Bearer wrong-token-0123456789");
-        assert_eq!(node_caller(Some(&token), false, &good), Ok(Caller::Fleet));
-        assert!(node_caller(Some(&token), false, &none).is_err());
         assert_eq!(
-            node_caller(Some(&token), true, &none),
+            node_caller(Some(&token), false, &good, "x"),
+            Ok(Caller::Fleet)
+        );
+        assert!(node_caller(Some(&token), false, &none, "x").is_err());
+        assert_eq!(
+            node_caller(Some(&token), true, &none, "x"),
             Ok(Caller::Anonymous)
         );
         assert!(
-            node_caller(Some(&token), true, &bad).is_err(),
+            node_caller(Some(&token), true, &bad, "x").is_err(),
             "a wrong token is refused"
         );
-        assert!(node_caller(None, false, &good).is_err());
+        assert!(node_caller(None, false, &good, "x").is_err());
         assert!(Caller::Anonymous.may_act_for("n1"));
+        let node = Caller::Node {
+            node_id: "n1".into(),
+            key_id: "k".into(),
+        };
+        assert!(node.may_act_for("n1") && !node.may_act_for("n2"));
+        assert_eq!(
+            node.check_acts_for("n2").unwrap_err().status,
+            StatusCode::FORBIDDEN
+        );
     }
 }

@@ -273,6 +273,49 @@ impl FailureBudget {
     }
 }
 
+/// Which credentials nodes present for reports and reboot leases (docs/DESIGN.md §7, "Node
+/// keys"): the fleet's shared report token, each node's own signing key, or either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NodeAuth {
+    /// The shared report token only: any holder may speak for any node.
+    Shared,
+    /// Signed requests by enrolled keys only: a node speaks only for itself.
+    Keys,
+    /// Either; a signed request is held to its node. The default, so a fleet moves to keys
+    /// node by node (with no report token configured, only keys are taken).
+    #[default]
+    Either,
+}
+
+impl NodeAuth {
+    /// Every mode.
+    pub const ALL: [NodeAuth; 3] = [NodeAuth::Shared, NodeAuth::Keys, NodeAuth::Either];
+
+    /// Its name: `shared`, `keys` or `either`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeAuth::Shared => "shared",
+            NodeAuth::Keys => "keys",
+            NodeAuth::Either => "either",
+        }
+    }
+
+    /// The mode of a name.
+    pub fn parse(name: &str) -> Option<NodeAuth> {
+        NodeAuth::ALL.into_iter().find(|m| m.as_str() == name)
+    }
+
+    /// Whether the shared report token is taken.
+    pub fn takes_shared(self) -> bool {
+        self != NodeAuth::Keys
+    }
+
+    /// Whether signed requests are taken.
+    pub fn takes_keys(self) -> bool {
+        self != NodeAuth::Shared
+    }
+}
+
 /// What a credential may do, each role including the ones before it: `Read` the dashboard,
 /// the status JSON and the metrics; `Operate` the fleet (pause, resume, free a reboot lease);
 /// `Admin` the credentials themselves (create and revoke tokens).
@@ -392,6 +435,8 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// Token nodes present to `POST /v1/reports`; reports are refused (403) without one.
     pub report_token: Option<Token>,
+    /// Which credentials nodes present.
+    pub node_auth: NodeAuth,
     /// Token operators present to pause/resume; those routes are refused (403) without one.
     pub admin_token: Option<Token>,
     /// Token to read the status page, the status JSON and the metrics; readable by anyone
@@ -420,6 +465,7 @@ impl Config {
             database_password_file: None,
             tls: None,
             report_token: None,
+            node_auth: NodeAuth::default(),
             admin_token: None,
             status_token: None,
             limits: Limits::default(),

@@ -7,7 +7,8 @@
 //! A FleetLock request must carry `fleet-lock-protocol: true` (else 400) and a body
 //! `{"client_params": {"id": NODE, "group": GROUP}}` of any content type (Zincati's and
 //! curl's alike); every refusal is a non-2xx status with `{"kind": …, "value": …}`
-//! ([`proto::fleetlock::ErrorBody`]). The lock is recursive: the holder asking again gets
+//! ([`proto::fleetlock::ErrorBody`]). A request signed by a node's key may take and release
+//! only that node's lease (403 otherwise, [`crate::nodeauth`]). The lock is recursive: the holder asking again gets
 //! 200. Releasing a lease not held is 200 too.
 use std::time::SystemTime;
 
@@ -18,11 +19,10 @@ use serde::Serialize;
 
 use crate::api::{self, ApiError};
 use crate::app::App;
-use crate::auth;
 use crate::body::ResponseBody;
 use crate::db::leases::{Grant, Lease, LeaseEvent, Release, Waiter};
 use crate::httpdate;
-use crate::request::read_body;
+use crate::nodeauth::{self, BodyKind};
 
 /// Lease log lines `GET /v1/leases` shows.
 const LOG_SHOWN: u32 = 50;
@@ -80,22 +80,19 @@ async fn serve(
             "send the header 'fleet-lock-protocol: true'",
         ));
     }
-    let caller = auth::node_caller(
-        app.report_token.as_ref(),
+    let sent = nodeauth::read(
+        app,
+        req,
+        "taking a reboot lease",
         app.leases.anonymous,
-        req.headers(),
-    )?;
-    let body = read_body(req, fleetlock::MAX_BODY, app.limits.body_read_timeout).await?;
-    let params = fleetlock::Request::parse(&body)
+        fleetlock::MAX_BODY,
+        BodyKind::Any,
+    )
+    .await?;
+    let params = fleetlock::Request::parse(&sent.body)
         .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, kind::BAD_REQUEST, e.to_string()))?
         .client_params;
-    if !caller.may_act_for(&params.id) {
-        return Err(Refusal::new(
-            StatusCode::FORBIDDEN,
-            kind::UNAUTHORIZED,
-            format!("this credential may not act for node {}", params.id),
-        ));
-    }
+    sent.caller.check_acts_for(&params.id)?;
     let now = httpdate::unix_seconds(SystemTime::now());
     let expires_at = match ask {
         Ask::Lease => Some(lease(app, &params.group, &params.id, now).await?),

@@ -6,11 +6,13 @@
 //! reports (`POST /v1/reports`), channel status (`GET /v1/channels/NAME/status`) and the pause
 //! switch (`POST /v1/channels/NAME/pause|resume`), reboot leases over the FleetLock protocol
 //! (`POST /v1/pre-reboot`, `POST /v1/steady-state`), an automatic pause of a release over its
-//! failure budget, plus a fleet dashboard at `/` reading
+//! failure budget, nodes' own keys (enrollment, signed reports and leases, each key speaking
+//! only for its node: `nodeauth`, `nodekeys`), plus a fleet dashboard at `/` reading
 //! `GET /v1/channels` and `GET /v1/nodes`, and Prometheus metrics at `/metrics` (all reads
 //! behind an optional status token).
 //!
-//! **Architecture invariant:** this crate never reads, links or needs a signing key. Channel
+//! **Architecture invariant:** this crate never reads, links or needs a signing key (it
+//! verifies nodes' signatures with their public keys only). Channel
 //! metadata is read as plain JSON only to *display* it; nodes verify it themselves. The pause
 //! file it writes is an unsigned hint that can only stop installs.
 //!
@@ -37,10 +39,13 @@ pub mod fleetlock;
 pub mod httpdate;
 pub mod known;
 pub mod metrics;
+pub mod nodeauth;
+pub mod nodekeys;
 pub mod page;
 pub mod path;
 pub mod range;
 pub mod ratelimit;
+pub mod replay;
 pub mod repo;
 pub mod request;
 pub mod route;
@@ -51,6 +56,8 @@ pub mod status;
 pub mod timed_io;
 pub mod tls;
 
-pub use config::{Config, FailureBudget, Leases, Limits, ReportRate, Retention, TlsFiles, Token};
+pub use config::{
+    Config, FailureBudget, Leases, Limits, NodeAuth, ReportRate, Retention, TlsFiles, Token,
+};
 pub use error::Error;
 pub use server::Server;

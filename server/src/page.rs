@@ -111,6 +111,13 @@ fn document(rows: &str) -> String {
          <h3>Lease log</h3><div class=\"scroll\"><table id=\"lease-log\">\
          <thead><tr><th>when</th><th>group</th><th>node</th><th>event</th></tr></thead>\
          <tbody></tbody></table></div></section>\n\
+         <section><h2>Node keys</h2><p id=\"key-summary\"></p>\
+         <h3>Waiting for approval</h3><div class=\"scroll\"><table id=\"enrollment-table\" class=\"cards\">\
+         <thead><tr><th>node</th><th>key</th><th>asked</th><th>action</th></tr></thead>\
+         <tbody></tbody></table></div>\
+         <h3>Enrolled</h3><div class=\"scroll\"><table id=\"key-table\" class=\"cards\">\
+         <thead><tr><th>node</th><th>key</th><th>approved</th><th>by</th><th>action</th></tr></thead>\
+         <tbody></tbody></table></div></section>\n\
          <section><h2>Audit log</h2><div class=\"scroll\"><table id=\"audit-table\" class=\"cards\">\
          <thead><tr><th>when</th><th>who</th><th>role</th><th>action</th><th>on</th><th>why</th>\
          </tr></thead><tbody></tbody></table></div></section>\n\

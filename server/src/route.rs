@@ -76,6 +76,24 @@ pub enum Api<'a> {
     },
     /// `audit`: the audit log.
     Audit,
+    /// `enroll`: a node enrolls its key.
+    Enroll,
+    /// `enrollment-tokens`: an operator creates a one-time enrollment token.
+    EnrollmentTokens,
+    /// `enrollments`: the pending and enrolled node keys.
+    Enrollments,
+    /// `enrollments/NODE/approve` or `…/reject` (the node's segment as sent).
+    DecideEnrollment {
+        /// The node's path segment.
+        node: &'a str,
+        /// `true` for approve, `false` for reject.
+        approve: bool,
+    },
+    /// `nodes/NODE/revoke`: an operator revokes a node's key.
+    RevokeNode {
+        /// The node's path segment.
+        node: &'a str,
+    },
     /// Any other API path.
     Unknown,
 }
@@ -150,6 +168,18 @@ impl<'a> Api<'a> {
             ["tokens"] => Api::Tokens,
             ["tokens", name, "revoke"] => Api::RevokeToken { name },
             ["audit"] => Api::Audit,
+            ["enroll"] => Api::Enroll,
+            ["enrollment-tokens"] => Api::EnrollmentTokens,
+            ["enrollments"] => Api::Enrollments,
+            ["enrollments", node, "approve"] => Api::DecideEnrollment {
+                node,
+                approve: true,
+            },
+            ["enrollments", node, "reject"] => Api::DecideEnrollment {
+                node,
+                approve: false,
+            },
+            ["nodes", node, "revoke"] => Api::RevokeNode { node },
             ["channels", name, action] => Api::Channel {
                 name,
                 action: ChannelAction::of(action),
@@ -161,9 +191,15 @@ impl<'a> Api<'a> {
     fn label(self) -> &'static str {
         match self {
             Api::Reports => "reports",
-            Api::Channels | Api::Nodes | Api::Leases | Api::Audit => "status",
+            Api::Channels | Api::Nodes | Api::Leases | Api::Audit | Api::Enrollments => "status",
             Api::PreReboot | Api::SteadyState => "lease",
-            Api::FreeLease { .. } | Api::Tokens | Api::RevokeToken { .. } => "admin",
+            Api::Enroll => "enroll",
+            Api::FreeLease { .. }
+            | Api::Tokens
+            | Api::RevokeToken { .. }
+            | Api::EnrollmentTokens
+            | Api::DecideEnrollment { .. }
+            | Api::RevokeNode { .. } => "admin",
             Api::Channel { action, .. } => match action {
                 ChannelAction::Status => "status",
                 ChannelAction::Pause | ChannelAction::Resume => "admin",
@@ -237,6 +273,13 @@ mod tests {
             ("/v1/tokens", "admin"),
             ("/v1/tokens/alice/revoke", "admin"),
             ("/v1/audit", "status"),
+            ("/v1/enroll", "enroll"),
+            ("/v1/enrollments", "status"),
+            ("/v1/enrollment-tokens", "admin"),
+            ("/v1/enrollments/n1/approve", "admin"),
+            ("/v1/enrollments/n1/reject", "admin"),
+            ("/v1/enrollments/n1/other", "other_api"),
+            ("/v1/nodes/n1/revoke", "admin"),
             ("/root.json", "root"),
             ("/3.root.json", "root_probe"),
             ("/.root.json", "root"),
@@ -262,6 +305,17 @@ mod tests {
             ("/v1/reports", Route::Api(Api::Reports)),
             ("/v1/", Route::Api(Api::Unknown)),
             ("/v1/reports/x", Route::Api(Api::Unknown)),
+            (
+                "/v1/enrollments/n1/reject",
+                Route::Api(Api::DecideEnrollment {
+                    node: "n1",
+                    approve: false,
+                }),
+            ),
+            (
+                "/v1/nodes/n%3A1/revoke",
+                Route::Api(Api::RevokeNode { node: "n%3A1" }),
+            ),
             ("/v1/pre-reboot", Route::Api(Api::PreReboot)),
             ("/v1/steady-state", Route::Api(Api::SteadyState)),
             ("/v1/leases", Route::Api(Api::Leases)),

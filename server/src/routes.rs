@@ -10,15 +10,16 @@
 //! | `/dashboard.js`, `/dashboard.css`, `/dashboard.svg` | GET, HEAD | – | the dashboard's script, style and icon (no data) |
 //! | `/v1/channels` | GET, HEAD | status token, if set | 200 every channel's status JSON; 401 |
 //! | `/v1/nodes?q=&limit=&offset=` | GET, HEAD | status token, if set | 200 one page of nodes' latest reports, each with its last install's transfer; 400, 401 |
-//! | `/v1/reports` | POST | report token | 201 `{"id"}`; 200 `{"id"}` of the first copy for a report id the node already sent; 400, 401, 403, 408, 413, 415; 429 with `Retry-After` beyond the node's rate |
+//! | `/v1/reports` | POST | report token, or a node's key (signed, [`crate::nodeauth`]) | 201 `{"id"}`; 200 `{"id"}` of the first copy for a report id the node already sent; 400, 401, 403, 408, 413, 415; 429 with `Retry-After` beyond the node's rate |
 //! | `/v1/channels/NAME/status` | GET, HEAD | status token, if set | 200 status JSON; 400, 401, 404 |
 //! | `/metrics` | GET, HEAD | status token, if set | OpenMetrics text ([`crate::metrics`]); 401 |
 //! | `/v1/channels/NAME/pause` | POST | operate role (admin token, or a named token) | 200 pause JSON; 400, 401, 403, 404 |
 //! | `/v1/channels/NAME/resume` | POST | operate role | 200 `{"channel","paused":false}` |
-//! | `/v1/pre-reboot`, `/v1/steady-state` | POST | report token, or none where anonymous leases are allowed | FleetLock ([`crate::fleetlock`]): 200; 400, 401, 403, 409, 413; errors `{"kind","value"}` |
+//! | `/v1/pre-reboot`, `/v1/steady-state` | POST | report token, a node's key, or none where anonymous leases are allowed | FleetLock ([`crate::fleetlock`]): 200; 400, 401, 403, 409, 413; errors `{"kind","value"}` |
 //! | `/v1/leases` | GET, HEAD | status token, if set | 200 leases held, groups, lease log |
 //! | `/v1/leases/GROUP/NODE/release` | POST | operate role | 200; 400, 401, 403, 404 |
 //! | `/v1/tokens`, `/v1/tokens/NAME/revoke`, `/v1/audit` | see [`crate::access`] | | |
+//! | `/v1/enroll`, `/v1/enrollment-tokens`, `/v1/enrollments…`, `/v1/nodes/NODE/revoke` | see [`crate::nodekeys`] | | |
 //! | anything else | GET, HEAD | – | repository file (see [`crate::files`]) |
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -36,10 +37,11 @@ use crate::body::ResponseBody;
 use crate::config::Role;
 use crate::fleetlock::{self, Ask};
 use crate::metrics::Metered;
+use crate::nodeauth::{self, BodyKind};
 use crate::path::{self, PathRejection};
 use crate::request::read_json_body;
 use crate::route::{Api, ChannelAction, Route};
-use crate::{access, auth, budget, channels, db, files, httpdate, page, status};
+use crate::{access, budget, channels, db, files, httpdate, nodekeys, page, status};
 use proto::{Pause, Report};
 
 /// The hyper service function: parses the route once, answers it, then counts the answer and
@@ -223,6 +225,28 @@ async fn api_route(
             }
             access::audit_log(app, req.uri().query().unwrap_or("")).await
         }
+        Api::Enroll => {
+            only(&req, Method::POST)?;
+            nodekeys::enroll(app, req).await
+        }
+        Api::EnrollmentTokens => {
+            only(&req, Method::POST)?;
+            nodekeys::create_token(app, req).await
+        }
+        Api::Enrollments => {
+            if let Some(refused) = read_only(app, &req).await? {
+                return Ok(refused);
+            }
+            nodekeys::list(app).await
+        }
+        Api::DecideEnrollment { node, approve } => {
+            only(&req, Method::POST)?;
+            nodekeys::decide_enrollment(app, &decoded(node), approve, req).await
+        }
+        Api::RevokeNode { node } => {
+            only(&req, Method::POST)?;
+            nodekeys::revoke(app, &decoded(node), req).await
+        }
         Api::Unknown => Err(ApiError::not_found("no such API route")),
     }
 }
@@ -333,24 +357,22 @@ fn channel_name(raw: &str) -> Result<String, ApiError> {
     Ok(decoded.into_owned())
 }
 
-/// `POST /v1/reports`: token, content type, size, JSON, then the node's rate (429 with
-/// `Retry-After` beyond it); stored only when all pass, and once per (node, report id): a
+/// `POST /v1/reports`: credential (the report token, or a node key, which may report only as
+/// its own node: 403 otherwise), content type, size, JSON, then the node's rate (429 with
+/// `Retry-After` beyond it, keyed on the node a key authenticated); stored only when all pass, and once per (node, report id): a
 /// retry is answered 200 with the first copy's id, not counted. A new row counts against the
 /// table's row cap.
 async fn post_report(
     app: &App,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, ApiError> {
-    auth::require(app.report_token.as_ref(), req.headers(), "reporting")?;
-    let body = read_json_body(
-        req,
-        app.limits.max_report_body,
-        app.limits.body_read_timeout,
-    )
-    .await?;
-    let report = Report::from_json(&body).map_err(ApiError::bad_request)?;
+    let max = app.limits.max_report_body;
+    let sent = nodeauth::read(app, req, "reporting", false, max, BodyKind::Json).await?;
+    let report = Report::from_json(&sent.body).map_err(ApiError::bad_request)?;
+    sent.caller.check_acts_for(&report.node_id)?;
+    let node = sent.caller.node().unwrap_or(&report.node_id);
     app.report_rate
-        .check(&report.node_id, std::time::Instant::now())
+        .check(node, std::time::Instant::now())
         .map_err(|wait| {
             ApiError::too_many(
                 format!(
@@ -470,24 +492,7 @@ async fn action_reason(app: &App, req: Request<Incoming>) -> Result<Option<Strin
     let parsed: ActionRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid request: {e}")))?;
     match parsed.reason {
-        Some(r) => check_pause_reason(&r).map(|()| Some(r)),
+        Some(r) => api::check_reason(&r).map(|()| Some(r)),
         None => Ok(None),
     }
-}
-
-/// A pause reason is shown on the status page like a report's: the same length and
-/// character rules.
-fn check_pause_reason(reason: &str) -> Result<(), ApiError> {
-    if reason.chars().count() > proto::report::MAX_REASON {
-        return Err(ApiError::bad_request(format!(
-            "reason is longer than {} characters",
-            proto::report::MAX_REASON
-        )));
-    }
-    if reason != proto::report::clean_reason(reason) {
-        return Err(ApiError::bad_request(
-            "reason contains a control or bidi-override character",
-        ));
-    }
-    Ok(())
 }

@@ -74,6 +74,8 @@ impl Server {
             repo,
             db,
             report_token: config.report_token,
+            node_auth: config.node_auth,
+            seen: crate::replay::Seen::default(),
             admin_token: config.admin_token,
             status_token: config.status_token,
             limits: config.limits,

@@ -163,34 +163,52 @@ fn database_flag_keeps_reports_in_postgres_migrated_at_start() {
     );
 }
 
+/// `tandem-server serve --repo DIR --data DIR/data` with `args` and the environment `env`,
+/// which must fail at start: its standard error.
+fn refused_at_start(dir: &std::path::Path, args: &[&std::ffi::OsStr], env: (&str, &str)) -> String {
+    let out = Command::new(BIN)
+        .args(["serve", "--repo"])
+        .arg(dir)
+        .arg("--data")
+        .arg(dir.join("data"))
+        .args(args)
+        .env(env.0, env.1)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn token_in_both_file_and_environment_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("t");
     std::fs::write(&token_file, "file-token-0123456789").unwrap();
-    let out = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--repo"])
-        .arg(dir.path())
-        .arg("--data")
-        .arg(dir.path().join("data"))
-        .arg("--admin-token-file")
-        .arg(&token_file)
-        .env("TANDEM_ADMIN_TOKEN", "env-token-0123456789")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let both = [
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--admin-token-file".as_ref(),
+        token_file.as_os_str(),
+    ];
+    let err = refused_at_start(
+        dir.path(),
+        &both,
+        ("TANDEM_ADMIN_TOKEN", "env-token-0123456789"),
+    );
     assert!(err.contains("TANDEM_ADMIN_TOKEN"), "{err}");
-    let out = Command::new(BIN)
-        .args(["serve", "--repo"])
-        .arg(dir.path())
-        .arg("--data")
-        .arg(dir.path().join("data"))
-        .env("TANDEM_REPORT_TOKEN", "short")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("shorter than 16"));
+    let err = refused_at_start(dir.path(), &[], ("TANDEM_REPORT_TOKEN", "short"));
+    assert!(err.contains("shorter than 16"), "{err}");
+    // Only node keys, yet a shared report token: ambiguous, refused.
+    let keys = ["--node-auth".as_ref(), "keys".as_ref()];
+    let err = refused_at_start(
+        dir.path(),
+        &keys,
+        ("TANDEM_REPORT_TOKEN", "report-token-0123456789"),
+    );
+    assert!(
+        err.contains("--node-auth keys takes no report token"),
+        "{err}"
+    );
 }
 
 #[test]

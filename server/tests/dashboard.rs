@@ -502,3 +502,87 @@ fn chromium_shows_leases_their_expiry_the_log_an_automatic_pause_and_the_audit_l
     );
     assert_eq!(b.errors(), Vec::<String>::new());
 }
+
+#[test]
+fn chromium_approves_rejects_and_revokes_node_keys() {
+    use crate::nodekeys::{enrollment_token, Node};
+    let s = TestServer::start();
+    let (waiting, refused, enrolled) = (
+        Node::new("node-new", 1),
+        Node::new("node-odd", 2),
+        Node::new("node-old", 3),
+    );
+    assert_eq!(waiting.enroll(&s, None).0, StatusCode::ACCEPTED);
+    assert_eq!(refused.enroll(&s, None).0, StatusCode::ACCEPTED);
+    assert_eq!(
+        enrolled.enroll(&s, Some(&enrollment_token(&s))).0,
+        StatusCode::OK
+    );
+    let mut b = Browser::launch(1280, 900);
+    b.navigate(&s.url("/"));
+    b.wait_for(
+        "document.querySelectorAll('#enrollment-table tbody tr[data-node]').length === 2",
+        "two enrollments waiting",
+    );
+    let pending = |node: &str| format!(r#"#enrollment-table tr[data-node="{node}"]"#);
+    let key_row = |node: &str| format!(r#"#key-table tr[data-node="{node}"]"#);
+    assert_eq!(
+        text(&mut b, &format!("{} .key", pending("node-new"))),
+        format!("{}…", &waiting.key_id()[..16])
+    );
+    assert_eq!(
+        text(&mut b, &format!("{} .actor", key_row("node-old"))),
+        "enrollment-token"
+    );
+    assert_eq!(
+        text(&mut b, "#key-summary"),
+        "1 enrolled, 2 waiting for approval"
+    );
+    b.type_into("#admin-token", ADMIN_TOKEN);
+    b.click("#admin-keep");
+    let approve = format!(r#"{} button[data-action="approve"]"#, pending("node-new"));
+    b.wait_for(
+        &format!("document.querySelector('{approve}')?.disabled === false"),
+        "an enabled approve button",
+    );
+    b.click(&approve);
+    b.wait_for(
+        &format!("document.querySelector('{}')", key_row("node-new")),
+        "node-new enrolled",
+    );
+    b.click(&format!(
+        r#"{} button[data-action="reject"]"#,
+        pending("node-odd")
+    ));
+    b.wait_for(
+        "document.querySelectorAll('#enrollment-table tbody tr[data-node]').length === 0",
+        "no enrollment waiting",
+    );
+    b.click(&format!(
+        r#"{} button[data-action="revoke"]"#,
+        key_row("node-old")
+    ));
+    b.wait_for(
+        &format!("!document.querySelector('{}')", key_row("node-old")),
+        "node-old's key revoked",
+    );
+    b.wait_for(
+        "document.querySelector('#audit-table tr[data-action=\"revoke-node-key\"]')",
+        "the revocation in the audit log",
+    );
+    for action in ["approve-enrollment", "reject-enrollment"] {
+        assert_eq!(
+            count(
+                &mut b,
+                &format!(r#"#audit-table tr[data-action="{action}"]"#)
+            ),
+            1,
+            "{action}"
+        );
+    }
+    // What the page did holds for the nodes.
+    assert_eq!(waiting.report(&s, "r1"), StatusCode::CREATED);
+    assert_eq!(refused.report(&s, "r1"), StatusCode::FORBIDDEN);
+    assert_eq!(enrolled.report(&s, "r1"), StatusCode::FORBIDDEN);
+    assert_eq!(b.errors(), Vec::<String>::new());
+}

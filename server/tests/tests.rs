@@ -12,6 +12,7 @@ mod fleetlock;
 mod flood;
 mod hardening;
 mod metrics;
+mod nodekeys;
 mod pg;
 mod roles;
 mod shared_db;

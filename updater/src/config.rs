@@ -98,6 +98,12 @@ pub struct Server {
     pub poll_interval: Duration,
     /// File holding the fleet's report token.
     pub report_token_file: Option<PathBuf>,
+    /// Whether the node enrolls its own key and signs its reports and lease requests with it
+    /// (docs/DESIGN.md §7, "Node keys"): `enroll = true`, or an `enrollment_token_file`.
+    pub enroll: bool,
+    /// File holding a one-time enrollment token: the key is approved at once with it, else
+    /// it waits for an operator.
+    pub enrollment_token_file: Option<PathBuf>,
     /// Extra CA certificates (PEM) trusted for `https://`.
     pub ca_bundle: Option<PathBuf>,
 }
@@ -162,6 +168,8 @@ struct RawServer {
     #[serde(default = "default_poll_interval", deserialize_with = "duration")]
     poll_interval: Duration,
     report_token_file: Option<PathBuf>,
+    enroll: Option<bool>,
+    enrollment_token_file: Option<PathBuf>,
     ca_bundle: Option<PathBuf>,
 }
 
@@ -288,6 +296,7 @@ impl AgentConfig {
         self.metrics_textfile.iter_mut().for_each(&anchor);
         if let Some(server) = &mut self.server {
             server.report_token_file.iter_mut().for_each(&anchor);
+            server.enrollment_token_file.iter_mut().for_each(&anchor);
             server.ca_bundle.iter_mut().for_each(&anchor);
         }
         match &mut self.boot {
@@ -466,6 +475,8 @@ fn validate_server(raw: RawServer) -> Result<Server, String> {
         channel: raw.channel,
         poll_interval: raw.poll_interval,
         report_token_file: raw.report_token_file,
+        enroll: raw.enroll.unwrap_or(raw.enrollment_token_file.is_some()),
+        enrollment_token_file: raw.enrollment_token_file,
         ca_bundle: raw.ca_bundle,
     })
 }

@@ -5,15 +5,17 @@
 //! body of that GET is verified once into a [`ChannelOffer`]; the rollout, pause and
 //! rolled-back checks decide on it, and the install writes the bundle it names: decision and
 //! install act on the same signed document. The server's pause file can only *stop* an
-//! install. Failures back off exponentially with jitter, so a 404 or 5xx storm never makes a
+//! install. With a node key (`[server] enroll`), the daemon enrolls it first and then signs
+//! its reports and lease requests (`enrolling`). Failures back off exponentially with jitter, so a 404 or 5xx storm never makes a
 //! fleet hammer its server.
 
+use std::cell::Cell;
 use std::thread;
 use std::time::Duration;
 
 use proto::{Outcome, Pause, Transfer};
 use rand::Rng;
-use repo_client::http::{Conditional, Http};
+use repo_client::http::{Conditional, Credential, Http};
 
 use crate::agent::Agent;
 use crate::config::{ConfigError, Server};
@@ -21,6 +23,7 @@ use crate::error::{Error, Refusal, Result};
 use crate::installing::{InstallOptions, InstallOutcome};
 use crate::lifecycle::BootCheck;
 use crate::metrics::Event;
+use crate::nodekey::{FileKey, RequestSigner};
 use crate::offer::ChannelOffer;
 use crate::reboot::Gate;
 use crate::reports::Report;
@@ -79,8 +82,16 @@ pub struct Daemon<'a> {
     pub(crate) server: Server,
     /// The one client of the repository, built from the configuration.
     pub(crate) http: Http,
-    /// Without a report token, nothing is queued: a static server takes no reports.
+    /// The fleet's shared report token. Without it and without a node key, nothing is
+    /// queued: a static server takes no reports.
     pub(crate) token: Option<String>,
+    /// The node's own key, when it enrolls one (`[server] enroll`).
+    pub(crate) signer: Option<RequestSigner>,
+    /// Whether the server approved that key: then reports and leases are signed.
+    pub(crate) approved: Cell<bool>,
+    /// Whether this process heard the server's word on the key (an approval recorded by an
+    /// earlier one is confirmed once, so a revocation since is seen).
+    pub(crate) confirmed: Cell<bool>,
     channel_etag: Option<String>,
 }
 
@@ -101,13 +112,25 @@ impl<'a> Daemon<'a> {
                     })
             })
             .transpose()?;
-        Ok(Daemon {
+        let signer = server
+            .enroll
+            .then(|| FileKey::load_or_create(agent.state_fs.as_ref()))
+            .transpose()?
+            .map(|key| RequestSigner(Box::new(key)));
+        let daemon = Daemon {
             agent,
             server,
             http,
             token,
+            signer,
+            approved: Cell::new(false),
+            confirmed: Cell::new(false),
             channel_etag: None,
-        })
+        };
+        if let Some(signer) = &daemon.signer {
+            daemon.approved.set(daemon.recorded_approval(signer));
+        }
+        Ok(daemon)
     }
 
     /// Polls until `max_polls` (forever when `None`), rebooting after an install when
@@ -207,6 +230,7 @@ impl<'a> Daemon<'a> {
     }
 
     fn poll(&mut self, snapshot: &mut NodeSnapshot) -> Result<Poll> {
+        self.enroll(snapshot);
         self.send_reports();
         self.give_back_lease(snapshot);
         if let Some(version) = self.reboot_pending(snapshot)? {
@@ -400,6 +424,7 @@ impl<'a> Daemon<'a> {
         };
         let from = running_version(&state, slot.other());
         self.queue(snapshot, &from, to, outcome, reason, None);
+        self.enroll(snapshot);
         self.send_reports();
         self.give_back_lease(snapshot);
     }
@@ -414,7 +439,7 @@ impl<'a> Daemon<'a> {
         reason: Option<String>,
         transfer: Option<Transfer>,
     ) {
-        if self.token.is_none() {
+        if !self.reports_on() {
             return;
         }
         // The queue gives the report its id.
@@ -436,14 +461,15 @@ impl<'a> Daemon<'a> {
 
     /// Best effort: a report that cannot be sent stays queued for the next poll.
     pub(crate) fn send_reports(&self) {
-        if self.token.is_none() {
+        let credential = self.credential();
+        if matches!(credential, Credential::None) {
+            // A key not approved yet, and no shared token: the reports wait in the queue.
             return;
         }
-        let sent = self.agent.reports().flush(|report| {
-            Ok(self
-                .http
-                .post_json("v1/reports", self.token.as_deref(), report)?)
-        });
+        let sent = self
+            .agent
+            .reports()
+            .flush(|report| Ok(self.http.post_json("v1/reports", credential, report)?));
         if let Err(error) = sent {
             tracing::warn!(%error, "cannot read the report queue");
         }

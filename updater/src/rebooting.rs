@@ -1,7 +1,7 @@
 //! The daemon's reboot into a new slot under the `[reboot]` policy (docs/DESIGN.md §6): an
 //! install that must wait is staged (written, not activated); at each poll the daemon asks
 //! whether it may reboot — inside a window, while the channel is not paused, then with a
-//! FleetLock lease taken with the fleet's report token — and only then flips the boot entry
+//! FleetLock lease taken with the node's signed request or the fleet's report token — and only then flips the boot entry
 //! and reboots. While it waits, the state says what for and until when (`status` shows it) and one report says so. The lease
 //! is recorded in the state before the reboot and given back (`steady-state`) once
 //! boot-check judged the slot, at the boot-check or at any later poll until the server
@@ -174,7 +174,7 @@ impl Daemon<'_> {
         let header = [(fleetlock::HEADER, fleetlock::HEADER_VALUE)];
         let answer = self
             .http
-            .post_answer(path, self.token.as_deref(), &header, &body)?;
+            .post_answer(path, self.credential(), &header, &body)?;
         let reason = || {
             serde_json::from_slice::<fleetlock::ErrorBody>(&answer.body).map_or_else(
                 |_| String::from_utf8_lossy(&answer.body).into_owned(),

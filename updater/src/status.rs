@@ -1,5 +1,5 @@
 //! `status`: the slots, their boot states, releases and boot files, the further partition
-//! pairs, the agent's phase and the anti-rollback counters — read without the state lock,
+//! pairs, the agent's phase, the anti-rollback counters and the node key's enrollment — read without the state lock,
 //! so nothing here writes.
 
 use partitions::{SlotBootState, SlotId};
@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::agent::Agent;
 use crate::assets::{boot_files_status, partition_pairs_status, BootFileStatus, PairStatus};
 use crate::error::Result;
+use crate::nodekey::Enrollment;
 use crate::state::{AgentState, Release};
 use crate::trust::Counters;
 
@@ -23,6 +24,9 @@ pub struct Status {
     pub state: AgentState,
     /// The anti-rollback counters (security floor, channel versions, newest signed time).
     pub counters: Counters,
+    /// Where the node key's enrollment stands, when the node enrolls one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enrollment: Option<Enrollment>,
 }
 
 /// One slot in a [`Status`].
@@ -79,6 +83,7 @@ impl Agent {
             slots,
             partition_pairs: partition_pairs_status(&self.disk, &self.pair, &state, booted),
             counters: self.trust.peek_counters(&state)?,
+            enrollment: Enrollment::load(self.state_fs.as_ref()),
             state,
         })
     }

@@ -3,7 +3,7 @@
 // what it reads. Every text from
 // the server goes through textContent or an SVG text node: nothing is parsed as HTML.
 // The operator's token (admin or operate role) is kept in sessionStorage and sent only as a bearer token to the
-// pause/resume and lease release API of this origin.
+// pause/resume, lease release and node key (approve, reject, revoke) API of this origin.
 "use strict";
 
 const REFRESH_MS = 10000;
@@ -321,6 +321,57 @@ function renderAudit(audit) {
   replaceBody(document.getElementById("audit-table"), body);
 }
 
+/** A key id shortened for a table cell (the whole id in its title). */
+function keyCell(keyId) {
+  return el("td", { class: "key", title: keyId }, `${keyId.slice(0, 16)}…`);
+}
+
+function keyButton(action, label, node, keyId) {
+  const b = el("button", { type: "button", "data-action": action, "data-node": node }, label);
+  b.disabled = !adminToken();
+  b.addEventListener("click", () => nodeKeyAction(action, node, keyId));
+  return b;
+}
+
+function renderKeys(keys, now) {
+  const pending = el("tbody");
+  for (const k of keys.pending) {
+    pending.append(el("tr", { "data-node": k.node_id }, el("td", { class: "node" }, k.node_id), keyCell(k.key_id),
+      el("td", { class: "age" }, `${durationText(now - k.requested_at)} ago`),
+      el("td", { class: "action" }, keyButton("approve", "Approve", k.node_id, k.key_id),
+        keyButton("reject", "Reject", k.node_id, k.key_id))));
+  }
+  if (!keys.pending.length) pending.append(el("tr", {}, el("td", { colspan: "4" }, "no enrollment waits")));
+  replaceBody(document.getElementById("enrollment-table"), pending);
+  const enrolled = el("tbody");
+  for (const k of keys.enrolled) {
+    enrolled.append(el("tr", { "data-node": k.node_id }, el("td", { class: "node" }, k.node_id), keyCell(k.key_id),
+      el("td", { class: "time" }, new Date((k.decided_at ?? k.requested_at) * 1000).toISOString()),
+      el("td", { class: "actor" }, k.decided_by || ""),
+      el("td", { class: "action" }, keyButton("revoke", "Revoke", k.node_id, k.key_id))));
+  }
+  if (!keys.enrolled.length) enrolled.append(el("tr", {}, el("td", { colspan: "5" }, "no node key enrolled")));
+  replaceBody(document.getElementById("key-table"), enrolled);
+  setText("key-summary", `${keys.enrolled.length} enrolled, ${keys.pending.length} waiting for approval`);
+}
+
+/** Approve or reject a node's pending key (the one shown), or revoke its enrolled key. */
+async function nodeKeyAction(action, node, keyId) {
+  const path = action === "revoke" ? `/v1/nodes/${encodeURIComponent(node)}/revoke`
+    : `/v1/enrollments/${encodeURIComponent(node)}/${action}`;
+  const body = action === "revoke" ? {} : { key_id: keyId };
+  try {
+    const resp = await fetch(apiUrl(path), { method: "POST", body: JSON.stringify(body),
+      headers: { Authorization: `Bearer ${adminToken()}`, "Content-Type": "application/json" } });
+    const answer = await resp.json().catch(() => ({}));
+    if (!resp.ok) throw new Error(`${resp.status} ${answer.error || ""}`);
+    setText("admin-state", `${node}: key ${action === "revoke" ? "revoked" : `${action}d`}`);
+  } catch (e) {
+    setText("admin-state", `${action} ${node}'s key failed: ${e.message}`, true);
+  }
+  await refresh();
+}
+
 async function releaseLease(group, node) {
   const url = apiUrl(`/v1/leases/${encodeURIComponent(group)}/${encodeURIComponent(node)}/release`);
   try {
@@ -338,7 +389,7 @@ async function releaseLease(group, node) {
  * Requests of one kind may answer out of order (a periodic refresh sent before a pause or a
  * search can arrive after it): only the answer to the newest request of its kind is shown.
  */
-const newest = { fleet: 0, nodes: 0, leases: 0, audit: 0 };
+const newest = { fleet: 0, nodes: 0, leases: 0, audit: 0, keys: 0 };
 
 async function getNewest(kind, path) {
   const ticket = ++newest[kind];
@@ -355,9 +406,11 @@ async function refreshNodes() {
 
 async function refresh() {
   try {
-    const [fleet, leases, audit] = await Promise.all([getNewest("fleet", "/v1/channels"),
-      getNewest("leases", "/v1/leases"), getNewest("audit", "/v1/audit?limit=50"), refreshNodes()]);
+    const [fleet, leases, audit, keys] = await Promise.all([getNewest("fleet", "/v1/channels"),
+      getNewest("leases", "/v1/leases"), getNewest("audit", "/v1/audit?limit=50"),
+      getNewest("keys", "/v1/enrollments"), refreshNodes()]);
     if (leases) renderLeases(leases);
+    if (keys) renderKeys(keys, Date.now() / 1000);
     if (audit) renderAudit(audit);
     if (!fleet) return;
     renderChannels(fleet);

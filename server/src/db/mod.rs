@@ -26,6 +26,7 @@ use proto::{Outcome, Report, Transfer};
 pub mod access;
 pub mod budget;
 pub mod leases;
+pub mod nodekeys;
 pub mod postgres;
 pub mod schema;
 pub mod sql;

@@ -196,6 +196,55 @@ pub const MIGRATIONS: &[Migration] = &[
             );
             CREATE INDEX audit_log_at ON audit_log(at);",
     },
+    Migration {
+        version: 6,
+        what: "node keys (per-node credentials) and one-time enrollment tokens",
+        // One row per key a node enrolled: its node, its public key, where it stands. At most
+        // one approved and one pending key per node (partial unique indexes); a key id is
+        // enrolled for one node only. Enrollment tokens are kept as their SHA-256 (hex).
+        sqlite: "
+            CREATE TABLE node_keys (
+                key_id       TEXT PRIMARY KEY,
+                node_id      TEXT NOT NULL,
+                public_key   TEXT NOT NULL,
+                status       TEXT NOT NULL,
+                requested_at INTEGER NOT NULL,
+                decided_at   INTEGER,
+                decided_by   TEXT
+            );
+            CREATE INDEX node_keys_node ON node_keys(node_id);
+            CREATE UNIQUE INDEX node_keys_one_approved ON node_keys(node_id) WHERE status = 'approved';
+            CREATE UNIQUE INDEX node_keys_one_pending ON node_keys(node_id) WHERE status = 'pending';
+            CREATE TABLE enrollment_tokens (
+                digest     TEXT PRIMARY KEY,
+                created_at INTEGER NOT NULL,
+                created_by TEXT NOT NULL,
+                expires_at INTEGER NOT NULL,
+                used_at    INTEGER,
+                used_by    TEXT
+            );",
+        postgres: "
+            CREATE TABLE node_keys (
+                key_id       TEXT PRIMARY KEY,
+                node_id      TEXT NOT NULL,
+                public_key   TEXT NOT NULL,
+                status       TEXT NOT NULL,
+                requested_at BIGINT NOT NULL,
+                decided_at   BIGINT,
+                decided_by   TEXT
+            );
+            CREATE INDEX node_keys_node ON node_keys(node_id);
+            CREATE UNIQUE INDEX node_keys_one_approved ON node_keys(node_id) WHERE status = 'approved';
+            CREATE UNIQUE INDEX node_keys_one_pending ON node_keys(node_id) WHERE status = 'pending';
+            CREATE TABLE enrollment_tokens (
+                digest     TEXT PRIMARY KEY,
+                created_at BIGINT NOT NULL,
+                created_by TEXT NOT NULL,
+                expires_at BIGINT NOT NULL,
+                used_at    BIGINT,
+                used_by    TEXT
+            );",
+    },
 ];
 
 /// The migrations a database at `current` still needs; an error for a database written by a
@@ -227,6 +276,7 @@ mod tests {
         assert_eq!(pending(2).unwrap()[0].version, 3);
         assert_eq!(pending(3).unwrap()[0].version, 4);
         assert_eq!(pending(4).unwrap()[0].version, 5);
+        assert_eq!(pending(5).unwrap()[0].version, 6);
         assert!(pending(MIGRATIONS.len() as i64).unwrap().is_empty());
         assert!(matches!(
             pending(99),

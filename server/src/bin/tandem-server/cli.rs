@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use server::{Config, FailureBudget, Leases, Limits, ReportRate, Retention, TlsFiles, Token};
+use server::{
+    Config, FailureBudget, Leases, Limits, NodeAuth, ReportRate, Retention, TlsFiles, Token,
+};
 
 /// Serves a Tandem repository, collects node reports and pauses rollouts.
 #[derive(Debug, Parser)]
@@ -57,6 +59,11 @@ pub struct Serve {
     /// File holding the fleet's report token [else env TANDEM_REPORT_TOKEN; none: reports refused].
     #[arg(long, value_name = "FILE")]
     report_token_file: Option<PathBuf>,
+    /// Which credentials nodes present for reports and reboot leases: `keys` (each node's own
+    /// enrolled key: a node speaks only for itself), `shared` (the report token: any holder
+    /// speaks for any node), or `either`.
+    #[arg(long, value_name = "MODE", default_value = "either", value_parser = node_auth)]
+    node_auth: NodeAuth,
     /// File holding the admin token for pause/resume [else env TANDEM_ADMIN_TOKEN; none: refused].
     #[arg(long, value_name = "FILE")]
     admin_token_file: Option<PathBuf>,
@@ -149,12 +156,16 @@ impl Serve {
             self.status_token_file.as_deref(),
             "TANDEM_STATUS_TOKEN",
         )?;
+        config.node_auth = self.node_auth;
+        if config.node_auth == NodeAuth::Keys && config.report_token.is_some() {
+            bail!("--node-auth keys takes no report token: drop --report-token-file (or TANDEM_REPORT_TOKEN)");
+        }
         config.retention = retention;
         config.limits = limits;
         config.report_rate = report_rate;
         config.leases = leases;
         config.failure_budget = failure_budget;
-        if config.report_token.is_none() {
+        if config.report_token.is_none() && config.node_auth == NodeAuth::Shared {
             tracing::warn!(
                 "no report token: POST /v1/reports is refused (set --report-token-file)"
             );
@@ -223,6 +234,11 @@ impl Serve {
             .context("fix the limit flags (--max-connections, --*-timeout)")?;
         Ok(limits)
     }
+}
+
+/// The mode of `--node-auth`.
+fn node_auth(text: &str) -> Result<NodeAuth, String> {
+    NodeAuth::parse(text).ok_or_else(|| format!("{text:?} is not shared, keys or either"))
 }
 
 /// `GROUP=N` of `--reboot-group`.

@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use partitions::SlotId::{self, A, B};
+use repo_client::http::Credential;
 use time::OffsetDateTime;
 use updater::daemon::Poll;
 use updater::reboot::Gate;
@@ -27,15 +28,50 @@ struct Node {
 }
 
 impl Node {
+    /// A node reporting and asking for leases with the fleet's shared report token.
     fn new(f: &Fleet, server: &TandemServer, id: &str, reboot: &str) -> Node {
+        let credential = format!(
+            "report_token_file = \"{}\"",
+            server.report_token_file.display()
+        );
+        Node::configured(f, server, id, reboot, |_| credential)
+    }
+
+    /// A node with a key of its own, enrolled with a one-time token the operator made for
+    /// it: it signs every report and lease request, and shares no secret with the fleet.
+    fn enrolled(f: &Fleet, server: &TandemServer, id: &str, reboot: &str) -> Node {
+        let (code, body) = http(
+            server.addr,
+            "POST",
+            "/v1/enrollment-tokens",
+            Some(&server.admin_token),
+            "",
+        );
+        assert_eq!(code, 201, "{body}");
+        let token: serde_json::Value = serde_json::from_str(&body).unwrap();
+        Node::configured(f, server, id, reboot, |dir| {
+            let file = dir.join("enrollment.token");
+            std::fs::write(&file, token["token"].as_str().unwrap()).unwrap();
+            format!("enrollment_token_file = \"{}\"", file.display())
+        })
+    }
+
+    /// A node whose `[server]` says who it is by `credential` (given the node's directory).
+    fn configured(
+        f: &Fleet,
+        server: &TandemServer,
+        id: &str,
+        reboot: &str,
+        credential: impl FnOnce(&Path) -> String,
+    ) -> Node {
         let mut w = tandem_tests::World::new(tandem_tests::Backend::Gpt);
         w.provision(A, &f.v1);
         w.extra_config = format!(
             "node_id = \"{id}\"\n[server]\nurl = \"{url}\"\nchannel = \"{CHANNEL}\"\n\
-             poll_interval = \"1s\"\nreport_token_file = \"{token}\"\n[reboot]\n\
+             poll_interval = \"1s\"\n{credential}\n[reboot]\n\
              command = [\"true\"]\n{reboot}\n",
             url = server.url,
-            token = server.report_token_file.display(),
+            credential = credential(w.dir.path()),
         );
         Node {
             w,
@@ -312,10 +348,12 @@ fn two_nodes_of_a_group_with_one_slot_reboot_one_after_the_other() {
 const NODES: usize = 50;
 const GROUPS: usize = 5;
 
-/// Fifty nodes in five groups update at once against the real server on `pg` (SQLite when
-/// `None`): every node ends committed on v2; a failing v3 is paused by the server's failure
-/// budget before most nodes boot it; and the server's whole lease log (read from its
-/// database) never has two leases of one group held at once.
+/// Fifty nodes in five groups, each with its own enrolled key, update at once against the
+/// real server on `pg` (SQLite when `None`): every node ends committed on v2; one node's key
+/// is refused when it reports or asks a lease as another node; a failing v3 is paused by the
+/// server's failure budget (whose reports all came signed) before most nodes boot it; and
+/// the server's whole lease log (read from its database) never has two leases of one group
+/// held at once.
 fn fifty_nodes_update_one_reboot_at_a_time_per_group(pg: Option<&PgCluster>) {
     let f = Fleet::new();
     let v2 = f.w.release("2.0.0", 1, 2);
@@ -330,7 +368,7 @@ fn fifty_nodes_update_one_reboot_at_a_time_per_group(pg: Option<&PgCluster>) {
     let nodes: Vec<Node> = (0..NODES)
         .map(|i| {
             let policy = format!("on = \"lease\"\ngroup = \"g{}\"", i % GROUPS);
-            Node::new(&f, &server, &format!("node-{i:02}"), &policy)
+            Node::enrolled(&f, &server, &format!("node-{i:02}"), &policy)
         })
         .collect();
     let updated = update_all(nodes, A, now);
@@ -341,6 +379,18 @@ fn fifty_nodes_update_one_reboot_at_a_time_per_group(pg: Option<&PgCluster>) {
         );
         assert!(node.w.state().lease.is_none());
     }
+    let query = |sql: &str| match pg {
+        Some(pg) => pg.query_texts(sql),
+        None => sqlite_lines(&f.w.dir.path().join("server-data/tandem.db"), sql),
+    };
+    let approved = query("SELECT CAST(COUNT(*) AS TEXT) FROM node_keys WHERE status = 'approved'");
+    assert_eq!(approved, [NODES.to_string()], "every node enrolled its key");
+    impostor_is_refused(&server, &updated[0].0, "node-01");
+    assert_eq!(
+        query("SELECT CAST(COUNT(*) AS TEXT) FROM reports WHERE report_id = 'forged'"),
+        ["0"],
+        "the forged report was not stored"
+    );
 
     // 3.0.0 fails its health checks everywhere: the nodes that reboot into it roll back, the
     // failure budget pauses the channel, and the nodes still waiting never boot it.
@@ -373,11 +423,7 @@ fn fifty_nodes_update_one_reboot_at_a_time_per_group(pg: Option<&PgCluster>) {
     let reason = pause["reason"].as_str().unwrap();
     assert!(reason.contains("rolled back 3.0.0"), "{reason}");
 
-    let sql = "SELECT grp || ' ' || node_id || ' ' || event FROM lease_log ORDER BY id";
-    let lines = match pg {
-        Some(pg) => pg.query_texts(sql),
-        None => sqlite_lines(&f.w.dir.path().join("server-data/tandem.db"), sql),
-    };
+    let lines = query("SELECT grp || ' ' || node_id || ' ' || event FROM lease_log ORDER BY id");
     let log: Vec<(String, String, String)> = lines
         .iter()
         .map(|l| {
@@ -394,6 +440,38 @@ fn fifty_nodes_update_one_reboot_at_a_time_per_group(pg: Option<&PgCluster>) {
     let most = most_held_at_once(&log);
     assert_eq!(most.len(), GROUPS, "{most:?}");
     assert!(most.values().all(|&m| m == 1), "{most:?}");
+}
+
+/// `node`'s own agent code, with `node`'s approved key, reports and asks a lease as `other`:
+/// the server refuses both (403), naming the key's node.
+fn impostor_is_refused(server: &TandemServer, node: &Node, other: &str) {
+    let key = updater::nodekey::FileKey::load_or_create(&node.w.state_fs).unwrap();
+    let signer = updater::nodekey::RequestSigner(Box::new(key));
+    let http = repo_client::Http::new(&server.url, fast_http()).unwrap();
+    let forged = serde_json::json!({"id": "forged", "node_id": other, "channel": CHANNEL,
+        "from_version": "2.0.0", "to_version": "2.0.0", "outcome": "failed",
+        "reason": "forged by another node"});
+    let refused = http
+        .post_json("v1/reports", Credential::Signed(&signer), &forged)
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("403"), "{refused}");
+    let lease = serde_json::json!({"client_params": {"id": other, "group": "g1"}});
+    let header = [("fleet-lock-protocol", "true")];
+    let answer = http
+        .post_answer(
+            "v1/pre-reboot",
+            Credential::Signed(&signer),
+            &header,
+            &lease,
+        )
+        .unwrap();
+    let said = String::from_utf8_lossy(&answer.body);
+    assert_eq!(answer.status, 403, "{said}");
+    assert!(
+        said.contains(&format!("may not speak for node {other}")),
+        "{said}"
+    );
 }
 
 /// The rows of `sql` in the SQLite database `db`, through the `sqlite3` tool.

@@ -201,3 +201,76 @@ fn a_report_refused_for_its_rate_stays_queued_until_the_server_takes_it() {
         "{status:#}"
     );
 }
+
+#[test]
+fn a_node_key_waits_for_approval_with_its_reports_queued_then_signs_them() {
+    let mut f = Fleet::new();
+    let v2 = f.w.release("2.0.0", 1, 2);
+    f.publish(&v2, 100);
+    let server = TandemServer::start(f.w.dir.path(), &f.repo);
+    // No report token: the node's own key, enrolled without a token, is all it has.
+    f.point_at(&server.url, "node-k", None);
+    f.w.extra_config.push_str("enroll = true\n");
+    let agent = f.agent(A);
+    assert!(matches!(
+        daemon(&agent).poll_once().unwrap(),
+        Poll::Installed(_)
+    ));
+    assert_eq!(
+        queued(&agent),
+        [("installed".into(), "2.0.0".into())],
+        "a key waiting for approval sends nothing"
+    );
+    let enrollment = agent.status().unwrap().enrollment.expect("recorded");
+    assert_eq!(enrollment.status.map(|s| s.as_str()), Some("pending"));
+    assert!(
+        enrollment
+            .describe()
+            .contains("pending: waits for an operator's approval"),
+        "{}",
+        enrollment.describe()
+    );
+    assert_eq!(server.status(CHANNEL)["nodes"]["total"], 0);
+
+    // The operator approves the key the node shows; the next poll signs and sends.
+    let approve = json!({ "key_id": enrollment.key_id }).to_string();
+    let (code, body) = super::http(
+        server.addr,
+        "POST",
+        "/v1/enrollments/node-k/approve",
+        Some(&server.admin_token),
+        &approve,
+    );
+    assert_eq!(code, 200, "{body}");
+    let agent = f.agent(A);
+    assert!(matches!(
+        daemon(&agent).poll_once().unwrap(),
+        Poll::RebootPending { .. }
+    ));
+    assert!(
+        queued(&agent).is_empty(),
+        "the queued report went out signed"
+    );
+    assert_eq!(server.status(CHANNEL)["nodes"]["total"], 1);
+    let enrollment = agent.status().unwrap().enrollment.expect("recorded");
+    assert_eq!(enrollment.status.map(|s| s.as_str()), Some("approved"));
+
+    // Revoked: the next daemon asks again at its start, stops signing, and `status` says why.
+    let (code, body) = super::http(
+        server.addr,
+        "POST",
+        "/v1/nodes/node-k/revoke",
+        Some(&server.admin_token),
+        "",
+    );
+    assert_eq!(code, 200, "{body}");
+    let agent = f.agent(A);
+    daemon(&agent).poll_once().unwrap();
+    let enrollment = agent.status().unwrap().enrollment.expect("recorded");
+    assert_eq!(enrollment.status, None);
+    assert!(
+        enrollment.describe().contains("was revoked"),
+        "{}",
+        enrollment.describe()
+    );
+}

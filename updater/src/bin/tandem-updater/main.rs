@@ -286,6 +286,9 @@ fn describe_status(status: &updater::Status, writing_now: bool) -> String {
             lease.group, lease.taken_at
         ));
     }
+    if let Some(enrollment) = &status.enrollment {
+        out.push_str(&format!("{}\n", enrollment.describe()));
+    }
     out.push_str(&format!(
         "state: {}; security floor {}",
         describe_phase(&status.state.phase, writing_now),
