@@ -154,7 +154,7 @@ fn database_flag_keeps_reports_in_postgres_migrated_at_start() {
         .unwrap();
     let _ = child.kill();
     let _ = child.wait();
-    assert_eq!(versions, [1, 2, 3, 4, 5]);
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(pg.query_ints("SELECT COUNT(*) FROM reports"), [1]);
     assert_eq!(
@@ -308,9 +308,10 @@ fn output_to_a_closed_pipe_exits_quietly() {
 #[test]
 fn logs_carry_colour_only_on_a_terminal_without_no_color() {
     let dir = tempfile::tempdir().unwrap();
-    // No report token: the server logs a warning, then fails on the missing repository.
+    // Shared-token reports with no token: the server logs a warning, then fails on the
+    // missing repository.
     let serve = format!(
-        "{BIN} serve --repo {0}/missing --data {0}/data",
+        "{BIN} serve --node-auth shared --repo {0}/missing --data {0}/data",
         dir.path().display()
     );
     let piped = Command::new("sh")
