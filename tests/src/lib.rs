@@ -21,7 +21,7 @@ use partitions::create::{lay_out, Layout};
 use partitions::io::{BlockDevice, FileStore, MemDisk, MemFs};
 use partitions::{select_and_boot, BootControl, Disk, SlotBootState, SlotId, SlotPair};
 use sha2::{Digest, Sha256};
-use signer::bundle::{sign_release, AssetSource, BundleHead, SignOptions, Sources};
+use signer::bundle::{sign_release_with_store, AssetSource, BundleHead, SignOptions, Sources};
 use signer::metadata::{root_signed_bytes, sign_document, RootSpec};
 use signer::publish::{publish, PublishOptions};
 use signer::{Limits, RoleKind, SecretKey};
@@ -363,6 +363,48 @@ impl World {
         assets: &[TestAsset],
         configure: impl FnOnce(&mut SignOptions),
     ) -> Release {
+        self.sign(
+            version,
+            security_version,
+            image,
+            product,
+            assets,
+            configure,
+            false,
+        )
+    }
+
+    /// [`World::release_signed`] with the release's chunk store written beside its bundle
+    /// (`<bundle>.chunks`, FORMAT §3.4).
+    pub fn release_with_store(
+        &self,
+        version: &str,
+        security_version: u64,
+        image: Vec<u8>,
+        configure: impl FnOnce(&mut SignOptions),
+    ) -> Release {
+        self.sign(
+            version,
+            security_version,
+            image,
+            PRODUCT,
+            &[],
+            configure,
+            true,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn sign(
+        &self,
+        version: &str,
+        security_version: u64,
+        image: Vec<u8>,
+        product: &str,
+        assets: &[TestAsset],
+        configure: impl FnOnce(&mut SignOptions),
+        with_store: bool,
+    ) -> Release {
         let mut opts = SignOptions::new(
             product,
             semver::Version::parse(version).unwrap(),
@@ -382,9 +424,11 @@ impl World {
             assets: assets.iter().map(TestAsset::source).collect(),
         };
         let mut out = Cursor::new(Vec::new());
-        let summary = sign_release(
+        let mut store = Vec::new();
+        let summary = sign_release_with_store(
             sources,
             &mut out,
+            with_store.then_some(&mut store as &mut dyn std::io::Write),
             &opts,
             &self.keys.signers(),
             &Limits::default(),
@@ -393,6 +437,10 @@ impl World {
         .unwrap();
         let bundle = self.path(&format!("{product}-{version}.tandem"));
         std::fs::write(&bundle, out.into_inner()).unwrap();
+        if with_store {
+            let path = proto::chunk_store_path(&bundle.to_string_lossy());
+            std::fs::write(path, store).unwrap();
+        }
         Release {
             version: version.into(),
             security_version,
