@@ -482,4 +482,48 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn store_frames_follow_one_another_and_end_at_the_signed_size() {
+        let zero = Sha256Digest::of_zeros(4096);
+        let record = |n: u8, frame_len, store_len| Record {
+            sha256: if frame_len == 0 {
+                zero
+            } else {
+                Sha256Digest::of(&[n; 4096])
+            },
+            raw_len: 4096,
+            frame_len,
+            store_len,
+        };
+        let tile = |records: &[Record], store_size| {
+            let count = records.len() as u64;
+            let mut tiler =
+                Tiler::new(count, Chunking::fixed(4096), 0, 1 << 20).with_store(Some(store_size));
+            let chunks = indexed_chunks(records.iter().copied().map(Ok), &mut tiler, count)?;
+            tiler.finish(count * 4096).map(|_| chunks)
+        };
+        // A frame of two chunks, a zero, a repeat the store does not hold again.
+        let records = [
+            record(1, 5000, 4100),
+            record(2, CONTINUED, 30),
+            record(0, 0, 0),
+            record(1, 4100, 0),
+        ];
+        let chunks = tile(&records, 4130).unwrap();
+        let stores: Vec<_> = chunks.iter().map(Chunk::store).collect();
+        let at = |offset, length| Some(StoredFrame { offset, length });
+        assert_eq!(stores, [at(0, 4100), at(4100, 30), None, None]);
+
+        let error = |records: &[Record], size| match tile(records, size) {
+            Err(FormatError::Field { reason, .. }) => reason,
+            other => panic!("{other:?}"),
+        };
+        assert!(error(&records, 4131).contains("the store frames take 4130 bytes"));
+        assert!(error(&records, 4129).contains("past the store's 4129 bytes"));
+        let zero_stored = [record(0, 0, 10)];
+        assert!(error(&zero_stored, 10).contains("all-zero chunk with a store frame"));
+        let too_long = [record(1, 100, 5000)];
+        assert!(error(&too_long, 5000).contains("above"));
+    }
 }

@@ -724,6 +724,7 @@ fn inspect(bundle: &Path, root: Option<&Path>, json: bool, limits: &Limits) -> R
             "created": format_rfc3339(m.created()), "image_size": m.image_size(), "image_sha256": m.image_sha256().to_hex(),
             "chunk_size": m.chunk_size(), "chunking": m.chunking(), "chunks": m.chunks().len(), "zero_chunks": m.zero_chunks(),
             "index_size": m.header().index_len, "dictionary_size": m.header().dictionary_len,
+            "store_size": m.store().map(|s| s.size),
             "payload_size": m.payload_len(), "file_size": m.file_len(), "ratio": ratio,
             "manifest_sha256": m.manifest_sha256().to_hex(), "signers": keyids,
             "signatures": signers.iter().map(signer_json).collect::<Vec<_>>(),
@@ -761,6 +762,14 @@ fn inspect(bundle: &Path, root: Option<&Path>, json: bool, limits: &Limits) -> R
             "index            {} bytes; dictionary {} bytes",
             m.header().index_len,
             m.header().dictionary_len
+        );
+    }
+    if let Some(store) = m.store() {
+        outln!(
+            "chunk store      {} bytes, sha256 {} (beside the bundle, its name + {})",
+            store.size,
+            store.sha256.to_hex(),
+            proto::CHUNK_STORE_SUFFIX
         );
     }
     outln!(
