@@ -352,7 +352,7 @@ impl Writer<'_> {
             store: self.store,
         };
         with_fetches(sources, &parts, counters, |fetched| {
-            let inputs = PieceReader::new(manifest, &plan, active, slot, fetched);
+            let inputs = PieceReader::new(manifest, &plan, (active, slot), fetched, buffers);
             ordered_map(
                 inputs,
                 shape,
@@ -1088,15 +1088,17 @@ struct PieceReader<'m> {
     parts: Receiver<Result<Fetched>>,
     /// The part frames are being cut from.
     part: SharedPart,
+    /// The buffers of copied and mixed pieces, handed back by the writer.
+    buffers: &'m Buffers,
 }
 
 impl<'m> PieceReader<'m> {
     fn new(
         manifest: &'m Manifest,
         plan: &'m Plan<'m>,
-        active: Option<&'m dyn BlockDevice>,
-        target: &'m dyn BlockDevice,
+        (active, target): (Option<&'m dyn BlockDevice>, &'m dyn BlockDevice),
         parts: Receiver<Result<Fetched>>,
+        buffers: &'m Buffers,
     ) -> Self {
         let pieces: Box<dyn Iterator<Item = &'m [Chunk]> + Send + 'm> =
             Box::new(pieces(plan.chunks));
@@ -1108,7 +1110,16 @@ impl<'m> PieceReader<'m> {
             payload_offset: manifest.payload_offset(),
             parts,
             part: (File::Bundle, 0, Arc::new(Vec::new())),
+            buffers,
         }
+    }
+
+    /// `len` zero bytes in a buffer the writer handed back, when there is one.
+    fn buffer(&self, len: usize) -> Vec<u8> {
+        let mut bytes = self.buffers.take();
+        bytes.clear();
+        bytes.resize(len, 0);
+        bytes
     }
 
     fn next_piece(&mut self) -> Option<Result<Piece<'m>>> {
@@ -1149,7 +1160,7 @@ impl<'m> PieceReader<'m> {
     /// The held chunks' bytes, read from where the plan found them (not yet hash-checked).
     fn copy(&self, run: &'m [Chunk]) -> Result<Piece<'m>> {
         let len: usize = run.iter().map(|c| c.len() as usize).sum();
-        let mut bytes = vec![0u8; len];
+        let mut bytes = self.buffer(len);
         let mut in_place = 0u64;
         let mut at = 0;
         for chunk in run {
@@ -1180,7 +1191,7 @@ impl<'m> PieceReader<'m> {
     /// the lacking ones' own frames cut out of the store's parts.
     fn mixed(&mut self, piece: &'m [Chunk]) -> Result<Piece<'m>> {
         let len: usize = piece.iter().map(|c| c.len() as usize).sum();
-        let mut bytes = vec![0u8; len];
+        let mut bytes = self.buffer(len);
         let mut fetched = Vec::new();
         let mut reused = Reuse::default();
         let mut at = 0;
