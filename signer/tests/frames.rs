@@ -326,7 +326,7 @@ fn a_chunk_store_holds_each_distinct_chunk_once_in_its_own_frame() {
     let mut bundle = Cursor::new(Vec::new());
     let mut store = Vec::new();
     let owned = [clone_key(&f.release[0]), clone_key(&f.release[1])];
-    let summary = signer::bundle::sign_release_with_store(
+    let summary = signer::bundle::sign_release(
         signer::bundle::Sources {
             image: image.as_slice(),
             image_size: image.len() as u64,

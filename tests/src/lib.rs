@@ -21,7 +21,7 @@ use partitions::create::{lay_out, Layout};
 use partitions::io::{BlockDevice, FileStore, MemDisk, MemFs};
 use partitions::{select_and_boot, BootControl, Disk, SlotBootState, SlotId, SlotPair};
 use sha2::{Digest, Sha256};
-use signer::bundle::{sign_release_with_store, AssetSource, BundleHead, SignOptions, Sources};
+use signer::bundle::{sign_release, AssetSource, BundleHead, SignOptions, Sources};
 use signer::metadata::{root_signed_bytes, sign_document, RootSpec};
 use signer::publish::{publish, PublishOptions};
 use signer::{Limits, RoleKind, SecretKey};
@@ -363,15 +363,8 @@ impl World {
         assets: &[TestAsset],
         configure: impl FnOnce(&mut SignOptions),
     ) -> Release {
-        self.sign(
-            version,
-            security_version,
-            image,
-            product,
-            assets,
-            configure,
-            false,
-        )
+        let release = (version, security_version);
+        self.sign(release, image, (product, assets), configure, false)
     }
 
     /// [`World::release_signed`] with the release's chunk store written beside its bundle
@@ -383,25 +376,17 @@ impl World {
         image: Vec<u8>,
         configure: impl FnOnce(&mut SignOptions),
     ) -> Release {
-        self.sign(
-            version,
-            security_version,
-            image,
-            PRODUCT,
-            &[],
-            configure,
-            true,
-        )
+        let release = (version, security_version);
+        self.sign(release, image, (PRODUCT, &[]), configure, true)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Signs `image` as `release` (version, security version) of `product` with `assets`,
+    /// and with `with_store` its chunk store beside the bundle.
     fn sign(
         &self,
-        version: &str,
-        security_version: u64,
+        (version, security_version): (&str, u64),
         image: Vec<u8>,
-        product: &str,
-        assets: &[TestAsset],
+        (product, assets): (&str, &[TestAsset]),
         configure: impl FnOnce(&mut SignOptions),
         with_store: bool,
     ) -> Release {
@@ -425,7 +410,7 @@ impl World {
         };
         let mut out = Cursor::new(Vec::new());
         let mut store = Vec::new();
-        let summary = sign_release_with_store(
+        let summary = sign_release(
             sources,
             &mut out,
             with_store.then_some(&mut store as &mut dyn std::io::Write),

@@ -311,16 +311,21 @@ fn record(bytes: &[u8; MAX_RECORD_LEN]) -> Record {
 mod tests {
     use super::*;
 
-    #[test]
-    fn round_trip_and_exact_count() {
-        let records: Vec<Record> = (0..1000u32)
+    /// `n` records of 4 KiB chunks, record i's frame and store lengths `lens(i)`.
+    fn numbered(n: u32, lens: impl Fn(u32) -> (u32, u32)) -> Vec<Record> {
+        (0..n)
             .map(|i| Record {
                 sha256: Sha256Digest::of(&i.to_le_bytes()),
                 raw_len: 4096,
-                frame_len: i % 7,
-                store_len: 0,
+                frame_len: lens(i).0,
+                store_len: lens(i).1,
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn round_trip_and_exact_count() {
+        let records = numbered(1000, |i| (i % 7, 0));
         let stored = encode(&records, RecordForm::Plain).unwrap();
         let all = |count| {
             decode(Cow::Borrowed(&stored), 0, count, RecordForm::Plain)?
@@ -358,14 +363,7 @@ mod tests {
 
     #[test]
     fn records_with_a_store_column_round_trip_and_keep_their_length() {
-        let records: Vec<Record> = (0..100u32)
-            .map(|i| Record {
-                sha256: Sha256Digest::of(&i.to_le_bytes()),
-                raw_len: 4096,
-                frame_len: i % 7,
-                store_len: 4000 + i,
-            })
-            .collect();
+        let records = numbered(100, |i| (i % 7, 4000 + i));
         let stored = encode(&records, RecordForm::WithStore).unwrap();
         let raw = zstd::bulk::decompress(&stored, 1 << 20).unwrap();
         assert_eq!(raw.len(), 100 * STORE_RECORD_LEN);
@@ -379,14 +377,7 @@ mod tests {
 
     #[test]
     fn records_written_one_by_one_decode_as_encoded_whole() {
-        let records: Vec<Record> = (0..5000u32)
-            .map(|i| Record {
-                sha256: Sha256Digest::of(&i.to_le_bytes()),
-                raw_len: 4096,
-                frame_len: i % 3,
-                store_len: i % 5,
-            })
-            .collect();
+        let records = numbered(5000, |i| (i % 3, i % 5));
         let mut writer = IndexWriter::new(Vec::new(), RecordForm::WithStore).unwrap();
         for r in &records {
             writer.push(r).unwrap();

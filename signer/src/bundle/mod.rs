@@ -19,7 +19,4 @@ pub use dictionary::train_dictionary;
 pub use head::BundleHead;
 pub use header::BundleHeader;
 pub use previous::stored_chunks;
-pub use writer::{
-    sign_bundle, sign_release, sign_release_with_store, AssetSource, SignOptions, SignSummary,
-    Sources,
-};
+pub use writer::{sign_bundle, sign_release, AssetSource, SignOptions, SignSummary, Sources};

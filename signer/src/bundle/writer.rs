@@ -156,7 +156,7 @@ pub fn sign_bundle<R: Read + Send, W: Write + Seek, K: Signer>(
         image_size,
         assets: Vec::new(),
     };
-    sign_release(sources, out, opts, keys, limits, progress)
+    sign_release(sources, out, None, opts, keys, limits, progress)
 }
 
 /// Signs the image and its boot assets into one bundle (FORMAT §3.1, §3.2): the image's
@@ -164,23 +164,13 @@ pub fn sign_bundle<R: Read + Send, W: Write + Seek, K: Signer>(
 /// §3.1 (names, one asset per boot kind, `kernel` with `initrd`, not with `uki`) or a
 /// `cmdline` asset whose text breaks [`proto::check_cmdline`] is a [`UsageError`], refused
 /// before anything is written.
-pub fn sign_release<R: Read + Send, W: Write + Seek, K: Signer>(
-    sources: Sources<'_, R>,
-    out: &mut W,
-    opts: &SignOptions,
-    keys: &[K],
-    limits: &Limits,
-    progress: &mut dyn FnMut(u64),
-) -> Result<SignSummary, Error> {
-    sign_release_with_store(sources, out, None, opts, keys, limits, progress)
-}
-
-/// [`sign_release`], writing with `store` the release's chunk store too (FORMAT §3.4):
+///
+/// With `store`, the release's chunk store is written there too (FORMAT §3.4):
 /// every distinct stored chunk of the image once, in image order of its first occurrence,
 /// each its own zstd frame (with the bundle's dictionary, when it has one); the index's
 /// records then carry each chunk's store frame length, and the manifest the store's size
 /// and SHA-256.
-pub fn sign_release_with_store<R: Read + Send, W: Write + Seek, K: Signer>(
+pub fn sign_release<R: Read + Send, W: Write + Seek, K: Signer>(
     mut sources: Sources<'_, R>,
     out: &mut W,
     store: Option<&mut dyn Write>,
@@ -870,13 +860,7 @@ fn compress_batch(
             batch.done.push((*sha256, Place::Zero));
             continue;
         }
-        scratch.clear();
-        scratch.reserve(max_frame_len(len as u32) as usize);
-        cctx.compress_to_buffer(raw, scratch)
-            .map_err(Error::io("compressing a chunk"))?;
-        batch.frames.extend_from_slice(scratch);
-        // At most zstd's bound of a batch (a few MiB): fits in u32.
-        let frame = Place::Starts(scratch.len() as u32);
+        let frame = Place::Starts(compress_into(cctx, scratch, raw, &mut batch.frames)?);
         batch.done.push((*sha256, frame));
         batch.done.extend(
             rest.iter()
@@ -903,15 +887,27 @@ fn compress_alone(
             batch.store_lens.push(0);
             continue;
         }
-        scratch.clear();
-        scratch.reserve(max_frame_len(len as u32) as usize);
-        cctx.compress_to_buffer(raw, scratch)
-            .map_err(Error::io("compressing a chunk for the chunk store"))?;
-        batch.store_frames.extend_from_slice(scratch);
-        // Within zstd's bound of one chunk (at most 16 MiB): fits in u32.
-        batch.store_lens.push(scratch.len() as u32);
+        let len = compress_into(cctx, scratch, raw, &mut batch.store_frames)?;
+        batch.store_lens.push(len);
     }
     Ok(())
+}
+
+/// Compresses `raw` into one frame appended to `out`, through the worker's `scratch`: the
+/// frame's length.
+fn compress_into(
+    cctx: &mut zstd::bulk::Compressor<'static>,
+    scratch: &mut Vec<u8>,
+    raw: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<u32, Error> {
+    scratch.clear();
+    scratch.reserve(max_frame_len(raw.len() as u32) as usize);
+    cctx.compress_to_buffer(raw, scratch)
+        .map_err(Error::io("compressing a chunk"))?;
+    out.extend_from_slice(scratch);
+    // At most zstd's bound of a batch (a few MiB): fits in u32.
+    Ok(scratch.len() as u32)
 }
 
 /// Each chunk of the batch: its hash, length and [`Group`].

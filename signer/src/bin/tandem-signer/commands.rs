@@ -10,9 +10,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use signer::bundle::{
-    add_checked_signatures, add_signatures, extract, extract_asset, sign_release_with_store,
-    stored_chunks, train_dictionary, verify_contents, AssetSource, BundleHead, SignOptions,
-    Sources,
+    add_checked_signatures, add_signatures, extract, extract_asset, sign_release, stored_chunks,
+    train_dictionary, verify_contents, AssetSource, BundleHead, SignOptions, Sources,
 };
 use signer::chunking::Chunking;
 use signer::ext::{small_blocks, SmallBlocks};
@@ -326,7 +325,7 @@ fn sign(a: &SignArgs, limits: &Limits) -> Result<()> {
         }
     };
     let sign_into = |f: &mut File, store: Option<&mut dyn std::io::Write>| {
-        summary = Some(sign_release_with_store(
+        summary = Some(sign_release(
             sources,
             f,
             store,
