@@ -3,6 +3,8 @@
 
     delta-images.py tree DIR BYTES SEED        files of varied sizes and content, BYTES in all
     delta-images.py patch DIR NEW_BYTES SEED   3 % of the files patched, NEW_BYTES of new files
+    delta-images.py throughout DIR NEW_BYTES SEED  as patch, but every 4 KiB block of a patched
+                                               file touched (a rebuilt package)
     delta-images.py rewrite IMAGE MODE SEED    5 % of IMAGE's 4 KiB blocks rewritten in place:
                                                MODE runs (256 KiB runs) or scattered (single blocks)
 
@@ -98,8 +100,9 @@ def tree(root, budget, seed):
     make_files(root, budget, rng, vocabulary(rng), "f", DIRS)
 
 
-def patch(root, new_bytes, seed):
-    """3 % of the files, chosen by sorted path: 1 to 4 spans of up to 4 KiB rewritten, and in
+def patch(root, new_bytes, seed, throughout=False):
+    """3 % of the files, chosen by sorted path: 1 to 4 spans of up to 4 KiB rewritten (with
+    `throughout`, a span of 8 to 64 bytes in every 4 KiB block of the file instead), and in
     one file in three an insertion of 100 to 2000 bytes, which shifts the rest of the file;
     then NEW_BYTES of new files in three new package directories."""
     rng = random.Random(seed)
@@ -108,10 +111,16 @@ def patch(root, new_bytes, seed):
     for path in rng.sample(paths, max(1, len(paths) * 3 // 100)):
         with open(path, "rb") as f:
             data = bytearray(f.read())
-        for _ in range(rng.randint(1, 4)):
-            at = rng.randrange(max(1, len(data)))
-            span = rng.randint(1, BLOCK)
-            data[at:at + span] = content(rng, vocab, span)
+        if throughout:
+            for block in range(0, len(data), BLOCK):
+                at = block + rng.randrange(min(BLOCK, len(data) - block))
+                span = min(rng.randint(8, 64), len(data) - at)
+                data[at:at + span] = content(rng, vocab, span)
+        else:
+            for _ in range(rng.randint(1, 4)):
+                at = rng.randrange(max(1, len(data)))
+                span = rng.randint(1, BLOCK)
+                data[at:at + span] = content(rng, vocab, span)
         if rng.random() < 1 / 3:
             at = rng.randrange(max(1, len(data)))
             data[at:at] = content(rng, vocab, rng.randint(100, 2000))
@@ -145,6 +154,8 @@ def main(argv):
         tree(path, int(arg), seed)
     elif cmd == "patch":
         patch(path, int(arg), seed)
+    elif cmd == "throughout":
+        patch(path, int(arg), seed, throughout=True)
     elif cmd == "rewrite":
         rewrite(path, arg, seed)
     else:

@@ -10,6 +10,7 @@
 #   rebuild    3 % of the files patched, 24 MiB per GiB of image of new files (in three new
 #              package directories), and the tree made into a fresh ext4 image with
 #              `mke2fs -d` again: the first new file shifts the data of every file after it
+#   throughout as rebuild, but every 4 KiB block of a patched file touched (a rebuilt package)
 # v1 is one ext4 image (`mke2fs -d`, 4 KiB blocks) ~70 % full of generated system files: text,
 # binaries and incompressible data of varied sizes; runs and scattered rewrite it in place.
 # The file contents are the seed's alone; the order `mke2fs -d` lays files out in is the host
@@ -24,6 +25,10 @@
 #           holds share frames, the others get frames of their own) and `publish`; a node (a tandem-disk image) whose
 #           booted slot holds v1, installed and committed by tandem-updater from v1's bundle,
 #           runs `tandem-updater install URL --channel stable` (read-back on, as by default)
+#   any     the same node, the release signed with no --previous (the signer knows nothing of
+#           v1: frames of up to 1 MiB) and `--chunk-store`: the node fetches what it lacks as
+#           the store's frames where they cost fewer bytes than the bundle's
+# Besides, each Tandem release's repository bytes (bundle, and chunk store) against `zstd -3`.
 # Bytes are everything nginx sent for a contender's requests ($bytes_sent: headers, metadata,
 # index and payload); the updater's own count of payload bytes fetched and reused (its metrics
 # textfile) is printed beside them, with its peak RSS. Times are wall times of the fetch alone.
@@ -101,7 +106,12 @@ cp -a "$IMG/tree1" "$IMG/tree2"
 run "$WORK/gen.log" python3 "$GEN" patch "$IMG/tree2" $((MIB * 24 / 1024 << 20)) $((SEED + 1))
 mkdir -p "$IMG/rebuild" "$IMG/runs" "$IMG/scattered"
 mkfs "$IMG/tree2" "$IMG/rebuild/v2.img"
-rm -rf "$IMG/tree1" "$IMG/tree2"
+rm -rf "$IMG/tree2"
+cp -a "$IMG/tree1" "$IMG/tree3"
+run "$WORK/gen.log" python3 "$GEN" throughout "$IMG/tree3" $((MIB * 24 / 1024 << 20)) $((SEED + 4))
+mkdir -p "$IMG/throughout"
+mkfs "$IMG/tree3" "$IMG/throughout/v2.img"
+rm -rf "$IMG/tree3"
 cp --sparse=always "$IMG/v1.img" "$IMG/runs/v2.img"
 run "$WORK/gen.log" python3 "$GEN" rewrite "$IMG/runs/v2.img" runs $((SEED + 2))
 cp --sparse=always "$IMG/v1.img" "$IMG/scattered/v2.img"
@@ -247,17 +257,22 @@ bench_casync() {  # CASE
 # The updater's own view of the install: payload bytes fetched and reused (metrics textfile).
 metric() { awk -v m="tandem_updater_last_install_$1" '$1 == m { printf "%d", $2 }' "$2"; }
 
-bench_tandem() {  # CASE
-    local c=$1 repo="$WWW/$1/tandem" node="$WORK/out/$1-tandem" bundle zst fetched=0 reused=0 rss=0
+bench_tandem() {  # CASE TOOL (tandem: --previous v1; any: no --previous, a chunk store)
+    local c=$1 tool=$2 repo="$WWW/$1/$2" node="$WORK/out/$1-$2" bundle zst store=0 fetched=0 reused=0 rss=0
     mkdir -p "$node"
-    sign "$IMG/$c/v2.img" 2.0.0 "$WORK/$c-v2.tandem" --previous "$T/v1.tandem"
+    if [ "$tool" = tandem ]; then
+        sign "$IMG/$c/v2.img" 2.0.0 "$WORK/$c-v2.tandem" --previous "$T/v1.tandem"
+    else
+        sign "$IMG/$c/v2.img" 2.0.0 "$WORK/$c-v2.tandem" --chunk-store
+        store=$(stat -c %s "$WORK/$c-v2.tandem.chunks")
+    fi
     run "$node/publish.log" "$BIN/tandem-signer" publish --repo "$repo" --channel stable --key "$T/release.pem" \
         --root "$T/root.json" "$WORK/$c-v2.tandem"
     chmod -R a+rX "$WWW"
     cp -a --sparse=always "$NODE/." "$node/"
     node_config "$node" "$booted"
-    measure "$c" tandem "$node/install.log" /usr/bin/time -f '%M' -o "$node/rss.txt" \
-        "$BIN/tandem-updater" --config "$node/updater.toml" install "$URL/$c/tandem/" --channel stable
+    measure "$c" "$tool" "$node/install.log" /usr/bin/time -f '%M' -o "$node/rss.txt" \
+        "$BIN/tandem-updater" --config "$node/updater.toml" install "$URL/$c/$tool/" --channel stable
     if [ "$STATUS" = ok ]; then
         fetched=$(metric bytes_fetched "$node/metrics/tandem.prom")
         reused=$(metric bytes_reused "$node/metrics/tandem.prom")
@@ -265,16 +280,17 @@ bench_tandem() {  # CASE
     fi
     bundle=$(stat -c %s "$WORK/$c-v2.tandem")
     zst=$(zstd -3 -T0 -q -c "$IMG/$c/v2.img" | wc -c)
-    record "$c" tandem "$fetched $reused $bundle $zst $rss"
-    rm -rf "$node" "$repo" "$WORK/$c-v2.tandem"
+    record "$c" "$tool" "$fetched $reused $bundle $zst $rss $store"
+    rm -rf "$node" "$repo" "$WORK/$c-v2.tandem" "$WORK/$c-v2.tandem.chunks"
 }
 
-for c in runs scattered rebuild; do
-    echo "case $c: zsync, casync, tandem" >&2
+for c in ${DELTA_CASES:-runs scattered rebuild throughout}; do
+    echo "case $c: zsync, casync, tandem (v1 listed), tandem (any release, chunk store)" >&2
     printf '%s\tfloor\t%s\n' "$c" "$(new_blocks "$c")" >> "$RESULTS"
     bench_zsync "$c"
     bench_casync "$c"
-    bench_tandem "$c"
+    bench_tandem "$c" tandem
+    bench_tandem "$c" any
 done
 
 LOAD=$(cut -d" " -f1-3 /proc/loadavg)
@@ -286,7 +302,10 @@ titles = {
     "runs": "5 % of 4 KiB blocks rewritten in 256 KiB runs, same offsets",
     "scattered": "5 % of single 4 KiB blocks rewritten, scattered",
     "rebuild": f"3 % of files patched, {mib * 24 // 1024} MiB of new files, mke2fs -d again",
+    "throughout": f"3 % of files patched in every 4 KiB block, {mib * 24 // 1024} MiB of new"
+                  " files, mke2fs -d again",
 }
+TOOLS = ("zsync", "casync", "tandem", "any")
 
 
 def note(tool, wire, status, extra):
@@ -312,24 +331,29 @@ def ratio(r, a, b):
 for case, title in titles.items():
     r = {row[1]: row for row in rows if row[0] == case}
     floor = r.pop("floor", None)
-    if set(r) != {"zsync", "casync", "tandem"}:
+    if set(r) != set(TOOLS):
         continue
     print(f"\n{case}: {title} ({mib} MiB images)")
     print(f"  {'tool':7} {'bytes on the wire':>25} {'requests':>9} {'time':>9}")
-    for tool in ("zsync", "casync", "tandem"):
+    for tool in TOOLS:
         _, _, wire, n, secs, status, extra = r[tool]
         wire = int(wire)
         print(f"  {tool:7} {wire:>12} = {wire / 1e6:8.2f} MB {n:>9} {float(secs):8.2f}s  "
               f"{note(tool, wire, status, extra)}")
-    print(f"  tandem/zsync {ratio(r, 'tandem', 'zsync')}, tandem/casync {ratio(r, 'tandem', 'casync')}"
-          " (goal: <= 0.8 each)")
+    print(f"  v1 listed (--previous): tandem/zsync {ratio(r, 'tandem', 'zsync')},"
+          f" tandem/casync {ratio(r, 'tandem', 'casync')} (goal: <= 0.8 each)")
+    print(f"  any release (chunk store): tandem/zsync {ratio(r, 'any', 'zsync')},"
+          f" tandem/casync {ratio(r, 'any', 'casync')} (goal: <= 1.0 against zsync)")
     if floor:
         count, size = (int(x) for x in floor[2].split())
         best = min(int(r[t][2]) for t in ("zsync", "casync") if r[t][5] == "ok")
         print(f"  v2 has {count} non-zero 4 KiB blocks v1 holds nowhere: {size / 1e6:.2f} MB,"
               f" {size / best:.2f} of the best of zsync and casync (the bytes any method must"
               " move, uncompressed)")
-    bundle, zst = (int(x) for x in r["tandem"][6].split()[2:4])
-    print(f"  v2 bundle {bundle} bytes, zstd -3 of v2 {zst} bytes: {bundle / zst:.3f} (goal <= 1.05)")
+    for tool, how in (("tandem", "--previous v1"), ("any", "--chunk-store")):
+        bundle, zst, _, store = (int(x) for x in r[tool][6].split()[2:6])
+        print(f"  {how}: v2 bundle {bundle} bytes, zstd -3 of v2 {zst} bytes: {bundle / zst:.3f}"
+              f" (goal <= 1.05); chunk store {store} bytes; repository per release"
+              f" {(bundle + store) / zst:.3f} of zstd -3 (goal <= 2.2)")
 PY
 echo "(machine: $(nproc) cores, load before the summary: $LOAD; one nginx on 127.0.0.1, MB = 10^6 bytes)"

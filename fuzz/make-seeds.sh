@@ -39,6 +39,9 @@ cp os.tandem "$SEEDS/bundle_head/os.tandem"
 "$SIGNER" verity root.img -o root.verity --salt 5eed >/dev/null
 "$SIGNER" sign --image root.img --verity root.verity --product acme-edge --version 1.2.4 \
     --security-version 1 --chunk-size 4KiB --key r1.pem -o root.tandem >/dev/null
+# A release with a chunk store (FORMAT §3.4): 44-byte index records.
+"$SIGNER" sign --image os.img --product acme-edge --version 1.2.5 --security-version 1 \
+    --chunk-size 4KiB --chunk-store --key r1.pem -o store.tandem >/dev/null
 
 # The manifest target's seed of bundle $1, in $2: the stored index (the file's last
 # index_len bytes, header bytes 20..24) decompressed and appended to the manifest; with $3,
@@ -67,6 +70,7 @@ PY
 }
 manifest_seed os.tandem os.manifest os.sigblock
 manifest_seed root.tandem os-verity.manifest
+manifest_seed store.tandem os-store.manifest
 
 # GPT: a 24 KiB disk (48 sectors), 4-entry arrays (one sector each), root-a and root-b,
 # written here because sgdisk refuses disks this small; the leading byte 1 asks the target

@@ -41,29 +41,64 @@ impl ChunkDecoder {
         out: &mut Vec<u8>,
     ) -> Result<(), VerifyError> {
         let first = piece.first().map_or(0, |c| c.index());
-        let fault = |index, fault| VerifyError::Chunk { index, fault };
         let len: usize = piece.iter().map(|c| c.len() as usize).sum();
         out.clear();
+        out.resize(len, 0);
         let Some(frame) = piece.first().and_then(|c| c.frame()) else {
-            out.resize(len, 0);
             return Ok(());
         };
-        if compressed.len() as u64 != frame.length {
-            return Err(fault(
+        self.decode_frame(first, frame.length, compressed, out)?;
+        check_hashes(piece, out)
+    }
+
+    /// Decodes `compressed`, the chunk's own frame in the release's chunk store (FORMAT
+    /// §3.4), exactly, into `out` (the chunk's length) and checks the chunk's hash: the
+    /// bytes are the ones the manifest names, or an error.
+    pub fn decode_store_frame(
+        &mut self,
+        chunk: &Chunk,
+        compressed: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), VerifyError> {
+        let expected = chunk.store().map_or(0, |s| s.length);
+        if out.len() != chunk.len() as usize {
+            return Err(chunk_fault(
+                chunk.index(),
+                ChunkFault::Length {
+                    expected: u64::from(chunk.len()),
+                    actual: out.len() as u64,
+                },
+            ));
+        }
+        self.decode_frame(chunk.index(), expected, compressed, out)?;
+        check_hashes(std::slice::from_ref(chunk), out)
+    }
+
+    /// Decompresses `compressed`, which must be exactly one frame of `expected` bytes, to
+    /// exactly `out.len()` bytes (never more).
+    fn decode_frame(
+        &mut self,
+        first: u64,
+        expected: u64,
+        compressed: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), VerifyError> {
+        let len = out.len();
+        if compressed.len() as u64 != expected {
+            return Err(chunk_fault(
                 first,
                 ChunkFault::CompressedLength {
-                    expected: frame.length,
+                    expected,
                     actual: compressed.len() as u64,
                 },
             ));
         }
-        check_one_frame(compressed).map_err(|f| fault(first, f))?;
-        out.resize(len, 0);
+        check_one_frame(compressed).map_err(|f| chunk_fault(first, f))?;
         let n = self
             .dctx
-            .decompress_to_buffer(compressed, out.as_mut_slice())
+            .decompress_to_buffer(compressed, out)
             .map_err(|e| {
-                fault(
+                chunk_fault(
                     first,
                     ChunkFault::Decompress {
                         max: len as u64,
@@ -72,7 +107,7 @@ impl ChunkDecoder {
                 )
             })?;
         if n != len {
-            return Err(fault(
+            return Err(chunk_fault(
                 first,
                 ChunkFault::Length {
                     expected: len as u64,
@@ -80,23 +115,32 @@ impl ChunkDecoder {
                 },
             ));
         }
-        let mut at = 0;
-        for chunk in piece {
-            let bytes = out.get(at..at + chunk.len() as usize).unwrap_or_default();
-            at += chunk.len() as usize;
-            let actual = Sha256Digest(Sha256::digest(bytes).into());
-            if actual != chunk.sha256() {
-                return Err(fault(
-                    chunk.index(),
-                    ChunkFault::Hash {
-                        expected: chunk.sha256(),
-                        actual,
-                    },
-                ));
-            }
-        }
         Ok(())
     }
+}
+
+fn chunk_fault(index: u64, fault: ChunkFault) -> VerifyError {
+    VerifyError::Chunk { index, fault }
+}
+
+/// Every chunk of `piece`, end to end in `bytes`, must hash to the manifest's digest.
+fn check_hashes(piece: &[Chunk], bytes: &[u8]) -> Result<(), VerifyError> {
+    let mut at = 0;
+    for chunk in piece {
+        let part = bytes.get(at..at + chunk.len() as usize).unwrap_or_default();
+        at += chunk.len() as usize;
+        let actual = Sha256Digest(Sha256::digest(part).into());
+        if actual != chunk.sha256() {
+            return Err(chunk_fault(
+                chunk.index(),
+                ChunkFault::Hash {
+                    expected: chunk.sha256(),
+                    actual,
+                },
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub use crate::frame::MAX_WINDOW_LOG;

@@ -22,6 +22,8 @@ pub mod term;
 pub use chain::chain;
 pub use channel::{ChannelDoc, ReleaseDoc, RolloutDoc};
 pub use cmdline::{check_cmdline, cmdline_text, CmdlineError, MAX_CMDLINE};
-pub use names::{check_name, check_node_id, check_path_segment, NameError};
+pub use names::{
+    check_name, check_node_id, check_path_segment, chunk_store_path, NameError, CHUNK_STORE_SUFFIX,
+};
 pub use pause::Pause;
 pub use report::{Outcome, Report, Transfer};

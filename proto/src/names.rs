@@ -67,6 +67,15 @@ fn check(
     }
 }
 
+/// What a release's chunk store adds to its bundle's file name (FORMAT §3.4, §10): a node
+/// finds the store beside the bundle its channel names, by this fixed name.
+pub const CHUNK_STORE_SUFFIX: &str = ".chunks";
+
+/// The path of the chunk store of the bundle at `bundle` (a repository path or a file name).
+pub fn chunk_store_path(bundle: &str) -> String {
+    format!("{bundle}{CHUNK_STORE_SUFFIX}")
+}
+
 /// A product or channel name ([`NAME_RULE`]).
 pub fn check_name(what: &'static str, value: &str) -> Result<(), NameError> {
     check(what, value, MAX_NAME, NAME_RULE, name_char)

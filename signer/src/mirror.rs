@@ -336,8 +336,76 @@ fn mirror_bundle(
         path: rel.clone(),
         bytes: size,
     });
+    if let Some(store) = manifest.store() {
+        mirror_store(o, rel, store, out)?;
+    }
     out.bundles.insert(rel.clone(), manifest);
     Ok(())
+}
+
+/// Copies the chunk store beside the bundle at `bundle` (FORMAT §3.4) when the source has
+/// one: exactly its signed size, refused unless it hashes to the signed digest. A source
+/// without it makes a mirror without it (nodes then fetch whole frames).
+fn mirror_store(
+    o: &MirrorOptions<'_>,
+    bundle: &str,
+    store: bundle::schema::ChunkStore,
+    out: &mut Staging,
+) -> Result<(), Error> {
+    let rel = proto::chunk_store_path(bundle);
+    let shown = display_path(o.from, &rel);
+    let Some(reader) = o.from.open(&rel).map_err(repo_error)? else {
+        return Ok(());
+    };
+    let path = out.create_path(&rel)?;
+    let mut f = File::options()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(Error::io(format!("creating {}", path.display())))?;
+    let mut hashed = HashingWriter {
+        inner: &mut f,
+        hasher: sha2::Digest::new(),
+    };
+    let copied = io::copy(&mut reader.take(store.size + 1), &mut hashed)
+        .map_err(Error::io(format!("copying {shown}")))?;
+    let sha256 = crate::digest::Sha256Digest(sha2::Digest::finalize(hashed.hasher).into());
+    if (copied, sha256) != (store.size, store.sha256) {
+        return Err(Error::io(format!("copying {shown}"))(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{copied} bytes hashing to {}, the manifest signs a chunk store of {} bytes hashing to {}",
+                sha256.to_hex(),
+                store.size,
+                store.sha256.to_hex()
+            ),
+        )));
+    }
+    f.sync_all()
+        .map_err(Error::io(format!("syncing {}", path.display())))?;
+    out.files.push(MirroredFile {
+        path: rel,
+        bytes: copied,
+    });
+    Ok(())
+}
+
+/// A writer that hashes what passes through it.
+struct HashingWriter<'a> {
+    inner: &'a mut File,
+    hasher: sha2::Sha256,
+}
+
+impl io::Write for HashingWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        sha2::Digest::update(&mut self.hasher, buf.get(..n).unwrap_or_default());
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Renames the finished mirror into place. An existing destination is renamed aside first

@@ -74,6 +74,8 @@ pub enum PublishWarning {
         /// Why it is refused.
         reason: String,
     },
+    /// The bundle signs a chunk store that was not beside it: published without one.
+    NoChunkStore(String),
 }
 
 impl fmt::Display for PublishWarning {
@@ -88,6 +90,10 @@ impl fmt::Display for PublishWarning {
             PublishWarning::StaleChannel { channel, reason } => write!(
                 f,
                 "channel `{channel}` will be refused by nodes trusting this root (publish it again): {reason}"
+            ),
+            PublishWarning::NoChunkStore(path) => write!(
+                f,
+                "the bundle signs a chunk store, but {path} is missing: published without it (nodes fetch whole frames)"
             ),
         }
     }
@@ -162,6 +168,13 @@ pub fn publish_allowing<K: Signer>(
     let mut warnings = check_channel(o, root.as_ref(), &doc, version, allow)?
         .into_iter()
         .collect::<Vec<_>>();
+    // The store first: a node that finds the bundle finds its store beside it.
+    let store_copied = copy_store(&manifest, o.bundle, &bundle_path)?;
+    if store_copied.is_none() && manifest.store().is_some() {
+        warnings.push(PublishWarning::NoChunkStore(proto::chunk_store_path(
+            &o.bundle.display().to_string(),
+        )));
+    }
     let bundle_copied = copy_bundle(o.bundle, &bundle_path)?;
     let root_version = o
         .root
@@ -354,6 +367,32 @@ fn next_channel_state(current: Option<Channel>) -> Result<(u64, Vec<u8>), Error>
         .checked_add(1)
         .ok_or_else(|| UsageError::invalid("channel version overflow"))?;
     Ok((next, old.rollout.salt))
+}
+
+/// Copies the chunk store beside `bundle` (FORMAT §3.4) to beside `published`, when the
+/// manifest signs one and it is there: refused unless its length and SHA-256 are the signed
+/// ones. Returns whether it was there (`None`: no store to copy).
+fn copy_store(manifest: &Manifest, bundle: &Path, published: &Path) -> Result<Option<bool>, Error> {
+    let Some(signed) = manifest.store() else {
+        return Ok(None);
+    };
+    let src = PathBuf::from(proto::chunk_store_path(&bundle.to_string_lossy()));
+    if !src.exists() {
+        return Ok(None);
+    }
+    let (len, sha256) = file_digest(&src)?;
+    if (len, sha256) != (signed.size, signed.sha256) {
+        return Err(UsageError::invalid(format!(
+            "{} is not the chunk store its bundle signs: {len} bytes hashing to {}, the manifest says {} bytes hashing to {}",
+            src.display(),
+            sha256.to_hex(),
+            signed.size,
+            signed.sha256.to_hex()
+        ))
+        .into());
+    }
+    let dst = PathBuf::from(proto::chunk_store_path(&published.to_string_lossy()));
+    copy_bundle(&src, &dst).map(Some)
 }
 
 /// Copies the bundle unless an identical one is there; refuses to replace a different one.

@@ -50,6 +50,7 @@ fn sign_with(image: &[u8], assets: &[Named], keys: &[&SecretKey]) -> Result<Vec<
     sign_release(
         sources,
         &mut out,
+        None,
         &options(),
         &owned,
         &Limits::default(),

@@ -308,3 +308,67 @@ fn content_defined_cuts_are_aligned_bounded_and_move_with_the_data() {
     let want: Vec<usize> = lens.iter().rev().take(lens.len() - 2).copied().collect();
     assert_eq!(tail, want);
 }
+
+/// With a chunk store (FORMAT §3.4): every distinct stored chunk once, in image order of its
+/// first occurrence, each its own frame compressed with the bundle's dictionary; the
+/// records name each frame, which decodes alone to its chunk; the manifest signs the store.
+#[test]
+fn a_chunk_store_holds_each_distinct_chunk_once_in_its_own_frame() {
+    let f = fixture();
+    let mut image = text_image(1 << 20, 13);
+    // Block 3 again at block 200, and a zero block at 100.
+    let (three, rest) = image.split_at_mut(200 * 4096);
+    rest[..4096].copy_from_slice(&three[3 * 4096..4 * 4096]);
+    image[100 * 4096..101 * 4096].fill(0);
+    let mut opts = test_options();
+    opts.chunking = Chunking::fixed(4096);
+    opts.dictionary = Some(dictionary_for(&image));
+    let mut bundle = Cursor::new(Vec::new());
+    let mut store = Vec::new();
+    let owned = [clone_key(&f.release[0]), clone_key(&f.release[1])];
+    let summary = signer::bundle::sign_release(
+        signer::bundle::Sources {
+            image: image.as_slice(),
+            image_size: image.len() as u64,
+            assets: Vec::new(),
+        },
+        &mut bundle,
+        Some(&mut store as &mut dyn std::io::Write),
+        &opts,
+        &owned,
+        &Limits::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    let bundle = bundle.into_inner();
+    assert_eq!(summary.store_len, Some(store.len() as u64));
+    let m = open(&bundle, &f.root).unwrap();
+    let signed = m.store().unwrap();
+    assert_eq!(
+        (signed.size, signed.sha256),
+        (store.len() as u64, Sha256Digest::of(&store))
+    );
+    let chunks = m.chunks();
+    assert!(chunks[100].store().is_none(), "a zero chunk");
+    assert!(chunks[200].store().is_none(), "a repeat of chunk 3");
+    let mut decoder = signer::bundle::ChunkDecoder::new(&m).unwrap();
+    let mut end = 0;
+    for chunk in chunks
+        .iter()
+        .filter(|c| c.index() != 100 && c.index() != 200)
+    {
+        let frame = chunk.store().unwrap();
+        assert_eq!(frame.offset, end, "in image order, end to end");
+        end += frame.length;
+        let bytes = &store[frame.offset as usize..end as usize];
+        let mut out = vec![0u8; chunk.len() as usize];
+        decoder.decode_store_frame(chunk, bytes, &mut out).unwrap();
+        let at = chunk.image_offset() as usize;
+        assert_eq!(out, image[at..at + out.len()]);
+        // Compressed with the dictionary: not decodable without it.
+        assert!(zstd::bulk::decompress(bytes, 4096).is_err());
+    }
+    assert_eq!(end, store.len() as u64);
+    // The bundle alone still holds the whole image.
+    assert_eq!(extract_bytes(&bundle, &f.root).unwrap(), image);
+}

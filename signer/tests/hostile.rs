@@ -168,6 +168,7 @@ fn sign_with_uki(image: &[u8], uki: &[u8], keys: &[&SecretKey]) -> Vec<u8> {
     sign_release(
         sources,
         &mut out,
+        None,
         &opts,
         &owned,
         &Limits::default(),

@@ -10,7 +10,7 @@ use signer::repo::DirRepository;
 use signer::{Error, Limits, SecretKey};
 use time::macros::datetime;
 
-use crate::util::{clone_key, keys, now, root_doc, sign_image};
+use crate::util::{clone_key, keys, now, root_doc, sign_image, test_options, text_image};
 
 /// A repository rotated from root 1 (key `old`) to root 2 (key `new`), publishing one
 /// bundle on `stable` and `beta` under root 2, and the two root documents.
@@ -162,4 +162,84 @@ fn two_channels_naming_one_bundle_copy_it_once() {
         .collect();
     assert_eq!(bundles, ["bundles/tandem-os-1.2.3.tandem"]);
     assert!(to.join("channels/beta.json").is_file());
+}
+
+/// A release with a chunk store (FORMAT §3.4): `publish` copies the store beside its bundle
+/// only when it is the one the manifest signs, and `mirror` carries it along, checked again.
+#[test]
+fn a_chunk_store_travels_with_its_bundle_and_a_wrong_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root_key = SecretKey::generate();
+    let release = keys(2);
+    let rel: Vec<&SecretKey> = release.iter().collect();
+    let expires = datetime!(2027-01-01 0:00 UTC);
+    let root = root_doc(1, expires, &[&root_key], 1, &rel, 2, &[&root_key]);
+    let root_path = dir.path().join("root.json");
+    std::fs::write(&root_path, &root).unwrap();
+    let signers: Vec<SecretKey> = release.iter().map(clone_key).collect();
+    let image = text_image(64 << 10, 3);
+    let mut opts = test_options();
+    opts.chunking = signer::chunking::Chunking::fixed(4096);
+    let (mut bundle, mut store) = (std::io::Cursor::new(Vec::new()), Vec::new());
+    let sources = signer::bundle::Sources {
+        image: image.as_slice(),
+        image_size: image.len() as u64,
+        assets: Vec::new(),
+    };
+    let store_out: &mut dyn std::io::Write = &mut store;
+    signer::bundle::sign_release(
+        sources,
+        &mut bundle,
+        Some(store_out),
+        &opts,
+        &signers,
+        &Limits::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    let path = dir.path().join("b.tandem");
+    std::fs::write(&path, bundle.into_inner()).unwrap();
+    let store_path = dir.path().join("b.tandem.chunks");
+    let mut wrong = store.clone();
+    wrong[10] ^= 1;
+    std::fs::write(&store_path, &wrong).unwrap();
+    let repo = dir.path().join("repo");
+    let publish_to = |repo: &Path| {
+        publish(&PublishOptions {
+            repo,
+            channel: "stable",
+            bundle: &path,
+            keys: &signers,
+            expires: now() + time::Duration::days(30),
+            percent: 100,
+            root: Some(&root_path),
+            now: now(),
+            limits: &Limits::default(),
+        })
+    };
+    let error = publish_to(&repo).unwrap_err().to_string();
+    assert!(
+        error.contains("not the chunk store its bundle signs"),
+        "{error}"
+    );
+    assert!(
+        !repo.join("channels/stable.json").exists(),
+        "nothing published"
+    );
+
+    std::fs::write(&store_path, &store).unwrap();
+    publish_to(&repo).unwrap();
+    let published = repo.join("bundles/tandem-os-1.2.3.tandem.chunks");
+    assert_eq!(std::fs::read(&published).unwrap(), store);
+
+    let stick = dir.path().join("stick");
+    let report = mirror_with(&repo, &stick, &root).unwrap();
+    assert!(report
+        .files
+        .iter()
+        .any(|f| f.path == "bundles/tandem-os-1.2.3.tandem.chunks"));
+    assert_eq!(
+        std::fs::read(stick.join("bundles/tandem-os-1.2.3.tandem.chunks")).unwrap(),
+        store
+    );
 }

@@ -363,6 +363,33 @@ impl World {
         assets: &[TestAsset],
         configure: impl FnOnce(&mut SignOptions),
     ) -> Release {
+        let release = (version, security_version);
+        self.sign(release, image, (product, assets), configure, false)
+    }
+
+    /// [`World::release_signed`] with the release's chunk store written beside its bundle
+    /// (`<bundle>.chunks`, FORMAT §3.4).
+    pub fn release_with_store(
+        &self,
+        version: &str,
+        security_version: u64,
+        image: Vec<u8>,
+        configure: impl FnOnce(&mut SignOptions),
+    ) -> Release {
+        let release = (version, security_version);
+        self.sign(release, image, (PRODUCT, &[]), configure, true)
+    }
+
+    /// Signs `image` as `release` (version, security version) of `product` with `assets`,
+    /// and with `with_store` its chunk store beside the bundle.
+    fn sign(
+        &self,
+        (version, security_version): (&str, u64),
+        image: Vec<u8>,
+        (product, assets): (&str, &[TestAsset]),
+        configure: impl FnOnce(&mut SignOptions),
+        with_store: bool,
+    ) -> Release {
         let mut opts = SignOptions::new(
             product,
             semver::Version::parse(version).unwrap(),
@@ -382,9 +409,11 @@ impl World {
             assets: assets.iter().map(TestAsset::source).collect(),
         };
         let mut out = Cursor::new(Vec::new());
+        let mut store = Vec::new();
         let summary = sign_release(
             sources,
             &mut out,
+            with_store.then_some(&mut store as &mut dyn std::io::Write),
             &opts,
             &self.keys.signers(),
             &Limits::default(),
@@ -393,6 +422,10 @@ impl World {
         .unwrap();
         let bundle = self.path(&format!("{product}-{version}.tandem"));
         std::fs::write(&bundle, out.into_inner()).unwrap();
+        if with_store {
+            let path = proto::chunk_store_path(&bundle.to_string_lossy());
+            std::fs::write(path, store).unwrap();
+        }
         Release {
             version: version.into(),
             security_version,

@@ -20,7 +20,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 
 use bundle::index::IndexFile;
-use bundle::schema::pieces;
+use bundle::schema::{pieces, StoredFrame};
 use bundle::verify::Verified;
 use bundle::ChunkDecoder;
 use bundle::{Chunk, Manifest, Sha256Digest};
@@ -142,13 +142,25 @@ enum Piece<'m> {
     Zero(&'m [Chunk]),
     /// Copied from the slots, not yet hash-checked; the flags say which were in place.
     Held(&'m [Chunk], Vec<u8>, u64),
+    /// One frame's chunks, those the slots hold copied (not yet hash-checked) into their
+    /// place in the bytes, the others' own frames fetched from the chunk store.
+    Mixed(&'m [Chunk], Vec<u8>, Vec<(usize, FrameBytes)>, Reuse),
 }
 
-/// A piece written: its chunks, their bytes (`None`: zeros) and how they came.
+/// What the slots gave of a piece.
+#[derive(Debug, Clone, Copy, Default)]
+struct Reuse {
+    chunks: u64,
+    bytes: u64,
+    /// Of `bytes`, those found in place in the target slot.
+    in_place: u64,
+}
+
+/// A piece written: its chunks, their bytes (`None`: zeros) and what the slots gave.
 struct Decoded<'m> {
     chunks: &'m [Chunk],
     bytes: Option<Vec<u8>>,
-    held: Option<u64>,
+    reused: Reuse,
 }
 
 /// Writes the image of `index`'s manifest into `slot`, its chunks walked segment by segment
@@ -158,10 +170,13 @@ struct Decoded<'m> {
 ///
 /// With `active` (the running slot; given for a remote source), chunks the node already
 /// holds, in the active slot at any offset or in `slot` at their own, are copied instead of
-/// fetched (a delta update with no precomputed diff: bytes fetched follow what changed).
+/// fetched (a delta update with no precomputed diff: bytes fetched follow what changed);
+/// with a store in `sources`, the release's chunk store (FORMAT §3.4), a frame holding chunks the node
+/// lacks is fetched whole or as those chunks' own frames from the store, whichever costs
+/// fewer bytes ([`Plan::fetch_of`]).
 pub fn write_image(
     index: &ImageIndex<'_>,
-    source: &dyn BundleBytes,
+    sources: Sources<'_>,
     slot: &dyn BlockDevice,
     active: Option<&dyn BlockDevice>,
     resume_from: u64,
@@ -185,12 +200,17 @@ pub fn write_image(
         Some(active) => Some(Seed::scan(index.chunks()?, manifest.chunking(), active)?),
         None => None,
     };
+    let source = sources.bundle;
+    let store = sources
+        .store
+        .filter(|store| seed.is_some() && store_reachable(*store));
     let counters = Counters::default();
     let buffers = Buffers::default();
     let mut writer = Writer {
         buffers: &buffers,
         manifest,
         source,
+        store,
         slot,
         active,
         options,
@@ -296,6 +316,7 @@ fn resume_point(
 struct Writer<'w> {
     manifest: &'w Manifest,
     source: &'w dyn BundleBytes,
+    store: Option<&'w dyn BundleBytes>,
     slot: &'w dyn BlockDevice,
     active: Option<&'w dyn BlockDevice>,
     options: &'w WriteOptions,
@@ -316,6 +337,7 @@ impl Writer<'_> {
             chunks,
             held,
             base: usize::try_from(first.index()).unwrap_or(usize::MAX),
+            store: self.store.is_some(),
         };
         let parts = plan.parts(self.manifest.payload_offset());
         let shape = Shape {
@@ -325,8 +347,12 @@ impl Writer<'_> {
         let source_name = self.source.name();
         let (manifest, source, slot, active) = (self.manifest, self.source, self.slot, self.active);
         let (counters, buffers) = (self.counters, self.buffers);
-        with_fetches(source, &parts, counters, |fetched| {
-            let inputs = PieceReader::new(manifest, &plan, active, slot, fetched);
+        let sources = Sources {
+            bundle: source,
+            store: self.store,
+        };
+        with_fetches(sources, &parts, counters, |fetched| {
+            let inputs = PieceReader::new(manifest, &plan, (active, slot), fetched, buffers);
             ordered_map(
                 inputs,
                 shape,
@@ -347,20 +373,18 @@ impl Writer<'_> {
         let len: u64 = decoded.chunks.iter().map(|c| u64::from(c.len())).sum();
         let count = decoded.chunks.len() as u64;
         let report = &mut self.report;
-        match (&decoded.bytes, decoded.held) {
-            (Some(bytes), held) => {
+        match &decoded.bytes {
+            Some(bytes) => {
                 self.slot
                     .write_at(bytes, first.image_offset())
                     .map_err(slot_io("write"))?;
-                if let Some(in_place) = held {
-                    report.chunks_reused += count;
-                    report.bytes_reused += len;
-                    report.bytes_reused_in_place += in_place;
-                } else {
-                    report.chunks_written += count;
-                }
+                let reused = decoded.reused;
+                report.chunks_reused += reused.chunks;
+                report.bytes_reused += reused.bytes;
+                report.bytes_reused_in_place += reused.in_place;
+                report.chunks_written += count - reused.chunks;
             }
-            (None, _) => {
+            None => {
                 zero(self.slot, first.image_offset(), len).map_err(slot_io("zero-out"))?;
                 report.chunks_zeroed += count;
             }
@@ -487,14 +511,19 @@ fn decode<'m>(
         Piece::Zero(chunks) => Ok(Decoded {
             chunks,
             bytes: None,
-            held: None,
+            reused: Reuse::default(),
         }),
         Piece::Held(chunks, bytes, in_place) => {
             check_held(chunks, &bytes)?;
+            let reused = Reuse {
+                chunks: chunks.len() as u64,
+                bytes: bytes.len() as u64,
+                in_place,
+            };
             Ok(Decoded {
                 chunks,
                 bytes: Some(bytes),
-                held: Some(in_place),
+                reused,
             })
         }
         Piece::Data(chunks, compressed) => {
@@ -505,10 +534,45 @@ fn decode<'m>(
             Ok(Decoded {
                 chunks,
                 bytes: Some(data),
-                held: None,
+                reused: Reuse::default(),
+            })
+        }
+        Piece::Mixed(chunks, mut bytes, fetched, reused) => {
+            decode_mixed(decoder, chunks, &mut bytes, &fetched, source_name)?;
+            Ok(Decoded {
+                chunks,
+                bytes: Some(bytes),
+                reused,
             })
         }
     }
+}
+
+/// A mixed piece's bytes: each chunk fetched from the store decoded into its place and
+/// checked ([`ChunkDecoder::decode_store_frame`]), then every chunk's hash checked, the
+/// copied ones' too ([`check_held`]). `source_name` is the bundle's, whose store it is.
+fn decode_mixed(
+    decoder: &mut ChunkDecoder,
+    chunks: &[Chunk],
+    bytes: &mut [u8],
+    fetched: &[(usize, FrameBytes)],
+    source_name: &str,
+) -> Result<()> {
+    let store_name = proto::chunk_store_path(source_name);
+    let mut fetched = fetched.iter().peekable();
+    let mut at = 0;
+    for (i, chunk) in chunks.iter().enumerate() {
+        let len = chunk.len() as usize;
+        let out = bytes.get_mut(at..at + len).unwrap_or_default();
+        at += len;
+        match fetched.next_if(|(j, _)| *j == i) {
+            Some((_, frame)) => decoder
+                .decode_store_frame(chunk, frame.bytes(), out)
+                .map_err(|e| Error::verify(&store_name)(e.into()))?,
+            None => check_held(std::slice::from_ref(chunk), out)?,
+        }
+    }
+    Ok(())
 }
 
 /// Every copied chunk must still hash to the manifest's digest: the slots are not trusted.
@@ -633,6 +697,42 @@ struct Plan<'m> {
     held: &'m [Option<Held>],
     /// Index of `chunks[0]` in the manifest.
     base: usize,
+    /// The release's chunk store can be fetched from.
+    store: bool,
+}
+
+/// How a piece's chunks the node lacks are fetched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fetch {
+    /// Nothing to fetch: zeros, or every chunk held.
+    Nothing,
+    /// The piece's frame from the bundle.
+    Frame,
+    /// The lacking chunks' own frames from the chunk store.
+    Store,
+}
+
+/// What a request costs besides the bytes it fetches (its request and response headers),
+/// in the plan's choice between a bundle frame and store frames.
+const RANGE_OVERHEAD: u64 = 400;
+
+/// Whether fetching the lacking chunks' own `store` frames (offset, length, in order; `None`
+/// for a chunk the store does not hold) costs fewer bytes than the piece's `frame_len`-byte
+/// frame, each range counted with [`RANGE_OVERHEAD`] and adjacent store frames one range.
+fn store_is_cheaper(frame_len: u64, store: impl IntoIterator<Item = Option<StoredFrame>>) -> bool {
+    let mut cost = 0u64;
+    let mut end: Option<u64> = None;
+    for frame in store {
+        let Some(frame) = frame else {
+            return false;
+        };
+        if end != Some(frame.offset) {
+            cost += RANGE_OVERHEAD;
+        }
+        cost += frame.length;
+        end = Some(frame.offset + frame.length);
+    }
+    cost < frame_len + RANGE_OVERHEAD
 }
 
 impl Plan<'_> {
@@ -648,19 +748,61 @@ impl Plan<'_> {
         piece.first().is_some_and(|c| !c.is_zero()) && piece.iter().any(|c| self.held(c).is_none())
     }
 
-    /// The parts that fetch the frames to fetch ([`plan_parts`]), at file offsets (the
-    /// payload starts at `payload_offset`).
+    /// The chunks of `piece` the node lacks.
+    fn lacking<'p>(&'p self, piece: &'p [Chunk]) -> impl Iterator<Item = &'p Chunk> + 'p {
+        piece.iter().filter(|c| self.held(c).is_none())
+    }
+
+    /// How `piece` is fetched: not at all, its frame, or with a store the lacking chunks'
+    /// own frames when they cost fewer bytes ([`store_is_cheaper`]).
+    fn fetch_of(&self, piece: &[Chunk]) -> Fetch {
+        let Some(frame) = piece.first().and_then(|c| c.frame()) else {
+            return Fetch::Nothing;
+        };
+        if !self.fetches(piece) {
+            return Fetch::Nothing;
+        }
+        if self.store && store_is_cheaper(frame.length, self.lacking(piece).map(|c| c.store())) {
+            Fetch::Store
+        } else {
+            Fetch::Frame
+        }
+    }
+
+    /// The parts that fetch what the pieces need ([`plan_parts`]): bundle frames at file
+    /// offsets (the payload starts at `payload_offset`), store frames at store offsets.
     fn parts(&self, payload_offset: u64) -> Vec<Part> {
-        plan_parts(pieces(self.chunks).filter_map(|piece| {
-            let first = piece.first()?;
-            let frame = first.frame()?;
-            Some(FrameAt {
-                chunk: first.index(),
-                offset: payload_offset + frame.offset,
-                length: frame.length,
-                fetch: self.fetches(piece),
-            })
-        }))
+        let wanted = pieces(self.chunks).flat_map(|piece| {
+            let frames: Vec<FrameAt> = match (self.fetch_of(piece), piece.first()) {
+                (Fetch::Frame, Some(first)) => first
+                    .frame()
+                    .map(|frame| FrameAt {
+                        file: File::Bundle,
+                        chunk: first.index(),
+                        offset: payload_offset + frame.offset,
+                        length: frame.length,
+                        fetch: true,
+                    })
+                    .into_iter()
+                    .collect(),
+                (Fetch::Store, _) => self
+                    .lacking(piece)
+                    .filter_map(|c| {
+                        let frame = c.store()?;
+                        Some(FrameAt {
+                            file: File::Store,
+                            chunk: c.index(),
+                            offset: frame.offset,
+                            length: frame.length,
+                            fetch: true,
+                        })
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            frames
+        });
+        plan_parts(wanted)
     }
 }
 
@@ -682,18 +824,30 @@ const READ_STEP: u64 = 64 << 10;
 /// Copied or zeroed pieces are handed on in items of about this many bytes.
 const ITEM_BYTES: u64 = 1 << 20;
 
-/// One request: a byte range of the bundle file (absolute offsets) covering frames to fetch
-/// and the gaps between them.
+/// The file a part is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum File {
+    /// The bundle.
+    Bundle,
+    /// The release's chunk store.
+    Store,
+}
+
+/// One request: a byte range of the bundle file or the chunk store (absolute offsets)
+/// covering frames to fetch and the gaps between them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Part {
+    file: File,
     range: Range<u64>,
     /// The first chunk whose frame it holds (named in errors).
     chunk: u64,
 }
 
-/// A frame of the payload, in order: where it lies in the file and whether to fetch it.
+/// A frame of the payload or the store, in order: where it lies in its file and whether to
+/// fetch it.
 #[derive(Debug, Clone, Copy)]
 struct FrameAt {
+    file: File,
     /// The first chunk of the frame.
     chunk: u64,
     offset: u64,
@@ -710,13 +864,15 @@ fn plan_parts(frames: impl IntoIterator<Item = FrameAt>) -> Vec<Part> {
         let end = frame.offset + frame.length;
         match parts.last_mut() {
             Some(part)
-                if frame.offset >= part.range.end
+                if part.file == frame.file
+                    && frame.offset >= part.range.end
                     && frame.offset - part.range.end <= COALESCE_GAP
                     && end - part.range.start <= PART_BYTES =>
             {
                 part.range.end = end;
             }
             _ => parts.push(Part {
+                file: frame.file,
                 range: frame.offset..end,
                 chunk: frame.chunk,
             }),
@@ -725,13 +881,49 @@ fn plan_parts(frames: impl IntoIterator<Item = FrameAt>) -> Vec<Part> {
     parts
 }
 
-/// A fetched part: the file offset of its first byte, and its bytes.
-type Fetched = (u64, Vec<u8>);
+/// A fetched part: its file, the offset of its first byte, and its bytes.
+type Fetched = (File, u64, Vec<u8>);
+
+/// The files an image is read from: its bundle, and the release's chunk store when it has
+/// one (FORMAT §3.4; it may be missing on the server).
+#[derive(Clone, Copy)]
+pub struct Sources<'s> {
+    /// The bundle.
+    pub bundle: &'s dyn BundleBytes,
+    /// The chunk store.
+    pub store: Option<&'s dyn BundleBytes>,
+}
+
+impl<'s> Sources<'s> {
+    /// The source of `file` (the bundle when there is no store: no part names it then).
+    fn of(&self, file: File) -> &'s dyn BundleBytes {
+        match (file, self.store) {
+            (File::Store, Some(store)) => store,
+            _ => self.bundle,
+        }
+    }
+}
+
+/// Whether the chunk store can be read (its first byte, one small request): a repository
+/// that has none, or a server that does not answer for it, is fetched from as without one.
+fn store_reachable(store: &dyn BundleBytes) -> bool {
+    match store.read_exact(0..1) {
+        Ok(_) => true,
+        Err(error) => {
+            tracing::info!(
+                store = store.name(),
+                %error,
+                "no chunk store: fetching whole frames"
+            );
+            false
+        }
+    }
+}
 
 /// Runs `read` with the parts [`fetch_parts`] fetches on a thread of its own (scoped: it
 /// borrows `parts`), in order; once `read` returns and drops them, the fetch winds down.
 fn with_fetches<T>(
-    source: &dyn BundleBytes,
+    source: Sources<'_>,
     parts: &[Part],
     counters: &Counters,
     read: impl FnOnce(Receiver<Result<Fetched>>) -> T,
@@ -751,14 +943,14 @@ fn with_fetches<T>(
 /// every part is sent, after a failure, or once the reader hung up (the install stopped);
 /// fetches still under way then end at their next step.
 fn fetch_parts(
-    source: &dyn BundleBytes,
+    source: Sources<'_>,
     parts: &[Part],
     counters: &Counters,
     to_reader: &SyncSender<Result<Fetched>>,
 ) {
     let stop = AtomicBool::new(false);
     // Parts alive at once: those in flight, one fetched ahead, and the reader's.
-    let in_flight = if source.is_remote() {
+    let in_flight = if source.bundle.is_remote() {
         FETCHES_IN_FLIGHT
     } else {
         1
@@ -773,7 +965,7 @@ fn fetch_parts(
         parts.iter().map(Ok::<_, ()>),
         shape,
         || Ok(()),
-        |(), part| Ok(fetch_part(source, part, counters, &stop)),
+        |(), part| Ok(fetch_part(source.of(part.file), part, counters, &stop)),
         |(fetched, failure)| {
             let delivered = to_reader.send(Ok(fetched)).is_ok();
             if delivered && failure.is_none() {
@@ -814,17 +1006,21 @@ fn fetch_part(
             }
             .map(|error| {
                 let what = format!(
-                    "the frames from chunk {} (bytes {}..{} of the bundle, {} read)",
+                    "the frames from chunk {} (bytes {}..{} of the {}, {} read)",
                     part.chunk,
                     part.range.start,
                     part.range.end,
+                    match part.file {
+                        File::Bundle => "bundle",
+                        File::Store => "chunk store",
+                    },
                     bytes.len()
                 );
                 source_failure(source, &what, error)
             })
         }
     };
-    ((part.range.start, bytes), failure)
+    ((part.file, part.range.start, bytes), failure)
 }
 
 /// Reads `stream` to its end into `bytes`, [`READ_STEP`] at a time; stops early once `stop`
@@ -844,7 +1040,7 @@ fn read_steps(
 
 /// A fetched part once the reader took it: shared by the frames cut out of it, so a frame on
 /// its way to a worker keeps its part alive rather than holding a copy.
-type SharedPart = (u64, Arc<Vec<u8>>);
+type SharedPart = (File, u64, Arc<Vec<u8>>);
 
 /// A compressed frame: a range of a fetched part.
 struct FrameBytes {
@@ -858,9 +1054,12 @@ impl FrameBytes {
     }
 }
 
-/// The bytes at file offsets `range` of a fetched part, if it holds them all.
-fn cut(part: &SharedPart, range: Range<u64>) -> Option<FrameBytes> {
-    let (at, bytes) = part;
+/// The bytes at offsets `range` of `file`, if the fetched part holds them all.
+fn cut(part: &SharedPart, file: File, range: Range<u64>) -> Option<FrameBytes> {
+    let (part_file, at, bytes) = part;
+    if *part_file != file {
+        return None;
+    }
     let from = usize::try_from(range.start.checked_sub(*at)?).ok()?;
     let to = usize::try_from(range.end.checked_sub(*at)?).ok()?;
     bytes.get(from..to)?;
@@ -868,6 +1067,13 @@ fn cut(part: &SharedPart, range: Range<u64>) -> Option<FrameBytes> {
         part: Arc::clone(bytes),
         range: from..to,
     })
+}
+
+/// A chunk the plan fetches from the store holds no frame there: a bug of the plan.
+fn no_frame(chunk: &Chunk) -> Error {
+    Error::io(format!("fetching chunk {}", chunk.index()))(std::io::Error::other(
+        "the chunk store holds no frame of it (a bug of the fetch plan)",
+    ))
 }
 
 /// Yields the pieces in order on the pipeline's reader thread: zero runs, runs of held pieces
@@ -882,15 +1088,17 @@ struct PieceReader<'m> {
     parts: Receiver<Result<Fetched>>,
     /// The part frames are being cut from.
     part: SharedPart,
+    /// The buffers of copied and mixed pieces, handed back by the writer.
+    buffers: &'m Buffers,
 }
 
 impl<'m> PieceReader<'m> {
     fn new(
         manifest: &'m Manifest,
         plan: &'m Plan<'m>,
-        active: Option<&'m dyn BlockDevice>,
-        target: &'m dyn BlockDevice,
+        (active, target): (Option<&'m dyn BlockDevice>, &'m dyn BlockDevice),
         parts: Receiver<Result<Fetched>>,
+        buffers: &'m Buffers,
     ) -> Self {
         let pieces: Box<dyn Iterator<Item = &'m [Chunk]> + Send + 'm> =
             Box::new(pieces(plan.chunks));
@@ -901,8 +1109,17 @@ impl<'m> PieceReader<'m> {
             target,
             payload_offset: manifest.payload_offset(),
             parts,
-            part: (0, Arc::new(Vec::new())),
+            part: (File::Bundle, 0, Arc::new(Vec::new())),
+            buffers,
         }
+    }
+
+    /// `len` zero bytes in a buffer the writer handed back, when there is one.
+    fn buffer(&self, len: usize) -> Vec<u8> {
+        let mut bytes = self.buffers.take();
+        bytes.clear();
+        bytes.resize(len, 0);
+        bytes
     }
 
     fn next_piece(&mut self) -> Option<Result<Piece<'m>>> {
@@ -911,8 +1128,10 @@ impl<'m> PieceReader<'m> {
         if first.is_zero() {
             return Some(Ok(Piece::Zero(self.extend(piece, |c| c.is_zero()))));
         }
-        if self.plan.fetches(piece) {
-            return Some(self.fetch(piece));
+        match self.plan.fetch_of(piece) {
+            Fetch::Frame => return Some(self.fetch(piece)),
+            Fetch::Store => return Some(self.mixed(piece)),
+            Fetch::Nothing => {}
         }
         let plan = self.plan;
         let run = self.extend(piece, |c| !c.is_zero() && plan.held(c).is_some());
@@ -941,25 +1160,76 @@ impl<'m> PieceReader<'m> {
     /// The held chunks' bytes, read from where the plan found them (not yet hash-checked).
     fn copy(&self, run: &'m [Chunk]) -> Result<Piece<'m>> {
         let len: usize = run.iter().map(|c| c.len() as usize).sum();
-        let mut bytes = Vec::with_capacity(len);
+        let mut bytes = self.buffer(len);
         let mut in_place = 0u64;
-        let mut buf = Vec::new();
+        let mut at = 0;
         for chunk in run {
-            let (device, offset) = match self.plan.held(chunk) {
-                Some(Held::Active(offset)) => (self.active.unwrap_or(self.target), offset),
-                _ => {
-                    in_place += u64::from(chunk.len());
-                    (self.target, chunk.image_offset())
-                }
-            };
-            buf.resize(chunk.len() as usize, 0);
-            device.read_at(&mut buf, offset).map_err(Error::io(format!(
-                "copying chunk {} from the slots",
-                chunk.index()
-            )))?;
-            bytes.extend_from_slice(&buf);
+            let out = bytes
+                .get_mut(at..at + chunk.len() as usize)
+                .unwrap_or_default();
+            at += chunk.len() as usize;
+            in_place += self.read_held(chunk, out)?;
         }
         Ok(Piece::Held(run, bytes, in_place))
+    }
+
+    /// Reads held `chunk` into `out` from where the plan found it: the bytes read in place
+    /// in the target slot (0 when they came from the active slot).
+    fn read_held(&self, chunk: &Chunk, out: &mut [u8]) -> Result<u64> {
+        let (device, offset, in_place) = match self.plan.held(chunk) {
+            Some(Held::Active(offset)) => (self.active.unwrap_or(self.target), offset, 0),
+            _ => (self.target, chunk.image_offset(), u64::from(chunk.len())),
+        };
+        device.read_at(out, offset).map_err(Error::io(format!(
+            "copying chunk {} from the slots",
+            chunk.index()
+        )))?;
+        Ok(in_place)
+    }
+
+    /// A piece fetched from the store: its held chunks read from the slots into their place,
+    /// the lacking ones' own frames cut out of the store's parts.
+    fn mixed(&mut self, piece: &'m [Chunk]) -> Result<Piece<'m>> {
+        let len: usize = piece.iter().map(|c| c.len() as usize).sum();
+        let mut bytes = self.buffer(len);
+        let mut fetched = Vec::new();
+        let mut reused = Reuse::default();
+        let mut at = 0;
+        for (i, chunk) in piece.iter().enumerate() {
+            let out = bytes
+                .get_mut(at..at + chunk.len() as usize)
+                .unwrap_or_default();
+            at += chunk.len() as usize;
+            match (self.plan.held(chunk), chunk.store()) {
+                (Some(_), _) => {
+                    reused.in_place += self.read_held(chunk, out)?;
+                    reused.chunks += 1;
+                    reused.bytes += u64::from(chunk.len());
+                }
+                (None, Some(frame)) => {
+                    let range = frame.offset..frame.offset + frame.length;
+                    fetched.push((i, self.take(File::Store, range, chunk)?));
+                }
+                (None, None) => return Err(no_frame(chunk)),
+            }
+        }
+        Ok(Piece::Mixed(piece, bytes, fetched, reused))
+    }
+
+    /// The bytes at `range` of `file`, cut out of the current part or of the next ones
+    /// (parts hold what the pieces need in order; gap bytes are skipped).
+    fn take(&mut self, file: File, range: Range<u64>, chunk: &Chunk) -> Result<FrameBytes> {
+        loop {
+            if let Some(bytes) = cut(&self.part, file, range.clone()) {
+                return Ok(bytes);
+            }
+            let (file, at, bytes) = self.parts.recv().map_err(|_| {
+                Error::io(format!("fetching chunk {}", chunk.index()))(std::io::Error::other(
+                    "no fetched part holds its frame",
+                ))
+            })??;
+            self.part = (file, at, Arc::new(bytes));
+        }
     }
 
     /// The frame of `piece`, cut out of the current part or of the next ones (parts hold
@@ -971,17 +1241,8 @@ impl<'m> PieceReader<'m> {
             )));
         };
         let start = self.payload_offset + frame.offset;
-        loop {
-            if let Some(bytes) = cut(&self.part, start..start + frame.length) {
-                return Ok(Piece::Data(piece, bytes));
-            }
-            let (at, bytes) = self.parts.recv().map_err(|_| {
-                Error::io(format!("fetching chunk {}", chunk.index()))(std::io::Error::other(
-                    "no fetched part holds its frame",
-                ))
-            })??;
-            self.part = (at, Arc::new(bytes));
-        }
+        let bytes = self.take(File::Bundle, start..start + frame.length, chunk)?;
+        Ok(Piece::Data(piece, bytes))
     }
 }
 
@@ -1018,6 +1279,7 @@ mod tests {
 
     fn frame(chunk: u64, offset: u64, length: u64, fetch: bool) -> FrameAt {
         FrameAt {
+            file: File::Bundle,
             chunk,
             offset,
             length,
@@ -1026,7 +1288,70 @@ mod tests {
     }
 
     fn part(chunk: u64, range: Range<u64>) -> Part {
-        Part { range, chunk }
+        Part {
+            file: File::Bundle,
+            range,
+            chunk,
+        }
+    }
+
+    fn only(bundle: &dyn BundleBytes) -> Sources<'_> {
+        Sources {
+            bundle,
+            store: None,
+        }
+    }
+
+    #[test]
+    fn parts_of_the_bundle_and_of_the_store_never_merge() {
+        let store = |chunk, offset, length| FrameAt {
+            file: File::Store,
+            ..frame(chunk, offset, length, true)
+        };
+        let frames = [
+            frame(0, 100, 50, true),
+            // At the bundle part's end, but in the store: a part of its own.
+            store(1, 150, 40),
+            store(2, 190, 40),
+            frame(3, 150, 10, true),
+        ];
+        let parts = plan_parts(frames);
+        let files: Vec<(File, Range<u64>)> = parts.into_iter().map(|p| (p.file, p.range)).collect();
+        assert_eq!(
+            files,
+            [
+                (File::Bundle, 100..150),
+                (File::Store, 150..230),
+                (File::Bundle, 150..160),
+            ]
+        );
+    }
+
+    fn at(offset: u64, length: u64) -> Option<StoredFrame> {
+        Some(StoredFrame { offset, length })
+    }
+
+    #[test]
+    fn the_store_is_chosen_only_when_its_frames_cost_fewer_bytes() {
+        // One lacking 4 KiB chunk of a 1 MiB frame: its own frame.
+        assert!(store_is_cheaper(1 << 20, [at(0, 4100)]));
+        // Every chunk of a frame lacking, alone in the store: each range costs its headers.
+        let lacking: Vec<_> = (0..256).map(|i| at(i * 10_000, 4100)).collect();
+        assert!(!store_is_cheaper(256 * 4100, lacking));
+        // Adjacent store frames are one range: the same bytes, one overhead.
+        let adjacent: Vec<_> = (0..256).map(|i| at(i * 4100, 4100)).collect();
+        assert!(store_is_cheaper(256 * 4100 + 1, adjacent));
+        // A frame of one chunk costs what its store frame does: the bundle's is kept.
+        assert!(!store_is_cheaper(4100, [at(0, 4100)]));
+        // A lacking chunk the store does not hold (a repeat): the frame.
+        assert!(!store_is_cheaper(1 << 20, [at(0, 4100), None]));
+        // The overhead counts: 10 scattered chunks of 4 KiB in a 44 000-byte frame.
+        let scattered: Vec<_> = (0..10).map(|i| at(i * 9000, 4000)).collect();
+        assert!(!store_is_cheaper(
+            40_000 + 9 * RANGE_OVERHEAD,
+            scattered.clone()
+        ));
+        assert!(store_is_cheaper(40_000 + 9 * RANGE_OVERHEAD + 1, scattered));
     }
 
     #[test]
@@ -1121,10 +1446,10 @@ mod tests {
         let counters = Counters::default();
         let source = memory(100_000);
         let got: Vec<Result<Fetched>> =
-            with_fetches(&source, &parts, &counters, |r| r.iter().collect());
+            with_fetches(only(&source), &parts, &counters, |r| r.iter().collect());
         assert_eq!(got.len(), 20);
         for (part, fetched) in parts.iter().zip(&got) {
-            let (at, bytes) = fetched.as_ref().unwrap();
+            let (_, at, bytes) = fetched.as_ref().unwrap();
             assert_eq!(*at, part.range.start);
             assert_eq!(
                 bytes[..],
@@ -1136,11 +1461,12 @@ mod tests {
 
         // The source ends inside part 5: parts 0-4, part 5's first 500 bytes, the error.
         let source = memory(5 * 3000 + 500);
-        let got: Vec<Result<Fetched>> = with_fetches(&source, &parts, &Counters::default(), |r| {
-            r.iter().collect()
-        });
+        let got: Vec<Result<Fetched>> =
+            with_fetches(only(&source), &parts, &Counters::default(), |r| {
+                r.iter().collect()
+            });
         assert_eq!(got.len(), 7, "nothing after the failure");
-        assert_eq!(got[5].as_ref().unwrap().1.len(), 500);
+        assert_eq!(got[5].as_ref().unwrap().2.len(), 500);
         let error = got[6].as_ref().unwrap_err().to_string();
         assert!(
             error.contains("the frames from chunk 5 (bytes 15000..17000 of the bundle, 500 read)"),
@@ -1154,8 +1480,9 @@ mod tests {
             .map(|i| part(i, i * 3000..i * 3000 + 3000))
             .collect();
         let counters = Counters::default();
-        let first = with_fetches(&memory(100_000), &parts, &counters, |r| r.recv().unwrap());
-        assert_eq!(first.unwrap().0, 0);
+        let memory = memory(100_000);
+        let first = with_fetches(only(&memory), &parts, &counters, |r| r.recv().unwrap());
+        assert_eq!(first.unwrap().1, 0);
         // Returned (the scope joined the fetch) without fetching every part.
         assert!(counters.ranges.load(Ordering::Relaxed) < 30);
     }

@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::agent::Agent;
 use crate::assets::AssetPlan;
 use crate::error::{Refusal, Result};
-use crate::install::{open_index, write_image, WriteReport};
+use crate::install::{open_index, write_image, Sources, WriteReport};
 use crate::metrics::{Event, InstallRecord};
 use crate::offer::Offer;
 use crate::snapshot::NodeSnapshot;
@@ -146,9 +146,13 @@ impl Agent {
             true => Some(self.disk.slot_device(self.pair.slot(booted))?),
             false => None,
         };
+        let sources = Sources {
+            bundle: offer.source.as_ref(),
+            store: offer.store.as_deref(),
+        };
         let report = write_image(
             &index,
-            offer.source.as_ref(),
+            sources,
             slot.as_ref(),
             active.as_deref(),
             resume,

@@ -18,6 +18,10 @@ use repo_client::{display_path, BundleBytes, DirRepository, FileBundle, Reposito
 pub struct Offer {
     pub manifest: Verified<Manifest>,
     pub source: Box<dyn BundleBytes>,
+    /// The release's chunk store beside the bundle, when its manifest signs one (FORMAT
+    /// §3.4): found by its fixed name, read at the signed size; it may be absent, and the
+    /// install then fetches whole frames.
+    pub store: Option<Box<dyn BundleBytes>>,
     /// The channel metadata that named the bundle (none for a bundle file).
     pub channel: Option<Verified<Channel>>,
 }
@@ -69,9 +73,14 @@ impl Agent {
         let source = FileBundle::new(path);
         let manifest = verify_bundle(&source, &root, &self.limits)?;
         self.see_signed_time(snapshot, &manifest)?;
+        let store = manifest.store().map(|_| {
+            let path = proto::chunk_store_path(&path.to_string_lossy());
+            Box::new(FileBundle::new(Path::new(&path))) as Box<dyn BundleBytes>
+        });
         Ok(Offer {
             manifest,
             source: Box::new(source),
+            store,
             channel: None,
         })
     }
@@ -135,9 +144,17 @@ impl Agent {
         let (source, manifest) =
             verify_named_bundle(repo, &channel.root, &channel.metadata, &self.limits)?;
         self.see_signed_time(snapshot, &manifest)?;
+        let store = match manifest.store() {
+            Some(store) => Some(repo.bundle(
+                &proto::chunk_store_path(&channel.metadata.release.bundle),
+                store.size,
+            )?),
+            None => None,
+        };
         Ok(Offer {
             manifest,
             source,
+            store,
             channel: Some(channel.metadata),
         })
     }

@@ -14,7 +14,7 @@ use bundle::{Chunk, Manifest};
 
 use crate::error::{Error, Result};
 
-/// Chunks decoded at a time: 64 Ki of 60 bytes, 3.75 MiB (256 MiB of image in 4 KiB chunks),
+/// Chunks decoded at a time: 64 Ki of 72 bytes, 4.5 MiB (256 MiB of image in 4 KiB chunks),
 /// plus the chunks that finish the last piece.
 pub(crate) const SEGMENT_CHUNKS: usize = 64 << 10;
 

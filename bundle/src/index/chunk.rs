@@ -18,18 +18,21 @@ pub struct StoredFrame {
 }
 
 /// One chunk of the raw image or of an asset. A format 3 manifest holds one per 4 KiB or more
-/// of image, so the record is kept small: 60 bytes (32-bit index and lengths, a frame length
-/// of 0 for "no frame", 4-byte alignment).
+/// of image, so the record is kept small: 72 bytes (32-bit index and lengths, a frame length
+/// of 0 for "no frame", 4-byte alignment), 12 of them where the chunk store holds it.
 #[derive(Clone, Copy, PartialEq, Eq)]
 #[repr(C, packed(4))]
 pub struct Chunk {
     sha256: Sha256Digest,
     image_offset: u64,
     frame_offset: u64,
+    store_offset: u64,
     index: u32,
     len: u32,
     /// 0 for an all-zero chunk, which has no frame (a stored frame is never empty).
     frame_length: u32,
+    /// 0 when the chunk store does not hold the chunk's own frame.
+    store_length: u32,
 }
 
 impl Chunk {
@@ -51,9 +54,31 @@ impl Chunk {
             sha256,
             image_offset,
             frame_offset,
+            store_offset: 0,
             index: u32::try_from(index).ok()?,
             len,
             frame_length,
+            store_length: 0,
+        })
+    }
+
+    /// The chunk, held alone in `store` of the release's chunk store too (FORMAT §3.4);
+    /// `None` when the frame's length does not fit in 32 bits or is empty.
+    pub fn with_store(self, store: StoredFrame) -> Option<Chunk> {
+        let store_length = u32::try_from(store.length).ok().filter(|&n| n > 0)?;
+        Some(Chunk {
+            store_offset: store.offset,
+            store_length,
+            ..self
+        })
+    }
+
+    /// The chunk's own frame in the release's chunk store (offset from the store's start),
+    /// when the store holds it.
+    pub fn store(&self) -> Option<StoredFrame> {
+        (self.store_length != 0).then_some(StoredFrame {
+            offset: self.store_offset,
+            length: u64::from(self.store_length),
         })
     }
     /// Position in its stream (the image's or an asset's chunks).
@@ -98,6 +123,7 @@ impl std::fmt::Debug for Chunk {
             .field("len", &self.len())
             .field("sha256", &self.sha256())
             .field("frame", &self.frame())
+            .field("store", &self.store())
             .finish()
     }
 }
@@ -114,6 +140,9 @@ pub struct StreamedIndex {
     /// Where the image's frames must end: where the boot assets' frames start.
     pub(crate) frames_end: u64,
     pub(crate) max_frame_raw: u64,
+    /// The chunk store's signed size, when the release has one: the records then carry a
+    /// store frame length, whose sum it must be.
+    pub(crate) store_size: Option<u64>,
 }
 
 impl StreamedIndex {
@@ -161,8 +190,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_chunk_is_60_bytes_and_keeps_what_it_was_given() {
-        assert_eq!(std::mem::size_of::<Chunk>(), 60);
+    fn a_chunk_is_72_bytes_and_keeps_what_it_was_given() {
+        assert_eq!(std::mem::size_of::<Chunk>(), 72);
         let sha256 = Sha256Digest::of(b"x");
         let frame = StoredFrame {
             offset: 1 << 40,
@@ -183,5 +212,17 @@ mod tests {
         assert!(big(1 << 32, 1).is_none(), "index past 32 bits");
         assert!(big(0, 1 << 32).is_none(), "frame length past 32 bits");
         assert!(big(0, 0).is_none(), "an empty frame");
+        assert_eq!(c.store(), None);
+        let store = StoredFrame {
+            offset: 1 << 36,
+            length: 4000,
+        };
+        let stored = c.with_store(store).unwrap();
+        assert_eq!((stored.store(), stored.frame()), (Some(store), Some(frame)));
+        let empty = StoredFrame {
+            offset: 0,
+            length: 0,
+        };
+        assert!(c.with_store(empty).is_none(), "an empty store frame");
     }
 }

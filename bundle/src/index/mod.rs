@@ -16,7 +16,7 @@ pub(crate) use chunk::ImageChunks;
 pub use chunk::{max_frame_len, pieces, Chunk, StoredFrame, StreamedIndex};
 pub(crate) use entries::build_chunks;
 pub use entries::ChunkDoc;
-pub use record::{encode, IndexWriter, Record, CONTINUED};
+pub use record::{encode, IndexWriter, Record, RecordForm, CONTINUED};
 pub use stored::Tail;
 pub(crate) use stored::{check_dictionary_size, check_region_size, image_chunks, IndexedImage};
 pub use streamed::{ChunkStream, IndexFile};

@@ -11,8 +11,41 @@ use crate::frame::{check_one_frame, window_log_max};
 
 use crate::error::{Error, FormatError, Section};
 
-/// Bytes per record: SHA-256 (32), raw length (u32 LE), frame length (u32 LE).
+/// Bytes per record: SHA-256 (32), raw length (u32 LE), frame length (u32 LE); with a chunk
+/// store, the store frame length (u32 LE) besides ([`STORE_RECORD_LEN`]).
 pub(crate) const RECORD_LEN: usize = 40;
+/// Bytes per record of a bundle with a chunk store (FORMAT §3.4).
+pub(crate) const STORE_RECORD_LEN: usize = 44;
+/// The longest record.
+const MAX_RECORD_LEN: usize = STORE_RECORD_LEN;
+
+/// The records' form: whether they carry a store frame length (FORMAT §3.2, §3.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordForm {
+    /// 40 bytes: no chunk store.
+    Plain,
+    /// 44 bytes: the chunk's frame in the release's chunk store too.
+    WithStore,
+}
+
+impl RecordForm {
+    /// The form of a bundle with (`true`) or without a chunk store.
+    pub fn with_store(store: bool) -> Self {
+        if store {
+            RecordForm::WithStore
+        } else {
+            RecordForm::Plain
+        }
+    }
+
+    /// Bytes per record.
+    pub(crate) fn len(self) -> usize {
+        match self {
+            RecordForm::Plain => RECORD_LEN,
+            RecordForm::WithStore => STORE_RECORD_LEN,
+        }
+    }
+}
 /// The frame length of a chunk stored in the same frame as the chunk before it.
 pub const CONTINUED: u32 = u32::MAX;
 
@@ -26,29 +59,35 @@ pub struct Record {
     /// The length of the frame this chunk starts; 0 for an all-zero chunk, which has no
     /// frame; [`CONTINUED`] when it is in the frame of the chunk before it.
     pub frame_len: u32,
+    /// The length of the chunk's own frame in the chunk store (FORMAT §3.4); 0 when the
+    /// store does not hold it (an all-zero chunk, a repeat of an earlier chunk, or no store).
+    pub store_len: u32,
 }
 
 /// zstd level of the stored index: its bulk, the hashes, does not compress, the rest does at
 /// any level.
 const LEVEL: i32 = 3;
 
-/// The stored form of `records`.
-pub fn encode(records: &[Record]) -> Result<Vec<u8>, Error> {
-    let mut raw = Vec::with_capacity(records.len() * RECORD_LEN);
+/// The stored form of `records`, in `form`.
+pub fn encode(records: &[Record], form: RecordForm) -> Result<Vec<u8>, Error> {
+    let mut raw = Vec::with_capacity(records.len() * form.len());
     for r in records {
-        raw.extend_from_slice(&bytes_of(r));
+        raw.extend_from_slice(bytes_of(r).get(..form.len()).unwrap_or_default());
     }
     zstd::bulk::compress(&raw, LEVEL).map_err(Error::io("compressing the chunk index"))
 }
 
-/// A record's 40 stored bytes.
-fn bytes_of(r: &Record) -> [u8; RECORD_LEN] {
-    let mut bytes = [0u8; RECORD_LEN];
+/// A record's stored bytes: the first [`RecordForm::len`] of these.
+fn bytes_of(r: &Record) -> [u8; MAX_RECORD_LEN] {
+    let mut bytes = [0u8; MAX_RECORD_LEN];
     let (sha256, lens) = bytes.split_at_mut(32);
     sha256.copy_from_slice(&r.sha256.0);
-    let (raw_len, frame_len) = lens.split_at_mut(4);
-    raw_len.copy_from_slice(&r.raw_len.to_le_bytes());
-    frame_len.copy_from_slice(&r.frame_len.to_le_bytes());
+    for (field, value) in lens
+        .chunks_exact_mut(4)
+        .zip([r.raw_len, r.frame_len, r.store_len])
+    {
+        field.copy_from_slice(&value.to_le_bytes());
+    }
     bytes
 }
 
@@ -57,22 +96,28 @@ fn bytes_of(r: &Record) -> [u8; RECORD_LEN] {
 /// content size, which FORMAT §3.2 allows).
 pub struct IndexWriter<W: Write> {
     encoder: zstd::stream::write::Encoder<'static, W>,
+    form: RecordForm,
     count: u64,
 }
 
 impl<W: Write> IndexWriter<W> {
-    /// A writer of a stored index into `out`.
-    pub fn new(out: W) -> Result<Self, Error> {
+    /// A writer of a stored index of records in `form` into `out`.
+    pub fn new(out: W, form: RecordForm) -> Result<Self, Error> {
         let encoder = zstd::stream::write::Encoder::new(out, LEVEL)
             .map_err(Error::io("compressing the chunk index"))?;
-        Ok(IndexWriter { encoder, count: 0 })
+        Ok(IndexWriter {
+            encoder,
+            form,
+            count: 0,
+        })
     }
 
     /// Appends the next record.
     pub fn push(&mut self, record: &Record) -> Result<(), Error> {
         self.count += 1;
+        let bytes = bytes_of(record);
         self.encoder
-            .write_all(&bytes_of(record))
+            .write_all(bytes.get(..self.form.len()).unwrap_or_default())
             .map_err(Error::io("compressing the chunk index"))
     }
 
@@ -90,19 +135,20 @@ impl<W: Write> IndexWriter<W> {
 }
 
 /// The `count` records of a stored index whose hash already matched the manifest, in order:
-/// exactly one zstd frame holding exactly `count × 40` bytes, from byte `from` of `bytes` to
-/// their end. Records are decompressed one by one as the caller takes them (the index of a
+/// exactly one zstd frame holding exactly `count` records of `form`, from byte `from` of
+/// `bytes` to their end. Records are decompressed one by one as the caller takes them (the index of a
 /// large image is tens of MiB decompressed), and the stream is checked to end exactly after
 /// the last. Owned `bytes` are released as they are read ([`Releasing`]).
 pub(crate) fn decode(
     bytes: Cow<'_, [u8]>,
     from: usize,
     count: u64,
+    form: RecordForm,
 ) -> Result<Records<Releasing<'_>>, FormatError> {
     let stored = bytes.get(from..).unwrap_or_default();
     check_one_frame(stored).map_err(|e| bad(e.to_string()))?;
-    check_content_size(stored, count)?;
-    Records::new(Releasing { bytes, at: from }, count)
+    check_content_size(stored, count, form)?;
+    Records::new(Releasing { bytes, at: from }, count, form)
 }
 
 /// [`decode`] of a stored index read from `stored` (whose hash already matched the manifest),
@@ -113,14 +159,15 @@ pub(crate) fn decode_stream<R: BufRead>(
     first: &[u8],
     stored: R,
     count: u64,
+    form: RecordForm,
 ) -> Result<Records<R>, FormatError> {
     if first.get(..4) != Some(&crate::frame::ZSTD_MAGIC[..]) {
         return Err(bad(
             "it does not start with the zstd frame magic number".into()
         ));
     }
-    check_content_size(first, count)?;
-    Records::new(stored, count)
+    check_content_size(first, count, form)?;
+    Records::new(stored, count, form)
 }
 
 /// A zstd frame header is at most this long (RFC 8878 §3.1.1.1: magic, descriptor, window,
@@ -128,8 +175,8 @@ pub(crate) fn decode_stream<R: BufRead>(
 pub(crate) const FRAME_HEADER_MAX: usize = 18;
 
 /// A frame that states its size (the signer's do) is told wrong before any record.
-fn check_content_size(stored: &[u8], count: u64) -> Result<(), FormatError> {
-    let want = count.saturating_mul(RECORD_LEN as u64);
+fn check_content_size(stored: &[u8], count: u64, form: RecordForm) -> Result<(), FormatError> {
+    let want = count.saturating_mul(form.len() as u64);
     if let Ok(Some(size)) = zstd::zstd_safe::get_frame_content_size(stored) {
         if size != want {
             return Err(bad(format!(
@@ -144,18 +191,20 @@ fn check_content_size(stored: &[u8], count: u64) -> Result<(), FormatError> {
 /// byte more from the frame, nor after it.
 pub(crate) struct Records<R: BufRead> {
     decoder: Option<zstd::stream::read::Decoder<'static, R>>,
+    form: RecordForm,
     count: u64,
     left: u64,
 }
 
 impl<R: BufRead> Records<R> {
-    fn new(stored: R, count: u64) -> Result<Self, FormatError> {
+    fn new(stored: R, count: u64, form: RecordForm) -> Result<Self, FormatError> {
         let decoder = zstd::stream::read::Decoder::with_buffer(stored)
             .and_then(|mut d| d.set_parameter(window_log_max()).map(|()| d))
             .map_err(|e| bad(format!("cannot decompress: {e}")))?
             .single_frame();
         Ok(Records {
             decoder: Some(decoder),
+            form,
             count,
             left: count,
         })
@@ -187,10 +236,10 @@ impl<R: BufRead> Iterator for Records<R> {
         }
         let decoder = self.decoder.as_mut()?;
         self.left -= 1;
-        let mut bytes = [0u8; RECORD_LEN];
+        let mut bytes = [0u8; MAX_RECORD_LEN];
         let count = self.count;
         let read = decoder
-            .read_exact(&mut bytes)
+            .read_exact(bytes.get_mut(..self.form.len()).unwrap_or_default())
             .map(|()| record(&bytes))
             .map_err(|e| bad(format!("shorter than {count} records: {e}")));
         if read.is_err() {
@@ -241,7 +290,8 @@ fn bad(reason: String) -> FormatError {
     FormatError::field(Section::Index, "", reason)
 }
 
-fn record(bytes: &[u8; RECORD_LEN]) -> Record {
+/// A record from its stored bytes (a plain record's last four are zero: no store frame).
+fn record(bytes: &[u8; MAX_RECORD_LEN]) -> Record {
     let field = |at: usize| {
         let mut b = [0u8; 4];
         b.copy_from_slice(bytes.get(at..at + 4).unwrap_or(&[0; 4]));
@@ -253,6 +303,7 @@ fn record(bytes: &[u8; RECORD_LEN]) -> Record {
         sha256: Sha256Digest(sha256),
         raw_len: field(32),
         frame_len: field(36),
+        store_len: field(40),
     }
 }
 
@@ -260,17 +311,26 @@ fn record(bytes: &[u8; RECORD_LEN]) -> Record {
 mod tests {
     use super::*;
 
-    #[test]
-    fn round_trip_and_exact_count() {
-        let records: Vec<Record> = (0..1000u32)
+    /// `n` records of 4 KiB chunks, record i's frame and store lengths `lens(i)`.
+    fn numbered(n: u32, lens: impl Fn(u32) -> (u32, u32)) -> Vec<Record> {
+        (0..n)
             .map(|i| Record {
                 sha256: Sha256Digest::of(&i.to_le_bytes()),
                 raw_len: 4096,
-                frame_len: i % 7,
+                frame_len: lens(i).0,
+                store_len: lens(i).1,
             })
-            .collect();
-        let stored = encode(&records).unwrap();
-        let all = |count| decode(Cow::Borrowed(&stored), 0, count)?.collect::<Result<Vec<_>, _>>();
+            .collect()
+    }
+
+    #[test]
+    fn round_trip_and_exact_count() {
+        let records = numbered(1000, |i| (i % 7, 0));
+        let stored = encode(&records, RecordForm::Plain).unwrap();
+        let all = |count| {
+            decode(Cow::Borrowed(&stored), 0, count, RecordForm::Plain)?
+                .collect::<Result<Vec<_>, _>>()
+        };
         assert_eq!(all(1000).unwrap(), records);
         let err = all(999).unwrap_err().to_string();
         assert!(
@@ -284,8 +344,10 @@ mod tests {
             zstd::zstd_safe::get_frame_content_size(&streamed),
             Ok(None)
         ));
-        let records_of =
-            |count| decode(Cow::Owned(streamed.clone()), 0, count)?.collect::<Result<Vec<_>, _>>();
+        let records_of = |count| {
+            decode(Cow::Owned(streamed.clone()), 0, count, RecordForm::Plain)?
+                .collect::<Result<Vec<_>, _>>()
+        };
         assert_eq!(records_of(1000).unwrap(), records);
         let err = records_of(999).unwrap_err().to_string();
         assert!(err.contains("longer than 999 records"), "{err}");
@@ -294,27 +356,35 @@ mod tests {
         let mut two = stored.clone();
         two.extend_from_slice(&stored);
         assert!(
-            decode(Cow::Borrowed(&two), 0, 2000).is_err(),
+            decode(Cow::Borrowed(&two), 0, 2000, RecordForm::Plain).is_err(),
             "two frames are refused"
         );
     }
 
     #[test]
+    fn records_with_a_store_column_round_trip_and_keep_their_length() {
+        let records = numbered(100, |i| (i % 7, 4000 + i));
+        let stored = encode(&records, RecordForm::WithStore).unwrap();
+        let raw = zstd::bulk::decompress(&stored, 1 << 20).unwrap();
+        assert_eq!(raw.len(), 100 * STORE_RECORD_LEN);
+        let all =
+            |form| decode(Cow::Borrowed(&stored), 0, 100, form)?.collect::<Result<Vec<_>, _>>();
+        assert_eq!(all(RecordForm::WithStore).unwrap(), records);
+        // Read as plain records, the same bytes are another count: refused.
+        let err = all(RecordForm::Plain).unwrap_err().to_string();
+        assert!(err.contains("4400 bytes decompressed"), "{err}");
+    }
+
+    #[test]
     fn records_written_one_by_one_decode_as_encoded_whole() {
-        let records: Vec<Record> = (0..5000u32)
-            .map(|i| Record {
-                sha256: Sha256Digest::of(&i.to_le_bytes()),
-                raw_len: 4096,
-                frame_len: i % 3,
-            })
-            .collect();
-        let mut writer = IndexWriter::new(Vec::new()).unwrap();
+        let records = numbered(5000, |i| (i % 3, i % 5));
+        let mut writer = IndexWriter::new(Vec::new(), RecordForm::WithStore).unwrap();
         for r in &records {
             writer.push(r).unwrap();
         }
         assert_eq!(writer.count(), 5000);
         let stored = writer.finish().unwrap();
-        let decoded = decode(Cow::Borrowed(&stored), 0, 5000)
+        let decoded = decode(Cow::Borrowed(&stored), 0, 5000, RecordForm::WithStore)
             .unwrap()
             .collect::<Result<Vec<_>, _>>()
             .unwrap();

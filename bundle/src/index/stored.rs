@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::chunk::{max_frame_len_u64, Chunk, ImageChunks, StoredFrame, StreamedIndex};
-use super::record::{self, Record, CONTINUED};
+use super::record::{self, Record, RecordForm, CONTINUED};
 use crate::chunking::{Chunking, ALIGN};
 use crate::digest::Sha256Digest;
 use crate::error::{FormatError, Section};
@@ -48,6 +48,8 @@ pub(crate) struct IndexedImage {
     /// The stored index's signed length.
     pub(crate) index_len: u64,
     pub(crate) dictionary_sha256: Option<Sha256Digest>,
+    /// The chunk store's signed size, when the release has one (FORMAT §3.4).
+    pub(crate) store_size: Option<u64>,
 }
 
 /// The image's chunks and dictionary from `tail`, whose length was checked: the stored bytes
@@ -75,15 +77,12 @@ pub(crate) fn image_chunks(
         ));
     }
     check_region_hash("index", image.index_sha256, tail.index())?;
-    let records = record::decode(tail.bytes, tail.dictionary_len, image.count)?;
-    let chunks = indexed_chunks(
-        records,
-        image.count,
-        image.image_size,
-        image.chunking,
-        next_offset,
-        max_frame_raw,
-    )?;
+    let form = RecordForm::with_store(image.store_size.is_some());
+    let records = record::decode(tail.bytes, tail.dictionary_len, image.count, form)?;
+    let mut tiler = Tiler::new(image.count, image.chunking, *next_offset, max_frame_raw)
+        .with_store(image.store_size);
+    let chunks = indexed_chunks(records, &mut tiler, image.count)?;
+    *next_offset = tiler.finish(image.image_size)?;
     Ok(ImageChunks {
         chunking: image.chunking,
         count: image.count,
@@ -118,6 +117,7 @@ fn streamed_image(
             chunking: image.chunking,
             frames_end,
             max_frame_raw,
+            store_size: image.store_size,
         }),
     }
 }
@@ -181,22 +181,18 @@ pub(crate) fn hash_mismatch(
     )
 }
 
-/// FORMAT §3.2: the records tile the image in order ([`Tiler`]), into the image's chunks.
+/// FORMAT §3.2: the records, checked in order by `tiler` (which the caller then finishes),
+/// into the image's chunks.
 pub(crate) fn indexed_chunks(
     records: impl Iterator<Item = Result<Record, FormatError>>,
+    tiler: &mut Tiler,
     count: u64,
-    image_size: u64,
-    chunking: Chunking,
-    next_offset: &mut u64,
-    max_frame_raw: u64,
 ) -> Result<Vec<Chunk>, FormatError> {
     // Within the limit the manifest's count was checked against.
     let mut chunks: Vec<Chunk> = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
-    let mut tiler = Tiler::new(count, chunking, *next_offset, max_frame_raw);
     for record in records {
         chunks.push(tiler.push(record?)?);
     }
-    *next_offset = tiler.finish(image_size)?;
     Ok(chunks)
 }
 
@@ -206,11 +202,15 @@ pub(crate) fn indexed_chunks(
 /// `max`). A record's frame length says where its bytes are: 0, nowhere (all zeros);
 /// [`CONTINUED`], in the frame the record before it is in; any other, in a new frame of that
 /// length, contiguous from the first frame's offset. A frame's chunks decompress to at most
-/// `max_frame_raw` bytes, from a frame within zstd's bound.
+/// `max_frame_raw` bytes, from a frame within zstd's bound. With a chunk store (FORMAT
+/// §3.4), a record's store frame length places the chunk's own frame in the store, frames
+/// contiguous from its start and ending exactly at its signed size.
 pub(crate) struct Tiler {
     count: u64,
     chunking: Chunking,
     max_frame_raw: u64,
+    /// The chunk store's signed size, and where its next frame starts.
+    store: Option<(u64, u64)>,
     zeros: ZeroDigests,
     /// Records taken so far.
     taken: u64,
@@ -233,12 +233,54 @@ impl Tiler {
             count,
             chunking,
             max_frame_raw,
+            store: None,
             zeros: ZeroDigests::default(),
             taken: 0,
             image_offset: 0,
             next_offset: first_frame,
             open: None,
         }
+    }
+
+    /// The tiler of records that carry a store frame length, when `store_size` is given.
+    pub(crate) fn with_store(self, store_size: Option<u64>) -> Self {
+        Tiler {
+            store: store_size.map(|size| (size, 0)),
+            ..self
+        }
+    }
+
+    /// The store frame of `record` (none without a store, or a length of 0): within zstd's
+    /// bound of the chunk, never for an all-zero chunk, within the store's signed size.
+    fn store_frame(&mut self, record: &Record) -> Result<Option<StoredFrame>, String> {
+        let Some((size, next)) = self.store.as_mut() else {
+            return Ok(None);
+        };
+        let length = u64::from(record.store_len);
+        if length == 0 {
+            return Ok(None);
+        }
+        if record.frame_len == 0 {
+            return Err("an all-zero chunk with a store frame".into());
+        }
+        let bound = max_frame_len_u64(u64::from(record.raw_len));
+        if length > bound {
+            return Err(format!(
+                "store frame length {length} above {bound} for {} raw bytes",
+                record.raw_len
+            ));
+        }
+        let frame = StoredFrame {
+            offset: *next,
+            length,
+        };
+        *next += length;
+        if *next > *size {
+            return Err(format!(
+                "its store frame ends past the store's {size} bytes"
+            ));
+        }
+        Ok(Some(frame))
     }
 
     /// The next record as a chunk, if it keeps the rules.
@@ -293,8 +335,13 @@ impl Tiler {
                 self.max_frame_raw
             )));
         }
-        let chunk =
-            Chunk::new(i, self.image_offset, len, record.sha256, frame).ok_or_else(|| {
+        let store = self.store_frame(&record).map_err(bad)?;
+        let chunk = Chunk::new(i, self.image_offset, len, record.sha256, frame)
+            .and_then(|c| match store {
+                Some(store) => c.with_store(store),
+                None => Some(c),
+            })
+            .ok_or_else(|| {
                 bad(format!(
                     "beyond the {} chunks a manifest can list",
                     u32::MAX
@@ -315,6 +362,15 @@ impl Tiler {
                 Section::Index,
                 "",
                 format!("{} records, the manifest signed {}", self.taken, self.count),
+            ));
+        }
+        if let Some((size, end)) = self.store.filter(|(size, end)| size != end) {
+            return Err(FormatError::field(
+                Section::Index,
+                "",
+                format!(
+                    "the store frames take {end} bytes, the manifest signed a {size}-byte store"
+                ),
             ));
         }
         if self.image_offset != image_size {
@@ -379,8 +435,9 @@ mod tests {
             sha256: Sha256Digest::of(&[7u8; 4096]),
             raw_len: 4096,
             frame_len: 100,
+            store_len: 0,
         };
-        let index = record::encode(&[record]).unwrap();
+        let index = record::encode(&[record], RecordForm::Plain).unwrap();
         let mut bytes = b"dict".to_vec();
         bytes.extend_from_slice(&index);
         let image = IndexedImage {
@@ -390,6 +447,7 @@ mod tests {
             index_sha256: Sha256Digest::of(&index),
             index_len: index.len() as u64,
             dictionary_sha256: Some(Sha256Digest::of(b"dict")),
+            store_size: None,
         };
         let chunks_of = |bytes: &[u8], next_offset: &mut u64| {
             let tail = Tail {
@@ -423,5 +481,49 @@ mod tests {
                 Ok(_) => panic!("byte {at} flipped, and the tail was taken"),
             }
         }
+    }
+
+    #[test]
+    fn store_frames_follow_one_another_and_end_at_the_signed_size() {
+        let zero = Sha256Digest::of_zeros(4096);
+        let record = |n: u8, frame_len, store_len| Record {
+            sha256: if frame_len == 0 {
+                zero
+            } else {
+                Sha256Digest::of(&[n; 4096])
+            },
+            raw_len: 4096,
+            frame_len,
+            store_len,
+        };
+        let tile = |records: &[Record], store_size| {
+            let count = records.len() as u64;
+            let mut tiler =
+                Tiler::new(count, Chunking::fixed(4096), 0, 1 << 20).with_store(Some(store_size));
+            let chunks = indexed_chunks(records.iter().copied().map(Ok), &mut tiler, count)?;
+            tiler.finish(count * 4096).map(|_| chunks)
+        };
+        // A frame of two chunks, a zero, a repeat the store does not hold again.
+        let records = [
+            record(1, 5000, 4100),
+            record(2, CONTINUED, 30),
+            record(0, 0, 0),
+            record(1, 4100, 0),
+        ];
+        let chunks = tile(&records, 4130).unwrap();
+        let stores: Vec<_> = chunks.iter().map(Chunk::store).collect();
+        let at = |offset, length| Some(StoredFrame { offset, length });
+        assert_eq!(stores, [at(0, 4100), at(4100, 30), None, None]);
+
+        let error = |records: &[Record], size| match tile(records, size) {
+            Err(FormatError::Field { reason, .. }) => reason,
+            other => panic!("{other:?}"),
+        };
+        assert!(error(&records, 4131).contains("the store frames take 4130 bytes"));
+        assert!(error(&records, 4129).contains("past the store's 4129 bytes"));
+        let zero_stored = [record(0, 0, 10)];
+        assert!(error(&zero_stored, 10).contains("all-zero chunk with a store frame"));
+        let too_long = [record(1, 100, 5000)];
+        assert!(error(&too_long, 5000).contains("above"));
     }
 }

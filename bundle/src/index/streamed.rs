@@ -16,7 +16,7 @@ use std::os::unix::fs::FileExt;
 use sha2::{Digest, Sha256};
 
 use super::chunk::{Chunk, StreamedIndex};
-use super::record::{decode_stream, Records, FRAME_HEADER_MAX};
+use super::record::{decode_stream, RecordForm, Records, FRAME_HEADER_MAX};
 use super::stored::{hash_mismatch, Tiler};
 use crate::digest::Sha256Digest;
 use crate::error::{Error, FormatError, Section};
@@ -96,15 +96,19 @@ impl IndexFile {
                 at: 0,
             },
         );
-        let records = decode_stream(head, reader, self.index.count)?;
+        let form = RecordForm::with_store(self.index.store_size.is_some());
+        let records = decode_stream(head, reader, self.index.count, form)?;
         Ok(ChunkStream {
             records,
-            tiler: Some(Tiler::new(
-                self.index.count,
-                self.index.chunking,
-                0,
-                self.index.max_frame_raw,
-            )),
+            tiler: Some(
+                Tiler::new(
+                    self.index.count,
+                    self.index.chunking,
+                    0,
+                    self.index.max_frame_raw,
+                )
+                .with_store(self.index.store_size),
+            ),
             index: &self.index,
         })
     }
@@ -180,6 +184,7 @@ mod tests {
     use crate::chunking::Chunking;
     use crate::index::record::{encode, Record, CONTINUED};
     use crate::index::stored::indexed_chunks;
+    use crate::index::stored::Tiler;
     use proptest::prelude::*;
 
     const BLOCK: u32 = 4096;
@@ -205,6 +210,7 @@ mod tests {
                     sha256,
                     raw_len: BLOCK,
                     frame_len,
+                    store_len: 0,
                 }
             })
             .collect()
@@ -219,6 +225,7 @@ mod tests {
             chunking: Chunking::fixed(BLOCK),
             frames_end,
             max_frame_raw: 1 << 20,
+            store_size: None,
         }
     }
 
@@ -232,17 +239,11 @@ mod tests {
             kinds in proptest::collection::vec(0u8..3, 0..300)
         ) {
             let records = records(&kinds);
-            let stored = encode(&records).unwrap();
-            let mut frames_end = 0;
-            let whole = indexed_chunks(
-                records.iter().copied().map(Ok),
-                records.len() as u64,
-                records.len() as u64 * u64::from(BLOCK),
-                Chunking::fixed(BLOCK),
-                &mut frames_end,
-                1 << 20,
-            )
-            .unwrap();
+            let stored = encode(&records, RecordForm::Plain).unwrap();
+            let count = records.len() as u64;
+            let mut tiler = Tiler::new(count, Chunking::fixed(BLOCK), 0, 1 << 20);
+            let whole = indexed_chunks(records.iter().copied().map(Ok), &mut tiler, count).unwrap();
+            let frames_end = tiler.finish(count * u64::from(BLOCK)).unwrap();
             let file = spill(&index_of(&stored, &records, frames_end), &stored).unwrap();
             let streamed: Vec<Chunk> = file.chunks().unwrap().collect::<Result<_, _>>().unwrap();
             prop_assert_eq!(streamed, whole);
@@ -252,7 +253,7 @@ mod tests {
     #[test]
     fn a_spilled_index_is_refused_unless_it_hashes_and_tiles_as_signed() {
         let records = records(&[1, 2, 0, 1, 2, 2]);
-        let stored = encode(&records).unwrap();
+        let stored = encode(&records, RecordForm::Plain).unwrap();
         let frames_end = 100 + 103;
         let index = index_of(&stored, &records, frames_end);
         assert_eq!(file_chunks(&spill(&index, &stored).unwrap()), 6);

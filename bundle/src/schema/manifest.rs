@@ -52,6 +52,10 @@ pub struct ManifestDoc {
     pub payload_size: Option<u64>,
     pub product: String,
     pub security_version: u64,
+    /// The release's chunk store beside the bundle (format version 3, optional; FORMAT
+    /// §3.4): the index's records then carry each chunk's store frame length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<BlobDoc>,
     /// The image's dm-verity tree (format version 3, optional; FORMAT §3.3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verity: Option<VerityDoc>,
@@ -224,10 +228,21 @@ pub struct Manifest {
     streamed_index: Option<StreamedIndex>,
     assets: Vec<Asset>,
     verity: Option<Verity>,
+    store: Option<ChunkStore>,
     header: BundleHeader,
     payload_len: u64,
     manifest_sha256: Sha256Digest,
     signers: Vec<KeyId>,
+}
+
+/// What the signed manifest says of a release's chunk store (FORMAT §3.4): a file beside
+/// the bundle, every distinct stored chunk of the image once, each its own zstd frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkStore {
+    /// Its exact length.
+    pub size: u64,
+    /// SHA-256 of the whole file.
+    pub sha256: Sha256Digest,
 }
 
 impl Role for Manifest {
@@ -294,6 +309,11 @@ impl Manifest {
     /// The image's dm-verity parameters, when it carries its hash tree (FORMAT §3.3).
     pub fn verity(&self) -> Option<&Verity> {
         self.verity.as_ref()
+    }
+    /// The release's chunk store, when it has one: the image's chunks then also name their
+    /// own frame in it ([`Chunk::store`]).
+    pub fn store(&self) -> Option<ChunkStore> {
+        self.store
     }
     /// The asset called `name`.
     pub fn asset(&self, name: &str) -> Option<&Asset> {
@@ -394,6 +414,10 @@ impl Manifest {
             streamed_index: image.streamed,
             assets,
             verity,
+            store: doc.store.as_ref().map(|s| ChunkStore {
+                size: s.size,
+                sha256: s.sha256,
+            }),
             header,
             payload_len: next_offset,
             manifest_sha256,
@@ -414,6 +438,7 @@ fn json_image(
         ("index", doc.index.is_some()),
         ("payload_size", doc.payload_size.is_some()),
         ("verity", doc.verity.is_some()),
+        ("store", doc.store.is_some()),
     ];
     if let Some((field, _)) = only_v3.iter().find(|(_, present)| *present) {
         return Err(FormatError::field(
@@ -510,6 +535,7 @@ fn indexed_image(
         index_sha256: index.sha256,
         index_len: index.size,
         dictionary_sha256: doc.dictionary.as_ref().map(|d| d.sha256),
+        store_size: doc.store.as_ref().map(|s| s.size),
     };
     let max_frame_raw = u64::from(limits.max_chunk_size);
     if tail.index_streamed {

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use crate::bundle::header::{BundleHeader, FORMAT_VERSION_INDEX};
-use crate::bundle::index::{self, IndexWriter, Record};
+use crate::bundle::index::{self, IndexWriter, Record, RecordForm};
 use crate::chunking::{ChunkStream, Chunking};
 use crate::digest::Sha256Digest;
 use crate::error::{Error, UsageError};
@@ -112,6 +112,8 @@ pub struct SignSummary {
     pub payload_len: u64,
     /// Total bundle length.
     pub file_len: u64,
+    /// The chunk store's length, when one was written.
+    pub store_len: Option<u64>,
     /// Who signed.
     pub signers: Vec<KeyId>,
 }
@@ -154,7 +156,7 @@ pub fn sign_bundle<R: Read + Send, W: Write + Seek, K: Signer>(
         image_size,
         assets: Vec::new(),
     };
-    sign_release(sources, out, opts, keys, limits, progress)
+    sign_release(sources, out, None, opts, keys, limits, progress)
 }
 
 /// Signs the image and its boot assets into one bundle (FORMAT §3.1, §3.2): the image's
@@ -162,9 +164,16 @@ pub fn sign_bundle<R: Read + Send, W: Write + Seek, K: Signer>(
 /// §3.1 (names, one asset per boot kind, `kernel` with `initrd`, not with `uki`) or a
 /// `cmdline` asset whose text breaks [`proto::check_cmdline`] is a [`UsageError`], refused
 /// before anything is written.
+///
+/// With `store`, the release's chunk store is written there too (FORMAT §3.4):
+/// every distinct stored chunk of the image once, in image order of its first occurrence,
+/// each its own zstd frame (with the bundle's dictionary, when it has one); the index's
+/// records then carry each chunk's store frame length, and the manifest the store's size
+/// and SHA-256.
 pub fn sign_release<R: Read + Send, W: Write + Seek, K: Signer>(
     mut sources: Sources<'_, R>,
     out: &mut W,
+    store: Option<&mut dyn Write>,
     opts: &SignOptions,
     keys: &[K],
     limits: &Limits,
@@ -178,6 +187,10 @@ pub fn sign_release<R: Read + Send, W: Write + Seek, K: Signer>(
     let created = format_rfc3339(opts.created);
     let count = checked_chunk_count(sources.image_size, opts.chunking, limits)?;
     let mut doc = manifest_doc(opts, &created, sources.image_size, &sources.assets, count);
+    doc.store = store.is_some().then_some(BlobDoc {
+        sha256: Sha256Digest([0; 32]),
+        size: u64::MAX,
+    });
     let manifest_len = manifest_bound(opts, &doc, asset_chunks(&sources, opts), limits)?;
     let signature_block_len = signature_reserve(keys.len(), opts.signature_block_len, limits)?;
     let mut header = BundleHeader {
@@ -194,8 +207,10 @@ pub fn sign_release<R: Read + Send, W: Write + Seek, K: Signer>(
     // The image's records are compressed into a temporary file as its chunks are written,
     // never held (16 Mi chunks would be 640 MiB of records): memory stays flat.
     let spill = tempfile::tempfile().map_err(Error::io("creating a file for the chunk index"))?;
+    let form = RecordForm::with_store(store.is_some());
     let mut payload = Payload {
-        index: Some(IndexWriter::new(spill)?),
+        index: Some(IndexWriter::new(spill, form)?),
+        store: store.map(StoreWriter::new),
         ..Payload::default()
     };
     // The image's chunks share frames (FORMAT §3.2); an asset's are one frame each (§3.1).
@@ -208,6 +223,7 @@ pub fn sign_release<R: Read + Send, W: Write + Seek, K: Signer>(
                 level: opts.level,
                 dictionary: opts.dictionary.as_deref(),
                 previous: image.then_some(&opts.previous),
+                store: image && payload.store.is_some(),
                 frame_bytes: opts.frame_bytes as usize,
                 workers: worker_count(opts.workers),
             };
@@ -218,6 +234,8 @@ pub fn sign_release<R: Read + Send, W: Write + Seek, K: Signer>(
     let mut image = sources.image;
     let (image_sha256, _) = stream(&mut image, sources.image_size, opts.chunking, &mut payload)?;
     let image_zero_chunks = payload.zero_chunks;
+    doc.store = payload.store.take().map(StoreWriter::finish).transpose()?;
+    let store_len = doc.store.as_ref().map(|s| s.size);
     let index = payload
         .index
         .take()
@@ -272,6 +290,7 @@ pub fn sign_release<R: Read + Send, W: Write + Seek, K: Signer>(
         zero_chunks: image_zero_chunks,
         payload_len: payload.len,
         file_len: header.payload_offset() + payload.len + header.tail_len(),
+        store_len,
         signers: signatures.iter().map(|s| s.keyid).collect(),
     })
 }
@@ -350,6 +369,7 @@ fn manifest_doc(
         payload_size: Some(u64::MAX),
         product: opts.product.clone(),
         security_version: opts.security_version,
+        store: None,
         verity: opts.verity.clone(),
         version: opts.version.to_string(),
     }
@@ -540,6 +560,8 @@ struct Plan<'a> {
     /// For the image: chunks nodes hold, which decides how chunks share frames. `None`: one
     /// frame per chunk (boot assets).
     previous: Option<&'a HashSet<Sha256Digest>>,
+    /// Whether each stored chunk is also compressed alone, for the chunk store.
+    store: bool,
     /// Most raw bytes in a batch, and so in a frame.
     frame_bytes: usize,
     workers: usize,
@@ -586,6 +608,10 @@ struct Batch {
     frames: Vec<u8>,
     /// Per chunk: its hash and where its bytes are.
     done: Vec<(Sha256Digest, Place)>,
+    /// With a chunk store: each stored chunk's own frame, end to end, and per chunk its
+    /// length (0 for an all-zero chunk).
+    store_frames: Vec<u8>,
+    store_lens: Vec<u32>,
 }
 
 /// Where a chunk's bytes are stored.
@@ -605,6 +631,8 @@ struct Entry {
     raw_len: u32,
     place: Place,
     frame_offset: u64,
+    /// Its own frame's length in the chunk store (0: not there).
+    store_len: u32,
 }
 
 impl Entry {
@@ -617,6 +645,7 @@ impl Entry {
                 Place::Starts(n) => n,
                 Place::Continues => index::CONTINUED,
             },
+            store_len: self.store_len,
         }
     }
 
@@ -638,14 +667,67 @@ impl Entry {
 /// What the streams wrote so far: the current stream's chunks, the payload length (where the
 /// next frame goes), all-zero chunks and raw bytes done in all.
 #[derive(Default)]
-struct Payload {
+struct Payload<'s> {
     entries: Vec<Entry>,
     /// Where the image's records go as its chunks are written (the assets' stay in
     /// `entries`, for their JSON chunk entries).
     index: Option<IndexWriter<std::fs::File>>,
+    /// Where the image's distinct chunks go, each its own frame (with a chunk store).
+    store: Option<StoreWriter<'s>>,
     len: u64,
     zero_chunks: u64,
     raw: u64,
+}
+
+/// The chunk store as it is written (FORMAT §3.4): each distinct chunk's frame once, in the
+/// order chunks first occur, hashed as it goes. A chunk is known by the first 8 bytes of its
+/// hash (8 bytes a distinct chunk, not 32): two chunks that share them keep the first one's
+/// frame only, and the second's record says 0, "fetch its bundle frame" — a cost, never a
+/// wrong byte, as every store frame is checked against its own record's hash.
+struct StoreWriter<'s> {
+    out: &'s mut dyn Write,
+    hasher: Sha256,
+    len: u64,
+    seen: HashSet<u64>,
+}
+
+impl<'s> StoreWriter<'s> {
+    fn new(out: &'s mut dyn Write) -> Self {
+        StoreWriter {
+            out,
+            hasher: Sha256::new(),
+            len: 0,
+            seen: HashSet::new(),
+        }
+    }
+
+    /// Stores `frame`, the chunk `sha256`'s own, unless an earlier chunk was that one:
+    /// the length stored (0: not stored).
+    fn put(&mut self, sha256: Sha256Digest, frame: &[u8]) -> Result<u32, Error> {
+        let mut key = [0u8; 8];
+        key.copy_from_slice(sha256.0.get(..8).unwrap_or(&[0; 8]));
+        if !self.seen.insert(u64::from_le_bytes(key)) {
+            return Ok(0);
+        }
+        self.out
+            .write_all(frame)
+            .map_err(Error::io("writing the chunk store"))?;
+        self.hasher.update(frame);
+        self.len += frame.len() as u64;
+        // One chunk's frame, within zstd's bound of at most 16 MiB.
+        Ok(frame.len() as u32)
+    }
+
+    /// The store's size and hash, for the manifest.
+    fn finish(self) -> Result<BlobDoc, Error> {
+        self.out
+            .flush()
+            .map_err(Error::io("writing the chunk store"))?;
+        Ok(BlobDoc {
+            sha256: Sha256Digest(self.hasher.finalize().into()),
+            size: self.len,
+        })
+    }
 }
 
 /// Cuts the image into chunks on the pipeline's reader thread, hashing the whole image on the
@@ -702,7 +784,7 @@ fn run_pipeline<R: Read + Send, W: Write>(
     image: R,
     plan: &Plan<'_>,
     out: &mut W,
-    payload: &mut Payload,
+    payload: &mut Payload<'_>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Sha256Digest, Error> {
     let mut hasher = Sha256::new();
@@ -758,7 +840,11 @@ fn compress_batch(
 ) -> Result<Batch, Error> {
     batch.frames.clear();
     batch.done.clear();
+    batch.store_lens.clear();
     let chunks = classify(&batch, plan, zero_full);
+    if plan.store {
+        compress_alone(cctx, scratch, &mut batch, &chunks)?;
+    }
     let mut at = 0;
     let shares = |a: &(Sha256Digest, usize, Group), b: &(Sha256Digest, usize, Group)| {
         matches!(a.2, Group::Shared(_)) && a.2 == b.2
@@ -774,13 +860,7 @@ fn compress_batch(
             batch.done.push((*sha256, Place::Zero));
             continue;
         }
-        scratch.clear();
-        scratch.reserve(max_frame_len(len as u32) as usize);
-        cctx.compress_to_buffer(raw, scratch)
-            .map_err(Error::io("compressing a chunk"))?;
-        batch.frames.extend_from_slice(scratch);
-        // At most zstd's bound of a batch (a few MiB): fits in u32.
-        let frame = Place::Starts(scratch.len() as u32);
+        let frame = Place::Starts(compress_into(cctx, scratch, raw, &mut batch.frames)?);
         batch.done.push((*sha256, frame));
         batch.done.extend(
             rest.iter()
@@ -788,6 +868,46 @@ fn compress_batch(
         );
     }
     Ok(batch)
+}
+
+/// Each stored chunk of the batch compressed alone, for the chunk store (FORMAT §3.4).
+fn compress_alone(
+    cctx: &mut zstd::bulk::Compressor<'static>,
+    scratch: &mut Vec<u8>,
+    batch: &mut Batch,
+    chunks: &[(Sha256Digest, usize, Group)],
+) -> Result<(), Error> {
+    batch.store_frames.clear();
+    batch.store_lens.clear();
+    let mut at = 0;
+    for &(_, len, group) in chunks {
+        let raw = batch.raw.get(at..at + len).unwrap_or_default();
+        at += len;
+        if group == Group::Zero {
+            batch.store_lens.push(0);
+            continue;
+        }
+        let len = compress_into(cctx, scratch, raw, &mut batch.store_frames)?;
+        batch.store_lens.push(len);
+    }
+    Ok(())
+}
+
+/// Compresses `raw` into one frame appended to `out`, through the worker's `scratch`: the
+/// frame's length.
+fn compress_into(
+    cctx: &mut zstd::bulk::Compressor<'static>,
+    scratch: &mut Vec<u8>,
+    raw: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<u32, Error> {
+    scratch.clear();
+    scratch.reserve(max_frame_len(raw.len() as u32) as usize);
+    cctx.compress_to_buffer(raw, scratch)
+        .map_err(Error::io("compressing a chunk"))?;
+    out.extend_from_slice(scratch);
+    // At most zstd's bound of a batch (a few MiB): fits in u32.
+    Ok(scratch.len() as u32)
 }
 
 /// Each chunk of the batch: its hash, length and [`Group`].
@@ -827,11 +947,20 @@ fn is_zero(buf: &[u8]) -> bool {
         .all(|b| b.iter().fold(0u8, |acc, &x| acc | x) == 0)
 }
 
-fn append<W: Write>(out: &mut W, payload: &mut Payload, batch: &Batch) -> Result<(), Error> {
+fn append<W: Write>(out: &mut W, payload: &mut Payload<'_>, batch: &Batch) -> Result<(), Error> {
     out.write_all(&batch.frames)
         .map_err(Error::io("writing the bundle payload"))?;
     let mut frame_offset = payload.len;
-    for (&len, &(sha256, place)) in batch.lens.iter().zip(&batch.done) {
+    let mut store_at = 0usize;
+    for (i, (&len, &(sha256, place))) in batch.lens.iter().zip(&batch.done).enumerate() {
+        let store_len = match (payload.store.as_mut(), batch.store_lens.get(i)) {
+            (Some(store), Some(&n)) if n > 0 => {
+                let frame = batch.store_frames.get(store_at..store_at + n as usize);
+                store_at += n as usize;
+                store.put(sha256, frame.unwrap_or_default())?
+            }
+            _ => 0,
+        };
         if let Place::Starts(n) = place {
             frame_offset = payload.len;
             payload.len += u64::from(n);
@@ -843,6 +972,7 @@ fn append<W: Write>(out: &mut W, payload: &mut Payload, batch: &Batch) -> Result
             raw_len: len as u32,
             place,
             frame_offset,
+            store_len,
         });
     }
     if let Some(index) = payload.index.as_mut() {

@@ -296,6 +296,12 @@ pub struct SignArgs {
     /// With --previous: compress without a dictionary trained on the image (for comparison).
     #[arg(long)]
     pub no_dictionary: bool,
+    /// Also write the release's chunk store, OUT.tandem.chunks: every distinct chunk of the
+    /// image once, each its own frame, so that an update from any earlier release, listed
+    /// with --previous or not, fetches little more than what changed. Publish it with the
+    /// bundle (`publish` copies it along).
+    #[arg(long)]
+    pub chunk_store: bool,
     /// Chunk size of the boot assets: a power of two from 4KiB, e.g. 1MiB, 4MiB.
     #[arg(long, default_value = "1MiB", value_name = "SIZE")]
     pub chunk_size: String,

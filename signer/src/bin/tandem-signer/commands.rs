@@ -305,9 +305,9 @@ fn sign(a: &SignArgs, limits: &Limits) -> Result<()> {
     let size = data_size + tree.as_ref().map_or(0, |(v, _)| v.hash_size());
     opts.verity = tree.as_ref().map(|(v, _)| v.to_doc());
     opts.previous = previous_chunks(&a.previous, limits)?;
-    // Only the small frames of new chunks gain from a dictionary: without --previous every
-    // frame holds up to 1 MiB.
-    if !a.previous.is_empty() && !a.no_dictionary {
+    // Only the small frames of new chunks gain from a dictionary (those of --previous, or
+    // the chunk store's): otherwise every frame holds up to 1 MiB.
+    if (!a.previous.is_empty() || a.chunk_store) && !a.no_dictionary {
         opts.dictionary = train_dictionary(&image, size)
             .with_context(|| format!("training a dictionary on {}", a.image.display()))?;
     }
@@ -322,22 +322,36 @@ fn sign(a: &SignArgs, limits: &Limits) -> Result<()> {
     let pb = progress_bar(total);
     let start = Instant::now();
     let mut summary = None;
-    write_atomic(&a.out, 0o644, Overwrite::Replace, |f| {
-        let mut on_progress = |done| {
-            if let Some(pb) = &pb {
-                pb.set_position(done)
-            }
-        };
+    let mut on_progress = |done| {
+        if let Some(pb) = &pb {
+            pb.set_position(done)
+        }
+    };
+    let sign_into = |f: &mut File, store: Option<&mut dyn std::io::Write>| {
         summary = Some(sign_release(
             sources,
             f,
+            store,
             &opts,
             &keys,
             limits,
             &mut on_progress,
         )?);
         Ok(())
-    })
+    };
+    let store_path = a
+        .chunk_store
+        .then(|| PathBuf::from(proto::chunk_store_path(&a.out.to_string_lossy())));
+    match &store_path {
+        // The store is renamed into place after its bundle: a node that finds the bundle
+        // without its store fetches whole frames, never a store of another release.
+        Some(store_path) => write_atomic(store_path, 0o644, Overwrite::Replace, |store| {
+            write_atomic(&a.out, 0o644, Overwrite::Replace, |f| {
+                sign_into(f, Some(store))
+            })
+        }),
+        None => write_atomic(&a.out, 0o644, Overwrite::Replace, |f| sign_into(f, None)),
+    }
     .with_context(|| format!("signing {} into {}", a.image.display(), a.out.display()))?;
     if let Some(pb) = pb {
         pb.finish_and_clear();
@@ -353,6 +367,13 @@ fn sign(a: &SignArgs, limits: &Limits) -> Result<()> {
         s.zero_chunks,
         start.elapsed().as_secs_f64()
     );
+    if let Some(store_path) = &store_path {
+        eprintln!(
+            "wrote {}: the chunk store, {} bytes",
+            store_path.display(),
+            s.store_len.unwrap_or(0)
+        );
+    }
     outln!("manifest sha256 {}", s.manifest_sha256);
     for id in &s.signers {
         outln!("signed by {id}");
@@ -715,6 +736,7 @@ fn inspect(bundle: &Path, root: Option<&Path>, json: bool, limits: &Limits) -> R
             "created": format_rfc3339(m.created()), "image_size": m.image_size(), "image_sha256": m.image_sha256().to_hex(),
             "chunk_size": m.chunk_size(), "chunking": m.chunking(), "chunks": m.chunks().len(), "zero_chunks": m.zero_chunks(),
             "index_size": m.header().index_len, "dictionary_size": m.header().dictionary_len,
+            "store_size": m.store().map(|s| s.size),
             "payload_size": m.payload_len(), "file_size": m.file_len(), "ratio": ratio,
             "manifest_sha256": m.manifest_sha256().to_hex(), "signers": keyids,
             "signatures": signers.iter().map(signer_json).collect::<Vec<_>>(),
@@ -752,6 +774,14 @@ fn inspect(bundle: &Path, root: Option<&Path>, json: bool, limits: &Limits) -> R
             "index            {} bytes; dictionary {} bytes",
             m.header().index_len,
             m.header().dictionary_len
+        );
+    }
+    if let Some(store) = m.store() {
+        outln!(
+            "chunk store      {} bytes, sha256 {} (beside the bundle, its name + {})",
+            store.size,
+            store.sha256.to_hex(),
+            proto::CHUNK_STORE_SUFFIX
         );
     }
     outln!(

@@ -7,9 +7,9 @@ use std::time::Duration;
 use partitions::SlotId::{A, B};
 use signer::chunking::Chunking;
 use signer::Sha256Digest;
-use tandem_tests::{Release, CHUNK_SIZE, PRODUCT};
+use tandem_tests::{Release, CHUNK_SIZE, IMAGE_LEN, PRODUCT};
 
-use super::{poll_installs, Fleet, RepoServer};
+use super::{daemon, poll_installs, Fleet, RepoServer, TandemServer};
 
 #[test]
 fn a_release_that_changes_two_chunks_fetches_about_two_chunks() {
@@ -183,4 +183,113 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
             x as u8
         })
         .collect()
+}
+
+/// A node provisioned with a release of random and text blocks and no zeros (so the bundle's
+/// frames hold 1 MiB of chunks each), and a v2 with every sixth 4 KiB block rewritten
+/// (random bytes), signed with 4 KiB chunks, its chunk store beside it, and without
+/// `previous`: the signer knows nothing of the release the node runs. Published on the
+/// fleet's channel; returned with the number of blocks changed.
+fn unlisted_delta(f: &mut Fleet) -> (Release, u64) {
+    let block = 4096;
+    let mut v1 = noise(IMAGE_LEN, 21);
+    for text in v1.chunks_mut(block).skip(1).step_by(2) {
+        text.copy_from_slice(&b"tandem ".repeat(block / 7 + 1)[..block]);
+    }
+    f.v1 = f.w.release_of("1.0.0", 1, v1.clone(), PRODUCT);
+    f.w.provision(A, &f.v1);
+    let mut image = v1;
+    let changed: Vec<usize> = (0..image.len() / block).filter(|i| i % 6 == 0).collect();
+    for &i in &changed {
+        image[i * block..(i + 1) * block].copy_from_slice(&noise(block, 300 + i as u64));
+    }
+    let v2 = f.w.release_with_store("2.0.0", 1, image, |o| {
+        o.chunking = Chunking::fixed(block as u32);
+        o.frame_bytes = 1 << 20;
+    });
+    f.publish(&v2, 100);
+    (v2, changed.len() as u64)
+}
+
+/// A node on a release the signer was not told of: the frames around what it lacks hold
+/// 1 MiB of chunks, so it fetches the lacking chunks' own frames from the chunk store
+/// instead, through the real `tandem-server`.
+#[test]
+fn a_node_on_an_unlisted_release_fetches_its_lacking_chunks_from_the_store() {
+    let mut f = Fleet::new();
+    let (v2, n) = unlisted_delta(&mut f);
+    let repo_bundle = f.repo.join(Fleet::bundle_path(&v2));
+    let store = std::fs::metadata(proto::chunk_store_path(&repo_bundle.to_string_lossy()));
+    assert!(store.is_ok(), "publish copied the chunk store along");
+    let server = TandemServer::start(f.w.dir.path(), &f.repo);
+    f.point_at(&server.url, "node-1", None);
+
+    let outcome = poll_installs(&f.agent(A));
+    assert!(f.holds(B, &v2), "slot B does not hold v2's image");
+    let report = outcome.report;
+    eprintln!("unlisted delta: {report}");
+    assert_eq!(report.chunks_written, n, "{report:?}");
+    // The changed blocks' own frames (random bytes: stored about whole) and the store's
+    // first byte, looked at once: not the 1 MiB frames around them.
+    assert!(
+        report.bytes_read >= n * 4096 && report.bytes_read <= n * (4096 + 64) + 1,
+        "{report:?}"
+    );
+    assert_eq!(
+        report.ranges_read, n,
+        "one range per changed block: {report:?}"
+    );
+}
+
+/// The same release with its chunk store gone from the repository: the node fetches whole
+/// frames, as before there were stores, and installs it all the same.
+#[test]
+fn without_its_store_the_node_fetches_whole_frames() {
+    let mut f = Fleet::new();
+    let (v2, n) = unlisted_delta(&mut f);
+    let repo_bundle = f.repo.join(Fleet::bundle_path(&v2));
+    std::fs::remove_file(proto::chunk_store_path(&repo_bundle.to_string_lossy())).unwrap();
+    let server = TandemServer::start(f.w.dir.path(), &f.repo);
+    f.point_at(&server.url, "node-1", None);
+
+    let outcome = poll_installs(&f.agent(A));
+    assert!(f.holds(B, &v2), "slot B does not hold v2's image");
+    let report = outcome.report;
+    assert!(report.chunks_written > n, "whole frames: {report:?}");
+    assert!(report.bytes_read > report.bundle_bytes / 2, "{report:?}");
+}
+
+/// A chunk store whose frame of a chunk the node lacks was changed on the server: the
+/// decoded chunk does not hash to its signed record, so nothing of it is written; the
+/// install fails naming the store, the target slot stays unbootable and the node keeps
+/// booting its release.
+#[test]
+fn a_corrupted_store_frame_is_refused_and_the_node_keeps_its_release() {
+    let mut f = Fleet::new();
+    let (v2, _) = unlisted_delta(&mut f);
+    let repo_bundle = f.repo.join(Fleet::bundle_path(&v2));
+    let store_path = proto::chunk_store_path(&repo_bundle.to_string_lossy());
+    let mut store = std::fs::read(&store_path).unwrap();
+    // A byte in the middle of every 4 KiB of the store: inside the stored bytes of the
+    // changed random blocks' frames (about 4 KiB each), which the node fetches.
+    for at in (2048..store.len()).step_by(4096) {
+        store[at] ^= 0x01;
+    }
+    std::fs::write(&store_path, store).unwrap();
+    let server = TandemServer::start(f.w.dir.path(), &f.repo);
+    f.point_at(&server.url, "node-1", None);
+    let before = f.slot_hashes();
+
+    let agent = f.agent(A);
+    let error = match daemon(&agent).poll_once() {
+        Err(error) => error.to_string(),
+        Ok(other) => panic!("a corrupted store frame was installed: {other}"),
+    };
+    assert!(
+        error.contains(".tandem.chunks") && error.contains("sha256 mismatch"),
+        "{error}"
+    );
+    assert!(!f.holds(B, &v2));
+    assert_eq!(f.slot_hashes()[0], before[0], "slot A untouched");
+    assert_eq!(f.w.boot(), A, "the node boots its release");
 }
