@@ -20,21 +20,13 @@ for tool in zstd dd mke2fs /usr/bin/time; do
     command -v "$tool" >/dev/null 2>&1 || { echo "install.sh: $tool is missing (apt-get install zstd e2fsprogs time)" >&2; exit 1; }
 done
 
-# The 1 GiB OS-like image (bench/sign.sh builds the same one).
-[ -f "$WORK/os.img" ] || SIZE_MIB=1024 REPS=1 "$ROOT/bench/sign.sh" >/dev/null
-IMG="$WORK/os.img"
-
-echo "building tandem-signer, tandem-disk, tandem-updater (release)" >&2
-cargo build --release -q --manifest-path "$ROOT/Cargo.toml" --bin tandem-signer --bin tandem-disk --bin tandem-updater
-BIN=$(cargo metadata --format-version 1 --no-deps --manifest-path "$ROOT/Cargo.toml" \
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release
+. "$ROOT/bench/lib.sh"
+IMG=$(os_image)
+BIN=$(release_bins)
 
 B="$WORK/install"
 rm -rf "$B" && mkdir -p "$B"
-"$BIN/tandem-signer" keygen --out "$B/root" >/dev/null
-"$BIN/tandem-signer" keygen --out "$B/release" >/dev/null
-"$BIN/tandem-signer" root init -o "$B/root.json" --root-key "$B/root.pub.pem" --root-threshold 1 \
-    --release-key "$B/release.pub.pem" --release-threshold 1 --expires 30d --sign-with "$B/root.pem" >/dev/null
+trust_root "$B"
 
 # sign IMAGE VERSION -> $B/<version>.tandem; the signer's RSS (KiB) in $B/sign-rss.txt
 sign() {

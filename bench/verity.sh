@@ -11,18 +11,13 @@ REPS=${REPS:-3}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK="$ROOT/bench/work"
 mkdir -p "$WORK"
-[ -f "$WORK/os.img" ] || SIZE_MIB=1024 REPS=1 "$ROOT/bench/sign.sh" >/dev/null
-IMG="$WORK/os.img"
-cargo build --release -q --manifest-path "$ROOT/Cargo.toml" --bin tandem-signer --bin tandem-disk --bin tandem-updater
-BIN=$(cargo metadata --format-version 1 --no-deps --manifest-path "$ROOT/Cargo.toml" \
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release
+. "$ROOT/bench/lib.sh"
+IMG=$(os_image)
+BIN=$(release_bins)
 
 B="$WORK/verity"
 rm -rf "$B" && mkdir -p "$B/state"
-"$BIN/tandem-signer" keygen --out "$B/root" >/dev/null
-"$BIN/tandem-signer" keygen --out "$B/release" >/dev/null
-"$BIN/tandem-signer" root init -o "$B/root.json" --root-key "$B/root.pub.pem" --root-threshold 1 \
-    --release-key "$B/release.pub.pem" --release-threshold 1 --expires 30d --sign-with "$B/root.pem" >/dev/null
+trust_root "$B"
 "$BIN/tandem-signer" verity "$IMG" -o "$B/os.verity" --salt 00 >/dev/null
 sign() {  # OUT [--verity FILE]
     local out=$1; shift
