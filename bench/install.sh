@@ -40,16 +40,7 @@ install_once() {
     local bundle=$1 slot_mib=$2 readback=$3
     rm -f "$B/state/state.json" "$B/state/root.json"
     mkdir -p "$B/state"
-    cat > "$B/updater.toml" <<TOML
-disk = "$B/disk.img"
-boot = "gpt"
-state = "$B/state/state.json"
-root = "$B/root.json"
-product = "bench"
-booted_slot = "a"
-reboot = ["true"]
-verify_readback = $readback
-TOML
+    bench_config "$B" "verify_readback = $readback"
     local t0 t1
     t0=$(date +%s.%N)
     /usr/bin/time -f '%M' -o "$B/rss.txt" "$BIN/tandem-updater" --config "$B/updater.toml" install "$bundle" >/dev/null 2>"$B/install.log" \

@@ -25,3 +25,15 @@ trust_root() {
     "$BIN/tandem-signer" root init -o "$dir/root.json" --root-key "$dir/root.pub.pem" --root-threshold 1 \
         --release-key "$dir/release.pub.pem" --release-threshold 1 --expires 30d --sign-with "$dir/root.pem" >/dev/null
 }
+
+# bench_config DIR [LINE...]: DIR/updater.toml for a node whose disk is DIR/disk.img (booted
+# from slot a, GPT attributes), its state in DIR/state, trusting DIR/root.json; each LINE is
+# appended.
+bench_config() {
+    local dir=$1; shift
+    {
+        printf 'disk = "%s/disk.img"\nboot = "gpt"\nstate = "%s/state/state.json"\n' "$dir" "$dir"
+        printf 'root = "%s/root.json"\nproduct = "bench"\nbooted_slot = "a"\nreboot = ["true"]\n' "$dir"
+        printf '%s\n' "$@"
+    } > "$dir/updater.toml"
+}

@@ -27,15 +27,7 @@ sign() {  # OUT [--verity FILE]
 sign "$B/plain.tandem"
 sign "$B/verity.tandem" --verity "$B/os.verity"
 "$BIN/tandem-disk" create "$B/disk.img" --size 2400MiB --slot-size 1100MiB >/dev/null
-cat > "$B/updater.toml" <<TOML
-disk = "$B/disk.img"
-boot = "gpt"
-state = "$B/state/state.json"
-root = "$B/root.json"
-product = "bench"
-booted_slot = "a"
-reboot = ["true"]
-TOML
+bench_config "$B"
 install_once() {  # BUNDLE -> seconds
     local t0 t1
     rm -f "$B/state/state.json"
