@@ -53,12 +53,7 @@ fn real_os_grub() {
     let log = vm.boot("b-2.0.0-commits-installs-3.0.0");
     expect_booted(&log, "b", GOOD, Some(GOOD));
     log.expect("slot b (2.0.0) passed its health checks: committed");
-    expect_installed(&log, BROKEN, "a");
-    expect_rebooted(&log);
-    expect_view(&node, Some(&log), "3.0.0 installed", Trial(TRIES), Good);
-    let state = expect_phase(&node, &log, "written", "a", BROKEN);
-    expect_committed(&state, &log, "b", GOOD);
-    expect_node(&server, &log, GOOD, "installed");
+    expect_committed_then_installed(&node, &server, &log, TRIES, GOOD, BROKEN);
 
     // 3. A boots 3.0.0, whose workload fails: the check marks A bad and reboots.
     let log = vm.boot("a-3.0.0-workload-fails-rolls-back");
@@ -79,6 +74,30 @@ fn real_os_grub() {
         started.elapsed(),
         node.dir.display()
     );
+}
+
+/// B, committed with `good`, installed `next` into A (given `tries` tries) and rebooted: the
+/// ESP, the agent's state and the server all say so.
+pub(super) fn expect_committed_then_installed(
+    node: &Node,
+    server: &Server,
+    log: &SerialLog,
+    tries: u8,
+    good: &str,
+    next: &str,
+) {
+    expect_installed(log, next, "a");
+    expect_rebooted(log);
+    expect_view(
+        node,
+        Some(log),
+        &format!("{next} installed"),
+        Trial(tries),
+        Good,
+    );
+    let state = expect_phase(node, log, "written", "a", next);
+    expect_committed(&state, log, "b", good);
+    expect_node(server, log, good, "installed");
 }
 
 /// Slot A booted `version`, whose workload unit fails: boot-check marks A bad and reboots;
@@ -150,17 +169,24 @@ fn usb_case(os: &RealOs, node: &Node, vm: &mut Vm, server: &Server) {
     expect_node(server, &log, ON_USB, "committed");
 }
 
+/// The line where the OS said what booted (acme-boot-info: the release from os-release, the
+/// kernel's command line).
+pub(super) fn boot_info(log: &SerialLog) -> &str {
+    match log
+        .text
+        .lines()
+        .find(|l| l.contains("acme-boot-info[") && l.contains("booted "))
+    {
+        Some(line) => line,
+        None => log.fail("the OS never said what booted (acme-boot-info)"),
+    }
+}
+
 /// The OS says (acme-boot-info, from os-release and /proc/cmdline) that slot `slot` booted
 /// `version`'s root, with the boot files of `kernel_of` (`None`: the factory's, which carry no
 /// release command line).
 fn expect_booted(log: &SerialLog, slot: &str, version: &str, kernel_of: Option<&str>) {
-    let Some(line) = log
-        .text
-        .lines()
-        .find(|l| l.contains("acme-boot-info[") && l.contains("booted "))
-    else {
-        log.fail("the OS never said what booted (acme-boot-info)")
-    };
+    let line = boot_info(log);
     let want_root = format!("booted Acme Edge {version}, ");
     let want_slot = format!(" tandem.slot={slot}");
     let kernel_ok = match kernel_of {

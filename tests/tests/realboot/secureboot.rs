@@ -29,10 +29,10 @@ use super::harness::secureboot::{
 };
 use super::harness::{Env, Node, SerialLog, Server, SlotBoot, Vm};
 use super::realos::{
-    expect_installed, expect_node, expect_rebooted, expect_refused_after_rollback,
-    expect_unhealthy_rolled_back,
+    boot_info, expect_committed_then_installed, expect_installed, expect_node, expect_rebooted,
+    expect_refused_after_rollback, expect_unhealthy_rolled_back,
 };
-use super::{expect_committed, expect_phase, expect_view};
+use super::{expect_phase, expect_view};
 use SlotBoot::{Good, Trial};
 
 /// The size of a verity superblock and of a hash block: the tree's first block (the level the
@@ -70,12 +70,7 @@ fn secure_boot_systemd_boot() {
     if blessed < committed {
         log.fail("systemd-bless-boot ran before Tandem's boot check");
     }
-    expect_installed(&log, NOT_IN_DB, "a");
-    expect_rebooted(&log);
-    expect_view(&node, Some(&log), "3.0.0 installed", Trial(TRIES), Good);
-    let state = expect_phase(&node, &log, "written", "a", NOT_IN_DB);
-    expect_committed(&state, &log, "b", VERIFIED);
-    expect_node(&server, &log, VERIFIED, "installed");
+    expect_committed_then_installed(&node, &server, &log, TRIES, VERIFIED, NOT_IN_DB);
 
     // 3. The firmware refuses 3.0.0's UKI; systemd-boot has counted the try.
     expect_refused_tries(&mut vm, &node, NOT_IN_DB);
@@ -126,13 +121,7 @@ fn expect_secure_boot(log: &SerialLog) {
 
 /// acme-boot-info says `version`'s root booted.
 fn expect_release(log: &SerialLog, version: &str) -> String {
-    let Some(line) = log
-        .text
-        .lines()
-        .find(|l| l.contains("acme-boot-info[") && l.contains("booted "))
-    else {
-        log.fail("the OS never said what booted (acme-boot-info)")
-    };
+    let line = boot_info(log);
     if !line.contains(&format!("booted Acme Edge {version}, ")) {
         log.fail(&format!("expected {version}'s root, got {line:?}"));
     }

@@ -181,24 +181,7 @@ impl Artefacts {
         }
         let repo = format!("{tree}/repo");
         let v2 = format!("{tree}/v2.0.0.tandem");
-        signer(
-            env,
-            dir,
-            &[
-                "publish",
-                "--repo",
-                &repo,
-                "--channel",
-                "stable",
-                "--key",
-                "release.pem",
-                "--root",
-                "root.json",
-                "--expires",
-                "3650d",
-                &v2,
-            ],
-        );
+        publish(env, dir, &repo, "stable", &v2);
         fs::remove_file(dir.join(&v2)).expect("rm v2 bundle");
         let tree = dir.join(tree);
         fs::write(tree.join("step"), "none\n").expect("step");
@@ -370,6 +353,29 @@ pub fn grub_image(dir: &Path) {
 /// Runs `tandem-signer` in `dir`.
 pub fn signer<S: AsRef<OsStr>>(env: &Env, dir: &Path, args: &[S]) {
     run(env.bin("tandem-signer").args(args).current_dir(dir));
+}
+
+/// `tandem-signer publish`, in `dir` (which holds `release.pem` and `root.json`): the bundle
+/// `bundle` on `channel` of the repository `repo`.
+pub fn publish(env: &Env, dir: &Path, repo: &str, channel: &str, bundle: &str) {
+    signer(
+        env,
+        dir,
+        &[
+            "publish",
+            "--repo",
+            repo,
+            "--channel",
+            channel,
+            "--key",
+            "release.pem",
+            "--root",
+            "root.json",
+            "--expires",
+            "3650d",
+            bundle,
+        ],
+    );
 }
 
 /// The file name of release `version`'s initramfs.

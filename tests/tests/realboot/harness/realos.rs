@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
-use super::artefacts::{grub_image, keys, signer, vfat_image};
+use super::artefacts::{grub_image, keys, publish, signer, vfat_image};
 use super::cache;
 use super::env::{run, Env, SYSTEMD_STUB};
 use super::node::{Node, Provision};
@@ -112,25 +112,7 @@ impl RealOs {
     /// Publishes release `version` on the channel `channel` of `repo`.
     pub fn publish(&self, env: &Env, repo: &Path, channel: &str, version: &str) {
         let repo = repo.to_string_lossy();
-        let bundle = bundle_name(version);
-        signer(
-            env,
-            &self.dir,
-            &[
-                "publish",
-                "--repo",
-                &repo,
-                "--channel",
-                channel,
-                "--key",
-                "release.pem",
-                "--root",
-                "root.json",
-                "--expires",
-                "3650d",
-                &bundle,
-            ],
-        );
+        publish(env, &self.dir, &repo, channel, &bundle_name(version));
     }
 }
 

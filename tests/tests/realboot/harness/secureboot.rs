@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
-use super::artefacts::{keys, signer};
+use super::artefacts::{keys, publish, signer};
 use super::cache;
 use super::env::{run, Env, OVMF_CODE_SECBOOT, OVMF_VARS_SNAKEOIL, SYSTEMD_BOOT};
 use super::node::{partition, Node, Part, Provision, Signed};
@@ -139,25 +139,7 @@ impl SecureOs {
     /// Publishes release `version` on the channel `stable` of `repo`.
     pub fn publish(&self, env: &Env, repo: &Path, version: &str) {
         let repo = repo.to_string_lossy();
-        let bundle = bundle_name(version);
-        signer(
-            env,
-            &self.dir,
-            &[
-                "publish",
-                "--repo",
-                &repo,
-                "--channel",
-                "stable",
-                "--key",
-                "release.pem",
-                "--root",
-                "root.json",
-                "--expires",
-                "3650d",
-                &bundle,
-            ],
-        );
+        publish(env, &self.dir, &repo, "stable", &bundle_name(version));
     }
 
     /// Release `version`'s command line (the UKI's `.cmdline`), as the build wrote it.
