@@ -143,6 +143,8 @@ pub struct StreamedIndex {
     /// The chunk store's signed size, when the release has one: the records then carry a
     /// store frame length, whose sum it must be.
     pub(crate) store_size: Option<u64>,
+    /// A tree index's layout (FORMAT §3.2.1).
+    pub(crate) tree: Option<super::Tree>,
 }
 
 impl StreamedIndex {
@@ -154,6 +156,20 @@ impl StreamedIndex {
     /// The number of the image's chunks.
     pub fn count(&self) -> u64 {
         self.count
+    }
+
+    /// The absolute byte range of a tree index's lengths and table (the whole index when it
+    /// is not a tree).
+    pub fn head_range(&self) -> Range<u64> {
+        let head = self
+            .tree
+            .map_or(self.range.end - self.range.start, |t| t.head_len());
+        self.range.start..self.range.start + head
+    }
+
+    /// A tree index's layout, when the index is one (FORMAT §3.2.1).
+    pub fn tree(&self) -> Option<super::Tree> {
+        self.tree
     }
 }
 

@@ -11,6 +11,7 @@ mod entries;
 mod record;
 mod stored;
 mod streamed;
+mod tree;
 
 pub(crate) use chunk::ImageChunks;
 pub use chunk::{max_frame_len, pieces, Chunk, StoredFrame, StreamedIndex};
@@ -19,4 +20,5 @@ pub use entries::ChunkDoc;
 pub use record::{encode, IndexWriter, Record, RecordForm, CONTINUED};
 pub use stored::Tail;
 pub(crate) use stored::{check_dictionary_size, check_region_size, image_chunks, IndexedImage};
-pub use streamed::{ChunkStream, IndexFile};
+pub use streamed::{ChunkStream, IndexFile, TreeGroup, TreeGroups, TreeHead};
+pub use tree::{Tree, TreeFiles, TreeSummary, TreeWriter, GROUP, HASH_LEN};

@@ -11,21 +11,24 @@ use crate::frame::{check_one_frame, window_log_max};
 
 use crate::error::{Error, FormatError, Section};
 
-/// Bytes per record: SHA-256 (32), raw length (u32 LE), frame length (u32 LE); with a chunk
-/// store, the store frame length (u32 LE) besides ([`STORE_RECORD_LEN`]).
-pub(crate) const RECORD_LEN: usize = 40;
-/// Bytes per record of a bundle with a chunk store (FORMAT §3.4).
-pub(crate) const STORE_RECORD_LEN: usize = 44;
-/// The longest record.
-const MAX_RECORD_LEN: usize = STORE_RECORD_LEN;
+/// A record's bytes: SHA-256 (32), raw length (u32 LE), frame length (u32 LE), and with a
+/// chunk store the store frame length (u32 LE); the longest form.
+const MAX_RECORD_LEN: usize = 44;
+/// Where the lengths start in a record with its hash.
+const HASH_LEN: usize = 32;
 
-/// The records' form: whether they carry a store frame length (FORMAT §3.2, §3.4).
+/// The records' form: whether they carry the chunk's hash (a tree index keeps the hashes in
+/// a column of their own, FORMAT §3.2.1) and a store frame length (§3.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordForm {
-    /// 40 bytes: no chunk store.
+    /// 40 bytes: hash and lengths, no chunk store.
     Plain,
-    /// 44 bytes: the chunk's frame in the release's chunk store too.
+    /// 44 bytes: hash and lengths, and the chunk's frame in the release's chunk store.
     WithStore,
+    /// 8 bytes: the lengths of a tree index, no chunk store.
+    Lengths,
+    /// 12 bytes: the lengths of a tree index, with the store frame length.
+    LengthsWithStore,
 }
 
 impl RecordForm {
@@ -38,12 +41,42 @@ impl RecordForm {
         }
     }
 
+    /// The form of a tree index's lengths with or without a chunk store.
+    pub fn lengths(store: bool) -> Self {
+        if store {
+            RecordForm::LengthsWithStore
+        } else {
+            RecordForm::Lengths
+        }
+    }
+
     /// Bytes per record.
     pub(crate) fn len(self) -> usize {
         match self {
-            RecordForm::Plain => RECORD_LEN,
-            RecordForm::WithStore => STORE_RECORD_LEN,
+            RecordForm::Plain => 40,
+            RecordForm::WithStore => 44,
+            RecordForm::Lengths => 8,
+            RecordForm::LengthsWithStore => 12,
         }
+    }
+
+    /// Where a record of this form starts in [`MAX_RECORD_LEN`] bytes holding every field.
+    fn start(self) -> usize {
+        match self {
+            RecordForm::Plain | RecordForm::WithStore => 0,
+            RecordForm::Lengths | RecordForm::LengthsWithStore => HASH_LEN,
+        }
+    }
+
+    /// This form's bytes of all of a record's.
+    fn of(self, all: &[u8; MAX_RECORD_LEN]) -> &[u8] {
+        all.get(self.start()..self.start() + self.len())
+            .unwrap_or_default()
+    }
+
+    fn of_mut(self, all: &mut [u8; MAX_RECORD_LEN]) -> &mut [u8] {
+        all.get_mut(self.start()..self.start() + self.len())
+            .unwrap_or_default()
     }
 }
 /// The frame length of a chunk stored in the same frame as the chunk before it.
@@ -72,15 +105,15 @@ const LEVEL: i32 = 3;
 pub fn encode(records: &[Record], form: RecordForm) -> Result<Vec<u8>, Error> {
     let mut raw = Vec::with_capacity(records.len() * form.len());
     for r in records {
-        raw.extend_from_slice(bytes_of(r).get(..form.len()).unwrap_or_default());
+        raw.extend_from_slice(form.of(&bytes_of(r)));
     }
     zstd::bulk::compress(&raw, LEVEL).map_err(Error::io("compressing the chunk index"))
 }
 
-/// A record's stored bytes: the first [`RecordForm::len`] of these.
+/// A record's every field; a form stores some of them ([`RecordForm::of`]).
 fn bytes_of(r: &Record) -> [u8; MAX_RECORD_LEN] {
     let mut bytes = [0u8; MAX_RECORD_LEN];
-    let (sha256, lens) = bytes.split_at_mut(32);
+    let (sha256, lens) = bytes.split_at_mut(HASH_LEN);
     sha256.copy_from_slice(&r.sha256.0);
     for (field, value) in lens
         .chunks_exact_mut(4)
@@ -117,7 +150,7 @@ impl<W: Write> IndexWriter<W> {
         self.count += 1;
         let bytes = bytes_of(record);
         self.encoder
-            .write_all(bytes.get(..self.form.len()).unwrap_or_default())
+            .write_all(self.form.of(&bytes))
             .map_err(Error::io("compressing the chunk index"))
     }
 
@@ -239,7 +272,7 @@ impl<R: BufRead> Iterator for Records<R> {
         let mut bytes = [0u8; MAX_RECORD_LEN];
         let count = self.count;
         let read = decoder
-            .read_exact(bytes.get_mut(..self.form.len()).unwrap_or_default())
+            .read_exact(self.form.of_mut(&mut bytes))
             .map(|()| record(&bytes))
             .map_err(|e| bad(format!("shorter than {count} records: {e}")));
         if read.is_err() {
@@ -290,7 +323,8 @@ fn bad(reason: String) -> FormatError {
     FormatError::field(Section::Index, "", reason)
 }
 
-/// A record from its stored bytes (a plain record's last four are zero: no store frame).
+/// A record from its fields (those its form does not store are zero: no store frame, or a
+/// hash a tree index's column gives).
 fn record(bytes: &[u8; MAX_RECORD_LEN]) -> Record {
     let field = |at: usize| {
         let mut b = [0u8; 4];
@@ -366,7 +400,7 @@ mod tests {
         let records = numbered(100, |i| (i % 7, 4000 + i));
         let stored = encode(&records, RecordForm::WithStore).unwrap();
         let raw = zstd::bulk::decompress(&stored, 1 << 20).unwrap();
-        assert_eq!(raw.len(), 100 * STORE_RECORD_LEN);
+        assert_eq!(raw.len(), 100 * RecordForm::WithStore.len());
         let all =
             |form| decode(Cow::Borrowed(&stored), 0, 100, form)?.collect::<Result<Vec<_>, _>>();
         assert_eq!(all(RecordForm::WithStore).unwrap(), records);

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::chunk::{max_frame_len_u64, Chunk, ImageChunks, StoredFrame, StreamedIndex};
 use super::record::{self, Record, RecordForm, CONTINUED};
+use super::tree::{Tree, TreeRecords};
 use crate::chunking::{Chunking, ALIGN};
 use crate::digest::Sha256Digest;
 use crate::error::{FormatError, Section};
@@ -47,6 +48,8 @@ pub(crate) struct IndexedImage {
     pub(crate) index_sha256: Sha256Digest,
     /// The stored index's signed length.
     pub(crate) index_len: u64,
+    /// A tree index's signed layout (FORMAT §3.2.1).
+    pub(crate) tree: Option<Tree>,
     pub(crate) dictionary_sha256: Option<Sha256Digest>,
     /// The chunk store's signed size, when the release has one (FORMAT §3.4).
     pub(crate) store_size: Option<u64>,
@@ -76,12 +79,26 @@ pub(crate) fn image_chunks(
             max_frame_raw,
         ));
     }
-    check_region_hash("index", image.index_sha256, tail.index())?;
-    let form = RecordForm::with_store(image.store_size.is_some());
-    let records = record::decode(tail.bytes, tail.dictionary_len, image.count, form)?;
     let mut tiler = Tiler::new(image.count, image.chunking, *next_offset, max_frame_raw)
         .with_store(image.store_size);
-    let chunks = indexed_chunks(records, &mut tiler, image.count)?;
+    let store = image.store_size.is_some();
+    let chunks = match image.tree {
+        None => {
+            check_region_hash("index", image.index_sha256, tail.index())?;
+            let form = RecordForm::with_store(store);
+            let records = record::decode(tail.bytes, tail.dictionary_len, image.count, form)?;
+            indexed_chunks(records, &mut tiler, image.count)?
+        }
+        Some(tree) => {
+            let (head, column) = split_at(tail.index(), tree.head_len());
+            check_region_hash("index", image.index_sha256, head)?;
+            let (lengths, table) = split_at(head, tree.lengths);
+            let form = RecordForm::lengths(store);
+            let lengths = record::decode(Cow::Borrowed(lengths), 0, image.count, form)?;
+            let records = TreeRecords::new(lengths, column, table, tree.group);
+            indexed_chunks(records, &mut tiler, image.count)?
+        }
+    };
     *next_offset = tiler.finish(image.image_size)?;
     Ok(ImageChunks {
         chunking: image.chunking,
@@ -118,8 +135,15 @@ fn streamed_image(
             frames_end,
             max_frame_raw,
             store_size: image.store_size,
+            tree: image.tree,
         }),
     }
+}
+
+/// `bytes` cut at `at` (the whole of them before it, when shorter: a signed layout was
+/// checked against the index's signed size, and its hash is checked next).
+fn split_at(bytes: &[u8], at: u64) -> (&[u8], &[u8]) {
+    bytes.split_at(usize::try_from(at).map_or(bytes.len(), |at| at.min(bytes.len())))
 }
 
 /// A region after the payload: its signed size (none: 0) must be the header's length.
@@ -401,10 +425,10 @@ fn close_frame(open: Option<(StoredFrame, u64)>) -> Result<(), String> {
 
 /// SHA-256 of `n` zero bytes, computed once per length.
 #[derive(Default)]
-struct ZeroDigests(HashMap<u32, Sha256Digest>);
+pub(crate) struct ZeroDigests(HashMap<u32, Sha256Digest>);
 
 impl ZeroDigests {
-    fn of(&mut self, n: u32) -> Sha256Digest {
+    pub(crate) fn of(&mut self, n: u32) -> Sha256Digest {
         *self
             .0
             .entry(n)
@@ -446,6 +470,7 @@ mod tests {
             count: 1,
             index_sha256: Sha256Digest::of(&index),
             index_len: index.len() as u64,
+            tree: None,
             dictionary_sha256: Some(Sha256Digest::of(b"dict")),
             store_size: None,
         };

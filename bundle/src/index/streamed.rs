@@ -11,13 +11,15 @@
 
 use std::fs::File;
 use std::io::{BufReader, Read};
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 
 use sha2::{Digest, Sha256};
 
 use super::chunk::{Chunk, StreamedIndex};
-use super::record::{decode_stream, RecordForm, Records, FRAME_HEADER_MAX};
+use super::record::{decode_stream, Record, RecordForm, Records, FRAME_HEADER_MAX};
 use super::stored::{hash_mismatch, Tiler};
+use super::tree::{Tree, TreeRecords, HASH_LEN};
 use crate::digest::Sha256Digest;
 use crate::error::{Error, FormatError, Section};
 
@@ -38,43 +40,52 @@ impl IndexFile {
     /// hashing as it goes; refused unless exactly the signed length hashes to the signed
     /// digest, then unless every record keeps the rules of FORMAT §3.2, checked in one
     /// decoding pass that keeps nothing.
+    ///
+    /// A tree index's signed hash covers its lengths and table; its column is proven by the
+    /// table in the same decoding pass (FORMAT §3.2.1).
     pub fn spill(index: &StreamedIndex, stored: impl Read, file: File) -> Result<IndexFile, Error> {
         let size = index.range.end - index.range.start;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; COPY_STEP];
-        let mut copied = 0u64;
-        let mut stored = stored.take(size);
-        loop {
-            let n = stored
-                .read(&mut buf)
-                .map_err(Error::io("reading the chunk index"))?;
-            let Some(bytes) = buf.get(..n).filter(|b| !b.is_empty()) else {
-                break;
-            };
-            hasher.update(bytes);
-            file.write_all_at(bytes, copied)
-                .map_err(Error::io("spilling the chunk index"))?;
-            copied += n as u64;
-        }
-        if copied != size {
-            return Err(FormatError::Truncated {
-                expected: index.range.end,
-                actual: index.range.start + copied,
-            }
-            .into());
-        }
-        let actual = Sha256Digest(hasher.finalize().into());
-        if actual != index.sha256 {
-            return Err(hash_mismatch("index", actual, index.sha256).into());
-        }
-        let proven = IndexFile {
+        let signed = index.tree.map_or(size, |tree| tree.head_len());
+        copy_proven(index, stored, &file, 0..size, signed)?;
+        IndexFile {
             file,
             index: index.clone(),
+        }
+        .prove()
+    }
+
+    /// Copies a tree index's lengths and table from `head` (the bundle's bytes in
+    /// [`StreamedIndex::head_range`]) into `file` (empty, and reachable by this process
+    /// alone), refused unless they hash as signed: the column of hashes is then filled in by
+    /// the caller from its own slot ([`TreeHead::fill`]) and from the bundle
+    /// ([`TreeHead::complete`]).
+    pub fn spill_head(
+        index: &StreamedIndex,
+        head: impl Read,
+        file: File,
+    ) -> Result<TreeHead, Error> {
+        let Some(tree) = index.tree else {
+            return Err(Error::Bug(
+                "a head spilled from an index that is not a tree",
+            ));
         };
-        for chunk in proven.chunks()? {
+        copy_proven(index, head, &file, 0..tree.head_len(), tree.head_len())?;
+        let groups = usize::try_from(index.count.div_ceil(u64::from(tree.group)))
+            .map_err(|_| Error::Bug("more groups than memory"))?;
+        Ok(TreeHead {
+            file,
+            index: index.clone(),
+            tree,
+            filled: vec![false; groups],
+        })
+    }
+
+    /// Decodes the whole copy once, checking every rule, keeping nothing.
+    fn prove(self) -> Result<IndexFile, Error> {
+        for chunk in self.chunks()? {
             chunk?;
         }
-        Ok(proven)
+        Ok(self)
     }
 
     /// The image's chunks, in order, decoded from the proven copy as they are taken; the
@@ -89,15 +100,31 @@ impl IndexFile {
         self.file
             .read_exact_at(head, 0)
             .map_err(Error::io("reading the spilled chunk index"))?;
-        let reader = BufReader::with_capacity(
-            COPY_STEP,
-            FileAt {
-                file: &self.file,
-                at: 0,
-            },
-        );
-        let form = RecordForm::with_store(self.index.store_size.is_some());
-        let records = decode_stream(head, reader, self.index.count, form)?;
+        let store = self.index.store_size.is_some();
+        let at = |at: u64, len: u64| {
+            BufReader::with_capacity(
+                COPY_STEP,
+                FileAt {
+                    file: &self.file,
+                    at,
+                }
+                .take(len),
+            )
+        };
+        let records: Box<dyn Iterator<Item = Result<Record, FormatError>> + Send + '_> =
+            match self.index.tree {
+                None => {
+                    let form = RecordForm::with_store(store);
+                    Box::new(decode_stream(head, at(0, size), self.index.count, form)?)
+                }
+                Some(tree) => {
+                    let form = RecordForm::lengths(store);
+                    let lengths = decode_stream(head, at(0, tree.lengths), self.index.count, form)?;
+                    let table = at(tree.lengths, tree.table);
+                    let column = at(tree.head_len(), size - tree.head_len());
+                    Box::new(TreeRecords::new(lengths, column, table, tree.group))
+                }
+            };
         Ok(ChunkStream {
             records,
             tiler: Some(
@@ -111,6 +138,232 @@ impl IndexFile {
             ),
             index: &self.index,
         })
+    }
+}
+
+/// Copies the index bytes `range` (relative to the index's start) from `stored` into `file`
+/// at the same offsets; refused unless exactly the range's bytes came, and unless the first
+/// `signed` bytes of the index (all within the range) hash to the signed digest.
+fn copy_proven(
+    index: &StreamedIndex,
+    stored: impl Read,
+    file: &File,
+    range: Range<u64>,
+    signed: u64,
+) -> Result<(), Error> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; COPY_STEP];
+    let mut at = range.start;
+    let mut stored = stored.take(range.end - range.start);
+    loop {
+        let n = stored
+            .read(&mut buf)
+            .map_err(Error::io("reading the chunk index"))?;
+        let Some(bytes) = buf.get(..n).filter(|b| !b.is_empty()) else {
+            break;
+        };
+        let hashed = usize::try_from(signed.saturating_sub(at)).map_or(n, |h| h.min(n));
+        hasher.update(bytes.get(..hashed).unwrap_or_default());
+        file.write_all_at(bytes, at)
+            .map_err(Error::io("spilling the chunk index"))?;
+        at += n as u64;
+    }
+    if at != range.end {
+        return Err(FormatError::Truncated {
+            expected: index.range.start + range.end,
+            actual: index.range.start + at,
+        }
+        .into());
+    }
+    if range.start == 0 {
+        let actual = Sha256Digest(hasher.finalize().into());
+        if actual != index.sha256 {
+            return Err(hash_mismatch("index", actual, index.sha256).into());
+        }
+    }
+    Ok(())
+}
+
+/// A tree index whose lengths and table are copied and proven, its column of hashes still to
+/// fill (FORMAT §3.2.1): a node fills the groups it holds from its own slot and fetches the
+/// rest. Only [`IndexFile::spill_head`] makes one.
+#[derive(Debug)]
+pub struct TreeHead {
+    file: File,
+    index: StreamedIndex,
+    tree: Tree,
+    /// Which groups' hashes are in the file.
+    filled: Vec<bool>,
+}
+
+/// One group of a tree index as its lengths and table tell it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeGroup {
+    /// Its number, from 0.
+    pub number: u64,
+    /// Where its first chunk starts in the image.
+    pub image_offset: u64,
+    /// Its chunks' raw lengths, and whether each is stored (not all zeros).
+    pub chunks: Vec<(u32, bool)>,
+    /// The SHA-256 of its stored chunks' hashes, when it has one.
+    pub entry: Option<Sha256Digest>,
+    /// Where its hashes are in the column, from the column's start.
+    pub column: Range<u64>,
+}
+
+/// Column bytes between two groups to fetch that are read through rather than asked for in a
+/// request of their own (a request's headers cost about as much).
+const READ_THROUGH: u64 = 512;
+
+impl TreeHead {
+    /// The groups in order, decoded from the proven copy.
+    pub fn groups(&self) -> Result<TreeGroups<'_>, Error> {
+        let mut first = [0u8; FRAME_HEADER_MAX];
+        let lengths = self.tree.lengths;
+        let head = first
+            .get_mut(
+                ..usize::try_from(lengths).map_or(FRAME_HEADER_MAX, |n| n.min(FRAME_HEADER_MAX)),
+            )
+            .unwrap_or_default();
+        self.file
+            .read_exact_at(head, 0)
+            .map_err(Error::io("reading the spilled chunk index"))?;
+        let form = RecordForm::lengths(self.index.store_size.is_some());
+        let reader = BufReader::with_capacity(COPY_STEP, self.at(0).take(lengths));
+        Ok(TreeGroups {
+            lengths: decode_stream(head, reader, self.index.count, form)?,
+            table: BufReader::new(self.at(lengths).take(self.tree.table)),
+            group: self.tree.group,
+            number: 0,
+            image_offset: 0,
+            column: 0,
+        })
+    }
+
+    fn at(&self, at: u64) -> FileAt<'_> {
+        FileAt {
+            file: &self.file,
+            at,
+        }
+    }
+
+    /// Puts `hashes`, found by the caller for `group` (in its slot, at the group's offset,
+    /// hashing to its entry), in the column. A wrong one is caught when the index is proven.
+    pub fn fill(&mut self, group: &TreeGroup, hashes: &[Sha256Digest]) -> Result<(), Error> {
+        let bytes: Vec<u8> = hashes.iter().flat_map(|h| h.0).collect();
+        if bytes.len() as u64 != group.column.end - group.column.start {
+            return Err(Error::Bug("a group filled with another number of hashes"));
+        }
+        self.file
+            .write_all_at(&bytes, self.tree.head_len() + group.column.start)
+            .map_err(Error::io("spilling the chunk index"))?;
+        if let Some(filled) = usize::try_from(group.number)
+            .ok()
+            .and_then(|n| self.filled.get_mut(n))
+        {
+            *filled = true;
+        }
+        Ok(())
+    }
+
+    /// The column's byte ranges still to fetch (relative to the index's start), small gaps
+    /// read through.
+    pub fn missing(&self) -> Result<Vec<Range<u64>>, Error> {
+        let base = self.tree.head_len();
+        let mut ranges: Vec<Range<u64>> = Vec::new();
+        for group in self.groups()? {
+            let group = group?;
+            let filled = usize::try_from(group.number)
+                .ok()
+                .and_then(|n| self.filled.get(n))
+                .copied()
+                .unwrap_or(false);
+            if filled || group.column.is_empty() {
+                continue;
+            }
+            let range = base + group.column.start..base + group.column.end;
+            match ranges.last_mut() {
+                Some(last) if range.start - last.end <= READ_THROUGH => last.end = range.end,
+                _ => ranges.push(range),
+            }
+        }
+        Ok(ranges)
+    }
+
+    /// Fetches the column's missing bytes with `fetch` (given a range of the bundle file),
+    /// then proves the whole index as [`IndexFile::spill`] does.
+    pub fn complete<R: Read>(
+        self,
+        mut fetch: impl FnMut(Range<u64>) -> std::io::Result<R>,
+    ) -> Result<IndexFile, Error> {
+        let start = self.index.range.start;
+        for range in self.missing()? {
+            let stored = fetch(start + range.start..start + range.end)
+                .map_err(Error::io("reading the chunk index"))?;
+            copy_proven(&self.index, stored, &self.file, range, 0)?;
+        }
+        IndexFile {
+            file: self.file,
+            index: self.index,
+        }
+        .prove()
+    }
+}
+
+/// The groups of a [`TreeHead`], decoded as they are taken.
+pub struct TreeGroups<'a> {
+    lengths: Records<BufReader<std::io::Take<FileAt<'a>>>>,
+    table: BufReader<std::io::Take<FileAt<'a>>>,
+    group: u32,
+    number: u64,
+    image_offset: u64,
+    column: u64,
+}
+
+impl TreeGroups<'_> {
+    fn next_group(&mut self) -> Result<Option<TreeGroup>, Error> {
+        let mut chunks = Vec::new();
+        for record in self.lengths.by_ref().take(self.group as usize) {
+            let record = record?;
+            chunks.push((record.raw_len, record.frame_len != 0));
+        }
+        if chunks.is_empty() {
+            return Ok(None);
+        }
+        let raw: u64 = chunks.iter().map(|c| u64::from(c.0)).sum();
+        let stored = chunks.iter().filter(|c| c.1).count() as u64;
+        let entry = if stored > 0 {
+            let mut hash = [0u8; 32];
+            self.table.read_exact(&mut hash).map_err(|e| {
+                FormatError::field(
+                    Section::Index,
+                    format!("group {}", self.number),
+                    format!("the table has no entry for it: {e}"),
+                )
+            })?;
+            Some(Sha256Digest(hash))
+        } else {
+            None
+        };
+        let group = TreeGroup {
+            number: self.number,
+            image_offset: self.image_offset,
+            chunks,
+            entry,
+            column: self.column..self.column + stored * HASH_LEN,
+        };
+        self.number += 1;
+        self.image_offset += raw;
+        self.column = group.column.end;
+        Ok(Some(group))
+    }
+}
+
+impl Iterator for TreeGroups<'_> {
+    type Item = Result<TreeGroup, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_group().transpose()
     }
 }
 
@@ -130,7 +383,7 @@ impl Read for FileAt<'_> {
 
 /// The image's chunks from a proven [`IndexFile`], decoded one record at a time.
 pub struct ChunkStream<'a> {
-    records: Records<BufReader<FileAt<'a>>>,
+    records: Box<dyn Iterator<Item = Result<Record, FormatError>> + Send + 'a>,
     /// `None` once the end was checked.
     tiler: Option<Tiler>,
     index: &'a StreamedIndex,
@@ -226,6 +479,7 @@ mod tests {
             frames_end,
             max_frame_raw: 1 << 20,
             store_size: None,
+            tree: None,
         }
     }
 
@@ -295,6 +549,121 @@ mod tests {
         };
         let error = spill(&two_index, &two).unwrap_err().to_string();
         assert!(error.contains("after its zstd frame"), "{error}");
+    }
+
+    /// `records` written as a tree index in groups of 8, and what a manifest signs of it.
+    fn tree_of(records: &[Record], frames_end: u64) -> (Vec<u8>, StreamedIndex) {
+        let files = crate::index::TreeFiles {
+            lengths: tempfile::tempfile().unwrap(),
+            column: tempfile::tempfile().unwrap(),
+            table: tempfile::tempfile().unwrap(),
+        };
+        let mut writer = crate::index::TreeWriter::new(8, false, files).unwrap();
+        for r in records {
+            writer.push(r).unwrap();
+        }
+        let mut stored = Vec::new();
+        let summary = writer.finish_into(&mut stored).unwrap();
+        let index = StreamedIndex {
+            range: 1000..1000 + stored.len() as u64,
+            sha256: summary.sha256,
+            tree: Some(summary.tree),
+            ..index_of(&stored, records, frames_end)
+        };
+        (stored, index)
+    }
+
+    /// The bytes of `stored` (the index, from byte 1000 of a bundle) in `range` of the bundle.
+    fn bundle_range(stored: &[u8], range: Range<u64>) -> std::io::Result<&[u8]> {
+        Ok(&stored[range.start as usize - 1000..range.end as usize - 1000])
+    }
+
+    proptest! {
+        #[test]
+        fn a_tree_index_yields_the_chunks_a_whole_one_does_spilled_or_filled(
+            kinds in proptest::collection::vec(0u8..3, 0..300),
+            held in proptest::collection::vec(any::<bool>(), 40),
+        ) {
+            let records = records(&kinds);
+            let count = records.len() as u64;
+            let mut tiler = Tiler::new(count, Chunking::fixed(BLOCK), 0, 1 << 20);
+            let whole = indexed_chunks(records.iter().copied().map(Ok), &mut tiler, count).unwrap();
+            let frames_end = tiler.finish(count * u64::from(BLOCK)).unwrap();
+            let (stored, index) = tree_of(&records, frames_end);
+            let file = spill(&index, &stored).unwrap();
+            let streamed: Vec<Chunk> = file.chunks().unwrap().collect::<Result<_, _>>().unwrap();
+            prop_assert_eq!(&streamed, &whole);
+
+            // A node holding some groups fills them and fetches only the others' hashes.
+            let head = bundle_range(&stored, index.head_range()).unwrap();
+            let mut tree = IndexFile::spill_head(&index, head, tempfile::tempfile().unwrap()).unwrap();
+            let groups: Vec<TreeGroup> = tree.groups().unwrap().map(Result::unwrap).collect();
+            for group in groups.iter().filter(|g| held[g.number as usize % 40]) {
+                let first = group.number as usize * 8;
+                let hashes: Vec<Sha256Digest> = records[first..first + group.chunks.len()]
+                    .iter().filter(|r| r.frame_len != 0).map(|r| r.sha256).collect();
+                tree.fill(group, &hashes).unwrap();
+            }
+            let mut fetched = 0;
+            let filled = tree.complete(|range| {
+                fetched += range.end - range.start;
+                bundle_range(&stored, range)
+            }).unwrap();
+            let column = index.range.end - index.head_range().end;
+            let held_column: u64 = groups.iter().filter(|g| held[g.number as usize % 40])
+                .map(|g| g.column.end - g.column.start).sum();
+            prop_assert!(fetched <= column - held_column + READ_THROUGH * groups.len() as u64);
+            let streamed: Vec<Chunk> = filled.chunks().unwrap().collect::<Result<_, _>>().unwrap();
+            prop_assert_eq!(streamed, whole);
+        }
+    }
+
+    #[test]
+    fn a_tree_index_is_refused_when_its_head_or_a_filled_or_fetched_group_is_wrong() {
+        let kinds: Vec<u8> = (0..64).map(|i| [1, 2, 2, 0][i % 4]).collect();
+        let records = records(&kinds);
+        let frames_end = 16 * 100 + (0..16).map(|g| g * 4).sum::<u64>();
+        let (stored, index) = tree_of(&records, frames_end);
+        assert_eq!(file_chunks(&spill(&index, &stored).unwrap()), 64);
+
+        let head_end = (index.head_range().end - 1000) as usize;
+        let mut flipped = stored.clone();
+        flipped[head_end - 1] ^= 1; // the table's last byte
+        let error = spill(&index, &flipped).unwrap_err().to_string();
+        assert!(error.contains("index") && error.contains("hash"), "{error}");
+        let error =
+            IndexFile::spill_head(&index, &flipped[..head_end], tempfile::tempfile().unwrap())
+                .unwrap_err()
+                .to_string();
+        assert!(error.contains("hash"), "{error}");
+
+        // A hash flipped in the column: the group it is in is refused, fetched or filled.
+        flipped = stored.clone();
+        flipped[head_end + 32 * 6] ^= 1; // group 1's first hash (6 stored chunks a group)
+        let error = spill(&index, &flipped).unwrap_err().to_string();
+        assert!(error.contains("group 1"), "{error}");
+        let mut tree =
+            IndexFile::spill_head(&index, &stored[..head_end], tempfile::tempfile().unwrap())
+                .unwrap();
+        // Every group filled (nothing read through), group 2 with wrong hashes.
+        let groups: Vec<TreeGroup> = tree.groups().unwrap().map(Result::unwrap).collect();
+        for group in &groups {
+            let first = group.number as usize * 8;
+            let mut hashes: Vec<Sha256Digest> = records[first..first + 8]
+                .iter()
+                .filter(|r| r.frame_len != 0)
+                .map(|r| r.sha256)
+                .collect();
+            if group.number == 2 {
+                hashes[0] = Sha256Digest([7; 32]);
+            }
+            tree.fill(group, &hashes).unwrap();
+        }
+        let error = tree
+            .complete(|range| bundle_range(&stored, range))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("group 2"), "{error}");
     }
 
     fn file_chunks(file: &IndexFile) -> usize {

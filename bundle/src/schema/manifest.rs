@@ -12,7 +12,7 @@ use crate::error::{FormatError, Section};
 use crate::header::{FORMAT_VERSION, FORMAT_VERSION_INDEX};
 use crate::index::{
     build_chunks, check_dictionary_size, check_region_size, image_chunks, Chunk, ChunkDoc,
-    ImageChunks, IndexedImage, StreamedIndex, Tail,
+    ImageChunks, IndexedImage, StreamedIndex, Tail, Tree,
 };
 use crate::keys::KeyId;
 use crate::limits::{Limits, MIN_CHUNK_SIZE};
@@ -90,6 +90,40 @@ pub struct IndexDoc {
     pub count: u64,
     pub sha256: Sha256Digest,
     pub size: u64,
+    /// A tree index's layout (FORMAT §3.2.1): `sha256` then covers its lengths and table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree: Option<TreeDoc>,
+}
+
+/// The layout of a tree index (FORMAT §3.2.1).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+// The wire form: each field is the JSON member of the same name (FORMAT §3).
+#[allow(missing_docs)]
+pub struct TreeDoc {
+    pub group: u32,
+    pub lengths: u64,
+    pub table: u64,
+}
+
+impl TreeDoc {
+    /// The layout this names.
+    pub fn tree(&self) -> Tree {
+        Tree {
+            group: self.group,
+            lengths: self.lengths,
+            table: self.table,
+        }
+    }
+
+    /// The wire form of `tree`.
+    pub fn of(tree: Tree) -> TreeDoc {
+        TreeDoc {
+            group: tree.group,
+            lengths: tree.lengths,
+            table: tree.table,
+        }
+    }
 }
 
 /// Wire form of one boot asset (FORMAT §3.1).
@@ -507,6 +541,10 @@ fn indexed_image(
         ));
     }
     check_region_size("index", Some(index.size), header.index_len)?;
+    let tree = index.tree.map(|t| t.tree());
+    if let Some(tree) = tree {
+        tree.check(index.size).map_err(|e| bad("index.tree", e))?;
+    }
     check_dictionary_size(
         doc.dictionary.as_ref().map(|d| d.size),
         header.dictionary_len,
@@ -534,6 +572,7 @@ fn indexed_image(
         count: index.count,
         index_sha256: index.sha256,
         index_len: index.size,
+        tree,
         dictionary_sha256: doc.dictionary.as_ref().map(|d| d.sha256),
         store_size: doc.store.as_ref().map(|s| s.size),
     };

@@ -21,7 +21,9 @@ pub use channel::{ChannelDoc, ReleaseDoc, RolloutDoc};
 pub(crate) use envelope::parse_signature_block;
 pub use envelope::{encode_envelope, encode_signature_block, parse_envelope, Envelope};
 pub(crate) use manifest::check_file_len;
-pub use manifest::{check_asset_kinds, AssetDoc, BlobDoc, ImageDoc, IndexDoc, ManifestDoc};
+pub use manifest::{
+    check_asset_kinds, AssetDoc, BlobDoc, ImageDoc, IndexDoc, ManifestDoc, TreeDoc,
+};
 pub use manifest::{Asset, AssetKind, ChunkStore, Manifest};
 pub use names::{check_bundle_path, check_name, parse_version};
 pub use root::{KeyDoc, RoleDoc, RolesDoc, RootDoc};
