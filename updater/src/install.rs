@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 
-use bundle::index::IndexFile;
+use bundle::index::{IndexFile, StreamedIndex};
 use bundle::schema::{pieces, StoredFrame};
 use bundle::verify::Verified;
 use bundle::ChunkDecoder;
@@ -29,6 +29,7 @@ use pipeline::{ordered_map, Shape};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::held_groups::{scan_slot, HeldGroups};
 use crate::seed::{Held, Seed, Slot};
 use crate::segments::{ImageIndex, Segments};
 use repo_client::BundleBytes;
@@ -102,6 +103,9 @@ pub struct WriteReport {
     pub bytes_reused_in_place: u64,
     /// The whole bundle's size, to set `bytes_read` against.
     pub bundle_bytes: u64,
+    /// Bytes of the chunk index fetched (a node that holds a group of chunks of a tree index
+    /// fetches none of its hashes).
+    pub index_bytes_read: u64,
 }
 
 impl WriteReport {
@@ -119,10 +123,11 @@ impl std::fmt::Display for WriteReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} bytes fetched of a {}-byte bundle in {} ranges; {} bytes reused ({} from the active slot, {} in place); {} chunks written, {} reused, {} zeroed, {} resumed",
+            "{} bytes fetched of a {}-byte bundle in {} ranges, and {} of its chunk index; {} bytes reused ({} from the active slot, {} in place); {} chunks written, {} reused, {} zeroed, {} resumed",
             self.bytes_read,
             self.bundle_bytes,
             self.ranges_read,
+            self.index_bytes_read,
             self.bytes_reused,
             self.bytes_reused - self.bytes_reused_in_place,
             self.bytes_reused_in_place,
@@ -410,10 +415,14 @@ impl Writer<'_> {
 /// The chunks of `manifest`: its own list, or its stored index fetched from `source` into an
 /// unnamed file in `scratch` (the system's temporary directory without one), hashed as it is
 /// copied, and proven whole before a chunk is handed out ([`bundle::index::IndexFile`]).
+/// With `active` (the running slot, for a remote source) and a tree index, the hashes of the
+/// groups of chunks the slot holds at their own offsets are taken from it, not fetched
+/// ([`crate::held_groups`]).
 pub fn open_index<'m>(
     manifest: &'m Verified<Manifest>,
     source: &dyn BundleBytes,
     scratch: Option<&std::path::Path>,
+    active: Option<&dyn BlockDevice>,
 ) -> Result<ImageIndex<'m>> {
     let Some(index) = manifest.streamed_index() else {
         return Ok(ImageIndex::listed(manifest));
@@ -423,13 +432,56 @@ pub fn open_index<'m>(
         None => tempfile::tempfile(),
     }
     .map_err(Error::io("creating a file for the chunk index"))?;
-    let stored = source.read_range(index.range())?;
-    match IndexFile::spill(index, stored, file) {
-        Ok(file) => Ok(ImageIndex::spilled(manifest, file)),
-        Err(bundle::Error::Io { source: error, .. }) => {
-            Err(source_failure(source, "the chunk index", error))
+    let (file, fetched) = match (index.tree(), active) {
+        (Some(_), Some(active)) => spill_held(manifest, index, source, file, active)?,
+        _ => {
+            let stored = source.read_range(index.range())?;
+            let file = IndexFile::spill(index, stored, file).map_err(index_error(source))?;
+            (file, index.range().end - index.range().start)
         }
-        Err(e) => Err(Error::verify(source.name())(e)),
+    };
+    Ok(ImageIndex::spilled(manifest, file, fetched))
+}
+
+/// A tree index whose groups `active` holds are filled from it: the head fetched and proven,
+/// the slot scanned once, the other groups' hashes fetched. Returns the index and the bytes
+/// of it fetched.
+fn spill_held(
+    manifest: &Verified<Manifest>,
+    index: &StreamedIndex,
+    source: &dyn BundleBytes,
+    file: std::fs::File,
+    active: &dyn BlockDevice,
+) -> Result<(IndexFile, u64)> {
+    let head_range = index.head_range();
+    let head = source.read_range(head_range.clone())?;
+    let head = IndexFile::spill_head(index, head, file).map_err(index_error(source))?;
+    let mut held = HeldGroups::new(&head)?;
+    scan_slot(active, manifest.chunking(), |offset, chunk| {
+        held.observe(offset, chunk.len() as u32, Sha256Digest::of(chunk))
+    })?;
+    let (groups, saved) = (held.held, held.bytes_saved);
+    let mut fetched = head_range.end - head_range.start;
+    let file = head
+        .complete(|range| {
+            fetched += range.end - range.start;
+            source.read_range(range).map_err(std::io::Error::other)
+        })
+        .map_err(index_error(source))?;
+    tracing::info!(
+        groups_held = groups,
+        hash_bytes_not_fetched = saved,
+        index_bytes_fetched = fetched,
+        "chunk index: the hashes of groups the running slot holds were taken from it"
+    );
+    Ok((file, fetched))
+}
+
+/// An error reading or proving the chunk index of `source`.
+fn index_error(source: &dyn BundleBytes) -> impl Fn(bundle::Error) -> Error + '_ {
+    move |e| match e {
+        bundle::Error::Io { source: error, .. } => source_failure(source, "the chunk index", error),
+        e => Error::verify(source.name())(e),
     }
 }
 

@@ -117,11 +117,17 @@ impl Agent {
             } if *t == target && r.manifest_sha256 == release.manifest_sha256 => *durable_chunks,
             _ => 0,
         };
+        // Over a network, chunks the running slot already holds are copied, not fetched.
+        let active = match offer.source.is_remote() {
+            true => Some(self.disk.slot_device(self.pair.slot(booted))?),
+            false => None,
+        };
         // The chunk index is fetched and proven before anything on the node changes.
         let index = open_index(
             &offer.manifest,
             offer.source.as_ref(),
             self.write_options.scratch_dir.as_deref(),
+            active.as_deref(),
         )?;
         // docs/DESIGN.md §6: before the first byte, the target can never be chosen.
         self.boot.set_unbootable(target)?;
@@ -141,16 +147,11 @@ impl Agent {
         }
 
         let slot = self.disk.slot_device(self.pair.slot(target))?;
-        // Over a network, chunks the running slot already holds are copied, not fetched.
-        let active = match offer.source.is_remote() {
-            true => Some(self.disk.slot_device(self.pair.slot(booted))?),
-            false => None,
-        };
         let sources = Sources {
             bundle: offer.source.as_ref(),
             store: offer.store.as_deref(),
         };
-        let report = write_image(
+        let mut report = write_image(
             &index,
             sources,
             slot.as_ref(),
@@ -164,6 +165,7 @@ impl Agent {
                 Ok(())
             },
         )?;
+        report.index_bytes_read = index.bytes_read();
         fail::fail_point!("install::after-image-verified");
         let assets_written = assets.partition_records(&release, true);
         assets.write(offer.source.as_ref())?;

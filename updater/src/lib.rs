@@ -22,6 +22,7 @@ pub mod reboot;
 pub mod rebooting;
 mod reporting;
 pub mod reports;
+mod held_groups;
 mod seed;
 pub mod segments;
 pub mod snapshot;

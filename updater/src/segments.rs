@@ -23,6 +23,8 @@ pub(crate) const SEGMENT_CHUNKS: usize = 64 << 10;
 pub struct ImageIndex<'m> {
     manifest: &'m Verified<Manifest>,
     chunks: Chunks<'m>,
+    /// Bytes of the stored index fetched.
+    bytes_read: u64,
 }
 
 impl<'m> ImageIndex<'m> {
@@ -31,15 +33,27 @@ impl<'m> ImageIndex<'m> {
         ImageIndex {
             manifest,
             chunks: Chunks::Listed(manifest.chunks()),
+            bytes_read: 0,
         }
     }
 
-    /// The chunks of `manifest` from its stored index, spilled and proven.
-    pub fn spilled(manifest: &'m Verified<Manifest>, file: IndexFile) -> ImageIndex<'m> {
+    /// The chunks of `manifest` from its stored index, spilled and proven, of which
+    /// `bytes_read` were fetched.
+    pub fn spilled(
+        manifest: &'m Verified<Manifest>,
+        file: IndexFile,
+        bytes_read: u64,
+    ) -> ImageIndex<'m> {
         ImageIndex {
             manifest,
             chunks: Chunks::Spilled(file),
+            bytes_read,
         }
+    }
+
+    /// Bytes of the stored index fetched.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read
     }
 
     /// The manifest whose chunks these are.

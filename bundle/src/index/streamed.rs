@@ -12,6 +12,7 @@
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::os::unix::fs::FileExt;
 
 use sha2::{Digest, Sha256};
@@ -76,7 +77,7 @@ impl IndexFile {
             file,
             index: index.clone(),
             tree,
-            filled: vec![false; groups],
+            filled: (0..groups).map(|_| AtomicBool::new(false)).collect(),
         })
     }
 
@@ -193,7 +194,7 @@ pub struct TreeHead {
     index: StreamedIndex,
     tree: Tree,
     /// Which groups' hashes are in the file.
-    filled: Vec<bool>,
+    filled: Vec<AtomicBool>,
 }
 
 /// One group of a tree index as its lengths and table tell it.
@@ -249,7 +250,7 @@ impl TreeHead {
 
     /// Puts `hashes`, found by the caller for `group` (in its slot, at the group's offset,
     /// hashing to its entry), in the column. A wrong one is caught when the index is proven.
-    pub fn fill(&mut self, group: &TreeGroup, hashes: &[Sha256Digest]) -> Result<(), Error> {
+    pub fn fill(&self, group: &TreeGroup, hashes: &[Sha256Digest]) -> Result<(), Error> {
         let bytes: Vec<u8> = hashes.iter().flat_map(|h| h.0).collect();
         if bytes.len() as u64 != group.column.end - group.column.start {
             return Err(Error::Bug("a group filled with another number of hashes"));
@@ -259,9 +260,9 @@ impl TreeHead {
             .map_err(Error::io("spilling the chunk index"))?;
         if let Some(filled) = usize::try_from(group.number)
             .ok()
-            .and_then(|n| self.filled.get_mut(n))
+            .and_then(|n| self.filled.get(n))
         {
-            *filled = true;
+            filled.store(true, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -276,8 +277,7 @@ impl TreeHead {
             let filled = usize::try_from(group.number)
                 .ok()
                 .and_then(|n| self.filled.get(n))
-                .copied()
-                .unwrap_or(false);
+                .is_some_and(|f| f.load(Ordering::Relaxed));
             if filled || group.column.is_empty() {
                 continue;
             }
@@ -596,7 +596,7 @@ mod tests {
 
             // A node holding some groups fills them and fetches only the others' hashes.
             let head = bundle_range(&stored, index.head_range()).unwrap();
-            let mut tree = IndexFile::spill_head(&index, head, tempfile::tempfile().unwrap()).unwrap();
+            let tree = IndexFile::spill_head(&index, head, tempfile::tempfile().unwrap()).unwrap();
             let groups: Vec<TreeGroup> = tree.groups().unwrap().map(Result::unwrap).collect();
             for group in groups.iter().filter(|g| held[g.number as usize % 40]) {
                 let first = group.number as usize * 8;
@@ -642,7 +642,7 @@ mod tests {
         flipped[head_end + 32 * 6] ^= 1; // group 1's first hash (6 stored chunks a group)
         let error = spill(&index, &flipped).unwrap_err().to_string();
         assert!(error.contains("group 1"), "{error}");
-        let mut tree =
+        let tree =
             IndexFile::spill_head(&index, &stored[..head_end], tempfile::tempfile().unwrap())
                 .unwrap();
         // Every group filled (nothing read through), group 2 with wrong hashes.

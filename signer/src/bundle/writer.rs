@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use crate::bundle::header::{BundleHeader, FORMAT_VERSION_INDEX};
-use crate::bundle::index::{self, IndexWriter, Record, RecordForm};
+use crate::bundle::index::{self, Record, TreeFiles, TreeWriter, GROUP};
 use crate::chunking::{ChunkStream, Chunking};
 use crate::digest::Sha256Digest;
 use crate::error::{Error, UsageError};
@@ -29,7 +29,7 @@ use crate::limits::{Limits, MIN_CHUNK_SIZE};
 use crate::role::RoleKind;
 use crate::schema::{
     check_asset_kinds, check_name, encode_signature_block, max_frame_len, parse_version, AssetDoc,
-    AssetKind, BlobDoc, ChunkDoc, ImageDoc, IndexDoc, ManifestDoc,
+    AssetKind, BlobDoc, ChunkDoc, ImageDoc, IndexDoc, ManifestDoc, TreeDoc,
 };
 use crate::time_util::format_rfc3339;
 use bundle::canonical;
@@ -204,12 +204,10 @@ pub fn sign_release<R: Read + Send, W: Write + Seek, K: Signer>(
     out.seek(SeekFrom::Start(header.payload_offset()))
         .map_err(io("payload"))?;
 
-    // The image's records are compressed into a temporary file as its chunks are written,
-    // never held (16 Mi chunks would be 640 MiB of records): memory stays flat.
-    let spill = tempfile::tempfile().map_err(Error::io("creating a file for the chunk index"))?;
-    let form = RecordForm::with_store(store.is_some());
+    // The image's records go to temporary files as its chunks are written, never held (16 Mi
+    // chunks would be 640 MiB of records): memory stays flat.
     let mut payload = Payload {
-        index: Some(IndexWriter::new(spill, form)?),
+        index: Some(TreeWriter::new(GROUP, store.is_some(), tree_files()?)?),
         store: store.map(StoreWriter::new),
         ..Payload::default()
     };
@@ -240,8 +238,6 @@ pub fn sign_release<R: Read + Send, W: Write + Seek, K: Signer>(
         .index
         .take()
         .ok_or(Error::Bug("the image's records went nowhere"))?;
-    let count = index.count();
-    let mut index = index.finish()?;
     doc.image.sha256 = image_sha256;
     let asset_chunking = Chunking::fixed(opts.chunk_size);
     for (mut src, asset) in sources
@@ -256,7 +252,8 @@ pub fn sign_release<R: Read + Send, W: Write + Seek, K: Signer>(
 
     let dictionary = opts.dictionary.as_deref().unwrap_or_default();
     out.write_all(dictionary).map_err(io("dictionary"))?;
-    let (index_sha256, index_len) = copy_hashed(&mut index, out)?;
+    let index = index.finish_into(out)?;
+    let (count, index_len) = (index.count, index.size);
     header.dictionary_len = region_len(
         dictionary.len() as u64,
         "dictionary",
@@ -270,8 +267,9 @@ pub fn sign_release<R: Read + Send, W: Write + Seek, K: Signer>(
     doc.payload_size = Some(payload.len);
     doc.index = Some(IndexDoc {
         count,
-        sha256: index_sha256,
+        sha256: index.sha256,
         size: index_len,
+        tree: Some(TreeDoc::of(index.tree)),
     });
 
     let manifest = pad(canonical::to_vec(&doc)?, manifest_len as usize)?;
@@ -306,25 +304,14 @@ fn region_len(len: u64, what: &str, max: u32) -> Result<u32, Error> {
     }
 }
 
-/// Copies the spilled index from its start to `out`: its SHA-256 and length.
-fn copy_hashed<W: Write>(
-    index: &mut std::fs::File,
-    out: &mut W,
-) -> Result<(Sha256Digest, u64), Error> {
-    let io = |what: &'static str| Error::io(format!("{what} the chunk index"));
-    index.seek(SeekFrom::Start(0)).map_err(io("rewinding"))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 << 10];
-    let mut len = 0u64;
-    loop {
-        let n = index.read(&mut buf).map_err(io("reading back"))?;
-        let Some(bytes) = buf.get(..n).filter(|b| !b.is_empty()) else {
-            return Ok((Sha256Digest(hasher.finalize().into()), len));
-        };
-        hasher.update(bytes);
-        out.write_all(bytes).map_err(io("writing"))?;
-        len += n as u64;
-    }
+/// Three unnamed temporary files for a tree index's parts.
+fn tree_files() -> Result<TreeFiles, Error> {
+    let file = || tempfile::tempfile().map_err(Error::io("creating a file for the chunk index"));
+    Ok(TreeFiles {
+        lengths: file()?,
+        column: file()?,
+        table: file()?,
+    })
 }
 
 /// The manifest with every field but the chunk lists and digests (filled in as streams end);
@@ -365,6 +352,11 @@ fn manifest_doc(
             count: max_chunks,
             sha256: Sha256Digest([0; 32]),
             size: u64::from(u32::MAX),
+            tree: Some(TreeDoc {
+                group: GROUP,
+                lengths: u64::from(u32::MAX),
+                table: u64::from(u32::MAX),
+            }),
         }),
         payload_size: Some(u64::MAX),
         product: opts.product.clone(),
@@ -671,7 +663,7 @@ struct Payload<'s> {
     entries: Vec<Entry>,
     /// Where the image's records go as its chunks are written (the assets' stay in
     /// `entries`, for their JSON chunk entries).
-    index: Option<IndexWriter<std::fs::File>>,
+    index: Option<TreeWriter>,
     /// Where the image's distinct chunks go, each its own frame (with a chunk store).
     store: Option<StoreWriter<'s>>,
     len: u64,

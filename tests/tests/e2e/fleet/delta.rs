@@ -54,6 +54,48 @@ fn a_release_that_changes_two_chunks_fetches_about_two_chunks() {
     );
 }
 
+/// A tree index (FORMAT §3.2.1) in 4 KiB chunks, groups of 64: the node takes the hashes of
+/// the groups its running slot holds at their own offsets from the slot, proven by the
+/// groups' signed entries, and fetches only the changed group's.
+#[test]
+fn the_hashes_of_groups_the_node_holds_are_not_fetched() {
+    let mut f = Fleet::new();
+    let block = 4096;
+    let mut image = f.v1.image.clone();
+    // One block of the third group (chunks 128–191) changes.
+    image[150 * block..151 * block].copy_from_slice(&noise(block, 9));
+    let v2 =
+        f.w.release_signed("2.0.0", 1, image, PRODUCT, &[], |o| {
+            o.chunking = Chunking::fixed(block as u32);
+        });
+    f.publish(&v2, 100);
+    let server = RepoServer::start(&f.repo);
+    f.point_at(&server.url, "node-1", None);
+
+    let report = poll_installs(&f.agent(A)).report;
+    assert!(f.holds(B, &v2), "slot B does not hold v2's image");
+    let bundle = std::fs::read(&v2.bundle).unwrap();
+    let index_len = u64::from(u32::from_le_bytes(bundle[20..24].try_into().unwrap()));
+    eprintln!(
+        "tree index: {} of {index_len} index bytes fetched",
+        report.index_bytes_read
+    );
+    // Of the six groups' columns only the changed one's, about a sixth, with the lengths and
+    // the table.
+    assert!(
+        report.index_bytes_read > 0 && report.index_bytes_read < index_len / 3,
+        "{} of a {index_len}-byte index fetched: {report:?}",
+        report.index_bytes_read
+    );
+
+    // From a local file the whole index is read.
+    let local = f
+        .agent(A)
+        .install(&tandem_tests::request(&v2.bundle, false))
+        .unwrap();
+    assert_eq!(local.report.index_bytes_read, index_len);
+}
+
 #[test]
 fn a_local_bundle_is_read_whole_not_reused() {
     let f = Fleet::new();
