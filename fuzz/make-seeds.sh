@@ -14,7 +14,7 @@ SIGNER=$ROOT/target/debug/tandem-signer
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 cd "$WORK"
-for t in bundle_head manifest signature_block root channel grubenv gpt range report pause route fleetlock index_stream node_auth; do
+for t in bundle_head manifest signature_block root channel grubenv gpt range report pause route fleetlock index_stream index_tree node_auth; do
     mkdir -p "$SEEDS/$t"
 done
 
@@ -44,28 +44,45 @@ cp os.tandem "$SEEDS/bundle_head/os.tandem"
     --chunk-size 4KiB --chunk-store --key r1.pem -o store.tandem >/dev/null
 
 # The manifest target's seed of bundle $1, in $2: the stored index (the file's last
-# index_len bytes, header bytes 20..24) decompressed and appended to the manifest; with $3,
-# the signature block too.
+# index_len bytes, header bytes 20..24), a tree index (FORMAT §3.2.1) as the signer writes
+# it, turned into the one-frame records of §3.2 and appended to the manifest (its `tree`
+# member dropped); with $3, the signature block too. The index_tree target's seed keeps the
+# tree: the lengths records raw, then the column of hashes.
 manifest_seed() {
-python3 -c 'import struct, sys; d = open(sys.argv[1], "rb").read(); n, = struct.unpack_from("<I", d, 20); open("index.zst", "wb").write(d[len(d) - n:])' "$1"
-rm -f index.raw
-zstd -dq index.zst -o index.raw
-python3 - "$1" index.raw "$SEEDS" "$2" "${3:-}" <<'PY'
-import struct, sys
+python3 - "$1" "$SEEDS" "$2" "${3:-}" <<'PY'
+import hashlib, json, struct, subprocess, sys
 data = open(sys.argv[1], "rb").read()
-records = open(sys.argv[2], "rb").read()
 assert data[7] == 3, "the signer writes format version 3"
-m, s = struct.unpack_from("<II", data, 8)
-manifest = data[24:24 + m]
+m, s, d, n = struct.unpack_from("<IIII", data, 8)
+region = data[24:24 + m]
+doc = json.loads(region.rstrip(b" "))
+tree = doc["index"].pop("tree")
+index = data[len(data) - n:]
+unzstd = lambda b: subprocess.run(["zstd", "-dq", "-c"], input=b, capture_output=True, check=True).stdout
+lengths = unzstd(index[:tree["lengths"]])
+column = index[tree["lengths"] + tree["table"]:]
+rlen = 12 if "store" in doc else 8
+records, at = b"", 0
+for i in range(0, len(lengths), rlen):
+    r = lengths[i:i + rlen]
+    raw_len, frame_len = struct.unpack_from("<II", r)
+    if frame_len:
+        sha, at = column[at:at + 32], at + 32
+    else:
+        sha = hashlib.sha256(bytes(raw_len)).digest()
+    records += sha + r
+plain = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+seeds, name = sys.argv[2], sys.argv[3]
 # The manifest target reads a version flag byte first (its value modulo 3: 0 for version 1,
 # 1 for 2, 2 for 3); for version 3 then the manifest length and, after the manifest, the
 # index records raw.
-open(sys.argv[3] + "/manifest/" + sys.argv[4], "wb").write(
-    b"\2" + struct.pack("<I", m) + manifest + records)
+open(seeds + "/manifest/" + name, "wb").write(b"\2" + struct.pack("<I", len(plain)) + plain + records)
 # The index_stream target reads the version 3 form without the flag byte.
-open(sys.argv[3] + "/index_stream/" + sys.argv[4].replace(".manifest", ".index"), "wb").write(struct.pack("<I", m) + manifest + records)
-if sys.argv[5]:
-    open(sys.argv[3] + "/signature_block/" + sys.argv[5], "wb").write(data[24 + m:24 + m + s])
+open(seeds + "/index_stream/" + name.replace(".manifest", ".index"), "wb").write(struct.pack("<I", len(plain)) + plain + records)
+open(seeds + "/index_tree/" + name.replace(".manifest", ".tree"), "wb").write(
+    struct.pack("<I", m) + region + struct.pack("<I", len(lengths)) + lengths + b"\0" + column)
+if sys.argv[4]:
+    open(seeds + "/signature_block/" + sys.argv[4], "wb").write(data[24 + m:24 + m + s])
 PY
 }
 manifest_seed os.tandem os.manifest os.sigblock

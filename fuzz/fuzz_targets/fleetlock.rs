@@ -11,7 +11,10 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(request) = Request::parse(data) {
         let params = &request.client_params;
         assert!(proto::check_node_id(&params.id).is_ok(), "{params:?}");
-        assert!(proto::check_name("group", &params.group).is_ok(), "{params:?}");
+        assert!(
+            proto::check_name("group", &params.group).is_ok(),
+            "{params:?}"
+        );
         let json = serde_json::to_vec(&request).expect("encodes");
         assert_eq!(Request::parse(&json).ok(), Some(request));
     }

@@ -10,23 +10,9 @@ use libfuzzer_sys::fuzz_target;
 use signer::bundle::header::FORMAT_VERSION_INDEX;
 use signer::bundle::index::IndexFile;
 use signer::{BundleHead, BundleHeader, Limits};
-use tandem_fuzz::{limits, rehash_tail};
+use tandem_fuzz::{limits, rehash_tail, scratch};
 
 const SIGNATURE_BLOCK: &[u8] = br#"{"signatures":[]}"#;
-
-/// An unnamed scratch file (created, then unlinked while open).
-fn scratch() -> std::fs::File {
-    let path = std::env::temp_dir().join(format!("index-stream-{}", std::process::id()));
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .expect("a scratch file");
-    std::fs::remove_file(&path).expect("unlinking the scratch file");
-    file
-}
 
 fuzz_target!(|data: &[u8]| {
     let Some((len, rest)) = data.split_first_chunk::<4>() else {
@@ -59,17 +45,27 @@ fuzz_target!(|data: &[u8]| {
     };
     let head = |tail: Vec<u8>, limits: &Limits| {
         let file_len = header.payload_offset() + header.tail_len();
-        BundleHead::from_parts(header, manifest.clone(), SIGNATURE_BLOCK, tail, file_len, limits)
-            .ok()?
-            .manifest_unverified(limits)
-            .ok()
+        BundleHead::from_parts(
+            header,
+            manifest.clone(),
+            SIGNATURE_BLOCK,
+            tail,
+            file_len,
+            limits,
+        )
+        .ok()?
+        .manifest_unverified(limits)
+        .ok()
     };
     let Some(streamed) = head(Vec::new(), &streamed_limits) else {
         return;
     };
     let whole = head(index.clone(), &whole_limits);
     let Some(stored) = streamed.streamed_index() else {
-        assert!(streamed.chunk_count() == 0 || whole.is_none(), "an index not streamed");
+        assert!(
+            streamed.chunk_count() == 0 || whole.is_none(),
+            "an index not streamed"
+        );
         return;
     };
     let chunks = IndexFile::spill(stored, &index[..], scratch()).map(|file| {
@@ -83,7 +79,11 @@ fuzz_target!(|data: &[u8]| {
         (None, Err(_)) => {}
         (whole, chunks) => panic!(
             "whole: {}, streamed: {:?}",
-            if whole.is_some() { "accepted" } else { "refused" },
+            if whole.is_some() {
+                "accepted"
+            } else {
+                "refused"
+            },
             chunks.map(|c| c.len())
         ),
     }

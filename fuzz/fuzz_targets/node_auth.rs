@@ -24,7 +24,10 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(NodeAuth::parse(&auth.header()), Ok(auth));
         }
     } else if let Ok((request, key)) = EnrollRequest::parse(rest) {
-        assert!(proto::check_node_id(&request.node_id).is_ok(), "{request:?}");
+        assert!(
+            proto::check_node_id(&request.node_id).is_ok(),
+            "{request:?}"
+        );
         assert_eq!(nodeauth::public_key_bytes(&request.public_key), Some(key));
         let json = serde_json::to_vec(&request).expect("encodes");
         assert_eq!(EnrollRequest::parse(&json).ok(), Some((request, key)));

@@ -8,8 +8,18 @@ use libfuzzer_sys::fuzz_target;
 use server::route::{Api, Route};
 
 const LABELS: &[&str] = &[
-    "page", "metrics", "reports", "status", "admin", "lease", "other_api", "root",
-    "root_probe", "channel", "bundle", "other",
+    "page",
+    "metrics",
+    "reports",
+    "status",
+    "admin",
+    "lease",
+    "other_api",
+    "root",
+    "root_probe",
+    "channel",
+    "bundle",
+    "other",
 ];
 
 fuzz_target!(|data: &[u8]| {
@@ -17,7 +27,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let route = Route::of(path);
-    assert!(LABELS.contains(&route.label()), "{path:?}: {}", route.label());
+    assert!(
+        LABELS.contains(&route.label()),
+        "{path:?}: {}",
+        route.label()
+    );
     if let Route::Api(api) = route {
         assert!(path.starts_with("/v1/"), "{path:?}: {api:?}");
         let segments: Vec<&str> = match api {

@@ -98,7 +98,11 @@ pub fn check_manifest(m: &Manifest, file_len: u64, limits: &Limits) {
             m.image_size(),
             "the verity data and hash area tile the image"
         );
-        assert_eq!(v.data_size() % u64::from(v.data_block_size()), 0, "whole data blocks");
+        assert_eq!(
+            v.data_size() % u64::from(v.data_block_size()),
+            0,
+            "whole data blocks"
+        );
         assert!(v.salt().len() <= signer::verity::MAX_SALT_LEN, "salt limit");
         let partuuid = signer::verity::partuuid(&v.root_hash());
         assert_eq!(
@@ -177,6 +181,56 @@ pub fn rehash_tail(manifest: &[u8], dictionary: &[u8], index: &[u8]) -> Option<V
         doc.insert("dictionary".into(), named(dictionary));
     }
     serde_json::to_vec(&doc).ok()
+}
+
+/// An unnamed scratch file (created, then unlinked while open), for a spilled index.
+pub fn scratch() -> std::fs::File {
+    let path = std::env::temp_dir().join(format!("index-spill-{}", std::process::id()));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .expect("a scratch file");
+    std::fs::remove_file(&path).expect("unlinking the scratch file");
+    file
+}
+
+/// The manifest region `manifest` (its first JSON value) with its `index` naming a tree index
+/// (FORMAT §3.2.1) of `lengths`, `table` and `column`: `sha256` of the lengths and the
+/// table, `size` of all three, and `tree`'s `lengths` and `table` (its `group` kept, 64 when
+/// missing); the `dictionary` left out. `None` when the region does not start with a JSON
+/// object.
+pub fn rehash_tree(
+    manifest: &[u8],
+    lengths: &[u8],
+    table: &[u8],
+    column: &[u8],
+) -> Option<Vec<u8>> {
+    let mut values =
+        serde_json::Deserializer::from_slice(manifest).into_iter::<serde_json::Value>();
+    let Some(Ok(serde_json::Value::Object(mut doc))) = values.next() else {
+        return None;
+    };
+    let group = tree_group(&serde_json::Value::Object(doc.clone())).unwrap_or(64);
+    let head: Vec<u8> = [lengths, table].concat();
+    doc.remove("dictionary");
+    doc.insert(
+        "index".into(),
+        serde_json::json!({
+            "count": doc.get("index").and_then(|i| i.get("count")).cloned().unwrap_or(0.into()),
+            "sha256": signer::Sha256Digest::of(&head).to_hex(),
+            "size": lengths.len() + table.len() + column.len(),
+            "tree": {"group": group, "lengths": lengths.len(), "table": table.len()},
+        }),
+    );
+    serde_json::to_vec(&doc).ok()
+}
+
+/// The `index.tree.group` of a manifest document, if it names one.
+pub fn tree_group(doc: &serde_json::Value) -> Option<u64> {
+    doc.get("index")?.get("tree")?.get("group")?.as_u64()
 }
 
 /// A freshly laid-out 6 MiB disk (ESP, `root-a`, `root-b`, state) and its `root` pair, for

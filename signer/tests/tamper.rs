@@ -248,12 +248,33 @@ fn attack_truncated_index() {
 #[test]
 fn attack_index_byte_flipped() {
     let mut c = case();
-    let last = c.bundle.len() - 1;
-    // Inside the zstd frame of the index (its last bytes are the block's data).
-    c.bundle[last - 4] ^= 0x01;
+    // Inside the zstd frame of the index's lengths, its first part (FORMAT §3.2.1): the
+    // signed hash covers it.
+    let index_start = c.bundle.len() - c.head.header().index_len as usize;
+    c.bundle[index_start + 8] ^= 0x01;
     let e = extract_bytes(&c.bundle, &c.f.root).unwrap_err();
     assert_refused_region(&e, "index", "hash to");
     assert!(e.to_string().contains("chunk index") || e.to_string().contains("`index`"));
+}
+
+#[test]
+fn attack_index_hash_column_byte_flipped() {
+    let mut c = case();
+    // The last chunk hash of the column: its group's table entry refuses it.
+    let last = c.bundle.len() - 1;
+    c.bundle[last] ^= 0x01;
+    let e = extract_bytes(&c.bundle, &c.f.root).unwrap_err();
+    match &e {
+        Error::Format(FormatError::Field {
+            section: Section::Index,
+            field,
+            reason,
+        }) => assert!(
+            field.starts_with("group ") && reason.contains("the table says"),
+            "{e}"
+        ),
+        other => panic!("expected a group of the index to refuse, got {other:?}"),
+    }
 }
 
 #[test]

@@ -12,8 +12,8 @@
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use sha2::{Digest, Sha256};
 

@@ -64,10 +64,9 @@ fn the_hashes_of_groups_the_node_holds_are_not_fetched() {
     let mut image = f.v1.image.clone();
     // One block of the third group (chunks 128–191) changes.
     image[150 * block..151 * block].copy_from_slice(&noise(block, 9));
-    let v2 =
-        f.w.release_signed("2.0.0", 1, image, PRODUCT, &[], |o| {
-            o.chunking = Chunking::fixed(block as u32);
-        });
+    let v2 = f.w.release_signed("2.0.0", 1, image, PRODUCT, &[], |o| {
+        o.chunking = Chunking::fixed(block as u32);
+    });
     f.publish(&v2, 100);
     let server = RepoServer::start(&f.repo);
     f.point_at(&server.url, "node-1", None);
