@@ -371,3 +371,31 @@ fn a_damaged_chunk_in_the_active_partition_is_fetched_not_copied() {
     assert_eq!(f.w.partition_bytes("verity", A, 1 << 20), active);
     assert_eq!(f.w.slot_hash(A), root_a);
 }
+
+/// The changed chunk already in place in the target slot's partition (as an earlier install
+/// left it) is copied from there: nothing of the partition image is fetched.
+#[test]
+fn a_changed_chunk_in_place_in_the_target_partition_is_not_fetched() {
+    let (mut f, _, _, new) = partition_delta();
+    let chunk = CHUNK_SIZE as usize;
+    let changed = &new[3 * chunk..4 * chunk];
+    f.w.partition("verity", B)
+        .write_at(changed, 3 * chunk as u64)
+        .unwrap();
+    let server = RepoServer::start(&f.repo);
+    f.point_at(&server.url, "node-1", None);
+
+    let outcome = poll_installs(&f.agent(A));
+    let write = outcome.partitions[0].write;
+    assert_eq!(
+        (write.chunks_written, write.chunks_reused, write.bytes_read),
+        (0, 10, 0),
+        "{write:?}"
+    );
+    assert_eq!(
+        write.bytes_reused_in_place,
+        u64::from(CHUNK_SIZE),
+        "{write:?}"
+    );
+    assert_eq!(f.w.partition_bytes("verity", B, new.len()), new);
+}
