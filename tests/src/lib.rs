@@ -111,6 +111,20 @@ pub fn image(len: usize, seed: u64) -> Vec<u8> {
     v
 }
 
+/// Bytes no release holds unless a test puts them there: random, deterministic from `seed`,
+/// with no all-zero chunk.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
@@ -224,8 +238,17 @@ impl World {
 
     /// A node whose disk also has the slot pairs `pairs` (`NAME-a`/`NAME-b`, `size` each).
     pub fn with_pairs(backend: Backend, pairs: &[(&str, u64)]) -> World {
-        let extra: u64 = pairs.iter().map(|(_, size)| 2 * size).sum();
-        let disk = Arc::new(MemDisk::new(DISK_SIZE + extra));
+        let disk = Arc::new(MemDisk::new(disk_size_with(pairs)));
+        Self::with_disk_and_pairs(backend, disk, pairs)
+    }
+
+    /// A node over `disk` (of [`disk_size_with`] `pairs`) laid out with the slot pairs
+    /// `pairs` besides the root pair.
+    pub fn with_disk_and_pairs(
+        backend: Backend,
+        disk: Arc<dyn BlockDevice>,
+        pairs: &[(&str, u64)],
+    ) -> World {
         let pairs = pairs.iter().map(|(n, size)| (n.to_string(), *size));
         Self::laid_out(backend, disk, pairs.collect())
     }
@@ -544,6 +567,26 @@ health_deadline = "20s"
         buf
     }
 
+    /// `slot`'s partition of the further pair `pair` (`NAME-a`/`NAME-b`).
+    pub fn partition(&self, pair: &str, slot: SlotId) -> Arc<dyn BlockDevice> {
+        let disk = Disk::from_device(self.disk.clone()).unwrap();
+        let pair = disk.slots(pair).unwrap();
+        disk.slot_device(pair.slot(slot)).unwrap()
+    }
+
+    /// Where `slot`'s partition of the further pair `pair` starts on the disk.
+    pub fn partition_offset(&self, pair: &str, slot: SlotId) -> u64 {
+        let disk = Disk::from_device(self.disk.clone()).unwrap();
+        disk.slots(pair).unwrap().slot(slot).offset
+    }
+
+    /// The first `len` bytes of `slot`'s partition of the further pair `pair`.
+    pub fn partition_bytes(&self, pair: &str, slot: SlotId, len: usize) -> Vec<u8> {
+        let mut buf = vec![0u8; len];
+        self.partition(pair, slot).read_at(&mut buf, 0).unwrap();
+        buf
+    }
+
     /// Every byte of the disk (to copy it for the next case of a test).
     pub fn disk_bytes(&self) -> Vec<u8> {
         let mut buf = vec![0u8; usize::try_from(self.disk.size().unwrap()).unwrap()];
@@ -613,6 +656,12 @@ health_deadline = "20s"
         .unwrap()
         .channel_version
     }
+}
+
+/// The size of a disk with the two slots, the ESP and state partitions and the further slot
+/// pairs `pairs` (`size` each partition).
+pub fn disk_size_with(pairs: &[(&str, u64)]) -> u64 {
+    DISK_SIZE + pairs.iter().map(|(_, size)| 2 * size).sum::<u64>()
 }
 
 /// An install request for a bundle file (or, with [`repo_request`], a repository).

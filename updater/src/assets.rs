@@ -3,9 +3,12 @@
 //! chunk and as a whole, written, read back and hashed again, and only then put in place.
 //!
 //! Partition images (`image` assets) go to the target's partition of the pair named like the
-//! asset; the UKI, kernel, initramfs and command line become the target's boot files
-//! ([`BootFiles`]), staged under temporary names and renamed into place together. The active
-//! slot's partition and boot files are never opened for writing.
+//! asset, through the root image's own pipeline ([`write_image`]): checkpointed, so a cut
+//! install resumes where the partition's write was durable, and over a network copying the
+//! chunks the node holds (in the active slot's partition of the pair, or already in place in
+//! the target's) instead of fetching them. The UKI, kernel, initramfs and command line become
+//! the target's boot files ([`BootFiles`]), staged under temporary names and renamed into
+//! place together. The active slot's partition and boot files are never opened for writing.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
@@ -14,13 +17,14 @@ use bundle::chunks::extract_asset;
 use bundle::verify::Verified;
 use bundle::{Asset, AssetKind, Manifest, Sha256Digest};
 use partitions::boot::{BootFile, BootFiles, Staging};
-use partitions::io::{BlockDevice, DeviceCursor};
+use partitions::io::BlockDevice;
 use partitions::{BootControl, Disk, SlotId, SlotPair};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Refusal, Result};
-use crate::install::source_failure;
+use crate::install::{source_failure, write_image, Sources, WriteOptions, WriteReport};
+use crate::segments::ImageIndex;
 use crate::state::{AgentState, PartitionRecord, Release};
 use repo_client::BundleBytes;
 
@@ -32,10 +36,36 @@ const SLACK_PER_FILE: u64 = 64 << 10;
 /// keeps the verified manifest it was checked against, which its writes extract from.
 pub(crate) struct AssetPlan<'m> {
     manifest: &'m Verified<Manifest>,
-    /// `image` assets and the target's partition each one is written to.
-    partitions: Vec<(Asset, Arc<dyn BlockDevice>)>,
+    /// The `image` assets and where each goes.
+    partitions: Vec<PartitionPlan<'m>>,
     /// The boot files, when the release carries any.
     boot_files: Option<BootFilesPlan>,
+}
+
+/// A partition image and its pair's partitions on this node.
+struct PartitionPlan<'m> {
+    asset: &'m Asset,
+    /// The target slot's partition, written.
+    target: Arc<dyn BlockDevice>,
+    /// The active slot's partition: read for the chunks it holds, never written.
+    active: Arc<dyn BlockDevice>,
+    /// Chunks durable in `target` from an interrupted write of the same image.
+    resume: u64,
+}
+
+/// What the write of one partition image did, as the install reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionWrite {
+    /// The image asset's name, which is its pair's.
+    pub asset: String,
+    /// What the write did: chunks written, reused, zeroed, resumed; bytes fetched and reused.
+    pub write: WriteReport,
+}
+
+impl std::fmt::Display for PartitionWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "partition image {}: {}", self.asset, self.write)
+    }
 }
 
 struct BootFilesPlan {
@@ -60,7 +90,7 @@ impl<'m> AssetPlan<'m> {
         for asset in manifest.assets() {
             match boot_file_of(asset.kind()) {
                 Some(file) => files.push((asset.clone(), file)),
-                None => partitions.push((asset.clone(), partition_for(disk, root, asset, target)?)),
+                None => partitions.push(partition_for(disk, root, asset, target)?),
             }
         }
         let boot_files = match files.is_empty() {
@@ -74,8 +104,19 @@ impl<'m> AssetPlan<'m> {
         })
     }
 
+    /// Takes from `state` where each partition image's write resumes: the chunks an
+    /// interrupted install of `release` made durable in `target`'s partition.
+    pub(crate) fn resume_from(&mut self, state: &AgentState, release: &Release, target: SlotId) {
+        for part in &mut self.partitions {
+            let sha256 = part.asset.sha256().to_hex();
+            part.resume =
+                state.durable_partition_chunks(target, release, part.asset.name(), &sha256);
+        }
+    }
+
     /// What the state file records for each partition image of the plan, carried by
-    /// `release`: `complete` once it is written and read back.
+    /// `release`: `complete` once it is written and read back, else with the chunks known
+    /// durable where a write resumes.
     pub(crate) fn partition_records(
         &self,
         release: &Release,
@@ -83,7 +124,8 @@ impl<'m> AssetPlan<'m> {
     ) -> Vec<(String, PartitionRecord)> {
         self.partitions
             .iter()
-            .map(|(asset, _)| {
+            .map(|part| {
+                let asset = part.asset;
                 let record = PartitionRecord {
                     product: release.product.clone(),
                     version: release.version.clone(),
@@ -91,6 +133,7 @@ impl<'m> AssetPlan<'m> {
                     size: asset.size(),
                     sha256: asset.sha256().to_hex(),
                     complete,
+                    durable_chunks: if complete { 0 } else { part.resume },
                 };
                 (asset.name().to_owned(), record)
             })
@@ -99,20 +142,38 @@ impl<'m> AssetPlan<'m> {
 
     /// Writes every asset from `source` (partition images first, then the boot files) and
     /// returns when all are durable and read back with the manifest's hashes.
-    pub(crate) fn write(self, source: &dyn BundleBytes) -> Result<()> {
+    /// `checkpoint(asset, n)` is called after a sync made the first `n` chunks of partition
+    /// image `asset` durable.
+    pub(crate) fn write(
+        self,
+        source: &dyn BundleBytes,
+        options: &WriteOptions,
+        mut checkpoint: impl FnMut(&str, u64) -> Result<()>,
+    ) -> Result<Vec<PartitionWrite>> {
         let manifest = self.manifest;
-        for (asset, device) in &self.partitions {
+        let mut written = Vec::new();
+        for part in &self.partitions {
+            let name = part.asset.name();
             tracing::info!(
-                asset = asset.name(),
-                bytes = asset.size(),
+                asset = name,
+                bytes = part.asset.size(),
+                resume = part.resume,
                 "writing partition image"
             );
-            write_partition(manifest, asset, source, device)?;
+            let write = write_partition(manifest, part, source, options, &mut |durable| {
+                checkpoint(name, durable)
+            })
+            .map_err(in_partition(name))?;
+            tracing::info!(asset = name, "partition image written: {write}");
+            written.push(PartitionWrite {
+                asset: name.to_owned(),
+                write,
+            });
         }
         if let Some(plan) = self.boot_files {
             write_boot_files(manifest, source, plan)?;
         }
-        Ok(())
+        Ok(written)
     }
 }
 
@@ -127,14 +188,14 @@ fn boot_file_of(kind: AssetKind) -> Option<BootFile> {
     }
 }
 
-/// The target's partition of the pair `<name>-a`/`<name>-b`, if it can hold the image.
+/// The partitions of the pair `<name>-a`/`<name>-b`, if the target's can hold the image.
 /// Never the root pair: the root image has its own place in the manifest.
-fn partition_for(
+fn partition_for<'m>(
     disk: &Disk,
     root: &SlotPair,
-    asset: &Asset,
+    asset: &'m Asset,
     target: SlotId,
-) -> Result<Arc<dyn BlockDevice>> {
+) -> Result<PartitionPlan<'m>> {
     if asset.name() == root.name {
         return Err(Refusal::NoPartitionPair {
             asset: asset.name().into(),
@@ -158,7 +219,12 @@ fn partition_for(
         }
         .into());
     }
-    Ok(disk.slot_device(slot)?)
+    Ok(PartitionPlan {
+        asset,
+        target: disk.slot_device(slot)?,
+        active: disk.slot_device(pair.slot(target.other()))?,
+        resume: 0,
+    })
 }
 
 fn plan_boot_files(
@@ -200,26 +266,59 @@ fn check_room(boot_files: &BootFiles, target: SlotId, files: &[(Asset, BootFile)
     Ok(())
 }
 
-/// Streams an image asset into its partition, syncs, and hashes what the disk returns.
+/// Writes a partition image into the target's partition from chunk `part.resume` on (the
+/// chunks before it hashed again first), syncing at checkpoints, and hashes what the disk
+/// returns at the end whatever `options` say of the read-back. Over a network, a chunk the
+/// active partition holds (at any offset) or the target holds in place is copied, hashed
+/// against the signed entry as it is read, not fetched.
 fn write_partition(
     manifest: &Verified<Manifest>,
-    asset: &Asset,
+    part: &PartitionPlan<'_>,
     source: &dyn BundleBytes,
-    device: &Arc<dyn BlockDevice>,
-) -> Result<()> {
-    let what = || format!("writing asset {} to its partition", asset.name());
-    copy_asset(
-        manifest,
-        asset,
-        source,
-        &mut DeviceCursor::new(device.clone()),
-    )?;
-    device.sync().map_err(Error::io(what()))?;
-    device
-        .drop_cache(0, asset.size())
-        .map_err(Error::io(what()))?;
-    let actual = crate::install::hash_slot(device.as_ref(), 0, asset.size())?;
-    check_read_back(asset, actual, "its partition")
+    options: &WriteOptions,
+    checkpoint: &mut dyn FnMut(u64) -> Result<()>,
+) -> Result<WriteReport> {
+    let index = ImageIndex::asset(manifest, part.asset);
+    // A partition image's chunks are not in the release's chunk store.
+    let sources = Sources {
+        bundle: source,
+        store: None,
+    };
+    let active = source.is_remote().then_some(part.active.as_ref());
+    // The progress bar follows the root image; the read-back of a partition always runs.
+    let options = WriteOptions {
+        verify_readback: true,
+        progress: None,
+        ..options.clone()
+    };
+    let target = part.target.as_ref();
+    write_image(
+        &index,
+        sources,
+        target,
+        active,
+        part.resume,
+        &options,
+        checkpoint,
+    )
+}
+
+/// An error of a partition image's write, naming the image.
+fn in_partition(asset: &str) -> impl FnOnce(Error) -> Error + '_ {
+    move |error| match error {
+        Error::Io { context, source } => Error::Io {
+            context: format!("partition image {asset}: {context}"),
+            source,
+        },
+        Error::Verify {
+            source_name,
+            source,
+        } => Error::Verify {
+            source_name: format!("{source_name} (partition image {asset})"),
+            source,
+        },
+        other => other,
+    }
 }
 
 fn write_boot_files(

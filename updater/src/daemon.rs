@@ -70,7 +70,7 @@ impl std::fmt::Display for Poll {
             Poll::Installed(outcome) => write!(
                 f,
                 "installed {} into slot {} ({})",
-                outcome.release.version, outcome.target, outcome.report
+                outcome.release.version, outcome.target, outcome
             ),
         }
     }
@@ -327,7 +327,7 @@ impl<'a> Daemon<'a> {
         match installed {
             Ok(outcome) => {
                 log_installed(&outcome, &bundle);
-                let transfer = Some(outcome.report.transfer());
+                let transfer = Some(outcome.total().transfer());
                 let to = &outcome.release.version;
                 self.queue(snapshot, &from, to, Outcome::Installed, None, transfer);
                 self.send_reports();
@@ -477,9 +477,10 @@ impl<'a> Daemon<'a> {
 }
 
 /// One line in the log (the journal, under the unit) for an install: what, into which slot,
-/// from where, and what it fetched and reused.
+/// from where, and what it fetched and reused (the root image and the partition images
+/// together).
 fn log_installed(outcome: &InstallOutcome, bundle: &str) {
-    let write = &outcome.report;
+    let write = outcome.total();
     tracing::info!(
         "installed {} {} into slot {} from {bundle}: {} bytes fetched of a {}-byte bundle, {} bytes reused from the slots",
         outcome.release.product,

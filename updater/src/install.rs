@@ -168,9 +168,9 @@ struct Decoded<'m> {
     reused: Reuse,
 }
 
-/// Writes the image of `index`'s manifest into `slot`, its chunks walked segment by segment
-/// ([`ImageIndex`]), starting at chunk `resume_from` (chunks before it are durable from an
-/// earlier run). `checkpoint(n)` is called after a sync made the first
+/// Writes the image of `index` (its manifest's root image, or a partition image) into `slot`,
+/// its chunks walked segment by segment ([`ImageIndex`]), starting at chunk `resume_from`
+/// (chunks before it are durable from an earlier run). `checkpoint(n)` is called after a sync made the first
 /// `n` chunks durable. Returns only when the whole image is on the slot and its hash matched.
 ///
 /// With `active` (the running slot; given for a remote source), chunks the node already
@@ -194,15 +194,15 @@ pub fn write_image(
         index.segments()?,
         slot,
         resume_from,
-        options.verify_readback,
+        options.verify_readback && !index.rechecks_resumed(),
     )?;
     let progress = options.progress.as_deref();
     if let Some(progress) = progress {
-        progress.start(done, manifest.image_size());
+        progress.start(done, index.size());
     }
     // Over a network, the chunks the node holds are found first, in one scan of the slot.
     let seed = match active {
-        Some(active) => Some(Seed::scan(index.chunks()?, manifest.chunking(), active)?),
+        Some(active) => Some(Seed::scan(index.chunks()?, index.chunking(), active)?),
         None => None,
     };
     let source = sources.bundle;
@@ -249,7 +249,7 @@ pub fn write_image(
     report.bytes_read = counters.bytes.load(Ordering::Relaxed);
     report.ranges_read = counters.ranges.load(Ordering::Relaxed);
     slot.sync().map_err(slot_io("sync"))?;
-    checkpoint(manifest.chunk_count())?;
+    checkpoint(index.chunk_count())?;
     if let Some(progress) = progress {
         progress.finish();
     }
@@ -260,10 +260,10 @@ pub fn write_image(
     if !options.verify_readback {
         return Ok(report);
     }
-    slot.drop_cache(0, manifest.image_size())
+    slot.drop_cache(0, index.size())
         .map_err(slot_io("cache drop"))?;
-    let actual = hash_slot(slot, 0, manifest.image_size())?;
-    if actual != manifest.image_sha256() {
+    let actual = hash_slot(slot, 0, index.size())?;
+    if actual != index.sha256() {
         // Nothing on the slot can be trusted now: the next attempt must rewrite the image,
         // not resume after the chunks this run believed durable.
         checkpoint(0)?;
@@ -274,7 +274,7 @@ pub fn write_image(
                 format!(
                     "the slot reads back with SHA-256 {}, the manifest says {}: the disk did not store what was written",
                     actual.to_hex(),
-                    manifest.image_sha256().to_hex()
+                    index.sha256().to_hex()
                 ),
             ),
         });

@@ -13,7 +13,7 @@ use partitions::SlotId;
 use serde::Serialize;
 
 use crate::agent::Agent;
-use crate::assets::AssetPlan;
+use crate::assets::{AssetPlan, PartitionWrite};
 use crate::error::{Refusal, Result};
 use crate::install::{open_index, write_image, Sources, WriteReport};
 use crate::metrics::{Event, InstallRecord};
@@ -48,9 +48,50 @@ pub struct InstallOutcome {
     pub target: SlotId,
     pub release: Release,
     pub activated: bool,
-    /// What the write did: chunks written, reused, zeroed, resumed; bytes fetched and reused.
+    /// What the write of the root image did: chunks written, reused, zeroed, resumed; bytes
+    /// fetched and reused.
     #[serde(rename = "write")]
     pub report: WriteReport,
+    /// What the write of each partition image did, in the same terms.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub partitions: Vec<PartitionWrite>,
+}
+
+impl InstallOutcome {
+    /// What the install's writes did together: the root image's and every partition
+    /// image's counts added (the bundle's size once).
+    pub fn total(&self) -> WriteReport {
+        self.partitions
+            .iter()
+            .fold(self.report, |sum, part| plus(sum, &part.write))
+    }
+}
+
+/// `sum` with `more`'s counts added; `sum`'s bundle size kept (one bundle).
+fn plus(sum: WriteReport, more: &WriteReport) -> WriteReport {
+    WriteReport {
+        chunks_written: sum.chunks_written + more.chunks_written,
+        chunks_zeroed: sum.chunks_zeroed + more.chunks_zeroed,
+        chunks_resumed: sum.chunks_resumed + more.chunks_resumed,
+        bytes_read: sum.bytes_read + more.bytes_read,
+        ranges_read: sum.ranges_read + more.ranges_read,
+        chunks_reused: sum.chunks_reused + more.chunks_reused,
+        bytes_reused: sum.bytes_reused + more.bytes_reused,
+        bytes_reused_in_place: sum.bytes_reused_in_place + more.bytes_reused_in_place,
+        bundle_bytes: sum.bundle_bytes,
+        index_bytes_read: sum.index_bytes_read + more.index_bytes_read,
+    }
+}
+
+impl std::fmt::Display for InstallOutcome {
+    /// The write of the root image, then each partition image's.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.report)?;
+        for part in &self.partitions {
+            write!(f, "; {part}")?;
+        }
+        Ok(())
+    }
 }
 
 /// The metrics event of a successful install that took `duration`.
@@ -83,7 +124,7 @@ impl Agent {
     ) -> Result<InstallOutcome> {
         let started = Instant::now();
         let outcome = self.write_offer(snapshot, offer, options)?;
-        self.record_metrics(snapshot, install_event(started.elapsed(), &outcome.report));
+        self.record_metrics(snapshot, install_event(started.elapsed(), &outcome.total()));
         Ok(outcome)
     }
 
@@ -100,7 +141,7 @@ impl Agent {
         self.check_policy(state, counters, &release, options.force)?;
 
         let target = booted.other();
-        let assets = AssetPlan::check(
+        let mut assets = AssetPlan::check(
             &offer.manifest,
             self.boot.as_ref(),
             &self.disk,
@@ -129,6 +170,7 @@ impl Agent {
             self.write_options.scratch_dir.as_deref(),
             active.as_deref(),
         )?;
+        assets.resume_from(state, &release, target);
         // docs/DESIGN.md §6: before the first byte, the target can never be chosen.
         self.boot.set_unbootable(target)?;
         fail::fail_point!("install::after-unbootable");
@@ -168,7 +210,16 @@ impl Agent {
         report.index_bytes_read = index.bytes_read();
         fail::fail_point!("install::after-image-verified");
         let assets_written = assets.partition_records(&release, true);
-        assets.write(offer.source.as_ref())?;
+        let partitions = assets.write(
+            offer.source.as_ref(),
+            &self.write_options,
+            |asset, durable| {
+                state.record_partition_progress(target, asset, durable);
+                self.store.save(state)?;
+                fail::fail_point!("install::after-checkpoint");
+                Ok(())
+            },
+        )?;
         fail::fail_point!("install::after-assets");
         state.record_partitions(target, assets_written);
         state.slots.insert(
@@ -193,6 +244,7 @@ impl Agent {
             release,
             activated: !options.stage,
             report,
+            partitions,
         })
     }
 

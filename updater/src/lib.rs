@@ -33,7 +33,7 @@ pub mod trust;
 pub mod verity;
 
 pub use agent::{Agent, Io};
-pub use assets::{BootFileStatus, PairStatus, PartitionStatus};
+pub use assets::{BootFileStatus, PairStatus, PartitionStatus, PartitionWrite};
 pub use config::AgentConfig;
 pub use error::{Error, Refusal, Result};
 pub use installing::{InstallOptions, InstallOutcome, InstallRequest};

@@ -6,11 +6,13 @@
 //! 0) has its stored index copied into an unnamed file in the state directory while hashed,
 //! proven whole against the signed manifest, then decoded again segment by segment
 //! ([`bundle::index::IndexFile`]); a manifest read with its chunk list (a test's, or one from
-//! a library caller) is walked the same way.
+//! a library caller) is walked the same way. A partition image (an `image` asset) is walked
+//! from its own chunk list, and written by the same pipeline as the root image.
 
+use bundle::chunking::Chunking;
 use bundle::index::IndexFile;
 use bundle::verify::Verified;
-use bundle::{Chunk, Manifest};
+use bundle::{Asset, Chunk, Manifest, Sha256Digest};
 
 use crate::error::{Error, Result};
 
@@ -25,6 +27,8 @@ pub struct ImageIndex<'m> {
     chunks: Chunks<'m>,
     /// Bytes of the stored index fetched.
     bytes_read: u64,
+    /// The partition image these chunks make up; `None`: the root image.
+    asset: Option<&'m Asset>,
 }
 
 impl<'m> ImageIndex<'m> {
@@ -34,6 +38,7 @@ impl<'m> ImageIndex<'m> {
             manifest,
             chunks: Chunks::Listed(manifest.chunks()),
             bytes_read: 0,
+            asset: None,
         }
     }
 
@@ -48,6 +53,18 @@ impl<'m> ImageIndex<'m> {
             manifest,
             chunks: Chunks::Spilled(file),
             bytes_read,
+            asset: None,
+        }
+    }
+
+    /// The chunks of `asset`, a partition image of `manifest`: cut in the manifest's
+    /// `chunk_size` blocks, one frame each (FORMAT §3.1).
+    pub(crate) fn asset(manifest: &'m Verified<Manifest>, asset: &'m Asset) -> ImageIndex<'m> {
+        ImageIndex {
+            manifest,
+            chunks: Chunks::Listed(asset.chunks()),
+            bytes_read: 0,
+            asset: Some(asset),
         }
     }
 
@@ -59,6 +76,39 @@ impl<'m> ImageIndex<'m> {
     /// The manifest whose chunks these are.
     pub fn manifest(&self) -> &'m Verified<Manifest> {
         self.manifest
+    }
+
+    /// The raw size of what the chunks make up.
+    pub(crate) fn size(&self) -> u64 {
+        self.asset.map_or(self.manifest.image_size(), Asset::size)
+    }
+
+    /// The signed SHA-256 of what the chunks make up.
+    pub(crate) fn sha256(&self) -> Sha256Digest {
+        self.asset
+            .map_or(self.manifest.image_sha256(), Asset::sha256)
+    }
+
+    /// How many chunks there are.
+    pub(crate) fn chunk_count(&self) -> u64 {
+        self.asset
+            .map_or(self.manifest.chunk_count(), |a| a.chunks().len() as u64)
+    }
+
+    /// Where the chunks are cut, which a scan of the slot holding an older copy cuts alike.
+    pub(crate) fn chunking(&self) -> Chunking {
+        match self.asset {
+            Some(_) => Chunking::fixed(self.manifest.chunk_size()),
+            None => self.manifest.chunking(),
+        }
+    }
+
+    /// Whether a resumed write hashes the chunks an earlier run wrote before going on, even
+    /// with the read-back: a partition image is small next to the root image, so reading its
+    /// durable part again costs little, and a partition that lost them is written whole from
+    /// the start rather than found out at the read-back.
+    pub(crate) fn rechecks_resumed(&self) -> bool {
+        self.asset.is_some()
     }
 
     /// The chunks in segments, from the first.

@@ -169,6 +169,37 @@ impl AgentState {
         }
     }
 
+    /// The chunks of partition image `asset` known durable in `slot`'s partition of its pair
+    /// from an interrupted write of the same image by `release` (0: none, write from the
+    /// start). The resumed write hashes them again before it goes on.
+    pub fn durable_partition_chunks(
+        &self,
+        slot: SlotId,
+        release: &Release,
+        asset: &str,
+        sha256: &str,
+    ) -> u64 {
+        let writing_it = matches!(&self.phase, Phase::Writing { target, release: r, .. }
+            if *target == slot && r.manifest_sha256 == release.manifest_sha256);
+        self.partitions
+            .get(asset)
+            .and_then(|records| records.get(&slot))
+            .filter(|r| writing_it && !r.complete && r.sha256 == sha256)
+            .map_or(0, |r| r.durable_chunks)
+    }
+
+    /// Records that the first `durable_chunks` chunks of the image being written into
+    /// `slot`'s partition of pair `asset` are synced (a checkpoint of its write).
+    pub fn record_partition_progress(&mut self, slot: SlotId, asset: &str, durable_chunks: u64) {
+        let record = self
+            .partitions
+            .get_mut(asset)
+            .and_then(|records| records.get_mut(&slot));
+        if let Some(record) = record.filter(|r| !r.complete) {
+            record.durable_chunks = durable_chunks;
+        }
+    }
+
     /// Whether the phase has `slot` in a trial: written for it to boot, or booted and
     /// being judged. Such a slot is unproven, and the other one is the last known good.
     pub fn in_trial(&self, slot: SlotId) -> bool {
@@ -200,6 +231,15 @@ pub struct PartitionRecord {
     /// The image was written and read back whole; `false` while (or after an interrupted)
     /// install writes it.
     pub complete: bool,
+    /// While not `complete`: how many of the image's chunks are synced to the partition
+    /// (its write's last checkpoint), where an interrupted install of the same release
+    /// resumes. Absent from files of agents before it, and left out while 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub durable_chunks: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Default for AgentState {
@@ -385,12 +425,74 @@ mod tests {
             size: 4096,
             sha256: "ef".repeat(32),
             complete: true,
+            durable_chunks: 0,
         };
         state.record_partitions(SlotId::B, [("verity".to_owned(), record.clone())]);
         store.save(&state).unwrap();
         let loaded = store.load().unwrap();
         assert_eq!(loaded.partitions["verity"][&SlotId::B], record);
         assert_eq!(loaded, state);
+    }
+
+    #[test]
+    fn a_partition_write_resumes_only_in_the_same_install_of_the_same_image() {
+        let (v2, sha) = (release("2.0.0"), "ef".repeat(32));
+        let record = PartitionRecord {
+            product: "acme-edge".into(),
+            version: "2.0.0".into(),
+            asset: "verity".into(),
+            size: 4 << 20,
+            sha256: sha.clone(),
+            complete: false,
+            durable_chunks: 0,
+        };
+        let mut state = AgentState {
+            phase: Phase::Writing {
+                target: SlotId::B,
+                release: v2.clone(),
+                durable_chunks: 9,
+            },
+            ..AgentState::default()
+        };
+        state.record_partitions(SlotId::B, [("verity".to_owned(), record)]);
+        state.record_partition_progress(SlotId::B, "verity", 4);
+        let store = StateStore::new(Arc::new(MemFs::new()), "state.json");
+        store.save(&state).unwrap();
+        let state = store.load().unwrap();
+        assert_eq!(
+            state.durable_partition_chunks(SlotId::B, &v2, "verity", &sha),
+            4
+        );
+
+        let other_release = Release {
+            manifest_sha256: "12".repeat(32),
+            ..v2.clone()
+        };
+        for (slot, release, sha256) in [
+            (SlotId::A, &v2, sha.as_str()),
+            (SlotId::B, &other_release, sha.as_str()),
+            (SlotId::B, &v2, "00"),
+        ] {
+            assert_eq!(
+                state.durable_partition_chunks(slot, release, "verity", sha256),
+                0
+            );
+        }
+        // Written whole: a later checkpoint count is not recorded, nor resumed from.
+        let mut done = state.clone();
+        let written = done.partitions.get_mut("verity").unwrap();
+        let record = written.get_mut(&SlotId::B).unwrap();
+        (record.complete, record.durable_chunks) = (true, 0);
+        done.record_partition_progress(SlotId::B, "verity", 7);
+        assert_eq!(
+            done.durable_partition_chunks(SlotId::B, &v2, "verity", &sha),
+            0
+        );
+        let json = serde_json::to_string(&done).unwrap();
+        assert!(
+            !json.contains("durable_chunks\":0") && json.contains("\"complete\":true"),
+            "{json}"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ use signer::AssetKind;
 use tandem_tests::{
     cut_at, failpoint_names, fake_uki, fired, recover, request, Backend, Release, TestAsset, World,
 };
+use updater::state::Phase;
 use updater::BootCheck;
 
 #[test]
@@ -23,14 +24,18 @@ fn power_cut_at_every_failpoint() {
     let cases = cases(&names);
     let mut tried = 0;
     let mut cut_names = BTreeSet::new();
-    // The GPT backend with a plain release, and systemd-boot with a release that carries a
+    // The GPT backend with a release that carries a partition image (written, checkpointed
+    // and read back after the root image), and systemd-boot with a release that carries a
     // UKI (its boot files staged on the ESP before the flip) and a verity root (the slot's
     // PARTUUID set before the image).
     for backend in [Backend::Gpt, Backend::SystemdBoot] {
-        let mut w = World::new(backend);
+        let mut w = match backend {
+            Backend::Gpt => World::with_pairs(backend, &[("data", 1 << 20)]),
+            _ => World::new(backend),
+        };
         let v1 = w.release("1.0.0", 1, 1);
         let v2 = match backend {
-            Backend::Gpt => w.release("2.0.0", 2, 2),
+            Backend::Gpt => w.release_with_assets("2.0.0", 2, 2, &[data_image()]),
             _ => verity_release(&w),
         };
         w.provision(A, &v1);
@@ -56,6 +61,14 @@ fn power_cut_at_every_failpoint() {
             tried += 1;
             cut_names.insert(name.clone());
             recover(&w, &v1, &v2, &context);
+            if backend == Backend::Gpt {
+                let data = data_image().bytes;
+                let Phase::Committed { slot, .. } = w.state().phase else {
+                    panic!("{context}: not committed after the recovery");
+                };
+                let held = w.partition_bytes("data", slot, data.len());
+                assert!(held == data, "{context}: the data partition of slot {slot}");
+            }
             if let Some(uuid) = partuuid {
                 assert_eq!(
                     w.pair().slot(B).partuuid,
@@ -75,6 +88,16 @@ fn power_cut_at_every_failpoint() {
     drop(scenario);
 }
 
+/// A partition image of five chunks for the pair `data`.
+fn data_image() -> TestAsset {
+    let bytes = tandem_tests::noise(5 * tandem_tests::CHUNK_SIZE as usize, 5);
+    TestAsset {
+        name: "data".into(),
+        kind: AssetKind::Image,
+        bytes,
+    }
+}
+
 /// v2 with a verity root and a UKI whose fixed command line names it.
 fn verity_release(w: &World) -> Release {
     let (bytes, doc) = crate::verity::verity_image(2);
@@ -90,8 +113,9 @@ fn cases(names: &[String]) -> Vec<(String, usize, bool)> {
     let mut cases = Vec::new();
     for name in names {
         let hits: &[usize] = match name.as_str() {
-            "install::chunk-written" => &[1, 2, 5, 12, 20, 23, 24],
-            "install::after-checkpoint" => &[1, 2, 3, 5, 6, 7],
+            // The last hits fall in the partition image, after the root image's.
+            "install::chunk-written" => &[1, 2, 5, 12, 20, 23, 24, 25, 27],
+            "install::after-checkpoint" => &[1, 2, 3, 5, 6, 7, 8],
             _ => &[1],
         };
         for &hit in hits {

@@ -7,8 +7,12 @@ use std::sync::{Arc, Mutex};
 
 use partitions::io::{BlockDevice, MemDisk};
 use partitions::SlotId::{A, B};
-use tandem_tests::{cut_at, fired, request, Backend, World, CHUNK_SIZE};
-use updater::state::Phase;
+use signer::AssetKind;
+use tandem_tests::{
+    cut_at, disk_size_with, fired, noise, request, Backend, TestAsset, World, CHUNK_SIZE,
+    POWER_CUT, STATE_FILE,
+};
+use updater::state::{Phase, StateStore};
 use updater::BootCheck;
 
 /// Records the range of every write and zero-out.
@@ -47,20 +51,29 @@ impl BlockDevice for Counting {
 const CHUNK: u64 = CHUNK_SIZE as u64;
 
 fn counting_world() -> (World, Arc<Counting>) {
+    counting_world_with(&[])
+}
+
+/// A node with the further slot pairs `pairs` on a disk that records every write.
+fn counting_world_with(pairs: &[(&str, u64)]) -> (World, Arc<Counting>) {
     let disk = Arc::new(Counting {
-        inner: MemDisk::new(tandem_tests::DISK_SIZE),
+        inner: MemDisk::new(disk_size_with(pairs)),
         writes: Mutex::new(Vec::new()),
     });
-    let w = World::with_disk(Backend::Gpt, disk.clone());
+    let w = World::with_disk_and_pairs(Backend::Gpt, disk.clone(), pairs);
     (w, disk)
 }
 
 /// The writes that landed in slot B's first `chunks` chunks.
 fn rewritten(w: &World, writes: &[(u64, u64)], chunks: u64) -> Vec<(u64, u64)> {
-    let b = w.pair().slot(B).offset;
+    writes_within(writes, w.pair().slot(B).offset, chunks)
+}
+
+/// The writes that landed in the `chunks` chunks from disk offset `start`.
+fn writes_within(writes: &[(u64, u64)], start: u64, chunks: u64) -> Vec<(u64, u64)> {
     writes
         .iter()
-        .filter(|(off, len)| *off < b + chunks * CHUNK && off + len > b)
+        .filter(|(off, len)| *off < start + chunks * CHUNK && off + len > start)
         .copied()
         .collect()
 }
@@ -250,4 +263,85 @@ fn another_bundle_starts_over() {
     assert_eq!(out.report.chunks_resumed, 0);
     assert_eq!(w.holds(B, &[&v3]).unwrap().version, "3.0.0");
     drop(scenario);
+}
+
+/// The power goes while a partition image is written, after its fourth chunk was made
+/// durable: the next install resumes the partition there (the root image is not written
+/// again), hashing the four chunks before it goes on, and the partition reads back right. A
+/// partition whose durable chunks were damaged meanwhile is written again from the start.
+#[test]
+fn a_cut_while_a_partition_image_is_written_resumes_in_the_partition() {
+    let scenario = fail::FailScenario::setup();
+    for damaged in [false, true] {
+        let (w, disk) = counting_world_with(&[("verity", 1 << 20)]);
+        let v1 = w.release("1.0.0", 1, 1);
+        w.provision(A, &v1);
+        let verity = noise(10 * CHUNK as usize, 9);
+        let asset = TestAsset {
+            name: "verity".into(),
+            kind: AssetKind::Image,
+            bytes: verity.clone(),
+        };
+        let v2 = w.release_with_assets("2.0.0", 2, 2, &[asset]);
+        let install = || {
+            let mut agent = w.agent_for(A);
+            agent.write_options.checkpoint_bytes = 2 * CHUNK;
+            agent.install(&request(&v2.bundle, false))
+        };
+        cut_once_partition_durable(&w, "verity", 4);
+        let result = catch_unwind(AssertUnwindSafe(install));
+        fail::remove("install::chunk-written");
+        assert!(result.is_err(), "the cut stopped the install");
+        let record = w.state().partitions["verity"][&B].clone();
+        assert_eq!((record.complete, record.durable_chunks), (false, 4));
+        assert_eq!(w.boot(), A, "the half-written slot is never booted");
+
+        let partition = w.partition_offset("verity", B);
+        if damaged {
+            disk.inner
+                .write_at(b"bit rot", partition + CHUNK + 100)
+                .unwrap();
+        }
+        disk.take();
+        let out = install().unwrap();
+        let writes = disk.take();
+        let root = out.report;
+        assert_eq!(root.chunks_written + root.chunks_zeroed, 0, "{root:?}");
+        assert_eq!(out.partitions.len(), 1, "{out:?}");
+        let write = out.partitions[0].write;
+        let resumed = if damaged { 0 } else { 4 };
+        assert_eq!(
+            (write.chunks_resumed, write.chunks_written),
+            (resumed, 10 - resumed),
+            "damaged: {damaged}: {write:?}"
+        );
+        assert_eq!(
+            writes_within(&writes, partition, 4).is_empty(),
+            !damaged,
+            "the durable chunks are rewritten only when damaged"
+        );
+        assert_eq!(w.partition_bytes("verity", B, verity.len()), verity);
+        let record = w.state().partitions["verity"][&B].clone();
+        assert_eq!((record.complete, record.durable_chunks), (true, 0));
+        assert_eq!(w.boot(), B);
+    }
+    drop(scenario);
+}
+
+/// Arms `install::chunk-written` to cut the power (on this thread) at the first chunk
+/// written once the state file says `durable` chunks of `pair`'s partition in slot B are.
+fn cut_once_partition_durable(w: &World, pair: &'static str, durable: u64) {
+    let store = StateStore::new(Arc::new(w.state_fs.clone()), STATE_FILE);
+    let thread = std::thread::current().id();
+    fail::cfg_callback("install::chunk-written", move || {
+        if std::thread::current().id() != thread {
+            return;
+        }
+        let state = store.load().unwrap();
+        let record = state.partitions.get(pair).and_then(|p| p.get(&B));
+        if record.is_some_and(|r| !r.complete && r.durable_chunks >= durable) {
+            panic!("{POWER_CUT} in partition {pair}");
+        }
+    })
+    .unwrap();
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use partitions::SlotId::{A, B};
 use signer::chunking::Chunking;
-use signer::Sha256Digest;
-use tandem_tests::{Release, CHUNK_SIZE, IMAGE_LEN, PRODUCT};
+use signer::{AssetKind, Sha256Digest};
+use tandem_tests::{noise, Backend, Release, TestAsset, World, CHUNK_SIZE, IMAGE_LEN, PRODUCT};
 
 use super::{daemon, poll_installs, Fleet, RepoServer, TandemServer};
 
@@ -213,19 +213,6 @@ fn scattered_changes_are_fetched_in_parts_several_in_flight() {
     assert!(most > 1, "the parts were fetched one at a time");
 }
 
-/// Bytes no release holds.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// A node provisioned with a release of random and text blocks and no zeros (so the bundle's
 /// frames hold 1 MiB of chunks each), and a v2 with every sixth 4 KiB block rewritten
 /// (random bytes), signed with 4 KiB chunks, its chunk store beside it, and without
@@ -333,4 +320,123 @@ fn a_corrupted_store_frame_is_refused_and_the_node_keeps_its_release() {
     assert!(!f.holds(B, &v2));
     assert_eq!(f.slot_hashes()[0], before[0], "slot A untouched");
     assert_eq!(f.w.boot(), A, "the node boots its release");
+}
+
+/// A node on v1 whose active partition `verity-a` holds v1's 640 KiB partition image, and a
+/// v2 with the same root image and that partition image with 100 bytes of chunk 3 changed,
+/// published on the fleet's channel. Returned with both partition images.
+fn partition_delta() -> (Fleet, Release, Vec<u8>, Vec<u8>) {
+    let w = World::with_pairs(Backend::Gpt, &[("verity", 1 << 20)]);
+    let v1 = w.release("1.0.0", 1, 1);
+    w.provision(A, &v1);
+    let chunk = CHUNK_SIZE as usize;
+    let old = noise(10 * chunk, 41);
+    w.partition("verity", A).write_at(&old, 0).unwrap();
+    let mut new = old.clone();
+    new[3 * chunk + 500..3 * chunk + 600].copy_from_slice(&noise(100, 42));
+    let asset = TestAsset {
+        name: "verity".into(),
+        kind: AssetKind::Image,
+        bytes: new.clone(),
+    };
+    let v2 = w.release_signed("2.0.0", 1, v1.image.clone(), PRODUCT, &[asset], |_| {});
+    let repo = w.path("repo");
+    let f = Fleet { w, v1, repo };
+    f.publish(&v2, 100);
+    (f, v2, old, new)
+}
+
+/// Over HTTP, a partition image that changed in one chunk fetches that chunk: the others
+/// are copied from the active slot's partition, each hashed against the signed entry.
+#[test]
+fn a_partition_image_that_changed_a_little_fetches_about_the_changed_chunk() {
+    let (mut f, v2, _, new) = partition_delta();
+    let server = RepoServer::start(&f.repo);
+    f.point_at(&server.url, "node-1", None);
+
+    let outcome = poll_installs(&f.agent(A));
+    assert!(f.holds(B, &v2), "slot B does not hold v2's image");
+    assert_eq!(f.w.partition_bytes("verity", B, new.len()), new);
+    let write = outcome.partitions[0].write;
+    assert_eq!(outcome.partitions[0].asset, "verity");
+    assert_eq!(
+        (write.chunks_written, write.chunks_reused),
+        (1, 9),
+        "{write:?}"
+    );
+    assert_eq!(write.bytes_reused, 9 * u64::from(CHUNK_SIZE), "{write:?}");
+    // One chunk of random bytes, stored about whole.
+    assert!(write.bytes_read < u64::from(CHUNK_SIZE) + 1024, "{write:?}");
+    let sent = server.script().bundle_sent;
+    eprintln!(
+        "partition delta: {sent} bundle bytes fetched for a {}-byte partition image; {outcome}",
+        new.len()
+    );
+    // The head and one chunk of the partition image (the root image is v1's: all copied).
+    assert!(
+        sent < new.len() as u64 / 4,
+        "{sent} bytes fetched for a one-chunk change of a {}-byte image",
+        new.len()
+    );
+    assert_eq!(
+        outcome.total().bytes_read,
+        outcome.report.bytes_read + write.bytes_read
+    );
+}
+
+/// A chunk of the active slot's partition that no longer holds what v1 wrote there (bit rot,
+/// tampering) is not copied: its hash does not match the signed entry, so it is fetched, and
+/// the active slot's partition and root are left as they were.
+#[test]
+fn a_damaged_chunk_in_the_active_partition_is_fetched_not_copied() {
+    let (mut f, v2, old, new) = partition_delta();
+    let chunk = CHUNK_SIZE as usize;
+    f.w.partition("verity", A)
+        .write_at(b"bit rot", 6 * chunk as u64 + 10)
+        .unwrap();
+    let active = f.w.partition_bytes("verity", A, 1 << 20);
+    assert_ne!(active[..old.len()], old[..]);
+    let root_a = f.w.slot_hash(A);
+    let server = RepoServer::start(&f.repo);
+    f.point_at(&server.url, "node-1", None);
+
+    let outcome = poll_installs(&f.agent(A));
+    let write = outcome.partitions[0].write;
+    assert_eq!(
+        (write.chunks_written, write.chunks_reused),
+        (2, 8),
+        "{write:?}"
+    );
+    assert_eq!(f.w.partition_bytes("verity", B, new.len()), new);
+    assert!(f.holds(B, &v2), "slot B does not hold v2's image");
+    assert_eq!(f.w.partition_bytes("verity", A, 1 << 20), active);
+    assert_eq!(f.w.slot_hash(A), root_a);
+}
+
+/// The changed chunk already in place in the target slot's partition (as an earlier install
+/// left it) is copied from there: nothing of the partition image is fetched.
+#[test]
+fn a_changed_chunk_in_place_in_the_target_partition_is_not_fetched() {
+    let (mut f, _, _, new) = partition_delta();
+    let chunk = CHUNK_SIZE as usize;
+    let changed = &new[3 * chunk..4 * chunk];
+    f.w.partition("verity", B)
+        .write_at(changed, 3 * chunk as u64)
+        .unwrap();
+    let server = RepoServer::start(&f.repo);
+    f.point_at(&server.url, "node-1", None);
+
+    let outcome = poll_installs(&f.agent(A));
+    let write = outcome.partitions[0].write;
+    assert_eq!(
+        (write.chunks_written, write.chunks_reused, write.bytes_read),
+        (0, 10, 0),
+        "{write:?}"
+    );
+    assert_eq!(
+        write.bytes_reused_in_place,
+        u64::from(CHUNK_SIZE),
+        "{write:?}"
+    );
+    assert_eq!(f.w.partition_bytes("verity", B, new.len()), new);
 }

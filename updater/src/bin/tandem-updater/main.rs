@@ -143,7 +143,7 @@ fn run(cli: &Cli) -> updater::Result<ExitCode> {
             };
             let text = format!(
                 "{} {} written to slot {} ({}): {verb}",
-                outcome.release.product, outcome.release.version, outcome.target, outcome.report
+                outcome.release.product, outcome.release.version, outcome.target, outcome
             );
             print(cli.json, &outcome, &text);
         }
