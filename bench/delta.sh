@@ -38,6 +38,10 @@
 # minutes: it crawled at about 80 kB/s through v1's zeroed free space, where v2 has scattered
 # new blocks between identical zero blocks.)
 #
+# Also the size of `zstd -19 --long=30 --patch-from=v1.img` of v2 (a precomputed patch for the
+# listed release, what update_engine and Mender ship; goal for the listed release on the
+# rebuild: <= 1.0 of it), and the listed release's bytes against the new blocks plus its whole
+# index (goal <= 1.05).
 # Prints a table per case and the ratios tandem/zsync and tandem/casync (goal:
 # <= 0.8 each), the bytes of the v2 blocks v1 holds nowhere (a floor: runs and scattered
 # write random blocks, which no method can compress), and the v2 bundle against `zstd -3` of
@@ -280,13 +284,15 @@ bench_tandem() {  # CASE TOOL (tandem: --previous v1; any: no --previous, a chun
     fi
     bundle=$(stat -c %s "$WORK/$c-v2.tandem")
     zst=$(zstd -3 -T0 -q -c "$IMG/$c/v2.img" | wc -c)
-    record "$c" "$tool" "$fetched $reused $bundle $zst $rss $store"
+    index=$(python3 -c 'import struct, sys; print(struct.unpack_from("<I", open(sys.argv[1], "rb").read(24), 20)[0])' "$WORK/$c-v2.tandem")
+    record "$c" "$tool" "$fetched $reused $bundle $zst $rss $store $index"
     rm -rf "$node" "$repo" "$WORK/$c-v2.tandem" "$WORK/$c-v2.tandem.chunks"
 }
 
 for c in ${DELTA_CASES:-runs scattered rebuild throughout}; do
     echo "case $c: zsync, casync, tandem (v1 listed), tandem (any release, chunk store)" >&2
     printf '%s\tfloor\t%s\n' "$c" "$(new_blocks "$c")" >> "$RESULTS"
+    printf '%s\tpatch\t%s\n' "$c" "$(zstd -q -19 --long=30 --patch-from="$IMG/v1.img" -c "$IMG/$c/v2.img" | wc -c)" >> "$RESULTS"
     bench_zsync "$c"
     bench_casync "$c"
     bench_tandem "$c" tandem
@@ -331,6 +337,7 @@ def ratio(r, a, b):
 for case, title in titles.items():
     r = {row[1]: row for row in rows if row[0] == case}
     floor = r.pop("floor", None)
+    patch = r.pop("patch", None)
     if set(r) != set(TOOLS):
         continue
     print(f"\n{case}: {title} ({mib} MiB images)")
@@ -350,6 +357,16 @@ for case, title in titles.items():
         print(f"  v2 has {count} non-zero 4 KiB blocks v1 holds nowhere: {size / 1e6:.2f} MB,"
               f" {size / best:.2f} of the best of zsync and casync (the bytes any method must"
               " move, uncompressed)")
+    if floor and r["tandem"][5] == "ok":
+        index = int(r["tandem"][6].split()[6])
+        wire = int(r["tandem"][2])
+        print(f"  v1 listed: {wire / 1e6:.2f} MB against the new blocks and the whole index"
+              f" ({(size + index) / 1e6:.2f} MB): {wire / (size + index):.2f} (goal <= 1.05)")
+    if patch and r["tandem"][5] == "ok":
+        patched = int(patch[2])
+        print(f"  zstd -19 --long=30 --patch-from=v1: {patched / 1e6:.2f} MB; v1 listed"
+              f" {int(r['tandem'][2]) / patched:.2f} of it, any release"
+              f" {int(r['any'][2]) / patched:.2f} (goal on the rebuild: <= 1.0)")
     for tool, how in (("tandem", "--previous v1"), ("any", "--chunk-store")):
         bundle, zst, _, store = (int(x) for x in r[tool][6].split()[2:6])
         print(f"  {how}: v2 bundle {bundle} bytes, zstd -3 of v2 {zst} bytes: {bundle / zst:.3f}"
