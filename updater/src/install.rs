@@ -32,6 +32,7 @@ use crate::error::{Error, Result};
 use crate::held_groups::{scan_slot, HeldGroups};
 use crate::seed::{Held, Seed, Slot};
 use crate::segments::{ImageIndex, Segments};
+use crate::sorted_runs::scratch_file;
 use repo_client::BundleBytes;
 
 /// Tuning of the pipeline; the defaults suit a node.
@@ -201,8 +202,13 @@ pub fn write_image(
         progress.start(done, index.size());
     }
     // Over a network, the chunks the node holds are found first, in one scan of the slot.
-    let seed = match active {
-        Some(active) => Some(Seed::scan(index.chunks()?, index.chunking(), active)?),
+    let mut seed = match active {
+        Some(active) => Some(Seed::scan(
+            index.chunks()?,
+            index.chunking(),
+            active,
+            options.scratch_dir.as_deref(),
+        )?),
         None => None,
     };
     let source = sources.bundle;
@@ -238,7 +244,7 @@ pub fn write_image(
         }
         let from = piece_start(&segment, start.saturating_sub(first.index()));
         let remaining = segment.get(from..).unwrap_or_default();
-        let held = match (&seed, active) {
+        let held = match (&mut seed, active) {
             (Some(seed), Some(active)) => seed.held(remaining, active, slot)?,
             // No chunk is held: an empty plan says so for every chunk.
             _ => Vec::new(),
@@ -427,11 +433,7 @@ pub fn open_index<'m>(
     let Some(index) = manifest.streamed_index() else {
         return Ok(ImageIndex::listed(manifest));
     };
-    let file = match scratch {
-        Some(dir) => tempfile::tempfile_in(dir),
-        None => tempfile::tempfile(),
-    }
-    .map_err(Error::io("creating a file for the chunk index"))?;
+    let file = scratch_file(scratch).map_err(Error::io("creating a file for the chunk index"))?;
     let (file, fetched) = match (index.tree(), active) {
         (Some(_), Some(active)) => spill_held(manifest, index, source, file, active)?,
         _ => {

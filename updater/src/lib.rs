@@ -26,6 +26,7 @@ pub mod reports;
 mod seed;
 pub mod segments;
 pub mod snapshot;
+mod sorted_runs;
 pub mod source;
 pub mod state;
 pub mod status;

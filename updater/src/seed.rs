@@ -3,15 +3,22 @@
 //! chunk is found wherever it moved; a chunk not there may already be in place in the target
 //! slot, at its own offset (an interrupted or older install). Nothing found here is trusted:
 //! the install pipeline hashes every copied chunk again as it reads it for writing.
+//!
+//! Nothing here grows in memory with the image: the scan of the slot and the image's wanted
+//! chunks are each sorted by key on disk ([`crate::sorted_runs`]), merged, and where each
+//! wanted chunk was found is sorted again by chunk index, to be read once, in order, as the
+//! install walks the image.
 
-use std::io::BufReader;
+use std::path::Path;
 
 use bundle::chunking::Chunking;
 use bundle::{Chunk, Sha256Digest};
-use partitions::io::{BlockDevice, DeviceCursor};
+use partitions::io::BlockDevice;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::held_groups::scan_slot;
+use crate::sorted_runs::{Limits, Record, Run, RunReader, Sorted, Sorter};
 
 /// Where a held chunk's bytes are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,55 +29,137 @@ pub(crate) enum Held {
     InPlace,
 }
 
-/// The stored chunks the image wants, by the first 8 bytes of their hash, and where the scan
-/// of the active slot found each: 16 bytes per distinct stored chunk, sorted, with no table
-/// slack (a hash map of whole digests took about 80). A short key only finds a candidate:
+/// Every non-zero chunk of a slot, cut by a bundle's chunking: the first 8 bytes of its hash
+/// (its key) and the first offset where the slot holds it, one record a key, sorted by key, in
+/// an unnamed file in the scratch directory (16 bytes a distinct chunk of the slot).
+pub(crate) struct SlotScan {
+    run: Run,
+}
+
+impl SlotScan {
+    /// Reads `device` whole, cut by `chunking`, and hashes every chunk.
+    pub(crate) fn new(
+        device: &dyn BlockDevice,
+        chunking: Chunking,
+        scratch: Option<&Path>,
+        limits: Limits,
+    ) -> Result<SlotScan> {
+        const WHAT: &str = "the active slot's chunk keys";
+        let mut sorter = Sorter::new(WHAT, scratch, limits);
+        scan_slot(device, chunking, |offset, chunk| {
+            if chunk.iter().any(|&b| b != 0) {
+                sorter.push((key(Sha256Digest(Sha256::digest(chunk).into())), offset))?;
+            }
+            Ok(())
+        })?;
+        let run = Run::write(WHAT, scratch, first_of_each_key(sorter.sorted()?))?;
+        Ok(SlotScan { run })
+    }
+
+    /// The scan's `(key, first offset)` records, by key.
+    pub(crate) fn records(&self) -> Result<RunReader> {
+        self.run.reader()
+    }
+}
+
+/// Of records sorted by key then value, the first of each key (the lowest value).
+fn first_of_each_key(records: Sorted) -> impl Iterator<Item = Result<Record>> {
+    let mut last = None;
+    records.filter(move |record| match record {
+        Ok((key, _)) => last.replace(*key) != Some(*key),
+        Err(_) => true,
+    })
+}
+
+/// Where the scan of the active slot found the image's stored chunks, read in chunk order as
+/// the install walks the image: `(chunk index, offset)` for each chunk whose key it found (16
+/// bytes a found chunk, on disk past a few MiB). A short key only finds a candidate:
 /// [`Seed::held`] hashes the candidate's bytes whole before it plans to copy them.
 pub(crate) struct Seed {
-    found: Vec<(u64, u64)>,
+    found: Sorted,
+    /// The next record of `found`.
+    head: Option<Record>,
 }
 
 impl Seed {
-    /// Lists the stored ones of `chunks` (all-zero chunks are never copied) and scans
-    /// `active`, cut by `chunking`, for them.
+    /// Scans `active`, cut by `chunking`, for the stored ones of `chunks` (all-zero chunks
+    /// are never copied), its sorted runs in `scratch`.
     pub(crate) fn scan(
         chunks: impl Iterator<Item = Result<Chunk>>,
         chunking: Chunking,
         active: &dyn BlockDevice,
+        scratch: Option<&Path>,
     ) -> Result<Seed> {
-        let mut found = Vec::new();
+        Seed::scan_within(chunks, chunking, active, scratch, Limits::default())
+    }
+
+    fn scan_within(
+        chunks: impl Iterator<Item = Result<Chunk>>,
+        chunking: Chunking,
+        active: &dyn BlockDevice,
+        scratch: Option<&Path>,
+        limits: Limits,
+    ) -> Result<Seed> {
+        let mut wanted = Sorter::new("the wanted chunks' keys", scratch, limits);
+        let mut any = false;
         for chunk in chunks {
             let chunk = chunk?;
             if !chunk.is_zero() {
-                found.push((key(chunk.sha256()), NOT_FOUND));
+                wanted.push((key(chunk.sha256()), chunk.index()))?;
+                any = true;
             }
         }
-        found.sort_unstable();
-        found.dedup();
-        found.shrink_to_fit();
-        if !found.is_empty() {
-            scan(active, chunking, &mut found)?;
+        let found = Sorter::new("the chunks found in the active slot", scratch, limits);
+        if !any {
+            return Seed::new(found);
         }
-        Ok(Seed { found })
+        let scan = SlotScan::new(active, chunking, scratch, limits)?;
+        Seed::join(wanted.sorted()?, &scan, found)
     }
 
-    /// Where the scan found a chunk whose hash starts as `sha256`'s.
-    fn candidate(&self, sha256: Sha256Digest) -> Option<u64> {
-        let at = self
-            .found
-            .binary_search_by_key(&key(sha256), |e| e.0)
-            .ok()?;
-        self.found
-            .get(at)
-            .map(|e| e.1)
-            .filter(|&offset| offset != NOT_FOUND)
+    /// Merges the wanted `(key, chunk index)` records, sorted, with the scan's: `found` gets
+    /// `(chunk index, offset)` for each wanted chunk whose key the scan holds.
+    fn join(
+        wanted: impl Iterator<Item = Result<Record>>,
+        scan: &SlotScan,
+        mut found: Sorter,
+    ) -> Result<Seed> {
+        let mut scanned = scan.records()?;
+        let mut head = scanned.next().transpose()?;
+        for record in wanted {
+            let (key, index) = record?;
+            while head.is_some_and(|(k, _)| k < key) {
+                head = scanned.next().transpose()?;
+            }
+            if let Some((_, offset)) = head.filter(|&(k, _)| k == key) {
+                found.push((index, offset))?;
+            }
+        }
+        Seed::new(found)
     }
 
-    /// For each of `chunks`: where the node holds it. A candidate of the scan is checked by
-    /// its whole hash; a chunk not found there may be at its own offset in the active slot (a
-    /// shorter one, which the scan does not cut) or already in place in `target`.
+    fn new(found: Sorter) -> Result<Seed> {
+        let mut found = found.sorted()?;
+        let head = found.next().transpose()?;
+        Ok(Seed { found, head })
+    }
+
+    /// Where the scan found a chunk with the key of chunk `index`'s hash. Asked in rising
+    /// order of index (the records are read once): a chunk asked for after a later one is
+    /// not found here.
+    fn candidate(&mut self, index: u64) -> Result<Option<u64>> {
+        while self.head.is_some_and(|(i, _)| i < index) {
+            self.head = self.found.next().transpose()?;
+        }
+        Ok(self.head.filter(|&(i, _)| i == index).map(|(_, at)| at))
+    }
+
+    /// For each of `chunks` (in chunk order, after those of the calls before): where the node
+    /// holds it. A candidate of the scan is checked by its whole hash; a chunk not found there
+    /// may be at its own offset in the active slot (a shorter one, which the scan does not
+    /// cut) or already in place in `target`.
     pub(crate) fn held(
-        &self,
+        &mut self,
         chunks: &[Chunk],
         active: &dyn BlockDevice,
         target: &dyn BlockDevice,
@@ -84,11 +173,8 @@ impl Seed {
                 if chunk.is_zero() {
                     return Ok(None);
                 }
-                for offset in self
-                    .candidate(chunk.sha256())
-                    .into_iter()
-                    .chain([chunk.image_offset()])
-                {
+                let candidate = self.candidate(chunk.index())?;
+                for offset in candidate.into_iter().chain([chunk.image_offset()]) {
                     if active.holds(chunk, offset, &mut buf)? {
                         return Ok(Some(Held::Active(offset)));
                     }
@@ -134,32 +220,6 @@ impl<'a> Slot<'a> {
     }
 }
 
-/// In the seed, where a wanted chunk is until the scan finds it.
-const NOT_FOUND: u64 = u64::MAX;
-
-/// Sets each wanted key of `found` (those mapped to [`NOT_FOUND`]) to the offset of the first
-/// chunk of `device` (cut by `chunking`) whose hash has that key.
-fn scan(device: &dyn BlockDevice, chunking: Chunking, found: &mut [(u64, u64)]) -> Result<()> {
-    let size = device.size().map_err(Error::io("sizing the active slot"))?;
-    let reader = BufReader::with_capacity(4 << 20, DeviceCursor::new(device));
-    let mut stream = chunking.split(reader, size);
-    let mut chunk = Vec::new();
-    let mut offset = 0u64;
-    while stream
-        .next_into(&mut chunk)
-        .map_err(Error::io("reading the active slot"))?
-    {
-        let wanted = key(Sha256Digest(Sha256::digest(&chunk).into()));
-        if let Ok(at) = found.binary_search_by_key(&wanted, |e| e.0) {
-            if let Some(entry) = found.get_mut(at).filter(|e| e.1 == NOT_FOUND) {
-                entry.1 = offset;
-            }
-        }
-        offset += chunk.len() as u64;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
@@ -190,6 +250,29 @@ mod tests {
         .unwrap()
     }
 
+    /// The seed of `chunks` in `active`, its runs in a fresh scratch directory.
+    fn seed(chunks: &[Chunk], active: &MemDisk, limits: Limits) -> Seed {
+        let scratch = tempfile::tempdir().unwrap();
+        let chunks = chunks.iter().copied().map(Ok);
+        let seed = Seed::scan_within(
+            chunks,
+            Chunking::DEFAULT,
+            active,
+            Some(scratch.path()),
+            limits,
+        )
+        .unwrap();
+        // Every run is an unnamed file: the directory is left empty.
+        assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
+        seed
+    }
+
+    /// Runs of one record, merged two at a time.
+    const TINY: Limits = Limits {
+        run_records: 1,
+        fan_in: 2,
+    };
+
     #[test]
     fn chunks_are_found_moved_in_the_active_slot_or_in_place_in_the_target() {
         let (moved, in_place, missing, short) = (block(1), block(2), block(3), vec![9u8; 100]);
@@ -205,18 +288,91 @@ mod tests {
             chunk(3, &short),
             chunk(4, &[0; BLOCK]),
         ];
-        let seed = Seed::scan(chunks.iter().copied().map(Ok), Chunking::DEFAULT, &active).unwrap();
-        let held = seed.held(&chunks, &active, &target).unwrap();
-        assert_eq!(
-            held,
-            [
-                Some(Held::Active(5 * BLOCK as u64)),
-                Some(Held::InPlace),
-                None,
-                Some(Held::Active(3 * BLOCK as u64)),
-                None,
-            ]
-        );
+        let expected = [
+            Some(Held::Active(5 * BLOCK as u64)),
+            Some(Held::InPlace),
+            None,
+            Some(Held::Active(3 * BLOCK as u64)),
+            None,
+        ];
+        for limits in [Limits::default(), TINY] {
+            let mut seed = seed(&chunks, &active, limits);
+            assert_eq!(seed.held(&chunks, &active, &target).unwrap(), expected);
+        }
+    }
+
+    #[test]
+    fn chunks_sharing_a_hash_are_all_found_at_the_first_offset_holding_it() {
+        let (twice, once) = (block(6), block(7));
+        let active = MemDisk::new(32 * BLOCK as u64);
+        for at in [9, 4, 20] {
+            active.write_at(&twice, at * BLOCK as u64).unwrap();
+        }
+        active.write_at(&once, 2 * BLOCK as u64).unwrap();
+        let target = MemDisk::new(32 * BLOCK as u64);
+        let chunks = [
+            chunk(0, &twice),
+            chunk(1, &once),
+            chunk(2, &twice),
+            chunk(3, &twice),
+        ];
+        for limits in [Limits::default(), TINY] {
+            let mut seed = seed(&chunks, &active, limits);
+            assert_eq!(
+                seed.held(&chunks, &active, &target).unwrap(),
+                [
+                    Some(Held::Active(4 * BLOCK as u64)),
+                    Some(Held::Active(2 * BLOCK as u64)),
+                    Some(Held::Active(4 * BLOCK as u64)),
+                    Some(Held::Active(4 * BLOCK as u64)),
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn the_scan_keeps_the_first_offset_of_each_nonzero_chunk_sorted_by_key() {
+        let (a, b) = (block(10), block(11));
+        let active = MemDisk::new(8 * BLOCK as u64);
+        for (bytes, at) in [(&b, 6), (&a, 5), (&b, 1), (&a, 3)] {
+            active.write_at(bytes, at * BLOCK as u64).unwrap();
+        }
+        let scratch = tempfile::tempdir().unwrap();
+        let scan = SlotScan::new(&active, Chunking::DEFAULT, Some(scratch.path()), TINY).unwrap();
+        let records = scan.records().unwrap().collect::<Result<Vec<_>>>().unwrap();
+        let mut expected = vec![
+            (key(Sha256Digest::of(&a)), 3 * BLOCK as u64),
+            (key(Sha256Digest::of(&b)), BLOCK as u64),
+        ];
+        expected.sort_unstable();
+        assert_eq!(records, expected);
+    }
+
+    #[test]
+    fn segments_asked_in_turn_find_what_one_call_finds() {
+        // Chunk i is block i of the image; the active slot holds them shifted by 3 blocks,
+        // every third missing.
+        let blocks: Vec<Vec<u8>> = (0..60u8).map(|i| block(i.wrapping_mul(3) + 1)).collect();
+        let active = MemDisk::new(64 * BLOCK as u64);
+        for (i, bytes) in blocks.iter().enumerate().filter(|(i, _)| i % 3 != 0) {
+            active
+                .write_at(bytes, (i as u64 + 3) * BLOCK as u64)
+                .unwrap();
+        }
+        let target = MemDisk::new(64 * BLOCK as u64);
+        let chunks: Vec<Chunk> = (0..).zip(&blocks).map(|(i, b)| chunk(i, b)).collect();
+        let whole = seed(&chunks, &active, Limits::default())
+            .held(&chunks, &active, &target)
+            .unwrap();
+        let mut tiny = seed(&chunks, &active, TINY);
+        let in_turn: Vec<_> = chunks
+            .chunks(7)
+            .flat_map(|segment| tiny.held(segment, &active, &target).unwrap())
+            .collect();
+        assert_eq!(in_turn, whole);
+        let found = whole.iter().filter(|h| h.is_some()).count();
+        assert_eq!(found, 40);
+        assert_eq!(whole[1], Some(Held::Active(4 * BLOCK as u64)));
     }
 
     #[test]
@@ -227,13 +383,18 @@ mod tests {
         let target = MemDisk::new(8 * BLOCK as u64);
         let chunks = [chunk(0, &wanted)];
         // As if `other`'s hash shared the first 8 bytes of `wanted`'s.
-        let seed = Seed {
-            found: vec![(key(chunks[0].sha256()), 2 * BLOCK as u64)],
+        let key = key(chunks[0].sha256());
+        let seeded = || {
+            let scan = SlotScan {
+                run: Run::write("a scan", None, [Ok((key, 2 * BLOCK as u64))].into_iter()).unwrap(),
+            };
+            let found = Sorter::new("found", None, Limits::default());
+            Seed::join([Ok((key, 0))].into_iter(), &scan, found).unwrap()
         };
-        assert_eq!(seed.held(&chunks, &active, &target).unwrap(), [None]);
+        assert_eq!(seeded().held(&chunks, &active, &target).unwrap(), [None]);
         active.write_at(&wanted, 2 * BLOCK as u64).unwrap();
         assert_eq!(
-            seed.held(&chunks, &active, &target).unwrap(),
+            seeded().held(&chunks, &active, &target).unwrap(),
             [Some(Held::Active(2 * BLOCK as u64))]
         );
     }
