@@ -44,15 +44,19 @@ impl SlotScan {
         scratch: Option<&Path>,
         limits: Limits,
     ) -> Result<SlotScan> {
-        const WHAT: &str = "the active slot's chunk keys";
-        let mut sorter = Sorter::new(WHAT, scratch, limits);
+        let mut sorter = Sorter::new(SCAN, scratch, limits);
         scan_slot(device, chunking, |offset, chunk| {
             if chunk.iter().any(|&b| b != 0) {
                 sorter.push((key(Sha256Digest(Sha256::digest(chunk).into())), offset))?;
             }
             Ok(())
         })?;
-        let run = Run::write(WHAT, scratch, first_of_each_key(sorter.sorted()?))?;
+        SlotScan::keep_first(sorter, scratch)
+    }
+
+    /// The first record of each key of `scan`'s records, written in order.
+    fn keep_first(scan: Sorter, scratch: Option<&Path>) -> Result<SlotScan> {
+        let run = Run::write(SCAN, scratch, first_of_each_key(scan.sorted()?))?;
         Ok(SlotScan { run })
     }
 
@@ -61,6 +65,9 @@ impl SlotScan {
         self.run.reader()
     }
 }
+
+/// What the scan's sort and file hold, as its I/O errors name it.
+const SCAN: &str = "the active slot's chunk keys";
 
 /// Of records sorted by key then value, the first of each key (the lowest value).
 fn first_of_each_key(records: Sorted) -> impl Iterator<Item = Result<Record>> {
@@ -226,6 +233,8 @@ mod tests {
     use super::*;
     use bundle::schema::StoredFrame;
     use partitions::io::MemDisk;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
 
     const BLOCK: usize = 4096;
 
@@ -397,5 +406,32 @@ mod tests {
             seeded().held(&chunks, &active, &target).unwrap(),
             [Some(Held::Active(2 * BLOCK as u64))]
         );
+    }
+
+    proptest! {
+        #[test]
+        fn the_join_finds_each_wanted_chunk_at_the_first_offset_of_its_key(
+            scanned in proptest::collection::vec((0u64..24, 0u64..1000), 0..60),
+            wanted in proptest::collection::vec(0u64..24, 0..60),
+        ) {
+            let scratch = tempfile::tempdir().unwrap();
+            let dir = Some(scratch.path());
+            let mut scan = Sorter::new(SCAN, dir, TINY);
+            let mut first = BTreeMap::new();
+            for &(key, offset) in &scanned {
+                scan.push((key, offset)).unwrap();
+                first.entry(key).and_modify(|o: &mut u64| *o = (*o).min(offset)).or_insert(offset);
+            }
+            let scan = SlotScan::keep_first(scan, dir).unwrap();
+            let mut keys = Sorter::new("wanted", dir, TINY);
+            for (index, &key) in (0..).zip(&wanted) {
+                keys.push((key, index)).unwrap();
+            }
+            let found = Sorter::new("found", dir, TINY);
+            let mut seed = Seed::join(keys.sorted().unwrap(), &scan, found).unwrap();
+            for (index, key) in (0..).zip(&wanted) {
+                prop_assert_eq!(seed.candidate(index).unwrap(), first.get(key).copied());
+            }
+        }
     }
 }
