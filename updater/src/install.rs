@@ -29,8 +29,9 @@ use pipeline::{ordered_map, Shape};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::held_groups::{scan_slot, HeldGroups};
-use crate::seed::{Held, Seed, Slot};
+use crate::held_groups::HeldGroups;
+use crate::seed::{Held, Seed, Slot, SlotScan};
+use crate::sorted_runs::Limits;
 use crate::segments::{ImageIndex, Segments};
 use crate::sorted_runs::scratch_file;
 use repo_client::BundleBytes;
@@ -202,14 +203,16 @@ pub fn write_image(
         progress.start(done, index.size());
     }
     // Over a network, the chunks the node holds are found first, in one scan of the slot.
-    let mut seed = match active {
-        Some(active) => Some(Seed::scan(
+    let scratch = options.scratch_dir.as_deref();
+    let mut seed = match (active, index.slot_scan()) {
+        (Some(_), Some(scan)) => Some(Seed::of_scan(index.chunks()?, scan, scratch)?),
+        (Some(active), None) => Some(Seed::scan(
             index.chunks()?,
             index.chunking(),
             active,
-            options.scratch_dir.as_deref(),
+            scratch,
         )?),
-        None => None,
+        (None, _) => None,
     };
     let source = sources.bundle;
     let store = sources
@@ -434,33 +437,33 @@ pub fn open_index<'m>(
         return Ok(ImageIndex::listed(manifest));
     };
     let file = scratch_file(scratch).map_err(Error::io("creating a file for the chunk index"))?;
-    let (file, fetched) = match (index.tree(), active) {
-        (Some(_), Some(active)) => spill_held(manifest, index, source, file, active)?,
-        _ => {
-            let stored = source.read_range(index.range())?;
-            let file = IndexFile::spill(index, stored, file).map_err(index_error(source))?;
-            (file, index.range().end - index.range().start)
-        }
-    };
+    if let (Some(_), Some(active)) = (index.tree(), active) {
+        return spill_held(manifest, index, source, file, active, scratch);
+    }
+    let stored = source.read_range(index.range())?;
+    let file = IndexFile::spill(index, stored, file).map_err(index_error(source))?;
+    let fetched = index.range().end - index.range().start;
     Ok(ImageIndex::spilled(manifest, file, fetched))
 }
 
 /// A tree index whose groups `active` holds are filled from it: the head fetched and proven,
-/// the slot scanned once, the other groups' hashes fetched. Returns the index and the bytes
-/// of it fetched.
-fn spill_held(
-    manifest: &Verified<Manifest>,
+/// the slot scanned once (the scan kept for the seed, [`Seed::of_scan`]), the other groups'
+/// hashes fetched.
+fn spill_held<'m>(
+    manifest: &'m Verified<Manifest>,
     index: &StreamedIndex,
     source: &dyn BundleBytes,
     file: std::fs::File,
     active: &dyn BlockDevice,
-) -> Result<(IndexFile, u64)> {
+    scratch: Option<&std::path::Path>,
+) -> Result<ImageIndex<'m>> {
     let head_range = index.head_range();
     let head = source.read_range(head_range.clone())?;
     let head = IndexFile::spill_head(index, head, file).map_err(index_error(source))?;
     let mut held = HeldGroups::new(&head)?;
-    scan_slot(active, manifest.chunking(), |offset, chunk| {
-        held.observe(offset, chunk.len() as u32, Sha256Digest::of(chunk))
+    let chunking = manifest.chunking();
+    let scan = SlotScan::new(active, chunking, scratch, Limits::default(), |at, len, sha256| {
+        held.observe(at, len, sha256)
     })?;
     let (groups, saved) = (held.held, held.bytes_saved);
     let mut fetched = head_range.end - head_range.start;
@@ -476,7 +479,7 @@ fn spill_held(
         index_bytes_fetched = fetched,
         "chunk index: the hashes of groups the running slot holds were taken from it"
     );
-    Ok((file, fetched))
+    Ok(ImageIndex::spilled(manifest, file, fetched).with_scan(scan))
 }
 
 /// An error reading or proving the chunk index of `source`.

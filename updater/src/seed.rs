@@ -37,17 +37,22 @@ pub(crate) struct SlotScan {
 }
 
 impl SlotScan {
-    /// Reads `device` whole, cut by `chunking`, and hashes every chunk.
+    /// Reads `device` whole, cut by `chunking`, and hashes every chunk, each also handed to
+    /// `observe` with its offset and length (one read of the slot serves the seed and a tree
+    /// index's held groups, [`crate::held_groups`]).
     pub(crate) fn new(
         device: &dyn BlockDevice,
         chunking: Chunking,
         scratch: Option<&Path>,
         limits: Limits,
+        mut observe: impl FnMut(u64, u32, Sha256Digest) -> Result<()>,
     ) -> Result<SlotScan> {
         let mut sorter = Sorter::new(SCAN, scratch, limits);
         scan_slot(device, chunking, |offset, chunk| {
+            let sha256 = Sha256Digest(Sha256::digest(chunk).into());
+            observe(offset, chunk.len() as u32, sha256)?;
             if chunk.iter().any(|&b| b != 0) {
-                sorter.push((key(Sha256Digest(Sha256::digest(chunk).into())), offset))?;
+                sorter.push((key(sha256), offset))?;
             }
             Ok(())
         })?;
@@ -65,6 +70,27 @@ impl SlotScan {
         self.run.reader()
     }
 }
+
+/// The stored ones of `chunks` by key, `(key, chunk index)`; `None` when there are none.
+fn wanted(
+    chunks: impl Iterator<Item = Result<Chunk>>,
+    scratch: Option<&Path>,
+    limits: Limits,
+) -> Result<Option<Sorter>> {
+    let mut wanted = Sorter::new("the wanted chunks' keys", scratch, limits);
+    let mut any = false;
+    for chunk in chunks {
+        let chunk = chunk?;
+        if !chunk.is_zero() {
+            wanted.push((key(chunk.sha256()), chunk.index()))?;
+            any = true;
+        }
+    }
+    Ok(any.then_some(wanted))
+}
+
+/// What the found chunks' sort holds, as its I/O errors name it.
+const FOUND: &str = "the chunks found in the active slot";
 
 /// What the scan's sort and file hold, as its I/O errors name it.
 const SCAN: &str = "the active slot's chunk keys";
@@ -100,6 +126,20 @@ impl Seed {
         Seed::scan_within(chunks, chunking, active, scratch, Limits::default())
     }
 
+    /// The stored ones of `chunks` looked for in a scan already made of the active slot.
+    pub(crate) fn of_scan(
+        chunks: impl Iterator<Item = Result<Chunk>>,
+        scan: &SlotScan,
+        scratch: Option<&Path>,
+    ) -> Result<Seed> {
+        let limits = Limits::default();
+        let found = Sorter::new(FOUND, scratch, limits);
+        match wanted(chunks, scratch, limits)? {
+            Some(wanted) => Seed::join(wanted.sorted()?, scan, found),
+            None => Seed::new(found),
+        }
+    }
+
     fn scan_within(
         chunks: impl Iterator<Item = Result<Chunk>>,
         chunking: Chunking,
@@ -107,20 +147,11 @@ impl Seed {
         scratch: Option<&Path>,
         limits: Limits,
     ) -> Result<Seed> {
-        let mut wanted = Sorter::new("the wanted chunks' keys", scratch, limits);
-        let mut any = false;
-        for chunk in chunks {
-            let chunk = chunk?;
-            if !chunk.is_zero() {
-                wanted.push((key(chunk.sha256()), chunk.index()))?;
-                any = true;
-            }
-        }
-        let found = Sorter::new("the chunks found in the active slot", scratch, limits);
-        if !any {
+        let found = Sorter::new(FOUND, scratch, limits);
+        let Some(wanted) = wanted(chunks, scratch, limits)? else {
             return Seed::new(found);
-        }
-        let scan = SlotScan::new(active, chunking, scratch, limits)?;
+        };
+        let scan = SlotScan::new(active, chunking, scratch, limits, |_, _, _| Ok(()))?;
         Seed::join(wanted.sorted()?, &scan, found)
     }
 
@@ -347,7 +378,7 @@ mod tests {
             active.write_at(bytes, at * BLOCK as u64).unwrap();
         }
         let scratch = tempfile::tempdir().unwrap();
-        let scan = SlotScan::new(&active, Chunking::DEFAULT, Some(scratch.path()), TINY).unwrap();
+        let scan = SlotScan::new(&active, Chunking::DEFAULT, Some(scratch.path()), TINY, |_, _, _| Ok(())).unwrap();
         let records = scan.records().unwrap().collect::<Result<Vec<_>>>().unwrap();
         let mut expected = vec![
             (key(Sha256Digest::of(&a)), 3 * BLOCK as u64),

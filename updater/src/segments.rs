@@ -15,6 +15,7 @@ use bundle::verify::Verified;
 use bundle::{Asset, Chunk, Manifest, Sha256Digest};
 
 use crate::error::{Error, Result};
+use crate::seed::SlotScan;
 
 /// Chunks decoded at a time: 64 Ki of 72 bytes, 4.5 MiB (256 MiB of image in 4 KiB chunks),
 /// plus the chunks that finish the last piece.
@@ -29,6 +30,8 @@ pub struct ImageIndex<'m> {
     bytes_read: u64,
     /// The partition image these chunks make up; `None`: the root image.
     asset: Option<&'m Asset>,
+    /// The running slot's chunks, when it was scanned while the index was read.
+    slot_scan: Option<SlotScan>,
 }
 
 impl<'m> ImageIndex<'m> {
@@ -39,6 +42,7 @@ impl<'m> ImageIndex<'m> {
             chunks: Chunks::Listed(manifest.chunks()),
             bytes_read: 0,
             asset: None,
+            slot_scan: None,
         }
     }
 
@@ -54,6 +58,7 @@ impl<'m> ImageIndex<'m> {
             chunks: Chunks::Spilled(file),
             bytes_read,
             asset: None,
+            slot_scan: None,
         }
     }
 
@@ -65,12 +70,26 @@ impl<'m> ImageIndex<'m> {
             chunks: Chunks::Listed(asset.chunks()),
             bytes_read: 0,
             asset: Some(asset),
+            slot_scan: None,
         }
     }
 
     /// Bytes of the stored index fetched.
     pub fn bytes_read(&self) -> u64 {
         self.bytes_read
+    }
+
+    /// This index with the scan of the running slot made while it was read.
+    pub(crate) fn with_scan(self, scan: SlotScan) -> ImageIndex<'m> {
+        ImageIndex {
+            slot_scan: Some(scan),
+            ..self
+        }
+    }
+
+    /// The scan of the running slot made while the index was read, if one was.
+    pub(crate) fn slot_scan(&self) -> Option<&SlotScan> {
+        self.slot_scan.as_ref()
     }
 
     /// The manifest whose chunks these are.
