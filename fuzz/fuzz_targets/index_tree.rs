@@ -12,12 +12,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use sha2::{Digest, Sha256};
-use signer::bundle::header::FORMAT_VERSION_INDEX;
 use signer::bundle::index::{IndexFile, StreamedIndex};
-use signer::{BundleHead, BundleHeader, Limits};
-use tandem_fuzz::{limits, rehash_tree, scratch, tree_group};
-
-const SIGNATURE_BLOCK: &[u8] = br#"{"signatures":[]}"#;
+use tandem_fuzz::{assert_same, decoded, read_both, rehash_tree, scratch, tree_group};
 
 /// Input cut in its parts: manifest, lengths records raw, flags, rest.
 fn parts(data: &[u8]) -> Option<(&[u8], &[u8], u8, &[u8])> {
@@ -77,52 +73,15 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let index = [&lengths[..], &table, column].concat();
-    let (Ok(manifest_len), Ok(index_len)) =
-        (u32::try_from(manifest.len()), u32::try_from(index.len()))
-    else {
+    let Some((streamed, whole)) = read_both(&manifest, &index) else {
         return;
     };
-    let header = BundleHeader {
-        version: FORMAT_VERSION_INDEX,
-        manifest_len,
-        signature_block_len: SIGNATURE_BLOCK.len() as u32,
-        dictionary_len: 0,
-        index_len,
-    };
-    let head = |tail: Vec<u8>, limits: &Limits| {
-        let file_len = header.payload_offset() + header.tail_len();
-        BundleHead::from_parts(
-            header,
-            manifest.clone(),
-            SIGNATURE_BLOCK,
-            tail,
-            file_len,
-            limits,
-        )
-        .ok()?
-        .manifest_unverified(limits)
-        .ok()
-    };
-    let streamed_limits = Limits {
-        max_index_in_head: 0,
-        ..limits()
-    };
-    let Some(streamed) = head(Vec::new(), &streamed_limits) else {
-        return;
-    };
-    let whole = head(index.clone(), &limits());
     let Some(stored) = streamed.streamed_index() else {
         assert!(
             streamed.chunk_count() == 0 || whole.is_none(),
             "an index not streamed"
         );
         return;
-    };
-    let decoded = |file: IndexFile| {
-        file.chunks()
-            .expect("a proven copy opens")
-            .collect::<Result<Vec<_>, _>>()
-            .expect("a proven copy decodes")
     };
     let spilled = IndexFile::spill(stored, &index[..], scratch()).map(decoded);
     let filled = filled(stored, &index, flags >> 1).map(decoded);
@@ -133,19 +92,7 @@ fuzz_target!(|data: &[u8]| {
         spilled.as_ref().err(),
         filled.as_ref().err()
     );
-    match (whole, spilled) {
-        (Some(whole), Ok(chunks)) => assert_eq!(whole.chunks(), &chunks[..]),
-        (None, Err(_)) => {}
-        (whole, chunks) => panic!(
-            "whole: {}, streamed: {:?}",
-            if whole.is_some() {
-                "accepted"
-            } else {
-                "refused"
-            },
-            chunks.map(|c| c.len())
-        ),
-    }
+    assert_same(whole, spilled);
 });
 
 /// The index spilled head first, the groups `mask` picks (group g when bit g % 7 is set)

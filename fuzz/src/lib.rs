@@ -197,6 +197,67 @@ pub fn scratch() -> std::fs::File {
     file
 }
 
+/// A format version 3 bundle of `manifest` and `index` (no dictionary, an empty signature
+/// block) read twice: with its index left in the bundle to be streamed (what the agent does)
+/// and with its index in the head (every other reader). `None` when the streamed read refuses
+/// the manifest; the whole read `None` when it refuses.
+pub fn read_both(manifest: &[u8], index: &[u8]) -> Option<(Manifest, Option<Manifest>)> {
+    let header = signer::BundleHeader {
+        version: signer::bundle::header::FORMAT_VERSION_INDEX,
+        manifest_len: u32::try_from(manifest.len()).ok()?,
+        signature_block_len: SIGNATURE_BLOCK.len() as u32,
+        dictionary_len: 0,
+        index_len: u32::try_from(index.len()).ok()?,
+    };
+    let head = |tail: Vec<u8>, limits: &Limits| {
+        let file_len = header.payload_offset() + header.tail_len();
+        let head = signer::BundleHead::from_parts(
+            header,
+            manifest.to_vec(),
+            SIGNATURE_BLOCK,
+            tail,
+            file_len,
+            limits,
+        );
+        head.ok()?.manifest_unverified(limits).ok()
+    };
+    let streamed_limits = Limits {
+        max_index_in_head: 0,
+        ..limits()
+    };
+    let streamed = head(Vec::new(), &streamed_limits)?;
+    Some((streamed, head(index.to_vec(), &limits())))
+}
+
+/// The signature block of [`read_both`]'s bundles.
+const SIGNATURE_BLOCK: &[u8] = br#"{"signatures":[]}"#;
+
+/// The chunks of a proven copy; it opens and decodes, or the copy's proof was wrong.
+pub fn decoded(file: signer::bundle::index::IndexFile) -> Vec<signer::Chunk> {
+    file.chunks()
+        .expect("a proven copy opens")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("a proven copy decodes")
+}
+
+/// The index targets' contract: the index read whole and its streamed copy are accepted
+/// alike, and then give the same chunks.
+pub fn assert_same(whole: Option<Manifest>, streamed: Result<Vec<signer::Chunk>, signer::Error>) {
+    match (whole, streamed) {
+        (Some(whole), Ok(chunks)) => assert_eq!(whole.chunks(), &chunks[..]),
+        (None, Err(_)) => {}
+        (whole, chunks) => panic!(
+            "whole: {}, streamed: {:?}",
+            if whole.is_some() {
+                "accepted"
+            } else {
+                "refused"
+            },
+            chunks.map(|c| c.len())
+        ),
+    }
+}
+
 /// The manifest region `manifest` (its first JSON value) with its `index` naming a tree index
 /// (FORMAT §3.2.1) of `lengths`, `table` and `column`: `sha256` of the lengths and the
 /// table, `size` of all three, and `tree`'s `lengths` and `table` (its `group` kept, 64 when
