@@ -8,7 +8,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use signer::bundle::index::IndexFile;
-use tandem_fuzz::{assert_same, decoded, read_both, rehash_tail, scratch};
+use tandem_fuzz::{assert_same, decoded, left_in_bundle, read_both, rehash_tail, scratch};
 
 fuzz_target!(|data: &[u8]| {
     let Some((len, rest)) = data.split_first_chunk::<4>() else {
@@ -25,11 +25,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((streamed, whole)) = read_both(&manifest, &index) else {
         return;
     };
-    let Some(stored) = streamed.streamed_index() else {
-        assert!(
-            streamed.chunk_count() == 0 || whole.is_none(),
-            "an index not streamed"
-        );
+    let Some(stored) = left_in_bundle(&streamed, &whole) else {
         return;
     };
     assert_same(

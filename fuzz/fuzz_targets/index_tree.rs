@@ -13,7 +13,9 @@
 use libfuzzer_sys::fuzz_target;
 use sha2::{Digest, Sha256};
 use signer::bundle::index::{IndexFile, StreamedIndex};
-use tandem_fuzz::{assert_same, decoded, read_both, rehash_tree, scratch, tree_group};
+use tandem_fuzz::{
+    assert_same, decoded, left_in_bundle, read_both, rehash_tree, scratch, tree_group,
+};
 
 /// Input cut in its parts: manifest, lengths records raw, flags, rest.
 fn parts(data: &[u8]) -> Option<(&[u8], &[u8], u8, &[u8])> {
@@ -76,11 +78,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((streamed, whole)) = read_both(&manifest, &index) else {
         return;
     };
-    let Some(stored) = streamed.streamed_index() else {
-        assert!(
-            streamed.chunk_count() == 0 || whole.is_none(),
-            "an index not streamed"
-        );
+    let Some(stored) = left_in_bundle(&streamed, &whole) else {
         return;
     };
     let spilled = IndexFile::spill(stored, &index[..], scratch()).map(decoded);

@@ -229,6 +229,20 @@ pub fn read_both(manifest: &[u8], index: &[u8]) -> Option<(Manifest, Option<Mani
     Some((streamed, head(index.to_vec(), &limits())))
 }
 
+/// The index `streamed` left in its bundle; `None` when it has none to stream, which only an
+/// empty image or a manifest the whole read refuses may have.
+pub fn left_in_bundle<'m>(
+    streamed: &'m Manifest,
+    whole: &Option<Manifest>,
+) -> Option<&'m signer::bundle::index::StreamedIndex> {
+    let stored = streamed.streamed_index();
+    assert!(
+        stored.is_some() || streamed.chunk_count() == 0 || whole.is_none(),
+        "an index not streamed"
+    );
+    stored
+}
+
 /// The signature block of [`read_both`]'s bundles.
 const SIGNATURE_BLOCK: &[u8] = br#"{"signatures":[]}"#;
 
