@@ -1,5 +1,6 @@
 //! SHA-256 digests: the [`Sha256Digest`] value type, its lowercase-hex form, and helpers.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -100,6 +101,19 @@ impl<'de> serde::Deserialize<'de> for Sha256Digest {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         s.parse()
             .map_err(|_| serde::de::Error::custom("expected a sha256 as 64 lowercase hex digits"))
+    }
+}
+
+/// SHA-256 of `n` zero bytes, computed once per length.
+#[derive(Default)]
+pub(crate) struct ZeroDigests(HashMap<u32, Sha256Digest>);
+
+impl ZeroDigests {
+    pub(crate) fn of(&mut self, n: u32) -> Sha256Digest {
+        *self
+            .0
+            .entry(n)
+            .or_insert_with(|| Sha256Digest::of_zeros(u64::from(n)))
     }
 }
 

@@ -31,9 +31,9 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::held_groups::HeldGroups;
 use crate::seed::{Held, Seed, Slot, SlotScan};
-use crate::sorted_runs::Limits;
 use crate::segments::{ImageIndex, Segments};
 use crate::sorted_runs::scratch_file;
+use crate::sorted_runs::Limits;
 use repo_client::BundleBytes;
 
 /// Tuning of the pipeline; the defaults suit a node.
@@ -462,9 +462,13 @@ fn spill_held<'m>(
     let head = IndexFile::spill_head(index, head, file).map_err(index_error(source))?;
     let mut held = HeldGroups::new(&head)?;
     let chunking = manifest.chunking();
-    let scan = SlotScan::new(active, chunking, scratch, Limits::default(), |at, len, sha256| {
-        held.observe(at, len, sha256)
-    })?;
+    let scan = SlotScan::new(
+        active,
+        chunking,
+        scratch,
+        Limits::default(),
+        |at, len, sha256| held.observe(at, len, sha256),
+    )?;
     let (groups, saved) = (held.held, held.bytes_saved);
     let mut fetched = head_range.end - head_range.start;
     let file = head

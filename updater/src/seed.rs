@@ -378,7 +378,14 @@ mod tests {
             active.write_at(bytes, at * BLOCK as u64).unwrap();
         }
         let scratch = tempfile::tempdir().unwrap();
-        let scan = SlotScan::new(&active, Chunking::DEFAULT, Some(scratch.path()), TINY, |_, _, _| Ok(())).unwrap();
+        let scan = SlotScan::new(
+            &active,
+            Chunking::DEFAULT,
+            Some(scratch.path()),
+            TINY,
+            |_, _, _| Ok(()),
+        )
+        .unwrap();
         let records = scan.records().unwrap().collect::<Result<Vec<_>>>().unwrap();
         let mut expected = vec![
             (key(Sha256Digest::of(&a)), 3 * BLOCK as u64),

@@ -3,7 +3,6 @@
 //! names, and the index's records turned into the image's [`Chunk`] list.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::chunk::{max_frame_len_u64, Chunk, ImageChunks, StoredFrame, StreamedIndex};
@@ -11,6 +10,7 @@ use super::record::{self, Record, RecordForm, CONTINUED};
 use super::tree::{Tree, TreeRecords};
 use crate::chunking::{Chunking, ALIGN};
 use crate::digest::Sha256Digest;
+use crate::digest::ZeroDigests;
 use crate::error::{FormatError, Section};
 
 /// The dictionary and stored index of a version 3 bundle, as read after its payload, and the
@@ -420,19 +420,6 @@ fn close_frame(open: Option<(StoredFrame, u64)>) -> Result<(), String> {
             max_frame_len_u64(raw)
         )),
         _ => Ok(()),
-    }
-}
-
-/// SHA-256 of `n` zero bytes, computed once per length.
-#[derive(Default)]
-pub(crate) struct ZeroDigests(HashMap<u32, Sha256Digest>);
-
-impl ZeroDigests {
-    pub(crate) fn of(&mut self, n: u32) -> Sha256Digest {
-        *self
-            .0
-            .entry(n)
-            .or_insert_with(|| Sha256Digest::of_zeros(u64::from(n)))
     }
 }
 

@@ -15,8 +15,7 @@ use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use sha2::{Digest, Sha256};
 
 use super::record::{IndexWriter, Record, RecordForm};
-use super::stored::ZeroDigests;
-use crate::digest::Sha256Digest;
+use crate::digest::{Sha256Digest, ZeroDigests};
 use crate::error::{Error, FormatError, Section};
 
 /// Bytes of one hash, in the table and the column.
