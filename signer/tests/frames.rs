@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::io::Cursor;
 
-use signer::bundle::{stored_chunks, BundleHead};
+use signer::bundle::{BundleHead, PreviousChunks};
 use signer::chunking::Chunking;
 use signer::schema::pieces;
 use signer::{Limits, Manifest, Sha256Digest};
@@ -21,7 +21,7 @@ fn signed(image: &[u8], opts: &signer::SignOptions, f: &Fixture) -> (Vec<u8>, Ma
 }
 
 /// The stored chunks' hashes: what a node running this release holds.
-fn held(manifest: &Manifest) -> HashSet<Sha256Digest> {
+fn held(manifest: &Manifest) -> PreviousChunks {
     manifest
         .chunks()
         .iter()
@@ -32,7 +32,7 @@ fn held(manifest: &Manifest) -> HashSet<Sha256Digest> {
 
 /// Each frame of the image as `(first chunk, chunks, all of them in previous)`; panics when a
 /// frame mixes held and new chunks.
-fn frames(manifest: &Manifest, previous: &HashSet<Sha256Digest>) -> Vec<(u64, usize, bool)> {
+fn frames(manifest: &Manifest, previous: &PreviousChunks) -> Vec<(u64, usize, bool)> {
     pieces(manifest.chunks())
         .filter(|p| !p[0].is_zero())
         .map(|p| {
@@ -106,6 +106,13 @@ fn with_previous_new_chunks_get_frames_of_their_own() {
     assert_eq!(lens, [256, 256]);
 }
 
+/// The stored chunks of the bundle `bundle`, as `sign --previous` reads them.
+fn stored_chunks(bundle: &[u8], limits: &Limits) -> Result<PreviousChunks, signer::Error> {
+    let mut chunks = PreviousChunks::default();
+    chunks.add_bundle(&mut Cursor::new(bundle), limits)?;
+    Ok(chunks)
+}
+
 #[test]
 fn stored_chunks_of_a_previous_bundle_are_the_chunks_its_nodes_hold() {
     let f = fixture();
@@ -113,7 +120,7 @@ fn stored_chunks_of_a_previous_bundle_are_the_chunks_its_nodes_hold() {
     image[8 * 4096..16 * 4096].fill(0);
     let (bundle, manifest) = signed(&image, &test_options(), &f);
     let limits = Limits::default();
-    let stored = stored_chunks(&mut Cursor::new(&bundle), &limits).unwrap();
+    let stored = stored_chunks(&bundle, &limits).unwrap();
     assert!(
         manifest.zero_chunks() >= 8,
         "all-zero chunks are not stored"
@@ -121,11 +128,8 @@ fn stored_chunks_of_a_previous_bundle_are_the_chunks_its_nodes_hold() {
     assert_eq!(stored, held(&manifest));
     // Unsigned is fine (nothing here is trusted); a file that is no bundle is refused.
     let unsigned = sign_image_with(&image, &test_options(), &[]);
-    assert_eq!(
-        stored_chunks(&mut Cursor::new(&unsigned), &limits).unwrap(),
-        stored
-    );
-    let err = stored_chunks(&mut Cursor::new(vec![b'x'; 4096]), &limits).unwrap_err();
+    assert_eq!(stored_chunks(&unsigned, &limits).unwrap(), stored);
+    let err = stored_chunks(&[b'x'; 4096], &limits).unwrap_err();
     assert!(
         matches!(
             err,

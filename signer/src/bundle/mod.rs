@@ -18,5 +18,5 @@ pub use chunks::{
 pub use dictionary::train_dictionary;
 pub use head::BundleHead;
 pub use header::BundleHeader;
-pub use previous::stored_chunks;
+pub use previous::PreviousChunks;
 pub use writer::{sign_bundle, sign_release, AssetSource, SignOptions, SignSummary, Sources};

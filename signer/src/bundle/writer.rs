@@ -20,6 +20,7 @@ use time::OffsetDateTime;
 
 use crate::bundle::header::{BundleHeader, FORMAT_VERSION_INDEX};
 use crate::bundle::index::{self, Record, TreeFiles, TreeWriter, GROUP};
+use crate::bundle::previous::PreviousChunks;
 use crate::chunking::{ChunkStream, Chunking};
 use crate::digest::Sha256Digest;
 use crate::error::{Error, UsageError};
@@ -56,7 +57,7 @@ pub struct SignOptions {
     /// of up to 1 MiB (nodes reuse them, full installs read them); the others, what an update
     /// from those releases fetches, in frames of their own runs. Default none: every frame
     /// holds up to 1 MiB of chunks.
-    pub previous: HashSet<Sha256Digest>,
+    pub previous: PreviousChunks,
     /// Most raw bytes of the image's chunks one frame holds (at least one chunk). Default
     /// 1 MiB: about zstd's window at level 3, so sharing frames costs little compression.
     pub frame_bytes: u32,
@@ -87,7 +88,7 @@ impl SignOptions {
             chunking: Chunking::DEFAULT,
             chunk_size: 1 << 20,
             dictionary: None,
-            previous: HashSet::new(),
+            previous: PreviousChunks::default(),
             frame_bytes: 1 << 20,
             level: 3,
             workers: 0,
@@ -551,7 +552,7 @@ struct Plan<'a> {
     dictionary: Option<&'a [u8]>,
     /// For the image: chunks nodes hold, which decides how chunks share frames. `None`: one
     /// frame per chunk (boot assets).
-    previous: Option<&'a HashSet<Sha256Digest>>,
+    previous: Option<&'a PreviousChunks>,
     /// Whether each stored chunk is also compressed alone, for the chunk store.
     store: bool,
     /// Most raw bytes in a batch, and so in a frame.

@@ -1,7 +1,6 @@
 //! One function per command: turns the typed arguments into validated values ("high"
 //! arguments: keys loaded, sizes and times parsed) and calls the library.
 
-use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, IsTerminal, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -10,8 +9,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use signer::bundle::{
-    add_checked_signatures, add_signatures, extract, extract_asset, sign_release, stored_chunks,
-    train_dictionary, verify_contents, AssetSource, BundleHead, SignOptions, Sources,
+    add_checked_signatures, add_signatures, extract, extract_asset, sign_release, train_dictionary,
+    verify_contents, AssetSource, BundleHead, PreviousChunks, SignOptions, Sources,
 };
 use signer::chunking::Chunking;
 use signer::ext::{small_blocks, SmallBlocks};
@@ -26,7 +25,6 @@ use signer::request::{
 };
 use signer::time_util::{format_rfc3339, now_utc, parse_expiry, parse_rfc3339};
 use signer::verify::trust_root;
-use signer::Sha256Digest;
 use signer::{AssetKind, Limits, Manifest, PublicKey, RoleKind, SecretKey, Verified};
 use time::OffsetDateTime;
 
@@ -194,15 +192,14 @@ fn root_sign(file: &Path, keys: &[KeyArg], trusted: Option<&Path>, limits: &Limi
     Ok(())
 }
 
-/// The stored chunks of the `--previous` bundles' images ([`stored_chunks`]).
-fn previous_chunks(bundles: &[PathBuf], limits: &Limits) -> Result<HashSet<Sha256Digest>> {
-    let mut chunks = HashSet::new();
+/// The stored chunks of the `--previous` bundles' images ([`PreviousChunks`]).
+fn previous_chunks(bundles: &[PathBuf], limits: &Limits) -> Result<PreviousChunks> {
+    let mut chunks = PreviousChunks::default();
     for path in bundles {
         let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        chunks.extend(
-            stored_chunks(&mut f, limits)
-                .with_context(|| format!("--previous {}", path.display()))?,
-        );
+        chunks
+            .add_bundle(&mut f, limits)
+            .with_context(|| format!("--previous {}", path.display()))?;
     }
     Ok(chunks)
 }
