@@ -18,7 +18,8 @@
 # tandem-server on 127.0.0.1, and installed with `tandem-updater install URL --channel stable`
 # (read-back on, as by default), the node made anew for each agent measured. Prints per size
 # and agent the peak RSS (goal <= 32 MiB), the wall time and the bytes reused from the active
-# slot. Work files in bench/work/delta-rss (gitignored), removed at the end.
+# slot; then, per size, the signer's peak RSS signing v2 with v1 listed (`--previous`: the
+# listed release's chunks are held as 8-byte keys; goal <= 64 MiB). Work files in bench/work/delta-rss (gitignored), removed at the end.
 set -euo pipefail
 
 SIZES=${DELTA_RSS_SIZES:-1024 4096 16384}
@@ -78,6 +79,7 @@ serve() {
 }
 
 RESULTS=()
+SIGNER=()
 for mib in $SIZES; do
     echo "building and signing the ${mib} MiB images" >&2
     image "$B/v2.img" "$mib" 2
@@ -106,9 +108,21 @@ for mib in $SIZES; do
             "$(( reused >> 20 ))" "$agent")")
         echo "${RESULTS[-1]}" >&2
     done
-    rm -f "$B/v1.img" "$B/v2.tandem" "$B/disk.img"
+    # The signer's peak RSS signing v2 with v1 listed (--previous): v1 signed, then v2 again.
+    "$BIN/tandem-signer" sign --image "$B/v1.img" --product bench --version "1.0.$mib" --security-version 1 \
+        --key "$B/release.pem" --level 3 -o "$B/v1.tandem" >/dev/null 2>"$B/sign.log" || { cat "$B/sign.log" >&2; exit 1; }
+    rm -f "$B/v1.img"
+    image "$B/v2.img" "$mib" 2
+    /usr/bin/time -f '%M' -o "$B/sign-rss.txt" "$BIN/tandem-signer" sign --image "$B/v2.img" --product bench \
+        --version "2.0.$mib" --security-version 1 --key "$B/release.pem" --level 3 -o "$B/v2p.tandem" \
+        --previous "$B/v1.tandem" >/dev/null 2>"$B/sign.log" || { cat "$B/sign.log" >&2; exit 1; }
+    SIGNER+=("$(printf '%6d MiB image: signer with --previous, peak RSS %3d MiB' "$mib" "$(( $(tail -1 "$B/sign-rss.txt") / 1024 ))")")
+    echo "${SIGNER[-1]}" >&2
+    rm -f "$B/v1.img" "$B/v2.img" "$B/v1.tandem" "$B/v2p.tandem" "$B/v2.tandem" "$B/disk.img"
 done
 
 echo "agent's peak RSS on a delta install over HTTP (goal <= 32 MiB at every size; data capped at $DATA_MIB MiB):"
 printf '%s\n' "${RESULTS[@]}"
+echo "the signer's peak RSS signing v2 with v1 listed (goal <= 64 MiB):"
+printf '%s\n' "${SIGNER[@]}"
 echo "(machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
