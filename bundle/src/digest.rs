@@ -25,6 +25,14 @@ impl Sha256Digest {
         Sha256Digest(h.finalize().into())
     }
 
+    /// The first 8 bytes, as a number: a short key that finds a candidate among many
+    /// chunks (a sorted run, a set), never one that accepts data.
+    pub fn key(&self) -> u64 {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(self.0.get(..8).unwrap_or(&[0; 8]));
+        u64::from_be_bytes(bytes)
+    }
+
     /// The digest of `len` zero bytes, without allocating `len` bytes.
     pub fn of_zeros(len: u64) -> Self {
         let block = [0u8; 64 << 10];
@@ -106,10 +114,11 @@ impl<'de> serde::Deserialize<'de> for Sha256Digest {
 
 /// SHA-256 of `n` zero bytes, computed once per length.
 #[derive(Default)]
-pub(crate) struct ZeroDigests(HashMap<u32, Sha256Digest>);
+pub struct ZeroDigests(HashMap<u32, Sha256Digest>);
 
 impl ZeroDigests {
-    pub(crate) fn of(&mut self, n: u32) -> Sha256Digest {
+    /// The SHA-256 of `n` zero bytes.
+    pub fn of(&mut self, n: u32) -> Sha256Digest {
         *self
             .0
             .entry(n)

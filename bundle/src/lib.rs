@@ -53,7 +53,7 @@ pub mod verify;
 pub mod verity;
 
 pub use chunks::{ChunkData, ChunkDecoder, ChunkReader};
-pub use digest::Sha256Digest;
+pub use digest::{Sha256Digest, ZeroDigests};
 pub use error::{
     ChunkFault, Error, FormatError, KeyError, Result, Section, ThresholdReport, UsageError,
     VerifyError,

@@ -4,12 +4,8 @@
 //! "Delta"). An unchanged region of the image costs its table entry, 32 bytes a group, instead
 //! of 32 bytes a chunk.
 
-use std::io::BufReader;
-
-use bundle::chunking::Chunking;
 use bundle::index::{TreeGroup, TreeGroups, TreeHead};
-use bundle::Sha256Digest;
-use partitions::io::{BlockDevice, DeviceCursor};
+use bundle::{Sha256Digest, ZeroDigests};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
@@ -23,7 +19,7 @@ pub(crate) struct HeldGroups<'h> {
     /// The group being matched, where it ends, and the image offset its next chunk must
     /// start at; `None` once the groups are done.
     current: Option<Current>,
-    zeros: Zeros,
+    zeros: ZeroDigests,
     /// Groups filled, and their hashes' bytes (not fetched).
     pub(crate) held: u64,
     pub(crate) bytes_saved: u64,
@@ -47,7 +43,7 @@ impl<'h> HeldGroups<'h> {
             head,
             groups,
             current: None,
-            zeros: Zeros::default(),
+            zeros: ZeroDigests::default(),
             held: 0,
             bytes_saved: 0,
         };
@@ -63,10 +59,9 @@ impl<'h> HeldGroups<'h> {
             if group.entry.is_none() {
                 continue;
             }
-            let end = group.image_offset + group.chunks.iter().map(|c| u64::from(c.0)).sum::<u64>();
             self.current = Some(Current {
                 next_offset: group.image_offset,
-                end,
+                end: group.end(),
                 group,
                 taken: 0,
                 hashes: Vec::new(),
@@ -121,40 +116,4 @@ impl<'h> HeldGroups<'h> {
         }
         self.advance()
     }
-}
-
-/// SHA-256 of all-zero chunks, by length (a slot has a few lengths only).
-#[derive(Default)]
-struct Zeros(Vec<(u32, Sha256Digest)>);
-
-impl Zeros {
-    fn of(&mut self, len: u32) -> Sha256Digest {
-        if let Some((_, digest)) = self.0.iter().find(|(n, _)| *n == len) {
-            return *digest;
-        }
-        let digest = Sha256Digest::of_zeros(u64::from(len));
-        self.0.push((len, digest));
-        digest
-    }
-}
-
-/// Cuts `device` with `chunking` from its start and hands each chunk to `each` with its offset.
-pub(crate) fn scan_slot(
-    device: &dyn BlockDevice,
-    chunking: Chunking,
-    mut each: impl FnMut(u64, &[u8]) -> Result<()>,
-) -> Result<()> {
-    let size = device.size().map_err(Error::io("sizing the active slot"))?;
-    let reader = BufReader::with_capacity(4 << 20, DeviceCursor::new(device));
-    let mut stream = chunking.split(reader, size);
-    let mut chunk = Vec::new();
-    let mut offset = 0u64;
-    while stream
-        .next_into(&mut chunk)
-        .map_err(Error::io("reading the active slot"))?
-    {
-        each(offset, &chunk)?;
-        offset += chunk.len() as u64;
-    }
-    Ok(())
 }

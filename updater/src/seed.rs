@@ -9,15 +9,15 @@
 //! wanted chunk was found is sorted again by chunk index, to be read once, in order, as the
 //! install walks the image.
 
+use std::io::BufReader;
 use std::path::Path;
 
 use bundle::chunking::Chunking;
 use bundle::{Chunk, Sha256Digest};
-use partitions::io::BlockDevice;
+use partitions::io::{BlockDevice, DeviceCursor};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::held_groups::scan_slot;
 use crate::sorted_runs::{Limits, Record, Run, RunReader, Sorted, Sorter};
 
 /// Where a held chunk's bytes are.
@@ -52,7 +52,7 @@ impl SlotScan {
             let sha256 = Sha256Digest(Sha256::digest(chunk).into());
             observe(offset, chunk.len() as u32, sha256)?;
             if chunk.iter().any(|&b| b != 0) {
-                sorter.push((key(sha256), offset))?;
+                sorter.push((sha256.key(), offset))?;
             }
             Ok(())
         })?;
@@ -82,7 +82,7 @@ fn wanted(
     for chunk in chunks {
         let chunk = chunk?;
         if !chunk.is_zero() {
-            wanted.push((key(chunk.sha256()), chunk.index()))?;
+            wanted.push((chunk.sha256().key(), chunk.index()))?;
             any = true;
         }
     }
@@ -224,13 +224,6 @@ impl Seed {
     }
 }
 
-/// The first 8 bytes of a hash, the seed's key.
-fn key(sha256: Sha256Digest) -> u64 {
-    let mut bytes = [0u8; 8];
-    bytes.copy_from_slice(sha256.0.get(..8).unwrap_or(&[0; 8]));
-    u64::from_be_bytes(bytes)
-}
-
 /// A slot and its size, asked once.
 pub(crate) struct Slot<'a> {
     device: &'a dyn BlockDevice,
@@ -256,6 +249,27 @@ impl<'a> Slot<'a> {
         )))?;
         Ok(Sha256Digest(Sha256::digest(&buf[..]).into()) == chunk.sha256())
     }
+}
+
+/// Cuts `device` with `chunking` from its start and hands each chunk to `each` with its offset.
+fn scan_slot(
+    device: &dyn BlockDevice,
+    chunking: Chunking,
+    mut each: impl FnMut(u64, &[u8]) -> Result<()>,
+) -> Result<()> {
+    let size = device.size().map_err(Error::io("sizing the active slot"))?;
+    let reader = BufReader::with_capacity(4 << 20, DeviceCursor::new(device));
+    let mut stream = chunking.split(reader, size);
+    let mut chunk = Vec::new();
+    let mut offset = 0u64;
+    while stream
+        .next_into(&mut chunk)
+        .map_err(Error::io("reading the active slot"))?
+    {
+        each(offset, &chunk)?;
+        offset += chunk.len() as u64;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -388,8 +402,8 @@ mod tests {
         .unwrap();
         let records = scan.records().unwrap().collect::<Result<Vec<_>>>().unwrap();
         let mut expected = vec![
-            (key(Sha256Digest::of(&a)), 3 * BLOCK as u64),
-            (key(Sha256Digest::of(&b)), BLOCK as u64),
+            (Sha256Digest::of(&a).key(), 3 * BLOCK as u64),
+            (Sha256Digest::of(&b).key(), BLOCK as u64),
         ];
         expected.sort_unstable();
         assert_eq!(records, expected);
@@ -430,7 +444,7 @@ mod tests {
         let target = MemDisk::new(8 * BLOCK as u64);
         let chunks = [chunk(0, &wanted)];
         // As if `other`'s hash shared the first 8 bytes of `wanted`'s.
-        let key = key(chunks[0].sha256());
+        let key = chunks[0].sha256().key();
         let seeded = || {
             let scan = SlotScan {
                 run: Run::write("a scan", None, [Ok((key, 2 * BLOCK as u64))].into_iter()).unwrap(),

@@ -93,36 +93,22 @@ impl IndexFile {
     /// last item after the last chunk is an error if the records broke a rule (which
     /// [`IndexFile::spill`] already ruled out).
     pub fn chunks(&self) -> Result<ChunkStream<'_>, Error> {
-        let mut first = [0u8; FRAME_HEADER_MAX];
         let size = self.index.range.end - self.index.range.start;
-        let head = first
-            .get_mut(..usize::try_from(size).map_or(FRAME_HEADER_MAX, |n| n.min(FRAME_HEADER_MAX)))
-            .unwrap_or_default();
-        self.file
-            .read_exact_at(head, 0)
-            .map_err(Error::io("reading the spilled chunk index"))?;
+        let (file, count) = (&self.file, self.index.count);
         let store = self.index.store_size.is_some();
-        let at = |at: u64, len: u64| {
-            BufReader::with_capacity(
-                COPY_STEP,
-                FileAt {
-                    file: &self.file,
-                    at,
-                }
-                .take(len),
-            )
-        };
         let records: Box<dyn Iterator<Item = Result<Record, FormatError>> + Send + '_> =
             match self.index.tree {
-                None => {
-                    let form = RecordForm::with_store(store);
-                    Box::new(decode_stream(head, at(0, size), self.index.count, form)?)
-                }
+                None => Box::new(records_at(
+                    file,
+                    size,
+                    count,
+                    RecordForm::with_store(store),
+                )?),
                 Some(tree) => {
-                    let form = RecordForm::lengths(store);
-                    let lengths = decode_stream(head, at(0, tree.lengths), self.index.count, form)?;
-                    let table = at(tree.lengths, tree.table);
-                    let column = at(tree.head_len(), size - tree.head_len());
+                    let lengths =
+                        records_at(file, tree.lengths, count, RecordForm::lengths(store))?;
+                    let table = region(file, tree.lengths, tree.table);
+                    let column = region(file, tree.head_len(), size - tree.head_len());
                     Box::new(TreeRecords::new(lengths, column, table, tree.group))
                 }
             };
@@ -212,6 +198,13 @@ pub struct TreeGroup {
     pub column: Range<u64>,
 }
 
+impl TreeGroup {
+    /// Where the group's last chunk ends in the image.
+    pub fn end(&self) -> u64 {
+        self.image_offset + self.chunks.iter().map(|c| u64::from(c.0)).sum::<u64>()
+    }
+}
+
 /// Column bytes between two groups to fetch that are read through rather than asked for in a
 /// request of their own (a request's headers cost about as much).
 const READ_THROUGH: u64 = 512;
@@ -219,33 +212,16 @@ const READ_THROUGH: u64 = 512;
 impl TreeHead {
     /// The groups in order, decoded from the proven copy.
     pub fn groups(&self) -> Result<TreeGroups<'_>, Error> {
-        let mut first = [0u8; FRAME_HEADER_MAX];
-        let lengths = self.tree.lengths;
-        let head = first
-            .get_mut(
-                ..usize::try_from(lengths).map_or(FRAME_HEADER_MAX, |n| n.min(FRAME_HEADER_MAX)),
-            )
-            .unwrap_or_default();
-        self.file
-            .read_exact_at(head, 0)
-            .map_err(Error::io("reading the spilled chunk index"))?;
+        let (file, lengths) = (&self.file, self.tree.lengths);
         let form = RecordForm::lengths(self.index.store_size.is_some());
-        let reader = BufReader::with_capacity(COPY_STEP, self.at(0).take(lengths));
         Ok(TreeGroups {
-            lengths: decode_stream(head, reader, self.index.count, form)?,
-            table: BufReader::new(self.at(lengths).take(self.tree.table)),
+            lengths: records_at(file, lengths, self.index.count, form)?,
+            table: region(file, lengths, self.tree.table),
             group: self.tree.group,
             number: 0,
             image_offset: 0,
             column: 0,
         })
-    }
-
-    fn at(&self, at: u64) -> FileAt<'_> {
-        FileAt {
-            file: &self.file,
-            at,
-        }
     }
 
     /// Puts `hashes`, found by the caller for `group` (in its slot, at the group's offset,
@@ -312,8 +288,8 @@ impl TreeHead {
 
 /// The groups of a [`TreeHead`], decoded as they are taken.
 pub struct TreeGroups<'a> {
-    lengths: Records<BufReader<std::io::Take<FileAt<'a>>>>,
-    table: BufReader<std::io::Take<FileAt<'a>>>,
+    lengths: Records<Region<'a>>,
+    table: Region<'a>,
     group: u32,
     number: u64,
     image_offset: u64,
@@ -330,7 +306,6 @@ impl TreeGroups<'_> {
         if chunks.is_empty() {
             return Ok(None);
         }
-        let raw: u64 = chunks.iter().map(|c| u64::from(c.0)).sum();
         let stored = chunks.iter().filter(|c| c.1).count() as u64;
         let entry = if stored > 0 {
             let mut hash = [0u8; 32];
@@ -353,7 +328,7 @@ impl TreeGroups<'_> {
             column: self.column..self.column + stored * HASH_LEN,
         };
         self.number += 1;
-        self.image_offset += raw;
+        self.image_offset = group.end();
         self.column = group.column.end;
         Ok(Some(group))
     }
@@ -365,6 +340,31 @@ impl Iterator for TreeGroups<'_> {
     fn next(&mut self) -> Option<Self::Item> {
         self.next_group().transpose()
     }
+}
+
+/// `len` bytes of a spilled index from byte `at`, buffered.
+fn region(file: &File, at: u64, len: u64) -> Region<'_> {
+    BufReader::with_capacity(COPY_STEP, FileAt { file, at }.take(len))
+}
+
+/// A part of a spilled index, read from its own position.
+type Region<'a> = BufReader<std::io::Take<FileAt<'a>>>;
+
+/// The `count` records of the zstd frame of `len` bytes that starts a spilled index, in
+/// `form`: its first bytes are checked before any record ([`decode_stream`]).
+fn records_at(
+    file: &File,
+    len: u64,
+    count: u64,
+    form: RecordForm,
+) -> Result<Records<Region<'_>>, Error> {
+    let mut first = [0u8; FRAME_HEADER_MAX];
+    let head = first
+        .get_mut(..usize::try_from(len).map_or(FRAME_HEADER_MAX, |n| n.min(FRAME_HEADER_MAX)))
+        .unwrap_or_default();
+    file.read_exact_at(head, 0)
+        .map_err(Error::io("reading the spilled chunk index"))?;
+    Ok(decode_stream(head, region(file, 0, len), count, form)?)
 }
 
 /// A file read from a position of its own (the descriptor's offset is never used).

@@ -24,7 +24,7 @@ pub struct PreviousChunks(HashSet<u64>);
 impl PreviousChunks {
     /// Whether an earlier release stores a chunk whose hash starts as `sha256` does.
     pub fn contains(&self, sha256: &Sha256Digest) -> bool {
-        self.0.contains(&key(sha256))
+        self.0.contains(&sha256.key())
     }
 
     /// No earlier release.
@@ -57,7 +57,7 @@ impl PreviousChunks {
         for chunk in chunks {
             let chunk = chunk?;
             if !chunk.is_zero() {
-                self.0.insert(key(&chunk.sha256()));
+                self.0.insert(chunk.sha256().key());
             }
         }
         Ok(())
@@ -66,13 +66,6 @@ impl PreviousChunks {
 
 impl FromIterator<Sha256Digest> for PreviousChunks {
     fn from_iter<I: IntoIterator<Item = Sha256Digest>>(hashes: I) -> Self {
-        PreviousChunks(hashes.into_iter().map(|h| key(&h)).collect())
+        PreviousChunks(hashes.into_iter().map(|h| h.key()).collect())
     }
-}
-
-/// The first 8 bytes of a hash.
-fn key(sha256: &Sha256Digest) -> u64 {
-    let mut bytes = [0u8; 8];
-    bytes.copy_from_slice(sha256.0.get(..8).unwrap_or(&[0; 8]));
-    u64::from_le_bytes(bytes)
 }

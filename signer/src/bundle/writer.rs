@@ -702,9 +702,7 @@ impl<'s> StoreWriter<'s> {
     /// Stores `frame`, the chunk `sha256`'s own, unless an earlier chunk was that one:
     /// the length stored (0: not stored).
     fn put(&mut self, sha256: Sha256Digest, frame: &[u8]) -> Result<u32, Error> {
-        let mut key = [0u8; 8];
-        key.copy_from_slice(sha256.0.get(..8).unwrap_or(&[0; 8]));
-        let key = u64::from_le_bytes(key);
+        let key = sha256.key();
         if self.seen.contains(&key) {
             return Ok(0);
         }
